@@ -1,0 +1,200 @@
+//! The 8-byte header that starts every RPCAP message:
+//! `ver u8 | type u8 | value u16 | plen u32`, big-endian.
+
+/// Length of the control header on the wire.
+pub const HEADER_LEN: usize = 8;
+
+/// The only protocol version that exists.
+pub const VERSION: u8 = 0;
+
+/// Largest control payload accepted by default: no legitimate control message
+/// comes near it (a FINDALLIF reply for hundreds of interfaces is ~100 KiB).
+pub const MAX_CONTROL_PLEN: u32 = 1 << 20;
+
+/// Message types (the header's `type` byte). Replies are `request | 0x80`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MsgType {
+    Error = 0x01,
+    FindAllIfReq = 0x02,
+    OpenReq = 0x03,
+    StartCapReq = 0x04,
+    UpdateFilterReq = 0x05,
+    Close = 0x06,
+    Packet = 0x07,
+    AuthReq = 0x08,
+    StatsReq = 0x09,
+    EndCapReq = 0x0A,
+    SetSamplingReq = 0x0B,
+    /// ExtraHop's udpstr data datagram.
+    UdpStrPacket = 110,
+    FindAllIfReply = 0x82,
+    OpenReply = 0x83,
+    StartCapReply = 0x84,
+    UpdateFilterReply = 0x85,
+    AuthReply = 0x88,
+    StatsReply = 0x89,
+    EndCapReply = 0x8A,
+    SetSamplingReply = 0x8B,
+}
+
+impl MsgType {
+    /// The type for a raw `type` byte, if it is one this crate knows.
+    pub fn from_u8(v: u8) -> Option<MsgType> {
+        use MsgType::*;
+        Some(match v {
+            0x01 => Error,
+            0x02 => FindAllIfReq,
+            0x03 => OpenReq,
+            0x04 => StartCapReq,
+            0x05 => UpdateFilterReq,
+            0x06 => Close,
+            0x07 => Packet,
+            0x08 => AuthReq,
+            0x09 => StatsReq,
+            0x0A => EndCapReq,
+            0x0B => SetSamplingReq,
+            110 => UdpStrPacket,
+            0x82 => FindAllIfReply,
+            0x83 => OpenReply,
+            0x84 => StartCapReply,
+            0x85 => UpdateFilterReply,
+            0x88 => AuthReply,
+            0x89 => StatsReply,
+            0x8A => EndCapReply,
+            0x8B => SetSamplingReply,
+            _ => return None,
+        })
+    }
+}
+
+/// Error codes carried in the `value` field of an ERROR message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    Netw = 1,
+    InitTimeout = 2,
+    Auth = 3,
+    FindAllIf = 4,
+    NoRemoteIf = 5,
+    Open = 6,
+    UpdateFilter = 7,
+    GetStats = 8,
+    ReadEx = 9,
+    HostNoAuth = 10,
+    RemoteAccept = 11,
+    StartCapture = 12,
+    EndCapture = 13,
+    RuntimeTimeout = 14,
+    SetSampling = 15,
+    WrongMsg = 16,
+    WrongVer = 17,
+    AuthFailed = 18,
+    TlsRequired = 19,
+    AuthTypeNotSup = 20,
+}
+
+impl ErrorCode {
+    /// The code for a raw value, if it is a known one.
+    pub fn from_u16(v: u16) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        Some(match v {
+            1 => Netw,
+            2 => InitTimeout,
+            3 => Auth,
+            4 => FindAllIf,
+            5 => NoRemoteIf,
+            6 => Open,
+            7 => UpdateFilter,
+            8 => GetStats,
+            9 => ReadEx,
+            10 => HostNoAuth,
+            11 => RemoteAccept,
+            12 => StartCapture,
+            13 => EndCapture,
+            14 => RuntimeTimeout,
+            15 => SetSampling,
+            16 => WrongMsg,
+            17 => WrongVer,
+            18 => AuthFailed,
+            19 => TlsRequired,
+            20 => AuthTypeNotSup,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded control header. `msg_type` stays raw so that unknown types can be
+/// answered with WRONGMSG instead of killing the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub ver: u8,
+    pub msg_type: u8,
+    pub value: u16,
+    pub plen: u32,
+}
+
+impl Header {
+    /// A version-0 header.
+    pub fn new(msg_type: MsgType, value: u16, plen: u32) -> Header {
+        Header {
+            ver: VERSION,
+            msg_type: msg_type as u8,
+            value,
+            plen,
+        }
+    }
+
+    /// Reads a header from the first 8 bytes of `buf`; `None` if `buf` is shorter.
+    pub fn parse(buf: &[u8]) -> Option<Header> {
+        let b: &[u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+        Some(Header {
+            ver: b[0],
+            msg_type: b[1],
+            value: u16::from_be_bytes([b[2], b[3]]),
+            plen: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    /// The header's wire bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let v = self.value.to_be_bytes();
+        let p = self.plen.to_be_bytes();
+        [self.ver, self.msg_type, v[0], v[1], p[0], p[1], p[2], p[3]]
+    }
+
+    /// The known message type, if any.
+    pub fn kind(&self) -> Option<MsgType> {
+        MsgType::from_u8(self.msg_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_is_big_endian() {
+        let h = Header::new(MsgType::FindAllIfReply, 3, 0x0102_0304);
+        let b = h.to_bytes();
+        assert_eq!(b, [0, 0x82, 0, 3, 1, 2, 3, 4]);
+        assert_eq!(Header::parse(&b), Some(h));
+        assert_eq!(Header::parse(&b[..7]), None);
+    }
+
+    #[test]
+    fn every_type_and_code_maps_back() {
+        for v in 0..=255u8 {
+            if let Some(t) = MsgType::from_u8(v) {
+                assert_eq!(t as u8, v);
+            }
+        }
+        for v in 0..=64u16 {
+            if let Some(c) = ErrorCode::from_u16(v) {
+                assert_eq!(c as u16, v);
+            }
+        }
+        assert_eq!(ErrorCode::from_u16(20), Some(ErrorCode::AuthTypeNotSup));
+        assert_eq!(ErrorCode::from_u16(21), None);
+    }
+}
