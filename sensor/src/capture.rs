@@ -63,9 +63,11 @@ impl Capture {
         self.deframer.stats()
     }
 
-    /// Records missing according to npkt, in either format.
+    /// Records that did not arrive whole, in either format: udpstr records
+    /// missing by npkt plus those whose end was lost, and plain npkt gaps.
     pub fn lost(&self) -> u64 {
-        self.deframer.stats().lost_records + self.counters.plain_lost
+        let u = self.deframer.stats();
+        u.lost_records + u.truncated_records + self.counters.plain_lost
     }
 
     pub fn output(&mut self) -> Option<&mut Output> {

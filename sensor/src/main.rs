@@ -37,7 +37,7 @@ use crate::session::SessionConfig;
 ///   xrpcap-sensor --connect 10.0.0.5 --ifaddr 10.0.0.0/24 -w - | wireshark -k -i -
 ///
 /// The final line per capture (stderr, and --stats-file) lists every counter as
-/// key=value: packets, bytes, lost (records missing by npkt), datagram gaps,
+/// key=value: packets, bytes, lost (records that did not arrive whole), datagram gaps,
 /// duplicates, reordered, malformed, foreign (wrong source), socket_drops, and
 /// the agent's own counters from its last STATS reply.
 #[derive(Parser, Debug)]
