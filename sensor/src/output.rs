@@ -380,6 +380,24 @@ mod tests {
     }
 
     #[test]
+    fn rotation_by_age_on_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), Format::Pcap);
+        c.rotate_age = Some(Duration::from_secs(60));
+        let mut o = Output::create(&c, "t", "e", 1, 1500).unwrap();
+        o.write(&hdr(1, 10), &[1; 10]).unwrap();
+        o.tick(Instant::now()).unwrap();
+        assert_eq!(o.files().len(), 1, "not old enough yet");
+        o.tick(Instant::now() + Duration::from_secs(61)).unwrap();
+        o.write(&hdr(2, 10), &[2; 10]).unwrap();
+        o.flush().unwrap();
+        assert_eq!(o.files().len(), 2);
+        for f in o.files() {
+            assert_eq!(count_with_tcpdump(f), 1);
+        }
+    }
+
+    #[test]
     fn pcapng_readable_by_tcpdump() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = Output::create(&cfg(dir.path(), Format::Pcapng), "a", "e", 1, 9000).unwrap();

@@ -562,3 +562,59 @@ fn kill(s: &Sensor, sig: &str) {
         .unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn passive_agent_with_password_and_tcp_data_agent_listens() {
+    let ctl = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = ctl.local_addr().unwrap().to_string();
+    let mut sensor = Sensor::start_env(
+        &[
+            "--listen",
+            "none",
+            "--connect",
+            &target,
+            "--user",
+            "alice",
+            "--tcp-data",
+            "--ifname",
+            "eth0",
+            "--count",
+            "6",
+        ],
+        Stdio::null(),
+        &[("XRPCAP_PASSWORD", "s3cret")],
+    );
+    let mut agent = ScriptedAgent::accept(&ctl);
+    let data_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let data_port = data_l.local_addr().unwrap().port();
+    let (auth, (iface, req)) = agent.handshake_full(1, data_port);
+    assert_eq!(
+        auth,
+        rpcap::msg::Auth::Password {
+            user: b"alice".to_vec(),
+            password: b"s3cret".to_vec()
+        }
+    );
+    assert_eq!(iface, "eth0");
+    assert_eq!(
+        req.flags & (startcap_flags::DGRAM | startcap_flags::SERVEROPEN),
+        0
+    );
+    let (server, _) = agent.serve(Stats::default());
+    let (mut data, _) = data_l.accept().unwrap();
+    let recs = records(6, 0x88);
+    let mut buf = vec![0u8; 2000];
+    for r in &recs {
+        let n = rpcap::plain::encode(&r.hdr, &r.data, &mut buf);
+        data.write_all(&buf[..n]).unwrap();
+    }
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    let files = sensor.files();
+    assert_eq!(files.len(), 1);
+    assert!(
+        std::fs::read(&files[0]).unwrap()
+            == pcap_bytes(&recs.iter().collect::<Vec<_>>(), 262_144, 1)
+    );
+}

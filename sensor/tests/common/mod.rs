@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rpcap::bpf::Insn;
 use rpcap::header::MAX_CONTROL_PLEN;
-use rpcap::msg::{if_flags, IfAddr, Interface, Message, StartCapReply, StartCapReq, Stats};
+use rpcap::msg::{if_flags, Auth, IfAddr, Interface, Message, StartCapReply, StartCapReq, Stats};
 use rpcap::stream::StreamDecoder;
 use rpcap::udpstr::{Batch, Framer};
 use rpcap::PktHdr;
@@ -39,6 +39,10 @@ impl Sensor {
     }
 
     pub fn start_with(args: &[&str], stdout: Stdio) -> Sensor {
+        Self::start_env(args, stdout, &[])
+    }
+
+    pub fn start_env(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Sensor {
         let dir = tempfile::tempdir().unwrap();
         let stats_file = dir.path().join("stats.txt");
         let out = dir.path().join("out");
@@ -49,6 +53,7 @@ impl Sensor {
             .arg(&stats_file)
             .args(args)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
@@ -195,6 +200,26 @@ pub struct ScriptedAgent {
 }
 
 impl ScriptedAgent {
+    /// Waits for the sensor to dial us (passive mode).
+    pub fn accept(l: &std::net::TcpListener) -> ScriptedAgent {
+        l.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    return ScriptedAgent {
+                        ctl: s,
+                        dec: StreamDecoder::new(MAX_CONTROL_PLEN),
+                    };
+                }
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("the sensor did not dial us: {e}"),
+            }
+        }
+    }
+
     /// Connects to the sensor (retrying while it starts).
     pub fn connect(port: u16) -> ScriptedAgent {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -236,7 +261,19 @@ impl ScriptedAgent {
     /// Answers AUTH, FINDALLIF, OPEN and STARTCAP; returns the opened interface
     /// name and the STARTCAP request.
     pub fn handshake(&mut self, linktype: i32) -> (String, StartCapReq) {
-        assert!(matches!(self.recv(), Some(Message::AuthReq(_))));
+        self.handshake_full(linktype, 0).1
+    }
+
+    /// As `handshake`, replying `reply_port` to STARTCAP; also returns the AUTH request.
+    pub fn handshake_full(
+        &mut self,
+        linktype: i32,
+        reply_port: u16,
+    ) -> (Auth, (String, StartCapReq)) {
+        let auth = match self.recv() {
+            Some(Message::AuthReq(a)) => a,
+            m => panic!("expected AUTH, got {m:?}"),
+        };
         self.send(&Message::AuthReply(None));
         assert_eq!(self.recv(), Some(Message::FindAllIfReq));
         self.send(&Message::FindAllIfReply(interfaces()));
@@ -251,9 +288,9 @@ impl ScriptedAgent {
         };
         self.send(&Message::StartCapReply(StartCapReply {
             bufsize: 1 << 20,
-            portdata: 0,
+            portdata: reply_port,
         }));
-        (name, req)
+        (auth, (name, req))
     }
 
     /// Answers STATS (with `stats`) and UPDATEFILTER (reporting each new
