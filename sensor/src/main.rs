@@ -149,7 +149,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     stats_file: Option<PathBuf>,
 
-    /// More logging (-v info is default; -vv debug; RUST_LOG overrides).
+    /// More logging: -v debug, -vv trace (default info; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
