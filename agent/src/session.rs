@@ -89,6 +89,8 @@ pub trait CaptureHost {
     fn failure(&mut self, cap: &Self::Capture) -> Option<String>;
     /// Stops the capture and returns its final counters.
     fn stop(&mut self, cap: Self::Capture) -> Stats;
+    /// A reloaded configuration applies to the captures started from now on.
+    fn reconfigure(&mut self, _cfg: &crate::config::Config) {}
 }
 
 /// Why a session is over.
