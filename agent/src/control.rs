@@ -94,7 +94,7 @@ enum State<C> {
     },
     Connected {
         stream: TcpStream,
-        session: Session<C>,
+        session: Box<Session<C>>,
     },
     /// The sensor sent CLOSE: never again.
     Done,
@@ -449,7 +449,7 @@ impl<H: CaptureHost> Control<H> {
                 };
                 slot.state = State::Connected {
                     stream,
-                    session: Session::new(cfg, local, peer),
+                    session: Box::new(Session::new(cfg, local, peer)),
                 };
                 // The sensor speaks first; its bytes may already be here.
                 self.service(token);
