@@ -736,6 +736,44 @@ mod tests {
     }
 
     #[test]
+    fn example_file_parses_cleanly_and_documents_every_key() {
+        let text = include_str!("../../rpcapd.ini.example");
+        let p = parse(text);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Every commented-out example line is valid too.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all = parse(&uncommented);
+        assert!(all.warnings.is_empty(), "{:?}", all.warnings);
+        for key in [
+            "ActiveClient",
+            "PassiveClient",
+            "NullAuthPermit",
+            "UserName",
+            "Capture",
+            "UdpStrSize",
+            "SendBuffer",
+            "RingSize",
+            "LocalFilter",
+            "WorkerCpu",
+            "LogLevel",
+            "KeepaliveSecs",
+            "MaxBackoffSecs",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches('#').starts_with(&format!("{key} = "))),
+                "{key} has no example line"
+            );
+        }
+        assert_eq!(all.config.active_clients.len(), 3);
+    }
+
+    #[test]
     fn display_round_trips() {
         let p = parse(
             "ActiveClient = 10.0.0.1, 2003, ifname=eth0, ifaddr=10.0.0.0/8\nNullAuthPermit = YES\n\
