@@ -582,6 +582,66 @@ fn flush<C>(stream: &mut TcpStream, session: &mut Session<C>) -> io::Result<()> 
 mod tests {
     use super::*;
 
+    struct NoHost;
+    impl CaptureHost for NoHost {
+        type Capture = ();
+        fn interfaces(&mut self) -> io::Result<Vec<rpcap::msg::Interface>> {
+            Ok(Vec::new())
+        }
+        fn linktype(&mut self, _: &str) -> io::Result<i32> {
+            Ok(1)
+        }
+        fn start(&mut self, _: crate::session::StartRequest) -> Result<(), String> {
+            Err("no".into())
+        }
+        fn update_filter(&mut self, _: &mut (), _: Vec<rpcap::bpf::Insn>) -> Result<(), String> {
+            Ok(())
+        }
+        fn set_sampling(&mut self, _: &mut (), _: rpcap::msg::Sampling) {}
+        fn stats(&mut self, _: &()) -> rpcap::msg::Stats {
+            Default::default()
+        }
+        fn failure(&mut self, _: &()) -> Option<String> {
+            None
+        }
+        fn stop(&mut self, _: ()) -> rpcap::msg::Stats {
+            Default::default()
+        }
+    }
+
+    fn cfg(lines: &[&str]) -> Config {
+        let text: String = lines
+            .iter()
+            .map(|l| format!("ActiveClient = {l}\n"))
+            .collect();
+        Config::parse(&text, "t.ini").unwrap().config
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_lines_and_replaces_changed_ones() {
+        let timing = Timing::from_config(&Config::default());
+        let a = "192.0.2.1, 2003";
+        let b = "192.0.2.2, 2003";
+        let b2 = "192.0.2.2, 2003, ifname=eth1";
+        let mut c = Control::new(cfg(&[a, b, a]), timing, NoHost).unwrap();
+        let before: Vec<(usize, String)> = c
+            .slots
+            .iter()
+            .map(|(t, s)| (*t, s.client.to_string()))
+            .collect();
+        c.apply_config(cfg(&[a, b2]));
+        let after: Vec<(usize, String)> = c
+            .slots
+            .iter()
+            .map(|(t, s)| (*t, s.client.to_string()))
+            .collect();
+        // The first `a` keeps its slot, the duplicate and `b` go, `b2` is new.
+        assert_eq!(after[0], before[0]);
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[1].1, b2);
+        assert!(after[1].0 > before[2].0);
+    }
+
     #[test]
     fn backoff_grows_caps_and_jitters() {
         let t = Timing {

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use rpcap::bpf::Insn;
 use rpcap::header::Header;
-use rpcap::msg::{
-    startcap_flags, Auth, IfAddr, Interface, Message, Sampling, StartCapReq, Stats,
-};
+use rpcap::msg::{startcap_flags, Auth, IfAddr, Interface, Message, Sampling, StartCapReq, Stats};
 use rpcap::ErrorCode;
 use xrpcapd::config::{parse_active_client, Config};
 use xrpcapd::control::{Control, Stopper, Timing};
@@ -179,7 +177,11 @@ fn dropped_session_reconnects_at_once() {
     let t0 = Instant::now();
     drop(s);
     let mut s = accept(&l, Duration::from_secs(2)).expect("reconnection");
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
     auth(&mut s);
     // A connection closed without a word (before auth) is also followed by a new one.
     drop(s);
@@ -192,7 +194,12 @@ fn close_means_no_reconnect() {
     let agent = Agent::start(l.local_addr().unwrap().port());
     let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
     auth(&mut s);
-    send(&mut s, Message::OpenReq { source: "lo".into() });
+    send(
+        &mut s,
+        Message::OpenReq {
+            source: "lo".into(),
+        },
+    );
     assert!(matches!(recv(&mut s), Message::OpenReply { .. }));
     send(&mut s, start_udp(9));
     assert!(matches!(recv(&mut s), Message::StartCapReply(_)));
@@ -220,7 +227,12 @@ fn capture_failure_reaches_the_sensor_and_session_goes_on() {
     let agent = Agent::start(l.local_addr().unwrap().port());
     let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
     auth(&mut s);
-    send(&mut s, Message::OpenReq { source: "lo".into() });
+    send(
+        &mut s,
+        Message::OpenReq {
+            source: "lo".into(),
+        },
+    );
     recv(&mut s);
     send(&mut s, start_udp(5555));
     assert!(matches!(recv(&mut s), Message::StartCapReply(_)));
