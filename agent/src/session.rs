@@ -280,6 +280,10 @@ impl<C> Session<C> {
                 }
             }
         }
+        if self.authenticated && kind == Some(MsgType::AuthReq) {
+            // Whatever its body: one authentication per session.
+            return self.send_error(ErrorCode::WrongMsg, "already authenticated");
+        }
         let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
@@ -288,8 +292,7 @@ impl<C> Session<C> {
             }
         };
         match msg {
-            Message::AuthReq(auth) if !self.authenticated => self.auth(auth),
-            Message::AuthReq(_) => self.send_error(ErrorCode::WrongMsg, "already authenticated"),
+            Message::AuthReq(auth) => self.auth(auth),
             Message::FindAllIfReq => self.find_all_if(host),
             Message::OpenReq { source } => self.open(&source, host),
             Message::StartCapReq(req) => self.start(req, host),
