@@ -58,6 +58,8 @@ impl StreamDecoder {
 
     /// The next whole message, if one has fully arrived. After a `TooLong`
     /// every call returns the same error.
+    // Not an Iterator: the payload borrows the decoder (a lending iterator).
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<(Header, &[u8])>, TooLong> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
