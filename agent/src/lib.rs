@@ -1,0 +1,13 @@
+//! xrpcapd: captures the frames of chosen interfaces and forwards them to a
+//! remote sensor over RPCAP. The binary (`main.rs`) is a thin shell around
+//! this library so that the control logic is testable from `tests/`.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod datapath;
+pub mod filter;
+pub mod host;
+pub mod iface;
+pub mod logging;
+pub mod session;
