@@ -65,14 +65,17 @@ pub fn decode(msg: &[u8]) -> Result<(PktHdr, &[u8]), PlainError> {
             msg_type: h.msg_type,
         });
     }
-    let (hdr, data) = decode_payload(&msg[HEADER_LEN..])?;
-    if u64::from(h.plen) != PktHdr::LEN as u64 + u64::from(hdr.caplen) {
+    let payload = &msg[HEADER_LEN..];
+    let caplen = PktHdr::parse(payload)
+        .ok_or(PlainError::Short(msg.len()))?
+        .caplen;
+    if u64::from(h.plen) != PktHdr::LEN as u64 + u64::from(caplen) {
         return Err(PlainError::LengthMismatch {
             plen: h.plen,
-            caplen: hdr.caplen,
+            caplen,
         });
     }
-    Ok((hdr, data))
+    decode_payload(payload)
 }
 
 /// Reads the payload of a PACKET message (the bytes after the control header,
