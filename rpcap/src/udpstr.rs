@@ -239,9 +239,9 @@ impl Framer {
         batch.fill = 0;
     }
 
-    /// Appends one record (`hdr.caplen` must equal `data.len()`; the record
-    /// header written carries `data.len()` so the stream stays consistent
-    /// either way). Writes nothing and returns `BatchFull` when the whole
+    /// Appends one record (`hdr.caplen` must equal `data.len()`: debug builds
+    /// assert it, release builds write `data.len()` as caplen so the stream
+    /// stays consistent). Writes nothing and returns `BatchFull` when the whole
     /// record does not fit in the batch.
     ///
     /// Panics if `batch` was made for another datagram size.
