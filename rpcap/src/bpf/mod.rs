@@ -1,14 +1,32 @@
 //! Classic BPF: the instruction, a validator with every rule of PROTOCOL.md
 //! (STARTCAP), and an interpreter with the kernel's semantics.
 //!
-//! CONTRACT (skeleton):
-//! - `validate`: 1 ≤ len ≤ [`MAX_INSNS`], only known opcodes, every jump lands
-//!   inside the program, the last instruction is RET, no DIV/MOD by constant 0,
+//! - [`validate`]: 1 ≤ len ≤ [`MAX_INSNS`], only known opcodes
+//!   ([`opcode::ALL`]), every jump lands inside the program (forward), the
+//!   last instruction is RET, no DIV/MOD by constant 0, no constant shift ≥ 32,
 //!   scratch memory index < 16.
-//! - `Program::run(pkt, wirelen)` returns the number of bytes to keep (0 =
-//!   reject). Packet loads (abs, ind, msh) outside `pkt` reject the packet;
-//!   `len` loads `wirelen`; division/modulo by X = 0 rejects; never panics on a
-//!   validated program.
+//! - [`Program::run`] returns the number of bytes to keep (0 = reject), with
+//!   libpcap's `bpf_filter` semantics (see [Interpreter](self#interpreter)):
+//!   packet loads outside `pkt` reject; `len` loads `wirelen`; division or
+//!   modulo by X = 0 rejects; never panics. Kernel ancillary loads
+//!   (`SKF_AD_OFF` = -0x1000 …) are not supported and reject as
+//!   out-of-bounds loads.
+//! - [`and_then`]: `first`, and if it accepts, `second` (one program).
+//!
+//! # Interpreter
+//!
+//! A, X and the 16 scratch words start at 0 on each run. Loads are big-endian.
+//! ALU is wrapping u32 arithmetic; shifts by 32 or more give 0 (as libpcap's
+//! `bpf_filter`; constant ones are refused by the validator, as by the kernel
+//! and libpcap's `bpf_validate`). No allocation per run.
+
+mod compose;
+mod interp;
+pub mod opcode;
+mod validate;
+
+pub use compose::and_then;
+pub use validate::validate;
 
 /// Largest program accepted (as the kernel's BPF_MAXINSNS).
 pub const MAX_INSNS: usize = 8192;
@@ -25,8 +43,18 @@ pub struct Insn {
 }
 
 impl Insn {
-    pub fn new(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
+    pub const fn new(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
         Insn { code, jt, jf, k }
+    }
+
+    /// A non-jump instruction (`BPF_STMT`).
+    pub const fn stmt(code: u16, k: u32) -> Insn {
+        Insn::new(code, 0, 0, k)
+    }
+
+    /// A conditional jump (`BPF_JUMP`): `jt`/`jf` instructions ahead.
+    pub const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
+        Insn::new(code, jt, jf, k)
     }
 }
 
@@ -45,14 +73,10 @@ pub enum ValidateError {
     DivByZero { pc: usize },
     #[error("instruction {pc}: scratch memory index {k} (must be < {MEMWORDS})")]
     BadMemIndex { pc: usize, k: u32 },
+    #[error("instruction {pc}: constant shift by {k} (must be < 32)")]
+    ShiftTooLarge { pc: usize, k: u32 },
     #[error("program does not end with a return")]
     NoReturn,
-}
-
-/// Checks a program before use.
-pub fn validate(prog: &[Insn]) -> Result<(), ValidateError> {
-    let _ = prog;
-    todo!()
 }
 
 /// A validated program.
@@ -71,7 +95,7 @@ impl Program {
     /// `ret #262144`: accepts every packet whole.
     pub fn accept_all() -> Program {
         Program {
-            insns: vec![Insn::new(0x06, 0, 0, 262_144)],
+            insns: vec![Insn::new(opcode::RET_K, 0, 0, 262_144)],
         }
     }
 
@@ -81,8 +105,8 @@ impl Program {
 
     /// Runs the program on captured bytes `pkt` of a packet `wirelen` long;
     /// returns the number of bytes to keep, 0 to reject.
+    #[inline]
     pub fn run(&self, pkt: &[u8], wirelen: u32) -> u32 {
-        let _ = (pkt, wirelen);
-        todo!()
+        interp::run(&self.insns, pkt, wirelen)
     }
 }
