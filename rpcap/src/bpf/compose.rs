@@ -23,6 +23,12 @@ use super::{validate, Insn, ValidateError, MAX_INSNS, MEMWORDS};
 /// a fresh run: A = X = 0 and every scratch word `first` may have written is
 /// zeroed again — no assumption about `second` storing before it loads.
 ///
+/// The result is the conjunction of the two programs' verdicts. For
+/// libpcap-compiled programs this equals libpcap's own `(a) and (b)` except
+/// when `a` uses `vlan`, `mpls`, `pppoes` or `geneve`: in one expression those
+/// shift the offsets of everything after them, while `second` here always
+/// reads the frame from the start.
+///
 /// Fails with [`ValidateError::TooLong`] when the result exceeds
 /// [`MAX_INSNS`].
 pub fn and_then(first: &[Insn], second: &[Insn]) -> Result<Vec<Insn>, ValidateError> {
