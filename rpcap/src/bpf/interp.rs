@@ -13,6 +13,10 @@
 //!   this matters only for `lsh x`/`rsh x`);
 //! - jumps are forward only (the validator guarantees it), so every run ends.
 //!
+//! Speed: [`decode`] turns the validated instructions once into [`Op`]s — one
+//! dense enum (a jump table in the loop), absolute jump targets, scratch
+//! indices known < 16 — so the per-packet loop does no opcode decoding.
+//!
 //! The kernel's ancillary loads (offsets from `SKF_AD_OFF` = -0x1000, and
 //! `SKF_NET_OFF`/`SKF_LL_OFF`) are not supported: as unsigned offsets they lie
 //! far beyond any packet, so they reject like any other out-of-bounds load.
@@ -22,132 +26,225 @@
 use super::opcode::*;
 use super::{Insn, MEMWORDS};
 
-/// Runs `insns` (validated) on `pkt`; see the module docs for the semantics.
-/// Never panics, even on an unvalidated program: a jump past the end or a
-/// bad scratch index returns 0.
-pub(super) fn run(insns: &[Insn], pkt: &[u8], wirelen: u32) -> u32 {
+/// A decoded instruction. Jump targets are absolute indices; `Ld*`/`St*`
+/// memory indices are < [`MEMWORDS`]; `Div`/`Mod` constants are non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Op {
+    RetK(u32),
+    RetA,
+    LdW(u32),
+    LdH(u32),
+    LdB(u32),
+    LdWInd(u32),
+    LdHInd(u32),
+    LdBInd(u32),
+    LdLen,
+    LdImm(u32),
+    LdMem(u8),
+    LdxImm(u32),
+    LdxMem(u8),
+    LdxLen,
+    LdxMsh(u32),
+    St(u8),
+    Stx(u8),
+    Alu(AluOp, u32),
+    AluX(AluOp),
+    Neg,
+    Ja(u32),
+    Jeq(u32, u32, u32),
+    Jgt(u32, u32, u32),
+    Jge(u32, u32, u32),
+    Jset(u32, u32, u32),
+    JeqX(u32, u32),
+    JgtX(u32, u32),
+    JgeX(u32, u32),
+    JsetX(u32, u32),
+    Tax,
+    Txa,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AluOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    And,
+    Or,
+    Xor,
+    Lsh,
+    Rsh,
+}
+
+/// Decodes a validated program. An instruction the validator would refuse
+/// decodes to `ret #0`, so even then `run` cannot misbehave.
+pub(super) fn decode(insns: &[Insn]) -> Vec<Op> {
+    insns
+        .iter()
+        .enumerate()
+        .map(|(pc, i)| decode_one(pc, i).unwrap_or(Op::RetK(0)))
+        .collect()
+}
+
+fn decode_one(pc: usize, i: &Insn) -> Option<Op> {
+    let k = i.k;
+    let next = u32::try_from(pc).ok()?.checked_add(1)?;
+    let jt = next.checked_add(u32::from(i.jt))?;
+    let jf = next.checked_add(u32::from(i.jf))?;
+    let mem = || u8::try_from(k).ok().filter(|&m| usize::from(m) < MEMWORDS);
+    let alu_op = |code: u16| match code & BPF_OP_MASK {
+        BPF_ADD => Some(AluOp::Add),
+        BPF_SUB => Some(AluOp::Sub),
+        BPF_MUL => Some(AluOp::Mul),
+        BPF_DIV => Some(AluOp::Div),
+        BPF_MOD => Some(AluOp::Mod),
+        BPF_AND => Some(AluOp::And),
+        BPF_OR => Some(AluOp::Or),
+        BPF_XOR => Some(AluOp::Xor),
+        BPF_LSH => Some(AluOp::Lsh),
+        BPF_RSH => Some(AluOp::Rsh),
+        _ => None,
+    };
+    Some(match i.code {
+        RET_K => Op::RetK(k),
+        RET_A => Op::RetA,
+        LD_W_ABS => Op::LdW(k),
+        LD_H_ABS => Op::LdH(k),
+        LD_B_ABS => Op::LdB(k),
+        LD_W_IND => Op::LdWInd(k),
+        LD_H_IND => Op::LdHInd(k),
+        LD_B_IND => Op::LdBInd(k),
+        LD_W_LEN => Op::LdLen,
+        LD_IMM => Op::LdImm(k),
+        LD_MEM => Op::LdMem(mem()?),
+        LDX_IMM => Op::LdxImm(k),
+        LDX_MEM => Op::LdxMem(mem()?),
+        LDX_W_LEN => Op::LdxLen,
+        LDX_B_MSH => Op::LdxMsh(k),
+        ST => Op::St(mem()?),
+        STX => Op::Stx(mem()?),
+        ALU_DIV_K | ALU_MOD_K if k == 0 => return None,
+        ALU_LSH_K | ALU_RSH_K if k >= 32 => return None,
+        ALU_ADD_K | ALU_SUB_K | ALU_MUL_K | ALU_DIV_K | ALU_MOD_K | ALU_AND_K | ALU_OR_K
+        | ALU_XOR_K | ALU_LSH_K | ALU_RSH_K => Op::Alu(alu_op(i.code)?, k),
+        ALU_ADD_X | ALU_SUB_X | ALU_MUL_X | ALU_DIV_X | ALU_MOD_X | ALU_AND_X | ALU_OR_X
+        | ALU_XOR_X | ALU_LSH_X | ALU_RSH_X => Op::AluX(alu_op(i.code)?),
+        ALU_NEG => Op::Neg,
+        JMP_JA => Op::Ja(next.checked_add(k)?),
+        JMP_JEQ_K => Op::Jeq(k, jt, jf),
+        JMP_JGT_K => Op::Jgt(k, jt, jf),
+        JMP_JGE_K => Op::Jge(k, jt, jf),
+        JMP_JSET_K => Op::Jset(k, jt, jf),
+        JMP_JEQ_X => Op::JeqX(jt, jf),
+        JMP_JGT_X => Op::JgtX(jt, jf),
+        JMP_JGE_X => Op::JgeX(jt, jf),
+        JMP_JSET_X => Op::JsetX(jt, jf),
+        MISC_TAX => Op::Tax,
+        MISC_TXA => Op::Txa,
+        _ => return None,
+    })
+}
+
+/// Runs decoded `ops` on `pkt`; see the module docs for the semantics.
+/// Never panics: a jump past the end returns 0.
+pub(super) fn run(ops: &[Op], pkt: &[u8], wirelen: u32) -> u32 {
     let mut a: u32 = 0;
     let mut x: u32 = 0;
     let mut mem = [0u32; MEMWORDS];
     let mut pc: usize = 0;
+    // Masking keeps indexing panic-free without a bounds check; decode
+    // already guarantees m < MEMWORDS, so the mask never changes it.
+    let slot = |m: u8| usize::from(m) & (MEMWORDS - 1);
     loop {
-        let Some(insn) = insns.get(pc) else {
+        let Some(&op) = ops.get(pc) else {
             return 0;
         };
         pc += 1;
-        let k = insn.k;
-        match insn.code {
-            RET_K => return k,
-            RET_A => return a,
-
-            LD_W_ABS => match load::<4>(pkt, Some(k)) {
+        match op {
+            Op::RetK(k) => return k,
+            Op::RetA => return a,
+            Op::LdW(k) => match load::<4>(pkt, Some(k)) {
                 Some(v) => a = v,
                 None => return 0,
             },
-            LD_H_ABS => match load::<2>(pkt, Some(k)) {
+            Op::LdH(k) => match load::<2>(pkt, Some(k)) {
                 Some(v) => a = v,
                 None => return 0,
             },
-            LD_B_ABS => match load::<1>(pkt, Some(k)) {
+            Op::LdB(k) => match load::<1>(pkt, Some(k)) {
                 Some(v) => a = v,
                 None => return 0,
             },
-            LD_W_IND => match load::<4>(pkt, x.checked_add(k)) {
+            Op::LdWInd(k) => match load::<4>(pkt, x.checked_add(k)) {
                 Some(v) => a = v,
                 None => return 0,
             },
-            LD_H_IND => match load::<2>(pkt, x.checked_add(k)) {
+            Op::LdHInd(k) => match load::<2>(pkt, x.checked_add(k)) {
                 Some(v) => a = v,
                 None => return 0,
             },
-            LD_B_IND => match load::<1>(pkt, x.checked_add(k)) {
+            Op::LdBInd(k) => match load::<1>(pkt, x.checked_add(k)) {
                 Some(v) => a = v,
                 None => return 0,
             },
-            LD_W_LEN => a = wirelen,
-            LD_IMM => a = k,
-            LD_MEM => match mem.get(k as usize) {
-                Some(&v) => a = v,
-                None => return 0,
-            },
-
-            LDX_IMM => x = k,
-            LDX_W_LEN => x = wirelen,
-            LDX_MEM => match mem.get(k as usize) {
-                Some(&v) => x = v,
-                None => return 0,
-            },
-            LDX_B_MSH => match load::<1>(pkt, Some(k)) {
+            Op::LdLen => a = wirelen,
+            Op::LdImm(k) => a = k,
+            Op::LdMem(m) => a = mem[slot(m)],
+            Op::LdxImm(k) => x = k,
+            Op::LdxMem(m) => x = mem[slot(m)],
+            Op::LdxLen => x = wirelen,
+            Op::LdxMsh(k) => match load::<1>(pkt, Some(k)) {
                 Some(v) => x = (v & 0xf) << 2,
                 None => return 0,
             },
-
-            ST => match mem.get_mut(k as usize) {
-                Some(m) => *m = a,
-                None => return 0,
-            },
-            STX => match mem.get_mut(k as usize) {
-                Some(m) => *m = x,
-                None => return 0,
-            },
-
-            ALU_ADD_K => a = a.wrapping_add(k),
-            ALU_SUB_K => a = a.wrapping_sub(k),
-            ALU_MUL_K => a = a.wrapping_mul(k),
-            ALU_DIV_K => match a.checked_div(k) {
+            Op::St(m) => mem[slot(m)] = a,
+            Op::Stx(m) => mem[slot(m)] = x,
+            Op::Alu(op, k) => match alu(op, a, k) {
                 Some(v) => a = v,
                 None => return 0,
             },
-            ALU_MOD_K => match a.checked_rem(k) {
+            Op::AluX(op) => match alu(op, a, x) {
                 Some(v) => a = v,
                 None => return 0,
             },
-            ALU_AND_K => a &= k,
-            ALU_OR_K => a |= k,
-            ALU_XOR_K => a ^= k,
-            ALU_LSH_K => a = a.checked_shl(k).unwrap_or(0),
-            ALU_RSH_K => a = a.checked_shr(k).unwrap_or(0),
-            ALU_ADD_X => a = a.wrapping_add(x),
-            ALU_SUB_X => a = a.wrapping_sub(x),
-            ALU_MUL_X => a = a.wrapping_mul(x),
-            ALU_DIV_X => match a.checked_div(x) {
-                Some(v) => a = v,
-                None => return 0,
-            },
-            ALU_MOD_X => match a.checked_rem(x) {
-                Some(v) => a = v,
-                None => return 0,
-            },
-            ALU_AND_X => a &= x,
-            ALU_OR_X => a |= x,
-            ALU_XOR_X => a ^= x,
-            ALU_LSH_X => a = a.checked_shl(x).unwrap_or(0),
-            ALU_RSH_X => a = a.checked_shr(x).unwrap_or(0),
-            ALU_NEG => a = a.wrapping_neg(),
-
-            // usize is at least 32 bits here; saturating keeps a 32-bit
-            // target from wrapping backwards (then `get` ends the run).
-            JMP_JA => pc = pc.saturating_add(k as usize),
-            JMP_JEQ_K => pc += branch(insn, a == k),
-            JMP_JGT_K => pc += branch(insn, a > k),
-            JMP_JGE_K => pc += branch(insn, a >= k),
-            JMP_JSET_K => pc += branch(insn, a & k != 0),
-            JMP_JEQ_X => pc += branch(insn, a == x),
-            JMP_JGT_X => pc += branch(insn, a > x),
-            JMP_JGE_X => pc += branch(insn, a >= x),
-            JMP_JSET_X => pc += branch(insn, a & x != 0),
-
-            MISC_TAX => x = a,
-            MISC_TXA => a = x,
-
-            _ => return 0,
+            Op::Neg => a = a.wrapping_neg(),
+            Op::Ja(t) => pc = t as usize,
+            Op::Jeq(k, t, f) => pc = pick(a == k, t, f),
+            Op::Jgt(k, t, f) => pc = pick(a > k, t, f),
+            Op::Jge(k, t, f) => pc = pick(a >= k, t, f),
+            Op::Jset(k, t, f) => pc = pick(a & k != 0, t, f),
+            Op::JeqX(t, f) => pc = pick(a == x, t, f),
+            Op::JgtX(t, f) => pc = pick(a > x, t, f),
+            Op::JgeX(t, f) => pc = pick(a >= x, t, f),
+            Op::JsetX(t, f) => pc = pick(a & x != 0, t, f),
+            Op::Tax => x = a,
+            Op::Txa => a = x,
         }
     }
 }
 
+/// `a OP b` on u32: wrapping; `None` (reject) for a division or modulo by
+/// 0; shifts by 32 or more give 0.
 #[inline(always)]
-fn branch(insn: &Insn, taken: bool) -> usize {
-    usize::from(if taken { insn.jt } else { insn.jf })
+fn alu(op: AluOp, a: u32, b: u32) -> Option<u32> {
+    Some(match op {
+        AluOp::Add => a.wrapping_add(b),
+        AluOp::Sub => a.wrapping_sub(b),
+        AluOp::Mul => a.wrapping_mul(b),
+        AluOp::Div => a.checked_div(b)?,
+        AluOp::Mod => a.checked_rem(b)?,
+        AluOp::And => a & b,
+        AluOp::Or => a | b,
+        AluOp::Xor => a ^ b,
+        AluOp::Lsh => a.checked_shl(b).unwrap_or(0),
+        AluOp::Rsh => a.checked_shr(b).unwrap_or(0),
+    })
+}
+
+#[inline(always)]
+fn pick(taken: bool, t: u32, f: u32) -> usize {
+    (if taken { t } else { f }) as usize
 }
 
 /// Reads `N` (1, 2 or 4) bytes big-endian at `off`; `None` when `off` is

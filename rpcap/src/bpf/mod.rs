@@ -83,20 +83,23 @@ pub enum ValidateError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     insns: Vec<Insn>,
+    /// `insns` decoded once for the interpreter.
+    ops: Vec<interp::Op>,
 }
 
 impl Program {
     /// Validates and wraps `insns`.
     pub fn new(insns: Vec<Insn>) -> Result<Program, ValidateError> {
         validate(&insns)?;
-        Ok(Program { insns })
+        let ops = interp::decode(&insns);
+        Ok(Program { insns, ops })
     }
 
     /// `ret #262144`: accepts every packet whole.
     pub fn accept_all() -> Program {
-        Program {
-            insns: vec![Insn::new(opcode::RET_K, 0, 0, 262_144)],
-        }
+        let insns = vec![Insn::new(opcode::RET_K, 0, 0, 262_144)];
+        let ops = interp::decode(&insns);
+        Program { insns, ops }
     }
 
     pub fn insns(&self) -> &[Insn] {
@@ -107,6 +110,6 @@ impl Program {
     /// returns the number of bytes to keep, 0 to reject.
     #[inline]
     pub fn run(&self, pkt: &[u8], wirelen: u32) -> u32 {
-        interp::run(&self.insns, pkt, wirelen)
+        interp::run(&self.ops, pkt, wirelen)
     }
 }
