@@ -2,6 +2,8 @@
 //! remote sensor over RPCAP.
 
 #[allow(dead_code)]
+mod capture;
+#[allow(dead_code)]
 mod datapath;
 
 fn main() {
