@@ -273,10 +273,7 @@ pub fn collect_tcp(s: &mut TcpStream, want: usize, limit: Duration) -> Vec<Rec> 
             Ok(n) => acc.extend_from_slice(&buf[..n]),
             Err(_) => continue,
         }
-        loop {
-            let Some(h) = rpcap::Header::parse(&acc) else {
-                break;
-            };
+        while let Some(h) = rpcap::Header::parse(&acc) {
             let total = 8 + h.plen as usize;
             if acc.len() < total {
                 break;
