@@ -282,6 +282,10 @@ impl Pipeline {
         s.datagrams_dropped
             .store(c.datagrams_dropped, Ordering::Relaxed);
         s.refused.store(c.refused, Ordering::Relaxed);
+        if let Output::UdpStr { udp: Some(u), .. } = &self.out {
+            // GSO can be turned off on the way (a path that refuses it).
+            s.gso.store(u.gso().is_some(), Ordering::Relaxed);
+        }
     }
 }
 

@@ -297,10 +297,13 @@ impl Reference {
         let mut c = pcap::Capture::from_device(ifname)
             .expect("device")
             .snaplen(65535)
+            .buffer_size(32 << 20)
             .immediate_mode(true)
             .timeout(50)
             .open()
-            .expect("libpcap open");
+            .expect("libpcap open")
+            .setnonblock()
+            .expect("libpcap nonblocking");
         c.filter(expr, true).expect("libpcap filter");
         Reference(c)
     }
@@ -309,9 +312,17 @@ impl Reference {
         let mut out = Vec::new();
         let t0 = Instant::now();
         while out.len() < want && t0.elapsed() < limit {
-            if let Ok(p) = self.0.next_packet() {
-                out.push(p.data.to_vec());
+            match self.0.next_packet() {
+                Ok(p) => out.push(p.data.to_vec()),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
+        }
+        if out.len() < want {
+            eprintln!(
+                "libpcap reference: {} of {want}, stats {:?}",
+                out.len(),
+                self.0.stats()
+            );
         }
         out
     }
