@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use datapath_support::*;
+use rpcap::bpf::Insn;
 use rpcap::msg::Sampling;
 use xrpcapd::datapath::{DatapathOptions, Transport, Worker};
 
@@ -126,9 +127,18 @@ fn filter_is_honoured_and_replaced_mid_capture() {
         assert!(r.data.ends_with(&payload(300, 200 + k)));
     }
     assert_eq!(count_more(&sink, Duration::from_millis(200)), 0);
+
+    // A program rpcap accepts but the kernel refuses (reads scratch memory
+    // never written): an error, and the capture goes on with the old filter.
+    let bad = vec![Insn::new(0x60, 0, 0, 0), Insn::new(0x16, 0, 0, 0)];
+    assert!(worker.update_filter(bad).is_err());
+    send(&tx, OTHER, 300, 5, 300);
+    let (third, _, _) = collect_udpstr(&sink, 5, LIMIT);
+    assert_eq!(third.len(), 5);
+    assert!(worker.failure().is_none());
     let stats = worker.stop();
-    assert_eq!(stats.ifrecv, 25);
-    assert_eq!(stats.svrcapt, 25);
+    assert_eq!(stats.ifrecv, 30);
+    assert_eq!(stats.svrcapt, 30);
 }
 
 #[test]
@@ -298,6 +308,21 @@ fn link_down_and_up_keeps_capturing() {
     assert_eq!(recs.len(), 5);
     assert!(worker.failure().is_none());
     worker.stop();
+}
+
+#[test]
+fn missing_interface_fails_to_start() {
+    let sink = udp_sink();
+    let err = Worker::start(spec(
+        "xrpcap-none0",
+        accept_all(),
+        Transport::UdpStr {
+            dest: addr(&sink),
+            size: 1472,
+        },
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("xrpcap-none0"), "{err}");
 }
 
 #[test]

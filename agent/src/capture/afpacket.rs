@@ -493,8 +493,15 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -
 }
 
 /// Attaches (or atomically replaces) the socket's classic BPF filter.
+/// An empty program means "no filter": every frame, whole.
 pub(crate) fn attach_filter(fd: &OwnedFd, insns: &[Insn]) -> io::Result<()> {
-    if insns.is_empty() || insns.len() > u16::MAX as usize {
+    let accept_all = [Insn::new(0x06, 0, 0, u32::MAX)];
+    let insns = if insns.is_empty() {
+        &accept_all[..]
+    } else {
+        insns
+    };
+    if insns.len() > u16::MAX as usize {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "filter length out of range",
@@ -515,4 +522,42 @@ pub(crate) fn attach_filter(fd: &OwnedFd, insns: &[Insn]) -> io::Result<()> {
     };
     // The kernel copies the program during the call.
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_geometry_fits_the_snaplen_and_the_budget() {
+        let g = RingGeometry::for_ring(0, 65535);
+        assert_eq!(g.block_size, 256 * 1024);
+        assert_eq!(g.block_size * g.block_nr, DEFAULT_RING_BYTES);
+        // Jumbo and maximum snap lengths still fit one frame per block.
+        let g = RingGeometry::for_ring(4 << 20, 262_144);
+        assert!(g.block_size >= 262_144 + BLOCK_OVERHEAD);
+        assert!(g.block_size.is_power_of_two());
+        // A tiny budget still gets enough blocks to keep the kernel busy.
+        let g = RingGeometry::for_ring(1000, 9000);
+        assert_eq!(g.block_nr, MIN_BLOCKS);
+        assert_eq!(g.block_size % FRAME_SIZE, 0);
+    }
+
+    #[test]
+    fn unknown_interface_is_an_error_not_a_panic() {
+        let cfg = AfPacketConfig {
+            ifname: "no-such-if0",
+            snaplen: 100,
+            promisc: false,
+            block_timeout: Duration::from_millis(10),
+            ring_bytes: 0,
+            filter: &[],
+        };
+        assert!(AfPacket::open(&cfg).is_err());
+        let cfg = AfPacketConfig {
+            ifname: "bad\0name",
+            ..cfg
+        };
+        assert!(AfPacket::open(&cfg).is_err());
+    }
 }

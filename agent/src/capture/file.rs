@@ -109,7 +109,11 @@ impl FileSource {
     }
 }
 
+/// An empty program means "no filter".
 fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
+    if insns.is_empty() {
+        return Ok(Program::accept_all());
+    }
     Program::new(insns.to_vec()).map_err(|e| CaptureError::Format(format!("filter: {e}")))
 }
 
