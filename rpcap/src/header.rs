@@ -66,6 +66,20 @@ impl MsgType {
             _ => return None,
         })
     }
+
+    /// Whether this is a reply (`request | 0x80`), which a server never accepts.
+    pub fn is_reply(self) -> bool {
+        (self as u8) & 0x80 != 0
+    }
+
+    /// The reply type answering this request, if it has one.
+    pub fn reply(self) -> Option<MsgType> {
+        match self {
+            MsgType::Error | MsgType::Close | MsgType::Packet | MsgType::UdpStrPacket => None,
+            t if t.is_reply() => None,
+            t => MsgType::from_u8(t as u8 | 0x80),
+        }
+    }
 }
 
 /// Error codes carried in the `value` field of an ERROR message.
@@ -196,5 +210,14 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_u16(20), Some(ErrorCode::AuthTypeNotSup));
         assert_eq!(ErrorCode::from_u16(21), None);
+        assert_eq!(MsgType::OpenReq.reply(), Some(MsgType::OpenReply));
+        assert_eq!(
+            MsgType::SetSamplingReq.reply(),
+            Some(MsgType::SetSamplingReply)
+        );
+        assert_eq!(MsgType::Close.reply(), None);
+        assert_eq!(MsgType::OpenReply.reply(), None);
+        assert!(MsgType::StatsReply.is_reply());
+        assert!(!MsgType::UdpStrPacket.is_reply());
     }
 }

@@ -1,7 +1,11 @@
 //! The plain data format: one PACKET message (type 7) per packet,
 //! `rpcap_header{plen = 20 + caplen}` + `rpcap_pkthdr` + packet bytes.
 //! Over UDP one datagram per packet; over TCP the same messages streamed.
+//!
+//! `plen` is a full u32: a caplen above 65515 must not be cut to 16 bits
+//! (a known bug of the references, PROTOCOL.md §6).
 
+use crate::header::{Header, MsgType, HEADER_LEN, VERSION};
 use crate::pkthdr::PktHdr;
 
 /// Bytes in front of the packet data: control header + record header.
@@ -21,28 +25,70 @@ pub enum PlainError {
 }
 
 /// The 28 bytes in front of a packet (for gather writes that point at the packet).
+/// A caplen so large that `20 + caplen` overflows u32 gets plen u32::MAX,
+/// which no decoder accepts.
 pub fn prefix(hdr: &PktHdr) -> [u8; PREFIX_LEN] {
-    let _ = hdr;
-    todo!()
+    let plen = hdr.caplen.saturating_add(PktHdr::LEN as u32);
+    let mut out = [0u8; PREFIX_LEN];
+    out[..HEADER_LEN].copy_from_slice(&Header::new(MsgType::Packet, 0, plen).to_bytes());
+    out[HEADER_LEN..].copy_from_slice(&hdr.to_bytes());
+    out
 }
 
 /// Writes a whole PACKET message into `out` (which must hold
 /// `PREFIX_LEN + data.len()` bytes) and returns its length. `hdr.caplen` must equal `data.len()`.
+///
+/// Panics if `out` is too short (a caller's sizing bug, not bad input).
 pub fn encode(hdr: &PktHdr, data: &[u8], out: &mut [u8]) -> usize {
-    let _ = (hdr, data, out);
-    todo!()
+    debug_assert_eq!(hdr.caplen as usize, data.len(), "caplen differs from data");
+    let total = PREFIX_LEN + data.len();
+    assert!(
+        out.len() >= total,
+        "PACKET of {total} bytes into {} bytes",
+        out.len()
+    );
+    out[..PREFIX_LEN].copy_from_slice(&prefix(hdr));
+    out[PREFIX_LEN..total].copy_from_slice(data);
+    total
 }
 
 /// Reads one PACKET message (a UDP datagram, or a message from the stream
 /// decoder re-joined with its header); trailing bytes are ignored.
 pub fn decode(msg: &[u8]) -> Result<(PktHdr, &[u8]), PlainError> {
-    let _ = msg;
-    todo!()
+    if msg.len() < PREFIX_LEN {
+        return Err(PlainError::Short(msg.len()));
+    }
+    let h = Header::parse(msg).ok_or(PlainError::Short(msg.len()))?;
+    if h.ver != VERSION || h.msg_type != MsgType::Packet as u8 {
+        return Err(PlainError::NotPacket {
+            ver: h.ver,
+            msg_type: h.msg_type,
+        });
+    }
+    let payload = &msg[HEADER_LEN..];
+    let caplen = PktHdr::parse(payload)
+        .ok_or(PlainError::Short(msg.len()))?
+        .caplen;
+    if u64::from(h.plen) != PktHdr::LEN as u64 + u64::from(caplen) {
+        return Err(PlainError::LengthMismatch {
+            plen: h.plen,
+            caplen,
+        });
+    }
+    decode_payload(payload)
 }
 
 /// Reads the payload of a PACKET message (the bytes after the control header,
 /// as the stream decoder returns them); trailing bytes are ignored.
 pub fn decode_payload(payload: &[u8]) -> Result<(PktHdr, &[u8]), PlainError> {
-    let _ = payload;
-    todo!()
+    let hdr = PktHdr::parse(payload).ok_or(PlainError::Short(payload.len()))?;
+    let data = &payload[PktHdr::LEN..];
+    let caplen = hdr.caplen as usize;
+    if data.len() < caplen {
+        return Err(PlainError::Truncated {
+            caplen: hdr.caplen,
+            have: data.len(),
+        });
+    }
+    Ok((hdr, &data[..caplen]))
 }

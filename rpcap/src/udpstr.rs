@@ -26,45 +26,142 @@ pub const MAX_DGRAM_SIZE: usize = 65000;
 /// firsthdridx of a datagram that holds only continuation bytes.
 pub const NO_HEADER: u16 = 0xFFFF;
 
+/// Largest caplen a [`Deframer`] accepts, whatever it is asked for: clients
+/// send snaplen ≤ 262144, so no honest record is larger, and the reassembly
+/// buffer stays bounded.
+pub const MAX_CAPLEN: usize = 262_144;
+/// Seqnos remembered behind the newest one, to tell duplicates from late datagrams.
+const SEEN_WINDOW: u32 = u128::BITS;
+/// udpstr datagram version byte.
+const VERSION: u8 = 0;
+/// udpstr datagram type byte.
+const UDPSTR_TYPE: u8 = crate::header::MsgType::UdpStrPacket as u8;
+
 /// Datagram size outside [MIN_DGRAM_SIZE, MAX_DGRAM_SIZE].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("udpstr datagram size {0} is outside {MIN_DGRAM_SIZE}..={MAX_DGRAM_SIZE}")]
 pub struct BadSize(pub usize);
 
 /// The batch has no room for the whole record; send what is ready, `consume`, retry.
+/// From a batch with `ready() == 0` it means the record can never fit (the batch
+/// has fewer than [`Batch::min_slots`] slots for it): drop and count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("batch full")]
 pub struct BatchFull;
 
+/// The 8-byte header of a udpstr datagram: `ver | type | firsthdridx | seqno`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DgramHeader {
+    /// Offset (from the start of the datagram) of the first record header that
+    /// begins in it, or [`NO_HEADER`].
+    pub firsthdridx: u16,
+    pub seqno: u32,
+}
+
+impl DgramHeader {
+    /// Reads and checks the header of `dgram`: version 0, type 110, and a
+    /// firsthdridx that is [`NO_HEADER`] or leaves room for a whole record
+    /// header after the datagram header.
+    pub fn parse(dgram: &[u8]) -> Result<DgramHeader, DeframeError> {
+        let b: &[u8; DGRAM_HEADER_LEN] = dgram
+            .get(..DGRAM_HEADER_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(DeframeError::Short(dgram.len()))?;
+        if b[0] != VERSION || b[1] != UDPSTR_TYPE {
+            return Err(DeframeError::NotUdpStr {
+                ver: b[0],
+                msg_type: b[1],
+            });
+        }
+        let idx = u16::from_be_bytes([b[2], b[3]]);
+        let at = usize::from(idx);
+        if idx != NO_HEADER && (at < DGRAM_HEADER_LEN || at + PktHdr::LEN > dgram.len()) {
+            return Err(DeframeError::BadIndex {
+                idx,
+                len: dgram.len(),
+            });
+        }
+        Ok(DgramHeader {
+            firsthdridx: idx,
+            seqno: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    /// The header's wire bytes.
+    pub fn to_bytes(&self) -> [u8; DGRAM_HEADER_LEN] {
+        let i = self.firsthdridx.to_be_bytes();
+        let s = self.seqno.to_be_bytes();
+        [VERSION, UDPSTR_TYPE, i[0], i[1], s[0], s[1], s[2], s[3]]
+    }
+}
+
 /// Caller-owned datagram buffers: `slots` buffers of `dgram_size` bytes in one
 /// allocation, ready for one `sendmmsg`.
+///
+/// Slots `0..ready()` hold complete datagrams; slot `ready()` may hold the
+/// partly filled datagram. [`Batch::consume`] moves that partial datagram to
+/// slot 0 (one copy of less than one datagram per batch, not per packet), so
+/// the complete datagrams are always the contiguous front of the buffer.
 #[derive(Debug)]
 pub struct Batch {
-    _todo: (),
+    buf: Box<[u8]>,
+    lens: Box<[usize]>,
+    size: usize,
+    ready: usize,
+    /// Bytes written into the partial datagram in slot `ready`; 0 when there is none.
+    fill: usize,
 }
 
 impl Batch {
-    /// Room for `slots` datagrams (at least 2) of `dgram_size` bytes.
+    /// Room for `slots` datagrams (at least 2) of `dgram_size` bytes
+    /// (clamped to `MIN_DGRAM_SIZE..=MAX_DGRAM_SIZE`; use the framer's
+    /// [`Framer::dgram_size`]).
     pub fn new(dgram_size: usize, slots: usize) -> Batch {
-        let _ = (dgram_size, slots);
-        todo!()
+        let size = dgram_size.clamp(MIN_DGRAM_SIZE, MAX_DGRAM_SIZE);
+        let slots = slots.max(2);
+        let total = size
+            .checked_mul(slots)
+            .expect("udpstr batch size overflows usize");
+        Batch {
+            buf: vec![0; total].into_boxed_slice(),
+            lens: vec![0; slots].into_boxed_slice(),
+            size,
+            ready: 0,
+            fill: 0,
+        }
     }
 
     /// Slots needed so that one record of `max_caplen` bytes always fits an empty batch.
+    ///
+    /// An empty batch may still hold a partial datagram, which always has room
+    /// for at least a record header (the framer closes a datagram as soon as
+    /// fewer than 20 bytes are left), so the worst case is that slot plus
+    /// enough whole datagram payloads for the packet bytes.
     pub fn min_slots(dgram_size: usize, max_caplen: usize) -> usize {
-        let _ = (dgram_size, max_caplen);
-        todo!()
+        let payload = dgram_size.clamp(MIN_DGRAM_SIZE, MAX_DGRAM_SIZE) - DGRAM_HEADER_LEN;
+        (1 + max_caplen.div_ceil(payload)).max(2)
     }
 
     /// Number of complete datagrams ready to send.
     pub fn ready(&self) -> usize {
-        todo!()
+        self.ready
+    }
+
+    /// Number of datagram slots.
+    pub fn slots(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Size of each slot (the largest datagram).
+    pub fn dgram_size(&self) -> usize {
+        self.size
     }
 
     /// Complete datagram `i` (< `ready()`).
     pub fn datagram(&self, i: usize) -> &[u8] {
-        let _ = i;
-        todo!()
+        assert!(i < self.ready, "datagram {i} of {} ready", self.ready);
+        let start = i * self.size;
+        &self.buf[start..start + self.lens[i]]
     }
 
     /// The complete datagrams, in order.
@@ -75,60 +172,158 @@ impl Batch {
     /// Forgets the complete datagrams (after they were sent or dropped);
     /// a partly filled datagram stays and keeps filling.
     pub fn consume(&mut self) {
-        todo!()
+        if self.fill > 0 && self.ready > 0 {
+            let start = self.ready * self.size;
+            self.buf.copy_within(start..start + self.fill, 0);
+        }
+        self.ready = 0;
+    }
+
+    /// Bytes a new record may take: what is left in the partial datagram plus
+    /// the payload of every free slot.
+    fn room(&self) -> usize {
+        let payload = self.size - DGRAM_HEADER_LEN;
+        if self.fill > 0 {
+            (self.size - self.fill) + (self.slots() - self.ready - 1) * payload
+        } else {
+            (self.slots() - self.ready) * payload
+        }
+    }
+
+    /// The partial datagram's slot, all of it.
+    fn slot_mut(&mut self) -> &mut [u8] {
+        let start = self.ready * self.size;
+        &mut self.buf[start..start + self.size]
+    }
+
+    /// Completes the partial datagram.
+    fn close(&mut self) {
+        self.lens[self.ready] = self.fill;
+        self.ready += 1;
+        self.fill = 0;
     }
 }
 
 /// Packs records into udpstr datagrams.
 #[derive(Debug)]
 pub struct Framer {
-    _todo: (),
+    size: usize,
+    seqno: u32,
 }
 
 impl Framer {
     /// A framer for datagrams of `dgram_size` bytes (UDP payload), seqno 0.
     pub fn new(dgram_size: usize) -> Result<Framer, BadSize> {
-        let _ = dgram_size;
-        todo!()
+        if !(MIN_DGRAM_SIZE..=MAX_DGRAM_SIZE).contains(&dgram_size) {
+            return Err(BadSize(dgram_size));
+        }
+        Ok(Framer {
+            size: dgram_size,
+            seqno: 0,
+        })
     }
 
     pub fn dgram_size(&self) -> usize {
-        todo!()
+        self.size
     }
 
     /// The seqno the next datagram will carry.
     pub fn next_seqno(&self) -> u32 {
-        todo!()
+        self.seqno
     }
 
-    /// Starts a new capture: seqno back to 0, any partial datagram in `batch` discarded.
+    /// Starts a new capture: seqno back to 0, any partial datagram in `batch`
+    /// discarded (complete datagrams stay: send or `consume` them).
     pub fn reset(&mut self, batch: &mut Batch) {
-        let _ = batch;
-        todo!()
+        self.seqno = 0;
+        batch.fill = 0;
     }
 
-    /// Appends one record (`hdr.caplen` must equal `data.len()`). Writes nothing
-    /// and returns `BatchFull` when the whole record does not fit in the batch.
+    /// Appends one record (`hdr.caplen` must equal `data.len()`: debug builds
+    /// assert it, release builds write `data.len()` as caplen so the stream
+    /// stays consistent). Writes nothing and returns `BatchFull` when the whole
+    /// record does not fit in the batch.
+    ///
+    /// Panics if `batch` was made for another datagram size.
     pub fn push(&mut self, batch: &mut Batch, hdr: &PktHdr, data: &[u8]) -> Result<(), BatchFull> {
-        let _ = (batch, hdr, data);
-        todo!()
+        assert_eq!(
+            batch.size, self.size,
+            "batch made for another datagram size"
+        );
+        debug_assert_eq!(hdr.caplen as usize, data.len(), "caplen differs from data");
+        let caplen = u32::try_from(data.len()).map_err(|_| BatchFull)?;
+        if PktHdr::LEN + data.len() > batch.room() {
+            return Err(BatchFull);
+        }
+        if batch.fill == 0 {
+            self.open(batch, DGRAM_HEADER_LEN as u16);
+        } else {
+            // A continuation-only datagram gets its first header here.
+            let fill = batch.fill as u16;
+            let idx = &mut batch.slot_mut()[2..4];
+            if idx == NO_HEADER.to_be_bytes() {
+                idx.copy_from_slice(&fill.to_be_bytes());
+            }
+        }
+        // The partial datagram always has room for a whole record header.
+        let rec = PktHdr { caplen, ..*hdr }.to_bytes();
+        let at = batch.fill;
+        batch.slot_mut()[at..at + PktHdr::LEN].copy_from_slice(&rec);
+        batch.fill += PktHdr::LEN;
+
+        let mut rest = data;
+        loop {
+            let at = batch.fill;
+            let n = rest.len().min(self.size - at);
+            batch.slot_mut()[at..at + n].copy_from_slice(&rest[..n]);
+            batch.fill += n;
+            rest = &rest[n..];
+            if rest.is_empty() {
+                // No record header fits in the tail: the next record starts a new datagram.
+                if self.size - batch.fill < PktHdr::LEN {
+                    batch.close();
+                }
+                return Ok(());
+            }
+            batch.close();
+            self.open(batch, NO_HEADER);
+        }
     }
 
     /// Completes the partly filled datagram, if any, so it can be sent now
     /// (read-timeout flush). Returns whether there was one.
     pub fn flush(&mut self, batch: &mut Batch) -> bool {
-        let _ = batch;
-        todo!()
+        let had = batch.fill > 0;
+        if had {
+            batch.close();
+        }
+        had
     }
 
     /// Whether a partly filled datagram is waiting.
     pub fn has_partial(&self, batch: &Batch) -> bool {
-        let _ = batch;
-        todo!()
+        batch.fill > 0
+    }
+
+    /// Starts the next datagram in the batch's free slot, taking a seqno.
+    fn open(&mut self, batch: &mut Batch, firsthdridx: u16) {
+        let hdr = DgramHeader {
+            firsthdridx,
+            seqno: self.seqno,
+        };
+        batch.slot_mut()[..DGRAM_HEADER_LEN].copy_from_slice(&hdr.to_bytes());
+        batch.fill = DGRAM_HEADER_LEN;
+        self.seqno = self.seqno.wrapping_add(1);
     }
 }
 
 /// What a [`Deframer`] has seen and could not deliver.
+///
+/// Accounting: every record whose header the deframer parsed, and every record
+/// between two parsed headers (by npkt), ends up in exactly one of `records`,
+/// `truncated_records` or `lost_records`, once the record in reassembly is
+/// settled (completed, or dropped by a gap or [`Deframer::reset`]).
+/// Records before the first parsed header and after the last one are unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeframerStats {
     /// Datagrams accepted (in sequence or after a forward gap).
@@ -164,18 +359,68 @@ pub enum DeframeError {
     BadIndex { idx: u16, len: usize },
 }
 
+/// Where a datagram's seqno puts it.
+enum Arrival {
+    /// The next one expected.
+    Next,
+    /// A discontinuity: first datagram, forward gap, or a restart far behind.
+    Jump,
+    /// Already seen or late: dropped.
+    Stale,
+}
+
 /// Reassembles records from udpstr datagrams.
+///
+/// Records that lie whole in one datagram are delivered straight from it;
+/// only records spanning datagrams are copied, into a buffer of
+/// `20 + max_caplen` bytes allocated once.
+///
+/// Seqnos: the first datagram after `new`/`reset` sets the baseline. A seqno
+/// up to 2³¹ ahead is a forward gap; up to 128 behind the newest, a duplicate
+/// or a late datagram (dropped); further behind, a restarted sender (counted
+/// as a gap, resync there). Malformed datagrams change no state.
 #[derive(Debug)]
 pub struct Deframer {
-    _todo: (),
+    max_caplen: usize,
+    /// Reassembly buffer for a record spanning datagrams: `asm_len` of `asm_need` bytes held.
+    asm: Box<[u8]>,
+    asm_len: usize,
+    asm_need: usize,
+    asm_hdr: PktHdr,
+    /// The byte stream is continuous: the next datagram's payload goes on
+    /// where the last one ended.
+    synced: bool,
+    /// Seqno expected next; `None` until the first datagram.
+    expected: Option<u32>,
+    /// Bit i: seqno `expected - 1 - i` was accepted.
+    seen: u128,
+    last_npkt: Option<u32>,
+    stats: DeframerStats,
 }
 
 impl Deframer {
     /// A deframer that accepts records of up to `max_caplen` packet bytes
-    /// (larger caplens count as malformed and force a resync).
+    /// (larger caplens count as malformed and force a resync). `max_caplen`
+    /// is capped at [`MAX_CAPLEN`].
     pub fn new(max_caplen: usize) -> Deframer {
-        let _ = max_caplen;
-        todo!()
+        let max_caplen = max_caplen.min(MAX_CAPLEN);
+        Deframer {
+            max_caplen,
+            asm: vec![0; PktHdr::LEN + max_caplen].into_boxed_slice(),
+            asm_len: 0,
+            asm_need: 0,
+            asm_hdr: PktHdr::default(),
+            synced: false,
+            expected: None,
+            seen: 0,
+            last_npkt: None,
+            stats: DeframerStats::default(),
+        }
+    }
+
+    /// The largest caplen accepted.
+    pub fn max_caplen(&self) -> usize {
+        self.max_caplen
     }
 
     /// Takes one datagram; calls `on_record` for every record it completes.
@@ -183,18 +428,177 @@ impl Deframer {
     pub fn push(
         &mut self,
         dgram: &[u8],
-        on_record: impl FnMut(&PktHdr, &[u8]),
+        mut on_record: impl FnMut(&PktHdr, &[u8]),
     ) -> Result<(), DeframeError> {
-        let _ = (dgram, on_record);
-        todo!()
+        let hdr = DgramHeader::parse(dgram).inspect_err(|_| self.stats.malformed += 1)?;
+        match self.arrival(hdr.seqno) {
+            Arrival::Next => {}
+            Arrival::Jump => self.lose_sync(),
+            Arrival::Stale => return Ok(()),
+        }
+        self.stats.datagrams += 1;
+
+        if self.synced && u32::from(hdr.firsthdridx) != self.expected_index(dgram.len()) {
+            // The sender's bookkeeping and ours disagree: trust neither the
+            // record in reassembly nor the bytes in front of firsthdridx.
+            self.stats.malformed += 1;
+            self.lose_sync();
+        }
+        let mut pos = DGRAM_HEADER_LEN;
+        if !self.synced {
+            if hdr.firsthdridx == NO_HEADER {
+                return Ok(()); // continuation of a record we do not have
+            }
+            pos = usize::from(hdr.firsthdridx);
+            self.synced = true;
+        } else if self.asm_len > 0 {
+            pos = self.continue_record(dgram, &mut on_record);
+        }
+        self.records_from(&dgram[pos..], &mut on_record);
+        Ok(())
     }
 
     pub fn stats(&self) -> &DeframerStats {
-        todo!()
+        &self.stats
     }
 
     /// Starts over for a new capture (seqno and npkt expectations cleared; stats kept).
+    /// A record still in reassembly counts as truncated.
     pub fn reset(&mut self) {
-        todo!()
+        self.lose_sync();
+        self.expected = None;
+        self.seen = 0;
+        self.last_npkt = None;
+    }
+
+    /// Classifies a seqno and updates the seqno bookkeeping.
+    fn arrival(&mut self, seqno: u32) -> Arrival {
+        let Some(expected) = self.expected else {
+            self.expected = Some(seqno.wrapping_add(1));
+            self.seen = 1;
+            return Arrival::Jump;
+        };
+        let ahead = seqno.wrapping_sub(expected);
+        if ahead == 0 {
+            self.expected = Some(seqno.wrapping_add(1));
+            self.seen = (self.seen << 1) | 1;
+            return Arrival::Next;
+        }
+        if ahead < 1 << 31 {
+            self.stats.seq_gaps += 1;
+            self.stats.lost_datagrams += u64::from(ahead);
+            self.expected = Some(seqno.wrapping_add(1));
+            let shift = ahead + 1;
+            self.seen = if shift < SEEN_WINDOW {
+                (self.seen << shift) | 1
+            } else {
+                1
+            };
+            return Arrival::Jump;
+        }
+        let age = expected.wrapping_sub(seqno) - 1; // 0: the newest one seen
+        if age < SEEN_WINDOW {
+            let bit = 1u128 << age;
+            if self.seen & bit != 0 {
+                self.stats.duplicates += 1;
+            } else {
+                self.seen |= bit;
+                self.stats.reordered += 1;
+                self.stats.lost_datagrams = self.stats.lost_datagrams.saturating_sub(1);
+            }
+            return Arrival::Stale;
+        }
+        // Far behind anything we remember: the sender started over.
+        self.stats.seq_gaps += 1;
+        self.expected = Some(seqno.wrapping_add(1));
+        self.seen = 1;
+        Arrival::Jump
+    }
+
+    /// The firsthdridx a continuous stream implies for a datagram of `len` bytes.
+    /// (Wider than u16 so that an offset a u16 cannot hold matches nothing.)
+    fn expected_index(&self, len: usize) -> u32 {
+        let payload = len - DGRAM_HEADER_LEN;
+        let owed = self.asm_need - self.asm_len; // 0 when no record is in reassembly
+        if owed >= payload {
+            u32::from(NO_HEADER)
+        } else {
+            // owed < payload ≤ a slice length; saturate rather than wrap.
+            u32::try_from(DGRAM_HEADER_LEN + owed).unwrap_or(u32::MAX)
+        }
+    }
+
+    /// Drops the record in reassembly (if any); the next datagram resyncs at its firsthdridx.
+    fn lose_sync(&mut self) {
+        if self.asm_len > 0 {
+            self.stats.truncated_records += 1;
+            self.asm_len = 0;
+            self.asm_need = 0;
+        }
+        self.synced = false;
+    }
+
+    /// Feeds the record in reassembly from the start of `dgram`'s payload;
+    /// returns where the rest of the payload begins.
+    fn continue_record(
+        &mut self,
+        dgram: &[u8],
+        on_record: &mut impl FnMut(&PktHdr, &[u8]),
+    ) -> usize {
+        let src = &dgram[DGRAM_HEADER_LEN..];
+        let n = (self.asm_need - self.asm_len).min(src.len());
+        self.asm[self.asm_len..self.asm_len + n].copy_from_slice(&src[..n]);
+        self.asm_len += n;
+        if self.asm_len == self.asm_need {
+            let need = self.asm_need;
+            self.asm_len = 0;
+            self.asm_need = 0;
+            self.stats.records += 1;
+            self.stats.bytes += u64::from(self.asm_hdr.caplen);
+            on_record(&self.asm_hdr, &self.asm[PktHdr::LEN..need]);
+        }
+        DGRAM_HEADER_LEN + n
+    }
+
+    /// Parses the records that begin in `rest` (which starts at a record
+    /// header): delivers the whole ones, keeps a trailing partial one.
+    fn records_from(&mut self, mut rest: &[u8], on_record: &mut impl FnMut(&PktHdr, &[u8])) {
+        while !rest.is_empty() {
+            // Fewer than 20 bytes left would be a split header, which no
+            // sender may produce; a caplen beyond reason means we lost the
+            // framing. Either way resync at the next datagram.
+            let hdr = match PktHdr::parse(rest) {
+                Some(h) if h.caplen as usize <= self.max_caplen && h.caplen <= h.len => h,
+                _ => {
+                    self.stats.malformed += 1;
+                    self.synced = false;
+                    return;
+                }
+            };
+            self.note_npkt(hdr.npkt);
+            let total = PktHdr::LEN + hdr.caplen as usize;
+            if total > rest.len() {
+                self.asm[..rest.len()].copy_from_slice(rest);
+                self.asm_len = rest.len();
+                self.asm_need = total;
+                self.asm_hdr = hdr;
+                return;
+            }
+            self.stats.records += 1;
+            self.stats.bytes += u64::from(hdr.caplen);
+            on_record(&hdr, &rest[PktHdr::LEN..total]);
+            rest = &rest[total..];
+        }
+    }
+
+    /// Counts the records an npkt gap says were lost; a step back starts a new baseline.
+    fn note_npkt(&mut self, npkt: u32) {
+        if let Some(last) = self.last_npkt {
+            let gap = npkt.wrapping_sub(last.wrapping_add(1));
+            if gap < 1 << 31 {
+                self.stats.lost_records += u64::from(gap);
+            }
+        }
+        self.last_npkt = Some(npkt);
     }
 }

@@ -1,0 +1,274 @@
+//! Command-line flags: those of libpcap's and ExtraHop's rpcapd, with long
+//! forms, plus xrpcapd's own. Flags override the configuration file.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{self, ActiveClient, Config};
+
+// clap value parsers: the config file's parsers, with the same wording.
+fn udpstr_size(s: &str) -> Result<usize, String> {
+    config::parse_udpstr_size(s).map_err(|e| format!("expected {e}"))
+}
+fn send_buffer(s: &str) -> Result<usize, String> {
+    config::parse_bytes(s, 4096).map_err(|e| format!("expected {e}"))
+}
+fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
+    config::parse_active_list(s).map_err(|e| format!("expected {e}"))
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "xrpcapd",
+    version,
+    about = "Remote packet capture forwarder: captures local interfaces and forwards the frames to a sensor over RPCAP",
+    long_about = "xrpcapd captures the frames of local interfaces and forwards them to a remote \
+sensor over RPCAP, as libpcap's and ExtraHop's rpcapd do: same rpcapd.ini, same flags, same wire \
+formats (plain PACKET over UDP/TCP, ExtraHop's udpstr over UDP).\n\n\
+In active mode (ActiveClient lines, -a) xrpcapd dials each sensor and serves it; the sensor \
+then chooses an interface and starts captures. Flags override the configuration file. \
+SIGHUP reloads the file; SIGTERM/SIGINT stop every capture and exit.",
+    after_help = "Passive mode (listening for sensors: -b, -p, -4, -l, PassiveClient) is parsed but not implemented yet."
+)]
+pub struct Cli {
+    /// Configuration file (rpcapd.ini syntax; see rpcapd.ini.example)
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Sensors to dial (active mode), as ActiveClient lines; port DEFAULT = 2003. Repeatable.
+    #[arg(short = 'a', long = "active", value_name = "HOST,PORT[,HOST,PORT...]", value_parser = active_list)]
+    pub active: Vec<Vec<ActiveClient>>,
+
+    /// Permit NULL authentication (NullAuthPermit = YES)
+    #[arg(short = 'n', long = "null-auth")]
+    pub null_auth: bool,
+
+    /// Active mode only: never listen for sensors
+    #[arg(short = 'v', long = "active-only")]
+    pub active_only: bool,
+
+    /// Accepted for compatibility: xrpcapd never forks and stays in the foreground
+    /// (run it under systemd, Type=simple); -d changes nothing else
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+
+    /// Log to syslog (facility daemon) instead of stderr
+    #[arg(short = 'L', long = "syslog")]
+    pub syslog: bool,
+
+    /// Preselect this interface for every sensor that has no ifname=/ifaddr= of its own:
+    /// it is listed first in FINDALLIF and is the only one the sensor may open
+    #[arg(short = 'i', long = "interface", value_name = "IFNAME")]
+    pub interface: Option<String>,
+
+    /// udpstr datagram payload size, 29..=65000; 0 sends plain PACKET datagrams (UdpStrSize)
+    #[arg(short = 't', long = "udpstr-size", value_name = "SIZE", value_parser = udpstr_size)]
+    pub udpstr_size: Option<usize>,
+
+    /// UDP socket send buffer in bytes, suffix K/M/G allowed (SendBuffer, default 8M)
+    #[arg(short = 'u', long = "send-buffer", value_name = "BYTES", value_parser = send_buffer)]
+    pub send_buffer: Option<usize>,
+
+    /// Log the capture counters on every STATS request
+    #[arg(short = 'S', long = "log-stats")]
+    pub log_stats: bool,
+
+    /// Dry run: capture and count, but send no data to the sensor
+    #[arg(short = 'y', long = "dry-run")]
+    pub dry_run: bool,
+
+    /// Passive mode: address to listen on (not implemented yet)
+    #[arg(short = 'b', long = "bind", value_name = "ADDR")]
+    pub bind: Option<String>,
+
+    /// Passive mode: port to listen on, default 2002 (not implemented yet)
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Passive mode: listen on IPv4 only (not implemented yet)
+    #[arg(short = '4', long = "ipv4")]
+    pub ipv4: bool,
+
+    /// Passive mode: hosts allowed to connect, comma-separated (PassiveClient; not implemented yet)
+    #[arg(short = 'l', long = "allow", value_name = "HOSTLIST")]
+    pub allow: Option<String>,
+
+    /// Debug logging (to stderr, or to syslog with -L)
+    #[arg(short = 'D', long = "debug")]
+    pub debug: bool,
+
+    /// Validate the configuration, print the effective configuration (file and flags) and exit
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// List interfaces with addresses and flags, as a sensor sees them in FINDALLIF, and exit
+    #[arg(long = "list-interfaces")]
+    pub list_interfaces: bool,
+}
+
+impl Cli {
+    /// Whether a flag asks for passive listening explicitly.
+    pub fn passive_requested(&self) -> bool {
+        self.bind.is_some() || self.port.is_some() || self.ipv4 || self.allow.is_some()
+    }
+
+    /// Overrides `cfg` with the flags given.
+    pub fn apply(&self, cfg: &mut Config) {
+        cfg.active_clients
+            .extend(self.active.iter().flatten().cloned());
+        if let Some(name) = &self.interface {
+            for c in cfg
+                .active_clients
+                .iter_mut()
+                .filter(|c| !c.preselect.is_set())
+            {
+                c.preselect.ifname = Some(name.clone());
+            }
+        }
+        cfg.null_auth |= self.null_auth;
+        cfg.active_only |= self.active_only;
+        cfg.syslog |= self.syslog;
+        cfg.log_stats |= self.log_stats;
+        cfg.dry_run |= self.dry_run;
+        if let Some(s) = self.udpstr_size {
+            cfg.udpstr_size = s;
+        }
+        if let Some(b) = self.send_buffer {
+            cfg.send_buffer = b;
+        }
+        if let Some(b) = &self.bind {
+            cfg.passive.bind = Some(b.clone());
+        }
+        if let Some(p) = self.port {
+            cfg.passive.port = p;
+        }
+        cfg.passive.ipv4_only |= self.ipv4;
+        if let Some(l) = &self.allow {
+            cfg.passive.clients.extend(
+                l.split([',', ' ', ';'])
+                    .filter(|h| !h.is_empty())
+                    .map(String::from),
+            );
+        }
+        if self.debug {
+            cfg.log_level = log::LevelFilter::Debug;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xrpcapd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn reference_short_flags() {
+        let c = cli(&[
+            "-f",
+            "/etc/rpcapd.ini",
+            "-a",
+            "10.0.0.1,2003,s2,DEFAULT",
+            "-n",
+            "-v",
+            "-d",
+            "-L",
+            "-i",
+            "eth1",
+            "-t",
+            "0",
+            "-u",
+            "1M",
+            "-S",
+            "-y",
+            "-b",
+            "0.0.0.0",
+            "-p",
+            "2002",
+            "-4",
+            "-l",
+            "a,b",
+            "-D",
+        ])
+        .unwrap();
+        let mut cfg = Config::default();
+        cfg.active_clients
+            .push(config::parse_active_client("s3, 2003, ifaddr=10.0.0.0/8").unwrap());
+        c.apply(&mut cfg);
+        assert_eq!(c.config, Some(PathBuf::from("/etc/rpcapd.ini")));
+        assert_eq!(cfg.active_clients.len(), 3);
+        // -i preselects for clients without a preselection of their own.
+        assert_eq!(cfg.active_clients[0].preselect.ifname, None);
+        assert_eq!(
+            cfg.active_clients[1].preselect.ifname.as_deref(),
+            Some("eth1")
+        );
+        assert_eq!(cfg.active_clients[2].port, 2003);
+        assert!(cfg.null_auth && cfg.active_only && cfg.syslog && cfg.log_stats && cfg.dry_run);
+        assert_eq!(cfg.udpstr_size, 0);
+        assert_eq!(cfg.send_buffer, 1 << 20);
+        assert_eq!(cfg.passive.bind.as_deref(), Some("0.0.0.0"));
+        assert!(cfg.passive.ipv4_only);
+        assert_eq!(cfg.passive.clients, vec!["a", "b"]);
+        assert_eq!(cfg.log_level, log::LevelFilter::Debug);
+        assert!(c.passive_requested());
+    }
+
+    #[test]
+    fn long_forms_and_own_flags() {
+        let c = cli(&[
+            "--active",
+            "h,1",
+            "--active",
+            "g,2",
+            "--check-config",
+            "--list-interfaces",
+        ])
+        .unwrap();
+        assert_eq!(c.active.iter().flatten().count(), 2);
+        assert!(c.check_config && c.list_interfaces);
+        assert!(!c.passive_requested());
+    }
+
+    #[test]
+    fn bad_values_say_what_is_expected() {
+        let e = cli(&["-t", "12"]).unwrap_err().to_string();
+        assert!(e.contains("expected 0 or 29..=65000"), "{e}");
+        let e = cli(&["-a", "host"]).unwrap_err().to_string();
+        assert!(e.contains("expected host,port"), "{e}");
+        let e = cli(&["-u", "x"]).unwrap_err().to_string();
+        assert!(e.contains("expected a byte count"), "{e}");
+    }
+
+    #[test]
+    fn help_documents_every_flag() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for f in [
+            "-f",
+            "-a",
+            "-n",
+            "-v",
+            "-d",
+            "-L",
+            "-i",
+            "-t",
+            "-u",
+            "-S",
+            "-y",
+            "-b",
+            "-p",
+            "-4",
+            "-l",
+            "-D",
+            "--check-config",
+            "--list-interfaces",
+        ] {
+            assert!(help.contains(f), "{f} missing from --help");
+        }
+        assert!(help.contains("never forks"));
+    }
+}

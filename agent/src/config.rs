@@ -1,0 +1,786 @@
+//! rpcapd.ini: the configuration file of libpcap's and ExtraHop's rpcapd
+//! (PROTOCOL.md §5), plus xrpcapd's own keys (see rpcapd.ini.example).
+//!
+//! The parser is hand-written: the `ini` crates lose line numbers (needed for
+//! `file:line` diagnostics) and collapse repeated keys (`ActiveClient` and
+//! `PassiveClient` repeat, one session per line).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use crate::datapath::Backend;
+
+/// Port of ActiveClient when the line says `DEFAULT` (or gives none).
+pub const DEFAULT_ACTIVE_PORT: u16 = 2003;
+/// Port passive mode listens on.
+pub const DEFAULT_PASSIVE_PORT: u16 = 2002;
+/// udpstr datagram payload for a 1500-byte MTU over IPv4.
+pub const DEFAULT_UDPSTR_SIZE: usize = 1472;
+/// Smallest udpstr datagram: header (8) + one record header (20) + 1 byte.
+pub const MIN_UDPSTR_SIZE: usize = 29;
+/// Largest udpstr datagram the reference allows.
+pub const MAX_UDPSTR_SIZE: usize = 65000;
+pub const DEFAULT_SEND_BUFFER: usize = 8 << 20;
+pub const DEFAULT_RING_SIZE: usize = 32 << 20;
+pub const DEFAULT_KEEPALIVE_SECS: u32 = 60;
+pub const DEFAULT_MAX_BACKOFF_SECS: u32 = 30;
+
+/// Which interface an active session may open (ExtraHop's `ifname=`/`ifaddr=`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Preselect {
+    pub ifname: Option<String>,
+    /// A bare address is stored as a host prefix (/32, /128).
+    pub ifaddr: Option<IpNet>,
+}
+
+impl Preselect {
+    pub fn is_set(&self) -> bool {
+        self.ifname.is_some() || self.ifaddr.is_some()
+    }
+}
+
+impl fmt::Display for Preselect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if let Some(n) = &self.ifname {
+            write!(f, "ifname={n}")?;
+            sep = ", ";
+        }
+        if let Some(a) = &self.ifaddr {
+            write!(f, "{sep}ifaddr={a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One `ActiveClient` line (or one `-a` pair): a sensor to dial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActiveClient {
+    pub host: String,
+    pub port: u16,
+    pub preselect: Preselect,
+}
+
+impl fmt::Display for ActiveClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, {}", self.host, self.port)?;
+        if self.preselect.is_set() {
+            write!(f, ", {}", self.preselect)?;
+        }
+        Ok(())
+    }
+}
+
+/// Passive mode settings (`-b`, `-p`, `-4`, `-l`, `PassiveClient`). Passive
+/// mode itself is not implemented yet: these are parsed and reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passive {
+    pub bind: Option<String>,
+    pub port: u16,
+    pub ipv4_only: bool,
+    /// Hosts allowed to connect.
+    pub clients: Vec<String>,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Passive {
+            bind: None,
+            port: DEFAULT_PASSIVE_PORT,
+            ipv4_only: false,
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// The effective configuration: file, then flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub active_clients: Vec<ActiveClient>,
+    pub passive: Passive,
+    /// `-v`: active mode only, never listen.
+    pub active_only: bool,
+    pub null_auth: bool,
+    pub user_name: Option<String>,
+    pub backend: Backend,
+    /// udpstr datagram payload size; 0 selects the plain format.
+    pub udpstr_size: usize,
+    pub send_buffer: usize,
+    pub ring_size: usize,
+    /// tcpdump expression AND-ed with every sensor filter.
+    pub local_filter: Option<String>,
+    /// CPUs the workers are pinned to, in turn; empty = no pinning.
+    pub worker_cpus: Vec<usize>,
+    pub log_level: log::LevelFilter,
+    /// TCP keepalive idle time on control connections; 0 = off.
+    pub keepalive_secs: u32,
+    pub max_backoff_secs: u32,
+    /// `-S`: log the counters on every STATS_REQ.
+    pub log_stats: bool,
+    /// `-y`: capture and count, send no data.
+    pub dry_run: bool,
+    /// `-L`: log to syslog.
+    pub syslog: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            active_clients: Vec::new(),
+            passive: Passive::default(),
+            active_only: false,
+            null_auth: false,
+            user_name: None,
+            backend: Backend::AfPacket,
+            udpstr_size: DEFAULT_UDPSTR_SIZE,
+            send_buffer: DEFAULT_SEND_BUFFER,
+            ring_size: DEFAULT_RING_SIZE,
+            local_filter: None,
+            worker_cpus: Vec::new(),
+            log_level: log::LevelFilter::Info,
+            keepalive_secs: DEFAULT_KEEPALIVE_SECS,
+            max_backoff_secs: DEFAULT_MAX_BACKOFF_SECS,
+            log_stats: false,
+            dry_run: false,
+            syslog: false,
+        }
+    }
+}
+
+/// A warning or error about one line of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diag {
+    pub file: String,
+    pub line: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for Diag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.msg)
+    }
+}
+
+/// A file that cannot be used: every error found, in line order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub errors: Vec<Diag>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A successfully parsed file and what was odd about it.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub config: Config,
+    pub warnings: Vec<Diag>,
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Parsed> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading configuration file {}", path.display()))?;
+        Ok(Config::parse(&text, &path.display().to_string())?)
+    }
+
+    /// Parses the text of an rpcapd.ini; `file` names it in diagnostics.
+    pub fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
+        let mut config = Config::default();
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        for (idx, raw) in text.lines().enumerate() {
+            let line = idx + 1;
+            let diag = |msg: String| Diag {
+                file: file.to_string(),
+                line,
+                msg,
+            };
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = trimmed.split_once('=') else {
+                errors.push(diag(format!("`{trimmed}`: expected `Key = value`")));
+                continue;
+            };
+            let (key, value) = (key.trim(), value.trim());
+            match config.apply_key(key, value) {
+                Ok(KeyOutcome::Applied) => {}
+                Ok(KeyOutcome::Warn(w)) => warnings.push(diag(w)),
+                Ok(KeyOutcome::Unknown) => {
+                    warnings.push(diag(format!("unknown key `{key}` ignored")))
+                }
+                Err(expected) => errors.push(diag(format!("{key} = {value}: expected {expected}"))),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Parsed { config, warnings })
+        } else {
+            Err(ConfigError { errors })
+        }
+    }
+
+    /// Applies one `Key = value`; `Err` holds what was expected.
+    fn apply_key(&mut self, key: &str, value: &str) -> Result<KeyOutcome, String> {
+        let k = key.to_ascii_lowercase();
+        match k.as_str() {
+            "activeclient" => self.active_clients.push(parse_active_client(value)?),
+            "passiveclient" => self
+                .passive
+                .clients
+                .push(parse_nonempty(value, "a host name or address")?),
+            "nullauthpermit" => {
+                // Both references compare with "YES" exactly; anything else means no.
+                self.null_auth = value == "YES";
+                if !self.null_auth && value.eq_ignore_ascii_case("yes") {
+                    return Ok(KeyOutcome::Warn(format!(
+                        "NullAuthPermit = {value} means NO (only `YES` permits, as in the reference daemons)"
+                    )));
+                }
+            }
+            "username" => self.user_name = Some(parse_nonempty(value, "a user name")?),
+            "capture" => self.backend = parse_backend(value)?,
+            "udpstrsize" => self.udpstr_size = parse_udpstr_size(value)?,
+            "sendbuffer" => self.send_buffer = parse_bytes(value, 4096)?,
+            "ringsize" => self.ring_size = parse_bytes(value, 1 << 16)?,
+            "localfilter" => {
+                self.local_filter = if value.is_empty() {
+                    None
+                } else {
+                    Some(value.to_string())
+                }
+            }
+            "workercpu" => self.worker_cpus = parse_cpu_list(value)?,
+            "loglevel" => self.log_level = parse_log_level(value)?,
+            "keepalivesecs" => self.keepalive_secs = parse_u32_in(value, 0, 86_400)?,
+            "maxbackoffsecs" => self.max_backoff_secs = parse_u32_in(value, 1, 86_400)?,
+            _ => return Ok(KeyOutcome::Unknown),
+        }
+        Ok(KeyOutcome::Applied)
+    }
+}
+
+enum KeyOutcome {
+    Applied,
+    Warn(String),
+    Unknown,
+}
+
+fn parse_nonempty(value: &str, what: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err(what.to_string())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+/// Splits on the separators the references accept: space, comma, semicolon.
+fn split_fields(value: &str) -> impl Iterator<Item = &str> {
+    value.split([' ', '\t', ',', ';']).filter(|s| !s.is_empty())
+}
+
+/// `DEFAULT` or a port number 1..=65535.
+pub fn parse_port(value: &str) -> Result<u16, String> {
+    if value.eq_ignore_ascii_case("DEFAULT") {
+        return Ok(DEFAULT_ACTIVE_PORT);
+    }
+    match value.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err("a port 1..=65535 or DEFAULT".into()),
+    }
+}
+
+/// A host name or address; brackets around an IPv6 address are removed.
+fn parse_host(value: &str) -> String {
+    value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value)
+        .to_string()
+}
+
+const ACTIVE_CLIENT_EXPECTED: &str =
+    "`host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]]` (port DEFAULT = 2003)";
+
+/// `host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]]`.
+pub fn parse_active_client(value: &str) -> Result<ActiveClient, String> {
+    let mut fields = split_fields(value);
+    let host = fields.next().ok_or(ACTIVE_CLIENT_EXPECTED)?;
+    if host.contains('=') {
+        return Err(ACTIVE_CLIENT_EXPECTED.into());
+    }
+    let mut client = ActiveClient {
+        host: parse_host(host),
+        port: DEFAULT_ACTIVE_PORT,
+        preselect: Preselect::default(),
+    };
+    for (i, field) in fields.enumerate() {
+        if let Some(name) = field.strip_prefix("ifname=") {
+            client.preselect.ifname = Some(parse_nonempty(name, "ifname=NAME")?);
+        } else if let Some(addr) = field.strip_prefix("ifaddr=") {
+            client.preselect.ifaddr = Some(parse_ifaddr(addr)?);
+        } else if i == 0 {
+            client.port =
+                parse_port(field).map_err(|e| format!("{e} in {ACTIVE_CLIENT_EXPECTED}"))?;
+        } else {
+            return Err(format!("`{field}`: {ACTIVE_CLIENT_EXPECTED}"));
+        }
+    }
+    Ok(client)
+}
+
+/// An address (a host prefix) or an address/prefix, IPv4 or IPv6.
+pub fn parse_ifaddr(value: &str) -> Result<IpNet, String> {
+    if let Ok(net) = value.parse::<IpNet>() {
+        return Ok(net);
+    }
+    value
+        .parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| "ifaddr=ADDR or ifaddr=ADDR/PREFIX (IPv4 or IPv6)".into())
+}
+
+/// `-a host,port[,host,port…]`.
+pub fn parse_active_list(value: &str) -> Result<Vec<ActiveClient>, String> {
+    let fields: Vec<&str> = split_fields(value).collect();
+    if fields.is_empty() || !fields.chunks_exact(2).remainder().is_empty() {
+        return Err("host,port[,host,port...]".into());
+    }
+    fields
+        .chunks(2)
+        .map(|pair| {
+            Ok(ActiveClient {
+                host: parse_host(pair[0]),
+                port: parse_port(pair[1])?,
+                preselect: Preselect::default(),
+            })
+        })
+        .collect()
+}
+
+/// `afpacket` or `file:PATH`.
+pub fn parse_backend(value: &str) -> Result<Backend, String> {
+    if value.eq_ignore_ascii_case("afpacket") {
+        Ok(Backend::AfPacket)
+    } else if let Some(path) = value.strip_prefix("file:").filter(|p| !p.is_empty()) {
+        Ok(Backend::File(PathBuf::from(path)))
+    } else {
+        Err("afpacket or file:PATH".into())
+    }
+}
+
+/// 0 (plain format) or a udpstr datagram size.
+pub fn parse_udpstr_size(value: &str) -> Result<usize, String> {
+    let expected = || format!("0 or {MIN_UDPSTR_SIZE}..={MAX_UDPSTR_SIZE}");
+    let n: usize = value.parse().map_err(|_| expected())?;
+    if n == 0 || (MIN_UDPSTR_SIZE..=MAX_UDPSTR_SIZE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(expected())
+    }
+}
+
+/// A byte count with an optional K/M/G suffix (powers of 1024), at least `min`.
+pub fn parse_bytes(value: &str, min: usize) -> Result<usize, String> {
+    let expected = || format!("a byte count >= {min} (suffix K, M or G allowed)");
+    let (digits, mult) = match value.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&value[..i], 1usize << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&value[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&value[..i], 1 << 30),
+        _ => (value, 1),
+    };
+    let n: usize = digits.trim().parse().map_err(|_| expected())?;
+    let n = n.checked_mul(mult).ok_or_else(expected)?;
+    // Socket buffers and rings are sized with i32 on the wire and in the kernel.
+    if n < min || n > i32::MAX as usize {
+        return Err(expected());
+    }
+    Ok(n)
+}
+
+/// CPUs as a list of numbers and ranges: `0,2` or `1-3`.
+pub fn parse_cpu_list(value: &str) -> Result<Vec<usize>, String> {
+    let expected = || "a list of CPU numbers or ranges, e.g. `1` or `0,2-3`".to_string();
+    let mut cpus = Vec::new();
+    for field in split_fields(value) {
+        let (a, b) = match field.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (field, field),
+        };
+        let a: usize = a.parse().map_err(|_| expected())?;
+        let b: usize = b.parse().map_err(|_| expected())?;
+        if a > b || b >= 4096 {
+            return Err(expected());
+        }
+        cpus.extend(a..=b);
+    }
+    if cpus.is_empty() {
+        return Err(expected());
+    }
+    Ok(cpus)
+}
+
+pub fn parse_log_level(value: &str) -> Result<log::LevelFilter, String> {
+    value
+        .parse::<log::LevelFilter>()
+        .map_err(|_| "off, error, warn, info, debug or trace".into())
+}
+
+fn parse_u32_in(value: &str, min: u32, max: u32) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("a number {min}..={max}")),
+    }
+}
+
+/// The effective configuration in rpcapd.ini syntax (`--check-config`).
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.active_clients {
+            writeln!(f, "ActiveClient = {c}")?;
+        }
+        for c in &self.passive.clients {
+            writeln!(f, "PassiveClient = {c}")?;
+        }
+        writeln!(
+            f,
+            "NullAuthPermit = {}",
+            if self.null_auth { "YES" } else { "NO" }
+        )?;
+        if let Some(u) = &self.user_name {
+            writeln!(f, "UserName = {u}")?;
+        }
+        match &self.backend {
+            Backend::AfPacket => writeln!(f, "Capture = afpacket")?,
+            Backend::File(p) => writeln!(f, "Capture = file:{}", p.display())?,
+        }
+        writeln!(f, "UdpStrSize = {}", self.udpstr_size)?;
+        writeln!(f, "SendBuffer = {}", self.send_buffer)?;
+        writeln!(f, "RingSize = {}", self.ring_size)?;
+        if let Some(l) = &self.local_filter {
+            writeln!(f, "LocalFilter = {l}")?;
+        }
+        if !self.worker_cpus.is_empty() {
+            let cpus: Vec<String> = self.worker_cpus.iter().map(|c| c.to_string()).collect();
+            writeln!(f, "WorkerCpu = {}", cpus.join(","))?;
+        }
+        writeln!(
+            f,
+            "LogLevel = {}",
+            self.log_level.as_str().to_ascii_lowercase()
+        )?;
+        writeln!(f, "KeepaliveSecs = {}", self.keepalive_secs)?;
+        writeln!(f, "MaxBackoffSecs = {}", self.max_backoff_secs)?;
+        writeln!(f, "# from flags only:")?;
+        writeln!(f, "#   active only (-v): {}", self.active_only)?;
+        let p = &self.passive;
+        writeln!(
+            f,
+            "#   passive listen (-b/-p/-4): {}:{}{} (passive mode is not implemented yet)",
+            p.bind.as_deref().unwrap_or("*"),
+            p.port,
+            if p.ipv4_only { " IPv4 only" } else { "" }
+        )?;
+        writeln!(f, "#   log stats (-S): {}", self.log_stats)?;
+        writeln!(f, "#   dry run (-y): {}", self.dry_run)?;
+        write!(f, "#   syslog (-L): {}", self.syslog)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Parsed {
+        Config::parse(text, "rpcapd.ini").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn error(text: &str) -> String {
+        Config::parse(text, "rpcapd.ini").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_without_keys() {
+        let p = parse("# nothing\n\n   \n");
+        assert_eq!(p.config, Config::default());
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn active_client_separators_and_default_port() {
+        let p = parse(
+            "ActiveClient = 10.0.0.1, 2003\n\
+             ActiveClient=sensor.example;DEFAULT\n\
+             ActiveClient = 10.0.0.2 4000\n\
+             ActiveClient = 10.0.0.3,;  5000\n\
+             ActiveClient = 10.0.0.4\n",
+        );
+        let got: Vec<(String, u16)> = p
+            .config
+            .active_clients
+            .iter()
+            .map(|c| (c.host.clone(), c.port))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1".into(), 2003),
+                ("sensor.example".into(), 2003),
+                ("10.0.0.2".into(), 4000),
+                ("10.0.0.3".into(), 5000),
+                ("10.0.0.4".into(), 2003),
+            ]
+        );
+    }
+
+    #[test]
+    fn active_client_preselection_ipv4_ipv6_prefix() {
+        let p = parse(
+            "ActiveClient = 10.0.0.1, DEFAULT, ifname=eth1\n\
+             ActiveClient = 10.0.0.1, 2003, ifaddr=192.168.1.0/24\n\
+             ActiveClient = fd00::1, 2003, ifaddr=fd00:1::/64\n\
+             ActiveClient = [::1], 2003; ifaddr=2001:db8::5, ifname=eth2\n\
+             ActiveClient = 10.0.0.1 2003 ifaddr=10.1.2.3\n",
+        );
+        let c = &p.config.active_clients;
+        assert_eq!(c[0].preselect.ifname.as_deref(), Some("eth1"));
+        assert_eq!(c[0].preselect.ifaddr, None);
+        assert_eq!(
+            c[1].preselect.ifaddr,
+            Some("192.168.1.0/24".parse().unwrap())
+        );
+        assert_eq!(c[2].host, "fd00::1");
+        assert_eq!(c[2].preselect.ifaddr, Some("fd00:1::/64".parse().unwrap()));
+        assert_eq!(c[3].host, "::1");
+        assert_eq!(
+            c[3].preselect.ifaddr,
+            Some("2001:db8::5/128".parse().unwrap())
+        );
+        assert_eq!(c[3].preselect.ifname.as_deref(), Some("eth2"));
+        assert_eq!(c[4].preselect.ifaddr, Some("10.1.2.3/32".parse().unwrap()));
+    }
+
+    #[test]
+    fn more_than_ten_active_clients() {
+        let text: String = (0..25)
+            .map(|i| format!("ActiveClient = 10.0.0.{i}, 2003\n"))
+            .collect();
+        assert_eq!(parse(&text).config.active_clients.len(), 25);
+    }
+
+    #[test]
+    fn reference_keys() {
+        let p = parse(
+            "# comment\n  # indented comment\nNullAuthPermit = YES\n\
+             PassiveClient = a.example\nPassiveClient = 10.9.9.9\nUserName = rpcapd\n",
+        );
+        assert!(p.config.null_auth);
+        assert_eq!(p.config.passive.clients, vec!["a.example", "10.9.9.9"]);
+        assert_eq!(p.config.user_name.as_deref(), Some("rpcapd"));
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn null_auth_only_exact_yes() {
+        assert!(!parse("NullAuthPermit = NO\n").config.null_auth);
+        assert!(!parse("NullAuthPermit = 1\n").config.null_auth);
+        let p = parse("NullAuthPermit = yes\n");
+        assert!(!p.config.null_auth);
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].to_string().starts_with("rpcapd.ini:1: "));
+    }
+
+    #[test]
+    fn own_keys() {
+        let p = parse(
+            "Capture = file:/tmp/x.pcap\nUdpStrSize = 0\nSendBuffer = 4M\nRingSize = 65536\n\
+             LocalFilter = not port 22\nWorkerCpu = 0,2-3\nLogLevel = debug\n\
+             KeepaliveSecs = 0\nMaxBackoffSecs = 5\n",
+        );
+        let c = p.config;
+        assert_eq!(c.backend, Backend::File("/tmp/x.pcap".into()));
+        assert_eq!(c.udpstr_size, 0);
+        assert_eq!(c.send_buffer, 4 << 20);
+        assert_eq!(c.ring_size, 65536);
+        assert_eq!(c.local_filter.as_deref(), Some("not port 22"));
+        assert_eq!(c.worker_cpus, vec![0, 2, 3]);
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+        assert_eq!(c.keepalive_secs, 0);
+        assert_eq!(c.max_backoff_secs, 5);
+        assert_eq!(
+            parse("Capture = afpacket\nUdpStrSize = 29")
+                .config
+                .udpstr_size,
+            29
+        );
+        assert_eq!(parse("UdpStrSize = 65000").config.udpstr_size, 65000);
+        assert_eq!(parse("SendBuffer = 1g").config.send_buffer, 1 << 30);
+        assert_eq!(parse("SendBuffer = 64k").config.send_buffer, 64 << 10);
+    }
+
+    #[test]
+    fn unknown_key_warns_with_file_and_line() {
+        let p = parse("NullAuthPermit = YES\n\nFooBar = 1\n");
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(
+            p.warnings[0].to_string(),
+            "rpcapd.ini:3: unknown key `FooBar` ignored"
+        );
+    }
+
+    #[test]
+    fn every_error_names_file_line_value_and_expectation() {
+        let cases = [
+            (
+                "UdpStrSize = 12",
+                "rpcapd.ini:1: UdpStrSize = 12: expected 0 or 29..=65000",
+            ),
+            (
+                "UdpStrSize = 65001",
+                "UdpStrSize = 65001: expected 0 or 29..=65000",
+            ),
+            ("UdpStrSize = x", "UdpStrSize = x: expected 0 or 29..=65000"),
+            ("ActiveClient = ", "ActiveClient = : expected `host, port"),
+            (
+                "ActiveClient = h, 0",
+                "ActiveClient = h, 0: expected a port 1..=65535 or DEFAULT",
+            ),
+            ("ActiveClient = h, 70000", "expected a port 1..=65535"),
+            (
+                "ActiveClient = h, 1, ifaddr=300.1.1.1",
+                "expected ifaddr=ADDR",
+            ),
+            (
+                "ActiveClient = h, 1, ifaddr=10.0.0.0/33",
+                "expected ifaddr=ADDR",
+            ),
+            ("ActiveClient = h, 1, bogus", "`bogus`"),
+            ("ActiveClient = h, 1, ifname=", "expected ifname=NAME"),
+            (
+                "Capture = afxdp",
+                "Capture = afxdp: expected afpacket or file:PATH",
+            ),
+            ("Capture = file:", "expected afpacket or file:PATH"),
+            (
+                "SendBuffer = lots",
+                "SendBuffer = lots: expected a byte count >= 4096",
+            ),
+            ("SendBuffer = 10", "expected a byte count >= 4096"),
+            ("RingSize = 99999999999G", "expected a byte count"),
+            (
+                "WorkerCpu = a",
+                "WorkerCpu = a: expected a list of CPU numbers",
+            ),
+            ("WorkerCpu = 3-1", "expected a list of CPU numbers"),
+            (
+                "LogLevel = loud",
+                "LogLevel = loud: expected off, error, warn",
+            ),
+            (
+                "KeepaliveSecs = -1",
+                "KeepaliveSecs = -1: expected a number 0..=86400",
+            ),
+            (
+                "MaxBackoffSecs = 0",
+                "MaxBackoffSecs = 0: expected a number 1..=86400",
+            ),
+            ("UserName =", "UserName = : expected a user name"),
+            ("PassiveClient =", "expected a host name"),
+            (
+                "ActiveClient 10.0.0.1",
+                "rpcapd.ini:1: `ActiveClient 10.0.0.1`: expected `Key = value`",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = error(&format!("# first\n{text}\n"));
+            let want = want.replace("rpcapd.ini:1:", "rpcapd.ini:2:");
+            assert!(got.starts_with("rpcapd.ini:2: "), "{text}: {got}");
+            assert!(got.contains(&want), "{text}: got `{got}`, want `{want}`");
+        }
+    }
+
+    #[test]
+    fn all_errors_reported_and_nothing_half_applied() {
+        let e = Config::parse(
+            "UdpStrSize = 1\nActiveClient = a, 1\nRingSize = x\n",
+            "f.ini",
+        )
+        .unwrap_err();
+        assert_eq!(e.errors.len(), 2);
+        assert_eq!(e.errors[0].line, 1);
+        assert_eq!(e.errors[1].line, 3);
+    }
+
+    #[test]
+    fn active_list_flag() {
+        let l = parse_active_list("10.0.0.1,2003,sensor,DEFAULT").unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!((l[1].host.as_str(), l[1].port), ("sensor", 2003));
+        assert!(parse_active_list("10.0.0.1").is_err());
+        assert!(parse_active_list("10.0.0.1,x").is_err());
+    }
+
+    #[test]
+    fn example_file_parses_cleanly_and_documents_every_key() {
+        let text = include_str!("../../rpcapd.ini.example");
+        let p = parse(text);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Every commented-out example line is valid too.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all = parse(&uncommented);
+        assert!(all.warnings.is_empty(), "{:?}", all.warnings);
+        for key in [
+            "ActiveClient",
+            "PassiveClient",
+            "NullAuthPermit",
+            "UserName",
+            "Capture",
+            "UdpStrSize",
+            "SendBuffer",
+            "RingSize",
+            "LocalFilter",
+            "WorkerCpu",
+            "LogLevel",
+            "KeepaliveSecs",
+            "MaxBackoffSecs",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches('#').starts_with(&format!("{key} = "))),
+                "{key} has no example line"
+            );
+        }
+        assert_eq!(all.config.active_clients.len(), 3);
+    }
+
+    #[test]
+    fn display_round_trips() {
+        let p = parse(
+            "ActiveClient = 10.0.0.1, 2003, ifname=eth0, ifaddr=10.0.0.0/8\nNullAuthPermit = YES\n\
+             UdpStrSize = 0\nWorkerCpu = 1,3\nLocalFilter = not port 22\nCapture = file:/x.pcap\n",
+        );
+        let again = parse(&p.config.to_string());
+        assert_eq!(again.config, p.config);
+        assert!(again.warnings.is_empty());
+    }
+}

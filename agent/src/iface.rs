@@ -1,0 +1,320 @@
+//! The host's interfaces as a sensor sees them in FINDALLIF, their link
+//! types, and ExtraHop's interface preselection (`ifname=` / `ifaddr=`).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+
+use nix::ifaddrs::getifaddrs;
+use nix::net::if_::InterfaceFlags;
+use nix::sys::socket::SockaddrStorage;
+use rpcap::msg::{if_flags, IfAddr, Interface};
+
+use crate::config::Preselect;
+
+/// Suffix ExtraHop appends to the preselected interface's description.
+pub const PRESELECTED_SUFFIX: &str = " ;preselected";
+
+/// DLT values sent in the OPEN reply.
+pub const DLT_EN10MB: i32 = 1;
+/// Raw IP (Linux's value of DLT_RAW, as libpcap uses it for ARPHRD_NONE, tunnels).
+pub const DLT_RAW: i32 = 12;
+pub const DLT_IEEE802_11: i32 = 105;
+pub const DLT_IEEE802_11_RADIO: i32 = 127;
+
+/// Every interface with its IPv4/IPv6 addresses, in the kernel's order.
+pub fn list() -> io::Result<Vec<Interface>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
+    for ifa in getifaddrs().map_err(io::Error::from)? {
+        let entry = by_name
+            .entry(ifa.interface_name.clone())
+            .or_insert_with(|| {
+                order.push(ifa.interface_name.clone());
+                Interface {
+                    name: ifa.interface_name.clone(),
+                    description: description(&ifa.interface_name),
+                    flags: pcap_flags(ifa.flags),
+                    addrs: Vec::new(),
+                }
+            });
+        let Some((addr, scope_id)) = ifa.address.as_ref().and_then(ip_of) else {
+            continue; // AF_PACKET and other families are not listed
+        };
+        entry.addrs.push(IfAddr {
+            addr,
+            netmask: ifa.netmask.as_ref().and_then(ip_of).map(|a| a.0),
+            broadaddr: ifa.broadcast.as_ref().and_then(ip_of).map(|a| a.0),
+            dstaddr: ifa.destination.as_ref().and_then(ip_of).map(|a| a.0),
+            scope_id,
+        });
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|n| by_name.remove(&n))
+        .collect())
+}
+
+/// The interface's alias (`ip link set NAME alias TEXT`), or nothing.
+fn description(name: &str) -> String {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifalias"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn pcap_flags(f: InterfaceFlags) -> u32 {
+    let mut flags = 0;
+    if f.contains(InterfaceFlags::IFF_LOOPBACK) {
+        flags |= if_flags::LOOPBACK;
+    }
+    if f.contains(InterfaceFlags::IFF_UP) {
+        flags |= if_flags::UP;
+    }
+    if f.contains(InterfaceFlags::IFF_RUNNING) {
+        flags |= if_flags::RUNNING;
+    }
+    flags
+}
+
+fn ip_of(sa: &SockaddrStorage) -> Option<(IpAddr, u32)> {
+    if let Some(v4) = sa.as_sockaddr_in() {
+        return Some((IpAddr::V4(v4.ip()), 0));
+    }
+    sa.as_sockaddr_in6()
+        .map(|v6| (IpAddr::V6(v6.ip()), v6.scope_id()))
+}
+
+/// Whether `name` can be a Linux interface name (and safely a /sys path part).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0', ' ', ':'])
+}
+
+/// The DLT of a live interface, from its ARPHRD type in /sys.
+pub fn linktype(name: &str) -> io::Result<i32> {
+    if !valid_name(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an interface name",
+        ));
+    }
+    let path = format!("/sys/class/net/{name}/type");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            io::Error::new(io::ErrorKind::NotFound, "no such interface")
+        } else {
+            e
+        }
+    })?;
+    let arphrd: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: not a number")))?;
+    dlt_of_arphrd(arphrd).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("link type ARPHRD {arphrd} is not supported"),
+        )
+    })
+}
+
+/// AF_PACKET's framing per ARPHRD type, as a DLT. Linux loopback frames carry
+/// an (all-zero) Ethernet header, so loopback is Ethernet too.
+pub fn dlt_of_arphrd(arphrd: u32) -> Option<i32> {
+    Some(match arphrd {
+        1 | 772 => DLT_EN10MB,                                // ETHER, LOOPBACK
+        801 => DLT_IEEE802_11,                                // IEEE80211
+        803 => DLT_IEEE802_11_RADIO,                          // IEEE80211_RADIOTAP
+        65534 | 768 | 769 | 776 | 778 | 823 | 512 => DLT_RAW, // NONE (tun), TUNNEL, TUNNEL6, SIT, IPGRE, IP6GRE, PPP
+        _ => return None,
+    })
+}
+
+/// The first interface matching the preselection: its name (when given)
+/// and an address inside the prefix (when given).
+pub fn preselected<'a>(ifaces: &'a [Interface], p: &Preselect) -> Option<&'a Interface> {
+    if !p.is_set() {
+        return None;
+    }
+    ifaces.iter().find(|i| {
+        p.ifname.as_ref().is_none_or(|n| *n == i.name)
+            && p.ifaddr
+                .as_ref()
+                .is_none_or(|net| i.addrs.iter().any(|a| net.contains(&a.addr)))
+    })
+}
+
+/// The FINDALLIF list for a session with preselection `p`: the preselected
+/// interface first, its description suffixed with " ;preselected".
+pub fn arrange(mut ifaces: Vec<Interface>, p: &Preselect) -> Vec<Interface> {
+    let Some(name) = preselected(&ifaces, p).map(|i| i.name.clone()) else {
+        return ifaces;
+    };
+    let pos = ifaces
+        .iter()
+        .position(|i| i.name == name)
+        .expect("found above");
+    let mut chosen = ifaces.remove(pos);
+    chosen.description.push_str(PRESELECTED_SUFFIX);
+    ifaces.insert(0, chosen);
+    ifaces
+}
+
+/// A human-readable listing (`--list-interfaces`).
+pub fn render(ifaces: &[Interface]) -> String {
+    let mut s = String::new();
+    for i in ifaces {
+        let mut flags = Vec::new();
+        if i.flags & if_flags::UP != 0 {
+            flags.push("UP");
+        }
+        if i.flags & if_flags::RUNNING != 0 {
+            flags.push("RUNNING");
+        }
+        if i.flags & if_flags::LOOPBACK != 0 {
+            flags.push("LOOPBACK");
+        }
+        let lt = match linktype(&i.name) {
+            Ok(dlt) => format!("DLT {dlt}"),
+            Err(e) => e.to_string(),
+        };
+        s.push_str(&format!("{} <{}> {}", i.name, flags.join(","), lt));
+        if !i.description.is_empty() {
+            s.push_str(&format!(" \"{}\"", i.description));
+        }
+        s.push('\n');
+        for a in &i.addrs {
+            s.push_str(&format!("    {}", a.addr));
+            if let Some(m) = a.netmask {
+                s.push_str(&format!(" netmask {m}"));
+            }
+            if let Some(b) = a.broadaddr {
+                s.push_str(&format!(" broadcast {b}"));
+            }
+            if let Some(d) = a.dstaddr {
+                s.push_str(&format!(" peer {d}"));
+            }
+            if a.scope_id != 0 {
+                s.push_str(&format!(" scope {}", a.scope_id));
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, addrs: &[&str]) -> Interface {
+        Interface {
+            name: name.into(),
+            description: String::new(),
+            flags: if_flags::UP,
+            addrs: addrs
+                .iter()
+                .map(|a| IfAddr {
+                    addr: a.parse().unwrap(),
+                    netmask: None,
+                    broadaddr: None,
+                    dstaddr: None,
+                    scope_id: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn sample() -> Vec<Interface> {
+        vec![
+            iface("lo", &["127.0.0.1", "::1"]),
+            iface("eth0", &["10.0.0.5", "fd00::5"]),
+            iface("eth1", &["192.168.7.1"]),
+            iface("eth2", &["192.168.7.2"]),
+        ]
+    }
+
+    fn pre(name: Option<&str>, addr: Option<&str>) -> Preselect {
+        Preselect {
+            ifname: name.map(String::from),
+            ifaddr: addr.map(|a| crate::config::parse_ifaddr(a).unwrap()),
+        }
+    }
+
+    #[test]
+    fn loopback_is_listed_with_flags_and_addresses() {
+        let l = list().unwrap();
+        let lo = l.iter().find(|i| i.name == "lo").expect("lo exists");
+        assert_ne!(lo.flags & if_flags::LOOPBACK, 0);
+        assert_ne!(lo.flags & if_flags::UP, 0);
+        assert!(lo
+            .addrs
+            .iter()
+            .any(|a| a.addr == "127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert_eq!(linktype("lo").unwrap(), DLT_EN10MB);
+    }
+
+    #[test]
+    fn linktype_refuses_bad_names() {
+        assert!(linktype("../../etc").is_err());
+        assert!(linktype("nosuchif0").is_err());
+        assert!(linktype("").is_err());
+    }
+
+    #[test]
+    fn arphrd_mapping() {
+        assert_eq!(dlt_of_arphrd(1), Some(DLT_EN10MB));
+        assert_eq!(dlt_of_arphrd(772), Some(DLT_EN10MB));
+        assert_eq!(dlt_of_arphrd(65534), Some(DLT_RAW));
+        assert_eq!(dlt_of_arphrd(32), None); // infiniband
+    }
+
+    #[test]
+    fn preselect_by_name_address_prefix_and_both() {
+        let l = sample();
+        assert_eq!(
+            preselected(&l, &pre(Some("eth1"), None)).unwrap().name,
+            "eth1"
+        );
+        assert_eq!(
+            preselected(&l, &pre(None, Some("192.168.7.0/24")))
+                .unwrap()
+                .name,
+            "eth1"
+        );
+        assert_eq!(
+            preselected(&l, &pre(None, Some("192.168.7.2")))
+                .unwrap()
+                .name,
+            "eth2"
+        );
+        assert_eq!(
+            preselected(&l, &pre(None, Some("fd00::/64"))).unwrap().name,
+            "eth0"
+        );
+        assert_eq!(
+            preselected(&l, &pre(Some("eth2"), Some("192.168.7.0/24")))
+                .unwrap()
+                .name,
+            "eth2"
+        );
+        assert!(preselected(&l, &pre(Some("eth0"), Some("192.168.7.0/24"))).is_none());
+        assert!(preselected(&l, &pre(None, None)).is_none());
+    }
+
+    #[test]
+    fn arrange_puts_preselected_first_with_suffix() {
+        let a = arrange(sample(), &pre(None, Some("192.168.7.2/32")));
+        assert_eq!(a[0].name, "eth2");
+        assert_eq!(a[0].description, " ;preselected");
+        assert_eq!(a.len(), 4);
+        assert!(a[1..]
+            .iter()
+            .all(|i| !i.description.contains("preselected")));
+        let b = arrange(sample(), &Preselect::default());
+        assert_eq!(b, sample());
+    }
+}

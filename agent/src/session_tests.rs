@@ -1,0 +1,850 @@
+//! Session dispatch rules with a fake capture host.
+
+use super::*;
+use rpcap::msg::{if_flags, IfAddr};
+use std::net::IpAddr;
+
+const LOCAL: &str = "10.0.0.5:40000";
+const PEER: &str = "10.0.0.9:2003";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FakeCap(u32);
+
+#[derive(Default)]
+struct Fake {
+    ifaces: Vec<Interface>,
+    next_id: u32,
+    started: Vec<StartRequest>,
+    running: Vec<u32>,
+    stopped: Vec<u32>,
+    filters: Vec<(u32, Vec<Insn>)>,
+    samplings: Vec<(u32, Sampling)>,
+    fail_start: Option<String>,
+    failure: Option<String>,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let addr = |a: &str| IfAddr {
+            addr: a.parse().unwrap(),
+            netmask: None,
+            broadaddr: None,
+            dstaddr: None,
+            scope_id: 0,
+        };
+        Fake {
+            ifaces: vec![
+                Interface {
+                    name: "lo".into(),
+                    description: String::new(),
+                    flags: if_flags::LOOPBACK | if_flags::UP,
+                    addrs: vec![addr("127.0.0.1")],
+                },
+                Interface {
+                    name: "eth0".into(),
+                    description: String::new(),
+                    flags: if_flags::UP | if_flags::RUNNING,
+                    addrs: vec![addr("10.0.0.5")],
+                },
+                Interface {
+                    name: "eth1".into(),
+                    description: String::new(),
+                    flags: if_flags::UP | if_flags::RUNNING,
+                    addrs: vec![addr("192.168.7.1")],
+                },
+            ],
+            ..Fake::default()
+        }
+    }
+
+    fn live(id: u32) -> Stats {
+        Stats {
+            ifrecv: 1000 + id,
+            ifdrop: 1,
+            krnldrop: 2,
+            svrcapt: 900 + id,
+        }
+    }
+
+    fn last(id: u32) -> Stats {
+        Stats {
+            ifrecv: 5000 + id,
+            ifdrop: 3,
+            krnldrop: 4,
+            svrcapt: 4000 + id,
+        }
+    }
+}
+
+impl CaptureHost for Fake {
+    type Capture = FakeCap;
+    fn interfaces(&mut self) -> io::Result<Vec<Interface>> {
+        Ok(self.ifaces.clone())
+    }
+    fn linktype(&mut self, ifname: &str) -> io::Result<i32> {
+        if self.ifaces.iter().any(|i| i.name == ifname) {
+            Ok(iface::DLT_EN10MB)
+        } else {
+            Err(io::Error::new(io::ErrorKind::NotFound, "no such interface"))
+        }
+    }
+    fn start(&mut self, req: StartRequest) -> Result<FakeCap, String> {
+        if let Some(e) = &self.fail_start {
+            return Err(e.clone());
+        }
+        self.next_id += 1;
+        self.started.push(req);
+        self.running.push(self.next_id);
+        Ok(FakeCap(self.next_id))
+    }
+    fn update_filter(&mut self, cap: &mut FakeCap, filter: Vec<Insn>) -> Result<(), String> {
+        self.filters.push((cap.0, filter));
+        Ok(())
+    }
+    fn set_sampling(&mut self, cap: &mut FakeCap, sampling: Sampling) {
+        self.samplings.push((cap.0, sampling));
+    }
+    fn stats(&mut self, cap: &FakeCap) -> Stats {
+        Fake::live(cap.0)
+    }
+    fn failure(&mut self, _cap: &FakeCap) -> Option<String> {
+        self.failure.clone()
+    }
+    fn stop(&mut self, cap: FakeCap) -> Stats {
+        self.running.retain(|&id| id != cap.0);
+        self.stopped.push(cap.0);
+        Fake::last(cap.0)
+    }
+}
+
+fn cfg() -> SessionConfig {
+    SessionConfig {
+        mode: Mode::Active,
+        null_auth: true,
+        preselect: Preselect::default(),
+        udpstr_size: 1472,
+        ring_size: 4 << 20,
+        local_filter: None,
+        log_stats: true,
+    }
+}
+
+struct T {
+    s: Session<FakeCap>,
+    host: Fake,
+}
+
+impl T {
+    fn with(cfg: SessionConfig) -> T {
+        T {
+            s: Session::new(cfg, LOCAL.parse().unwrap(), PEER.parse().unwrap()),
+            host: Fake::new(),
+        }
+    }
+
+    fn new() -> T {
+        T::with(cfg())
+    }
+
+    fn authed() -> T {
+        let mut t = T::new();
+        assert!(matches!(
+            t.req(Message::AuthReq(Auth::Null))[..],
+            [Message::AuthReply(_)]
+        ));
+        t
+    }
+
+    /// Feeds raw bytes, returns every reply decoded.
+    fn raw(&mut self, bytes: &[u8]) -> Vec<Message> {
+        self.s.receive(bytes, &mut self.host);
+        let out = self.s.take_output();
+        let mut d = StreamDecoder::new(MAX_CONTROL_PLEN);
+        d.feed(&out);
+        let mut msgs = Vec::new();
+        while let Some((h, p)) = d.next().unwrap() {
+            msgs.push(Message::decode(&h, p).unwrap());
+        }
+        assert_eq!(d.buffered(), 0);
+        msgs
+    }
+
+    fn req(&mut self, m: Message) -> Vec<Message> {
+        self.raw(&m.to_bytes())
+    }
+
+    fn one(&mut self, m: Message) -> Message {
+        let mut r = self.req(m);
+        assert_eq!(r.len(), 1, "{r:?}");
+        r.pop().unwrap()
+    }
+
+    fn open_eth0(&mut self) {
+        let r = self.one(Message::OpenReq {
+            source: "eth0".into(),
+        });
+        assert_eq!(
+            r,
+            Message::OpenReply {
+                linktype: 1,
+                tzoff: 0
+            }
+        );
+    }
+}
+
+fn raw_msg(ver: u8, ty: u8, value: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Header {
+        ver,
+        msg_type: ty,
+        value,
+        plen: payload.len() as u32,
+    }
+    .to_bytes()
+    .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+fn accept_all() -> Vec<Insn> {
+    vec![Insn::new(0x06, 0, 0, 262_144)]
+}
+
+fn startcap(flags: u16, portdata: u16) -> Message {
+    Message::StartCapReq(StartCapReq {
+        snaplen: 65535,
+        read_timeout_ms: 250,
+        flags,
+        portdata,
+        filter: accept_all(),
+    })
+}
+
+fn assert_error(m: &Message, code: ErrorCode, text_part: &str) {
+    match m {
+        Message::Error { code: c, text } => {
+            assert_eq!(*c, code as u16, "{text}");
+            assert!(text.contains(text_part), "`{text}` lacks `{text_part}`");
+        }
+        other => panic!("expected error {code:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn before_auth_every_request_gets_wrongmsg_and_session_waits() {
+    let mut t = T::new();
+    for m in [
+        Message::FindAllIfReq,
+        Message::OpenReq {
+            source: "eth0".into(),
+        },
+        startcap(startcap_flags::DGRAM, 5000),
+        Message::StatsReq,
+        Message::EndCapReq,
+    ] {
+        let r = t.one(m);
+        assert_error(&r, ErrorCode::WrongMsg, "authentication");
+    }
+    assert!(t.s.ended().is_none());
+    assert!(t.host.started.is_empty());
+    // An unknown type before auth as well.
+    let r = t.raw(&raw_msg(0, 0x55, 0, b"xyz"));
+    assert_error(&r[0], ErrorCode::WrongMsg, "");
+    // The stream stayed in sync: AUTH now works.
+    assert!(matches!(
+        t.one(Message::AuthReq(Auth::Null)),
+        Message::AuthReply(Some(_))
+    ));
+    assert!(t.s.authenticated());
+}
+
+#[test]
+fn auth_reply_carries_version_body() {
+    let mut t = T::new();
+    match t.one(Message::AuthReq(Auth::Null)) {
+        Message::AuthReply(Some(info)) => {
+            assert_eq!((info.min_version, info.max_version), (0, 0));
+            assert_eq!(
+                info.byte_order_magic.to_be_bytes(),
+                0xA1B2_C3D4u32.to_ne_bytes()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn wrong_version_gets_wrongver_and_closes() {
+    let mut t = T::new();
+    let r = t.raw(&raw_msg(1, MsgType::AuthReq as u8, 0, &[0; 8]));
+    assert_error(&r[0], ErrorCode::WrongVer, "version 1");
+    assert!(matches!(t.s.ended(), Some(Ended::Protocol(_))));
+    // Nothing more is processed.
+    assert!(t.raw(&Message::AuthReq(Auth::Null).to_bytes()).is_empty());
+}
+
+#[test]
+fn wrong_version_after_auth_stops_capture() {
+    let mut t = T::authed();
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    t.raw(&raw_msg(2, MsgType::StatsReq as u8, 0, &[]));
+    assert!(t.s.ended().is_some());
+    assert!(t.host.running.is_empty());
+}
+
+#[test]
+fn null_auth_refused_unless_permitted() {
+    let mut c = cfg();
+    c.null_auth = false;
+    let mut t = T::with(c);
+    let r = t.one(Message::AuthReq(Auth::Null));
+    assert_error(&r, ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
+    assert!(!t.s.authenticated());
+    assert!(t.s.ended().is_none());
+    assert_error(&t.one(Message::FindAllIfReq), ErrorCode::WrongMsg, "");
+}
+
+#[test]
+fn password_auth_fails_with_one_uniform_text() {
+    let mut t = T::new();
+    let texts: Vec<Message> = [("root", "x"), ("nosuchuser", "y"), ("", "")]
+        .iter()
+        .map(|(u, p)| {
+            t.one(Message::AuthReq(Auth::Password {
+                user: u.as_bytes().to_vec(),
+                password: p.as_bytes().to_vec(),
+            }))
+        })
+        .collect();
+    assert_error(&texts[0], ErrorCode::AuthFailed, AUTH_FAILED);
+    assert!(texts.iter().all(|m| *m == texts[0]));
+    assert!(!t.s.authenticated());
+}
+
+#[test]
+fn malformed_auth_gets_its_code_and_stream_stays_in_sync() {
+    let mut t = T::new();
+    // Short AUTH body.
+    let r = t.raw(&raw_msg(0, MsgType::AuthReq as u8, 0, &[0, 0]));
+    assert_error(&r[0], ErrorCode::Auth, "");
+    // Unknown auth type 7.
+    let r = t.raw(&raw_msg(
+        0,
+        MsgType::AuthReq as u8,
+        0,
+        &[0, 7, 0, 0, 0, 0, 0, 0],
+    ));
+    assert_error(&r[0], ErrorCode::AuthTypeNotSup, "");
+    // slen1 + slen2 larger than the payload.
+    let r = t.raw(&raw_msg(
+        0,
+        MsgType::AuthReq as u8,
+        0,
+        &[0, 1, 0, 0, 0, 200, 0, 200, b'a'],
+    ));
+    assert_error(&r[0], ErrorCode::Auth, "");
+    assert!(matches!(
+        t.one(Message::AuthReq(Auth::Null)),
+        Message::AuthReply(_)
+    ));
+}
+
+#[test]
+fn after_auth_second_auth_unknown_and_reply_types_get_wrongmsg() {
+    let mut t = T::authed();
+    assert_error(
+        &t.one(Message::AuthReq(Auth::Null)),
+        ErrorCode::WrongMsg,
+        "already",
+    );
+    let r = t.raw(&raw_msg(0, 0x55, 0, &[1, 2, 3]));
+    assert_error(&r[0], ErrorCode::WrongMsg, "");
+    let r = t.one(Message::StatsReply(Stats::default()));
+    assert_error(&r, ErrorCode::WrongMsg, "");
+    let r = t.raw(&raw_msg(0, MsgType::Packet as u8, 0, &[0; 24]));
+    assert_error(&r[0], ErrorCode::WrongMsg, "");
+    assert!(t.s.ended().is_none());
+    assert!(matches!(t.one(Message::StatsReq), Message::StatsReply(_)));
+}
+
+#[test]
+fn error_from_sensor_gets_no_reply() {
+    let mut t = T::new();
+    assert!(t.req(Message::error(ErrorCode::Netw, "hello")).is_empty());
+    let mut t = T::authed();
+    assert!(t.req(Message::error(ErrorCode::Netw, "hello")).is_empty());
+}
+
+#[test]
+fn findallif_lists_and_norremoteif_when_none() {
+    let mut t = T::authed();
+    match t.one(Message::FindAllIfReq) {
+        Message::FindAllIfReply(l) => assert_eq!(l, t.host.ifaces),
+        other => panic!("{other:?}"),
+    }
+    t.host.ifaces.clear();
+    assert_error(&t.one(Message::FindAllIfReq), ErrorCode::NoRemoteIf, "");
+}
+
+fn preselect_cfg(name: Option<&str>, addr: Option<&str>) -> SessionConfig {
+    let mut c = cfg();
+    c.preselect = Preselect {
+        ifname: name.map(String::from),
+        ifaddr: addr.map(|a| crate::config::parse_ifaddr(a).unwrap()),
+    };
+    c
+}
+
+#[test]
+fn preselection_lists_first_and_refuses_other_opens() {
+    let mut t = T::with(preselect_cfg(None, Some("192.168.7.0/24")));
+    t.one(Message::AuthReq(Auth::Null));
+    match t.one(Message::FindAllIfReq) {
+        Message::FindAllIfReply(l) => {
+            assert_eq!(l[0].name, "eth1");
+            assert_eq!(l[0].description, " ;preselected");
+            assert_eq!(l.len(), 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = t.one(Message::OpenReq {
+        source: "eth0".into(),
+    });
+    assert_error(
+        &r,
+        ErrorCode::Open,
+        "can only open preselected interface 'eth1'",
+    );
+    assert!(matches!(
+        t.one(Message::OpenReq {
+            source: "eth1".into()
+        }),
+        Message::OpenReply { .. }
+    ));
+}
+
+#[test]
+fn preselection_without_match_refuses_open() {
+    let mut t = T::with(preselect_cfg(Some("eth9"), None));
+    t.one(Message::AuthReq(Auth::Null));
+    let r = t.one(Message::OpenReq {
+        source: "eth0".into(),
+    });
+    assert_error(
+        &r,
+        ErrorCode::Open,
+        "no interface matches the preselection (ifname=eth9)",
+    );
+}
+
+#[test]
+fn open_refuses_urls_and_unknown_interfaces() {
+    let mut t = T::authed();
+    for src in [
+        "rpcap://10.1.1.1/eth0",
+        "file:///etc/passwd",
+        "rpcaps://x:2002/lo",
+    ] {
+        let r = t.one(Message::OpenReq { source: src.into() });
+        assert_error(&r, ErrorCode::Open, "only local interface names");
+    }
+    let r = t.one(Message::OpenReq {
+        source: "nosuch0".into(),
+    });
+    assert_error(&r, ErrorCode::Open, "no such interface");
+    // Nothing was opened: STARTCAP still has no device.
+    let r = t.one(startcap(startcap_flags::DGRAM, 5000));
+    assert_error(&r, ErrorCode::StartCapture, NO_DEVICE);
+}
+
+#[test]
+fn startcap_before_open() {
+    let mut t = T::authed();
+    let r = t.one(startcap(startcap_flags::DGRAM, 5000));
+    assert_error(
+        &r,
+        ErrorCode::StartCapture,
+        "No capture device was specified",
+    );
+    assert!(t.host.started.is_empty());
+}
+
+#[test]
+fn startcap_udp_udpstr_and_reply() {
+    let mut t = T::authed();
+    t.open_eth0();
+    let r = t.one(startcap(
+        startcap_flags::DGRAM | startcap_flags::PROMISC,
+        5000,
+    ));
+    assert_eq!(
+        r,
+        Message::StartCapReply(StartCapReply {
+            bufsize: 4 << 20,
+            portdata: 0
+        })
+    );
+    let s = &t.host.started[0];
+    assert_eq!(s.ifname, "eth0");
+    assert_eq!(s.linktype, 1);
+    assert_eq!(s.snaplen, 65535);
+    assert!(s.promisc);
+    assert_eq!(s.read_timeout, Duration::from_millis(250));
+    assert_eq!(
+        s.data,
+        DataChannel::UdpStr {
+            dest: "10.0.0.9:5000".parse().unwrap(),
+            size: 1472
+        }
+    );
+    // The combined filter: exclusion prefix, then the sensor's program last.
+    assert!(s.filter.len() > 1);
+    assert_eq!(s.filter.last(), accept_all().last());
+    assert!(t.s.capturing());
+}
+
+#[test]
+fn startcap_plain_udp_when_size_zero_and_tcp_in_active_mode() {
+    let mut c = cfg();
+    c.udpstr_size = 0;
+    let mut t = T::with(c);
+    t.one(Message::AuthReq(Auth::Null));
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    assert_eq!(
+        t.host.started[0].data,
+        DataChannel::PlainUdp {
+            dest: "10.0.0.9:5000".parse().unwrap()
+        }
+    );
+    t.one(startcap(0, 6000));
+    assert_eq!(
+        t.host.started[1].data,
+        DataChannel::TcpConnect {
+            dest: "10.0.0.9:6000".parse().unwrap()
+        }
+    );
+}
+
+#[test]
+fn startcap_errors_passive_tcp_missing_port_and_host_failure() {
+    let mut c = cfg();
+    c.mode = Mode::Passive;
+    let mut t = T::with(c);
+    t.one(Message::AuthReq(Auth::Null));
+    t.open_eth0();
+    assert_error(
+        &t.one(startcap(0, 6000)),
+        ErrorCode::StartCapture,
+        "passive mode",
+    );
+    // SERVEROPEN: the client listens, we connect.
+    assert!(matches!(
+        t.one(startcap(startcap_flags::SERVEROPEN, 6000)),
+        Message::StartCapReply(_)
+    ));
+    assert_error(
+        &t.one(startcap(startcap_flags::DGRAM, 0)),
+        ErrorCode::StartCapture,
+        "data port",
+    );
+    t.host.fail_start = Some("interface eth0: boom".into());
+    assert_error(
+        &t.one(startcap(startcap_flags::DGRAM, 5000)),
+        ErrorCode::StartCapture,
+        "boom",
+    );
+    assert!(!t.s.capturing());
+    assert!(t.host.running.is_empty());
+}
+
+#[test]
+fn snaplen_and_timeout_defaults() {
+    let mut t = T::authed();
+    t.open_eth0();
+    t.one(Message::StartCapReq(StartCapReq {
+        snaplen: 0,
+        read_timeout_ms: 0,
+        flags: startcap_flags::DGRAM,
+        portdata: 1,
+        filter: accept_all(),
+    }));
+    t.one(Message::StartCapReq(StartCapReq {
+        snaplen: 10_000_000,
+        read_timeout_ms: 5,
+        flags: startcap_flags::DGRAM,
+        portdata: 1,
+        filter: accept_all(),
+    }));
+    assert_eq!(t.host.started[0].snaplen, MAX_SNAPLEN);
+    assert_eq!(t.host.started[0].read_timeout, Duration::from_secs(1));
+    assert_eq!(t.host.started[1].snaplen, MAX_SNAPLEN);
+}
+
+#[test]
+fn second_startcap_stops_the_first() {
+    let mut t = T::authed();
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    t.one(startcap(startcap_flags::DGRAM, 5001));
+    assert_eq!(t.host.stopped, vec![1]);
+    assert_eq!(t.host.running, vec![2]);
+    // A new OPEN also ends the running capture.
+    t.open_eth0();
+    assert_eq!(t.host.running, Vec::<u32>::new());
+}
+
+#[test]
+fn update_filter_and_sampling_running_and_stored() {
+    let mut t = T::authed();
+    let f2 = vec![Insn::new(0x06, 0, 0, 96)];
+    // No capture: stored, acknowledged, no host call.
+    assert_eq!(
+        t.one(Message::UpdateFilterReq { filter: f2.clone() }),
+        Message::UpdateFilterReply
+    );
+    let s = Sampling {
+        method: 1,
+        value: 10,
+    };
+    assert_eq!(t.one(Message::SetSamplingReq(s)), Message::SetSamplingReply);
+    assert!(t.host.filters.is_empty() && t.host.samplings.is_empty());
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    // The stored sampling applies to the new capture.
+    assert_eq!(t.host.started[0].sampling, s);
+    assert_eq!(
+        t.one(Message::UpdateFilterReq { filter: f2.clone() }),
+        Message::UpdateFilterReply
+    );
+    let (id, combined) = &t.host.filters[0];
+    assert_eq!(*id, 1);
+    assert_eq!(combined.last(), f2.last());
+    // Same exclusion prefix as at STARTCAP.
+    let start = &t.host.started[0].filter;
+    assert_eq!(combined[..combined.len() - 1], start[..start.len() - 1]);
+    let s2 = Sampling {
+        method: 2,
+        value: 100,
+    };
+    assert_eq!(
+        t.one(Message::SetSamplingReq(s2)),
+        Message::SetSamplingReply
+    );
+    assert_eq!(t.host.samplings, vec![(1, s2)]);
+    assert_error(
+        &t.one(Message::SetSamplingReq(Sampling {
+            method: 9,
+            value: 1,
+        })),
+        ErrorCode::SetSampling,
+        "method 9",
+    );
+}
+
+#[test]
+fn stats_live_then_saved_at_endcap() {
+    let mut t = T::authed();
+    assert_eq!(
+        t.one(Message::StatsReq),
+        Message::StatsReply(Stats::default())
+    );
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    assert_eq!(t.one(Message::StatsReq), Message::StatsReply(Fake::live(1)));
+    assert_eq!(t.one(Message::EndCapReq), Message::EndCapReply);
+    assert!(t.host.running.is_empty());
+    assert_eq!(t.one(Message::StatsReq), Message::StatsReply(Fake::last(1)));
+    assert_error(
+        &t.one(Message::EndCapReq),
+        ErrorCode::EndCapture,
+        "no capture",
+    );
+    // The device stays open after ENDCAP.
+    assert!(matches!(
+        t.one(startcap(startcap_flags::DGRAM, 5000)),
+        Message::StartCapReply(_)
+    ));
+}
+
+#[test]
+fn close_ends_session_and_capture() {
+    let mut t = T::authed();
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    assert!(t.req(Message::Close).is_empty());
+    assert_eq!(t.s.ended(), Some(&Ended::Closed));
+    assert!(t.host.running.is_empty());
+    // CLOSE before auth ends the session too.
+    let mut t = T::new();
+    assert!(t.req(Message::Close).is_empty());
+    assert_eq!(t.s.ended(), Some(&Ended::Closed));
+}
+
+#[test]
+fn bodies_when_no_capture_runs_keep_stream_in_sync() {
+    let mut t = T::authed();
+    // Several requests with bodies in one chunk, no capture running, then STATS.
+    let mut bytes = Vec::new();
+    for m in [
+        Message::UpdateFilterReq {
+            filter: accept_all(),
+        },
+        Message::SetSamplingReq(Sampling {
+            method: 1,
+            value: 3,
+        }),
+        Message::OpenReq {
+            source: "nosuch".into(),
+        },
+        Message::StatsReq,
+    ] {
+        m.encode(&mut bytes);
+    }
+    let r = t.raw(&bytes);
+    assert_eq!(r.len(), 4);
+    assert_eq!(r[0], Message::UpdateFilterReply);
+    assert_eq!(r[1], Message::SetSamplingReply);
+    assert_error(&r[2], ErrorCode::Open, "");
+    assert_eq!(r[3], Message::StatsReply(Stats::default()));
+}
+
+#[test]
+fn malformed_bodies_get_their_codes_and_stream_stays_in_sync() {
+    let mut t = T::authed();
+    t.open_eth0();
+    let cases: Vec<(Vec<u8>, ErrorCode)> = vec![
+        // STARTCAP body shorter than its fixed part.
+        (
+            raw_msg(0, MsgType::StartCapReq as u8, 0, &[0; 4]),
+            ErrorCode::StartCapture,
+        ),
+        // STARTCAP with nitems beyond the payload.
+        (
+            raw_msg(
+                0,
+                MsgType::StartCapReq as u8,
+                0,
+                &[
+                    0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 2, 0x13, 0x88, 0, 1, 0, 0, 0xff, 0xff, 0xff,
+                    0xff,
+                ],
+            ),
+            ErrorCode::StartCapture,
+        ),
+        // UPDATEFILTER with scratch memory index 16 (CVE-2026-0799): ld M[16]; ret a.
+        (
+            raw_msg(
+                0,
+                MsgType::UpdateFilterReq as u8,
+                0,
+                &[
+                    0, 1, 0, 0, 0, 0, 0, 2, 0, 0x60, 0, 0, 0, 0, 0, 16, 0, 0x16, 0, 0, 0, 0, 0, 0,
+                ],
+            ),
+            ErrorCode::UpdateFilter,
+        ),
+        // SETSAMPLING too short.
+        (
+            raw_msg(0, MsgType::SetSamplingReq as u8, 0, &[1]),
+            ErrorCode::SetSampling,
+        ),
+    ];
+    for (bytes, code) in cases {
+        let r = t.raw(&bytes);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_error(&r[0], code, "");
+        assert!(t.s.ended().is_none());
+    }
+    assert!(t.host.started.is_empty());
+    // Trailing bytes after a body are ignored (CVE-2019-15161).
+    let r = t.raw(&raw_msg(0, MsgType::StatsReq as u8, 0, &[9; 16]));
+    assert_eq!(r, vec![Message::StatsReply(Stats::default())]);
+    assert!(matches!(
+        t.one(Message::FindAllIfReq),
+        Message::FindAllIfReply(_)
+    ));
+}
+
+#[test]
+fn huge_plen_ends_session() {
+    let mut t = T::authed();
+    let mut h = raw_msg(0, MsgType::OpenReq as u8, 0, &[]);
+    h[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+    let r = t.raw(&h);
+    assert_eq!(r.len(), 1);
+    assert!(matches!(t.s.ended(), Some(Ended::Protocol(_))));
+}
+
+#[test]
+fn byte_at_a_time() {
+    let mut t = T::new();
+    let mut bytes = Message::AuthReq(Auth::Null).to_bytes();
+    Message::FindAllIfReq.encode(&mut bytes);
+    let mut replies = Vec::new();
+    for b in &bytes {
+        replies.extend(t.raw(&[*b]));
+    }
+    assert!(matches!(
+        replies[..],
+        [Message::AuthReply(_), Message::FindAllIfReply(_)]
+    ));
+}
+
+#[test]
+fn capture_failure_is_reported_and_capture_ends() {
+    let mut t = T::authed();
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    assert!(!t.s.poll_capture(&mut t.host));
+    t.host.failure = Some("interface eth0 vanished".into());
+    assert!(t.s.poll_capture(&mut t.host));
+    let r = t.raw(&[]);
+    assert_error(&r[0], ErrorCode::ReadEx, "interface eth0 vanished");
+    assert!(t.host.running.is_empty());
+    assert!(!t.s.capturing());
+    assert!(t.s.ended().is_none());
+    assert_eq!(t.one(Message::StatsReq), Message::StatsReply(Fake::last(1)));
+}
+
+#[test]
+fn own_traffic_is_excluded_by_the_combined_filter() {
+    let mut c = cfg();
+    c.local_filter = Some("not udp port 53".into());
+    let mut t = T::with(c);
+    t.one(Message::AuthReq(Auth::Null));
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    let prog = rpcap::bpf::Program::new(t.host.started[0].filter.clone()).unwrap();
+    let ip = |s: &str| match s.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => unreachable!(),
+    };
+    // Ethernet + IPv4 + TCP/UDP header, ports at the start of the L4 header.
+    let frame = |proto: u8, src: &str, sport: u16, dst: &str, dport: u16| {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = proto;
+        f[26..30].copy_from_slice(&ip(src));
+        f[30..34].copy_from_slice(&ip(dst));
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    };
+    let run = |f: Vec<u8>| prog.run(&f, f.len() as u32);
+    // The control connection, both directions: excluded.
+    assert_eq!(run(frame(6, "10.0.0.5", 40000, "10.0.0.9", 2003)), 0);
+    assert_eq!(run(frame(6, "10.0.0.9", 2003, "10.0.0.5", 40000)), 0);
+    // Our data datagrams: excluded.
+    assert_eq!(run(frame(17, "10.0.0.5", 33333, "10.0.0.9", 5000)), 0);
+    // The local filter applies.
+    assert_eq!(run(frame(17, "10.0.0.5", 33333, "10.0.0.1", 53)), 0);
+    // Other traffic, even with the sensor: kept, with the sensor's snaplen.
+    assert_eq!(run(frame(6, "10.0.0.5", 40001, "10.0.0.9", 2003)), 262_144);
+    assert_eq!(run(frame(17, "10.0.0.5", 33333, "10.0.0.9", 5001)), 262_144);
+    assert_eq!(run(frame(6, "10.0.0.7", 80, "10.0.0.8", 1234)), 262_144);
+}

@@ -1,0 +1,263 @@
+//! The control loop against scripted sensors on 127.0.0.1: dialling with
+//! backoff, reconnecting after a drop, no reconnect after CLOSE, capture
+//! failures reported. Real sockets, a fake capture host, short timings.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rpcap::bpf::Insn;
+use rpcap::header::Header;
+use rpcap::msg::{startcap_flags, Auth, IfAddr, Interface, Message, Sampling, StartCapReq, Stats};
+use rpcap::ErrorCode;
+use xrpcapd::config::{parse_active_client, Config};
+use xrpcapd::control::{Control, Stopper, Timing};
+use xrpcapd::session::{CaptureHost, StartRequest};
+
+#[derive(Default)]
+struct Shared {
+    started: Vec<StartRequest>,
+    running: usize,
+    failure: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct FakeHost(Arc<Mutex<Shared>>);
+
+impl CaptureHost for FakeHost {
+    type Capture = ();
+    fn interfaces(&mut self) -> io::Result<Vec<Interface>> {
+        Ok(vec![Interface {
+            name: "lo".into(),
+            description: String::new(),
+            flags: 0x3,
+            addrs: vec![IfAddr {
+                addr: "127.0.0.1".parse().unwrap(),
+                netmask: None,
+                broadaddr: None,
+                dstaddr: None,
+                scope_id: 0,
+            }],
+        }])
+    }
+    fn linktype(&mut self, _ifname: &str) -> io::Result<i32> {
+        Ok(1)
+    }
+    fn start(&mut self, req: StartRequest) -> Result<(), String> {
+        let mut s = self.0.lock().unwrap();
+        s.started.push(req);
+        s.running += 1;
+        Ok(())
+    }
+    fn update_filter(&mut self, _: &mut (), _: Vec<Insn>) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_sampling(&mut self, _: &mut (), _: Sampling) {}
+    fn stats(&mut self, _: &()) -> Stats {
+        Stats::default()
+    }
+    fn failure(&mut self, _: &()) -> Option<String> {
+        self.0.lock().unwrap().failure.clone()
+    }
+    fn stop(&mut self, _: ()) -> Stats {
+        self.0.lock().unwrap().running -= 1;
+        Stats::default()
+    }
+}
+
+struct Agent {
+    stopper: Stopper,
+    thread: Option<JoinHandle<()>>,
+    host: FakeHost,
+}
+
+impl Agent {
+    fn start(port: u16) -> Agent {
+        let mut cfg = Config {
+            null_auth: true,
+            ..Config::default()
+        };
+        cfg.active_clients
+            .push(parse_active_client(&format!("127.0.0.1, {port}")).unwrap());
+        let timing = Timing {
+            backoff_base: Duration::from_millis(40),
+            max_backoff: Duration::from_millis(160),
+            connect_timeout: Duration::from_secs(1),
+            capture_check: Duration::from_millis(30),
+        };
+        let host = FakeHost::default();
+        let mut control = Control::new(cfg, timing, host.clone()).unwrap();
+        let stopper = control.stopper();
+        let thread = std::thread::spawn(move || control.run().unwrap());
+        Agent {
+            stopper,
+            thread: Some(thread),
+            host,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stopper.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits (bounded) for the agent to connect.
+fn accept(l: &TcpListener, within: Duration) -> Option<TcpStream> {
+    l.set_nonblocking(true).unwrap();
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                return Some(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    None
+}
+
+fn send(s: &mut TcpStream, m: Message) {
+    s.write_all(&m.to_bytes()).unwrap();
+}
+
+fn recv(s: &mut TcpStream) -> Message {
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h).unwrap();
+    let h = Header::parse(&h).unwrap();
+    let mut p = vec![0u8; h.plen as usize];
+    s.read_exact(&mut p).unwrap();
+    Message::decode(&h, &p).unwrap()
+}
+
+fn auth(s: &mut TcpStream) {
+    send(s, Message::AuthReq(Auth::Null));
+    assert!(matches!(recv(s), Message::AuthReply(_)));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sensor_down_at_start_then_up() {
+    let port = free_port();
+    let _agent = Agent::start(port);
+    // Several attempts fail (connection refused) while the sensor is down.
+    std::thread::sleep(Duration::from_millis(300));
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // Backoff is capped at 160 ms: the agent arrives soon after.
+    let mut s = accept(&l, Duration::from_secs(2)).expect("agent dials once the sensor is up");
+    auth(&mut s);
+    send(&mut s, Message::FindAllIfReq);
+    assert!(matches!(recv(&mut s), Message::FindAllIfReply(l) if l[0].name == "lo"));
+}
+
+#[test]
+fn dropped_session_reconnects_at_once() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let _agent = Agent::start(l.local_addr().unwrap().port());
+    let mut s = accept(&l, Duration::from_secs(2)).expect("first connection");
+    auth(&mut s);
+    let t0 = Instant::now();
+    drop(s);
+    let mut s = accept(&l, Duration::from_secs(2)).expect("reconnection");
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    auth(&mut s);
+    // A connection closed without a word (before auth) is also followed by a new one.
+    drop(s);
+    assert!(accept(&l, Duration::from_secs(2)).is_some());
+}
+
+#[test]
+fn close_means_no_reconnect() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent = Agent::start(l.local_addr().unwrap().port());
+    let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
+    auth(&mut s);
+    send(
+        &mut s,
+        Message::OpenReq {
+            source: "lo".into(),
+        },
+    );
+    assert!(matches!(recv(&mut s), Message::OpenReply { .. }));
+    send(&mut s, start_udp(9));
+    assert!(matches!(recv(&mut s), Message::StartCapReply(_)));
+    send(&mut s, Message::Close);
+    // The agent closes its end and the capture, and never comes back.
+    let mut buf = [0u8; 1];
+    assert_eq!(s.read(&mut buf).unwrap(), 0);
+    assert!(accept(&l, Duration::from_millis(600)).is_none());
+    assert_eq!(agent.host.0.lock().unwrap().running, 0);
+}
+
+fn start_udp(portdata: u16) -> Message {
+    Message::StartCapReq(StartCapReq {
+        snaplen: 65535,
+        read_timeout_ms: 100,
+        flags: startcap_flags::DGRAM,
+        portdata,
+        filter: vec![Insn::new(0x06, 0, 0, 65535)],
+    })
+}
+
+#[test]
+fn capture_failure_reaches_the_sensor_and_session_goes_on() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent = Agent::start(l.local_addr().unwrap().port());
+    let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
+    auth(&mut s);
+    send(
+        &mut s,
+        Message::OpenReq {
+            source: "lo".into(),
+        },
+    );
+    recv(&mut s);
+    send(&mut s, start_udp(5555));
+    assert!(matches!(recv(&mut s), Message::StartCapReply(_)));
+    {
+        let shared = agent.host.0.lock().unwrap();
+        let req = &shared.started[0];
+        let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        assert_eq!(
+            req.data,
+            xrpcapd::session::DataChannel::UdpStr {
+                dest: peer,
+                size: 1472
+            }
+        );
+    }
+    agent.host.0.lock().unwrap().failure = Some("interface lo vanished".into());
+    match recv(&mut s) {
+        Message::Error { code, text } => {
+            assert_eq!(code, ErrorCode::ReadEx as u16);
+            assert!(text.contains("interface lo vanished"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(agent.host.0.lock().unwrap().running, 0);
+    // The session is still served.
+    send(&mut s, Message::StatsReq);
+    assert!(matches!(recv(&mut s), Message::StatsReply(_)));
+}

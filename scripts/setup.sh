@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs every prerequisite of xrpcapd's build, tests and demo on Debian 12.
+# Idempotent and non-interactive: when everything is present it touches nothing
+# (no apt-get update), so repeat runs take well under a second.
+#
+#   scripts/setup.sh            # system packages + rust components
+#   XRPCAP_FUZZ=1 scripts/setup.sh   # also cargo-fuzz (for bounded fuzz runs)
+#
+# Needs root for apt-get (it uses sudo when not root and sudo exists).
+set -euo pipefail
+
+APT_PACKAGES=(
+    clang llvm libpcap-dev libelf-dev pkg-config # build: eBPF object, pcap crate
+    gcc-multilib flex bison                      # asm/types.h for -target bpf; libpcap source build
+    iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
+    netsniff-ng tcpreplay tcpdump tshark         # traffic generators and references
+)
+
+log() { printf 'setup: %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        log "need root to run: $*"
+        return 1
+    fi
+}
+
+missing_packages() {
+    local p status
+    for p in "${APT_PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        if [ "$status" != "install ok installed" ]; then
+            printf '%s\n' "$p"
+        fi
+    done
+}
+
+install_apt() {
+    local missing
+    mapfile -t missing < <(missing_packages)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        log "system packages present"
+        return 0
+    fi
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture; answer before it asks.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" |
+        as_root debconf-set-selections
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}" </dev/null
+}
+
+install_rust_components() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        log "cargo not found: install the Rust toolchain (rustup) first"
+        return 1
+    fi
+    local c
+    for c in rustfmt clippy; do
+        if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            log "adding rust component $c"
+            rustup component add "$c"
+        fi
+    done
+}
+
+install_cargo_fuzz() {
+    if cargo fuzz --version >/dev/null 2>&1; then
+        log "cargo-fuzz present ($(cargo fuzz --version))"
+        return 0
+    fi
+    log "installing cargo-fuzz (a few minutes of compiling)"
+    cargo install cargo-fuzz --locked
+}
+
+install_apt
+install_rust_components
+if [ "${XRPCAP_FUZZ:-0}" = "1" ]; then
+    # Optional: a failure here must not stop the rest of the tests; the test
+    # script reports fuzzing as skipped when cargo-fuzz is unavailable.
+    install_cargo_fuzz || log "cargo-fuzz could not be installed; fuzzing will be skipped"
+fi
+log "done"

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Runs every test of xrpcapd: prerequisites, formatting, lints, unit/property/
+# integration tests, the end-to-end tests (real binaries in network
+# namespaces: need root, FAIL without it), and bounded fuzz runs.
+# Prints the time of each stage and a summary; exits non-zero on any failure.
+#
+#   scripts/test.sh
+#
+# Environment:
+#   XRPCAP_FUZZ_SECS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
+#   CARGO_TARGET_DIR     honoured (the e2e tests find the binaries there)
+#
+# Every stage runs even when an earlier one failed (except setup), so one
+# run shows everything that is wrong.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+FUZZ_SECS=${XRPCAP_FUZZ_SECS:-20}
+FUZZ_DIR=rpcap/fuzz
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+
+STAGES=()   # "name|status|seconds"
+FAILED=0
+T_START=$EPOCHREALTIME
+
+banner() { printf '\n=== %s ===\n' "$*"; }
+
+elapsed_since() { # start → seconds with one decimal
+    awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'
+}
+
+# stage NAME FUNCTION: runs FUNCTION, records its status and time.
+# Functions chain their commands with && / `|| return 1` because `set -e` is
+# suspended inside a function whose status is tested.
+stage() {
+    local name=$1 fn=$2 t0 status
+    banner "$name"
+    t0=$EPOCHREALTIME
+    if "$fn"; then status=ok; else status=FAILED; FAILED=1; fi
+    # A function may downgrade itself to "skipped" by setting STAGE_NOTE.
+    if [ "$status" = ok ] && [ -n "${STAGE_NOTE:-}" ]; then status="skipped: $STAGE_NOTE"; fi
+    STAGE_NOTE=
+    STAGES+=("$name|$status|$(elapsed_since "$t0")")
+    printf -- '--- %s: %s (%ss)\n' "$name" "$status" "$(elapsed_since "$t0")"
+}
+
+run_setup() {
+    XRPCAP_FUZZ=$([ "$FUZZ_SECS" = 0 ] && echo 0 || echo 1) scripts/setup.sh
+}
+
+run_fmt() { cargo fmt --all --check; }
+
+run_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
+
+# The e2e tests run the binaries, which `cargo test` does not build for another
+# package's tests: build them once, in the same (debug) profile the tests use.
+run_build() { cargo build --workspace --bins; }
+
+run_tests() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "note: not root: the end-to-end tests (crate xrpcap-e2e) will fail, as they must"
+    fi
+    XRPCAP_BIN_DIR=$TARGET_DIR/debug cargo test --workspace --no-fail-fast
+}
+
+fuzz_targets() {
+    local f
+    for f in "$FUZZ_DIR"/fuzz_targets/*.rs; do
+        [ -e "$f" ] && basename "$f" .rs
+    done
+    return 0
+}
+
+# cargo-fuzz needs nightly for -Zsanitizer and friends; RUSTC_BOOTSTRAP=1 lets
+# the stable toolchain accept them (checked with rustc 1.95: ASan builds and
+# libFuzzer finds crashes).
+run_fuzz() {
+    if [ "$FUZZ_SECS" = 0 ]; then STAGE_NOTE="XRPCAP_FUZZ_SECS=0"; return 0; fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "note: cargo-fuzz is not installed (setup could not install it): fuzzing skipped"
+        STAGE_NOTE="no cargo-fuzz"; return 0
+    fi
+    local targets
+    mapfile -t targets < <(fuzz_targets)
+    if [ "${#targets[@]}" -eq 0 ]; then
+        echo "note: no fuzz targets in $FUZZ_DIR/fuzz_targets/: fuzzing skipped"
+        STAGE_NOTE="no fuzz targets"; return 0
+    fi
+    local fuzz=(env RUSTC_BOOTSTRAP=1 cargo fuzz)
+    local opts=(--fuzz-dir "$FUZZ_DIR" --target-dir "$TARGET_DIR/fuzz")
+    echo "building ${#targets[@]} fuzz targets: ${targets[*]}"
+    "${fuzz[@]}" build "${opts[@]}" || return 1
+    local t status=0 corpus seeds log rc
+    for t in "${targets[@]}"; do
+        # New inputs go to a corpus under target/ (not committed); checked-in
+        # seeds, when there are any, are read from the fuzz folder.
+        corpus=$TARGET_DIR/fuzz/corpus/$t
+        mkdir -p "$corpus"
+        seeds=()
+        [ -d "$FUZZ_DIR/corpus/$t" ] && seeds=("$FUZZ_DIR/corpus/$t")
+        log=$TARGET_DIR/fuzz/$t.log
+        echo "fuzzing $t for ${FUZZ_SECS}s (log: $log)"
+        rc=0
+        timeout $((FUZZ_SECS + 120)) "${fuzz[@]}" run "${opts[@]}" "$t" "$corpus" "${seeds[@]}" \
+            -- -max_total_time="$FUZZ_SECS" -print_final_stats=1 >"$log" 2>&1 || rc=$?
+        grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | sed 's/^/  /' || true
+        if [ "$rc" -ne 0 ]; then
+            tail -n 40 "$log"
+            echo "FUZZ FAILURE in $t (exit $rc; crash inputs under $FUZZ_DIR/artifacts/$t/)"
+            status=1
+        fi
+    done
+    return "$status"
+}
+
+stage setup run_setup || true
+if [ "$FAILED" -ne 0 ]; then
+    echo "setup failed: stopping"
+    exit 1
+fi
+stage "cargo fmt --check" run_fmt
+stage "cargo clippy -D warnings" run_clippy
+stage "cargo build (binaries)" run_build
+stage "cargo test --workspace" run_tests
+stage "fuzz (${FUZZ_SECS}s per target)" run_fuzz
+
+banner summary
+for s in "${STAGES[@]}"; do
+    IFS='|' read -r name status secs <<<"$s"
+    printf '  %-28s %-34s %7ss\n' "$name" "$status" "$secs"
+done
+printf '  %-28s %-34s %7ss\n' total "" "$(elapsed_since "$T_START")"
+if [ "$FAILED" -ne 0 ]; then
+    echo "RESULT: FAILED"
+    exit 1
+fi
+echo "RESULT: all stages passed"

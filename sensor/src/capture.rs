@@ -1,0 +1,179 @@
+//! One running capture on the sensor side: takes data-channel datagrams or
+//! PACKET messages, reassembles records, accounts for every loss, and writes
+//! the records to the capture's output.
+
+use rpcap::plain;
+use rpcap::udpstr::{Deframer, DeframerStats};
+use rpcap::{MsgType, PktHdr};
+
+use crate::output::Output;
+
+/// What happened to a capture's data, besides the deframer's own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Records written to the output.
+    pub packets: u64,
+    /// Packet bytes written (sum of caplen).
+    pub bytes: u64,
+    /// Plain format: packets missing according to npkt gaps.
+    pub plain_lost: u64,
+    /// Plain format: packets whose npkt was not beyond the last one (duplicates
+    /// or late arrivals); dropped.
+    pub plain_dups: u64,
+    /// Plain-format datagrams or messages that could not be read, and
+    /// datagrams that are neither udpstr nor plain.
+    pub malformed: u64,
+    /// Datagrams from an address other than the agent's.
+    pub foreign: u64,
+    /// Datagrams the socket dropped for lack of buffer (SO_RXQ_OVFL).
+    pub socket_drops: u64,
+    /// Records not written because the output failed.
+    pub write_errors: u64,
+    /// Records received after `--count` was reached (not written).
+    pub over_count: u64,
+}
+
+pub struct Capture {
+    pub iface: String,
+    pub linktype: i32,
+    pub snaplen: u32,
+    deframer: Deframer,
+    /// Plain format: the last npkt seen (0 = none yet).
+    plain_last: u32,
+    pub counters: Counters,
+    output: Option<Output>,
+    write_error_logged: bool,
+}
+
+impl Capture {
+    pub fn new(iface: &str, linktype: i32, snaplen: u32, output: Output) -> Capture {
+        Capture {
+            iface: iface.to_string(),
+            linktype,
+            snaplen,
+            deframer: Deframer::new(snaplen as usize),
+            plain_last: 0,
+            counters: Counters::default(),
+            output: Some(output),
+            write_error_logged: false,
+        }
+    }
+
+    pub fn udpstr(&self) -> &DeframerStats {
+        self.deframer.stats()
+    }
+
+    /// Records that did not arrive whole, in either format: udpstr records
+    /// missing by npkt plus those whose end was lost, and plain npkt gaps.
+    pub fn lost(&self) -> u64 {
+        let u = self.deframer.stats();
+        u.lost_records + u.truncated_records + self.counters.plain_lost
+    }
+
+    pub fn output(&mut self) -> Option<&mut Output> {
+        self.output.as_mut()
+    }
+
+    /// One UDP datagram of the data channel: udpstr (type 110) or plain (type 7),
+    /// decided per datagram. `budget` is how many more records may be written.
+    pub fn on_datagram(&mut self, dgram: &[u8], budget: &mut u64) {
+        match dgram.get(1).copied() {
+            Some(t) if t == MsgType::UdpStrPacket as u8 => {
+                let (out, c, logged) = (
+                    &mut self.output,
+                    &mut self.counters,
+                    &mut self.write_error_logged,
+                );
+                // Errors are counted by the deframer itself (stats().malformed).
+                let _ = self.deframer.push(dgram, |h, data| {
+                    write_record(out, c, logged, budget, h, data)
+                });
+            }
+            Some(t) if t == MsgType::Packet as u8 => match plain::decode(dgram) {
+                Ok((h, data)) => self.on_plain_record(&h, data, budget),
+                Err(_) => self.counters.malformed += 1,
+            },
+            _ => self.counters.malformed += 1,
+        }
+    }
+
+    /// The payload of one PACKET message from a TCP data channel.
+    pub fn on_packet_payload(&mut self, payload: &[u8], budget: &mut u64) {
+        match plain::decode_payload(payload) {
+            Ok((h, data)) => self.on_plain_record(&h, data, budget),
+            Err(_) => self.counters.malformed += 1,
+        }
+    }
+
+    fn on_plain_record(&mut self, h: &PktHdr, data: &[u8], budget: &mut u64) {
+        if data.len() > self.snaplen as usize {
+            self.counters.malformed += 1;
+            return;
+        }
+        if self.plain_last != 0 && h.npkt <= self.plain_last {
+            self.counters.plain_dups += 1;
+            return;
+        }
+        // npkt starts at 1: a first packet with npkt 3 means 2 were lost.
+        self.counters.plain_lost +=
+            u64::from(h.npkt.wrapping_sub(self.plain_last).saturating_sub(1));
+        self.plain_last = h.npkt;
+        write_record(
+            &mut self.output,
+            &mut self.counters,
+            &mut self.write_error_logged,
+            budget,
+            h,
+            data,
+        );
+    }
+
+    /// Flushes and closes the output; returns the files written.
+    pub fn finish(&mut self) -> Vec<std::path::PathBuf> {
+        match self.output.take() {
+            Some(mut o) => {
+                if let Err(e) = o.flush() {
+                    log::error!("flushing {:?}: {e}", o.path());
+                }
+                o.files().to_vec()
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+fn write_record(
+    out: &mut Option<Output>,
+    c: &mut Counters,
+    logged: &mut bool,
+    budget: &mut u64,
+    h: &PktHdr,
+    data: &[u8],
+) {
+    if *budget == 0 {
+        c.over_count += 1;
+        return;
+    }
+    let Some(o) = out.as_mut() else {
+        c.write_errors += 1;
+        return;
+    };
+    match o.write(h, data) {
+        Ok(()) => {
+            *budget -= 1;
+            c.packets += 1;
+            c.bytes += data.len() as u64;
+        }
+        Err(e) => {
+            c.write_errors += 1;
+            if !*logged {
+                log::error!(
+                    "writing {:?}: {e} (the file is closed; further records of this capture are counted as write errors)",
+                    o.path()
+                );
+                *logged = true;
+            }
+            *out = None;
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Capture filters: tcpdump expressions compiled by libpcap (through the
+//! `pcap` crate, on a dead handle for the agent's link type) into the classic
+//! BPF program STARTCAP and UPDATEFILTER carry.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rpcap::bpf::Insn;
+
+/// BPF_RET | BPF_K.
+const RET_K: u16 = 0x06;
+/// The snaplen the `pcap` crate gives every dead handle; libpcap writes it
+/// into the "accept" returns of compiled programs.
+const DEAD_HANDLE_SNAPLEN: u32 = 65535;
+
+/// The program for `expr` (None or blank: accept everything) on `linktype`,
+/// keeping up to `snaplen` bytes of accepted packets.
+pub fn compile(expr: Option<&str>, linktype: i32, snaplen: u32) -> Result<Vec<Insn>> {
+    let expr = match expr.map(str::trim) {
+        None | Some("") => return Ok(vec![Insn::new(RET_K, 0, 0, snaplen)]),
+        Some(e) => e,
+    };
+    let dead = pcap::Capture::dead(pcap::Linktype(linktype))
+        .map_err(|e| anyhow!("libpcap cannot open a handle for link type {linktype}: {e}"))?;
+    let prog = dead
+        .compile(expr, true)
+        .map_err(|e| anyhow!("bad filter '{expr}': {e}"))?;
+    let mut out = Vec::with_capacity(prog.get_instructions().len());
+    for i in prog.get_instructions() {
+        // The crate keeps the fields private but prints them as "code jt jf k".
+        let text = i.to_string();
+        let f: Vec<u64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("unexpected BPF instruction text '{text}'"))?;
+        let [code, jt, jf, k] = f[..] else {
+            bail!("unexpected BPF instruction text '{text}'");
+        };
+        let mut insn = Insn::new(code as u16, jt as u8, jf as u8, k as u32);
+        // The dead handle's snaplen is fixed at 65535; what the filter keeps
+        // must be the capture's snaplen instead, as pcap_open_dead(snaplen) would give.
+        if insn.code == RET_K && insn.k == DEAD_HANDLE_SNAPLEN {
+            insn.k = snaplen;
+        }
+        out.push(insn);
+    }
+    if out.is_empty() {
+        bail!("libpcap compiled '{expr}' to an empty program");
+    }
+    Ok(out)
+}
+
+/// A filter expression from a file: `#` comment lines dropped, lines joined.
+pub fn read_file(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read filter file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_filter_is_ret_snaplen() {
+        assert_eq!(
+            compile(None, 1, 1500).unwrap(),
+            vec![Insn::new(RET_K, 0, 0, 1500)]
+        );
+        assert_eq!(compile(Some("  "), 1, 9).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn compiles_tcp_port_80_for_ethernet() {
+        let p = compile(Some("tcp port 80"), 1, 262_144).unwrap();
+        assert!(p.len() > 5);
+        // First instruction loads the ethertype (ldh [12]).
+        assert_eq!(p[0], Insn::new(0x28, 0, 0, 12));
+        // Accepting returns keep the capture's snaplen, rejecting ones 0.
+        let rets: Vec<u32> = p.iter().filter(|i| i.code == RET_K).map(|i| i.k).collect();
+        assert!(rets.contains(&262_144) && rets.contains(&0), "{rets:?}");
+        assert!(!rets.contains(&65535));
+    }
+
+    #[test]
+    fn bad_filter_has_libpcap_message() {
+        let e = compile(Some("tcp port eighty"), 1, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad filter 'tcp port eighty'"), "{e}");
+        assert!(e.len() > "bad filter 'tcp port eighty': ".len(), "{e}");
+    }
+
+    #[test]
+    fn filter_file_drops_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, "# web\ntcp port 80\n\n  or udp port 53\n").unwrap();
+        assert_eq!(read_file(&p).unwrap(), "tcp port 80 or udp port 53");
+    }
+}

@@ -1,0 +1,633 @@
+//! One agent session, client side of RPCAP, as a sans-IO state machine: bytes
+//! from the agent go in ([`Session::receive`]), bytes for the agent come out
+//! ([`Session::output`]), and what the driver must act on comes out as
+//! [`Event`]s. No sockets, no clock of its own (the driver passes `now`).
+//!
+//! The sequence: AUTH → FINDALLIF → choose the interface → OPEN → (driver
+//! compiles the filter and opens a data port) → STARTCAP → capturing, with
+//! STATS_REQ (liveness) and UPDATEFILTER at the driver's request.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rpcap::bpf::Insn;
+use rpcap::header::{ErrorCode, MsgType, MAX_CONTROL_PLEN};
+use rpcap::msg::{startcap_flags, Auth, Interface, Message, StartCapReq, Stats};
+use rpcap::stream::StreamDecoder;
+
+use crate::choose::Choice;
+
+/// What a session asks of the agent.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub auth: Auth,
+    pub choice: Choice,
+    pub snaplen: u32,
+    pub read_timeout_ms: u32,
+    pub promisc: bool,
+}
+
+/// How the capture's data reaches the sensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataTransport {
+    /// UDP to this sensor port.
+    Udp { port: u16 },
+    /// TCP; the sensor listens on `port` and the agent connects (SERVEROPEN).
+    TcpSensorListens { port: u16 },
+    /// TCP; the agent listens and returns its port in the STARTCAP reply.
+    TcpAgentListens,
+}
+
+/// Something the driver must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// OPEN succeeded: compile the filter for `linktype`, open a data port,
+    /// then call [`Session::start_capture`].
+    Opened {
+        iface: Interface,
+        linktype: i32,
+    },
+    /// STARTCAP succeeded; `reply_port` is the agent's TCP data port when it listens.
+    Started {
+        reply_port: u16,
+        bufsize: i32,
+    },
+    /// The agent's counters.
+    Stats(Stats),
+    FilterUpdated,
+    /// A non-fatal ERROR from the agent while capturing (e.g. a refused filter update).
+    AgentError {
+        code: u16,
+        text: String,
+    },
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("the agent refused {what}: {text} (error {code})")]
+    Refused {
+        what: &'static str,
+        code: u16,
+        text: String,
+    },
+    #[error("the agent closed the session")]
+    ClosedByAgent,
+    #[error("{0}")]
+    NoInterface(String),
+    #[error("no reply to {what} within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Auth,
+    FindAllIf,
+    Open,
+    /// OPEN done; waiting for the driver to start the capture.
+    Ready,
+    StartCap,
+    Capturing,
+    Closed,
+}
+
+/// The client side of one RPCAP control connection.
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    phase: Phase,
+    decoder: StreamDecoder,
+    out: Vec<u8>,
+    events: VecDeque<Event>,
+    /// Requests sent and not answered yet, oldest first, with when they were sent.
+    pending: VecDeque<(MsgType, Instant)>,
+    iface: Option<Interface>,
+}
+
+impl Session {
+    /// A session that has queued its AUTH request.
+    pub fn new(cfg: SessionConfig, now: Instant) -> Session {
+        let mut s = Session {
+            cfg,
+            phase: Phase::Auth,
+            decoder: StreamDecoder::new(MAX_CONTROL_PLEN),
+            out: Vec::with_capacity(1024),
+            events: VecDeque::new(),
+            pending: VecDeque::new(),
+            iface: None,
+        };
+        let auth = s.cfg.auth.clone();
+        s.send(Message::AuthReq(auth), now);
+        s
+    }
+
+    /// Bytes waiting to be sent to the agent.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Forgets the first `n` output bytes (they were sent).
+    pub fn consume(&mut self, n: usize) {
+        self.out.drain(..n.min(self.out.len()));
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn is_capturing(&self) -> bool {
+        self.phase == Phase::Capturing
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Bytes received from the agent. On error the session is closed and any
+    /// ERROR/CLOSE for the agent is already queued in [`Session::output`].
+    pub fn receive(&mut self, data: &[u8], now: Instant) -> Result<(), SessionError> {
+        if self.phase == Phase::Closed {
+            return Ok(());
+        }
+        self.decoder.feed(data);
+        loop {
+            let msg = match self.decoder.next() {
+                Ok(None) => return Ok(()),
+                Ok(Some((hdr, payload))) => {
+                    Message::decode(&hdr, payload).map_err(|e| (e.code(), e.to_string()))
+                }
+                Err(e) => Err((ErrorCode::Netw, e.to_string())),
+            };
+            let result = match msg {
+                Ok(m) => self.handle(m, now),
+                Err((code, text)) => Err(self.protocol_error(code, text)),
+            };
+            if let Err(e) = result {
+                self.phase = Phase::Closed;
+                return Err(e);
+            }
+        }
+    }
+
+    /// Sends STARTCAP with the driver's data transport and compiled filter.
+    pub fn start_capture(&mut self, transport: DataTransport, filter: Vec<Insn>, now: Instant) {
+        if self.phase != Phase::Ready {
+            return;
+        }
+        let mut flags = if self.cfg.promisc {
+            startcap_flags::PROMISC
+        } else {
+            0
+        };
+        let portdata = match transport {
+            DataTransport::Udp { port } => {
+                flags |= startcap_flags::DGRAM;
+                port
+            }
+            DataTransport::TcpSensorListens { port } => {
+                flags |= startcap_flags::SERVEROPEN;
+                port
+            }
+            DataTransport::TcpAgentListens => 0,
+        };
+        let req = StartCapReq {
+            snaplen: self.cfg.snaplen,
+            read_timeout_ms: self.cfg.read_timeout_ms,
+            flags,
+            portdata,
+            filter,
+        };
+        self.phase = Phase::StartCap;
+        self.send(Message::StartCapReq(req), now);
+    }
+
+    /// Pushes a new filter to a running capture.
+    pub fn update_filter(&mut self, filter: Vec<Insn>, now: Instant) {
+        if self.phase == Phase::Capturing {
+            self.send(Message::UpdateFilterReq { filter }, now);
+        }
+    }
+
+    /// Asks for the agent's counters, unless a STATS request is still unanswered.
+    pub fn request_stats(&mut self, now: Instant) {
+        if self.phase == Phase::Capturing
+            && !self.pending.iter().any(|(t, _)| *t == MsgType::StatsReq)
+        {
+            self.send(Message::StatsReq, now);
+        }
+    }
+
+    /// Fails the session if the oldest unanswered request is older than `timeout`.
+    pub fn check_timeout(&mut self, now: Instant, timeout: Duration) -> Result<(), SessionError> {
+        match self.pending.front() {
+            Some((t, sent))
+                if self.phase != Phase::Closed && now.duration_since(*sent) > timeout =>
+            {
+                let what = request_name(*t);
+                self.phase = Phase::Closed;
+                Err(SessionError::Timeout {
+                    what,
+                    after: timeout,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends the session from the sensor's side: an ERROR with `text` (if
+    /// `code` is given), then CLOSE.
+    pub fn abort(&mut self, code: Option<ErrorCode>, text: &str) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if let Some(code) = code {
+            Message::error(code, text).encode(&mut self.out);
+        }
+        Message::Close.encode(&mut self.out);
+        self.phase = Phase::Closed;
+    }
+
+    fn send(&mut self, msg: Message, now: Instant) {
+        let t = msg.msg_type();
+        msg.encode(&mut self.out);
+        if !matches!(t, MsgType::Close | MsgType::Error) {
+            self.pending.push_back((t, now));
+        }
+    }
+
+    fn protocol_error(&mut self, code: ErrorCode, text: String) -> SessionError {
+        self.abort(Some(code), &text);
+        SessionError::Protocol(text)
+    }
+
+    fn handle(&mut self, msg: Message, now: Instant) -> Result<(), SessionError> {
+        let expected = self.pending.front().map(|(t, _)| *t);
+        match msg {
+            Message::Close => return Err(SessionError::ClosedByAgent),
+            Message::Error { code, text } => {
+                self.pending.pop_front();
+                let what = expected.map_or("nothing", request_name);
+                if self.phase == Phase::Capturing {
+                    self.events.push_back(Event::AgentError { code, text });
+                    return Ok(());
+                }
+                return Err(SessionError::Refused { what, code, text });
+            }
+            _ => {}
+        }
+        let reply_to = reply_request(msg.msg_type());
+        if reply_to.is_none() || reply_to != expected {
+            let text = format!(
+                "unexpected {} (waiting for the reply to {})",
+                rpcap::msg::type_name(msg.msg_type() as u8),
+                expected.map_or("nothing", request_name)
+            );
+            return Err(self.protocol_error(ErrorCode::WrongMsg, text));
+        }
+        self.pending.pop_front();
+        match msg {
+            Message::AuthReply(_) => {
+                self.phase = Phase::FindAllIf;
+                self.send(Message::FindAllIfReq, now);
+            }
+            Message::FindAllIfReply(list) => {
+                let iface = match self.cfg.choice.pick(&list) {
+                    Ok(i) => i.clone(),
+                    Err(text) => {
+                        self.abort(None, &text);
+                        return Err(SessionError::NoInterface(text));
+                    }
+                };
+                self.phase = Phase::Open;
+                self.send(
+                    Message::OpenReq {
+                        source: iface.name.clone(),
+                    },
+                    now,
+                );
+                self.iface = Some(iface);
+            }
+            Message::OpenReply { linktype, .. } => {
+                self.phase = Phase::Ready;
+                let iface = self.iface.clone().unwrap_or_else(|| Interface {
+                    name: String::new(),
+                    description: String::new(),
+                    flags: 0,
+                    addrs: Vec::new(),
+                });
+                self.events.push_back(Event::Opened { iface, linktype });
+            }
+            Message::StartCapReply(r) => {
+                self.phase = Phase::Capturing;
+                self.events.push_back(Event::Started {
+                    reply_port: r.portdata,
+                    bufsize: r.bufsize,
+                });
+            }
+            Message::StatsReply(s) => self.events.push_back(Event::Stats(s)),
+            Message::UpdateFilterReply => self.events.push_back(Event::FilterUpdated),
+            // Replies we never ask for were refused above.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The request a reply type answers.
+fn reply_request(t: MsgType) -> Option<MsgType> {
+    Some(match t {
+        MsgType::AuthReply => MsgType::AuthReq,
+        MsgType::FindAllIfReply => MsgType::FindAllIfReq,
+        MsgType::OpenReply => MsgType::OpenReq,
+        MsgType::StartCapReply => MsgType::StartCapReq,
+        MsgType::StatsReply => MsgType::StatsReq,
+        MsgType::UpdateFilterReply => MsgType::UpdateFilterReq,
+        MsgType::EndCapReply => MsgType::EndCapReq,
+        MsgType::SetSamplingReply => MsgType::SetSamplingReq,
+        _ => return None,
+    })
+}
+
+fn request_name(t: MsgType) -> &'static str {
+    match t {
+        MsgType::AuthReq => "AUTH",
+        MsgType::FindAllIfReq => "FINDALLIF",
+        MsgType::OpenReq => "OPEN",
+        MsgType::StartCapReq => "STARTCAP",
+        MsgType::StatsReq => "STATS",
+        MsgType::UpdateFilterReq => "UPDATEFILTER",
+        MsgType::EndCapReq => "ENDCAP",
+        MsgType::SetSamplingReq => "SETSAMPLING",
+        _ => "a request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpcap::header::Header;
+    use rpcap::msg::{if_flags, StartCapReply};
+
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            auth: Auth::Null,
+            choice: Choice::default(),
+            snaplen: 262_144,
+            read_timeout_ms: 100,
+            promisc: true,
+        }
+    }
+
+    /// Decodes every whole message in `bytes`.
+    fn decode_all(bytes: &[u8]) -> Vec<Message> {
+        let mut d = StreamDecoder::new(MAX_CONTROL_PLEN);
+        d.feed(bytes);
+        let mut v = Vec::new();
+        while let Some((h, p)) = d.next().unwrap() {
+            v.push(Message::decode(&h, p).unwrap());
+        }
+        v
+    }
+
+    fn take(s: &mut Session) -> Vec<Message> {
+        let out = s.output().to_vec();
+        s.consume(out.len());
+        decode_all(&out)
+    }
+
+    fn ifaces() -> Vec<Interface> {
+        vec![
+            Interface {
+                name: "lo".into(),
+                description: String::new(),
+                flags: if_flags::LOOPBACK | if_flags::UP,
+                addrs: vec![],
+            },
+            Interface {
+                name: "eth0".into(),
+                description: "x ;preselected".into(),
+                flags: if_flags::UP,
+                addrs: vec![],
+            },
+        ]
+    }
+
+    /// Drives a session to Capturing; returns it.
+    fn capturing(now: Instant) -> Session {
+        let mut s = Session::new(cfg(), now);
+        assert_eq!(take(&mut s), vec![Message::AuthReq(Auth::Null)]);
+        s.receive(&Message::AuthReply(None).to_bytes(), now)
+            .unwrap();
+        assert_eq!(take(&mut s), vec![Message::FindAllIfReq]);
+        // Delivered one byte at a time: framing must not depend on chunking.
+        for b in Message::FindAllIfReply(ifaces()).to_bytes() {
+            s.receive(&[b], now).unwrap();
+        }
+        assert_eq!(
+            take(&mut s),
+            vec![Message::OpenReq {
+                source: "eth0".into()
+            }]
+        );
+        s.receive(
+            &Message::OpenReply {
+                linktype: 1,
+                tzoff: 0,
+            }
+            .to_bytes(),
+            now,
+        )
+        .unwrap();
+        match s.poll_event() {
+            Some(Event::Opened { iface, linktype }) => {
+                assert_eq!(iface.name, "eth0");
+                assert_eq!(linktype, 1);
+            }
+            e => panic!("{e:?}"),
+        }
+        let filter = vec![Insn::new(0x06, 0, 0, 262_144)];
+        s.start_capture(DataTransport::Udp { port: 2010 }, filter.clone(), now);
+        let msgs = take(&mut s);
+        assert_eq!(
+            msgs,
+            vec![Message::StartCapReq(StartCapReq {
+                snaplen: 262_144,
+                read_timeout_ms: 100,
+                flags: startcap_flags::PROMISC | startcap_flags::DGRAM,
+                portdata: 2010,
+                filter,
+            })]
+        );
+        let reply = Message::StartCapReply(StartCapReply {
+            bufsize: 1000,
+            portdata: 0,
+        });
+        s.receive(&reply.to_bytes(), now).unwrap();
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Started {
+                reply_port: 0,
+                bufsize: 1000
+            })
+        );
+        assert!(s.is_capturing());
+        s
+    }
+
+    #[test]
+    fn full_setup_then_stats_and_filter_update() {
+        let now = Instant::now();
+        let mut s = capturing(now);
+        s.request_stats(now);
+        s.request_stats(now); // not twice while one is outstanding
+        assert_eq!(take(&mut s), vec![Message::StatsReq]);
+        let st = Stats {
+            ifrecv: 5,
+            ifdrop: 1,
+            krnldrop: 2,
+            svrcapt: 4,
+        };
+        s.receive(&Message::StatsReply(st).to_bytes(), now).unwrap();
+        assert_eq!(s.poll_event(), Some(Event::Stats(st)));
+        let f = vec![Insn::new(0x06, 0, 0, 0)];
+        s.update_filter(f.clone(), now);
+        assert_eq!(take(&mut s), vec![Message::UpdateFilterReq { filter: f }]);
+        s.receive(
+            &Message::error(ErrorCode::UpdateFilter, "nope").to_bytes(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::AgentError {
+                code: 7,
+                text: "nope".into()
+            })
+        );
+        assert!(s.is_capturing());
+    }
+
+    #[test]
+    fn stats_timeout_closes() {
+        let now = Instant::now();
+        let mut s = capturing(now);
+        let t = Duration::from_secs(3);
+        s.request_stats(now);
+        assert!(s.check_timeout(now + Duration::from_secs(2), t).is_ok());
+        let e = s
+            .check_timeout(now + Duration::from_secs(4), t)
+            .unwrap_err();
+        assert!(
+            matches!(e, SessionError::Timeout { what: "STATS", .. }),
+            "{e}"
+        );
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn refused_auth_is_fatal() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(), now);
+        take(&mut s);
+        let e = s
+            .receive(
+                &Message::error(ErrorCode::AuthFailed, "NULL authentication not permitted")
+                    .to_bytes(),
+                now,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("AUTH"), "{e}");
+        assert!(e.to_string().contains("NULL authentication"), "{e}");
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn garbage_gets_error_and_close() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(), now);
+        take(&mut s);
+        // Version 5 header.
+        let mut h = Header::new(MsgType::AuthReply, 0, 0).to_bytes();
+        h[0] = 5;
+        assert!(matches!(s.receive(&h, now), Err(SessionError::Protocol(_))));
+        let msgs = take(&mut s);
+        assert!(
+            matches!(msgs[0], Message::Error { code: 17, .. }),
+            "{msgs:?}"
+        );
+        assert_eq!(msgs[1], Message::Close);
+        // A reply nobody asked for.
+        let mut s = Session::new(cfg(), now);
+        take(&mut s);
+        let e = s.receive(&Message::StatsReply(Stats::default()).to_bytes(), now);
+        assert!(matches!(e, Err(SessionError::Protocol(_))));
+        let msgs = take(&mut s);
+        assert!(
+            matches!(msgs[0], Message::Error { code: 16, .. }),
+            "{msgs:?}"
+        );
+        // Oversized plen.
+        let mut s = Session::new(cfg(), now);
+        take(&mut s);
+        let h = Header::new(MsgType::AuthReply, 0, u32::MAX).to_bytes();
+        assert!(s.receive(&h, now).is_err());
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn no_matching_interface_closes() {
+        let now = Instant::now();
+        let mut c = cfg();
+        c.choice.ifname = Some("eth9".into());
+        let mut s = Session::new(c, now);
+        s.receive(&Message::AuthReply(None).to_bytes(), now)
+            .unwrap();
+        take(&mut s);
+        let e = s
+            .receive(&Message::FindAllIfReply(ifaces()).to_bytes(), now)
+            .unwrap_err();
+        assert!(matches!(e, SessionError::NoInterface(_)));
+        assert_eq!(take(&mut s), vec![Message::Close]);
+    }
+
+    #[test]
+    fn tcp_transports_set_flags() {
+        let now = Instant::now();
+        for (t, flag, port) in [
+            (
+                DataTransport::TcpSensorListens { port: 4000 },
+                startcap_flags::SERVEROPEN,
+                4000,
+            ),
+            (DataTransport::TcpAgentListens, 0, 0),
+        ] {
+            let mut c = cfg();
+            c.promisc = false;
+            let mut s = Session::new(c, now);
+            s.receive(&Message::AuthReply(None).to_bytes(), now)
+                .unwrap();
+            s.receive(&Message::FindAllIfReply(ifaces()).to_bytes(), now)
+                .unwrap();
+            s.receive(
+                &Message::OpenReply {
+                    linktype: 1,
+                    tzoff: 0,
+                }
+                .to_bytes(),
+                now,
+            )
+            .unwrap();
+            take(&mut s);
+            s.start_capture(t, vec![Insn::new(0x06, 0, 0, 1)], now);
+            match &take(&mut s)[0] {
+                Message::StartCapReq(r) => {
+                    assert_eq!(r.flags, flag);
+                    assert_eq!(r.portdata, port);
+                }
+                m => panic!("{m:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The operator's view: a periodic line per agent and a final line per
+//! capture, as `key=value` fields separated by spaces (also the format of
+//! `--stats-file`, one final line per capture).
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rpcap::msg::Stats;
+
+use crate::capture::Capture;
+
+/// `agent=… iface=… pps=… mbps=… packets=… lost=… agent_drops=…`.
+pub fn periodic_line(
+    peer: &SocketAddr,
+    iface: &str,
+    pps: f64,
+    mbps: f64,
+    cap: &Capture,
+    stats: Option<&Stats>,
+) -> String {
+    format!(
+        "agent={peer} iface={iface} pps={pps:.0} mbps={mbps:.2} packets={} lost={} agent_drops={}",
+        cap.counters.packets,
+        cap.lost(),
+        stats.map_or(0, |s| u64::from(s.ifdrop) + u64::from(s.krnldrop))
+    )
+}
+
+/// Every counter of a finished capture.
+pub fn final_line(
+    peer: &SocketAddr,
+    cap: &Capture,
+    stats: Option<&Stats>,
+    files: &[PathBuf],
+) -> String {
+    let c = &cap.counters;
+    let u = cap.udpstr();
+    let s = stats.copied().unwrap_or_default();
+    let mut line = format!(
+        "final agent={peer} iface={} packets={} bytes={} lost={} \
+         udpstr_datagrams={} seq_gaps={} lost_datagrams={} truncated_records={} duplicates={} reordered={} \
+         udpstr_malformed={} plain_lost={} plain_dups={} malformed={} foreign={} socket_drops={} \
+         write_errors={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
+        cap.iface,
+        c.packets,
+        c.bytes,
+        cap.lost(),
+        u.datagrams,
+        u.seq_gaps,
+        u.lost_datagrams,
+        u.truncated_records,
+        u.duplicates,
+        u.reordered,
+        u.malformed,
+        c.plain_lost,
+        c.plain_dups,
+        c.malformed,
+        c.foreign,
+        c.socket_drops,
+        c.write_errors,
+        s.ifrecv,
+        s.ifdrop,
+        s.krnldrop,
+        s.svrcapt,
+    );
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let _ = write!(
+        line,
+        " files={}",
+        if names.is_empty() {
+            "stdout".to_string()
+        } else {
+            names.join(",")
+        }
+    );
+    line
+}

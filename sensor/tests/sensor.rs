@@ -1,0 +1,620 @@
+//! End-to-end tests of the real xrpcap-sensor binary on loopback, with
+//! scripted agents written here. Each test has its own TCP port and UDP range.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
+use std::process::Stdio;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use rpcap::msg::{startcap_flags, Message, Stats};
+use rpcap::udpstr::NO_HEADER;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn udpstr_capture_with_loss_dup_reorder_malformed_is_exact() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:24101",
+        "--udp-ports",
+        "24110-24119",
+        "--ifaddr",
+        "10.3.0.0/16",
+        "--stats-interval",
+        "0.2",
+    ]);
+    let mut agent = ScriptedAgent::connect(24101);
+    let (iface, req) = agent.handshake(1);
+    assert_eq!(
+        iface, "eth2",
+        "--ifaddr picks the interface holding an address in the prefix"
+    );
+    assert_eq!(req.snaplen, 262_144);
+    assert_ne!(req.flags & startcap_flags::DGRAM, 0);
+    assert_ne!(req.flags & startcap_flags::PROMISC, 0);
+    assert!((24110..=24119).contains(&req.portdata));
+    assert_eq!(req.filter.len(), 1, "no filter → ret #snaplen");
+    assert_eq!((req.filter[0].code, req.filter[0].k), (0x06, 262_144));
+    let agent_stats = Stats {
+        ifrecv: 100,
+        ifdrop: 7,
+        krnldrop: 3,
+        svrcapt: 60,
+    };
+    let (server, _) = agent.serve(agent_stats);
+    // Let a STATS exchange happen before the data.
+    thread::sleep(Duration::from_millis(600));
+
+    let recs = records(60, 0x11);
+    let (dgrams, spans) = frame(&recs, 300);
+    assert!(dgrams.len() > 30, "{} datagrams", dgrams.len());
+    // Some records must span datagrams for the test to mean anything.
+    assert!(spans.iter().filter(|(a, b)| a != b).count() > 10);
+    let (lost_d, dup_d, late_d) = (5usize, 9usize, 14usize);
+    let mut order: Vec<usize> = Vec::new();
+    for i in 0..dgrams.len() {
+        match i {
+            _ if i == lost_d => {}
+            _ if i == dup_d => order.extend([i, i]),
+            // late_d + 1 overtakes late_d, which then arrives late.
+            _ if i == late_d => order.extend([late_d + 1, late_d]),
+            _ if i == late_d + 1 => {}
+            _ => order.push(i),
+        }
+    }
+    let tx = data_socket(req.portdata);
+    let foreign = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for (n, &i) in order.iter().enumerate() {
+        if n == 3 {
+            // Malformed: too short, neither udpstr nor plain, and a udpstr
+            // header whose firsthdridx points outside the datagram.
+            tx.send(&[0, 110, 0]).unwrap();
+            tx.send(&[0, 99, 0, 8, 0, 0, 0, 0, 1, 2, 3]).unwrap();
+            let mut bad = dgrams[i].clone();
+            bad[2..4].copy_from_slice(&5000u16.to_be_bytes());
+            bad[4..8].copy_from_slice(&0u32.to_be_bytes());
+            tx.send(&bad).unwrap();
+            // A datagram from an address that is not the agent's.
+            foreign
+                .send_to(&dgrams[0], ("127.0.0.1", req.portdata))
+                .unwrap();
+            assert_ne!(u16::from_be_bytes([bad[2], bad[3]]), NO_HEADER);
+        }
+        tx.send(&dgrams[i]).unwrap();
+        thread::sleep(Duration::from_micros(200));
+    }
+    // Records touching the lost or the late datagram are lost; all others arrive.
+    let dropped = |d: usize| d == lost_d || d == late_d;
+    let expect: Vec<&Record> = recs
+        .iter()
+        .zip(&spans)
+        .filter(|(_, (a, b))| !(*a..=*b).any(dropped))
+        .map(|(r, _)| r)
+        .collect();
+    let lost = recs.len() - expect.len();
+    assert!(lost >= 2, "the test must lose records ({lost})");
+
+    // Stop after exactly the expected records.
+    thread::sleep(Duration::from_millis(300));
+    kill(&sensor, "TERM");
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    let files = sensor.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with("127.0.0.1-eth2-") && name.ends_with(".pcap"),
+        "{name}"
+    );
+    let bytes = std::fs::read(&files[0]).unwrap();
+    assert!(
+        bytes == pcap_bytes(&expect, 262_144, 1),
+        "pcap differs from the records that arrived"
+    );
+    assert_eq!(tcpdump_count(&files[0]), expect.len());
+
+    let lines = sensor.final_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(field(l, "iface"), "eth2");
+    assert_eq!(num(l, "packets"), expect.len() as u64);
+    assert_eq!(num(l, "lost"), lost as u64, "{l:?}");
+    assert_eq!(num(l, "duplicates"), 1, "{l:?}");
+    assert_eq!(num(l, "reordered"), 1, "{l:?}");
+    assert_eq!(num(l, "seq_gaps"), 2, "{l:?}");
+    assert_eq!(num(l, "lost_datagrams"), 1, "{l:?}");
+    // Short and bad-index datagrams are udpstr errors; type 99 is neither format.
+    assert_eq!(num(l, "udpstr_malformed"), 2, "{l:?}");
+    assert_eq!(num(l, "malformed"), 1, "{l:?}");
+    assert_eq!(num(l, "foreign"), 1, "{l:?}");
+    assert_eq!(num(l, "agent_ifdrop"), 7, "{l:?}");
+    assert_eq!(num(l, "agent_krnldrop"), 3, "{l:?}");
+    assert!(
+        fin.stderr.contains("final agent=127.0.0.1:"),
+        "{}",
+        fin.stderr
+    );
+}
+
+#[test]
+fn plain_udp_capture_counts_npkt_gaps_and_stops_at_count() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:24201",
+        "--udp-ports",
+        "24210-24219",
+        "--snaplen",
+        "1000",
+        "--count",
+        "17",
+        "--no-promisc",
+    ]);
+    let mut agent = ScriptedAgent::connect(24201);
+    let (iface, req) = agent.handshake(1);
+    assert_eq!(iface, "eth1", "default: the preselected interface");
+    assert_eq!(req.snaplen, 1000);
+    assert_eq!(req.flags & startcap_flags::PROMISC, 0);
+    let (server, _) = agent.serve(Stats::default());
+    let recs = records(20, 0x22);
+    let tx = data_socket(req.portdata);
+    let mut buf = vec![0u8; 2000];
+    let send = |r: &Record, buf: &mut [u8]| {
+        let n = rpcap::plain::encode(&r.hdr, &r.data, buf);
+        tx.send(&buf[..n]).unwrap();
+    };
+    // npkt 5 lost, 8 duplicated, 12 overtakes 11 (11 arrives late → dropped).
+    let mut written = Vec::new();
+    for i in 1..=20usize {
+        let r = &recs[i - 1];
+        match i {
+            5 => continue,
+            8 => {
+                send(r, &mut buf);
+                send(r, &mut buf);
+            }
+            11 => {
+                send(&recs[11], &mut buf);
+                send(r, &mut buf);
+                written.push(&recs[11]);
+                continue;
+            }
+            12 => continue,
+            3 => {
+                // A PACKET whose plen does not match its caplen.
+                let n = rpcap::plain::encode(&r.hdr, &r.data, &mut buf);
+                tx.send(&buf[..n - 5]).unwrap();
+                send(r, &mut buf);
+            }
+            _ => send(r, &mut buf),
+        }
+        written.push(r);
+        thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(written.len(), 18);
+    // --count 17 stops after 17 records: the 18th is never written.
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    let files = sensor.files();
+    assert_eq!(files.len(), 1);
+    let bytes = std::fs::read(&files[0]).unwrap();
+    assert!(bytes == pcap_bytes(&written[..17], 1000, 1), "pcap differs");
+    assert_eq!(tcpdump_count(&files[0]), 17);
+    let l = &sensor.final_lines()[0];
+    assert_eq!(num(l, "packets"), 17);
+    assert_eq!(num(l, "plain_lost"), 2, "{l:?}"); // 5, and 11 when 12 overtook it
+    assert_eq!(num(l, "plain_dups"), 2, "{l:?}"); // second 8, late 11
+    assert_eq!(num(l, "malformed"), 1, "{l:?}");
+}
+
+#[test]
+fn fifty_agents_at_once_all_files_exact() {
+    const AGENTS: usize = 50;
+    const PER: u32 = 30;
+    let total = (AGENTS as u32 * PER).to_string();
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:24301",
+        "--udp-ports",
+        "24310-24369",
+        "--count",
+        &total,
+    ]);
+    let handles: Vec<_> = (0..AGENTS)
+        .map(|k| {
+            thread::spawn(move || {
+                let mut agent = ScriptedAgent::connect(24301);
+                let (_, req) = agent.handshake(1);
+                let port = agent.ctl.local_addr().unwrap().port();
+                let (server, _) = agent.serve(Stats::default());
+                let recs = records(PER, k as u8);
+                let (dgrams, _) = frame(&recs, 1472);
+                let tx = data_socket(req.portdata);
+                for d in &dgrams {
+                    tx.send(d).unwrap();
+                    thread::sleep(Duration::from_micros(300));
+                }
+                let expect = pcap_bytes(&recs.iter().collect::<Vec<_>>(), 262_144, 1);
+                (port, expect, server)
+            })
+        })
+        .collect();
+    let mut expected = Vec::new();
+    let mut servers = Vec::new();
+    for h in handles {
+        let (port, bytes, s) = h.join().unwrap();
+        expected.push((port, bytes));
+        servers.push(s);
+    }
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    for s in servers {
+        s.join().unwrap();
+    }
+    let files = sensor.files();
+    assert_eq!(files.len(), AGENTS, "{files:?}");
+    let mut names = HashSet::new();
+    for f in &files {
+        let content = std::fs::read(f).unwrap();
+        let matching: Vec<u16> = expected
+            .iter()
+            .filter(|(_, b)| *b == content)
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{} matches no agent's records",
+            f.display()
+        );
+        names.insert(matching[0]);
+        assert_eq!(tcpdump_count(f), PER as usize);
+    }
+    assert_eq!(names.len(), AGENTS, "every agent has its own file");
+    let lines = sensor.final_lines();
+    assert_eq!(lines.len(), AGENTS);
+    for l in &lines {
+        assert_eq!(num(l, "packets"), u64::from(PER), "{l:?}");
+        assert_eq!(num(l, "lost"), 0, "{l:?}");
+    }
+}
+
+#[test]
+fn garbage_on_one_control_connection_leaves_others_alone() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:24401",
+        "--udp-ports",
+        "24410-24419",
+        "--count",
+        "10",
+    ]);
+    let mut good = ScriptedAgent::connect(24401);
+    let (_, req) = good.handshake(1);
+    let (server, _) = good.serve(Stats::default());
+
+    let mut bad = ScriptedAgent::connect(24401);
+    assert!(matches!(bad.recv(), Some(Message::AuthReq(_))));
+    // Version 9, then noise.
+    bad.ctl
+        .write_all(&[9, 0x88, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef])
+        .unwrap();
+    match bad.recv() {
+        Some(Message::Error { code, .. }) => assert_eq!(code, 17, "WRONGVER"),
+        m => panic!("expected ERROR, got {m:?}"),
+    }
+    assert_eq!(bad.recv(), Some(Message::Close));
+    assert_eq!(bad.recv(), None, "the sensor closes the bad session");
+
+    let recs = records(10, 0x44);
+    let (dgrams, _) = frame(&recs, 1472);
+    let tx = data_socket(req.portdata);
+    for d in &dgrams {
+        tx.send(d).unwrap();
+    }
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    let files = sensor.files();
+    assert_eq!(files.len(), 1);
+    assert!(
+        std::fs::read(&files[0]).unwrap()
+            == pcap_bytes(&recs.iter().collect::<Vec<_>>(), 262_144, 1)
+    );
+}
+
+#[test]
+fn silent_agent_is_closed_by_stats_timeout() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:24501",
+        "--udp-ports",
+        "24510-24519",
+        "--stats-interval",
+        "0.3",
+        "--stats-timeout",
+        "1",
+        "--duration",
+        "6",
+    ]);
+    let mut agent = ScriptedAgent::connect(24501);
+    agent.handshake(1);
+    let start = std::time::Instant::now();
+    // Never answer: read until the sensor gives up on us.
+    let mut saw_stats = false;
+    loop {
+        match agent.recv() {
+            Some(Message::StatsReq) => saw_stats = true,
+            Some(_) => {}
+            None => break,
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not closed in time"
+        );
+    }
+    assert!(saw_stats);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "closed too early: {waited:?}"
+    );
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    assert!(fin.stderr.contains("no reply to STATS"), "{}", fin.stderr);
+    let lines = sensor.final_lines();
+    assert_eq!(lines.len(), 1, "the closed capture is still summarised");
+}
+
+#[test]
+fn sighup_pushes_filter_file_to_running_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ff = dir.path().join("filter");
+    std::fs::write(&ff, "# only DNS\nudp port 53\n").unwrap();
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:24601",
+        "--udp-ports",
+        "24610-24619",
+        "--filter-file",
+        ff.to_str().unwrap(),
+        "--snaplen",
+        "2000",
+    ]);
+    let mut agent = ScriptedAgent::connect(24601);
+    let (_, req) = agent.handshake(1);
+    let ks: Vec<u32> = req.filter.iter().map(|i| i.k).collect();
+    assert!(ks.contains(&53) && ks.contains(&2000), "{:?}", req.filter);
+    let (server, filters) = agent.serve(Stats::default());
+    std::fs::write(&ff, "tcp port 8080\n").unwrap();
+    kill(&sensor, "HUP");
+    let f = filters
+        .recv_timeout(Duration::from_secs(5))
+        .expect("UPDATEFILTER after SIGHUP");
+    let ks: Vec<u32> = f.iter().map(|i| i.k).collect();
+    assert!(ks.contains(&8080) && !ks.contains(&53), "{f:?}");
+    kill(&sensor, "INT");
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    assert!(fin.stderr.contains("filter updated"), "{}", fin.stderr);
+    server.join().unwrap();
+    // The file is valid even with no packets.
+    let files = sensor.files();
+    assert_eq!(tcpdump_count(&files[0]), 0);
+}
+
+#[test]
+fn full_udp_range_refuses_the_extra_agent_only() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:24701",
+        "--udp-ports",
+        "24710-24710",
+        "--count",
+        "3",
+    ]);
+    let mut first = ScriptedAgent::connect(24701);
+    let (_, req) = first.handshake(1);
+    let (server, _) = first.serve(Stats::default());
+    let mut second = ScriptedAgent::connect(24701);
+    assert!(matches!(second.recv(), Some(Message::AuthReq(_))));
+    second.send(&Message::AuthReply(None));
+    assert_eq!(second.recv(), Some(Message::FindAllIfReq));
+    second.send(&Message::FindAllIfReply(interfaces()));
+    assert!(matches!(second.recv(), Some(Message::OpenReq { .. })));
+    second.send(&Message::OpenReply {
+        linktype: 1,
+        tzoff: 0,
+    });
+    match second.recv() {
+        Some(Message::Error { code, text }) => {
+            assert_eq!(code, 12);
+            assert!(text.contains("no free UDP port in 24710-24710"), "{text}");
+        }
+        m => panic!("expected ERROR, got {m:?}"),
+    }
+    assert_eq!(second.recv(), Some(Message::Close));
+    let recs = records(3, 0x55);
+    let (dgrams, _) = frame(&recs, 1472);
+    let tx = data_socket(req.portdata);
+    for d in &dgrams {
+        tx.send(d).unwrap();
+    }
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    assert!(fin.stderr.contains("no free UDP port"), "{}", fin.stderr);
+}
+
+#[test]
+fn tcp_data_channel_active_mode_to_pcapng() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:24801",
+        "--tcp-data",
+        "--format",
+        "pcapng",
+        "--count",
+        "12",
+    ]);
+    let mut agent = ScriptedAgent::connect(24801);
+    let (_, req) = agent.handshake(1);
+    assert_eq!(req.flags & startcap_flags::DGRAM, 0);
+    assert_ne!(req.flags & startcap_flags::SERVEROPEN, 0);
+    assert_ne!(req.portdata, 0);
+    let (server, _) = agent.serve(Stats::default());
+    let mut data = std::net::TcpStream::connect(("127.0.0.1", req.portdata)).unwrap();
+    let recs = records(12, 0x66);
+    let mut buf = vec![0u8; 2000];
+    for r in &recs {
+        let n = rpcap::plain::encode(&r.hdr, &r.data, &mut buf);
+        // Cut the stream at awkward places.
+        data.write_all(&buf[..n / 2]).unwrap();
+        data.write_all(&buf[n / 2..n]).unwrap();
+    }
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    let files = sensor.files();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].to_string_lossy().ends_with(".pcapng"));
+    assert_eq!(tcpdump_count(&files[0]), 12);
+    let l = &sensor.final_lines()[0];
+    assert_eq!(num(l, "packets"), 12);
+    assert_eq!(
+        num(l, "bytes"),
+        recs.iter().map(|r| r.data.len() as u64).sum::<u64>()
+    );
+}
+
+#[test]
+fn stdout_stream_is_pcap() {
+    let mut sensor = Sensor::start_with(
+        &[
+            "--listen",
+            "127.0.0.1:24901",
+            "--udp-ports",
+            "24910-24919",
+            "-w",
+            "-",
+            "--count",
+            "8",
+        ],
+        Stdio::piped(),
+    );
+    let mut agent = ScriptedAgent::connect(24901);
+    let (_, req) = agent.handshake(1);
+    let (server, _) = agent.serve(Stats::default());
+    let recs = records(8, 0x77);
+    let (dgrams, _) = frame(&recs, 1472);
+    let tx = data_socket(req.portdata);
+    for d in &dgrams {
+        tx.send(d).unwrap();
+    }
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    assert!(fin.stdout == pcap_bytes(&recs.iter().collect::<Vec<_>>(), 262_144, 1));
+}
+
+#[test]
+fn clear_errors_for_bad_filter_port_in_use_and_bad_cidr() {
+    let run = |args: &[&str]| {
+        let mut s = Sensor::start(args);
+        s.wait(WAIT)
+    };
+    let f = run(&["--listen", "127.0.0.1:0", "--filter", "tcp port eighty"]);
+    assert_eq!(f.code, Some(1));
+    assert!(
+        f.stderr.contains("bad filter 'tcp port eighty'"),
+        "{}",
+        f.stderr
+    );
+
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let f = run(&["--listen", &addr]);
+    assert_eq!(f.code, Some(1));
+    assert!(
+        f.stderr
+            .contains(&format!("cannot listen for agents on {addr}"))
+            && f.stderr.contains("in use"),
+        "{}",
+        f.stderr
+    );
+
+    let f = run(&["--listen", "127.0.0.1:0", "--ifaddr", "10.0.0.0/99"]);
+    assert_eq!(f.code, Some(1));
+    assert!(f.stderr.contains("--ifaddr: '10.0.0.0/99'"), "{}", f.stderr);
+}
+
+fn kill(s: &Sensor, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(s.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn passive_agent_with_password_and_tcp_data_agent_listens() {
+    let ctl = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = ctl.local_addr().unwrap().to_string();
+    let mut sensor = Sensor::start_env(
+        &[
+            "--listen",
+            "none",
+            "--connect",
+            &target,
+            "--user",
+            "alice",
+            "--tcp-data",
+            "--ifname",
+            "eth0",
+            "--count",
+            "6",
+        ],
+        Stdio::null(),
+        &[("XRPCAP_PASSWORD", "s3cret")],
+    );
+    let mut agent = ScriptedAgent::accept(&ctl);
+    let data_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let data_port = data_l.local_addr().unwrap().port();
+    let (auth, (iface, req)) = agent.handshake_full(1, data_port);
+    assert_eq!(
+        auth,
+        rpcap::msg::Auth::Password {
+            user: b"alice".to_vec(),
+            password: b"s3cret".to_vec()
+        }
+    );
+    assert_eq!(iface, "eth0");
+    assert_eq!(
+        req.flags & (startcap_flags::DGRAM | startcap_flags::SERVEROPEN),
+        0
+    );
+    let (server, _) = agent.serve(Stats::default());
+    let (mut data, _) = data_l.accept().unwrap();
+    let recs = records(6, 0x88);
+    let mut buf = vec![0u8; 2000];
+    for r in &recs {
+        let n = rpcap::plain::encode(&r.hdr, &r.data, &mut buf);
+        data.write_all(&buf[..n]).unwrap();
+    }
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    let files = sensor.files();
+    assert_eq!(files.len(), 1);
+    assert!(
+        std::fs::read(&files[0]).unwrap()
+            == pcap_bytes(&recs.iter().collect::<Vec<_>>(), 262_144, 1)
+    );
+}
