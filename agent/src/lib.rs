@@ -1,7 +1,8 @@
 //! xrpcapd: captures the frames of chosen interfaces and forwards them to a
 //! remote sensor over RPCAP. The binary (`main.rs`) is a thin shell around
-//! this library so that the control logic is testable from `tests/`.
+//! this library so that the control logic and the datapath are testable from `tests/`.
 
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -9,11 +9,26 @@
 //! [`Worker::stats`] and ends it with [`Worker::stop`]. None of these block on
 //! the datapath for more than a few milliseconds.
 
+pub mod loss;
+pub mod sampler;
+pub mod sender;
+mod worker;
+
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crossbeam_channel::Sender;
 use rpcap::bpf::Insn;
 use rpcap::msg::{Sampling, Stats};
+use rpcap::udpstr::{Batch, Framer};
+
+use crate::capture::afpacket::{AfPacket, AfPacketConfig};
+use crate::capture::file::FileSource;
+use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
+use worker::{Command, Output, Pipeline, Shared};
 
 /// Which capture source serves a capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,45 +85,281 @@ pub enum StartError {
     Other(String),
 }
 
+/// Knobs of the datapath that the control side does not need to set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatapathOptions {
+    /// Group udpstr datagrams into UDP GSO sends where the kernel takes them.
+    pub gso: bool,
+    /// Extra datagram slots per udpstr batch (beyond what one record needs).
+    pub batch_slots: usize,
+}
+
+impl Default for DatapathOptions {
+    fn default() -> Self {
+        DatapathOptions {
+            gso: true,
+            batch_slots: 64,
+        }
+    }
+}
+
+/// Every counter of a capture (STATS reports a subset, see [`Worker::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames the source delivered (after the filter).
+    pub received: u64,
+    /// Frames that passed the filter but the ring had no room for.
+    pub kernel_drops: u64,
+    /// Frames the sampling method left out (not drops).
+    pub sampled_out: u64,
+    /// Packets framed for the sensor (the last npkt).
+    pub framed: u64,
+    /// Framed packets lost in sending (socket buffer full, send error,
+    /// TCP peer too slow or gone). Their npkt (and seqno) were used.
+    pub send_dropped: u64,
+    /// Datagrams handed to the kernel / dropped (UDP transports).
+    pub datagrams_sent: u64,
+    pub datagrams_dropped: u64,
+    /// ECONNREFUSED reports (the sensor's UDP port was closed).
+    pub refused: u64,
+    /// Whether UDP GSO is in use.
+    pub gso: bool,
+    /// Dry run: packets framed but not sent.
+    pub dry_run: bool,
+}
+
+impl Counters {
+    /// STATS: ifrecv = frames seen (delivered + ring drops, as libpcap's
+    /// ps_recv), ifdrop = framed packets lost in sending, krnldrop = ring
+    /// drops, svrcapt = packets sent to the sensor (0 in a dry run). Packets
+    /// the sampling left out are in none of them but ifrecv. Values wrap at 2^32.
+    pub fn stats(&self) -> Stats {
+        let sent = if self.dry_run {
+            0
+        } else {
+            self.framed.saturating_sub(self.send_dropped)
+        };
+        Stats {
+            ifrecv: self.received.wrapping_add(self.kernel_drops) as u32,
+            ifdrop: self.send_dropped as u32,
+            krnldrop: self.kernel_drops as u32,
+            svrcapt: sent as u32,
+        }
+    }
+}
+
 /// A running capture.
 #[derive(Debug)]
 pub struct Worker {
-    _todo: (),
+    tx: Sender<Command>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    dry_run: bool,
 }
+
+/// How long a control call waits for the worker to take a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Worker {
     /// Opens the source and the data socket and starts the worker thread.
     pub fn start(spec: CaptureSpec) -> Result<Worker, StartError> {
-        let _ = spec;
-        todo!()
+        Worker::start_with(spec, DatapathOptions::default())
+    }
+
+    /// [`Worker::start`] with datapath options.
+    pub fn start_with(spec: CaptureSpec, opts: DatapathOptions) -> Result<Worker, StartError> {
+        let (backpressure, source) = match &spec.backend {
+            Backend::AfPacket => {
+                let cfg = AfPacketConfig {
+                    ifname: &spec.ifname,
+                    snaplen: spec.snaplen,
+                    promisc: spec.promisc,
+                    block_timeout: block_timeout(spec.read_timeout),
+                    ring_bytes: spec.ring_bytes,
+                    filter: &spec.filter,
+                };
+                let src = AfPacket::open(&cfg)
+                    .map_err(|e| StartError::Interface(spec.ifname.clone(), e))?;
+                (Backpressure::Drop, AnySource::AfPacket(src))
+            }
+            Backend::File(path) => {
+                let src = FileSource::open(path, spec.snaplen, &spec.filter)
+                    .map_err(|e| StartError::Other(format!("{}: {e}", path.display())))?;
+                (Backpressure::Wait, AnySource::File(src))
+            }
+        };
+        let out = output(&spec, &opts, backpressure)?;
+        let shared = Arc::new(Shared::default());
+        if let Output::UdpStr { udp: Some(u), .. } = &out {
+            shared.gso.store(u.gso().is_some(), Ordering::Relaxed);
+        }
+        let pipe = Pipeline::new(spec.sampling, out);
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let sh = shared.clone();
+        let (rt, cpu) = (spec.read_timeout, spec.cpu);
+        let thread = std::thread::Builder::new()
+            .name(format!("dp-{}", spec.ifname))
+            .spawn(move || match source {
+                AnySource::AfPacket(s) => worker::run(s, pipe, rx, sh, rt, cpu),
+                AnySource::File(s) => worker::run(s, pipe, rx, sh, rt, cpu),
+            })
+            .map_err(|e| StartError::Other(format!("spawning the datapath thread: {e}")))?;
+        Ok(Worker {
+            tx,
+            shared,
+            thread: Some(thread),
+            dry_run: spec.dry_run,
+        })
     }
 
     /// Replaces the filter (already combined as in [`CaptureSpec::filter`]).
     pub fn update_filter(&self, filter: Vec<Insn>) -> Result<(), StartError> {
-        let _ = filter;
-        todo!()
+        let (rtx, rrx) = crossbeam_channel::bounded(1);
+        self.tx
+            .send_timeout(Command::Filter(filter, rtx), COMMAND_TIMEOUT)
+            .map_err(|_| StartError::Other("capture has ended".into()))?;
+        match rrx.recv_timeout(COMMAND_TIMEOUT) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StartError::Other(e)),
+            Err(_) => Err(StartError::Other("capture has ended".into())),
+        }
     }
 
     pub fn set_sampling(&self, sampling: Sampling) {
-        let _ = sampling;
-        todo!()
+        // A worker that has ended has no use for it.
+        let _ = self
+            .tx
+            .send_timeout(Command::Sampling(sampling), COMMAND_TIMEOUT);
     }
 
-    /// Counters as STATS reports them: ifrecv (frames the source saw),
-    /// ifdrop (dropped by the worker: send buffer full, sampling excluded),
-    /// krnldrop (ring drops), svrcapt (packets sent to the sensor).
+    /// Counters as STATS reports them: see [`Counters::stats`].
     pub fn stats(&self) -> Stats {
-        todo!()
+        self.counters().stats()
+    }
+
+    /// Every counter.
+    pub fn counters(&self) -> Counters {
+        let s = &self.shared;
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            received: r(&s.received),
+            kernel_drops: r(&s.kernel_drops),
+            sampled_out: r(&s.sampled_out),
+            framed: r(&s.framed),
+            send_dropped: r(&s.send_dropped),
+            datagrams_sent: r(&s.datagrams_sent),
+            datagrams_dropped: r(&s.datagrams_dropped),
+            refused: r(&s.refused),
+            gso: s.gso.load(Ordering::Relaxed),
+            dry_run: self.dry_run,
+        }
     }
 
     /// Why the worker stopped by itself (interface gone, data connection
     /// closed), if it did.
     pub fn failure(&self) -> Option<String> {
-        todo!()
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the worker thread has ended (file replay done, failure, stop).
+    pub fn is_finished(&self) -> bool {
+        self.shared.ended.load(Ordering::Acquire)
     }
 
     /// Flushes what is framed, stops the thread and returns the final counters.
-    pub fn stop(self) -> Stats {
-        todo!()
+    pub fn stop(mut self) -> Stats {
+        self.stop_counters().stats()
     }
+
+    /// [`Worker::stop`] returning every counter.
+    pub fn stop_counters(&mut self) -> Counters {
+        let _ = self.tx.try_send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("datapath thread panicked");
+            }
+        }
+        self.counters()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop_counters();
+        }
+    }
+}
+
+/// The source a worker runs (one monomorphised loop per kind).
+enum AnySource {
+    AfPacket(AfPacket),
+    File(FileSource),
+}
+
+/// The ring hands a block over at the latest after this: short enough that
+/// a quiet link's frames reach the framer well within the read timeout (the
+/// framer's own flush then adds at most the read timeout).
+fn block_timeout(read_timeout: Duration) -> Duration {
+    read_timeout
+        .min(Duration::from_millis(20))
+        .max(Duration::from_millis(1))
+}
+
+fn output(
+    spec: &CaptureSpec,
+    opts: &DatapathOptions,
+    bp: Backpressure,
+) -> Result<Output, StartError> {
+    let max_msg = rpcap::plain::PREFIX_LEN + spec.snaplen as usize;
+    Ok(match &spec.transport {
+        Transport::UdpStr { dest, size } => {
+            let framer = Framer::new(*size).map_err(|e| StartError::Other(e.to_string()))?;
+            let slots = Batch::min_slots(*size, spec.snaplen as usize) + opts.batch_slots.max(1);
+            let batch = Batch::new(*size, slots);
+            let udp = if spec.dry_run {
+                None
+            } else {
+                let gso = opts.gso.then_some(*size);
+                Some(
+                    UdpSender::connect(*dest, spec.sndbuf, slots, bp, gso)
+                        .map_err(StartError::Socket)?,
+                )
+            };
+            Output::UdpStr {
+                framer,
+                batch,
+                udp,
+                loss: Default::default(),
+            }
+        }
+        Transport::PlainUdp { dest } => {
+            const MSGS: usize = 256;
+            let arena = MsgArena::new((256 * 1024).max(2 * max_msg), MSGS);
+            let udp = if spec.dry_run {
+                None
+            } else {
+                Some(
+                    UdpSender::connect(*dest, spec.sndbuf, MSGS, bp, None)
+                        .map_err(StartError::Socket)?,
+                )
+            };
+            Output::PlainUdp { arena, udp }
+        }
+        Transport::Tcp(stream) => {
+            let bytes = (1 << 20).max(2 * max_msg);
+            let arena = MsgArena::new(bytes, bytes / rpcap::plain::PREFIX_LEN);
+            let tcp = if spec.dry_run {
+                None
+            } else {
+                let s = stream.try_clone().map_err(StartError::Socket)?;
+                Some(TcpSender::new(s, 0, bp).map_err(StartError::Socket)?)
+            };
+            Output::Tcp { arena, tcp }
+        }
+    })
 }

@@ -1,0 +1,563 @@
+//! AF_PACKET capture through a TPACKET_V3 memory-mapped receive ring.
+//!
+//! The kernel fills blocks of the ring with frames that passed the socket's
+//! cBPF filter and hands a block to user space when it is full or when its
+//! retire timeout expires. We walk the frames of every ready block in place
+//! (no copy, no syscall per frame) and give the block back afterwards.
+//!
+//! Opening avoids the classic race where frames of every interface slip in
+//! before the bind and the filter: the socket is created with protocol 0 (it
+//! receives nothing), gets a drop-all filter, is bound to the interface with
+//! ETH_P_ALL, the ring is drained, and only then the real filter is attached.
+
+use std::ffi::CString;
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rpcap::bpf::Insn;
+
+use super::{CaptureError, Frame, Polled, Source, SourceStats};
+
+/// `enum tpacket_versions`: TPACKET_V3 (libc does not export the enum value).
+const TPACKET_V3: libc::c_int = 2;
+/// Frame size declared to the kernel. With TPACKET_V3 frames are packed
+/// back to back inside a block, so this only has to pass the kernel's checks.
+const FRAME_SIZE: usize = 2048;
+/// Smallest block: large enough that a block holds many frames.
+const MIN_BLOCK_SIZE: usize = 256 * 1024;
+/// Fewest blocks: the kernel fills one while user space reads others.
+const MIN_BLOCKS: usize = 4;
+/// Ring size when the caller asks for 0.
+pub const DEFAULT_RING_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes in front of the frame data in a block (block header, tpacket3_hdr,
+/// sockaddr_ll, alignment), reserved when sizing blocks for the snap length.
+const BLOCK_OVERHEAD: usize = 4096;
+/// How often an interface that went down is checked for having been deleted.
+const DOWN_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What to open.
+#[derive(Debug, Clone)]
+pub struct AfPacketConfig<'a> {
+    pub ifname: &'a str,
+    pub snaplen: u32,
+    pub promisc: bool,
+    /// A block is handed to user space at the latest this long after its first frame.
+    pub block_timeout: Duration,
+    /// Total ring size in bytes (0: [`DEFAULT_RING_BYTES`]).
+    pub ring_bytes: usize,
+    /// The filter (validated cBPF), run by the kernel.
+    pub filter: &'a [Insn],
+}
+
+/// Block geometry of the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingGeometry {
+    pub block_size: usize,
+    pub block_nr: usize,
+}
+
+impl RingGeometry {
+    /// Blocks that hold a whole frame of `snaplen` bytes (jumbo frames and
+    /// the 262144-byte maximum included), as many as fit in `ring_bytes`
+    /// but at least [`MIN_BLOCKS`].
+    pub fn for_ring(ring_bytes: usize, snaplen: u32) -> RingGeometry {
+        let ring_bytes = if ring_bytes == 0 {
+            DEFAULT_RING_BYTES
+        } else {
+            ring_bytes
+        };
+        let need = (snaplen as usize).saturating_add(BLOCK_OVERHEAD);
+        let block_size = need.next_power_of_two().max(MIN_BLOCK_SIZE);
+        let block_nr = (ring_bytes / block_size).max(MIN_BLOCKS);
+        RingGeometry {
+            block_size,
+            block_nr,
+        }
+    }
+}
+
+/// An open AF_PACKET capture.
+#[derive(Debug)]
+pub struct AfPacket {
+    fd: OwnedFd,
+    ifname: String,
+    ifindex: libc::c_int,
+    ring: NonNull<u8>,
+    geometry: RingGeometry,
+    /// Next block to look at.
+    cur: usize,
+    snaplen: u32,
+    kernel_drops: u64,
+    /// Frames with a VLAN tag the kernel moved out of the frame are rebuilt here.
+    vlan_buf: Vec<u8>,
+    /// Set when the kernel reported the interface down: from then on we check
+    /// whether it was deleted.
+    down_since: Option<Instant>,
+    last_down_check: Instant,
+}
+
+// SAFETY: the ring mapping is owned by this value alone (no other handle
+// points into it) and is only touched through `&mut self`, so moving the value
+// to another thread is sound.
+unsafe impl Send for AfPacket {}
+
+impl AfPacket {
+    /// Opens the ring on `cfg.ifname` and attaches `cfg.filter`.
+    pub fn open(cfg: &AfPacketConfig<'_>) -> Result<AfPacket, io::Error> {
+        let ifindex = ifindex(cfg.ifname)?;
+        let geometry = RingGeometry::for_ring(cfg.ring_bytes, cfg.snaplen);
+
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+        attach_filter(&fd, &[Insn::new(0x06, 0, 0, 0)])?;
+        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
+        let tov_ms = cfg.block_timeout.as_millis().clamp(1, u32::MAX as u128) as libc::c_uint;
+        let req = libc::tpacket_req3 {
+            tp_block_size: geometry.block_size as libc::c_uint,
+            tp_block_nr: geometry.block_nr as libc::c_uint,
+            tp_frame_size: FRAME_SIZE as libc::c_uint,
+            tp_frame_nr: (geometry.block_size / FRAME_SIZE * geometry.block_nr) as libc::c_uint,
+            tp_retire_blk_tov: tov_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+
+        let len = geometry.block_size * geometry.block_nr;
+        // SAFETY: maps the ring the kernel just allocated for this socket;
+        // length and offset are the ones the kernel expects; result checked.
+        let map = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ring =
+            NonNull::new(map as *mut u8).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        let mut cap = AfPacket {
+            fd,
+            ifname: cfg.ifname.to_owned(),
+            ifindex,
+            ring,
+            geometry,
+            cur: 0,
+            snaplen: cfg.snaplen,
+            kernel_drops: 0,
+            vlan_buf: vec![0; cfg.snaplen as usize + 4],
+            down_since: None,
+            last_down_check: Instant::now(),
+        };
+
+        // SAFETY: all-zero is a valid sockaddr_ll; the fields we need are set below.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex;
+        // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
+        let rc = unsafe {
+            libc::bind(
+                cap.fd.as_raw_fd(),
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if cfg.promisc {
+            // SAFETY: all-zero is a valid packet_mreq.
+            let mut mreq: libc::packet_mreq = unsafe { mem::zeroed() };
+            mreq.mr_ifindex = ifindex;
+            mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+            // Dropped by the kernel when the socket closes.
+            setsockopt(
+                &cap.fd,
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                &mreq,
+            )?;
+        }
+        cap.drain();
+        attach_filter(&cap.fd, cfg.filter)?;
+        // Whatever the drop-all filter let through (nothing) and the stats
+        // counted so far belong to the set-up, not to the capture.
+        let _ = cap.read_kernel_stats();
+        cap.kernel_drops = 0;
+        Ok(cap)
+    }
+
+    pub fn geometry(&self) -> RingGeometry {
+        self.geometry
+    }
+
+    /// Gives every block user space holds back to the kernel, unread.
+    fn drain(&mut self) {
+        for i in 0..self.geometry.block_nr {
+            let status = self.block_status(i);
+            if status.load(Ordering::Acquire) & libc::TP_STATUS_USER != 0 {
+                status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            }
+        }
+        self.cur = 0;
+    }
+
+    /// The status word of block `i`, shared with the kernel.
+    fn block_status(&self, i: usize) -> &AtomicU32 {
+        debug_assert!(i < self.geometry.block_nr);
+        // SAFETY: block `i` lies inside the mapping (i < block_nr); the block
+        // descriptor starts the block, page-aligned, and `block_status` is a
+        // naturally aligned u32 inside it. The kernel and we hand the block
+        // back and forth through this word, so it is accessed atomically.
+        unsafe {
+            let block = self.ring.as_ptr().add(i * self.geometry.block_size);
+            let desc = block as *const libc::tpacket_block_desc;
+            let status = ptr::addr_of!((*desc).hdr.bh1.block_status);
+            &*(status as *const AtomicU32)
+        }
+    }
+
+    /// Walks the frames of block `i` (owned by user space) into `sink`.
+    fn walk_block<F: FnMut(&Frame<'_>)>(&mut self, i: usize, sink: &mut F) -> usize {
+        let bs = self.geometry.block_size;
+        // SAFETY: block `i` is inside the mapping and its status says user
+        // space owns it, so the kernel does not write it until we release it.
+        // Every offset read from the block is checked against the block size
+        // before it is dereferenced, so a corrupt header cannot take us out
+        // of the block.
+        unsafe {
+            let block = self.ring.as_ptr().add(i * bs);
+            let desc = &*(block as *const libc::tpacket_block_desc);
+            let num = desc.hdr.bh1.num_pkts as usize;
+            let mut off = desc.hdr.bh1.offset_to_first_pkt as usize;
+            let mut n = 0;
+            while n < num && off + mem::size_of::<libc::tpacket3_hdr>() <= bs {
+                let h = &*(block.add(off) as *const libc::tpacket3_hdr);
+                let mac = off + h.tp_mac as usize;
+                let caplen = (h.tp_snaplen as usize).min(bs.saturating_sub(mac));
+                let data = std::slice::from_raw_parts(block.add(mac), caplen);
+                self.emit(h, data, sink);
+                n += 1;
+                if h.tp_next_offset == 0 {
+                    break;
+                }
+                off += h.tp_next_offset as usize;
+            }
+            n
+        }
+    }
+
+    /// Hands one frame to the sink: snap length applied, VLAN tag put back.
+    fn emit<F: FnMut(&Frame<'_>)>(&mut self, h: &libc::tpacket3_hdr, data: &[u8], sink: &mut F) {
+        let snap = self.snaplen as usize;
+        let ts_sec = h.tp_sec;
+        let ts_usec = h.tp_nsec / 1000;
+        let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
+        if vlan && data.len() >= 12 {
+            // The NIC (or veth) took the 802.1Q tag out of the frame; put it
+            // back so the sensor sees the frame as it was on the wire.
+            let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                h.hv1.tp_vlan_tpid
+            } else {
+                0x8100
+            };
+            let tci = h.hv1.tp_vlan_tci as u16;
+            let mut head = [0u8; 16];
+            head[..12].copy_from_slice(&data[..12]);
+            head[12..14].copy_from_slice(&tpid.to_be_bytes());
+            head[14..16].copy_from_slice(&tci.to_be_bytes());
+            // vlan_buf holds snaplen + 4 bytes, so `keep` always fits.
+            let keep = (data.len() + 4).min(snap);
+            let out = &mut self.vlan_buf[..keep];
+            let h16 = keep.min(16);
+            out[..h16].copy_from_slice(&head[..h16]);
+            if keep > 16 {
+                out[16..].copy_from_slice(&data[12..keep - 4]);
+            }
+            sink(&Frame {
+                ts_sec,
+                ts_usec,
+                data: &self.vlan_buf[..keep],
+                wire_len: h.tp_len + 4,
+            });
+        } else {
+            sink(&Frame {
+                ts_sec,
+                ts_usec,
+                data: &data[..data.len().min(snap)],
+                wire_len: h.tp_len,
+            });
+        }
+    }
+
+    /// Waits for the socket to become readable; turns a socket error into
+    /// the capture's fate.
+    fn wait(&mut self, timeout: Duration) -> Result<(), CaptureError> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd, count 1.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(CaptureError::io("poll on the capture socket", e));
+        }
+        if pfd.revents & libc::POLLERR != 0 {
+            self.take_socket_error()?;
+        }
+        if self.down_since.is_some() && self.last_down_check.elapsed() >= DOWN_CHECK_INTERVAL {
+            self.last_down_check = Instant::now();
+            if !ifindex_exists(self.ifindex) {
+                return Err(CaptureError::Vanished(self.ifname.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and clears the socket's pending error. The kernel reports
+    /// ENETDOWN both when the link goes down (it comes back by itself on UP)
+    /// and just before the interface is unregistered; which one it was shows
+    /// when the ifindex disappears, so we remember the time and check.
+    fn take_socket_error(&mut self) -> Result<(), CaptureError> {
+        let mut err: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` are valid for writes of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut err as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(CaptureError::io("SO_ERROR", io::Error::last_os_error()));
+        }
+        match err {
+            0 => Ok(()),
+            libc::ENODEV | libc::ENXIO => Err(CaptureError::Vanished(self.ifname.clone())),
+            libc::ENETDOWN => {
+                if !ifindex_exists(self.ifindex) {
+                    return Err(CaptureError::Vanished(self.ifname.clone()));
+                }
+                log::warn!("interface {} went down; waiting for it", self.ifname);
+                self.down_since = Some(Instant::now());
+                self.last_down_check = Instant::now();
+                Ok(())
+            }
+            e => Err(CaptureError::io(
+                "capture socket",
+                io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+
+    /// PACKET_STATISTICS (the kernel resets its counters on every read).
+    fn read_kernel_stats(&mut self) -> io::Result<libc::tpacket_stats_v3> {
+        // SAFETY: all-zero is a valid tpacket_stats_v3.
+        let mut st: libc::tpacket_stats_v3 = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are valid for writes of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                &mut st as *mut libc::tpacket_stats_v3 as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+}
+
+impl Source for AfPacket {
+    fn poll<F: FnMut(&Frame<'_>)>(
+        &mut self,
+        timeout: Duration,
+        sink: &mut F,
+    ) -> Result<Polled, CaptureError> {
+        let mut frames = 0;
+        let mut waited = false;
+        // At most one lap of the ring per call, so the caller regains control.
+        let mut blocks = 0;
+        while blocks < self.geometry.block_nr {
+            let i = self.cur;
+            if self.block_status(i).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                if frames > 0 || waited {
+                    break;
+                }
+                self.wait(timeout)?;
+                waited = true;
+                continue;
+            }
+            frames += self.walk_block(i, sink);
+            self.block_status(i)
+                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.cur = (i + 1) % self.geometry.block_nr;
+            blocks += 1;
+            if self.down_since.take().is_some() {
+                log::info!("interface {} is back", self.ifname);
+            }
+        }
+        Ok(Polled::Frames(frames))
+    }
+
+    fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
+        // SO_ATTACH_FILTER swaps the program atomically in the kernel.
+        attach_filter(&self.fd, insns).map_err(|e| CaptureError::io("SO_ATTACH_FILTER", e))
+    }
+
+    fn stats(&mut self) -> SourceStats {
+        match self.read_kernel_stats() {
+            Ok(st) => self.kernel_drops += u64::from(st.tp_drops),
+            Err(e) => log::debug!("PACKET_STATISTICS on {}: {e}", self.ifname),
+        }
+        SourceStats {
+            kernel_drops: self.kernel_drops,
+        }
+    }
+}
+
+impl Drop for AfPacket {
+    fn drop(&mut self) {
+        let len = self.geometry.block_size * self.geometry.block_nr;
+        // SAFETY: unmaps exactly the mapping made in `open`; nothing borrows
+        // it any more (frames only live during `poll`). The descriptor is
+        // closed afterwards by OwnedFd.
+        unsafe {
+            libc::munmap(self.ring.as_ptr() as *mut libc::c_void, len);
+        }
+    }
+}
+
+fn ifindex(ifname: &str) -> io::Result<libc::c_int> {
+    let c = CString::new(ifname)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(idx as libc::c_int)
+}
+
+fn ifindex_exists(ifindex: libc::c_int) -> bool {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex as libc::c_uint, buf.as_mut_ptr()) };
+    !p.is_null()
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live T and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            val as *const T as *const libc::c_void,
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Attaches (or atomically replaces) the socket's classic BPF filter.
+/// An empty program means "no filter": every frame, whole.
+pub(crate) fn attach_filter(fd: &OwnedFd, insns: &[Insn]) -> io::Result<()> {
+    let accept_all = [Insn::new(0x06, 0, 0, u32::MAX)];
+    let insns = if insns.is_empty() {
+        &accept_all[..]
+    } else {
+        insns
+    };
+    if insns.len() > u16::MAX as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "filter length out of range",
+        ));
+    }
+    let mut prog: Vec<libc::sock_filter> = insns
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // The kernel copies the program during the call.
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_geometry_fits_the_snaplen_and_the_budget() {
+        let g = RingGeometry::for_ring(0, 65535);
+        assert_eq!(g.block_size, 256 * 1024);
+        assert_eq!(g.block_size * g.block_nr, DEFAULT_RING_BYTES);
+        // Jumbo and maximum snap lengths still fit one frame per block.
+        let g = RingGeometry::for_ring(4 << 20, 262_144);
+        assert!(g.block_size >= 262_144 + BLOCK_OVERHEAD);
+        assert!(g.block_size.is_power_of_two());
+        // A tiny budget still gets enough blocks to keep the kernel busy.
+        let g = RingGeometry::for_ring(1000, 9000);
+        assert_eq!(g.block_nr, MIN_BLOCKS);
+        assert_eq!(g.block_size % FRAME_SIZE, 0);
+    }
+
+    #[test]
+    fn unknown_interface_is_an_error_not_a_panic() {
+        let cfg = AfPacketConfig {
+            ifname: "no-such-if0",
+            snaplen: 100,
+            promisc: false,
+            block_timeout: Duration::from_millis(10),
+            ring_bytes: 0,
+            filter: &[],
+        };
+        assert!(AfPacket::open(&cfg).is_err());
+        let cfg = AfPacketConfig {
+            ifname: "bad\0name",
+            ..cfg
+        };
+        assert!(AfPacket::open(&cfg).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Capture sources: where the datapath worker pulls frames from.
+//!
+//! A source hands out frames in batches through a callback; each [`Frame`]
+//! borrows its bytes straight from the source's memory (the AF_PACKET ring, the
+//! file reader's buffer), so nothing is copied or allocated per packet before
+//! the framer copies it once into a datagram.
+//!
+//! Filtering belongs to the source: the AF_PACKET ring runs the cBPF program
+//! in the kernel, the file source interprets it in user space. Either way the
+//! worker only ever sees frames that passed the filter.
+
+pub mod afpacket;
+pub mod file;
+
+use std::io;
+use std::time::Duration;
+
+use rpcap::bpf::Insn;
+
+/// One captured frame, borrowed from the source until the callback returns.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub ts_sec: u32,
+    pub ts_usec: u32,
+    /// Captured bytes (already cut to the snap length).
+    pub data: &'a [u8],
+    /// Length of the frame on the wire.
+    pub wire_len: u32,
+}
+
+/// What one [`Source::poll`] call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polled {
+    /// This many frames were handed to the sink (0 after a quiet timeout).
+    Frames(usize),
+    /// The source has no more frames (end of a file).
+    End,
+}
+
+/// Why a source could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The interface was deleted (or its driver unbound) under the capture.
+    #[error("interface {0} vanished")]
+    Vanished(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Format(String),
+}
+
+impl CaptureError {
+    pub(crate) fn io(context: &'static str, source: io::Error) -> CaptureError {
+        CaptureError::Io { context, source }
+    }
+}
+
+/// Counters kept by the source itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Frames that passed the filter but were lost before user space read
+    /// them (AF_PACKET ring full), cumulative since the source opened.
+    pub kernel_drops: u64,
+}
+
+/// A source of captured frames.
+pub trait Source {
+    /// Hands every frame that is ready to `sink`, waiting at most `timeout`
+    /// when none is. Never blocks longer than `timeout` (plus one block's work).
+    fn poll<F: FnMut(&Frame<'_>)>(
+        &mut self,
+        timeout: Duration,
+        sink: &mut F,
+    ) -> Result<Polled, CaptureError>;
+
+    /// Replaces the filter (a validated cBPF program). Frames returned after
+    /// this call passed the new program.
+    fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError>;
+
+    /// Cumulative source counters (may make a syscall: call it per batch at most).
+    fn stats(&mut self) -> SourceStats;
+}
