@@ -104,6 +104,10 @@ pub struct Session {
     /// Requests sent and not answered yet, oldest first, with when they were sent.
     pending: VecDeque<(MsgType, Instant)>,
     iface: Option<Interface>,
+    /// A filter change that came while STARTCAP was being prepared or
+    /// answered: the STARTCAP carried the old program, so it follows as
+    /// UPDATEFILTER as soon as the capture runs.
+    filter_after_start: Option<Vec<Insn>>,
 }
 
 impl Session {
@@ -117,6 +121,7 @@ impl Session {
             events: VecDeque::new(),
             pending: VecDeque::new(),
             iface: None,
+            filter_after_start: None,
         };
         let auth = s.cfg.auth.clone();
         s.send(Message::AuthReq(auth), now);
@@ -205,8 +210,11 @@ impl Session {
 
     /// Pushes a new filter to a running capture.
     pub fn update_filter(&mut self, filter: Vec<Insn>, now: Instant) {
-        if self.phase == Phase::Capturing {
-            self.send(Message::UpdateFilterReq { filter }, now);
+        match self.phase {
+            Phase::Capturing => self.send(Message::UpdateFilterReq { filter }, now),
+            Phase::Ready | Phase::StartCap => self.filter_after_start = Some(filter),
+            // Before OPEN the driver compiles the current rules anyway.
+            _ => {}
         }
     }
 
@@ -325,6 +333,9 @@ impl Session {
                     reply_port: r.portdata,
                     bufsize: r.bufsize,
                 });
+                if let Some(filter) = self.filter_after_start.take() {
+                    self.send(Message::UpdateFilterReq { filter }, now);
+                }
             }
             Message::StatsReply(s) => self.events.push_back(Event::Stats(s)),
             Message::UpdateFilterReply => self.events.push_back(Event::FilterUpdated),
@@ -507,6 +518,36 @@ mod tests {
             })
         );
         assert!(s.is_capturing());
+    }
+
+    #[test]
+    fn filter_change_during_startcap_follows_as_updatefilter() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(), now);
+        take(&mut s);
+        s.receive(&Message::AuthReply(None).to_bytes(), now)
+            .unwrap();
+        s.receive(&Message::FindAllIfReply(ifaces()).to_bytes(), now)
+            .unwrap();
+        let open = Message::OpenReply {
+            linktype: 1,
+            tzoff: 0,
+        };
+        s.receive(&open.to_bytes(), now).unwrap();
+        take(&mut s);
+        let old = vec![Insn::new(0x06, 0, 0, 262_144)];
+        s.start_capture(DataTransport::Udp { port: 2010 }, old, now);
+        take(&mut s);
+        // The rules change while the STARTCAP reply is on its way.
+        let new = vec![Insn::new(0x06, 0, 0, 0)];
+        s.update_filter(new.clone(), now);
+        assert!(take(&mut s).is_empty(), "nothing before the capture runs");
+        let reply = Message::StartCapReply(StartCapReply {
+            bufsize: 1000,
+            portdata: 0,
+        });
+        s.receive(&reply.to_bytes(), now).unwrap();
+        assert_eq!(take(&mut s), vec![Message::UpdateFilterReq { filter: new }]);
     }
 
     #[test]
