@@ -99,28 +99,11 @@ impl OwnTraffic {
 
 /// Compiles a tcpdump expression with libpcap for `linktype` (optimised).
 pub fn compile(linktype: i32, expr: &str) -> Result<Vec<Insn>, FilterError> {
-    let err = |reason: String| FilterError::Compile {
-        expr: expr.to_string(),
+    rpcap::bpf::libpcap::compile(expr, linktype, true).map_err(|e| FilterError::Compile {
+        expr: e.expr,
         linktype,
-        reason,
-    };
-    let dead = pcap::Capture::dead(pcap::Linktype(linktype)).map_err(|e| err(e.to_string()))?;
-    let prog = dead.compile(expr, true).map_err(|e| err(e.to_string()))?;
-    // The pcap crate exposes instructions only through Display: "code jt jf k".
-    prog.get_instructions()
-        .iter()
-        .map(|i| {
-            let text = i.to_string();
-            let f: Vec<u32> = text
-                .split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect();
-            match f[..] {
-                [code, jt, jf, k] => Ok(Insn::new(code as u16, jt as u8, jf as u8, k)),
-                _ => Err(err(format!("unexpected instruction text `{text}`"))),
-            }
-        })
-        .collect()
+        reason: e.reason,
+    })
 }
 
 /// The expression every capture runs before the sensor's program.

@@ -3,7 +3,7 @@
 //! (pcap_offline_filter) on the same program.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use rpcap::bpf::{Insn, Program};
+use rpcap::bpf::Program;
 
 /// A 1514-byte Ethernet/IPv4/TCP frame (ACK with payload) to `dport`.
 fn tcp_frame(dport: u16) -> Vec<u8> {
@@ -24,18 +24,7 @@ fn tcp_frame(dport: u16) -> Vec<u8> {
 fn compile(expr: &str) -> (Program, pcap::BpfProgram) {
     let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).expect("dead handle");
     let theirs = cap.compile(expr, true).expect("compile");
-    let insns = theirs
-        .get_instructions()
-        .iter()
-        .map(|i| {
-            let f: Vec<u64> = i
-                .to_string()
-                .split(' ')
-                .map(|n| n.parse().unwrap())
-                .collect();
-            Insn::new(f[0] as u16, f[1] as u8, f[2] as u8, f[3] as u32)
-        })
-        .collect();
+    let insns = rpcap::bpf::libpcap::from_libpcap(&theirs).expect("readable program");
     (Program::new(insns).expect("valid"), theirs)
 }
 

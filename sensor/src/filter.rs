@@ -5,13 +5,11 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use rpcap::bpf::libpcap::DEAD_HANDLE_SNAPLEN;
 use rpcap::bpf::Insn;
 
 /// BPF_RET | BPF_K.
 const RET_K: u16 = 0x06;
-/// The snaplen the `pcap` crate gives every dead handle; libpcap writes it
-/// into the "accept" returns of compiled programs.
-const DEAD_HANDLE_SNAPLEN: u32 = 65535;
 
 /// The program for `expr` (None or blank: accept everything) on `linktype`,
 /// keeping up to `snaplen` bytes of accepted packets.
@@ -20,30 +18,14 @@ pub fn compile(expr: Option<&str>, linktype: i32, snaplen: u32) -> Result<Vec<In
         None | Some("") => return Ok(vec![Insn::new(RET_K, 0, 0, snaplen)]),
         Some(e) => e,
     };
-    let dead = pcap::Capture::dead(pcap::Linktype(linktype))
-        .map_err(|e| anyhow!("libpcap cannot open a handle for link type {linktype}: {e}"))?;
-    let prog = dead
-        .compile(expr, true)
-        .map_err(|e| anyhow!("bad filter '{expr}': {e}"))?;
-    let mut out = Vec::with_capacity(prog.get_instructions().len());
-    for i in prog.get_instructions() {
-        // The crate keeps the fields private but prints them as "code jt jf k".
-        let text = i.to_string();
-        let f: Vec<u64> = text
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("unexpected BPF instruction text '{text}'"))?;
-        let [code, jt, jf, k] = f[..] else {
-            bail!("unexpected BPF instruction text '{text}'");
-        };
-        let mut insn = Insn::new(code as u16, jt as u8, jf as u8, k as u32);
+    let mut out = rpcap::bpf::libpcap::compile(expr, linktype, true)
+        .map_err(|e| anyhow!("bad filter '{expr}': {}", e.reason))?;
+    for insn in &mut out {
         // The dead handle's snaplen is fixed at 65535; what the filter keeps
         // must be the capture's snaplen instead, as pcap_open_dead(snaplen) would give.
         if insn.code == RET_K && insn.k == DEAD_HANDLE_SNAPLEN {
             insn.k = snaplen;
         }
-        out.push(insn);
     }
     if out.is_empty() {
         bail!("libpcap compiled '{expr}' to an empty program");

@@ -22,6 +22,8 @@
 
 mod compose;
 mod interp;
+#[cfg(feature = "libpcap")]
+pub mod libpcap;
 pub mod opcode;
 mod validate;
 

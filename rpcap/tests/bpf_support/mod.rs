@@ -75,20 +75,8 @@ pub const EXPRS: &[&str] = &[
 
 /// libpcap's program for `expr` on Ethernet, as our instructions.
 pub fn compile(expr: &str, optimize: bool) -> Vec<Insn> {
-    let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).expect("dead handle");
-    let prog = cap
-        .compile(expr, optimize)
-        .unwrap_or_else(|e| panic!("libpcap cannot compile {expr:?}: {e}"));
-    prog.get_instructions()
-        .iter()
-        .map(|i| {
-            // BpfInstruction's fields are private; Display is "code jt jf k".
-            let s = i.to_string();
-            let f: Vec<u64> = s.split(' ').map(|n| n.parse().expect("number")).collect();
-            assert_eq!(f.len(), 4, "{s}");
-            Insn::new(f[0] as u16, f[1] as u8, f[2] as u8, f[3] as u32)
-        })
-        .collect()
+    rpcap::bpf::libpcap::compile(expr, 1, optimize)
+        .unwrap_or_else(|e| panic!("libpcap cannot compile {expr:?}: {e}"))
 }
 
 /// A packet: the captured bytes and the length on the wire (≥ captured).
