@@ -14,6 +14,7 @@ APT_PACKAGES=(
     gcc-multilib flex bison                      # asm/types.h for -target bpf; libpcap source build
     iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
     netsniff-ng tcpreplay tcpdump tshark         # traffic generators and references
+    rpm fakeroot systemd                         # packaging/check.sh: rpmbuild, dpkg-deb, systemd-analyze
 )
 
 log() { printf 'setup: %s\n' "$*"; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of xrpcapd: prerequisites, formatting, lints, unit/property/
 # integration tests, the end-to-end tests (real binaries in network
-# namespaces: need root, FAIL without it), and bounded fuzz runs.
+# namespaces: need root, FAIL without it), the packages, and bounded fuzz runs.
 # Prints the time of each stage and a summary; exits non-zero on any failure.
 #
 #   scripts/test.sh
@@ -65,6 +65,10 @@ run_tests() {
     XRPCAP_BIN_DIR=$TARGET_DIR/debug cargo test --workspace --no-fail-fast
 }
 
+# The deb and rpm, built from the debug binaries, with their contents and the
+# systemd unit checked.
+run_packaging() { packaging/check.sh; }
+
 fuzz_targets() {
     local f
     for f in "$FUZZ_DIR"/fuzz_targets/*.rs; do
@@ -124,6 +128,7 @@ stage "cargo fmt --check" run_fmt
 stage "cargo clippy -D warnings" run_clippy
 stage "cargo build (binaries)" run_build
 stage "cargo test --workspace" run_tests
+stage "packaging" run_packaging
 stage "fuzz (${FUZZ_SECS}s per target)" run_fuzz
 
 banner summary
