@@ -862,6 +862,7 @@ fn pump<H: CaptureHost>(
                 true,
             );
         }
+        Ok(Sniffed::Tls) => session.set_tls(true),
         Ok(_) => {}
     }
     let mut buf = [0u8; 16 * 1024];

@@ -188,6 +188,12 @@ impl<C> Session<C> {
         }
     }
 
+    /// The connection turned out to be TLS (known from its first byte):
+    /// TCP data channels are then TLS too, and UDP data is refused.
+    pub fn set_tls(&mut self, tls: bool) {
+        self.cfg.tls = tls;
+    }
+
     /// Whether the last request was a failed authentication: requests after
     /// it wait (in the decoder) for [`Session::resume`].
     pub fn paused(&self) -> bool {
