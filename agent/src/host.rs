@@ -238,7 +238,6 @@ impl WorkerHost {
         peer: IpAddr,
         timeout: Duration,
     ) -> Result<HostCapture, String> {
-        let tls = self.tls_config(&req)?;
         let bind = if peer.is_ipv4() {
             SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
@@ -249,6 +248,22 @@ impl WorkerHost {
             .local_addr()
             .map_err(|e| format!("data listener: {e}"))?
             .port();
+        let mut cap = self.start_pending(req, move |cancel| {
+            accept_from(&listener, peer, timeout, cancel)
+        })?;
+        cap.data_port = port;
+        Ok(cap)
+    }
+
+    /// Starts the worker in a thread once `establish` has the data
+    /// connection (and TLS, when asked, has completed its handshake: the
+    /// client does its part only after the STARTCAP reply).
+    fn start_pending(
+        &mut self,
+        req: StartRequest,
+        establish: impl FnOnce(&AtomicBool) -> Result<TcpStream, String> + Send + 'static,
+    ) -> Result<HostCapture, String> {
+        let tls = self.tls_config(&req)?;
         let state = Arc::new(Mutex::new(Stage::Accepting(Box::new(req))));
         let cancel = Arc::new(AtomicBool::new(false));
         let relay = Arc::new(Mutex::new(None));
@@ -267,9 +282,7 @@ impl WorkerHost {
         let thread = std::thread::Builder::new()
             .name("data-accept".into())
             .spawn(move || {
-                let result = accept_from(&listener, peer, timeout, &c)
-                    .and_then(|stream| tcp_transport(tls, stream));
-                drop(listener);
+                let result = establish(&c).and_then(|stream| tcp_transport(tls, stream));
                 let mut stage = lock(&st);
                 let req = match std::mem::replace(&mut *stage, Stage::Stopped) {
                     Stage::Accepting(req) => req,
@@ -299,7 +312,7 @@ impl WorkerHost {
             threads: vec![thread],
             relay,
             cancel,
-            data_port: port,
+            data_port: 0,
         })
     }
 }
@@ -328,7 +341,10 @@ impl CaptureHost for WorkerHost {
             DataChannel::TcpConnect { dest } => {
                 let stream = TcpStream::connect_timeout(&dest, DATA_CONNECT_TIMEOUT)
                     .map_err(|e| format!("cannot connect the data channel to {dest}: {e}"))?;
-                tcp_transport(self.tls_config(&req)?, stream)?
+                if req.tls {
+                    return self.start_pending(req, move |_| Ok(stream));
+                }
+                (Transport::Tcp(stream), None)
             }
             DataChannel::TcpListen { peer, timeout } => {
                 return self.start_listening(req, peer, timeout)
