@@ -12,6 +12,7 @@ set -euo pipefail
 APT_PACKAGES=(
     clang llvm libpcap-dev libelf-dev pkg-config # build: eBPF object, pcap crate
     gcc-multilib flex bison                      # asm/types.h for -target bpf; libpcap source build
+    libssl-dev openssl                           # libpcap's rpcaps:// client; test certificates
     iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
     netsniff-ng tcpreplay tcpdump tshark         # traffic generators and references
     rpm fakeroot systemd                         # packaging/check.sh: rpmbuild, dpkg-deb, systemd-analyze
@@ -83,6 +84,9 @@ install_cargo_fuzz() {
 
 install_apt
 install_rust_components
+# The real libpcap RPCAP client (and reference rpcapd) of the interop tests,
+# built once into .cache/ (see the script).
+"$(dirname "${BASH_SOURCE[0]}")/libpcap-remote.sh" >/dev/null
 if [ "${XRPCAP_FUZZ:-0}" = "1" ]; then
     # Optional: a failure here must not stop the rest of the tests; the test
     # script reports fuzzing as skipped when cargo-fuzz is unavailable.

@@ -14,6 +14,9 @@ fn udpstr_size(s: &str) -> Result<usize, String> {
 fn send_buffer(s: &str) -> Result<usize, String> {
     config::parse_bytes(s, 4096).map_err(|e| format!("expected {e}"))
 }
+fn tls_mode(s: &str) -> Result<config::TlsMode, String> {
+    config::parse_tls_mode(s).map_err(|e| format!("expected {e}"))
+}
 fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
     config::parse_active_list(s).map_err(|e| format!("expected {e}"))
 }
@@ -27,9 +30,11 @@ fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
 sensor over RPCAP, as libpcap's and ExtraHop's rpcapd do: same rpcapd.ini, same flags, same wire \
 formats (plain PACKET over UDP/TCP, ExtraHop's udpstr over UDP).\n\n\
 In active mode (ActiveClient lines, -a) xrpcapd dials each sensor and serves it; the sensor \
-then chooses an interface and starts captures. Flags override the configuration file. \
-SIGHUP reloads the file; SIGTERM/SIGINT stop every capture and exit.",
-    after_help = "Passive mode (listening for sensors: -b, -p, -4, -l, PassiveClient) is parsed but not implemented yet."
+then chooses an interface and starts captures. Unless -v, xrpcapd also listens (passive mode, \
+port 2002) for standard clients such as libpcap's rpcap:// and Wireshark. Clients authenticate \
+with a password (User lines, system accounts) or NULL when permitted; TLS (rpcaps://) with \
+TlsCert/TlsKey. Flags override the configuration file. \
+SIGHUP reloads the file; SIGTERM/SIGINT stop every capture and exit."
 )]
 pub struct Cli {
     /// Configuration file (rpcapd.ini syntax; see rpcapd.ini.example)
@@ -78,21 +83,42 @@ pub struct Cli {
     #[arg(short = 'y', long = "dry-run")]
     pub dry_run: bool,
 
-    /// Passive mode: address to listen on (not implemented yet)
+    /// Passive mode: address to listen on (default: every address)
     #[arg(short = 'b', long = "bind", value_name = "ADDR")]
     pub bind: Option<String>,
 
-    /// Passive mode: port to listen on, default 2002 (not implemented yet)
+    /// Passive mode: port to listen on, default 2002
     #[arg(short = 'p', long = "port", value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// Passive mode: listen on IPv4 only (not implemented yet)
+    /// Passive mode: listen on IPv4 only
     #[arg(short = '4', long = "ipv4")]
     pub ipv4: bool,
 
-    /// Passive mode: hosts allowed to connect, comma-separated (PassiveClient; not implemented yet)
+    /// Passive mode: hosts allowed to connect, comma-separated (PassiveClient)
     #[arg(short = 'l', long = "allow", value_name = "HOSTLIST")]
     pub allow: Option<String>,
+
+    /// TLS private key, PEM (TlsKey; as libpcap's rpcapd -K)
+    #[arg(short = 'K', long = "tls-key", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS certificate chain, PEM (TlsCert; as libpcap's rpcapd -X)
+    #[arg(short = 'X', long = "tls-cert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// off, optional or required (TlsMode; default required with a certificate)
+    #[arg(long = "tls-mode", value_name = "MODE", value_parser = tls_mode)]
+    pub tls_mode: Option<config::TlsMode>,
+
+    /// Require client certificates signed by these CAs, PEM (TlsClientCa)
+    #[arg(long = "tls-client-ca", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Read a password on standard input, print its argon2id hash for a
+    /// `User = NAME HASH` line, and exit
+    #[arg(long = "hash-password")]
+    pub hash_password: bool,
 
     /// Debug logging (to stderr, or to syslog with -L)
     #[arg(short = 'D', long = "debug")]
@@ -150,6 +176,18 @@ impl Cli {
                     .filter(|h| !h.is_empty())
                     .map(String::from),
             );
+        }
+        if let Some(k) = &self.tls_key {
+            cfg.tls.key = Some(k.clone());
+        }
+        if let Some(c) = &self.tls_cert {
+            cfg.tls.cert = Some(c.clone());
+        }
+        if let Some(m) = self.tls_mode {
+            cfg.tls.mode = Some(m);
+        }
+        if let Some(c) = &self.tls_client_ca {
+            cfg.tls.client_ca = Some(c.clone());
         }
         if self.debug {
             cfg.log_level = log::LevelFilter::Debug;
@@ -266,6 +304,11 @@ mod tests {
             "-D",
             "--check-config",
             "--list-interfaces",
+            "-K",
+            "-X",
+            "--tls-mode",
+            "--tls-client-ca",
+            "--hash-password",
         ] {
             assert!(help.contains(f), "{f} missing from --help");
         }

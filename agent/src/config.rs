@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
+use crate::auth::{self, Authenticator};
 use crate::datapath::Backend;
 
 /// Port of ActiveClient when the line says `DEFAULT` (or gives none).
@@ -27,6 +28,12 @@ pub const DEFAULT_SEND_BUFFER: usize = 8 << 20;
 pub const DEFAULT_RING_SIZE: usize = 32 << 20;
 pub const DEFAULT_KEEPALIVE_SECS: u32 = 60;
 pub const DEFAULT_MAX_BACKOFF_SECS: u32 = 30;
+pub const DEFAULT_MAX_CLIENTS: usize = 16;
+pub const DEFAULT_AUTH_TIMEOUT_SECS: u32 = 30;
+/// As the reference's runtime timeout: a client with no capture that says
+/// nothing for this long is dropped.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 180;
+pub const DEFAULT_DATA_ACCEPT_TIMEOUT_SECS: u32 = 10;
 
 /// Which interface an active session may open (ExtraHop's `ifname=`/`ifaddr=`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -74,15 +81,25 @@ impl fmt::Display for ActiveClient {
     }
 }
 
-/// Passive mode settings (`-b`, `-p`, `-4`, `-l`, `PassiveClient`). Passive
-/// mode itself is not implemented yet: these are parsed and reported.
+/// Passive mode settings (`-b`, `-p`, `-4`, `-l`, `PassiveClient`, and the
+/// limits that keep clients from holding slots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Passive {
     pub bind: Option<String>,
     pub port: u16,
     pub ipv4_only: bool,
-    /// Hosts allowed to connect.
+    /// Hosts allowed to connect (names, addresses or prefixes); empty = any.
     pub clients: Vec<String>,
+    /// Most passive clients served at once.
+    pub max_clients: usize,
+    /// A client must authenticate within this time.
+    pub auth_timeout_secs: u32,
+    /// A client with no capture running that sends nothing for this long is dropped.
+    pub idle_timeout_secs: u32,
+    /// How long a passive TCP data channel waits for the client to connect.
+    pub data_accept_timeout_secs: u32,
+    /// Serve udpstr to passive clients too (standard clients cannot read it).
+    pub udpstr: bool,
 }
 
 impl Default for Passive {
@@ -92,7 +109,55 @@ impl Default for Passive {
             port: DEFAULT_PASSIVE_PORT,
             ipv4_only: false,
             clients: Vec::new(),
+            max_clients: DEFAULT_MAX_CLIENTS,
+            auth_timeout_secs: DEFAULT_AUTH_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            data_accept_timeout_secs: DEFAULT_DATA_ACCEPT_TIMEOUT_SECS,
+            udpstr: false,
         }
+    }
+}
+
+/// When the control connection must be TLS (rpcaps://).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Plaintext only (no certificate configured).
+    #[default]
+    Off,
+    /// TLS or plaintext, as the client chooses (first byte 22 or 0).
+    Optional,
+    /// TLS only: a plaintext client gets TLS_REQUIRED.
+    Required,
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::Off => "off",
+            TlsMode::Optional => "optional",
+            TlsMode::Required => "required",
+        })
+    }
+}
+
+/// TLS settings (`TlsCert`, `TlsKey`, `TlsClientCa`, `TlsMode`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Clients must present a certificate signed by one of these CAs.
+    pub client_ca: Option<PathBuf>,
+    /// None: `required` when a certificate is configured, else `off`.
+    pub mode: Option<TlsMode>,
+}
+
+impl Tls {
+    pub fn effective_mode(&self) -> TlsMode {
+        self.mode.unwrap_or(if self.cert.is_some() {
+            TlsMode::Required
+        } else {
+            TlsMode::Off
+        })
     }
 }
 
@@ -124,6 +189,9 @@ pub struct Config {
     pub dry_run: bool,
     /// `-L`: log to syslog.
     pub syslog: bool,
+    /// Password accounts (`User`, `SystemAccounts`, `ShadowFile`).
+    pub auth: Authenticator,
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -146,6 +214,8 @@ impl Default for Config {
             log_stats: false,
             dry_run: false,
             syslog: false,
+            auth: Authenticator::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -269,6 +339,24 @@ impl Config {
             "loglevel" => self.log_level = parse_log_level(value)?,
             "keepalivesecs" => self.keepalive_secs = parse_u32_in(value, 0, 86_400)?,
             "maxbackoffsecs" => self.max_backoff_secs = parse_u32_in(value, 1, 86_400)?,
+            "maxclients" => self.passive.max_clients = parse_u32_in(value, 1, 4096)? as usize,
+            "authtimeoutsecs" => self.passive.auth_timeout_secs = parse_u32_in(value, 1, 3600)?,
+            "idletimeoutsecs" => self.passive.idle_timeout_secs = parse_u32_in(value, 1, 86_400)?,
+            "dataaccepttimeoutsecs" => {
+                self.passive.data_accept_timeout_secs = parse_u32_in(value, 1, 3600)?
+            }
+            "passiveudpstr" => self.passive.udpstr = parse_yes_no(value)?,
+            "user" => self.auth.users.push(auth::parse_user(value)?),
+            "systemaccounts" => self.auth.system_accounts = parse_yes_no(value)?,
+            "shadowfile" => {
+                self.auth.shadow_file = Some(PathBuf::from(parse_nonempty(value, "a path")?))
+            }
+            "tlscert" => self.tls.cert = Some(PathBuf::from(parse_nonempty(value, "a path")?)),
+            "tlskey" => self.tls.key = Some(PathBuf::from(parse_nonempty(value, "a path")?)),
+            "tlsclientca" => {
+                self.tls.client_ca = Some(PathBuf::from(parse_nonempty(value, "a path")?))
+            }
+            "tlsmode" => self.tls.mode = Some(parse_tls_mode(value)?),
             _ => return Ok(KeyOutcome::Unknown),
         }
         Ok(KeyOutcome::Applied)
@@ -279,6 +367,27 @@ enum KeyOutcome {
     Applied,
     Warn(String),
     Unknown,
+}
+
+/// `YES` or `NO` (any case).
+fn parse_yes_no(value: &str) -> Result<bool, String> {
+    if value.eq_ignore_ascii_case("yes") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("no") {
+        Ok(false)
+    } else {
+        Err("YES or NO".into())
+    }
+}
+
+/// `off`, `optional` or `required`.
+pub fn parse_tls_mode(value: &str) -> Result<TlsMode, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "off" => Ok(TlsMode::Off),
+        "optional" => Ok(TlsMode::Optional),
+        "required" => Ok(TlsMode::Required),
+        _ => Err("off, optional or required".into()),
+    }
 }
 
 fn parse_nonempty(value: &str, what: &str) -> Result<String, String> {
@@ -486,15 +595,48 @@ impl fmt::Display for Config {
         )?;
         writeln!(f, "KeepaliveSecs = {}", self.keepalive_secs)?;
         writeln!(f, "MaxBackoffSecs = {}", self.max_backoff_secs)?;
-        writeln!(f, "# from flags only:")?;
-        writeln!(f, "#   active only (-v): {}", self.active_only)?;
         let p = &self.passive;
+        writeln!(f, "MaxClients = {}", p.max_clients)?;
+        writeln!(f, "AuthTimeoutSecs = {}", p.auth_timeout_secs)?;
+        writeln!(f, "IdleTimeoutSecs = {}", p.idle_timeout_secs)?;
+        writeln!(f, "DataAcceptTimeoutSecs = {}", p.data_accept_timeout_secs)?;
+        writeln!(f, "PassiveUdpStr = {}", if p.udpstr { "YES" } else { "NO" })?;
+        for u in &self.auth.users {
+            writeln!(f, "User = {} {}", u.name, u.hash)?;
+        }
         writeln!(
             f,
-            "#   passive listen (-b/-p/-4): {}:{}{} (passive mode is not implemented yet)",
+            "SystemAccounts = {}",
+            if self.auth.system_accounts {
+                "YES"
+            } else {
+                "NO"
+            }
+        )?;
+        if let Some(s) = &self.auth.shadow_file {
+            writeln!(f, "ShadowFile = {}", s.display())?;
+        }
+        for (key, path) in [
+            ("TlsCert", &self.tls.cert),
+            ("TlsKey", &self.tls.key),
+            ("TlsClientCa", &self.tls.client_ca),
+        ] {
+            if let Some(path) = path {
+                writeln!(f, "{key} = {}", path.display())?;
+            }
+        }
+        if let Some(m) = self.tls.mode {
+            writeln!(f, "TlsMode = {m}")?;
+        }
+        writeln!(f, "# from flags only:")?;
+        writeln!(f, "#   active only (-v): {}", self.active_only)?;
+        writeln!(
+            f,
+            "#   passive listen (-b/-p/-4): {}:{}{}{}",
             p.bind.as_deref().unwrap_or("*"),
             p.port,
-            if p.ipv4_only { " IPv4 only" } else { "" }
+            if p.ipv4_only { " IPv4 only" } else { "" },
+            if self.active_only { " (off: -v)" } else { "" }
         )?;
         writeln!(f, "#   log stats (-S): {}", self.log_stats)?;
         writeln!(f, "#   dry run (-y): {}", self.dry_run)?;
@@ -763,6 +905,18 @@ mod tests {
             "LogLevel",
             "KeepaliveSecs",
             "MaxBackoffSecs",
+            "MaxClients",
+            "AuthTimeoutSecs",
+            "IdleTimeoutSecs",
+            "DataAcceptTimeoutSecs",
+            "PassiveUdpStr",
+            "User",
+            "SystemAccounts",
+            "ShadowFile",
+            "TlsCert",
+            "TlsKey",
+            "TlsClientCa",
+            "TlsMode",
         ] {
             assert!(
                 text.lines()
@@ -777,7 +931,10 @@ mod tests {
     fn display_round_trips() {
         let p = parse(
             "ActiveClient = 10.0.0.1, 2003, ifname=eth0, ifaddr=10.0.0.0/8\nNullAuthPermit = YES\n\
-             UdpStrSize = 0\nWorkerCpu = 1,3\nLocalFilter = not port 22\nCapture = file:/x.pcap\n",
+             UdpStrSize = 0\nWorkerCpu = 1,3\nLocalFilter = not port 22\nCapture = file:/x.pcap\n\
+             MaxClients = 3\nAuthTimeoutSecs = 5\nIdleTimeoutSecs = 7\nDataAcceptTimeoutSecs = 2\n\
+             PassiveUdpStr = YES\nSystemAccounts = YES\nShadowFile = /tmp/shadow\n\
+             TlsCert = /c.pem\nTlsKey = /k.pem\nTlsClientCa = /ca.pem\nTlsMode = optional\n",
         );
         let again = parse(&p.config.to_string());
         assert_eq!(again.config, p.config);

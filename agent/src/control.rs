@@ -8,6 +8,10 @@
 //! noticed on a timer and reported to their sensor. SIGHUP reloads the
 //! configuration (only slots whose line changed restart); SIGTERM/SIGINT stop
 //! every capture and return.
+//!
+//! Passive mode (unless `-v`): the listeners and the clients they accept live
+//! in the same loop (see [`crate::passive`]). Every connection may be TLS
+//! ([`crate::tls::Conn`]).
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
@@ -20,16 +24,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use log::{debug, error, info, warn};
-use mio::net::{TcpStream, UnixStream};
+use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
-use crate::config::{ActiveClient, Config};
+use crate::auth::Backoff;
+use crate::config::{ActiveClient, Config, TlsMode};
+use crate::passive::{self, Client};
 use crate::session::{CaptureHost, Ended, Mode, Session, SessionConfig};
+use crate::tls::{Conn, Sniffed};
+use rpcap::msg::Message;
+use rpcap::ErrorCode;
 
 const SIGNAL_HUP: Token = Token(0);
 const SIGNAL_TERM: Token = Token(1);
 const WAKER: Token = Token(2);
+/// Listener tokens: FIRST_LISTENER.. below FIRST_SLOT.
+const FIRST_LISTENER: usize = 3;
 const FIRST_SLOT: usize = 16;
 
 /// Timing of the loop; tests shorten it.
@@ -42,6 +53,10 @@ pub struct Timing {
     pub connect_timeout: Duration,
     /// How often running captures are checked for failures.
     pub capture_check: Duration,
+    /// Delay of the reply to a failed authentication (doubling per failure
+    /// of the same peer, up to `auth_fail_max`).
+    pub auth_fail_delay: Duration,
+    pub auth_fail_max: Duration,
 }
 
 impl Timing {
@@ -51,6 +66,8 @@ impl Timing {
             max_backoff: Duration::from_secs(cfg.max_backoff_secs.into()),
             connect_timeout: Duration::from_secs(10),
             capture_check: Duration::from_millis(500),
+            auth_fail_delay: Duration::from_secs(1),
+            auth_fail_max: Duration::from_secs(30),
         }
     }
 
@@ -93,7 +110,7 @@ enum State<C> {
         deadline: Instant,
     },
     Connected {
-        stream: TcpStream,
+        conn: Conn<TcpStream>,
         session: Box<Session<C>>,
     },
     /// The sensor sent CLOSE: never again.
@@ -124,12 +141,24 @@ pub struct Control<H: CaptureHost> {
     waker: Arc<Waker>,
     random: RandomState,
     random_counter: u64,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Passive listeners (token → listener) and the settings they were made from.
+    listeners: BTreeMap<usize, TcpListener>,
+    listening: Option<passive::ListenSpec>,
+    allowed: passive::Allowed,
+    clients: BTreeMap<usize, Client<H::Capture>>,
+    backoff: Backoff,
 }
 
 impl<H: CaptureHost> Control<H> {
     pub fn new(config: Config, timing: Timing, host: H) -> anyhow::Result<Control<H>> {
         let poll = Poll::new().context("creating the event loop")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating the waker")?);
+        let backoff = Backoff::new(
+            timing.auth_fail_delay,
+            timing.auth_fail_max,
+            Duration::from_secs(900),
+        );
         let mut c = Control {
             poll,
             host,
@@ -143,9 +172,68 @@ impl<H: CaptureHost> Control<H> {
             waker,
             random: RandomState::new(),
             random_counter: 0,
+            tls: None,
+            listeners: BTreeMap::new(),
+            listening: None,
+            allowed: passive::Allowed::default(),
+            clients: BTreeMap::new(),
+            backoff,
         };
         c.apply_config(config);
         Ok(c)
+    }
+
+    /// TLS for every connection (as `TlsMode` says).
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Control<H> {
+        self.tls = tls;
+        self
+    }
+
+    /// Starts listening for passive clients as the configuration says
+    /// (nothing with `-v`). Errors when no listener can be opened.
+    pub fn listen(&mut self) -> anyhow::Result<Vec<SocketAddr>> {
+        let spec = passive::ListenSpec::from_config(&self.config);
+        self.open_listeners(spec)
+    }
+
+    /// The addresses passive clients can connect to.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .values()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    fn open_listeners(
+        &mut self,
+        spec: Option<passive::ListenSpec>,
+    ) -> anyhow::Result<Vec<SocketAddr>> {
+        for (_, mut l) in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.listening = spec.clone();
+        let Some(spec) = spec else {
+            return Ok(Vec::new());
+        };
+        let bound = passive::bind(&spec)?;
+        let mut addrs = Vec::new();
+        for (i, mut l) in bound.into_iter().enumerate() {
+            let token = FIRST_LISTENER + i;
+            if token >= FIRST_SLOT {
+                warn!("more listening addresses than supported; the rest are ignored");
+                break;
+            }
+            self.poll
+                .registry()
+                .register(&mut l, Token(token), Interest::READABLE)
+                .context("registering a listener")?;
+            if let Ok(a) = l.local_addr() {
+                info!("listening for passive clients on {a}");
+                addrs.push(a);
+            }
+            self.listeners.insert(token, l);
+        }
+        Ok(addrs)
     }
 
     /// Handles SIGHUP (reload through `reload`) and SIGTERM/SIGINT (stop).
@@ -193,6 +281,34 @@ impl<H: CaptureHost> Control<H> {
             ring_size: self.config.ring_size,
             local_filter: self.config.local_filter.clone(),
             log_stats: self.config.log_stats,
+            auth: Arc::new(self.config.auth.clone()),
+            tls: false,
+            data_accept_timeout: Duration::from_secs(
+                self.config.passive.data_accept_timeout_secs.into(),
+            ),
+        }
+    }
+
+    /// A passive client's settings: no preselection (`-i` is for active
+    /// sensors), plain UDP unless PassiveUdpStr.
+    fn passive_session_config(&self) -> SessionConfig {
+        let mut c = self.session_config(&ActiveClient {
+            host: String::new(),
+            port: 0,
+            preselect: Default::default(),
+        });
+        c.mode = Mode::Passive;
+        if !self.config.passive.udpstr {
+            c.udpstr_size = 0;
+        }
+        c
+    }
+
+    fn tls_mode(&self) -> TlsMode {
+        if self.tls.is_some() {
+            self.config.tls.effective_mode()
+        } else {
+            TlsMode::Off
         }
     }
 
@@ -226,8 +342,16 @@ impl<H: CaptureHost> Control<H> {
                 },
             );
         }
+        self.allowed = passive::Allowed::resolve(&config.passive.clients);
+        let spec = passive::ListenSpec::from_config(&config);
         self.host.reconfigure(&config);
         self.config = config;
+        // Listeners change only when their settings do (and only once listening).
+        if self.listening.is_some() && spec != self.listening {
+            if let Err(e) = self.open_listeners(spec) {
+                error!("passive listeners: {e:#}");
+            }
+        }
     }
 
     /// Runs until stopped (signal or [`Stopper`]); every capture is stopped on return.
@@ -260,6 +384,8 @@ impl<H: CaptureHost> Control<H> {
                         }
                     }
                     WAKER => {}
+                    Token(t) if self.listeners.contains_key(&t) => self.accept(t),
+                    Token(t) if self.clients.contains_key(&t) => self.client_event(t),
                     Token(t) => self.slot_event(t),
                 }
             }
@@ -307,19 +433,20 @@ impl<H: CaptureHost> Control<H> {
 
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        self.slots
+        let slots = self.slots.values().filter_map(|s| match &s.state {
+            State::Waiting(at) => Some(*at),
+            State::Connecting { deadline, .. } => Some(*deadline),
+            _ => None,
+        });
+        let clients = self
+            .clients
             .values()
-            .filter_map(|s| match &s.state {
-                State::Waiting(at) => Some(*at),
-                State::Connecting { deadline, .. } => Some(*deadline),
-                _ => None,
-            })
-            .min()
-            .unwrap_or(far)
-            .min(far)
+            .map(|c| c.deadline(&self.config.passive));
+        slots.chain(clients).min().unwrap_or(far).min(far)
     }
 
     fn timers(&mut self, now: Instant) {
+        self.client_timers(now);
         let tokens: Vec<usize> = self.slots.keys().copied().collect();
         for token in tokens {
             let due = match &self.slots[&token].state {
@@ -441,14 +568,16 @@ impl<H: CaptureHost> Control<H> {
                 info!("connected to sensor {} ({peer})", slot.client);
                 slot.failures = 0;
                 let cfg = self.session_config(&self.slots[&token].client);
+                let (mode, tls) = (self.tls_mode(), self.tls.clone());
                 let slot = self.slots.get_mut(&token).expect("slot exists");
                 let State::Connecting { stream, .. } =
                     std::mem::replace(&mut slot.state, State::Done)
                 else {
                     unreachable!()
                 };
+                let conn = Conn::new(stream, mode, tls);
                 slot.state = State::Connected {
-                    stream,
+                    conn,
                     session: Box::new(Session::new(cfg, local, peer)),
                 };
                 // The sensor speaks first; its bytes may already be here.
@@ -461,37 +590,15 @@ impl<H: CaptureHost> Control<H> {
 
     /// Reads what the sensor sent, runs the session, writes the replies.
     fn service(&mut self, token: usize) {
-        let mut buf = [0u8; 16 * 1024];
         let slot = self.slots.get_mut(&token).expect("slot exists");
-        let State::Connected { stream, session } = &mut slot.state else {
+        let State::Connected { conn, session } = &mut slot.state else {
             return;
         };
-        let mut gone: Option<String> = None;
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => {
-                    gone = Some("the sensor closed the connection".into());
-                    break;
-                }
-                Ok(n) => {
-                    session.receive(&buf[..n], &mut self.host);
-                    if session.ended().is_some() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    gone = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        if let Err(e) = flush(stream, session) {
-            gone.get_or_insert(e.to_string());
-        }
-        if session.output().len() > MAX_PENDING_OUTPUT {
-            gone.get_or_insert("the sensor does not read its replies".into());
+        let (mut gone, _) = pump(conn, session, &mut self.host, true);
+        // Active sensors are the ones we dial: a failed login is answered at once.
+        while gone.is_none() && session.paused() && session.ended().is_none() {
+            session.resume(&mut self.host);
+            gone = pump(conn, session, &mut self.host, true).0;
         }
         match (session.ended().cloned(), gone) {
             (Some(Ended::Closed), _) => {
@@ -528,12 +635,12 @@ impl<H: CaptureHost> Control<H> {
     fn disconnect(&mut self, slot: &mut Slot<H::Capture>) {
         match std::mem::replace(&mut slot.state, State::Waiting(Instant::now())) {
             State::Connected {
-                mut stream,
+                mut conn,
                 mut session,
             } => {
                 session.shutdown(&mut self.host);
-                let _ = flush(&mut stream, &mut session);
-                let _ = self.poll.registry().deregister(&mut stream);
+                let _ = flush(&mut conn, &mut session);
+                let _ = self.poll.registry().deregister(&mut conn.stream);
             }
             State::Connecting { mut stream, .. } => {
                 let _ = self.poll.registry().deregister(&mut stream);
@@ -552,9 +659,162 @@ impl<H: CaptureHost> Control<H> {
                 }
             }
         }
+        let tokens: Vec<usize> = self.clients.keys().copied().collect();
+        for token in tokens {
+            let client = self.clients.get_mut(&token).expect("client exists");
+            if client.session.poll_capture(&mut self.host) {
+                self.client_event(token);
+            }
+        }
+    }
+
+    /// Accepts every waiting passive client.
+    fn accept(&mut self, token: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(&token) else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: the listener stays; try again later.
+                    warn!("accepting a passive client: {e}");
+                    return;
+                }
+            };
+            let ip = crate::filter::canonical(peer.ip());
+            if !self.allowed.permits(ip) {
+                warn!("passive client {peer} refused: not in PassiveClient/-l");
+                refuse(&mut stream, ErrorCode::HostNoAuth, "Host not allowed");
+                continue;
+            }
+            if self.clients.len() >= self.config.passive.max_clients {
+                warn!(
+                    "passive client {peer} refused: {} clients already (MaxClients)",
+                    self.clients.len()
+                );
+                refuse(&mut stream, ErrorCode::Netw, "Too many clients");
+                continue;
+            }
+            let local = match stream.local_addr() {
+                Ok(l) => l,
+                Err(_) => continue,
+            };
+            let _ = stream.set_nodelay(true);
+            let ctoken = self.next_token;
+            self.next_token += 1;
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(ctoken), interest)
+            {
+                warn!("passive client {peer}: {e}");
+                continue;
+            }
+            info!("passive client {peer} connected");
+            let session = Session::new(self.passive_session_config(), local, peer);
+            let conn = Conn::new(stream, self.tls_mode(), self.tls.clone());
+            self.clients
+                .insert(ctoken, Client::new(conn, session, Instant::now()));
+            self.client_event(ctoken);
+        }
+    }
+
+    /// Runs a passive client's connection: reads, the session, replies; a
+    /// failed authentication holds the connection (no reads, no replies) for
+    /// the peer's backoff delay.
+    fn client_event(&mut self, token: usize) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let now = Instant::now();
+        if client.held(now) {
+            return;
+        }
+        let was_authenticated = client.session.authenticated();
+        let (gone, received) = pump(&mut client.conn, &mut client.session, &mut self.host, false);
+        if received {
+            client.last_rx = now;
+        }
+        let peer = client.session.peer().ip();
+        if client.session.paused() {
+            let delay = self.backoff.failed(crate::filter::canonical(peer), now);
+            client.hold_until = Some(now + delay);
+            debug!("{peer}: authentication failed; reply held {delay:?}");
+            return;
+        }
+        if !was_authenticated && client.session.authenticated() {
+            self.backoff.succeeded(crate::filter::canonical(peer));
+        }
+        let ended = client.session.ended().cloned();
+        match (ended, gone) {
+            (Some(Ended::Closed), _) => self.drop_client(token, "closed the session"),
+            (Some(Ended::Protocol(why)), _) => self.drop_client(token, &why),
+            (None, Some(why)) => self.drop_client(token, &why),
+            (None, None) => {}
+        }
+    }
+
+    /// Holds that expire, authentication and idle timeouts.
+    fn client_timers(&mut self, now: Instant) {
+        let tokens: Vec<usize> = self.clients.keys().copied().collect();
+        for token in tokens {
+            let client = self.clients.get_mut(&token).expect("client exists");
+            if let Some(at) = client.hold_until {
+                if at <= now {
+                    client.hold_until = None;
+                    // The held reply goes out, then the requests that came meanwhile.
+                    let _ = flush(&mut client.conn, &mut client.session);
+                    if client.session.ended().is_some() {
+                        self.drop_client(token, "too many failed authentications");
+                        continue;
+                    }
+                    client.session.resume(&mut self.host);
+                    self.client_event(token);
+                }
+                continue;
+            }
+            let p = &self.config.passive;
+            let auth_timeout = Duration::from_secs(p.auth_timeout_secs.into());
+            let idle_timeout = Duration::from_secs(p.idle_timeout_secs.into());
+            if !client.session.authenticated() && now >= client.accepted + auth_timeout {
+                let msg = Message::error(ErrorCode::InitTimeout, "Authentication timeout");
+                let _ = client.conn.write(&msg.to_bytes());
+                self.drop_client(token, "did not authenticate in time (AuthTimeoutSecs)");
+            } else if client.session.authenticated()
+                && !client.session.capturing()
+                && now >= client.last_rx + idle_timeout
+            {
+                let msg = Message::error(ErrorCode::RuntimeTimeout, "Idle timeout");
+                let _ = client.conn.write(&msg.to_bytes());
+                self.drop_client(token, "idle without a capture (IdleTimeoutSecs)");
+            }
+        }
+    }
+
+    fn drop_client(&mut self, token: usize, why: &str) {
+        let Some(mut client) = self.clients.remove(&token) else {
+            return;
+        };
+        info!("passive client {}: {why}", client.session.peer());
+        client.session.shutdown(&mut self.host);
+        let _ = flush(&mut client.conn, &mut client.session);
+        let _ = self.poll.registry().deregister(&mut client.conn.stream);
+    }
+
+    /// Number of passive clients connected (tests, logs).
+    pub fn passive_clients(&self) -> usize {
+        self.clients.len()
     }
 
     fn shutdown(&mut self) {
+        let tokens: Vec<usize> = self.clients.keys().copied().collect();
+        for token in tokens {
+            self.drop_client(token, "daemon stopping");
+        }
         let tokens: Vec<usize> = self.slots.keys().copied().collect();
         for token in tokens {
             if let Some(mut slot) = self.slots.remove(&token) {
@@ -564,10 +824,89 @@ impl<H: CaptureHost> Control<H> {
     }
 }
 
+/// Sends an error to a connection refused at accept and closes it.
+fn refuse(stream: &mut TcpStream, code: ErrorCode, text: &str) {
+    let _ = stream.write(&Message::error(code, text).to_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Runs a connection once: finds out TLS or plaintext, feeds what arrived
+/// to the session (until it pauses or ends), sends its replies. Returns why
+/// the connection is gone, if it is, and whether any bytes arrived.
+fn pump<H: CaptureHost>(
+    conn: &mut Conn<TcpStream>,
+    session: &mut Session<H::Capture>,
+    host: &mut H,
+    active: bool,
+) -> (Option<String>, bool) {
+    let who = if active { "the sensor" } else { "the client" };
+    let mut first = [0u8; 1];
+    let peeked = match conn.sniffing().then(|| conn.stream.peek(&mut first)) {
+        Some(Ok(n)) if n > 0 => Some(first[0]),
+        _ => None,
+    };
+    let mut received = false;
+    match conn.sniff(peeked) {
+        Err(e) => return (Some(format!("TLS: {e}")), false),
+        Ok(Sniffed::Pending) => {
+            // Nothing to read yet, or the end: the read below tells.
+        }
+        Ok(Sniffed::PlainRefused) => {
+            refuse(
+                &mut conn.stream,
+                ErrorCode::TlsRequired,
+                "TLS is required (use rpcaps://)",
+            );
+            return (
+                Some("plaintext client refused: TLS is required".into()),
+                true,
+            );
+        }
+        Ok(Sniffed::Tls) => session.set_tls(true),
+        Ok(_) => {}
+    }
+    let mut buf = [0u8; 16 * 1024];
+    let mut gone: Option<String> = None;
+    if !session.paused() {
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => {
+                    gone = Some(format!("{who} closed the connection"));
+                    break;
+                }
+                Ok(n) => {
+                    received = true;
+                    session.receive(&buf[..n], host);
+                    if session.ended().is_some() || session.paused() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    gone = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    // A passive client's failed login keeps its reply until the hold ends.
+    if active || !session.paused() {
+        if let Err(e) = flush(conn, session) {
+            gone.get_or_insert(e.to_string());
+        }
+    }
+    if session.output().len() > MAX_PENDING_OUTPUT {
+        gone.get_or_insert(format!("{who} does not read its replies"));
+    }
+    (gone, received)
+}
+
 /// Writes pending replies until done or the socket is full.
-fn flush<C>(stream: &mut TcpStream, session: &mut Session<C>) -> io::Result<()> {
+fn flush<C>(conn: &mut Conn<TcpStream>, session: &mut Session<C>) -> io::Result<()> {
+    conn.flush_tls()?;
     while !session.output().is_empty() {
-        match stream.write(session.output()) {
+        match conn.write(session.output()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => session.consume_output(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -649,6 +988,8 @@ mod tests {
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
             capture_check: Duration::from_secs(1),
+            auth_fail_delay: Duration::from_secs(1),
+            auth_fail_max: Duration::from_secs(30),
         };
         // random 999 → factor ~1; random 0 → factor 0.5.
         assert_eq!(t.backoff(1, 0), Duration::from_millis(500));

@@ -1,8 +1,22 @@
 //! The daemon's [`CaptureHost`]: real interfaces and datapath [`Worker`]s.
+//!
+//! A passive client's TCP data channel ([`DataChannel::TcpListen`]) is
+//! accepted by a short-lived thread (bounded by the accept timeout, checked
+//! against the client's address), which then starts the worker; until then the
+//! capture is pending and keeps the latest filter and sampling. TLS data
+//! channels run through a relay thread: the worker streams plaintext into a
+//! socket pair, the relay encrypts it onto the TCP connection.
 
-use std::io;
-use std::net::TcpStream;
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustls::ServerConfig;
 
 use rpcap::bpf::Insn;
 use rpcap::msg::{Interface, Sampling, Stats};
@@ -14,6 +28,10 @@ use crate::session::{CaptureHost, DataChannel, StartRequest};
 
 /// How long connecting a TCP data channel to the sensor may take.
 const DATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TLS handshake and relay writes on a data channel.
+const DATA_TLS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a pending accept checks whether it was cancelled.
+const ACCEPT_SLICE: Duration = Duration::from_millis(50);
 
 /// Starts captures with the datapath, as configured.
 #[derive(Debug)]
@@ -24,6 +42,7 @@ pub struct WorkerHost {
     cpus: Vec<usize>,
     next_cpu: usize,
     dry_run: bool,
+    tls: Option<Arc<ServerConfig>>,
 }
 
 impl WorkerHost {
@@ -35,6 +54,38 @@ impl WorkerHost {
             cpus: cfg.worker_cpus.clone(),
             next_cpu: 0,
             dry_run: cfg.dry_run,
+            tls: None,
+        }
+    }
+
+    /// TLS for data channels of TLS sessions.
+    pub fn with_tls(mut self, tls: Option<Arc<ServerConfig>>) -> WorkerHost {
+        self.tls = tls;
+        self
+    }
+
+    fn spec(&mut self, req: StartRequest, transport: Transport) -> CaptureSpec {
+        CaptureSpec {
+            ifname: req.ifname,
+            backend: self.backend.clone(),
+            snaplen: req.snaplen,
+            promisc: req.promisc,
+            read_timeout: req.read_timeout,
+            filter: req.filter,
+            sampling: req.sampling,
+            transport,
+            sndbuf: self.send_buffer,
+            ring_bytes: self.ring_size,
+            cpu: self.pick_cpu(),
+            dry_run: self.dry_run,
+        }
+    }
+
+    fn tls_config(&self, req: &StartRequest) -> Result<Option<Arc<ServerConfig>>, String> {
+        match (&self.tls, req.tls) {
+            (_, false) => Ok(None),
+            (Some(c), true) => Ok(Some(c.clone())),
+            (None, true) => Err("TLS data channel requested but TLS is not configured".into()),
         }
     }
 
@@ -49,8 +100,225 @@ impl WorkerHost {
     }
 }
 
+/// A capture of the daemon: running, or waiting for its data connection.
+#[derive(Debug)]
+pub struct HostCapture {
+    state: Arc<Mutex<Stage>>,
+    /// The pending accept, then (TLS) the relay: joined at stop.
+    threads: Vec<JoinHandle<()>>,
+    relay: Arc<Mutex<Option<JoinHandle<()>>>>,
+    cancel: Arc<AtomicBool>,
+    data_port: u16,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Waiting for the data connection; the request keeps the latest filter
+    /// and sampling.
+    Accepting(Box<StartRequest>),
+    Running(Worker),
+    Failed(String),
+    Stopped,
+}
+
+fn lock(m: &Mutex<Stage>) -> std::sync::MutexGuard<'_, Stage> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl HostCapture {
+    fn running(worker: Worker, relay: Option<JoinHandle<()>>) -> HostCapture {
+        HostCapture {
+            state: Arc::new(Mutex::new(Stage::Running(worker))),
+            threads: Vec::new(),
+            relay: Arc::new(Mutex::new(relay)),
+            cancel: Arc::new(AtomicBool::new(false)),
+            data_port: 0,
+        }
+    }
+}
+
+/// Accepts one connection from `peer` on `listener` within `timeout`
+/// (others are closed at once), unless cancelled.
+fn accept_from(
+    listener: &TcpListener,
+    peer: IpAddr,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Result<TcpStream, String> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("data listener: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cancel.load(Ordering::Acquire) {
+            return Err("cancelled".into());
+        }
+        match listener.accept() {
+            Ok((stream, from)) if crate::filter::canonical(from.ip()) == peer => {
+                stream
+                    .set_nonblocking(false)
+                    .map_err(|e| format!("data connection: {e}"))?;
+                return Ok(stream);
+            }
+            Ok((_, from)) => log::warn!("data connection from {from} refused: expected {peer}"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_SLICE),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("accepting the data connection: {e}")),
+        }
+    }
+    Err(format!(
+        "the client did not open the data connection within {} s",
+        timeout.as_secs_f32()
+    ))
+}
+
+/// The worker's end of a TLS data channel: a plaintext stream socket whose
+/// bytes a relay thread encrypts onto `stream`.
+fn tls_relay(
+    config: Arc<ServerConfig>,
+    stream: TcpStream,
+) -> Result<(TcpStream, JoinHandle<()>), String> {
+    stream
+        .set_read_timeout(Some(DATA_TLS_TIMEOUT))
+        .and_then(|_| stream.set_write_timeout(Some(DATA_TLS_TIMEOUT)))
+        .map_err(|e| format!("data connection: {e}"))?;
+    let mut tls = crate::tls::accept_blocking(config, stream)
+        .map_err(|e| format!("TLS handshake on the data connection: {e}"))?;
+    let (worker_end, mut relay_end) = UnixStream::pair().map_err(|e| format!("data relay: {e}"))?;
+    // SAFETY: `worker_end` is an open stream socket we own; ownership of the
+    // descriptor moves into the TcpStream. The datapath uses only
+    // socket-generic calls on it (send, O_NONBLOCK, dup; TCP_NODELAY fails
+    // harmlessly and is ignored).
+    let worker_end = unsafe { TcpStream::from_raw_fd(worker_end.into_raw_fd()) };
+    let thread = std::thread::Builder::new()
+        .name("tls-data".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match relay_end.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Err(e) = tls.write_all(&buf[..n]) {
+                            log::warn!("TLS data channel: {e}");
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+        })
+        .map_err(|e| format!("spawning the TLS relay: {e}"))?;
+    Ok((worker_end, thread))
+}
+
+/// The data transport over an established TCP connection (TLS when asked).
+fn tcp_transport(
+    tls: Option<Arc<ServerConfig>>,
+    stream: TcpStream,
+) -> Result<(Transport, Option<JoinHandle<()>>), String> {
+    match tls {
+        None => Ok((Transport::Tcp(stream), None)),
+        Some(config) => {
+            let (s, relay) = tls_relay(config, stream)?;
+            Ok((Transport::Tcp(s), Some(relay)))
+        }
+    }
+}
+
+impl WorkerHost {
+    /// Listens for the passive client's data connection; the worker starts
+    /// when it arrives.
+    fn start_listening(
+        &mut self,
+        req: StartRequest,
+        peer: IpAddr,
+        timeout: Duration,
+    ) -> Result<HostCapture, String> {
+        let bind = if peer.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let listener = TcpListener::bind(bind).map_err(|e| format!("data listener: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("data listener: {e}"))?
+            .port();
+        let mut cap = self.start_pending(req, move |cancel| {
+            accept_from(&listener, peer, timeout, cancel)
+        })?;
+        cap.data_port = port;
+        Ok(cap)
+    }
+
+    /// Starts the worker in a thread once `establish` has the data
+    /// connection (and TLS, when asked, has completed its handshake: the
+    /// client does its part only after the STARTCAP reply).
+    fn start_pending(
+        &mut self,
+        req: StartRequest,
+        establish: impl FnOnce(&AtomicBool) -> Result<TcpStream, String> + Send + 'static,
+    ) -> Result<HostCapture, String> {
+        let tls = self.tls_config(&req)?;
+        let state = Arc::new(Mutex::new(Stage::Accepting(Box::new(req))));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let relay = Arc::new(Mutex::new(None));
+        // The worker is started by the accept thread with this host's settings.
+        let mut host = WorkerHost {
+            backend: self.backend.clone(),
+            send_buffer: self.send_buffer,
+            ring_size: self.ring_size,
+            cpus: Vec::new(),
+            next_cpu: 0,
+            dry_run: self.dry_run,
+            tls: None,
+        };
+        let cpu = self.pick_cpu();
+        let (st, c, r) = (state.clone(), cancel.clone(), relay.clone());
+        let thread = std::thread::Builder::new()
+            .name("data-accept".into())
+            .spawn(move || {
+                let result = establish(&c).and_then(|stream| tcp_transport(tls, stream));
+                let mut stage = lock(&st);
+                let req = match std::mem::replace(&mut *stage, Stage::Stopped) {
+                    Stage::Accepting(req) => req,
+                    other => {
+                        *stage = other;
+                        return;
+                    }
+                };
+                *stage = match result {
+                    Err(e) => Stage::Failed(e),
+                    Ok((transport, relay)) => {
+                        let mut spec = host.spec(*req, transport);
+                        spec.cpu = cpu;
+                        match Worker::start(spec) {
+                            Ok(w) => {
+                                *r.lock().unwrap_or_else(|p| p.into_inner()) = relay;
+                                Stage::Running(w)
+                            }
+                            Err(e) => Stage::Failed(e.to_string()),
+                        }
+                    }
+                };
+            })
+            .map_err(|e| format!("spawning the data accept thread: {e}"))?;
+        Ok(HostCapture {
+            state,
+            threads: vec![thread],
+            relay,
+            cancel,
+            data_port: 0,
+        })
+    }
+}
+
 impl CaptureHost for WorkerHost {
-    type Capture = Worker;
+    type Capture = HostCapture;
 
     fn interfaces(&mut self) -> io::Result<Vec<Interface>> {
         iface::list()
@@ -66,54 +334,86 @@ impl CaptureHost for WorkerHost {
         }
     }
 
-    fn start(&mut self, req: StartRequest) -> Result<Worker, String> {
-        let transport = match req.data {
-            DataChannel::UdpStr { dest, size } => Transport::UdpStr { dest, size },
-            DataChannel::PlainUdp { dest } => Transport::PlainUdp { dest },
+    fn start(&mut self, req: StartRequest) -> Result<HostCapture, String> {
+        let (transport, relay) = match req.data.clone() {
+            DataChannel::UdpStr { dest, size } => (Transport::UdpStr { dest, size }, None),
+            DataChannel::PlainUdp { dest } => (Transport::PlainUdp { dest }, None),
             DataChannel::TcpConnect { dest } => {
                 let stream = TcpStream::connect_timeout(&dest, DATA_CONNECT_TIMEOUT)
                     .map_err(|e| format!("cannot connect the data channel to {dest}: {e}"))?;
-                Transport::Tcp(stream)
+                if req.tls {
+                    return self.start_pending(req, move |_| Ok(stream));
+                }
+                (Transport::Tcp(stream), None)
+            }
+            DataChannel::TcpListen { peer, timeout } => {
+                return self.start_listening(req, peer, timeout)
             }
         };
-        let spec = CaptureSpec {
-            ifname: req.ifname,
-            backend: self.backend.clone(),
-            snaplen: req.snaplen,
-            promisc: req.promisc,
-            read_timeout: req.read_timeout,
-            filter: req.filter,
-            sampling: req.sampling,
-            transport,
-            sndbuf: self.send_buffer,
-            ring_bytes: self.ring_size,
-            cpu: self.pick_cpu(),
-            dry_run: self.dry_run,
+        let spec = self.spec(req, transport);
+        let worker = Worker::start(spec).map_err(|e| e.to_string())?;
+        Ok(HostCapture::running(worker, relay))
+    }
+
+    fn update_filter(&mut self, cap: &mut HostCapture, filter: Vec<Insn>) -> Result<(), String> {
+        match &mut *lock(&cap.state) {
+            Stage::Accepting(req) => {
+                req.filter = filter;
+                Ok(())
+            }
+            Stage::Running(w) => w.update_filter(filter).map_err(|e| e.to_string()),
+            Stage::Failed(e) => Err(e.clone()),
+            Stage::Stopped => Err("capture has ended".into()),
+        }
+    }
+
+    fn set_sampling(&mut self, cap: &mut HostCapture, sampling: Sampling) {
+        match &mut *lock(&cap.state) {
+            Stage::Accepting(req) => req.sampling = sampling,
+            Stage::Running(w) => w.set_sampling(sampling),
+            _ => {}
+        }
+    }
+
+    fn stats(&mut self, cap: &HostCapture) -> Stats {
+        match &*lock(&cap.state) {
+            Stage::Running(w) => w.stats(),
+            _ => Stats::default(),
+        }
+    }
+
+    fn failure(&mut self, cap: &HostCapture) -> Option<String> {
+        match &*lock(&cap.state) {
+            Stage::Running(w) => w.failure(),
+            Stage::Failed(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn stop(&mut self, mut cap: HostCapture) -> Stats {
+        cap.cancel.store(true, Ordering::Release);
+        for t in cap.threads.drain(..) {
+            let _ = t.join();
+        }
+        let stage = std::mem::replace(&mut *lock(&cap.state), Stage::Stopped);
+        let stats = match stage {
+            Stage::Running(w) => w.stop(),
+            _ => Stats::default(),
         };
-        Worker::start(spec).map_err(|e| e.to_string())
+        // The worker's end is closed: the relay flushes and ends.
+        let relay = cap.relay.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(r) = relay {
+            let _ = r.join();
+        }
+        stats
     }
 
-    fn update_filter(&mut self, cap: &mut Worker, filter: Vec<Insn>) -> Result<(), String> {
-        cap.update_filter(filter).map_err(|e| e.to_string())
-    }
-
-    fn set_sampling(&mut self, cap: &mut Worker, sampling: Sampling) {
-        cap.set_sampling(sampling)
-    }
-
-    fn stats(&mut self, cap: &Worker) -> Stats {
-        cap.stats()
-    }
-
-    fn failure(&mut self, cap: &Worker) -> Option<String> {
-        cap.failure()
-    }
-
-    fn stop(&mut self, cap: Worker) -> Stats {
-        cap.stop()
+    fn data_port(&self, cap: &HostCapture) -> u16 {
+        cap.data_port
     }
 
     fn reconfigure(&mut self, cfg: &Config) {
-        *self = WorkerHost::new(cfg);
+        let tls = self.tls.take();
+        *self = WorkerHost::new(cfg).with_tls(tls);
     }
 }

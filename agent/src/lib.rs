@@ -2,6 +2,7 @@
 //! remote sensor over RPCAP. The binary (`main.rs`) is a thin shell around
 //! this library so that the control logic and the datapath are testable from `tests/`.
 
+pub mod auth;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -11,4 +12,6 @@ pub mod filter;
 pub mod host;
 pub mod iface;
 pub mod logging;
+pub mod passive;
 pub mod session;
+pub mod tls;

@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use log::{info, warn};
+use log::{error, info, warn};
 
 use xrpcapd::cli::Cli;
 use xrpcapd::config::Config;
 use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
-use xrpcapd::{filter, iface, logging};
+use xrpcapd::{auth, filter, iface, logging, tls};
 
 /// The file (if any) with the flags applied, checked as a whole.
 fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Config> {
@@ -40,7 +40,24 @@ fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Config> 
     Ok(cfg)
 }
 
+/// `--hash-password`: one line from standard input, its hash on standard output.
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    println!("{}", auth::hash_password(password)?);
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.hash_password {
+        return hash_password();
+    }
     if cli.list_interfaces {
         let list = iface::list().context("listing interfaces")?;
         print!("{}", iface::render(&list));
@@ -53,31 +70,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     logging::init(cfg.log_level, cfg.syslog)?;
     info!("xrpcapd {} starting", env!("CARGO_PKG_VERSION"));
-    if !cfg.active_only {
-        let p = &cfg.passive;
-        let how = if cli.passive_requested() || !p.clients.is_empty() {
-            "requested"
-        } else {
-            "the default without -v"
-        };
-        warn!(
-            "passive mode ({how}: listen on {}:{}) is not implemented yet; serving active sessions only",
-            p.bind.as_deref().unwrap_or("*"),
-            p.port
-        );
-    }
     if let Some(user) = &cfg.user_name {
         warn!("UserName = {user} is not implemented: xrpcapd keeps its user (use systemd User= and capabilities)");
     }
-    if cfg.active_clients.is_empty() {
-        bail!("no sensor to serve: give ActiveClient lines (-f) or -a host,port (passive mode is not implemented yet)");
+    if cfg.active_only && cfg.active_clients.is_empty() {
+        bail!("no sensor to serve: -v (active only) needs ActiveClient lines (-f) or -a host,port");
     }
-    let host = WorkerHost::new(&cfg);
+    if cfg.passive.udpstr && cfg.udpstr_size == 0 {
+        warn!("PassiveUdpStr = YES with UdpStrSize = 0: passive clients get plain UDP");
+    }
+    // Loaded once: a reload keeps the running TLS configuration.
+    let tls = tls::server_config(&cfg.tls).context("TLS")?;
+    if tls.is_some() {
+        info!("TLS {} (rpcaps://)", cfg.tls.effective_mode());
+    }
+    if cfg.null_auth {
+        info!("NULL authentication permitted");
+    }
+    let host = WorkerHost::new(&cfg).with_tls(tls.clone());
     let reload_cli = cli.clone();
     let reload = Box::new(move || effective_config(&reload_cli, true));
     let mut control = Control::new(cfg.clone(), Timing::from_config(&cfg), host)?
+        .with_tls(tls)
         .with_signals(reload)
         .context("installing signal handlers")?;
+    let explicit = cli.passive_requested() || !cfg.passive.clients.is_empty();
+    match control.listen() {
+        Ok(_) => {}
+        // Listening by default (no -b/-p/-4/-l/PassiveClient) must not stop
+        // the active sessions when the port is taken.
+        Err(e) if !explicit && !cfg.active_clients.is_empty() => {
+            error!(
+                "passive mode off: {e:#}; serving the ActiveClient sensors only (-v silences this)"
+            )
+        }
+        Err(e) => return Err(e).context("passive mode (-v turns it off)"),
+    }
     control.run()?;
     info!("xrpcapd stopped");
     Ok(())

@@ -5,7 +5,8 @@
 //! tests. The dispatch rules are those of PROTOCOL.md §1.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, info, warn};
@@ -18,6 +19,7 @@ use rpcap::msg::{
 use rpcap::stream::StreamDecoder;
 use rpcap::ErrorCode;
 
+use crate::auth::Authenticator;
 use crate::config::Preselect;
 use crate::filter::{self, canonical, DataDest, OwnTraffic};
 use crate::iface;
@@ -44,6 +46,12 @@ pub struct SessionConfig {
     pub local_filter: Option<String>,
     /// `-S`: log the counters on every STATS_REQ.
     pub log_stats: bool,
+    /// Password accounts.
+    pub auth: Arc<Authenticator>,
+    /// The control connection is TLS: TCP data channels are TLS too, UDP is refused.
+    pub tls: bool,
+    /// How long a passive TCP data channel waits for the client.
+    pub data_accept_timeout: Duration,
 }
 
 /// How the captured packets reach the sensor.
@@ -60,6 +68,13 @@ pub enum DataChannel {
     TcpConnect {
         dest: SocketAddr,
     },
+    /// Passive mode: the host listens on an ephemeral port (reported by
+    /// [`CaptureHost::data_port`]) and accepts one connection from `peer`
+    /// within `timeout`.
+    TcpListen {
+        peer: IpAddr,
+        timeout: Duration,
+    },
 }
 
 /// A capture the session asks its host to start.
@@ -74,6 +89,8 @@ pub struct StartRequest {
     pub filter: Vec<Insn>,
     pub sampling: Sampling,
     pub data: DataChannel,
+    /// TLS on the TCP data channel (the daemon is the TLS server).
+    pub tls: bool,
 }
 
 /// What a session needs from the machine: interfaces and captures.
@@ -89,6 +106,11 @@ pub trait CaptureHost {
     fn failure(&mut self, cap: &Self::Capture) -> Option<String>;
     /// Stops the capture and returns its final counters.
     fn stop(&mut self, cap: Self::Capture) -> Stats;
+    /// The port of a [`DataChannel::TcpListen`] data channel (0 for others),
+    /// sent to the client in the STARTCAP reply.
+    fn data_port(&self, _cap: &Self::Capture) -> u16 {
+        0
+    }
     /// A reloaded configuration applies to the captures started from now on.
     fn reconfigure(&mut self, _cfg: &crate::config::Config) {}
 }
@@ -110,6 +132,8 @@ const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(1000);
 pub const NO_DEVICE: &str = "No capture device was specified";
 pub const NULL_AUTH_REFUSED: &str = "NULL authentication not permitted";
 pub const AUTH_FAILED: &str = "Authentication failed";
+/// Failed authentications after which a session ends.
+pub const MAX_AUTH_ATTEMPTS: u32 = 3;
 
 struct Running<C> {
     cap: C,
@@ -134,6 +158,10 @@ pub struct Session<C> {
     /// The sensor's last filter (kept when no capture runs).
     sensor_filter: Option<Vec<Insn>>,
     ended: Option<Ended>,
+    /// An authentication failed: no further request is handled until
+    /// [`Session::resume`] (the connection holds the reply for a while).
+    paused: bool,
+    auth_failures: u32,
 }
 
 impl<C> Session<C> {
@@ -155,7 +183,27 @@ impl<C> Session<C> {
             },
             sensor_filter: None,
             ended: None,
+            paused: false,
+            auth_failures: 0,
         }
+    }
+
+    /// The connection turned out to be TLS (known from its first byte):
+    /// TCP data channels are then TLS too, and UDP data is refused.
+    pub fn set_tls(&mut self, tls: bool) {
+        self.cfg.tls = tls;
+    }
+
+    /// Whether the last request was a failed authentication: requests after
+    /// it wait (in the decoder) for [`Session::resume`].
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Handles the requests that arrived during a pause.
+    pub fn resume<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
+        self.paused = false;
+        self.receive(&[], host);
     }
 
     pub fn peer(&self) -> SocketAddr {
@@ -196,7 +244,7 @@ impl<C> Session<C> {
             return;
         }
         self.decoder.feed(data);
-        while self.ended.is_none() {
+        while self.ended.is_none() && !self.paused {
             let (header, decoded) = match self.decoder.next() {
                 Ok(Some((h, payload))) => (h, Message::decode(&h, payload)),
                 Ok(None) => break,
@@ -292,7 +340,7 @@ impl<C> Session<C> {
             }
         };
         match msg {
-            Message::AuthReq(auth) => self.auth(auth),
+            Message::AuthReq(auth) => self.auth(auth, host),
             Message::FindAllIfReq => self.find_all_if(host),
             Message::OpenReq { source } => self.open(&source, host),
             Message::StartCapReq(req) => self.start(req, host),
@@ -324,28 +372,45 @@ impl<C> Session<C> {
         }
     }
 
-    fn auth(&mut self, auth: Auth) {
-        match auth {
+    fn auth<H: CaptureHost<Capture = C>>(&mut self, auth: Auth, host: &mut H) {
+        let ok = match &auth {
             Auth::Null if self.cfg.null_auth => {
-                self.authenticated = true;
                 info!("{}: authenticated (NULL)", self.peer);
-                self.send(Message::AuthReply(Some(AuthReplyInfo {
-                    min_version: VERSION,
-                    max_version: VERSION,
-                    // The magic as a big-endian reader sees our native bytes.
-                    byte_order_magic: u32::from_be_bytes(0xA1B2_C3D4u32.to_ne_bytes()),
-                })));
+                true
             }
             Auth::Null => {
                 warn!("{}: NULL authentication refused", self.peer);
-                self.send_error(ErrorCode::AuthFailed, NULL_AUTH_REFUSED)
+                self.send_error(ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
+                false
             }
-            // Password users come with passive mode; the text never says
-            // whether the user exists.
-            Auth::Password { .. } => {
-                warn!("{}: password authentication failed", self.peer);
-                self.send_error(ErrorCode::AuthFailed, AUTH_FAILED)
+            Auth::Password { user, password } => {
+                let name = String::from_utf8_lossy(user);
+                if self.cfg.auth.verify(user, password) {
+                    info!("{}: authenticated as {name:?}", self.peer);
+                    true
+                } else {
+                    // The same text whether the user exists or not.
+                    warn!("{}: password authentication failed for {name:?}", self.peer);
+                    self.send_error(ErrorCode::AuthFailed, AUTH_FAILED);
+                    false
+                }
             }
+        };
+        if ok {
+            self.authenticated = true;
+            self.send(Message::AuthReply(Some(AuthReplyInfo {
+                min_version: VERSION,
+                max_version: VERSION,
+                // The magic as a big-endian reader sees our native bytes.
+                byte_order_magic: u32::from_be_bytes(0xA1B2_C3D4u32.to_ne_bytes()),
+            })));
+            return;
+        }
+        self.auth_failures += 1;
+        self.paused = true;
+        if self.auth_failures >= MAX_AUTH_ATTEMPTS {
+            let text = format!("{} failed authentications", self.auth_failures);
+            self.end(Ended::Protocol(text), host);
         }
     }
 
@@ -407,6 +472,11 @@ impl<C> Session<C> {
     fn data_channel(&self, req: &StartCapReq) -> Result<DataChannel, String> {
         let dest = SocketAddr::new(canonical(self.peer.ip()), req.portdata);
         if req.flags & startcap_flags::DGRAM != 0 {
+            if self.cfg.tls {
+                return Err(
+                    "UDP data cannot be protected by TLS: use TCP data with rpcaps://".into(),
+                );
+            }
             if req.portdata == 0 {
                 return Err("UDP data requested without a data port".into());
             }
@@ -421,10 +491,10 @@ impl<C> Session<C> {
             }
             return Ok(DataChannel::TcpConnect { dest });
         }
-        Err(
-            "a TCP data channel opened by the client is not supported yet in passive mode; use UDP"
-                .into(),
-        )
+        Ok(DataChannel::TcpListen {
+            peer: canonical(self.peer.ip()),
+            timeout: self.cfg.data_accept_timeout,
+        })
     }
 
     fn start<H: CaptureHost<Capture = C>>(&mut self, req: StartCapReq, host: &mut H) {
@@ -442,17 +512,12 @@ impl<C> Session<C> {
                 DataDest::Udp(*dest)
             }
             DataChannel::TcpConnect { dest } => DataDest::Tcp(*dest),
+            // Our port is known once the host listens: refined below.
+            DataChannel::TcpListen { peer, .. } => DataDest::Tcp(SocketAddr::new(*peer, 0)),
         };
-        let own = OwnTraffic {
-            control_local: self.local,
-            control_peer: self.peer,
-            data: data_dest,
-        };
-        let built = filter::prefix(linktype, &own, self.cfg.local_filter.as_deref())
-            .and_then(|prefix| Ok((filter::combine(&prefix, &req.filter)?, prefix)));
-        let (combined, prefix) = match built {
+        let (combined, prefix) = match self.build_filter(linktype, data_dest, &req.filter) {
             Ok(b) => b,
-            Err(e) => return self.send_error(ErrorCode::StartCapture, &e.to_string()),
+            Err(text) => return self.send_error(ErrorCode::StartCapture, &text),
         };
         let snaplen = match req.snaplen {
             0 => MAX_SNAPLEN,
@@ -471,23 +536,58 @@ impl<C> Session<C> {
             filter: combined,
             sampling: self.sampling,
             data: data.clone(),
+            tls: self.cfg.tls,
         };
         match host.start(start) {
-            Ok(cap) => {
+            Ok(mut cap) => {
                 info!("{}: capture on {ifname} started, data {data:?}", self.peer);
+                let portdata = host.data_port(&cap);
+                let mut prefix = prefix;
+                if let DataChannel::TcpListen { peer, .. } = data {
+                    // The data connection is (peer, any port) ↔ (us, portdata).
+                    let dest = DataDest::Tcp(SocketAddr::new(peer, portdata));
+                    let refined =
+                        self.build_filter(linktype, dest, &req.filter)
+                            .and_then(|(combined, p)| {
+                                host.update_filter(&mut cap, combined)?;
+                                Ok(p)
+                            });
+                    match refined {
+                        Ok(p) => prefix = p,
+                        Err(text) => {
+                            host.stop(cap);
+                            return self.send_error(ErrorCode::StartCapture, &text);
+                        }
+                    }
+                }
                 self.running = Some(Running { cap, prefix });
                 self.sensor_filter = Some(req.filter);
                 let bufsize = i32::try_from(self.cfg.ring_size).unwrap_or(i32::MAX);
-                self.send(Message::StartCapReply(StartCapReply {
-                    bufsize,
-                    portdata: 0,
-                }))
+                self.send(Message::StartCapReply(StartCapReply { bufsize, portdata }))
             }
             Err(text) => {
                 warn!("{}: capture on {ifname} failed: {text}", self.peer);
                 self.send_error(ErrorCode::StartCapture, &text)
             }
         }
+    }
+
+    /// The own-traffic exclusion and local filter for `data` (the prefix),
+    /// and the prefix combined with the sensor's filter.
+    fn build_filter(
+        &self,
+        linktype: i32,
+        data: DataDest,
+        sensor: &[Insn],
+    ) -> Result<(Vec<Insn>, Vec<Insn>), String> {
+        let own = OwnTraffic {
+            control_local: self.local,
+            control_peer: self.peer,
+            data,
+        };
+        filter::prefix(linktype, &own, self.cfg.local_filter.as_deref())
+            .and_then(|prefix| Ok((filter::combine(&prefix, sensor)?, prefix)))
+            .map_err(|e| e.to_string())
     }
 
     fn update_filter<H: CaptureHost<Capture = C>>(&mut self, sensor: Vec<Insn>, host: &mut H) {

@@ -21,6 +21,7 @@ struct Fake {
     samplings: Vec<(u32, Sampling)>,
     fail_start: Option<String>,
     failure: Option<String>,
+    data_port: u16,
 }
 
 impl Fake {
@@ -115,6 +116,9 @@ impl CaptureHost for Fake {
         self.stopped.push(cap.0);
         Fake::last(cap.0)
     }
+    fn data_port(&self, _cap: &FakeCap) -> u16 {
+        self.data_port
+    }
 }
 
 fn cfg() -> SessionConfig {
@@ -126,6 +130,9 @@ fn cfg() -> SessionConfig {
         ring_size: 4 << 20,
         local_filter: None,
         log_stats: true,
+        auth: Default::default(),
+        tls: false,
+        data_accept_timeout: std::time::Duration::from_secs(1),
     }
 }
 
@@ -302,15 +309,32 @@ fn null_auth_refused_unless_permitted() {
     assert_error(&r, ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
     assert!(!t.s.authenticated());
     assert!(t.s.ended().is_none());
-    assert_error(&t.one(Message::FindAllIfReq), ErrorCode::WrongMsg, "");
+    // Requests after a failed authentication wait until the connection
+    // has held the failure for its delay.
+    assert!(t.s.paused());
+    assert!(t.req(Message::FindAllIfReq).is_empty());
+    t.s.resume(&mut t.host);
+    let r = t.s.take_output();
+    assert_error(
+        &Message::decode(&Header::parse(&r).unwrap(), &r[8..]).unwrap(),
+        ErrorCode::WrongMsg,
+        "",
+    );
 }
 
 #[test]
 fn password_auth_fails_with_one_uniform_text() {
-    let mut t = T::new();
-    let texts: Vec<Message> = [("root", "x"), ("nosuchuser", "y"), ("", "")]
+    let mut c = cfg();
+    let hash = crate::auth::hash_password("right").unwrap();
+    c.auth = Arc::new(crate::auth::Authenticator {
+        users: vec![crate::auth::parse_user(&format!("alice {hash}")).unwrap()],
+        ..Default::default()
+    });
+    let mut t = T::with(c.clone());
+    let texts: Vec<Message> = [("alice", "wrong"), ("nosuchuser", "right"), ("", "")]
         .iter()
         .map(|(u, p)| {
+            t.s.resume(&mut t.host);
             t.one(Message::AuthReq(Auth::Password {
                 user: u.as_bytes().to_vec(),
                 password: p.as_bytes().to_vec(),
@@ -320,6 +344,16 @@ fn password_auth_fails_with_one_uniform_text() {
     assert_error(&texts[0], ErrorCode::AuthFailed, AUTH_FAILED);
     assert!(texts.iter().all(|m| *m == texts[0]));
     assert!(!t.s.authenticated());
+    // The third failure ends the session.
+    assert!(matches!(t.s.ended(), Some(Ended::Protocol(_))));
+    // The right password authenticates.
+    let mut t = T::with(c);
+    let r = t.one(Message::AuthReq(Auth::Password {
+        user: b"alice".to_vec(),
+        password: b"right".to_vec(),
+    }));
+    assert!(matches!(r, Message::AuthReply(Some(_))), "{r:?}");
+    assert!(t.s.authenticated() && !t.s.paused());
 }
 
 #[test]
@@ -534,11 +568,26 @@ fn startcap_errors_passive_tcp_missing_port_and_host_failure() {
     let mut t = T::with(c);
     t.one(Message::AuthReq(Auth::Null));
     t.open_eth0();
-    assert_error(
-        &t.one(startcap(0, 6000)),
-        ErrorCode::StartCapture,
-        "passive mode",
+    // Plain TCP in passive mode: the host listens, its port goes in the reply,
+    // and the own-traffic exclusion is refined with it.
+    t.host.data_port = 45678;
+    assert_eq!(
+        t.one(startcap(0, 6000)),
+        Message::StartCapReply(StartCapReply {
+            bufsize: 4 << 20,
+            portdata: 45678
+        })
     );
+    assert_eq!(
+        t.host.started[0].data,
+        DataChannel::TcpListen {
+            peer: "10.0.0.9".parse().unwrap(),
+            timeout: Duration::from_secs(1)
+        }
+    );
+    assert_eq!(t.host.filters.len(), 1);
+    assert_ne!(t.host.filters[0].1, t.host.started[0].filter);
+    t.host.data_port = 0;
     // SERVEROPEN: the client listens, we connect.
     assert!(matches!(
         t.one(startcap(startcap_flags::SERVEROPEN, 6000)),
@@ -847,4 +896,21 @@ fn own_traffic_is_excluded_by_the_combined_filter() {
     assert_eq!(run(frame(6, "10.0.0.5", 40001, "10.0.0.9", 2003)), 262_144);
     assert_eq!(run(frame(17, "10.0.0.5", 33333, "10.0.0.9", 5001)), 262_144);
     assert_eq!(run(frame(6, "10.0.0.7", 80, "10.0.0.8", 1234)), 262_144);
+}
+
+#[test]
+fn tls_sessions_refuse_udp_data_and_mark_tcp_data_tls() {
+    let mut c = cfg();
+    c.tls = true;
+    c.mode = Mode::Passive;
+    let mut t = T::with(c);
+    t.one(Message::AuthReq(Auth::Null));
+    t.open_eth0();
+    assert_error(
+        &t.one(startcap(startcap_flags::DGRAM, 5000)),
+        ErrorCode::StartCapture,
+        "TLS",
+    );
+    assert!(matches!(t.one(startcap(0, 0)), Message::StartCapReply(_)));
+    assert!(t.host.started[0].tls);
 }

@@ -86,6 +86,8 @@ impl Agent {
             max_backoff: Duration::from_millis(160),
             connect_timeout: Duration::from_secs(1),
             capture_check: Duration::from_millis(30),
+            auth_fail_delay: Duration::from_millis(100),
+            auth_fail_max: Duration::from_millis(400),
         };
         let host = FakeHost::default();
         let mut control = Control::new(cfg, timing, host.clone()).unwrap();

@@ -1,0 +1,590 @@
+//! Passive mode, password authentication, TLS and active mode against the
+//! real libpcap RPCAP client (scripts/libpcap-remote.sh builds it, with
+//! tests/interop/rpcap_client.c), and every hostile input of PROTOCOL.md §6
+//! against the running daemon. Needs root; fails (does not skip) without it.
+//!
+//! Layout: ns gen (g0 10.210.1.1) ── veth ── ns cap (c0 10.210.1.2). The
+//! agent runs in cap and listens on 127.0.0.1; the client runs in cap too and
+//! captures c0, where the test sends numbered UDP datagrams from gen.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rpcap::header::{Header, MsgType};
+use rpcap::msg::{Auth, Message};
+use rpcap::ErrorCode;
+use xrpcap_e2e::{
+    bin_path, numbered_payloads, read_pcap, require_root, send_udp, veth_pair, wait_tcp_listen,
+    wait_until, Child, Netns, Tcpdump, VethEnd,
+};
+
+const GEN_IP: &str = "10.210.1.1";
+const CAP_IP: &str = "10.210.1.2";
+const PORT: u16 = 2002;
+const DST_PORT: u16 = 7777;
+const COUNT: u32 = 40;
+const PAYLOAD: usize = 300;
+const PASSWORD: &str = "correct horse";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The interop client, built once per test process.
+fn client_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/libpcap-remote.sh"))
+            .output()
+            .expect("running scripts/libpcap-remote.sh");
+        assert!(
+            out.status.success(),
+            "scripts/libpcap-remote.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let prefix = String::from_utf8_lossy(&out.stdout);
+        let prefix = Path::new(prefix.lines().last().expect("prefix line").trim());
+        prefix.parent().unwrap().join("rpcap_client")
+    })
+    .clone()
+}
+
+fn hash(password: &str) -> String {
+    let mut child = Command::new(bin_path("xrpcapd"))
+        .arg("--hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Two namespaces, the agent in cap, and a temp folder.
+struct Rig {
+    agent: Child,
+    tmp: tempfile::TempDir,
+    cap: Netns,
+    gen: Netns,
+}
+
+impl Rig {
+    fn new(extra_config: &str, extra_args: &[&str]) -> Rig {
+        require_root();
+        let gen = Netns::new("pg").unwrap();
+        let cap = Netns::new("pc").unwrap();
+        veth_pair(
+            VethEnd {
+                ns: &gen,
+                ifname: "g0",
+                cidr: "10.210.1.1/24",
+            },
+            VethEnd {
+                ns: &cap,
+                ifname: "c0",
+                cidr: "10.210.1.2/24",
+            },
+            1500,
+        )
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let ini = tmp.path().join("rpcapd.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "User = alice {}\nAuthTimeoutSecs = 2\nIdleTimeoutSecs = 3\n\
+                 DataAcceptTimeoutSecs = 2\nMaxClients = 4\n{extra_config}",
+                hash(PASSWORD)
+            ),
+        )
+        .unwrap();
+        let mut cmd = cap.command(bin_path("xrpcapd"));
+        cmd.args(["-D", "-f"]).arg(&ini);
+        cmd.args(["-b", "127.0.0.1", "-p", &PORT.to_string()]);
+        cmd.args(extra_args);
+        let agent = Child::spawn("xrpcapd", cmd).unwrap();
+        wait_tcp_listen(&cap, PORT, Duration::from_secs(10)).unwrap();
+        Rig {
+            agent,
+            tmp,
+            cap,
+            gen,
+        }
+    }
+
+    fn client(&self, name: &str, args: &[&str]) -> Child {
+        let mut cmd = self.cap.command(client_bin());
+        cmd.args(args);
+        Child::spawn(name, cmd).unwrap()
+    }
+
+    /// Runs the client to its end; (exit code, stdout, stderr).
+    fn client_run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut c = self.client("rpcap_client", args);
+        let status = c
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap()
+            .expect("client finished");
+        (status.code().unwrap_or(-1), c.stdout(), c.stderr())
+    }
+
+    /// Captures COUNT numbered datagrams on c0 through `source` with the
+    /// client `opts`; checks them byte for byte against tcpdump on c0 and
+    /// checks pcap_stats.
+    fn capture_exact(&self, source: &str, opts: &[&str]) {
+        let out = self.tmp.path().join("client.pcap");
+        let reference = self.tmp.path().join("ref.pcap");
+        let filter = format!("udp dst port {DST_PORT}");
+        let td = Tcpdump::start(&self.cap, "c0", &reference, &filter).unwrap();
+        let count = COUNT.to_string();
+        let mut args: Vec<&str> = opts.to_vec();
+        args.extend(["-c", &count, "-I", "3", "-T", "30", "-f", &filter]);
+        let out_s = out.to_str().unwrap();
+        args.extend(["capture", source, out_s]);
+        let started = |agent: &Child| agent.stderr().matches("capture on c0 started").count();
+        let before = started(&self.agent);
+        let mut client = self.client("rpcap_client", &args);
+        // The client's first read starts the capture (its reads over TLS
+        // block until a packet comes, so wait for the agent's side).
+        wait_until(Duration::from_secs(15), "the capture to start", || {
+            Ok(started(&self.agent) > before)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", client.describe()));
+        // The worker starts when the data channel is up; give it a moment.
+        std::thread::sleep(Duration::from_millis(700));
+        let payloads = numbered_payloads(COUNT, PAYLOAD);
+        let from: SocketAddr = format!("{GEN_IP}:40000").parse().unwrap();
+        let to: SocketAddr = format!("{CAP_IP}:{DST_PORT}").parse().unwrap();
+        send_udp(&self.gen, from, to, &payloads).unwrap();
+        let status = client
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap()
+            .expect("client finished");
+        assert!(status.success(), "{}", client.describe());
+        std::thread::sleep(Duration::from_millis(300));
+        let expected = td.stop().unwrap();
+        let got = read_pcap(&out).unwrap();
+        assert_eq!(expected.len(), COUNT as usize, "tcpdump reference");
+        assert_eq!(got.len(), COUNT as usize, "{}", client.describe());
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(g.data, e.data, "frame {i} differs");
+            assert_eq!(g.data[42..], payloads[i][..], "payload {i}");
+        }
+        let stdout = client.stdout();
+        assert!(stdout.contains(&format!("captured {COUNT}")), "{stdout}");
+        let stats = stdout
+            .lines()
+            .find(|l| l.starts_with("stats "))
+            .expect("stats line");
+        let recv: u32 = stats
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("recv="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(recv >= COUNT, "{stats}");
+        assert!(stats.contains("drop=0"), "{stats}");
+    }
+
+    fn pid(&self) -> u32 {
+        self.agent.id()
+    }
+
+    /// A raw control connection to the agent, from inside ns cap.
+    fn connect(&self) -> TcpStream {
+        let s = self
+            .cap
+            .enter(|| TcpStream::connect(("127.0.0.1", PORT)))
+            .unwrap()
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+}
+
+/// Descriptor and thread counts of a process.
+fn resources(pid: u32) -> (usize, usize) {
+    let count = |d: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{d}"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    (count("fd"), count("task"))
+}
+
+/// Reads one message; None at the end of the stream.
+fn read_msg(s: &mut TcpStream) -> Option<(Header, Vec<u8>)> {
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h).ok()?;
+    let header = Header::parse(&h).unwrap();
+    let mut p = vec![0u8; header.plen as usize];
+    s.read_exact(&mut p).ok()?;
+    Some((header, p))
+}
+
+fn expect_error(s: &mut TcpStream, code: ErrorCode) -> String {
+    let (h, p) = read_msg(s).expect("an error reply");
+    assert_eq!(h.kind(), Some(MsgType::Error), "{h:?}");
+    assert_eq!(h.value, code as u16, "{:?}", String::from_utf8_lossy(&p));
+    String::from_utf8_lossy(&p).into_owned()
+}
+
+fn expect_closed(s: &mut TcpStream) {
+    let mut b = [0u8; 1];
+    assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "still open");
+}
+
+fn raw(ty: MsgType, value: u16, plen: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = Header::new(ty, value, plen).to_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+fn password(user: &str, pw: &str) -> Vec<u8> {
+    Message::AuthReq(Auth::Password {
+        user: user.as_bytes().to_vec(),
+        password: pw.as_bytes().to_vec(),
+    })
+    .to_bytes()
+}
+
+fn authed(rig: &Rig) -> TcpStream {
+    let mut s = rig.connect();
+    s.write_all(&password("alice", PASSWORD)).unwrap();
+    let (h, _) = read_msg(&mut s).unwrap();
+    assert_eq!(h.kind(), Some(MsgType::AuthReply));
+    s
+}
+
+fn stats_ok(s: &mut TcpStream) {
+    s.write_all(&raw(MsgType::StatsReq, 0, 0, &[])).unwrap();
+    let (h, _) = read_msg(s).expect("stats reply");
+    assert_eq!(h.kind(), Some(MsgType::StatsReply), "{h:?}");
+}
+
+#[test]
+fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
+    let rig = Rig::new("", &[]);
+    let source = format!("rpcap://127.0.0.1:{PORT}/");
+    let auth = ["-u", "alice", "-p", PASSWORD];
+    // findalldevs: our interfaces with their addresses.
+    let mut args = auth.to_vec();
+    args.extend(["list", &source]);
+    let (code, out, err) = rig.client_run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("dev {source}c0|")), "{out}");
+    assert!(
+        out.contains(&format!("addr {source}c0 inet {CAP_IP} 255.255.255.0")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("addr {source}lo inet 127.0.0.1")),
+        "{out}"
+    );
+    // Byte-exact captures over TCP (we listen) and UDP.
+    let c0 = format!("{source}c0");
+    rig.capture_exact(&c0, &auth);
+    let mut udp = auth.to_vec();
+    udp.push("-U");
+    rig.capture_exact(&c0, &udp);
+}
+
+#[test]
+fn wrong_passwords_and_null_auth_fail_alike_after_a_delay() {
+    let rig = Rig::new("", &[]);
+    let source = format!("rpcap://127.0.0.1:{PORT}/");
+    let t0 = Instant::now();
+    let (code, _, wrong) = rig.client_run(&["-u", "alice", "-p", "nope", "list", &source]);
+    assert_eq!(code, 2);
+    assert!(t0.elapsed() >= Duration::from_millis(900), "no delay");
+    let (_, _, unknown) = rig.client_run(&["-u", "mallory", "-p", "nope", "list", &source]);
+    // The same text whether the user exists or not.
+    assert!(wrong.contains("Authentication failed"), "{wrong}");
+    assert_eq!(wrong, unknown);
+    // NULL is refused unless permitted.
+    let (code, _, null) = rig.client_run(&["list", &source]);
+    assert_eq!(code, 2);
+    assert!(null.contains("NULL authentication not permitted"), "{null}");
+    // The right password still works after failures (the delay has grown).
+    let (code, out, err) = rig.client_run(&["-u", "alice", "-p", PASSWORD, "list", &source]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("c0"));
+}
+
+#[test]
+fn tls_rpcaps_captures_and_plaintext_gets_tls_required() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let rig = Rig::new(
+        &format!("TlsCert = {}\nTlsKey = {}\n", cert.display(), key.display()),
+        &[],
+    );
+    let auth = ["-u", "alice", "-p", PASSWORD];
+    rig.capture_exact(&format!("rpcaps://127.0.0.1:{PORT}/c0"), &auth);
+    let mut args = auth.to_vec();
+    let plain = format!("rpcap://127.0.0.1:{PORT}/");
+    args.extend(["list", &plain]);
+    let (code, _, err) = rig.client_run(&args);
+    assert_eq!(code, 2);
+    assert!(err.contains("TLS is required"), "{err}");
+}
+
+#[test]
+fn libpcap_remoteact_accept_gets_an_active_session() {
+    require_root();
+    let gen = Netns::new("pg").unwrap();
+    let cap = Netns::new("pc").unwrap();
+    veth_pair(
+        VethEnd {
+            ns: &gen,
+            ifname: "g0",
+            cidr: "10.210.1.1/24",
+        },
+        VethEnd {
+            ns: &cap,
+            ifname: "c0",
+            cidr: "10.210.1.2/24",
+        },
+        1500,
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("active.pcap");
+    let filter = format!("udp dst port {DST_PORT}");
+    let mut cmd = cap.command(client_bin());
+    cmd.args([
+        "-u", "alice", "-p", PASSWORD, "-c", "10", "-I", "3", "-f", &filter,
+    ]);
+    cmd.args(["active", "127.0.0.1", "2003", "c0"]).arg(&out);
+    let mut client = Child::spawn("rpcap_client", cmd).unwrap();
+    wait_tcp_listen(&cap, 2003, Duration::from_secs(10)).unwrap();
+    let ini = tmp.path().join("rpcapd.ini");
+    std::fs::write(&ini, format!("User = alice {}\n", hash(PASSWORD))).unwrap();
+    let mut cmd = cap.command(bin_path("xrpcapd"));
+    cmd.args(["-v", "-t", "0", "-a", "127.0.0.1,2003", "-f"])
+        .arg(&ini);
+    let _agent = Child::spawn("xrpcapd", cmd).unwrap();
+    client
+        .wait_for_output("capturing", Duration::from_secs(15))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let payloads = numbered_payloads(10, PAYLOAD);
+    let from: SocketAddr = format!("{GEN_IP}:40000").parse().unwrap();
+    let to: SocketAddr = format!("{CAP_IP}:{DST_PORT}").parse().unwrap();
+    send_udp(&gen, from, to, &payloads).unwrap();
+    let status = client
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("client finished");
+    assert!(status.success(), "{}", client.describe());
+    assert!(client.stdout().contains("connected 127.0.0.1"));
+    assert!(client.stdout().contains("dev rpcap://127.0.0.1/c0|"));
+    let got = read_pcap(&out).unwrap();
+    assert_eq!(got.len(), 10, "{}", client.describe());
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.data[42..], payloads[i][..], "payload {i}");
+    }
+}
+
+#[test]
+fn hostile_inputs_get_errors_or_closes_and_leak_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    std::fs::write(
+        &shadow,
+        "star:*:19000::::::\nbang:!$6$x$y:19000::::::\nempty::19000::::::\n",
+    )
+    .unwrap();
+    let rig = Rig::new(
+        &format!(
+            "SystemAccounts = YES\nShadowFile = {}\nIdleTimeoutSecs = 6\n",
+            shadow.display()
+        ),
+        &[],
+    );
+    let pid = rig.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = resources(pid);
+    // A well-behaved client stays served through everything below.
+    let mut good = authed(&rig);
+
+    // Requests before AUTH: WRONGMSG, the session goes on.
+    let mut s = rig.connect();
+    s.write_all(&raw(MsgType::FindAllIfReq, 0, 0, &[])).unwrap();
+    expect_error(&mut s, ErrorCode::WrongMsg);
+    // slen1 + slen2 > plen − 8: AUTH error, still in sync.
+    let mut body = vec![0, 1, 0, 0, 0, 200, 0, 200];
+    body.extend_from_slice(b"abc");
+    s.write_all(&raw(MsgType::AuthReq, 0, body.len() as u32, &body))
+        .unwrap();
+    expect_error(&mut s, ErrorCode::Auth);
+    // plen shorter than the struct.
+    s.write_all(&raw(MsgType::AuthReq, 0, 2, &[0, 1])).unwrap();
+    expect_error(&mut s, ErrorCode::Auth);
+    // Unknown auth type.
+    s.write_all(&raw(MsgType::AuthReq, 0, 8, &[0, 9, 0, 0, 0, 0, 0, 0]))
+        .unwrap();
+    expect_error(&mut s, ErrorCode::AuthTypeNotSup);
+    drop(s);
+    // Locked and disabled system accounts (CVE-2019-15163): the failure text
+    // of any wrong login (CVE-2019-15162), after the peer's growing delay
+    // (1, 2, 4 s: sent at once, answered in turn).
+    let mut conns: Vec<TcpStream> = ["star", "bang", "empty"]
+        .iter()
+        .map(|u| {
+            let mut c = rig.connect();
+            c.write_all(&password(u, "")).unwrap();
+            c
+        })
+        .collect();
+    for c in &mut conns {
+        let text = expect_error(c, ErrorCode::AuthFailed);
+        assert_eq!(text, "Authentication failed");
+    }
+    drop(conns);
+    stats_ok(&mut good);
+
+    // plen = 0xFFFFFFFF: refused and closed.
+    let mut s = rig.connect();
+    s.write_all(&raw(MsgType::AuthReq, 0, u32::MAX, &[]))
+        .unwrap();
+    expect_error(&mut s, ErrorCode::WrongMsg);
+    expect_closed(&mut s);
+    // Version ≠ 0: WRONGVER and closed.
+    let mut s = rig.connect();
+    let mut m = raw(MsgType::AuthReq, 0, 0, &[]);
+    m[0] = 1;
+    s.write_all(&m).unwrap();
+    expect_error(&mut s, ErrorCode::WrongVer);
+    expect_closed(&mut s);
+
+    // Authenticated hostile requests.
+    let mut s = authed(&rig);
+    // Trailing bytes after a body-less request (CVE-2019-15161): normal
+    // reply, stream in sync.
+    s.write_all(&raw(MsgType::FindAllIfReq, 0, 5, b"12345"))
+        .unwrap();
+    let (h, _) = read_msg(&mut s).unwrap();
+    assert_eq!(h.kind(), Some(MsgType::FindAllIfReply));
+    stats_ok(&mut s);
+    // OPEN of remote sources (CVE-2019-15164).
+    for src in ["rpcap://10.0.0.1/eth0", "file:///etc/shadow"] {
+        s.write_all(&Message::OpenReq { source: src.into() }.to_bytes())
+            .unwrap();
+        expect_error(&mut s, ErrorCode::Open);
+    }
+    // STARTCAP before OPEN.
+    let startcap = |flags: u16, port: u16, nitems: u32, insns: &[[u8; 8]]| {
+        let mut b = vec![0, 0, 0xff, 0xff, 0, 0, 0, 100];
+        b.extend_from_slice(&flags.to_be_bytes());
+        b.extend_from_slice(&port.to_be_bytes());
+        b.extend_from_slice(&[0, 1, 0, 0]);
+        b.extend_from_slice(&nitems.to_be_bytes());
+        for i in insns {
+            b.extend_from_slice(i);
+        }
+        raw(MsgType::StartCapReq, 0, b.len() as u32, &b)
+    };
+    let ret = [0x00, 0x06, 0, 0, 0, 0, 0xff, 0xff]; // ret #65535
+    s.write_all(&startcap(0, 0, 1, &[ret])).unwrap();
+    expect_error(&mut s, ErrorCode::StartCapture);
+    s.write_all(
+        &Message::OpenReq {
+            source: "c0".into(),
+        }
+        .to_bytes(),
+    )
+    .unwrap();
+    let (h, _) = read_msg(&mut s).unwrap();
+    assert_eq!(h.kind(), Some(MsgType::OpenReply));
+    // Huge nitems (integer overflow in the reference).
+    s.write_all(&startcap(0, 0, 0x2000_0001, &[ret])).unwrap();
+    let (h, _) = read_msg(&mut s).unwrap();
+    assert_eq!(h.kind(), Some(MsgType::Error));
+    // Scratch memory index 16 (CVE-2026-0799): ld M[16]; ret.
+    let ldm16 = [0x00, 0x60, 0, 0, 0, 0, 0, 16];
+    s.write_all(&startcap(0, 0, 2, &[ldm16, ret])).unwrap();
+    let (h, _) = read_msg(&mut s).unwrap();
+    assert_eq!(h.kind(), Some(MsgType::Error));
+    stats_ok(&mut s);
+    // A passive TCP data channel nobody connects to: the capture fails after
+    // DataAcceptTimeoutSecs and says so; no thread stays behind.
+    s.write_all(&startcap(0, 0, 1, &[ret])).unwrap();
+    let (h, p) = read_msg(&mut s).unwrap();
+    assert_eq!(h.kind(), Some(MsgType::StartCapReply), "{h:?}");
+    let port = u16::from_be_bytes([p[4], p[5]]);
+    assert_ne!(port, 0);
+    let text = expect_error(&mut s, ErrorCode::ReadEx);
+    assert!(text.contains("data connection"), "{text}");
+    stats_ok(&mut s);
+    stats_ok(&mut good);
+    // A second STARTCAP while one runs replaces it (UDP to closed ports).
+    for port in [1, 2] {
+        s.write_all(&startcap(0x02, port, 1, &[ret])).unwrap();
+        let (h, _) = read_msg(&mut s).unwrap();
+        assert_eq!(h.kind(), Some(MsgType::StartCapReply), "{h:?}");
+    }
+    drop(s); // closing ends the capture
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Silent clients: INITTIMEOUT after AuthTimeoutSecs; more than
+    // MaxClients (4, with `good`): refused at once.
+    stats_ok(&mut good);
+    let mut silent: Vec<TcpStream> = (0..3).map(|_| rig.connect()).collect();
+    let mut extra = rig.connect();
+    assert!(expect_error(&mut extra, ErrorCode::Netw).contains("Too many clients"));
+    expect_closed(&mut extra);
+    for c in &mut silent {
+        expect_error(c, ErrorCode::InitTimeout);
+        expect_closed(c);
+    }
+    // The good client was served all along (IdleTimeoutSecs is 3: it asks).
+    stats_ok(&mut good);
+    drop(good);
+    // Authenticated but idle without a capture: RUNTIMETIMEOUT.
+    let t0 = Instant::now();
+    let mut idle = authed(&rig);
+    expect_error(&mut idle, ErrorCode::RuntimeTimeout);
+    assert!(t0.elapsed() >= Duration::from_secs(2));
+    expect_closed(&mut idle);
+    // Every connection, capture and thread is gone again.
+    wait_until(Duration::from_secs(10), "fd and thread counts back", || {
+        Ok(resources(pid) == before)
+    })
+    .unwrap_or_else(|e| panic!("{e}: before {before:?}, after {:?}", resources(pid)));
+}
+
+#[test]
+fn hosts_not_allowed_are_refused() {
+    let rig = Rig::new("PassiveClient = 10.9.9.9\n", &[]);
+    let mut s = rig.connect();
+    expect_error(&mut s, ErrorCode::HostNoAuth);
+    expect_closed(&mut s);
+}
