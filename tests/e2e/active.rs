@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use xrpcap_e2e::daemons::{count_of, write_file, START_TIMEOUT};
-use xrpcap_e2e::traffic::{ip_counter, ip_proto, ping_pong, seq_of, udp, UdpEcho};
+use xrpcap_e2e::traffic::{ip_counter, ip_proto, is_fragment, ping_pong, seq_of, udp, UdpEcho};
 use xrpcap_e2e::{
     numbered_payloads, require_root, send_udp, veth_pair, wait_for_packets, Agent, Netns, Packet,
     Sensor, Tcpdump, Topology, VethEnd,
@@ -511,6 +511,19 @@ fn agent_retries_until_the_sensor_is_up() {
 
 #[test]
 fn sensor_on_the_captured_link_sees_no_agent_traffic_and_no_loop() {
+    no_feedback(false, 200);
+}
+
+/// Plain mode with full-MTU frames: every forwarded frame leaves as IP
+/// fragments, and those must be excluded too.
+#[test]
+fn plain_fragments_to_a_sensor_on_the_captured_link_are_not_captured() {
+    no_feedback(true, 1472);
+}
+
+/// The agent captures c1, its own link to the sensor; the sensor and the
+/// agent exchange `ROUNDS` UDP round trips of `payload` bytes over it.
+fn no_feedback(plain: bool, payload: usize) {
     require_root();
     const ROUNDS: u32 = 20;
     let topo = Topology::new().unwrap();
@@ -519,7 +532,8 @@ fn sensor_on_the_captured_link_sees_no_agent_traffic_and_no_loop() {
     let wire =
         Tcpdump::start(&topo.sen, Topology::SEN_IF, &tmp.path().join("s1.pcap"), "").unwrap();
     let mut sensor = Sensor::start(&topo.sen, sensor_addr(), &[]).unwrap();
-    let mut agent = Agent::start(&topo.cap, &active_ini(Topology::UPLINK_IF), &[]).unwrap();
+    let flags: &[&str] = if plain { &["-t", "0"] } else { &[] };
+    let mut agent = Agent::start(&topo.cap, &active_ini(Topology::UPLINK_IF), flags).unwrap();
     agent.wait_capturing(Topology::UPLINK_IF, 1).unwrap();
 
     let echo = UdpEcho::start(&topo.cap, addr(Topology::UPLINK_IP, 7000)).unwrap();
@@ -527,7 +541,7 @@ fn sensor_on_the_captured_link_sees_no_agent_traffic_and_no_loop() {
         &topo.sen,
         addr(Topology::SEN_IP, 7001),
         addr(Topology::UPLINK_IP, 7000),
-        &numbered_payloads(ROUNDS, 200),
+        &numbered_payloads(ROUNDS, payload),
         Duration::from_secs(5),
     )
     .unwrap();
@@ -549,6 +563,13 @@ fn sensor_on_the_captured_link_sees_no_agent_traffic_and_no_loop() {
     // The agent's own traffic did cross c1 …
     let agent_tcp = on_wire.iter().filter(|p| ip_proto(p) == Some(6)).count();
     assert!(agent_tcp > 0, "no control traffic on s1?");
+    if plain {
+        let fragments = on_wire.iter().filter(|p| is_fragment(p)).count();
+        assert!(
+            fragments >= 2 * expected,
+            "plain data not fragmented on s1: {fragments}"
+        );
+    }
     // … but none of it was forwarded: only our UDP round trips.
     for (i, p) in got.iter().enumerate() {
         let u = udp(p).unwrap_or_else(|| panic!("frame {i} is not our UDP: {p:?}"));
