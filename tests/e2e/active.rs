@@ -97,6 +97,9 @@ fn forwards_byte_exact(mtu: u32, ip_size: usize, plain: bool) {
     let frames = 2 * ROUND_TRIPS as usize;
     let file = sensor.the_file().unwrap();
     wait_for_packets(&file, frames, ARRIVAL).unwrap();
+    // The agent's STATS reply (one per second) catches up with the traffic.
+    let stats = format!("recv {frames} ifdrop 0 krnldrop 0 sent {frames}");
+    sensor.wait_log(&stats, 1, ARRIVAL).unwrap();
     let reference = tcpdump.stop().unwrap();
     agent.stop().unwrap();
     sensor.stop().unwrap();
@@ -129,6 +132,7 @@ fn forwards_byte_exact(mtu: u32, ip_size: usize, plain: bool) {
     let c = sensor.final_counters(0).unwrap();
     assert_eq!(c.get("packets"), frames as u64, "{c:?}");
     assert_eq!(c.get("lost"), 0, "{c:?}");
+    assert_eq!(c.get("agent_sent"), frames as u64, "{c:?}");
 
     let fragments = ip_counter(&topo.sen, "ReasmReqds").unwrap() - reasm_before;
     // A plain datagram is 8 (rpcap header) + 20 (record header) + frame bytes.
