@@ -71,12 +71,18 @@ const ROUND_TRIPS: u32 = 100;
 /// are the frames sent. In udpstr mode nothing may be fragmented on the
 /// sensor link; in plain mode a datagram larger than the link MTU is.
 fn forwards_byte_exact(mtu: u32, ip_size: usize, plain: bool) {
+    forwards_byte_exact_with(mtu, ip_size, plain, &[]);
+}
+
+/// [`forwards_byte_exact`] with extra sensor flags (TCP data, pcapng output).
+fn forwards_byte_exact_with(mtu: u32, ip_size: usize, plain: bool, sensor_flags: &[&str]) {
     require_root();
+    let tcp = sensor_flags.contains(&"--tcp-data");
     let topo = Topology::with_mtu(mtu).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let tcpdump =
         Tcpdump::start(&topo.cap, Topology::CAP_IF, &tmp.path().join("c0.pcap"), "").unwrap();
-    let mut sensor = Sensor::start(&topo.sen, sensor_addr(), &[]).unwrap();
+    let mut sensor = Sensor::start(&topo.sen, sensor_addr(), sensor_flags).unwrap();
     let flags: &[&str] = if plain { &["-t", "0"] } else { &[] };
     let mut agent = Agent::start(&topo.cap, &active_ini(Topology::CAP_IF), flags).unwrap();
     agent.wait_capturing(Topology::CAP_IF, 1).unwrap();
@@ -96,6 +102,9 @@ fn forwards_byte_exact(mtu: u32, ip_size: usize, plain: bool) {
 
     let frames = 2 * ROUND_TRIPS as usize;
     let file = sensor.the_file().unwrap();
+    if sensor_flags.contains(&"pcapng") {
+        assert!(file.to_string_lossy().ends_with(".pcapng"), "{file:?}");
+    }
     wait_for_packets(&file, frames, ARRIVAL).unwrap();
     // The agent's STATS reply (one per second) catches up with the traffic.
     let stats = format!("recv {frames} ifdrop 0 krnldrop 0 sent {frames}");
@@ -137,7 +146,15 @@ fn forwards_byte_exact(mtu: u32, ip_size: usize, plain: bool) {
     let fragments = ip_counter(&topo.sen, "ReasmReqds").unwrap() - reasm_before;
     // A plain datagram is 8 (rpcap header) + 20 (record header) + frame bytes.
     let plain_datagram = 28 + HEADERS + ip_size - 28;
-    if plain && plain_datagram + 28 > mtu as usize {
+    if tcp {
+        assert!(
+            sensor.log().contains("TCP data channel from"),
+            "{}",
+            sensor.log()
+        );
+        assert_eq!(fragments, 0, "TCP data is never fragmented");
+        assert_eq!(c.get("udpstr_datagrams"), 0, "{c:?}");
+    } else if plain && plain_datagram + 28 > mtu as usize {
         assert!(
             fragments >= frames as u64,
             "plain mode must fragment {plain_datagram}-byte datagrams on MTU {mtu}: {fragments} fragments"
@@ -178,6 +195,16 @@ fn plain_forwards_1500_byte_packets_byte_exact_and_fragments() {
 #[test]
 fn plain_forwards_9000_byte_jumbo_packets_byte_exact_and_fragments() {
     forwards_byte_exact(9000, 9000, true);
+}
+
+#[test]
+fn tcp_data_channel_forwards_1500_byte_packets_byte_exact() {
+    forwards_byte_exact_with(1500, 1500, false, &["--tcp-data"]);
+}
+
+#[test]
+fn pcapng_output_holds_the_same_frames() {
+    forwards_byte_exact_with(1500, 700, false, &["--format", "pcapng"]);
 }
 
 // ---------------------------------------------------------------------------
