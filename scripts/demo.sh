@@ -8,8 +8,9 @@
 #
 # xrpcap-sensor listens on 10.200.2.2:2003; xrpcapd (active mode, built-in
 # config) dials it and forwards what crosses c0; gen sends pings and UDP over
-# c0. At the end: a summary, the sensor's pcap path and its first lines, and
-# tcpdump's own capture of c0 for comparison.
+# c0. At the end: a summary, the sensor's counters, its pcap path and first
+# lines, and a byte-for-byte comparison with tcpdump's own capture of c0.
+# Exits 0 only when the two captures hold the same frames in the same order.
 #
 #   scripts/demo.sh          (as root; XRPCAP_DEMO_DIR=DIR keeps output there;
 #                             XRPCAP_AGENT / XRPCAP_SENSOR override the binaries)
@@ -74,20 +75,9 @@ stop() {
 say "building xrpcapd and xrpcap-sensor (release)"
 cargo build --release -p xrpcapd -p xrpcap-sensor
 
-# The binaries under construction print "not built yet" and exit 2: say so.
-missing=()
 for bin in "$AGENT" "$SENSOR"; do
     [ -x "$bin" ] || die "$bin missing after the build"
-    if out=$(timeout 5 "$bin" --help 2>&1); then :; fi
-    if grep -q "not built yet" <<<"$out"; then
-        missing+=("$(basename "$bin"): $out")
-    fi
 done
-if [ "${#missing[@]}" -gt 0 ]; then
-    say "cannot run the demo: these parts are not implemented yet:"
-    printf '  - %s\n' "${missing[@]}"
-    exit 2
-fi
 
 # --- topology ----------------------------------------------------------------------
 say "creating namespaces $GEN, $CAP, $SEN"
@@ -118,6 +108,7 @@ EOF
 say "starting xrpcap-sensor in $SEN on $SENSOR_IP:$SENSOR_PORT"
 RUST_LOG=${RUST_LOG:-info} ip netns exec "$SEN" "$SENSOR" \
     --listen "$SENSOR_IP:$SENSOR_PORT" --out "$OUT/sensor" --ifname "$CAPTURED_IF" \
+    --stats-interval 1 \
     >"$OUT/sensor.log" 2>&1 &
 SENSOR_PID=$!
 PIDS+=("$SENSOR_PID")
@@ -144,10 +135,13 @@ if ! wait_for 15 bash -c "ip netns exec $CAP ss -Htn state established 'dst $SEN
     die "xrpcapd did not connect to the sensor within 15 s"
 fi
 say "xrpcapd is connected to the sensor"
-# The sensor opens the capture after AUTH/FINDALLIF/OPEN/STARTCAP; give the
-# session a moment, and wait for the sensor's capture file when it makes one.
-wait_for 5 bash -c "ls '$OUT/sensor' | grep -q ." || true
-sleep 0.5
+# The sensor sends AUTH, FINDALLIF, OPEN c0 and STARTCAP; the agent logs the
+# capture once its ring is bound, so nothing sent afterwards is missed.
+if ! wait_for 15 grep -q "capture on $CAPTURED_IF started" "$OUT/agent.log"; then
+    cat "$OUT/agent.log" "$OUT/sensor.log"
+    die "the capture did not start within 15 s"
+fi
+say "capture of $CAPTURED_IF started"
 alive "$AGENT_PID" || { cat "$OUT/agent.log"; die "xrpcapd exited"; }
 alive "$SENSOR_PID" || { cat "$OUT/sensor.log"; die "xrpcap-sensor exited"; }
 
@@ -160,11 +154,12 @@ ip netns exec "$GEN" bash -c "
         printf 'xrpcap demo datagram %04d\n' \$i >/dev/udp/10.200.1.2/9999
     done"
 
-# Let partial datagrams flush (read timeout) and the reference ring block retire.
+# Let partial datagrams flush (read timeout), the reference ring block retire
+# and one more STATS exchange (every second) report the agent's counters.
 sleep 2
-say "stopping xrpcapd, xrpcap-sensor and tcpdump"
-stop "$AGENT_PID"
+say "stopping xrpcap-sensor, xrpcapd and tcpdump"
 stop "$SENSOR_PID"
+stop "$AGENT_PID"
 stop "$TCPDUMP_PID"
 
 # --- summary ---------------------------------------------------------------------------
@@ -189,14 +184,21 @@ for f in "${pcaps[@]}"; do
 done
 echo "logs:                      $OUT/agent.log  $OUT/sensor.log"
 echo
+echo "--- sensor's counters (its final line) ---"
+grep '^final ' "$OUT/sensor.log" | tr ' ' '\n' | grep -E '^(packets|bytes|lost|udpstr_datagrams|seq_gaps|malformed|socket_drops|agent_ifrecv|agent_ifdrop|agent_krnldrop|agent_sent)=' | paste -sd' ' || true
+echo
 echo "--- tcpdump -nr ${pcaps[0]} | head ---"
 tcpdump -nr "${pcaps[0]}" 2>/dev/null | head -n 10
 echo
+# Byte comparison: every frame in hex, without timestamps, in order.
+frames() { tcpdump -nn -t -xx -r "$1" 2>/dev/null; }
 if [ "$TOTAL" -eq 0 ]; then
     say "FAILED: the sensor's capture is empty"
     exit 1
-elif [ "$TOTAL" -eq "$REF" ]; then
-    say "OK: the sensor received every packet tcpdump saw on c0 ($TOTAL)"
+elif [ "${#pcaps[@]}" -eq 1 ] && diff -q <(frames "${pcaps[0]}") <(frames "$OUT/reference.pcap") >/dev/null; then
+    say "OK: the sensor received every frame tcpdump saw on c0 ($TOTAL), byte for byte, in order"
 else
-    say "the sensor holds $TOTAL packets, tcpdump saw $REF on c0 (difference $((REF - TOTAL)))"
+    say "MISMATCH: the sensor holds $TOTAL packets, tcpdump saw $REF on c0; first differences:"
+    diff <(frames "${pcaps[0]}") <(frames "$OUT/reference.pcap") | head -n 20 || true
+    exit 1
 fi

@@ -82,6 +82,12 @@ struct Args {
     #[arg(long)]
     no_promisc: bool,
 
+    /// Ask the agent to sample (SETSAMPLING, sent right before STARTCAP):
+    /// 'one-of:N' keeps every Nth packet, 'first-after-ms:N' the first packet
+    /// after each N ms. The reference rpcapd daemons accept it and ignore it.
+    #[arg(long, value_name = "METHOD:N", value_parser = parse_sampling)]
+    sampling: Option<rpcap::msg::Sampling>,
+
     /// Capture filter, a tcpdump expression (e.g. 'tcp port 80').
     #[arg(long, value_name = "EXPR", conflicts_with = "filter_file")]
     filter: Option<String>,
@@ -284,6 +290,7 @@ fn config(a: Args) -> Result<control::Config> {
             snaplen: a.snaplen,
             read_timeout_ms: a.read_timeout,
             promisc: !a.no_promisc,
+            sampling: a.sampling,
         },
         filter: a.filter.clone(),
         filter_file: a.filter_file.clone(),
@@ -304,6 +311,21 @@ fn config(a: Args) -> Result<control::Config> {
         duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
         stats_file: a.stats_file.clone(),
     })
+}
+
+/// `one-of:N` or `first-after-ms:N` (SETSAMPLING methods 1 and 2).
+fn parse_sampling(s: &str) -> std::result::Result<rpcap::msg::Sampling, String> {
+    let bad = || format!("'{s}' is not one-of:N or first-after-ms:N (N a positive integer)");
+    let (method, value) = s.split_once(':').ok_or_else(bad)?;
+    let method = match method {
+        "one-of" => 1,
+        "first-after-ms" => 2,
+        _ => return Err(bad()),
+    };
+    match value.parse::<u32>() {
+        Ok(value) if value > 0 => Ok(rpcap::msg::Sampling { method, value }),
+        _ => Err(bad()),
+    }
 }
 
 /// `A-B` (or a single port `A`).
@@ -329,6 +351,17 @@ mod tests {
         assert!(parse_range("10-5").is_err());
         assert!(parse_range("x-5").is_err());
         assert!(parse_range("0-5").is_err());
+    }
+
+    #[test]
+    fn sampling_flag() {
+        let s = parse_sampling("one-of:10").unwrap();
+        assert_eq!((s.method, s.value), (1, 10));
+        let s = parse_sampling("first-after-ms:250").unwrap();
+        assert_eq!((s.method, s.value), (2, 250));
+        for bad in ["one-of", "one-of:0", "one-of:-1", "every:3", "one-of:x"] {
+            assert!(parse_sampling(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -132,7 +132,9 @@ impl Output {
         Ok(())
     }
 
-    /// Rotates when the file is older than the configured age.
+    /// Rotates when the file is older than the configured age, and flushes
+    /// what is buffered: a reader (`tail -f`, Wireshark on `-w -`) sees the
+    /// records within a tick instead of only when 256 KiB have piled up.
     pub fn tick(&mut self, now: Instant) -> io::Result<()> {
         if self
             .cfg
@@ -141,7 +143,7 @@ impl Output {
         {
             self.rotate()?;
         }
-        Ok(())
+        self.flush()
     }
 
     /// Flushes buffered records (the file stays valid and open).
@@ -395,6 +397,18 @@ mod tests {
         for f in o.files() {
             assert_eq!(count_with_tcpdump(f), 1);
         }
+    }
+
+    #[test]
+    fn tick_flushes_buffered_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Output::create(&cfg(dir.path(), Format::Pcap), "f", "e", 1, 1500).unwrap();
+        o.write(&hdr(1, 10), &[1; 10]).unwrap();
+        let path = o.path().unwrap().to_path_buf();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "still buffered");
+        o.tick(Instant::now()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 16 + 10);
+        assert_eq!(count_with_tcpdump(&path), 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rpcap::bpf::Insn;
 use rpcap::header::{ErrorCode, MsgType, MAX_CONTROL_PLEN};
-use rpcap::msg::{startcap_flags, Auth, Interface, Message, StartCapReq, Stats};
+use rpcap::msg::{startcap_flags, Auth, Interface, Message, Sampling, StartCapReq, Stats};
 use rpcap::stream::StreamDecoder;
 
 use crate::choose::Choice;
@@ -25,6 +25,9 @@ pub struct SessionConfig {
     pub snaplen: u32,
     pub read_timeout_ms: u32,
     pub promisc: bool,
+    /// SETSAMPLING sent right before STARTCAP, so the capture samples from
+    /// its first packet (None: no SETSAMPLING, the agent keeps every packet).
+    pub sampling: Option<Sampling>,
 }
 
 /// How the capture's data reaches the sensor.
@@ -205,6 +208,10 @@ impl Session {
             filter,
         };
         self.phase = Phase::StartCap;
+        if let Some(sampling) = self.cfg.sampling {
+            // Replies come in order: a refusal fails the session before STARTCAP's reply.
+            self.send(Message::SetSamplingReq(sampling), now);
+        }
         self.send(Message::StartCapReq(req), now);
     }
 
@@ -388,6 +395,7 @@ mod tests {
             snaplen: 262_144,
             read_timeout_ms: 100,
             promisc: true,
+            sampling: None,
         }
     }
 
@@ -565,6 +573,92 @@ mod tests {
             "{e}"
         );
         assert!(s.is_closed());
+    }
+
+    /// Drives a session with `cfg` up to Ready (OPEN answered).
+    fn opened(cfg: SessionConfig, now: Instant) -> Session {
+        let mut s = Session::new(cfg, now);
+        s.receive(&Message::AuthReply(None).to_bytes(), now)
+            .unwrap();
+        s.receive(&Message::FindAllIfReply(ifaces()).to_bytes(), now)
+            .unwrap();
+        s.receive(
+            &Message::OpenReply {
+                linktype: 1,
+                tzoff: 0,
+            }
+            .to_bytes(),
+            now,
+        )
+        .unwrap();
+        take(&mut s);
+        assert!(matches!(s.poll_event(), Some(Event::Opened { .. })));
+        s
+    }
+
+    #[test]
+    fn sampling_goes_right_before_startcap_and_its_reply_is_accepted() {
+        let now = Instant::now();
+        let sampling = Sampling {
+            method: 1,
+            value: 5,
+        };
+        let mut s = opened(
+            SessionConfig {
+                sampling: Some(sampling),
+                ..cfg()
+            },
+            now,
+        );
+        let filter = vec![Insn::new(0x06, 0, 0, 262_144)];
+        s.start_capture(DataTransport::Udp { port: 2010 }, filter, now);
+        let msgs = take(&mut s);
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert_eq!(msgs[0], Message::SetSamplingReq(sampling));
+        assert!(matches!(msgs[1], Message::StartCapReq(_)), "{msgs:?}");
+        s.receive(&Message::SetSamplingReply.to_bytes(), now)
+            .unwrap();
+        assert!(!s.is_capturing());
+        let reply = Message::StartCapReply(StartCapReply {
+            bufsize: 1,
+            portdata: 0,
+        });
+        s.receive(&reply.to_bytes(), now).unwrap();
+        assert!(s.is_capturing());
+    }
+
+    #[test]
+    fn refused_sampling_ends_the_session() {
+        let now = Instant::now();
+        let mut s = opened(
+            SessionConfig {
+                sampling: Some(Sampling {
+                    method: 2,
+                    value: 1,
+                }),
+                ..cfg()
+            },
+            now,
+        );
+        let filter = vec![Insn::new(0x06, 0, 0, 262_144)];
+        s.start_capture(DataTransport::Udp { port: 2010 }, filter, now);
+        take(&mut s);
+        let err = s
+            .receive(
+                &Message::error(ErrorCode::SetSampling, "no").to_bytes(),
+                now,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SessionError::Refused {
+                    what: "SETSAMPLING",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //!   binaries ([`bin_path`]).
 //! - [`capture`]: reading pcap/pcapng files ([`read_pcap`]), a `tcpdump -w`
 //!   reference capture ([`Tcpdump`]), numbered UDP traffic ([`send_udp`]).
+//! - [`daemons`]: [`Sensor`] and [`Agent`], the project's programs started in
+//!   a namespace (log waits, capture files, final counters).
+//! - [`traffic`]: a UDP echo and ping-pong sender (both directions), frame
+//!   views (IPv4/UDP, fragments), a namespace's IP counters.
 //! - [`wait`]: bounded waits (a TCP port listening in a namespace, a capture
 //!   file holding N packets).
 //!
@@ -17,11 +21,14 @@
 //! order, so processes ([`Child`]) die before their namespaces are deleted.
 
 pub mod capture;
+pub mod daemons;
 pub mod netns;
 pub mod process;
+pub mod traffic;
 pub mod wait;
 
 pub use capture::{numbered_payloads, read_pcap, send_udp, Packet, Tcpdump};
+pub use daemons::{Agent, Counters, Sensor};
 pub use netns::{veth_pair, Netns, Topology, VethEnd};
 pub use process::{bin_path, Child};
 pub use wait::{wait_for_packets, wait_tcp_listen, wait_until};
