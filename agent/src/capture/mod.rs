@@ -11,6 +11,7 @@
 
 pub mod afpacket;
 pub mod file;
+pub mod xdp_rules;
 
 use std::io;
 use std::time::Duration;
