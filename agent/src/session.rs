@@ -74,6 +74,9 @@ pub struct StartRequest {
     pub filter: Vec<Insn>,
     pub sampling: Sampling,
     pub data: DataChannel,
+    /// Our own connections (already excluded by `filter`; AF_XDP also
+    /// leaves them to the host's stack).
+    pub own: OwnTraffic,
 }
 
 /// What a session needs from the machine: interfaces and captures.
@@ -471,6 +474,7 @@ impl<C> Session<C> {
             filter: combined,
             sampling: self.sampling,
             data: data.clone(),
+            own,
         };
         match host.start(start) {
             Ok(cap) => {
