@@ -124,7 +124,9 @@ fn capture(ns: &NetnsPair, tx: &std::net::UdpSocket, backend: Backend, expr: &st
     let (recs, _, _) = collect_udpstr(&sink, usize::MAX, Duration::from_millis(700));
     w.stop();
     let _ = ns;
-    recs.into_iter().map(|r| r.data).collect()
+    // From the UDP header on: the IP ID (and so the IP checksum) differs
+    // between the two sends of the same traffic.
+    recs.into_iter().map(|r| r.data[34..].to_vec()).collect()
 }
 
 #[test]
@@ -144,7 +146,7 @@ fn filters_give_the_same_frames_as_af_packet() {
         let want = capture(&ns, &tx, Backend::AfPacket, e);
         let got = capture(&ns, &tx, afxdp(XdpMode::Generic), e);
         assert_eq!(got.len(), want.len(), "{e}: frame count");
-        assert_eq!(got, want, "{e}: frames");
+        assert!(got == want, "{e}: different frames");
         if e != "tcp" {
             assert!(!want.is_empty(), "{e}: the traffic exercises the filter");
         }
@@ -406,11 +408,10 @@ fn a_leftover_program_of_ours_is_replaced() {
 fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     let ns = pair();
     NetnsPair::enter(&ns.cap);
-    ip(&["-n", &ns.cap, "link", "add", "d0", "type", "dummy"]);
-    ip(&["-n", &ns.cap, "link", "set", "d0", "up"]);
+    // The namespace's loopback: no driver XDP (no dummy module here).
     let filter: Vec<Insn> = vec![];
     let mut cfg = AfXdpConfig {
-        ifname: "d0",
+        ifname: "lo",
         snaplen: 65535,
         filter: &filter,
         mode: XdpMode::Native,
@@ -421,16 +422,16 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
         queues: 0,
     };
     let e = AfXdp::open(&cfg)
-        .expect_err("dummy has no native XDP")
+        .expect_err("lo has no native XDP")
         .to_string();
     assert!(e.contains("native"), "{e}");
-    assert!(!xdp_attached(&ns.cap, "d0"));
+    assert!(!xdp_attached(&ns.cap, "lo"));
     cfg.mode = XdpMode::Auto;
     let src = AfXdp::open(&cfg).expect("auto falls back to generic");
     assert_eq!(src.xdp_mode(), XdpMode::Generic);
-    assert!(ip(&["-n", &ns.cap, "link", "show", "d0"]).contains("xdpgeneric"));
+    assert!(ip(&["-n", &ns.cap, "link", "show", "lo"]).contains("xdpgeneric"));
     drop(src);
-    assert!(!xdp_attached(&ns.cap, "d0"));
+    assert!(!xdp_attached(&ns.cap, "lo"));
 }
 
 #[test]

@@ -66,8 +66,12 @@ impl std::fmt::Debug for AfXdp {
     }
 }
 
-/// Number of RX queues of `ifname` (sysfs), at least 1.
+/// Number of RX queues of `ifname`: ethtool channels (answers in the
+/// caller's network namespace), else sysfs, at least 1.
 pub fn rx_queues(ifname: &str) -> u32 {
+    if let Some(n) = ethtool_rx_channels(ifname) {
+        return n.max(1);
+    }
     let dir = format!("/sys/class/net/{ifname}/queues");
     std::fs::read_dir(dir)
         .map(|d| {
@@ -77,6 +81,38 @@ pub fn rx_queues(ifname: &str) -> u32 {
         })
         .unwrap_or(1)
         .max(1)
+}
+
+/// ETHTOOL_GCHANNELS: rx + combined channels, if the driver reports them.
+fn ethtool_rx_channels(ifname: &str) -> Option<u32> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    // struct ethtool_channels: cmd, max_{rx,tx,other,combined}, {rx,tx,other,combined}_count.
+    let mut ch = [0u32; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    if ifname.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: all-zero is a valid ifreq.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = ch.as_mut_ptr().cast();
+    // SAFETY: plain socket(2), closed below by OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is ours from here on.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points at a live
+    // ethtool_channels-sized buffer.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), SIOCETHTOOL, &mut ifr) };
+    if rc < 0 {
+        return None;
+    }
+    Some(ch[5].max(ch[8]))
 }
 
 fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
