@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::auth::{self, Authenticator};
-use crate::datapath::Backend;
+use crate::datapath::{Backend, XdpMode, XdpSpec};
 
 /// Port of ActiveClient when the line says `DEFAULT` (or gives none).
 pub const DEFAULT_ACTIVE_PORT: u16 = 2003;
@@ -192,6 +192,12 @@ pub struct Config {
     /// Password accounts (`User`, `SystemAccounts`, `ShadowFile`).
     pub auth: Authenticator,
     pub tls: Tls,
+    /// `XdpMode`, `XdpReplace`, `XdpDropRejected`: settings of `Capture = afxdp`
+    /// (kept apart so the keys may come in any order; folded into
+    /// `backend` after parsing).
+    pub xdp_mode: XdpMode,
+    pub xdp_replace: bool,
+    pub xdp_drop_rejected: bool,
 }
 
 impl Default for Config {
@@ -216,6 +222,9 @@ impl Default for Config {
             syslog: false,
             auth: Authenticator::default(),
             tls: Tls::default(),
+            xdp_mode: XdpMode::Auto,
+            xdp_replace: false,
+            xdp_drop_rejected: false,
         }
     }
 }
@@ -298,10 +307,20 @@ impl Config {
                 Err(expected) => errors.push(diag(format!("{key} = {value}: expected {expected}"))),
             }
         }
+        config.fold_xdp();
         if errors.is_empty() {
             Ok(Parsed { config, warnings })
         } else {
             Err(ConfigError { errors })
+        }
+    }
+
+    /// Puts the XDP keys into `Capture = afxdp` (whatever the key order).
+    pub fn fold_xdp(&mut self) {
+        if let Backend::AfXdp(x) = &mut self.backend {
+            x.mode = self.xdp_mode;
+            x.replace = self.xdp_replace;
+            x.drop_rejected = self.xdp_drop_rejected;
         }
     }
 
@@ -337,6 +356,9 @@ impl Config {
             }
             "workercpu" => self.worker_cpus = parse_cpu_list(value)?,
             "loglevel" => self.log_level = parse_log_level(value)?,
+            "xdpmode" => self.xdp_mode = parse_xdp_mode(value)?,
+            "xdpreplace" => self.xdp_replace = parse_yes_no(value)?,
+            "xdpdroprejected" => self.xdp_drop_rejected = parse_yes_no(value)?,
             "keepalivesecs" => self.keepalive_secs = parse_u32_in(value, 0, 86_400)?,
             "maxbackoffsecs" => self.max_backoff_secs = parse_u32_in(value, 1, 86_400)?,
             "maxclients" => self.passive.max_clients = parse_u32_in(value, 1, 4096)? as usize,
@@ -482,14 +504,38 @@ pub fn parse_active_list(value: &str) -> Result<Vec<ActiveClient>, String> {
         .collect()
 }
 
-/// `afpacket` or `file:PATH`.
+const BACKEND_EXPECTED: &str = "afpacket, afxdp, afxdp:IFNAME[,IFNAME...] or file:PATH";
+
+/// `afpacket`, `afxdp` (every interface), `afxdp:IF[,IF...]` (those
+/// interfaces; AF_PACKET elsewhere) or `file:PATH`.
 pub fn parse_backend(value: &str) -> Result<Backend, String> {
     if value.eq_ignore_ascii_case("afpacket") {
         Ok(Backend::AfPacket)
+    } else if value.eq_ignore_ascii_case("afxdp") {
+        Ok(Backend::AfXdp(XdpSpec::default()))
+    } else if let Some(list) = value.strip_prefix("afxdp:") {
+        let interfaces: Vec<String> = split_fields(list).map(str::to_owned).collect();
+        if interfaces.is_empty() {
+            return Err(BACKEND_EXPECTED.into());
+        }
+        Ok(Backend::AfXdp(XdpSpec {
+            interfaces,
+            ..XdpSpec::default()
+        }))
     } else if let Some(path) = value.strip_prefix("file:").filter(|p| !p.is_empty()) {
         Ok(Backend::File(PathBuf::from(path)))
     } else {
-        Err("afpacket or file:PATH".into())
+        Err(BACKEND_EXPECTED.into())
+    }
+}
+
+/// `auto`, `native` or `generic`.
+pub fn parse_xdp_mode(value: &str) -> Result<XdpMode, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "auto" => Ok(XdpMode::Auto),
+        "native" | "drv" => Ok(XdpMode::Native),
+        "generic" | "skb" => Ok(XdpMode::Generic),
+        _ => Err("auto, native or generic".into()),
     }
 }
 
@@ -577,7 +623,13 @@ impl fmt::Display for Config {
         match &self.backend {
             Backend::AfPacket => writeln!(f, "Capture = afpacket")?,
             Backend::File(p) => writeln!(f, "Capture = file:{}", p.display())?,
+            Backend::AfXdp(x) if x.interfaces.is_empty() => writeln!(f, "Capture = afxdp")?,
+            Backend::AfXdp(x) => writeln!(f, "Capture = afxdp:{}", x.interfaces.join(","))?,
         }
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        writeln!(f, "XdpMode = {}", self.xdp_mode)?;
+        writeln!(f, "XdpReplace = {}", yn(self.xdp_replace))?;
+        writeln!(f, "XdpDropRejected = {}", yn(self.xdp_drop_rejected))?;
         writeln!(f, "UdpStrSize = {}", self.udpstr_size)?;
         writeln!(f, "SendBuffer = {}", self.send_buffer)?;
         writeln!(f, "RingSize = {}", self.ring_size)?;
@@ -814,10 +866,19 @@ mod tests {
             ("ActiveClient = h, 1, bogus", "`bogus`"),
             ("ActiveClient = h, 1, ifname=", "expected ifname=NAME"),
             (
-                "Capture = afxdp",
-                "Capture = afxdp: expected afpacket or file:PATH",
+                "Capture = afxdp:",
+                "Capture = afxdp:: expected afpacket, afxdp, afxdp:IFNAME",
             ),
-            ("Capture = file:", "expected afpacket or file:PATH"),
+            ("Capture = file:", "expected afpacket, afxdp"),
+            ("Capture = xdp", "expected afpacket, afxdp"),
+            (
+                "XdpMode = fast",
+                "XdpMode = fast: expected auto, native or generic",
+            ),
+            (
+                "XdpReplace = maybe",
+                "XdpReplace = maybe: expected YES or NO",
+            ),
             (
                 "SendBuffer = lots",
                 "SendBuffer = lots: expected a byte count >= 4096",
@@ -917,6 +978,9 @@ mod tests {
             "TlsKey",
             "TlsClientCa",
             "TlsMode",
+            "XdpMode",
+            "XdpReplace",
+            "XdpDropRejected",
         ] {
             assert!(
                 text.lines()
@@ -925,6 +989,30 @@ mod tests {
             );
         }
         assert_eq!(all.config.active_clients.len(), 3);
+    }
+
+    #[test]
+    fn afxdp_is_explicit_and_takes_its_keys_in_any_order() {
+        assert_eq!(Config::default().backend, Backend::AfPacket);
+        let c = parse("XdpMode = generic\nXdpReplace = yes\nCapture = afxdp\n").config;
+        let Backend::AfXdp(x) = &c.backend else {
+            panic!("{:?}", c.backend)
+        };
+        assert_eq!(
+            (x.mode, x.replace, x.drop_rejected),
+            (XdpMode::Generic, true, false)
+        );
+        assert!(x.covers("anything"));
+        let c =
+            parse("Capture = afxdp:span0, tap1\nXdpMode = native\nXdpDropRejected = yes\n").config;
+        let Backend::AfXdp(x) = &c.backend else {
+            panic!("{:?}", c.backend)
+        };
+        assert_eq!(x.interfaces, vec!["span0", "tap1"]);
+        assert_eq!((x.mode, x.drop_rejected), (XdpMode::Native, true));
+        assert!(x.covers("tap1") && !x.covers("eth0"));
+        let again = parse(&c.to_string()).config;
+        assert_eq!(again, c);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use rpcap::bpf::Insn;
 use rpcap::msg::{Interface, Sampling, Stats};
 
 use crate::config::Config;
-use crate::datapath::{Backend, CaptureSpec, Transport, Worker};
+use crate::datapath::{Backend, CaptureSpec, Transport, Worker, XdpSpec};
 use crate::iface;
 use crate::session::{CaptureHost, DataChannel, StartRequest};
 
@@ -65,9 +65,18 @@ impl WorkerHost {
     }
 
     fn spec(&mut self, req: StartRequest, transport: Transport) -> CaptureSpec {
+        let backend = match &self.backend {
+            // AF_XDP only where the operator named it (or as the default).
+            Backend::AfXdp(x) if x.covers(&req.ifname) => Backend::AfXdp(XdpSpec {
+                own: Some(req.own),
+                ..x.clone()
+            }),
+            Backend::AfXdp(_) => Backend::AfPacket,
+            b => b.clone(),
+        };
         CaptureSpec {
             ifname: req.ifname,
-            backend: self.backend.clone(),
+            backend,
             snaplen: req.snaplen,
             promisc: req.promisc,
             read_timeout: req.read_timeout,
@@ -327,7 +336,7 @@ impl CaptureHost for WorkerHost {
     /// With `Capture = file:PATH` every name opens the file: its link type.
     fn linktype(&mut self, ifname: &str) -> io::Result<i32> {
         match &self.backend {
-            Backend::AfPacket => iface::linktype(ifname),
+            Backend::AfPacket | Backend::AfXdp(_) => iface::linktype(ifname),
             Backend::File(path) => pcap::Capture::from_file(path)
                 .map(|c| c.get_datalink().0)
                 .map_err(|e| io::Error::other(format!("{}: {e}", path.display()))),

@@ -91,6 +91,9 @@ pub struct StartRequest {
     pub data: DataChannel,
     /// TLS on the TCP data channel (the daemon is the TLS server).
     pub tls: bool,
+    /// Our own connections (already excluded by `filter`; AF_XDP also
+    /// leaves them to the host's stack).
+    pub own: OwnTraffic,
 }
 
 /// What a session needs from the machine: interfaces and captures.
@@ -537,6 +540,7 @@ impl<C> Session<C> {
             sampling: self.sampling,
             data: data.clone(),
             tls: self.cfg.tls,
+            own: self.own_traffic(data_dest),
         };
         match host.start(start) {
             Ok(mut cap) => {
@@ -572,6 +576,15 @@ impl<C> Session<C> {
         }
     }
 
+    /// Our control connection and the data channel `data`.
+    fn own_traffic(&self, data: DataDest) -> OwnTraffic {
+        OwnTraffic {
+            control_local: self.local,
+            control_peer: self.peer,
+            data,
+        }
+    }
+
     /// The own-traffic exclusion and local filter for `data` (the prefix),
     /// and the prefix combined with the sensor's filter.
     fn build_filter(
@@ -580,14 +593,13 @@ impl<C> Session<C> {
         data: DataDest,
         sensor: &[Insn],
     ) -> Result<(Vec<Insn>, Vec<Insn>), String> {
-        let own = OwnTraffic {
-            control_local: self.local,
-            control_peer: self.peer,
-            data,
-        };
-        filter::prefix(linktype, &own, self.cfg.local_filter.as_deref())
-            .and_then(|prefix| Ok((filter::combine(&prefix, sensor)?, prefix)))
-            .map_err(|e| e.to_string())
+        filter::prefix(
+            linktype,
+            &self.own_traffic(data),
+            self.cfg.local_filter.as_deref(),
+        )
+        .and_then(|prefix| Ok((filter::combine(&prefix, sensor)?, prefix)))
+        .map_err(|e| e.to_string())
     }
 
     fn update_filter<H: CaptureHost<Capture = C>>(&mut self, sensor: Vec<Insn>, host: &mut H) {

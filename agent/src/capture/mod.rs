@@ -6,11 +6,17 @@
 //! the framer copies it once into a datagram.
 //!
 //! Filtering belongs to the source: the AF_PACKET ring runs the cBPF program
-//! in the kernel, the file source interprets it in user space. Either way the
+//! in the kernel, the file source interprets it in user space, and AF_XDP
+//! pre-filters in its XDP program and interprets the exact program in user
+//! space. Either way the
 //! worker only ever sees frames that passed the filter.
 
 pub mod afpacket;
+pub mod afxdp;
 pub mod file;
+pub mod xdp_prog;
+pub mod xdp_rules;
+pub mod xsk;
 
 use std::io;
 use std::time::Duration;

@@ -26,7 +26,9 @@ use rpcap::msg::{Sampling, Stats};
 use rpcap::udpstr::{Batch, Framer};
 
 use crate::capture::afpacket::{AfPacket, AfPacketConfig};
+use crate::capture::afxdp::{AfXdp, AfXdpConfig};
 use crate::capture::file::FileSource;
+pub use crate::capture::xdp_prog::XdpMode;
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
 use worker::{Command, Output, Pipeline, Shared};
 
@@ -37,6 +39,31 @@ pub enum Backend {
     AfPacket,
     /// Replays a pcap/pcapng file instead of a live interface.
     File(std::path::PathBuf),
+    /// XDP program + AF_XDP sockets: ingress only, takes the frames away
+    /// from the host's stack (mirror/SPAN/tap interfaces).
+    AfXdp(XdpSpec),
+}
+
+/// Settings of an AF_XDP capture.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct XdpSpec {
+    pub mode: XdpMode,
+    /// Replace another program already attached to the interface.
+    pub replace: bool,
+    /// Drop in XDP what the filter rejects instead of passing it on.
+    pub drop_rejected: bool,
+    /// Interfaces captured with AF_XDP; empty: every interface. The others
+    /// use AF_PACKET (the host resolves this before starting a worker).
+    pub interfaces: Vec<String>,
+    /// Our own connections, left to the stack by the XDP program.
+    pub own: Option<crate::filter::OwnTraffic>,
+}
+
+impl XdpSpec {
+    /// Whether `ifname` is captured with AF_XDP under these settings.
+    pub fn covers(&self, ifname: &str) -> bool {
+        self.interfaces.is_empty() || self.interfaces.iter().any(|i| i == ifname)
+    }
 }
 
 /// How captured packets travel to the sensor.
@@ -187,6 +214,26 @@ impl Worker {
                     .map_err(|e| StartError::Other(format!("{}: {e}", path.display())))?;
                 (Backpressure::Wait, AnySource::File(src))
             }
+            Backend::AfXdp(x) => {
+                let cfg = AfXdpConfig {
+                    ifname: &spec.ifname,
+                    snaplen: spec.snaplen,
+                    filter: &spec.filter,
+                    mode: x.mode,
+                    replace_foreign: x.replace,
+                    drop_rejected: x.drop_rejected,
+                    own: x.own,
+                    umem_bytes: spec.ring_bytes,
+                    queues: 0,
+                };
+                let src = AfXdp::open(&cfg).map_err(|e| match e {
+                    crate::capture::CaptureError::Io { source, .. } => {
+                        StartError::Interface(spec.ifname.clone(), source)
+                    }
+                    e => StartError::Other(format!("interface {}: {e}", spec.ifname)),
+                })?;
+                (Backpressure::Drop, AnySource::AfXdp(Box::new(src)))
+            }
         };
         let out = output(&spec, &opts, backpressure)?;
         let shared = Arc::new(Shared::default());
@@ -202,6 +249,7 @@ impl Worker {
             .spawn(move || match source {
                 AnySource::AfPacket(s) => worker::run(s, pipe, rx, sh, rt, cpu),
                 AnySource::File(s) => worker::run(s, pipe, rx, sh, rt, cpu),
+                AnySource::AfXdp(s) => worker::run(*s, pipe, rx, sh, rt, cpu),
             })
             .map_err(|e| StartError::Other(format!("spawning the datapath thread: {e}")))?;
         Ok(Worker {
@@ -299,6 +347,7 @@ impl Drop for Worker {
 enum AnySource {
     AfPacket(AfPacket),
     File(FileSource),
+    AfXdp(Box<AfXdp>),
 }
 
 /// The ring hands a block over at the latest after this: short enough that

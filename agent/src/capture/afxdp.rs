@@ -1,0 +1,350 @@
+//! AF_XDP capture: the XDP program of `ebpf/` redirects matching frames of
+//! a (mirror/SPAN/tap) interface into one AF_XDP socket per RX queue; the
+//! worker reads them out of the UMEM and runs the full cBPF filter on each.
+//!
+//! AF_XDP *takes* the frames it gets away from the host's stack and sees
+//! ingress only: it belongs on dedicated capture interfaces, never on a
+//! host's own uplink. The kernel pre-filter is conservative (see
+//! `xdp_rules`), so the user-space cBPF run keeps the filter exact.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rpcap::bpf::{Insn, Program};
+
+use super::xdp_prog::{Flow, XdpCounters, XdpMode, XdpProgram};
+use super::xdp_rules::XdpRules;
+use super::xsk::{self, Xsk, XskStats};
+use super::{CaptureError, Frame, Polled, Source, SourceStats};
+use crate::filter::OwnTraffic;
+
+/// Frames read from one socket per round, so every queue gets its turn.
+const BATCH: u32 = 256;
+/// After a round that found only a few frames, the worker lets more gather
+/// for this long before the next one: AF_XDP has no block timeout like
+/// TPACKET_V3, and waking per frame costs a poll per frame. The RX ring
+/// (≥ 256 frames per queue) absorbs well over 1 Mpps meanwhile.
+const COALESCE: Duration = Duration::from_micros(200);
+
+/// What to open.
+#[derive(Debug, Clone)]
+pub struct AfXdpConfig<'a> {
+    pub ifname: &'a str,
+    pub snaplen: u32,
+    /// The filter (validated cBPF); run in user space on every frame.
+    pub filter: &'a [Insn],
+    pub mode: XdpMode,
+    /// Replace another program already attached to the interface.
+    pub replace_foreign: bool,
+    /// Frames the filter rejects are dropped in XDP instead of passed on.
+    pub drop_rejected: bool,
+    /// Own traffic: left to the stack by the XDP program.
+    pub own: Option<OwnTraffic>,
+    /// UMEM bytes for all queues together (0: 16 MiB per queue).
+    pub umem_bytes: usize,
+    /// RX queues to serve (0: every queue of the interface).
+    pub queues: u32,
+}
+
+/// An open AF_XDP capture.
+pub struct AfXdp {
+    // Sockets before the program: on drop the program detaches after the
+    // sockets are gone (no frame redirected into a closed socket's slot).
+    sockets: Vec<Xsk>,
+    prog: XdpProgram,
+    ifname: String,
+    filter: Program,
+    snaplen: u32,
+    drop_rejected: bool,
+    own: bool,
+    /// Frames the cBPF program rejected in user space.
+    pub filtered_out: u64,
+    next: usize,
+}
+
+impl std::fmt::Debug for AfXdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfXdp")
+            .field("ifname", &self.ifname)
+            .field("queues", &self.sockets.len())
+            .finish()
+    }
+}
+
+/// Number of RX queues of `ifname`: ethtool channels (answers in the
+/// caller's network namespace), else sysfs, at least 1.
+pub fn rx_queues(ifname: &str) -> u32 {
+    if let Some(n) = ethtool_rx_channels(ifname) {
+        return n.max(1);
+    }
+    let dir = format!("/sys/class/net/{ifname}/queues");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// ETHTOOL_GCHANNELS: rx + combined channels, if the driver reports them.
+fn ethtool_rx_channels(ifname: &str) -> Option<u32> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    // struct ethtool_channels: cmd, max_{rx,tx,other,combined}, {rx,tx,other,combined}_count.
+    let mut ch = [0u32; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    if ifname.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: all-zero is a valid ifreq.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = ch.as_mut_ptr().cast();
+    // SAFETY: plain socket(2), closed below by OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is ours from here on.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points at a live
+    // ethtool_channels-sized buffer.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), SIOCETHTOOL, &mut ifr) };
+    if rc < 0 {
+        return None;
+    }
+    Some(ch[5].max(ch[8]))
+}
+
+fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
+    if insns.is_empty() {
+        return Ok(Program::accept_all());
+    }
+    Program::new(insns.to_vec()).map_err(|e| CaptureError::Format(format!("filter: {e}")))
+}
+
+impl AfXdp {
+    /// Loads the program, binds a socket per RX queue, then attaches.
+    pub fn open(cfg: &AfXdpConfig<'_>) -> Result<AfXdp, CaptureError> {
+        let err = |e: super::xdp_prog::XdpError| CaptureError::Format(e.to_string());
+        let filter = program(cfg.filter)?;
+        let ifindex =
+            super::xdp_prog::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
+        let mut prog = XdpProgram::load(cfg.ifname).map_err(err)?;
+        let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
+        prog.set_own(&flows).map_err(err)?;
+        prog.set_rules(
+            &XdpRules::derive(cfg.filter),
+            cfg.drop_rejected,
+            !flows.is_empty(),
+        )
+        .map_err(err)?;
+
+        let queues = if cfg.queues == 0 {
+            rx_queues(cfg.ifname)
+        } else {
+            cfg.queues
+        };
+        let umem = if cfg.umem_bytes == 0 {
+            16 << 20
+        } else {
+            cfg.umem_bytes / queues as usize
+        };
+        let frames = xsk::frames_for(umem);
+        let mut sockets = Vec::with_capacity(queues as usize);
+        for q in 0..queues {
+            let s = Xsk::open(ifindex, q, frames, cfg.mode != XdpMode::Generic)
+                .map_err(|e| CaptureError::io("AF_XDP socket", e))?;
+            prog.set_socket(q, s.fd()).map_err(err)?;
+            sockets.push(s);
+        }
+        let mode = prog.attach(cfg.mode, cfg.replace_foreign).map_err(err)?;
+        let zc = sockets.iter().all(|s| s.info.zero_copy);
+        let bp = sockets.iter().all(|s| s.info.busy_poll);
+        log::warn!(
+            "{}: AF_XDP capture ({mode} XDP, {} bind, busy polling {}, {queues} queue(s), \
+             {frames} frames each): frames redirected to the capture are taken away from \
+             the host's stack, and only ingress is seen: use it on mirror/SPAN/tap interfaces only",
+            cfg.ifname,
+            if zc { "zero-copy" } else { "copy-mode" },
+            if bp { "on" } else { "unavailable" },
+        );
+        Ok(AfXdp {
+            sockets,
+            prog,
+            ifname: cfg.ifname.to_owned(),
+            filter,
+            snaplen: cfg.snaplen,
+            drop_rejected: cfg.drop_rejected,
+            own: !flows.is_empty(),
+            filtered_out: 0,
+            next: 0,
+        })
+    }
+
+    pub fn xdp_mode(&self) -> XdpMode {
+        self.prog.mode()
+    }
+
+    pub fn xdp_counters(&self) -> XdpCounters {
+        self.prog.counters()
+    }
+
+    /// Frames read per RX queue (socket) so far.
+    pub fn queue_frames(&self) -> Vec<u64> {
+        self.sockets.iter().map(|s| s.received).collect()
+    }
+
+    /// Kernel counters of every socket, summed.
+    pub fn socket_stats(&self) -> XskStats {
+        let mut t = XskStats::default();
+        for s in &self.sockets {
+            if let Ok(st) = s.stats() {
+                t.rx_dropped += st.rx_dropped;
+                t.rx_ring_full += st.rx_ring_full;
+                t.rx_fill_ring_empty += st.rx_fill_ring_empty;
+                t.rx_invalid += st.rx_invalid;
+            }
+        }
+        t
+    }
+
+    /// One round over every socket: returns the frames handed to `sink`.
+    fn drain<F: FnMut(&Frame<'_>)>(&mut self, sink: &mut F) -> usize {
+        // One timestamp per round: AF_XDP frames carry none.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let (ts_sec, ts_usec) = (now.as_secs() as u32, now.subsec_micros());
+        let n = self.sockets.len();
+        let mut delivered = 0;
+        let (filter, snaplen) = (&self.filter, self.snaplen as usize);
+        let mut rejected = 0u64;
+        for i in 0..n {
+            let s = &mut self.sockets[(self.next + i) % n];
+            s.receive(BATCH, |data| {
+                let keep = filter.run(data, data.len() as u32) as usize;
+                if keep == 0 {
+                    rejected += 1;
+                    return;
+                }
+                delivered += 1;
+                sink(&Frame {
+                    ts_sec,
+                    ts_usec,
+                    data: &data[..data.len().min(keep).min(snaplen)],
+                    wire_len: data.len() as u32,
+                });
+            });
+        }
+        self.next = (self.next + 1) % n.max(1);
+        self.filtered_out += rejected;
+        delivered
+    }
+
+    /// Waits until a socket is readable or `timeout` passes.
+    fn wait(&mut self, timeout: Duration) -> Result<(), CaptureError> {
+        if self.sockets.iter().any(|s| s.has_frames()) {
+            return Ok(());
+        }
+        // Nothing ready: let busy polling / need_wakeup drive the queues once.
+        for s in &self.sockets {
+            s.kick();
+        }
+        if self.sockets.iter().any(|s| s.has_frames()) {
+            return Ok(());
+        }
+        let mut fds: Vec<libc::pollfd> = self
+            .sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(CaptureError::io("poll on the AF_XDP sockets", e));
+            }
+        }
+        if fds
+            .iter()
+            .any(|p| p.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
+            && super::xdp_prog::ifindex(&self.ifname).is_err()
+        {
+            return Err(CaptureError::Vanished(self.ifname.clone()));
+        }
+        Ok(())
+    }
+}
+
+impl Source for AfXdp {
+    fn poll<F: FnMut(&Frame<'_>)>(
+        &mut self,
+        timeout: Duration,
+        sink: &mut F,
+    ) -> Result<Polled, CaptureError> {
+        let n = self.drain(sink);
+        if n >= BATCH as usize / 2 {
+            return Ok(Polled::Frames(n));
+        }
+        if n > 0 {
+            std::thread::sleep(COALESCE);
+            return Ok(Polled::Frames(n));
+        }
+        self.wait(timeout)?;
+        Ok(Polled::Frames(self.drain(sink)))
+    }
+
+    fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
+        let filter = program(insns)?;
+        self.prog
+            .set_rules(&XdpRules::derive(insns), self.drop_rejected, self.own)
+            .map_err(|e| CaptureError::Format(e.to_string()))?;
+        // Frames already in the rings are judged by the new program too.
+        self.filter = filter;
+        Ok(())
+    }
+
+    fn stats(&mut self) -> SourceStats {
+        let s = self.socket_stats();
+        let c = self.prog.counters();
+        SourceStats {
+            // Frames the capture should have had but lost: socket RX ring
+            // full or no room in the UMEM, and matches with no socket bound.
+            kernel_drops: s.rx_dropped + s.rx_ring_full + c.redirect_errors,
+        }
+    }
+}
+
+impl Drop for AfXdp {
+    fn drop(&mut self) {
+        let c = self.prog.counters();
+        let s = self.socket_stats();
+        log::info!(
+            "{}: AF_XDP capture ends: xdp seen {} redirected {} passed {} (own traffic {}) \
+             dropped {} redirect errors {}; sockets rx_dropped {} ring_full {} fill_empty {}; \
+             filtered out in user space {}",
+            self.ifname,
+            c.seen,
+            c.redirected,
+            c.passed,
+            c.own,
+            c.dropped,
+            c.redirect_errors,
+            s.rx_dropped,
+            s.rx_ring_full,
+            s.rx_fill_ring_empty,
+            self.filtered_out
+        );
+    }
+}

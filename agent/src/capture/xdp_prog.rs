@@ -1,0 +1,694 @@
+//! Loads, configures, attaches and detaches the XDP program of `ebpf/`.
+//!
+//! The object is compiled by build.rs and embedded in the binary. Attaching
+//! uses a bpf_link where the kernel has them (it disappears with the process,
+//! so a crash leaves nothing behind) and netlink otherwise. Before attaching
+//! we look at what the interface already runs (netlink RTM_GETLINK): a
+//! program of ours (by name) is a leftover of a crashed older run and is
+//! replaced; anyone else's is left alone unless the operator set
+//! `XdpReplace = yes`.
+
+use std::io;
+use std::mem;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, XskMap};
+use aya::programs::{Xdp, XdpMode as AyaMode};
+use aya::Ebpf;
+
+use super::xdp_rules::{ClassRules, XdpRules, MAX_PORT_RANGES};
+use crate::filter::{canonical, DataDest, OwnTraffic};
+
+/// The XDP object built from ebpf/xrpcapd_xdp.c.
+pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xrpcapd_xdp.o"));
+/// The program's name in the kernel: how a leftover of ours is recognised.
+pub const PROG_NAME: &str = "xrpcapd_xdp";
+
+/// Where the program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// Native (driver) mode, generic if the driver has no XDP support.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode: works on every interface, slowest.
+    Generic,
+}
+
+impl std::fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+/// Why the program could not be put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("loading the XDP program: {0}")]
+    Load(String),
+    #[error(
+        "interface {ifname} already runs XDP program `{name}` (id {id}); not replacing \
+         another program (set XdpReplace = yes to allow it)"
+    )]
+    Foreign {
+        ifname: String,
+        name: String,
+        id: u32,
+    },
+    #[error("cannot remove XDP program `{name}` (id {id}) from {ifname}: {source} (it is probably attached through a bpf_link owned by a running process)")]
+    Busy {
+        ifname: String,
+        name: String,
+        id: u32,
+        source: io::Error,
+    },
+    #[error("attaching XDP to {ifname} in {mode} mode: {reason}")]
+    Attach {
+        ifname: String,
+        mode: XdpMode,
+        reason: String,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The program's per-CPU counters, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    pub seen: u64,
+    pub redirected: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    pub redirect_errors: u64,
+    pub own: u64,
+}
+
+/// Rule flags shared with the C program.
+mod flag {
+    pub const ALL: u32 = 0x1;
+    pub const V4: u32 = 0x2;
+    pub const V6: u32 = 0x4;
+    pub const OTHER: u32 = 0x8;
+    pub const V4_ANY_PROTO: u32 = 0x10;
+    pub const V4_ANY_ADDR: u32 = 0x20;
+    pub const V4_ANY_PORT: u32 = 0x40;
+    pub const V6_ANY_PROTO: u32 = 0x80;
+    pub const V6_ANY_PORT: u32 = 0x100;
+    pub const DROP_REJECTED: u32 = 0x200;
+    pub const OWN: u32 = 0x400;
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct PortRange {
+    lo: u16,
+    hi: u16,
+}
+
+/// `struct rules` of the C program.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct RawRules {
+    flags: u32,
+    v4_nports: u32,
+    v6_nports: u32,
+    pad: u32,
+    v4_protos: [u64; 4],
+    v6_protos: [u64; 4],
+    v4_ports: [PortRange; MAX_PORT_RANGES],
+    v6_ports: [PortRange; MAX_PORT_RANGES],
+}
+
+// SAFETY: plain-old-data, repr(C), every bit pattern valid, no padding
+// beyond the explicit `pad` field.
+unsafe impl aya::Pod for RawRules {}
+
+/// `struct flow` of the C program: one own-traffic flow (zero = wildcard).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flow {
+    family: u8,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    pad: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
+// SAFETY: plain-old-data, repr(C), every bit pattern valid, explicit padding.
+unsafe impl aya::Pod for Flow {}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+impl Flow {
+    fn new(proto: u8, src: Option<(IpAddr, u16)>, dst: Option<(IpAddr, u16)>) -> Flow {
+        let mut f = Flow {
+            proto,
+            ..Flow::default()
+        };
+        let mut put = |ep: Option<(IpAddr, u16)>, addr: &mut [u8; 16], port: &mut u16| {
+            if let Some((ip, p)) = ep {
+                match canonical(ip) {
+                    IpAddr::V4(v4) => {
+                        f.family = 4;
+                        addr[..4].copy_from_slice(&v4.octets());
+                    }
+                    IpAddr::V6(v6) => {
+                        f.family = 6;
+                        addr.copy_from_slice(&v6.octets());
+                    }
+                }
+                *port = p.to_be();
+            }
+        };
+        let (mut sa, mut sp, mut da, mut dp) = ([0; 16], 0, [0; 16], 0);
+        put(src, &mut sa, &mut sp);
+        put(dst, &mut da, &mut dp);
+        f.saddr = sa;
+        f.sport = sp;
+        f.daddr = da;
+        f.dport = dp;
+        f
+    }
+
+    /// The flows the XDP program leaves to the stack for `own` (each one a
+    /// subset of what the cBPF own-traffic exclusion rejects).
+    pub fn own_traffic(own: &OwnTraffic) -> Vec<Flow> {
+        let (l, p) = (own.control_local, own.control_peer);
+        let mut v = vec![
+            Flow::new(TCP, Some((l.ip(), l.port())), Some((p.ip(), p.port()))),
+            Flow::new(TCP, Some((p.ip(), p.port())), Some((l.ip(), l.port()))),
+        ];
+        match own.data {
+            DataDest::Udp(d) => {
+                v.push(Flow::new(UDP, None, Some((d.ip(), d.port()))));
+                if canonical(d.ip()).is_ipv4() {
+                    // Later fragments: no ports.
+                    v.push(Flow::new(UDP, None, Some((d.ip(), 0))));
+                }
+            }
+            DataDest::Tcp(d) => {
+                v.push(Flow::new(TCP, None, Some((d.ip(), d.port()))));
+                v.push(Flow::new(TCP, Some((d.ip(), d.port())), None));
+            }
+        }
+        v
+    }
+}
+
+/// The loaded program, attached to one interface until dropped.
+pub struct XdpProgram {
+    ebpf: Ebpf,
+    ifname: String,
+    /// The mode it runs in (never Auto once attached).
+    mode: XdpMode,
+    attached: bool,
+}
+
+impl std::fmt::Debug for XdpProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpProgram")
+            .field("ifname", &self.ifname)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+fn load_err(e: impl std::fmt::Display) -> XdpError {
+    XdpError::Load(e.to_string())
+}
+
+impl XdpProgram {
+    /// Loads the program (not attached yet): set rules and sockets first.
+    pub fn load(ifname: &str) -> Result<XdpProgram, XdpError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(load_err)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_NAME)
+            .ok_or_else(|| load_err("program missing from the object"))?
+            .try_into()
+            .map_err(load_err)?;
+        prog.load().map_err(load_err)?;
+        Ok(XdpProgram {
+            ebpf,
+            ifname: ifname.to_owned(),
+            mode: XdpMode::Auto,
+            attached: false,
+        })
+    }
+
+    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map, XdpError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| load_err(format!("map {name} missing from the object")))
+    }
+
+    /// Puts the socket of RX queue `queue` in the XSKMAP.
+    pub fn set_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
+        let mut m: XskMap<&mut MapData> = self.map_mut("xsks")?.try_into().map_err(load_err)?;
+        m.set(queue, fd, 0).map_err(load_err)
+    }
+
+    /// Installs the own-traffic flows.
+    pub fn set_own(&mut self, flows: &[Flow]) -> Result<(), XdpError> {
+        let mut m: HashMap<&mut MapData, Flow, u8> =
+            self.map_mut("own_flows")?.try_into().map_err(load_err)?;
+        for f in flows {
+            m.insert(f, 1, 0).map_err(load_err)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the pre-filter. Frames in flight meanwhile see either the
+    /// old rules, "redirect all", or the new ones: never a stricter mix.
+    pub fn set_rules(
+        &mut self,
+        rules: &XdpRules,
+        drop_rejected: bool,
+        own: bool,
+    ) -> Result<(), XdpError> {
+        let own_flag = if own { flag::OWN } else { 0 };
+        let open = RawRules {
+            flags: flag::ALL | own_flag,
+            ..RawRules::default()
+        };
+        self.write_rules(&open)?;
+        {
+            let mut trie: LpmTrie<&mut MapData, u32, u8> =
+                self.map_mut("v4_prefixes")?.try_into().map_err(load_err)?;
+            let old: Vec<_> = trie.keys().filter_map(Result::ok).collect();
+            for k in old {
+                let _ = trie.remove(&k);
+            }
+            if let Some(ClassRules {
+                prefixes: Some(p), ..
+            }) = &rules.v4
+            {
+                for &(net, len) in p {
+                    trie.insert(&Key::new(u32::from(len), net.to_be()), 1, 0)
+                        .map_err(load_err)?;
+                }
+            }
+        }
+        let mut raw = encode(rules);
+        raw.flags |= own_flag;
+        if drop_rejected {
+            raw.flags |= flag::DROP_REJECTED;
+        }
+        self.write_rules(&raw)
+    }
+
+    fn write_rules(&mut self, raw: &RawRules) -> Result<(), XdpError> {
+        let mut m: Array<&mut MapData, RawRules> =
+            self.map_mut("rules")?.try_into().map_err(load_err)?;
+        m.set(0, raw, 0).map_err(load_err)
+    }
+
+    /// Attaches to the interface in `mode`, after dealing with whatever
+    /// program is there already (see the module comment).
+    pub fn attach(&mut self, mode: XdpMode, replace_foreign: bool) -> Result<XdpMode, XdpError> {
+        let ifindex = ifindex(&self.ifname)?;
+        if let Some(cur) = netlink::attached(ifindex)? {
+            let name = program_name(cur.id).unwrap_or_else(|| "?".into());
+            let ours = name == PROG_NAME;
+            if !ours && !replace_foreign {
+                return Err(XdpError::Foreign {
+                    ifname: self.ifname.clone(),
+                    name,
+                    id: cur.id,
+                });
+            }
+            if ours {
+                log::warn!(
+                    "{}: replacing a leftover xrpcapd XDP program (id {}) from an earlier run",
+                    self.ifname,
+                    cur.id
+                );
+            } else {
+                log::warn!(
+                    "{}: replacing XDP program `{name}` (id {}) as XdpReplace = yes allows",
+                    self.ifname,
+                    cur.id
+                );
+            }
+            netlink::detach(ifindex, cur.flags).map_err(|source| XdpError::Busy {
+                ifname: self.ifname.clone(),
+                name,
+                id: cur.id,
+                source,
+            })?;
+        }
+        let tries: &[XdpMode] = match mode {
+            XdpMode::Auto => &[XdpMode::Native, XdpMode::Generic],
+            m => std::slice::from_ref(match m {
+                XdpMode::Native => &XdpMode::Native,
+                _ => &XdpMode::Generic,
+            }),
+        };
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_NAME)
+            .ok_or_else(|| load_err("program missing"))?
+            .try_into()
+            .map_err(load_err)?;
+        let mut last = String::new();
+        for &m in tries {
+            let aya_mode = match m {
+                XdpMode::Generic => AyaMode::Skb,
+                _ => AyaMode::Driver,
+            };
+            match prog.attach_to_if_index(ifindex, aya_mode) {
+                Ok(_) => {
+                    self.mode = m;
+                    self.attached = true;
+                    return Ok(m);
+                }
+                Err(e) => {
+                    last = error_chain(&e);
+                    log::info!("{}: XDP {m} mode not available: {last}", self.ifname);
+                }
+            }
+        }
+        Err(XdpError::Attach {
+            ifname: self.ifname.clone(),
+            mode,
+            reason: last,
+        })
+    }
+
+    /// The counters of every CPU, summed.
+    pub fn counters(&self) -> XdpCounters {
+        let Some(map) = self.ebpf.map("counters") else {
+            return XdpCounters::default();
+        };
+        let Ok(arr) = PerCpuArray::<&MapData, u64>::try_from(map) else {
+            return XdpCounters::default();
+        };
+        let sum = |i: u32| arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        XdpCounters {
+            seen: sum(0),
+            redirected: sum(1),
+            passed: sum(2),
+            dropped: sum(3),
+            redirect_errors: sum(4),
+            own: sum(5),
+        }
+    }
+
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+}
+
+impl Drop for XdpProgram {
+    fn drop(&mut self) {
+        // Dropping `ebpf` detaches every link (bpf_link closed, or netlink
+        // detach for the legacy path) and unloads the program.
+        if self.attached {
+            log::info!("{}: detaching the XDP program", self.ifname);
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn program_name(id: u32) -> Option<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned))
+}
+
+fn encode(r: &XdpRules) -> RawRules {
+    let mut raw = RawRules::default();
+    if r.all {
+        raw.flags = flag::ALL;
+        return raw;
+    }
+    if r.other {
+        raw.flags |= flag::OTHER;
+    }
+    let bitmap = |set: &Option<std::collections::BTreeSet<u8>>, any: u32, flags: &mut u32| {
+        let mut b = [0u64; 4];
+        match set {
+            None => *flags |= any,
+            Some(s) => s
+                .iter()
+                .for_each(|&p| b[usize::from(p >> 6)] |= 1 << (p & 63)),
+        }
+        b
+    };
+    let ports = |v: &Option<Vec<(u16, u16)>>, any: u32, flags: &mut u32| {
+        let mut out = [PortRange::default(); MAX_PORT_RANGES];
+        let mut n = 0;
+        match v {
+            Some(v) if v.len() <= MAX_PORT_RANGES => {
+                for (o, &(lo, hi)) in out.iter_mut().zip(v) {
+                    *o = PortRange { lo, hi };
+                }
+                n = v.len() as u32;
+            }
+            _ => *flags |= any,
+        }
+        (out, n)
+    };
+    let mut flags = raw.flags;
+    if let Some(c) = &r.v4 {
+        flags |= flag::V4;
+        raw.v4_protos = bitmap(&c.protos, flag::V4_ANY_PROTO, &mut flags);
+        if c.prefixes.is_none() {
+            flags |= flag::V4_ANY_ADDR;
+        }
+        (raw.v4_ports, raw.v4_nports) = ports(&c.ports, flag::V4_ANY_PORT, &mut flags);
+    }
+    if let Some(c) = &r.v6 {
+        flags |= flag::V6;
+        raw.v6_protos = bitmap(&c.protos, flag::V6_ANY_PROTO, &mut flags);
+        (raw.v6_ports, raw.v6_nports) = ports(&c.ports, flag::V6_ANY_PORT, &mut flags);
+    }
+    raw.flags = flags;
+    raw
+}
+
+pub(crate) fn ifindex(ifname: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(ifname)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(idx)
+}
+
+/// What RTM_GETLINK / RTM_SETLINK say and do about an interface's XDP program.
+pub mod netlink {
+    use super::*;
+
+    const IFLA_XDP: u16 = 43;
+    const IFLA_XDP_FD: u16 = 1;
+    const IFLA_XDP_ATTACHED: u16 = 2;
+    const IFLA_XDP_FLAGS: u16 = 3;
+    const IFLA_XDP_PROG_ID: u16 = 4;
+    const XDP_ATTACHED_DRV: u8 = 1;
+    const XDP_ATTACHED_SKB: u8 = 2;
+    const XDP_ATTACHED_HW: u8 = 3;
+    const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+    const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+    const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
+    const NLA_F_NESTED: u16 = 1 << 15;
+
+    /// The program an interface runs now.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Attached {
+        pub id: u32,
+        /// The XDP_FLAGS_*_MODE to detach it with.
+        pub flags: u32,
+    }
+
+    fn socket() -> io::Result<OwnedFd> {
+        // SAFETY: plain socket(2); result checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor, owned from here on.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+        let len = 4 + payload.len();
+        buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(payload);
+        buf.resize(buf.len().next_multiple_of(4), 0);
+    }
+
+    /// Sends one request (header filled in here) and returns the reply.
+    fn request(ty: u16, flags: u16, body: &[u8]) -> io::Result<Vec<u8>> {
+        let fd = socket()?;
+        let mut msg = Vec::with_capacity(16 + body.len());
+        msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&ty.to_ne_bytes());
+        msg.extend_from_slice(&(flags | libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it
+        msg.extend_from_slice(body);
+        // SAFETY: `msg` is a valid buffer of the length given; the kernel is
+        // the default destination of an unbound netlink socket.
+        let rc = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf.truncate(n as usize);
+        if buf.len() >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == libc::NLMSG_ERROR as u16 {
+            let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(-err));
+            }
+        }
+        Ok(buf)
+    }
+
+    fn ifinfomsg(ifindex: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 16];
+        b[0] = libc::AF_UNSPEC as u8;
+        b[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+        b
+    }
+
+    /// Walks the attributes in `buf`, calling `f(type, payload)`.
+    fn attrs(mut buf: &[u8], mut f: impl FnMut(u16, &[u8])) {
+        while buf.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
+            let ty = u16::from_ne_bytes([buf[2], buf[3]]) & !NLA_F_NESTED;
+            if len < 4 || len > buf.len() {
+                return;
+            }
+            f(ty, &buf[4..len]);
+            buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+        }
+    }
+
+    /// The XDP program attached to `ifindex`, if any.
+    pub fn attached(ifindex: u32) -> io::Result<Option<Attached>> {
+        let reply = request(libc::RTM_GETLINK, 0, &ifinfomsg(ifindex))?;
+        if reply.len() < 32 {
+            return Err(io::Error::other("short RTM_GETLINK reply"));
+        }
+        let mut mode = 0u8;
+        let mut id = 0u32;
+        attrs(&reply[32..], |ty, p| {
+            if ty == IFLA_XDP {
+                attrs(p, |ty, p| match ty {
+                    IFLA_XDP_ATTACHED if !p.is_empty() => mode = p[0],
+                    IFLA_XDP_PROG_ID if p.len() >= 4 => {
+                        id = u32::from_ne_bytes([p[0], p[1], p[2], p[3]])
+                    }
+                    _ => {}
+                });
+            }
+        });
+        let flags = match mode {
+            0 => return Ok(None),
+            XDP_ATTACHED_DRV => XDP_FLAGS_DRV_MODE,
+            XDP_ATTACHED_SKB => XDP_FLAGS_SKB_MODE,
+            XDP_ATTACHED_HW => XDP_FLAGS_HW_MODE,
+            _ => 0, // several at once: let the kernel pick
+        };
+        Ok(Some(Attached { id, flags }))
+    }
+
+    /// Removes the program attached in `flags` mode (fails with EBUSY when
+    /// it is held by a bpf_link).
+    pub fn detach(ifindex: u32, flags: u32) -> io::Result<()> {
+        let mut nested = Vec::new();
+        attr(&mut nested, IFLA_XDP_FD, &(-1i32).to_ne_bytes());
+        attr(&mut nested, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
+        let mut body = ifinfomsg(ifindex);
+        attr(&mut body, IFLA_XDP | NLA_F_NESTED, &nested);
+        request(libc::RTM_SETLINK, libc::NLM_F_ACK as u16, &body).map(|_| ())
+    }
+
+    // Keep the struct size assumption visible.
+    const _: () = assert!(mem::size_of::<libc::nlmsghdr>() == 16);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_is_embedded_and_named() {
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+        assert!(OBJECT
+            .windows(PROG_NAME.len())
+            .any(|w| w == PROG_NAME.as_bytes()));
+    }
+
+    #[test]
+    fn rules_encode_as_the_c_program_reads_them() {
+        assert_eq!(mem::size_of::<RawRules>(), 208);
+        assert_eq!(mem::size_of::<Flow>(), 40);
+        let r = XdpRules::derive(
+            &crate::filter::compile(crate::iface::DLT_EN10MB, "udp port 53").unwrap(),
+        );
+        let raw = encode(&r);
+        assert_eq!(raw.flags & flag::ALL, 0);
+        assert_ne!(raw.flags & flag::V4, 0);
+        assert_eq!(raw.flags & flag::V4_ANY_PROTO, 0);
+        assert_eq!(raw.v4_protos[0], 1 << 17);
+        assert_eq!(
+            (raw.v4_nports, raw.v4_ports[0].lo, raw.v4_ports[0].hi),
+            (1, 53, 53)
+        );
+        assert_eq!(encode(&XdpRules::all()).flags, flag::ALL);
+    }
+
+    #[test]
+    fn own_flows_cover_control_and_data() {
+        let own = OwnTraffic {
+            control_local: "10.0.0.5:40000".parse().unwrap(),
+            control_peer: "10.0.0.9:2003".parse().unwrap(),
+            data: DataDest::Udp("10.0.0.9:5000".parse().unwrap()),
+        };
+        let f = Flow::own_traffic(&own);
+        assert_eq!(f.len(), 4);
+        assert_eq!(f[0].sport, 40000u16.to_be());
+        assert_eq!(&f[0].daddr[..4], &[10, 0, 0, 9]);
+        assert_eq!(
+            (f[2].sport, f[2].dport, f[2].saddr),
+            (0, 5000u16.to_be(), [0; 16])
+        );
+        assert_eq!(f[3].dport, 0);
+    }
+}

@@ -1,0 +1,476 @@
+//! The AF_XDP datapath end to end: the XDP program on a veth in a namespace
+//! pair (generic and native mode), AF_XDP sockets in copy mode (veth has no
+//! zero-copy), a Worker sending udpstr to a loopback sensor socket.
+
+mod datapath_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use datapath_support::*;
+use rpcap::bpf::Insn;
+use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
+use xrpcapd::capture::{Polled, Source};
+use xrpcapd::datapath::{Backend, Transport, Worker, XdpMode, XdpSpec};
+
+const PORT: u16 = 7001;
+const OTHER: u16 = 7002;
+const SIZES: [usize; 3] = [64, 700, 1500];
+const PER_SIZE: usize = 40;
+const LIMIT: Duration = Duration::from_secs(5);
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The datapath pair with a 1500-byte MTU: native XDP on veth refuses an
+/// MTU larger than a page for a program without multi-buffer support.
+fn pair() -> NetnsPair {
+    let ns = NetnsPair::new();
+    ip(&["-n", &ns.gen, "link", "set", "g0", "mtu", "1500"]);
+    ip(&["-n", &ns.cap, "link", "set", "c0", "mtu", "1500"]);
+    ns
+}
+
+fn xdp_attached(ns: &str, dev: &str) -> bool {
+    ip(&["-n", ns, "link", "show", "dev", dev]).contains("prog/xdp")
+}
+
+fn afxdp(mode: XdpMode) -> Backend {
+    Backend::AfXdp(XdpSpec {
+        mode,
+        ..XdpSpec::default()
+    })
+}
+
+fn udpstr(sink: &std::net::UdpSocket) -> Transport {
+    Transport::UdpStr {
+        dest: addr(sink),
+        size: 1472,
+    }
+}
+
+fn byte_exact(mode: XdpMode) {
+    let ns = pair();
+    let tx = ns.gen_sender();
+    let sink = udp_sink();
+    let expr = format!("udp dst port {PORT}");
+    let mut s = spec("c0", compile(&expr), udpstr(&sink));
+    s.backend = afxdp(mode);
+    let worker = Worker::start(s).expect("start AF_XDP");
+    assert!(xdp_attached(&ns.cap, "c0"));
+    let total = SIZES.len() * PER_SIZE;
+    for (k, &size) in SIZES.iter().enumerate() {
+        send(&tx, OTHER, size, 5, 1000 + k);
+        send(&tx, PORT, size, PER_SIZE, k * PER_SIZE);
+    }
+    let (recs, st, _) = collect_udpstr(&sink, total, LIMIT);
+    let more = count_more(&sink, Duration::from_millis(200));
+    let c = worker.counters();
+    let stats = worker.stop();
+    eprintln!("{mode}: {c:?}");
+    assert_eq!(recs.len(), total, "sensor got every frame of port {PORT}");
+    assert_eq!(more, 0, "nothing of port {OTHER}");
+    for (i, r) in recs.iter().enumerate() {
+        let size = SIZES[i / PER_SIZE];
+        assert_eq!(r.hdr.npkt as usize, i + 1);
+        assert_eq!(r.data.len(), size, "frame {i} whole");
+        assert_eq!(r.hdr.len as usize, size);
+        assert!(r.data.ends_with(&payload(size, i)), "payload of frame {i}");
+        assert_eq!(&r.data[36..38], &PORT.to_be_bytes());
+    }
+    assert_eq!((st.seq_gaps, st.lost_records, st.malformed), (0, 0, 0));
+    assert_eq!(stats.svrcapt as usize, total);
+    assert_eq!((stats.ifdrop, stats.krnldrop), (0, 0));
+    assert!(
+        !xdp_attached(&ns.cap, "c0"),
+        "the XDP program is gone after stop"
+    );
+}
+
+#[test]
+fn generic_mode_delivers_byte_exact_and_detaches() {
+    byte_exact(XdpMode::Generic);
+}
+
+#[test]
+fn native_mode_delivers_byte_exact_and_detaches() {
+    byte_exact(XdpMode::Native);
+}
+
+/// Mixed traffic to the capture side: UDP to several ports and sizes, TTLs.
+fn traffic(tx: &std::net::UdpSocket, round: usize) {
+    for i in 0..120 {
+        let port = 7000 + (i % 8) as u16;
+        let size = [60, 200, 600, 1400][i % 4];
+        send(tx, port, size, 1, round * 1000 + i);
+    }
+}
+
+/// What one backend delivers for `expr` on the same traffic.
+fn capture(ns: &NetnsPair, tx: &std::net::UdpSocket, backend: Backend, expr: &str) -> Vec<Vec<u8>> {
+    let sink = udp_sink();
+    let mut s = spec("c0", compile(expr), udpstr(&sink));
+    s.backend = backend;
+    let w = Worker::start(s).expect("start");
+    traffic(tx, 0);
+    let (recs, _, _) = collect_udpstr(&sink, usize::MAX, Duration::from_millis(700));
+    w.stop();
+    let _ = ns;
+    // From the UDP header on: the IP ID (and so the IP checksum) differs
+    // between the two sends of the same traffic.
+    recs.into_iter().map(|r| r.data[34..].to_vec()).collect()
+}
+
+#[test]
+fn filters_give_the_same_frames_as_af_packet() {
+    let ns = pair();
+    let tx = ns.gen_sender();
+    let exprs = [
+        "udp dst port 7003",
+        "dst host 10.201.1.2 and udp portrange 7002-7005",
+        "dst host 10.201.1.2 and len > 500",
+        "dst host 10.201.1.2 and (udp[8:2] & 1 = 1)",
+        "dst host 10.201.1.2 and not udp port 7000 and not udp port 7001",
+        "udp and src net 10.201.0.0/16 and dst port 7006",
+        "tcp",
+    ];
+    for e in exprs {
+        let want = capture(&ns, &tx, Backend::AfPacket, e);
+        let got = capture(&ns, &tx, afxdp(XdpMode::Generic), e);
+        assert_eq!(got.len(), want.len(), "{e}: frame count");
+        assert!(got == want, "{e}: different frames");
+        if e != "tcp" {
+            assert!(!want.is_empty(), "{e}: the traffic exercises the filter");
+        }
+    }
+}
+
+#[test]
+fn filter_update_retunes_kernel_rules_and_user_space() {
+    let ns = pair();
+    let tx = ns.gen_sender();
+    let sink = udp_sink();
+    let mut s = spec(
+        "c0",
+        compile(&format!("udp dst port {PORT}")),
+        udpstr(&sink),
+    );
+    s.backend = afxdp(XdpMode::Generic);
+    let w = Worker::start(s).expect("start");
+    send(&tx, OTHER, 100, 10, 0);
+    send(&tx, PORT, 100, 10, 100);
+    let (first, _, _) = collect_udpstr(&sink, 10, LIMIT);
+    assert_eq!(first.len(), 10);
+    w.update_filter(compile(&format!("udp dst port {OTHER}")))
+        .expect("update");
+    send(&tx, PORT, 100, 10, 200);
+    send(&tx, OTHER, 100, 7, 300);
+    let (second, _, _) = collect_udpstr(&sink, 7, LIMIT);
+    assert_eq!(second.len(), 7);
+    assert!(second.iter().all(|r| r.data[36..38] == OTHER.to_be_bytes()));
+    assert_eq!(count_more(&sink, Duration::from_millis(200)), 0);
+    w.stop();
+}
+
+/// A veth pair whose capture end has 4 RX queues (and the sender 4 TX
+/// queues, so flows spread over them).
+struct MultiQueue {
+    gen: String,
+    cap: String,
+}
+
+impl MultiQueue {
+    fn new() -> MultiQueue {
+        let pid = std::process::id();
+        let m = MultiQueue {
+            gen: format!("xmg-{pid}"),
+            cap: format!("xmc-{pid}"),
+        };
+        ip(&["netns", "add", &m.gen]);
+        ip(&["netns", "add", &m.cap]);
+        ip(&[
+            "link",
+            "add",
+            "g0",
+            "netns",
+            &m.gen,
+            "numtxqueues",
+            "4",
+            "numrxqueues",
+            "4",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "c0",
+            "netns",
+            &m.cap,
+            "numtxqueues",
+            "4",
+            "numrxqueues",
+            "4",
+        ]);
+        ip(&["-n", &m.gen, "addr", "add", "10.202.1.1/24", "dev", "g0"]);
+        ip(&["-n", &m.cap, "addr", "add", "10.202.1.2/24", "dev", "c0"]);
+        for (ns, dev) in [(&m.gen, "g0"), (&m.cap, "c0")] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        m
+    }
+}
+
+impl Drop for MultiQueue {
+    fn drop(&mut self) {
+        for ns in [&self.gen, &self.cap] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
+    let m = MultiQueue::new();
+    NetnsPair::enter(&m.cap);
+    let filter = compile("udp dst port 7100");
+    let cfg = AfXdpConfig {
+        ifname: "c0",
+        snaplen: 65535,
+        filter: &filter,
+        mode: XdpMode::Native,
+        replace_foreign: false,
+        drop_rejected: false,
+        own: None,
+        umem_bytes: 0,
+        queues: 0,
+    };
+    let mut src = AfXdp::open(&cfg).expect("open AF_XDP on 4 queues");
+    assert_eq!(src.queue_frames().len(), 4);
+    // 64 flows (source ports), each from its own socket, sent from gen.
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &m.gen, "ping", "-c1", "-W2", "10.202.1.2"])
+        .status()
+        .expect("ping");
+    assert!(ping.success());
+    let gen = m.gen.clone();
+    std::thread::spawn(move || {
+        NetnsPair::enter(&gen);
+        for p in 0..64u16 {
+            let s = std::net::UdpSocket::bind(("10.202.1.1", 20000 + p)).expect("bind");
+            for i in 0..5 {
+                s.send_to(&[i as u8; 100], ("10.202.1.2", 7100))
+                    .expect("send");
+            }
+        }
+    })
+    .join()
+    .expect("sender");
+    let mut got = 0;
+    let t0 = Instant::now();
+    while got < 64 * 5 && t0.elapsed() < LIMIT {
+        if let Ok(Polled::Frames(n)) = src.poll(Duration::from_millis(20), &mut |f| {
+            assert_eq!(&f.data[36..38], &7100u16.to_be_bytes());
+        }) {
+            got += n;
+        }
+    }
+    let per_queue = src.queue_frames();
+    eprintln!("per queue: {per_queue:?}, xdp {:?}", src.xdp_counters());
+    assert!(got >= 64, "at least one frame per flow ({got})");
+    assert_eq!(per_queue.iter().sum::<u64>() as usize, got);
+    assert!(
+        per_queue.iter().filter(|&&n| n > 0).count() > 1,
+        "flows spread over several RX queues: {per_queue:?}"
+    );
+    let c = src.xdp_counters();
+    assert_eq!(c.redirect_errors, 0);
+    assert_eq!(src.socket_stats().rx_ring_full, 0);
+    drop(src);
+    assert!(!xdp_attached(&m.cap, "c0"));
+}
+
+/// A minimal foreign XDP program, compiled with clang.
+fn foreign_object(dir: &std::path::Path) -> std::path::PathBuf {
+    let c = dir.join("foreign.c");
+    std::fs::write(
+        &c,
+        "#include <linux/bpf.h>\n\
+         __attribute__((section(\"xdp\"), used)) int someone_else(struct xdp_md *c) { return XDP_PASS; }\n\
+         char LICENSE[] __attribute__((section(\"license\"), used)) = \"GPL\";\n",
+    )
+    .unwrap();
+    let o = dir.join("foreign.o");
+    let st = Command::new("clang")
+        .args([
+            "-O2",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+        ])
+        .arg(&c)
+        .arg("-o")
+        .arg(&o)
+        .status()
+        .expect("clang");
+    assert!(st.success());
+    o
+}
+
+#[test]
+fn a_foreign_program_is_refused_unless_replace_is_set() {
+    let ns = pair();
+    NetnsPair::enter(&ns.cap);
+    let dir = tempfile::tempdir().unwrap();
+    let obj = foreign_object(dir.path());
+    ip(&[
+        "-n",
+        &ns.cap,
+        "link",
+        "set",
+        "dev",
+        "c0",
+        "xdpgeneric",
+        "obj",
+        obj.to_str().unwrap(),
+        "sec",
+        "xdp",
+    ]);
+    let sink = udp_sink();
+    let mut s = spec("c0", vec![], udpstr(&sink));
+    s.backend = afxdp(XdpMode::Generic);
+    let e = Worker::start(s).expect_err("must refuse").to_string();
+    assert!(
+        e.contains("someone_else") && e.contains("XdpReplace"),
+        "{e}"
+    );
+    assert!(ip(&["-n", &ns.cap, "link", "show", "c0"]).contains("someone_else"));
+
+    let mut s = spec("c0", vec![], udpstr(&sink));
+    s.backend = Backend::AfXdp(XdpSpec {
+        mode: XdpMode::Generic,
+        replace: true,
+        ..XdpSpec::default()
+    });
+    let w = Worker::start(s).expect("replace allowed");
+    let shown = ip(&["-n", &ns.cap, "link", "show", "c0"]);
+    assert!(shown.contains("xrpcapd_xdp") && !shown.contains("someone_else"));
+    w.stop();
+    assert!(!xdp_attached(&ns.cap, "c0"));
+}
+
+#[test]
+fn a_leftover_program_of_ours_is_replaced() {
+    let ns = pair();
+    let tx = ns.gen_sender();
+    let dir = tempfile::tempdir().unwrap();
+    let obj = dir.path().join("stale.o");
+    std::fs::write(&obj, xrpcapd::capture::xdp_prog::OBJECT).unwrap();
+    // What a crashed run that attached through netlink leaves behind.
+    ip(&[
+        "-n",
+        &ns.cap,
+        "link",
+        "set",
+        "dev",
+        "c0",
+        "xdpgeneric",
+        "obj",
+        obj.to_str().unwrap(),
+        "sec",
+        "xdp",
+    ]);
+    assert!(xdp_attached(&ns.cap, "c0"));
+    let sink = udp_sink();
+    let mut s = spec(
+        "c0",
+        compile(&format!("udp dst port {PORT}")),
+        udpstr(&sink),
+    );
+    s.backend = afxdp(XdpMode::Generic);
+    let w = Worker::start(s).expect("replaces its own leftover");
+    send(&tx, PORT, 100, 5, 0);
+    let (recs, _, _) = collect_udpstr(&sink, 5, LIMIT);
+    assert_eq!(recs.len(), 5);
+    w.stop();
+    assert!(!xdp_attached(&ns.cap, "c0"));
+}
+
+#[test]
+fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
+    let ns = pair();
+    NetnsPair::enter(&ns.cap);
+    // The namespace's loopback: no driver XDP (no dummy module here).
+    let filter: Vec<Insn> = vec![];
+    let mut cfg = AfXdpConfig {
+        ifname: "lo",
+        snaplen: 65535,
+        filter: &filter,
+        mode: XdpMode::Native,
+        replace_foreign: false,
+        drop_rejected: false,
+        own: None,
+        umem_bytes: 1 << 20,
+        queues: 0,
+    };
+    let e = AfXdp::open(&cfg)
+        .expect_err("lo has no native XDP")
+        .to_string();
+    assert!(e.contains("native"), "{e}");
+    assert!(!xdp_attached(&ns.cap, "lo"));
+    cfg.mode = XdpMode::Auto;
+    let src = AfXdp::open(&cfg).expect("auto falls back to generic");
+    assert_eq!(src.xdp_mode(), XdpMode::Generic);
+    assert!(ip(&["-n", &ns.cap, "link", "show", "lo"]).contains("xdpgeneric"));
+    drop(src);
+    assert!(!xdp_attached(&ns.cap, "lo"));
+}
+
+#[test]
+fn own_traffic_stays_with_the_stack() {
+    // A sensor reached over the captured link: its data datagrams arrive on
+    // c0 from gen's address (as a looped-back mirror would show them) and
+    // must neither be captured nor taken away from the stack.
+    let ns = pair();
+    let tx = ns.gen_sender();
+    let listener = std::net::UdpSocket::bind((CAP_IP, 7300)).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let sink = udp_sink();
+    let mut s = spec("c0", compile("udp"), udpstr(&sink));
+    let own = xrpcapd::filter::OwnTraffic {
+        control_local: format!("{CAP_IP}:40000").parse().unwrap(),
+        control_peer: format!("{GEN_IP}:2003").parse().unwrap(),
+        data: xrpcapd::filter::DataDest::Udp(format!("{CAP_IP}:7300").parse().unwrap()),
+    };
+    s.backend = Backend::AfXdp(XdpSpec {
+        mode: XdpMode::Generic,
+        own: Some(own),
+        ..XdpSpec::default()
+    });
+    let w = Worker::start(s).expect("start");
+    send(&tx, 7300, 100, 5, 0); // "own" data: stays with the stack
+    send(&tx, PORT, 100, 5, 10); // captured
+    let mut buf = [0u8; 2048];
+    let mut to_stack = 0;
+    let t0 = Instant::now();
+    while to_stack < 5 && t0.elapsed() < LIMIT {
+        if listener.recv(&mut buf).is_ok() {
+            to_stack += 1;
+        }
+    }
+    let (recs, _, _) = collect_udpstr(&sink, 5, LIMIT);
+    w.stop();
+    assert_eq!(to_stack, 5, "own datagrams reached the host's socket");
+    assert_eq!(recs.len(), 5);
+    assert!(recs.iter().all(|r| r.data[36..38] == PORT.to_be_bytes()));
+}
