@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PROFILE=${PROFILE:-release}
 FORMATS=${FORMATS:-deb rpm}
+# FAST=1: light compression (the debug-build check in test.sh), not for release.
+FAST=${FAST:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=$TARGET_DIR/packages
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
@@ -80,7 +82,9 @@ fi
 SH
     chmod 0755 "$d/DEBIAN/postinst" "$d/DEBIAN/prerm"
     local deb=$OUT/xrpcapd_${VERSION}_${ARCH_DEB}.deb
-    fakeroot dpkg-deb --build -Zxz "$d" "$deb" >/dev/null
+    local z=(-Zxz)
+    [ "$FAST" = 1 ] && z=(-Zgzip -z1)
+    fakeroot dpkg-deb --build "${z[@]}" "$d" "$deb" >/dev/null
     echo "$deb"
 }
 
@@ -111,7 +115,9 @@ cp -a $tree/. %{buildroot}/
 %post
 [ -d /run/systemd/system ] && systemctl daemon-reload >/dev/null 2>&1 || :
 SPEC
-    rpmbuild --quiet -bb --define "_topdir $top" --define "__strip /bin/true" \
+    local z=()
+    [ "$FAST" = 1 ] && z=(--define "_binary_payload w1.gzdio")
+    rpmbuild --quiet -bb --define "_topdir $top" --define "__strip /bin/true" "${z[@]}" \
         --define "debug_package %{nil}" --define "_build_id_links none" \
         "$top/SPECS/xrpcapd.spec"
     local rpm

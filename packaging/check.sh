@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-mapfile -t built < <(PROFILE=dev packaging/build.sh)
+mapfile -t built < <(PROFILE=dev FAST=1 packaging/build.sh)
 deb=${built[0]}
 rpm=${built[1]:-}
 tmp=$(mktemp -d)
