@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rpcap::header::{Header, MsgType};
@@ -587,4 +587,196 @@ fn hosts_not_allowed_are_refused() {
     let mut s = rig.connect();
     expect_error(&mut s, ErrorCode::HostNoAuth);
     expect_closed(&mut s);
+}
+
+/// Runs openssl with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` in `dir` (name.pem, name.key) and `leaves` signed by it:
+/// (file stem, extended key usage), each with the SANs localhost and 127.0.0.1.
+fn make_ca(dir: &Path, name: &str, leaves: &[(&str, &str)]) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    let subject = format!("/CN=xrpcap test CA {name}");
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend([
+        "-days", "2", "-subj", &subject, "-keyout", &key, "-out", &pem,
+    ]);
+    args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(dir, &args);
+    for (stem, usage) in leaves {
+        let (lkey, csr, lpem, ext) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.pem"),
+            format!("{stem}.ext"),
+        );
+        std::fs::write(
+            dir.join(&ext),
+            format!(
+                "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n\
+                 basicConstraints=CA:FALSE\n"
+            ),
+        )
+        .unwrap();
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-subj", "/CN=localhost", "-keyout", &lkey, "-out", &csr]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &pem,
+                "-CAkey",
+                &key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &lpem,
+            ],
+        );
+    }
+}
+
+/// A rustls client that trusts `ca` and presents `client` (cert, key) if given.
+fn tls_client(ca: &Path, client: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    Arc::new(match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(cert).unwrap()],
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+    })
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// AUTH then FINDALLIF over rpcaps:// with `config`: Ok(interface count) or
+/// the error that ended the exchange (a TLS alert when the server refuses).
+fn tls_findallif(rig: &Rig, config: Arc<rustls::ClientConfig>) -> Result<u16, String> {
+    let conn = rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+    let mut s: TlsStream = rustls::StreamOwned::new(conn, rig.connect());
+    let mut read = |s: &mut TlsStream| -> Result<(Header, Vec<u8>), String> {
+        let mut h = [0u8; 8];
+        s.read_exact(&mut h).map_err(|e| e.to_string())?;
+        let header = Header::parse(&h).unwrap();
+        let mut p = vec![0u8; header.plen as usize];
+        s.read_exact(&mut p).map_err(|e| e.to_string())?;
+        Ok((header, p))
+    };
+    s.write_all(&password("alice", PASSWORD))
+        .map_err(|e| e.to_string())?;
+    let (h, p) = read(&mut s)?;
+    if h.kind() != Some(MsgType::AuthReply) {
+        return Err(format!("{h:?} {}", String::from_utf8_lossy(&p)));
+    }
+    s.write_all(&raw(MsgType::FindAllIfReq, 0, 0, &[]))
+        .map_err(|e| e.to_string())?;
+    let (h, p) = read(&mut s)?;
+    assert_eq!(h.kind(), Some(MsgType::FindAllIfReply), "{h:?}");
+    assert!(p.windows(2).any(|w| w == b"c0"), "c0 listed");
+    Ok(h.value)
+}
+
+#[test]
+fn tls_client_certificates_from_the_configured_ca_only() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_ca(
+        d,
+        "ca",
+        &[("server", "serverAuth"), ("client", "clientAuth")],
+    );
+    make_ca(d, "other", &[("stranger", "clientAuth")]);
+    let rig = Rig::new(
+        &format!(
+            "TlsCert = {}\nTlsKey = {}\nTlsClientCa = {}\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display(),
+            d.join("ca.pem").display()
+        ),
+        &[],
+    );
+    let ca = d.join("ca.pem");
+    // (b) A certificate of the configured CA: served.
+    let n = tls_findallif(
+        &rig,
+        tls_client(&ca, Some((&d.join("client.pem"), &d.join("client.key")))),
+    )
+    .expect("client with a certificate of TlsClientCa served");
+    assert!(n >= 2, "{n} interfaces");
+    // (a) No certificate, rustls and libpcap's client (which cannot present one).
+    let err = tls_findallif(&rig, tls_client(&ca, None)).unwrap_err();
+    assert!(err.contains("alert"), "{err}");
+    let source = format!("rpcaps://127.0.0.1:{PORT}/");
+    let (code, _, stderr) = rig.client_run(&["-u", "alice", "-p", PASSWORD, "list", &source]);
+    assert_eq!(code, 2, "libpcap without a client certificate: {stderr}");
+    // (c) A certificate of another CA.
+    let stranger = (d.join("stranger.pem"), d.join("stranger.key"));
+    let err = tls_findallif(&rig, tls_client(&ca, Some((&stranger.0, &stranger.1)))).unwrap_err();
+    assert!(err.contains("alert"), "{err}");
+    // The refusals are the agent's, for the reasons expected.
+    let counts = || {
+        let log = rig.agent.stderr();
+        (
+            log.matches("peer sent no certificates").count(),
+            log.matches("invalid peer certificate: UnknownIssuer")
+                .count(),
+            log.matches("authenticated as").count(),
+        )
+    };
+    wait_until(
+        Duration::from_secs(5),
+        "the agent's log of the refusals",
+        || Ok(counts() == (2, 1, 1)),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", counts(), rig.agent.stderr()));
+    // And a good client is still served afterwards.
+    tls_findallif(
+        &rig,
+        tls_client(&ca, Some((&d.join("client.pem"), &d.join("client.key")))),
+    )
+    .unwrap();
 }
