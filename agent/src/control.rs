@@ -848,6 +848,8 @@ impl<H: CaptureHost> Control<H> {
                 continue;
             };
             if let Some(client) = self.clients.get_mut(&token) {
+                // The check's time does not count as the client's idle time.
+                client.last_rx = Instant::now();
                 client.session.auth_verified(v.ok, &mut self.host);
                 self.client_event(token);
             } else if let Some(Slot {

@@ -358,6 +358,17 @@ fn tls_rpcaps_captures_and_plaintext_gets_tls_required() {
 
 #[test]
 fn libpcap_remoteact_accept_gets_an_active_session() {
+    remoteact_session(false);
+}
+
+#[test]
+fn libpcap_remoteact_accept_gets_an_active_tls_session() {
+    remoteact_session(true);
+}
+
+/// libpcap's pcap_remoteact_accept_ex listens on 2003; xrpcapd -a dials it;
+/// the client lists and captures 10 datagrams (rpcaps:// with `tls`).
+fn remoteact_session(tls: bool) {
     require_root();
     let gen = Netns::new("pg").unwrap();
     let cap = Netns::new("pc").unwrap();
@@ -382,19 +393,31 @@ fn libpcap_remoteact_accept_gets_an_active_session() {
     cmd.args([
         "-u", "alice", "-p", PASSWORD, "-c", "10", "-I", "3", "-f", &filter,
     ]);
+    if tls {
+        cmd.arg("-s");
+    }
     cmd.args(["active", "127.0.0.1", "2003", "c0"]).arg(&out);
     let mut client = Child::spawn("rpcap_client", cmd).unwrap();
     wait_tcp_listen(&cap, 2003, Duration::from_secs(10)).unwrap();
     let ini = tmp.path().join("rpcapd.ini");
-    std::fs::write(&ini, format!("User = alice {}\n", hash(PASSWORD))).unwrap();
+    let mut config = format!("User = alice {}\n", hash(PASSWORD));
+    if tls {
+        make_ca(tmp.path(), "ca", &[("server", "serverAuth")]);
+        let (cert, key) = (tmp.path().join("server.pem"), tmp.path().join("server.key"));
+        config += &format!("TlsCert = {}\nTlsKey = {}\n", cert.display(), key.display());
+    }
+    std::fs::write(&ini, config).unwrap();
     let mut cmd = cap.command(bin_path("xrpcapd"));
-    cmd.args(["-v", "-t", "0", "-a", "127.0.0.1,2003", "-f"])
+    cmd.args(["-D", "-v", "-t", "0", "-a", "127.0.0.1,2003", "-f"])
         .arg(&ini);
-    let _agent = Child::spawn("xrpcapd", cmd).unwrap();
-    client
-        .wait_for_output("capturing", Duration::from_secs(15))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let agent = Child::spawn("xrpcapd", cmd).unwrap();
+    // The agent's side: the client's first read over TLS blocks until a
+    // packet comes, so it cannot say when the capture runs.
+    wait_until(Duration::from_secs(15), "the capture to start", || {
+        Ok(agent.stderr().contains("capture on c0 started"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", client.describe(), agent.stderr()));
+    std::thread::sleep(Duration::from_millis(700));
     let payloads = numbered_payloads(10, PAYLOAD);
     let from: SocketAddr = format!("{GEN_IP}:40000").parse().unwrap();
     let to: SocketAddr = format!("{CAP_IP}:{DST_PORT}").parse().unwrap();
@@ -405,12 +428,17 @@ fn libpcap_remoteact_accept_gets_an_active_session() {
         .expect("client finished");
     assert!(status.success(), "{}", client.describe());
     assert!(client.stdout().contains("connected 127.0.0.1"));
-    assert!(client.stdout().contains("dev rpcap://127.0.0.1/c0|"));
+    let scheme = if tls { "rpcaps" } else { "rpcap" };
+    let dev = format!("dev {scheme}://127.0.0.1/c0|");
+    assert!(client.stdout().contains(&dev), "{}", client.describe());
     let got = read_pcap(&out).unwrap();
     assert_eq!(got.len(), 10, "{}", client.describe());
     for (i, g) in got.iter().enumerate() {
         assert_eq!(g.data[42..], payloads[i][..], "payload {i}");
     }
+    // The control connection and the TCP data connection were TLS or not.
+    let log = agent.stderr();
+    assert_eq!(log.contains("decided upon suite"), tls, "{log}");
 }
 
 #[test]
@@ -697,7 +725,7 @@ type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 fn tls_findallif(rig: &Rig, config: Arc<rustls::ClientConfig>) -> Result<u16, String> {
     let conn = rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
     let mut s: TlsStream = rustls::StreamOwned::new(conn, rig.connect());
-    let mut read = |s: &mut TlsStream| -> Result<(Header, Vec<u8>), String> {
+    let read = |s: &mut TlsStream| -> Result<(Header, Vec<u8>), String> {
         let mut h = [0u8; 8];
         s.read_exact(&mut h).map_err(|e| e.to_string())?;
         let header = Header::parse(&h).unwrap();
@@ -779,4 +807,158 @@ fn tls_client_certificates_from_the_configured_ca_only() {
         tls_client(&ca, Some((&d.join("client.pem"), &d.join("client.key")))),
     )
     .unwrap();
+}
+
+#[test]
+fn passive_udpstr_reaches_a_client_that_reads_it() {
+    let rig = Rig::new("PassiveUdpStr = YES\n", &["-t", "1400"]);
+    let out = tempfile::tempdir().unwrap();
+    let pwfile = rig.tmp.path().join("pw");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
+    let mut cmd = rig.cap.command(bin_path("xrpcap-sensor"));
+    cmd.args([
+        "--listen",
+        "none",
+        "--connect",
+        &format!("127.0.0.1:{PORT}"),
+    ]);
+    cmd.args(["--user", "alice", "--password-file"])
+        .arg(&pwfile);
+    cmd.args([
+        "--ifname",
+        "c0",
+        "--filter",
+        &format!("udp dst port {DST_PORT}"),
+    ]);
+    cmd.args([
+        "--count",
+        &COUNT.to_string(),
+        "--duration",
+        "20",
+        "--read-timeout",
+        "50",
+    ]);
+    cmd.args([
+        "--stats-interval",
+        "1",
+        "--udp-ports",
+        "41000-41010",
+        "--out",
+    ])
+    .arg(out.path());
+    let mut sensor = Child::spawn("xrpcap-sensor", cmd).unwrap();
+    wait_until(Duration::from_secs(15), "the capture to start", || {
+        Ok(rig.agent.stderr().contains("capture on c0 started"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", sensor.describe()));
+    std::thread::sleep(Duration::from_millis(500));
+    let payloads = numbered_payloads(COUNT, PAYLOAD);
+    let from: SocketAddr = format!("{GEN_IP}:40000").parse().unwrap();
+    let to: SocketAddr = format!("{CAP_IP}:{DST_PORT}").parse().unwrap();
+    send_udp(&rig.gen, from, to, &payloads).unwrap();
+    let status = sensor
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("sensor finished");
+    assert!(status.success(), "{}", sensor.describe());
+    // The agent chose udpstr for this passive client, and the sensor read it.
+    assert!(
+        rig.agent.stderr().contains("data UdpStr"),
+        "{}",
+        rig.agent.stderr()
+    );
+    let log = sensor.stderr();
+    let final_line = log
+        .lines()
+        .find(|l| l.starts_with("final "))
+        .unwrap_or_else(|| panic!("no final line: {log}"));
+    let counters = xrpcap_e2e::Counters(final_line.to_string());
+    assert_eq!(counters.get("packets"), u64::from(COUNT), "{final_line}");
+    assert!(counters.get("udpstr_datagrams") >= 1, "{final_line}");
+    assert_eq!(counters.get("lost"), 0, "{final_line}");
+    let files: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let got = read_pcap(&files[0]).unwrap();
+    assert_eq!(got.len(), COUNT as usize);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.data[42..], payloads[i][..], "payload {i}");
+    }
+}
+
+#[test]
+fn slow_password_checks_do_not_stall_other_clients_and_yescrypt_logins_work() {
+    // A real yescrypt system account, made costly (-R 9: 16 x the default
+    // work, ~0.7 s) so that its check lasts long enough to be seen from outside.
+    let mkpasswd = |args: &[&str], pw: &str| {
+        let mut c = Command::new("mkpasswd")
+            .args(args)
+            .arg("--stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("mkpasswd (Debian package whois, scripts/setup.sh)");
+        writeln!(c.stdin.take().unwrap(), "{pw}").unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let slow = mkpasswd(&["-m", "yescrypt", "-R", "9"], "slow pw");
+    let normal = mkpasswd(&["-m", "yescrypt"], "bob pw");
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    std::fs::write(
+        &shadow,
+        format!("slow:{slow}:19000:0:99999:7:::\nbob:{normal}:19000:0:99999:7:::\n"),
+    )
+    .unwrap();
+    // AuthTimeoutSecs = 2 of the rig would end the slow login in a debug build.
+    let rig = Rig::new(
+        &format!(
+            "SystemAccounts = YES\nShadowFile = {}\nAuthTimeoutSecs = 60\n",
+            shadow.display()
+        ),
+        &[],
+    );
+    // libpcap's client logs in with the default-cost system account.
+    let source = format!("rpcap://127.0.0.1:{PORT}/");
+    let (code, out, err) = rig.client_run(&["-u", "bob", "-p", "bob pw", "list", &source]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("c0"), "{out}");
+    // While the slow check runs, an authenticated client's STATS are served.
+    let mut good = authed(&rig);
+    let mut s = rig.connect();
+    let t0 = Instant::now();
+    s.write_all(&password("slow", "slow pw")).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let mut served_meanwhile = 0;
+    let mut worst = Duration::ZERO;
+    let mut peek = [0u8; 1];
+    let deadline = t0 + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        stats_ok(&mut good);
+        worst = worst.max(t.elapsed());
+        // No reply yet to the login: this STATS was served during its check.
+        match s.peek(&mut peek) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => served_meanwhile += 1,
+            _ => break,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let login = t0.elapsed();
+    s.set_nonblocking(false).unwrap();
+    let (h, _) = read_msg(&mut s).expect("login reply");
+    assert_eq!(h.kind(), Some(MsgType::AuthReply), "{h:?}");
+    assert!(
+        served_meanwhile >= 3,
+        "only {served_meanwhile} STATS served during a {login:?} login"
+    );
+    assert!(
+        worst < login / 2,
+        "a STATS took {worst:?} during a {login:?} login"
+    );
+    stats_ok(&mut s);
 }
