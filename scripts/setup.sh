@@ -13,6 +13,7 @@ APT_PACKAGES=(
     clang llvm libpcap-dev libelf-dev pkg-config # build: eBPF object, pcap crate
     gcc-multilib flex bison                      # asm/types.h for -target bpf; libpcap source build
     libssl-dev openssl                           # libpcap's rpcaps:// client; test certificates
+    whois                                        # mkpasswd: yescrypt/SHA-crypt shadow hashes in auth tests
     iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
     netsniff-ng tcpreplay tcpdump tshark         # traffic generators and references
     rpm fakeroot systemd                         # packaging/check.sh: rpmbuild, dpkg-deb, systemd-analyze

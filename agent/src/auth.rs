@@ -3,10 +3,16 @@
 //! Two sources of accounts, tried in order:
 //! - `User = NAME HASH` lines of the configuration, HASH an argon2id PHC
 //!   string as printed by `xrpcapd --hash-password`;
-//! - with `SystemAccounts = YES`, the system's accounts: the SHA-crypt hash
-//!   (`$6$`, `$5$`) of the shadow file. Locked or disabled accounts (`!`, `*`,
-//!   empty) are refused without any hash being computed on their behalf
+//! - with `SystemAccounts = YES`, the system's accounts: the yescrypt
+//!   (`$y$`, Debian 12's default) or SHA-crypt (`$6$`, `$5$`) hash of the
+//!   shadow file, read anew at every attempt so that a changed password or a
+//!   locked account takes effect at once. Locked or disabled accounts (`!`,
+//!   `*`, empty) are refused without their hash being computed
 //!   (CVE-2019-15163 crashed the reference on them).
+//!
+//! A check costs tens of milliseconds (argon2, yescrypt: memory-hard by
+//! design), so the daemon runs them on a [`Verifier`] thread and not on the
+//! control thread that serves every session.
 //!
 //! Every failure looks the same from outside: the caller sends one text for
 //! all of them, and an unknown user costs a hash computation as a known one
@@ -16,8 +22,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use yescrypt::PasswordVerifier as _;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -162,20 +173,134 @@ fn verify_argon2(hash: &str, password: &[u8]) -> bool {
     }
 }
 
-/// SHA-crypt (`$6$`, `$5$`); other schemes (yescrypt `$y$`, MD5, bcrypt)
-/// are not supported and refuse the login (logged once per attempt).
+/// yescrypt (`$y$`) and SHA-crypt (`$6$`, `$5$`), the schemes of
+/// libxcrypt's crypt(3) on current distributions; others (gost-yescrypt
+/// `$gy$`, MD5, bcrypt, DES) are not supported and refuse the login (logged).
 fn verify_crypt(hash: &str, password: &str) -> bool {
-    if hash.starts_with("$6$") {
+    if hash.starts_with("$y$") {
+        match yescrypt::Yescrypt::default().verify_password(password.as_bytes(), hash) {
+            Ok(()) => true,
+            Err(yescrypt::password_hash::Error::PasswordInvalid) => false,
+            Err(e) => {
+                log::warn!("SystemAccounts: unreadable yescrypt hash ({e}): login refused");
+                false
+            }
+        }
+    } else if hash.starts_with("$6$") {
         sha_crypt::sha512_check(password, hash).is_ok()
     } else if hash.starts_with("$5$") {
         sha_crypt::sha256_check(password, hash).is_ok()
     } else {
         log::warn!(
-            "SystemAccounts: hash scheme {} is not supported (only SHA-crypt $5$/$6$): login refused",
+            "SystemAccounts: hash scheme {} is not supported (only yescrypt $y$ and SHA-crypt $5$/$6$): login refused",
             hash.split('$').nth(1).unwrap_or("?")
         );
         verify_argon2(dummy_hash(), password.as_bytes());
         false
+    }
+}
+
+/// One password check for the [`Verifier`] thread.
+struct Job {
+    id: u64,
+    auth: Arc<Authenticator>,
+    user: Vec<u8>,
+    password: Vec<u8>,
+}
+
+/// The answer to the check submitted as `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub id: u64,
+    pub ok: bool,
+}
+
+/// A thread that checks passwords so that the control thread keeps serving
+/// the other sessions meanwhile. One check at a time (each takes ~20 MiB and
+/// a core for tens of ms), at most [`Verifier::QUEUE`] waiting; every answer
+/// wakes the control loop through `wake`.
+pub struct Verifier {
+    jobs: Option<Sender<Job>>,
+    verdicts: Receiver<Verdict>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Verifier {
+    /// Checks waiting at most; more are refused (the login fails).
+    pub const QUEUE: usize = 32;
+
+    pub fn spawn(wake: impl Fn() + Send + 'static) -> std::io::Result<Verifier> {
+        let (jobs, rx) = crossbeam_channel::bounded::<Job>(Self::QUEUE);
+        // Room for every check that can be under way: sending never waits
+        // for long even if the control loop is slow to collect answers.
+        let (tx, verdicts) = crossbeam_channel::bounded(Self::QUEUE + 1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("xrpcapd-auth".into())
+            .spawn(move || {
+                for job in rx {
+                    if stopped.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let t0 = Instant::now();
+                    let ok = job.auth.verify(&job.user, &job.password);
+                    log::debug!("password check {} took {:?}", job.id, t0.elapsed());
+                    if tx.send(Verdict { id: job.id, ok }).is_err() {
+                        break;
+                    }
+                    wake();
+                }
+            })?;
+        Ok(Verifier {
+            jobs: Some(jobs),
+            verdicts,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a check; false when the queue is full (or the thread is gone).
+    pub fn submit(
+        &self,
+        id: u64,
+        auth: Arc<Authenticator>,
+        user: Vec<u8>,
+        password: Vec<u8>,
+    ) -> bool {
+        let job = Job {
+            id,
+            auth,
+            user,
+            password,
+        };
+        match self.jobs.as_ref().map(|j| j.try_send(job)) {
+            Some(Ok(())) => true,
+            Some(Err(TrySendError::Full(_))) => {
+                log::warn!("{} password checks waiting: login refused", Self::QUEUE);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// An answer that is ready, if any.
+    pub fn try_recv(&self) -> Option<Verdict> {
+        self.verdicts.try_recv().ok()
+    }
+}
+
+impl Drop for Verifier {
+    /// Waits for the check under way at most; queued ones are dropped.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.jobs = None;
+        // Unblocks a thread waiting to send an answer nobody will read.
+        while self.verdicts.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -260,40 +385,167 @@ mod tests {
         assert!(parse_user(&format!("alice {h} extra")).is_err());
     }
 
-    #[test]
-    fn shadow_accounts_sha_crypt_and_locked_ones() {
-        let params = sha_crypt::Sha512Params::new(5000).unwrap();
-        let h6 = sha_crypt::sha512_simple("pw6", &params).unwrap();
-        let params = sha_crypt::Sha256Params::new(5000).unwrap();
-        let h5 = sha_crypt::sha256_simple("pw5", &params).unwrap();
-        let dir = tempfile::tempdir().unwrap();
+    /// A crypt(3) hash made by a system tool: `mkpasswd` (Debian package
+    /// whois, libxcrypt) or `openssl passwd`.
+    fn system_hash(program: &str, args: &[&str], password: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e} (scripts/setup.sh installs it)"));
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{program} {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn shadow_authenticator(dir: &tempfile::TempDir, text: &str) -> Authenticator {
         let shadow = dir.path().join("shadow");
-        std::fs::write(
-            &shadow,
-            format!(
-                "root:*:19000:0:99999:7:::\nsix:{h6}:19000::::::\nfive:{h5}:1::::::\n\
-                 locked:!{h6}:1::::::\nstar:*:1::::::\nempty::1::::::\nyes:$y$j9T$abc$def:1::::::\n"
-            ),
-        )
-        .unwrap();
-        let a = Authenticator {
+        std::fs::write(&shadow, text).unwrap();
+        Authenticator {
             users: vec![],
             system_accounts: true,
-            shadow_file: Some(shadow.clone()),
-        };
-        assert!(a.verify(b"six", b"pw6"));
-        assert!(!a.verify(b"six", b"pw5"));
-        assert!(a.verify(b"five", b"pw5"));
-        for locked in ["locked", "star", "empty", "root", "yes", "nobody"] {
-            assert!(!a.verify(locked.as_bytes(), b"pw6"), "{locked}");
-            assert!(!a.verify(locked.as_bytes(), b""), "{locked}");
+            shadow_file: Some(shadow),
+        }
+    }
+
+    #[test]
+    fn shadow_accounts_with_hashes_of_the_system_tools_and_locked_ones() {
+        // The hashes libxcrypt's crypt(3) makes (Debian 12's default is
+        // yescrypt), read from stdin so that spaces survive.
+        let y = system_hash("mkpasswd", &["-m", "yescrypt", "--stdin"], "pw y");
+        let y_cheap = system_hash(
+            "mkpasswd",
+            &["-m", "yescrypt", "-R", "3", "--stdin"],
+            "pw y3",
+        );
+        let six = system_hash("openssl", &["passwd", "-6", "-stdin"], "pw6");
+        let five = system_hash("mkpasswd", &["-m", "sha256crypt", "--stdin"], "pw5");
+        assert!(y.starts_with("$y$j9T$"), "{y}");
+        assert!(y_cheap.starts_with("$y$j7T$"), "{y_cheap}");
+        assert!(six.starts_with("$6$") && five.starts_with("$5$"));
+        // A fixed one too (mkpasswd -m yescrypt, libxcrypt 4.4.33), in case
+        // the tools change their defaults.
+        let fixed = "$y$j9T$tthn99DFREPsdaNMrptge/$dE3x2KQNkcEwKw91wlaXm5diiuUjRXqk9shmGm7STCA";
+        let dir = tempfile::tempdir().unwrap();
+        let a = shadow_authenticator(
+            &dir,
+            &format!(
+                "root:*:19000:0:99999:7:::\ny:{y}:19000:0:99999:7:::\ny3:{y_cheap}:1::::::\n\
+                 six:{six}:19000::::::\nfive:{five}:1::::::\nfixed:{fixed}:1::::::\n\
+                 locked:!{y}:1::::::\nstar:*:1::::::\nempty::1::::::\n\
+                 gost:$gy$j9T$abc$def:1::::::\nbroken:$y$zzz$abc$def:1::::::\n"
+            ),
+        );
+        for (user, right, wrong) in [
+            ("y", "pw y", "pw Y"),
+            ("y3", "pw y3", "pw y"),
+            ("six", "pw6", "pw5"),
+            ("five", "pw5", "pw6"),
+            ("fixed", "pw y", "pw y "),
+        ] {
+            assert!(a.verify(user.as_bytes(), right.as_bytes()), "{user}");
+            assert!(!a.verify(user.as_bytes(), wrong.as_bytes()), "{user}");
+            assert!(!a.verify(user.as_bytes(), b""), "{user}");
+        }
+        // Locked (`!` before the right hash), disabled, unsupported or
+        // unreadable hashes, unknown users: refused, whatever the password.
+        for user in [
+            "locked", "star", "empty", "root", "gost", "broken", "nobody",
+        ] {
+            for pw in ["pw y", "", "*", "!"] {
+                assert!(!a.verify(user.as_bytes(), pw.as_bytes()), "{user} {pw:?}");
+            }
         }
         // Off: the same account is unknown.
         let off = Authenticator {
             system_accounts: false,
-            ..a
+            ..a.clone()
         };
-        assert!(!off.verify(b"six", b"pw6"));
+        assert!(!off.verify(b"y", b"pw y"));
+        // The file is read at every attempt: a new password and a locked
+        // account take effect without a restart.
+        let new = system_hash(
+            "mkpasswd",
+            &["-m", "yescrypt", "-R", "3", "--stdin"],
+            "new pw",
+        );
+        std::fs::write(
+            a.shadow_file.as_ref().unwrap(),
+            format!("y:{new}:1::::::\nsix:!{six}:1::::::\n"),
+        )
+        .unwrap();
+        assert!(a.verify(b"y", b"new pw"));
+        assert!(!a.verify(b"y", b"pw y"));
+        assert!(!a.verify(b"six", b"pw6"));
+        // An unreadable shadow file: no system login.
+        std::fs::remove_file(a.shadow_file.as_ref().unwrap()).unwrap();
+        assert!(!a.verify(b"y", b"new pw"));
+    }
+
+    #[test]
+    fn verifier_answers_each_check_and_refuses_beyond_its_queue() {
+        let h = hash_password("pw").unwrap();
+        let a = Arc::new(Authenticator {
+            users: vec![parse_user(&format!("alice {h}")).unwrap()],
+            ..Default::default()
+        });
+        let (wake_tx, woken) = crossbeam_channel::unbounded();
+        let v = Verifier::spawn(move || {
+            let _ = wake_tx.send(());
+        })
+        .unwrap();
+        assert!(v.submit(1, a.clone(), b"alice".to_vec(), b"pw".to_vec()));
+        assert!(v.submit(2, a.clone(), b"alice".to_vec(), b"no".to_vec()));
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            woken.recv_timeout(Duration::from_secs(20)).expect("woken");
+            while let Some(verdict) = v.try_recv() {
+                got.push(verdict);
+            }
+        }
+        assert_eq!(
+            got,
+            [Verdict { id: 1, ok: true }, Verdict { id: 2, ok: false }]
+        );
+        // A full queue refuses at once (the thread works on one check).
+        let accepted = (0..Verifier::QUEUE as u64 + 3)
+            .filter(|i| v.submit(10 + i, a.clone(), b"alice".to_vec(), b"x".to_vec()))
+            .count();
+        assert!(accepted <= Verifier::QUEUE + 1, "{accepted}");
+        assert!(accepted >= Verifier::QUEUE, "{accepted}");
+        // Dropping it does not wait for the queued checks.
+        let t0 = Instant::now();
+        drop(v);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+
+    /// The cost of one check, per scheme (run with --release --ignored
+    /// --nocapture): the reason checks run on the Verifier thread.
+    #[test]
+    #[ignore]
+    fn verify_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = system_hash("mkpasswd", &["-m", "yescrypt", "--stdin"], "pw");
+        let six = system_hash("openssl", &["passwd", "-6", "-stdin"], "pw");
+        let mut a = shadow_authenticator(&dir, &format!("y:{y}:1::::::\nsix:{six}:1::::::\n"));
+        a.users = vec![parse_user(&format!("alice {}", hash_password("pw").unwrap())).unwrap()];
+        for user in ["alice", "y", "six", "nobody"] {
+            let mut times: Vec<Duration> = (0..7)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    a.verify(user.as_bytes(), b"pw");
+                    t0.elapsed()
+                })
+                .collect();
+            times.sort();
+            println!(
+                "verify {user}: median {:?} (min {:?}, max {:?})",
+                times[3], times[0], times[6]
+            );
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
-use crate::auth::Backoff;
+use crate::auth::{Backoff, Verifier};
 use crate::config::{ActiveClient, Config, TlsMode};
 use crate::passive::{self, Client};
 use crate::session::{CaptureHost, Ended, Mode, Session, SessionConfig};
@@ -148,6 +148,11 @@ pub struct Control<H: CaptureHost> {
     allowed: passive::Allowed,
     clients: BTreeMap<usize, Client<H::Capture>>,
     backoff: Backoff,
+    /// Password checks run there, not on this thread.
+    verifier: Verifier,
+    /// Checks under way: check id → token of the client or slot.
+    checks: BTreeMap<u64, usize>,
+    next_check: u64,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -159,6 +164,11 @@ impl<H: CaptureHost> Control<H> {
             timing.auth_fail_max,
             Duration::from_secs(900),
         );
+        let wake = waker.clone();
+        let verifier = Verifier::spawn(move || {
+            let _ = wake.wake();
+        })
+        .context("starting the password checker")?;
         let mut c = Control {
             poll,
             host,
@@ -178,6 +188,9 @@ impl<H: CaptureHost> Control<H> {
             allowed: passive::Allowed::default(),
             clients: BTreeMap::new(),
             backoff,
+            verifier,
+            checks: BTreeMap::new(),
+            next_check: 0,
         };
         c.apply_config(config);
         Ok(c)
@@ -323,7 +336,7 @@ impl<H: CaptureHost> Control<H> {
             } else {
                 info!("sensor {client} removed from the configuration");
                 if let Some(mut slot) = self.slots.remove(&token) {
-                    self.disconnect(&mut slot);
+                    self.disconnect(token, &mut slot);
                 }
             }
         }
@@ -383,7 +396,7 @@ impl<H: CaptureHost> Control<H> {
                             self.stop.store(true, Ordering::SeqCst);
                         }
                     }
-                    WAKER => {}
+                    WAKER => self.verdicts(),
                     Token(t) if self.listeners.contains_key(&t) => self.accept(t),
                     Token(t) if self.clients.contains_key(&t) => self.client_event(t),
                     Token(t) => self.slot_event(t),
@@ -576,10 +589,9 @@ impl<H: CaptureHost> Control<H> {
                     unreachable!()
                 };
                 let conn = Conn::new(stream, mode, tls);
-                slot.state = State::Connected {
-                    conn,
-                    session: Box::new(Session::new(cfg, local, peer)),
-                };
+                let mut session = Box::new(Session::new(cfg, local, peer));
+                session.defer_auth();
+                slot.state = State::Connected { conn, session };
                 // The sensor speaks first; its bytes may already be here.
                 self.service(token);
             }
@@ -595,6 +607,14 @@ impl<H: CaptureHost> Control<H> {
             return;
         };
         let (mut gone, _) = pump(conn, session, &mut self.host, true);
+        self.next_check += 1;
+        let id = self.next_check;
+        if submit_check(&self.verifier, id, session, &mut self.host) {
+            self.checks.insert(id, token);
+        }
+        if gone.is_none() && session.verifying() {
+            return;
+        }
         // Active sensors are the ones we dial: a failed login is answered at once.
         while gone.is_none() && session.paused() && session.ended().is_none() {
             session.resume(&mut self.host);
@@ -604,7 +624,7 @@ impl<H: CaptureHost> Control<H> {
             (Some(Ended::Closed), _) => {
                 info!("sensor {} sent CLOSE: not reconnecting", slot.client);
                 let mut slot = self.slots.remove(&token).expect("slot exists");
-                self.disconnect(&mut slot);
+                self.disconnect(token, &mut slot);
                 slot.state = State::Done;
                 self.slots.insert(token, slot);
             }
@@ -622,7 +642,7 @@ impl<H: CaptureHost> Control<H> {
     fn drop_session(&mut self, token: usize, why: &str) {
         let mut slot = self.slots.remove(&token).expect("slot exists");
         warn!("session with sensor {} ended: {why}", slot.client);
-        self.disconnect(&mut slot);
+        self.disconnect(token, &mut slot);
         let earliest = slot
             .last_attempt
             .map(|t| t + self.timing.backoff_base)
@@ -631,8 +651,10 @@ impl<H: CaptureHost> Control<H> {
         self.slots.insert(token, slot);
     }
 
-    /// Stops the slot's capture and closes its connection.
-    fn disconnect(&mut self, slot: &mut Slot<H::Capture>) {
+    /// Stops the slot's capture and closes its connection (`token` is the
+    /// slot's: a password check of the old connection no longer counts).
+    fn disconnect(&mut self, token: usize, slot: &mut Slot<H::Capture>) {
+        self.checks.retain(|_, t| *t != token);
         match std::mem::replace(&mut slot.state, State::Waiting(Instant::now())) {
             State::Connected {
                 mut conn,
@@ -715,7 +737,8 @@ impl<H: CaptureHost> Control<H> {
                 continue;
             }
             info!("passive client {peer} connected");
-            let session = Session::new(self.passive_session_config(), local, peer);
+            let mut session = Session::new(self.passive_session_config(), local, peer);
+            session.defer_auth();
             let conn = Conn::new(stream, self.tls_mode(), self.tls.clone());
             self.clients
                 .insert(ctoken, Client::new(conn, session, Instant::now()));
@@ -738,6 +761,17 @@ impl<H: CaptureHost> Control<H> {
         let (gone, received) = pump(&mut client.conn, &mut client.session, &mut self.host, false);
         if received {
             client.last_rx = now;
+        }
+        self.next_check += 1;
+        let id = self.next_check;
+        if submit_check(&self.verifier, id, &mut client.session, &mut self.host) {
+            self.checks.insert(id, token);
+        }
+        if client.session.verifying() {
+            if let Some(why) = gone {
+                self.drop_client(token, &why);
+            }
+            return;
         }
         let peer = client.session.peer().ip();
         if client.session.paused() {
@@ -799,10 +833,34 @@ impl<H: CaptureHost> Control<H> {
         let Some(mut client) = self.clients.remove(&token) else {
             return;
         };
+        self.checks.retain(|_, t| *t != token);
         info!("passive client {}: {why}", client.session.peer());
         client.session.shutdown(&mut self.host);
         let _ = flush(&mut client.conn, &mut client.session);
         let _ = self.poll.registry().deregister(&mut client.conn.stream);
+    }
+
+    /// Applies the answers of the password checker to their sessions.
+    fn verdicts(&mut self) {
+        while let Some(v) = self.verifier.try_recv() {
+            // Gone meanwhile: nothing to answer.
+            let Some(token) = self.checks.remove(&v.id) else {
+                continue;
+            };
+            if let Some(client) = self.clients.get_mut(&token) {
+                // The check's time does not count as the client's idle time.
+                client.last_rx = Instant::now();
+                client.session.auth_verified(v.ok, &mut self.host);
+                self.client_event(token);
+            } else if let Some(Slot {
+                state: State::Connected { session, .. },
+                ..
+            }) = self.slots.get_mut(&token)
+            {
+                session.auth_verified(v.ok, &mut self.host);
+                self.service(token);
+            }
+        }
     }
 
     /// Number of passive clients connected (tests, logs).
@@ -818,10 +876,29 @@ impl<H: CaptureHost> Control<H> {
         let tokens: Vec<usize> = self.slots.keys().copied().collect();
         for token in tokens {
             if let Some(mut slot) = self.slots.remove(&token) {
-                self.disconnect(&mut slot);
+                self.disconnect(token, &mut slot);
             }
         }
     }
+}
+
+/// Hands the session's password check, if it has one, to the checker as
+/// check `id`; a full queue fails the login at once. Returns whether the
+/// check was queued.
+fn submit_check<H: CaptureHost>(
+    verifier: &Verifier,
+    id: u64,
+    session: &mut Session<H::Capture>,
+    host: &mut H,
+) -> bool {
+    let Some((auth, user, password)) = session.take_auth_request() else {
+        return false;
+    };
+    if verifier.submit(id, auth, user, password) {
+        return true;
+    }
+    session.auth_verified(false, host);
+    false
 }
 
 /// Sends an error to a connection refused at accept and closes it.

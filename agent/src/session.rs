@@ -165,6 +165,13 @@ pub struct Session<C> {
     /// [`Session::resume`] (the connection holds the reply for a while).
     paused: bool,
     auth_failures: u32,
+    /// Password checks are left to the caller ([`Session::defer_auth`]).
+    defer_auth: bool,
+    /// A password check the caller has not taken yet: (user, password).
+    auth_request: Option<(Vec<u8>, Vec<u8>)>,
+    /// A password check of this user is under way: paused until
+    /// [`Session::auth_verified`].
+    verifying: Option<Vec<u8>>,
 }
 
 impl<C> Session<C> {
@@ -188,6 +195,44 @@ impl<C> Session<C> {
             ended: None,
             paused: false,
             auth_failures: 0,
+            defer_auth: false,
+            auth_request: None,
+            verifying: None,
+        }
+    }
+
+    /// Password checks are made by the caller, off the thread that runs the
+    /// session (they take tens of ms): a password AUTH_REQ pauses the session
+    /// and leaves (user, password) to [`Session::take_auth_request`]; the
+    /// answer comes back through [`Session::auth_verified`].
+    pub fn defer_auth(&mut self) {
+        self.defer_auth = true;
+    }
+
+    /// The password check to make, once: the accounts of this session, the
+    /// user and the password.
+    pub fn take_auth_request(&mut self) -> Option<(Arc<Authenticator>, Vec<u8>, Vec<u8>)> {
+        let (user, password) = self.auth_request.take()?;
+        Some((self.cfg.auth.clone(), user, password))
+    }
+
+    /// Whether a password check is under way.
+    pub fn verifying(&self) -> bool {
+        self.verifying.is_some()
+    }
+
+    /// The answer of the deferred password check: on success the session
+    /// goes on with the requests that came meanwhile; on failure it stays
+    /// paused like after any failed authentication.
+    pub fn auth_verified<H: CaptureHost<Capture = C>>(&mut self, ok: bool, host: &mut H) {
+        let Some(user) = self.verifying.take() else {
+            return;
+        };
+        self.paused = false;
+        self.auth_request = None;
+        self.password_result(&user, ok, host);
+        if !self.paused {
+            self.receive(&[], host);
         }
     }
 
@@ -376,39 +421,63 @@ impl<C> Session<C> {
     }
 
     fn auth<H: CaptureHost<Capture = C>>(&mut self, auth: Auth, host: &mut H) {
-        let ok = match &auth {
+        match auth {
             Auth::Null if self.cfg.null_auth => {
                 info!("{}: authenticated (NULL)", self.peer);
-                true
+                self.auth_succeeded();
             }
             Auth::Null => {
                 warn!("{}: NULL authentication refused", self.peer);
                 self.send_error(ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
-                false
+                self.auth_failed(host);
+            }
+            Auth::Password { user, password } if self.defer_auth => {
+                debug!(
+                    "{}: checking the password of {:?}",
+                    self.peer,
+                    String::from_utf8_lossy(&user)
+                );
+                self.verifying = Some(user.clone());
+                self.auth_request = Some((user, password));
+                self.paused = true;
             }
             Auth::Password { user, password } => {
-                let name = String::from_utf8_lossy(user);
-                if self.cfg.auth.verify(user, password) {
-                    info!("{}: authenticated as {name:?}", self.peer);
-                    true
-                } else {
-                    // The same text whether the user exists or not.
-                    warn!("{}: password authentication failed for {name:?}", self.peer);
-                    self.send_error(ErrorCode::AuthFailed, AUTH_FAILED);
-                    false
-                }
+                let ok = self.cfg.auth.verify(&user, &password);
+                self.password_result(&user, ok, host);
             }
-        };
-        if ok {
-            self.authenticated = true;
-            self.send(Message::AuthReply(Some(AuthReplyInfo {
-                min_version: VERSION,
-                max_version: VERSION,
-                // The magic as a big-endian reader sees our native bytes.
-                byte_order_magic: u32::from_be_bytes(0xA1B2_C3D4u32.to_ne_bytes()),
-            })));
-            return;
         }
+    }
+
+    /// Answers the password AUTH_REQ of `user` after its check.
+    fn password_result<H: CaptureHost<Capture = C>>(
+        &mut self,
+        user: &[u8],
+        ok: bool,
+        host: &mut H,
+    ) {
+        let name = String::from_utf8_lossy(user);
+        if ok {
+            info!("{}: authenticated as {name:?}", self.peer);
+            self.auth_succeeded();
+        } else {
+            // The same text whether the user exists or not.
+            warn!("{}: password authentication failed for {name:?}", self.peer);
+            self.send_error(ErrorCode::AuthFailed, AUTH_FAILED);
+            self.auth_failed(host);
+        }
+    }
+
+    fn auth_succeeded(&mut self) {
+        self.authenticated = true;
+        self.send(Message::AuthReply(Some(AuthReplyInfo {
+            min_version: VERSION,
+            max_version: VERSION,
+            // The magic as a big-endian reader sees our native bytes.
+            byte_order_magic: u32::from_be_bytes(0xA1B2_C3D4u32.to_ne_bytes()),
+        })));
+    }
+
+    fn auth_failed<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
         self.auth_failures += 1;
         self.paused = true;
         if self.auth_failures >= MAX_AUTH_ATTEMPTS {

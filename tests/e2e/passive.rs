@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rpcap::header::{Header, MsgType};
@@ -358,6 +358,17 @@ fn tls_rpcaps_captures_and_plaintext_gets_tls_required() {
 
 #[test]
 fn libpcap_remoteact_accept_gets_an_active_session() {
+    remoteact_session(false);
+}
+
+#[test]
+fn libpcap_remoteact_accept_gets_an_active_tls_session() {
+    remoteact_session(true);
+}
+
+/// libpcap's pcap_remoteact_accept_ex listens on 2003; xrpcapd -a dials it;
+/// the client lists and captures 10 datagrams (rpcaps:// with `tls`).
+fn remoteact_session(tls: bool) {
     require_root();
     let gen = Netns::new("pg").unwrap();
     let cap = Netns::new("pc").unwrap();
@@ -382,19 +393,31 @@ fn libpcap_remoteact_accept_gets_an_active_session() {
     cmd.args([
         "-u", "alice", "-p", PASSWORD, "-c", "10", "-I", "3", "-f", &filter,
     ]);
+    if tls {
+        cmd.arg("-s");
+    }
     cmd.args(["active", "127.0.0.1", "2003", "c0"]).arg(&out);
     let mut client = Child::spawn("rpcap_client", cmd).unwrap();
     wait_tcp_listen(&cap, 2003, Duration::from_secs(10)).unwrap();
     let ini = tmp.path().join("rpcapd.ini");
-    std::fs::write(&ini, format!("User = alice {}\n", hash(PASSWORD))).unwrap();
+    let mut config = format!("User = alice {}\n", hash(PASSWORD));
+    if tls {
+        make_ca(tmp.path(), "ca", &[("server", "serverAuth")]);
+        let (cert, key) = (tmp.path().join("server.pem"), tmp.path().join("server.key"));
+        config += &format!("TlsCert = {}\nTlsKey = {}\n", cert.display(), key.display());
+    }
+    std::fs::write(&ini, config).unwrap();
     let mut cmd = cap.command(bin_path("xrpcapd"));
-    cmd.args(["-v", "-t", "0", "-a", "127.0.0.1,2003", "-f"])
+    cmd.args(["-D", "-v", "-t", "0", "-a", "127.0.0.1,2003", "-f"])
         .arg(&ini);
-    let _agent = Child::spawn("xrpcapd", cmd).unwrap();
-    client
-        .wait_for_output("capturing", Duration::from_secs(15))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let agent = Child::spawn("xrpcapd", cmd).unwrap();
+    // The agent's side: the client's first read over TLS blocks until a
+    // packet comes, so it cannot say when the capture runs.
+    wait_until(Duration::from_secs(15), "the capture to start", || {
+        Ok(agent.stderr().contains("capture on c0 started"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", client.describe(), agent.stderr()));
+    std::thread::sleep(Duration::from_millis(700));
     let payloads = numbered_payloads(10, PAYLOAD);
     let from: SocketAddr = format!("{GEN_IP}:40000").parse().unwrap();
     let to: SocketAddr = format!("{CAP_IP}:{DST_PORT}").parse().unwrap();
@@ -405,12 +428,17 @@ fn libpcap_remoteact_accept_gets_an_active_session() {
         .expect("client finished");
     assert!(status.success(), "{}", client.describe());
     assert!(client.stdout().contains("connected 127.0.0.1"));
-    assert!(client.stdout().contains("dev rpcap://127.0.0.1/c0|"));
+    let scheme = if tls { "rpcaps" } else { "rpcap" };
+    let dev = format!("dev {scheme}://127.0.0.1/c0|");
+    assert!(client.stdout().contains(&dev), "{}", client.describe());
     let got = read_pcap(&out).unwrap();
     assert_eq!(got.len(), 10, "{}", client.describe());
     for (i, g) in got.iter().enumerate() {
         assert_eq!(g.data[42..], payloads[i][..], "payload {i}");
     }
+    // The control connection and the TCP data connection were TLS or not.
+    let log = agent.stderr();
+    assert_eq!(log.contains("decided upon suite"), tls, "{log}");
 }
 
 #[test]
@@ -587,4 +615,350 @@ fn hosts_not_allowed_are_refused() {
     let mut s = rig.connect();
     expect_error(&mut s, ErrorCode::HostNoAuth);
     expect_closed(&mut s);
+}
+
+/// Runs openssl with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` in `dir` (name.pem, name.key) and `leaves` signed by it:
+/// (file stem, extended key usage), each with the SANs localhost and 127.0.0.1.
+fn make_ca(dir: &Path, name: &str, leaves: &[(&str, &str)]) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    let subject = format!("/CN=xrpcap test CA {name}");
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend([
+        "-days", "2", "-subj", &subject, "-keyout", &key, "-out", &pem,
+    ]);
+    args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(dir, &args);
+    for (stem, usage) in leaves {
+        let (lkey, csr, lpem, ext) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.pem"),
+            format!("{stem}.ext"),
+        );
+        std::fs::write(
+            dir.join(&ext),
+            format!(
+                "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n\
+                 basicConstraints=CA:FALSE\n"
+            ),
+        )
+        .unwrap();
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-subj", "/CN=localhost", "-keyout", &lkey, "-out", &csr]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &pem,
+                "-CAkey",
+                &key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &lpem,
+            ],
+        );
+    }
+}
+
+/// A rustls client that trusts `ca` and presents `client` (cert, key) if given.
+fn tls_client(ca: &Path, client: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    Arc::new(match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(cert).unwrap()],
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+    })
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// AUTH then FINDALLIF over rpcaps:// with `config`: Ok(interface count) or
+/// the error that ended the exchange (a TLS alert when the server refuses).
+fn tls_findallif(rig: &Rig, config: Arc<rustls::ClientConfig>) -> Result<u16, String> {
+    let conn = rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+    let mut s: TlsStream = rustls::StreamOwned::new(conn, rig.connect());
+    let read = |s: &mut TlsStream| -> Result<(Header, Vec<u8>), String> {
+        let mut h = [0u8; 8];
+        s.read_exact(&mut h).map_err(|e| e.to_string())?;
+        let header = Header::parse(&h).unwrap();
+        let mut p = vec![0u8; header.plen as usize];
+        s.read_exact(&mut p).map_err(|e| e.to_string())?;
+        Ok((header, p))
+    };
+    s.write_all(&password("alice", PASSWORD))
+        .map_err(|e| e.to_string())?;
+    let (h, p) = read(&mut s)?;
+    if h.kind() != Some(MsgType::AuthReply) {
+        return Err(format!("{h:?} {}", String::from_utf8_lossy(&p)));
+    }
+    s.write_all(&raw(MsgType::FindAllIfReq, 0, 0, &[]))
+        .map_err(|e| e.to_string())?;
+    let (h, p) = read(&mut s)?;
+    assert_eq!(h.kind(), Some(MsgType::FindAllIfReply), "{h:?}");
+    assert!(p.windows(2).any(|w| w == b"c0"), "c0 listed");
+    Ok(h.value)
+}
+
+#[test]
+fn tls_client_certificates_from_the_configured_ca_only() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_ca(
+        d,
+        "ca",
+        &[("server", "serverAuth"), ("client", "clientAuth")],
+    );
+    make_ca(d, "other", &[("stranger", "clientAuth")]);
+    let rig = Rig::new(
+        &format!(
+            "TlsCert = {}\nTlsKey = {}\nTlsClientCa = {}\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display(),
+            d.join("ca.pem").display()
+        ),
+        &[],
+    );
+    let ca = d.join("ca.pem");
+    // (b) A certificate of the configured CA: served.
+    let n = tls_findallif(
+        &rig,
+        tls_client(&ca, Some((&d.join("client.pem"), &d.join("client.key")))),
+    )
+    .expect("client with a certificate of TlsClientCa served");
+    assert!(n >= 2, "{n} interfaces");
+    // (a) No certificate, rustls and libpcap's client (which cannot present one).
+    let err = tls_findallif(&rig, tls_client(&ca, None)).unwrap_err();
+    assert!(err.contains("alert"), "{err}");
+    let source = format!("rpcaps://127.0.0.1:{PORT}/");
+    let (code, _, stderr) = rig.client_run(&["-u", "alice", "-p", PASSWORD, "list", &source]);
+    assert_eq!(code, 2, "libpcap without a client certificate: {stderr}");
+    // (c) A certificate of another CA.
+    let stranger = (d.join("stranger.pem"), d.join("stranger.key"));
+    let err = tls_findallif(&rig, tls_client(&ca, Some((&stranger.0, &stranger.1)))).unwrap_err();
+    assert!(err.contains("alert"), "{err}");
+    // The refusals are the agent's, for the reasons expected.
+    let counts = || {
+        let log = rig.agent.stderr();
+        (
+            log.matches("peer sent no certificates").count(),
+            log.matches("invalid peer certificate: UnknownIssuer")
+                .count(),
+            log.matches("authenticated as").count(),
+        )
+    };
+    wait_until(
+        Duration::from_secs(5),
+        "the agent's log of the refusals",
+        || Ok(counts() == (2, 1, 1)),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", counts(), rig.agent.stderr()));
+    // And a good client is still served afterwards.
+    tls_findallif(
+        &rig,
+        tls_client(&ca, Some((&d.join("client.pem"), &d.join("client.key")))),
+    )
+    .unwrap();
+}
+
+#[test]
+fn passive_udpstr_reaches_a_client_that_reads_it() {
+    let rig = Rig::new("PassiveUdpStr = YES\n", &["-t", "1400"]);
+    let out = tempfile::tempdir().unwrap();
+    let pwfile = rig.tmp.path().join("pw");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
+    let mut cmd = rig.cap.command(bin_path("xrpcap-sensor"));
+    cmd.args([
+        "--listen",
+        "none",
+        "--connect",
+        &format!("127.0.0.1:{PORT}"),
+    ]);
+    cmd.args(["--user", "alice", "--password-file"])
+        .arg(&pwfile);
+    cmd.args([
+        "--ifname",
+        "c0",
+        "--filter",
+        &format!("udp dst port {DST_PORT}"),
+    ]);
+    cmd.args([
+        "--count",
+        &COUNT.to_string(),
+        "--duration",
+        "20",
+        "--read-timeout",
+        "50",
+    ]);
+    cmd.args([
+        "--stats-interval",
+        "1",
+        "--udp-ports",
+        "41000-41010",
+        "--out",
+    ])
+    .arg(out.path());
+    let mut sensor = Child::spawn("xrpcap-sensor", cmd).unwrap();
+    wait_until(Duration::from_secs(15), "the capture to start", || {
+        Ok(rig.agent.stderr().contains("capture on c0 started"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", sensor.describe()));
+    std::thread::sleep(Duration::from_millis(500));
+    let payloads = numbered_payloads(COUNT, PAYLOAD);
+    let from: SocketAddr = format!("{GEN_IP}:40000").parse().unwrap();
+    let to: SocketAddr = format!("{CAP_IP}:{DST_PORT}").parse().unwrap();
+    send_udp(&rig.gen, from, to, &payloads).unwrap();
+    let status = sensor
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("sensor finished");
+    assert!(status.success(), "{}", sensor.describe());
+    // The agent chose udpstr for this passive client, and the sensor read it.
+    assert!(
+        rig.agent.stderr().contains("data UdpStr"),
+        "{}",
+        rig.agent.stderr()
+    );
+    let log = sensor.stderr();
+    let final_line = log
+        .lines()
+        .find(|l| l.starts_with("final "))
+        .unwrap_or_else(|| panic!("no final line: {log}"));
+    let counters = xrpcap_e2e::Counters(final_line.to_string());
+    assert_eq!(counters.get("packets"), u64::from(COUNT), "{final_line}");
+    assert!(counters.get("udpstr_datagrams") >= 1, "{final_line}");
+    assert_eq!(counters.get("lost"), 0, "{final_line}");
+    let files: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let got = read_pcap(&files[0]).unwrap();
+    assert_eq!(got.len(), COUNT as usize);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.data[42..], payloads[i][..], "payload {i}");
+    }
+}
+
+#[test]
+fn slow_password_checks_do_not_stall_other_clients_and_yescrypt_logins_work() {
+    // A real yescrypt system account, made costly (-R 9: 16 x the default
+    // work, ~0.7 s) so that its check lasts long enough to be seen from outside.
+    let mkpasswd = |args: &[&str], pw: &str| {
+        let mut c = Command::new("mkpasswd")
+            .args(args)
+            .arg("--stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("mkpasswd (Debian package whois, scripts/setup.sh)");
+        writeln!(c.stdin.take().unwrap(), "{pw}").unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let slow = mkpasswd(&["-m", "yescrypt", "-R", "9"], "slow pw");
+    let normal = mkpasswd(&["-m", "yescrypt"], "bob pw");
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    std::fs::write(
+        &shadow,
+        format!("slow:{slow}:19000:0:99999:7:::\nbob:{normal}:19000:0:99999:7:::\n"),
+    )
+    .unwrap();
+    // AuthTimeoutSecs = 2 of the rig would end the slow login in a debug build.
+    let rig = Rig::new(
+        &format!(
+            "SystemAccounts = YES\nShadowFile = {}\nAuthTimeoutSecs = 60\n",
+            shadow.display()
+        ),
+        &[],
+    );
+    // libpcap's client logs in with the default-cost system account.
+    let source = format!("rpcap://127.0.0.1:{PORT}/");
+    let (code, out, err) = rig.client_run(&["-u", "bob", "-p", "bob pw", "list", &source]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("c0"), "{out}");
+    // While the slow check runs, an authenticated client's STATS are served.
+    let mut good = authed(&rig);
+    let mut s = rig.connect();
+    let t0 = Instant::now();
+    s.write_all(&password("slow", "slow pw")).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let mut served_meanwhile = 0;
+    let mut worst = Duration::ZERO;
+    let mut peek = [0u8; 1];
+    let deadline = t0 + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        stats_ok(&mut good);
+        worst = worst.max(t.elapsed());
+        // No reply yet to the login: this STATS was served during its check.
+        match s.peek(&mut peek) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => served_meanwhile += 1,
+            _ => break,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let login = t0.elapsed();
+    s.set_nonblocking(false).unwrap();
+    let (h, _) = read_msg(&mut s).expect("login reply");
+    assert_eq!(h.kind(), Some(MsgType::AuthReply), "{h:?}");
+    assert!(
+        served_meanwhile >= 3,
+        "only {served_meanwhile} STATS served during a {login:?} login"
+    );
+    assert!(
+        worst < login / 2,
+        "a STATS took {worst:?} during a {login:?} login"
+    );
+    stats_ok(&mut s);
 }
