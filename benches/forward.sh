@@ -24,9 +24,14 @@
 # Usage (root): benches/forward.sh [options]
 #   -r RUNS     runs per case and pass (default 3; medians are reported)
 #   -c CASES    space-separated SIZE:COUNT:RATE, RATE = "top" or a trafgen
-#               --rate like 300kpps (default "64:2000000:top 1500:500000:top")
+#               --rate like 150000pps (default: 64 B and 1500 B at top speed, then paced at
+#               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
+#               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default) or one of them
 #   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
+#   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
+#               (default none: the agent runs at its defaults)
+#   -T ARGS     extra tcpdump arguments, e.g. "-B 32768" (default none)
 #   -B          do not build (use target/release as it is)
 #   -k          keep the run directory (logs, configs) for inspection
 #
@@ -34,17 +39,21 @@
 set -euo pipefail
 
 RUNS=3
-CASES="64:2000000:top 1500:500000:top"
+CASES="64:2000000:top 1500:500000:top 64:1000000:100000pps 1500:250000:25000pps"
 PASSES="agent tcpdump"
 OUT=/tmp/xrpcap-forward.tsv
 BUILD=1
 KEEP=0
-while getopts "r:c:p:o:Bkh" opt; do
+AGENT_INI=""
+TCPDUMP_ARGS=""
+while getopts "r:c:p:o:a:T:Bkh" opt; do
     case $opt in
         r) RUNS=$OPTARG ;;
         c) CASES=$OPTARG ;;
         p) PASSES=$OPTARG ;;
         o) OUT=$OPTARG ;;
+        a) AGENT_INI=$OPTARG ;;
+        T) TCPDUMP_ARGS=$OPTARG ;;
         B) BUILD=0 ;;
         k) KEEP=1 ;;
         *) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 2 ;;
@@ -89,7 +98,7 @@ trap 'exit 130' INT TERM
 # ---- topology ---------------------------------------------------------------
 for n in $GEN $CAP $SEN; do ip netns add "$n"; ip -n "$n" link set lo up; done
 ip link add g0 netns $GEN type veth peer name c0 netns $CAP
-ip link add c1 netns $CAP type veth peer name s1 netns $SEN
+ip link add c1 netns $CAP numtxqueues 1 numrxqueues 1 type veth peer name s1 netns $SEN numtxqueues 1 numrxqueues 1
 ip -n $GEN addr add 10.200.1.1/24 dev g0
 ip -n $CAP addr add 10.200.1.2/24 dev c0
 ip -n $CAP addr add 10.200.2.1/24 dev c1
@@ -128,6 +137,8 @@ EOF
 cpu_ticks_ns() { awk -v hz="$HZ" '{ sub(/^.*\) /, ""); split($0, f, " "); printf "%.0f\n", (f[12] + f[13]) * 1e9 / hz }' "/proc/$1/stat"; }
 # Sum of the run time of every thread of a process (schedstat), in ns.
 cpu_sched_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+# Context switches of every thread of a process (sleeps = wake-ups).
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
 vmhwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 ifstat() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
 # One field of the "Ip:" line of /proc/net/snmp in a namespace.
@@ -192,6 +203,7 @@ pass_agent() { # size count rate
 ActiveClient = 10.200.2.2, $SENSOR_PORT, ifname=c0
 NullAuthPermit = YES
 WorkerCpu = $CAP_CPU
+$AGENT_INI
 EOF
     ip netns exec $SEN taskset -c $GEN_CPU "$SENSOR" --listen 10.200.2.2:$SENSOR_PORT \
         --udp-ports 2004-2005 --ifname c0 --filter "udp dst port $PORT" \
@@ -203,10 +215,10 @@ EOF
     wait_until 100 has_thread $apid dp-c0 || { echo "agent capture did not start" >&2; cat "$d/agent.log" "$d/sensor.log" >&2; return 1; }
     sleep 0.3
     snap_before
-    local c0=$(cpu_ticks_ns $apid) s0=$(cpu_sched_ns $apid)
+    local c0=$(cpu_ticks_ns $apid) s0=$(cpu_sched_ns $apid) x0=$(ctxsw $apid)
     run_trafgen "$size" "$count" "$rate" || return 1
     wait_quiet ifstat $CAP c1 tx_packets
-    local c1=$(cpu_ticks_ns $apid) s1=$(cpu_sched_ns $apid)
+    local c1=$(cpu_ticks_ns $apid) s1=$(cpu_sched_ns $apid) x1=$(ctxsw $apid)
     snap_after
     sleep 0.6 # one more STATS reply, with the final agent counters
     local hwm=$(vmhwm_kib $apid)
@@ -222,22 +234,22 @@ EOF
     local wire=$((W_BYTES - 42 * W_PKTS + 42 * dgrams))
     emit agent "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
         "$wire" "$dgrams" "$bytes" "$FRAGS" \
-        "link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS"
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS"
 }
 
 pass_tcpdump() { # size count rate
     local size=$1 count=$2 rate=$3 d=$WORK/tcpdump
     rm -rf "$d"; mkdir -p "$d"
-    ip netns exec $CAP taskset -c $CAP_CPU tcpdump -i c0 -n -w /dev/null "udp dst port $PORT" 2>"$d/tcpdump.log" &
+    ip netns exec $CAP taskset -c $CAP_CPU tcpdump -i c0 -n $TCPDUMP_ARGS -w /dev/null "udp dst port $PORT" 2>"$d/tcpdump.log" &
     local tpid=$!; PIDS+=($tpid); RUN_PIDS=($tpid)
     wait_until 100 grep -q "listening on" "$d/tcpdump.log" || { cat "$d/tcpdump.log" >&2; return 1; }
     sleep 0.3
     snap_before
-    local c0=$(cpu_ticks_ns $tpid) s0=$(cpu_sched_ns $tpid)
+    local c0=$(cpu_ticks_ns $tpid) s0=$(cpu_sched_ns $tpid) x0=$(ctxsw $tpid)
     run_trafgen "$size" "$count" "$rate" || return 1
     # tcpdump's ring blocks retire after its 1 s read timeout.
     sleep 1.5
-    local c1=$(cpu_ticks_ns $tpid) s1=$(cpu_sched_ns $tpid)
+    local c1=$(cpu_ticks_ns $tpid) s1=$(cpu_sched_ns $tpid) x1=$(ctxsw $tpid)
     snap_after
     local hwm=$(vmhwm_kib $tpid)
     kill -INT $tpid; wait $tpid 2>/dev/null || true
@@ -245,7 +257,7 @@ pass_tcpdump() { # size count rate
     got=$(sed -n 's/^\([0-9]*\) packets\{0,1\} captured.*/\1/p' "$d/tcpdump.log")
     kdrop=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$d/tcpdump.log")
     emit tcpdump "$size" "$count" "$rate" "${got:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" \
-        0 0 $((${got:-0} * size)) 0 "link_drops=$LINK_DROPS kernel_drops=${kdrop:-?}"
+        0 0 $((${got:-0} * size)) 0 "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS kernel_drops=${kdrop:-?}"
 }
 
 # One TSV row: pass size count rate gen_pps received loss cpu_ns/pkt
@@ -265,7 +277,7 @@ emit() {
     }' | tee -a "$OUT"
 }
 
-echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), load $(cut -d' ' -f1-3 /proc/loadavg); agent $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)" | tee -a "$OUT"
+echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), load $(cut -d' ' -f1-3 /proc/loadavg); agent $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?); agent ini extra: '${AGENT_INI}'; tcpdump extra: '${TCPDUMP_ARGS}'" | tee -a "$OUT"
 printf 'pass\tsize\tsent\trate\tgen_pps\treceived\tloss\tcpu_ns_pkt\tsched_ns_pkt\twire_per_cap\tdgram_per_pkt\tfrags\tpeak_rss_kib\tnotes\n' | tee -a "$OUT"
 ROWS=$WORK/rows.tsv
 : >"$ROWS"
