@@ -242,7 +242,7 @@ pass_tcpdump() { # size count rate
     rm -rf "$d"; mkdir -p "$d"
     ip netns exec $CAP taskset -c $CAP_CPU tcpdump -i c0 -n $TCPDUMP_ARGS -w /dev/null "udp dst port $PORT" 2>"$d/tcpdump.log" &
     local tpid=$!; PIDS+=($tpid); RUN_PIDS=($tpid)
-    wait_until 100 grep -q "listening on" "$d/tcpdump.log" || { cat "$d/tcpdump.log" >&2; return 1; }
+    wait_until 100 grep -qs "listening on" "$d/tcpdump.log" || { cat "$d/tcpdump.log" >&2; return 1; }
     sleep 0.3
     snap_before
     local c0=$(cpu_ticks_ns $tpid) s0=$(cpu_sched_ns $tpid) x0=$(ctxsw $tpid)
