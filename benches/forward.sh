@@ -27,7 +27,9 @@
 #               --rate like 150000pps (default: 64 B and 1500 B at top speed, then paced at
 #               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
 #               64:1000000:100000pps 1500:250000:25000pps")
-#   -p PASSES   "agent tcpdump" (default) or one of them
+#   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
+#               tcpdump, tcpdump-B32M (agent-sink: the agent's data go to a
+#               device that drops them; tcpdump-B32M: tcpdump -B 32768)
 #   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
 #   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
 #               (default none: the agent runs at its defaults)
@@ -70,7 +72,7 @@ if [ $BUILD = 1 ]; then
     (cd "$ROOT" && cargo build --release -p xrpcapd -p xrpcap-sensor) >&2
 fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT=$TARGET/release/xrpcapd
+AGENT=${XRPCAPD:-$TARGET/release/xrpcapd}
 SENSOR=$TARGET/release/xrpcap-sensor
 [ -x "$AGENT" ] && [ -x "$SENSOR" ] || { echo "forward.sh: release binaries missing in $TARGET/release" >&2; exit 1; }
 
@@ -107,6 +109,14 @@ ip -n $GEN link set g0 up
 ip -n $CAP link set c0 up
 ip -n $CAP link set c1 up
 ip -n $SEN link set s1 up
+# For the agent-sink pass: a veth whose peer stays down (it frees every
+# frame in its xmit, as fast as a device can; this kernel has no dummy
+# driver), a static neighbour, and a table routing the sensor's address
+# through it (used only while that pass adds its rule).
+ip -n $CAP link add d0 numtxqueues 1 numrxqueues 1 type veth peer name d1 numtxqueues 1 numrxqueues 1
+ip -n $CAP link set d0 up
+ip -n $CAP route add 10.200.2.2/32 dev d0 table 100
+ip -n $CAP neigh add 10.200.2.2 lladdr 02:00:00:00:00:02 dev d0 nud permanent
 # RPS: the sensor namespace's IP/UDP receive work (and the segmentation of
 # UDP GSO packets) runs on the generator's CPU instead of inside the agent's
 # sendmmsg on CPU 1, as it would on another host behind a real NIC.
@@ -183,21 +193,25 @@ run_trafgen() { # size count rate → sets GEN_NS (trafgen's send time)
 }
 
 # Shared per-run accounting around the traffic: fills W_BYTES, W_PKTS, FRAGS.
+# The device the agent's data leave by: c1 (to the sensor) or d0 (sink).
+DATA_DEV=c1
+# Packets it sent or, for d0, dropped in its xmit.
+data_pkts() { echo $(($(ifstat $CAP $DATA_DEV tx_packets) + $(ifstat $CAP $DATA_DEV tx_dropped))); }
 snap_before() {
-    B0=$(ifstat $CAP c1 tx_bytes) P0=$(ifstat $CAP c1 tx_packets)
+    B0=$(ifstat $CAP $DATA_DEV tx_bytes) P0=$(data_pkts)
     F0=$(snmp_ip $CAP FragCreates) R0=$(snmp_ip $SEN ReasmReqds)
     L0=$(($(ifstat $GEN g0 tx_dropped) + $(ifstat $CAP c0 rx_dropped)))
 }
 snap_after() {
-    W_BYTES=$(($(ifstat $CAP c1 tx_bytes) - B0))
-    W_PKTS=$(($(ifstat $CAP c1 tx_packets) - P0))
+    W_BYTES=$(($(ifstat $CAP $DATA_DEV tx_bytes) - B0))
+    W_PKTS=$(($(data_pkts) - P0))
     FRAGS=$(($(snmp_ip $CAP FragCreates) - F0 + $(snmp_ip $SEN ReasmReqds) - R0))
     # Frames the veth itself dropped before any capture could see them.
     LINK_DROPS=$(($(ifstat $GEN g0 tx_dropped) + $(ifstat $CAP c0 rx_dropped) - L0))
 }
 
-pass_agent() { # size count rate
-    local size=$1 count=$2 rate=$3 d=$WORK/agent
+pass_agent() { # size count rate [sink]
+    local size=$1 count=$2 rate=$3 mode=${4:-sensor} d=$WORK/agent
     rm -rf "$d"; mkdir -p "$d"
     cat >"$d/rpcapd.ini" <<EOF
 ActiveClient = 10.200.2.2, $SENSOR_PORT, ifname=c0
@@ -214,17 +228,27 @@ EOF
     # `ip netns exec` execs, so $apid is the agent itself.
     wait_until 100 has_thread $apid dp-c0 || { echo "agent capture did not start" >&2; cat "$d/agent.log" "$d/sensor.log" >&2; return 1; }
     sleep 0.3
+    [ "$mode" = sink ] && DATA_DEV=d0
     snap_before
     local c0=$(cpu_ticks_ns $apid) s0=$(cpu_sched_ns $apid) x0=$(ctxsw $apid)
     run_trafgen "$size" "$count" "$rate" || return 1
-    wait_quiet ifstat $CAP c1 tx_packets
+    wait_quiet data_pkts
     local c1=$(cpu_ticks_ns $apid) s1=$(cpu_sched_ns $apid) x1=$(ctxsw $apid)
     snap_after
     sleep 0.6 # one more STATS reply, with the final agent counters
     local hwm=$(vmhwm_kib $apid)
     kill -INT $spid; wait $spid 2>/dev/null || true
     kill -TERM $apid; wait $apid 2>/dev/null || true
+    DATA_DEV=c1
     local st=$d/sensor.stats
+    if [ "$mode" = sink ]; then
+        # The sensor saw no data: what the agent sent comes from its last
+        # STATS reply; d0 counts its drops, not its bytes, so no wire figures.
+        local sent=$(stat_field $st agent_sent)
+        emit agent-sink "$size" "$count" "$rate" "${sent:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" 0 0 0 "$FRAGS" \
+            "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) gso_sends=$W_PKTS"
+        return 0
+    fi
     local got=$(stat_field $st packets) bytes=$(stat_field $st bytes)
     local dgrams=$(($(stat_field $st udpstr_datagrams) + $(stat_field $st lost_datagrams)))
     got=${got:-0} bytes=${bytes:-0}
@@ -237,8 +261,30 @@ EOF
         "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS"
 }
 
-pass_tcpdump() { # size count rate
-    local size=$1 count=$2 rate=$3 d=$WORK/tcpdump
+# The agent's CPU when its datagrams leave through a device that frees them
+# at once (d0, routed by policy for the data ports only), as
+# with a sensor on another machine behind a NIC: no sensor receive work, no
+# cross-CPU wake-ups or skb frees on the agent's CPU. Loss is taken from the
+# agent's own counters (STATS), the sensor sees only the control connection.
+pass_agent-sink() { # size count rate
+    ip -n $CAP rule add ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
+    local rc=0
+    pass_agent "$@" sink || rc=$?
+    ip -n $CAP rule del ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
+    return $rc
+}
+
+# tcpdump with a 32 MiB buffer, the agent's default ring size.
+pass_tcpdump-B32M() { # size count rate
+    local saved=$TCPDUMP_ARGS rc=0
+    TCPDUMP_ARGS="$TCPDUMP_ARGS -B 32768"
+    pass_tcpdump "$@" tcpdump-B32M || rc=$?
+    TCPDUMP_ARGS=$saved
+    return $rc
+}
+
+pass_tcpdump() { # size count rate [name]
+    local size=$1 count=$2 rate=$3 name=${4:-tcpdump} d=$WORK/tcpdump
     rm -rf "$d"; mkdir -p "$d"
     ip netns exec $CAP taskset -c $CAP_CPU tcpdump -i c0 -n $TCPDUMP_ARGS -w /dev/null "udp dst port $PORT" 2>"$d/tcpdump.log" &
     local tpid=$!; PIDS+=($tpid); RUN_PIDS=($tpid)
@@ -256,7 +302,7 @@ pass_tcpdump() { # size count rate
     local got kdrop
     got=$(sed -n 's/^\([0-9]*\) packets\{0,1\} captured.*/\1/p' "$d/tcpdump.log")
     kdrop=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$d/tcpdump.log")
-    emit tcpdump "$size" "$count" "$rate" "${got:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" \
+    emit "$name" "$size" "$count" "$rate" "${got:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" \
         0 0 $((${got:-0} * size)) 0 "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS kernel_drops=${kdrop:-?}"
 }
 
