@@ -360,7 +360,7 @@ pub(crate) fn run<S: Source>(
     let mut failure: Option<String> = None;
     // How long the next poll may sleep: until the next housekeeping or the
     // flush deadline of a partly filled datagram, whichever comes first.
-    let mut wait = HOUSEKEEPING.min(read_timeout);
+    let mut wait = HOUSEKEEPING;
     'capture: loop {
         loop {
             match rx.try_recv() {
