@@ -350,3 +350,42 @@ fn dry_run_frames_but_sends_nothing() {
     assert_eq!(stats.svrcapt, 0);
     assert_eq!(stats.ifdrop, 0);
 }
+
+/// An idle worker sleeps up to 100 ms in its ring; a command must not wait
+/// for that: it wakes the worker (eventfd) and is taken at once.
+#[test]
+fn commands_wake_an_idle_worker_at_once() {
+    let ns = NetnsPair::new();
+    NetnsPair::enter(&ns.cap);
+    let sink = udp_sink();
+    let mut s = spec(
+        "c0",
+        compile(&format!("udp dst port {PORT}")),
+        Transport::UdpStr {
+            dest: addr(&sink),
+            size: 1472,
+        },
+    );
+    // Long read timeout: nothing but a command ends the worker's sleep early.
+    s.read_timeout = Duration::from_secs(1);
+    let worker = Worker::start(s).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        // Let the worker go back to sleep, then time a command round trip.
+        std::thread::sleep(Duration::from_millis(30));
+        let t0 = std::time::Instant::now();
+        worker
+            .update_filter(compile(&format!("udp dst port {OTHER}")))
+            .unwrap();
+        slowest = slowest.max(t0.elapsed());
+    }
+    let t0 = std::time::Instant::now();
+    worker.stop();
+    let stop = t0.elapsed();
+    assert!(
+        slowest < Duration::from_millis(60),
+        "UPDATEFILTER took {slowest:?}"
+    );
+    assert!(stop < Duration::from_millis(60), "stop took {stop:?}");
+}

@@ -98,6 +98,8 @@ pub struct AfPacket {
     /// whether it was deleted.
     down_since: Option<Instant>,
     last_down_check: Instant,
+    /// An eventfd that ends a wait early (the worker's commands), if set.
+    wake: Option<OwnedFd>,
 }
 
 // SAFETY: the ring mapping is owned by this value alone (no other handle
@@ -163,6 +165,7 @@ impl AfPacket {
             vlan_buf: vec![0; cfg.snaplen as usize + 4],
             down_since: None,
             last_down_check: Instant::now(),
+            wake: None,
         };
 
         // SAFETY: all-zero is a valid sockaddr_ll; the fields we need are set below.
@@ -201,6 +204,12 @@ impl AfPacket {
         let _ = cap.read_kernel_stats();
         cap.kernel_drops = 0;
         Ok(cap)
+    }
+
+    /// A waiting [`Source::poll`] also returns when `fd` (an eventfd) is
+    /// written, so the caller can sleep long and still react at once.
+    pub fn set_wake_fd(&mut self, fd: OwnedFd) {
+        self.wake = Some(fd);
     }
 
     pub fn geometry(&self) -> RingGeometry {
@@ -309,14 +318,24 @@ impl AfPacket {
     /// Waits for the socket to become readable; turns a socket error into
     /// the capture's fate.
     fn wait(&mut self, timeout: Duration) -> Result<(), CaptureError> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd, count 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        let wake_fd = self.wake.as_ref().map_or(-1, |w| w.as_raw_fd());
+        let mut pfds = [
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            // poll(2) skips a negative descriptor.
+            libc::pollfd {
+                fd: wake_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // Rounded up: a deadline less than 1 ms away is a short sleep, not a spin.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: two valid pollfds, count 2.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -324,7 +343,13 @@ impl AfPacket {
             }
             return Err(CaptureError::io("poll on the capture socket", e));
         }
-        if pfd.revents & libc::POLLERR != 0 {
+        if pfds[1].revents & libc::POLLIN != 0 {
+            let mut v = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into `v`; the eventfd is
+            // non-blocking, and a failed read only means another wake-up.
+            unsafe { libc::read(wake_fd, v.as_mut_ptr() as *mut libc::c_void, 8) };
+        }
+        if pfds[0].revents & libc::POLLERR != 0 {
             self.take_socket_error()?;
         }
         if self.down_since.is_some() && self.last_down_check.elapsed() >= DOWN_CHECK_INTERVAL {

@@ -30,7 +30,7 @@ use crate::capture::afxdp::{AfXdp, AfXdpConfig};
 use crate::capture::file::FileSource;
 pub use crate::capture::xdp_prog::XdpMode;
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
-use worker::{Command, Output, Pipeline, Shared};
+use worker::{Command, Output, Pipeline, Shared, Wake};
 
 /// Which capture source serves a capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +179,8 @@ impl Counters {
 #[derive(Debug)]
 pub struct Worker {
     tx: Sender<Command>,
+    /// Written after every command so a sleeping worker takes it at once.
+    wake: Wake,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     dry_run: bool,
@@ -195,6 +197,7 @@ impl Worker {
 
     /// [`Worker::start`] with datapath options.
     pub fn start_with(spec: CaptureSpec, opts: DatapathOptions) -> Result<Worker, StartError> {
+        let wake = Wake::new().map_err(|e| StartError::Other(format!("eventfd: {e}")))?;
         let (backpressure, source) = match &spec.backend {
             Backend::AfPacket => {
                 let cfg = AfPacketConfig {
@@ -205,8 +208,12 @@ impl Worker {
                     ring_bytes: spec.ring_bytes,
                     filter: &spec.filter,
                 };
-                let src = AfPacket::open(&cfg)
+                let mut src = AfPacket::open(&cfg)
                     .map_err(|e| StartError::Interface(spec.ifname.clone(), e))?;
+                src.set_wake_fd(
+                    wake.fd()
+                        .map_err(|e| StartError::Other(format!("eventfd: {e}")))?,
+                );
                 (Backpressure::Drop, AnySource::AfPacket(src))
             }
             Backend::File(path) => {
@@ -254,6 +261,7 @@ impl Worker {
             .map_err(|e| StartError::Other(format!("spawning the datapath thread: {e}")))?;
         Ok(Worker {
             tx,
+            wake,
             shared,
             thread: Some(thread),
             dry_run: spec.dry_run,
@@ -266,6 +274,7 @@ impl Worker {
         self.tx
             .send_timeout(Command::Filter(filter, rtx), COMMAND_TIMEOUT)
             .map_err(|_| StartError::Other("capture has ended".into()))?;
+        self.wake.wake();
         match rrx.recv_timeout(COMMAND_TIMEOUT) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StartError::Other(e)),
@@ -278,6 +287,7 @@ impl Worker {
         let _ = self
             .tx
             .send_timeout(Command::Sampling(sampling), COMMAND_TIMEOUT);
+        self.wake.wake();
     }
 
     /// Counters as STATS reports them: see [`Counters::stats`].
@@ -326,6 +336,7 @@ impl Worker {
     /// [`Worker::stop`] returning every counter.
     pub fn stop_counters(&mut self) -> Counters {
         let _ = self.tx.try_send(Command::Stop);
+        self.wake.wake();
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 log::error!("datapath thread panicked");

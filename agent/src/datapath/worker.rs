@@ -4,6 +4,8 @@
 //! datagram); everything else (commands, flushes, counters, kernel stats,
 //! sends) happens once per poll round or per full batch.
 
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,9 +21,10 @@ use super::sampler::Sampler;
 use super::sender::{MsgArena, TcpSender, UdpSender};
 use crate::capture::{Frame, Polled, Source};
 
-/// Longest the worker sleeps in the source before it looks at its commands.
-pub(crate) const POLL_TIMEOUT: Duration = Duration::from_millis(10);
-/// How often kernel drop counters are read and an idle TCP peer is checked.
+/// How often kernel drop counters are read and an idle TCP peer is checked;
+/// also the longest the worker sleeps in its source. Commands do not wait
+/// for it: they come with a [`Wake`]. Every wake-up costs CPU (a context
+/// switch, in a VM an exit), so an idle or slow link should cause few.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// How long the end of a capture waits for a slow TCP peer to take the rest.
 const TCP_DRAIN: Duration = Duration::from_secs(1);
@@ -32,6 +35,35 @@ pub(crate) enum Command {
     Filter(Vec<Insn>, Sender<Result<(), String>>),
     Sampling(Sampling),
     Stop,
+}
+
+/// An eventfd written after every command, so a worker sleeping in its
+/// source takes the command at once rather than at its next timeout.
+#[derive(Debug)]
+pub(crate) struct Wake(OwnedFd);
+
+impl Wake {
+    pub fn new() -> io::Result<Wake> {
+        // SAFETY: plain eventfd(2) call; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// A descriptor of the same eventfd for the source to poll.
+    pub fn fd(&self) -> io::Result<OwnedFd> {
+        self.0.try_clone()
+    }
+
+    pub fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from `one` to the eventfd. A full counter
+        // (EAGAIN) means a wake-up is already pending, which is all we need.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr() as *const libc::c_void, 8) };
+    }
 }
 
 /// Counters shared with the control thread (written by the worker once per round).
@@ -326,6 +358,9 @@ pub(crate) fn run<S: Source>(
     let mut partial_since: Option<Instant> = None;
     let mut last_housekeeping = Instant::now();
     let mut failure: Option<String> = None;
+    // How long the next poll may sleep: until the next housekeeping or the
+    // flush deadline of a partly filled datagram, whichever comes first.
+    let mut wait = HOUSEKEEPING;
     'capture: loop {
         loop {
             match rx.try_recv() {
@@ -340,7 +375,7 @@ pub(crate) fn run<S: Source>(
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
             }
         }
-        match source.poll(POLL_TIMEOUT, &mut |f| pipe.on_frame(f)) {
+        match source.poll(wait, &mut |f| pipe.on_frame(f)) {
             Ok(Polled::Frames(_)) => {}
             Ok(Polled::End) => break 'capture,
             Err(e) => {
@@ -374,6 +409,10 @@ pub(crate) fn run<S: Source>(
             break 'capture;
         }
         pipe.publish(&shared);
+        wait = HOUSEKEEPING.saturating_sub(now.duration_since(last_housekeeping));
+        if let Some(since) = partial_since {
+            wait = wait.min(read_timeout.saturating_sub(now.duration_since(since)));
+        }
     }
     pipe.finish();
     if failure.is_none() {

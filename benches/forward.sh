@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# Side-by-side forwarding benchmark (TESTING.md, "Performance"; issue 4).
+#
+#   ns gen                 ns cap (agent / tcpdump)           ns sen (sensor)
+#   g0 ──veth── c0 (captured link)      c1 ──veth── s1
+#   10.200.1.1   10.200.1.2             10.200.2.1   10.200.2.2
+#
+# trafgen (pinned to CPU 0) sends a fixed number of UDP frames from g0 to
+# 10.200.1.2:9. Each run is one pass of either
+#   agent:   xrpcapd (pinned to CPU 1, WorkerCpu = 1) captures c0 and forwards
+#            udpstr over c1 to xrpcap-sensor (pinned to CPU 0, pcap to /dev/null);
+#   tcpdump: `tcpdump -i c0 -w /dev/null` (pinned to CPU 1), the reference,
+# with the same traffic; the passes alternate, so both see the same machine
+# load. Both capture with the kernel filter `udp dst port 9`.
+#
+# Per run: generator pps, CPU ns per packet of the capturing process (utime +
+# stime from /proc/PID/stat, and the sum of its threads' schedstat run time,
+# which has ns resolution), loss, wire bytes on c1 per captured byte,
+# datagrams per packet, IP fragments (/proc/net/snmp), peak RSS (VmHWM).
+# On veth the receive work (and the capture socket's copy into the ring) runs
+# on the *sender's* CPU, so only the capturing process's own CPU time is
+# measured, never the machine's.
+#
+# Usage (root): benches/forward.sh [options]
+#   -r RUNS     runs per case and pass (default 3; medians are reported)
+#   -c CASES    space-separated SIZE:COUNT:RATE, RATE = "top" or a trafgen
+#               --rate like 150000pps (default: 64 B and 1500 B at top speed, then paced at
+#               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
+#               64:1000000:100000pps 1500:250000:25000pps")
+#   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
+#               tcpdump, tcpdump-B32M (agent-sink: the agent's data go to a
+#               device that drops them; tcpdump-B32M: tcpdump -B 32768)
+#   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
+#   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
+#               (default none: the agent runs at its defaults)
+#   -T ARGS     extra tcpdump arguments, e.g. "-B 32768" (default none)
+#   -B          do not build (use target/release as it is)
+#   -k          keep the run directory (logs, configs) for inspection
+#
+# Not part of scripts/test.sh: a benchmark reports figures, it asserts nothing.
+set -euo pipefail
+
+RUNS=3
+CASES="64:2000000:top 1500:500000:top 64:1000000:100000pps 1500:250000:25000pps"
+PASSES="agent tcpdump"
+OUT=/tmp/xrpcap-forward.tsv
+BUILD=1
+KEEP=0
+AGENT_INI=""
+TCPDUMP_ARGS=""
+while getopts "r:c:p:o:a:T:Bkh" opt; do
+    case $opt in
+        r) RUNS=$OPTARG ;;
+        c) CASES=$OPTARG ;;
+        p) PASSES=$OPTARG ;;
+        o) OUT=$OPTARG ;;
+        a) AGENT_INI=$OPTARG ;;
+        T) TCPDUMP_ARGS=$OPTARG ;;
+        B) BUILD=0 ;;
+        k) KEEP=1 ;;
+        *) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 2 ;;
+    esac
+done
+
+[ "$(id -u)" = 0 ] || { echo "forward.sh: needs root (namespaces, trafgen)" >&2; exit 1; }
+for t in trafgen tcpdump taskset ip; do
+    command -v $t >/dev/null || { echo "forward.sh: $t not found (apt-get install netsniff-ng tcpdump util-linux iproute2)" >&2; exit 1; }
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ $BUILD = 1 ]; then
+    (cd "$ROOT" && cargo build --release -p xrpcapd -p xrpcap-sensor) >&2
+fi
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+AGENT=${XRPCAPD:-$TARGET/release/xrpcapd}
+SENSOR=$TARGET/release/xrpcap-sensor
+[ -x "$AGENT" ] && [ -x "$SENSOR" ] || { echo "forward.sh: release binaries missing in $TARGET/release" >&2; exit 1; }
+
+GEN_CPU=0
+CAP_CPU=1
+PORT=9        # UDP destination of the generated frames (discard)
+SENSOR_PORT=2003
+HZ=$(getconf CLK_TCK)
+SFX=$$
+GEN=xfb-gen-$SFX CAP=xfb-cap-$SFX SEN=xfb-sen-$SFX
+WORK=$(mktemp -d /tmp/xrpcap-forward.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    done
+    sleep 0.2
+    for n in $GEN $CAP $SEN; do ip netns del "$n" 2>/dev/null || true; done
+    [ $KEEP = 1 ] && echo "run directory kept: $WORK" >&2 || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- topology ---------------------------------------------------------------
+for n in $GEN $CAP $SEN; do ip netns add "$n"; ip -n "$n" link set lo up; done
+ip link add g0 netns $GEN type veth peer name c0 netns $CAP
+ip link add c1 netns $CAP numtxqueues 1 numrxqueues 1 type veth peer name s1 netns $SEN numtxqueues 1 numrxqueues 1
+ip -n $GEN addr add 10.200.1.1/24 dev g0
+ip -n $CAP addr add 10.200.1.2/24 dev c0
+ip -n $CAP addr add 10.200.2.1/24 dev c1
+ip -n $SEN addr add 10.200.2.2/24 dev s1
+ip -n $GEN link set g0 up
+ip -n $CAP link set c0 up
+ip -n $CAP link set c1 up
+ip -n $SEN link set s1 up
+# For the agent-sink pass: a veth whose peer stays down (it frees every
+# frame in its xmit, as fast as a device can; this kernel has no dummy
+# driver), a static neighbour, and a table routing the sensor's address
+# through it (used only while that pass adds its rule).
+ip -n $CAP link add d0 numtxqueues 1 numrxqueues 1 type veth peer name d1 numtxqueues 1 numrxqueues 1
+ip -n $CAP link set d0 up
+ip -n $CAP route add 10.200.2.2/32 dev d0 table 100
+ip -n $CAP neigh add 10.200.2.2 lladdr 02:00:00:00:00:02 dev d0 nud permanent
+# RPS: the sensor namespace's IP/UDP receive work (and the segmentation of
+# UDP GSO packets) runs on the generator's CPU instead of inside the agent's
+# sendmmsg on CPU 1, as it would on another host behind a real NIC.
+ip netns exec $SEN sh -c "echo $((1 << GEN_CPU)) > /sys/class/net/s1/queues/rx-0/rps_cpus"
+sleep 0.5
+mac() { ip -n "$1" -o link show "$2" | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p'; }
+hexmac() { echo "$1" | sed 's/^/0x/;s/:/, 0x/g'; }
+G0MAC=$(hexmac "$(mac $GEN g0)")
+C0MAC=$(hexmac "$(mac $CAP c0)")
+
+# trafgen config: Ethernet / IPv4 / UDP 10.200.1.1:1024 → 10.200.1.2:9, SIZE
+# bytes in all (the captured length), payload filled with 0x5a.
+trafgen_cfg() {
+    local size=$1 ip_len=$(($1 - 14)) udp_len=$(($1 - 34)) fill=$(($1 - 42))
+    cat <<EOF
+{
+  $C0MAC, $G0MAC, c16(0x0800),
+  0x45, 0x00, c16($ip_len), c16(1), c16(0x4000), 64, 17, csumip(14, 33),
+  10, 200, 1, 1, 10, 200, 1, 2,
+  c16(1024), c16($PORT), c16($udp_len), c16(0),
+  fill(0x5a, $fill)
+}
+EOF
+}
+
+# ---- measurement helpers ----------------------------------------------------
+# utime+stime of a process (all threads), in ns.
+cpu_ticks_ns() { awk -v hz="$HZ" '{ sub(/^.*\) /, ""); split($0, f, " "); printf "%.0f\n", (f[12] + f[13]) * 1e9 / hz }' "/proc/$1/stat"; }
+# Sum of the run time of every thread of a process (schedstat), in ns.
+cpu_sched_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+# Context switches of every thread of a process (sleeps = wake-ups).
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
+vmhwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+ifstat() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
+# One field of the "Ip:" line of /proc/net/snmp in a namespace.
+snmp_ip() {
+    ip netns exec "$1" awk -v k="$2" '/^Ip:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $(c[k]) }' /proc/net/snmp
+}
+# Waits (bounded) until COMMAND succeeds.
+wait_until() {
+    local tries=$1; shift
+    for _ in $(seq "$tries"); do "$@" && return 0; sleep 0.1; done
+    return 1
+}
+has_thread() { grep -qx "$2" /proc/"$1"/task/*/comm 2>/dev/null; }
+# Waits until a counter moves by at most 4 in 0.5 s (the control connection's
+# STATS replies still trickle), bounded by 10 s.
+wait_quiet() {
+    local last=-1 cur quiet=0
+    for _ in $(seq 40); do
+        cur=$("$@")
+        if [ $last -ge 0 ] && [ $((cur - last)) -le 4 ]; then
+            quiet=$((quiet + 1)); [ $quiet -ge 2 ] && return 0
+        else
+            quiet=0
+        fi
+        last=$cur
+        sleep 0.25
+    done
+}
+stat_field() { tr ' ' '\n' <"$1" | sed -n "s/^$2=//p" | head -1; }
+
+run_trafgen() { # size count rate → sets GEN_NS (trafgen's send time)
+    local size=$1 count=$2 rate=$3 cfg=$WORK/frame-$1.cfg
+    trafgen_cfg "$size" >"$cfg"
+    local rate_args=()
+    [ "$rate" != top ] && rate_args=(-b "$rate")
+    ip netns exec $GEN taskset -c $GEN_CPU trafgen -o g0 -i "$cfg" -n "$count" -P 1 -Q "${rate_args[@]}" \
+        >"$WORK/trafgen.log" 2>&1 || { grep -iv "socket memory" "$WORK/trafgen.log" | tail -2 >&2; return 1; }
+    # trafgen's own figure: "S sec, U usec on CPU0 (N packets)", the time it
+    # spent sending (without its start-up).
+    GEN_NS=$(tr -d '\r' <"$WORK/trafgen.log" | sed -n 's/^ *\([0-9]*\) sec, \([0-9]*\) usec on CPU.*/\1 \2/p' |
+        awk '{ t += $1 * 1e9 + $2 * 1e3 } END { printf "%.0f\n", t }')
+}
+
+# Shared per-run accounting around the traffic: fills W_BYTES, W_PKTS, FRAGS.
+# The device the agent's data leave by: c1 (to the sensor) or d0 (sink).
+DATA_DEV=c1
+# Packets it sent or, for d0, dropped in its xmit.
+data_pkts() { echo $(($(ifstat $CAP $DATA_DEV tx_packets) + $(ifstat $CAP $DATA_DEV tx_dropped))); }
+snap_before() {
+    B0=$(ifstat $CAP $DATA_DEV tx_bytes) P0=$(data_pkts)
+    F0=$(snmp_ip $CAP FragCreates) R0=$(snmp_ip $SEN ReasmReqds)
+    L0=$(($(ifstat $GEN g0 tx_dropped) + $(ifstat $CAP c0 rx_dropped)))
+}
+snap_after() {
+    W_BYTES=$(($(ifstat $CAP $DATA_DEV tx_bytes) - B0))
+    W_PKTS=$(($(data_pkts) - P0))
+    FRAGS=$(($(snmp_ip $CAP FragCreates) - F0 + $(snmp_ip $SEN ReasmReqds) - R0))
+    # Frames the veth itself dropped before any capture could see them.
+    LINK_DROPS=$(($(ifstat $GEN g0 tx_dropped) + $(ifstat $CAP c0 rx_dropped) - L0))
+}
+
+pass_agent() { # size count rate [sink]
+    local size=$1 count=$2 rate=$3 mode=${4:-sensor} d=$WORK/agent
+    rm -rf "$d"; mkdir -p "$d"
+    cat >"$d/rpcapd.ini" <<EOF
+ActiveClient = 10.200.2.2, $SENSOR_PORT, ifname=c0
+NullAuthPermit = YES
+WorkerCpu = $CAP_CPU
+$AGENT_INI
+EOF
+    ip netns exec $SEN taskset -c $GEN_CPU "$SENSOR" --listen 10.200.2.2:$SENSOR_PORT \
+        --udp-ports 2004-2005 --ifname c0 --filter "udp dst port $PORT" \
+        --stats-interval 0.5 --stats-file "$d/sensor.stats" -w - >/dev/null 2>"$d/sensor.log" &
+    local spid=$!; PIDS+=($spid); RUN_PIDS=($spid)
+    ip netns exec $CAP taskset -c $CAP_CPU "$AGENT" -f "$d/rpcapd.ini" 2>"$d/agent.log" &
+    local apid=$!; PIDS+=($apid); RUN_PIDS+=($apid)
+    # `ip netns exec` execs, so $apid is the agent itself.
+    wait_until 100 has_thread $apid dp-c0 || { echo "agent capture did not start" >&2; cat "$d/agent.log" "$d/sensor.log" >&2; return 1; }
+    sleep 0.3
+    [ "$mode" = sink ] && DATA_DEV=d0
+    snap_before
+    local c0=$(cpu_ticks_ns $apid) s0=$(cpu_sched_ns $apid) x0=$(ctxsw $apid)
+    run_trafgen "$size" "$count" "$rate" || return 1
+    wait_quiet data_pkts
+    local c1=$(cpu_ticks_ns $apid) s1=$(cpu_sched_ns $apid) x1=$(ctxsw $apid)
+    snap_after
+    sleep 0.6 # one more STATS reply, with the final agent counters
+    local hwm=$(vmhwm_kib $apid)
+    kill -INT $spid; wait $spid 2>/dev/null || true
+    kill -TERM $apid; wait $apid 2>/dev/null || true
+    DATA_DEV=c1
+    local st=$d/sensor.stats
+    if [ "$mode" = sink ]; then
+        # The sensor saw no data: what the agent sent comes from its last
+        # STATS reply; d0 counts its drops, not its bytes, so no wire figures.
+        local sent=$(stat_field $st agent_sent)
+        emit agent-sink "$size" "$count" "$rate" "${sent:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" 0 0 0 "$FRAGS" \
+            "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) gso_sends=$W_PKTS"
+        return 0
+    fi
+    local got=$(stat_field $st packets) bytes=$(stat_field $st bytes)
+    local dgrams=$(($(stat_field $st udpstr_datagrams) + $(stat_field $st lost_datagrams)))
+    got=${got:-0} bytes=${bytes:-0}
+    # UDP GSO: c1 counts a super-packet (one set of headers, many datagrams)
+    # as one packet. On a wire every datagram has its own Ethernet + IPv4 +
+    # UDP headers (42 bytes), so count them per datagram the sensor saw.
+    local wire=$((W_BYTES - 42 * W_PKTS + 42 * dgrams))
+    emit agent "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
+        "$wire" "$dgrams" "$bytes" "$FRAGS" \
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS"
+}
+
+# The agent's CPU when its datagrams leave through a device that frees them
+# at once (d0, routed by policy for the data ports only), as
+# with a sensor on another machine behind a NIC: no sensor receive work, no
+# cross-CPU wake-ups or skb frees on the agent's CPU. Loss is taken from the
+# agent's own counters (STATS), the sensor sees only the control connection.
+pass_agent-sink() { # size count rate
+    ip -n $CAP rule add ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
+    local rc=0
+    pass_agent "$@" sink || rc=$?
+    ip -n $CAP rule del ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
+    return $rc
+}
+
+# tcpdump with a 32 MiB buffer, the agent's default ring size.
+pass_tcpdump-B32M() { # size count rate
+    local saved=$TCPDUMP_ARGS rc=0
+    TCPDUMP_ARGS="$TCPDUMP_ARGS -B 32768"
+    pass_tcpdump "$@" tcpdump-B32M || rc=$?
+    TCPDUMP_ARGS=$saved
+    return $rc
+}
+
+pass_tcpdump() { # size count rate [name]
+    local size=$1 count=$2 rate=$3 name=${4:-tcpdump} d=$WORK/tcpdump
+    rm -rf "$d"; mkdir -p "$d"
+    ip netns exec $CAP taskset -c $CAP_CPU tcpdump -i c0 -n $TCPDUMP_ARGS -w /dev/null "udp dst port $PORT" 2>"$d/tcpdump.log" &
+    local tpid=$!; PIDS+=($tpid); RUN_PIDS=($tpid)
+    wait_until 100 grep -qs "listening on" "$d/tcpdump.log" || { cat "$d/tcpdump.log" >&2; return 1; }
+    sleep 0.3
+    snap_before
+    local c0=$(cpu_ticks_ns $tpid) s0=$(cpu_sched_ns $tpid) x0=$(ctxsw $tpid)
+    run_trafgen "$size" "$count" "$rate" || return 1
+    # tcpdump's ring blocks retire after its 1 s read timeout.
+    sleep 1.5
+    local c1=$(cpu_ticks_ns $tpid) s1=$(cpu_sched_ns $tpid) x1=$(ctxsw $tpid)
+    snap_after
+    local hwm=$(vmhwm_kib $tpid)
+    kill -INT $tpid; wait $tpid 2>/dev/null || true
+    local got kdrop
+    got=$(sed -n 's/^\([0-9]*\) packets\{0,1\} captured.*/\1/p' "$d/tcpdump.log")
+    kdrop=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$d/tcpdump.log")
+    emit "$name" "$size" "$count" "$rate" "${got:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" \
+        0 0 $((${got:-0} * size)) 0 "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS kernel_drops=${kdrop:-?}"
+}
+
+# One TSV row: pass size count rate gen_pps received loss cpu_ns/pkt
+# (utime+stime) cpu_ns/pkt (schedstat) wire/captured datagrams/pkt frags
+# peak_rss_kib notes
+emit() {
+    local pass=$1 size=$2 count=$3 rate=$4 got=$5 cpu=$6 sched=$7 hwm=$8 wb=$9 wp=${10} capb=${11} frags=${12} notes=${13}
+    awk -v OFS='\t' -v pass="$pass" -v size="$size" -v count="$count" -v rate="$rate" -v gen="$GEN_NS" \
+        -v got="$got" -v cpu="$cpu" -v sched="$sched" -v hwm="$hwm" -v wb="$wb" -v wp="$wp" \
+        -v capb="$capb" -v frags="$frags" -v notes="$notes" 'BEGIN {
+        n = (got > 0) ? got : 1
+        print pass, size, count, rate, sprintf("%.0f", count / (gen / 1e9)), got, count - got,
+              sprintf("%.1f", cpu / n), sprintf("%.1f", sched / n),
+              (pass == "agent") ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",
+              (pass == "agent") ? sprintf("%.4f", wp / n) : "-",
+              (pass == "agent") ? frags : "-", hwm, notes
+    }' | tee -a "$OUT"
+}
+
+echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), load $(cut -d' ' -f1-3 /proc/loadavg); agent $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?); agent ini extra: '${AGENT_INI}'; tcpdump extra: '${TCPDUMP_ARGS}'" | tee -a "$OUT"
+printf 'pass\tsize\tsent\trate\tgen_pps\treceived\tloss\tcpu_ns_pkt\tsched_ns_pkt\twire_per_cap\tdgram_per_pkt\tfrags\tpeak_rss_kib\tnotes\n' | tee -a "$OUT"
+ROWS=$WORK/rows.tsv
+: >"$ROWS"
+for case in $CASES; do
+    IFS=: read -r size count rate <<<"$case"
+    for run in $(seq "$RUNS"); do
+        for pass in $PASSES; do
+            # No pipeline here: the pass must run in this shell (PIDS, cleanup).
+            # trafgen sometimes gives up on a full veth (EAGAIN on its TX
+            # ring) when the machine is loaded: such a run is discarded
+            # and repeated, at most 3 times.
+            for try in 1 2 3; do
+                if "pass_$pass" "$size" "$count" "$rate" >>"$ROWS"; then
+                    tail -1 "$ROWS"
+                    break
+                fi
+                echo "# $pass $size:$count:$rate: run failed (try $try), repeating" | tee -a "$OUT" >&2
+                for p in "${RUN_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+            done
+        done
+    done
+done
+
+# Medians per pass and case.
+echo
+echo "median of $RUNS runs:" | tee -a "$OUT"
+awk -F'\t' -v OFS='\t' '
+    function median(key, col,   n, i, j, t, a) {
+        n = split(vals[key, col], a, " ")
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        if (a[1] == "-") return "-"
+        return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    BEGIN { print "pass", "size", "rate", "gen_pps", "loss", "cpu_ns_pkt", "sched_ns_pkt", "wire_per_cap", "dgram_per_pkt", "frags", "peak_rss_kib" }
+    {
+        key = $1 OFS $2 OFS $4
+        if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
+        for (c = 5; c <= 13; c++) vals[key, c] = vals[key, c] " " $c
+    }
+    END {
+        for (k = 1; k <= nk; k++) {
+            line = order[k]
+            for (c = 5; c <= 13; c++) if (c != 6) line = line OFS median(order[k], c)
+            print line
+        }
+    }' "$ROWS" | tee -a "$OUT"
