@@ -13,15 +13,23 @@
 # Exits 0 only when the two captures hold the same frames in the same order.
 #
 #   scripts/demo.sh          (as root; XRPCAP_DEMO_DIR=DIR keeps output there;
-#                             XRPCAP_AGENT / XRPCAP_SENSOR override the binaries)
+#                             XRPCAP_AGENT / XRPCAP_SENSOR override the binaries;
+#                             XRPCAP_DEMO_PROFILE=debug uses a debug build, as
+#                             scripts/test.sh does)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-AGENT=${XRPCAP_AGENT:-$TARGET_DIR/release/xrpcapd}
-SENSOR=${XRPCAP_SENSOR:-$TARGET_DIR/release/xrpcap-sensor}
+PROFILE=${XRPCAP_DEMO_PROFILE:-release}
+case "$PROFILE" in
+    release) BUILD=(cargo build --release) ;;
+    debug) BUILD=(cargo build) ;;
+    *) echo "demo: XRPCAP_DEMO_PROFILE must be release or debug" >&2; exit 1 ;;
+esac
+AGENT=${XRPCAP_AGENT:-$TARGET_DIR/$PROFILE/xrpcapd}
+SENSOR=${XRPCAP_SENSOR:-$TARGET_DIR/$PROFILE/xrpcap-sensor}
 
 GEN=xr-gen-$$ CAP=xr-cap-$$ SEN=xr-sen-$$
 SENSOR_IP=10.200.2.2 SENSOR_PORT=2003 CAPTURED_IF=c0
@@ -72,8 +80,8 @@ stop() {
 }
 
 # --- build -----------------------------------------------------------------------
-say "building xrpcapd and xrpcap-sensor (release)"
-cargo build --release -p xrpcapd -p xrpcap-sensor
+say "building xrpcapd and xrpcap-sensor ($PROFILE)"
+"${BUILD[@]}" -p xrpcapd -p xrpcap-sensor
 
 for bin in "$AGENT" "$SENSOR"; do
     [ -x "$bin" ] || die "$bin missing after the build"
@@ -187,8 +195,8 @@ echo
 echo "--- sensor's counters (its final line) ---"
 grep '^final ' "$OUT/sensor.log" | tr ' ' '\n' | grep -E '^(packets|bytes|lost|udpstr_datagrams|seq_gaps|malformed|socket_drops|agent_ifrecv|agent_ifdrop|agent_krnldrop|agent_sent)=' | paste -sd' ' || true
 echo
-echo "--- tcpdump -nr ${pcaps[0]} | head ---"
-tcpdump -nr "${pcaps[0]}" 2>/dev/null | head -n 10
+echo "--- tcpdump -nr ${pcaps[0]} -c 10 ---"
+tcpdump -nr "${pcaps[0]}" -c 10 2>/dev/null || true
 echo
 # Byte comparison: every frame in hex, without timestamps, in order.
 frames() { tcpdump -nn -t -xx -r "$1" 2>/dev/null; }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of xrpcapd: prerequisites, formatting, lints, unit/property/
 # integration tests, the end-to-end tests (real binaries in network
-# namespaces: need root, FAIL without it), the packages, and bounded fuzz runs.
+# namespaces: need root, FAIL without it), the demo, the packages, and
+# bounded fuzz runs.
 # Prints the time of each stage and a summary; exits non-zero on any failure.
 #
 #   scripts/test.sh
@@ -63,6 +64,11 @@ run_tests() {
         echo "note: not root: the end-to-end tests (crate xrpcap-e2e) will fail, as they must"
     fi
     XRPCAP_BIN_DIR=$TARGET_DIR/debug cargo test --workspace --no-fail-fast
+}
+
+# The README's main command, on the debug build (byte-for-byte check included).
+run_demo() {
+    rm -rf "$TARGET_DIR/demo" && XRPCAP_DEMO_PROFILE=debug XRPCAP_DEMO_DIR=$TARGET_DIR/demo scripts/demo.sh
 }
 
 # The deb and rpm, built from the debug binaries, with their contents and the
@@ -128,6 +134,7 @@ stage "cargo fmt --check" run_fmt
 stage "cargo clippy -D warnings" run_clippy
 stage "cargo build (binaries)" run_build
 stage "cargo test --workspace" run_tests
+stage "demo (scripts/demo.sh)" run_demo
 stage "packaging" run_packaging
 stage "fuzz (${FUZZ_SECS}s per target)" run_fuzz
 
