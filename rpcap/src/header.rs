@@ -11,10 +11,37 @@ pub const VERSION: u8 = 0;
 /// comes near it (a FINDALLIF reply for hundreds of interfaces is ~100 KiB).
 pub const MAX_CONTROL_PLEN: u32 = 1 << 20;
 
+/// A fieldless enum with explicit wire values, plus `$from(raw) -> Option<Self>`,
+/// so each value is written once.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident: $repr:ident via $from:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $value:expr,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $value,)*
+        }
+
+        impl $name {
+            /// The value for a raw number, if it is a known one.
+            pub fn $from(v: $repr) -> Option<$name> {
+                $(if v == $value {
+                    return Some($name::$variant);
+                })*
+                None
+            }
+        }
+    };
+}
+
+wire_enum! {
 /// Message types (the header's `type` byte). Replies are `request | 0x80`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum MsgType {
+pub enum MsgType: u8 via from_u8 {
     Error = 0x01,
     FindAllIfReq = 0x02,
     OpenReq = 0x03,
@@ -37,36 +64,9 @@ pub enum MsgType {
     EndCapReply = 0x8A,
     SetSamplingReply = 0x8B,
 }
+}
 
 impl MsgType {
-    /// The type for a raw `type` byte, if it is one this crate knows.
-    pub fn from_u8(v: u8) -> Option<MsgType> {
-        use MsgType::*;
-        Some(match v {
-            0x01 => Error,
-            0x02 => FindAllIfReq,
-            0x03 => OpenReq,
-            0x04 => StartCapReq,
-            0x05 => UpdateFilterReq,
-            0x06 => Close,
-            0x07 => Packet,
-            0x08 => AuthReq,
-            0x09 => StatsReq,
-            0x0A => EndCapReq,
-            0x0B => SetSamplingReq,
-            110 => UdpStrPacket,
-            0x82 => FindAllIfReply,
-            0x83 => OpenReply,
-            0x84 => StartCapReply,
-            0x85 => UpdateFilterReply,
-            0x88 => AuthReply,
-            0x89 => StatsReply,
-            0x8A => EndCapReply,
-            0x8B => SetSamplingReply,
-            _ => return None,
-        })
-    }
-
     /// Whether this is a reply (`request | 0x80`), which a server never accepts.
     pub fn is_reply(self) -> bool {
         (self as u8) & 0x80 != 0
@@ -82,10 +82,9 @@ impl MsgType {
     }
 }
 
+wire_enum! {
 /// Error codes carried in the `value` field of an ERROR message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum ErrorCode {
+pub enum ErrorCode: u16 via from_u16 {
     Netw = 1,
     InitTimeout = 2,
     Auth = 3,
@@ -107,35 +106,6 @@ pub enum ErrorCode {
     TlsRequired = 19,
     AuthTypeNotSup = 20,
 }
-
-impl ErrorCode {
-    /// The code for a raw value, if it is a known one.
-    pub fn from_u16(v: u16) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        Some(match v {
-            1 => Netw,
-            2 => InitTimeout,
-            3 => Auth,
-            4 => FindAllIf,
-            5 => NoRemoteIf,
-            6 => Open,
-            7 => UpdateFilter,
-            8 => GetStats,
-            9 => ReadEx,
-            10 => HostNoAuth,
-            11 => RemoteAccept,
-            12 => StartCapture,
-            13 => EndCapture,
-            14 => RuntimeTimeout,
-            15 => SetSampling,
-            16 => WrongMsg,
-            17 => WrongVer,
-            18 => AuthFailed,
-            19 => TlsRequired,
-            20 => AuthTypeNotSup,
-            _ => return None,
-        })
-    }
 }
 
 /// A decoded control header. `msg_type` stays raw so that unknown types can be
