@@ -469,12 +469,7 @@ impl<C> Session<C> {
 
     fn auth_succeeded(&mut self) {
         self.authenticated = true;
-        self.send(Message::AuthReply(Some(AuthReplyInfo {
-            min_version: VERSION,
-            max_version: VERSION,
-            // The magic as a big-endian reader sees our native bytes.
-            byte_order_magic: u32::from_be_bytes(0xA1B2_C3D4u32.to_ne_bytes()),
-        })));
+        self.send(Message::AuthReply(Some(AuthReplyInfo::native())));
     }
 
     fn auth_failed<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
