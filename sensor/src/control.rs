@@ -1,7 +1,7 @@
 //! The sensor's event loop: one mio poll for every agent's control connection
 //! and data channel. Control bytes go through each agent's [`Session`]; data
-//! datagrams are read in recvmmsg batches and written by the capture's
-//! buffered output on the same thread (bounded: one BufWriter per capture).
+//! datagrams are read in recvmmsg batches, reassembled on this thread and
+//! handed in buffers to the writer thread (bounded; see `writer`).
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -25,6 +25,7 @@ use crate::output::{Output, OutputConfig};
 use crate::session::{DataTransport, Event, Session, SessionConfig};
 use crate::signals;
 use crate::summary;
+use crate::writer::Writer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 /// How often timers (stats, liveness, rotation, summaries) run.
@@ -35,6 +36,8 @@ const DATA_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 const REDIAL: Duration = Duration::from_secs(5);
 /// Datagrams per recvmmsg.
 const BATCH: usize = 64;
+/// How long a closed capture's final line waits for the writer.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything the loop needs to know.
 #[derive(Debug, Clone)]
@@ -81,6 +84,16 @@ struct Agent {
     prev: (u64, u64, Instant),
 }
 
+/// A closed capture whose final line waits for the writer to finish.
+struct Closing {
+    peer: SocketAddr,
+    cap: Capture,
+    stats: Option<Stats>,
+    files: Vec<PathBuf>,
+    /// Final line now even if the writer is not done.
+    deadline: Instant,
+}
+
 struct Dial {
     target: String,
     next_at: Option<Instant>,
@@ -101,6 +114,8 @@ pub struct Sensor {
     filter: Option<String>,
     final_lines: Vec<String>,
     rbuf: Vec<u8>,
+    writer: Writer,
+    closing: Vec<Closing>,
 }
 
 fn token(idx: usize, kind: usize) -> Token {
@@ -151,6 +166,8 @@ impl Sensor {
             filter,
             final_lines: Vec::new(),
             rbuf: vec![0u8; 256 * 1024],
+            writer: Writer::start().context("cannot start the writer thread")?,
+            closing: Vec::new(),
         })
     }
 
@@ -392,8 +409,15 @@ impl Sensor {
         } else {
             (Data::None, DataTransport::TcpAgentListens)
         };
-        let output = Output::create(&self.cfg.output, &a.name, iface, linktype, snaplen)
-            .map_err(|e| (ErrorCode::StartCapture, format!("sensor cannot write: {e}")))?;
+        let output = Output::create(
+            &self.writer.handle(),
+            &self.cfg.output,
+            &a.name,
+            iface,
+            linktype,
+            snaplen,
+        )
+        .map_err(|e| (ErrorCode::StartCapture, format!("sensor cannot write: {e}")))?;
         if self.cfg.output.stdout {
             self.stdout_taken = true;
         }
@@ -596,14 +620,44 @@ impl Sensor {
         }
         if let Some(mut cap) = a.capture.take() {
             let files = cap.finish();
-            let line = summary::final_line(&a.peer, &cap, a.stats.as_ref(), &files);
+            self.closing.push(Closing {
+                peer: a.peer,
+                cap,
+                stats: a.stats,
+                files,
+                deadline: Instant::now() + WRITE_WAIT,
+            });
+        }
+        self.free.push(idx);
+        self.finish_closed(Instant::now());
+    }
+
+    /// Prints the final line of every closed capture whose records are all
+    /// written (or whose wait for the writer is over).
+    fn finish_closed(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.closing.len() {
+            let c = &self.closing[i];
+            if !c.cap.is_written() && now < c.deadline {
+                i += 1;
+                continue;
+            }
+            let mut c = self.closing.swap_remove(i);
+            if !c.cap.is_written() {
+                log::warn!(
+                    "agent {}: the writer has not finished this capture's file within {WRITE_WAIT:?}",
+                    c.peer
+                );
+            }
+            c.cap.settle();
+            let line = summary::final_line(&c.peer, &c.cap, c.stats.as_ref(), &c.files);
             eprintln!("{line}");
             self.final_lines.push(line);
         }
-        self.free.push(idx);
     }
 
     fn tick(&mut self, now: Instant) {
+        self.finish_closed(now);
         for i in 0..self.dials.len() {
             if self.dials[i].next_at.is_some_and(|t| now >= t) {
                 self.dials[i].next_at = None;
@@ -741,6 +795,19 @@ impl Sensor {
                 self.close_agent(idx, "sensor stopping");
             }
         }
+        // Wait (bounded) for the writer to write what the captures handed it.
+        let limit = Instant::now() + Duration::from_secs(5);
+        for c in &mut self.closing {
+            c.deadline = c.deadline.min(limit);
+        }
+        while !self.closing.is_empty() {
+            let now = Instant::now();
+            self.finish_closed(now);
+            if !self.closing.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.writer.stop(Duration::from_secs(2));
         let total: u64 = self.cfg.count.map_or(0, |c| c - self.budget);
         log::info!(
             "sensor stopped: {} capture(s){}",
