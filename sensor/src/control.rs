@@ -38,6 +38,9 @@ const REDIAL: Duration = Duration::from_secs(5);
 const BATCH: usize = 64;
 /// How long a closed capture's final line waits for the writer.
 const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// How long a closed capture's UDP port stays open to count late datagrams
+/// (instead of the kernel refusing them unseen).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Everything the loop needs to know.
 #[derive(Debug, Clone)]
@@ -84,9 +87,12 @@ struct Agent {
     prev: (u64, u64, Instant),
 }
 
-/// A closed capture whose final line waits for the writer to finish.
+/// A closed capture whose final line waits for the writer to finish and
+/// for its UDP port's linger to end.
 struct Closing {
     peer: SocketAddr,
+    /// The data port, still open until the instant, counting late datagrams.
+    linger: Option<(UdpPort, Instant)>,
     cap: Capture,
     stats: Option<Stats>,
     files: Vec<PathBuf>,
@@ -115,14 +121,19 @@ pub struct Sensor {
     final_lines: Vec<String>,
     rbuf: Vec<u8>,
     writer: Writer,
-    closing: Vec<Closing>,
+    /// Slots of closed captures (token kind LINGER refers to a slot).
+    closing: Vec<Option<Closing>>,
+    stopping: bool,
 }
 
 fn token(idx: usize, kind: usize) -> Token {
-    Token(idx * 2 + kind)
+    Token(idx * KINDS + kind)
 }
 const CONTROL: usize = 0;
 const DATA: usize = 1;
+/// A closed capture's lingering UDP port (index into `Sensor::closing`).
+const LINGER_PORT: usize = 2;
+const KINDS: usize = 3;
 
 impl Sensor {
     /// Binds the listener and prepares the dials; fails with a clear message
@@ -168,6 +179,7 @@ impl Sensor {
             rbuf: vec![0u8; 256 * 1024],
             writer: Writer::start().context("cannot start the writer thread")?,
             closing: Vec::new(),
+            stopping: false,
         })
     }
 
@@ -203,10 +215,12 @@ impl Sensor {
                 let t = ev.token();
                 if t == LISTENER {
                     self.accept();
-                } else if t.0 % 2 == CONTROL {
-                    self.on_control(t.0 / 2);
                 } else {
-                    self.on_data(t.0 / 2);
+                    match t.0 % KINDS {
+                        CONTROL => self.on_control(t.0 / KINDS),
+                        DATA => self.on_data(t.0 / KINDS),
+                        _ => self.on_linger(t.0 / KINDS),
+                    }
                 }
             }
             let now = Instant::now();
@@ -609,6 +623,18 @@ impl Sensor {
 
     fn close_agent(&mut self, idx: usize, reason: &str) {
         self.flush_control(idx);
+        // A UDP port lingers (unless the sensor is stopping): what the agent
+        // still sends is counted as late instead of refused by the kernel.
+        let port = match self.agents.get_mut(idx).and_then(Option::as_mut) {
+            Some(a) if !self.stopping && a.capture.is_some() => match &mut a.data {
+                Data::Udp(_) => match std::mem::replace(&mut a.data, Data::None) {
+                    Data::Udp(p) => Some(p),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        };
         self.drop_data(idx);
         let Some(mut a) = self.agents.get_mut(idx).and_then(Option::take) else {
             return;
@@ -620,29 +646,99 @@ impl Sensor {
         }
         if let Some(mut cap) = a.capture.take() {
             let files = cap.finish();
-            self.closing.push(Closing {
+            let now = Instant::now();
+            let slot = self
+                .closing
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or_else(|| {
+                    self.closing.push(None);
+                    self.closing.len() - 1
+                });
+            let linger = port.and_then(|mut p| {
+                match self.poll.registry().reregister(
+                    &mut p.sock,
+                    token(slot, LINGER_PORT),
+                    Interest::READABLE,
+                ) {
+                    Ok(()) => Some((p, now + LINGER)),
+                    Err(e) => {
+                        log::warn!("agent {}: cannot keep port {}: {e}", a.peer, p.port);
+                        let _ = self.poll.registry().deregister(&mut p.sock);
+                        self.used_ports.remove(&p.port);
+                        None
+                    }
+                }
+            });
+            self.closing[slot] = Some(Closing {
                 peer: a.peer,
+                linger,
                 cap,
                 stats: a.stats,
                 files,
-                deadline: Instant::now() + WRITE_WAIT,
+                deadline: now + LINGER + WRITE_WAIT,
             });
+        } else if let Some(mut p) = port {
+            let _ = self.poll.registry().deregister(&mut p.sock);
+            self.used_ports.remove(&p.port);
         }
         self.free.push(idx);
         self.finish_closed(Instant::now());
     }
 
+    /// Datagrams for a closed capture: counted (late, or foreign when not
+    /// from the agent) and dropped.
+    fn on_linger(&mut self, slot: usize) {
+        let Some(c) = self.closing.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some((p, _)) = c.linger.as_mut() else {
+            return;
+        };
+        let agent_ip = data::canonical(c.peer.ip());
+        loop {
+            let n = match self.batch.recv(p.sock.as_raw_fd()) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            for i in 0..n {
+                let (_, m) = self.batch.get(i);
+                if let Some(o) = m.overflow {
+                    c.cap.counters.socket_drops += u64::from(o.wrapping_sub(p.overflow));
+                    p.overflow = o;
+                }
+                if m.from.map(|f| data::canonical(f.ip())) == Some(agent_ip) {
+                    c.cap.counters.late += 1;
+                } else {
+                    c.cap.counters.foreign += 1;
+                }
+            }
+        }
+    }
+
     /// Prints the final line of every closed capture whose records are all
     /// written (or whose wait for the writer is over).
     fn finish_closed(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.closing.len() {
-            let c = &self.closing[i];
+        for slot in 0..self.closing.len() {
+            let Some(c) = self.closing[slot].as_mut() else {
+                continue;
+            };
+            if let Some((p, until)) = c.linger.as_mut() {
+                if now < *until && !self.stopping {
+                    continue;
+                }
+                let _ = self.poll.registry().deregister(&mut p.sock);
+                self.used_ports.remove(&p.port);
+                c.linger = None;
+            }
             if !c.cap.is_written() && now < c.deadline {
-                i += 1;
                 continue;
             }
-            let mut c = self.closing.swap_remove(i);
+            let Some(mut c) = self.closing[slot].take() else {
+                continue;
+            };
             if !c.cap.is_written() {
                 log::warn!(
                     "agent {}: the writer has not finished this capture's file within {WRITE_WAIT:?}",
@@ -790,6 +886,7 @@ impl Sensor {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        self.stopping = true;
         for idx in 0..self.agents.len() {
             if self.agents[idx].is_some() {
                 self.close_agent(idx, "sensor stopping");
@@ -797,15 +894,15 @@ impl Sensor {
         }
         // Wait (bounded) for the writer to write what the captures handed it.
         let limit = Instant::now() + Duration::from_secs(5);
-        for c in &mut self.closing {
+        for c in self.closing.iter_mut().flatten() {
             c.deadline = c.deadline.min(limit);
         }
-        while !self.closing.is_empty() {
-            let now = Instant::now();
-            self.finish_closed(now);
-            if !self.closing.is_empty() {
-                std::thread::sleep(Duration::from_millis(5));
+        loop {
+            self.finish_closed(Instant::now());
+            if self.closing.iter().all(Option::is_none) {
+                break;
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
         self.writer.stop(Duration::from_secs(2));
         let total: u64 = self.cfg.count.map_or(0, |c| c - self.budget);

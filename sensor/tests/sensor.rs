@@ -748,3 +748,58 @@ fn stalled_stdout_reader_drops_whole_records_and_the_loop_keeps_going() {
     std::fs::write(&f, &fin.stdout).unwrap();
     assert_eq!(tcpdump_count(&f) as u64, packets);
 }
+
+#[test]
+fn closed_capture_port_lingers_counts_late_datagrams_then_is_released() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:25201",
+        "--udp-ports",
+        "25210-25219",
+        "--duration",
+        "6",
+    ]);
+    let mut agent = ScriptedAgent::connect(25201);
+    let (_, req) = agent.handshake(1);
+    let recs = records(3, 0x99);
+    let (dgrams, _) = frame(&recs, 1472);
+    let tx = data_socket(req.portdata);
+    for d in &dgrams {
+        tx.send(d).unwrap();
+    }
+    thread::sleep(Duration::from_millis(300));
+    // The agent goes away; its datagrams still in flight arrive after the close.
+    drop(agent);
+    thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        tx.send(&dgrams[0]).unwrap();
+    }
+    let foreign = UdpSocket::bind("127.0.0.2:0").unwrap();
+    foreign
+        .send_to(&dgrams[0], ("127.0.0.1", req.portdata))
+        .unwrap();
+    // Still held during the linger, released after it.
+    assert!(UdpSocket::bind(("127.0.0.1", req.portdata)).is_err());
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let rebound = loop {
+        thread::sleep(Duration::from_millis(100));
+        if let Ok(s) = UdpSocket::bind(("127.0.0.1", req.portdata)) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port {} not released",
+            req.portdata
+        );
+    };
+    drop(rebound);
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    let lines = sensor.final_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(num(l, "packets"), 3, "{l:?}");
+    assert_eq!(num(l, "late"), 5, "{l:?}");
+    assert_eq!(num(l, "foreign"), 1, "{l:?}");
+    assert_eq!(tcpdump_count(&sensor.files()[0]), 3);
+}
