@@ -34,6 +34,9 @@ const TICK: Duration = Duration::from_millis(100);
 const DATA_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delay before dialing a passive agent again.
 const REDIAL: Duration = Duration::from_secs(5);
+/// How long a connect to a passive agent may take (it runs in the loop,
+/// non-blocking, so a dead agent delays nobody).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Datagrams per recvmmsg.
 const BATCH: usize = 64;
 /// How long a closed capture's final line waits for the writer.
@@ -103,6 +106,13 @@ struct Closing {
 struct Dial {
     target: String,
     next_at: Option<Instant>,
+    /// A connect in progress: socket, address, deadline.
+    pending: Option<(TcpStream, SocketAddr, Instant)>,
+}
+
+/// Dial `i`'s token, counted down from just below the listener's.
+fn dial_token(i: usize) -> Token {
+    Token(LISTENER.0 - 1 - i)
 }
 
 pub struct Sensor {
@@ -157,6 +167,7 @@ impl Sensor {
             .map(|t| Dial {
                 target: t.clone(),
                 next_at: Some(Instant::now()),
+                pending: None,
             })
             .collect();
         let mut filter = cfg.filter.clone();
@@ -215,6 +226,8 @@ impl Sensor {
                 let t = ev.token();
                 if t == LISTENER {
                     self.accept();
+                } else if t.0 < LISTENER.0 && LISTENER.0 - 1 - t.0 < self.dials.len() {
+                    self.on_dial(LISTENER.0 - 1 - t.0);
                 } else {
                     match t.0 % KINDS {
                         CONTROL => self.on_control(t.0 / KINDS),
@@ -755,6 +768,16 @@ impl Sensor {
     fn tick(&mut self, now: Instant) {
         self.finish_closed(now);
         for i in 0..self.dials.len() {
+            let d = &mut self.dials[i];
+            if d.pending.as_ref().is_some_and(|(_, _, dl)| now >= *dl) {
+                if let Some((mut s, addr, _)) = d.pending.take() {
+                    let _ = self.poll.registry().deregister(&mut s);
+                    log::warn!(
+                        "cannot connect to passive agent {addr}: timed out after {DIAL_TIMEOUT:?}; retrying in {REDIAL:?}"
+                    );
+                    d.next_at = Some(now + REDIAL);
+                }
+            }
             if self.dials[i].next_at.is_some_and(|t| now >= t) {
                 self.dials[i].next_at = None;
                 self.dial(i);
@@ -812,17 +835,53 @@ impl Sensor {
                 return;
             }
         };
-        // Blocking connect with a short timeout keeps the code simple; the
-        // loop stalls at most this long per dial.
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(s) => {
-                let _ = s.set_nonblocking(true);
-                log::info!("connected to passive agent {addr}");
-                self.add_agent(TcpStream::from_std(s), addr, Some(i));
+        let fail = |d: &mut Dial, e: &dyn std::fmt::Display| {
+            log::warn!("cannot connect to passive agent {addr}: {e}; retrying in {REDIAL:?}");
+            d.next_at = Some(Instant::now() + REDIAL);
+        };
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                match self
+                    .poll
+                    .registry()
+                    .register(&mut s, dial_token(i), Interest::WRITABLE)
+                {
+                    Ok(()) => {
+                        self.dials[i].pending = Some((s, addr, Instant::now() + DIAL_TIMEOUT));
+                    }
+                    Err(e) => fail(&mut self.dials[i], &e),
+                }
             }
-            Err(e) => {
+            Err(e) => fail(&mut self.dials[i], &e),
+        }
+    }
+
+    /// The connect to passive agent `i` finished (or failed).
+    fn on_dial(&mut self, i: usize) {
+        let Some((mut s, addr, deadline)) = self.dials[i].pending.take() else {
+            return;
+        };
+        let failed = match s.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match s.peer_addr() {
+                Ok(_) => None,
+                // Not connected yet: a spurious wake-up; keep waiting.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    self.dials[i].pending = Some((s, addr, deadline));
+                    return;
+                }
+                Err(e) => Some(e),
+            },
+        };
+        let _ = self.poll.registry().deregister(&mut s);
+        match failed {
+            Some(e) => {
                 log::warn!("cannot connect to passive agent {addr}: {e}; retrying in {REDIAL:?}");
                 self.dials[i].next_at = Some(Instant::now() + REDIAL);
+            }
+            None => {
+                log::info!("connected to passive agent {addr}");
+                self.add_agent(s, addr, Some(i));
             }
         }
     }

@@ -803,3 +803,61 @@ fn closed_capture_port_lingers_counts_late_datagrams_then_is_released() {
     assert_eq!(num(l, "foreign"), 1, "{l:?}");
     assert_eq!(tcpdump_count(&sensor.files()[0]), 3);
 }
+
+#[test]
+fn dead_passive_agent_does_not_delay_an_active_one() {
+    // A "dead" agent on loopback: a listener whose accept queue is full, so
+    // the kernel ignores further SYNs and a connect hangs.
+    let dead = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    dead.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    dead.listen(0).unwrap();
+    let dead_addr = dead.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        if let Ok(c) = std::net::TcpStream::connect_timeout(&dead_addr, Duration::from_millis(200))
+        {
+            fillers.push(c);
+        }
+    }
+    assert!(
+        std::net::TcpStream::connect_timeout(&dead_addr, Duration::from_millis(300)).is_err(),
+        "the dead agent must not accept connections"
+    );
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:25301",
+        "--udp-ports",
+        "25310-25319",
+        "--connect",
+        &dead_addr.to_string(),
+        "--duration",
+        "5",
+    ]);
+    let mut agent = ScriptedAgent::connect(25301);
+    let t0 = std::time::Instant::now();
+    let (_, req) = agent.handshake(1);
+    let took = t0.elapsed();
+    assert!(req.portdata != 0);
+    assert!(
+        took < Duration::from_millis(700),
+        "handshake took {took:?} while dialing the dead agent"
+    );
+    let (server, _) = agent.serve(Stats::default());
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    assert!(
+        fin.stderr.contains(&format!(
+            "cannot connect to passive agent {dead_addr}: timed out"
+        )),
+        "{}",
+        fin.stderr
+    );
+    drop(fillers);
+}
