@@ -29,6 +29,10 @@ pub struct Counters {
     pub socket_drops: u64,
     /// Records not written because the output failed.
     pub write_errors: u64,
+    /// Records dropped because the writer was behind (no free buffer).
+    pub write_drops: u64,
+    /// Datagrams that reached the capture's port after it was closed.
+    pub late: u64,
     /// Records received after `--count` was reached (not written).
     pub over_count: u64,
 }
@@ -128,16 +132,33 @@ impl Capture {
         );
     }
 
-    /// Flushes and closes the output; returns the files written.
+    /// Hands the last records to the writer; returns the files written.
+    /// The counters are final once [`Capture::is_written`] (see `settle`).
     pub fn finish(&mut self) -> Vec<std::path::PathBuf> {
-        match self.output.take() {
-            Some(mut o) => {
-                if let Err(e) = o.flush() {
-                    log::error!("flushing {:?}: {e}", o.path());
-                }
+        match self.output.as_mut() {
+            Some(o) => {
+                o.close();
                 o.files().to_vec()
             }
             None => Vec::new(),
+        }
+    }
+
+    /// Whether the writer is done with everything this capture handed it.
+    pub fn is_written(&self) -> bool {
+        self.output.as_ref().is_none_or(Output::is_written)
+    }
+
+    /// Moves records the writer failed to write from `packets`/`bytes` to
+    /// `write_errors`, and closes the file. Call once, after `finish`.
+    pub fn settle(&mut self) {
+        if let Some(o) = self.output.take() {
+            let (records, bytes) = o.errors();
+            let c = &mut self.counters;
+            c.packets -= records.min(c.packets);
+            c.bytes -= bytes.min(c.bytes);
+            c.write_errors += records;
+            c.write_drops = o.write_drops;
         }
     }
 }
@@ -159,21 +180,21 @@ fn write_record(
         return;
     };
     match o.write(h, data) {
-        Ok(()) => {
+        Ok(true) => {
             *budget -= 1;
             c.packets += 1;
             c.bytes += data.len() as u64;
         }
+        Ok(false) => c.write_drops = o.write_drops,
         Err(e) => {
             c.write_errors += 1;
             if !*logged {
                 log::error!(
-                    "writing {:?}: {e} (the file is closed; further records of this capture are counted as write errors)",
+                    "writing {:?}: {e} (further records of this capture are counted as write errors)",
                     o.path()
                 );
                 *logged = true;
             }
-            *out = None;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The sensor's event loop: one mio poll for every agent's control connection
 //! and data channel. Control bytes go through each agent's [`Session`]; data
-//! datagrams are read in recvmmsg batches and written by the capture's
-//! buffered output on the same thread (bounded: one BufWriter per capture).
+//! datagrams are read in recvmmsg batches, reassembled on this thread and
+//! handed in buffers to the writer thread (bounded; see `writer`).
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -25,6 +25,7 @@ use crate::output::{Output, OutputConfig};
 use crate::session::{DataTransport, Event, Session, SessionConfig};
 use crate::signals;
 use crate::summary;
+use crate::writer::Writer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 /// How often timers (stats, liveness, rotation, summaries) run.
@@ -33,8 +34,16 @@ const TICK: Duration = Duration::from_millis(100);
 const DATA_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delay before dialing a passive agent again.
 const REDIAL: Duration = Duration::from_secs(5);
+/// How long a connect to a passive agent may take (it runs in the loop,
+/// non-blocking, so a dead agent delays nobody).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Datagrams per recvmmsg.
 const BATCH: usize = 64;
+/// How long a closed capture's final line waits for the writer.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// How long a closed capture's UDP port stays open to count late datagrams
+/// (instead of the kernel refusing them unseen).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Everything the loop needs to know.
 #[derive(Debug, Clone)]
@@ -81,9 +90,29 @@ struct Agent {
     prev: (u64, u64, Instant),
 }
 
+/// A closed capture whose final line waits for the writer to finish and
+/// for its UDP port's linger to end.
+struct Closing {
+    peer: SocketAddr,
+    /// The data port, still open until the instant, counting late datagrams.
+    linger: Option<(UdpPort, Instant)>,
+    cap: Capture,
+    stats: Option<Stats>,
+    files: Vec<PathBuf>,
+    /// Final line now even if the writer is not done.
+    deadline: Instant,
+}
+
 struct Dial {
     target: String,
     next_at: Option<Instant>,
+    /// A connect in progress: socket, address, deadline.
+    pending: Option<(TcpStream, SocketAddr, Instant)>,
+}
+
+/// Dial `i`'s token, counted down from just below the listener's.
+fn dial_token(i: usize) -> Token {
+    Token(LISTENER.0 - 1 - i)
 }
 
 pub struct Sensor {
@@ -101,13 +130,20 @@ pub struct Sensor {
     filter: Option<String>,
     final_lines: Vec<String>,
     rbuf: Vec<u8>,
+    writer: Writer,
+    /// Slots of closed captures (token kind LINGER refers to a slot).
+    closing: Vec<Option<Closing>>,
+    stopping: bool,
 }
 
 fn token(idx: usize, kind: usize) -> Token {
-    Token(idx * 2 + kind)
+    Token(idx * KINDS + kind)
 }
 const CONTROL: usize = 0;
 const DATA: usize = 1;
+/// A closed capture's lingering UDP port (index into `Sensor::closing`).
+const LINGER_PORT: usize = 2;
+const KINDS: usize = 3;
 
 impl Sensor {
     /// Binds the listener and prepares the dials; fails with a clear message
@@ -131,6 +167,7 @@ impl Sensor {
             .map(|t| Dial {
                 target: t.clone(),
                 next_at: Some(Instant::now()),
+                pending: None,
             })
             .collect();
         let mut filter = cfg.filter.clone();
@@ -151,6 +188,9 @@ impl Sensor {
             filter,
             final_lines: Vec::new(),
             rbuf: vec![0u8; 256 * 1024],
+            writer: Writer::start().context("cannot start the writer thread")?,
+            closing: Vec::new(),
+            stopping: false,
         })
     }
 
@@ -186,10 +226,14 @@ impl Sensor {
                 let t = ev.token();
                 if t == LISTENER {
                     self.accept();
-                } else if t.0 % 2 == CONTROL {
-                    self.on_control(t.0 / 2);
+                } else if t.0 < LISTENER.0 && LISTENER.0 - 1 - t.0 < self.dials.len() {
+                    self.on_dial(LISTENER.0 - 1 - t.0);
                 } else {
-                    self.on_data(t.0 / 2);
+                    match t.0 % KINDS {
+                        CONTROL => self.on_control(t.0 / KINDS),
+                        DATA => self.on_data(t.0 / KINDS),
+                        _ => self.on_linger(t.0 / KINDS),
+                    }
                 }
             }
             let now = Instant::now();
@@ -392,8 +436,15 @@ impl Sensor {
         } else {
             (Data::None, DataTransport::TcpAgentListens)
         };
-        let output = Output::create(&self.cfg.output, &a.name, iface, linktype, snaplen)
-            .map_err(|e| (ErrorCode::StartCapture, format!("sensor cannot write: {e}")))?;
+        let output = Output::create(
+            &self.writer.handle(),
+            &self.cfg.output,
+            &a.name,
+            iface,
+            linktype,
+            snaplen,
+        )
+        .map_err(|e| (ErrorCode::StartCapture, format!("sensor cannot write: {e}")))?;
         if self.cfg.output.stdout {
             self.stdout_taken = true;
         }
@@ -585,6 +636,18 @@ impl Sensor {
 
     fn close_agent(&mut self, idx: usize, reason: &str) {
         self.flush_control(idx);
+        // A UDP port lingers (unless the sensor is stopping): what the agent
+        // still sends is counted as late instead of refused by the kernel.
+        let port = match self.agents.get_mut(idx).and_then(Option::as_mut) {
+            Some(a) if !self.stopping && a.capture.is_some() => match &mut a.data {
+                Data::Udp(_) => match std::mem::replace(&mut a.data, Data::None) {
+                    Data::Udp(p) => Some(p),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        };
         self.drop_data(idx);
         let Some(mut a) = self.agents.get_mut(idx).and_then(Option::take) else {
             return;
@@ -596,15 +659,125 @@ impl Sensor {
         }
         if let Some(mut cap) = a.capture.take() {
             let files = cap.finish();
-            let line = summary::final_line(&a.peer, &cap, a.stats.as_ref(), &files);
+            let now = Instant::now();
+            let slot = self
+                .closing
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or_else(|| {
+                    self.closing.push(None);
+                    self.closing.len() - 1
+                });
+            let linger = port.and_then(|mut p| {
+                match self.poll.registry().reregister(
+                    &mut p.sock,
+                    token(slot, LINGER_PORT),
+                    Interest::READABLE,
+                ) {
+                    Ok(()) => Some((p, now + LINGER)),
+                    Err(e) => {
+                        log::warn!("agent {}: cannot keep port {}: {e}", a.peer, p.port);
+                        let _ = self.poll.registry().deregister(&mut p.sock);
+                        self.used_ports.remove(&p.port);
+                        None
+                    }
+                }
+            });
+            self.closing[slot] = Some(Closing {
+                peer: a.peer,
+                linger,
+                cap,
+                stats: a.stats,
+                files,
+                deadline: now + LINGER + WRITE_WAIT,
+            });
+        } else if let Some(mut p) = port {
+            let _ = self.poll.registry().deregister(&mut p.sock);
+            self.used_ports.remove(&p.port);
+        }
+        self.free.push(idx);
+        self.finish_closed(Instant::now());
+    }
+
+    /// Datagrams for a closed capture: counted (late, or foreign when not
+    /// from the agent) and dropped.
+    fn on_linger(&mut self, slot: usize) {
+        let Some(c) = self.closing.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some((p, _)) = c.linger.as_mut() else {
+            return;
+        };
+        let agent_ip = data::canonical(c.peer.ip());
+        loop {
+            let n = match self.batch.recv(p.sock.as_raw_fd()) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            for i in 0..n {
+                let (_, m) = self.batch.get(i);
+                if let Some(o) = m.overflow {
+                    c.cap.counters.socket_drops += u64::from(o.wrapping_sub(p.overflow));
+                    p.overflow = o;
+                }
+                if m.from.map(|f| data::canonical(f.ip())) == Some(agent_ip) {
+                    c.cap.counters.late += 1;
+                } else {
+                    c.cap.counters.foreign += 1;
+                }
+            }
+        }
+    }
+
+    /// Prints the final line of every closed capture whose records are all
+    /// written (or whose wait for the writer is over).
+    fn finish_closed(&mut self, now: Instant) {
+        for slot in 0..self.closing.len() {
+            let Some(c) = self.closing[slot].as_mut() else {
+                continue;
+            };
+            if let Some((p, until)) = c.linger.as_mut() {
+                if now < *until && !self.stopping {
+                    continue;
+                }
+                let _ = self.poll.registry().deregister(&mut p.sock);
+                self.used_ports.remove(&p.port);
+                c.linger = None;
+            }
+            if !c.cap.is_written() && now < c.deadline {
+                continue;
+            }
+            let Some(mut c) = self.closing[slot].take() else {
+                continue;
+            };
+            if !c.cap.is_written() {
+                log::warn!(
+                    "agent {}: the writer has not finished this capture's file within {WRITE_WAIT:?}",
+                    c.peer
+                );
+            }
+            c.cap.settle();
+            let line = summary::final_line(&c.peer, &c.cap, c.stats.as_ref(), &c.files);
             eprintln!("{line}");
             self.final_lines.push(line);
         }
-        self.free.push(idx);
     }
 
     fn tick(&mut self, now: Instant) {
+        self.finish_closed(now);
         for i in 0..self.dials.len() {
+            let d = &mut self.dials[i];
+            if d.pending.as_ref().is_some_and(|(_, _, dl)| now >= *dl) {
+                if let Some((mut s, addr, _)) = d.pending.take() {
+                    let _ = self.poll.registry().deregister(&mut s);
+                    log::warn!(
+                        "cannot connect to passive agent {addr}: timed out after {DIAL_TIMEOUT:?}; retrying in {REDIAL:?}"
+                    );
+                    d.next_at = Some(now + REDIAL);
+                }
+            }
             if self.dials[i].next_at.is_some_and(|t| now >= t) {
                 self.dials[i].next_at = None;
                 self.dial(i);
@@ -662,17 +835,53 @@ impl Sensor {
                 return;
             }
         };
-        // Blocking connect with a short timeout keeps the code simple; the
-        // loop stalls at most this long per dial.
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(s) => {
-                let _ = s.set_nonblocking(true);
-                log::info!("connected to passive agent {addr}");
-                self.add_agent(TcpStream::from_std(s), addr, Some(i));
+        let fail = |d: &mut Dial, e: &dyn std::fmt::Display| {
+            log::warn!("cannot connect to passive agent {addr}: {e}; retrying in {REDIAL:?}");
+            d.next_at = Some(Instant::now() + REDIAL);
+        };
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                match self
+                    .poll
+                    .registry()
+                    .register(&mut s, dial_token(i), Interest::WRITABLE)
+                {
+                    Ok(()) => {
+                        self.dials[i].pending = Some((s, addr, Instant::now() + DIAL_TIMEOUT));
+                    }
+                    Err(e) => fail(&mut self.dials[i], &e),
+                }
             }
-            Err(e) => {
+            Err(e) => fail(&mut self.dials[i], &e),
+        }
+    }
+
+    /// The connect to passive agent `i` finished (or failed).
+    fn on_dial(&mut self, i: usize) {
+        let Some((mut s, addr, deadline)) = self.dials[i].pending.take() else {
+            return;
+        };
+        let failed = match s.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match s.peer_addr() {
+                Ok(_) => None,
+                // Not connected yet: a spurious wake-up; keep waiting.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    self.dials[i].pending = Some((s, addr, deadline));
+                    return;
+                }
+                Err(e) => Some(e),
+            },
+        };
+        let _ = self.poll.registry().deregister(&mut s);
+        match failed {
+            Some(e) => {
                 log::warn!("cannot connect to passive agent {addr}: {e}; retrying in {REDIAL:?}");
                 self.dials[i].next_at = Some(Instant::now() + REDIAL);
+            }
+            None => {
+                log::info!("connected to passive agent {addr}");
+                self.add_agent(s, addr, Some(i));
             }
         }
     }
@@ -736,11 +945,25 @@ impl Sensor {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        self.stopping = true;
         for idx in 0..self.agents.len() {
             if self.agents[idx].is_some() {
                 self.close_agent(idx, "sensor stopping");
             }
         }
+        // Wait (bounded) for the writer to write what the captures handed it.
+        let limit = Instant::now() + Duration::from_secs(5);
+        for c in self.closing.iter_mut().flatten() {
+            c.deadline = c.deadline.min(limit);
+        }
+        loop {
+            self.finish_closed(Instant::now());
+            if self.closing.iter().all(Option::is_none) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.writer.stop(Duration::from_secs(2));
         let total: u64 = self.cfg.count.map_or(0, |c| c - self.budget);
         log::info!(
             "sensor stopped: {} capture(s){}",

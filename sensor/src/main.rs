@@ -11,6 +11,7 @@ mod output;
 mod session;
 mod signals;
 mod summary;
+mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

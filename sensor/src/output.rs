@@ -1,17 +1,19 @@
-//! Capture files: pcap or pcapng written through a buffered writer, one file
-//! per agent and interface named from a template, rotated by size and/or age;
-//! or one stream to stdout. Every file is valid at every rotation and at exit
-//! (header first, whole records only, flushed on close).
+//! Capture files: pcap or pcapng, one file per agent and interface named
+//! from a template, rotated by size and/or age; or one stream to stdout.
+//! Records are serialized into a buffer that the writer thread writes
+//! (see `writer`), so the receive loop never waits for the disk; when no
+//! buffer is free, whole records are dropped and counted. Every file is valid
+//! at every rotation and at exit: header first, whole records only.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::OpenOptions;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rpcap::PktHdr;
 
-/// Bytes buffered per output before a write to disk.
-const BUF_SIZE: usize = 256 * 1024;
+use crate::writer::{self, Dest, Job, Target, BUF_SIZE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -32,20 +34,6 @@ pub struct OutputConfig {
     pub stdout: bool,
 }
 
-enum Sink {
-    File(BufWriter<File>),
-    Stdout(BufWriter<io::Stdout>),
-}
-
-impl Sink {
-    fn writer(&mut self) -> &mut dyn Write {
-        match self {
-            Sink::File(w) => w,
-            Sink::Stdout(w) => w,
-        }
-    }
-}
-
 /// One capture's output.
 pub struct Output {
     cfg: OutputConfig,
@@ -53,38 +41,58 @@ pub struct Output {
     iface: String,
     linktype: i32,
     snaplen: u32,
-    sink: Sink,
+    writer: writer::Handle,
+    target: Arc<Target>,
+    /// Buffers sent to the writer for `target`.
+    sent: u64,
+    /// The buffer being filled (None until a record needs one).
+    buf: Option<Vec<u8>>,
+    /// Records and packet bytes that end in `buf`.
+    buf_records: u64,
+    buf_bytes: u64,
     path: Option<PathBuf>,
     /// Bytes in the current file.
     size: u64,
     opened: Instant,
     /// Every file written, in order.
     files: Vec<PathBuf>,
+    closed: bool,
+    /// Records dropped because no buffer was free (the writer is behind).
+    pub write_drops: u64,
 }
 
 impl Output {
-    /// Opens the first file (or stdout) and writes its header.
+    /// Opens the first file (or stdout) and queues its header.
     pub fn create(
+        writer: &writer::Handle,
         cfg: &OutputConfig,
         agent: &str,
         iface: &str,
         linktype: i32,
         snaplen: u32,
     ) -> io::Result<Output> {
-        let (sink, path) = open_sink(cfg, agent, iface)?;
+        let (dest, path) = open_dest(cfg, agent, iface)?;
+        writer.pool.output_opened();
         let mut o = Output {
             cfg: cfg.clone(),
             agent: agent.to_string(),
             iface: iface.to_string(),
             linktype,
             snaplen,
-            sink,
+            writer: writer.clone(),
+            target: Target::new(dest),
+            sent: 0,
+            buf: None,
+            buf_records: 0,
+            buf_bytes: 0,
             path: path.clone(),
             size: 0,
             opened: Instant::now(),
             files: path.into_iter().collect(),
+            closed: false,
+            write_drops: 0,
         };
-        o.write_header()?;
+        o.write_header();
         Ok(o)
     }
 
@@ -98,44 +106,111 @@ impl Output {
         &self.files
     }
 
-    /// Appends one record, rotating first if the file has reached its size.
-    pub fn write(&mut self, hdr: &PktHdr, data: &[u8]) -> io::Result<()> {
+    /// Queues one record, rotating first if the file has reached its size.
+    /// Ok(false): dropped, no buffer free (counted in `write_drops`). Err: an
+    /// earlier write of this capture failed; nothing more is written.
+    pub fn write(&mut self, hdr: &PktHdr, data: &[u8]) -> io::Result<bool> {
+        if self.target.failed() || self.closed {
+            return Err(io::Error::other("the output failed earlier"));
+        }
         if self.cfg.rotate_bytes.is_some_and(|max| self.size >= max) {
             self.rotate()?;
         }
         let caplen = data.len() as u32;
-        let w = self.sink.writer();
+        let pad = (4 - data.len() % 4) % 4;
+        let len = match self.cfg.format {
+            Format::Pcap => 16 + data.len(),
+            Format::Pcapng => 32 + data.len() + pad,
+        };
+        if !self.reserve(len) {
+            self.write_drops += 1;
+            return Ok(false);
+        }
         match self.cfg.format {
             Format::Pcap => {
                 let mut h = [0u8; 16];
                 put_u32s(&mut h, &[hdr.ts_sec, hdr.ts_usec, caplen, hdr.len]);
-                w.write_all(&h)?;
-                w.write_all(data)?;
-                self.size += 16 + data.len() as u64;
+                self.put(&h, false);
+                self.put(data, false);
             }
             Format::Pcapng => {
-                let pad = (4 - data.len() % 4) % 4;
-                let total = 32 + data.len() as u32 + pad as u32;
+                let total = len as u32;
                 let ts = u64::from(hdr.ts_sec) * 1_000_000 + u64::from(hdr.ts_usec);
                 let mut h = [0u8; 28];
                 put_u32s(
                     &mut h,
                     &[6, total, 0, (ts >> 32) as u32, ts as u32, caplen, hdr.len],
                 );
-                w.write_all(&h)?;
-                w.write_all(data)?;
-                w.write_all(&[0u8; 3][..pad])?;
-                w.write_all(&total.to_ne_bytes())?;
-                self.size += u64::from(total);
+                self.put(&h, false);
+                self.put(data, false);
+                self.put(&[0u8; 3][..pad], false);
+                self.put(&total.to_ne_bytes(), false);
             }
         }
-        Ok(())
+        self.size += len as u64;
+        self.buf_records += 1;
+        self.buf_bytes += data.len() as u64;
+        Ok(true)
     }
 
-    /// Rotates when the file is older than the configured age, and flushes
-    /// what is buffered: a reader (`tail -f`, Wireshark on `-w -`) sees the
-    /// records within a tick instead of only when 256 KiB have piled up.
+    /// Whether `len` bytes fit in the current buffer plus the free ones.
+    fn reserve(&self, len: usize) -> bool {
+        let room = self.buf.as_ref().map_or(0, |b| BUF_SIZE - b.len());
+        if len <= room {
+            return true;
+        }
+        let more = (len - room).div_ceil(BUF_SIZE);
+        self.writer.pool.available() >= more
+    }
+
+    /// Appends bytes, handing full buffers to the writer. Without `force`
+    /// the caller has checked with `reserve` that buffers are free.
+    fn put(&mut self, mut bytes: &[u8], force: bool) {
+        while !bytes.is_empty() {
+            let buf = match &mut self.buf {
+                Some(b) => b,
+                None => match self.writer.pool.take(force) {
+                    Some(b) => self.buf.insert(b),
+                    None => {
+                        // Unreachable after `reserve`; a cut record would
+                        // corrupt the file, so refuse loudly instead.
+                        debug_assert!(false, "put without reserve");
+                        return;
+                    }
+                },
+            };
+            let n = bytes.len().min(BUF_SIZE - buf.len());
+            buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if buf.len() == BUF_SIZE {
+                self.hand_off();
+            }
+        }
+    }
+
+    /// Sends the buffer being filled (if any) to the writer.
+    fn hand_off(&mut self) {
+        let Some(buf) = self.buf.take() else { return };
+        if buf.is_empty() {
+            self.writer.pool.give(buf);
+            return;
+        }
+        self.writer.send(Job {
+            target: self.target.clone(),
+            buf,
+            records: std::mem::take(&mut self.buf_records),
+            bytes: std::mem::take(&mut self.buf_bytes),
+        });
+        self.sent += 1;
+    }
+
+    /// Rotates when the file is older than the configured age, and hands
+    /// what is buffered to the writer: a reader (`tail -f`, Wireshark on
+    /// `-w -`) sees the records within a tick.
     pub fn tick(&mut self, now: Instant) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
         if self
             .cfg
             .rotate_age
@@ -143,21 +218,57 @@ impl Output {
         {
             self.rotate()?;
         }
-        self.flush()
+        self.flush();
+        Ok(())
     }
 
-    /// Flushes buffered records (the file stays valid and open).
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.sink.writer().flush()
+    /// Hands buffered records to the writer (the file stays valid and open).
+    pub fn flush(&mut self) {
+        self.hand_off();
+    }
+
+    /// Hands the last records to the writer; the file is closed once the
+    /// writer has written them and the output is dropped.
+    pub fn close(&mut self) {
+        if !self.closed {
+            self.hand_off();
+            self.closed = true;
+            self.writer.pool.output_closed();
+        }
+    }
+
+    /// Whether the writer has written (or failed) everything handed to it.
+    pub fn is_written(&self) -> bool {
+        self.buf.as_ref().is_none_or(Vec::is_empty) && self.target.done() >= self.sent
+    }
+
+    /// Flushes and waits (bounded) until the writer has written everything.
+    #[cfg(test)]
+    pub fn sync(&mut self, limit: Duration) -> bool {
+        self.flush();
+        let deadline = Instant::now() + limit;
+        while !self.is_written() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Records and packet bytes that the writer failed to write.
+    pub fn errors(&self) -> (u64, u64) {
+        self.target.errors()
     }
 
     fn rotate(&mut self) -> io::Result<()> {
         if self.cfg.stdout {
             return Ok(());
         }
-        self.flush()?;
-        let (sink, path) = open_sink(&self.cfg, &self.agent, &self.iface)?;
-        self.sink = sink;
+        self.hand_off();
+        let (dest, path) = open_dest(&self.cfg, &self.agent, &self.iface)?;
+        self.target = Target::new(dest);
+        self.sent = 0;
         if let Some(p) = &path {
             log::info!("rotated to {}", p.display());
             self.files.push(p.clone());
@@ -165,12 +276,14 @@ impl Output {
         self.path = path;
         self.size = 0;
         self.opened = Instant::now();
-        self.write_header()
+        self.write_header();
+        Ok(())
     }
 
-    fn write_header(&mut self) -> io::Result<()> {
+    /// Queues the file header; it may take a buffer beyond the bound, as a
+    /// file without its header would be unreadable.
+    fn write_header(&mut self) {
         let (linktype, snaplen) = (self.linktype as u32, self.snaplen);
-        let w = self.sink.writer();
         match self.cfg.format {
             Format::Pcap => {
                 let mut h = [0u8; 24];
@@ -180,7 +293,7 @@ impl Output {
                 // thiszone and sigfigs stay 0.
                 h[16..20].copy_from_slice(&snaplen.to_ne_bytes());
                 h[20..24].copy_from_slice(&linktype.to_ne_bytes());
-                w.write_all(&h)?;
+                self.put(&h, true);
                 self.size += 24;
             }
             Format::Pcapng => {
@@ -196,12 +309,17 @@ impl Output {
                 idb[8..10].copy_from_slice(&(linktype as u16).to_ne_bytes());
                 idb[12..16].copy_from_slice(&snaplen.to_ne_bytes());
                 idb[16..20].copy_from_slice(&20u32.to_ne_bytes());
-                w.write_all(&shb)?;
-                w.write_all(&idb)?;
+                self.put(&shb, true);
+                self.put(&idb, true);
                 self.size += 48;
             }
         }
-        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -211,12 +329,9 @@ fn put_u32s(buf: &mut [u8], vals: &[u32]) {
     }
 }
 
-fn open_sink(cfg: &OutputConfig, agent: &str, iface: &str) -> io::Result<(Sink, Option<PathBuf>)> {
+fn open_dest(cfg: &OutputConfig, agent: &str, iface: &str) -> io::Result<(Dest, Option<PathBuf>)> {
     if cfg.stdout {
-        return Ok((
-            Sink::Stdout(BufWriter::with_capacity(BUF_SIZE, io::stdout())),
-            None,
-        ));
+        return Ok((Dest::Stdout, None));
     }
     let name = render(&cfg.template, agent, iface, SystemTime::now());
     let base = cfg.dir.join(name);
@@ -230,10 +345,7 @@ fn open_sink(cfg: &OutputConfig, agent: &str, iface: &str) -> io::Result<(Sink, 
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(f) => {
                 log::info!("writing {}", path.display());
-                return Ok((
-                    Sink::File(BufWriter::with_capacity(BUF_SIZE, f)),
-                    Some(path),
-                ));
+                return Ok((Dest::File(f), Some(path)));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
@@ -310,6 +422,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::writer::Writer;
 
     fn cfg(dir: &Path, format: Format) -> OutputConfig {
         OutputConfig {
@@ -345,10 +458,19 @@ mod tests {
 
     #[test]
     fn pcap_bytes_exact() {
+        let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Output::create(&cfg(dir.path(), Format::Pcap), "a", "eth0", 1, 1500).unwrap();
+        let mut o = Output::create(
+            &w.handle(),
+            &cfg(dir.path(), Format::Pcap),
+            "a",
+            "eth0",
+            1,
+            1500,
+        )
+        .unwrap();
         o.write(&hdr(1, 3), &[1, 2, 3]).unwrap();
-        o.flush().unwrap();
+        assert!(o.sync(Duration::from_secs(5)));
         let bytes = std::fs::read(o.path().unwrap()).unwrap();
         let mut want = Vec::new();
         want.extend_from_slice(&0xA1B2_C3D4u32.to_ne_bytes());
@@ -363,15 +485,17 @@ mod tests {
 
     #[test]
     fn rotation_by_size_keeps_every_file_readable() {
+        let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
         for format in [Format::Pcap, Format::Pcapng] {
             let mut c = cfg(dir.path(), format);
             c.rotate_bytes = Some(200);
-            let mut o = Output::create(&c, "r", &format!("{format:?}"), 1, 1500).unwrap();
+            let mut o =
+                Output::create(&w.handle(), &c, "r", &format!("{format:?}"), 1, 1500).unwrap();
             for n in 1..=10 {
                 o.write(&hdr(n, 61), &[n as u8; 61]).unwrap();
             }
-            o.flush().unwrap();
+            assert!(o.sync(Duration::from_secs(5)));
             assert!(o.files().len() >= 3, "{:?}", o.files());
             let mut total = 0;
             for f in o.files() {
@@ -383,16 +507,17 @@ mod tests {
 
     #[test]
     fn rotation_by_age_on_tick() {
+        let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(dir.path(), Format::Pcap);
         c.rotate_age = Some(Duration::from_secs(60));
-        let mut o = Output::create(&c, "t", "e", 1, 1500).unwrap();
+        let mut o = Output::create(&w.handle(), &c, "t", "e", 1, 1500).unwrap();
         o.write(&hdr(1, 10), &[1; 10]).unwrap();
         o.tick(Instant::now()).unwrap();
         assert_eq!(o.files().len(), 1, "not old enough yet");
         o.tick(Instant::now() + Duration::from_secs(61)).unwrap();
         o.write(&hdr(2, 10), &[2; 10]).unwrap();
-        o.flush().unwrap();
+        assert!(o.sync(Duration::from_secs(5)));
         assert_eq!(o.files().len(), 2);
         for f in o.files() {
             assert_eq!(count_with_tcpdump(f), 1);
@@ -401,37 +526,98 @@ mod tests {
 
     #[test]
     fn tick_flushes_buffered_records() {
+        let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Output::create(&cfg(dir.path(), Format::Pcap), "f", "e", 1, 1500).unwrap();
+        let mut o = Output::create(
+            &w.handle(),
+            &cfg(dir.path(), Format::Pcap),
+            "f",
+            "e",
+            1,
+            1500,
+        )
+        .unwrap();
         o.write(&hdr(1, 10), &[1; 10]).unwrap();
         let path = o.path().unwrap().to_path_buf();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "still buffered");
         o.tick(Instant::now()).unwrap();
+        // The tick handed the buffer over; the writer writes it soon after.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&path).unwrap().len() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 16 + 10);
         assert_eq!(count_with_tcpdump(&path), 1);
     }
 
     #[test]
     fn pcapng_readable_by_tcpdump() {
+        let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Output::create(&cfg(dir.path(), Format::Pcapng), "a", "e", 1, 9000).unwrap();
+        let mut o = Output::create(
+            &w.handle(),
+            &cfg(dir.path(), Format::Pcapng),
+            "a",
+            "e",
+            1,
+            9000,
+        )
+        .unwrap();
         for n in 1..=4 {
             o.write(&hdr(n, 60 + n), &vec![0xAB; 60 + n as usize])
                 .unwrap();
         }
-        o.flush().unwrap();
+        assert!(o.sync(Duration::from_secs(5)));
         assert_eq!(count_with_tcpdump(o.path().unwrap()), 4);
     }
 
     #[test]
     fn same_name_gets_suffix() {
+        let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(dir.path(), Format::Pcap);
         c.template = "fixed.pcap".into();
-        let a = Output::create(&c, "a", "e", 1, 100).unwrap();
-        let b = Output::create(&c, "a", "e", 1, 100).unwrap();
+        let a = Output::create(&w.handle(), &c, "a", "e", 1, 100).unwrap();
+        let b = Output::create(&w.handle(), &c, "a", "e", 1, 100).unwrap();
         assert_eq!(a.path().unwrap().file_name().unwrap(), "fixed.pcap");
         assert_eq!(b.path().unwrap().file_name().unwrap(), "fixed-1.pcap");
+    }
+
+    #[test]
+    fn no_free_buffer_drops_whole_records_and_counts_them() {
+        let w = Writer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Output::create(
+            &w.handle(),
+            &cfg(dir.path(), Format::Pcap),
+            "d",
+            "e",
+            1,
+            70_000,
+        )
+        .unwrap();
+        assert!(o.write(&hdr(1, 100), &[1; 100]).unwrap());
+        // Exhaust the pool as a stalled disk would: every buffer in flight.
+        let mut held = Vec::new();
+        while let Some(b) = w.handle().pool.take(false) {
+            held.push(b);
+        }
+        // Fits in the current buffer: still written.
+        assert!(o.write(&hdr(2, 100), &[2; 100]).unwrap());
+        // Larger than what is left of the buffer (spans several): dropped whole.
+        assert!(!o.write(&hdr(3, 65_000), &[3; 65_000]).unwrap());
+        assert_eq!(o.write_drops, 1);
+        for b in held {
+            w.handle().pool.give(b);
+        }
+        // A record spanning three buffers once buffers are free again.
+        assert!(o.write(&hdr(4, 65_000), &[4; 65_000]).unwrap());
+        assert!(o.write(&hdr(5, 10), &[5; 10]).unwrap());
+        assert!(o.sync(Duration::from_secs(5)));
+        assert_eq!(o.errors(), (0, 0));
+        let bytes = std::fs::read(o.path().unwrap()).unwrap();
+        assert_eq!(bytes.len(), 24 + 4 * 16 + 100 + 100 + 65_000 + 10);
+        assert_eq!(count_with_tcpdump(o.path().unwrap()), 4);
     }
 
     fn count_with_tcpdump(f: &Path) -> usize {

@@ -10,7 +10,7 @@ use rpcap::msg::Stats;
 
 use crate::capture::Capture;
 
-/// `agent=… iface=… pps=… mbps=… packets=… lost=… agent_drops=…`.
+/// `agent=… iface=… pps=… mbps=… packets=… lost=… write_drops=… agent_drops=…`.
 pub fn periodic_line(
     peer: &SocketAddr,
     iface: &str,
@@ -20,9 +20,10 @@ pub fn periodic_line(
     stats: Option<&Stats>,
 ) -> String {
     format!(
-        "agent={peer} iface={iface} pps={pps:.0} mbps={mbps:.2} packets={} lost={} agent_drops={}",
+        "agent={peer} iface={iface} pps={pps:.0} mbps={mbps:.2} packets={} lost={} write_drops={} agent_drops={}",
         cap.counters.packets,
         cap.lost(),
+        cap.counters.write_drops,
         stats.map_or(0, |s| u64::from(s.ifdrop) + u64::from(s.krnldrop))
     )
 }
@@ -40,8 +41,8 @@ pub fn final_line(
     let mut line = format!(
         "final agent={peer} iface={} packets={} bytes={} lost={} \
          udpstr_datagrams={} seq_gaps={} lost_datagrams={} truncated_records={} duplicates={} reordered={} \
-         udpstr_malformed={} plain_lost={} plain_dups={} malformed={} foreign={} socket_drops={} \
-         write_errors={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
+         udpstr_malformed={} plain_lost={} plain_dups={} malformed={} foreign={} late={} socket_drops={} \
+         write_errors={} write_drops={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
         cap.iface,
         c.packets,
         c.bytes,
@@ -57,8 +58,10 @@ pub fn final_line(
         c.plain_dups,
         c.malformed,
         c.foreign,
+        c.late,
         c.socket_drops,
         c.write_errors,
+        c.write_drops,
         s.ifrecv,
         s.ifdrop,
         s.krnldrop,

@@ -124,6 +124,7 @@ fn udpstr_capture_with_loss_dup_reorder_malformed_is_exact() {
     let l = &lines[0];
     assert_eq!(field(l, "iface"), "eth2");
     assert_eq!(num(l, "packets"), expect.len() as u64);
+    assert_eq!(num(l, "write_drops"), 0, "{l:?}");
     assert_eq!(num(l, "lost"), lost as u64, "{l:?}");
     assert_eq!(num(l, "duplicates"), 1, "{l:?}");
     assert_eq!(num(l, "reordered"), 1, "{l:?}");
@@ -282,6 +283,7 @@ fn fifty_agents_at_once_all_files_exact() {
     for l in &lines {
         assert_eq!(num(l, "packets"), u64::from(PER), "{l:?}");
         assert_eq!(num(l, "lost"), 0, "{l:?}");
+        assert_eq!(num(l, "write_drops"), 0, "{l:?}");
     }
 }
 
@@ -617,4 +619,245 @@ fn passive_agent_with_password_and_tcp_data_agent_listens() {
         std::fs::read(&files[0]).unwrap()
             == pcap_bytes(&recs.iter().collect::<Vec<_>>(), 262_144, 1)
     );
+}
+
+/// Records of `caplen` bytes, npkt 1..=n (n < 1 M), identifiable by ts_usec.
+fn big_records(n: u32, caplen: u32) -> Vec<Record> {
+    (1..=n)
+        .map(|i| Record {
+            hdr: rpcap::PktHdr {
+                ts_sec: 1_700_000_000,
+                ts_usec: i,
+                caplen,
+                len: caplen,
+                npkt: i,
+            },
+            data: (0..caplen).map(|b| (b as u8) ^ (i as u8)).collect(),
+        })
+        .collect()
+}
+
+/// Parses a pcap stream; checks every record against `recs` (found by its
+/// ts_usec, in increasing order) and returns how many there are.
+fn check_pcap_subsequence(bytes: &[u8], recs: &[Record]) -> usize {
+    assert!(bytes.len() >= 24, "no pcap header");
+    let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap());
+    assert_eq!(u32_at(0), 0xA1B2_C3D4);
+    let (mut off, mut last, mut n) = (24usize, 0u32, 0usize);
+    while off < bytes.len() {
+        assert!(off + 16 <= bytes.len(), "cut record header at {off}");
+        let i = u32_at(off + 4);
+        let caplen = u32_at(off + 8) as usize;
+        assert!(i > last, "records out of order: {i} after {last}");
+        let r = &recs[i as usize - 1];
+        assert_eq!(caplen, r.data.len());
+        assert!(
+            bytes[off + 16..off + 16 + caplen] == r.data[..],
+            "record {i} differs"
+        );
+        off += 16 + caplen;
+        last = i;
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn stalled_stdout_reader_drops_whole_records_and_the_loop_keeps_going() {
+    const N: u32 = 20_000;
+    let mut sensor = Sensor::start_with(
+        &[
+            "--listen",
+            "127.0.0.1:25101",
+            "--udp-ports",
+            "25110-25119",
+            "-w",
+            "-",
+            "--stats-interval",
+            "0.3",
+            "--stats-timeout",
+            "1.2",
+        ],
+        Stdio::piped(),
+    );
+    // Nobody reads the sensor's stdout until the end: the pipe (64 KiB) and
+    // then the writer's buffers (16 MiB) fill up.
+    let mut agent = ScriptedAgent::connect(25101);
+    let (_, req) = agent.handshake(1);
+    let (server, _) = agent.serve(Stats {
+        ifrecv: 5,
+        ..Stats::default()
+    });
+    let recs = big_records(N, 1400);
+    let (dgrams, _) = frame(&recs, 65_000);
+    let tx = data_socket(req.portdata);
+    for (k, d) in dgrams.iter().enumerate() {
+        tx.send(d).unwrap();
+        if k % 8 == 7 {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    // The loop still serves control connections while the writer is stuck:
+    // a second agent gets its answer (only one capture goes to stdout) at once.
+    let t0 = std::time::Instant::now();
+    let mut second = ScriptedAgent::connect(25101);
+    assert!(matches!(second.recv(), Some(Message::AuthReq(_))));
+    second.send(&Message::AuthReply(None));
+    assert_eq!(second.recv(), Some(Message::FindAllIfReq));
+    second.send(&Message::FindAllIfReply(interfaces()));
+    assert!(matches!(second.recv(), Some(Message::OpenReq { .. })));
+    second.send(&Message::OpenReply {
+        linktype: 1,
+        tzoff: 0,
+    });
+    match second.recv() {
+        Some(Message::Error { text, .. }) => assert!(text.contains("stdout"), "{text}"),
+        m => panic!("expected ERROR, got {m:?}"),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "the loop stalled: {:?}",
+        t0.elapsed()
+    );
+    // Longer than --stats-timeout: STATS must keep flowing meanwhile.
+    thread::sleep(Duration::from_millis(2000));
+    kill(&sensor, "TERM");
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    assert!(!fin.stderr.contains("no reply to STATS"), "{}", fin.stderr);
+    let stats_replies = fin.stderr.matches(": recv 5 ifdrop").count();
+    assert!(
+        stats_replies >= 6,
+        "{stats_replies} STATS replies\n{}",
+        fin.stderr
+    );
+
+    let l = &sensor.final_lines()[0];
+    let (packets, drops) = (num(l, "packets"), num(l, "write_drops"));
+    assert!(drops > 0, "the stall must drop records: {l:?}");
+    assert_eq!(num(l, "write_errors"), 0, "{l:?}");
+    assert_eq!(
+        packets + drops + num(l, "lost"),
+        u64::from(N),
+        "every record written, dropped or lost: {l:?}"
+    );
+    // What was written is a valid pcap of whole, correct records.
+    assert_eq!(check_pcap_subsequence(&fin.stdout, &recs) as u64, packets);
+    let f = sensor.dir.path().join("stdout.pcap");
+    std::fs::write(&f, &fin.stdout).unwrap();
+    assert_eq!(tcpdump_count(&f) as u64, packets);
+}
+
+#[test]
+fn closed_capture_port_lingers_counts_late_datagrams_then_is_released() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:25201",
+        "--udp-ports",
+        "25210-25219",
+        "--duration",
+        "6",
+    ]);
+    let mut agent = ScriptedAgent::connect(25201);
+    let (_, req) = agent.handshake(1);
+    let recs = records(3, 0x99);
+    let (dgrams, _) = frame(&recs, 1472);
+    let tx = data_socket(req.portdata);
+    for d in &dgrams {
+        tx.send(d).unwrap();
+    }
+    thread::sleep(Duration::from_millis(300));
+    // The agent goes away; its datagrams still in flight arrive after the close.
+    drop(agent);
+    thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        tx.send(&dgrams[0]).unwrap();
+    }
+    let foreign = UdpSocket::bind("127.0.0.2:0").unwrap();
+    foreign
+        .send_to(&dgrams[0], ("127.0.0.1", req.portdata))
+        .unwrap();
+    // Still held during the linger, released after it.
+    assert!(UdpSocket::bind(("127.0.0.1", req.portdata)).is_err());
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let rebound = loop {
+        thread::sleep(Duration::from_millis(100));
+        if let Ok(s) = UdpSocket::bind(("127.0.0.1", req.portdata)) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port {} not released",
+            req.portdata
+        );
+    };
+    drop(rebound);
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    let lines = sensor.final_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(num(l, "packets"), 3, "{l:?}");
+    assert_eq!(num(l, "late"), 5, "{l:?}");
+    assert_eq!(num(l, "foreign"), 1, "{l:?}");
+    assert_eq!(tcpdump_count(&sensor.files()[0]), 3);
+}
+
+#[test]
+fn dead_passive_agent_does_not_delay_an_active_one() {
+    // A "dead" agent on loopback: a listener whose accept queue is full, so
+    // the kernel ignores further SYNs and a connect hangs.
+    let dead = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    dead.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    dead.listen(0).unwrap();
+    let dead_addr = dead.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        if let Ok(c) = std::net::TcpStream::connect_timeout(&dead_addr, Duration::from_millis(200))
+        {
+            fillers.push(c);
+        }
+    }
+    assert!(
+        std::net::TcpStream::connect_timeout(&dead_addr, Duration::from_millis(300)).is_err(),
+        "the dead agent must not accept connections"
+    );
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:25301",
+        "--udp-ports",
+        "25310-25319",
+        "--connect",
+        &dead_addr.to_string(),
+        "--duration",
+        "5",
+    ]);
+    let mut agent = ScriptedAgent::connect(25301);
+    let t0 = std::time::Instant::now();
+    let (_, req) = agent.handshake(1);
+    let took = t0.elapsed();
+    assert!(req.portdata != 0);
+    assert!(
+        took < Duration::from_millis(700),
+        "handshake took {took:?} while dialing the dead agent"
+    );
+    let (server, _) = agent.serve(Stats::default());
+    let fin = sensor.wait(WAIT);
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    server.join().unwrap();
+    assert!(
+        fin.stderr.contains(&format!(
+            "cannot connect to passive agent {dead_addr}: timed out"
+        )),
+        "{}",
+        fin.stderr
+    );
+    drop(fillers);
 }

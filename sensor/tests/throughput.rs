@@ -102,3 +102,179 @@ fn throughput_report() {
         let _ = s.join();
     }
 }
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// utime+stime (s) and peak RSS (KiB) of a process.
+fn cpu_and_hwm(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let tick = 100.0; // sysconf(_SC_CLK_TCK) on Linux
+    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tick;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+/// The issue 3 goal: AGENTS (1000) concurrent scripted agents, SENDERS (2)
+/// threads framing 64-byte records with `rpcap::udpstr::Framer` for all of
+/// their captures, round robin, for SECS seconds at full speed (or RATE
+/// records/s in total). Reports records written per second, loss, the
+/// sensor's CPU time and peak RSS. Run with `benches/sensor.sh`.
+#[test]
+#[ignore]
+fn thousand_agents_report() {
+    use rpcap::udpstr::{Batch, Framer};
+    let agents: usize = env_or("AGENTS", 1000);
+    let senders: usize = env_or("SENDERS", 2);
+    let secs: f64 = env_or("SECS", 5.0);
+    let rate: f64 = env_or("RATE", 0.0);
+    // Warnings only: nobody reads the sensor's stderr pipe until the end.
+    let mut sensor = Sensor::start_env(
+        &[
+            "--listen",
+            "127.0.0.1:26001",
+            "--udp-ports",
+            "26010-27999",
+            "--stats-interval",
+            "5",
+            "--summary-interval",
+            "3600",
+        ],
+        std::process::Stdio::null(),
+        &[("RUST_LOG", "warn")],
+    );
+    // Control connections: one thread each for the handshake, then one
+    // serving STATS per agent.
+    let t_setup = Instant::now();
+    let handles: Vec<_> = (0..agents)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let mut agent = ScriptedAgent::connect(26001);
+                let (_, req) = agent.handshake(1);
+                let (server, _) = agent.serve(Stats::default());
+                (req.portdata, server)
+            })
+        })
+        .collect();
+    let mut ports = Vec::new();
+    let mut servers = Vec::new();
+    for h in handles {
+        let (p, s) = h.join().unwrap();
+        ports.push(p);
+        servers.push(s);
+    }
+    println!(
+        "{agents} agents set up in {:.2}s",
+        t_setup.elapsed().as_secs_f64()
+    );
+    let (cpu0, _) = cpu_and_hwm(sensor.pid());
+    let start = Instant::now();
+    let chunks: Vec<Vec<u16>> = (0..senders)
+        .map(|s| ports.iter().copied().skip(s).step_by(senders).collect())
+        .collect();
+    let per_sender_rate = rate / senders as f64;
+    let send_threads: Vec<_> = chunks
+        .into_iter()
+        .map(|my_ports| {
+            std::thread::spawn(move || {
+                let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let mut framers: Vec<(Framer, Batch, u32)> = my_ports
+                    .iter()
+                    .map(|_| (Framer::new(1472).unwrap(), Batch::new(1472, 4), 0))
+                    .collect();
+                let data = [0x5Au8; 64];
+                let mut records = 0u64;
+                let t0 = Instant::now();
+                'outer: loop {
+                    for (k, (framer, batch, npkt)) in framers.iter_mut().enumerate() {
+                        // One datagram's worth of records per capture per round.
+                        for _ in 0..17 {
+                            *npkt += 1;
+                            let h = PktHdr {
+                                ts_sec: 1_700_000_000,
+                                ts_usec: *npkt % 1_000_000,
+                                caplen: 64,
+                                len: 64,
+                                npkt: *npkt,
+                            };
+                            framer.push(batch, &h, &data).unwrap();
+                        }
+                        for d in batch.datagrams() {
+                            let _ = sock.send_to(d, ("127.0.0.1", my_ports[k]));
+                        }
+                        batch.consume();
+                        records += 17;
+                    }
+                    let el = t0.elapsed().as_secs_f64();
+                    if el >= secs {
+                        break 'outer;
+                    }
+                    if per_sender_rate > 0.0 {
+                        let ahead = records as f64 / per_sender_rate - el;
+                        if ahead > 0.0 {
+                            std::thread::sleep(Duration::from_secs_f64(ahead));
+                        }
+                    }
+                }
+                // The partial datagrams, so every record offered can arrive.
+                for (k, (framer, batch, _)) in framers.iter_mut().enumerate() {
+                    if framer.flush(batch) {
+                        for d in batch.datagrams() {
+                            let _ = sock.send_to(d, ("127.0.0.1", my_ports[k]));
+                        }
+                        batch.consume();
+                    }
+                }
+                records
+            })
+        })
+        .collect();
+    let offered: u64 = send_threads.into_iter().map(|h| h.join().unwrap()).sum();
+    let send_time = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu1, hwm) = cpu_and_hwm(sensor.pid());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &sensor.pid().to_string()])
+        .status();
+    let fin = sensor.wait(Duration::from_secs(120));
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    for s in servers {
+        let _ = s.join();
+    }
+    let lines = sensor.final_lines();
+    let sum = |k: &str| lines.iter().map(|l| num(l, k)).sum::<u64>();
+    let written = sum("packets");
+    let cpu = cpu1 - cpu0;
+    println!(
+        "agents={agents} captures={} senders={senders} offered={offered} records in {send_time:.2}s ({:.0} rec/s) \
+         written={written} ({:.0} rec/s) not_written={} ({:.3} %) lost={} socket_drops={} datagrams write_drops={} \
+         sensor_cpu={cpu:.2}s ({:.0} ns/record, {:.0} % of one core) peak_rss={:.1} MiB",
+        lines.len(),
+        offered as f64 / send_time,
+        written as f64 / send_time,
+        offered - written.min(offered),
+        (offered - written.min(offered)) as f64 * 100.0 / offered.max(1) as f64,
+        sum("lost"),
+        sum("socket_drops"),
+        sum("write_drops"),
+        cpu * 1e9 / written.max(1) as f64,
+        cpu * 100.0 / (send_time + 1.0),
+        hwm as f64 / 1024.0,
+    );
+}
