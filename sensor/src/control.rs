@@ -258,6 +258,14 @@ impl Sensor {
                     self.add_agent(stream, peer, None);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // One client gave up while queued: the next one may be fine.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) => {}
+                // E.g. out of descriptors: the tick retries, since an
+                // edge-triggered listener would not report the queue again.
                 Err(e) => {
                     log::warn!("accept: {e}");
                     return;
@@ -766,6 +774,7 @@ impl Sensor {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.accept();
         self.finish_closed(now);
         for i in 0..self.dials.len() {
             let d = &mut self.dials[i];
