@@ -30,6 +30,7 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::auth::{Backoff, Verifier};
 use crate::config::{ActiveClient, Config, TlsMode};
+use crate::linger::Lingering;
 use crate::passive::{self, Client};
 use crate::session::{CaptureHost, Ended, Mode, Session, SessionConfig};
 use crate::tls::{Conn, Sniffed};
@@ -153,6 +154,8 @@ pub struct Control<H: CaptureHost> {
     /// Checks under way: check id → token of the client or slot.
     checks: BTreeMap<u64, usize>,
     next_check: u64,
+    /// Ended connections waiting for their peer's close.
+    lingering: Lingering,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -191,6 +194,7 @@ impl<H: CaptureHost> Control<H> {
             verifier,
             checks: BTreeMap::new(),
             next_check: 0,
+            lingering: Lingering::default(),
         };
         c.apply_config(config);
         Ok(c)
@@ -455,10 +459,17 @@ impl<H: CaptureHost> Control<H> {
             .clients
             .values()
             .map(|c| c.deadline(&self.config.passive));
-        slots.chain(clients).min().unwrap_or(far).min(far)
+        let linger = self.lingering.next_drain(Instant::now());
+        slots
+            .chain(clients)
+            .chain(linger)
+            .min()
+            .unwrap_or(far)
+            .min(far)
     }
 
     fn timers(&mut self, now: Instant) {
+        self.lingering.drain(now);
         self.client_timers(now);
         let tokens: Vec<usize> = self.slots.keys().copied().collect();
         for token in tokens {
@@ -663,6 +674,7 @@ impl<H: CaptureHost> Control<H> {
                 session.shutdown(&mut self.host);
                 let _ = flush(&mut conn, &mut session);
                 let _ = self.poll.registry().deregister(&mut conn.stream);
+                self.lingering.add(conn.stream, Instant::now());
             }
             State::Connecting { mut stream, .. } => {
                 let _ = self.poll.registry().deregister(&mut stream);
@@ -838,6 +850,7 @@ impl<H: CaptureHost> Control<H> {
         client.session.shutdown(&mut self.host);
         let _ = flush(&mut client.conn, &mut client.session);
         let _ = self.poll.registry().deregister(&mut client.conn.stream);
+        self.lingering.add(client.conn.stream, Instant::now());
     }
 
     /// Applies the answers of the password checker to their sessions.
