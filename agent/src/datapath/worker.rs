@@ -383,6 +383,9 @@ pub(crate) fn run<S: Source>(
                 break 'capture;
             }
         }
+        // Counters first: once the datagrams are out, the sensor may ask for
+        // STATS before this thread runs again, and must see these packets.
+        pipe.publish(&shared);
         pipe.send();
         let now = Instant::now();
         if pipe.has_partial() {
