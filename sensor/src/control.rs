@@ -152,7 +152,7 @@ impl Sensor {
         let poll = Poll::new().context("cannot create the event loop")?;
         let listener = match cfg.listen {
             Some(addr) => {
-                let mut l = TcpListener::bind(addr)
+                let mut l = listen(addr)
                     .map_err(|e| anyhow::anyhow!("cannot listen for agents on {addr}: {e}"))?;
                 poll.registry()
                     .register(&mut l, LISTENER, Interest::READABLE)?;
@@ -997,4 +997,23 @@ impl Sensor {
 /// Largest PACKET message on a TCP data channel: record header + snaplen.
 fn data_max_plen(snaplen: u32) -> u32 {
     snaplen.saturating_add(rpcap::PktHdr::LEN as u32)
+}
+
+/// Agents connecting at once (a fleet reconnecting after a sensor restart)
+/// must not overflow the accept queue: mio's default backlog is 1024, and an
+/// overflowed handshake is retried by the agent only after seconds.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A non-blocking listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
