@@ -34,6 +34,11 @@ pub struct OutputConfig {
     pub stdout: bool,
 }
 
+/// Buffered records reach a `-w -` reader within this time.
+pub const STDOUT_FLUSH_AGE: Duration = Duration::from_millis(100);
+/// Buffered records reach a file within this time.
+pub const FILE_FLUSH_AGE: Duration = Duration::from_secs(1);
+
 /// One capture's output.
 pub struct Output {
     cfg: OutputConfig,
@@ -50,6 +55,8 @@ pub struct Output {
     /// Records and packet bytes that end in `buf`.
     buf_records: u64,
     buf_bytes: u64,
+    /// When the first record of `buf` was written (for the age flush).
+    buf_since: Option<Instant>,
     path: Option<PathBuf>,
     /// Bytes in the current file.
     size: u64,
@@ -84,6 +91,7 @@ impl Output {
             sent: 0,
             buf: None,
             buf_records: 0,
+            buf_since: None,
             buf_bytes: 0,
             path: path.clone(),
             size: 0,
@@ -148,6 +156,9 @@ impl Output {
             }
         }
         self.size += len as u64;
+        if self.buf_records == 0 {
+            self.buf_since = Some(Instant::now());
+        }
         self.buf_records += 1;
         self.buf_bytes += data.len() as u64;
         Ok(true)
@@ -190,6 +201,7 @@ impl Output {
 
     /// Sends the buffer being filled (if any) to the writer.
     fn hand_off(&mut self) {
+        self.buf_since = None;
         let Some(buf) = self.buf.take() else { return };
         if buf.is_empty() {
             self.writer.pool.give(buf);
@@ -204,9 +216,11 @@ impl Output {
         self.sent += 1;
     }
 
-    /// Rotates when the file is older than the configured age, and hands
-    /// what is buffered to the writer: a reader (`tail -f`, Wireshark on
-    /// `-w -`) sees the records within a tick.
+    /// Rotates when the file is older than the configured age, and hands a
+    /// partly filled buffer to the writer once its oldest record is
+    /// [`STDOUT_FLUSH_AGE`] (`-w -`, a live Wireshark) or [`FILE_FLUSH_AGE`]
+    /// old. Flushing files on every tick cost one small buffer per capture
+    /// per tick: with 1000 captures that exhausted the writer's buffers.
     pub fn tick(&mut self, now: Instant) -> io::Result<()> {
         if self.closed {
             return Ok(());
@@ -218,7 +232,14 @@ impl Output {
         {
             self.rotate()?;
         }
-        self.flush();
+        let age = if self.cfg.stdout {
+            STDOUT_FLUSH_AGE
+        } else {
+            FILE_FLUSH_AGE
+        };
+        if self.buf_since.is_some_and(|t| now.duration_since(t) >= age) {
+            self.flush();
+        }
         Ok(())
     }
 
@@ -541,6 +562,13 @@ mod tests {
         let path = o.path().unwrap().to_path_buf();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "still buffered");
         o.tick(Instant::now()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            0,
+            "a young partial buffer stays"
+        );
+        o.tick(Instant::now() + FILE_FLUSH_AGE).unwrap();
         // The tick handed the buffer over; the writer writes it soon after.
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::fs::metadata(&path).unwrap().len() == 0 && Instant::now() < deadline {
