@@ -7,11 +7,12 @@
 //! host's own uplink. The kernel pre-filter is conservative (see
 //! `xdp_rules`), so the user-space cBPF run keeps the filter exact.
 
-use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rpcap::bpf::{Insn, Program};
 
+use super::sys;
 use super::xdp_prog::{Flow, XdpCounters, XdpMode, XdpProgram};
 use super::xdp_rules::XdpRules;
 use super::xsk::{self, Xsk, XskStats};
@@ -21,10 +22,20 @@ use crate::filter::OwnTraffic;
 /// Frames read from one socket per round, so every queue gets its turn.
 const BATCH: u32 = 256;
 /// After a round that found only a few frames, the worker lets more gather
-/// for this long before the next one: AF_XDP has no block timeout like
-/// TPACKET_V3, and waking per frame costs a poll per frame. The RX ring
-/// (≥ 256 frames per queue) absorbs well over 1 Mpps meanwhile.
-const COALESCE: Duration = Duration::from_micros(200);
+/// (until its next deadline or a command at the latest) before the next
+/// one: AF_XDP has no block timeout like TPACKET_V3, and every wake-up
+/// costs a context switch (in a VM, an exit). The pause fills at most a
+/// quarter of the RX ring at [`RATE_BOUND`], within these bounds.
+const COALESCE_MIN: Duration = Duration::from_micros(200);
+const COALESCE_MAX: Duration = Duration::from_millis(1);
+/// The per-queue rate the coalescing pause is sized for (frames per second).
+const RATE_BOUND: u64 = 2_000_000;
+
+/// The coalescing pause for RX rings of `frames` entries.
+fn coalesce_for(frames: usize) -> Duration {
+    Duration::from_nanos(frames as u64 / 4 * 1_000_000_000 / RATE_BOUND)
+        .clamp(COALESCE_MIN, COALESCE_MAX)
+}
 
 /// What to open.
 #[derive(Debug, Clone)]
@@ -60,6 +71,11 @@ pub struct AfXdp {
     /// Frames the cBPF program rejected in user space.
     pub filtered_out: u64,
     next: usize,
+    /// One pollfd per socket, then the wake fd (if any): built once.
+    pfds: Vec<libc::pollfd>,
+    wake: Option<OwnedFd>,
+    /// How long a sparse round lets frames gather ([`coalesce_for`]).
+    pause: Duration,
 }
 
 impl std::fmt::Debug for AfXdp {
@@ -132,8 +148,7 @@ impl AfXdp {
     pub fn open(cfg: &AfXdpConfig<'_>) -> Result<AfXdp, CaptureError> {
         let err = |e: super::xdp_prog::XdpError| CaptureError::Format(e.to_string());
         let filter = program(cfg.filter)?;
-        let ifindex =
-            super::xdp_prog::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
+        let ifindex = sys::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
         let mut prog = XdpProgram::load(cfg.ifname).map_err(err)?;
         let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
         prog.set_own(&flows).map_err(err)?;
@@ -173,6 +188,14 @@ impl AfXdp {
             if zc { "zero-copy" } else { "copy-mode" },
             if bp { "on" } else { "unavailable" },
         );
+        let pfds = sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         Ok(AfXdp {
             sockets,
             prog,
@@ -183,6 +206,9 @@ impl AfXdp {
             own: !flows.is_empty(),
             filtered_out: 0,
             next: 0,
+            pfds,
+            wake: None,
+            pause: coalesce_for(frames),
         })
     }
 
@@ -246,7 +272,8 @@ impl AfXdp {
         delivered
     }
 
-    /// Waits until a socket is readable or `timeout` passes.
+    /// Waits until a socket is readable, a command arrives (wake fd) or
+    /// `timeout` passes.
     fn wait(&mut self, timeout: Duration) -> Result<(), CaptureError> {
         if self.sockets.iter().any(|s| s.has_frames()) {
             return Ok(());
@@ -258,32 +285,55 @@ impl AfXdp {
         if self.sockets.iter().any(|s| s.has_frames()) {
             return Ok(());
         }
-        let mut fds: Vec<libc::pollfd> = self
-            .sockets
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(CaptureError::io("poll on the AF_XDP sockets", e));
-            }
+        for p in &mut self.pfds {
+            p.revents = 0;
         }
-        if fds
+        sys::poll(&mut self.pfds, timeout)
+            .map_err(|e| CaptureError::io("poll on the AF_XDP sockets", e))?;
+        self.take_wake();
+        let n = self.sockets.len();
+        if self.pfds[..n]
             .iter()
             .any(|p| p.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
-            && super::xdp_prog::ifindex(&self.ifname).is_err()
+            && sys::ifindex(&self.ifname).is_err()
         {
             return Err(CaptureError::Vanished(self.ifname.clone()));
         }
         Ok(())
+    }
+
+    /// Lets frames gather for `d`, waking early only for a command.
+    fn coalesce(&mut self, d: Duration) -> Result<(), CaptureError> {
+        let n = self.sockets.len();
+        let wake = &mut self.pfds[n..];
+        for p in wake.iter_mut() {
+            p.revents = 0;
+        }
+        sys::poll(wake, d).map_err(|e| CaptureError::io("poll on the wake fd", e))?;
+        self.take_wake();
+        Ok(())
+    }
+
+    /// Resets the wake eventfd if it fired (the worker reads its commands next).
+    fn take_wake(&mut self) {
+        let n = self.sockets.len();
+        if let Some(p) = self.pfds.get(n) {
+            if p.revents & libc::POLLIN != 0 {
+                sys::drain_eventfd(p.fd);
+            }
+        }
+    }
+
+    /// The eventfd the control side writes after each command: a worker
+    /// waiting for frames takes the command at once.
+    pub fn set_wake_fd(&mut self, fd: OwnedFd) {
+        self.pfds.truncate(self.sockets.len());
+        self.pfds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.wake = Some(fd);
     }
 }
 
@@ -298,7 +348,7 @@ impl Source for AfXdp {
             return Ok(Polled::Frames(n));
         }
         if n > 0 {
-            std::thread::sleep(COALESCE);
+            self.coalesce(self.pause.min(timeout))?;
             return Ok(Polled::Frames(n));
         }
         self.wait(timeout)?;
@@ -346,5 +396,24 @@ impl Drop for AfXdp {
             s.rx_fill_ring_empty,
             self.filtered_out
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_pause_leaves_three_quarters_of_the_ring_free_at_the_rate_bound() {
+        assert_eq!(coalesce_for(512), COALESCE_MIN);
+        assert_eq!(coalesce_for(4096), Duration::from_micros(512));
+        assert_eq!(coalesce_for(32768), COALESCE_MAX);
+        for frames in [512usize, 1024, 4096, 8192, 32768] {
+            let filled = coalesce_for(frames).as_secs_f64() * RATE_BOUND as f64;
+            assert!(
+                filled <= frames as f64 / 4.0 || coalesce_for(frames) == COALESCE_MIN,
+                "{frames}: {filled}"
+            );
+        }
     }
 }

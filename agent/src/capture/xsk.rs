@@ -14,6 +14,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::sys::{getsockopt, setsockopt};
+
 /// UMEM chunk size: one frame per chunk (aligned mode). 4096 leaves
 /// 4096 - 256 (XDP headroom) bytes for a frame: MTUs up to ~3800.
 pub const FRAME_SIZE: usize = 4096;
@@ -214,7 +216,9 @@ impl Xsk {
             flags: 0,
             tx_metadata_len: 0,
         };
-        let rx_size = (frames / 2) as u32;
+        // The RX ring can hold every chunk: a stalled worker then loses
+        // frames only when the whole UMEM is full.
+        let rx_size = frames as u32;
         let fill_size = frames as u32;
         let rings = (|| -> io::Result<(Ring, Ring, Ring)> {
             setsockopt(&fd, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg)?;
@@ -439,22 +443,9 @@ impl Xsk {
     }
 
     pub fn stats(&self) -> io::Result<XskStats> {
-        // SAFETY: all-zero is a valid xdp_statistics.
-        let mut st: libc::xdp_statistics = unsafe { mem::zeroed() };
-        let mut len = mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: `st`/`len` are valid for writes of the sizes given.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_XDP,
-                libc::XDP_STATISTICS,
-                &mut st as *mut libc::xdp_statistics as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: xdp_statistics is plain integers.
+        let st: libc::xdp_statistics =
+            unsafe { getsockopt(&self.fd, libc::SOL_XDP, libc::XDP_STATISTICS) }?;
         Ok(XskStats {
             rx_dropped: st.rx_dropped,
             rx_ring_full: st.rx_ring_full,
@@ -484,38 +475,6 @@ impl Drop for Umem {
 }
 
 fn mmap_offsets(fd: &OwnedFd) -> io::Result<libc::xdp_mmap_offsets> {
-    // SAFETY: all-zero is a valid xdp_mmap_offsets.
-    let mut off: libc::xdp_mmap_offsets = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-    // SAFETY: `off`/`len` are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            libc::XDP_MMAP_OFFSETS,
-            &mut off as *mut libc::xdp_mmap_offsets as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(off)
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live T and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            val as *const T as *const libc::c_void,
-            mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // SAFETY: xdp_mmap_offsets is plain integers.
+    unsafe { getsockopt(fd, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS) }
 }
