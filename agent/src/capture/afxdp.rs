@@ -6,9 +6,27 @@
 //! ingress only: it belongs on dedicated capture interfaces, never on a
 //! host's own uplink. The kernel pre-filter is conservative (see
 //! `xdp_rules`), so the user-space cBPF run keeps the filter exact.
+//!
+//! One worker thread serves every queue of a capture (DESIGN.md says "per
+//! queue"; this is the deliberate exception). The queues are parallel where
+//! it matters: each RX queue has its own socket, UMEM and rings, and the
+//! kernel's side (NAPI poll, XDP program, copy into the UMEM) runs per queue
+//! on that queue's CPU; the worker drains the sockets round-robin, at most
+//! [`BATCH`] frames each per round. What a worker per queue would cost: a
+//! udpstr capture is ONE npkt/seqno stream to the sensor (PROTOCOL.md), so
+//! per-queue threads would have to hand their frames to one framer - a lock
+//! per batch, or SPSC rings into a merge thread that numbers and sends,
+//! with UMEM chunks returned to each queue's fill ring across threads (or a
+//! second copy). The worker's own share is ~0.1-0.3 us per frame (benches/
+//! README.md "AF_XDP"), i.e. one thread keeps up with several Mpps, more
+//! than a 2-core host can feed it; a second thread on such a host only
+//! competes with the first and with the kernel's receive work for the same
+//! cores. Worth it on a many-core host with a multi-queue NIC beyond
+//! ~3 Mpps per capture; then: per-queue capture threads (filter + copy into
+//! pre-built records) feeding one numbering sender through SPSC rings.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rpcap::bpf::{Insn, Program};
 
@@ -22,19 +40,22 @@ use crate::filter::OwnTraffic;
 /// Frames read from one socket per round, so every queue gets its turn.
 const BATCH: u32 = 256;
 /// After a round that found only a few frames, the worker lets more gather
-/// (until its next deadline or a command at the latest) before the next
-/// one: AF_XDP has no block timeout like TPACKET_V3, and every wake-up
-/// costs a context switch (in a VM, an exit). The pause fills at most a
-/// quarter of the RX ring at [`RATE_BOUND`], within these bounds.
+/// (until its next deadline - the flush of a partly filled datagram, the
+/// housekeeping - or a command at the latest) before the next round:
+/// AF_XDP has no block timeout like TPACKET_V3, and every wake-up costs a
+/// context switch (in a VM, exits: ~20 us of the worker's CPU here).
+/// The pause is sized from the rate measured since the last one so that a
+/// quarter of the RX ring fills at twice that rate, within these bounds
+/// (the upper one is the AF_PACKET block timeout's, see `datapath`).
 const COALESCE_MIN: Duration = Duration::from_micros(200);
-const COALESCE_MAX: Duration = Duration::from_millis(1);
-/// The per-queue rate the coalescing pause is sized for (frames per second).
-const RATE_BOUND: u64 = 2_000_000;
+const COALESCE_MAX: Duration = Duration::from_millis(20);
 
-/// The coalescing pause for RX rings of `frames` entries.
-fn coalesce_for(frames: usize) -> Duration {
-    Duration::from_nanos(frames as u64 / 4 * 1_000_000_000 / RATE_BOUND)
-        .clamp(COALESCE_MIN, COALESCE_MAX)
+/// The coalescing pause for RX rings of `ring` entries after `frames`
+/// frames arrived in `elapsed`.
+fn coalesce_for(ring: usize, frames: u64, elapsed: Duration) -> Duration {
+    // frames / elapsed = rate; pause = (ring / 4) / (2 * rate).
+    let ns = (ring as u128 / 8) * elapsed.as_nanos() / u128::from(frames.max(1));
+    Duration::from_nanos(ns.min(u64::MAX as u128) as u64).clamp(COALESCE_MIN, COALESCE_MAX)
 }
 
 /// What to open.
@@ -74,8 +95,11 @@ pub struct AfXdp {
     /// One pollfd per socket, then the wake fd (if any): built once.
     pfds: Vec<libc::pollfd>,
     wake: Option<OwnedFd>,
-    /// How long a sparse round lets frames gather ([`coalesce_for`]).
-    pause: Duration,
+    /// RX ring entries per socket (sizes the coalescing pause).
+    ring: usize,
+    /// Frames delivered since `since`, the start of the last pause.
+    gathered: u64,
+    since: Instant,
 }
 
 impl std::fmt::Debug for AfXdp {
@@ -208,7 +232,9 @@ impl AfXdp {
             next: 0,
             pfds,
             wake: None,
-            pause: coalesce_for(frames),
+            ring: frames,
+            gathered: 0,
+            since: Instant::now(),
         })
     }
 
@@ -344,15 +370,22 @@ impl Source for AfXdp {
         sink: &mut F,
     ) -> Result<Polled, CaptureError> {
         let n = self.drain(sink);
+        self.gathered += n as u64;
         if n >= BATCH as usize / 2 {
             return Ok(Polled::Frames(n));
         }
         if n > 0 {
-            self.coalesce(self.pause.min(timeout))?;
+            let now = Instant::now();
+            let pause = coalesce_for(self.ring, self.gathered, now - self.since);
+            (self.gathered, self.since) = (0, now);
+            self.coalesce(pause.min(timeout))?;
             return Ok(Polled::Frames(n));
         }
         self.wait(timeout)?;
-        Ok(Polled::Frames(self.drain(sink)))
+        let n = self.drain(sink);
+        // An idle link: the next rate is measured from its first frames.
+        (self.gathered, self.since) = (n as u64, Instant::now());
+        Ok(Polled::Frames(n))
     }
 
     fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
@@ -404,16 +437,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn coalescing_pause_leaves_three_quarters_of_the_ring_free_at_the_rate_bound() {
-        assert_eq!(coalesce_for(512), COALESCE_MIN);
-        assert_eq!(coalesce_for(4096), Duration::from_micros(512));
-        assert_eq!(coalesce_for(32768), COALESCE_MAX);
-        for frames in [512usize, 1024, 4096, 8192, 32768] {
-            let filled = coalesce_for(frames).as_secs_f64() * RATE_BOUND as f64;
-            assert!(
-                filled <= frames as f64 / 4.0 || coalesce_for(frames) == COALESCE_MIN,
-                "{frames}: {filled}"
-            );
+    fn coalescing_pause_fills_a_quarter_of_the_ring_at_twice_the_measured_rate() {
+        let ms = Duration::from_millis;
+        // 100 kpps into 8192 entries: 1024 / 100 k = 10.24 ms.
+        assert_eq!(
+            coalesce_for(8192, 100, ms(1)),
+            Duration::from_micros(10_240)
+        );
+        // 1 Mpps: 1.024 ms; 10 Mpps: the lower bound.
+        assert_eq!(coalesce_for(8192, 1000, ms(1)), Duration::from_micros(1024));
+        assert_eq!(coalesce_for(8192, 10_000, ms(1)), COALESCE_MIN);
+        // A trickle: the upper bound.
+        assert_eq!(coalesce_for(8192, 1, ms(100)), COALESCE_MAX);
+        for (frames, elapsed) in [(10u64, ms(1)), (500, ms(2)), (7, ms(40))] {
+            let p = coalesce_for(4096, frames, elapsed);
+            let at_twice = p.as_secs_f64() * 2.0 * frames as f64 / elapsed.as_secs_f64();
+            assert!(at_twice <= 1024.0 + 1.0 || p == COALESCE_MIN, "{p:?}");
         }
     }
 }
