@@ -1059,7 +1059,11 @@ mod tests {
                 "{key} has no example line"
             );
         }
-        assert_eq!(all.config.active_clients.len(), 3);
+        assert_eq!(all.config.active_clients.len(), 4);
+        assert_eq!(
+            all.config.active_clients[1].capture,
+            Some(CaptureChoice::AfXdp)
+        );
     }
 
     #[test]
