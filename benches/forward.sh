@@ -28,8 +28,9 @@
 #               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
 #               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
-#               tcpdump, tcpdump-B32M (agent-sink: the agent's data go to a
-#               device that drops them; tcpdump-B32M: tcpdump -B 32768)
+#               agent-afxdp, tcpdump, tcpdump-B32M (agent-sink: the agent's
+#               data go to a device that drops them; agent-afxdp: the agent
+#               with Capture = afxdp:c0; tcpdump-B32M: tcpdump -B 32768)
 #   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
 #   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
 #               (default none: the agent runs at its defaults)
@@ -210,8 +211,8 @@ snap_after() {
     LINK_DROPS=$(($(ifstat $GEN g0 tx_dropped) + $(ifstat $CAP c0 rx_dropped) - L0))
 }
 
-pass_agent() { # size count rate [sink]
-    local size=$1 count=$2 rate=$3 mode=${4:-sensor} d=$WORK/agent
+pass_agent() { # size count rate [sink|sensor [name]]
+    local size=$1 count=$2 rate=$3 mode=${4:-sensor} name=${5:-agent} d=$WORK/agent
     rm -rf "$d"; mkdir -p "$d"
     cat >"$d/rpcapd.ini" <<EOF
 ActiveClient = 10.200.2.2, $SENSOR_PORT, ifname=c0
@@ -256,7 +257,7 @@ EOF
     # as one packet. On a wire every datagram has its own Ethernet + IPv4 +
     # UDP headers (42 bytes), so count them per datagram the sensor saw.
     local wire=$((W_BYTES - 42 * W_PKTS + 42 * dgrams))
-    emit agent "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
+    emit "$name" "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
         "$wire" "$dgrams" "$bytes" "$FRAGS" \
         "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS"
 }
@@ -271,6 +272,19 @@ pass_agent-sink() { # size count rate
     local rc=0
     pass_agent "$@" sink || rc=$?
     ip -n $CAP rule del ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
+    return $rc
+}
+
+# The agent with `Capture = afxdp:c0` (XDP program + AF_XDP socket, XdpMode
+# auto: native XDP on veth, copy mode). c0 is a dedicated capture link here:
+# AF_XDP takes the captured frames away from ns cap's stack, which only
+# spares the kernel the discard port's UDP receive of the sink traffic.
+pass_agent-afxdp() { # size count rate
+    local saved=$AGENT_INI rc=0
+    AGENT_INI="$AGENT_INI
+Capture = afxdp:c0"
+    pass_agent "$@" sensor agent-afxdp || rc=$?
+    AGENT_INI=$saved
     return $rc
 }
 
@@ -317,9 +331,9 @@ emit() {
         n = (got > 0) ? got : 1
         print pass, size, count, rate, sprintf("%.0f", count / (gen / 1e9)), got, count - got,
               sprintf("%.1f", cpu / n), sprintf("%.1f", sched / n),
-              (pass == "agent") ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",
-              (pass == "agent") ? sprintf("%.4f", wp / n) : "-",
-              (pass == "agent") ? frags : "-", hwm, notes
+              (pass == "agent" || pass == "agent-afxdp") ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",
+              (pass == "agent" || pass == "agent-afxdp") ? sprintf("%.4f", wp / n) : "-",
+              (pass == "agent" || pass == "agent-afxdp") ? frags : "-", hwm, notes
     }' | tee -a "$OUT"
 }
 

@@ -63,12 +63,32 @@ impl fmt::Display for Preselect {
     }
 }
 
+/// The capture source one `ActiveClient` line asks for (`capture=`),
+/// overriding `Capture` for that sensor's captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CaptureChoice {
+    AfPacket,
+    /// With the `Xdp*` keys' settings, whatever `Capture` says.
+    AfXdp,
+}
+
+impl fmt::Display for CaptureChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CaptureChoice::AfPacket => "afpacket",
+            CaptureChoice::AfXdp => "afxdp",
+        })
+    }
+}
+
 /// One `ActiveClient` line (or one `-a` pair): a sensor to dial.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ActiveClient {
     pub host: String,
     pub port: u16,
     pub preselect: Preselect,
+    /// `capture=afpacket|afxdp`; `None`: as `Capture` says.
+    pub capture: Option<CaptureChoice>,
 }
 
 impl fmt::Display for ActiveClient {
@@ -76,6 +96,9 @@ impl fmt::Display for ActiveClient {
         write!(f, "{}, {}", self.host, self.port)?;
         if self.preselect.is_set() {
             write!(f, ", {}", self.preselect)?;
+        }
+        if let Some(c) = self.capture {
+            write!(f, ", capture={c}")?;
         }
         Ok(())
     }
@@ -446,9 +469,10 @@ fn parse_host(value: &str) -> String {
 }
 
 const ACTIVE_CLIENT_EXPECTED: &str =
-    "`host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]]` (port DEFAULT = 2003)";
+    "`host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]` \
+     (port DEFAULT = 2003)";
 
-/// `host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]]`.
+/// `host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]`.
 pub fn parse_active_client(value: &str) -> Result<ActiveClient, String> {
     let mut fields = split_fields(value);
     let host = fields.next().ok_or(ACTIVE_CLIENT_EXPECTED)?;
@@ -459,9 +483,12 @@ pub fn parse_active_client(value: &str) -> Result<ActiveClient, String> {
         host: parse_host(host),
         port: DEFAULT_ACTIVE_PORT,
         preselect: Preselect::default(),
+        capture: None,
     };
     for (i, field) in fields.enumerate() {
-        if let Some(name) = field.strip_prefix("ifname=") {
+        if let Some(c) = field.strip_prefix("capture=") {
+            client.capture = Some(parse_capture_choice(c)?);
+        } else if let Some(name) = field.strip_prefix("ifname=") {
             client.preselect.ifname = Some(parse_nonempty(name, "ifname=NAME")?);
         } else if let Some(addr) = field.strip_prefix("ifaddr=") {
             client.preselect.ifaddr = Some(parse_ifaddr(addr)?);
@@ -473,6 +500,17 @@ pub fn parse_active_client(value: &str) -> Result<ActiveClient, String> {
         }
     }
     Ok(client)
+}
+
+/// `capture=` of an ActiveClient line.
+pub fn parse_capture_choice(value: &str) -> Result<CaptureChoice, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "afpacket" => Ok(CaptureChoice::AfPacket),
+        "afxdp" => Ok(CaptureChoice::AfXdp),
+        _ => Err(format!(
+            "capture={value}: expected capture=afpacket or capture=afxdp"
+        )),
+    }
 }
 
 /// An address (a host prefix) or an address/prefix, IPv4 or IPv6.
@@ -499,6 +537,7 @@ pub fn parse_active_list(value: &str) -> Result<Vec<ActiveClient>, String> {
                 host: parse_host(pair[0]),
                 port: parse_port(pair[1])?,
                 preselect: Preselect::default(),
+                capture: None,
             })
         })
         .collect()
@@ -770,6 +809,34 @@ mod tests {
     }
 
     #[test]
+    fn active_client_capture_option() {
+        let p = parse(
+            "Capture = afpacket\n\
+             ActiveClient = 10.0.0.1, 2003, ifname=span0, capture=afxdp\n\
+             ActiveClient = 10.0.0.2, DEFAULT; capture=AFPACKET\n\
+             ActiveClient = 10.0.0.3, capture=afxdp\n\
+             ActiveClient = 10.0.0.4, 2003\n",
+        );
+        let c = &p.config.active_clients;
+        assert_eq!(c[0].capture, Some(CaptureChoice::AfXdp));
+        assert_eq!(c[0].preselect.ifname.as_deref(), Some("span0"));
+        assert_eq!(c[1].capture, Some(CaptureChoice::AfPacket));
+        assert_eq!(
+            (c[2].port, c[2].capture),
+            (2003, Some(CaptureChoice::AfXdp))
+        );
+        assert_eq!(c[3].capture, None);
+        // The global key is untouched by a line's choice.
+        assert_eq!(p.config.backend, Backend::AfPacket);
+        // Printed back as it was written (config dump, reload comparison).
+        assert_eq!(
+            c[0].to_string(),
+            "10.0.0.1, 2003, ifname=span0, capture=afxdp"
+        );
+        assert_eq!(parse_active_client(&c[0].to_string()).unwrap(), c[0]);
+    }
+
+    #[test]
     fn more_than_ten_active_clients() {
         let text: String = (0..25)
             .map(|i| format!("ActiveClient = 10.0.0.{i}, 2003\n"))
@@ -865,6 +932,10 @@ mod tests {
             ),
             ("ActiveClient = h, 1, bogus", "`bogus`"),
             ("ActiveClient = h, 1, ifname=", "expected ifname=NAME"),
+            (
+                "ActiveClient = h, 1, capture=xdp",
+                "capture=xdp: expected capture=afpacket or capture=afxdp",
+            ),
             (
                 "Capture = afxdp:",
                 "Capture = afxdp:: expected afpacket, afxdp, afxdp:IFNAME",
@@ -988,7 +1059,11 @@ mod tests {
                 "{key} has no example line"
             );
         }
-        assert_eq!(all.config.active_clients.len(), 3);
+        assert_eq!(all.config.active_clients.len(), 4);
+        assert_eq!(
+            all.config.active_clients[1].capture,
+            Some(CaptureChoice::AfXdp)
+        );
     }
 
     #[test]

@@ -303,6 +303,7 @@ impl<H: CaptureHost> Control<H> {
             data_accept_timeout: Duration::from_secs(
                 self.config.passive.data_accept_timeout_secs.into(),
             ),
+            capture: client.capture,
         }
     }
 
@@ -313,6 +314,7 @@ impl<H: CaptureHost> Control<H> {
             host: String::new(),
             port: 0,
             preselect: Default::default(),
+            capture: None,
         });
         c.mode = Mode::Passive;
         if !self.config.passive.udpstr {

@@ -21,7 +21,7 @@ use rustls::ServerConfig;
 use rpcap::bpf::Insn;
 use rpcap::msg::{Interface, Sampling, Stats};
 
-use crate::config::Config;
+use crate::config::{CaptureChoice, Config};
 use crate::datapath::{Backend, CaptureSpec, Transport, Worker, XdpSpec};
 use crate::iface;
 use crate::session::{CaptureHost, DataChannel, StartRequest};
@@ -37,6 +37,9 @@ const ACCEPT_SLICE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct WorkerHost {
     backend: Backend,
+    /// The `Xdp*` keys, for a session whose ActiveClient line says
+    /// `capture=afxdp` while `Capture` does not.
+    xdp: XdpSpec,
     send_buffer: usize,
     ring_size: usize,
     cpus: Vec<usize>,
@@ -49,6 +52,13 @@ impl WorkerHost {
     pub fn new(cfg: &Config) -> WorkerHost {
         WorkerHost {
             backend: cfg.backend.clone(),
+            xdp: XdpSpec {
+                mode: cfg.xdp_mode,
+                replace: cfg.xdp_replace,
+                drop_rejected: cfg.xdp_drop_rejected,
+                interfaces: Vec::new(),
+                own: None,
+            },
             send_buffer: cfg.send_buffer,
             ring_size: cfg.ring_size,
             cpus: cfg.worker_cpus.clone(),
@@ -65,14 +75,20 @@ impl WorkerHost {
     }
 
     fn spec(&mut self, req: StartRequest, transport: Transport) -> CaptureSpec {
-        let backend = match &self.backend {
+        let backend = match (req.capture, &self.backend) {
+            // The sensor's ActiveClient line chose (`capture=`).
+            (Some(CaptureChoice::AfPacket), _) => Backend::AfPacket,
+            (Some(CaptureChoice::AfXdp), _) => Backend::AfXdp(XdpSpec {
+                own: Some(req.own),
+                ..self.xdp.clone()
+            }),
             // AF_XDP only where the operator named it (or as the default).
-            Backend::AfXdp(x) if x.covers(&req.ifname) => Backend::AfXdp(XdpSpec {
+            (None, Backend::AfXdp(x)) if x.covers(&req.ifname) => Backend::AfXdp(XdpSpec {
                 own: Some(req.own),
                 ..x.clone()
             }),
-            Backend::AfXdp(_) => Backend::AfPacket,
-            b => b.clone(),
+            (None, Backend::AfXdp(_)) => Backend::AfPacket,
+            (None, b) => b.clone(),
         };
         CaptureSpec {
             ifname: req.ifname,
@@ -279,6 +295,7 @@ impl WorkerHost {
         // The worker is started by the accept thread with this host's settings.
         let mut host = WorkerHost {
             backend: self.backend.clone(),
+            xdp: self.xdp.clone(),
             send_buffer: self.send_buffer,
             ring_size: self.ring_size,
             cpus: Vec::new(),

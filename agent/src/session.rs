@@ -20,7 +20,7 @@ use rpcap::stream::StreamDecoder;
 use rpcap::ErrorCode;
 
 use crate::auth::Authenticator;
-use crate::config::Preselect;
+use crate::config::{CaptureChoice, Preselect};
 use crate::filter::{self, canonical, DataDest, OwnTraffic};
 use crate::iface;
 
@@ -52,6 +52,8 @@ pub struct SessionConfig {
     pub tls: bool,
     /// How long a passive TCP data channel waits for the client.
     pub data_accept_timeout: Duration,
+    /// The ActiveClient line's `capture=` (None: as `Capture` says).
+    pub capture: Option<CaptureChoice>,
 }
 
 /// How the captured packets reach the sensor.
@@ -94,6 +96,8 @@ pub struct StartRequest {
     /// Our own connections (already excluded by `filter`; AF_XDP also
     /// leaves them to the host's stack).
     pub own: OwnTraffic,
+    /// The session's capture source choice (ActiveClient `capture=`).
+    pub capture: Option<CaptureChoice>,
 }
 
 /// What a session needs from the machine: interfaces and captures.
@@ -605,6 +609,7 @@ impl<C> Session<C> {
             data: data.clone(),
             tls: self.cfg.tls,
             own: self.own_traffic(data_dest),
+            capture: self.cfg.capture,
         };
         match host.start(start) {
             Ok(mut cap) => {

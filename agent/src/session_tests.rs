@@ -133,6 +133,7 @@ fn cfg() -> SessionConfig {
         auth: Default::default(),
         tls: false,
         data_accept_timeout: std::time::Duration::from_secs(1),
+        capture: None,
     }
 }
 

@@ -14,18 +14,22 @@ use xrpcapd::datapath::{Backend, Transport, Worker, XdpMode, XdpSpec};
 
 const FRAMES: u64 = 1_000_000;
 
-/// utime + stime of the thread named `name` in this process.
-fn thread_cpu(name: &str) -> Option<Duration> {
-    let tick = 1e9 / 100.0; // USER_HZ
+/// Run time (schedstat, ns resolution) and context switches of the
+/// thread named `name` in this process.
+fn thread_cpu(name: &str) -> Option<(Duration, u64)> {
     for t in std::fs::read_dir("/proc/self/task").ok()? {
         let p = t.ok()?.path();
         let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
         if comm.trim() == name {
-            let stat = std::fs::read_to_string(p.join("stat")).ok()?;
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: f64 = f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?;
-            return Some(Duration::from_nanos((ticks * tick) as u64));
+            let sched = std::fs::read_to_string(p.join("schedstat")).ok()?;
+            let ns: u64 = sched.split_whitespace().next()?.parse().ok()?;
+            let status = std::fs::read_to_string(p.join("status")).ok()?;
+            let ctxsw = status
+                .lines()
+                .filter(|l| l.contains("voluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            return Some((Duration::from_nanos(ns), ctxsw));
         }
     }
     None
@@ -82,8 +86,18 @@ fn bench_afxdp_against_afpacket() {
             }),
         ),
     ];
-    for round in 0..3 {
+    // AFXDP_BENCH_ONLY=NAME[,NAME]: run only these backends (for profiling);
+    // AFXDP_BENCH_ROUNDS=N (default 3).
+    let only = std::env::var("AFXDP_BENCH_ONLY").unwrap_or_default();
+    let rounds: usize = std::env::var("AFXDP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
         for (name, b) in &backends {
+            if !only.is_empty() && !only.split(',').any(|o| o == *name) {
+                continue;
+            }
             let sink = udp_sink();
             let mut s = spec(
                 "c0",
@@ -96,13 +110,16 @@ fn bench_afxdp_against_afpacket() {
             s.backend = b.clone();
             s.ring_bytes = 32 << 20;
             s.dry_run = true;
+            // The worker on CPU 1, trafgen on CPU 0 (forward.sh's layout).
+            s.cpu = Some(1);
             let w = Worker::start(s).unwrap();
             std::thread::sleep(Duration::from_millis(100));
             let cpu0 = thread_cpu("dp-c0").unwrap_or_default();
             let t0 = Instant::now();
             let st = Command::new("ip")
                 .args([
-                    "netns", "exec", &ns.gen, "trafgen", "-q", "--cpus", "1", "-n",
+                    "netns", "exec", &ns.gen, "taskset", "-c", "0", "trafgen", "-q", "--cpus", "1",
+                    "-n",
                 ])
                 .arg(FRAMES.to_string())
                 .arg("-i")
@@ -120,12 +137,13 @@ fn bench_afxdp_against_afpacket() {
                 w.counters().received + w.counters().kernel_drops >= FRAMES
             });
             std::thread::sleep(Duration::from_millis(300));
-            let cpu = thread_cpu("dp-c0").unwrap_or_default() - cpu0;
+            let (cpu1, sw1) = thread_cpu("dp-c0").unwrap_or_default();
+            let (cpu, ctxsw) = (cpu1 - cpu0.0, sw1 - cpu0.1);
             let c = w.counters();
             w.stop();
             eprintln!(
                 "round {round} {name:>14}: gen {:.2} Mpps, captured {} of {FRAMES} (kernel drops {}), \
-                 worker CPU {:.0} ns/frame",
+                 worker CPU {:.0} ns/frame, {ctxsw} context switches",
                 FRAMES as f64 / gen_secs / 1e6,
                 c.received,
                 c.kernel_drops,

@@ -474,3 +474,38 @@ fn own_traffic_stays_with_the_stack() {
     assert_eq!(recs.len(), 5);
     assert!(recs.iter().all(|r| r.data[36..38] == PORT.to_be_bytes()));
 }
+
+#[test]
+fn commands_wake_an_idle_afxdp_worker_at_once() {
+    let ns = pair();
+    NetnsPair::enter(&ns.cap);
+    let sink = udp_sink();
+    let mut s = spec(
+        "c0",
+        compile(&format!("udp dst port {PORT}")),
+        udpstr(&sink),
+    );
+    s.backend = afxdp(XdpMode::Generic);
+    // Long read timeout: nothing but a command ends the worker's sleep
+    // before its 100 ms housekeeping.
+    s.read_timeout = Duration::from_secs(1);
+    let worker = Worker::start(s).expect("start AF_XDP");
+    std::thread::sleep(Duration::from_millis(150));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(30));
+        let t0 = Instant::now();
+        worker
+            .update_filter(compile(&format!("udp dst port {OTHER}")))
+            .unwrap();
+        slowest = slowest.max(t0.elapsed());
+    }
+    let t0 = Instant::now();
+    worker.stop();
+    let stop = t0.elapsed();
+    assert!(
+        slowest < Duration::from_millis(60),
+        "UPDATEFILTER took {slowest:?}"
+    );
+    assert!(stop < Duration::from_millis(60), "stop took {stop:?}");
+}

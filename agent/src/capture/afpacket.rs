@@ -10,7 +10,6 @@
 //! receives nothing), gets a drop-all filter, is bound to the interface with
 //! ETH_P_ALL, the ring is drained, and only then the real filter is attached.
 
-use std::ffi::CString;
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rpcap::bpf::Insn;
 
+use super::sys;
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
 
 /// `enum tpacket_versions`: TPACKET_V3 (libc does not export the enum value).
@@ -85,7 +85,7 @@ impl RingGeometry {
 pub struct AfPacket {
     fd: OwnedFd,
     ifname: String,
-    ifindex: libc::c_int,
+    ifindex: u32,
     ring: NonNull<u8>,
     geometry: RingGeometry,
     /// Next block to look at.
@@ -110,7 +110,7 @@ unsafe impl Send for AfPacket {}
 impl AfPacket {
     /// Opens the ring on `cfg.ifname` and attaches `cfg.filter`.
     pub fn open(cfg: &AfPacketConfig<'_>) -> Result<AfPacket, io::Error> {
-        let ifindex = ifindex(cfg.ifname)?;
+        let ifindex = sys::ifindex(cfg.ifname)?;
         let geometry = RingGeometry::for_ring(cfg.ring_bytes, cfg.snaplen);
 
         // SAFETY: plain socket(2) call; the result is checked before use.
@@ -122,7 +122,7 @@ impl AfPacket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
         attach_filter(&fd, &[Insn::new(0x06, 0, 0, 0)])?;
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
+        sys::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
         let tov_ms = cfg.block_timeout.as_millis().clamp(1, u32::MAX as u128) as libc::c_uint;
         let req = libc::tpacket_req3 {
             tp_block_size: geometry.block_size as libc::c_uint,
@@ -133,7 +133,7 @@ impl AfPacket {
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
         };
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+        sys::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
 
         let len = geometry.block_size * geometry.block_nr;
         // SAFETY: maps the ring the kernel just allocated for this socket;
@@ -172,7 +172,7 @@ impl AfPacket {
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex;
+        sll.sll_ifindex = ifindex as libc::c_int;
         // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
         let rc = unsafe {
             libc::bind(
@@ -187,10 +187,10 @@ impl AfPacket {
         if cfg.promisc {
             // SAFETY: all-zero is a valid packet_mreq.
             let mut mreq: libc::packet_mreq = unsafe { mem::zeroed() };
-            mreq.mr_ifindex = ifindex;
+            mreq.mr_ifindex = ifindex as libc::c_int;
             mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
             // Dropped by the kernel when the socket closes.
-            setsockopt(
+            sys::setsockopt(
                 &cap.fd,
                 libc::SOL_PACKET,
                 libc::PACKET_ADD_MEMBERSHIP,
@@ -332,29 +332,20 @@ impl AfPacket {
                 revents: 0,
             },
         ];
-        // Rounded up: a deadline less than 1 ms away is a short sleep, not a spin.
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: two valid pollfds, count 2.
-        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(());
-            }
-            return Err(CaptureError::io("poll on the capture socket", e));
-        }
+        // Rounded up to whole ms: a deadline less than 1 ms away is a short
+        // sleep, not a spin.
+        let ms = timeout.as_micros().div_ceil(1000).min(u64::MAX as u128) as u64;
+        sys::poll(&mut pfds, Duration::from_millis(ms))
+            .map_err(|e| CaptureError::io("poll on the capture socket", e))?;
         if pfds[1].revents & libc::POLLIN != 0 {
-            let mut v = [0u8; 8];
-            // SAFETY: reads at most 8 bytes into `v`; the eventfd is
-            // non-blocking, and a failed read only means another wake-up.
-            unsafe { libc::read(wake_fd, v.as_mut_ptr() as *mut libc::c_void, 8) };
+            sys::drain_eventfd(wake_fd);
         }
         if pfds[0].revents & libc::POLLERR != 0 {
             self.take_socket_error()?;
         }
         if self.down_since.is_some() && self.last_down_check.elapsed() >= DOWN_CHECK_INTERVAL {
             self.last_down_check = Instant::now();
-            if !ifindex_exists(self.ifindex) {
+            if !sys::ifindex_exists(self.ifindex) {
                 return Err(CaptureError::Vanished(self.ifname.clone()));
             }
         }
@@ -366,26 +357,15 @@ impl AfPacket {
     /// and just before the interface is unregistered; which one it was shows
     /// when the ifindex disappears, so we remember the time and check.
     fn take_socket_error(&mut self) -> Result<(), CaptureError> {
-        let mut err: libc::c_int = 0;
-        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `err` and `len` are valid for writes of the sizes given.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                &mut err as *mut libc::c_int as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(CaptureError::io("SO_ERROR", io::Error::last_os_error()));
-        }
+        // SAFETY: SO_ERROR is a plain c_int.
+        let err: libc::c_int =
+            unsafe { sys::getsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_ERROR) }
+                .map_err(|e| CaptureError::io("SO_ERROR", e))?;
         match err {
             0 => Ok(()),
             libc::ENODEV | libc::ENXIO => Err(CaptureError::Vanished(self.ifname.clone())),
             libc::ENETDOWN => {
-                if !ifindex_exists(self.ifindex) {
+                if !sys::ifindex_exists(self.ifindex) {
                     return Err(CaptureError::Vanished(self.ifname.clone()));
                 }
                 log::warn!("interface {} went down; waiting for it", self.ifname);
@@ -402,23 +382,8 @@ impl AfPacket {
 
     /// PACKET_STATISTICS (the kernel resets its counters on every read).
     fn read_kernel_stats(&mut self) -> io::Result<libc::tpacket_stats_v3> {
-        // SAFETY: all-zero is a valid tpacket_stats_v3.
-        let mut st: libc::tpacket_stats_v3 = unsafe { mem::zeroed() };
-        let mut len = mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
-        // SAFETY: `st` and `len` are valid for writes of the sizes given.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                &mut st as *mut libc::tpacket_stats_v3 as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(st)
+        // SAFETY: tpacket_stats_v3 is plain integers.
+        unsafe { sys::getsockopt(&self.fd, libc::SOL_PACKET, libc::PACKET_STATISTICS) }
     }
 }
 
@@ -482,41 +447,6 @@ impl Drop for AfPacket {
     }
 }
 
-fn ifindex(ifname: &str) -> io::Result<libc::c_int> {
-    let c = CString::new(ifname)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(idx as libc::c_int)
-}
-
-fn ifindex_exists(ifindex: libc::c_int) -> bool {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` holds IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex as libc::c_uint, buf.as_mut_ptr()) };
-    !p.is_null()
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live T and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            val as *const T as *const libc::c_void,
-            mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Attaches (or atomically replaces) the socket's classic BPF filter.
 /// An empty program means "no filter": every frame, whole.
 pub(crate) fn attach_filter(fd: &OwnedFd, insns: &[Insn]) -> io::Result<()> {
@@ -546,7 +476,7 @@ pub(crate) fn attach_filter(fd: &OwnedFd, insns: &[Insn]) -> io::Result<()> {
         filter: prog.as_mut_ptr(),
     };
     // The kernel copies the program during the call.
-    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+    sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 #[cfg(test)]

@@ -6,12 +6,31 @@
 //! ingress only: it belongs on dedicated capture interfaces, never on a
 //! host's own uplink. The kernel pre-filter is conservative (see
 //! `xdp_rules`), so the user-space cBPF run keeps the filter exact.
+//!
+//! One worker thread serves every queue of a capture (DESIGN.md says "per
+//! queue"; this is the deliberate exception). The queues are parallel where
+//! it matters: each RX queue has its own socket, UMEM and rings, and the
+//! kernel's side (NAPI poll, XDP program, copy into the UMEM) runs per queue
+//! on that queue's CPU; the worker drains the sockets round-robin, at most
+//! [`BATCH`] frames each per round. What a worker per queue would cost: a
+//! udpstr capture is ONE npkt/seqno stream to the sensor (PROTOCOL.md), so
+//! per-queue threads would have to hand their frames to one framer - a lock
+//! per batch, or SPSC rings into a merge thread that numbers and sends,
+//! with UMEM chunks returned to each queue's fill ring across threads (or a
+//! second copy). The worker's own share is ~0.1-0.3 us per frame (benches/
+//! README.md "AF_XDP"), i.e. one thread keeps up with several Mpps, more
+//! than a 2-core host can feed it; a second thread on such a host only
+//! competes with the first and with the kernel's receive work for the same
+//! cores. Worth it on a many-core host with a multi-queue NIC beyond
+//! ~3 Mpps per capture; then: per-queue capture threads (filter + copy into
+//! pre-built records) feeding one numbering sender through SPSC rings.
 
-use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rpcap::bpf::{Insn, Program};
 
+use super::sys;
 use super::xdp_prog::{Flow, XdpCounters, XdpMode, XdpProgram};
 use super::xdp_rules::XdpRules;
 use super::xsk::{self, Xsk, XskStats};
@@ -21,10 +40,23 @@ use crate::filter::OwnTraffic;
 /// Frames read from one socket per round, so every queue gets its turn.
 const BATCH: u32 = 256;
 /// After a round that found only a few frames, the worker lets more gather
-/// for this long before the next one: AF_XDP has no block timeout like
-/// TPACKET_V3, and waking per frame costs a poll per frame. The RX ring
-/// (≥ 256 frames per queue) absorbs well over 1 Mpps meanwhile.
-const COALESCE: Duration = Duration::from_micros(200);
+/// (until its next deadline - the flush of a partly filled datagram, the
+/// housekeeping - or a command at the latest) before the next round:
+/// AF_XDP has no block timeout like TPACKET_V3, and every wake-up costs a
+/// context switch (in a VM, exits: ~20 us of the worker's CPU here).
+/// The pause is sized from the rate measured since the last one so that a
+/// quarter of the RX ring fills at twice that rate, within these bounds
+/// (the upper one is the AF_PACKET block timeout's, see `datapath`).
+const COALESCE_MIN: Duration = Duration::from_micros(200);
+const COALESCE_MAX: Duration = Duration::from_millis(20);
+
+/// The coalescing pause for RX rings of `ring` entries after `frames`
+/// frames arrived in `elapsed`.
+fn coalesce_for(ring: usize, frames: u64, elapsed: Duration) -> Duration {
+    // frames / elapsed = rate; pause = (ring / 4) / (2 * rate).
+    let ns = (ring as u128 / 8) * elapsed.as_nanos() / u128::from(frames.max(1));
+    Duration::from_nanos(ns.min(u64::MAX as u128) as u64).clamp(COALESCE_MIN, COALESCE_MAX)
+}
 
 /// What to open.
 #[derive(Debug, Clone)]
@@ -60,6 +92,14 @@ pub struct AfXdp {
     /// Frames the cBPF program rejected in user space.
     pub filtered_out: u64,
     next: usize,
+    /// One pollfd per socket, then the wake fd (if any): built once.
+    pfds: Vec<libc::pollfd>,
+    wake: Option<OwnedFd>,
+    /// RX ring entries per socket (sizes the coalescing pause).
+    ring: usize,
+    /// Frames delivered since `since`, the start of the last pause.
+    gathered: u64,
+    since: Instant,
 }
 
 impl std::fmt::Debug for AfXdp {
@@ -132,8 +172,7 @@ impl AfXdp {
     pub fn open(cfg: &AfXdpConfig<'_>) -> Result<AfXdp, CaptureError> {
         let err = |e: super::xdp_prog::XdpError| CaptureError::Format(e.to_string());
         let filter = program(cfg.filter)?;
-        let ifindex =
-            super::xdp_prog::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
+        let ifindex = sys::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
         let mut prog = XdpProgram::load(cfg.ifname).map_err(err)?;
         let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
         prog.set_own(&flows).map_err(err)?;
@@ -173,6 +212,14 @@ impl AfXdp {
             if zc { "zero-copy" } else { "copy-mode" },
             if bp { "on" } else { "unavailable" },
         );
+        let pfds = sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         Ok(AfXdp {
             sockets,
             prog,
@@ -183,6 +230,11 @@ impl AfXdp {
             own: !flows.is_empty(),
             filtered_out: 0,
             next: 0,
+            pfds,
+            wake: None,
+            ring: frames,
+            gathered: 0,
+            since: Instant::now(),
         })
     }
 
@@ -246,7 +298,8 @@ impl AfXdp {
         delivered
     }
 
-    /// Waits until a socket is readable or `timeout` passes.
+    /// Waits until a socket is readable, a command arrives (wake fd) or
+    /// `timeout` passes.
     fn wait(&mut self, timeout: Duration) -> Result<(), CaptureError> {
         if self.sockets.iter().any(|s| s.has_frames()) {
             return Ok(());
@@ -258,32 +311,55 @@ impl AfXdp {
         if self.sockets.iter().any(|s| s.has_frames()) {
             return Ok(());
         }
-        let mut fds: Vec<libc::pollfd> = self
-            .sockets
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(CaptureError::io("poll on the AF_XDP sockets", e));
-            }
+        for p in &mut self.pfds {
+            p.revents = 0;
         }
-        if fds
+        sys::poll(&mut self.pfds, timeout)
+            .map_err(|e| CaptureError::io("poll on the AF_XDP sockets", e))?;
+        self.take_wake();
+        let n = self.sockets.len();
+        if self.pfds[..n]
             .iter()
             .any(|p| p.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
-            && super::xdp_prog::ifindex(&self.ifname).is_err()
+            && sys::ifindex(&self.ifname).is_err()
         {
             return Err(CaptureError::Vanished(self.ifname.clone()));
         }
         Ok(())
+    }
+
+    /// Lets frames gather for `d`, waking early only for a command.
+    fn coalesce(&mut self, d: Duration) -> Result<(), CaptureError> {
+        let n = self.sockets.len();
+        let wake = &mut self.pfds[n..];
+        for p in wake.iter_mut() {
+            p.revents = 0;
+        }
+        sys::poll(wake, d).map_err(|e| CaptureError::io("poll on the wake fd", e))?;
+        self.take_wake();
+        Ok(())
+    }
+
+    /// Resets the wake eventfd if it fired (the worker reads its commands next).
+    fn take_wake(&mut self) {
+        let n = self.sockets.len();
+        if let Some(p) = self.pfds.get(n) {
+            if p.revents & libc::POLLIN != 0 {
+                sys::drain_eventfd(p.fd);
+            }
+        }
+    }
+
+    /// The eventfd the control side writes after each command: a worker
+    /// waiting for frames takes the command at once.
+    pub fn set_wake_fd(&mut self, fd: OwnedFd) {
+        self.pfds.truncate(self.sockets.len());
+        self.pfds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.wake = Some(fd);
     }
 }
 
@@ -294,15 +370,22 @@ impl Source for AfXdp {
         sink: &mut F,
     ) -> Result<Polled, CaptureError> {
         let n = self.drain(sink);
+        self.gathered += n as u64;
         if n >= BATCH as usize / 2 {
             return Ok(Polled::Frames(n));
         }
         if n > 0 {
-            std::thread::sleep(COALESCE);
+            let now = Instant::now();
+            let pause = coalesce_for(self.ring, self.gathered, now - self.since);
+            (self.gathered, self.since) = (0, now);
+            self.coalesce(pause.min(timeout))?;
             return Ok(Polled::Frames(n));
         }
         self.wait(timeout)?;
-        Ok(Polled::Frames(self.drain(sink)))
+        let n = self.drain(sink);
+        // An idle link: the next rate is measured from its first frames.
+        (self.gathered, self.since) = (n as u64, Instant::now());
+        Ok(Polled::Frames(n))
     }
 
     fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
@@ -346,5 +429,30 @@ impl Drop for AfXdp {
             s.rx_fill_ring_empty,
             self.filtered_out
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_pause_fills_a_quarter_of_the_ring_at_twice_the_measured_rate() {
+        let ms = Duration::from_millis;
+        // 100 kpps into 8192 entries: 1024 / 100 k = 10.24 ms.
+        assert_eq!(
+            coalesce_for(8192, 100, ms(1)),
+            Duration::from_micros(10_240)
+        );
+        // 1 Mpps: 1.024 ms; 10 Mpps: the lower bound.
+        assert_eq!(coalesce_for(8192, 1000, ms(1)), Duration::from_micros(1024));
+        assert_eq!(coalesce_for(8192, 10_000, ms(1)), COALESCE_MIN);
+        // A trickle: the upper bound.
+        assert_eq!(coalesce_for(8192, 1, ms(100)), COALESCE_MAX);
+        for (frames, elapsed) in [(10u64, ms(1)), (500, ms(2)), (7, ms(40))] {
+            let p = coalesce_for(4096, frames, elapsed);
+            let at_twice = p.as_secs_f64() * 2.0 * frames as f64 / elapsed.as_secs_f64();
+            assert!(at_twice <= 1024.0 + 1.0 || p == COALESCE_MIN, "{p:?}");
+        }
     }
 }

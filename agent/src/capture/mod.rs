@@ -14,6 +14,7 @@
 pub mod afpacket;
 pub mod afxdp;
 pub mod file;
+mod sys;
 pub mod xdp_prog;
 pub mod xdp_rules;
 pub mod xsk;

@@ -487,16 +487,7 @@ fn encode(r: &XdpRules) -> RawRules {
     raw
 }
 
-pub(crate) fn ifindex(ifname: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(ifname)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(idx)
-}
+pub(crate) use super::sys::ifindex;
 
 /// What RTM_GETLINK / RTM_SETLINK say and do about an interface's XDP program.
 pub mod netlink {

@@ -233,12 +233,16 @@ impl Worker {
                     umem_bytes: spec.ring_bytes,
                     queues: 0,
                 };
-                let src = AfXdp::open(&cfg).map_err(|e| match e {
+                let mut src = AfXdp::open(&cfg).map_err(|e| match e {
                     crate::capture::CaptureError::Io { source, .. } => {
                         StartError::Interface(spec.ifname.clone(), source)
                     }
                     e => StartError::Other(format!("interface {}: {e}", spec.ifname)),
                 })?;
+                src.set_wake_fd(
+                    wake.fd()
+                        .map_err(|e| StartError::Other(format!("eventfd: {e}")))?,
+                );
                 (Backpressure::Drop, AnySource::AfXdp(Box::new(src)))
             }
         };
