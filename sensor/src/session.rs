@@ -531,18 +531,7 @@ mod tests {
     #[test]
     fn filter_change_during_startcap_follows_as_updatefilter() {
         let now = Instant::now();
-        let mut s = Session::new(cfg(), now);
-        take(&mut s);
-        s.receive(&Message::AuthReply(None).to_bytes(), now)
-            .unwrap();
-        s.receive(&Message::FindAllIfReply(ifaces()).to_bytes(), now)
-            .unwrap();
-        let open = Message::OpenReply {
-            linktype: 1,
-            tzoff: 0,
-        };
-        s.receive(&open.to_bytes(), now).unwrap();
-        take(&mut s);
+        let mut s = opened(cfg(), now);
         let old = vec![Insn::new(0x06, 0, 0, 262_144)];
         s.start_capture(DataTransport::Udp { port: 2010 }, old, now);
         take(&mut s);
