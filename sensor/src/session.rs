@@ -729,21 +729,7 @@ mod tests {
         ] {
             let mut c = cfg();
             c.promisc = false;
-            let mut s = Session::new(c, now);
-            s.receive(&Message::AuthReply(None).to_bytes(), now)
-                .unwrap();
-            s.receive(&Message::FindAllIfReply(ifaces()).to_bytes(), now)
-                .unwrap();
-            s.receive(
-                &Message::OpenReply {
-                    linktype: 1,
-                    tzoff: 0,
-                }
-                .to_bytes(),
-                now,
-            )
-            .unwrap();
-            take(&mut s);
+            let mut s = opened(c, now);
             s.start_capture(t, vec![Insn::new(0x06, 0, 0, 1)], now);
             match &take(&mut s)[0] {
                 Message::StartCapReq(r) => {
