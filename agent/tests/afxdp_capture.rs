@@ -11,7 +11,7 @@ use datapath_support::*;
 use rpcap::bpf::Insn;
 use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
 use xrpcapd::capture::{Polled, Source};
-use xrpcapd::datapath::{Backend, Transport, Worker, XdpMode, XdpSpec};
+use xrpcapd::datapath::{Backend, BusyPoll, Transport, Worker, XdpMode, XdpSpec};
 
 const PORT: u16 = 7001;
 const OTHER: u16 = 7002;
@@ -58,14 +58,25 @@ fn udpstr(sink: &std::net::UdpSocket) -> Transport {
 }
 
 fn byte_exact(mode: XdpMode) {
+    byte_exact_with(afxdp(mode), |_| {});
+}
+
+/// Sends frames of several sizes through a worker on `backend`; checks
+/// what the sensor got byte for byte. `running` is called while the worker
+/// runs.
+fn byte_exact_with(backend: Backend, running: impl FnOnce(&Worker)) {
+    let Backend::AfXdp(XdpSpec { mode, .. }) = backend else {
+        panic!("an AF_XDP backend")
+    };
     let ns = pair();
     let tx = ns.gen_sender();
     let sink = udp_sink();
     let expr = format!("udp dst port {PORT}");
     let mut s = spec("c0", compile(&expr), udpstr(&sink));
-    s.backend = afxdp(mode);
+    s.backend = backend;
     let worker = Worker::start(s).expect("start AF_XDP");
     assert!(xdp_attached(&ns.cap, "c0"));
+    running(&worker);
     let total = SIZES.len() * PER_SIZE;
     for (k, &size) in SIZES.iter().enumerate() {
         send(&tx, OTHER, size, 5, 1000 + k);
@@ -251,6 +262,7 @@ fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
         own: None,
         umem_bytes: 0,
         queues: 0,
+        busy_poll: BusyPoll::Off,
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP on 4 queues");
     assert_eq!(src.queue_frames().len(), 4);
@@ -420,6 +432,7 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
         own: None,
         umem_bytes: 1 << 20,
         queues: 0,
+        busy_poll: BusyPoll::Off,
     };
     let e = AfXdp::open(&cfg)
         .expect_err("lo has no native XDP")
@@ -622,6 +635,7 @@ fn ipv6_prefixes_are_applied_in_xdp() {
             own: None,
             umem_bytes: 1 << 20,
             queues: 0,
+            busy_poll: BusyPoll::Off,
         };
         let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
         let mut inside = Vec::new();
@@ -676,5 +690,99 @@ fn ipv6_prefixes_are_applied_in_xdp() {
             src.filtered_out, 0,
             "{mode}: XDP left nothing for user space to reject"
         );
+    }
+}
+
+/// The busy-poll options of every AF_XDP socket of this process
+/// (SO_DOMAIN tells them apart from the other descriptors).
+fn afxdp_busy_poll_options() -> Vec<(i32, i32)> {
+    const SO_PREFER_BUSY_POLL: i32 = 69;
+    let get = |fd: i32, name: i32| -> Option<i32> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for writes of an int.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(v)
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if get(fd, libc::SO_DOMAIN) == Some(libc::AF_XDP) {
+            out.push((
+                get(fd, SO_PREFER_BUSY_POLL).unwrap_or(-1),
+                get(fd, libc::SO_BUSY_POLL).unwrap_or(-1),
+            ));
+        }
+    }
+    out
+}
+
+/// `XdpBusyPoll = on:BUDGET`: every socket carries SO_PREFER_BUSY_POLL and
+/// SO_BUSY_POLL (read back with getsockopt; the kernel has no getter for
+/// SO_BUSY_POLL_BUDGET, whose setsockopt must have succeeded for
+/// `busy_polling()`), and capture
+/// still delivers every frame byte for byte, opened directly and through a
+/// worker (config -> XdpSpec -> sockets).
+#[test]
+fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
+    let m = MultiQueue::new();
+    NetnsPair::enter(&m.cap);
+    let filter = compile("udp dst port 7100");
+    let mut cfg = AfXdpConfig {
+        ifname: "c0",
+        snaplen: 65535,
+        filter: &filter,
+        mode: XdpMode::Native,
+        replace_foreign: false,
+        drop_rejected: false,
+        own: None,
+        umem_bytes: 4 << 20,
+        queues: 0,
+        busy_poll: BusyPoll::On { budget: 16 },
+    };
+    let src = AfXdp::open(&cfg).expect("open with busy polling");
+    let want = xrpcapd::capture::busy_poll::Settings {
+        prefer: true,
+        usecs: xrpcapd::capture::busy_poll::USECS,
+    };
+    let got = src.busy_poll_settings();
+    assert_eq!(got.len(), 4, "a socket per RX queue");
+    for s in got {
+        assert_eq!(s.expect("getsockopt"), want);
+    }
+    assert!(src.busy_polling());
+    drop(src);
+    cfg.busy_poll = BusyPoll::Off;
+    let src = AfXdp::open(&cfg).expect("open without");
+    assert!(!src.busy_polling());
+    assert!(src
+        .busy_poll_settings()
+        .into_iter()
+        .all(|s| !s.expect("getsockopt").prefer));
+    drop(src);
+
+    for mode in [XdpMode::Generic, XdpMode::Native] {
+        let backend = Backend::AfXdp(XdpSpec {
+            mode,
+            busy_poll: BusyPoll::On { budget: 24 },
+            ..XdpSpec::default()
+        });
+        byte_exact_with(backend, |_| {
+            let opts = afxdp_busy_poll_options();
+            assert!(
+                opts.contains(&(1, 20)),
+                "{mode}: the worker's socket carries the options: {opts:?}"
+            );
+        });
     }
 }
