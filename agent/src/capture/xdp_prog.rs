@@ -690,7 +690,11 @@ mod tests {
             (raw.v4_nports, raw.v4_ports[0].lo, raw.v4_ports[0].hi),
             (1, 53, 53)
         );
-        assert_ne!(raw.flags & flag::V6_ANY_ADDR, 0, "no IPv6 prefix in `udp port 53`");
+        assert_ne!(
+            raw.flags & flag::V6_ANY_ADDR,
+            0,
+            "no IPv6 prefix in `udp port 53`"
+        );
         let r = XdpRules::derive(
             &crate::filter::compile(crate::iface::DLT_EN10MB, "ip6 net 2001:db8::/32").unwrap(),
         );
