@@ -17,7 +17,7 @@
 // To stay exact, the rules compare the very bytes the cBPF program reads:
 // fixed offsets in an untagged frame (ethertype at 12, IPv4 protocol at 23,
 // addresses at 26/30, ports right after the IPv4 header; IPv6 next header at
-// 20, ports at 54/56). A VLAN-tagged frame never satisfies a cBPF test of
+// 20, addresses at 22/38, ports at 54/56). A VLAN-tagged frame never satisfies a cBPF test of
 // ethertype 0x0800/0x86dd at offset 12, so it is judged by the "other" class.
 // The parser still walks 802.1Q/QinQ tags and the common IPv6 extension
 // headers: the own-traffic exclusion and the per-frame counters use them.
@@ -90,6 +90,7 @@ struct {
 #define RULE_V6_ANY_PORT 0x100
 #define RULE_DROP_REJECTED 0x200 // XDP_DROP instead of XDP_PASS for non-matches
 #define RULE_OWN 0x400           // the own-traffic map has entries
+#define RULE_V6_ANY_ADDR 0x800
 
 struct port_range {
 	__u16 lo; // host byte order, inclusive
@@ -127,6 +128,20 @@ struct {
 	__type(key, struct v4_key);
 	__type(value, __u8);
 } v4_prefixes SEC(".maps");
+
+struct v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+// IPv6 prefixes: as v4_prefixes, for the addresses at 22/38 of the frame.
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct v6_key);
+	__type(value, __u8);
+} v6_prefixes SEC(".maps");
 
 // One own-traffic flow. Zero address/port fields are wildcards: user space
 // stores exact 5-tuples (control connection) and destination-only or
@@ -198,6 +213,13 @@ static __always_inline int v4_addr_match(__u32 addr)
 {
 	struct v4_key k = {.prefixlen = 32, .addr = addr};
 	return bpf_map_lookup_elem(&v4_prefixes, &k) != 0;
+}
+
+static __always_inline int v6_addr_match(const struct in6_addr *addr)
+{
+	struct v6_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&v6_prefixes, &k) != 0;
 }
 
 static __always_inline int own_lookup(struct flow *f)
@@ -334,6 +356,11 @@ static __always_inline int v6_matches(const struct rules *r, void *data, void *e
 	// behind a fragment header. Match either the first or the upper protocol.
 	if (!(r->flags & RULE_V6_ANY_PROTO) && !bit_set(r->v6_protos, ip6->nexthdr) &&
 	    !(upper && bit_set(r->v6_protos, upper)))
+		return 0;
+	// The cBPF address tests read the fixed header (22/38): no extension
+	// header moves them.
+	if (!(r->flags & RULE_V6_ANY_ADDR) && !v6_addr_match(&ip6->saddr) &&
+	    !v6_addr_match(&ip6->daddr))
 		return 0;
 	if (!(r->flags & RULE_V6_ANY_PORT)) {
 		__u32 fixed = sizeof(struct ethhdr) + sizeof(struct ipv6hdr);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::auth::{self, Authenticator};
-use crate::datapath::{Backend, XdpMode, XdpSpec};
+use crate::datapath::{Backend, BusyPoll, XdpMode, XdpSpec};
 
 /// Port of ActiveClient when the line says `DEFAULT` (or gives none).
 pub const DEFAULT_ACTIVE_PORT: u16 = 2003;
@@ -215,12 +215,13 @@ pub struct Config {
     /// Password accounts (`User`, `SystemAccounts`, `ShadowFile`).
     pub auth: Authenticator,
     pub tls: Tls,
-    /// `XdpMode`, `XdpReplace`, `XdpDropRejected`: settings of `Capture = afxdp`
+    /// `XdpMode`, `XdpReplace`, `XdpDropRejected`, `XdpBusyPoll`: settings of `Capture = afxdp`
     /// (kept apart so the keys may come in any order; folded into
     /// `backend` after parsing).
     pub xdp_mode: XdpMode,
     pub xdp_replace: bool,
     pub xdp_drop_rejected: bool,
+    pub xdp_busy_poll: BusyPoll,
 }
 
 impl Default for Config {
@@ -248,6 +249,7 @@ impl Default for Config {
             xdp_mode: XdpMode::Auto,
             xdp_replace: false,
             xdp_drop_rejected: false,
+            xdp_busy_poll: BusyPoll::Off,
         }
     }
 }
@@ -344,6 +346,7 @@ impl Config {
             x.mode = self.xdp_mode;
             x.replace = self.xdp_replace;
             x.drop_rejected = self.xdp_drop_rejected;
+            x.busy_poll = self.xdp_busy_poll;
         }
     }
 
@@ -382,6 +385,7 @@ impl Config {
             "xdpmode" => self.xdp_mode = parse_xdp_mode(value)?,
             "xdpreplace" => self.xdp_replace = parse_yes_no(value)?,
             "xdpdroprejected" => self.xdp_drop_rejected = parse_yes_no(value)?,
+            "xdpbusypoll" => self.xdp_busy_poll = BusyPoll::parse(value)?,
             "keepalivesecs" => self.keepalive_secs = parse_u32_in(value, 0, 86_400)?,
             "maxbackoffsecs" => self.max_backoff_secs = parse_u32_in(value, 1, 86_400)?,
             "maxclients" => self.passive.max_clients = parse_u32_in(value, 1, 4096)? as usize,
@@ -669,6 +673,7 @@ impl fmt::Display for Config {
         writeln!(f, "XdpMode = {}", self.xdp_mode)?;
         writeln!(f, "XdpReplace = {}", yn(self.xdp_replace))?;
         writeln!(f, "XdpDropRejected = {}", yn(self.xdp_drop_rejected))?;
+        writeln!(f, "XdpBusyPoll = {}", self.xdp_busy_poll)?;
         writeln!(f, "UdpStrSize = {}", self.udpstr_size)?;
         writeln!(f, "SendBuffer = {}", self.send_buffer)?;
         writeln!(f, "RingSize = {}", self.ring_size)?;
@@ -951,6 +956,17 @@ mod tests {
                 "XdpReplace = maybe: expected YES or NO",
             ),
             (
+                "XdpBusyPoll = fast",
+                "XdpBusyPoll = fast: expected off, on or on:BUDGET (BUDGET 1..=1024)",
+            ),
+            (
+                "XdpBusyPoll = on:0",
+                "XdpBusyPoll = on:0: expected off, on or on:BUDGET",
+            ),
+            ("XdpBusyPoll = on:5000", "expected off, on or on:BUDGET"),
+            ("XdpBusyPoll = on:", "expected off, on or on:BUDGET"),
+            ("XdpBusyPoll =", "XdpBusyPoll = : expected off, on"),
+            (
                 "SendBuffer = lots",
                 "SendBuffer = lots: expected a byte count >= 4096",
             ),
@@ -1052,6 +1068,7 @@ mod tests {
             "XdpMode",
             "XdpReplace",
             "XdpDropRejected",
+            "XdpBusyPoll",
         ] {
             assert!(
                 text.lines()
@@ -1086,8 +1103,51 @@ mod tests {
         assert_eq!(x.interfaces, vec!["span0", "tap1"]);
         assert_eq!((x.mode, x.drop_rejected), (XdpMode::Native, true));
         assert!(x.covers("tap1") && !x.covers("eth0"));
+        assert_eq!(x.busy_poll, BusyPoll::Off, "busy polling is off by default");
         let again = parse(&c.to_string()).config;
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn xdp_busy_poll_takes_on_off_and_a_budget_in_any_key_order() {
+        for (text, want) in [
+            (
+                "XdpBusyPoll = on\nCapture = afxdp\n",
+                BusyPoll::On { budget: 64 },
+            ),
+            (
+                "Capture = afxdp\nXdpBusyPoll = ON:16\n",
+                BusyPoll::On { budget: 16 },
+            ),
+            (
+                "Capture = afxdp\nXdpBusyPoll = on:1024\n",
+                BusyPoll::On { budget: 1024 },
+            ),
+            ("XdpBusyPoll = off\nCapture = afxdp:span0\n", BusyPoll::Off),
+        ] {
+            let c = parse(text).config;
+            assert_eq!(c.xdp_busy_poll, want, "{text}");
+            let Backend::AfXdp(x) = &c.backend else {
+                panic!("{:?}", c.backend)
+            };
+            assert_eq!(x.busy_poll, want, "{text}");
+            // --check-config prints the effective value, and it reads back.
+            let shown = c.to_string();
+            assert!(
+                shown.contains(&format!("XdpBusyPoll = {want}\n")),
+                "{shown}"
+            );
+            assert_eq!(parse(&shown).config, c);
+        }
+        assert!(Config::default()
+            .to_string()
+            .contains("XdpBusyPoll = off\n"));
+        // The error names the file and line, like every other key.
+        let e = Config::parse("Capture = afxdp\n\nXdpBusyPoll = on:0\n", "x.ini").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x.ini:3: XdpBusyPoll = on:0: expected off, on or on:BUDGET (BUDGET 1..=1024)"
+        );
     }
 
     #[test]

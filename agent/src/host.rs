@@ -58,6 +58,7 @@ impl WorkerHost {
                 drop_rejected: cfg.xdp_drop_rejected,
                 interfaces: Vec::new(),
                 own: None,
+                busy_poll: cfg.xdp_busy_poll,
             },
             send_buffer: cfg.send_buffer,
             ring_size: cfg.ring_size,

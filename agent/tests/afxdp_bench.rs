@@ -1,7 +1,8 @@
 //! Not a test but a measurement (run with `cargo test --release -p xrpcapd
 //! --test afxdp_bench -- --ignored --nocapture`): trafgen floods 64-byte UDP
 //! frames into the captured veth; a worker captures them with AF_PACKET,
-//! AF_XDP (generic) and AF_XDP (native) and sends udpstr to a loopback sink.
+//! AF_XDP (generic) and AF_XDP (native), each AF_XDP mode also with
+//! `XdpBusyPoll = on` (`-bp`), and sends udpstr to a loopback sink.
 //! Reports frames seen, loss and the worker thread's CPU time per frame.
 
 mod datapath_support;
@@ -10,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
-use xrpcapd::datapath::{Backend, Transport, Worker, XdpMode, XdpSpec};
+use xrpcapd::datapath::{Backend, BusyPoll, Transport, Worker, XdpMode, XdpSpec};
 
 const FRAMES: u64 = 1_000_000;
 
@@ -85,14 +86,35 @@ fn bench_afxdp_against_afpacket() {
                 ..XdpSpec::default()
             }),
         ),
+        // XdpBusyPoll = on (budget 64): the same two with busy polling.
+        (
+            "afxdp-generic-bp",
+            Backend::AfXdp(XdpSpec {
+                mode: XdpMode::Generic,
+                busy_poll: BusyPoll::On { budget: 64 },
+                ..XdpSpec::default()
+            }),
+        ),
+        (
+            "afxdp-native-bp",
+            Backend::AfXdp(XdpSpec {
+                mode: XdpMode::Native,
+                busy_poll: BusyPoll::On { budget: 64 },
+                ..XdpSpec::default()
+            }),
+        ),
     ];
     // AFXDP_BENCH_ONLY=NAME[,NAME]: run only these backends (for profiling);
-    // AFXDP_BENCH_ROUNDS=N (default 3).
+    // AFXDP_BENCH_ROUNDS=N (default 3); AFXDP_BENCH_RATE=PPS: trafgen paced
+    // (e.g. 100000) instead of its top rate.
     let only = std::env::var("AFXDP_BENCH_ONLY").unwrap_or_default();
     let rounds: usize = std::env::var("AFXDP_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
+    let rate: Option<u64> = std::env::var("AFXDP_BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok());
     for round in 0..rounds {
         for (name, b) in &backends {
             if !only.is_empty() && !only.split(',').any(|o| o == *name) {
@@ -125,6 +147,7 @@ fn bench_afxdp_against_afpacket() {
                 .arg("-i")
                 .arg(&cfg)
                 .args(["-o", "g0"])
+                .args(rate.map(|r| format!("-b{r}pps")))
                 .output()
                 .expect("trafgen");
             assert!(

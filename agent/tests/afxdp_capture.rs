@@ -11,7 +11,7 @@ use datapath_support::*;
 use rpcap::bpf::Insn;
 use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
 use xrpcapd::capture::{Polled, Source};
-use xrpcapd::datapath::{Backend, Transport, Worker, XdpMode, XdpSpec};
+use xrpcapd::datapath::{Backend, BusyPoll, Transport, Worker, XdpMode, XdpSpec};
 
 const PORT: u16 = 7001;
 const OTHER: u16 = 7002;
@@ -58,14 +58,25 @@ fn udpstr(sink: &std::net::UdpSocket) -> Transport {
 }
 
 fn byte_exact(mode: XdpMode) {
+    byte_exact_with(afxdp(mode), |_| {});
+}
+
+/// Sends frames of several sizes through a worker on `backend`; checks
+/// what the sensor got byte for byte. `running` is called while the worker
+/// runs.
+fn byte_exact_with(backend: Backend, running: impl FnOnce(&Worker)) {
+    let Backend::AfXdp(XdpSpec { mode, .. }) = backend else {
+        panic!("an AF_XDP backend")
+    };
     let ns = pair();
     let tx = ns.gen_sender();
     let sink = udp_sink();
     let expr = format!("udp dst port {PORT}");
     let mut s = spec("c0", compile(&expr), udpstr(&sink));
-    s.backend = afxdp(mode);
+    s.backend = backend;
     let worker = Worker::start(s).expect("start AF_XDP");
     assert!(xdp_attached(&ns.cap, "c0"));
+    running(&worker);
     let total = SIZES.len() * PER_SIZE;
     for (k, &size) in SIZES.iter().enumerate() {
         send(&tx, OTHER, size, 5, 1000 + k);
@@ -251,6 +262,7 @@ fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
         own: None,
         umem_bytes: 0,
         queues: 0,
+        busy_poll: BusyPoll::Off,
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP on 4 queues");
     assert_eq!(src.queue_frames().len(), 4);
@@ -420,6 +432,7 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
         own: None,
         umem_bytes: 1 << 20,
         queues: 0,
+        busy_poll: BusyPoll::Off,
     };
     let e = AfXdp::open(&cfg)
         .expect_err("lo has no native XDP")
@@ -508,4 +521,335 @@ fn commands_wake_an_idle_afxdp_worker_at_once() {
         "UPDATEFILTER took {slowest:?}"
     );
     assert!(stop < Duration::from_millis(60), "stop took {stop:?}");
+}
+
+/// An Ethernet + IPv6 + UDP frame (checksum computed), with an 8-byte
+/// Hop-by-Hop options header before UDP when `hbh`.
+fn v6_udp_frame(src: &str, dst: &str, hbh: bool, payload: &[u8]) -> Vec<u8> {
+    let (s, d): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    let udp_len = 8 + payload.len();
+    let ext = if hbh { 8 } else { 0 };
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&((udp_len + ext) as u16).to_be_bytes());
+    f.push(if hbh { 0 } else { 17 });
+    f.push(64);
+    f.extend_from_slice(&s.octets());
+    f.extend_from_slice(&d.octets());
+    if hbh {
+        // Next header UDP, length 0 (8 bytes), one PadN option of 4 bytes.
+        f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let mut udp = vec![0x9c, 0x40, 0x1b, 0x59]; // 40000 -> 7001
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    // Checksum over the pseudo-header and the datagram.
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&s.octets());
+    add(&d.octets());
+    add(&(udp_len as u32).to_be_bytes());
+    add(&[0, 0, 0, 17]);
+    add(&udp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    f.extend_from_slice(&udp);
+    f
+}
+
+/// Sends `frames` as they are out of `ifname` of namespace `ns` (AF_PACKET).
+fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
+    let (ns, ifname) = (ns.to_owned(), std::ffi::CString::new(ifname).unwrap());
+    std::thread::spawn(move || {
+        NetnsPair::enter(&ns);
+        // SAFETY: plain socket(2); checked; closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "AF_PACKET socket");
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        assert!(ifindex > 0);
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        for f in &frames {
+            // SAFETY: `f` is a live buffer of its length; `sll` a valid sockaddr_ll.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(n as usize, f.len(), "{}", std::io::Error::last_os_error());
+        }
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+    })
+    .join()
+    .expect("raw sender");
+}
+
+/// Reads frames from `src` until `want` arrived or `limit` passed.
+fn read_frames(src: &mut AfXdp, want: usize, limit: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < want && t0.elapsed() < limit {
+        let _ = src.poll(Duration::from_millis(20), &mut |f| {
+            got.push(f.data.to_vec())
+        });
+    }
+    got
+}
+
+/// `ip6 net P`: frames with an address inside P are redirected and delivered
+/// byte for byte (extension headers included); the others never leave XDP
+/// (passed on, counted), the user-space filter has nothing left to reject.
+#[test]
+fn ipv6_prefixes_are_applied_in_xdp() {
+    for mode in [XdpMode::Generic, XdpMode::Native] {
+        let ns = pair();
+        NetnsPair::enter(&ns.cap);
+        let filter = compile("ip6 net 2001:db8:1::/48");
+        let cfg = AfXdpConfig {
+            ifname: "c0",
+            snaplen: 65535,
+            filter: &filter,
+            mode,
+            replace_foreign: false,
+            drop_rejected: false,
+            own: None,
+            umem_bytes: 1 << 20,
+            queues: 0,
+            busy_poll: BusyPoll::Off,
+        };
+        let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
+        let mut inside = Vec::new();
+        let mut outside = Vec::new();
+        for i in 0..60usize {
+            let p = payload(64 + (i * 37) % 1300, i);
+            match i % 6 {
+                0 => inside.push(v6_udp_frame("2001:db8:1::1", "fd00::2", false, &p)),
+                1 => inside.push(v6_udp_frame("fd00::1", "2001:db8:1:ffff::9", false, &p)),
+                2 => inside.push(v6_udp_frame("2001:db8:1:2::3", "fd00::2", true, &p)),
+                3 => outside.push(v6_udp_frame("fd00::1", "fd00::2", false, &p)),
+                4 => outside.push(v6_udp_frame("2001:db8:2::1", "2001:db8::1", true, &p)),
+                _ => {
+                    // VLAN-tagged: the cBPF program sees 0x8100 at 12 and rejects it.
+                    let mut f = v6_udp_frame("2001:db8:1::1", "fd00::2", false, &p);
+                    f.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+                    outside.push(f);
+                }
+            }
+        }
+        let all: Vec<Vec<u8>> = inside.iter().chain(&outside).cloned().collect();
+        // Interleave so the passed frames sit between the redirected ones.
+        let mut order = Vec::new();
+        for (a, b) in inside.iter().zip(&outside) {
+            order.push(a.clone());
+            order.push(b.clone());
+        }
+        assert_eq!(order.len(), all.len());
+        send_raw(&ns.gen, "g0", order);
+        let got = read_frames(&mut src, inside.len(), LIMIT);
+        let more = read_frames(&mut src, 1, Duration::from_millis(200)).len();
+        let c = src.xdp_counters();
+        eprintln!(
+            "{mode}: {c:?}, filtered out in user space {}",
+            src.filtered_out
+        );
+        assert_eq!(
+            got.len(),
+            inside.len(),
+            "{mode}: every frame inside the prefix"
+        );
+        assert!(got == inside, "{mode}: byte-exact and in order");
+        assert_eq!(more, 0, "{mode}: nothing outside the prefix delivered");
+        assert_eq!(c.redirected as usize, inside.len(), "{mode}");
+        assert_eq!(
+            c.passed as usize,
+            outside.len(),
+            "{mode}: the rest passed in XDP"
+        );
+        assert_eq!(c.seen, c.redirected + c.passed);
+        assert_eq!(
+            src.filtered_out, 0,
+            "{mode}: XDP left nothing for user space to reject"
+        );
+    }
+}
+
+/// The busy-poll options of every AF_XDP socket of this process
+/// (SO_DOMAIN tells them apart from the other descriptors).
+fn afxdp_busy_poll_options() -> Vec<(i32, i32)> {
+    const SO_PREFER_BUSY_POLL: i32 = 69;
+    let get = |fd: i32, name: i32| -> Option<i32> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for writes of an int.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(v)
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if get(fd, libc::SO_DOMAIN) == Some(libc::AF_XDP) {
+            out.push((
+                get(fd, SO_PREFER_BUSY_POLL).unwrap_or(-1),
+                get(fd, libc::SO_BUSY_POLL).unwrap_or(-1),
+            ));
+        }
+    }
+    out
+}
+
+/// `XdpBusyPoll = on:BUDGET`: every socket carries SO_PREFER_BUSY_POLL and
+/// SO_BUSY_POLL (read back with getsockopt; the kernel has no getter for
+/// SO_BUSY_POLL_BUDGET, whose setsockopt must have succeeded for
+/// `busy_polling()`), and capture
+/// still delivers every frame byte for byte, opened directly and through a
+/// worker (config -> XdpSpec -> sockets).
+#[test]
+fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
+    let m = MultiQueue::new();
+    NetnsPair::enter(&m.cap);
+    let filter = compile("udp dst port 7100");
+    let mut cfg = AfXdpConfig {
+        ifname: "c0",
+        snaplen: 65535,
+        filter: &filter,
+        mode: XdpMode::Native,
+        replace_foreign: false,
+        drop_rejected: false,
+        own: None,
+        umem_bytes: 4 << 20,
+        queues: 0,
+        busy_poll: BusyPoll::On { budget: 16 },
+    };
+    let src = AfXdp::open(&cfg).expect("open with busy polling");
+    let want = xrpcapd::capture::busy_poll::Settings {
+        prefer: true,
+        usecs: xrpcapd::capture::busy_poll::USECS,
+    };
+    let got = src.busy_poll_settings();
+    assert_eq!(got.len(), 4, "a socket per RX queue");
+    for s in got {
+        assert_eq!(s.expect("getsockopt"), want);
+    }
+    assert!(src.busy_polling());
+    drop(src);
+    cfg.busy_poll = BusyPoll::Off;
+    let src = AfXdp::open(&cfg).expect("open without");
+    assert!(!src.busy_polling());
+    assert!(src
+        .busy_poll_settings()
+        .into_iter()
+        .all(|s| !s.expect("getsockopt").prefer));
+    drop(src);
+
+    for mode in [XdpMode::Generic, XdpMode::Native] {
+        let backend = Backend::AfXdp(XdpSpec {
+            mode,
+            busy_poll: BusyPoll::On { budget: 24 },
+            ..XdpSpec::default()
+        });
+        byte_exact_with(backend, |_| {
+            let opts = afxdp_busy_poll_options();
+            assert!(
+                opts.contains(&(1, 20)),
+                "{mode}: the worker's socket carries the options: {opts:?}"
+            );
+        });
+    }
+}
+
+/// Untagged IPv6 frames of many addresses, with and without extension
+/// headers. (No VLAN tags: AF_PACKET's cBPF runs after the kernel took the
+/// tag off, AF_XDP's on the frame as it arrived, so the two differ for
+/// tagged frames whatever XDP does.)
+fn v6_mix() -> Vec<Vec<u8>> {
+    let addrs = [
+        "2001:db8:1::1",
+        "2001:db8:1:2::3",
+        "2001:db8:2::1",
+        "2001:db9::1",
+        "fd00::1",
+        "fd00::2",
+        "::1",
+        "fe80::1",
+    ];
+    let mut out = Vec::new();
+    for (i, s) in addrs.iter().enumerate() {
+        for (j, d) in addrs.iter().enumerate() {
+            if (i + j) % 3 == 0 {
+                continue;
+            }
+            let p = payload(100 + 8 * i + j, i * 8 + j);
+            out.push(v6_udp_frame(s, d, (i + j) % 4 == 1, &p));
+        }
+    }
+    out
+}
+
+/// What a worker on `backend` captures of `frames` with `expr`.
+fn capture_raw(ns: &NetnsPair, backend: Backend, expr: &str, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    NetnsPair::enter(&ns.cap);
+    let sink = udp_sink();
+    let mut s = spec("c0", compile(expr), udpstr(&sink));
+    s.backend = backend;
+    let w = Worker::start(s).expect("start");
+    send_raw(&ns.gen, "g0", frames.to_vec());
+    let (recs, _, _) = collect_udpstr(&sink, usize::MAX, Duration::from_millis(700));
+    w.stop();
+    recs.into_iter().map(|r| r.data).collect()
+}
+
+/// IPv6 address filters: AF_XDP (prefixes applied in XDP) captures exactly
+/// the frames AF_PACKET (cBPF in the kernel) captures, byte for byte.
+#[test]
+fn ipv6_filters_give_the_same_frames_as_af_packet() {
+    let ns = pair();
+    let frames = v6_mix();
+    let exprs = [
+        "ip6 net 2001:db8:1::/48",
+        "src net 2001:db8::/32 and udp",
+        "dst host fd00::2",
+        "ip6 net ::/16 or dst net 2001:db8:1:2::/64",
+        "not ip6 net 2001:db8:1::/48",
+        "src net fd00::/8 and dst net 2001:db8::/33",
+    ];
+    for e in exprs {
+        let want = capture_raw(&ns, Backend::AfPacket, e, &frames);
+        let got = capture_raw(&ns, afxdp(XdpMode::Native), e, &frames);
+        assert!(
+            !want.is_empty() && want.len() < frames.len(),
+            "{e}: the traffic exercises the filter"
+        );
+        assert_eq!(got.len(), want.len(), "{e}: frame count");
+        assert!(got == want, "{e}: different frames");
+    }
 }

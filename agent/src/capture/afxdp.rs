@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rpcap::bpf::{Insn, Program};
 
+use super::busy_poll::{self, BusyPoll};
 use super::sys;
 use super::xdp_prog::{Flow, XdpCounters, XdpMode, XdpProgram};
 use super::xdp_rules::XdpRules;
@@ -76,6 +77,8 @@ pub struct AfXdpConfig<'a> {
     pub umem_bytes: usize,
     /// RX queues to serve (0: every queue of the interface).
     pub queues: u32,
+    /// `XdpBusyPoll`: busy-poll the queues from the worker.
+    pub busy_poll: BusyPoll,
 }
 
 /// An open AF_XDP capture.
@@ -160,6 +163,26 @@ fn ethtool_rx_channels(ifname: &str) -> Option<u32> {
     Some(ch[5].max(ch[8]))
 }
 
+/// Applies `XdpBusyPoll` to every socket; says how it went ("off",
+/// "on (budget N)" or "unavailable"). A kernel without the options (or
+/// without our privilege) leaves the capture running without: logged once.
+fn busy_poll_all(ifname: &str, sockets: &mut [Xsk], setting: BusyPoll) -> String {
+    let BusyPoll::On { budget } = setting else {
+        return "off".into();
+    };
+    for s in sockets.iter_mut() {
+        if let Err(e) = s.set_busy_poll(budget) {
+            log::warn!(
+                "{ifname}: XdpBusyPoll = {setting}: busy polling unavailable on RX queue {} \
+                 ({e}); capturing without it",
+                s.queue
+            );
+            return "unavailable".into();
+        }
+    }
+    format!("on (budget {budget}, {} us)", busy_poll::USECS)
+}
+
 fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
     if insns.is_empty() {
         return Ok(Program::accept_all());
@@ -201,16 +224,15 @@ impl AfXdp {
             prog.set_socket(q, s.fd()).map_err(err)?;
             sockets.push(s);
         }
+        let busy = busy_poll_all(cfg.ifname, &mut sockets, cfg.busy_poll);
         let mode = prog.attach(cfg.mode, cfg.replace_foreign).map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
-        let bp = sockets.iter().all(|s| s.info.busy_poll);
         log::warn!(
-            "{}: AF_XDP capture ({mode} XDP, {} bind, busy polling {}, {queues} queue(s), \
+            "{}: AF_XDP capture ({mode} XDP, {} bind, busy polling {busy}, {queues} queue(s), \
              {frames} frames each): frames redirected to the capture are taken away from \
              the host's stack, and only ingress is seen: use it on mirror/SPAN/tap interfaces only",
             cfg.ifname,
             if zc { "zero-copy" } else { "copy-mode" },
-            if bp { "on" } else { "unavailable" },
         );
         let pfds = sockets
             .iter()
@@ -236,6 +258,19 @@ impl AfXdp {
             gathered: 0,
             since: Instant::now(),
         })
+    }
+
+    /// The busy-poll options each socket carries (getsockopt).
+    pub fn busy_poll_settings(&self) -> Vec<std::io::Result<busy_poll::Settings>> {
+        self.sockets
+            .iter()
+            .map(|s| busy_poll::read(&s.fd()))
+            .collect()
+    }
+
+    /// Whether the sockets busy-poll (the option was on and the kernel took it).
+    pub fn busy_polling(&self) -> bool {
+        !self.sockets.is_empty() && self.sockets.iter().all(|s| s.info.busy_poll)
     }
 
     pub fn xdp_mode(&self) -> XdpMode {
@@ -435,6 +470,65 @@ impl Drop for AfXdp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Drops CAP_NET_ADMIN from the calling thread's effective set
+    /// (capabilities are per thread).
+    fn drop_net_admin() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut h = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut d = [Data::default(); 2];
+        // SAFETY: capget/capset with a valid header and two data structs,
+        // as version 3 requires; affects this thread only.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()), 0);
+            d[0].effective &= !(1 << 12); // CAP_NET_ADMIN
+            assert_eq!(libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()), 0);
+        }
+    }
+
+    /// `XdpBusyPoll = on` where the kernel refuses the options: reported as
+    /// unavailable, the sockets stay usable and do not kick; with the
+    /// privilege: on. Each case in its own thread and network namespace
+    /// (sockets bound to that namespace's lo; no program, no traffic).
+    #[test]
+    fn busy_polling_is_on_or_reported_unavailable() {
+        let run = |privileged: bool| {
+            std::thread::spawn(move || {
+                // SAFETY: a new network namespace for this thread only.
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+                let lo = sys::ifindex("lo").unwrap();
+                let mut socks = vec![Xsk::open(lo, 0, 512, false).expect("AF_XDP socket on lo")];
+                if !privileged {
+                    drop_net_admin();
+                }
+                let on = BusyPoll::On { budget: 8 };
+                let said = busy_poll_all("lo", &mut socks, on);
+                let off = busy_poll_all("lo", &mut socks, BusyPoll::Off);
+                (said, off, socks[0].info.busy_poll)
+            })
+            .join()
+            .unwrap()
+        };
+        let (said, off, busy) = run(true);
+        assert_eq!((said.as_str(), busy), ("on (budget 8, 20 us)", true));
+        assert_eq!(off, "off");
+        let (said, _, busy) = run(false);
+        assert_eq!((said.as_str(), busy), ("unavailable", false));
+    }
 
     #[test]
     fn coalescing_pause_fills_a_quarter_of_the_ring_at_twice_the_measured_rate() {

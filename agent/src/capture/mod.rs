@@ -13,6 +13,7 @@
 
 pub mod afpacket;
 pub mod afxdp;
+pub mod busy_poll;
 pub mod file;
 mod sys;
 pub mod xdp_prog;

@@ -11,6 +11,8 @@
 use std::io;
 use std::mem;
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use aya::maps::lpm_trie::Key;
@@ -103,6 +105,7 @@ mod flag {
     pub const V6_ANY_PORT: u32 = 0x100;
     pub const DROP_REJECTED: u32 = 0x200;
     pub const OWN: u32 = 0x400;
+    pub const V6_ANY_ADDR: u32 = 0x800;
 }
 
 #[repr(C)]
@@ -281,29 +284,51 @@ impl XdpProgram {
             ..RawRules::default()
         };
         self.write_rules(&open)?;
-        {
-            let mut trie: LpmTrie<&mut MapData, u32, u8> =
-                self.map_mut("v4_prefixes")?.try_into().map_err(load_err)?;
-            let old: Vec<_> = trie.keys().filter_map(Result::ok).collect();
-            for k in old {
-                let _ = trie.remove(&k);
-            }
-            if let Some(ClassRules {
-                prefixes: Some(p), ..
-            }) = &rules.v4
-            {
-                for &(net, len) in p {
-                    trie.insert(&Key::new(u32::from(len), net.to_be()), 1, 0)
-                        .map_err(load_err)?;
-                }
-            }
-        }
+        let nets = |c: &Option<ClassRules>| -> Vec<IpNet> {
+            c.as_ref()
+                .and_then(|c| c.prefixes.as_ref())
+                .map(|p| p.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        self.fill_trie(
+            "v4_prefixes",
+            nets(&rules.v4).iter().filter_map(|n| match n {
+                IpNet::V4(n) => Some(Key::new(u32::from(n.prefix_len()), n.network().octets())),
+                IpNet::V6(_) => None,
+            }),
+        )?;
+        self.fill_trie(
+            "v6_prefixes",
+            nets(&rules.v6).iter().filter_map(|n| match n {
+                IpNet::V6(n) => Some(Key::new(u32::from(n.prefix_len()), n.network().octets())),
+                IpNet::V4(_) => None,
+            }),
+        )?;
         let mut raw = encode(rules);
         raw.flags |= own_flag;
         if drop_rejected {
             raw.flags |= flag::DROP_REJECTED;
         }
         self.write_rules(&raw)
+    }
+
+    /// Replaces the contents of LPM trie `name` with `keys` (address bytes
+    /// in network order, as the program looks them up).
+    fn fill_trie<const N: usize>(
+        &mut self,
+        name: &str,
+        keys: impl Iterator<Item = Key<[u8; N]>>,
+    ) -> Result<(), XdpError> {
+        let mut trie: LpmTrie<&mut MapData, [u8; N], u8> =
+            self.map_mut(name)?.try_into().map_err(load_err)?;
+        let old: Vec<_> = trie.keys().filter_map(Result::ok).collect();
+        for k in old {
+            let _ = trie.remove(&k);
+        }
+        for k in keys {
+            trie.insert(&k, 1, 0).map_err(load_err)?;
+        }
+        Ok(())
     }
 
     fn write_rules(&mut self, raw: &RawRules) -> Result<(), XdpError> {
@@ -481,6 +506,9 @@ fn encode(r: &XdpRules) -> RawRules {
     if let Some(c) = &r.v6 {
         flags |= flag::V6;
         raw.v6_protos = bitmap(&c.protos, flag::V6_ANY_PROTO, &mut flags);
+        if c.prefixes.is_none() {
+            flags |= flag::V6_ANY_ADDR;
+        }
         (raw.v6_ports, raw.v6_nports) = ports(&c.ports, flag::V6_ANY_PORT, &mut flags);
     }
     raw.flags = flags;
@@ -662,6 +690,17 @@ mod tests {
             (raw.v4_nports, raw.v4_ports[0].lo, raw.v4_ports[0].hi),
             (1, 53, 53)
         );
+        assert_ne!(
+            raw.flags & flag::V6_ANY_ADDR,
+            0,
+            "no IPv6 prefix in `udp port 53`"
+        );
+        let r = XdpRules::derive(
+            &crate::filter::compile(crate::iface::DLT_EN10MB, "ip6 net 2001:db8::/32").unwrap(),
+        );
+        let raw = encode(&r);
+        assert_eq!(raw.flags & (flag::V6_ANY_ADDR | flag::V4), 0);
+        assert_ne!(raw.flags & flag::V6, 0);
         assert_eq!(encode(&XdpRules::all()).flags, flag::ALL);
     }
 

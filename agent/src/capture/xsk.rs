@@ -26,24 +26,6 @@ const COMP_RING: u32 = 64;
 /// How many frames ahead of the one being read are prefetched.
 const PREFETCH: u32 = 8;
 
-/// SOL_SOCKET options for busy polling (asm-generic/socket.h; libc lacks
-/// the two newer ones).
-const SO_BUSY_POLL: libc::c_int = 46;
-const SO_PREFER_BUSY_POLL: libc::c_int = 69;
-const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
-/// Whether sockets busy-poll their queue from the worker: SO_PREFER_BUSY_POLL
-/// and a recvfrom kick whenever the RX ring is empty. Off: on veth (the test
-/// bed) a kick runs the link's NAPI poll (the XDP program and the copy of
-/// every frame into the UMEM) on the worker's CPU instead of the sender's
-/// softirq, which cost the worker ~45 ns per frame (forward.sh agent-afxdp,
-/// 64 B at 100 kpps: 350 -> 305 ns). On a NIC with cores to spare for
-/// polling it is the setting to try (Suricata's af-xdp busy-poll), with a
-/// config key then.
-const BUSY_POLL: bool = false;
-/// Busy-poll time per syscall (µs) and NAPI budget.
-const BUSY_POLL_USECS: libc::c_int = 20;
-const BUSY_POLL_BUDGET: libc::c_int = 64;
-
 /// How the socket ended up bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindInfo {
@@ -292,7 +274,6 @@ impl Xsk {
         if !xsk.info.zero_copy {
             xsk.bind(ifindex, queue, copy)?;
         }
-        xsk.info.busy_poll = BUSY_POLL && xsk.enable_busy_poll();
         Ok(xsk)
     }
 
@@ -318,24 +299,12 @@ impl Xsk {
         Ok(())
     }
 
-    /// SO_PREFER_BUSY_POLL + SO_BUSY_POLL + budget; false where the kernel
-    /// (or our privileges) refuse any of them.
-    fn enable_busy_poll(&self) -> bool {
-        let one: libc::c_int = 1;
-        let r = setsockopt(&self.fd, libc::SOL_SOCKET, SO_PREFER_BUSY_POLL, &one)
-            .and_then(|_| setsockopt(&self.fd, libc::SOL_SOCKET, SO_BUSY_POLL, &BUSY_POLL_USECS))
-            .and_then(|_| {
-                setsockopt(
-                    &self.fd,
-                    libc::SOL_SOCKET,
-                    SO_BUSY_POLL_BUDGET,
-                    &BUSY_POLL_BUDGET,
-                )
-            });
-        if let Err(e) = &r {
-            log::debug!("AF_XDP queue {}: no busy polling: {e}", self.queue);
-        }
-        r.is_ok()
+    /// Turns on busy polling with NAPI `budget` (see `busy_poll`): the
+    /// socket options, and `kick` on every empty RX ring from then on.
+    pub fn set_busy_poll(&mut self, budget: u16) -> io::Result<()> {
+        super::busy_poll::enable(&self.fd, budget)?;
+        self.info.busy_poll = true;
+        Ok(())
     }
 
     pub fn fd(&self) -> RawFd {

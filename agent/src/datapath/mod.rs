@@ -27,6 +27,7 @@ use rpcap::udpstr::{Batch, Framer};
 
 use crate::capture::afpacket::{AfPacket, AfPacketConfig};
 use crate::capture::afxdp::{AfXdp, AfXdpConfig};
+pub use crate::capture::busy_poll::BusyPoll;
 use crate::capture::file::FileSource;
 pub use crate::capture::xdp_prog::XdpMode;
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
@@ -57,6 +58,8 @@ pub struct XdpSpec {
     pub interfaces: Vec<String>,
     /// Our own connections, left to the stack by the XDP program.
     pub own: Option<crate::filter::OwnTraffic>,
+    /// `XdpBusyPoll`.
+    pub busy_poll: BusyPoll,
 }
 
 impl XdpSpec {
@@ -232,6 +235,7 @@ impl Worker {
                     own: x.own,
                     umem_bytes: spec.ring_bytes,
                     queues: 0,
+                    busy_poll: x.busy_poll,
                 };
                 let mut src = AfXdp::open(&cfg).map_err(|e| match e {
                     crate::capture::CaptureError::Io { source, .. } => {
