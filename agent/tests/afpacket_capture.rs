@@ -389,3 +389,45 @@ fn commands_wake_an_idle_worker_at_once() {
     );
     assert!(stop < Duration::from_millis(60), "stop took {stop:?}");
 }
+
+/// Tagged and untagged frames: the kernel takes the VLAN tag off before
+/// AF_PACKET's filter runs, yet the filter must mean what it means on the
+/// wire (tag at offset 12), as the frames are forwarded tagged: `vlan 10`
+/// matches the tagged frames of VLAN 10, `udp` matches only untagged ones.
+/// AF_XDP (which sees the tag in the frame) must agree.
+#[test]
+fn vlan_tagged_frames_meet_the_filter_as_on_the_wire() {
+    use xrpcapd::datapath::{Backend, XdpMode, XdpSpec};
+    let afxdp = |mode| {
+        Backend::AfXdp(XdpSpec {
+            mode,
+            ..XdpSpec::default()
+        })
+    };
+    let ns = NetnsPair::new();
+    let mut frames = Vec::new();
+    for i in 0..24 {
+        let vlan = [None, Some(10), Some(20)][i % 3];
+        let port = [PORT, OTHER][i / 3 % 2];
+        frames.push(udp4_frame(vlan, port, &payload(100 + i, i)));
+    }
+    for expr in [
+        "vlan 10",
+        "vlan 20 and udp dst port 7001",
+        "udp dst port 7001",
+        "vlan and udp",
+        "udp or vlan 20",
+    ] {
+        let want = accepted(expr, &frames);
+        assert!(
+            !want.is_empty() && want.len() < frames.len(),
+            "{expr}: the traffic exercises the filter"
+        );
+        for backend in [Backend::AfPacket, afxdp(XdpMode::Generic)] {
+            let name = format!("{expr} on {backend:?}");
+            let got = capture_raw(&ns, backend, expr, &frames);
+            assert_eq!(got.len(), want.len(), "{name}: frame count");
+            assert!(got == want, "{name}: different frames");
+        }
+    }
+}

@@ -9,6 +9,17 @@
 //! before the bind and the filter: the socket is created with protocol 0 (it
 //! receives nothing), gets a drop-all filter, is bound to the interface with
 //! ETH_P_ALL, the ring is drained, and only then the real filter is attached.
+//!
+//! VLAN tags: the kernel takes the outer 802.1Q/802.1ad tag out of every
+//! received frame before AF_PACKET sees it (the tag travels beside the frame;
+//! we put it back, see `emit`). The sensor's filter was compiled for frames
+//! as they were on the wire, tag included, so the kernel cannot judge a
+//! tagged frame: `vlan 10` would never match and `udp port 53` would match
+//! tagged frames that the expression, applied to the frame we forward, does
+//! not. (libpcap's rpcapd has exactly that quirk.) The kernel filter
+//! therefore lets tagged frames through ([`kernel_filter`]) and the
+//! worker-side `rpcap` interpreter judges them once the tag is back; untagged
+//! frames are judged by the kernel alone.
 
 use std::io;
 use std::mem;
@@ -17,7 +28,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rpcap::bpf::Insn;
+use rpcap::bpf::{Insn, Program};
 
 use super::sys;
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
@@ -92,8 +103,13 @@ pub struct AfPacket {
     cur: usize,
     snaplen: u32,
     kernel_drops: u64,
-    /// Frames with a VLAN tag the kernel moved out of the frame are rebuilt here.
+    /// Frames with a VLAN tag the kernel moved out of the frame are rebuilt
+    /// here (a whole block's worth, so the filter sees every byte).
     vlan_buf: Vec<u8>,
+    /// The capture's filter, run on tagged frames once the tag is back.
+    filter: Program,
+    /// Tagged frames the filter rejected in user space.
+    pub vlan_filtered: u64,
     /// Set when the kernel reported the interface down: from then on we check
     /// whether it was deleted.
     down_since: Option<Instant>,
@@ -162,7 +178,9 @@ impl AfPacket {
             cur: 0,
             snaplen: cfg.snaplen,
             kernel_drops: 0,
-            vlan_buf: vec![0; cfg.snaplen as usize + 4],
+            vlan_buf: vec![0; geometry.block_size + 4],
+            filter: user_filter(cfg.filter)?,
+            vlan_filtered: 0,
             down_since: None,
             last_down_check: Instant::now(),
             wake: None,
@@ -198,7 +216,7 @@ impl AfPacket {
             )?;
         }
         cap.drain();
-        attach_filter(&cap.fd, cfg.filter)?;
+        attach_filter(&cap.fd, &kernel_filter(cfg.filter))?;
         // Whatever the drop-all filter let through (nothing) and the stats
         // counted so far belong to the set-up, not to the capture.
         let _ = cap.read_kernel_stats();
@@ -272,7 +290,8 @@ impl AfPacket {
         }
     }
 
-    /// Hands one frame to the sink: snap length applied, VLAN tag put back.
+    /// Hands one frame to the sink: snap length applied, VLAN tag put back
+    /// (and the filter run on the tagged frame, see the module doc).
     fn emit<F: FnMut(&Frame<'_>)>(&mut self, h: &libc::tpacket3_hdr, data: &[u8], sink: &mut F) {
         let snap = self.snaplen as usize;
         let ts_sec = h.tp_sec;
@@ -287,23 +306,24 @@ impl AfPacket {
                 0x8100
             };
             let tci = h.hv1.tp_vlan_tci as u16;
-            let mut head = [0u8; 16];
-            head[..12].copy_from_slice(&data[..12]);
-            head[12..14].copy_from_slice(&tpid.to_be_bytes());
-            head[14..16].copy_from_slice(&tci.to_be_bytes());
-            // vlan_buf holds snaplen + 4 bytes, so `keep` always fits.
-            let keep = (data.len() + 4).min(snap);
-            let out = &mut self.vlan_buf[..keep];
-            let h16 = keep.min(16);
-            out[..h16].copy_from_slice(&head[..h16]);
-            if keep > 16 {
-                out[16..].copy_from_slice(&data[12..keep - 4]);
+            // vlan_buf holds a block + 4 bytes and `data` lies inside a block.
+            let len = data.len() + 4;
+            let out = &mut self.vlan_buf[..len];
+            out[..12].copy_from_slice(&data[..12]);
+            out[12..14].copy_from_slice(&tpid.to_be_bytes());
+            out[14..16].copy_from_slice(&tci.to_be_bytes());
+            out[16..].copy_from_slice(&data[12..]);
+            let wire_len = h.tp_len + 4;
+            let keep = self.filter.run(out, wire_len) as usize;
+            if keep == 0 {
+                self.vlan_filtered += 1;
+                return;
             }
             sink(&Frame {
                 ts_sec,
                 ts_usec,
-                data: &self.vlan_buf[..keep],
-                wire_len: h.tp_len + 4,
+                data: &self.vlan_buf[..len.min(snap).min(keep)],
+                wire_len,
             });
         } else {
             sink(&Frame {
@@ -420,8 +440,13 @@ impl Source for AfPacket {
     }
 
     fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
-        // SO_ATTACH_FILTER swaps the program atomically in the kernel.
-        attach_filter(&self.fd, insns).map_err(|e| CaptureError::io("SO_ATTACH_FILTER", e))
+        let user = user_filter(insns).map_err(|e| CaptureError::io("filter", e))?;
+        // SO_ATTACH_FILTER swaps the program atomically in the kernel; tagged
+        // frames already in the ring are judged by the new program too.
+        attach_filter(&self.fd, &kernel_filter(insns))
+            .map_err(|e| CaptureError::io("SO_ATTACH_FILTER", e))?;
+        self.filter = user;
+        Ok(())
     }
 
     fn stats(&mut self) -> SourceStats {
@@ -445,6 +470,33 @@ impl Drop for AfPacket {
             libc::munmap(self.ring.as_ptr() as *mut libc::c_void, len);
         }
     }
+}
+
+/// The user-space copy of the filter, for tagged frames.
+fn user_filter(insns: &[Insn]) -> io::Result<Program> {
+    if insns.is_empty() {
+        return Ok(Program::accept_all());
+    }
+    Program::new(insns.to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// `SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT`: the kernel's "this frame had a
+/// VLAN tag (now beside it)" ancillary load.
+const LD_VLAN_TAG_PRESENT: u32 = 0xffff_f000 + 44;
+
+/// The program the kernel runs: tagged frames pass whole (user space judges
+/// them with the tag back), the others meet `insns`. cBPF jumps are
+/// relative, so `insns` needs no change behind the three-instruction prefix.
+fn kernel_filter(insns: &[Insn]) -> Vec<Insn> {
+    if insns.is_empty() {
+        return Vec::new();
+    }
+    let mut k = Vec::with_capacity(insns.len() + 3);
+    k.push(Insn::new(0x20, 0, 0, LD_VLAN_TAG_PRESENT)); // ld vlan_avail
+    k.push(Insn::new(0x15, 1, 0, 0)); // jeq #0: untagged -> insns
+    k.push(Insn::new(0x06, 0, 0, u32::MAX)); // ret #-1: tagged -> user space
+    k.extend_from_slice(insns);
+    k
 }
 
 /// Attaches (or atomically replaces) the socket's classic BPF filter.

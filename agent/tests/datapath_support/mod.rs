@@ -344,3 +344,110 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// An Ethernet frame (broadcast destination) with an IPv4/UDP datagram to
+/// CAP_IP:`dport` carrying `body`, 802.1Q-tagged with `vlan` if given.
+/// (IPv4 header checksum set; the UDP checksum left 0, which IPv4 allows.)
+pub fn udp4_frame(vlan: Option<u16>, dport: u16, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    if let Some(id) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ip_len = (20 + 8 + body.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    for a in [GEN_IP, CAP_IP] {
+        let a: std::net::Ipv4Addr = a.parse().unwrap();
+        ip.extend_from_slice(&a.octets());
+    }
+    let sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&(8 + body.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(body);
+    f
+}
+
+/// Sends `frames` as they are out of `ifname` of namespace `ns` (AF_PACKET).
+pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
+    let (ns, ifname) = (ns.to_owned(), std::ffi::CString::new(ifname).unwrap());
+    std::thread::spawn(move || {
+        NetnsPair::enter(&ns);
+        // SAFETY: plain socket(2); checked; closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "AF_PACKET socket");
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        assert!(ifindex > 0);
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        for f in &frames {
+            // SAFETY: `f` is a live buffer of its length; `sll` a valid sockaddr_ll.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(n as usize, f.len(), "{}", std::io::Error::last_os_error());
+        }
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+    })
+    .join()
+    .expect("raw sender");
+}
+
+/// What a worker on `backend` capturing c0 with `expr` forwards (udpstr)
+/// of `frames` sent raw out of g0, in order.
+pub fn capture_raw(
+    ns: &NetnsPair,
+    backend: Backend,
+    expr: &str,
+    frames: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    NetnsPair::enter(&ns.cap);
+    let sink = udp_sink();
+    let mut s = spec(
+        "c0",
+        compile(expr),
+        Transport::UdpStr {
+            dest: addr(&sink),
+            size: 1472,
+        },
+    );
+    s.backend = backend;
+    let w = xrpcapd::datapath::Worker::start(s).expect("start");
+    send_raw(&ns.gen, "g0", frames.to_vec());
+    let (recs, _, _) = collect_udpstr(&sink, usize::MAX, Duration::from_millis(700));
+    w.stop();
+    recs.into_iter().map(|r| r.data).collect()
+}
+
+/// The frames of `frames` that `expr` accepts, judged by the `rpcap`
+/// interpreter on the bytes as sent (the filter's meaning on the wire).
+pub fn accepted(expr: &str, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let prog = rpcap::bpf::Program::new(compile(expr)).expect("valid program");
+    frames
+        .iter()
+        .filter(|f| prog.run(f, f.len() as u32) != 0)
+        .cloned()
+        .collect()
+}
