@@ -15,6 +15,7 @@ pub mod afpacket;
 pub mod afxdp;
 pub mod file;
 mod sys;
+pub mod xdp_filter;
 pub mod xdp_prog;
 pub mod xdp_rules;
 pub mod xsk;
