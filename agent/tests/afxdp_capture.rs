@@ -509,3 +509,94 @@ fn commands_wake_an_idle_afxdp_worker_at_once() {
     );
     assert!(stop < Duration::from_millis(60), "stop took {stop:?}");
 }
+
+/// Opens AF_XDP (generic mode) on c0 of `ns` with `filter`, sends PER_SIZE
+/// frames of each of SIZES to PORT (and a few to OTHER), and returns the
+/// frames delivered to user space with their wire lengths (after a quiet
+/// period) and the source.
+fn deliver(ns: &NetnsPair, filter: &[Insn]) -> (Vec<(Vec<u8>, u32)>, AfXdp) {
+    let tx = ns.gen_sender();
+    let cfg = AfXdpConfig {
+        ifname: "c0",
+        snaplen: 65535,
+        filter,
+        mode: XdpMode::Generic,
+        replace_foreign: false,
+        drop_rejected: false,
+        own: None,
+        umem_bytes: 4 << 20,
+        queues: 0,
+    };
+    let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
+    for (k, &size) in SIZES.iter().enumerate() {
+        send(&tx, OTHER, size, 5, 1000 + k);
+        send(&tx, PORT, size, PER_SIZE, k * PER_SIZE);
+    }
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    let mut quiet = Instant::now();
+    while t0.elapsed() < LIMIT && quiet.elapsed() < Duration::from_millis(300) {
+        if let Ok(Polled::Frames(n)) = src.poll(Duration::from_millis(20), &mut |f| {
+            got.push((f.data.to_vec(), f.wire_len))
+        }) {
+            if n > 0 {
+                quiet = Instant::now();
+            }
+        }
+    }
+    (got, src)
+}
+
+#[test]
+fn the_filter_runs_in_xdp_and_rejected_frames_never_reach_user_space() {
+    let ns = pair();
+    // The pre-filter (UDP, port 7001) lets every frame to PORT through;
+    // only the exact filter knows about the length.
+    let filter = compile(&format!("udp dst port {PORT} and len > 500"));
+    let (got, src) = deliver(&ns, &filter);
+    let c = src.xdp_counters();
+    eprintln!("xdp {c:?}, user space filtered {}", src.filtered_out);
+    assert!(src.filter_in_xdp(), "{:?}", src.filter_place());
+    // Byte-exact: the 700- and 1500-byte frames, in order, whole.
+    let want: Vec<Vec<u8>> = (PER_SIZE..3 * PER_SIZE)
+        .map(|i| payload(SIZES[i / PER_SIZE], i))
+        .collect();
+    assert_eq!(got.len(), want.len(), "frames delivered");
+    for (i, ((f, wire), p)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(f.len(), SIZES[1 + i / PER_SIZE], "frame {i} whole");
+        assert_eq!(*wire as usize, f.len());
+        assert!(f.ends_with(p), "payload of frame {i}");
+        assert_eq!(&f[36..38], &PORT.to_be_bytes());
+    }
+    // The 64-byte frames to PORT were judged (and passed to the stack) in
+    // XDP; user space rejected nothing.
+    assert_eq!(c.filtered, PER_SIZE as u64, "rejected in XDP");
+    assert_eq!(src.filtered_out, 0, "rejected in user space");
+    assert_eq!(c.redirected, want.len() as u64);
+    assert_eq!(c.seen, c.redirected + c.passed + c.dropped);
+}
+
+#[test]
+fn a_truncating_filter_stays_in_user_space_and_still_filters_exactly() {
+    let ns = pair();
+    // `ret #600`: XDP cannot truncate, so the worker filters (and cuts).
+    let filter: Vec<Insn> = compile(&format!("udp dst port {PORT} and len > 500"))
+        .into_iter()
+        .map(|i| match i.k {
+            65535 if i.code == 0x06 => Insn::new(0x06, 0, 0, 600),
+            _ => i,
+        })
+        .collect();
+    let (got, src) = deliver(&ns, &filter);
+    let c = src.xdp_counters();
+    assert!(!src.filter_in_xdp());
+    assert_eq!(got.len(), 2 * PER_SIZE);
+    for (i, (f, wire)) in got.iter().enumerate() {
+        let size = SIZES[1 + i / PER_SIZE];
+        assert_eq!(*wire as usize, size);
+        assert_eq!(f.len(), size.min(600), "frame {i} cut by the filter");
+        assert_eq!(f[42..], payload(size, PER_SIZE + i)[..f.len() - 42]);
+    }
+    assert_eq!(c.filtered, 0);
+    assert_eq!(src.filtered_out, PER_SIZE as u64, "rejected in user space");
+}

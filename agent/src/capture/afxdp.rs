@@ -115,6 +115,8 @@ pub struct AfXdp {
     ifname: String,
     filter: Program,
     judge: Judge,
+    /// Where the last open/update put the filter (and why not in XDP).
+    place: FilterPlace,
     snaplen: u32,
     drop_rejected: bool,
     own: bool,
@@ -272,6 +274,7 @@ impl AfXdp {
             ifname: cfg.ifname.to_owned(),
             filter,
             judge,
+            place,
             snaplen: cfg.snaplen,
             drop_rejected: cfg.drop_rejected,
             own: !flows.is_empty(),
@@ -296,6 +299,12 @@ impl AfXdp {
     /// Whether the filter now runs exactly in XDP (user space runs no cBPF).
     pub fn filter_in_xdp(&self) -> bool {
         matches!(self.judge, Judge::Kernel { .. })
+    }
+
+    /// Where the last open/update put the filter, with the reason when it
+    /// is not in XDP.
+    pub fn filter_place(&self) -> &FilterPlace {
+        &self.place
     }
 
     /// Frames read per RX queue (socket) so far.
@@ -491,6 +500,7 @@ impl Source for AfXdp {
             };
         }
         log_place(&self.ifname, &place);
+        self.place = place;
         Ok(())
     }
 

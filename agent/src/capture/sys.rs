@@ -124,6 +124,10 @@ const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `BPF_XDP` of enum bpf_attach_type: what aya loads `xrpcapd_xdp` with.
+/// Caller and callee of a tail call must agree on it (kernel 6.18 refuses
+/// the prog-array update otherwise).
+const BPF_XDP: u32 = 37;
 
 /// The leading fields of `union bpf_attr` for BPF_PROG_LOAD (the kernel
 /// takes a shorter attr and treats the rest as zero).
@@ -208,7 +212,7 @@ pub(crate) struct LoadError {
 
 /// Loads an XDP program: `insns` are eBPF instructions (8 bytes each),
 /// licensed GPL (the helpers it calls require it), `flags` the prog_flags
-/// (BPF_F_XDP_HAS_FRAGS or 0). On failure, loads again with the verifier's
+/// (BPF_F_XDP_HAS_FRAGS or 0), for attach type BPF_XDP. On failure, loads again with the verifier's
 /// log on and returns its last lines.
 pub(crate) fn bpf_prog_load_xdp(
     insns: &[u8],
@@ -216,6 +220,7 @@ pub(crate) fn bpf_prog_load_xdp(
     flags: u32,
 ) -> Result<std::os::fd::OwnedFd, LoadError> {
     const LICENSE: &[u8] = b"GPL\0";
+    const LOAD_TRIES: u32 = 5;
     const LOG_SIZE: usize = 1 << 20;
     let load = |log: Option<&mut Vec<u8>>| -> io::Result<std::os::fd::OwnedFd> {
         let mut attr = ProgLoadAttr {
@@ -224,6 +229,7 @@ pub(crate) fn bpf_prog_load_xdp(
             insns: insns.as_ptr() as u64,
             license: LICENSE.as_ptr() as u64,
             prog_flags: flags,
+            expected_attach_type: BPF_XDP,
             ..ProgLoadAttr::default()
         };
         for (d, s) in attr.prog_name.iter_mut().take(15).zip(name.bytes()) {
@@ -234,9 +240,19 @@ pub(crate) fn bpf_prog_load_xdp(
             attr.log_size = log.len() as u32;
             attr.log_buf = log.as_mut_ptr() as u64;
         }
-        // SAFETY: the attr of BPF_PROG_LOAD; `insns`, LICENSE (NUL-ended)
-        // and the log buffer (log_size bytes, writable) outlive the call.
-        let fd = unsafe { bpf(BPF_PROG_LOAD, &mut attr) }?;
+        // The verifier gives up with EAGAIN when a signal is pending for
+        // the thread: retry a few times, as libbpf does.
+        let mut tries = 1;
+        let fd = loop {
+            // SAFETY: the attr of BPF_PROG_LOAD; `insns`, LICENSE (NUL-ended)
+            // and the log buffer (log_size bytes, writable) outlive the call.
+            match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < LOAD_TRIES => {
+                    tries += 1
+                }
+                r => break r?,
+            }
+        };
         // SAFETY: a fresh program fd, owned from here on.
         Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
     };

@@ -24,6 +24,8 @@ use crate::filter::{canonical, DataDest, OwnTraffic};
 
 /// The XDP object built from ebpf/xrpcapd_xdp.c.
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xrpcapd_xdp.o"));
+/// BPF_PROG_LOAD attempts on EAGAIN (an interrupted verifier).
+pub(crate) const LOAD_TRIES: u32 = 5;
 /// The program's name in the kernel: how a leftover of ours is recognised.
 pub const PROG_NAME: &str = "xrpcapd_xdp";
 
@@ -241,7 +243,20 @@ impl XdpProgram {
             .ok_or_else(|| load_err("program missing from the object"))?
             .try_into()
             .map_err(load_err)?;
-        prog.load().map_err(load_err)?;
+        // The verifier gives up with EAGAIN when a signal is pending for the
+        // thread; retry as libbpf does.
+        let mut tries = 0;
+        loop {
+            match prog.load() {
+                Ok(()) => break,
+                Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                    if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < LOAD_TRIES =>
+                {
+                    tries += 1
+                }
+                Err(e) => return Err(load_err(e)),
+            }
+        }
         Ok(XdpProgram {
             ebpf,
             ifname: ifname.to_owned(),
