@@ -14,7 +14,8 @@ use bpf_support::{compile, frame, Rng, EXPRS};
 use rpcap::bpf::opcode::*;
 use rpcap::bpf::{Insn, Program};
 use xrpcapd::capture::xdp_filter::{translate, Verdict, XDP_DROP, XDP_PASS};
-use xrpcapd::capture::xdp_prog::FilterProg;
+use xrpcapd::capture::xdp_prog::{FilterPlace, FilterProg, XdpProgram};
+use xrpcapd::capture::xdp_rules::XdpRules;
 
 const TEST: Verdict = Verdict::Test {
     accept: XDP_PASS,
@@ -412,4 +413,74 @@ fn jumps_compare_unsigned_32_bit_and_jset_tests_bits() {
         &frames,
     );
     t.assert_both();
+}
+
+/// The whole chain without a network: `xrpcapd_xdp` (rules: everything)
+/// tail-calls the translated filter in capture mode. In a test run nothing
+/// is bound to RX queue 0, so an accepted frame's redirect fails and is
+/// counted as a redirect error (passed), a rejected one as filtered.
+#[test]
+fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
+    let mut p = XdpProgram::load("lo").expect("load the XDP object");
+    p.set_rules(&XdpRules::all(), false, false).unwrap();
+    let insns = compile("udp or len > 1000", true);
+    let place = p.set_filter(&insns, false);
+    assert!(
+        matches!(place, FilterPlace::Kernel { keep: 65535 }),
+        "{place:?}"
+    );
+    let reference = Program::new(insns.clone()).unwrap();
+    let frames = frames(400);
+    let small: Vec<&Vec<u8>> = frames.iter().filter(|f| f.len() <= LINEAR_MAX).collect();
+    let small_accepted = small
+        .iter()
+        .filter(|f| reference.run(f, f.len() as u32) != 0)
+        .count() as u64;
+    for f in &small {
+        assert_eq!(p.test_run(f).expect("test run"), XDP_PASS);
+    }
+    let n = small.len() as u64;
+    let c = p.counters();
+    assert!(
+        small_accepted > 0 && small_accepted < n,
+        "{small_accepted} of {n}"
+    );
+    assert_eq!(c.seen, n);
+    assert_eq!(
+        c.redirect_errors, small_accepted,
+        "accepted: redirect tried"
+    );
+    assert_eq!(c.filtered, n - small_accepted, "rejected by the XDP filter");
+    assert_eq!((c.passed, c.redirected, c.dropped), (n, 0, 0));
+
+    // drop_rejected: the rejected ones are dropped.
+    assert!(matches!(
+        p.set_filter(&insns, true),
+        FilterPlace::Kernel { .. }
+    ));
+    let dropped: u64 = small
+        .iter()
+        .map(|f| u64::from(p.test_run(f).unwrap() == XDP_DROP))
+        .sum();
+    assert_eq!(dropped, n - small_accepted);
+    assert_eq!(p.counters().dropped, n - small_accepted);
+
+    // A filter that stays in user space empties the slot: the main program
+    // redirects (tries to) every frame itself and nothing is filtered.
+    let truncating: Vec<Insn> = insns
+        .iter()
+        .map(|i| match i.code {
+            RET_K if i.k != 0 => s(RET_K, 96),
+            _ => *i,
+        })
+        .collect();
+    let place = p.set_filter(&truncating, false);
+    assert!(matches!(place, FilterPlace::UserSpace { .. }), "{place:?}");
+    let before = p.counters();
+    for f in &small {
+        p.test_run(f).unwrap();
+    }
+    let after = p.counters();
+    assert_eq!(after.filtered, before.filtered);
+    assert_eq!(after.redirect_errors - before.redirect_errors, n);
 }

@@ -484,11 +484,17 @@ impl Source for AfXdp {
         let filter = program(insns)?;
         // Frames already in the rings are judged by the new program too:
         // user space runs it until the new XDP filter has settled.
-        self.filter = filter;
+        let old = (std::mem::replace(&mut self.filter, filter), self.judge);
         self.judge = Judge::User;
-        self.prog
-            .set_rules(&XdpRules::derive(insns), self.drop_rejected, self.own)
-            .map_err(|e| CaptureError::Format(e.to_string()))?;
+        let rules = self
+            .prog
+            .set_rules(&XdpRules::derive(insns), self.drop_rejected, self.own);
+        if let Err(e) = rules {
+            // The rules only ever widen on the way (see set_rules) and the
+            // old XDP filter is still in its slot: the old filter holds.
+            (self.filter, self.judge) = old;
+            return Err(CaptureError::Format(e.to_string()));
+        }
         let place = self
             .prog
             .set_filter(self.filter.insns(), self.drop_rejected);

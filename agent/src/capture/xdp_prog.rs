@@ -25,7 +25,7 @@ use crate::filter::{canonical, DataDest, OwnTraffic};
 /// The XDP object built from ebpf/xrpcapd_xdp.c.
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xrpcapd_xdp.o"));
 /// BPF_PROG_LOAD attempts on EAGAIN (an interrupted verifier).
-pub(crate) const LOAD_TRIES: u32 = 5;
+const LOAD_TRIES: u32 = 5;
 /// The program's name in the kernel: how a leftover of ours is recognised.
 pub const PROG_NAME: &str = "xrpcapd_xdp";
 
@@ -517,6 +517,20 @@ impl XdpProgram {
         }
     }
 
+    /// Runs the loaded program once on `frame` (BPF_PROG_TEST_RUN, RX
+    /// queue 0, attached or not): its XDP action. The counters count it.
+    pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
+        use std::os::fd::AsFd;
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROG_NAME)
+            .ok_or_else(|| io::Error::other("program missing"))?
+            .try_into()
+            .map_err(io::Error::other)?;
+        let fd = prog.fd().map_err(io::Error::other)?;
+        super::sys::bpf_prog_test_run_xdp(&fd.as_fd(), frame)
+    }
+
     fn install_filter(
         &mut self,
         prog: &[rpcap::bpf::Insn],
@@ -774,6 +788,12 @@ mod tests {
         assert!(OBJECT
             .windows(PROG_NAME.len())
             .any(|w| w == PROG_NAME.as_bytes()));
+    }
+
+    #[test]
+    fn frags_detection_follows_the_programs_section() {
+        let src = include_str!("../../../ebpf/xrpcapd_xdp.c");
+        assert_eq!(object_has_frags(), src.contains("SEC(\"xdp.frags\")"));
     }
 
     #[test]
