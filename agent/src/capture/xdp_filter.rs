@@ -163,10 +163,35 @@ pub fn check(prog: &[Insn]) -> Result<u32, TranslateError> {
 }
 
 /// Translates a validated cBPF program (the one the worker would run).
-pub fn translate(prog: &[Insn], verdict: Verdict) -> Result<Translation, TranslateError> {
+///
+/// `frags`: the program will be loaded with BPF_F_XDP_HAS_FRAGS (as the
+/// main program is), so a frame may continue beyond its linear part: loads
+/// that miss the linear part then go through `bpf_xdp_load_bytes`. Without
+/// it the linear part is the whole frame and such loads reject at once (no
+/// helper: kernels before 5.18 have none).
+///
+/// Jumps use eBPF's 16-bit offsets; a translation too long for them is
+/// redone with 32-bit `gotol` jumps (BPF_JMP32 | BPF_JA, kernel ≥ 6.6).
+pub fn translate(
+    prog: &[Insn],
+    verdict: Verdict,
+    frags: bool,
+) -> Result<Translation, TranslateError> {
     let keep = check(prog)?;
+    let insns = match emit(prog, verdict, frags, false) {
+        Err(Reason::TooLarge(_)) => emit(prog, verdict, frags, true)?,
+        r => r?,
+    };
+    Ok(Translation { insns, keep })
+}
+
+fn emit(prog: &[Insn], verdict: Verdict, frags: bool, far: bool) -> Result<Vec<Ins>, Reason> {
     let reach = reachable(prog);
-    let mut a = Asm::default();
+    let mut a = Asm {
+        frags,
+        far,
+        ..Asm::default()
+    };
     let pcs: Vec<Label> = prog.iter().map(|_| a.label()).collect();
     let accept = a.label();
     let reject = a.label();
@@ -214,7 +239,7 @@ pub fn translate(prog: &[Insn], verdict: Verdict) -> Result<Translation, Transla
                 a.emit(alu32_reg(op_of(i.code), A, R1));
             }
             ALU_DIV_X | ALU_MOD_X => {
-                a.jump(jmp_imm(JMP64, JEQ, X, 0), reject);
+                a.jump_if(JEQ, X, 0, reject);
                 a.emit(alu32_reg(op_of(i.code), A, X));
             }
             ALU_LSH_X | ALU_RSH_X => {
@@ -320,10 +345,7 @@ pub fn translate(prog: &[Insn], verdict: Verdict) -> Result<Translation, Transla
             }
         }
     }
-    Ok(Translation {
-        insns: a.finish()?,
-        keep,
-    })
+    a.finish()
 }
 
 /// Which instructions some run can reach (jumps are forward only).
@@ -450,8 +472,9 @@ const XDP_MD_DATA_END: i16 = 4;
 const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
 
 /// Loads whose last byte lies beyond this offset skip direct access (the
-/// verifier's packet ranges stop at 0xffff) and go to the helper.
-const DIRECT_END: u32 = 0xf000;
+/// verifier's packet ranges stop here, MAX_PACKET_OFF) and go to the helper
+/// (or reject: no linear part is this long).
+const DIRECT_END: u32 = 0xffff;
 
 /// One eBPF instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -549,6 +572,11 @@ struct Asm {
     labels: Vec<Option<usize>>,
     /// (instruction index, label) of every jump.
     fixups: Vec<(usize, Label)>,
+    /// Frames may have frags (see [`translate`]).
+    frags: bool,
+    /// Far jumps: `ja` as `gotol`, conditional jumps that may cross the
+    /// program as an inverted jump over a `gotol`.
+    far: bool,
 }
 
 impl Asm {
@@ -569,9 +597,27 @@ impl Asm {
         self.out.push(i);
     }
 
+    /// A jump to `to`: `i` is a conditional jump or `ja` (whose far form
+    /// is `gotol`). Conditional jumps stay near: cBPF's own span at most
+    /// 255 instructions.
     fn jump(&mut self, i: Ins, to: Label) {
         self.fixups.push((self.out.len(), to));
-        self.out.push(i);
+        if self.far && i == ja() {
+            self.out.push(Ins::new(JMP32 | JA, 0, 0, 0, 0));
+        } else {
+            self.out.push(i);
+        }
+    }
+
+    /// `if dst <op> imm goto to` (64-bit compare, op JEQ or JNE), where
+    /// `to` may be far.
+    fn jump_if(&mut self, op: u8, dst: u8, imm: i32, to: Label) {
+        if !self.far {
+            return self.jump(jmp_imm(JMP64, op, dst, imm), to);
+        }
+        let inverse = if op == JEQ { JNE } else { JEQ };
+        self.emit(Ins::new(JMP64 | inverse | SRC_K, dst, 0, 1, imm));
+        self.jump(ja(), to);
     }
 
     /// `ld_imm64 dst, map_fd` (two slots).
@@ -628,6 +674,17 @@ impl Asm {
                     });
                 }
                 self.bind(slow);
+                if !self.frags {
+                    // The linear part is the frame: the bytes are not
+                    // there. A conditional jump even when the load can
+                    // never succeed (k beyond any linear part): the
+                    // verifier refuses code that no jump reaches, and the
+                    // cBPF instructions after this one are such code then.
+                    self.emit(alu64_imm(MOV, R0, 0));
+                    self.jump_if(JEQ, R0, 0, reject);
+                    self.bind(done);
+                    return;
+                }
                 self.emit(alu32_imm(MOV, R2, k as i32));
             }
             Off::Ind(k) => {
@@ -638,7 +695,7 @@ impl Asm {
                 self.emit(alu64_reg(ADD, OFF, R1));
                 self.emit(alu64_reg(MOV, R1, OFF));
                 self.emit(alu64_imm(RSH, R1, 32));
-                self.jump(jmp_imm(JMP64, JNE, R1, 0), reject);
+                self.jump_if(JNE, R1, 0, reject);
                 // Bounded for the verifier before it becomes a packet offset.
                 self.jump(
                     jmp_imm(JMP64, JGT, OFF, (DIRECT_END - u32::from(n)) as i32),
@@ -646,6 +703,11 @@ impl Asm {
                 );
                 direct(self, &|a| a.emit(alu64_reg(ADD, R2, OFF)));
                 self.bind(slow);
+                if !self.frags {
+                    self.jump(ja(), reject);
+                    self.bind(done);
+                    return;
+                }
                 self.emit(alu64_reg(MOV, R2, OFF));
             }
         }
@@ -655,7 +717,7 @@ impl Asm {
         self.emit(alu64_imm(ADD, R3, i32::from(BUF_OFF)));
         self.emit(alu64_imm(MOV, R4, i32::from(n)));
         self.emit(call(HELPER_XDP_LOAD_BYTES));
-        self.jump(jmp_imm(JMP64, JNE, R0, 0), reject);
+        self.jump_if(JNE, R0, 0, reject);
         self.emit(ldx(size, dst, FP, BUF_OFF));
         if bits != 0 {
             self.emit(to_be(dst, bits));
@@ -663,13 +725,19 @@ impl Asm {
         self.bind(done);
     }
 
-    /// Resolves the jumps; every offset must fit eBPF's 16 bits.
+    /// Resolves the jumps; every `off` must fit eBPF's 16 bits (a `gotol`
+    /// takes its offset in `imm`).
     fn finish(mut self) -> Result<Vec<Ins>, Reason> {
         let n = self.out.len();
         for &(at, l) in &self.fixups {
             let to = self.labels[l.0].ok_or(Reason::TooLarge(n))?;
-            let off = i16::try_from(to as i64 - at as i64 - 1).map_err(|_| Reason::TooLarge(n))?;
-            self.out[at].off = off;
+            let delta = to as i64 - at as i64 - 1;
+            let ins = &mut self.out[at];
+            if ins.code == JMP32 | JA {
+                ins.imm = i32::try_from(delta).map_err(|_| Reason::TooLarge(n))?;
+            } else {
+                ins.off = i16::try_from(delta).map_err(|_| Reason::TooLarge(n))?;
+            }
         }
         Ok(self.out)
     }
@@ -746,7 +814,7 @@ mod tests {
         // An unreachable `ret a` after an unconditional jump.
         let dead = [Insn::stmt(JMP_JA, 1), Insn::stmt(RET_A, 0), ret(65535)];
         assert_eq!(check(&dead), Ok(65535));
-        let t = translate(&dead, TEST).unwrap();
+        let t = translate(&dead, TEST, true).unwrap();
         // Prologue (3), ja, ja accept, accept path (2): the dead `ret a`
         // emits nothing.
         assert_eq!(t.len(), 7);
@@ -761,29 +829,35 @@ mod tests {
             false,
         )
         .unwrap();
-        let t = translate(
-            &prog,
-            Verdict::Capture {
-                xsks_fd: 3,
-                counters_fd: 4,
-                drop_rejected: false,
-            },
-        )
-        .unwrap();
-        let n = t.insns.len() as i64;
-        for (pc, i) in t.insns.iter().enumerate() {
-            let class = i.code & 7;
-            let op = i.code & 0xf0;
-            if (class == JMP64 || class == JMP32) && op != CALL && op != EXIT {
-                let to = pc as i64 + 1 + i64::from(i.off);
+        let capture = Verdict::Capture {
+            xsks_fd: 3,
+            counters_fd: 4,
+            drop_rejected: false,
+        };
+        for (frags, far) in [(false, false), (true, false), (false, true), (true, true)] {
+            let insns = emit(&prog, capture, frags, far).unwrap();
+            let n = insns.len() as i64;
+            for (pc, i) in insns.iter().enumerate() {
+                let class = i.code & 7;
+                let op = i.code & 0xf0;
+                let to = if i.code == JMP32 | JA {
+                    assert!(far, "gotol only when far");
+                    pc as i64 + 1 + i64::from(i.imm)
+                } else if (class == JMP64 || class == JMP32) && op != CALL && op != EXIT {
+                    pc as i64 + 1 + i64::from(i.off)
+                } else {
+                    continue;
+                };
                 assert!(to > pc as i64 && to < n, "jump at {pc} to {to} of {n}");
             }
+            assert_eq!(insns.last().unwrap().code, JMP64 | EXIT);
+            // The map fds sit in ld_imm64 as BPF_PSEUDO_MAP_FD.
+            assert!(insns
+                .iter()
+                .any(|i| i.code == 0x18 && i.src == PSEUDO_MAP_FD && i.imm == 3));
+            // bpf_xdp_load_bytes only for frames with frags.
+            let helper = insns.iter().any(|i| *i == call(HELPER_XDP_LOAD_BYTES));
+            assert_eq!(helper, frags);
         }
-        assert_eq!(t.insns.last().unwrap().code, JMP64 | EXIT);
-        // The map fds sit in ld_imm64 as BPF_PSEUDO_MAP_FD.
-        assert!(t
-            .insns
-            .iter()
-            .any(|i| i.code == 0x18 && i.src == PSEUDO_MAP_FD && i.imm == 3));
     }
 }

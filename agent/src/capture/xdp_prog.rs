@@ -541,8 +541,9 @@ impl XdpProgram {
             counters_fd: self.map_fd("counters").map_err(|e| e.to_string())?,
             drop_rejected,
         };
-        let t = xdp_filter::translate(prog, verdict).map_err(|e| e.to_string())?;
-        let loaded = FilterProg::load(&t, object_has_frags()).map_err(|e| e.to_string())?;
+        let frags = object_has_frags();
+        let t = xdp_filter::translate(prog, verdict, frags).map_err(|e| e.to_string())?;
+        let loaded = FilterProg::load(&t, frags).map_err(|e| e.to_string())?;
         let slot = self.map_fd("filter_prog").map_err(|e| e.to_string())?;
         super::sys::bpf_prog_array_set(&slot, 0, loaded.fd.as_raw_fd())
             .map_err(|e| format!("installing the XDP filter: {e}"))?;
