@@ -16,10 +16,12 @@
 //!   the 16 scratch words live on the stack and start at 0;
 //! - packet loads are big-endian (`BPF_END` to BE); a load reaching past the
 //!   frame rejects. The frame is read directly (bounds-checked against
-//!   `data_end`); when the bytes are not all in the linear part (multi-buffer
-//!   XDP frames) `bpf_xdp_load_bytes` copies them into a stack buffer, and its
-//!   failure (beyond the whole frame) rejects. `X + k` overflowing 32 bits
-//!   rejects as in the interpreter;
+//!   `data_end`); when the bytes are not all in the linear part of a
+//!   multi-buffer frame (the main program is `xdp.frags`),
+//!   `bpf_xdp_load_bytes` copies them into a stack buffer, and its failure
+//!   (beyond the whole frame) rejects. Without frags the linear part is the
+//!   whole frame and the bounds check alone decides. `X + k` overflowing 32
+//!   bits rejects as in the interpreter;
 //! - `len` is `bpf_xdp_get_buff_len` (the whole frame, as the worker passes
 //!   `data.len()` as the wire length);
 //! - division or modulo by X = 0 rejects; shifts by X ≥ 32 give 0 (eBPF would
@@ -29,9 +31,11 @@
 //! user-space interpreter): loads at offsets ≥ 2^31 (the kernel's ancillary
 //! `SKF_AD_OFF`/`SKF_NET_OFF`/`SKF_LL_OFF` range), `ret a` and `ret #k` with
 //! 0 < k < 65535 (XDP gives a verdict, not a snap length), accepting returns
-//! of different lengths below [`NEVER_TRUNCATES`], and programs whose
-//! translation outgrows eBPF's 16-bit jump offsets. Unreachable cBPF
-//! instructions are left out (the verifier refuses dead code).
+//! of different lengths below [`NEVER_TRUNCATES`]. Unreachable cBPF
+//! instructions are left out (the verifier refuses dead code). Programs too
+//! long for eBPF's 16-bit jump offsets (thousands of cBPF instructions) use
+//! 32-bit `gotol` jumps, which kernels before 6.6 refuse at load time: then,
+//! as for any program the verifier refuses, the filter stays in user space.
 //!
 //! This module only builds instructions (no I/O, no unsafe); loading and
 //! installing is `xdp_prog`'s job.
