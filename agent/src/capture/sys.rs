@@ -264,7 +264,7 @@ pub(crate) fn bpf_prog_load_xdp(
             let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
             let text = String::from_utf8_lossy(&buf[..end]);
             let lines: Vec<&str> = text.lines().collect();
-            let log = lines[lines.len().saturating_sub(12)..].join("\n");
+            let log = lines[lines.len().saturating_sub(6)..].join("\n");
             match retry {
                 // Loaded with the log on: a transient failure before.
                 Ok(fd) => Ok(fd),

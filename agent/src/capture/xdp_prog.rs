@@ -467,11 +467,12 @@ impl FilterProg {
         super::sys::bpf_prog_load_xdp(&t.bytes(), FILTER_PROG_NAME, flags)
             .map(|fd| FilterProg { fd })
             .map_err(|e| {
+                // One line: it ends up in the "filter runs in user space" log.
                 load_err(format!(
-                    "the kernel refused the translated filter ({} instructions): {}\n{}",
+                    "the kernel refused the translated filter ({} instructions): {}: {}",
                     t.len(),
                     e.error,
-                    e.log
+                    e.log.replace('\n', " / ")
                 ))
             })
     }
