@@ -10,9 +10,11 @@
 //
 // The decision is a conservative pre-filter. User space derives the rules
 // from the capture's cBPF program (agent/src/capture/xdp_rules.rs) so that
-// every frame the cBPF program could accept is redirected; the worker then
-// runs the full cBPF program on each redirected frame. The program may
-// therefore redirect MORE than the filter accepts, never less.
+// every frame the cBPF program could accept is redirected. The rules may let
+// through MORE than the filter accepts, never less; what they let through
+// then goes to the exact filter: the cBPF program translated into eBPF and
+// tail-called from here (filter_prog), or, when it cannot be translated,
+// the worker's cBPF interpreter on each redirected frame.
 //
 // To stay exact, the rules compare the very bytes the cBPF program reads:
 // fixed offsets in an untagged frame (ethertype at 12, IPv4 protocol at 23,
@@ -41,6 +43,7 @@
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+static long (*bpf_tail_call)(void *ctx, void *map, __u32 index) = (void *)12;
 
 #define bswap16(x) __builtin_bswap16(x)
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -66,7 +69,8 @@ enum counter {
 	C_DROPPED = 3,      // dropped because RULE_DROP_REJECTED is set
 	C_REDIRECT_ERR = 4, // matched, but no socket on this queue: passed instead
 	C_OWN = 5,          // own traffic passed to the stack (also in C_PASSED)
-	C_COUNT = 6,
+	C_FILTERED = 6,     // rejected by the translated filter (also in C_PASSED/C_DROPPED)
+	C_COUNT = 7,
 };
 
 struct {
@@ -75,6 +79,18 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+// The capture's cBPF filter translated into eBPF by user space
+// (agent/src/capture/xdp_filter.rs), in slot 0 when it translates exactly.
+// It ends the frame's run itself: accept → redirect into `xsks` and count,
+// reject → count C_FILTERED and pass (or drop). An empty slot makes the tail
+// call fall through to the redirect below, and user space runs the filter.
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} filter_prog SEC(".maps");
 
 #define MAX_PORT_RANGES 16
 
@@ -431,6 +447,8 @@ decide:
 		count(C_PASSED);
 		return XDP_PASS;
 	}
+	// The exact filter decides from here when it is installed (no return).
+	bpf_tail_call(ctx, &filter_prog, 0);
 	// XDP_PASS as the fallback action: no socket on this queue.
 	long act = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	if (act == XDP_REDIRECT) {

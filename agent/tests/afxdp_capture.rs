@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use datapath_support::*;
 use rpcap::bpf::Insn;
 use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
+use xrpcapd::capture::xdp_prog::FilterPlace;
 use xrpcapd::capture::{Polled, Source};
 use xrpcapd::datapath::{Backend, BusyPoll, Transport, Worker, XdpMode, XdpSpec};
 
@@ -567,43 +568,6 @@ fn v6_udp_frame(src: &str, dst: &str, hbh: bool, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Sends `frames` as they are out of `ifname` of namespace `ns` (AF_PACKET).
-fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
-    let (ns, ifname) = (ns.to_owned(), std::ffi::CString::new(ifname).unwrap());
-    std::thread::spawn(move || {
-        NetnsPair::enter(&ns);
-        // SAFETY: plain socket(2); checked; closed below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "AF_PACKET socket");
-        // SAFETY: a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert!(ifindex > 0);
-        // SAFETY: all-zero is a valid sockaddr_ll.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
-        sll.sll_halen = 6;
-        for f in &frames {
-            // SAFETY: `f` is a live buffer of its length; `sll` a valid sockaddr_ll.
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(n as usize, f.len(), "{}", std::io::Error::last_os_error());
-        }
-        // SAFETY: our descriptor.
-        unsafe { libc::close(fd) };
-    })
-    .join()
-    .expect("raw sender");
-}
-
 /// Reads frames from `src` until `want` arrived or `limit` passed.
 fn read_frames(src: &mut AfXdp, want: usize, limit: Duration) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
@@ -815,19 +779,6 @@ fn v6_mix() -> Vec<Vec<u8>> {
     out
 }
 
-/// What a worker on `backend` captures of `frames` with `expr`.
-fn capture_raw(ns: &NetnsPair, backend: Backend, expr: &str, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    NetnsPair::enter(&ns.cap);
-    let sink = udp_sink();
-    let mut s = spec("c0", compile(expr), udpstr(&sink));
-    s.backend = backend;
-    let w = Worker::start(s).expect("start");
-    send_raw(&ns.gen, "g0", frames.to_vec());
-    let (recs, _, _) = collect_udpstr(&sink, usize::MAX, Duration::from_millis(700));
-    w.stop();
-    recs.into_iter().map(|r| r.data).collect()
-}
-
 /// IPv6 address filters: AF_XDP (prefixes applied in XDP) captures exactly
 /// the frames AF_PACKET (cBPF in the kernel) captures, byte for byte.
 #[test]
@@ -852,4 +803,185 @@ fn ipv6_filters_give_the_same_frames_as_af_packet() {
         assert_eq!(got.len(), want.len(), "{e}: frame count");
         assert!(got == want, "{e}: different frames");
     }
+}
+
+/// What one AF_XDP capture delivered to user space and to the host's stack.
+struct Delivered {
+    /// Frames with their wire lengths.
+    frames: Vec<(Vec<u8>, u32)>,
+    /// Datagrams to PORT that reached a socket of the host.
+    to_stack: usize,
+    src: AfXdp,
+}
+
+/// Frames the source delivers until it has been quiet for 300 ms.
+fn poll_frames(src: &mut AfXdp) -> Vec<(Vec<u8>, u32)> {
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    let mut quiet = Instant::now();
+    while t0.elapsed() < LIMIT && quiet.elapsed() < Duration::from_millis(300) {
+        if let Ok(Polled::Frames(n)) = src.poll(Duration::from_millis(20), &mut |f| {
+            got.push((f.data.to_vec(), f.wire_len))
+        }) {
+            if n > 0 {
+                quiet = Instant::now();
+            }
+        }
+    }
+    got
+}
+
+/// Sends PER_SIZE frames of each of SIZES to PORT and 5 of each to OTHER.
+fn send_all(tx: &std::net::UdpSocket, round: usize) {
+    for (k, &size) in SIZES.iter().enumerate() {
+        send(tx, OTHER, size, 5, round * 10_000 + 1000 + k);
+        send(tx, PORT, size, PER_SIZE, round * 10_000 + k * PER_SIZE);
+    }
+}
+
+/// Opens AF_XDP (generic mode) on c0 of `ns` with `filter`, sends
+/// [`send_all`] and collects what arrives (a host socket listens on PORT).
+fn deliver(ns: &NetnsPair, filter: &[Insn], drop_rejected: bool) -> Delivered {
+    let tx = ns.gen_sender();
+    let host = std::net::UdpSocket::bind((CAP_IP, PORT)).expect("host socket");
+    host.set_nonblocking(true).unwrap();
+    let cfg = AfXdpConfig {
+        ifname: "c0",
+        snaplen: 65535,
+        filter,
+        mode: XdpMode::Generic,
+        replace_foreign: false,
+        drop_rejected,
+        own: None,
+        umem_bytes: 4 << 20,
+        queues: 0,
+        busy_poll: BusyPoll::Off,
+    };
+    let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
+    send_all(&tx, 0);
+    let frames = poll_frames(&mut src);
+    let mut buf = [0u8; 2048];
+    let mut to_stack = 0;
+    while host.recv(&mut buf).is_ok() {
+        to_stack += 1;
+    }
+    Delivered {
+        frames,
+        to_stack,
+        src,
+    }
+}
+
+/// The 700- and 1500-byte frames to PORT of round `round`, in order.
+fn assert_long_ones(frames: &[(Vec<u8>, u32)], round: usize) {
+    assert_eq!(frames.len(), 2 * PER_SIZE, "frames delivered");
+    for (i, (f, wire)) in frames.iter().enumerate() {
+        let size = SIZES[1 + i / PER_SIZE];
+        assert_eq!(f.len(), size, "frame {i} whole");
+        assert_eq!(*wire as usize, size);
+        assert!(f.ends_with(&payload(size, round * 10_000 + PER_SIZE + i)));
+        assert_eq!(&f[36..38], &PORT.to_be_bytes());
+    }
+}
+
+/// `prog` with every `ret #65535` turned into `ret #600`: XDP cannot cut.
+fn truncating(prog: Vec<Insn>) -> Vec<Insn> {
+    prog.into_iter()
+        .map(|i| match i.k {
+            65535 if i.code == 0x06 => Insn::new(0x06, 0, 0, 600),
+            _ => i,
+        })
+        .collect()
+}
+
+/// The pre-filter (UDP, port 7001) lets every frame to PORT through; only
+/// the exact filter knows about the length.
+fn long_to_port() -> Vec<Insn> {
+    compile(&format!("udp dst port {PORT} and len > 500"))
+}
+
+#[test]
+fn the_filter_runs_in_xdp_and_rejected_frames_never_reach_user_space() {
+    for drop_rejected in [false, true] {
+        let ns = pair();
+        let d = deliver(&ns, &long_to_port(), drop_rejected);
+        let c = d.src.xdp_counters();
+        eprintln!(
+            "drop {drop_rejected}: xdp {c:?}, user space filtered {}",
+            d.src.filtered_out
+        );
+        assert!(d.src.filter_in_xdp(), "{:?}", d.src.filter_place());
+        assert_long_ones(&d.frames, 0);
+        // The 64-byte frames to PORT were judged in XDP and passed to the
+        // stack (or dropped); user space rejected nothing.
+        assert_eq!(c.filtered, PER_SIZE as u64, "rejected in XDP");
+        assert_eq!(d.src.filtered_out, 0, "rejected in user space");
+        assert_eq!(c.redirected, 2 * PER_SIZE as u64);
+        assert_eq!(c.seen, c.redirected + c.passed + c.dropped);
+        if drop_rejected {
+            assert_eq!(d.to_stack, 0);
+            assert!(c.dropped >= PER_SIZE as u64);
+        } else {
+            assert_eq!(d.to_stack, PER_SIZE, "rejected frames go on to the stack");
+        }
+    }
+}
+
+#[test]
+fn a_truncating_filter_stays_in_user_space_and_still_filters_exactly() {
+    let ns = pair();
+    // `ret #600`: XDP cannot truncate, so the worker filters (and cuts).
+    let d = deliver(&ns, &truncating(long_to_port()), false);
+    let c = d.src.xdp_counters();
+    assert!(!d.src.filter_in_xdp());
+    assert!(
+        matches!(d.src.filter_place(), FilterPlace::UserSpace { reason } if reason.contains("truncates")),
+        "{:?}",
+        d.src.filter_place()
+    );
+    assert_eq!(d.frames.len(), 2 * PER_SIZE);
+    for (i, (f, wire)) in d.frames.iter().enumerate() {
+        let size = SIZES[1 + i / PER_SIZE];
+        assert_eq!(*wire as usize, size);
+        assert_eq!(f.len(), size.min(600), "frame {i} cut by the filter");
+        assert_eq!(f[42..], payload(size, PER_SIZE + i)[..f.len() - 42]);
+    }
+    assert_eq!(c.filtered, 0);
+    assert_eq!(
+        d.src.filtered_out, PER_SIZE as u64,
+        "rejected in user space"
+    );
+    // Redirected by the rules, rejected in user space: lost to the stack.
+    assert_eq!(d.to_stack, 0);
+}
+
+#[test]
+fn filter_updates_move_the_filter_between_xdp_and_user_space() {
+    let ns = pair();
+    let mut d = deliver(&ns, &long_to_port(), false);
+    assert!(d.src.filter_in_xdp());
+    assert_long_ones(&d.frames, 0);
+    let tx = ns.gen_sender();
+    // To user space: a truncating filter.
+    d.src.set_filter(&truncating(long_to_port())).unwrap();
+    assert!(!d.src.filter_in_xdp());
+    send_all(&tx, 1);
+    let got = poll_frames(&mut d.src);
+    assert_eq!(got.len(), 2 * PER_SIZE);
+    assert!(got.iter().all(|(f, _)| f.len() == 600));
+    assert_eq!(d.src.filtered_out, PER_SIZE as u64);
+    let filtered = d.src.xdp_counters().filtered;
+    // Back into XDP: judged in user space until the swap has settled, then
+    // by XDP alone.
+    d.src.set_filter(&long_to_port()).unwrap();
+    assert!(!d.src.filter_in_xdp(), "settling first");
+    let t0 = Instant::now();
+    while !d.src.filter_in_xdp() && t0.elapsed() < LIMIT {
+        let _ = d.src.poll(Duration::from_millis(5), &mut |_| {});
+    }
+    assert!(d.src.filter_in_xdp(), "{:?}", d.src.filter_place());
+    send_all(&tx, 2);
+    assert_long_ones(&poll_frames(&mut d.src), 2);
+    assert_eq!(d.src.filtered_out, PER_SIZE as u64, "no more in user space");
+    assert_eq!(d.src.xdp_counters().filtered, filtered + PER_SIZE as u64);
 }

@@ -1,11 +1,16 @@
 //! AF_XDP capture: the XDP program of `ebpf/` redirects matching frames of
 //! a (mirror/SPAN/tap) interface into one AF_XDP socket per RX queue; the
-//! worker reads them out of the UMEM and runs the full cBPF filter on each.
+//! worker reads them out of the UMEM.
 //!
 //! AF_XDP *takes* the frames it gets away from the host's stack and sees
 //! ingress only: it belongs on dedicated capture interfaces, never on a
 //! host's own uplink. The kernel pre-filter is conservative (see
-//! `xdp_rules`), so the user-space cBPF run keeps the filter exact.
+//! `xdp_rules`); the exact filter runs either in XDP too - the cBPF program
+//! translated into eBPF (`xdp_filter`) and tail-called where the pre-filter
+//! would redirect, so rejected frames are never copied and the worker skips
+//! the interpreter - or, for a program that does not translate exactly
+//! (ancillary loads, truncating returns), in user space on every redirected
+//! frame. Either way the sensor gets exactly what the filter accepts.
 //!
 //! One worker thread serves every queue of a capture (DESIGN.md says "per
 //! queue"; this is the deliberate exception). The queues are parallel where
@@ -32,7 +37,7 @@ use rpcap::bpf::{Insn, Program};
 
 use super::busy_poll::{self, BusyPoll};
 use super::sys;
-use super::xdp_prog::{Flow, XdpCounters, XdpMode, XdpProgram};
+use super::xdp_prog::{FilterPlace, Flow, XdpCounters, XdpMode, XdpProgram};
 use super::xdp_rules::XdpRules;
 use super::xsk::{self, Xsk, XskStats};
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
@@ -50,6 +55,28 @@ const BATCH: u32 = 256;
 /// (the upper one is the AF_PACKET block timeout's, see `datapath`).
 const COALESCE_MIN: Duration = Duration::from_micros(200);
 const COALESCE_MAX: Duration = Duration::from_millis(20);
+/// After the XDP filter changes, frames the old one redirected may still be
+/// on their way into the rings (XDP flushes redirects at the end of a NAPI
+/// poll): the worker keeps judging in user space until this long after the
+/// swap and then until the rings held nothing older (see [`Judge`]).
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// Who judges the frames the worker reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judge {
+    /// The user-space cBPF interpreter (the filter is not in XDP).
+    User,
+    /// The XDP filter, exactly: keep `keep` bytes, run nothing.
+    Kernel { keep: u32 },
+    /// The XDP filter was just swapped in; user space still runs the (new)
+    /// cBPF program until SETTLE has passed and then a round found every
+    /// ring empty or `left` more frames were read (the rings' capacity).
+    Settling {
+        keep: u32,
+        swapped: Instant,
+        left: Option<u64>,
+    },
+}
 
 /// The coalescing pause for RX rings of `ring` entries after `frames`
 /// frames arrived in `elapsed`.
@@ -64,7 +91,8 @@ fn coalesce_for(ring: usize, frames: u64, elapsed: Duration) -> Duration {
 pub struct AfXdpConfig<'a> {
     pub ifname: &'a str,
     pub snaplen: u32,
-    /// The filter (validated cBPF); run in user space on every frame.
+    /// The filter (validated cBPF): run in XDP if it translates exactly,
+    /// otherwise in user space on every frame.
     pub filter: &'a [Insn],
     pub mode: XdpMode,
     /// Replace another program already attached to the interface.
@@ -89,6 +117,9 @@ pub struct AfXdp {
     prog: XdpProgram,
     ifname: String,
     filter: Program,
+    judge: Judge,
+    /// Where the last open/update put the filter (and why not in XDP).
+    place: FilterPlace,
     snaplen: u32,
     drop_rejected: bool,
     own: bool,
@@ -183,6 +214,16 @@ fn busy_poll_all(ifname: &str, sockets: &mut [Xsk], setting: BusyPoll) -> String
     format!("on (budget {budget}, {} us)", busy_poll::USECS)
 }
 
+/// The one line per open/update that says where the filter runs.
+fn log_place(ifname: &str, place: &FilterPlace) {
+    match place {
+        FilterPlace::Kernel { .. } => log::info!("{ifname}: filter runs exactly in XDP"),
+        FilterPlace::UserSpace { reason } => {
+            log::info!("{ifname}: filter runs in user space: {reason}")
+        }
+    }
+}
+
 fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
     if insns.is_empty() {
         return Ok(Program::accept_all());
@@ -205,6 +246,12 @@ impl AfXdp {
             !flows.is_empty(),
         )
         .map_err(err)?;
+        // Before attaching: the first frame already meets the exact filter.
+        let place = prog.set_filter(filter.insns(), cfg.drop_rejected);
+        let judge = match place {
+            FilterPlace::Kernel { keep } => Judge::Kernel { keep },
+            FilterPlace::UserSpace { .. } => Judge::User,
+        };
 
         let queues = if cfg.queues == 0 {
             rx_queues(cfg.ifname)
@@ -234,6 +281,7 @@ impl AfXdp {
             cfg.ifname,
             if zc { "zero-copy" } else { "copy-mode" },
         );
+        log_place(cfg.ifname, &place);
         let pfds = sockets
             .iter()
             .map(|s| libc::pollfd {
@@ -247,6 +295,8 @@ impl AfXdp {
             prog,
             ifname: cfg.ifname.to_owned(),
             filter,
+            judge,
+            place,
             snaplen: cfg.snaplen,
             drop_rejected: cfg.drop_rejected,
             own: !flows.is_empty(),
@@ -281,6 +331,17 @@ impl AfXdp {
         self.prog.counters()
     }
 
+    /// Whether the filter now runs exactly in XDP (user space runs no cBPF).
+    pub fn filter_in_xdp(&self) -> bool {
+        matches!(self.judge, Judge::Kernel { .. })
+    }
+
+    /// Where the last open/update put the filter, with the reason when it
+    /// is not in XDP.
+    pub fn filter_place(&self) -> &FilterPlace {
+        &self.place
+    }
+
     /// Frames read per RX queue (socket) so far.
     pub fn queue_frames(&self) -> Vec<u64> {
         self.sockets.iter().map(|s| s.received).collect()
@@ -310,11 +371,18 @@ impl AfXdp {
         let n = self.sockets.len();
         let mut delivered = 0;
         let (filter, snaplen) = (&self.filter, self.snaplen as usize);
+        let in_xdp = match self.judge {
+            Judge::Kernel { keep } => Some(keep),
+            _ => None,
+        };
         let mut rejected = 0u64;
         for i in 0..n {
             let s = &mut self.sockets[(self.next + i) % n];
             s.receive(BATCH, |data| {
-                let keep = filter.run(data, data.len() as u32) as usize;
+                let keep = match in_xdp {
+                    Some(keep) => keep,
+                    None => filter.run(data, data.len() as u32),
+                } as usize;
                 if keep == 0 {
                     rejected += 1;
                     return;
@@ -330,7 +398,31 @@ impl AfXdp {
         }
         self.next = (self.next + 1) % n.max(1);
         self.filtered_out += rejected;
+        self.settle(delivered as u64 + rejected, n);
         delivered
+    }
+
+    /// Moves a just-swapped XDP filter towards [`Judge::Kernel`] after a
+    /// round that read `read` frames from `n` sockets.
+    fn settle(&mut self, read: u64, n: usize) {
+        let Judge::Settling {
+            keep,
+            swapped,
+            left,
+        } = &mut self.judge
+        else {
+            return;
+        };
+        match left {
+            None if swapped.elapsed() >= SETTLE => {
+                // Whatever the old filter redirected is in the rings now:
+                // at most a ring's worth per socket.
+                *left = Some(self.ring as u64 * n as u64)
+            }
+            None => {}
+            Some(l) if read == 0 || read >= *l => self.judge = Judge::Kernel { keep: *keep },
+            Some(l) => *l -= read,
+        }
     }
 
     /// Waits until a socket is readable, a command arrives (wake fd) or
@@ -425,11 +517,31 @@ impl Source for AfXdp {
 
     fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
         let filter = program(insns)?;
-        self.prog
-            .set_rules(&XdpRules::derive(insns), self.drop_rejected, self.own)
-            .map_err(|e| CaptureError::Format(e.to_string()))?;
-        // Frames already in the rings are judged by the new program too.
-        self.filter = filter;
+        // Frames already in the rings are judged by the new program too:
+        // user space runs it until the new XDP filter has settled.
+        let old = (std::mem::replace(&mut self.filter, filter), self.judge);
+        self.judge = Judge::User;
+        let rules = self
+            .prog
+            .set_rules(&XdpRules::derive(insns), self.drop_rejected, self.own);
+        if let Err(e) = rules {
+            // The rules only ever widen on the way (see set_rules) and the
+            // old XDP filter is still in its slot: the old filter holds.
+            (self.filter, self.judge) = old;
+            return Err(CaptureError::Format(e.to_string()));
+        }
+        let place = self
+            .prog
+            .set_filter(self.filter.insns(), self.drop_rejected);
+        if let FilterPlace::Kernel { keep } = place {
+            self.judge = Judge::Settling {
+                keep,
+                swapped: Instant::now(),
+                left: None,
+            };
+        }
+        log_place(&self.ifname, &place);
+        self.place = place;
         Ok(())
     }
 
@@ -450,8 +562,8 @@ impl Drop for AfXdp {
         let s = self.socket_stats();
         log::info!(
             "{}: AF_XDP capture ends: xdp seen {} redirected {} passed {} (own traffic {}) \
-             dropped {} redirect errors {}; sockets rx_dropped {} ring_full {} fill_empty {}; \
-             filtered out in user space {}",
+             dropped {} redirect errors {} filtered in XDP {}; sockets rx_dropped {} ring_full {} \
+             fill_empty {}; filtered out in user space {}",
             self.ifname,
             c.seen,
             c.redirected,
@@ -459,6 +571,7 @@ impl Drop for AfXdp {
             c.own,
             c.dropped,
             c.redirect_errors,
+            c.filtered,
             s.rx_dropped,
             s.rx_ring_full,
             s.rx_fill_ring_empty,

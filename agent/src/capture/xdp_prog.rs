@@ -20,11 +20,14 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode as AyaMode};
 use aya::Ebpf;
 
+use super::xdp_filter::{self, Translation, Verdict};
 use super::xdp_rules::{ClassRules, XdpRules, MAX_PORT_RANGES};
 use crate::filter::{canonical, DataDest, OwnTraffic};
 
 /// The XDP object built from ebpf/xrpcapd_xdp.c.
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xrpcapd_xdp.o"));
+/// BPF_PROG_LOAD attempts on EAGAIN (an interrupted verifier).
+const LOAD_TRIES: u32 = 5;
 /// The program's name in the kernel: how a leftover of ours is recognised.
 pub const PROG_NAME: &str = "xrpcapd_xdp";
 
@@ -90,6 +93,8 @@ pub struct XdpCounters {
     pub dropped: u64,
     pub redirect_errors: u64,
     pub own: u64,
+    /// Rejected by the translated filter in XDP (also in passed or dropped).
+    pub filtered: u64,
 }
 
 /// Rule flags shared with the C program.
@@ -215,6 +220,8 @@ pub struct XdpProgram {
     /// The mode it runs in (never Auto once attached).
     mode: XdpMode,
     attached: bool,
+    /// The translated filter in the `filter_prog` tail-call slot.
+    filter: Option<FilterProg>,
 }
 
 impl std::fmt::Debug for XdpProgram {
@@ -239,12 +246,26 @@ impl XdpProgram {
             .ok_or_else(|| load_err("program missing from the object"))?
             .try_into()
             .map_err(load_err)?;
-        prog.load().map_err(load_err)?;
+        // The verifier gives up with EAGAIN when a signal is pending for the
+        // thread; retry as libbpf does.
+        let mut tries = 0;
+        loop {
+            match prog.load() {
+                Ok(()) => break,
+                Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                    if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < LOAD_TRIES =>
+                {
+                    tries += 1
+                }
+                Err(e) => return Err(load_err(e)),
+            }
+        }
         Ok(XdpProgram {
             ebpf,
             ifname: ifname.to_owned(),
             mode: XdpMode::Auto,
             attached: false,
+            filter: None,
         })
     }
 
@@ -425,11 +446,136 @@ impl XdpProgram {
             dropped: sum(3),
             redirect_errors: sum(4),
             own: sum(5),
+            filtered: sum(xdp_filter::counter::FILTERED),
         }
     }
 
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+}
+
+/// Where the capture's filter runs after [`XdpProgram::set_filter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterPlace {
+    /// Exactly in XDP: user space keeps `keep` bytes of what arrives
+    /// (before the snaplen) and runs no cBPF.
+    Kernel { keep: u32 },
+    /// The tail-call slot is empty: pre-filter in XDP, cBPF in user space.
+    UserSpace { reason: String },
+}
+
+/// The kernel name of translated filters.
+pub const FILTER_PROG_NAME: &str = "xrpcapd_filter";
+
+/// Whether the embedded program is `SEC("xdp.frags")` (multi-buffer). A
+/// tail-called program must carry the same BPF_F_XDP_HAS_FRAGS flag, so the
+/// filter is loaded with it exactly when this is true. The section name is
+/// stored NUL-terminated in the object's string tables and appears nowhere
+/// else.
+pub fn object_has_frags() -> bool {
+    const NAME: &[u8] = b"\0xdp.frags\0";
+    OBJECT.windows(NAME.len()).any(|w| w == NAME)
+}
+
+/// A translated filter loaded into the kernel.
+#[derive(Debug)]
+pub struct FilterProg {
+    fd: OwnedFd,
+}
+
+impl FilterProg {
+    /// Loads `t` as an XDP program (`frags`: with BPF_F_XDP_HAS_FRAGS).
+    pub fn load(t: &Translation, frags: bool) -> Result<FilterProg, XdpError> {
+        const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
+        let flags = if frags { BPF_F_XDP_HAS_FRAGS } else { 0 };
+        super::sys::bpf_prog_load_xdp(&t.bytes(), FILTER_PROG_NAME, flags)
+            .map(|fd| FilterProg { fd })
+            .map_err(|e| {
+                // One line: it ends up in the "filter runs in user space" log.
+                load_err(format!(
+                    "the kernel refused the translated filter ({} instructions): {}: {}",
+                    t.len(),
+                    e.error,
+                    e.log.replace('\n', " / ")
+                ))
+            })
+    }
+
+    /// Runs the program once on `frame` (BPF_PROG_TEST_RUN): its XDP action.
+    pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
+        super::sys::bpf_prog_test_run_xdp(&self.fd, frame)
+    }
+}
+
+impl XdpProgram {
+    fn map_fd(&self, name: &str) -> Result<RawFd, XdpError> {
+        use aya::maps::Map;
+        use std::os::fd::AsFd;
+        match self.ebpf.map(name) {
+            Some(Map::XskMap(d) | Map::PerCpuArray(d) | Map::ProgramArray(d)) => {
+                Ok(d.fd().as_fd().as_raw_fd())
+            }
+            Some(_) => Err(load_err(format!("map {name} has an unexpected type"))),
+            None => Err(load_err(format!("map {name} missing from the object"))),
+        }
+    }
+
+    /// Runs `prog` (the capture's validated cBPF program) exactly in XDP if
+    /// it translates and loads: the program goes into the `filter_prog`
+    /// tail-call slot in one atomic map update. Otherwise the slot is
+    /// emptied and the reason returned (the pre-filter redirects, user space
+    /// filters).
+    pub fn set_filter(&mut self, prog: &[rpcap::bpf::Insn], drop_rejected: bool) -> FilterPlace {
+        match self.install_filter(prog, drop_rejected) {
+            Ok(keep) => FilterPlace::Kernel { keep },
+            Err(reason) => {
+                let cleared = self
+                    .map_fd("filter_prog")
+                    .and_then(|m| Ok(super::sys::bpf_prog_array_clear(&m, 0)?));
+                let reason = match cleared {
+                    Ok(()) => reason,
+                    Err(e) => format!("{reason} (and the old XDP filter stays: {e})"),
+                };
+                self.filter = None;
+                FilterPlace::UserSpace { reason }
+            }
+        }
+    }
+
+    /// Runs the loaded program once on `frame` (BPF_PROG_TEST_RUN, RX
+    /// queue 0, attached or not): its XDP action. The counters count it.
+    pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
+        use std::os::fd::AsFd;
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROG_NAME)
+            .ok_or_else(|| io::Error::other("program missing"))?
+            .try_into()
+            .map_err(io::Error::other)?;
+        let fd = prog.fd().map_err(io::Error::other)?;
+        super::sys::bpf_prog_test_run_xdp(&fd.as_fd(), frame)
+    }
+
+    fn install_filter(
+        &mut self,
+        prog: &[rpcap::bpf::Insn],
+        drop_rejected: bool,
+    ) -> Result<u32, String> {
+        let verdict = Verdict::Capture {
+            xsks_fd: self.map_fd("xsks").map_err(|e| e.to_string())?,
+            counters_fd: self.map_fd("counters").map_err(|e| e.to_string())?,
+            drop_rejected,
+        };
+        let frags = object_has_frags();
+        let t = xdp_filter::translate(prog, verdict, frags).map_err(|e| e.to_string())?;
+        let loaded = FilterProg::load(&t, frags).map_err(|e| e.to_string())?;
+        let slot = self.map_fd("filter_prog").map_err(|e| e.to_string())?;
+        super::sys::bpf_prog_array_set(&slot, 0, loaded.fd.as_raw_fd())
+            .map_err(|e| format!("installing the XDP filter: {e}"))?;
+        // The old program (if any) is unloaded once no CPU runs it.
+        self.filter = Some(loaded);
+        Ok(t.keep())
     }
 }
 
@@ -672,6 +818,12 @@ mod tests {
         assert!(OBJECT
             .windows(PROG_NAME.len())
             .any(|w| w == PROG_NAME.as_bytes()));
+    }
+
+    #[test]
+    fn frags_detection_follows_the_programs_section() {
+        let src = include_str!("../../../ebpf/xrpcapd_xdp.c");
+        assert_eq!(object_has_frags(), src.contains("SEC(\"xdp.frags\")"));
     }
 
     #[test]
