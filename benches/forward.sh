@@ -35,9 +35,10 @@
 #               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
 #               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
-#               agent-afxdp, tcpdump, tcpdump-B32M (agent-sink: the agent's
-#               data go to a device that drops them; agent-afxdp: the agent
-#               with Capture = afxdp:c0; tcpdump-B32M: tcpdump -B 32768)
+#               agent-afxdp, agent-afxdp-sink, tcpdump, tcpdump-B32M
+#               (agent-sink: the agent's data go to a device that drops
+#               them; agent-afxdp: the agent with Capture = afxdp:c0;
+#               agent-afxdp-sink: both; tcpdump-B32M: tcpdump -B 32768)
 #   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
 #   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
 #               (default none: the agent runs at its defaults)
@@ -277,7 +278,7 @@ EOF
         # The sensor saw no data: what the agent sent comes from its last
         # STATS reply; d0 counts its drops, not its bytes, so no wire figures.
         local sent=$(stat_field $st agent_sent)
-        emit agent-sink "$size" "$count" "$rate" "${sent:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" 0 0 0 "$FRAGS" \
+        emit "$name-sink" "$size" "$count" "$rate" "${sent:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" 0 0 0 "$FRAGS" \
             "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) gso_sends=$W_PKTS"
         return 0
     fi
@@ -298,10 +299,10 @@ EOF
 # with a sensor on another machine behind a NIC: no sensor receive work, no
 # cross-CPU wake-ups or skb frees on the agent's CPU. Loss is taken from the
 # agent's own counters (STATS), the sensor sees only the control connection.
-pass_agent-sink() { # size count rate
+pass_agent-sink() { # size count rate [name]
     ip -n $CAP rule add ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
     local rc=0
-    pass_agent "$@" sink || rc=$?
+    pass_agent "$1" "$2" "$3" sink "${4:-agent}" || rc=$?
     ip -n $CAP rule del ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
     return $rc
 }
@@ -315,6 +316,21 @@ pass_agent-afxdp() { # size count rate
     AGENT_INI="$AGENT_INI
 Capture = afxdp:c0"
     pass_agent "$@" sensor agent-afxdp || rc=$?
+    AGENT_INI=$saved
+    return $rc
+}
+
+# agent-afxdp to the sink: the AF_XDP agent's CPU without the local
+# sensor's side effects on it (with the sensor, RPS hands the sensor's
+# receive to CPU 0 with an IPI whenever CPU 0's backlog is idle - with
+# AF_PACKET it rarely is, as c0's own receive runs through it, with native
+# XDP it nearly always is - and the kernel returns the freed skbs to the
+# agent's CPU with more IPIs).
+pass_agent-afxdp-sink() { # size count rate
+    local saved=$AGENT_INI rc=0
+    AGENT_INI="$AGENT_INI
+Capture = afxdp:c0"
+    pass_agent-sink "$@" agent-afxdp || rc=$?
     AGENT_INI=$saved
     return $rc
 }

@@ -49,6 +49,11 @@ const BATCH: u32 = 256;
 /// (the upper one is the AF_PACKET block timeout's, see `datapath`).
 const COALESCE_MIN: Duration = Duration::from_micros(200);
 const COALESCE_MAX: Duration = Duration::from_millis(20);
+/// How often [`Source::stats`] re-reads the XDP program's per-CPU
+/// counters (one `bpf` syscall and allocation per counter) for the one it
+/// needs, `redirect_errors` (no socket bound: rare). The worker asks for
+/// stats every 100 ms; the socket's own drop counters are read each time.
+const XDP_COUNTERS_EVERY: Duration = Duration::from_secs(1);
 
 /// The coalescing pause for RX rings of `ring` entries after `frames`
 /// frames arrived in `elapsed`.
@@ -100,6 +105,9 @@ pub struct AfXdp {
     /// Frames delivered since `since`, the start of the last pause.
     gathered: u64,
     since: Instant,
+    /// `redirect_errors` as last read, and when.
+    redirect_errors: u64,
+    counters_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for AfXdp {
@@ -235,6 +243,8 @@ impl AfXdp {
             ring: frames,
             gathered: 0,
             since: Instant::now(),
+            redirect_errors: 0,
+            counters_at: None,
         })
     }
 
@@ -421,11 +431,19 @@ impl Source for AfXdp {
 
     fn stats(&mut self) -> SourceStats {
         let s = self.socket_stats();
-        let c = self.prog.counters();
+        let now = Instant::now();
+        let due = match self.counters_at {
+            Some(t) => now.duration_since(t) >= XDP_COUNTERS_EVERY,
+            None => true,
+        };
+        if due {
+            self.redirect_errors = self.prog.counters().redirect_errors;
+            self.counters_at = Some(now);
+        }
         SourceStats {
             // Frames the capture should have had but lost: socket RX ring
             // full or no room in the UMEM, and matches with no socket bound.
-            kernel_drops: s.rx_dropped + s.rx_ring_full + c.redirect_errors,
+            kernel_drops: s.rx_dropped + s.rx_ring_full + self.redirect_errors,
         }
     }
 }
