@@ -31,7 +31,9 @@
 # Usage (root): benches/forward.sh [options]
 #   -r RUNS     runs per case and pass (default 3; medians are reported)
 #   -c CASES    space-separated SIZE:COUNT:RATE, RATE = "top" or a trafgen
-#               --rate like 150000pps (default: 64 B and 1500 B at top speed, then paced at
+#               --rate like 150000pps, a per-second budget that trafgen sends
+#               at top speed before sleeping out the second, not a smooth
+#               pace (default: 64 B and 1500 B at top speed, then paced at
 #               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
 #               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
@@ -46,10 +48,12 @@
 #   -m          mirror-like traffic: the frames go to a foreign destination
 #               MAC (02:00:00:00:00:99), so ns cap's stack drops them as
 #               PACKET_OTHERHOST right after the capture hooks, as on a
-#               SPAN port; default: to c0's MAC (ns cap receives them and
-#               its UDP answers nothing on port 9)
+#               SPAN port; default: to c0's MAC (ns cap's IP/UDP receive
+#               runs for every frame; nothing listens on port 9)
 #   -B          do not build (use target/release as it is)
 #   -k          keep the run directory (logs, configs) for inspection
+# Environment: XRPCAPD=PATH runs that agent binary instead of
+# target/release/xrpcapd (A/B of two builds with -B).
 #
 # Not part of scripts/test.sh: a benchmark reports figures, it asserts nothing.
 set -euo pipefail
