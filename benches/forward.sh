@@ -26,7 +26,9 @@
 # steal: time the hypervisor gave to others), over the traffic window, minus
 # the busy rate measured over 1 s just before it (processes started, link
 # idle) times the window. Compare passes by it only on a quiet machine:
-# other load during the window lands in it too.
+# other load during the window lands in it too. At top speed trafgen spins
+# at 100 % of its CPU, so there it mostly measures 1/gen_pps; paced cases
+# show the kernel's per-frame work.
 #
 # Usage (root): benches/forward.sh [options]
 #   -r RUNS     runs per case and pass (default 3; medians are reported)
