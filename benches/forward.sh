@@ -15,28 +15,47 @@
 #
 # Per run: generator pps, CPU ns per packet of the capturing process (utime +
 # stime from /proc/PID/stat, and the sum of its threads' schedstat run time,
-# which has ns resolution), loss, wire bytes on c1 per captured byte,
+# which has ns resolution), the whole machine's busy CPU ns per packet
+# (/proc/stat, see below), loss, wire bytes on c1 per captured byte,
 # datagrams per packet, IP fragments (/proc/net/snmp), peak RSS (VmHWM).
-# On veth the receive work (and the capture socket's copy into the ring) runs
-# on the *sender's* CPU, so only the capturing process's own CPU time is
-# measured, never the machine's.
+# On veth the receive work (and the capture socket's copy into the ring, or
+# the XDP program and its copy into the UMEM) runs on the *sender's* CPU, so
+# the capturing process's own CPU time misses it; the machine figure
+# includes it (and the generator, the sensor and everything else running):
+# busy = user + nice + system + irq + softirq of all CPUs (not iowait, not
+# steal: time the hypervisor gave to others), over the traffic window, minus
+# the busy rate measured over 1 s just before it (processes started, link
+# idle) times the window. Compare passes by it only on a quiet machine:
+# other load during the window lands in it too. At top speed trafgen spins
+# at 100 % of its CPU, so there it mostly measures 1/gen_pps; paced cases
+# show the kernel's per-frame work.
 #
 # Usage (root): benches/forward.sh [options]
 #   -r RUNS     runs per case and pass (default 3; medians are reported)
 #   -c CASES    space-separated SIZE:COUNT:RATE, RATE = "top" or a trafgen
-#               --rate like 150000pps (default: 64 B and 1500 B at top speed, then paced at
+#               --rate like 150000pps, a per-second budget that trafgen sends
+#               at top speed before sleeping out the second, not a smooth
+#               pace (default: 64 B and 1500 B at top speed, then paced at
 #               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
 #               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
-#               agent-afxdp, tcpdump, tcpdump-B32M (agent-sink: the agent's
-#               data go to a device that drops them; agent-afxdp: the agent
-#               with Capture = afxdp:c0; tcpdump-B32M: tcpdump -B 32768)
+#               agent-afxdp, agent-afxdp-sink, tcpdump, tcpdump-B32M
+#               (agent-sink: the agent's data go to a device that drops
+#               them; agent-afxdp: the agent with Capture = afxdp:c0;
+#               agent-afxdp-sink: both; tcpdump-B32M: tcpdump -B 32768)
 #   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
 #   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
 #               (default none: the agent runs at its defaults)
 #   -T ARGS     extra tcpdump arguments, e.g. "-B 32768" (default none)
+#   -m          mirror-like traffic: the frames go to a foreign destination
+#               MAC (02:00:00:00:00:99), so ns cap's stack drops them as
+#               PACKET_OTHERHOST right after the capture hooks, as on a
+#               SPAN port; default: to c0's MAC (ns cap's IP/UDP receive
+#               runs for every frame; nothing listens on port 9)
 #   -B          do not build (use target/release as it is)
 #   -k          keep the run directory (logs, configs) for inspection
+# Environment: XRPCAPD=PATH runs that agent binary instead of
+# target/release/xrpcapd (A/B of two builds with -B).
 #
 # Not part of scripts/test.sh: a benchmark reports figures, it asserts nothing.
 set -euo pipefail
@@ -49,7 +68,8 @@ BUILD=1
 KEEP=0
 AGENT_INI=""
 TCPDUMP_ARGS=""
-while getopts "r:c:p:o:a:T:Bkh" opt; do
+MIRROR=0
+while getopts "r:c:p:o:a:T:Bmkh" opt; do
     case $opt in
         r) RUNS=$OPTARG ;;
         c) CASES=$OPTARG ;;
@@ -58,6 +78,7 @@ while getopts "r:c:p:o:a:T:Bkh" opt; do
         a) AGENT_INI=$OPTARG ;;
         T) TCPDUMP_ARGS=$OPTARG ;;
         B) BUILD=0 ;;
+        m) MIRROR=1 ;;
         k) KEEP=1 ;;
         *) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 2 ;;
     esac
@@ -127,14 +148,17 @@ mac() { ip -n "$1" -o link show "$2" | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/
 hexmac() { echo "$1" | sed 's/^/0x/;s/:/, 0x/g'; }
 G0MAC=$(hexmac "$(mac $GEN g0)")
 C0MAC=$(hexmac "$(mac $CAP c0)")
+# Mirror-like traffic: a destination MAC that is nobody's here.
+[ $MIRROR = 1 ] && DSTMAC=$(hexmac 02:00:00:00:00:99) || DSTMAC=$C0MAC
 
 # trafgen config: Ethernet / IPv4 / UDP 10.200.1.1:1024 → 10.200.1.2:9, SIZE
-# bytes in all (the captured length), payload filled with 0x5a.
+# bytes in all (the captured length), payload filled with 0x5a; to c0's MAC,
+# or with -m to a foreign one.
 trafgen_cfg() {
     local size=$1 ip_len=$(($1 - 14)) udp_len=$(($1 - 34)) fill=$(($1 - 42))
     cat <<EOF
 {
-  $C0MAC, $G0MAC, c16(0x0800),
+  $DSTMAC, $G0MAC, c16(0x0800),
   0x45, 0x00, c16($ip_len), c16(1), c16(0x4000), 64, 17, csumip(14, 33),
   10, 200, 1, 1, 10, 200, 1, 2,
   c16(1024), c16($PORT), c16($udp_len), c16(0),
@@ -150,6 +174,10 @@ cpu_ticks_ns() { awk -v hz="$HZ" '{ sub(/^.*\) /, ""); split($0, f, " "); printf
 cpu_sched_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 # Context switches of every thread of a process (sleeps = wake-ups).
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
+# Busy time of the whole machine (all CPUs), in ns: user + nice + system +
+# irq + softirq ticks of /proc/stat's "cpu" line.
+machine_busy_ns() { awk -v hz="$HZ" '$1 == "cpu" { printf "%.0f\n", ($2 + $3 + $4 + $7 + $8) * 1e9 / hz; exit }' /proc/stat; }
+now_ns() { date +%s%N; }
 vmhwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 ifstat() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
 # One field of the "Ip:" line of /proc/net/snmp in a namespace.
@@ -199,11 +227,21 @@ DATA_DEV=c1
 # Packets it sent or, for d0, dropped in its xmit.
 data_pkts() { echo $(($(ifstat $CAP $DATA_DEV tx_packets) + $(ifstat $CAP $DATA_DEV tx_dropped))); }
 snap_before() {
+    # The machine's busy rate with everything started and the link idle.
+    local m0=$(machine_busy_ns) t0=$(now_ns)
+    sleep 1
+    M0=$(machine_busy_ns) T0=$(now_ns)
+    BASE_NS=$((M0 - m0)) BASE_WALL=$((T0 - t0))
     B0=$(ifstat $CAP $DATA_DEV tx_bytes) P0=$(data_pkts)
     F0=$(snmp_ip $CAP FragCreates) R0=$(snmp_ip $SEN ReasmReqds)
     L0=$(($(ifstat $GEN g0 tx_dropped) + $(ifstat $CAP c0 rx_dropped)))
 }
 snap_after() {
+    # Busy time of the window minus the idle rate over the same time.
+    local m1=$(machine_busy_ns) t1=$(now_ns)
+    MACHINE_NS=$(awk -v d=$((m1 - M0)) -v w=$((t1 - T0)) -v b="$BASE_NS" -v bw="$BASE_WALL" \
+        'BEGIN { printf "%.0f\n", d - b * w / bw }')
+    BASE_PCT=$(awk -v b="$BASE_NS" -v bw="$BASE_WALL" 'BEGIN { printf "%.0f\n", 100 * b / bw }')
     W_BYTES=$(($(ifstat $CAP $DATA_DEV tx_bytes) - B0))
     W_PKTS=$(($(data_pkts) - P0))
     FRAGS=$(($(snmp_ip $CAP FragCreates) - F0 + $(snmp_ip $SEN ReasmReqds) - R0))
@@ -246,7 +284,7 @@ EOF
         # The sensor saw no data: what the agent sent comes from its last
         # STATS reply; d0 counts its drops, not its bytes, so no wire figures.
         local sent=$(stat_field $st agent_sent)
-        emit agent-sink "$size" "$count" "$rate" "${sent:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" 0 0 0 "$FRAGS" \
+        emit "$name-sink" "$size" "$count" "$rate" "${sent:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" 0 0 0 "$FRAGS" \
             "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) gso_sends=$W_PKTS"
         return 0
     fi
@@ -267,10 +305,10 @@ EOF
 # with a sensor on another machine behind a NIC: no sensor receive work, no
 # cross-CPU wake-ups or skb frees on the agent's CPU. Loss is taken from the
 # agent's own counters (STATS), the sensor sees only the control connection.
-pass_agent-sink() { # size count rate
+pass_agent-sink() { # size count rate [name]
     ip -n $CAP rule add ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
     local rc=0
-    pass_agent "$@" sink || rc=$?
+    pass_agent "$1" "$2" "$3" sink "${4:-agent}" || rc=$?
     ip -n $CAP rule del ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
     return $rc
 }
@@ -284,6 +322,21 @@ pass_agent-afxdp() { # size count rate
     AGENT_INI="$AGENT_INI
 Capture = afxdp:c0"
     pass_agent "$@" sensor agent-afxdp || rc=$?
+    AGENT_INI=$saved
+    return $rc
+}
+
+# agent-afxdp to the sink: the AF_XDP agent's CPU without the local
+# sensor's side effects on it (with the sensor, RPS hands the sensor's
+# receive to CPU 0 with an IPI whenever CPU 0's backlog is idle - with
+# AF_PACKET it rarely is, as c0's own receive runs through it, with native
+# XDP it nearly always is - and the kernel returns the freed skbs to the
+# agent's CPU with more IPIs).
+pass_agent-afxdp-sink() { # size count rate
+    local saved=$AGENT_INI rc=0
+    AGENT_INI="$AGENT_INI
+Capture = afxdp:c0"
+    pass_agent-sink "$@" agent-afxdp || rc=$?
     AGENT_INI=$saved
     return $rc
 }
@@ -321,24 +374,26 @@ pass_tcpdump() { # size count rate [name]
 }
 
 # One TSV row: pass size count rate gen_pps received loss cpu_ns/pkt
-# (utime+stime) cpu_ns/pkt (schedstat) wire/captured datagrams/pkt frags
-# peak_rss_kib notes
+# (utime+stime) cpu_ns/pkt (schedstat) machine_ns/pkt (busy CPU of the
+# whole machine per frame sent, idle rate subtracted) wire/captured
+# datagrams/pkt frags peak_rss_kib notes (+ base_busy: the machine's busy
+# share of its 2 CPUs just before the run, the noise floor of machine_ns)
 emit() {
     local pass=$1 size=$2 count=$3 rate=$4 got=$5 cpu=$6 sched=$7 hwm=$8 wb=$9 wp=${10} capb=${11} frags=${12} notes=${13}
     awk -v OFS='\t' -v pass="$pass" -v size="$size" -v count="$count" -v rate="$rate" -v gen="$GEN_NS" \
         -v got="$got" -v cpu="$cpu" -v sched="$sched" -v hwm="$hwm" -v wb="$wb" -v wp="$wp" \
-        -v capb="$capb" -v frags="$frags" -v notes="$notes" 'BEGIN {
+        -v capb="$capb" -v frags="$frags" -v notes="$notes base_busy=$BASE_PCT%" -v machine="$MACHINE_NS" 'BEGIN {
         n = (got > 0) ? got : 1
         print pass, size, count, rate, sprintf("%.0f", count / (gen / 1e9)), got, count - got,
-              sprintf("%.1f", cpu / n), sprintf("%.1f", sched / n),
+              sprintf("%.1f", cpu / n), sprintf("%.1f", sched / n), sprintf("%.1f", machine / count),
               (pass == "agent" || pass == "agent-afxdp") ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",
               (pass == "agent" || pass == "agent-afxdp") ? sprintf("%.4f", wp / n) : "-",
               (pass == "agent" || pass == "agent-afxdp") ? frags : "-", hwm, notes
     }' | tee -a "$OUT"
 }
 
-echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), load $(cut -d' ' -f1-3 /proc/loadavg); agent $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?); agent ini extra: '${AGENT_INI}'; tcpdump extra: '${TCPDUMP_ARGS}'" | tee -a "$OUT"
-printf 'pass\tsize\tsent\trate\tgen_pps\treceived\tloss\tcpu_ns_pkt\tsched_ns_pkt\twire_per_cap\tdgram_per_pkt\tfrags\tpeak_rss_kib\tnotes\n' | tee -a "$OUT"
+echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), load $(cut -d' ' -f1-3 /proc/loadavg); agent $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?); agent ini extra: '${AGENT_INI}'; tcpdump extra: '${TCPDUMP_ARGS}'; traffic: $([ $MIRROR = 1 ] && echo 'mirror-like (foreign dst MAC)' || echo "to c0's MAC")" | tee -a "$OUT"
+printf 'pass\tsize\tsent\trate\tgen_pps\treceived\tloss\tcpu_ns_pkt\tsched_ns_pkt\tmachine_ns_pkt\twire_per_cap\tdgram_per_pkt\tfrags\tpeak_rss_kib\tnotes\n' | tee -a "$OUT"
 ROWS=$WORK/rows.tsv
 : >"$ROWS"
 for case in $CASES; do
@@ -371,16 +426,16 @@ awk -F'\t' -v OFS='\t' '
         if (a[1] == "-") return "-"
         return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    BEGIN { print "pass", "size", "rate", "gen_pps", "loss", "cpu_ns_pkt", "sched_ns_pkt", "wire_per_cap", "dgram_per_pkt", "frags", "peak_rss_kib" }
+    BEGIN { print "pass", "size", "rate", "gen_pps", "loss", "cpu_ns_pkt", "sched_ns_pkt", "machine_ns_pkt", "wire_per_cap", "dgram_per_pkt", "frags", "peak_rss_kib" }
     {
         key = $1 OFS $2 OFS $4
         if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
-        for (c = 5; c <= 13; c++) vals[key, c] = vals[key, c] " " $c
+        for (c = 5; c <= 14; c++) vals[key, c] = vals[key, c] " " $c
     }
     END {
         for (k = 1; k <= nk; k++) {
             line = order[k]
-            for (c = 5; c <= 13; c++) if (c != 6) line = line OFS median(order[k], c)
+            for (c = 5; c <= 14; c++) if (c != 6) line = line OFS median(order[k], c)
             print line
         }
     }' "$ROWS" | tee -a "$OUT"
