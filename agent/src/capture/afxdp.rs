@@ -72,7 +72,8 @@ pub struct AfXdpConfig<'a> {
     pub drop_rejected: bool,
     /// Own traffic: left to the stack by the XDP program.
     pub own: Option<OwnTraffic>,
-    /// UMEM bytes for all queues together (0: 16 MiB per queue).
+    /// RingSize: UMEM bytes for all queues together, raised to a floor
+    /// (0: the default RingSize); see `xsk::frames_per_queue`.
     pub umem_bytes: usize,
     /// RX queues to serve (0: every queue of the interface).
     pub queues: u32,
@@ -160,6 +161,20 @@ fn ethtool_rx_channels(ifname: &str) -> Option<u32> {
     Some(ch[5].max(ch[8]))
 }
 
+/// MemAvailable of /proc/meminfo, in bytes.
+fn mem_available() -> Option<usize> {
+    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = m
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
 fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
     if insns.is_empty() {
         return Ok(Program::accept_all());
@@ -188,30 +203,72 @@ impl AfXdp {
         } else {
             cfg.queues
         };
-        let umem = if cfg.umem_bytes == 0 {
-            16 << 20
+        let ring_bytes = if cfg.umem_bytes == 0 {
+            crate::config::DEFAULT_RING_SIZE
         } else {
-            cfg.umem_bytes / queues as usize
+            cfg.umem_bytes
         };
-        let frames = xsk::frames_for(umem);
+        let mut frames = xsk::frames_per_queue(ring_bytes, queues, mem_available());
+        // Frames up to the MTU (with Ethernet and two VLAN tags) in one chunk:
+        // then no frame needs a chain, and zero-copy without multi-buffer
+        // loses nothing.
+        let mtu = sys::mtu(cfg.ifname).ok();
+        let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= xsk::CHUNK_FRAME);
+        let try_zc = cfg.mode != XdpMode::Generic;
         let mut sockets = Vec::with_capacity(queues as usize);
         for q in 0..queues {
-            let s = Xsk::open(ifindex, q, frames, cfg.mode != XdpMode::Generic)
-                .map_err(|e| CaptureError::io("AF_XDP socket", e))?;
+            let s = loop {
+                match Xsk::open(ifindex, q, frames, try_zc, mtu_fits) {
+                    Ok(s) => break s,
+                    // The UMEM is pinned memory (RLIMIT_MEMLOCK without
+                    // CAP_IPC_LOCK): try half as many frames on every queue.
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
+                            && q == 0
+                            && frames > xsk::MIN_QUEUE_FRAMES =>
+                    {
+                        log::info!(
+                            "{}: AF_XDP UMEM of {frames} frames refused ({e}); trying {}",
+                            cfg.ifname,
+                            frames / 2
+                        );
+                        frames /= 2;
+                    }
+                    Err(e) => return Err(CaptureError::io("AF_XDP socket", e)),
+                }
+            };
             prog.set_socket(q, s.fd()).map_err(err)?;
             sockets.push(s);
         }
         let mode = prog.attach(cfg.mode, cfg.replace_foreign).map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
         let bp = sockets.iter().all(|s| s.info.busy_poll);
+        let mb = sockets.iter().all(|s| s.info.multi_buffer);
+        let umem_mib = (frames * xsk::CHUNK_SIZE * queues as usize) >> 20;
         log::warn!(
-            "{}: AF_XDP capture ({mode} XDP, {} bind, busy polling {}, {queues} queue(s), \
-             {frames} frames each): frames redirected to the capture are taken away from \
-             the host's stack, and only ingress is seen: use it on mirror/SPAN/tap interfaces only",
+            "{}: AF_XDP capture ({mode} XDP, {} bind, multi-buffer {}, busy polling {}, \
+             {queues} queue(s) of {frames} frames = {umem_mib} MiB UMEM, {} ms at 1 Mpps): \
+             frames redirected to the capture are taken away from the host's stack, and \
+             only ingress is seen: use it on mirror/SPAN/tap interfaces only",
             cfg.ifname,
             if zc { "zero-copy" } else { "copy-mode" },
+            if mb { "on" } else { "off" },
             if bp { "on" } else { "unavailable" },
+            frames * queues as usize / 1000,
         );
+        if !mb && !mtu_fits {
+            let largest = sockets
+                .iter()
+                .map(|s| s.info.max_frame())
+                .min()
+                .unwrap_or(0);
+            log::warn!(
+                "{}: the kernel or driver refused AF_XDP multi-buffer (XDP_USE_SG, Linux >= 6.6): \
+                 frames longer than {largest} bytes (MTU {}) are dropped and counted as kernel drops",
+                cfg.ifname,
+                mtu.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
+            );
+        }
         let pfds = sockets
             .iter()
             .map(|s| libc::pollfd {
@@ -260,6 +317,7 @@ impl AfXdp {
                 t.rx_ring_full += st.rx_ring_full;
                 t.rx_fill_ring_empty += st.rx_fill_ring_empty;
                 t.rx_invalid += st.rx_invalid;
+                t.chain_dropped += st.chain_dropped;
             }
         }
         t
@@ -403,8 +461,10 @@ impl Source for AfXdp {
         let c = self.prog.counters();
         SourceStats {
             // Frames the capture should have had but lost: socket RX ring
-            // full or no room in the UMEM, and matches with no socket bound.
-            kernel_drops: s.rx_dropped + s.rx_ring_full + c.redirect_errors,
+            // full, no room in the UMEM or (without multi-buffer) longer
+            // than a chunk, chains too long to reassemble, and matches with
+            // no socket bound.
+            kernel_drops: s.rx_dropped + s.rx_ring_full + s.chain_dropped + c.redirect_errors,
         }
     }
 }
@@ -415,8 +475,8 @@ impl Drop for AfXdp {
         let s = self.socket_stats();
         log::info!(
             "{}: AF_XDP capture ends: xdp seen {} redirected {} passed {} (own traffic {}) \
-             dropped {} redirect errors {}; sockets rx_dropped {} ring_full {} fill_empty {}; \
-             filtered out in user space {}",
+             dropped {} redirect errors {}; sockets rx_dropped {} ring_full {} fill_empty {} \
+             chains dropped {}; filtered out in user space {}",
             self.ifname,
             c.seen,
             c.redirected,
@@ -427,6 +487,7 @@ impl Drop for AfXdp {
             s.rx_dropped,
             s.rx_ring_full,
             s.rx_fill_ring_empty,
+            s.chain_dropped,
             self.filtered_out
         );
     }

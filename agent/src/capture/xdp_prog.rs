@@ -229,20 +229,39 @@ fn load_err(e: impl std::fmt::Display) -> XdpError {
 
 impl XdpProgram {
     /// Loads the program (not attached yet): set rules and sockets first.
+    /// The program is multi-buffer aware (section "xdp.frags", loaded with
+    /// BPF_F_XDP_HAS_FRAGS); a kernel without frags support (< 5.18)
+    /// refuses that flag, and then gets the same program without it.
     pub fn load(ifname: &str) -> Result<XdpProgram, XdpError> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(load_err)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROG_NAME)
-            .ok_or_else(|| load_err("program missing from the object"))?
-            .try_into()
-            .map_err(load_err)?;
-        prog.load().map_err(load_err)?;
+        let ebpf = match Self::load_object(OBJECT) {
+            Ok(e) => e,
+            Err(e) => {
+                let plain = without_frags(OBJECT);
+                let ebpf = Self::load_object(&plain).map_err(|_| e)?;
+                log::warn!(
+                    "{ifname}: the kernel refused a multi-buffer XDP program; loaded it \
+                     without frags: frames longer than a page are not captured"
+                );
+                ebpf
+            }
+        };
         Ok(XdpProgram {
             ebpf,
             ifname: ifname.to_owned(),
             mode: XdpMode::Auto,
             attached: false,
         })
+    }
+
+    fn load_object(object: &[u8]) -> Result<Ebpf, XdpError> {
+        let mut ebpf = Ebpf::load(object).map_err(load_err)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_NAME)
+            .ok_or_else(|| load_err("program missing from the object"))?
+            .try_into()
+            .map_err(load_err)?;
+        prog.load().map_err(load_err)?;
+        Ok(ebpf)
     }
 
     fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map, XdpError> {
@@ -416,6 +435,25 @@ impl Drop for XdpProgram {
             log::info!("{}: detaching the XDP program", self.ifname);
         }
     }
+}
+
+/// The object with its program section renamed from "xdp.frags" to "xdp"
+/// (aya then loads it without BPF_F_XDP_HAS_FRAGS). Every occurrence of
+/// the NUL-terminated name (section, relocation section and BTF string
+/// tables) becomes "xdp\0frags\0": same length, so no offset moves.
+pub fn without_frags(object: &[u8]) -> Vec<u8> {
+    const FRAGS: &[u8] = b"xdp.frags\0";
+    let mut out = object.to_vec();
+    let mut i = 0;
+    while i + FRAGS.len() <= out.len() {
+        if &out[i..i + FRAGS.len()] == FRAGS {
+            out[i + 3] = 0;
+            i += FRAGS.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -644,6 +682,23 @@ mod tests {
         assert!(OBJECT
             .windows(PROG_NAME.len())
             .any(|w| w == PROG_NAME.as_bytes()));
+    }
+
+    #[test]
+    fn the_program_is_multi_buffer_aware_and_has_a_plain_variant() {
+        let count = |o: &[u8], s: &[u8]| o.windows(s.len()).filter(|w| *w == s).count();
+        assert!(count(OBJECT, b"xdp.frags\0") > 0, "section xdp.frags");
+        let plain = without_frags(OBJECT);
+        assert_eq!(plain.len(), OBJECT.len());
+        assert_eq!(count(&plain, b"xdp.frags\0"), 0);
+        // Both parse, with the program under its name (loading needs root:
+        // the capture tests load the frags one).
+        for o in [OBJECT, &plain[..]] {
+            let obj = aya_obj::Object::parse(o).expect("parses");
+            let p = obj.programs.get(PROG_NAME).expect("program");
+            let frags = matches!(p.section, aya_obj::ProgramSection::Xdp { frags: true, .. });
+            assert_eq!(frags, std::ptr::eq(o, OBJECT));
+        }
     }
 
     #[test]
