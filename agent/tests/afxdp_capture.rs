@@ -30,8 +30,8 @@ fn ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The datapath pair with a 1500-byte MTU: native XDP on veth refuses an
-/// MTU larger than a page for a program without multi-buffer support.
+/// The datapath pair with a 1500-byte MTU: every frame fits one UMEM
+/// chunk (the jumbo tests below use MTU 9000 and chains).
 fn pair() -> NetnsPair {
     let ns = NetnsPair::new();
     ip(&["-n", &ns.gen, "link", "set", "g0", "mtu", "1500"]);
@@ -201,6 +201,29 @@ fn jumbo_chains_count_as_one_frame_and_nothing_is_dropped() {
         (0, 0, 0)
     );
     assert_eq!(src.stats().kernel_drops, 0);
+}
+
+/// The frags flag is what lets native XDP run on a veth with MTU 9000: the
+/// plain variant (what a kernel without frags support gets) loads but is
+/// refused there, the real one attaches.
+#[test]
+fn native_xdp_with_mtu_9000_needs_the_frags_program() {
+    use xrpcapd::capture::xdp_prog::{without_frags, OBJECT, PROG_NAME};
+    let ns = NetnsPair::new(); // MTU 9000
+    NetnsPair::enter(&ns.cap);
+    for (obj, frags) in [(OBJECT.to_vec(), true), (without_frags(OBJECT), false)] {
+        let mut e = aya::Ebpf::load(&obj).expect("object loads");
+        let p: &mut aya::programs::Xdp = e
+            .program_mut(PROG_NAME)
+            .expect("program")
+            .try_into()
+            .expect("an XDP program");
+        p.load().expect("the kernel accepts it");
+        let r = p.attach("c0", aya::programs::XdpMode::Driver);
+        assert_eq!(r.is_ok(), frags, "frags {frags}: {:?}", r.err());
+        drop(e);
+        assert!(!xdp_attached(&ns.cap, "c0"));
+    }
 }
 
 /// Mixed traffic to the capture side: UDP to several ports and sizes, TTLs.

@@ -212,6 +212,10 @@ pub struct XdpProgram {
     /// The mode it runs in (never Auto once attached).
     mode: XdpMode,
     attached: bool,
+    /// Loaded with BPF_F_XDP_HAS_FRAGS (multi-buffer aware). A program
+    /// tail-called from it must be loaded with the same flag (the kernel
+    /// refuses a prog-array mix).
+    frags: bool,
 }
 
 impl std::fmt::Debug for XdpProgram {
@@ -233,8 +237,8 @@ impl XdpProgram {
     /// BPF_F_XDP_HAS_FRAGS); a kernel without frags support (< 5.18)
     /// refuses that flag, and then gets the same program without it.
     pub fn load(ifname: &str) -> Result<XdpProgram, XdpError> {
-        let ebpf = match Self::load_object(OBJECT) {
-            Ok(e) => e,
+        let (ebpf, frags) = match Self::load_object(OBJECT) {
+            Ok(e) => (e, true),
             Err(e) => {
                 let plain = without_frags(OBJECT);
                 let ebpf = Self::load_object(&plain).map_err(|_| e)?;
@@ -242,10 +246,11 @@ impl XdpProgram {
                     "{ifname}: the kernel refused a multi-buffer XDP program; loaded it \
                      without frags: frames longer than a page are not captured"
                 );
-                ebpf
+                (ebpf, false)
             }
         };
         Ok(XdpProgram {
+            frags,
             ebpf,
             ifname: ifname.to_owned(),
             mode: XdpMode::Auto,
@@ -424,6 +429,11 @@ impl XdpProgram {
 
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+
+    /// Whether the program was loaded multi-buffer aware (see `load`).
+    pub fn has_frags(&self) -> bool {
+        self.frags
     }
 }
 
