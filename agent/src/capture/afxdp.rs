@@ -303,6 +303,11 @@ impl AfXdp {
         self.prog.counters()
     }
 
+    /// UMEM frames (= RX and fill ring entries) per RX queue.
+    pub fn queue_depth(&self) -> usize {
+        self.ring
+    }
+
     /// Frames read per RX queue (socket) so far.
     pub fn queue_frames(&self) -> Vec<u64> {
         self.sockets.iter().map(|s| s.received).collect()
