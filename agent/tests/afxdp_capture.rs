@@ -223,7 +223,9 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
         umem_bytes: 4 << 20, // below the floor: raised to it
         queues: 0,
     };
+    let t0 = Instant::now();
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
+    let open_time = t0.elapsed();
     assert!(
         src.queue_depth() >= 131_072,
         "depth {}: this machine has less than 2 GiB available?",
@@ -249,6 +251,13 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
     );
     assert_eq!(got, N, "every frame of the burst");
     assert_eq!(src.stats().kernel_drops, 0);
+    let t0 = Instant::now();
+    drop(src);
+    eprintln!(
+        "open {open_time:?}, close {:?} ({} frames)",
+        t0.elapsed(),
+        N
+    );
 }
 
 /// The frags flag is what lets native XDP run on a veth with MTU 9000: the
