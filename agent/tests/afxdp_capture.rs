@@ -260,6 +260,88 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
     );
 }
 
+/// Drops CAP_IPC_LOCK from this thread's effective capabilities (it stays
+/// permitted): the kernel then charges UMEM pages to RLIMIT_MEMLOCK.
+fn drop_ipc_lock() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const CAP_IPC_LOCK: u32 = 14;
+    let mut h = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget/capset with a valid header and two data structs, as
+    // version 3 requires; they act on the calling thread only.
+    unsafe {
+        assert_eq!(libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()), 0);
+        d[0].effective &= !(1 << CAP_IPC_LOCK);
+        assert_eq!(libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()), 0);
+    }
+}
+
+/// Without CAP_IPC_LOCK the UMEM counts against RLIMIT_MEMLOCK (8 MiB
+/// here): the capture shrinks the floor's 256 MiB until the kernel takes
+/// it, and still captures.
+#[test]
+fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
+    let ns = pair();
+    let tx = ns.gen_sender();
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid rlimit.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) },
+        0
+    );
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= 256 << 20 {
+        eprintln!(
+            "RLIMIT_MEMLOCK {} holds the floor: nothing to test",
+            lim.rlim_cur
+        );
+        return;
+    }
+    drop_ipc_lock();
+    let filter = compile(&format!("udp dst port {PORT}"));
+    let cfg = AfXdpConfig {
+        ifname: "c0",
+        snaplen: 65535,
+        filter: &filter,
+        mode: XdpMode::Generic,
+        replace_foreign: false,
+        drop_rejected: false,
+        own: None,
+        umem_bytes: 0,
+        queues: 0,
+    };
+    let mut src = AfXdp::open(&cfg).expect("open AF_XDP with a smaller UMEM");
+    let depth = src.queue_depth();
+    eprintln!("RLIMIT_MEMLOCK {} B: {depth} frames", lim.rlim_cur);
+    assert!(depth * 2048 <= lim.rlim_cur as usize, "depth {depth}");
+    assert!(depth >= 2048);
+    send(&tx, PORT, 100, 10, 0);
+    let mut got = 0;
+    let t0 = Instant::now();
+    while got < 10 && t0.elapsed() < LIMIT {
+        if let Ok(Polled::Frames(n)) = src.poll(Duration::from_millis(20), &mut |_| {}) {
+            got += n;
+        }
+    }
+    assert_eq!(got, 10);
+}
+
 /// The frags flag is what lets native XDP run on a veth with MTU 9000: the
 /// plain variant (what a kernel without frags support gets) loads but is
 /// refused there, the real one attaches.

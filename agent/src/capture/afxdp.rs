@@ -215,30 +215,30 @@ impl AfXdp {
         let mtu = sys::mtu(cfg.ifname).ok();
         let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= xsk::CHUNK_FRAME);
         let try_zc = cfg.mode != XdpMode::Generic;
-        let mut sockets = Vec::with_capacity(queues as usize);
-        for q in 0..queues {
-            let s = loop {
-                match Xsk::open(ifindex, q, frames, try_zc, mtu_fits) {
-                    Ok(s) => break s,
-                    // The UMEM is pinned memory (RLIMIT_MEMLOCK without
-                    // CAP_IPC_LOCK): try half as many frames on every queue.
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
-                            && q == 0
-                            && frames > xsk::MIN_QUEUE_FRAMES =>
-                    {
-                        log::info!(
-                            "{}: AF_XDP UMEM of {frames} frames refused ({e}); trying {}",
-                            cfg.ifname,
-                            frames / 2
-                        );
-                        frames /= 2;
-                    }
-                    Err(e) => return Err(CaptureError::io("AF_XDP socket", e)),
+        let sockets = loop {
+            let opened: std::io::Result<Vec<Xsk>> = (0..queues)
+                .map(|q| Xsk::open(ifindex, q, frames, try_zc, mtu_fits))
+                .collect();
+            match opened {
+                Ok(v) => break v,
+                // The UMEM is pinned memory (RLIMIT_MEMLOCK without
+                // CAP_IPC_LOCK): all queues again with half as many frames.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
+                        && frames > xsk::MIN_QUEUE_FRAMES =>
+                {
+                    log::info!(
+                        "{}: AF_XDP UMEM of {frames} frames per queue refused ({e}); trying {}",
+                        cfg.ifname,
+                        frames / 2
+                    );
+                    frames /= 2;
                 }
-            };
+                Err(e) => return Err(CaptureError::io("AF_XDP socket", e)),
+            }
+        };
+        for (q, s) in (0..).zip(&sockets) {
             prog.set_socket(q, s.fd()).map_err(err)?;
-            sockets.push(s);
         }
         let mode = prog.attach(cfg.mode, cfg.replace_foreign).map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
