@@ -349,6 +349,16 @@ impl Xsk {
         // (`enabled = never`) the small pages work the same, only slower.
         // SAFETY: advice on the mapping just made; it changes no contents.
         unsafe { libc::madvise(area, umem_len, libc::MADV_HUGEPAGE) };
+        // Fault the pages in now, one write per page: the registration's
+        // pinning then only takes references. It runs under the process's
+        // mmap lock, and faulting (zeroing) 256 MiB there held it for up to
+        // a second, stalling every mmap/munmap of the agent's other threads
+        // (another capture's start or stop) meanwhile; page faults here take
+        // per-VMA locks instead.
+        for off in (0..umem_len).step_by(4096) {
+            // SAFETY: inside the fresh private mapping nothing else uses yet.
+            unsafe { (area as *mut u8).add(off).write_volatile(0) };
+        }
         let umem = Umem {
             area: NonNull::new(area as *mut u8)
                 .ok_or_else(|| io::Error::other("mmap gave NULL"))?,
