@@ -34,7 +34,7 @@ pub const CHUNK_SIZE: usize = 2048;
 pub const CHUNK_FRAME: usize = CHUNK_SIZE - 256;
 /// The longest frame a chain may reassemble into: the largest IP packet
 /// (65535) with an Ethernet header and VLAN tags, rounded up. Longer chains
-/// are dropped whole and counted ([`Xsk::chain_drops`]).
+/// are dropped whole and counted ([`XskStats::chain_dropped`]).
 pub const MAX_CHAIN: usize = 65536 + 256;
 /// Fewest / most chunks per socket (see [`frames_per_queue`]).
 pub const MIN_QUEUE_FRAMES: usize = 2048;
