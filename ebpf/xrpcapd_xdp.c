@@ -389,7 +389,16 @@ static __always_inline int v6_matches(const struct rules *r, void *data, void *e
 	return 1;
 }
 
-SEC("xdp")
+// "xdp.frags": loaded with BPF_F_XDP_HAS_FRAGS (multi-buffer aware), so
+// it may run on frames longer than a page (jumbo MTU in native mode) and
+// redirect them to AF_XDP sockets bound with XDP_USE_SG. Every read above
+// is bounded by data_end, i.e. looks at the first buffer only, which holds
+// the headers (the drivers and generic XDP put at least a page there); a
+// first buffer that held less would be judged like a truncated frame,
+// i.e. redirected when in doubt. Later fragments are never read here.
+// The loader patches the name back to "xdp" for kernels that predate
+// frags (Linux < 5.18, see xdp_prog.rs).
+SEC("xdp.frags")
 int xrpcapd_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;

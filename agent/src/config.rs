@@ -197,6 +197,8 @@ pub struct Config {
     /// udpstr datagram payload size; 0 selects the plain format.
     pub udpstr_size: usize,
     pub send_buffer: usize,
+    /// `RingSize`: the AF_PACKET ring's bytes; for AF_XDP the UMEM's, raised
+    /// to a floor of frames (`capture::xsk::frames_per_queue`).
     pub ring_size: usize,
     /// tcpdump expression AND-ed with every sensor filter.
     pub local_filter: Option<String>,

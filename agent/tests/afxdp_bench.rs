@@ -4,6 +4,9 @@
 //! AF_XDP (generic) and AF_XDP (native), each AF_XDP mode also with
 //! `XdpBusyPoll = on` (`-bp`), and sends udpstr to a loopback sink.
 //! Reports frames seen, loss and the worker thread's CPU time per frame.
+//! `AFXDP_BENCH_SIZE=N` sends N-byte frames instead (MTU 9000 and trafgen's
+//! jumbo mode above 1500: multi-buffer chains), `AFXDP_BENCH_FRAMES=N`
+//! changes the count.
 
 mod datapath_support;
 
@@ -13,7 +16,12 @@ use std::time::{Duration, Instant};
 use datapath_support::*;
 use xrpcapd::datapath::{Backend, BusyPoll, Transport, Worker, XdpMode, XdpSpec};
 
-const FRAMES: u64 = 1_000_000;
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// Run time (schedstat, ns resolution) and context switches of the
 /// thread named `name` in this process.
@@ -51,10 +59,14 @@ fn mac(ns: &str, dev: &str) -> String {
 #[test]
 #[ignore]
 fn bench_afxdp_against_afpacket() {
+    let frames = env_num("AFXDP_BENCH_FRAMES", 1_000_000);
+    // Frame size with the FCS, as trafgen's 64-byte frames are counted.
+    let size = env_num("AFXDP_BENCH_SIZE", 64).clamp(64, 9018) as usize;
+    let mtu = if size > 1518 { "9000" } else { "1500" };
     let ns = NetnsPair::new();
     for (n, d) in [(&ns.gen, "g0"), (&ns.cap, "c0")] {
         Command::new("ip")
-            .args(["-n", n, "link", "set", d, "mtu", "1500"])
+            .args(["-n", n, "link", "set", d, "mtu", mtu])
             .status()
             .unwrap();
     }
@@ -66,7 +78,8 @@ fn bench_afxdp_against_afpacket() {
         &cfg,
         format!(
             "{{ eth(da={dst}), ipv4(saddr={GEN_IP}, daddr={CAP_IP}, ttl=64), \
-             udp(sport=4000, dport=7001), fill(0x41, 18) }}\n"
+             udp(sport=4000, dport=7001), fill(0x41, {}) }}\n",
+            size - 46
         ),
     )
     .unwrap();
@@ -138,12 +151,16 @@ fn bench_afxdp_against_afpacket() {
             std::thread::sleep(Duration::from_millis(100));
             let cpu0 = thread_cpu("dp-c0").unwrap_or_default();
             let t0 = Instant::now();
-            let st = Command::new("ip")
-                .args([
-                    "netns", "exec", &ns.gen, "taskset", "-c", "0", "trafgen", "-q", "--cpus", "1",
-                    "-n",
-                ])
-                .arg(FRAMES.to_string())
+            let mut gen = Command::new("ip");
+            gen.args([
+                "netns", "exec", &ns.gen, "taskset", "-c", "0", "trafgen", "-q", "--cpus", "1",
+            ]);
+            if size > 2000 {
+                gen.arg("--jumbo-support");
+            }
+            let st = gen
+                .arg("-n")
+                .arg(frames.to_string())
                 .arg("-i")
                 .arg(&cfg)
                 .args(["-o", "g0"])
@@ -157,7 +174,7 @@ fn bench_afxdp_against_afpacket() {
             );
             let gen_secs = t0.elapsed().as_secs_f64();
             wait_for(Duration::from_secs(5), || {
-                w.counters().received + w.counters().kernel_drops >= FRAMES
+                w.counters().received + w.counters().kernel_drops >= frames
             });
             std::thread::sleep(Duration::from_millis(300));
             let (cpu1, sw1) = thread_cpu("dp-c0").unwrap_or_default();
@@ -165,9 +182,9 @@ fn bench_afxdp_against_afpacket() {
             let c = w.counters();
             w.stop();
             eprintln!(
-                "round {round} {name:>14}: gen {:.2} Mpps, captured {} of {FRAMES} (kernel drops {}), \
-                 worker CPU {:.0} ns/frame, {ctxsw} context switches",
-                FRAMES as f64 / gen_secs / 1e6,
+                "round {round} {name:>14}: {size} B, gen {:.2} Mpps, captured {} of {frames} \
+                 (kernel drops {}), worker CPU {:.0} ns/frame, {ctxsw} context switches",
+                frames as f64 / gen_secs / 1e6,
                 c.received,
                 c.kernel_drops,
                 cpu.as_nanos() as f64 / c.received.max(1) as f64

@@ -107,7 +107,8 @@ pub struct AfXdpConfig<'a> {
     pub drop_rejected: bool,
     /// Own traffic: left to the stack by the XDP program.
     pub own: Option<OwnTraffic>,
-    /// UMEM bytes for all queues together (0: 16 MiB per queue).
+    /// RingSize: UMEM bytes for all queues together, raised to a floor
+    /// (0: the default RingSize); see `xsk::frames_per_queue`.
     pub umem_bytes: usize,
     /// RX queues to serve (0: every queue of the interface).
     pub queues: u32,
@@ -233,6 +234,20 @@ fn log_place(ifname: &str, place: &FilterPlace) {
     }
 }
 
+/// MemAvailable of /proc/meminfo, in bytes.
+fn mem_available() -> Option<usize> {
+    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = m
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
 fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
     if insns.is_empty() {
         return Ok(Program::accept_all());
@@ -267,29 +282,71 @@ impl AfXdp {
         } else {
             cfg.queues
         };
-        let umem = if cfg.umem_bytes == 0 {
-            16 << 20
+        let ring_bytes = if cfg.umem_bytes == 0 {
+            crate::config::DEFAULT_RING_SIZE
         } else {
-            cfg.umem_bytes / queues as usize
+            cfg.umem_bytes
         };
-        let frames = xsk::frames_for(umem);
-        let mut sockets = Vec::with_capacity(queues as usize);
-        for q in 0..queues {
-            let s = Xsk::open(ifindex, q, frames, cfg.mode != XdpMode::Generic)
-                .map_err(|e| CaptureError::io("AF_XDP socket", e))?;
+        let mut frames = xsk::frames_per_queue(ring_bytes, queues, mem_available());
+        // Frames up to the MTU (with Ethernet and two VLAN tags) in one chunk:
+        // then no frame needs a chain, and zero-copy without multi-buffer
+        // loses nothing.
+        let mtu = sys::mtu(cfg.ifname).ok();
+        let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= xsk::CHUNK_FRAME);
+        let try_zc = cfg.mode != XdpMode::Generic;
+        let mut sockets = loop {
+            let opened: std::io::Result<Vec<Xsk>> = (0..queues)
+                .map(|q| Xsk::open(ifindex, q, frames, try_zc, mtu_fits))
+                .collect();
+            match opened {
+                Ok(v) => break v,
+                // The UMEM is pinned memory (RLIMIT_MEMLOCK without
+                // CAP_IPC_LOCK): all queues again with half as many frames.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
+                        && frames > xsk::MIN_QUEUE_FRAMES =>
+                {
+                    log::info!(
+                        "{}: AF_XDP UMEM of {frames} frames per queue refused ({e}); trying {}",
+                        cfg.ifname,
+                        frames / 2
+                    );
+                    frames /= 2;
+                }
+                Err(e) => return Err(CaptureError::io("AF_XDP socket", e)),
+            }
+        };
+        for (q, s) in (0..).zip(&sockets) {
             prog.set_socket(q, s.fd()).map_err(err)?;
-            sockets.push(s);
         }
         let busy = busy_poll_all(cfg.ifname, &mut sockets, cfg.busy_poll);
         let mode = prog.attach(cfg.mode, cfg.replace_foreign).map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
+        let mb = sockets.iter().all(|s| s.info.multi_buffer);
+        let umem_mib = (frames * xsk::CHUNK_SIZE * queues as usize) >> 20;
         log::warn!(
-            "{}: AF_XDP capture ({mode} XDP, {} bind, busy polling {busy}, {queues} queue(s), \
-             {frames} frames each): frames redirected to the capture are taken away from \
-             the host's stack, and only ingress is seen: use it on mirror/SPAN/tap interfaces only",
+            "{}: AF_XDP capture ({mode} XDP, {} bind, multi-buffer {}, busy polling {busy}, \
+             {queues} queue(s) of {frames} frames = {umem_mib} MiB UMEM, {} ms at 1 Mpps): \
+             frames redirected to the capture are taken away from the host's stack, and \
+             only ingress is seen: use it on mirror/SPAN/tap interfaces only",
             cfg.ifname,
             if zc { "zero-copy" } else { "copy-mode" },
+            if mb { "on" } else { "off" },
+            frames * queues as usize / 1000,
         );
+        if !mb && !mtu_fits {
+            let largest = sockets
+                .iter()
+                .map(|s| s.info.max_frame())
+                .min()
+                .unwrap_or(0);
+            log::warn!(
+                "{}: the kernel or driver refused AF_XDP multi-buffer (XDP_USE_SG, Linux >= 6.6): \
+                 frames longer than {largest} bytes (MTU {}) are dropped and counted as kernel drops",
+                cfg.ifname,
+                mtu.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
+            );
+        }
         log_place(cfg.ifname, &place);
         let pfds = sockets
             .iter()
@@ -353,6 +410,11 @@ impl AfXdp {
         &self.place
     }
 
+    /// UMEM frames (= RX and fill ring entries) per RX queue.
+    pub fn queue_depth(&self) -> usize {
+        self.ring
+    }
+
     /// Frames read per RX queue (socket) so far.
     pub fn queue_frames(&self) -> Vec<u64> {
         self.sockets.iter().map(|s| s.received).collect()
@@ -367,6 +429,7 @@ impl AfXdp {
                 t.rx_ring_full += st.rx_ring_full;
                 t.rx_fill_ring_empty += st.rx_fill_ring_empty;
                 t.rx_invalid += st.rx_invalid;
+                t.chain_dropped += st.chain_dropped;
             }
         }
         t
@@ -590,8 +653,10 @@ impl Source for AfXdp {
         }
         SourceStats {
             // Frames the capture should have had but lost: socket RX ring
-            // full or no room in the UMEM, and matches with no socket bound.
-            kernel_drops: s.rx_dropped + s.rx_ring_full + self.redirect_errors,
+            // full, no room in the UMEM or (without multi-buffer) longer
+            // than a chunk, chains too long to reassemble, and matches with
+            // no socket bound.
+            kernel_drops: s.rx_dropped + s.rx_ring_full + s.chain_dropped + self.redirect_errors,
         }
     }
 }
@@ -603,7 +668,7 @@ impl Drop for AfXdp {
         log::info!(
             "{}: AF_XDP capture ends: xdp seen {} redirected {} passed {} (own traffic {}) \
              dropped {} redirect errors {} filtered in XDP {}; sockets rx_dropped {} ring_full {} \
-             fill_empty {}; filtered out in user space {}",
+             fill_empty {} chains dropped {}; filtered out in user space {}",
             self.ifname,
             c.seen,
             c.redirected,
@@ -615,6 +680,7 @@ impl Drop for AfXdp {
             s.rx_dropped,
             s.rx_ring_full,
             s.rx_fill_ring_empty,
+            s.chain_dropped,
             self.filtered_out
         );
     }
@@ -664,7 +730,8 @@ mod tests {
                 // SAFETY: a new network namespace for this thread only.
                 assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
                 let lo = sys::ifindex("lo").unwrap();
-                let mut socks = vec![Xsk::open(lo, 0, 512, false).expect("AF_XDP socket on lo")];
+                let mut socks =
+                    vec![Xsk::open(lo, 0, 512, false, true).expect("AF_XDP socket on lo")];
                 if !privileged {
                     drop_net_admin();
                 }

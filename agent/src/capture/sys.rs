@@ -320,3 +320,34 @@ pub(crate) fn bpf_prog_test_run_xdp(prog_fd: &impl AsRawFd, frame: &[u8]) -> io:
     unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
     Ok(attr.retval)
 }
+
+/// The MTU of interface `ifname` (SIOCGIFMTU; answers in the caller's
+/// network namespace, unlike sysfs).
+pub(crate) fn mtu(ifname: &str) -> io::Result<u32> {
+    if ifname.len() >= libc::IFNAMSIZ || ifname.as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    // SAFETY: all-zero is a valid ifreq.
+    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: plain socket(2), result checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `ifr`,
+    // a valid ifreq.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFMTU filled the ifru_mtu member.
+    Ok(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
+}

@@ -222,6 +222,10 @@ pub struct XdpProgram {
     attached: bool,
     /// The translated filter in the `filter_prog` tail-call slot.
     filter: Option<FilterProg>,
+    /// Loaded with BPF_F_XDP_HAS_FRAGS (multi-buffer aware). A program
+    /// tail-called from it must be loaded with the same flag (the kernel
+    /// refuses a prog-array mix).
+    frags: bool,
 }
 
 impl std::fmt::Debug for XdpProgram {
@@ -239,8 +243,34 @@ fn load_err(e: impl std::fmt::Display) -> XdpError {
 
 impl XdpProgram {
     /// Loads the program (not attached yet): set rules and sockets first.
+    /// The program is multi-buffer aware (section "xdp.frags", loaded with
+    /// BPF_F_XDP_HAS_FRAGS); a kernel without frags support (< 5.18)
+    /// refuses that flag, and then gets the same program without it.
     pub fn load(ifname: &str) -> Result<XdpProgram, XdpError> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(load_err)?;
+        let (ebpf, frags) = match Self::load_object(OBJECT) {
+            Ok(e) => (e, true),
+            Err(e) => {
+                let plain = without_frags(OBJECT);
+                let ebpf = Self::load_object(&plain).map_err(|_| e)?;
+                log::warn!(
+                    "{ifname}: the kernel refused a multi-buffer XDP program; loaded it \
+                     without frags: frames longer than a page are not captured"
+                );
+                (ebpf, false)
+            }
+        };
+        Ok(XdpProgram {
+            frags,
+            ebpf,
+            ifname: ifname.to_owned(),
+            mode: XdpMode::Auto,
+            attached: false,
+            filter: None,
+        })
+    }
+
+    fn load_object(object: &[u8]) -> Result<Ebpf, XdpError> {
+        let mut ebpf = Ebpf::load(object).map_err(load_err)?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROG_NAME)
             .ok_or_else(|| load_err("program missing from the object"))?
@@ -260,13 +290,7 @@ impl XdpProgram {
                 Err(e) => return Err(load_err(e)),
             }
         }
-        Ok(XdpProgram {
-            ebpf,
-            ifname: ifname.to_owned(),
-            mode: XdpMode::Auto,
-            attached: false,
-            filter: None,
-        })
+        Ok(ebpf)
     }
 
     fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map, XdpError> {
@@ -453,6 +477,11 @@ impl XdpProgram {
     pub fn mode(&self) -> XdpMode {
         self.mode
     }
+
+    /// Whether the program was loaded multi-buffer aware (see `load`).
+    pub fn has_frags(&self) -> bool {
+        self.frags
+    }
 }
 
 /// Where the capture's filter runs after [`XdpProgram::set_filter`].
@@ -467,16 +496,6 @@ pub enum FilterPlace {
 
 /// The kernel name of translated filters.
 pub const FILTER_PROG_NAME: &str = "xrpcapd_filter";
-
-/// Whether the embedded program is `SEC("xdp.frags")` (multi-buffer). A
-/// tail-called program must carry the same BPF_F_XDP_HAS_FRAGS flag, so the
-/// filter is loaded with it exactly when this is true. The section name is
-/// stored NUL-terminated in the object's string tables and appears nowhere
-/// else.
-pub fn object_has_frags() -> bool {
-    const NAME: &[u8] = b"\0xdp.frags\0";
-    OBJECT.windows(NAME.len()).any(|w| w == NAME)
-}
 
 /// A translated filter loaded into the kernel.
 #[derive(Debug)]
@@ -567,7 +586,7 @@ impl XdpProgram {
             counters_fd: self.map_fd("counters").map_err(|e| e.to_string())?,
             drop_rejected,
         };
-        let frags = object_has_frags();
+        let frags = self.frags;
         let t = xdp_filter::translate(prog, verdict, frags).map_err(|e| e.to_string())?;
         let loaded = FilterProg::load(&t, frags).map_err(|e| e.to_string())?;
         let slot = self.map_fd("filter_prog").map_err(|e| e.to_string())?;
@@ -587,6 +606,25 @@ impl Drop for XdpProgram {
             log::info!("{}: detaching the XDP program", self.ifname);
         }
     }
+}
+
+/// The object with its program section renamed from "xdp.frags" to "xdp"
+/// (aya then loads it without BPF_F_XDP_HAS_FRAGS). Every occurrence of
+/// the NUL-terminated name (section, relocation section and BTF string
+/// tables) becomes "xdp\0frags\0": same length, so no offset moves.
+pub fn without_frags(object: &[u8]) -> Vec<u8> {
+    const FRAGS: &[u8] = b"xdp.frags\0";
+    let mut out = object.to_vec();
+    let mut i = 0;
+    while i + FRAGS.len() <= out.len() {
+        if &out[i..i + FRAGS.len()] == FRAGS {
+            out[i + 3] = 0;
+            i += FRAGS.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -821,9 +859,20 @@ mod tests {
     }
 
     #[test]
-    fn frags_detection_follows_the_programs_section() {
-        let src = include_str!("../../../ebpf/xrpcapd_xdp.c");
-        assert_eq!(object_has_frags(), src.contains("SEC(\"xdp.frags\")"));
+    fn the_program_is_multi_buffer_aware_and_has_a_plain_variant() {
+        let count = |o: &[u8], s: &[u8]| o.windows(s.len()).filter(|w| *w == s).count();
+        assert!(count(OBJECT, b"xdp.frags\0") > 0, "section xdp.frags");
+        let plain = without_frags(OBJECT);
+        assert_eq!(plain.len(), OBJECT.len());
+        assert_eq!(count(&plain, b"xdp.frags\0"), 0);
+        // Both parse, with the program under its name (loading needs root:
+        // the capture tests load the frags one).
+        for o in [OBJECT, &plain[..]] {
+            let obj = aya_obj::Object::parse(o).expect("parses");
+            let p = obj.programs.get(PROG_NAME).expect("program");
+            let frags = matches!(p.section, aya_obj::ProgramSection::Xdp { frags: true, .. });
+            assert_eq!(frags, std::ptr::eq(o, OBJECT));
+        }
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! the frames in place and give their chunks back to the fill ring in one
 //! batch per round. No TX: the completion ring exists only because the
 //! kernel requires one per UMEM.
+//!
+//! Multi-buffer (`XDP_USE_SG`, kernel >= 6.6): a frame longer than one chunk
+//! arrives as a chain of descriptors, every one but the last flagged
+//! `XDP_PKT_CONTD`. [`Chain`] copies such a chain into one per-socket
+//! scratch buffer (the only copy, and only for chained frames); a frame in a
+//! single chunk is still handed out in place.
 
 use std::io;
 use std::mem;
@@ -16,30 +22,161 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::sys::{getsockopt, setsockopt};
 
-/// UMEM chunk size: one frame per chunk (aligned mode). 4096 leaves
-/// 4096 - 256 (XDP headroom) bytes for a frame: MTUs up to ~3800.
-pub const FRAME_SIZE: usize = 4096;
-/// Fewest / most chunks per socket.
-const MIN_FRAMES: usize = 512;
-const MAX_FRAMES: usize = 32768;
+/// UMEM chunk size: one chunk per frame (aligned mode), 2048 being the
+/// smallest the kernel accepts. Small frames dominate the rate a capture
+/// must keep up with, so the smallest chunk gives the most frames per byte
+/// of (pinned) memory; a frame longer than [`CHUNK_FRAME`] spans several
+/// chunks (multi-buffer).
+pub const CHUNK_SIZE: usize = 2048;
+/// The kernel keeps XDP_PACKET_HEADROOM (256) bytes in front of the frame
+/// in every chunk (copy and zero-copy mode alike): the longest frame one
+/// chunk holds. An MTU-1500 frame (1514, 1522 with two VLAN tags) fits.
+pub const CHUNK_FRAME: usize = CHUNK_SIZE - 256;
+/// The longest frame a chain may reassemble into: the largest IP packet
+/// (65535) with an Ethernet header and VLAN tags, rounded up. Longer chains
+/// are dropped whole and counted ([`XskStats::chain_dropped`]).
+pub const MAX_CHAIN: usize = 65536 + 256;
+/// Fewest / most chunks per socket (see [`frames_per_queue`]).
+pub const MIN_QUEUE_FRAMES: usize = 2048;
+pub const MAX_QUEUE_FRAMES: usize = 1 << 18;
+/// Frames per capture that a RingSize below it is raised to, memory
+/// permitting: 131072 x 2 KiB = 256 MiB of UMEM, which holds 131 ms of
+/// frames at 1 Mpps (1.3 s at 100 kpps) while the worker is not scheduled.
+pub const FLOOR_FRAMES: usize = 1 << 17;
+/// The floor takes at most this share of the memory available at start.
+pub const FLOOR_MEM_SHARE: usize = 8;
 const COMP_RING: u32 = 64;
 /// How many frames ahead of the one being read are prefetched.
 const PREFETCH: u32 = 8;
+
+/// Frames (UMEM chunks) per RX queue for a capture with `ring_bytes` of
+/// RingSize over `queues` queues, `mem_available` bytes of free memory
+/// (None: unknown) at start.
+///
+/// The rule: RingSize / [`CHUNK_SIZE`] frames per capture, raised to
+/// [`FLOOR_FRAMES`] if that is more and `FLOOR_MEM_SHARE`-th of the
+/// available memory holds it (else to what that share holds); then split
+/// over the queues, each rounded down to a power of two (ring sizes must
+/// be) within [`MIN_QUEUE_FRAMES`, `MAX_QUEUE_FRAMES`]. The fill and RX
+/// rings have as many entries as the UMEM has chunks, so a stalled worker
+/// loses frames only once the whole UMEM is full.
+pub fn frames_per_queue(ring_bytes: usize, queues: u32, mem_available: Option<usize>) -> usize {
+    let asked = ring_bytes / CHUNK_SIZE;
+    let floor = match mem_available {
+        Some(m) => FLOOR_FRAMES.min(m / FLOOR_MEM_SHARE / CHUNK_SIZE),
+        None => FLOOR_FRAMES,
+    };
+    let per_queue = asked.max(floor) / queues.max(1) as usize;
+    pow2_floor(per_queue.clamp(MIN_QUEUE_FRAMES, MAX_QUEUE_FRAMES))
+}
+
+fn pow2_floor(n: usize) -> usize {
+    if n.is_power_of_two() {
+        n
+    } else {
+        n.next_power_of_two() / 2
+    }
+}
 
 /// How the socket ended up bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindInfo {
     pub zero_copy: bool,
     pub busy_poll: bool,
+    /// Multi-buffer (XDP_USE_SG): frames longer than a chunk arrive as
+    /// chains. Without it the kernel drops them (counted in `rx_dropped`).
+    pub multi_buffer: bool,
 }
 
-/// Kernel counters of one socket (XDP_STATISTICS, cumulative).
+impl BindInfo {
+    /// The longest frame the socket can receive.
+    pub fn max_frame(&self) -> usize {
+        if self.multi_buffer {
+            MAX_CHAIN
+        } else {
+            CHUNK_FRAME
+        }
+    }
+}
+
+/// Counters of one socket, cumulative: the kernel's (XDP_STATISTICS) and
+/// the chains dropped in user space.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XskStats {
+    /// Frames the kernel dropped: no free chunk, or (without multi-buffer)
+    /// longer than a chunk.
     pub rx_dropped: u64,
     pub rx_ring_full: u64,
     pub rx_fill_ring_empty: u64,
     pub rx_invalid: u64,
+    /// Descriptor chains dropped whole: longer than [`MAX_CHAIN`] or with a
+    /// descriptor outside the UMEM.
+    pub chain_dropped: u64,
+}
+
+/// Reassembles multi-buffer descriptor chains into one contiguous scratch
+/// buffer; single-descriptor frames go through untouched. Kept apart from
+/// the rings so the logic is testable without a kernel.
+#[derive(Debug)]
+pub(crate) struct Chain {
+    scratch: Box<[u8]>,
+    /// Bytes of the chain in progress copied so far.
+    len: usize,
+    /// A chain is in progress (its earlier descriptors were seen, possibly
+    /// in an earlier round).
+    open: bool,
+    /// The chain in progress no longer fits (or had a bad descriptor): its
+    /// remaining descriptors are skipped and the chain counted at its end.
+    dropping: bool,
+    pub dropped: u64,
+}
+
+impl Chain {
+    pub(crate) fn new(max: usize) -> Chain {
+        Chain {
+            scratch: vec![0; max].into_boxed_slice(),
+            len: 0,
+            open: false,
+            dropping: false,
+            dropped: 0,
+        }
+    }
+
+    /// One RX descriptor's bytes (`None`: the descriptor pointed outside
+    /// the UMEM) and whether more of its frame follows (`XDP_PKT_CONTD`).
+    /// Calls `f` with the whole frame when `part` completes one: borrowed
+    /// as is for a lone descriptor, from the scratch buffer for a chain.
+    #[inline]
+    pub(crate) fn push(&mut self, part: Option<&[u8]>, more: bool, f: &mut impl FnMut(&[u8])) {
+        if !self.open && !more {
+            match part {
+                Some(data) => f(data),
+                None => self.dropped += 1,
+            }
+            return;
+        }
+        if !self.open {
+            (self.open, self.len, self.dropping) = (true, 0, false);
+        }
+        if !self.dropping {
+            match part.and_then(|d| Some((d, self.scratch.get_mut(self.len..self.len + d.len())?)))
+            {
+                Some((d, dst)) => {
+                    dst.copy_from_slice(d);
+                    self.len += d.len();
+                }
+                None => self.dropping = true,
+            }
+        }
+        if !more {
+            self.open = false;
+            if self.dropping {
+                self.dropped += 1;
+            } else {
+                f(&self.scratch[..self.len]);
+            }
+        }
+    }
 }
 
 /// A memory-mapped ring shared with the kernel.
@@ -135,9 +272,12 @@ pub struct Xsk {
     fd: OwnedFd,
     /// Chunk addresses read from RX this round, to go back to the fill ring.
     recycle: Vec<u64>,
+    /// Multi-buffer reassembly (its scratch is allocated only when the
+    /// socket is bound with XDP_USE_SG).
+    chain: Chain,
     pub queue: u32,
     pub info: BindInfo,
-    /// Frames read from this socket so far.
+    /// Whole frames handed out by this socket so far.
     pub received: u64,
     umem: Umem,
 }
@@ -146,23 +286,20 @@ pub struct Xsk {
 // through `&mut self`; moving it to the worker thread is sound.
 unsafe impl Send for Xsk {}
 
-/// The number of UMEM chunks for a socket that may use `bytes` of memory.
-pub fn frames_for(bytes: usize) -> usize {
-    let n = (bytes / FRAME_SIZE).clamp(MIN_FRAMES, MAX_FRAMES);
-    // Ring sizes must be powers of two; round down so `bytes` is a cap.
-    if n.is_power_of_two() {
-        n
-    } else {
-        n.next_power_of_two() / 2
-    }
-}
-
 impl Xsk {
-    /// Creates the socket, registers a UMEM of `frames` chunks, maps the
-    /// rings and binds to `queue` of `ifindex`: zero-copy when the driver
-    /// supports it (and `try_zero_copy`), copy mode otherwise.
-    pub fn open(ifindex: u32, queue: u32, frames: usize, try_zero_copy: bool) -> io::Result<Xsk> {
-        let frames = frames.clamp(MIN_FRAMES, MAX_FRAMES).next_power_of_two();
+    /// Creates the socket, registers a UMEM of `frames` chunks (a power of
+    /// two, see [`frames_per_queue`]), maps the rings and binds to `queue`
+    /// of `ifindex`: zero-copy when the driver supports it (and
+    /// `try_zero_copy`), copy mode otherwise; multi-buffer where the kernel
+    /// and driver allow it (see [`Xsk::bind_best`]).
+    pub fn open(
+        ifindex: u32,
+        queue: u32,
+        frames: usize,
+        try_zero_copy: bool,
+        mtu_fits_chunk: bool,
+    ) -> io::Result<Xsk> {
+        let frames = pow2_floor(frames.clamp(MIN_QUEUE_FRAMES, MAX_QUEUE_FRAMES));
         // SAFETY: plain socket(2); result checked.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -171,7 +308,7 @@ impl Xsk {
         // SAFETY: `raw` is a fresh descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
-        let umem_len = frames * FRAME_SIZE;
+        let umem_len = frames * CHUNK_SIZE;
         // SAFETY: anonymous private mapping, checked below.
         let area = unsafe {
             libc::mmap(
@@ -186,13 +323,24 @@ impl Xsk {
         if area == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // Every frame sits in its own 4 KiB chunk, so with small pages each
-        // frame read is a TLB miss (the UMEM spans 4096+ pages): ask for
-        // transparent huge pages before the pages are faulted in (the UMEM
-        // registration below pins them). Best effort: without THP
+        // The fill ring hands the chunks out in FIFO order, so consecutive
+        // frames land in chunks spread over the whole UMEM (two per 4 KiB
+        // page): with small pages nearly every frame read is a TLB miss.
+        // Ask for transparent huge pages before the pages are faulted in
+        // (the UMEM registration below pins them). Best effort: without THP
         // (`enabled = never`) the small pages work the same, only slower.
         // SAFETY: advice on the mapping just made; it changes no contents.
         unsafe { libc::madvise(area, umem_len, libc::MADV_HUGEPAGE) };
+        // Fault the pages in now, one write per page: the registration's
+        // pinning then only takes references. It runs under the process's
+        // mmap lock, and faulting (zeroing) 256 MiB there held it for up to
+        // a second, stalling every mmap/munmap of the agent's other threads
+        // (another capture's start or stop) meanwhile; page faults here take
+        // per-VMA locks instead.
+        for off in (0..umem_len).step_by(4096) {
+            // SAFETY: inside the fresh private mapping nothing else uses yet.
+            unsafe { (area as *mut u8).add(off).write_volatile(0) };
+        }
         let umem = Umem {
             area: NonNull::new(area as *mut u8)
                 .ok_or_else(|| io::Error::other("mmap gave NULL"))?,
@@ -202,13 +350,14 @@ impl Xsk {
         let reg = libc::xdp_umem_reg {
             addr: area as u64,
             len: umem_len as u64,
-            chunk_size: FRAME_SIZE as u32,
+            chunk_size: CHUNK_SIZE as u32,
             headroom: 0,
             flags: 0,
             tx_metadata_len: 0,
         };
-        // The RX ring can hold every chunk: a stalled worker then loses
-        // frames only when the whole UMEM is full.
+        // The RX and fill rings can each hold every chunk: a stalled worker
+        // then loses frames only when the whole UMEM is full (a chain takes
+        // one RX entry per chunk, so this covers chains too).
         let rx_size = frames as u32;
         let fill_size = frames as u32;
         let rings = (|| -> io::Result<(Ring, Ring, Ring)> {
@@ -255,26 +404,58 @@ impl Xsk {
             _comp: comp,
             fd,
             recycle: Vec::with_capacity(rx_size as usize),
+            chain: Chain::new(0),
             queue,
             info: BindInfo {
                 zero_copy: false,
                 busy_poll: false,
+                multi_buffer: false,
             },
             received: 0,
             umem,
         };
         // Every chunk starts in the fill ring.
         xsk.recycle
-            .extend((0..frames as u64).map(|i| i * FRAME_SIZE as u64));
+            .extend((0..frames as u64).map(|i| i * CHUNK_SIZE as u64));
         xsk.refill();
 
-        let zc = libc::XDP_ZEROCOPY | libc::XDP_USE_NEED_WAKEUP;
-        let copy = libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP;
-        xsk.info.zero_copy = try_zero_copy && xsk.bind(ifindex, queue, zc).is_ok();
-        if !xsk.info.zero_copy {
-            xsk.bind(ifindex, queue, copy)?;
+        xsk.bind_best(ifindex, try_zero_copy, mtu_fits_chunk)?;
+        if xsk.info.multi_buffer {
+            xsk.chain = Chain::new(MAX_CHAIN);
         }
         Ok(xsk)
+    }
+
+    /// Binds in the best mode the kernel and driver accept, in this order:
+    /// zero-copy with multi-buffer; zero-copy without it, if the MTU fits a
+    /// chunk (no frame then needs a chain); copy mode with multi-buffer;
+    /// copy mode without it (kernels before 6.6: longer frames are dropped
+    /// by the kernel and counted in `rx_dropped`).
+    fn bind_best(&mut self, ifindex: u32, try_zero_copy: bool, mtu_fits: bool) -> io::Result<()> {
+        const ZC: u16 = libc::XDP_ZEROCOPY | libc::XDP_USE_NEED_WAKEUP;
+        const COPY: u16 = libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP;
+        const SG: u16 = libc::XDP_USE_SG;
+        let tries = [
+            (try_zero_copy, ZC | SG),
+            (try_zero_copy && mtu_fits, ZC),
+            (true, COPY | SG),
+            (true, COPY),
+        ];
+        let mut last = None;
+        for (_, flags) in tries.into_iter().filter(|t| t.0) {
+            match self.bind(ifindex, self.queue, flags) {
+                Ok(()) => {
+                    self.info.zero_copy = flags & libc::XDP_ZEROCOPY != 0;
+                    self.info.multi_buffer = flags & SG != 0;
+                    return Ok(());
+                }
+                Err(e) => {
+                    log::debug!("AF_XDP queue {}: bind flags {flags:#x}: {e}", self.queue);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no bind mode to try")))
     }
 
     fn bind(&self, ifindex: u32, queue: u32, flags: u16) -> io::Result<()> {
@@ -311,36 +492,51 @@ impl Xsk {
         self.fd.as_raw_fd()
     }
 
-    /// Hands up to `max` received frames to `f` (bytes borrowed from the
-    /// UMEM), then returns their chunks to the fill ring in one batch.
+    /// Hands up to `max` received frames to `f` (a lone descriptor's bytes
+    /// borrowed from the UMEM, a chain's reassembled in the scratch
+    /// buffer), then returns their chunks to the fill ring in one batch.
+    /// The budget counts frames, not descriptors: a round of 9000-byte
+    /// frames (six chunks each) moves as many frames as a round of small
+    /// ones. Returns the descriptors consumed.
     pub fn receive<F: FnMut(&[u8])>(&mut self, max: u32, mut f: F) -> usize {
         let prod = self.rx.producer().load(Ordering::Acquire);
         let cons = self.rx.consumer().load(Ordering::Relaxed);
-        let n = prod.wrapping_sub(cons).min(max);
+        let avail = prod.wrapping_sub(cons);
         // The kernel wrote these frames on another CPU: the first read of
         // each is a cache miss that used to cost more than everything else
         // the worker does per frame. Ask for frame i + PREFETCH while
         // handing out frame i, so the misses overlap.
-        for i in 0..n.min(PREFETCH) {
+        for i in 0..avail.min(PREFETCH) {
             self.prefetch(self.desc(cons.wrapping_add(i)));
         }
-        for i in 0..n {
-            if i + PREFETCH < n {
-                self.prefetch(self.desc(cons.wrapping_add(i + PREFETCH)));
+        let (area, umem_len) = (self.umem.area, self.umem.len);
+        let mut frames = 0u64;
+        let mut whole = |data: &[u8]| {
+            frames += 1;
+            f(data)
+        };
+        // Frame ends seen (frames delivered or dropped) and descriptors used.
+        let (mut ends, mut n) = (0u32, 0u32);
+        while n < avail && ends < max {
+            if n + PREFETCH < avail {
+                self.prefetch(self.desc(cons.wrapping_add(n + PREFETCH)));
             }
-            let d = self.desc(cons.wrapping_add(i));
+            let d = self.desc(cons.wrapping_add(n));
+            n += 1;
             let (addr, len) = (d.addr as usize, d.len as usize);
-            if addr.checked_add(len).is_some_and(|e| e <= self.umem.len) {
+            let part = addr.checked_add(len).filter(|&e| e <= umem_len).map(|_| {
                 // SAFETY: the range lies inside the UMEM (checked) and the
                 // kernel does not write this chunk until it is back in the
-                // fill ring, which happens after `f` returns.
-                let data =
-                    unsafe { std::slice::from_raw_parts(self.umem.area.as_ptr().add(addr), len) };
-                f(data);
-            }
-            self.recycle.push(d.addr & !(FRAME_SIZE as u64 - 1));
+                // fill ring, which happens after `f` returns (a chain's
+                // bytes are copied out before that too).
+                unsafe { std::slice::from_raw_parts(area.as_ptr().add(addr), len) }
+            });
+            let more = d.options & libc::XDP_PKT_CONTD != 0;
+            ends += u32::from(!more);
+            self.chain.push(part, more, &mut whole);
+            self.recycle.push(d.addr & !(CHUNK_SIZE as u64 - 1));
         }
-        self.received += u64::from(n);
+        self.received += frames;
         if n > 0 {
             self.rx
                 .consumer()
@@ -429,6 +625,7 @@ impl Xsk {
             rx_ring_full: st.rx_ring_full,
             rx_fill_ring_empty: st.rx_fill_ring_empty_descs,
             rx_invalid: st.rx_invalid_descs,
+            chain_dropped: self.chain.dropped,
         })
     }
 }
@@ -455,4 +652,188 @@ impl Drop for Umem {
 fn mmap_offsets(fd: &OwnedFd) -> io::Result<libc::xdp_mmap_offsets> {
     // SAFETY: xdp_mmap_offsets is plain integers.
     unsafe { getsockopt(fd, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    /// Feeds `parts` (bytes, XDP_PKT_CONTD) through a chain; returns the
+    /// frames it handed out and whether each was borrowed in place.
+    fn run(c: &mut Chain, parts: &[(Option<Vec<u8>>, bool)]) -> Vec<(Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        for (p, more) in parts {
+            let src = p.as_deref();
+            c.push(src, *more, &mut |d: &[u8]| {
+                let in_place = src.is_some_and(|s| std::ptr::eq(s.as_ptr(), d.as_ptr()));
+                out.push((d.to_vec(), in_place));
+            });
+        }
+        out
+    }
+
+    fn bytes(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn lone_descriptors_are_borrowed_and_chains_joined_in_order() {
+        let mut c = Chain::new(10_000);
+        let (a, b1, b2, b3, d) = (
+            bytes(60, 1),
+            bytes(1792, 2),
+            bytes(1792, 3),
+            bytes(500, 4),
+            bytes(1514, 5),
+        );
+        let out = run(
+            &mut c,
+            &[
+                (Some(a.clone()), false),
+                (Some(b1.clone()), true),
+                (Some(b2.clone()), true),
+                (Some(b3.clone()), false),
+                (Some(d.clone()), false),
+            ],
+        );
+        let joined: Vec<u8> = [b1, b2, b3].concat();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], (a, true), "a lone descriptor is not copied");
+        assert_eq!(out[1].0, joined, "a chain comes out whole, in order");
+        assert!(!out[1].1);
+        assert_eq!(out[2], (d, true));
+        assert_eq!(c.dropped, 0);
+    }
+
+    #[test]
+    fn a_chain_cut_between_rounds_is_completed_later() {
+        let mut c = Chain::new(8192);
+        let (p1, p2) = (bytes(1792, 9), bytes(100, 10));
+        assert!(run(&mut c, &[(Some(p1.clone()), true)]).is_empty());
+        let out = run(&mut c, &[(Some(p2.clone()), false)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, [p1, p2].concat());
+    }
+
+    #[test]
+    fn a_chain_longer_than_the_scratch_is_dropped_whole_and_counted() {
+        let mut c = Chain::new(4000);
+        let big = [
+            (Some(bytes(1792, 1)), true),
+            (Some(bytes(1792, 2)), true),
+            (Some(bytes(1792, 3)), true), // 5376 > 4000
+            (Some(bytes(10, 4)), false),
+        ];
+        let ok = bytes(3000, 6);
+        let mut parts = big.to_vec();
+        parts.push((Some(ok[..1792].to_vec()), true));
+        parts.push((Some(ok[1792..].to_vec()), false));
+        let out = run(&mut c, &parts);
+        assert_eq!(out.len(), 1, "only the chain that fits");
+        assert_eq!(out[0].0, ok, "the next chain starts clean");
+        assert_eq!(c.dropped, 1);
+        // Exactly the scratch size fits.
+        let exact = bytes(4000, 8);
+        let out = run(
+            &mut c,
+            &[
+                (Some(exact[..2000].to_vec()), true),
+                (Some(exact[2000..].to_vec()), false),
+            ],
+        );
+        assert_eq!(out[0].0, exact);
+        assert_eq!(c.dropped, 1);
+    }
+
+    #[test]
+    fn a_bad_descriptor_drops_its_frame_or_chain() {
+        let mut c = Chain::new(8192);
+        let out = run(
+            &mut c,
+            &[
+                (None, false),
+                (Some(bytes(100, 1)), true),
+                (None, true),
+                (Some(bytes(100, 2)), false),
+                (Some(bytes(64, 3)), false),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, bytes(64, 3));
+        assert_eq!(c.dropped, 2);
+    }
+
+    #[test]
+    fn a_socket_without_multi_buffer_holds_one_chunk_per_frame() {
+        let mut c = Chain::new(0);
+        let out = run(
+            &mut c,
+            &[
+                (Some(bytes(1500, 1)), false),
+                (Some(bytes(1792, 1)), true),
+                (Some(bytes(10, 1)), false),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(c.dropped, 1);
+        let info = BindInfo {
+            zero_copy: false,
+            busy_poll: false,
+            multi_buffer: false,
+        };
+        assert_eq!(info.max_frame(), 1792);
+        assert!(info.max_frame() >= 1500 + 14 + 8, "MTU 1500 with QinQ fits");
+        assert_eq!(
+            BindInfo {
+                multi_buffer: true,
+                ..info
+            }
+            .max_frame(),
+            MAX_CHAIN
+        );
+    }
+
+    #[test]
+    fn sizing_rule_floor_ringsize_queues_and_memory() {
+        let plenty = Some(16 << 30);
+        // The default RingSize (32 MiB = 16384 chunks) is raised to the floor.
+        assert_eq!(frames_per_queue(32 * MIB, 1, plenty), FLOOR_FRAMES);
+        assert_eq!(FLOOR_FRAMES, 131_072);
+        // The floor holds >= 100 ms at 1 Mpps.
+        const { assert!(FLOOR_FRAMES >= 100_000) };
+        // Split over queues, every queue a power of two.
+        assert_eq!(frames_per_queue(32 * MIB, 4, plenty), 32_768);
+        assert_eq!(frames_per_queue(32 * MIB, 3, plenty), 32_768);
+        // A larger RingSize wins: 1 GiB / 2 KiB = 512 Ki frames.
+        assert_eq!(frames_per_queue(1 << 30, 2, plenty), 1 << 18);
+        // ... capped per queue.
+        assert_eq!(frames_per_queue(4 << 30, 1, plenty), MAX_QUEUE_FRAMES);
+        // Not a power of two: rounded down, so RingSize stays a cap.
+        assert_eq!(frames_per_queue(300 * MIB, 1, plenty), 1 << 17);
+        assert_eq!(frames_per_queue(600 * MIB, 1, plenty), 1 << 18);
+        // Little memory: the floor shrinks to an eighth of what is
+        // available (1 GiB / 8 / 2 KiB = 65536), RingSize still counts.
+        assert_eq!(frames_per_queue(4 * MIB, 1, Some(1 << 30)), 65_536);
+        assert_eq!(frames_per_queue(256 * MIB, 1, Some(1 << 30)), 1 << 17);
+        assert_eq!(frames_per_queue(4 * MIB, 1, Some(64 * MIB)), 4096);
+        assert_eq!(
+            frames_per_queue(2 * MIB, 1, Some(8 * MIB)),
+            MIN_QUEUE_FRAMES
+        );
+        // Unknown memory: the floor.
+        assert_eq!(frames_per_queue(0, 1, None), FLOOR_FRAMES);
+        // Many queues: never below the per-queue minimum.
+        assert_eq!(frames_per_queue(32 * MIB, 256, plenty), MIN_QUEUE_FRAMES);
+        for q in 1..=64 {
+            for mem in [None, Some(100 * MIB), plenty] {
+                let f = frames_per_queue(32 * MIB, q, mem);
+                assert!(f.is_power_of_two(), "{q} {mem:?}: {f}");
+                assert!((MIN_QUEUE_FRAMES..=MAX_QUEUE_FRAMES).contains(&f));
+            }
+        }
+    }
 }
