@@ -423,7 +423,11 @@ fn vlan_tagged_frames_meet_the_filter_as_on_the_wire() {
             !want.is_empty() && want.len() < frames.len(),
             "{expr}: the traffic exercises the filter"
         );
-        for backend in [Backend::AfPacket, afxdp(XdpMode::Generic)] {
+        for backend in [
+            Backend::AfPacket,
+            afxdp(XdpMode::Generic),
+            afxdp(XdpMode::Native),
+        ] {
             let name = format!("{expr} on {backend:?}");
             let got = capture_raw(&ns, backend, expr, &frames);
             assert_eq!(got.len(), want.len(), "{name}: frame count");
