@@ -31,11 +31,12 @@
 //! pre-built records) feeding one numbering sender through SPSC rings.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rpcap::bpf::{Insn, Program};
 
 use super::busy_poll::{self, BusyPoll};
+use super::stamp::{self, RoundClock};
 use super::sys;
 use super::xdp_prog::{FilterPlace, Flow, XdpCounters, XdpMode, XdpProgram};
 use super::xdp_rules::XdpRules;
@@ -144,6 +145,9 @@ pub struct AfXdp {
     /// `redirect_errors` as last read, and when.
     redirect_errors: u64,
     counters_at: Option<Instant>,
+    /// CLOCK_MONOTONIC when the program was loaded: no frame stamp of
+    /// ours is older (see `stamp`).
+    started_ns: u64,
 }
 
 impl std::fmt::Debug for AfXdp {
@@ -261,6 +265,7 @@ impl AfXdp {
         let err = |e: super::xdp_prog::XdpError| CaptureError::Format(e.to_string());
         let filter = program(cfg.filter)?;
         let ifindex = sys::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
+        let started_ns = stamp::monotonic_ns();
         let mut prog = XdpProgram::load(cfg.ifname).map_err(err)?;
         let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
         prog.set_own(&flows).map_err(err)?;
@@ -375,6 +380,7 @@ impl AfXdp {
             since: Instant::now(),
             redirect_errors: 0,
             counters_at: None,
+            started_ns,
         })
     }
 
@@ -437,11 +443,11 @@ impl AfXdp {
 
     /// One round over every socket: returns the frames handed to `sink`.
     fn drain<F: FnMut(&Frame<'_>)>(&mut self, sink: &mut F) -> usize {
-        // One timestamp per round: AF_XDP frames carry none.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let (ts_sec, ts_usec) = (now.as_secs() as u32, now.subsec_micros());
+        // Each frame carries its arrival time from the XDP program
+        // (monotonic); the clocks that turn it into wall time are sampled
+        // once per round, at its first frame (an empty round reads none).
+        let mut clock: Option<RoundClock> = None;
+        let started = self.started_ns;
         let n = self.sockets.len();
         let mut delivered = 0;
         let (filter, snaplen) = (&self.filter, self.snaplen as usize);
@@ -452,7 +458,7 @@ impl AfXdp {
         let mut rejected = 0u64;
         for i in 0..n {
             let s = &mut self.sockets[(self.next + i) % n];
-            s.receive(BATCH, |data| {
+            s.receive(BATCH, |data, mono| {
                 let keep = match in_xdp {
                     Some(keep) => keep,
                     None => filter.run(data, data.len() as u32),
@@ -462,6 +468,8 @@ impl AfXdp {
                     return;
                 }
                 delivered += 1;
+                let c = clock.get_or_insert_with(|| RoundClock::now(started));
+                let (ts_sec, ts_usec) = c.frame_time(mono);
                 sink(&Frame {
                     ts_sec,
                     ts_usec,
@@ -667,8 +675,8 @@ impl Drop for AfXdp {
         let s = self.socket_stats();
         log::info!(
             "{}: AF_XDP capture ends: xdp seen {} redirected {} passed {} (own traffic {}) \
-             dropped {} redirect errors {} filtered in XDP {}; sockets rx_dropped {} ring_full {} \
-             fill_empty {} chains dropped {}; filtered out in user space {}",
+             dropped {} redirect errors {} filtered in XDP {} unstamped {}; sockets rx_dropped {} \
+             ring_full {} fill_empty {} chains dropped {}; filtered out in user space {}",
             self.ifname,
             c.seen,
             c.redirected,
@@ -677,6 +685,7 @@ impl Drop for AfXdp {
             c.dropped,
             c.redirect_errors,
             c.filtered,
+            c.unstamped,
             s.rx_dropped,
             s.rx_ring_full,
             s.rx_fill_ring_empty,
