@@ -12,6 +12,13 @@
 //! (ancillary loads, truncating returns), in user space on every redirected
 //! frame. Either way the sensor gets exactly what the filter accepts.
 //!
+//! Timestamps: AF_XDP descriptors carry none, so the XDP program stamps
+//! every frame it redirects (CLOCK_MONOTONIC, in XDP metadata in front of
+//! the frame); `Xsk::receive` hands the stamp out with the frame and
+//! `AfXdp::drain` converts it to wall-clock time (`stamp`). A frame
+//! without one (a driver with no metadata room) gets the time of the round
+//! that read it.
+//!
 //! One worker thread serves every queue of a capture (DESIGN.md says "per
 //! queue"; this is the deliberate exception). The queues are parallel where
 //! it matters: each RX queue has its own socket, UMEM and rings, and the
