@@ -44,6 +44,8 @@
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 static long (*bpf_tail_call)(void *ctx, void *map, __u32 index) = (void *)12;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static long (*bpf_xdp_adjust_meta)(struct xdp_md *ctx, int delta) = (void *)54;
 
 #define bswap16(x) __builtin_bswap16(x)
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -70,7 +72,8 @@ enum counter {
 	C_REDIRECT_ERR = 4, // matched, but no socket on this queue: passed instead
 	C_OWN = 5,          // own traffic passed to the stack (also in C_PASSED)
 	C_FILTERED = 6,     // rejected by the translated filter (also in C_PASSED/C_DROPPED)
-	C_COUNT = 7,
+	C_UNSTAMPED = 7,    // no room for the timestamp (driver without metadata)
+	C_COUNT = 8,
 };
 
 struct {
@@ -389,6 +392,31 @@ static __always_inline int v6_matches(const struct rules *r, void *data, void *e
 	return 1;
 }
 
+// Stamps a frame about to be redirected with its arrival time: AF_XDP
+// descriptors carry none, and the worker reads the rings in rounds, up to
+// tens of milliseconds apart. bpf_ktime_get_ns() (CLOCK_MONOTONIC) goes
+// into 8 bytes of XDP metadata right in front of the frame; AF_XDP copy
+// mode copies the metadata with the frame (in front of the first buffer
+// of a multi-buffer frame) and zero-copy leaves it where it is, so user
+// space finds it in the 8 bytes before the frame in its UMEM chunk
+// (agent/src/capture/xsk.rs) and turns it into wall-clock time. A driver
+// without metadata support refuses the room (bpf_xdp_adjust_meta fails):
+// the frame goes on unstamped, counted, and user space, which zeroes the
+// word after reading it, sees 0 and stamps the frame with its read time.
+static __always_inline void stamp(struct xdp_md *ctx)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u64)) == 0) {
+		__u64 *meta = (void *)(long)ctx->data_meta;
+		if ((void *)(meta + 1) <= (void *)(long)ctx->data) {
+			*meta = now;
+			return;
+		}
+	}
+	count(C_UNSTAMPED);
+}
+
 // "xdp.frags": loaded with BPF_F_XDP_HAS_FRAGS (multi-buffer aware), so
 // it may run on frames longer than a page (jumbo MTU in native mode) and
 // redirect them to AF_XDP sockets bound with XDP_USE_SG. Every read above
@@ -456,6 +484,9 @@ decide:
 		count(C_PASSED);
 		return XDP_PASS;
 	}
+	// Stamped before the filter: its accept path redirects too, and the
+	// time is the frame's arrival, not the end of the filter's work.
+	stamp(ctx);
 	// The exact filter decides from here when it is installed (no return).
 	bpf_tail_call(ctx, &filter_prog, 0);
 	// XDP_PASS as the fallback action: no socket on this queue.

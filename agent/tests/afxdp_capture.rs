@@ -1342,3 +1342,123 @@ fn one_poll_takes_a_whole_burst_not_one_round() {
     assert_eq!(got, BURST, "one poll took {got} of {BURST} waiting frames");
     assert_eq!(r, Polled::Frames(BURST));
 }
+
+/// A frame's capture time as pcap gives it.
+fn frame_time(f: &xrpcapd::capture::Frame<'_>) -> Duration {
+    Duration::new(u64::from(f.ts_sec), f.ts_usec * 1000)
+}
+
+fn since_epoch(t: std::time::SystemTime) -> Duration {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap()
+}
+
+/// Per-frame timestamps from the XDP program: frames sent `GAP` apart
+/// while the reader sleeps, then read in one poll, carry their arrival
+/// times - close to when each was sent, `GAP` apart - not the time of the
+/// poll that read them (the former per-round stamp: all equal, and at
+/// least 50 ms late). For each filter place (in XDP; in user space, forced
+/// by a truncating filter) and frame size (one chunk; a 9014-byte chain).
+fn stamps_follow_the_sending_gaps(mode: XdpMode) {
+    const N: usize = 10;
+    const GAP: Duration = Duration::from_millis(15);
+    // Generous: the XDP program runs in the sender's softirq, which a
+    // loaded VM may defer to ksoftirqd.
+    const LATE: Duration = Duration::from_millis(50);
+    const GAP_ERR: Duration = Duration::from_millis(25);
+    let ns = NetnsPair::new(); // MTU 9000
+    let tx = ns.gen_sender();
+    let exact = compile(&format!("udp dst port {PORT}"));
+    let cut = truncating(exact.clone());
+    for (filter, in_xdp) in [(&exact, true), (&cut, false)] {
+        for size in [100, 9014] {
+            let what = format!("{mode}, filter in XDP {in_xdp}, {size} B");
+            let cfg = AfXdpConfig {
+                ifname: "c0",
+                snaplen: 65535,
+                filter,
+                mode,
+                replace_foreign: false,
+                drop_rejected: false,
+                own: None,
+                umem_bytes: 4 << 20,
+                queues: 1,
+                busy_poll: BusyPoll::Off,
+            };
+            let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
+            assert_eq!(src.filter_in_xdp(), in_xdp, "{what}");
+            let mut sent = Vec::new();
+            for i in 0..N {
+                if i > 0 {
+                    std::thread::sleep(GAP);
+                }
+                sent.push(since_epoch(std::time::SystemTime::now()));
+                send(&tx, PORT, size, 1, i);
+            }
+            assert!(
+                wait_for(LIMIT, || src.xdp_counters().redirected >= N as u64),
+                "{what}: redirected {:?}",
+                src.xdp_counters()
+            );
+            // The reader sleeps on past the last frame too.
+            std::thread::sleep(LATE);
+            let mut got = Vec::new();
+            let polled = src.poll(Duration::from_millis(20), &mut |f| {
+                got.push((frame_time(f), f.data.len()))
+            });
+            let polled_at = since_epoch(std::time::SystemTime::now());
+            assert!(
+                matches!(polled, Ok(Polled::Frames(N))),
+                "{what}: one poll {polled:?}"
+            );
+            assert_eq!(src.xdp_counters().unstamped, 0, "{what}");
+            let ts: Vec<Duration> = got.iter().map(|g| g.0).collect();
+            let lens: Vec<usize> = got.iter().map(|g| g.1).collect();
+            assert_eq!(lens, vec![if in_xdp { size } else { size.min(600) }; N]);
+            let ms = |d: &[Duration]| -> Vec<f64> {
+                d.windows(2)
+                    .map(|w| w[1].as_secs_f64() * 1e3 - w[0].as_secs_f64() * 1e3)
+                    .collect()
+            };
+            eprintln!(
+                "{what}: captured gaps {:.2?} ms, sent gaps {:.2?} ms, first frame +{:?} after send",
+                ms(&ts),
+                ms(&sent),
+                ts[0].saturating_sub(sent[0])
+            );
+            for i in 0..N {
+                // Stamped after it was sent (1 ms: clock granularity), soon
+                // after, and before the poll.
+                assert!(
+                    ts[i] + Duration::from_millis(1) >= sent[i] && ts[i] < sent[i] + LATE,
+                    "{what}: frame {i} stamped {:?}, sent {:?}",
+                    ts[i],
+                    sent[i]
+                );
+                assert!(ts[i] <= polled_at, "{what}: frame {i} after the poll");
+            }
+            for i in 1..N {
+                let (got_gap, sent_gap) = (ts[i] - ts[i - 1], sent[i] - sent[i - 1]);
+                assert!(
+                    got_gap.abs_diff(sent_gap) < GAP_ERR && got_gap > Duration::ZERO,
+                    "{what}: gap {i}: captured {got_gap:?}, sent {sent_gap:?}"
+                );
+            }
+            let span = ts[N - 1] - ts[0];
+            let sent_span = sent[N - 1] - sent[0];
+            assert!(
+                span.abs_diff(sent_span) < GAP_ERR,
+                "{what}: captured over {span:?}, sent over {sent_span:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn generic_mode_stamps_each_frame_with_its_arrival() {
+    stamps_follow_the_sending_gaps(XdpMode::Generic);
+}
+
+#[test]
+fn native_mode_stamps_each_frame_with_its_arrival() {
+    stamps_follow_the_sending_gaps(XdpMode::Native);
+}

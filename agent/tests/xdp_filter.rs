@@ -446,8 +446,22 @@ fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
         .iter()
         .filter(|f| reference.run(f, f.len() as u32) != 0)
         .count() as u64;
+    // Every frame the rules let through is stamped before the filter runs:
+    // the test run's output starts at the XDP metadata, 8 bytes of
+    // CLOCK_MONOTONIC ns in front of the untouched frame.
+    let mut out = vec![0u8; LINEAR_MAX + 64];
     for f in &small {
-        assert_eq!(p.test_run(f).expect("test run"), XDP_PASS);
+        let before = xrpcapd::capture::stamp::monotonic_ns();
+        let (act, len) = p.test_run_output(f, &mut out).expect("test run");
+        let after = xrpcapd::capture::stamp::monotonic_ns();
+        assert_eq!(act, XDP_PASS);
+        assert_eq!(len, f.len() + 8, "metadata in front of the frame");
+        let stamp = u64::from_ne_bytes(out[..8].try_into().unwrap());
+        assert!(
+            (before..=after).contains(&stamp),
+            "{before} <= {stamp} <= {after}"
+        );
+        assert_eq!(&out[8..len], &f[..], "the frame itself untouched");
     }
     let n = small.len() as u64;
     let c = p.counters();
@@ -462,6 +476,7 @@ fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
     );
     assert_eq!(c.filtered, n - small_accepted, "rejected by the XDP filter");
     assert_eq!((c.passed, c.redirected, c.dropped), (n, 0, 0));
+    assert_eq!(c.unstamped, 0, "the test run's buffer has metadata room");
 
     // drop_rejected: the rejected ones are dropped.
     assert!(matches!(

@@ -12,6 +12,13 @@
 //! (ancillary loads, truncating returns), in user space on every redirected
 //! frame. Either way the sensor gets exactly what the filter accepts.
 //!
+//! Timestamps: AF_XDP descriptors carry none, so the XDP program stamps
+//! every frame it redirects (CLOCK_MONOTONIC, in XDP metadata in front of
+//! the frame); `Xsk::receive` hands the stamp out with the frame and
+//! `AfXdp::drain` converts it to wall-clock time (`stamp`). A frame
+//! without one (a driver with no metadata room) gets the time of the round
+//! that read it.
+//!
 //! One worker thread serves every queue of a capture (DESIGN.md says "per
 //! queue"; this is the deliberate exception). The queues are parallel where
 //! it matters: each RX queue has its own socket, UMEM and rings, and the
@@ -31,11 +38,12 @@
 //! pre-built records) feeding one numbering sender through SPSC rings.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rpcap::bpf::{Insn, Program};
 
 use super::busy_poll::{self, BusyPoll};
+use super::stamp::{self, RoundClock};
 use super::sys;
 use super::xdp_prog::{FilterPlace, Flow, XdpCounters, XdpMode, XdpProgram};
 use super::xdp_rules::XdpRules;
@@ -144,6 +152,9 @@ pub struct AfXdp {
     /// `redirect_errors` as last read, and when.
     redirect_errors: u64,
     counters_at: Option<Instant>,
+    /// CLOCK_MONOTONIC when the program was loaded: no frame stamp of
+    /// ours is older (see `stamp`).
+    started_ns: u64,
 }
 
 impl std::fmt::Debug for AfXdp {
@@ -261,6 +272,7 @@ impl AfXdp {
         let err = |e: super::xdp_prog::XdpError| CaptureError::Format(e.to_string());
         let filter = program(cfg.filter)?;
         let ifindex = sys::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
+        let started_ns = stamp::monotonic_ns();
         let mut prog = XdpProgram::load(cfg.ifname).map_err(err)?;
         let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
         prog.set_own(&flows).map_err(err)?;
@@ -375,6 +387,7 @@ impl AfXdp {
             since: Instant::now(),
             redirect_errors: 0,
             counters_at: None,
+            started_ns,
         })
     }
 
@@ -437,11 +450,11 @@ impl AfXdp {
 
     /// One round over every socket: returns the frames handed to `sink`.
     fn drain<F: FnMut(&Frame<'_>)>(&mut self, sink: &mut F) -> usize {
-        // One timestamp per round: AF_XDP frames carry none.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let (ts_sec, ts_usec) = (now.as_secs() as u32, now.subsec_micros());
+        // Each frame carries its arrival time from the XDP program
+        // (monotonic); the clocks that turn it into wall time are sampled
+        // once per round, at its first frame (an empty round reads none).
+        let mut clock: Option<RoundClock> = None;
+        let started = self.started_ns;
         let n = self.sockets.len();
         let mut delivered = 0;
         let (filter, snaplen) = (&self.filter, self.snaplen as usize);
@@ -452,7 +465,7 @@ impl AfXdp {
         let mut rejected = 0u64;
         for i in 0..n {
             let s = &mut self.sockets[(self.next + i) % n];
-            s.receive(BATCH, |data| {
+            s.receive(BATCH, |data, mono| {
                 let keep = match in_xdp {
                     Some(keep) => keep,
                     None => filter.run(data, data.len() as u32),
@@ -462,6 +475,8 @@ impl AfXdp {
                     return;
                 }
                 delivered += 1;
+                let c = clock.get_or_insert_with(|| RoundClock::now(started));
+                let (ts_sec, ts_usec) = c.frame_time(mono);
                 sink(&Frame {
                     ts_sec,
                     ts_usec,
@@ -667,8 +682,8 @@ impl Drop for AfXdp {
         let s = self.socket_stats();
         log::info!(
             "{}: AF_XDP capture ends: xdp seen {} redirected {} passed {} (own traffic {}) \
-             dropped {} redirect errors {} filtered in XDP {}; sockets rx_dropped {} ring_full {} \
-             fill_empty {} chains dropped {}; filtered out in user space {}",
+             dropped {} redirect errors {} filtered in XDP {} unstamped {}; sockets rx_dropped {} \
+             ring_full {} fill_empty {} chains dropped {}; filtered out in user space {}",
             self.ifname,
             c.seen,
             c.redirected,
@@ -677,6 +692,7 @@ impl Drop for AfXdp {
             c.dropped,
             c.redirect_errors,
             c.filtered,
+            c.unstamped,
             s.rx_dropped,
             s.rx_ring_full,
             s.rx_fill_ring_empty,

@@ -16,6 +16,7 @@ pub mod afpacket;
 pub mod afxdp;
 pub mod busy_poll;
 pub mod file;
+pub mod stamp;
 mod sys;
 pub mod xdp_filter;
 pub mod xdp_prog;

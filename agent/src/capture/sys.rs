@@ -308,17 +308,36 @@ pub(crate) fn bpf_prog_array_clear(map: &impl AsRawFd, key: u32) -> io::Result<(
 /// beyond a page become multi-buffer input if the program has frags) and
 /// returns its XDP action.
 pub(crate) fn bpf_prog_test_run_xdp(prog_fd: &impl AsRawFd, frame: &[u8]) -> io::Result<u32> {
+    bpf_prog_test_run_xdp_out(prog_fd, frame, &mut []).map(|(act, _)| act)
+}
+
+/// As [`bpf_prog_test_run_xdp`], with the buffer the program left (from
+/// its XDP metadata on) copied into `out` when `out` is not empty: returns
+/// the action and that buffer's length. An `out` too short is an error
+/// (ENOSPC).
+pub(crate) fn bpf_prog_test_run_xdp_out(
+    prog_fd: &impl AsRawFd,
+    frame: &[u8],
+    out: &mut [u8],
+) -> io::Result<(u32, usize)> {
     let mut attr = TestRunAttr {
         prog_fd: prog_fd.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
+        data_size_out: out.len() as u32,
+        data_out: if out.is_empty() {
+            0
+        } else {
+            out.as_mut_ptr() as u64
+        },
         repeat: 1,
         ..TestRunAttr::default()
     };
     // SAFETY: the attr of BPF_PROG_TEST_RUN; data_in is `frame`, read only;
-    // no output buffers are given (data_out/ctx_out null).
+    // data_out is null or `out`, writable for data_size_out bytes (the
+    // kernel copies at most that much); no context buffers.
     unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
-    Ok(attr.retval)
+    Ok((attr.retval, attr.data_size_out as usize))
 }
 
 /// The MTU of interface `ifname` (SIOCGIFMTU; answers in the caller's

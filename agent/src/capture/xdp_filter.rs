@@ -53,6 +53,8 @@ pub mod counter {
     pub const OWN: u32 = 5;
     /// Rejected by the translated filter (also counted in PASSED or DROPPED).
     pub const FILTERED: u32 = 6;
+    /// Redirected without a timestamp: the driver gave no metadata room.
+    pub const UNSTAMPED: u32 = 7;
 }
 
 /// XDP actions.

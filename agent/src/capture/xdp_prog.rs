@@ -95,6 +95,10 @@ pub struct XdpCounters {
     pub own: u64,
     /// Rejected by the translated filter in XDP (also in passed or dropped).
     pub filtered: u64,
+    /// Redirected (or about to be judged by the XDP filter) without a
+    /// timestamp: the driver has no XDP metadata room. The worker stamps
+    /// such frames when it reads them.
+    pub unstamped: u64,
 }
 
 /// Rule flags shared with the C program.
@@ -471,6 +475,7 @@ impl XdpProgram {
             redirect_errors: sum(4),
             own: sum(5),
             filtered: sum(xdp_filter::counter::FILTERED),
+            unstamped: sum(xdp_filter::counter::UNSTAMPED),
         }
     }
 
@@ -565,6 +570,14 @@ impl XdpProgram {
     /// Runs the loaded program once on `frame` (BPF_PROG_TEST_RUN, RX
     /// queue 0, attached or not): its XDP action. The counters count it.
     pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
+        self.test_run_output(frame, &mut []).map(|(act, _)| act)
+    }
+
+    /// As [`test_run`](Self::test_run), and copies what the program left
+    /// into `out`: the frame with the XDP metadata in front of it (the
+    /// kernel returns the buffer from `data_meta` on). Returns the action
+    /// and the output's length (which may exceed `out`).
+    pub fn test_run_output(&self, frame: &[u8], out: &mut [u8]) -> io::Result<(u32, usize)> {
         use std::os::fd::AsFd;
         let prog: &Xdp = self
             .ebpf
@@ -573,7 +586,7 @@ impl XdpProgram {
             .try_into()
             .map_err(io::Error::other)?;
         let fd = prog.fd().map_err(io::Error::other)?;
-        super::sys::bpf_prog_test_run_xdp(&fd.as_fd(), frame)
+        super::sys::bpf_prog_test_run_xdp_out(&fd.as_fd(), frame, out)
     }
 
     fn install_filter(

@@ -13,6 +13,13 @@
 //! `XDP_PKT_CONTD`. [`Chain`] copies such a chain into one per-socket
 //! scratch buffer (the only copy, and only for chained frames); a frame in a
 //! single chunk is still handed out in place.
+//!
+//! Timestamps: the XDP program puts the frame's arrival time (CLOCK_MONOTONIC
+//! ns) into 8 bytes of XDP metadata in front of the frame; the kernel copies
+//! metadata and frame together into the chunk (in front of the first chunk of
+//! a chain), so the stamp is the word right before the descriptor's address.
+//! [`Xsk::receive`] hands it out with the frame (0: none) and zeroes it, so a
+//! later frame in that chunk that came without metadata cannot inherit it.
 
 use std::io;
 use std::mem;
@@ -48,6 +55,9 @@ pub const FLOOR_MEM_SHARE: usize = 8;
 const COMP_RING: u32 = 64;
 /// How many frames ahead of the one being read are prefetched.
 const PREFETCH: u32 = 8;
+/// Bytes of XDP metadata the program writes in front of a frame (its
+/// timestamp).
+pub const META_LEN: usize = 8;
 
 /// Frames (UMEM chunks) per RX queue for a capture with `ring_bytes` of
 /// RingSize over `queues` queues, `mem_available` bytes of free memory
@@ -125,6 +135,8 @@ pub(crate) struct Chain {
     /// A chain is in progress (its earlier descriptors were seen, possibly
     /// in an earlier round).
     open: bool,
+    /// The timestamp of the chain in progress (its first descriptor's).
+    stamp: u64,
     /// The chain in progress no longer fits (or had a bad descriptor): its
     /// remaining descriptors are skipped and the chain counted at its end.
     dropping: bool,
@@ -137,26 +149,44 @@ impl Chain {
             scratch: vec![0; max].into_boxed_slice(),
             len: 0,
             open: false,
+            stamp: 0,
             dropping: false,
             dropped: 0,
         }
     }
 
-    /// One RX descriptor's bytes (`None`: the descriptor pointed outside
-    /// the UMEM) and whether more of its frame follows (`XDP_PKT_CONTD`).
-    /// Calls `f` with the whole frame when `part` completes one: borrowed
-    /// as is for a lone descriptor, from the scratch buffer for a chain.
+    /// Whether the next descriptor starts a frame (rather than continuing
+    /// a chain): only such a descriptor has a timestamp in front of it.
     #[inline]
-    pub(crate) fn push(&mut self, part: Option<&[u8]>, more: bool, f: &mut impl FnMut(&[u8])) {
+    pub(crate) fn starts_frame(&self) -> bool {
+        !self.open
+    }
+
+    /// One RX descriptor's bytes (`None`: the descriptor pointed outside
+    /// the UMEM), its timestamp (read only where [`starts_frame`]; ignored
+    /// otherwise) and whether more of its frame follows (`XDP_PKT_CONTD`).
+    /// Calls `f` with the whole frame and its first descriptor's stamp
+    /// when `part` completes one: borrowed as is for a lone descriptor,
+    /// from the scratch buffer for a chain.
+    ///
+    /// [`starts_frame`]: Self::starts_frame
+    #[inline]
+    pub(crate) fn push(
+        &mut self,
+        part: Option<&[u8]>,
+        stamp: u64,
+        more: bool,
+        f: &mut impl FnMut(&[u8], u64),
+    ) {
         if !self.open && !more {
             match part {
-                Some(data) => f(data),
+                Some(data) => f(data, stamp),
                 None => self.dropped += 1,
             }
             return;
         }
         if !self.open {
-            (self.open, self.len, self.dropping) = (true, 0, false);
+            (self.open, self.len, self.dropping, self.stamp) = (true, 0, false, stamp);
         }
         if !self.dropping {
             match part.and_then(|d| Some((d, self.scratch.get_mut(self.len..self.len + d.len())?)))
@@ -173,7 +203,7 @@ impl Chain {
             if self.dropping {
                 self.dropped += 1;
             } else {
-                f(&self.scratch[..self.len]);
+                f(&self.scratch[..self.len], self.stamp);
             }
         }
     }
@@ -494,11 +524,12 @@ impl Xsk {
 
     /// Hands up to `max` received frames to `f` (a lone descriptor's bytes
     /// borrowed from the UMEM, a chain's reassembled in the scratch
-    /// buffer), then returns their chunks to the fill ring in one batch.
-    /// The budget counts frames, not descriptors: a round of 9000-byte
-    /// frames (six chunks each) moves as many frames as a round of small
-    /// ones. Returns the descriptors consumed.
-    pub fn receive<F: FnMut(&[u8])>(&mut self, max: u32, mut f: F) -> usize {
+    /// buffer) with the frame's timestamp from the XDP program
+    /// (CLOCK_MONOTONIC ns; 0: none), then returns their chunks to the fill
+    /// ring in one batch. The budget counts frames, not descriptors: a
+    /// round of 9000-byte frames (six chunks each) moves as many frames as
+    /// a round of small ones. Returns the descriptors consumed.
+    pub fn receive<F: FnMut(&[u8], u64)>(&mut self, max: u32, mut f: F) -> usize {
         let prod = self.rx.producer().load(Ordering::Acquire);
         let cons = self.rx.consumer().load(Ordering::Relaxed);
         let avail = prod.wrapping_sub(cons);
@@ -511,9 +542,9 @@ impl Xsk {
         }
         let (area, umem_len) = (self.umem.area, self.umem.len);
         let mut frames = 0u64;
-        let mut whole = |data: &[u8]| {
+        let mut whole = |data: &[u8], stamp: u64| {
             frames += 1;
-            f(data)
+            f(data, stamp)
         };
         // Frame ends seen (frames delivered or dropped) and descriptors used.
         let (mut ends, mut n) = (0u32, 0u32);
@@ -533,7 +564,15 @@ impl Xsk {
             });
             let more = d.options & libc::XDP_PKT_CONTD != 0;
             ends += u32::from(!more);
-            self.chain.push(part, more, &mut whole);
+            let stamp = match part {
+                Some(_) if self.chain.starts_frame() => {
+                    // SAFETY: the frame's range is inside the UMEM (checked
+                    // above); the chunk is ours until it is refilled.
+                    unsafe { take_stamp(area, addr) }
+                }
+                _ => 0,
+            };
+            self.chain.push(part, stamp, more, &mut whole);
             self.recycle.push(d.addr & !(CHUNK_SIZE as u64 - 1));
         }
         self.received += frames;
@@ -555,18 +594,21 @@ impl Xsk {
         unsafe { ptr::read(self.rx.desc.as_ptr().cast::<libc::xdp_desc>().add(idx)) }
     }
 
-    /// Starts loading the first cache line of the frame `d` points at.
+    /// Starts loading the first cache line of the frame `d` points at and
+    /// the one holding its timestamp (the line before, unless the frame
+    /// starts mid-line).
     #[inline]
     fn prefetch(&self, d: libc::xdp_desc) {
         #[cfg(target_arch = "x86_64")]
-        if (d.addr as usize) < self.umem.len {
-            // SAFETY: the address lies inside the UMEM mapping (checked);
-            // a prefetch is only a hint and never faults.
+        if (d.addr as usize) < self.umem.len && (d.addr as usize) % CHUNK_SIZE >= META_LEN {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: both addresses lie inside the UMEM mapping (checked:
+            // the frame and, before it in the same chunk, its stamp); a
+            // prefetch is only a hint and never faults.
             unsafe {
                 let p = self.umem.area.as_ptr().add(d.addr as usize);
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p as *const i8,
-                );
+                _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.sub(META_LEN) as *const i8);
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -630,6 +672,31 @@ impl Xsk {
     }
 }
 
+/// Reads and zeroes the timestamp word in front of the frame at byte
+/// `addr` of the UMEM at `area` (0 when the frame starts too close to its
+/// chunk's start to have one).
+///
+/// # Safety
+/// `addr` must lie inside the UMEM at `area`, in a chunk user space owns
+/// (read from RX, not yet refilled).
+#[inline]
+unsafe fn take_stamp(area: NonNull<u8>, addr: usize) -> u64 {
+    // The frame starts XDP_PACKET_HEADROOM (256) into its chunk, so the
+    // word is inside the same chunk; checked anyway.
+    if addr % CHUNK_SIZE < META_LEN {
+        return 0;
+    }
+    // SAFETY: addr - META_LEN .. addr lies in the same chunk as `addr`,
+    // inside the UMEM (caller), owned by user space (caller); the word
+    // need not be aligned.
+    unsafe {
+        let p = area.as_ptr().add(addr - META_LEN).cast::<u64>();
+        let stamp = p.read_unaligned();
+        p.write_unaligned(0);
+        stamp
+    }
+}
+
 /// The UMEM mapping; unmapped on drop, after the socket has closed (it is
 /// the last field of [`Xsk`]).
 #[derive(Debug)]
@@ -663,15 +730,72 @@ mod tests {
     /// Feeds `parts` (bytes, XDP_PKT_CONTD) through a chain; returns the
     /// frames it handed out and whether each was borrowed in place.
     fn run(c: &mut Chain, parts: &[(Option<Vec<u8>>, bool)]) -> Vec<(Vec<u8>, bool)> {
+        run_stamped(c, parts)
+            .into_iter()
+            .map(|(d, p, _)| (d, p))
+            .collect()
+    }
+
+    /// As `run`; each descriptor stamped with its index + 1 where it may
+    /// carry one, and the stamp each frame came out with.
+    fn run_stamped(c: &mut Chain, parts: &[(Option<Vec<u8>>, bool)]) -> Vec<(Vec<u8>, bool, u64)> {
         let mut out = Vec::new();
-        for (p, more) in parts {
+        for (i, (p, more)) in parts.iter().enumerate() {
             let src = p.as_deref();
-            c.push(src, *more, &mut |d: &[u8]| {
+            let stamp = if c.starts_frame() { i as u64 + 1 } else { 0 };
+            c.push(src, stamp, *more, &mut |d: &[u8], stamp| {
                 let in_place = src.is_some_and(|s| std::ptr::eq(s.as_ptr(), d.as_ptr()));
-                out.push((d.to_vec(), in_place));
+                out.push((d.to_vec(), in_place, stamp));
             });
         }
         out
+    }
+
+    #[test]
+    fn a_frame_carries_its_first_descriptors_stamp() {
+        let mut c = Chain::new(10_000);
+        let out = run_stamped(
+            &mut c,
+            &[
+                (Some(bytes(60, 1)), false),
+                (Some(bytes(1792, 2)), true),
+                (Some(bytes(1792, 3)), true),
+                (Some(bytes(10, 4)), false),
+                (Some(bytes(64, 5)), false),
+            ],
+        );
+        let stamps: Vec<u64> = out.iter().map(|o| o.2).collect();
+        assert_eq!(stamps, [1, 2, 5], "a chain keeps its first descriptor's");
+        // A chain cut between rounds too.
+        let mut c = Chain::new(8192);
+        c.push(Some(&bytes(1792, 1)), 77, true, &mut |_, _| {
+            panic!("not yet")
+        });
+        assert!(!c.starts_frame());
+        let mut got = None;
+        c.push(Some(&bytes(9, 1)), 0, false, &mut |d, s| {
+            got = Some((d.len(), s))
+        });
+        assert_eq!(got, Some((1801, 77)));
+        assert!(c.starts_frame());
+    }
+
+    #[test]
+    fn the_stamp_in_front_of_a_frame_is_read_once() {
+        // Two chunks; frames at the kernel's offset (256) into each.
+        let mut umem = vec![0u8; 2 * CHUNK_SIZE];
+        let at = |chunk: usize| chunk * CHUNK_SIZE + 256;
+        umem[at(1) - 8..at(1)].copy_from_slice(&0x0102_0304_0506_0708u64.to_ne_bytes());
+        let area = NonNull::new(umem.as_mut_ptr()).unwrap();
+        // SAFETY: both addresses lie inside `umem`, which nothing else uses.
+        unsafe {
+            assert_eq!(take_stamp(area, at(1)), 0x0102_0304_0506_0708);
+            assert_eq!(take_stamp(area, at(1)), 0, "zeroed once read");
+            assert_eq!(take_stamp(area, at(0)), 0, "never stamped");
+            // A frame at a chunk's very start has no room for one.
+            assert_eq!(take_stamp(area, CHUNK_SIZE + 4), 0);
+        }
+        assert!(umem.iter().all(|&b| b == 0), "nothing else touched");
     }
 
     fn bytes(n: usize, seed: u8) -> Vec<u8> {
