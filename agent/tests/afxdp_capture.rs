@@ -40,6 +40,23 @@ fn pair() -> NetnsPair {
     ns
 }
 
+/// The capture settings the tests share: c0, whole frames, 4 MiB of RingSize
+/// (raised to the UMEM floor), every queue, nothing replaced or dropped.
+fn xdp_cfg(filter: &[Insn], mode: XdpMode) -> AfXdpConfig<'_> {
+    AfXdpConfig {
+        ifname: "c0",
+        snaplen: 65535,
+        filter,
+        mode,
+        replace_foreign: false,
+        drop_rejected: false,
+        own: None,
+        umem_bytes: 4 << 20,
+        queues: 0,
+        busy_poll: BusyPoll::Off,
+    }
+}
+
 fn xdp_attached(ns: &str, dev: &str) -> bool {
     ip(&["-n", ns, "link", "show", "dev", dev]).contains("prog/xdp")
 }
@@ -199,18 +216,7 @@ fn jumbo_chains_count_as_one_frame_and_nothing_is_dropped() {
     let ns = NetnsPair::new();
     let tx = ns.gen_sender();
     let filter = compile(&format!("udp dst port {PORT}"));
-    let cfg = AfXdpConfig {
-        ifname: "c0",
-        snaplen: 65535,
-        filter: &filter,
-        mode: XdpMode::Native,
-        replace_foreign: false,
-        drop_rejected: false,
-        own: None,
-        umem_bytes: 4 << 20,
-        queues: 0,
-        busy_poll: BusyPoll::Off,
-    };
+    let cfg = xdp_cfg(&filter, XdpMode::Native);
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP, MTU 9000, native");
     send(&tx, PORT, 9014, 20, 0);
     send(&tx, PORT, 100, 20, 20);
@@ -245,16 +251,8 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
     let tx = ns.gen_sender();
     let filter = compile(&format!("udp dst port {PORT}"));
     let cfg = AfXdpConfig {
-        ifname: "c0",
-        snaplen: 65535,
-        filter: &filter,
-        mode: XdpMode::Native,
-        replace_foreign: false,
-        drop_rejected: false,
-        own: None,
         umem_bytes: 4 << 20, // below the floor: raised to it
-        queues: 0,
-        busy_poll: BusyPoll::Off,
+        ..xdp_cfg(&filter, XdpMode::Native)
     };
     let t0 = Instant::now();
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
@@ -349,16 +347,8 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
     drop_ipc_lock();
     let filter = compile(&format!("udp dst port {PORT}"));
     let cfg = AfXdpConfig {
-        ifname: "c0",
-        snaplen: 65535,
-        filter: &filter,
-        mode: XdpMode::Generic,
-        replace_foreign: false,
-        drop_rejected: false,
-        own: None,
         umem_bytes: 0,
-        queues: 0,
-        busy_poll: BusyPoll::Off,
+        ..xdp_cfg(&filter, XdpMode::Generic)
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP with a smaller UMEM");
     let depth = src.queue_depth();
@@ -409,16 +399,9 @@ fn one_round_takes_as_many_jumbo_frames_as_small_ones() {
     let tx = ns.gen_sender();
     let filter = compile(&format!("udp dst port {PORT}"));
     let cfg = AfXdpConfig {
-        ifname: "c0",
-        snaplen: 65535,
-        filter: &filter,
-        mode: XdpMode::Generic,
-        replace_foreign: false,
-        drop_rejected: false,
-        own: None,
         umem_bytes: 0,
         queues: 1,
-        busy_poll: BusyPoll::Off,
+        ..xdp_cfg(&filter, XdpMode::Generic)
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
     send(&tx, PORT, 9014, 200, 0);
@@ -573,16 +556,8 @@ fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     NetnsPair::enter(&m.cap);
     let filter = compile("udp dst port 7100");
     let cfg = AfXdpConfig {
-        ifname: "c0",
-        snaplen: 65535,
-        filter: &filter,
-        mode: XdpMode::Native,
-        replace_foreign: false,
-        drop_rejected: false,
-        own: None,
         umem_bytes: 0,
-        queues: 0,
-        busy_poll: BusyPoll::Off,
+        ..xdp_cfg(&filter, XdpMode::Native)
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP on 4 queues");
     assert_eq!(src.queue_frames().len(), 4);
@@ -744,15 +719,8 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     let filter: Vec<Insn> = vec![];
     let mut cfg = AfXdpConfig {
         ifname: "lo",
-        snaplen: 65535,
-        filter: &filter,
-        mode: XdpMode::Native,
-        replace_foreign: false,
-        drop_rejected: false,
-        own: None,
         umem_bytes: 1 << 20,
-        queues: 0,
-        busy_poll: BusyPoll::Off,
+        ..xdp_cfg(&filter, XdpMode::Native)
     };
     let e = AfXdp::open(&cfg)
         .expect_err("lo has no native XDP")
@@ -909,16 +877,8 @@ fn ipv6_prefixes_are_applied_in_xdp() {
         NetnsPair::enter(&ns.cap);
         let filter = compile("ip6 net 2001:db8:1::/48");
         let cfg = AfXdpConfig {
-            ifname: "c0",
-            snaplen: 65535,
-            filter: &filter,
-            mode,
-            replace_foreign: false,
-            drop_rejected: false,
-            own: None,
             umem_bytes: 1 << 20,
-            queues: 0,
-            busy_poll: BusyPoll::Off,
+            ..xdp_cfg(&filter, mode)
         };
         let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
         let mut inside = Vec::new();
@@ -1022,16 +982,8 @@ fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     NetnsPair::enter(&m.cap);
     let filter = compile("udp dst port 7100");
     let mut cfg = AfXdpConfig {
-        ifname: "c0",
-        snaplen: 65535,
-        filter: &filter,
-        mode: XdpMode::Native,
-        replace_foreign: false,
-        drop_rejected: false,
-        own: None,
-        umem_bytes: 4 << 20,
-        queues: 0,
         busy_poll: BusyPoll::On { budget: 16 },
+        ..xdp_cfg(&filter, XdpMode::Native)
     };
     let src = AfXdp::open(&cfg).expect("open with busy polling");
     let want = xrpcapd::capture::busy_poll::Settings {
@@ -1165,16 +1117,8 @@ fn deliver(ns: &NetnsPair, filter: &[Insn], drop_rejected: bool) -> Delivered {
     let host = std::net::UdpSocket::bind((CAP_IP, PORT)).expect("host socket");
     host.set_nonblocking(true).unwrap();
     let cfg = AfXdpConfig {
-        ifname: "c0",
-        snaplen: 65535,
-        filter,
-        mode: XdpMode::Generic,
-        replace_foreign: false,
         drop_rejected,
-        own: None,
-        umem_bytes: 4 << 20,
-        queues: 0,
-        busy_poll: BusyPoll::Off,
+        ..xdp_cfg(filter, XdpMode::Generic)
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
     send_all(&tx, 0);
@@ -1314,18 +1258,7 @@ fn one_poll_takes_a_whole_burst_not_one_round() {
     let ns = pair();
     let tx = ns.gen_sender();
     let filter = compile(&format!("udp dst port {PORT}"));
-    let cfg = AfXdpConfig {
-        ifname: "c0",
-        snaplen: 65535,
-        filter: &filter,
-        mode: XdpMode::Generic,
-        replace_foreign: false,
-        drop_rejected: false,
-        own: None,
-        umem_bytes: 4 << 20,
-        queues: 0,
-        busy_poll: BusyPoll::Off,
-    };
+    let cfg = xdp_cfg(&filter, XdpMode::Generic);
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP on c0");
     send(&tx, PORT, 64, BURST, 0);
     assert!(
@@ -1373,16 +1306,8 @@ fn stamps_follow_the_sending_gaps(mode: XdpMode) {
         for size in [100, 9014] {
             let what = format!("{mode}, filter in XDP {in_xdp}, {size} B");
             let cfg = AfXdpConfig {
-                ifname: "c0",
-                snaplen: 65535,
-                filter,
-                mode,
-                replace_foreign: false,
-                drop_rejected: false,
-                own: None,
-                umem_bytes: 4 << 20,
                 queues: 1,
-                busy_poll: BusyPoll::Off,
+                ..xdp_cfg(filter, mode)
             };
             let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
             assert_eq!(src.filter_in_xdp(), in_xdp, "{what}");
