@@ -3,6 +3,8 @@
 //! zero-copy), a Worker sending udpstr to a loopback sensor socket.
 
 mod datapath_support;
+#[path = "../src/capture/test_caps.rs"]
+mod test_caps;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -291,36 +293,6 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
     );
 }
 
-/// Drops CAP_IPC_LOCK from this thread's effective capabilities (it stays
-/// permitted): the kernel then charges UMEM pages to RLIMIT_MEMLOCK.
-fn drop_ipc_lock() {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const CAP_IPC_LOCK: u32 = 14;
-    let mut h = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let mut d = [Data::default(); 2];
-    // SAFETY: capget/capset with a valid header and two data structs, as
-    // version 3 requires; they act on the calling thread only.
-    unsafe {
-        assert_eq!(libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()), 0);
-        d[0].effective &= !(1 << CAP_IPC_LOCK);
-        assert_eq!(libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()), 0);
-    }
-}
-
 /// Without CAP_IPC_LOCK the UMEM counts against RLIMIT_MEMLOCK (8 MiB
 /// here): the capture shrinks the floor's 256 MiB until the kernel takes
 /// it, and still captures.
@@ -344,7 +316,7 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
         );
         return;
     }
-    drop_ipc_lock();
+    test_caps::drop_effective(test_caps::CAP_IPC_LOCK);
     let filter = compile(&format!("udp dst port {PORT}"));
     let cfg = AfXdpConfig {
         umem_bytes: 0,

@@ -706,35 +706,6 @@ impl Drop for AfXdp {
 mod tests {
     use super::*;
 
-    /// Drops CAP_NET_ADMIN from the calling thread's effective set
-    /// (capabilities are per thread).
-    fn drop_net_admin() {
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Default)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        let mut h = Header {
-            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-            pid: 0,
-        };
-        let mut d = [Data::default(); 2];
-        // SAFETY: capget/capset with a valid header and two data structs,
-        // as version 3 requires; affects this thread only.
-        unsafe {
-            assert_eq!(libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()), 0);
-            d[0].effective &= !(1 << 12); // CAP_NET_ADMIN
-            assert_eq!(libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()), 0);
-        }
-    }
-
     /// `XdpBusyPoll = on` where the kernel refuses the options: reported as
     /// unavailable, the sockets stay usable and do not kick; with the
     /// privilege: on. Each case in its own thread and network namespace
@@ -749,7 +720,9 @@ mod tests {
                 let mut socks =
                     vec![Xsk::open(lo, 0, 512, false, true).expect("AF_XDP socket on lo")];
                 if !privileged {
-                    drop_net_admin();
+                    crate::capture::test_caps::drop_effective(
+                        crate::capture::test_caps::CAP_NET_ADMIN,
+                    );
                 }
                 let on = BusyPoll::On { budget: 8 };
                 let said = busy_poll_all("lo", &mut socks, on);
