@@ -122,6 +122,9 @@ pub struct DatapathOptions {
     pub gso: bool,
     /// Extra datagram slots per udpstr batch (beyond what one record needs).
     pub batch_slots: usize,
+    /// How often the worker reads kernel drop counters and checks an idle
+    /// TCP peer; the longest it sleeps when nothing else is due.
+    pub housekeeping: Duration,
 }
 
 impl Default for DatapathOptions {
@@ -129,6 +132,7 @@ impl Default for DatapathOptions {
         DatapathOptions {
             gso: true,
             batch_slots: 64,
+            housekeeping: worker::HOUSEKEEPING,
         }
     }
 }
@@ -258,13 +262,13 @@ impl Worker {
         let pipe = Pipeline::new(spec.sampling, out);
         let (tx, rx) = crossbeam_channel::bounded(16);
         let sh = shared.clone();
-        let (rt, cpu) = (spec.read_timeout, spec.cpu);
+        let (rt, hk, cpu) = (spec.read_timeout, opts.housekeeping, spec.cpu);
         let thread = std::thread::Builder::new()
             .name(format!("dp-{}", spec.ifname))
             .spawn(move || match source {
-                AnySource::AfPacket(s) => worker::run(s, pipe, rx, sh, rt, cpu),
-                AnySource::File(s) => worker::run(s, pipe, rx, sh, rt, cpu),
-                AnySource::AfXdp(s) => worker::run(*s, pipe, rx, sh, rt, cpu),
+                AnySource::AfPacket(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
+                AnySource::File(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
+                AnySource::AfXdp(s) => worker::run(*s, pipe, rx, sh, rt, hk, cpu),
             })
             .map_err(|e| StartError::Other(format!("spawning the datapath thread: {e}")))?;
         Ok(Worker {

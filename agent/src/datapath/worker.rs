@@ -22,10 +22,11 @@ use super::sender::{MsgArena, TcpSender, UdpSender};
 use crate::capture::{Frame, Polled, Source};
 
 /// How often kernel drop counters are read and an idle TCP peer is checked;
-/// also the longest the worker sleeps in its source. Commands do not wait
-/// for it: they come with a [`Wake`]. Every wake-up costs CPU (a context
-/// switch, in a VM an exit), so an idle or slow link should cause few.
-const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// also the longest the worker sleeps in its source (the default of
+/// `DatapathOptions::housekeeping`). Commands do not wait for it: they come
+/// with a [`Wake`]. Every wake-up costs CPU (a context switch, in a VM an
+/// exit), so an idle or slow link should cause few.
+pub(crate) const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// How long the end of a capture waits for a slow TCP peer to take the rest.
 const TCP_DRAIN: Duration = Duration::from_secs(1);
 
@@ -350,6 +351,7 @@ pub(crate) fn run<S: Source>(
     rx: Receiver<Command>,
     shared: Arc<Shared>,
     read_timeout: Duration,
+    housekeeping: Duration,
     cpu: Option<usize>,
 ) {
     if let Some(cpu) = cpu {
@@ -360,7 +362,7 @@ pub(crate) fn run<S: Source>(
     let mut failure: Option<String> = None;
     // How long the next poll may sleep: until the next housekeeping or the
     // flush deadline of a partly filled datagram, whichever comes first.
-    let mut wait = HOUSEKEEPING;
+    let mut wait = housekeeping;
     'capture: loop {
         loop {
             match rx.try_recv() {
@@ -397,7 +399,7 @@ pub(crate) fn run<S: Source>(
         } else {
             partial_since = None;
         }
-        if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
+        if now.duration_since(last_housekeeping) >= housekeeping {
             last_housekeeping = now;
             let st = source.stats();
             shared
@@ -412,7 +414,7 @@ pub(crate) fn run<S: Source>(
             break 'capture;
         }
         pipe.publish(&shared);
-        wait = HOUSEKEEPING.saturating_sub(now.duration_since(last_housekeeping));
+        wait = housekeeping.saturating_sub(now.duration_since(last_housekeeping));
         if let Some(since) = partial_since {
             wait = wait.min(read_timeout.saturating_sub(now.duration_since(since)));
         }

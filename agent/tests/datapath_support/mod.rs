@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rpcap::bpf::Insn;
 use rpcap::msg::Sampling;
 use rpcap::PktHdr;
-use xrpcapd::datapath::{Backend, CaptureSpec, Transport};
+use xrpcapd::datapath::{Backend, CaptureSpec, DatapathOptions, Transport, Worker};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -343,6 +343,37 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     cond()
+}
+
+/// Starts an idle worker from `spec` and checks that filter updates and
+/// the stop wake it at once (its eventfd) rather than waiting for its next
+/// timed wake-up. Housekeeping and the read timeout are set so long that a
+/// command which did not wake the worker would take seconds: the bounds
+/// hold on a loaded machine and still fail without the wake.
+pub fn assert_commands_wake_an_idle_worker(mut spec: CaptureSpec, filters: [Vec<Insn>; 2]) {
+    const SLEEP: Duration = Duration::from_secs(30);
+    const BOUND: Duration = Duration::from_millis(1500);
+    spec.read_timeout = SLEEP;
+    let opts = DatapathOptions {
+        housekeeping: SLEEP,
+        ..Default::default()
+    };
+    let worker = Worker::start_with(spec, opts).expect("start");
+    for i in 0..4 {
+        // Let the worker go back to sleep, then time a command round trip.
+        std::thread::sleep(Duration::from_millis(50));
+        let t0 = Instant::now();
+        worker
+            .update_filter(filters[i % 2].clone())
+            .expect("UPDATEFILTER");
+        let took = t0.elapsed();
+        assert!(took < BOUND, "UPDATEFILTER {i} took {took:?}");
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    worker.stop();
+    let took = t0.elapsed();
+    assert!(took < BOUND, "stop took {took:?}");
 }
 
 /// An Ethernet frame (broadcast destination) with an IPv4/UDP datagram to
