@@ -40,15 +40,26 @@ pub fn prefix(hdr: &PktHdr) -> [u8; PREFIX_LEN] {
 ///
 /// Panics if `out` is too short (a caller's sizing bug, not bad input).
 pub fn encode(hdr: &PktHdr, data: &[u8], out: &mut [u8]) -> usize {
-    debug_assert_eq!(hdr.caplen as usize, data.len(), "caplen differs from data");
-    let total = PREFIX_LEN + data.len();
+    encode_parts(hdr, &[data], out)
+}
+
+/// [`encode`] for packet bytes held in pieces (`parts` one after another;
+/// `hdr.caplen` must equal their total), gathered straight into `out`.
+pub fn encode_parts(hdr: &PktHdr, parts: &[&[u8]], out: &mut [u8]) -> usize {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    debug_assert_eq!(hdr.caplen as usize, len, "caplen differs from data");
+    let total = PREFIX_LEN + len;
     assert!(
         out.len() >= total,
         "PACKET of {total} bytes into {} bytes",
         out.len()
     );
     out[..PREFIX_LEN].copy_from_slice(&prefix(hdr));
-    out[PREFIX_LEN..total].copy_from_slice(data);
+    let mut at = PREFIX_LEN;
+    for p in parts {
+        out[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
     total
 }
 

@@ -246,13 +246,26 @@ impl Framer {
     ///
     /// Panics if `batch` was made for another datagram size.
     pub fn push(&mut self, batch: &mut Batch, hdr: &PktHdr, data: &[u8]) -> Result<(), BatchFull> {
+        self.push_parts(batch, hdr, &[data])
+    }
+
+    /// [`push`](Self::push) for a frame held in pieces (a capture ring's
+    /// chunks), gathered straight into the datagrams: the record's data is
+    /// `parts` one after another, and `hdr.caplen` must equal their total.
+    pub fn push_parts(
+        &mut self,
+        batch: &mut Batch,
+        hdr: &PktHdr,
+        parts: &[&[u8]],
+    ) -> Result<(), BatchFull> {
         assert_eq!(
             batch.size, self.size,
             "batch made for another datagram size"
         );
-        debug_assert_eq!(hdr.caplen as usize, data.len(), "caplen differs from data");
-        let caplen = u32::try_from(data.len()).map_err(|_| BatchFull)?;
-        if PktHdr::LEN + data.len() > batch.room() {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        debug_assert_eq!(hdr.caplen as usize, len, "caplen differs from data");
+        let caplen = u32::try_from(len).map_err(|_| BatchFull)?;
+        if PktHdr::LEN + len > batch.room() {
             return Err(BatchFull);
         }
         if batch.fill == 0 {
@@ -271,23 +284,29 @@ impl Framer {
         batch.slot_mut()[at..at + PktHdr::LEN].copy_from_slice(&rec);
         batch.fill += PktHdr::LEN;
 
-        let mut rest = data;
-        loop {
-            let at = batch.fill;
-            let n = rest.len().min(self.size - at);
-            batch.slot_mut()[at..at + n].copy_from_slice(&rest[..n]);
-            batch.fill += n;
-            rest = &rest[n..];
-            if rest.is_empty() {
-                // No record header fits in the tail: the next record starts a new datagram.
-                if self.size - batch.fill < PktHdr::LEN {
+        let mut left = len;
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                if batch.fill == self.size {
                     batch.close();
+                    self.open(batch, NO_HEADER);
                 }
-                return Ok(());
+                let at = batch.fill;
+                let n = rest.len().min(self.size - at);
+                batch.slot_mut()[at..at + n].copy_from_slice(&rest[..n]);
+                batch.fill += n;
+                rest = &rest[n..];
+                left -= n;
             }
-            batch.close();
-            self.open(batch, NO_HEADER);
         }
+        debug_assert_eq!(left, 0);
+        // No record header fits in the tail: the next record starts a new
+        // datagram.
+        if self.size - batch.fill < PktHdr::LEN {
+            batch.close();
+        }
+        Ok(())
     }
 
     /// Completes the partly filled datagram, if any, so it can be sent now

@@ -149,6 +149,28 @@ proptest! {
         prop_assert_eq!(payload, &data[..]);
     }
 
+    /// Pieces gathered give the bytes of the joined data.
+    #[test]
+    fn encode_parts_equals_encode_of_the_joined_parts(
+        data in prop::collection::vec(any::<u8>(), 0..3000),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let h = PktHdr { ts_sec: 1, ts_usec: 2, caplen: data.len() as u32, len: data.len() as u32, npkt: 3 };
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+        at.sort_unstable();
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for &to in at.iter().chain([data.len()].iter()) {
+            parts.push(&data[from..to]);
+            from = to;
+        }
+        let mut whole = vec![0; PREFIX_LEN + data.len()];
+        let mut gathered = vec![0; PREFIX_LEN + data.len()];
+        plain::encode(&h, &data, &mut whole);
+        prop_assert_eq!(plain::encode_parts(&h, &parts, &mut gathered), whole.len());
+        prop_assert_eq!(gathered, whole);
+    }
+
     #[test]
     fn decode_never_panics(msg in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = plain::decode(&msg);

@@ -1,6 +1,6 @@
 //! Framer: hand-checked datagram bytes, seqno and firsthdridx, never-split
 //! headers, batch accounting (BatchFull writes nothing, partial survives consume),
-//! flush and reset.
+//! flush and reset; records pushed in pieces frame as if whole.
 
 use rpcap::udpstr::{Batch, BatchFull, Framer, MAX_DGRAM_SIZE, MIN_DGRAM_SIZE, NO_HEADER};
 use rpcap::PktHdr;
@@ -269,4 +269,50 @@ fn a_batch_of_another_size_is_a_bug() {
     let mut f = Framer::new(1472).unwrap();
     let mut b = Batch::new(64, 4);
     let _ = f.push(&mut b, &hdr(1, 1), &[0]);
+}
+
+/// `data` cut at the (sorted) positions `at`, empty pieces included.
+fn pieces<'a>(data: &'a [u8], at: &[usize]) -> Vec<&'a [u8]> {
+    let mut at = at.to_vec();
+    at.sort_unstable();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &to in at.iter().chain([data.len()].iter()) {
+        out.push(&data[from..to]);
+        from = to;
+    }
+    out
+}
+
+proptest::proptest! {
+    /// push_parts gives the datagrams (and the batch state) push gives for
+    /// the joined data, wherever the pieces end: at datagram boundaries, in
+    /// the tail that no record header fits, empty.
+    #[test]
+    fn records_pushed_in_pieces_frame_as_if_whole(
+        size in MIN_DGRAM_SIZE..200usize,
+        records in proptest::collection::vec(
+            (0..700usize, proptest::collection::vec(0..700usize, 0..5)), 1..12),
+    ) {
+        let slots = Batch::min_slots(size, 700) + 16;
+        let (mut fw, mut bw) = (Framer::new(size).unwrap(), Batch::new(size, slots));
+        let (mut fp, mut bp) = (Framer::new(size).unwrap(), Batch::new(size, slots));
+        for (i, (len, cuts)) in records.iter().enumerate() {
+            let d = data(*len, i as u8);
+            let at: Vec<usize> = cuts.iter().map(|c| c % (len + 1)).collect();
+            let h = hdr(*len, i as u32);
+            let whole = fw.push(&mut bw, &h, &d);
+            let parts = fp.push_parts(&mut bp, &h, &pieces(&d, &at));
+            proptest::prop_assert_eq!(whole, parts);
+            proptest::prop_assert_eq!(collect(&bw), collect(&bp));
+            proptest::prop_assert_eq!(fw.has_partial(&bw), fp.has_partial(&bp));
+            if whole.is_err() {
+                bw.consume();
+                bp.consume();
+            }
+        }
+        fw.flush(&mut bw);
+        fp.flush(&mut bp);
+        proptest::prop_assert_eq!(collect(&bw), collect(&bp));
+    }
 }
