@@ -13,6 +13,7 @@ use datapath_support::*;
 use rpcap::bpf::Insn;
 use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
 use xrpcapd::capture::xdp_prog::FilterPlace;
+use xrpcapd::capture::xsk;
 use xrpcapd::capture::{Polled, Source};
 use xrpcapd::datapath::{Backend, BusyPoll, Transport, Worker, XdpMode, XdpSpec};
 
@@ -226,7 +227,7 @@ fn jumbo_chains_count_as_one_frame_and_nothing_is_dropped() {
     let t0 = Instant::now();
     while sizes.len() < 40 && t0.elapsed() < LIMIT {
         let _ = src.poll(Duration::from_millis(20), &mut |f| {
-            sizes.push((f.data.len(), f.wire_len));
+            sizes.push((f.caplen(), f.wire_len));
         });
     }
     let want: Vec<(usize, u32)> = [(9014, 9014); 20]
@@ -241,6 +242,57 @@ fn jumbo_chains_count_as_one_frame_and_nothing_is_dropped() {
         (0, 0, 0)
     );
     assert_eq!(src.stats().kernel_drops, 0);
+}
+
+/// Chained frames under a filter that stays in user space (it truncates,
+/// which XDP cannot): the cBPF program reads each chain joined (a byte in
+/// a frame's third chunk decides), and the cut at 3000 bytes falls inside
+/// a frame's second chunk. The frames are handed out as their chunks'
+/// pieces, cut byte-exact.
+#[test]
+fn chained_frames_meet_a_user_space_filter_and_are_cut_inside_a_chunk() {
+    const KEEP: usize = 3000;
+    let ns = NetnsPair::new(); // MTU 9000 on both ends
+    let tx = ns.gen_sender();
+    // Frame 0's byte 4000 is payload(9014, 0)[3958] = 3958 * 31 mod 256 = 74.
+    assert_eq!(payload(9014, 0)[4000 - 42], 74);
+    let expr = format!("udp dst port {PORT} and (len < 4001 or ether[4000] != 74)");
+    let filter = truncating(compile(&expr), KEEP as u32);
+    let cfg = xdp_cfg(&filter, XdpMode::Native);
+    let mut src = AfXdp::open(&cfg).expect("open AF_XDP, MTU 9000, native");
+    assert!(
+        matches!(src.filter_place(), FilterPlace::UserSpace { .. }),
+        "{:?}",
+        src.filter_place()
+    );
+    // Frame 0 is rejected; the rest are kept (frame 5's byte 4000 is 109).
+    let sizes = [9014, 100, 2900, 3585, 1793, 9014];
+    for (i, &size) in sizes.iter().enumerate() {
+        send(&tx, PORT, size, 1, i);
+    }
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < sizes.len() - 1 && t0.elapsed() < LIMIT {
+        let _ = src.poll(Duration::from_millis(20), &mut |f| {
+            got.push((f.to_vec(), f.wire_len, f.parts.len()))
+        });
+    }
+    assert_eq!(got.len(), sizes.len() - 1);
+    for (i, (data, wire, pieces)) in (1..).zip(&got) {
+        let size = sizes[i];
+        assert_eq!(*wire as usize, size, "frame {i}: wire length");
+        assert_eq!(data.len(), size.min(KEEP), "frame {i}: cut");
+        // The first chunk holds CHUNK_FRAME bytes, the second the rest of 3000.
+        assert_eq!(
+            *pieces,
+            data.len().div_ceil(xsk::CHUNK_FRAME),
+            "frame {i}: pieces"
+        );
+        let p = payload(size, i);
+        assert_eq!(&data[42..], &p[..data.len() - 42], "frame {i}: bytes");
+    }
+    assert_eq!(src.filtered_out, 1, "frame 0, judged on its third chunk");
+    assert_eq!(src.socket_stats().chain_dropped, 0);
 }
 
 /// The UMEM depth at work: a worker that does not read for a while (here:
@@ -383,7 +435,7 @@ fn one_round_takes_as_many_jumbo_frames_as_small_ones() {
         >= 200));
     std::thread::sleep(Duration::from_millis(50));
     let mut sizes = Vec::new();
-    let polled = src.poll(Duration::from_millis(20), &mut |f| sizes.push(f.data.len()));
+    let polled = src.poll(Duration::from_millis(20), &mut |f| sizes.push(f.caplen()));
     assert!(
         matches!(polled, Ok(Polled::Frames(200))),
         "one poll: {polled:?}"
@@ -556,7 +608,7 @@ fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     let t0 = Instant::now();
     while got < 64 * 5 && t0.elapsed() < LIMIT {
         if let Ok(Polled::Frames(n)) = src.poll(Duration::from_millis(20), &mut |f| {
-            assert_eq!(&f.data[36..38], &7100u16.to_be_bytes());
+            assert_eq!(&f.to_vec()[36..38], &7100u16.to_be_bytes());
         }) {
             got += n;
         }
@@ -814,9 +866,7 @@ fn read_frames(src: &mut AfXdp, want: usize, limit: Duration) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let t0 = Instant::now();
     while got.len() < want && t0.elapsed() < limit {
-        let _ = src.poll(Duration::from_millis(20), &mut |f| {
-            got.push(f.data.to_vec())
-        });
+        let _ = src.poll(Duration::from_millis(20), &mut |f| got.push(f.to_vec()));
     }
     got
 }
@@ -1046,7 +1096,7 @@ fn poll_frames(src: &mut AfXdp) -> Vec<(Vec<u8>, u32)> {
     let mut quiet = Instant::now();
     while t0.elapsed() < LIMIT && quiet.elapsed() < Duration::from_millis(300) {
         if let Ok(Polled::Frames(n)) = src.poll(Duration::from_millis(20), &mut |f| {
-            got.push((f.data.to_vec(), f.wire_len))
+            got.push((f.to_vec(), f.wire_len))
         }) {
             if n > 0 {
                 quiet = Instant::now();
@@ -1101,11 +1151,11 @@ fn assert_long_ones(frames: &[(Vec<u8>, u32)], round: usize) {
     }
 }
 
-/// `prog` with every `ret #65535` turned into `ret #600`: XDP cannot cut.
-fn truncating(prog: Vec<Insn>) -> Vec<Insn> {
+/// `prog` with every `ret #65535` turned into `ret #k`: XDP cannot cut.
+fn truncating(prog: Vec<Insn>, k: u32) -> Vec<Insn> {
     prog.into_iter()
         .map(|i| match i.k {
-            65535 if i.code == 0x06 => Insn::new(0x06, 0, 0, 600),
+            65535 if i.code == 0x06 => Insn::new(0x06, 0, 0, k),
             _ => i,
         })
         .collect()
@@ -1148,7 +1198,7 @@ fn the_filter_runs_in_xdp_and_rejected_frames_never_reach_user_space() {
 fn a_truncating_filter_stays_in_user_space_and_still_filters_exactly() {
     let ns = pair();
     // `ret #600`: XDP cannot truncate, so the worker filters (and cuts).
-    let d = deliver(&ns, &truncating(long_to_port()), false);
+    let d = deliver(&ns, &truncating(long_to_port(), 600), false);
     let c = d.src.xdp_counters();
     assert!(!d.src.filter_in_xdp());
     assert!(
@@ -1180,7 +1230,7 @@ fn filter_updates_move_the_filter_between_xdp_and_user_space() {
     assert_long_ones(&d.frames, 0);
     let tx = ns.gen_sender();
     // To user space: a truncating filter.
-    d.src.set_filter(&truncating(long_to_port())).unwrap();
+    d.src.set_filter(&truncating(long_to_port(), 600)).unwrap();
     assert!(!d.src.filter_in_xdp());
     send_all(&tx, 1);
     let got = poll_frames(&mut d.src);
@@ -1255,7 +1305,7 @@ fn stamps_follow_the_sending_gaps(mode: XdpMode) {
     let ns = NetnsPair::new(); // MTU 9000
     let tx = ns.gen_sender();
     let exact = compile(&format!("udp dst port {PORT}"));
-    let cut = truncating(exact.clone());
+    let cut = truncating(exact.clone(), 600);
     for (filter, in_xdp) in [(&exact, true), (&cut, false)] {
         for size in [100, 9014] {
             let what = format!("{mode}, filter in XDP {in_xdp}, {size} B");
@@ -1282,7 +1332,7 @@ fn stamps_follow_the_sending_gaps(mode: XdpMode) {
             std::thread::sleep(LATE);
             let mut got = Vec::new();
             let polled = src.poll(Duration::from_millis(20), &mut |f| {
-                got.push((frame_time(f), f.data.len()))
+                got.push((frame_time(f), f.caplen()))
             });
             let polled_at = since_epoch(std::time::SystemTime::now());
             assert!(

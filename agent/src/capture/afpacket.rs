@@ -322,14 +322,14 @@ impl AfPacket {
             sink(&Frame {
                 ts_sec,
                 ts_usec,
-                data: &self.vlan_buf[..len.min(snap).min(keep)],
+                parts: &[&self.vlan_buf[..len.min(snap).min(keep)]],
                 wire_len,
             });
         } else {
             sink(&Frame {
                 ts_sec,
                 ts_usec,
-                data: &data[..data.len().min(snap)],
+                parts: &[&data[..data.len().min(snap)]],
                 wire_len: h.tp_len,
             });
         }

@@ -47,7 +47,7 @@ use super::stamp::{self, RoundClock};
 use super::sys;
 use super::xdp_prog::{FilterPlace, Flow, XdpCounters, XdpMode, XdpProgram};
 use super::xdp_rules::XdpRules;
-use super::xsk::{self, Xsk, XskStats};
+use super::xsk::{self, Xsk, XskStats, MAX_PIECES};
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
 use crate::filter::OwnTraffic;
 
@@ -100,6 +100,21 @@ fn coalesce_for(ring: usize, frames: u64, elapsed: Duration) -> Duration {
     Duration::from_nanos(ns.min(u64::MAX as u128) as u64).clamp(COALESCE_MIN, COALESCE_MAX)
 }
 
+/// The first `n` bytes of `parts` as pieces in `out`; returns how many.
+fn truncate<'a>(parts: &[&'a [u8]], n: usize, out: &mut [&'a [u8]; MAX_PIECES]) -> usize {
+    let mut left = n;
+    let mut k = 0;
+    for (o, p) in out.iter_mut().zip(parts) {
+        if left == 0 {
+            break;
+        }
+        *o = &p[..p.len().min(left)];
+        left -= o.len();
+        k += 1;
+    }
+    k
+}
+
 /// What to open.
 #[derive(Debug, Clone)]
 pub struct AfXdpConfig<'a> {
@@ -140,6 +155,9 @@ pub struct AfXdp {
     own: bool,
     /// Frames the cBPF program rejected in user space.
     pub filtered_out: u64,
+    /// A chained frame joined into one buffer for the user-space cBPF
+    /// program, which reads one (grown once, then reused).
+    joined: Vec<u8>,
     next: usize,
     /// One pollfd per socket, then the wake fd (if any): built once.
     pfds: Vec<libc::pollfd>,
@@ -379,6 +397,7 @@ impl AfXdp {
             drop_rejected: cfg.drop_rejected,
             own: !flows.is_empty(),
             filtered_out: 0,
+            joined: Vec::new(),
             next: 0,
             pfds,
             wake: None,
@@ -463,12 +482,21 @@ impl AfXdp {
             _ => None,
         };
         let mut rejected = 0u64;
+        let joined = &mut self.joined;
         for i in 0..n {
             let s = &mut self.sockets[(self.next + i) % n];
-            s.receive(BATCH, |data, mono| {
-                let keep = match in_xdp {
-                    Some(keep) => keep,
-                    None => filter.run(data, data.len() as u32),
+            s.receive(BATCH, |parts, mono| {
+                let wire_len = parts.iter().map(|p| p.len()).sum::<usize>();
+                let keep = match (in_xdp, parts) {
+                    (Some(keep), _) => keep,
+                    (None, [data]) => filter.run(data, wire_len as u32),
+                    (None, _) => {
+                        joined.clear();
+                        for p in parts {
+                            joined.extend_from_slice(p);
+                        }
+                        filter.run(joined, wire_len as u32)
+                    }
                 } as usize;
                 if keep == 0 {
                     rejected += 1;
@@ -477,11 +505,13 @@ impl AfXdp {
                 delivered += 1;
                 let c = clock.get_or_insert_with(|| RoundClock::now(started));
                 let (ts_sec, ts_usec) = c.frame_time(mono);
+                let mut cut: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
+                let k = truncate(parts, keep.min(snaplen), &mut cut);
                 sink(&Frame {
                     ts_sec,
                     ts_usec,
-                    data: &data[..data.len().min(keep).min(snaplen)],
-                    wire_len: data.len() as u32,
+                    parts: &cut[..k],
+                    wire_len: wire_len as u32,
                 });
             });
         }
@@ -669,7 +699,7 @@ impl Source for AfXdp {
         SourceStats {
             // Frames the capture should have had but lost: socket RX ring
             // full, no room in the UMEM or (without multi-buffer) longer
-            // than a chunk, chains too long to reassemble, and matches with
+            // than a chunk, chains too long to take, and matches with
             // no socket bound.
             kernel_drops: s.rx_dropped + s.rx_ring_full + s.chain_dropped + self.redirect_errors,
         }

@@ -102,7 +102,7 @@ impl FileSource {
         sink(&Frame {
             ts_sec,
             ts_usec,
-            data: &data[..cut],
+            parts: &[&data[..cut]],
             wire_len,
         });
         true

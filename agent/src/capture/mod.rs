@@ -35,10 +35,26 @@ use rpcap::bpf::Insn;
 pub struct Frame<'a> {
     pub ts_sec: u32,
     pub ts_usec: u32,
-    /// Captured bytes (already cut to the snap length).
-    pub data: &'a [u8],
+    /// Captured bytes (already cut to the snap length): one piece, or for a
+    /// multi-buffer AF_XDP frame the pieces in its UMEM chunks, in order
+    /// (the framer gathers them into the datagram without joining them).
+    pub parts: &'a [&'a [u8]],
     /// Length of the frame on the wire.
     pub wire_len: u32,
+}
+
+impl Frame<'_> {
+    /// Captured length: the bytes of every part.
+    #[inline]
+    pub fn caplen(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+
+    /// The captured bytes in one buffer (allocates: for tests and tools,
+    /// not the datapath).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
 }
 
 /// What one [`Source::poll`] call found.

@@ -10,9 +10,10 @@
 //!
 //! Multi-buffer (`XDP_USE_SG`, kernel >= 6.6): a frame longer than one chunk
 //! arrives as a chain of descriptors, every one but the last flagged
-//! `XDP_PKT_CONTD`. [`Chain`] copies such a chain into one per-socket
-//! scratch buffer (the only copy, and only for chained frames); a frame in a
-//! single chunk is still handed out in place.
+//! `XDP_PKT_CONTD`. [`Chain`] hands such a frame out as the pieces in its
+//! chunks, in place, and keeps those chunks out of the fill ring until the
+//! frame is complete; the framer gathers the pieces straight into the
+//! datagram, so a jumbo frame is copied once, like a small one.
 //!
 //! Timestamps: the XDP program puts the frame's arrival time (CLOCK_MONOTONIC
 //! ns) into 8 bytes of XDP metadata in front of the frame; the kernel copies
@@ -23,6 +24,7 @@
 
 use std::io;
 use std::mem;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,9 +41,10 @@ pub const CHUNK_SIZE: usize = 2048;
 /// in every chunk (copy and zero-copy mode alike): the longest frame one
 /// chunk holds. An MTU-1500 frame (1514, 1522 with two VLAN tags) fits.
 pub const CHUNK_FRAME: usize = CHUNK_SIZE - 256;
-/// The longest frame a chain may reassemble into: the largest IP packet
-/// (65535) with an Ethernet header and VLAN tags, rounded up. Longer chains
-/// are dropped whole and counted ([`XskStats::chain_dropped`]).
+/// The longest frame a chain may carry: the largest IP packet (65535) with
+/// an Ethernet header and VLAN tags, rounded up. Longer chains (or chains
+/// of more than [`MAX_PIECES`] descriptors) are dropped whole and counted
+/// ([`XskStats::chain_dropped`]).
 pub const MAX_CHAIN: usize = 65536 + 256;
 /// Fewest / most chunks per socket (see [`frames_per_queue`]).
 pub const MIN_QUEUE_FRAMES: usize = 2048;
@@ -119,34 +122,59 @@ pub struct XskStats {
     pub rx_ring_full: u64,
     pub rx_fill_ring_empty: u64,
     pub rx_invalid: u64,
-    /// Descriptor chains dropped whole: longer than [`MAX_CHAIN`] or with a
-    /// descriptor outside the UMEM.
+    /// Descriptor chains dropped whole: longer than [`MAX_CHAIN`], of more
+    /// than [`MAX_PIECES`] descriptors, or with one outside the UMEM.
     pub chain_dropped: u64,
 }
 
-/// Reassembles multi-buffer descriptor chains into one contiguous scratch
-/// buffer; single-descriptor frames go through untouched. Kept apart from
-/// the rings so the logic is testable without a kernel.
+/// Most pieces a chain may have: [`MAX_CHAIN`] in full chunks, with room
+/// to spare for a driver that fills chunks partly (zero-copy).
+pub const MAX_PIECES: usize = 48;
+
+/// One RX descriptor as [`Chain::push`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Desc {
+    /// The chunk it is in.
+    pub chunk: u64,
+    /// Its bytes' range in the UMEM (`None`: outside the UMEM).
+    pub part: Option<Range<usize>>,
+    /// Its timestamp: read only where [`Chain::starts_frame`], ignored
+    /// otherwise.
+    pub stamp: u64,
+    /// More of its frame follows (`XDP_PKT_CONTD`).
+    pub more: bool,
+}
+
+/// Gathers multi-buffer descriptor chains: a frame is handed out as the
+/// pieces of its descriptors, borrowed in place, and the chunks of a chain
+/// in progress are held back from the fill ring until it ends (so a chain
+/// cut between rounds stays intact). Kept apart from the rings so the logic
+/// is testable without a kernel.
 #[derive(Debug)]
 pub(crate) struct Chain {
-    scratch: Box<[u8]>,
-    /// Bytes of the chain in progress copied so far.
+    /// The chain in progress: each descriptor's chunk and UMEM range.
+    pieces: Vec<(u64, Range<usize>)>,
+    /// Longest chain in bytes (0: the socket takes no chains).
+    max: usize,
+    /// Bytes of the chain in progress so far.
     len: usize,
     /// A chain is in progress (its earlier descriptors were seen, possibly
     /// in an earlier round).
     open: bool,
     /// The timestamp of the chain in progress (its first descriptor's).
     stamp: u64,
-    /// The chain in progress no longer fits (or had a bad descriptor): its
+    /// The chain in progress is too long (or had a bad descriptor): its
     /// remaining descriptors are skipped and the chain counted at its end.
     dropping: bool,
     pub dropped: u64,
 }
 
 impl Chain {
+    /// Chains of at most `max` bytes (0: none; every chain is dropped).
     pub(crate) fn new(max: usize) -> Chain {
         Chain {
-            scratch: vec![0; max].into_boxed_slice(),
+            pieces: Vec::with_capacity(if max > 0 { MAX_PIECES } else { 0 }),
+            max,
             len: 0,
             open: false,
             stamp: 0,
@@ -162,48 +190,63 @@ impl Chain {
         !self.open
     }
 
-    /// One RX descriptor's bytes (`None`: the descriptor pointed outside
-    /// the UMEM), its timestamp (read only where [`starts_frame`]; ignored
-    /// otherwise) and whether more of its frame follows (`XDP_PKT_CONTD`).
-    /// Calls `f` with the whole frame and its first descriptor's stamp
-    /// when `part` completes one: borrowed as is for a lone descriptor,
-    /// from the scratch buffer for a chain.
-    ///
-    /// [`starts_frame`]: Self::starts_frame
+    /// One RX descriptor (see [`Desc`]). When it completes a frame, calls
+    /// `f` with the frame's pieces (`bytes` of each range) and its first
+    /// descriptor's stamp. Calls `free` for every chunk once nothing refers
+    /// to it any more: a lone descriptor's at once, a chain's at its end.
     #[inline]
-    pub(crate) fn push(
+    pub(crate) fn push<'u>(
         &mut self,
-        part: Option<&[u8]>,
-        stamp: u64,
-        more: bool,
-        f: &mut impl FnMut(&[u8], u64),
+        d: Desc,
+        bytes: impl Fn(Range<usize>) -> &'u [u8],
+        f: &mut impl FnMut(&[&[u8]], u64),
+        free: &mut impl FnMut(u64),
     ) {
+        let Desc {
+            chunk,
+            part,
+            stamp,
+            more,
+        } = d;
         if !self.open && !more {
             match part {
-                Some(data) => f(data, stamp),
+                Some(r) => f(&[bytes(r)], stamp),
                 None => self.dropped += 1,
             }
+            free(chunk);
             return;
         }
         if !self.open {
             (self.open, self.len, self.dropping, self.stamp) = (true, 0, false, stamp);
         }
-        if !self.dropping {
-            match part.and_then(|d| Some((d, self.scratch.get_mut(self.len..self.len + d.len())?)))
-            {
-                Some((d, dst)) => {
-                    dst.copy_from_slice(d);
-                    self.len += d.len();
+        let fits =
+            |r: &Range<usize>| self.pieces.len() < MAX_PIECES && self.len + r.len() <= self.max;
+        match part.filter(fits) {
+            Some(r) if !self.dropping => {
+                self.len += r.len();
+                self.pieces.push((chunk, r));
+            }
+            _ => {
+                self.dropping = true;
+                for (c, _) in self.pieces.drain(..) {
+                    free(c);
                 }
-                None => self.dropping = true,
+                free(chunk);
             }
         }
         if !more {
             self.open = false;
             if self.dropping {
                 self.dropped += 1;
-            } else {
-                f(&self.scratch[..self.len], self.stamp);
+                return;
+            }
+            let mut out: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
+            for (o, (_, r)) in out.iter_mut().zip(&self.pieces) {
+                *o = bytes(r.clone());
+            }
+            f(&out[..self.pieces.len()], self.stamp);
+            for (c, _) in self.pieces.drain(..) {
+                free(c);
             }
         }
     }
@@ -302,8 +345,8 @@ pub struct Xsk {
     fd: OwnedFd,
     /// Chunk addresses read from RX this round, to go back to the fill ring.
     recycle: Vec<u64>,
-    /// Multi-buffer reassembly (its scratch is allocated only when the
-    /// socket is bound with XDP_USE_SG).
+    /// Multi-buffer chains (taken only when the socket is bound with
+    /// XDP_USE_SG).
     chain: Chain,
     pub queue: u32,
     pub info: BindInfo,
@@ -522,14 +565,14 @@ impl Xsk {
         self.fd.as_raw_fd()
     }
 
-    /// Hands up to `max` received frames to `f` (a lone descriptor's bytes
-    /// borrowed from the UMEM, a chain's reassembled in the scratch
-    /// buffer) with the frame's timestamp from the XDP program
-    /// (CLOCK_MONOTONIC ns; 0: none), then returns their chunks to the fill
-    /// ring in one batch. The budget counts frames, not descriptors: a
-    /// round of 9000-byte frames (six chunks each) moves as many frames as
-    /// a round of small ones. Returns the descriptors consumed.
-    pub fn receive<F: FnMut(&[u8], u64)>(&mut self, max: u32, mut f: F) -> usize {
+    /// Hands up to `max` received frames to `f` as their pieces (one for a
+    /// lone descriptor, one per chunk for a chain), borrowed from the UMEM,
+    /// with the frame's timestamp from the XDP program (CLOCK_MONOTONIC ns;
+    /// 0: none), then returns their chunks to the fill ring in one batch.
+    /// The budget counts frames, not descriptors: a round of 9000-byte
+    /// frames (six chunks each) moves as many frames as a round of small
+    /// ones. Returns the descriptors consumed.
+    pub fn receive<F: FnMut(&[&[u8]], u64)>(&mut self, max: u32, mut f: F) -> usize {
         let prod = self.rx.producer().load(Ordering::Acquire);
         let cons = self.rx.consumer().load(Ordering::Relaxed);
         let avail = prod.wrapping_sub(cons);
@@ -542,9 +585,17 @@ impl Xsk {
         }
         let (area, umem_len) = (self.umem.area, self.umem.len);
         let mut frames = 0u64;
-        let mut whole = |data: &[u8], stamp: u64| {
+        let mut whole = |pieces: &[&[u8]], stamp: u64| {
             frames += 1;
-            f(data, stamp)
+            f(pieces, stamp)
+        };
+        // SAFETY: every range handed to the chain lies inside the UMEM
+        // (checked below), and the kernel does not write its chunk until
+        // the chunk is back in the fill ring: the chain frees a chunk only
+        // after `f` has returned for its frame, and `refill` runs after
+        // this loop.
+        let bytes = |r: Range<usize>| unsafe {
+            std::slice::from_raw_parts(area.as_ptr().add(r.start), r.len())
         };
         // Frame ends seen (frames delivered or dropped) and descriptors used.
         let (mut ends, mut n) = (0u32, 0u32);
@@ -555,13 +606,10 @@ impl Xsk {
             let d = self.desc(cons.wrapping_add(n));
             n += 1;
             let (addr, len) = (d.addr as usize, d.len as usize);
-            let part = addr.checked_add(len).filter(|&e| e <= umem_len).map(|_| {
-                // SAFETY: the range lies inside the UMEM (checked) and the
-                // kernel does not write this chunk until it is back in the
-                // fill ring, which happens after `f` returns (a chain's
-                // bytes are copied out before that too).
-                unsafe { std::slice::from_raw_parts(area.as_ptr().add(addr), len) }
-            });
+            let part = addr
+                .checked_add(len)
+                .filter(|&e| e <= umem_len)
+                .map(|e| addr..e);
             let more = d.options & libc::XDP_PKT_CONTD != 0;
             ends += u32::from(!more);
             let stamp = match part {
@@ -572,8 +620,15 @@ impl Xsk {
                 }
                 _ => 0,
             };
-            self.chain.push(part, stamp, more, &mut whole);
-            self.recycle.push(d.addr & !(CHUNK_SIZE as u64 - 1));
+            let d = Desc {
+                chunk: d.addr & !(CHUNK_SIZE as u64 - 1),
+                part,
+                stamp,
+                more,
+            };
+            let recycle = &mut self.recycle;
+            self.chain
+                .push(d, bytes, &mut whole, &mut |c| recycle.push(c));
         }
         self.received += frames;
         if n > 0 {
@@ -727,34 +782,71 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
-    /// Feeds `parts` (bytes, XDP_PKT_CONTD) through a chain; returns the
-    /// frames it handed out and whether each was borrowed in place.
-    fn run(c: &mut Chain, parts: &[(Option<Vec<u8>>, bool)]) -> Vec<(Vec<u8>, bool)> {
-        run_stamped(c, parts)
-            .into_iter()
-            .map(|(d, p, _)| (d, p))
-            .collect()
+    /// A UMEM of 64 chunks under a chain: each descriptor fed is written
+    /// at the start of the next chunk; the chunks the chain frees are kept.
+    struct Fake {
+        umem: Vec<u8>,
+        next: usize,
+        freed: Vec<u64>,
     }
 
-    /// As `run`; each descriptor stamped with its index + 1 where it may
-    /// carry one, and the stamp each frame came out with.
-    fn run_stamped(c: &mut Chain, parts: &[(Option<Vec<u8>>, bool)]) -> Vec<(Vec<u8>, bool, u64)> {
-        let mut out = Vec::new();
-        for (i, (p, more)) in parts.iter().enumerate() {
-            let src = p.as_deref();
-            let stamp = if c.starts_frame() { i as u64 + 1 } else { 0 };
-            c.push(src, stamp, *more, &mut |d: &[u8], stamp| {
-                let in_place = src.is_some_and(|s| std::ptr::eq(s.as_ptr(), d.as_ptr()));
-                out.push((d.to_vec(), in_place, stamp));
-            });
+    /// A frame as the chain handed it out: its bytes, its number of pieces
+    /// and its stamp.
+    type Out = (Vec<u8>, usize, u64);
+
+    impl Fake {
+        fn new() -> Fake {
+            Fake {
+                umem: vec![0; 64 * CHUNK_SIZE],
+                next: 0,
+                freed: Vec::new(),
+            }
         }
-        out
+
+        /// Feeds `parts` (bytes or None for a descriptor outside the UMEM,
+        /// XDP_PKT_CONTD) through `c`, each stamped with its index + 1
+        /// where it may carry a stamp.
+        fn run(&mut self, c: &mut Chain, parts: &[(Option<Vec<u8>>, bool)]) -> Vec<Out> {
+            let mut out = Vec::new();
+            for (i, (p, more)) in parts.iter().enumerate() {
+                let at = self.next % 64 * CHUNK_SIZE;
+                self.next += 1;
+                let range = p.as_ref().map(|b| {
+                    self.umem[at..at + b.len()].copy_from_slice(b);
+                    at..at + b.len()
+                });
+                let stamp = if c.starts_frame() { i as u64 + 1 } else { 0 };
+                let (umem, freed) = (&self.umem, &mut self.freed);
+                let d = Desc {
+                    chunk: at as u64,
+                    part: range,
+                    stamp,
+                    more: *more,
+                };
+                c.push(
+                    d,
+                    |r| &umem[r],
+                    &mut |pieces: &[&[u8]], s| out.push((pieces.concat(), pieces.len(), s)),
+                    &mut |chunk| freed.push(chunk),
+                );
+            }
+            out
+        }
+
+        /// Every chunk fed so far, each freed exactly once.
+        fn all_freed(&self) -> bool {
+            let mut f = self.freed.clone();
+            f.sort_unstable();
+            f == (0..self.next as u64)
+                .map(|i| i * CHUNK_SIZE as u64)
+                .collect::<Vec<_>>()
+        }
     }
 
     #[test]
     fn a_frame_carries_its_first_descriptors_stamp() {
         let mut c = Chain::new(10_000);
-        let out = run_stamped(
+        let out = Fake::new().run(
             &mut c,
             &[
                 (Some(bytes(60, 1)), false),
@@ -767,16 +859,11 @@ mod tests {
         let stamps: Vec<u64> = out.iter().map(|o| o.2).collect();
         assert_eq!(stamps, [1, 2, 5], "a chain keeps its first descriptor's");
         // A chain cut between rounds too.
-        let mut c = Chain::new(8192);
-        c.push(Some(&bytes(1792, 1)), 77, true, &mut |_, _| {
-            panic!("not yet")
-        });
+        let (mut c, mut u) = (Chain::new(8192), Fake::new());
+        assert!(u.run(&mut c, &[(Some(bytes(1792, 1)), true)]).is_empty());
         assert!(!c.starts_frame());
-        let mut got = None;
-        c.push(Some(&bytes(9, 1)), 0, false, &mut |d, s| {
-            got = Some((d.len(), s))
-        });
-        assert_eq!(got, Some((1801, 77)));
+        let out = u.run(&mut c, &[(Some(bytes(9, 1)), false)]);
+        assert_eq!((out[0].0.len(), out[0].2), (1801, 1));
         assert!(c.starts_frame());
     }
 
@@ -805,8 +892,8 @@ mod tests {
     }
 
     #[test]
-    fn lone_descriptors_are_borrowed_and_chains_joined_in_order() {
-        let mut c = Chain::new(10_000);
+    fn frames_come_out_as_their_pieces_in_order() {
+        let (mut c, mut u) = (Chain::new(10_000), Fake::new());
         let (a, b1, b2, b3, d) = (
             bytes(60, 1),
             bytes(1792, 2),
@@ -814,7 +901,7 @@ mod tests {
             bytes(500, 4),
             bytes(1514, 5),
         );
-        let out = run(
+        let out = u.run(
             &mut c,
             &[
                 (Some(a.clone()), false),
@@ -826,26 +913,39 @@ mod tests {
         );
         let joined: Vec<u8> = [b1, b2, b3].concat();
         assert_eq!(out.len(), 3);
-        assert_eq!(out[0], (a, true), "a lone descriptor is not copied");
-        assert_eq!(out[1].0, joined, "a chain comes out whole, in order");
-        assert!(!out[1].1);
-        assert_eq!(out[2], (d, true));
+        assert_eq!(
+            (&out[0].0, out[0].1),
+            (&a, 1),
+            "a lone descriptor: one piece"
+        );
+        assert_eq!(
+            (&out[1].0, out[1].1),
+            (&joined, 3),
+            "a chain: its pieces, in order"
+        );
+        assert_eq!((&out[2].0, out[2].1), (&d, 1));
         assert_eq!(c.dropped, 0);
+        assert!(u.all_freed());
     }
 
     #[test]
-    fn a_chain_cut_between_rounds_is_completed_later() {
-        let mut c = Chain::new(8192);
+    fn a_chain_cut_between_rounds_holds_its_chunks_until_it_ends() {
+        let (mut c, mut u) = (Chain::new(8192), Fake::new());
         let (p1, p2) = (bytes(1792, 9), bytes(100, 10));
-        assert!(run(&mut c, &[(Some(p1.clone()), true)]).is_empty());
-        let out = run(&mut c, &[(Some(p2.clone()), false)]);
+        assert!(u.run(&mut c, &[(Some(p1.clone()), true)]).is_empty());
+        assert!(
+            u.freed.is_empty(),
+            "the first piece's chunk is still in use"
+        );
+        let out = u.run(&mut c, &[(Some(p2.clone()), false)]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, [p1, p2].concat());
+        assert!(u.all_freed());
     }
 
     #[test]
-    fn a_chain_longer_than_the_scratch_is_dropped_whole_and_counted() {
-        let mut c = Chain::new(4000);
+    fn a_chain_over_the_limit_is_dropped_whole_and_counted() {
+        let (mut c, mut u) = (Chain::new(4000), Fake::new());
         let big = [
             (Some(bytes(1792, 1)), true),
             (Some(bytes(1792, 2)), true),
@@ -856,13 +956,13 @@ mod tests {
         let mut parts = big.to_vec();
         parts.push((Some(ok[..1792].to_vec()), true));
         parts.push((Some(ok[1792..].to_vec()), false));
-        let out = run(&mut c, &parts);
+        let out = u.run(&mut c, &parts);
         assert_eq!(out.len(), 1, "only the chain that fits");
         assert_eq!(out[0].0, ok, "the next chain starts clean");
         assert_eq!(c.dropped, 1);
-        // Exactly the scratch size fits.
+        // Exactly the limit fits.
         let exact = bytes(4000, 8);
-        let out = run(
+        let out = u.run(
             &mut c,
             &[
                 (Some(exact[..2000].to_vec()), true),
@@ -871,12 +971,19 @@ mod tests {
         );
         assert_eq!(out[0].0, exact);
         assert_eq!(c.dropped, 1);
+        // More pieces than MAX_PIECES, however short.
+        let many: Vec<_> = (0..=MAX_PIECES)
+            .map(|i| (Some(bytes(10, i as u8)), i < MAX_PIECES))
+            .collect();
+        assert!(u.run(&mut c, &many).is_empty());
+        assert_eq!(c.dropped, 2);
+        assert!(u.all_freed(), "a dropped chain's chunks go back too");
     }
 
     #[test]
     fn a_bad_descriptor_drops_its_frame_or_chain() {
-        let mut c = Chain::new(8192);
-        let out = run(
+        let (mut c, mut u) = (Chain::new(8192), Fake::new());
+        let out = u.run(
             &mut c,
             &[
                 (None, false),
@@ -889,12 +996,13 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, bytes(64, 3));
         assert_eq!(c.dropped, 2);
+        assert!(u.all_freed());
     }
 
     #[test]
     fn a_socket_without_multi_buffer_holds_one_chunk_per_frame() {
         let mut c = Chain::new(0);
-        let out = run(
+        let out = Fake::new().run(
             &mut c,
             &[
                 (Some(bytes(1500, 1)), false),

@@ -374,13 +374,14 @@ impl MsgArena {
         }
     }
 
-    /// Appends one PACKET message (prefix + packet bytes).
-    pub fn push(&mut self, hdr: &PktHdr, data: &[u8]) -> Result<(), ArenaFull> {
-        let need = plain::PREFIX_LEN + data.len();
+    /// Appends one PACKET message (prefix + packet bytes, gathered from
+    /// `parts`).
+    pub fn push(&mut self, hdr: &PktHdr, parts: &[&[u8]]) -> Result<(), ArenaFull> {
+        let need = plain::PREFIX_LEN + parts.iter().map(|p| p.len()).sum::<usize>();
         if self.ends.len() == self.max_msgs || self.buf.len() - self.len < need {
             return Err(ArenaFull);
         }
-        let n = plain::encode(hdr, data, &mut self.buf[self.len..self.len + need]);
+        let n = plain::encode_parts(hdr, parts, &mut self.buf[self.len..self.len + need]);
         self.len += n;
         self.ends.push(self.len);
         Ok(())
@@ -549,10 +550,10 @@ mod tests {
     #[test]
     fn arena_is_bounded_and_consumes_whole_messages() {
         let mut a = MsgArena::new(200, 3);
-        assert!(a.push(&hdr(50, 1), &[1; 50]).is_ok()); // 78 bytes
-        assert!(a.push(&hdr(50, 2), &[2; 50]).is_ok()); // 156
-        assert_eq!(a.push(&hdr(50, 3), &[3; 50]), Err(ArenaFull));
-        assert!(a.push(&hdr(10, 3), &[3; 10]).is_ok()); // 194
+        assert!(a.push(&hdr(50, 1), &[&[1; 50]]).is_ok()); // 78 bytes
+        assert!(a.push(&hdr(50, 2), &[&[2; 50]]).is_ok()); // 156
+        assert_eq!(a.push(&hdr(50, 3), &[&[3; 50]]), Err(ArenaFull));
+        assert!(a.push(&hdr(10, 3), &[&[3; 10]]).is_ok()); // 194
         assert_eq!(a.push(&hdr(0, 4), &[]), Err(ArenaFull)); // max_msgs
         assert_eq!(a.count(), 3);
         assert_eq!(a.msg(1).len(), 78);

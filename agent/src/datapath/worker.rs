@@ -151,24 +151,24 @@ impl Pipeline {
         let hdr = PktHdr {
             ts_sec: f.ts_sec,
             ts_usec: f.ts_usec,
-            caplen: f.data.len() as u32,
+            caplen: f.caplen() as u32,
             len: f.wire_len,
             npkt: self.npkt,
         };
-        self.push(&hdr, f.data);
+        self.push(&hdr, f.parts);
     }
 
-    fn push(&mut self, hdr: &PktHdr, data: &[u8]) {
+    fn push(&mut self, hdr: &PktHdr, parts: &[&[u8]]) {
         match &mut self.out {
             Output::UdpStr { framer, batch, .. } => {
-                if framer.push(batch, hdr, data).is_ok() {
+                if framer.push_parts(batch, hdr, parts).is_ok() {
                     return;
                 }
                 self.send();
                 let Output::UdpStr { framer, batch, .. } = &mut self.out else {
                     unreachable!()
                 };
-                if framer.push(batch, hdr, data).is_ok() {
+                if framer.push_parts(batch, hdr, parts).is_ok() {
                     return;
                 }
                 // The partial datagram left after the send takes the room
@@ -178,13 +178,13 @@ impl Pipeline {
                 let Output::UdpStr { framer, batch, .. } = &mut self.out else {
                     unreachable!()
                 };
-                if framer.push(batch, hdr, data).is_err() {
+                if framer.push_parts(batch, hdr, parts).is_err() {
                     // Cannot happen with a batch of `Batch::min_slots`; count it anyway.
                     self.c.send_dropped += 1;
                 }
             }
             Output::PlainUdp { arena, .. } | Output::Tcp { arena, .. } => {
-                if arena.push(hdr, data).is_ok() {
+                if arena.push(hdr, parts).is_ok() {
                     return;
                 }
                 self.send();
@@ -192,7 +192,7 @@ impl Pipeline {
                 else {
                     unreachable!()
                 };
-                if arena.push(hdr, data).is_err() {
+                if arena.push(hdr, parts).is_err() {
                     // TCP peer not keeping up: the unsent tail fills the
                     // buffer. Drop the whole message, never part of one.
                     self.c.send_dropped += 1;
