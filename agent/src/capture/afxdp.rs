@@ -505,14 +505,23 @@ impl AfXdp {
                 delivered += 1;
                 let c = clock.get_or_insert_with(|| RoundClock::now(started));
                 let (ts_sec, ts_usec) = c.frame_time(mono);
-                let mut cut: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
-                let k = truncate(parts, keep.min(snaplen), &mut cut);
-                sink(&Frame {
-                    ts_sec,
-                    ts_usec,
-                    parts: &cut[..k],
-                    wire_len: wire_len as u32,
-                });
+                let want = keep.min(snaplen);
+                let mut emit = |parts: &[&[u8]]| {
+                    sink(&Frame {
+                        ts_sec,
+                        ts_usec,
+                        parts,
+                        wire_len: wire_len as u32,
+                    })
+                };
+                if let [one] = parts {
+                    // The common case: no array of pieces to set up.
+                    emit(&[&one[..one.len().min(want)]]);
+                } else {
+                    let mut cut: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
+                    let k = truncate(parts, want, &mut cut);
+                    emit(&cut[..k]);
+                }
             });
         }
         self.next = (self.next + 1) % n.max(1);
