@@ -26,10 +26,10 @@ use rpcap::msg::{Sampling, Stats};
 use rpcap::udpstr::{Batch, Framer};
 
 use crate::capture::afpacket::{AfPacket, AfPacketConfig};
+pub use crate::capture::afxdp::busy_poll::BusyPoll;
+pub use crate::capture::afxdp::program::XdpMode;
 use crate::capture::afxdp::{AfXdp, AfXdpConfig};
-pub use crate::capture::busy_poll::BusyPoll;
 use crate::capture::file::FileSource;
-pub use crate::capture::xdp_prog::XdpMode;
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
 use worker::{Command, Output, Pipeline, Shared, Wake};
 
