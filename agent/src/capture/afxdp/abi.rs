@@ -8,9 +8,6 @@
 //! object by the tests below: every map's type, key and value size and
 //! `max_entries` (aya-obj), the structs' sizes and member offsets (the
 //! object's BTF), and the flag, counter and limit values (the header).
-// `aya::Pod` is an unsafe trait: the two impls below state the structs'
-// layout, which the const asserts and the tests check.
-#![allow(unsafe_code)]
 
 use std::mem::{offset_of, size_of};
 
@@ -243,9 +240,40 @@ pub struct Rules {
     pub v6_ports: [PortRange; MAX_PORT_RANGES],
 }
 
-// SAFETY: plain-old-data, repr(C), every bit pattern valid, no padding
-// beyond the explicit `pad` field (the size assert below).
-unsafe impl aya::Pod for Rules {}
+/// Bytes of a [`Rules`] in the map.
+pub const RULES_LEN: usize = size_of::<Rules>();
+
+impl Rules {
+    /// The bytes the C program reads: the `repr(C)` layout, host byte
+    /// order, written field by field (no `unsafe` view of the struct).
+    pub fn to_bytes(&self) -> [u8; RULES_LEN] {
+        let mut b = [0u8; RULES_LEN];
+        let mut put = |off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
+        put(offset_of!(Rules, flags), &self.flags.to_ne_bytes());
+        put(offset_of!(Rules, v4_nports), &self.v4_nports.to_ne_bytes());
+        put(offset_of!(Rules, v6_nports), &self.v6_nports.to_ne_bytes());
+        put(offset_of!(Rules, pad), &self.pad.to_ne_bytes());
+        for (at, words) in [
+            (offset_of!(Rules, v4_protos), &self.v4_protos),
+            (offset_of!(Rules, v6_protos), &self.v6_protos),
+        ] {
+            for (i, w) in words.iter().enumerate() {
+                put(at + 8 * i, &w.to_ne_bytes());
+            }
+        }
+        for (at, ranges) in [
+            (offset_of!(Rules, v4_ports), &self.v4_ports),
+            (offset_of!(Rules, v6_ports), &self.v6_ports),
+        ] {
+            for (i, r) in ranges.iter().enumerate() {
+                let at = at + size_of::<PortRange>() * i;
+                put(at + offset_of!(PortRange, lo), &r.lo.to_ne_bytes());
+                put(at + offset_of!(PortRange, hi), &r.hi.to_ne_bytes());
+            }
+        }
+        b
+    }
+}
 
 /// `struct flow`: one own-traffic flow (zero address/port = wildcard).
 #[repr(C)]
@@ -263,9 +291,24 @@ pub struct Flow {
     pub daddr: [u8; 16],
 }
 
-// SAFETY: plain-old-data, repr(C), every bit pattern valid, explicit padding
-// (the size assert below).
-unsafe impl aya::Pod for Flow {}
+/// Bytes of a [`Flow`] (the `own_flows` key).
+pub const FLOW_LEN: usize = size_of::<Flow>();
+
+impl Flow {
+    /// The key as the C program looks it up (see [`Rules::to_bytes`]).
+    pub fn to_bytes(&self) -> [u8; FLOW_LEN] {
+        let mut b = [0u8; FLOW_LEN];
+        let mut put = |off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
+        put(offset_of!(Flow, family), &[self.family]);
+        put(offset_of!(Flow, proto), &[self.proto]);
+        put(offset_of!(Flow, sport), &self.sport.to_ne_bytes());
+        put(offset_of!(Flow, dport), &self.dport.to_ne_bytes());
+        put(offset_of!(Flow, pad), &self.pad.to_ne_bytes());
+        put(offset_of!(Flow, saddr), &self.saddr);
+        put(offset_of!(Flow, daddr), &self.daddr);
+        b
+    }
+}
 
 // The layouts the C program reads; no implicit padding anywhere.
 const _: () = assert!(size_of::<PortRange>() == 4);
@@ -342,6 +385,49 @@ mod tests {
 
     /// The header the C program includes: the C half of this file.
     const HEADER: &str = include_str!("../../../../ebpf/xrpcapd_abi.h");
+
+    #[test]
+    fn structs_encode_field_by_field_in_host_order() {
+        let mut r = Rules {
+            flags: 0x0102_0304,
+            v4_nports: 1,
+            ..Rules::default()
+        };
+        r.v6_protos[3] = 1 << 63;
+        r.v6_ports[15] = PortRange {
+            lo: 0x0a0b,
+            hi: 0xfffe,
+        };
+        let b = r.to_bytes();
+        assert_eq!(
+            b[..8],
+            [0x0102_0304u32.to_ne_bytes(), 1u32.to_ne_bytes()].concat()
+        );
+        assert_eq!(b[48 + 24..48 + 32], (1u64 << 63).to_ne_bytes());
+        assert_eq!(
+            b[RULES_LEN - 4..],
+            [0x0a0bu16.to_ne_bytes(), 0xfffeu16.to_ne_bytes()].concat()
+        );
+        let f = Flow {
+            family: 6,
+            proto: 17,
+            sport: 0x1234,
+            daddr: [9; 16],
+            ..Flow::default()
+        };
+        let b = f.to_bytes();
+        assert_eq!(
+            b[..4],
+            [
+                6,
+                17,
+                0x1234u16.to_ne_bytes()[0],
+                0x1234u16.to_ne_bytes()[1]
+            ]
+        );
+        assert_eq!(b[8..24], [0; 16]);
+        assert_eq!(b[24..], [9; 16]);
+    }
 
     #[test]
     fn every_map_has_the_shape_user_space_assumes() {

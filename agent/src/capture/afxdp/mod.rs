@@ -45,8 +45,8 @@
 //!   (the rings shared with the kernel) and [`chain`] (multi-buffer frames);
 //! - [`busy_poll`], [`stamp`]: the busy-poll options and frame timestamps.
 //!
-//! `unsafe` lives in `socket` and `ring` only (and in `abi`'s two `Pod`
-//! declarations); syscalls go through `capture::sys`.
+//! `unsafe` lives in `socket` and `ring` only; syscalls go through
+//! `capture::sys`, and `abi` writes the shared structs field by field.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 

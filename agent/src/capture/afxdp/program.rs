@@ -22,7 +22,9 @@ use aya::Ebpf;
 
 use xdpc::{ClassRules, Translation, Verdict, XdpRules};
 
-use super::abi::{self, flag, Counter, Flow, PortRange, Rules, MAX_PORT_RANGES, PROG_NAME};
+use super::abi::{
+    self, flag, Counter, Flow, PortRange, Rules, FLOW_LEN, MAX_PORT_RANGES, PROG_NAME, RULES_LEN,
+};
 use crate::capture::sys;
 use crate::filter::{canonical, DataDest, OwnTraffic};
 
@@ -257,12 +259,12 @@ impl XdpProgram {
 
     /// Installs the own-traffic flows.
     pub fn set_own(&mut self, flows: &[Flow]) -> Result<(), XdpError> {
-        let mut m: HashMap<&mut MapData, Flow, u8> = self
+        let mut m: HashMap<&mut MapData, [u8; FLOW_LEN], u8> = self
             .map_mut(abi::OWN_FLOWS.name)?
             .try_into()
             .map_err(load_err)?;
         for f in flows {
-            m.insert(f, 1, 0).map_err(load_err)?;
+            m.insert(f.to_bytes(), 1, 0).map_err(load_err)?;
         }
         Ok(())
     }
@@ -329,11 +331,11 @@ impl XdpProgram {
     }
 
     fn write_rules(&mut self, raw: &Rules) -> Result<(), XdpError> {
-        let mut m: Array<&mut MapData, Rules> = self
+        let mut m: Array<&mut MapData, [u8; RULES_LEN]> = self
             .map_mut(abi::RULES.name)?
             .try_into()
             .map_err(load_err)?;
-        m.set(abi::RULES_KEY, raw, 0).map_err(load_err)
+        m.set(abi::RULES_KEY, raw.to_bytes(), 0).map_err(load_err)
     }
 
     /// Attaches to the interface in `mode`, after dealing with whatever
