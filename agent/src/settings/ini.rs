@@ -8,7 +8,7 @@
 //! by `--check-config` ([`super::render`]).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::model::{Backend, BusyPoll, Config, MIN_RING_SIZE, MIN_SEND_BUFFER};
 use super::values::*;
@@ -25,24 +25,50 @@ pub struct Key {
     pub show: fn(&Config) -> Vec<String>,
 }
 
-fn applied() -> Result<Option<String>, String> {
-    Ok(None)
+/// A key held in one field of the configuration: `$parse` turns the value
+/// into the field's value, `$show` the field into its lines.
+macro_rules! field {
+    ($name:literal, $($f:ident).+, $parse:expr, $show:expr) => {
+        Key {
+            name: $name,
+            set: |c, v| {
+                c.$($f).+ = ($parse)(v)?;
+                Ok(None)
+            },
+            show: |c| ($show)(&c.$($f).+),
+        }
+    };
 }
 
-fn yes_no(b: bool) -> Vec<String> {
-    vec![if b { "YES" } else { "NO" }.to_string()]
-}
-
-fn lower_yes_no(b: bool) -> Vec<String> {
-    vec![if b { "yes" } else { "no" }.to_string()]
-}
-
-fn one(v: impl fmt::Display) -> Vec<String> {
+fn one(v: &impl fmt::Display) -> Vec<String> {
     vec![v.to_string()]
 }
 
-fn path(p: &Option<std::path::PathBuf>) -> Vec<String> {
+fn opt(v: &Option<impl fmt::Display>) -> Vec<String> {
+    v.iter().map(|v| v.to_string()).collect()
+}
+
+fn path(p: &Option<PathBuf>) -> Vec<String> {
     p.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// `0,2,3`; no line when unset (no pinning).
+fn cpu_list(cpus: &[usize]) -> Vec<String> {
+    if cpus.is_empty() {
+        return Vec::new();
+    }
+    let cpus: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+    vec![cpus.join(",")]
+}
+
+/// As the reference daemons write them.
+fn yes_no(b: &bool) -> Vec<String> {
+    one(&if *b { "YES" } else { "NO" })
+}
+
+/// The `Xdp*` keys' own spelling.
+fn lower_yes_no(b: &bool) -> Vec<String> {
+    one(&if *b { "yes" } else { "no" })
 }
 
 /// Every key, in the order `--check-config` prints them.
@@ -51,7 +77,7 @@ pub static KEYS: &[Key] = &[
         name: "ActiveClient",
         set: |c, v| {
             c.active_clients.push(parse_active_client(v)?);
-            applied()
+            Ok(None)
         },
         show: |c| c.active_clients.iter().map(|a| a.to_string()).collect(),
     },
@@ -61,7 +87,7 @@ pub static KEYS: &[Key] = &[
             c.passive
                 .clients
                 .push(parse_nonempty(v, "a host name or address")?);
-            applied()
+            Ok(None)
         },
         show: |c| c.passive.clients.clone(),
     },
@@ -75,26 +101,24 @@ pub static KEYS: &[Key] = &[
                     "NullAuthPermit = {v} means NO (only `YES` permits, as in the reference daemons)"
                 )));
             }
-            applied()
+            Ok(None)
         },
-        show: |c| yes_no(c.null_auth),
+        show: |c| yes_no(&c.null_auth),
     },
-    Key {
-        name: "UserName",
-        set: |c, v| {
-            c.user_name = Some(parse_nonempty(v, "a user name")?);
-            applied()
-        },
-        show: |c| c.user_name.iter().cloned().collect(),
-    },
+    field!(
+        "UserName",
+        user_name,
+        |v| parse_nonempty(v, "a user name").map(Some),
+        opt
+    ),
     Key {
         name: "Capture",
         set: |c, v| {
             (c.backend, c.xdp.interfaces) = parse_backend(v)?;
-            applied()
+            Ok(None)
         },
         show: |c| {
-            one(match &c.backend {
+            one(&match &c.backend {
                 Backend::AfPacket => "afpacket".to_string(),
                 Backend::File(p) => format!("file:{}", p.display()),
                 Backend::AfXdp if c.xdp.interfaces.is_empty() => "afxdp".to_string(),
@@ -102,157 +126,83 @@ pub static KEYS: &[Key] = &[
             })
         },
     },
-    Key {
-        name: "XdpMode",
-        set: |c, v| {
-            c.xdp.mode = parse_xdp_mode(v)?;
-            applied()
-        },
-        show: |c| one(c.xdp.mode),
-    },
-    Key {
-        name: "XdpReplace",
-        set: |c, v| {
-            c.xdp.replace = parse_yes_no(v)?;
-            applied()
-        },
-        show: |c| lower_yes_no(c.xdp.replace),
-    },
-    Key {
-        name: "XdpDropRejected",
-        set: |c, v| {
-            c.xdp.drop_rejected = parse_yes_no(v)?;
-            applied()
-        },
-        show: |c| lower_yes_no(c.xdp.drop_rejected),
-    },
-    Key {
-        name: "XdpBusyPoll",
-        set: |c, v| {
-            c.xdp.busy_poll = BusyPoll::parse(v)?;
-            applied()
-        },
-        show: |c| one(c.xdp.busy_poll),
-    },
-    Key {
-        name: "UdpStrSize",
-        set: |c, v| {
-            c.udpstr_size = parse_udpstr_size(v)?;
-            applied()
-        },
-        show: |c| one(c.udpstr_size),
-    },
-    Key {
-        name: "SendBuffer",
-        set: |c, v| {
-            c.send_buffer = parse_bytes(v, MIN_SEND_BUFFER)?;
-            applied()
-        },
-        show: |c| one(c.send_buffer),
-    },
-    Key {
-        name: "RingSize",
-        set: |c, v| {
-            c.ring_size = parse_bytes(v, MIN_RING_SIZE)?;
-            applied()
-        },
-        show: |c| one(c.ring_size),
-    },
-    Key {
-        name: "LocalFilter",
-        set: |c, v| {
-            c.local_filter = if v.is_empty() {
-                None
-            } else {
-                Some(v.to_string())
-            };
-            applied()
-        },
-        show: |c| c.local_filter.iter().cloned().collect(),
-    },
-    Key {
-        name: "WorkerCpu",
-        set: |c, v| {
-            c.worker_cpus = parse_cpu_list(v)?;
-            applied()
-        },
-        show: |c| {
-            if c.worker_cpus.is_empty() {
-                return Vec::new();
-            }
-            let cpus: Vec<String> = c.worker_cpus.iter().map(|c| c.to_string()).collect();
-            vec![cpus.join(",")]
-        },
-    },
-    Key {
-        name: "LogLevel",
-        set: |c, v| {
-            c.log_level = parse_log_level(v)?;
-            applied()
-        },
-        show: |c| one(c.log_level.as_str().to_ascii_lowercase()),
-    },
-    Key {
-        name: "KeepaliveSecs",
-        set: |c, v| {
-            c.keepalive_secs = parse_u32_in(v, 0, 86_400)?;
-            applied()
-        },
-        show: |c| one(c.keepalive_secs),
-    },
-    Key {
-        name: "MaxBackoffSecs",
-        set: |c, v| {
-            c.max_backoff_secs = parse_u32_in(v, 1, 86_400)?;
-            applied()
-        },
-        show: |c| one(c.max_backoff_secs),
-    },
-    Key {
-        name: "MaxClients",
-        set: |c, v| {
-            c.passive.max_clients = parse_u32_in(v, 1, 4096)? as usize;
-            applied()
-        },
-        show: |c| one(c.passive.max_clients),
-    },
-    Key {
-        name: "AuthTimeoutSecs",
-        set: |c, v| {
-            c.passive.auth_timeout_secs = parse_u32_in(v, 1, 3600)?;
-            applied()
-        },
-        show: |c| one(c.passive.auth_timeout_secs),
-    },
-    Key {
-        name: "IdleTimeoutSecs",
-        set: |c, v| {
-            c.passive.idle_timeout_secs = parse_u32_in(v, 1, 86_400)?;
-            applied()
-        },
-        show: |c| one(c.passive.idle_timeout_secs),
-    },
-    Key {
-        name: "DataAcceptTimeoutSecs",
-        set: |c, v| {
-            c.passive.data_accept_timeout_secs = parse_u32_in(v, 1, 3600)?;
-            applied()
-        },
-        show: |c| one(c.passive.data_accept_timeout_secs),
-    },
-    Key {
-        name: "PassiveUdpStr",
-        set: |c, v| {
-            c.passive.udpstr = parse_yes_no(v)?;
-            applied()
-        },
-        show: |c| yes_no(c.passive.udpstr),
-    },
+    field!("XdpMode", xdp.mode, parse_xdp_mode, one),
+    field!("XdpReplace", xdp.replace, parse_yes_no, lower_yes_no),
+    field!(
+        "XdpDropRejected",
+        xdp.drop_rejected,
+        parse_yes_no,
+        lower_yes_no
+    ),
+    field!("XdpBusyPoll", xdp.busy_poll, BusyPoll::parse, one),
+    field!("UdpStrSize", udpstr_size, parse_udpstr_size, one),
+    field!(
+        "SendBuffer",
+        send_buffer,
+        |v| parse_bytes(v, MIN_SEND_BUFFER),
+        one
+    ),
+    field!(
+        "RingSize",
+        ring_size,
+        |v| parse_bytes(v, MIN_RING_SIZE),
+        one
+    ),
+    field!(
+        "LocalFilter",
+        local_filter,
+        |v: &str| Ok::<_, String>((!v.is_empty()).then(|| v.to_string())),
+        opt
+    ),
+    field!("WorkerCpu", worker_cpus, parse_cpu_list, cpu_list),
+    field!(
+        "LogLevel",
+        log_level,
+        parse_log_level,
+        |l: &log::LevelFilter| one(&l.as_str().to_ascii_lowercase())
+    ),
+    field!(
+        "KeepaliveSecs",
+        keepalive_secs,
+        |v| parse_u32_in(v, 0, 86_400),
+        one
+    ),
+    field!(
+        "MaxBackoffSecs",
+        max_backoff_secs,
+        |v| parse_u32_in(v, 1, 86_400),
+        one
+    ),
+    field!(
+        "MaxClients",
+        passive.max_clients,
+        |v| parse_u32_in(v, 1, 4096).map(|n| n as usize),
+        one
+    ),
+    field!(
+        "AuthTimeoutSecs",
+        passive.auth_timeout_secs,
+        |v| parse_u32_in(v, 1, 3600),
+        one
+    ),
+    field!(
+        "IdleTimeoutSecs",
+        passive.idle_timeout_secs,
+        |v| parse_u32_in(v, 1, 86_400),
+        one
+    ),
+    field!(
+        "DataAcceptTimeoutSecs",
+        passive.data_accept_timeout_secs,
+        |v| parse_u32_in(v, 1, 3600),
+        one
+    ),
+    field!("PassiveUdpStr", passive.udpstr, parse_yes_no, yes_no),
     Key {
         name: "User",
         set: |c, v| {
             c.auth.users.push(parse_user(v)?);
-            applied()
+            Ok(None)
         },
         show: |c| {
             c.auth
@@ -262,54 +212,22 @@ pub static KEYS: &[Key] = &[
                 .collect()
         },
     },
-    Key {
-        name: "SystemAccounts",
-        set: |c, v| {
-            c.auth.system_accounts = parse_yes_no(v)?;
-            applied()
-        },
-        show: |c| yes_no(c.auth.system_accounts),
-    },
-    Key {
-        name: "ShadowFile",
-        set: |c, v| {
-            c.auth.shadow_file = Some(parse_path(v)?);
-            applied()
-        },
-        show: |c| path(&c.auth.shadow_file),
-    },
-    Key {
-        name: "TlsCert",
-        set: |c, v| {
-            c.tls.cert = Some(parse_path(v)?);
-            applied()
-        },
-        show: |c| path(&c.tls.cert),
-    },
-    Key {
-        name: "TlsKey",
-        set: |c, v| {
-            c.tls.key = Some(parse_path(v)?);
-            applied()
-        },
-        show: |c| path(&c.tls.key),
-    },
-    Key {
-        name: "TlsClientCa",
-        set: |c, v| {
-            c.tls.client_ca = Some(parse_path(v)?);
-            applied()
-        },
-        show: |c| path(&c.tls.client_ca),
-    },
-    Key {
-        name: "TlsMode",
-        set: |c, v| {
-            c.tls.mode = Some(parse_tls_mode(v)?);
-            applied()
-        },
-        show: |c| c.tls.mode.iter().map(|m| m.to_string()).collect(),
-    },
+    field!("SystemAccounts", auth.system_accounts, parse_yes_no, yes_no),
+    field!(
+        "ShadowFile",
+        auth.shadow_file,
+        |v| parse_path(v).map(Some),
+        path
+    ),
+    field!("TlsCert", tls.cert, |v| parse_path(v).map(Some), path),
+    field!("TlsKey", tls.key, |v| parse_path(v).map(Some), path),
+    field!(
+        "TlsClientCa",
+        tls.client_ca,
+        |v| parse_path(v).map(Some),
+        path
+    ),
+    field!("TlsMode", tls.mode, |v| parse_tls_mode(v).map(Some), opt),
 ];
 
 /// The entry of `name` (any case).
