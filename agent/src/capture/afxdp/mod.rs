@@ -45,10 +45,10 @@
 //!   (the rings shared with the kernel) and [`chain`] (multi-buffer frames);
 //! - [`busy_poll`], [`stamp`]: the busy-poll options and frame timestamps.
 //!
-//! `unsafe` lives in `socket` and `ring` only; syscalls go through
+//! `unsafe` lives in `socket` and `ring` only (each block documented: the
+//! workspace lints deny undocumented ones); syscalls go through
 //! `capture::sys`, and `abi` writes the shared structs field by field.
 #![deny(unsafe_code)]
-#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
 pub mod busy_poll;
@@ -66,14 +66,14 @@ use rpcap::bpf::{Insn, Program};
 use xdpc::XdpRules;
 
 use self::abi::{Flow, RULE_LIMITS};
-use self::busy_poll::BusyPoll;
 use self::chain::MAX_PIECES;
-use self::program::{FilterPlace, XdpCounters, XdpMode, XdpProgram};
+use self::program::{FilterPlace, XdpCounters, XdpProgram};
 use self::socket::{Xsk, XskStats};
 use self::stamp::RoundClock;
 use super::sys;
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
 use crate::filter::OwnTraffic;
+use crate::settings::{BusyPoll, XdpMode, XdpSettings, DEFAULT_RING_SIZE};
 
 /// Frames read from one socket per round, so every queue gets its turn.
 const BATCH: u32 = 256;
@@ -147,11 +147,9 @@ pub struct AfXdpConfig<'a> {
     /// The filter (validated cBPF): run in XDP if it translates exactly,
     /// otherwise in user space on every frame.
     pub filter: &'a [Insn],
-    pub mode: XdpMode,
-    /// Replace another program already attached to the interface.
-    pub replace_foreign: bool,
-    /// Frames the filter rejects are dropped in XDP instead of passed on.
-    pub drop_rejected: bool,
+    /// `XdpMode`, `XdpReplace`, `XdpDropRejected`, `XdpBusyPoll` (the
+    /// interfaces are the host's business: it chose this source).
+    pub xdp: XdpSettings,
     /// Own traffic: left to the stack by the XDP program.
     pub own: Option<OwnTraffic>,
     /// RingSize: UMEM bytes for all queues together, raised to a floor
@@ -159,8 +157,6 @@ pub struct AfXdpConfig<'a> {
     pub umem_bytes: usize,
     /// RX queues to serve (0: every queue of the interface).
     pub queues: u32,
-    /// `XdpBusyPoll`: busy-poll the queues from the worker.
-    pub busy_poll: BusyPoll,
 }
 
 /// An open AF_XDP capture.
@@ -288,12 +284,12 @@ impl AfXdp {
         prog.set_own(&flows).map_err(err)?;
         prog.set_rules(
             &XdpRules::derive(cfg.filter, &RULE_LIMITS),
-            cfg.drop_rejected,
+            cfg.xdp.drop_rejected,
             !flows.is_empty(),
         )
         .map_err(err)?;
         // Before attaching: the first frame already meets the exact filter.
-        let place = prog.set_filter(filter.insns(), cfg.drop_rejected);
+        let place = prog.set_filter(filter.insns(), cfg.xdp.drop_rejected);
         let judge = match place {
             FilterPlace::Kernel { keep } => Judge::Kernel { keep },
             FilterPlace::UserSpace { .. } => Judge::User,
@@ -305,7 +301,7 @@ impl AfXdp {
             cfg.queues
         };
         let ring_bytes = if cfg.umem_bytes == 0 {
-            crate::config::DEFAULT_RING_SIZE
+            DEFAULT_RING_SIZE
         } else {
             cfg.umem_bytes
         };
@@ -315,7 +311,7 @@ impl AfXdp {
         // loses nothing.
         let mtu = sys::mtu(cfg.ifname).ok();
         let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= socket::CHUNK_FRAME);
-        let try_zc = cfg.mode != XdpMode::Generic;
+        let try_zc = cfg.xdp.mode != XdpMode::Generic;
         let mut sockets = loop {
             let opened: std::io::Result<Vec<Xsk>> = (0..queues)
                 .map(|q| Xsk::open(ifindex, q, frames, try_zc, mtu_fits))
@@ -341,8 +337,8 @@ impl AfXdp {
         for (q, s) in (0..).zip(&sockets) {
             prog.set_socket(q, s.fd()).map_err(err)?;
         }
-        let busy = busy_poll_all(cfg.ifname, &mut sockets, cfg.busy_poll);
-        let mode = prog.attach(cfg.mode, cfg.replace_foreign).map_err(err)?;
+        let busy = busy_poll_all(cfg.ifname, &mut sockets, cfg.xdp.busy_poll);
+        let mode = prog.attach(cfg.xdp.mode, cfg.xdp.replace).map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
         let mb = sockets.iter().all(|s| s.info.multi_buffer);
         let umem_mib = (frames * socket::CHUNK_SIZE * queues as usize) >> 20;
@@ -386,7 +382,7 @@ impl AfXdp {
             judge,
             place,
             snaplen: cfg.snaplen,
-            drop_rejected: cfg.drop_rejected,
+            drop_rejected: cfg.xdp.drop_rejected,
             own: !flows.is_empty(),
             filtered_out: 0,
             joined: Vec::new(),
