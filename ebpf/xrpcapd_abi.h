@@ -20,6 +20,11 @@
 #define MAX_OWN_FLOWS 64  // own_flows
 #define MAX_PORT_RANGES 16
 
+// Keys: the one `struct rules` in `rules`, the translated filter's slot in
+// the `filter_prog` prog array.
+#define RULES_KEY 0
+#define FILTER_SLOT 0
+
 // Slots of the per-CPU `counters` array.
 enum counter {
 	C_SEEN = 0,         // every frame the program ran on

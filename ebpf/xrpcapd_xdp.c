@@ -74,7 +74,7 @@ struct {
 } counters SEC(".maps");
 
 // The capture's cBPF filter translated into eBPF by user space
-// (xdpc/src/translate.rs), in slot 0 when it translates exactly.
+// (xdpc/src/translate.rs), in slot FILTER_SLOT when it translates exactly.
 // It ends the frame's run itself: accept → redirect into `xsks` and count,
 // reject → count C_FILTERED and pass (or drop). An empty slot makes the tail
 // call fall through to the redirect below, and user space runs the filter.
@@ -368,11 +368,11 @@ int xrpcapd_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	__u32 zero = 0;
+	__u32 rules_key = RULES_KEY;
 	int match = 1, own = 0;
 
 	count(C_SEEN);
-	struct rules *r = bpf_map_lookup_elem(&rules, &zero);
+	struct rules *r = bpf_map_lookup_elem(&rules, &rules_key);
 	if (!r) {
 		count(C_PASSED);
 		return XDP_PASS;
@@ -425,7 +425,7 @@ decide:
 	// time is the frame's arrival, not the end of the filter's work.
 	stamp(ctx);
 	// The exact filter decides from here when it is installed (no return).
-	bpf_tail_call(ctx, &filter_prog, 0);
+	bpf_tail_call(ctx, &filter_prog, FILTER_SLOT);
 	// XDP_PASS as the fallback action: no socket on this queue.
 	long act = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	if (act == XDP_REDIRECT) {

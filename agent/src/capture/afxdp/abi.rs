@@ -499,6 +499,8 @@ mod tests {
         assert_eq!(get("MAX_QUEUES"), u64::from(MAX_QUEUES));
         assert_eq!(get("MAX_PREFIXES"), u64::from(MAX_PREFIXES));
         assert_eq!(get("MAX_OWN_FLOWS"), u64::from(MAX_OWN_FLOWS));
+        assert_eq!(get("RULES_KEY"), u64::from(RULES_KEY));
+        assert_eq!(get("FILTER_SLOT"), u64::from(FILTER_SLOT));
         let rule_defs = defs.keys().filter(|k| k.starts_with("RULE_")).count();
         assert_eq!(
             rule_defs,
