@@ -3,7 +3,8 @@
 //! read ([`Codec::feed`]) and takes whole decoded messages out
 //! ([`Codec::next`]); messages to send are encoded into one output buffer
 //! ([`Codec::send`]) that the driver writes as the socket allows
-//! ([`Codec::output`], then [`Codec::consume`] what was written).
+//! ([`Codec::output`], then [`Codec::consume`] what was written; or
+//! [`Codec::write_to`] any `io::Write`, as rustls's `write_tls`).
 //!
 //! Pipelining: a peer may send several requests before reading a reply. The
 //! codec keeps what it has not been asked for, so a session that must wait
@@ -13,6 +14,8 @@
 //! The output limit is reported, not enforced by dropping: a dropped reply
 //! would desynchronise the peer. A driver asks [`Codec::over_limit`] after
 //! writing and ends a connection whose peer does not read.
+
+use std::io;
 
 use crate::header::{Header, MAX_CONTROL_PLEN};
 use crate::msg::{DecodeError, Message};
@@ -103,6 +106,22 @@ impl Codec {
             self.out.clear();
             self.sent = 0;
         }
+    }
+
+    /// Writes waiting output to `w` until all is written or `w` would
+    /// block (Ok either way: [`Codec::output`] tells what is left).
+    /// `Ok(0)` from `w` is a `WriteZero` error.
+    pub fn write_to<W: io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        while !self.output().is_empty() {
+            match w.write(self.output()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// All waiting output, taken (e.g. to hand it to another writer).
@@ -225,6 +244,58 @@ mod tests {
         c.send(&Message::Close);
         c.consume(usize::MAX);
         assert!(c.output().is_empty());
+    }
+
+    /// Takes at most `room` bytes per call, then would block; interrupted once.
+    struct Pipe {
+        got: Vec<u8>,
+        room: usize,
+        calls: usize,
+    }
+
+    impl io::Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls == 1 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(3).min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_to_writes_what_the_writer_takes() {
+        let mut c = Codec::control();
+        c.send(&Message::StatsReq);
+        c.send(&Message::Close);
+        let all = c.output().to_vec();
+        let mut p = Pipe {
+            got: Vec::new(),
+            room: 10,
+            calls: 0,
+        };
+        c.write_to(&mut p).unwrap();
+        assert_eq!(p.got, all[..10]);
+        assert_eq!(c.output(), &all[10..]);
+        p.room = usize::MAX;
+        c.write_to(&mut p).unwrap();
+        assert_eq!(p.got, all);
+        assert!(c.output().is_empty());
+        // A writer that takes nothing.
+        c.send(&Message::Close);
+        let e = c
+            .write_to(&mut io::Cursor::new(&mut [0u8; 0][..]))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WriteZero);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! channel, start the capture, keep the agent's counters) and says when it
 //! must be closed.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -342,13 +342,6 @@ impl Agent {
 
     /// Writes pending session output; errors surface on the next read.
     fn flush(&mut self) {
-        while !self.session.output().is_empty() {
-            match self.stream.write(self.session.output()) {
-                Ok(0) => break,
-                Ok(n) => self.session.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
+        let _ = self.session.write_to(&mut self.stream);
     }
 }

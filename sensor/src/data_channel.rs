@@ -255,3 +255,40 @@ impl DataChannel {
 fn tcp_decoder(snaplen: u32) -> StreamDecoder {
     StreamDecoder::new(snaplen.saturating_add(rpcap::PktHdr::LEN as u32))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_marked_used_until_released() {
+        let poll = mio::Poll::new().unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut ports = UdpPorts::new((23721, 23722));
+        let (mut a, pa) = DataChannel::udp(ip, &mut ports, poll.registry(), Token(3)).unwrap();
+        let (_b, pb) = DataChannel::udp(ip, &mut ports, poll.registry(), Token(8)).unwrap();
+        assert_eq!((pa, pb), (23721, 23722));
+        let e = DataChannel::udp(ip, &mut ports, poll.registry(), Token(13))
+            .err()
+            .unwrap();
+        assert_eq!(e, "sensor: no free UDP port in 23721-23722 on 127.0.0.1");
+        // Closing the channel frees its port for the next capture.
+        a.close(&mut ports, poll.registry());
+        assert!(matches!(a, DataChannel::None));
+        let (_c, pc) = DataChannel::udp(ip, &mut ports, poll.registry(), Token(3)).unwrap();
+        assert_eq!(pc, 23721);
+    }
+
+    #[test]
+    fn a_listening_channel_has_a_deadline_and_no_udp_port() {
+        let poll = mio::Poll::new().unwrap();
+        let now = Instant::now();
+        let (mut l, port) =
+            DataChannel::tcp_listen("127.0.0.1".parse().unwrap(), poll.registry(), Token(3), now)
+                .unwrap();
+        assert_ne!(port, 0);
+        assert_eq!(l.accept_deadline(), Some(now + DATA_ACCEPT_TIMEOUT));
+        assert!(l.take_udp().is_none());
+        assert!(matches!(l, DataChannel::TcpListening(..)), "left in place");
+    }
+}

@@ -1,6 +1,6 @@
 //! One agent session, client side of RPCAP, as a sans-IO state machine: bytes
 //! from the agent go in ([`Session::receive`]), bytes for the agent come out
-//! ([`Session::output`]), and what the driver must act on comes out as
+//! ([`Session::write_to`]), and what the driver must act on comes out as
 //! [`Event`]s. No sockets, no clock of its own (the driver passes `now`).
 //!
 //! The sequence: AUTH → FINDALLIF → choose the interface → OPEN → (driver
@@ -131,14 +131,9 @@ impl Session {
         s
     }
 
-    /// Bytes waiting to be sent to the agent.
-    pub fn output(&self) -> &[u8] {
-        self.codec.output()
-    }
-
-    /// Forgets the first `n` output bytes (they were sent).
-    pub fn consume(&mut self, n: usize) {
-        self.codec.consume(n);
+    /// Writes the bytes waiting for the agent to `w` (see [`Codec::write_to`]).
+    pub fn write_to<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.codec.write_to(w)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -154,7 +149,7 @@ impl Session {
     }
 
     /// Bytes received from the agent. On error the session is closed and any
-    /// ERROR/CLOSE for the agent is already queued in [`Session::output`].
+    /// ERROR/CLOSE for the agent is already queued for [`Session::write_to`].
     pub fn receive(&mut self, data: &[u8], now: Instant) -> Result<(), SessionError> {
         if self.phase == Phase::Closed {
             return Ok(());
@@ -409,8 +404,8 @@ mod tests {
     }
 
     fn take(s: &mut Session) -> Vec<Message> {
-        let out = s.output().to_vec();
-        s.consume(out.len());
+        let mut out = Vec::new();
+        s.write_to(&mut out).unwrap();
         decode_all(&out)
     }
 
