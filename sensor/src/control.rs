@@ -6,6 +6,7 @@
 //! [`Dialer`], [`Listener`], [`Linger`].
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -170,7 +171,7 @@ impl Sensor {
         }
     }
 
-    fn add_agent(&mut self, stream: TcpStream, peer: std::net::SocketAddr, dial: Option<usize>) {
+    fn add_agent(&mut self, stream: TcpStream, peer: SocketAddr, dial: Option<usize>) {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.agents.push(None);
             self.agents.len() - 1
