@@ -1,0 +1,305 @@
+//! Batches of datagrams in one syscall: `sendmmsg` for the agent's sender,
+//! `recvmmsg` for the sensor's data channel. The header arrays are made
+//! once and reused, so a batch costs one syscall and no allocation.
+
+use std::io;
+use std::marker::PhantomData;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+
+use crate::sockopt::zeroed;
+
+/// iovec and mmsghdr arrays for batches of up to `capacity` datagrams,
+/// grouped into messages (one datagram each, or a run of UDP GSO segments).
+#[derive(Debug)]
+pub struct SendBatch {
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the arrays hold raw pointers into the caller's datagrams only
+// while a `Loaded` borrow (which carries the datagrams' lifetime) is alive;
+// afterwards they are stale values never dereferenced, as they are refilled
+// before the next send. So the batch can move between threads.
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    /// Room for `capacity` (at least 1) datagrams per send.
+    pub fn new(capacity: usize) -> SendBatch {
+        let capacity = capacity.max(1);
+        SendBatch {
+            iovs: vec![zeroed(); capacity],
+            msgs: vec![zeroed(); capacity],
+        }
+    }
+
+    /// Most datagrams per [`SendBatch::load`].
+    pub fn capacity(&self) -> usize {
+        self.iovs.len()
+    }
+
+    /// Points iovec `i` at `dgram(i)` for `i` in `0..n` (n ≤ capacity).
+    /// The datagrams stay borrowed while the returned batch is alive.
+    pub fn load<'b, 'd>(
+        &'b mut self,
+        n: usize,
+        dgram: impl Fn(usize) -> &'d [u8],
+    ) -> Loaded<'b, 'd> {
+        assert!(n <= self.iovs.len(), "batch over capacity");
+        for (i, iov) in self.iovs[..n].iter_mut().enumerate() {
+            let d = dgram(i);
+            *iov = libc::iovec {
+                iov_base: d.as_ptr() as *mut libc::c_void,
+                iov_len: d.len(),
+            };
+        }
+        Loaded {
+            batch: self,
+            n,
+            nmsg: 0,
+            _dgrams: PhantomData,
+        }
+    }
+}
+
+/// A [`SendBatch`] whose iovecs point into datagrams borrowed for `'d`.
+#[derive(Debug)]
+pub struct Loaded<'b, 'd> {
+    batch: &'b mut SendBatch,
+    n: usize,
+    nmsg: usize,
+    _dgrams: PhantomData<&'d [u8]>,
+}
+
+impl Loaded<'_, '_> {
+    /// Length of datagram `i`.
+    pub fn len(&self, i: usize) -> usize {
+        self.batch.iovs[..self.n][i].iov_len
+    }
+
+    /// Groups the datagrams into messages: message `m` holds datagrams
+    /// `starts[m]..starts[m + 1]` (`starts` ascending from 0 to n).
+    pub fn group(&mut self, starts: &[usize]) {
+        let nmsg = starts.len() - 1;
+        assert!(starts[nmsg] <= self.n, "message past the datagrams");
+        for m in 0..nmsg {
+            let (s, e) = (starts[m], starts[m + 1]);
+            let mut hdr: libc::msghdr = zeroed();
+            // The iovec array is never resized while `self` borrows it, so
+            // the pointer stays valid until the next `load`.
+            hdr.msg_iov = self.batch.iovs[s..e].as_mut_ptr();
+            hdr.msg_iovlen = e - s;
+            self.batch.msgs[m] = libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            };
+        }
+        self.nmsg = nmsg;
+    }
+
+    /// `sendmmsg` of messages `msgs` (of the last [`Loaded::group`]);
+    /// returns how many the kernel took (at least one on success).
+    pub fn send(
+        &mut self,
+        fd: &impl AsRawFd,
+        msgs: Range<usize>,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        let msgs = &mut self.batch.msgs[..self.nmsg][msgs];
+        // SAFETY: every message in `msgs` was built by `group` over iovecs
+        // that point into datagrams borrowed for 'd, alive while `self` is;
+        // the kernel only reads them.
+        let rc = unsafe {
+            libc::sendmmsg(
+                fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                flags,
+            )
+        };
+        crate::check(rc).map(|n| n as usize)
+    }
+}
+
+/// Room for the largest UDP payload.
+const SLOT: usize = 65536;
+/// Control-message room per datagram (one u32 SO_RXQ_OVFL message).
+const CTRL: usize = 64;
+
+/// What one received datagram carried besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub len: usize,
+    pub from: Option<SocketAddr>,
+    /// The socket's cumulative drop counter, if the kernel attached it
+    /// (SO_RXQ_OVFL set on the socket).
+    pub overflow: Option<u32>,
+    /// The datagram was longer than the buffer (cut).
+    pub truncated: bool,
+}
+
+/// Buffers and headers for one recvmmsg call, allocated once and reused for
+/// every socket (the receive path runs on one thread).
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_storage>,
+    ctrl: Vec<[u8; CTRL]>,
+    hdrs: Vec<libc::mmsghdr>,
+    meta: Vec<Meta>,
+}
+
+impl RecvBatch {
+    /// Room for `n` datagrams of any size per call.
+    pub fn new(n: usize) -> RecvBatch {
+        let mut b = RecvBatch {
+            bufs: vec![0u8; n * SLOT],
+            iovs: vec![zeroed(); n],
+            addrs: vec![zeroed(); n],
+            ctrl: vec![[0u8; CTRL]; n],
+            hdrs: vec![zeroed(); n],
+            meta: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            b.iovs[i].iov_base = b.bufs[i * SLOT..].as_mut_ptr().cast();
+            b.iovs[i].iov_len = SLOT;
+        }
+        b
+    }
+
+    /// Receives up to a batch of datagrams from `fd` without blocking; returns
+    /// how many arrived (0 when none were waiting).
+    pub fn recv(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
+        let n = self.hdrs.len();
+        for i in 0..n {
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            h.msg_controllen = CTRL as _;
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points at buffers owned by `self` (data slot,
+        // address, control area) with their true sizes; the vectors are never
+        // resized, so the pointers stay valid for the call.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let got = match crate::check(r) {
+            Ok(r) => r as usize,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        self.meta.clear();
+        for i in 0..got {
+            let h = &self.hdrs[i].msg_hdr;
+            self.meta.push(Meta {
+                len: (self.hdrs[i].msg_len as usize).min(SLOT),
+                from: sockaddr_to_std(&self.addrs[i], h.msg_namelen),
+                overflow: overflow_of(h),
+                truncated: h.msg_flags & libc::MSG_TRUNC != 0,
+            });
+        }
+        Ok(got)
+    }
+
+    /// Datagram `i` of the last `recv`.
+    pub fn get(&self, i: usize) -> (&[u8], Meta) {
+        let m = self.meta[i];
+        (&self.bufs[i * SLOT..i * SLOT + m.len], m)
+    }
+}
+
+/// The SO_RXQ_OVFL counter among the control messages recvmmsg filled in.
+fn overflow_of(h: &libc::msghdr) -> Option<u32> {
+    let mut found = None;
+    // SAFETY: `h` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR stay within
+    // msg_control..msg_controllen, and CMSG_DATA of an SO_RXQ_OVFL message
+    // holds a u32 (read unaligned).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                found = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    found
+}
+
+fn sockaddr_to_std(a: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match i32::from(a.ss_family) {
+        libc::AF_INET if len as usize >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let s = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(s.sin_port)))
+        }
+        libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let s = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(s.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(s.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    #[test]
+    fn a_send_batch_arrives_as_a_recv_batch_with_overflow_counter() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        crate::sockopt::set_int(&rx, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let dgrams: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
+        let mut out = SendBatch::new(4);
+        assert_eq!(out.capacity(), 4);
+        let mut sent = 0;
+        for chunk in dgrams.chunks(out.capacity()) {
+            let mut l = out.load(chunk.len(), |i| &chunk[i]);
+            assert_eq!(l.len(0), chunk[0].len());
+            let starts: Vec<usize> = (0..=chunk.len()).collect();
+            l.group(&starts);
+            sent += l.send(&tx, 0..chunk.len(), 0).unwrap();
+        }
+        assert_eq!(sent, 5);
+        let mut b = RecvBatch::new(8);
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            for i in 0..b.recv(&rx).unwrap() {
+                let (d, m) = b.get(i);
+                assert_eq!(m.from, Some(tx.local_addr().unwrap()));
+                // The kernel attaches the counter only once it is non-zero.
+                assert_eq!(m.overflow.unwrap_or(0), 0);
+                assert!(!m.truncated);
+                seen.push(d.to_vec());
+            }
+            if seen.len() == 5 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(seen, dgrams);
+        assert_eq!(b.recv(&rx).unwrap(), 0);
+    }
+}
