@@ -15,7 +15,6 @@
 pub mod afpacket;
 pub mod afxdp;
 pub mod file;
-mod sys;
 #[cfg(test)]
 mod test_caps;
 

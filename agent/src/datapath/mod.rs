@@ -31,7 +31,8 @@ use crate::capture::file::FileSource;
 use crate::filter::OwnTraffic;
 use crate::settings::{Backend, XdpSettings};
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
-use worker::{Command, Output, Pipeline, Shared, Wake};
+use sys::eventfd::EventFd;
+use worker::{Command, Output, Pipeline, Shared};
 
 /// How captured packets travel to the sensor.
 #[derive(Debug)]
@@ -157,7 +158,7 @@ impl Counters {
 pub struct Worker {
     tx: Sender<Command>,
     /// Written after every command so a sleeping worker takes it at once.
-    wake: Wake,
+    wake: EventFd,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     dry_run: bool,
@@ -174,7 +175,7 @@ impl Worker {
 
     /// [`Worker::start`] with datapath options.
     pub fn start_with(spec: CaptureSpec, opts: DatapathOptions) -> Result<Worker, StartError> {
-        let wake = Wake::new().map_err(|e| StartError::Other(format!("eventfd: {e}")))?;
+        let wake = EventFd::new().map_err(|e| StartError::Other(format!("eventfd: {e}")))?;
         let (backpressure, source) = match &spec.backend {
             Backend::AfPacket => {
                 let cfg = AfPacketConfig {
@@ -188,7 +189,7 @@ impl Worker {
                 let mut src = AfPacket::open(&cfg)
                     .map_err(|e| StartError::Interface(spec.ifname.clone(), e))?;
                 src.set_wake_fd(
-                    wake.fd()
+                    wake.try_clone_fd()
                         .map_err(|e| StartError::Other(format!("eventfd: {e}")))?,
                 );
                 (Backpressure::Drop, AnySource::AfPacket(src))
@@ -215,7 +216,7 @@ impl Worker {
                     e => StartError::Other(format!("interface {}: {e}", spec.ifname)),
                 })?;
                 src.set_wake_fd(
-                    wake.fd()
+                    wake.try_clone_fd()
                         .map_err(|e| StartError::Other(format!("eventfd: {e}")))?,
                 );
                 (Backpressure::Drop, AnySource::AfXdp(Box::new(src)))

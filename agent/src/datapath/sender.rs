@@ -8,7 +8,6 @@
 //! ring keeps draining. A file replay instead waits for room, bounded in time.
 
 use std::io;
-use std::mem;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use rpcap::plain;
 use rpcap::PktHdr;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use sys::mmsg::SendBatch;
 
 /// Most segments the kernel accepts in one UDP GSO send (UDP_MAX_SEGMENTS).
 const GSO_MAX_SEGMENTS: usize = 64;
@@ -49,16 +49,10 @@ pub struct UdpSender {
     backpressure: Backpressure,
     /// GSO segment size in use (`None`: plain sendmmsg).
     gso: Option<usize>,
-    iovs: Vec<libc::iovec>,
-    msgs: Vec<libc::mmsghdr>,
+    batch: SendBatch,
     /// First datagram index of each message of the current send.
     starts: Vec<usize>,
 }
-
-// SAFETY: the iovec/mmsghdr scratch arrays hold raw pointers only while a
-// `send` call runs (they are refilled from the caller's slices every time), so
-// the sender can move between threads like the socket it owns.
-unsafe impl Send for UdpSender {}
 
 impl UdpSender {
     /// A non-blocking UDP socket connected to `dest` with send buffer `sndbuf`
@@ -79,16 +73,11 @@ impl UdpSender {
         sock.set_nonblocking(true)?;
         let gso = gso_size.filter(|&s| GSO_MAX_BYTES / s >= 2 && enable_gso(&sock, s));
         let max_batch = max_batch.max(1);
-        // SAFETY: all-zero iovec/mmsghdr are valid (null pointers, zero lengths).
-        let zero_iov: libc::iovec = unsafe { mem::zeroed() };
-        // SAFETY: as above.
-        let zero_msg: libc::mmsghdr = unsafe { mem::zeroed() };
         Ok(UdpSender {
             sock,
             backpressure,
             gso,
-            iovs: vec![zero_iov; max_batch],
-            msgs: vec![zero_msg; max_batch],
+            batch: SendBatch::new(max_batch),
             starts: vec![0; max_batch + 1],
         })
     }
@@ -109,7 +98,7 @@ impl UdpSender {
         let mut report = SendReport::default();
         let mut base = 0;
         while base < n {
-            let chunk = (n - base).min(self.iovs.len());
+            let chunk = (n - base).min(self.batch.capacity());
             let r = self.send_chunk(base, chunk, &dgram, &mut on_drop);
             report.sent += r.sent;
             report.dropped += r.dropped;
@@ -127,49 +116,23 @@ impl UdpSender {
         on_drop: &mut impl FnMut(usize),
     ) -> SendReport {
         // One iovec per datagram; messages group datagrams (GSO) or hold one.
-        for i in 0..n {
-            let d = dgram(base + i);
-            self.iovs[i] = libc::iovec {
-                iov_base: d.as_ptr() as *mut libc::c_void,
-                iov_len: d.len(),
-            };
-        }
-        let nmsg = self.group(n);
-        for m in 0..nmsg {
-            let (s, e) = (self.starts[m], self.starts[m + 1]);
-            // SAFETY: all-zero is a valid msghdr; the iovec pointer set next
-            // stays valid for this call (self.iovs is not resized).
-            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-            hdr.msg_iov = self.iovs[s..e].as_mut_ptr();
-            hdr.msg_iovlen = e - s;
-            self.msgs[m] = libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            };
-        }
+        let mut batch = self.batch.load(n, |i| dgram(base + i));
+        let nmsg = group(self.gso, &mut self.starts, n, |i| batch.len(i));
+        batch.group(&self.starts[..=nmsg]);
         let mut report = SendReport::default();
         let mut m = 0;
         let mut retried_refused = usize::MAX;
         let mut waited_since: Option<Instant> = None;
         while m < nmsg {
-            // SAFETY: msgs[m..nmsg] are initialised above and point to iovecs
-            // that point into the caller's datagrams, all alive for this call.
-            let rc = unsafe {
-                libc::sendmmsg(
-                    self.sock.as_raw_fd(),
-                    self.msgs[m..nmsg].as_mut_ptr(),
-                    (nmsg - m) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
+            let err = match batch.send(&self.sock, m..nmsg, libc::MSG_DONTWAIT) {
+                Ok(done) => {
+                    report.sent += self.starts[m + done] - self.starts[m];
+                    m += done;
+                    waited_since = None;
+                    continue;
+                }
+                Err(err) => err,
             };
-            if rc > 0 {
-                let done = rc as usize;
-                report.sent += self.starts[m + done] - self.starts[m];
-                m += done;
-                waited_since = None;
-                continue;
-            }
-            let err = io::Error::last_os_error();
             let (s, e) = (self.starts[m], self.starts[m + 1]);
             match err.raw_os_error().unwrap_or(0) {
                 libc::EINTR => continue,
@@ -183,7 +146,7 @@ impl UdpSender {
                 libc::EAGAIN | libc::ENOBUFS if self.backpressure == Backpressure::Wait => {
                     let t0 = *waited_since.get_or_insert_with(Instant::now);
                     if t0.elapsed() < WAIT_FOR_ROOM {
-                        self.wait_writable(Duration::from_millis(10));
+                        sys::poll::wait(&self.sock, libc::POLLOUT, Duration::from_millis(10));
                         continue;
                     }
                     drop_range(s, self.starts[nmsg], base, on_drop, &mut report);
@@ -199,6 +162,7 @@ impl UdpSender {
                     // The path cannot take GSO (segment over the MTU, no
                     // checksum offload): fall back for good and resend.
                     log::info!("UDP GSO refused ({err}); using sendmmsg only");
+                    // (`batch` is not used past this point, which frees `self`.)
                     self.disable_gso();
                     let rest = self.send_chunk_plain(base + s, n - s, dgram, on_drop);
                     report.sent += rest.sent;
@@ -227,54 +191,46 @@ impl UdpSender {
         self.send_chunk(base, n, dgram, on_drop)
     }
 
-    /// Fills `starts` with message boundaries over iovs[0..n]: with GSO, runs
-    /// of datagrams all of the segment size (the last of a run may be
-    /// shorter); without, one datagram per message. Returns the message count.
-    fn group(&mut self, n: usize) -> usize {
-        let Some(seg) = self.gso else {
-            for i in 0..=n {
-                self.starts[i] = i;
-            }
-            return n;
-        };
-        let max = (GSO_MAX_BYTES / seg).min(GSO_MAX_SEGMENTS);
-        let mut m = 0;
-        let mut i = 0;
-        while i < n {
-            self.starts[m] = i;
-            m += 1;
-            let mut k = 0;
-            while i < n && k < max {
-                let len = self.iovs[i].iov_len;
-                i += 1;
-                k += 1;
-                if len != seg {
-                    break;
-                }
-            }
-        }
-        self.starts[m] = n;
-        m
-    }
-
     fn disable_gso(&mut self) {
         self.gso = None;
-        let zero: libc::c_int = 0;
-        // SAFETY: setsockopt with a valid int.
-        unsafe {
-            libc::setsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                &zero as *const libc::c_int as *const libc::c_void,
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+        let _ = sys::sockopt::set_int(&self.sock, libc::SOL_UDP, libc::UDP_SEGMENT, 0);
+    }
+}
+
+/// Fills `starts` with message boundaries over datagrams 0..n (lengths from
+/// `len`): with GSO segments of `gso` bytes, runs of datagrams all of the
+/// segment size (the last of a run may be shorter); without, one datagram
+/// per message. Returns the message count.
+fn group(
+    gso: Option<usize>,
+    starts: &mut [usize],
+    n: usize,
+    len: impl Fn(usize) -> usize,
+) -> usize {
+    let Some(seg) = gso else {
+        for (i, s) in starts[..=n].iter_mut().enumerate() {
+            *s = i;
+        }
+        return n;
+    };
+    let max = (GSO_MAX_BYTES / seg).min(GSO_MAX_SEGMENTS);
+    let mut m = 0;
+    let mut i = 0;
+    while i < n {
+        starts[m] = i;
+        m += 1;
+        let mut k = 0;
+        while i < n && k < max {
+            let l = len(i);
+            i += 1;
+            k += 1;
+            if l != seg {
+                break;
+            }
         }
     }
-
-    fn wait_writable(&self, timeout: Duration) {
-        wait_fd(self.sock.as_raw_fd(), libc::POLLOUT, timeout);
-    }
+    starts[m] = n;
+    m
 }
 
 fn drop_range(
@@ -292,58 +248,13 @@ fn drop_range(
 
 /// Sets UDP_SEGMENT on the socket; false if the kernel does not have it.
 fn enable_gso(sock: &Socket, seg: usize) -> bool {
-    let v = seg as libc::c_int;
-    // SAFETY: setsockopt with a valid int.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            &v as *const libc::c_int as *const libc::c_void,
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    rc == 0
+    sys::sockopt::set_int(sock, libc::SOL_UDP, libc::UDP_SEGMENT, seg as libc::c_int).is_ok()
 }
 
 /// SO_SNDBUFFORCE (root may exceed wmem_max), else SO_SNDBUF.
-fn set_sndbuf(sock: &Socket, bytes: usize) {
-    let v = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-    // SAFETY: setsockopt with a valid int.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            &v as *const libc::c_int as *const libc::c_void,
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        if let Err(e) = sock.set_send_buffer_size(bytes) {
-            log::warn!("SO_SNDBUF {bytes}: {e}");
-        }
-    }
-}
-
-fn wait_fd(fd: libc::c_int, events: libc::c_short, timeout: Duration) -> libc::c_short {
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, count 1.
-    let rc = unsafe {
-        libc::poll(
-            &mut pfd,
-            1,
-            timeout.as_millis().min(i32::MAX as u128) as i32,
-        )
-    };
-    if rc > 0 {
-        pfd.revents
-    } else {
-        0
+fn set_sndbuf(sock: &impl AsRawFd, bytes: usize) {
+    if let Err(e) = sys::sockopt::force_sndbuf(sock, bytes) {
+        log::warn!("SO_SNDBUF {bytes}: {e}");
     }
 }
 
@@ -443,7 +354,7 @@ impl TcpSender {
         stream.set_nonblocking(true)?;
         let _ = stream.set_nodelay(true);
         if sndbuf > 0 {
-            set_sndbuf(&socket2::SockRef::from(&stream), sndbuf);
+            set_sndbuf(&stream, sndbuf);
         }
         Ok(TcpSender {
             stream,
@@ -458,30 +369,24 @@ impl TcpSender {
         let mut done = 0;
         let t0 = Instant::now();
         while !arena.bytes().is_empty() {
-            let b = arena.bytes();
-            // SAFETY: sends from a valid slice; MSG_NOSIGNAL avoids SIGPIPE.
-            let rc = unsafe {
-                libc::send(
-                    self.stream.as_raw_fd(),
-                    b.as_ptr() as *const libc::c_void,
-                    b.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
+            // MSG_NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
+            let err = match sys::socket::send(
+                &self.stream,
+                arena.bytes(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ) {
+                Ok(n) if n > 0 => {
+                    done += arena.consume_bytes(n);
+                    continue;
+                }
+                Ok(_) => io::Error::from(io::ErrorKind::WriteZero),
+                Err(err) => err,
             };
-            if rc > 0 {
-                done += arena.consume_bytes(rc as usize);
-                continue;
-            }
-            let err = io::Error::last_os_error();
             match err.raw_os_error().unwrap_or(0) {
                 libc::EINTR => continue,
                 libc::EAGAIN | libc::ENOBUFS => {
                     if self.backpressure == Backpressure::Wait && t0.elapsed() < WAIT_FOR_ROOM {
-                        wait_fd(
-                            self.stream.as_raw_fd(),
-                            libc::POLLOUT,
-                            Duration::from_millis(10),
-                        );
+                        sys::poll::wait(&self.stream, libc::POLLOUT, Duration::from_millis(10));
                         continue;
                     }
                     break;
@@ -497,11 +402,7 @@ impl TcpSender {
         let t0 = Instant::now();
         let mut done = self.write(arena)?;
         while !arena.is_empty() && t0.elapsed() < timeout {
-            wait_fd(
-                self.stream.as_raw_fd(),
-                libc::POLLOUT,
-                Duration::from_millis(10),
-            );
+            sys::poll::wait(&self.stream, libc::POLLOUT, Duration::from_millis(10));
             done += self.write(arena)?;
         }
         Ok(done)
@@ -511,25 +412,12 @@ impl TcpSender {
     /// the sensor never sends on the data connection).
     pub fn peer_closed(&self) -> Option<io::Error> {
         let mut b = [0u8; 1];
-        // SAFETY: peeks at most one byte into a valid buffer.
-        let rc = unsafe {
-            libc::recv(
-                self.stream.as_raw_fd(),
-                b.as_mut_ptr() as *mut libc::c_void,
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if rc == 0 {
-            return Some(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed"));
+        match sys::socket::recv(&self.stream, &mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok(0) => Some(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed")),
+            Ok(_) => None,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => None,
+            Err(e) => Some(e),
         }
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
-                return Some(e);
-            }
-        }
-        None
     }
 }
 

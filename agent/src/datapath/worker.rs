@@ -4,8 +4,6 @@
 //! datagram); everything else (commands, flushes, counters, kernel stats,
 //! sends) happens once per poll round or per full batch.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,9 +21,10 @@ use crate::capture::{Frame, Polled, Source};
 
 /// How often kernel drop counters are read and an idle TCP peer is checked;
 /// also the longest the worker sleeps in its source (the default of
-/// `DatapathOptions::housekeeping`). Commands do not wait for it: they come
-/// with a [`Wake`]. Every wake-up costs CPU (a context switch, in a VM an
-/// exit), so an idle or slow link should cause few.
+/// `DatapathOptions::housekeeping`). Commands do not wait for it: an
+/// eventfd written after every command wakes the worker at once. Every
+/// wake-up costs CPU (a context switch, in a VM an exit), so an idle or
+/// slow link should cause few.
 pub(crate) const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// How long the end of a capture waits for a slow TCP peer to take the rest.
 const TCP_DRAIN: Duration = Duration::from_secs(1);
@@ -36,35 +35,6 @@ pub(crate) enum Command {
     Filter(Vec<Insn>, Sender<Result<(), String>>),
     Sampling(Sampling),
     Stop,
-}
-
-/// An eventfd written after every command, so a worker sleeping in its
-/// source takes the command at once rather than at its next timeout.
-#[derive(Debug)]
-pub(crate) struct Wake(OwnedFd);
-
-impl Wake {
-    pub fn new() -> io::Result<Wake> {
-        // SAFETY: plain eventfd(2) call; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// A descriptor of the same eventfd for the source to poll.
-    pub fn fd(&self) -> io::Result<OwnedFd> {
-        self.0.try_clone()
-    }
-
-    pub fn wake(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from `one` to the eventfd. A full counter
-        // (EAGAIN) means a wake-up is already pending, which is all we need.
-        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr() as *const libc::c_void, 8) };
-    }
 }
 
 /// Counters shared with the control thread (written by the worker once per round).
@@ -322,25 +292,10 @@ impl Pipeline {
     }
 }
 
-/// Pins the calling thread to `cpu`.
+/// Pins the calling thread to `cpu` (a warning if it cannot).
 fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-        log::warn!("cannot pin to CPU {cpu}: out of range");
-        return;
-    }
-    // SAFETY: cpu is within the set's bit range (checked above); the set is
-    // valid for sched_setaffinity on the calling thread (pid 0).
-    let rc = unsafe {
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        log::warn!(
-            "cannot pin to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = sys::cpu::pin_current_thread(cpu) {
+        log::warn!("cannot pin to CPU {cpu}: {e}");
     }
 }
 

@@ -18,7 +18,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-use crate::capture::sys::{getsockopt_int, setsockopt};
+use sys::sockopt::{get_int as getsockopt_int, setsockopt};
 
 /// SOL_SOCKET options (asm-generic/socket.h; libc lacks the two newer ones).
 const SO_BUSY_POLL: libc::c_int = 46;

@@ -70,7 +70,6 @@ use self::chain::MAX_PIECES;
 use self::program::{FilterPlace, XdpCounters, XdpProgram};
 use self::socket::{Xsk, XskStats};
 use self::stamp::RoundClock;
-use super::sys;
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
 use crate::filter::OwnTraffic;
 use crate::settings::{BusyPoll, XdpMode, XdpSettings, DEFAULT_RING_SIZE};
@@ -207,7 +206,7 @@ impl std::fmt::Debug for AfXdp {
 /// Number of RX queues of `ifname`: ethtool channels (answers in the
 /// caller's network namespace), else sysfs, at least 1.
 pub fn rx_queues(ifname: &str) -> u32 {
-    if let Some(n) = sys::ethtool_rx_channels(ifname) {
+    if let Some(n) = sys::ifreq::ethtool_rx_channels(ifname) {
         return n.max(1);
     }
     let dir = format!("/sys/class/net/{ifname}/queues");
@@ -277,7 +276,8 @@ impl AfXdp {
     pub fn open(cfg: &AfXdpConfig<'_>) -> Result<AfXdp, CaptureError> {
         let err = |e: program::XdpError| CaptureError::Format(e.to_string());
         let filter = program(cfg.filter)?;
-        let ifindex = sys::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
+        let ifindex =
+            sys::ifreq::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
         let started_ns = stamp::monotonic_ns();
         let mut prog = XdpProgram::load(cfg.ifname).map_err(err)?;
         let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
@@ -309,7 +309,7 @@ impl AfXdp {
         // Frames up to the MTU (with Ethernet and two VLAN tags) in one chunk:
         // then no frame needs a chain, and zero-copy without multi-buffer
         // loses nothing.
-        let mtu = sys::mtu(cfg.ifname).ok();
+        let mtu = sys::ifreq::mtu(cfg.ifname).ok();
         let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= socket::CHUNK_FRAME);
         let try_zc = cfg.xdp.mode != XdpMode::Generic;
         let mut sockets = loop {
@@ -578,14 +578,14 @@ impl AfXdp {
         for p in &mut self.pfds {
             p.revents = 0;
         }
-        sys::poll(&mut self.pfds, timeout)
+        sys::poll::poll(&mut self.pfds, timeout)
             .map_err(|e| CaptureError::io("poll on the AF_XDP sockets", e))?;
         self.take_wake();
         let n = self.sockets.len();
         if self.pfds[..n]
             .iter()
             .any(|p| p.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
-            && sys::ifindex(&self.ifname).is_err()
+            && sys::ifreq::ifindex(&self.ifname).is_err()
         {
             return Err(CaptureError::Vanished(self.ifname.clone()));
         }
@@ -599,7 +599,7 @@ impl AfXdp {
         for p in wake.iter_mut() {
             p.revents = 0;
         }
-        sys::poll(wake, d).map_err(|e| CaptureError::io("poll on the wake fd", e))?;
+        sys::poll::poll(wake, d).map_err(|e| CaptureError::io("poll on the wake fd", e))?;
         self.take_wake();
         Ok(())
     }
@@ -609,7 +609,7 @@ impl AfXdp {
         let n = self.sockets.len();
         if let Some(p) = self.pfds.get(n) {
             if p.revents & libc::POLLIN != 0 {
-                sys::drain_eventfd(p.fd);
+                sys::eventfd::drain(&p.fd);
             }
         }
     }
@@ -744,7 +744,7 @@ mod tests {
         let run = |privileged: bool| {
             std::thread::spawn(move || {
                 crate::capture::test_caps::unshare_net();
-                let lo = sys::ifindex("lo").unwrap();
+                let lo = sys::ifreq::ifindex("lo").unwrap();
                 let mut socks =
                     vec![Xsk::open(lo, 0, 512, false, true).expect("AF_XDP socket on lo")];
                 if !privileged {

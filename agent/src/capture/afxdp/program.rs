@@ -25,7 +25,6 @@ use xdpc::{ClassRules, Translation, Verdict, XdpRules};
 use super::abi::{
     self, flag, Counter, Flow, PortRange, Rules, FLOW_LEN, MAX_PORT_RANGES, PROG_NAME, RULES_LEN,
 };
-use crate::capture::sys;
 use crate::filter::{canonical, DataDest, OwnTraffic};
 use crate::settings::XdpMode;
 
@@ -444,7 +443,7 @@ impl FilterProg {
     pub fn load(t: &Translation, frags: bool) -> Result<FilterProg, XdpError> {
         const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
         let flags = if frags { BPF_F_XDP_HAS_FRAGS } else { 0 };
-        sys::bpf_prog_load_xdp(&t.bytes(), FILTER_PROG_NAME, flags)
+        sys::bpf::prog_load_xdp(&t.bytes(), FILTER_PROG_NAME, flags)
             .map(|fd| FilterProg { fd })
             .map_err(|e| {
                 // One line: it ends up in the "filter runs in user space" log.
@@ -459,7 +458,7 @@ impl FilterProg {
 
     /// Runs the program once on `frame` (BPF_PROG_TEST_RUN): its XDP action.
     pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
-        sys::bpf_prog_test_run_xdp(&self.fd, frame)
+        sys::bpf::prog_test_run_xdp(&self.fd, frame)
     }
 }
 
@@ -487,7 +486,7 @@ impl XdpProgram {
             Err(reason) => {
                 let cleared = self
                     .map_fd(abi::FILTER_PROG.name)
-                    .and_then(|m| Ok(sys::bpf_prog_array_clear(&m, abi::FILTER_SLOT)?));
+                    .and_then(|m| Ok(sys::bpf::prog_array_clear(&m, abi::FILTER_SLOT)?));
                 let reason = match cleared {
                     Ok(()) => reason,
                     Err(e) => format!("{reason} (and the old XDP filter stays: {e})"),
@@ -517,7 +516,7 @@ impl XdpProgram {
             .try_into()
             .map_err(io::Error::other)?;
         let fd = prog.fd().map_err(io::Error::other)?;
-        sys::bpf_prog_test_run_xdp_out(&fd.as_fd(), frame, out)
+        sys::bpf::prog_test_run_xdp_out(&fd.as_fd(), frame, out)
     }
 
     fn install_filter(
@@ -537,7 +536,7 @@ impl XdpProgram {
         let slot = self
             .map_fd(abi::FILTER_PROG.name)
             .map_err(|e| e.to_string())?;
-        sys::bpf_prog_array_set(&slot, abi::FILTER_SLOT, loaded.fd.as_raw_fd())
+        sys::bpf::prog_array_set(&slot, abi::FILTER_SLOT, loaded.fd.as_raw_fd())
             .map_err(|e| format!("installing the XDP filter: {e}"))?;
         // The old program (if any) is unloaded once no CPU runs it.
         self.filter = Some(loaded);
@@ -647,7 +646,7 @@ fn encode(r: &XdpRules) -> Rules {
     raw
 }
 
-pub(crate) use crate::capture::sys::ifindex;
+pub(crate) use sys::ifreq::ifindex;
 
 /// What RTM_GETLINK / RTM_SETLINK say and do about an interface's XDP program.
 pub mod netlink {
@@ -691,7 +690,7 @@ pub mod netlink {
         msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
         msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it
         msg.extend_from_slice(body);
-        let buf = sys::netlink_route_request(&msg)?;
+        let buf = sys::netlink::route_request(&msg)?;
         if buf.len() >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == libc::NLMSG_ERROR as u16 {
             let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
             if err != 0 {

@@ -24,16 +24,15 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::mem;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::Ordering;
 
 use super::abi::META_LEN;
 use super::chain::{Chain, Desc, MAX_CHAIN};
 use super::ring::Ring;
-use crate::capture::sys::{getsockopt, setsockopt};
+use sys::sockopt::{getsockopt, setsockopt};
 
 /// UMEM chunk size: one chunk per frame (aligned mode), 2048 being the
 /// smallest the kernel accepts. Small frames dominate the rate a capture
@@ -162,13 +161,7 @@ impl Xsk {
         mtu_fits_chunk: bool,
     ) -> io::Result<Xsk> {
         let frames = pow2_floor(frames.clamp(MIN_QUEUE_FRAMES, MAX_QUEUE_FRAMES));
-        // SAFETY: plain socket(2); result checked.
-        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = sys::socket::socket(libc::AF_XDP, libc::SOCK_RAW, 0)?;
 
         let umem_len = frames * CHUNK_SIZE;
         // SAFETY: anonymous private mapping, checked below.
@@ -321,18 +314,7 @@ impl Xsk {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
-        // SAFETY: `sxdp` is a valid sockaddr_xdp and the length is its size.
-        let rc = unsafe {
-            libc::bind(
-                self.fd.as_raw_fd(),
-                &sxdp as *const libc::sockaddr_xdp as *const libc::sockaddr,
-                mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        sys::socket::bind(&self.fd, &sxdp)
     }
 
     /// Turns on busy polling with NAPI `budget` (see `busy_poll`): the
@@ -475,25 +457,12 @@ impl Xsk {
     /// polling drives the queue from this thread: one non-blocking recvfrom.
     pub fn kick(&self) {
         if self.info.busy_poll || self.fill.needs_wakeup() {
-            // SAFETY: zero-length receive with a null buffer, non-blocking:
-            // only drives the kernel's RX processing.
-            unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    ptr::null_mut(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                );
-            }
+            sys::socket::kick(&self.fd);
         }
     }
 
     pub fn stats(&self) -> io::Result<XskStats> {
-        // SAFETY: xdp_statistics is plain integers.
-        let st: libc::xdp_statistics =
-            unsafe { getsockopt(&self.fd, libc::SOL_XDP, libc::XDP_STATISTICS) }?;
+        let st: libc::xdp_statistics = getsockopt(&self.fd, libc::SOL_XDP, libc::XDP_STATISTICS)?;
         Ok(XskStats {
             rx_dropped: st.rx_dropped,
             rx_ring_full: st.rx_ring_full,
@@ -549,8 +518,7 @@ impl Drop for Umem {
 }
 
 fn mmap_offsets(fd: &OwnedFd) -> io::Result<libc::xdp_mmap_offsets> {
-    // SAFETY: xdp_mmap_offsets is plain integers.
-    unsafe { getsockopt(fd, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS) }
+    getsockopt(fd, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS)
 }
 
 #[cfg(test)]

@@ -15,8 +15,6 @@
 
 use std::time::Duration;
 
-use crate::capture::sys;
-
 /// How far a stamp may lie after the round's monotonic sample: frames of
 /// a socket read later in the same round were stamped after the sample
 /// (microseconds); anything beyond a second is not a stamp of ours.
@@ -24,7 +22,7 @@ pub const SLACK_NS: u64 = 1_000_000_000;
 
 /// CLOCK_MONOTONIC now, in ns.
 pub fn monotonic_ns() -> u64 {
-    sys::clock_ns(libc::CLOCK_MONOTONIC)
+    sys::clock::ns(libc::CLOCK_MONOTONIC)
 }
 
 /// The two clocks as sampled at the start of a round.
@@ -43,7 +41,7 @@ impl RoundClock {
     /// started at.
     pub fn now(floor_ns: u64) -> RoundClock {
         let mono_ns = monotonic_ns();
-        let wall_ns = sys::clock_ns(libc::CLOCK_REALTIME);
+        let wall_ns = sys::clock::ns(libc::CLOCK_REALTIME);
         RoundClock::at(wall_ns, mono_ns, floor_ns)
     }
 

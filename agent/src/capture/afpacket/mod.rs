@@ -21,16 +21,16 @@
 //! worker-side `rpcap` interpreter judges them once the tag is back; untagged
 //! frames are judged by the kernel alone.
 
+mod ring;
+
 use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rpcap::bpf::{Insn, Program};
 
-use super::sys;
+use self::ring::Ring;
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
 
 /// `enum tpacket_versions`: TPACKET_V3 (libc does not export the enum value).
@@ -94,10 +94,11 @@ impl RingGeometry {
 /// An open AF_PACKET capture.
 #[derive(Debug)]
 pub struct AfPacket {
+    /// Declared before `fd`: unmapped before the socket closes.
+    ring: Ring,
     fd: OwnedFd,
     ifname: String,
     ifindex: u32,
-    ring: NonNull<u8>,
     geometry: RingGeometry,
     /// Next block to look at.
     cur: usize,
@@ -118,27 +119,16 @@ pub struct AfPacket {
     wake: Option<OwnedFd>,
 }
 
-// SAFETY: the ring mapping is owned by this value alone (no other handle
-// points into it) and is only touched through `&mut self`, so moving the value
-// to another thread is sound.
-unsafe impl Send for AfPacket {}
-
 impl AfPacket {
     /// Opens the ring on `cfg.ifname` and attaches `cfg.filter`.
     pub fn open(cfg: &AfPacketConfig<'_>) -> Result<AfPacket, io::Error> {
-        let ifindex = sys::ifindex(cfg.ifname)?;
+        let ifindex = sys::ifreq::ifindex(cfg.ifname)?;
         let geometry = RingGeometry::for_ring(cfg.ring_bytes, cfg.snaplen);
 
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = sys::socket::socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
 
         attach_filter(&fd, &[Insn::new(0x06, 0, 0, 0)])?;
-        sys::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
+        sys::sockopt::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
         let tov_ms = cfg.block_timeout.as_millis().clamp(1, u32::MAX as u128) as libc::c_uint;
         let req = libc::tpacket_req3 {
             tp_block_size: geometry.block_size as libc::c_uint,
@@ -149,31 +139,14 @@ impl AfPacket {
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
         };
-        sys::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+        sys::sockopt::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
 
-        let len = geometry.block_size * geometry.block_nr;
-        // SAFETY: maps the ring the kernel just allocated for this socket;
-        // length and offset are the ones the kernel expects; result checked.
-        let map = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ring =
-            NonNull::new(map as *mut u8).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        let ring = Ring::map(&fd, geometry)?;
         let mut cap = AfPacket {
+            ring,
             fd,
             ifname: cfg.ifname.to_owned(),
             ifindex,
-            ring,
             geometry,
             cur: 0,
             snaplen: cfg.snaplen,
@@ -186,29 +159,16 @@ impl AfPacket {
             wake: None,
         };
 
-        // SAFETY: all-zero is a valid sockaddr_ll; the fields we need are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex as libc::c_int;
-        // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                cap.fd.as_raw_fd(),
-                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sys::socket::bind(
+            &cap.fd,
+            &sys::socket::sockaddr_ll(ifindex, libc::ETH_P_ALL as u16),
+        )?;
         if cfg.promisc {
-            // SAFETY: all-zero is a valid packet_mreq.
-            let mut mreq: libc::packet_mreq = unsafe { mem::zeroed() };
+            let mut mreq: libc::packet_mreq = sys::sockopt::zeroed();
             mreq.mr_ifindex = ifindex as libc::c_int;
             mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
             // Dropped by the kernel when the socket closes.
-            sys::setsockopt(
+            sys::sockopt::setsockopt(
                 &cap.fd,
                 libc::SOL_PACKET,
                 libc::PACKET_ADD_MEMBERSHIP,
@@ -246,52 +206,35 @@ impl AfPacket {
     }
 
     /// The status word of block `i`, shared with the kernel.
-    fn block_status(&self, i: usize) -> &AtomicU32 {
-        debug_assert!(i < self.geometry.block_nr);
-        // SAFETY: block `i` lies inside the mapping (i < block_nr); the block
-        // descriptor starts the block, page-aligned, and `block_status` is a
-        // naturally aligned u32 inside it. The kernel and we hand the block
-        // back and forth through this word, so it is accessed atomically.
-        unsafe {
-            let block = self.ring.as_ptr().add(i * self.geometry.block_size);
-            let desc = block as *const libc::tpacket_block_desc;
-            let status = ptr::addr_of!((*desc).hdr.bh1.block_status);
-            &*(status as *const AtomicU32)
-        }
+    fn block_status(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        self.ring.block_status(i)
     }
 
     /// Walks the frames of block `i` (owned by user space) into `sink`.
     fn walk_block<F: FnMut(&Frame<'_>)>(&mut self, i: usize, sink: &mut F) -> usize {
-        let bs = self.geometry.block_size;
-        // SAFETY: block `i` is inside the mapping and its status says user
-        // space owns it, so the kernel does not write it until we release it.
-        // Every offset read from the block is checked against the block size
-        // before it is dereferenced, so a corrupt header cannot take us out
-        // of the block.
-        unsafe {
-            let block = self.ring.as_ptr().add(i * bs);
-            let desc = &*(block as *const libc::tpacket_block_desc);
-            let num = desc.hdr.bh1.num_pkts as usize;
-            let mut off = desc.hdr.bh1.offset_to_first_pkt as usize;
-            let mut n = 0;
-            while n < num && off + mem::size_of::<libc::tpacket3_hdr>() <= bs {
-                let h = &*(block.add(off) as *const libc::tpacket3_hdr);
-                let mac = off + h.tp_mac as usize;
-                let caplen = (h.tp_snaplen as usize).min(bs.saturating_sub(mac));
-                let data = std::slice::from_raw_parts(block.add(mac), caplen);
-                self.emit(h, data, sink);
-                n += 1;
-                if h.tp_next_offset == 0 {
-                    break;
-                }
-                off += h.tp_next_offset as usize;
-            }
-            n
-        }
+        let mut tagged = Tagged {
+            snaplen: self.snaplen,
+            vlan_buf: &mut self.vlan_buf,
+            filter: &self.filter,
+            vlan_filtered: &mut self.vlan_filtered,
+        };
+        self.ring
+            .walk_block(i, |h, data| tagged.emit(h, data, sink))
     }
+}
 
+/// What [`Tagged::emit`] needs of the capture while the ring is borrowed.
+struct Tagged<'a> {
+    snaplen: u32,
+    vlan_buf: &'a mut Vec<u8>,
+    filter: &'a Program,
+    vlan_filtered: &'a mut u64,
+}
+
+impl Tagged<'_> {
     /// Hands one frame to the sink: snap length applied, VLAN tag put back
     /// (and the filter run on the tagged frame, see the module doc).
+    #[inline]
     fn emit<F: FnMut(&Frame<'_>)>(&mut self, h: &libc::tpacket3_hdr, data: &[u8], sink: &mut F) {
         let snap = self.snaplen as usize;
         let ts_sec = h.tp_sec;
@@ -316,7 +259,7 @@ impl AfPacket {
             let wire_len = h.tp_len + 4;
             let keep = self.filter.run(out, wire_len) as usize;
             if keep == 0 {
-                self.vlan_filtered += 1;
+                *self.vlan_filtered += 1;
                 return;
             }
             sink(&Frame {
@@ -334,7 +277,9 @@ impl AfPacket {
             });
         }
     }
+}
 
+impl AfPacket {
     /// Waits for the socket to become readable; turns a socket error into
     /// the capture's fate.
     fn wait(&mut self, timeout: Duration) -> Result<(), CaptureError> {
@@ -355,17 +300,17 @@ impl AfPacket {
         // Rounded up to whole ms: a deadline less than 1 ms away is a short
         // sleep, not a spin.
         let ms = timeout.as_micros().div_ceil(1000).min(u64::MAX as u128) as u64;
-        sys::poll(&mut pfds, Duration::from_millis(ms))
+        sys::poll::poll(&mut pfds, Duration::from_millis(ms))
             .map_err(|e| CaptureError::io("poll on the capture socket", e))?;
         if pfds[1].revents & libc::POLLIN != 0 {
-            sys::drain_eventfd(wake_fd);
+            sys::eventfd::drain(&wake_fd);
         }
         if pfds[0].revents & libc::POLLERR != 0 {
             self.take_socket_error()?;
         }
         if self.down_since.is_some() && self.last_down_check.elapsed() >= DOWN_CHECK_INTERVAL {
             self.last_down_check = Instant::now();
-            if !sys::ifindex_exists(self.ifindex) {
+            if !sys::ifreq::ifindex_exists(self.ifindex) {
                 return Err(CaptureError::Vanished(self.ifname.clone()));
             }
         }
@@ -377,15 +322,13 @@ impl AfPacket {
     /// and just before the interface is unregistered; which one it was shows
     /// when the ifindex disappears, so we remember the time and check.
     fn take_socket_error(&mut self) -> Result<(), CaptureError> {
-        // SAFETY: SO_ERROR is a plain c_int.
-        let err: libc::c_int =
-            unsafe { sys::getsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_ERROR) }
-                .map_err(|e| CaptureError::io("SO_ERROR", e))?;
+        let err = sys::sockopt::get_int(&self.fd, libc::SOL_SOCKET, libc::SO_ERROR)
+            .map_err(|e| CaptureError::io("SO_ERROR", e))?;
         match err {
             0 => Ok(()),
             libc::ENODEV | libc::ENXIO => Err(CaptureError::Vanished(self.ifname.clone())),
             libc::ENETDOWN => {
-                if !sys::ifindex_exists(self.ifindex) {
+                if !sys::ifreq::ifindex_exists(self.ifindex) {
                     return Err(CaptureError::Vanished(self.ifname.clone()));
                 }
                 log::warn!("interface {} went down; waiting for it", self.ifname);
@@ -402,8 +345,7 @@ impl AfPacket {
 
     /// PACKET_STATISTICS (the kernel resets its counters on every read).
     fn read_kernel_stats(&mut self) -> io::Result<libc::tpacket_stats_v3> {
-        // SAFETY: tpacket_stats_v3 is plain integers.
-        unsafe { sys::getsockopt(&self.fd, libc::SOL_PACKET, libc::PACKET_STATISTICS) }
+        sys::sockopt::getsockopt(&self.fd, libc::SOL_PACKET, libc::PACKET_STATISTICS)
     }
 }
 
@@ -456,18 +398,6 @@ impl Source for AfPacket {
         }
         SourceStats {
             kernel_drops: self.kernel_drops,
-        }
-    }
-}
-
-impl Drop for AfPacket {
-    fn drop(&mut self) {
-        let len = self.geometry.block_size * self.geometry.block_nr;
-        // SAFETY: unmaps exactly the mapping made in `open`; nothing borrows
-        // it any more (frames only live during `poll`). The descriptor is
-        // closed afterwards by OwnedFd.
-        unsafe {
-            libc::munmap(self.ring.as_ptr() as *mut libc::c_void, len);
         }
     }
 }
@@ -528,7 +458,7 @@ pub(crate) fn attach_filter(fd: &OwnedFd, insns: &[Insn]) -> io::Result<()> {
         filter: prog.as_mut_ptr(),
     };
     // The kernel copies the program during the call.
-    sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+    sys::sockopt::setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 #[cfg(test)]
