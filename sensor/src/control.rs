@@ -7,11 +7,14 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mio::net::TcpStream;
-use mio::{Events, Poll};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
+use sys::signal::{SignalPipe, SIGHUP, SIGINT, SIGTERM};
 
 use crate::agent::{Agent, Shared};
 use crate::config::Config;
@@ -21,7 +24,6 @@ use crate::dial::Dialer;
 use crate::filter;
 use crate::linger::Linger;
 use crate::listener::Listener;
-use crate::signals;
 use crate::token::Owner;
 use crate::writer::Writer;
 
@@ -37,6 +39,10 @@ pub struct Sensor {
     linger: Linger,
     shared: Shared,
     writer: Writer,
+    /// SIGINT/SIGTERM (stop cleanly) and SIGHUP (re-read the filter file).
+    signals: Option<SignalPipe>,
+    /// A stop signal arrived.
+    stop_signal: bool,
     stopping: bool,
 }
 
@@ -77,8 +83,27 @@ impl Sensor {
             },
             poll,
             writer,
+            signals: None,
+            stop_signal: false,
             stopping: false,
         })
+    }
+
+    /// Routes SIGINT, SIGTERM and SIGHUP into the loop (the binary does;
+    /// tests leave the process's signals alone).
+    pub fn handle_signals(&mut self) -> Result<()> {
+        let pipe = SignalPipe::install(&[SIGINT, SIGTERM, SIGHUP])
+            .context("cannot install signal handlers")?;
+        self.poll
+            .registry()
+            .register(
+                &mut SourceFd(&pipe.as_raw_fd()),
+                Owner::Signals.token(),
+                Interest::READABLE,
+            )
+            .context("cannot install signal handlers")?;
+        self.signals = Some(pipe);
+        Ok(())
     }
 
     /// Runs until a signal, `--count` or `--duration`; then closes every
@@ -89,12 +114,9 @@ impl Sensor {
         let mut next_tick = start;
         let mut next_summary = start + self.shared.cfg.summary_interval;
         loop {
-            if signals::stop_requested() {
+            if self.stop_signal {
                 log::info!("stopping on signal");
                 break;
-            }
-            if signals::take_hup() {
-                self.reload_filter();
             }
             if self.shared.budget == 0 {
                 log::info!(
@@ -161,6 +183,19 @@ impl Sensor {
                 }
             }
             Owner::Linger(i) => self.linger.on_readable(i, &mut sh.bufs.batch),
+            Owner::Signals => self.on_signals(),
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let Some(caught) = self.signals.as_mut().map(SignalPipe::drain) else {
+            return;
+        };
+        if caught.contains(SIGINT) || caught.contains(SIGTERM) {
+            self.stop_signal = true;
+        }
+        if caught.contains(SIGHUP) {
+            self.reload_filter();
         }
     }
 

@@ -11,7 +11,6 @@
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -20,7 +19,8 @@ use rpcap::stream::StreamDecoder;
 use rpcap::MsgType;
 
 use crate::capture::Capture;
-use crate::data::{self, RangeFull, RecvBatch, UdpPort};
+use crate::data::{self, RangeFull, UdpPort};
+use sys::mmsg::RecvBatch;
 
 /// How long the sensor waits for an agent to connect its TCP data channel.
 pub const DATA_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -182,7 +182,7 @@ impl DataChannel {
             DataChannel::None => Ok(()),
             DataChannel::Udp(p) => {
                 loop {
-                    let n = match bufs.batch.recv(p.sock.as_raw_fd()) {
+                    let n = match bufs.batch.recv(&p.sock) {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -5,7 +5,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -13,10 +12,11 @@ use mio::{Interest, Registry};
 use rpcap::msg::Stats;
 
 use crate::capture::Capture;
-use crate::data::{self, RecvBatch, UdpPort};
+use crate::data::{self, UdpPort};
 use crate::data_channel::UdpPorts;
 use crate::summary;
 use crate::token::Owner;
+use sys::mmsg::RecvBatch;
 
 /// How long a closed capture's final line waits for the writer.
 const WRITE_WAIT: Duration = Duration::from_secs(10);
@@ -102,7 +102,7 @@ impl Linger {
         };
         let agent_ip = data::canonical(c.peer.ip());
         loop {
-            let n = match batch.recv(p.sock.as_raw_fd()) {
+            let n = match batch.recv(&p.sock) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -15,7 +15,6 @@ mod linger;
 mod listener;
 mod output;
 mod session;
-mod signals;
 mod summary;
 mod token;
 mod writer;
@@ -186,8 +185,8 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let cfg = config(args)?;
-    signals::install().context("cannot install signal handlers")?;
     let mut sensor = control::Sensor::new(cfg)?;
+    sensor.handle_signals()?;
     sensor.run()
 }
 

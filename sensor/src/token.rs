@@ -16,10 +16,12 @@ pub enum Owner {
     Data(usize),
     /// The UDP port of closed capture `i`, lingering to count late datagrams.
     Linger(usize),
+    /// The signal self-pipe.
+    Signals,
 }
 
 /// Token = index × KINDS + kind.
-const KINDS: usize = 5;
+const KINDS: usize = 6;
 
 impl Owner {
     pub fn token(self) -> Token {
@@ -29,6 +31,7 @@ impl Owner {
             Owner::Control(i) => (i, 2),
             Owner::Data(i) => (i, 3),
             Owner::Linger(i) => (i, 4),
+            Owner::Signals => (0, 5),
         };
         Token(i * KINDS + kind)
     }
@@ -40,7 +43,8 @@ impl Owner {
             1 => Owner::Dial(i),
             2 => Owner::Control(i),
             3 => Owner::Data(i),
-            _ => Owner::Linger(i),
+            4 => Owner::Linger(i),
+            _ => Owner::Signals,
         }
     }
 }
@@ -52,7 +56,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_differ() {
         let mut seen = std::collections::HashSet::new();
-        let mut owners = vec![Owner::Listener];
+        let mut owners = vec![Owner::Listener, Owner::Signals];
         for i in [0, 1, 7, 1000] {
             owners.extend([
                 Owner::Dial(i),
