@@ -296,9 +296,9 @@ fn link_down_and_up_keeps_capturing() {
             .unwrap()
             .success())
     };
-    run(&["-n", &ns.cap, "link", "set", "c0", "down"]);
+    run(&["-n", ns.cap.name(), "link", "set", "c0", "down"]);
     std::thread::sleep(Duration::from_millis(200));
-    run(&["-n", &ns.cap, "link", "set", "c0", "up"]);
+    run(&["-n", ns.cap.name(), "link", "set", "c0", "up"]);
     assert!(worker.failure().is_none(), "{:?}", worker.failure());
     // Carrier and ARP come back; then frames flow again.
     std::thread::sleep(Duration::from_millis(300));
@@ -356,7 +356,7 @@ fn dry_run_frames_but_sends_nothing() {
 #[test]
 fn commands_wake_an_idle_worker_at_once() {
     let ns = NetnsPair::new();
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     let sink = udp_sink();
     let s = spec(
         "c0",

@@ -3,14 +3,13 @@
 //! zero-copy), a Worker sending udpstr to a loopback sensor socket.
 
 mod datapath_support;
-#[path = "../src/capture/test_caps.rs"]
-mod test_caps;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
 use rpcap::bpf::Insn;
+use xrpcap_testkit::{caps, Netns};
 use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
 use xrpcapd::capture::xdp_prog::FilterPlace;
 use xrpcapd::capture::xsk;
@@ -38,8 +37,8 @@ fn ip(args: &[&str]) -> String {
 /// chunk (the jumbo tests below use MTU 9000 and chains).
 fn pair() -> NetnsPair {
     let ns = NetnsPair::new();
-    ip(&["-n", &ns.gen, "link", "set", "g0", "mtu", "1500"]);
-    ip(&["-n", &ns.cap, "link", "set", "c0", "mtu", "1500"]);
+    ip(&["-n", ns.gen.name(), "link", "set", "g0", "mtu", "1500"]);
+    ip(&["-n", ns.cap.name(), "link", "set", "c0", "mtu", "1500"]);
     ns
 }
 
@@ -60,8 +59,8 @@ fn xdp_cfg(filter: &[Insn], mode: XdpMode) -> AfXdpConfig<'_> {
     }
 }
 
-fn xdp_attached(ns: &str, dev: &str) -> bool {
-    ip(&["-n", ns, "link", "show", "dev", dev]).contains("prog/xdp")
+fn xdp_attached(ns: &Netns, dev: &str) -> bool {
+    ip(&["-n", ns.name(), "link", "show", "dev", dev]).contains("prog/xdp")
 }
 
 /// Whether the program is gone after a capture stopped: at once, or within
@@ -70,14 +69,15 @@ fn xdp_attached(ns: &str, dev: &str) -> bool {
 /// (logged), most likely because another test thread was spawning a
 /// process: the child holds a copy of every descriptor, the link's too,
 /// until its exec closes them.
-fn detached(ns: &str, dev: &str) -> bool {
+fn detached(ns: &Netns, dev: &str) -> bool {
     if !xdp_attached(ns, dev) {
         return true;
     }
     let t0 = Instant::now();
     let gone = wait_for(Duration::from_secs(1), || !xdp_attached(ns, dev));
     eprintln!(
-        "{dev} in {ns}: still attached right after the stop, gone {gone} after {:?}",
+        "{dev} in {}: still attached right after the stop, gone {gone} after {:?}",
+        ns.name(),
         t0.elapsed()
     );
     gone
@@ -368,7 +368,7 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
         );
         return;
     }
-    test_caps::drop_effective(test_caps::CAP_IPC_LOCK);
+    caps::drop_effective(caps::CAP_IPC_LOCK);
     let filter = compile(&format!("udp dst port {PORT}"));
     let cfg = AfXdpConfig {
         umem_bytes: 0,
@@ -397,7 +397,7 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
 fn native_xdp_with_mtu_9000_needs_the_frags_program() {
     use xrpcapd::capture::xdp_prog::{without_frags, OBJECT, PROG_NAME};
     let ns = NetnsPair::new(); // MTU 9000
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     for (obj, frags) in [(OBJECT.to_vec(), true), (without_frags(OBJECT), false)] {
         let mut e = aya::Ebpf::load(&obj).expect("object loads");
         let p: &mut aya::programs::Xdp = e
@@ -521,25 +521,22 @@ fn filter_update_retunes_kernel_rules_and_user_space() {
 /// A veth pair whose capture end has 4 RX queues (and the sender 4 TX
 /// queues, so flows spread over them).
 struct MultiQueue {
-    gen: String,
-    cap: String,
+    gen: Netns,
+    cap: Netns,
 }
 
 impl MultiQueue {
     fn new() -> MultiQueue {
-        let pid = std::process::id();
         let m = MultiQueue {
-            gen: format!("xmg-{pid}"),
-            cap: format!("xmc-{pid}"),
+            gen: Netns::new("xmg").expect("namespace gen"),
+            cap: Netns::new("xmc").expect("namespace cap"),
         };
-        ip(&["netns", "add", &m.gen]);
-        ip(&["netns", "add", &m.cap]);
         ip(&[
             "link",
             "add",
             "g0",
             "netns",
-            &m.gen,
+            m.gen.name(),
             "numtxqueues",
             "4",
             "numrxqueues",
@@ -550,34 +547,41 @@ impl MultiQueue {
             "name",
             "c0",
             "netns",
-            &m.cap,
+            m.cap.name(),
             "numtxqueues",
             "4",
             "numrxqueues",
             "4",
         ]);
-        ip(&["-n", &m.gen, "addr", "add", "10.202.1.1/24", "dev", "g0"]);
-        ip(&["-n", &m.cap, "addr", "add", "10.202.1.2/24", "dev", "c0"]);
+        ip(&[
+            "-n",
+            m.gen.name(),
+            "addr",
+            "add",
+            "10.202.1.1/24",
+            "dev",
+            "g0",
+        ]);
+        ip(&[
+            "-n",
+            m.cap.name(),
+            "addr",
+            "add",
+            "10.202.1.2/24",
+            "dev",
+            "c0",
+        ]);
         for (ns, dev) in [(&m.gen, "g0"), (&m.cap, "c0")] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns.name(), "link", "set", dev, "up"]);
         }
         m
-    }
-}
-
-impl Drop for MultiQueue {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.cap] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 
 #[test]
 fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     let m = MultiQueue::new();
-    NetnsPair::enter(&m.cap);
+    m.cap.switch_thread();
     let filter = compile("udp dst port 7100");
     let cfg = AfXdpConfig {
         umem_bytes: 0,
@@ -587,23 +591,29 @@ fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     assert_eq!(src.queue_frames().len(), 4);
     // 64 flows (source ports), each from its own socket, sent from gen.
     let ping = Command::new("ip")
-        .args(["netns", "exec", &m.gen, "ping", "-c1", "-W2", "10.202.1.2"])
+        .args([
+            "netns",
+            "exec",
+            m.gen.name(),
+            "ping",
+            "-c1",
+            "-W2",
+            "10.202.1.2",
+        ])
         .status()
         .expect("ping");
     assert!(ping.success());
-    let gen = m.gen.clone();
-    std::thread::spawn(move || {
-        NetnsPair::enter(&gen);
-        for p in 0..64u16 {
-            let s = std::net::UdpSocket::bind(("10.202.1.1", 20000 + p)).expect("bind");
-            for i in 0..5 {
-                s.send_to(&[i as u8; 100], ("10.202.1.2", 7100))
-                    .expect("send");
+    m.gen
+        .enter(|| {
+            for p in 0..64u16 {
+                let s = std::net::UdpSocket::bind(("10.202.1.1", 20000 + p)).expect("bind");
+                for i in 0..5 {
+                    s.send_to(&[i as u8; 100], ("10.202.1.2", 7100))
+                        .expect("send");
+                }
             }
-        }
-    })
-    .join()
-    .expect("sender");
+        })
+        .expect("sender");
     let mut got = 0;
     let t0 = Instant::now();
     while got < 64 * 5 && t0.elapsed() < LIMIT {
@@ -659,12 +669,12 @@ fn foreign_object(dir: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn a_foreign_program_is_refused_unless_replace_is_set() {
     let ns = pair();
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     let dir = tempfile::tempdir().unwrap();
     let obj = foreign_object(dir.path());
     ip(&[
         "-n",
-        &ns.cap,
+        ns.cap.name(),
         "link",
         "set",
         "dev",
@@ -683,7 +693,7 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
         e.contains("someone_else") && e.contains("XdpReplace"),
         "{e}"
     );
-    assert!(ip(&["-n", &ns.cap, "link", "show", "c0"]).contains("someone_else"));
+    assert!(ip(&["-n", ns.cap.name(), "link", "show", "c0"]).contains("someone_else"));
 
     let mut s = spec("c0", vec![], udpstr(&sink));
     s.backend = Backend::AfXdp(XdpSpec {
@@ -692,7 +702,7 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
         ..XdpSpec::default()
     });
     let w = Worker::start(s).expect("replace allowed");
-    let shown = ip(&["-n", &ns.cap, "link", "show", "c0"]);
+    let shown = ip(&["-n", ns.cap.name(), "link", "show", "c0"]);
     assert!(shown.contains("xrpcapd_xdp") && !shown.contains("someone_else"));
     w.stop();
     assert!(detached(&ns.cap, "c0"));
@@ -708,7 +718,7 @@ fn a_leftover_program_of_ours_is_replaced() {
     // What a crashed run that attached through netlink leaves behind.
     ip(&[
         "-n",
-        &ns.cap,
+        ns.cap.name(),
         "link",
         "set",
         "dev",
@@ -738,7 +748,7 @@ fn a_leftover_program_of_ours_is_replaced() {
 #[test]
 fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     let ns = pair();
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     // The namespace's loopback: no driver XDP (no dummy module here).
     let filter: Vec<Insn> = vec![];
     let mut cfg = AfXdpConfig {
@@ -754,7 +764,7 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     cfg.mode = XdpMode::Auto;
     let src = AfXdp::open(&cfg).expect("auto falls back to generic");
     assert_eq!(src.xdp_mode(), XdpMode::Generic);
-    assert!(ip(&["-n", &ns.cap, "link", "show", "lo"]).contains("xdpgeneric"));
+    assert!(ip(&["-n", ns.cap.name(), "link", "show", "lo"]).contains("xdpgeneric"));
     drop(src);
     assert!(detached(&ns.cap, "lo"));
 }
@@ -805,7 +815,7 @@ fn own_traffic_stays_with_the_stack() {
 #[test]
 fn commands_wake_an_idle_afxdp_worker_at_once() {
     let ns = pair();
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     let sink = udp_sink();
     let mut s = spec(
         "c0",
@@ -878,7 +888,7 @@ fn read_frames(src: &mut AfXdp, want: usize, limit: Duration) -> Vec<Vec<u8>> {
 fn ipv6_prefixes_are_applied_in_xdp() {
     for mode in [XdpMode::Generic, XdpMode::Native] {
         let ns = pair();
-        NetnsPair::enter(&ns.cap);
+        ns.cap.switch_thread();
         let filter = compile("ip6 net 2001:db8:1::/48");
         let cfg = AfXdpConfig {
             umem_bytes: 1 << 20,
@@ -983,7 +993,7 @@ fn afxdp_busy_poll_options() -> Vec<(i32, i32)> {
 #[test]
 fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     let m = MultiQueue::new();
-    NetnsPair::enter(&m.cap);
+    m.cap.switch_thread();
     let filter = compile("udp dst port 7100");
     let mut cfg = AfXdpConfig {
         busy_poll: BusyPoll::On { budget: 16 },

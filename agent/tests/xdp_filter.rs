@@ -8,13 +8,11 @@
 //! the translation without frags (the linear part is the frame). Needs root
 //! (bpf(2)).
 
-// The expression and frame corpus of rpcap's own differential tests.
-#[path = "../../rpcap/tests/bpf_support/mod.rs"]
-mod bpf_support;
+// The expression and frame corpus shared with rpcap's differential tests.
 
-use bpf_support::{compile, frame, Rng, EXPRS};
 use rpcap::bpf::opcode::*;
 use rpcap::bpf::{Insn, Program};
+use xrpcap_testkit::bpf_corpus::{compile, frame, Rng, EXPRS};
 use xrpcapd::capture::xdp_filter::{translate, Verdict, XDP_DROP, XDP_PASS};
 use xrpcapd::capture::xdp_prog::{FilterPlace, FilterProg, XdpProgram};
 use xrpcapd::capture::xdp_rules::XdpRules;

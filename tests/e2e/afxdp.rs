@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use xrpcap_e2e::{
+use xrpcap_testkit::{
     numbered_payloads, require_root, send_udp, wait_for_packets, Agent, Netns, Sensor, Topology,
 };
 
@@ -76,11 +76,13 @@ fn afxdp_capture_detaches_on_sigterm(ini_extra: &str, client_extra: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn capture_afxdp_key_attaches_and_sigterm_detaches() {
     afxdp_capture_detaches_on_sigterm("Capture = afxdp:c0\n", "");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn active_client_capture_option_starts_an_afxdp_capture() {
     // `Capture` stays afpacket; only this sensor's line asks for AF_XDP.
     afxdp_capture_detaches_on_sigterm("Capture = afpacket\n", ", capture=afxdp");

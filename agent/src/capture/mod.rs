@@ -18,8 +18,6 @@ pub mod busy_poll;
 pub mod file;
 pub mod stamp;
 mod sys;
-#[cfg(test)]
-mod test_caps;
 pub mod xdp_filter;
 pub mod xdp_prog;
 pub mod xdp_rules;
