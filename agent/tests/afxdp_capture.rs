@@ -147,11 +147,13 @@ fn byte_exact_with(backend: Backend, running: impl FnOnce(&Worker)) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn generic_mode_delivers_byte_exact_and_detaches() {
     byte_exact(XdpMode::Generic);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn native_mode_delivers_byte_exact_and_detaches() {
     byte_exact(XdpMode::Native);
 }
@@ -203,11 +205,13 @@ fn jumbo_byte_exact(mode: XdpMode) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn generic_mode_delivers_jumbo_frames_byte_exact() {
     jumbo_byte_exact(XdpMode::Generic);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn native_mode_delivers_jumbo_frames_byte_exact() {
     jumbo_byte_exact(XdpMode::Native);
 }
@@ -215,6 +219,7 @@ fn native_mode_delivers_jumbo_frames_byte_exact() {
 /// Multi-buffer straight on the source: the sockets are bound with
 /// XDP_USE_SG, a chain counts as one frame per queue, nothing is dropped.
 #[test]
+#[ignore = "needs root"]
 fn jumbo_chains_count_as_one_frame_and_nothing_is_dropped() {
     let ns = NetnsPair::new();
     let tx = ns.gen_sender();
@@ -250,6 +255,7 @@ fn jumbo_chains_count_as_one_frame_and_nothing_is_dropped() {
 /// a frame's second chunk. The frames are handed out as their chunks'
 /// pieces, cut byte-exact.
 #[test]
+#[ignore = "needs root"]
 fn chained_frames_meet_a_user_space_filter_and_are_cut_inside_a_chunk() {
     const KEEP: usize = 3000;
     let ns = NetnsPair::new(); // MTU 9000 on both ends
@@ -299,6 +305,7 @@ fn chained_frames_meet_a_user_space_filter_and_are_cut_inside_a_chunk() {
 /// not at all while 100 000 frames arrive, 0.1 s at 1 Mpps) loses none of
 /// them. With the former 8192 frames per queue it lost most.
 #[test]
+#[ignore = "needs root"]
 fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
     const N: usize = 100_000;
     let ns = pair();
@@ -349,6 +356,7 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
 /// here): the capture shrinks the floor's 256 MiB until the kernel takes
 /// it, and still captures.
 #[test]
+#[ignore = "needs root"]
 fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
     let ns = pair();
     let tx = ns.gen_sender();
@@ -394,6 +402,7 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
 /// plain variant (what a kernel without frags support gets) loads but is
 /// refused there, the real one attaches.
 #[test]
+#[ignore = "needs root"]
 fn native_xdp_with_mtu_9000_needs_the_frags_program() {
     use xrpcapd::capture::xdp_prog::{without_frags, OBJECT, PROG_NAME};
     let ns = NetnsPair::new(); // MTU 9000
@@ -418,6 +427,7 @@ fn native_xdp_with_mtu_9000_needs_the_frags_program() {
 /// Counted in descriptors, a round took 42 of them and then paused as if
 /// the link were quiet (afxdp_bench at 9000 B lost 88 % that way).
 #[test]
+#[ignore = "needs root"]
 fn one_round_takes_as_many_jumbo_frames_as_small_ones() {
     let ns = NetnsPair::new(); // MTU 9000
     let tx = ns.gen_sender();
@@ -468,6 +478,7 @@ fn capture(ns: &NetnsPair, tx: &std::net::UdpSocket, backend: Backend, expr: &st
 }
 
 #[test]
+#[ignore = "needs root"]
 fn filters_give_the_same_frames_as_af_packet() {
     let ns = pair();
     let tx = ns.gen_sender();
@@ -492,6 +503,7 @@ fn filters_give_the_same_frames_as_af_packet() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn filter_update_retunes_kernel_rules_and_user_space() {
     let ns = pair();
     let tx = ns.gen_sender();
@@ -579,6 +591,7 @@ impl MultiQueue {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     let m = MultiQueue::new();
     m.cap.switch_thread();
@@ -667,6 +680,7 @@ fn foreign_object(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_foreign_program_is_refused_unless_replace_is_set() {
     let ns = pair();
     ns.cap.switch_thread();
@@ -709,6 +723,7 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_leftover_program_of_ours_is_replaced() {
     let ns = pair();
     let tx = ns.gen_sender();
@@ -746,6 +761,7 @@ fn a_leftover_program_of_ours_is_replaced() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     let ns = pair();
     ns.cap.switch_thread();
@@ -770,6 +786,7 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn own_traffic_stays_with_the_stack() {
     // A sensor reached over the captured link: its data datagrams arrive on
     // c0 from gen's address (as a looped-back mirror would show them) and
@@ -813,6 +830,7 @@ fn own_traffic_stays_with_the_stack() {
 /// As `commands_wake_an_idle_worker_at_once` (AF_PACKET): the AF_XDP
 /// worker waits in poll(2) on its sockets and the wake eventfd.
 #[test]
+#[ignore = "needs root"]
 fn commands_wake_an_idle_afxdp_worker_at_once() {
     let ns = pair();
     ns.cap.switch_thread();
@@ -885,6 +903,7 @@ fn read_frames(src: &mut AfXdp, want: usize, limit: Duration) -> Vec<Vec<u8>> {
 /// byte for byte (extension headers included); the others never leave XDP
 /// (passed on, counted), the user-space filter has nothing left to reject.
 #[test]
+#[ignore = "needs root"]
 fn ipv6_prefixes_are_applied_in_xdp() {
     for mode in [XdpMode::Generic, XdpMode::Native] {
         let ns = pair();
@@ -991,6 +1010,7 @@ fn afxdp_busy_poll_options() -> Vec<(i32, i32)> {
 /// still delivers every frame byte for byte, opened directly and through a
 /// worker (config -> XdpSpec -> sockets).
 #[test]
+#[ignore = "needs root"]
 fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     let m = MultiQueue::new();
     m.cap.switch_thread();
@@ -1067,6 +1087,7 @@ fn v6_mix() -> Vec<Vec<u8>> {
 /// IPv6 address filters: AF_XDP (prefixes applied in XDP) captures exactly
 /// the frames AF_PACKET (cBPF in the kernel) captures, byte for byte.
 #[test]
+#[ignore = "needs root"]
 fn ipv6_filters_give_the_same_frames_as_af_packet() {
     let ns = pair();
     let frames = v6_mix();
@@ -1178,6 +1199,7 @@ fn long_to_port() -> Vec<Insn> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_filter_runs_in_xdp_and_rejected_frames_never_reach_user_space() {
     for drop_rejected in [false, true] {
         let ns = pair();
@@ -1205,6 +1227,7 @@ fn the_filter_runs_in_xdp_and_rejected_frames_never_reach_user_space() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_truncating_filter_stays_in_user_space_and_still_filters_exactly() {
     let ns = pair();
     // `ret #600`: XDP cannot truncate, so the worker filters (and cuts).
@@ -1233,6 +1256,7 @@ fn a_truncating_filter_stays_in_user_space_and_still_filters_exactly() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn filter_updates_move_the_filter_between_xdp_and_user_space() {
     let ns = pair();
     let mut d = deliver(&ns, &long_to_port(), false);
@@ -1264,6 +1288,7 @@ fn filter_updates_move_the_filter_between_xdp_and_user_space() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn one_poll_takes_a_whole_burst_not_one_round() {
     // The worker sends once per poll: a poll that returned after one round
     // of 256 frames cost a sendmmsg (and, with the sensor on the same host,
@@ -1393,11 +1418,13 @@ fn stamps_follow_the_sending_gaps(mode: XdpMode) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn generic_mode_stamps_each_frame_with_its_arrival() {
     stamps_follow_the_sending_gaps(XdpMode::Generic);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn native_mode_stamps_each_frame_with_its_arrival() {
     stamps_follow_the_sending_gaps(XdpMode::Native);
 }

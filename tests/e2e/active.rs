@@ -1,6 +1,6 @@
 //! End-to-end, active mode: xrpcapd in ns cap dials xrpcap-sensor in ns sen
 //! and forwards what crosses the captured link (TESTING.md topology). Real
-//! binaries, real packets. Needs root; fails (does not skip) without it.
+//! binaries, real packets. Needs root (marked `needs root`: ignored without it).
 //!
 //! Every test builds its own namespaces, so they run in parallel. Waits are
 //! bounded and wait for real conditions (a log line, N packets in a file).

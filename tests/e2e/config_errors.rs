@@ -1,7 +1,7 @@
 //! End-to-end: configuration errors of the real xrpcapd binary, at start and
 //! at reload (SIGHUP), each reported with file:line; a broken file never
 //! starts a half-configured daemon and never replaces a running one. Needs
-//! root (namespaces); fails (does not skip) without it.
+//! root (namespaces; marked `needs root`: ignored without it).
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;

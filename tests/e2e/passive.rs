@@ -1,7 +1,7 @@
 //! Passive mode, password authentication, TLS and active mode against the
 //! real libpcap RPCAP client (scripts/libpcap-remote.sh builds it, with
 //! tests/interop/rpcap_client.c), and every hostile input of PROTOCOL.md §6
-//! against the running daemon. Needs root; fails (does not skip) without it.
+//! against the running daemon. Needs root (marked `needs root`: ignored without it).
 //!
 //! Layout: ns gen (g0 10.210.1.1) ── veth ── ns cap (c0 10.210.1.2). The
 //! agent runs in cap and listens on 127.0.0.1; the client runs in cap too and
