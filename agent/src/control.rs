@@ -29,10 +29,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::auth::{Backoff, Verifier};
-use crate::config::{ActiveClient, Config, TlsMode};
 use crate::linger::Lingering;
 use crate::passive::{self, Client};
 use crate::session::{CaptureHost, Ended, Mode, Session, SessionConfig};
+use crate::settings::{ActiveClient, Config, TlsMode};
 use crate::tls::{Conn, Sniffed};
 use rpcap::msg::Message;
 use rpcap::ErrorCode;

@@ -4,8 +4,6 @@
 
 pub mod auth;
 pub mod capture;
-pub mod cli;
-pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod filter;
@@ -15,4 +13,5 @@ pub mod linger;
 pub mod logging;
 pub mod passive;
 pub mod session;
+pub mod settings;
 pub mod tls;

@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, Passive};
 use crate::session::Session;
+use crate::settings::{Config, Passive};
 use crate::tls::Conn;
 
 /// Pending connections the kernel queues per listener.

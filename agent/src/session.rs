@@ -20,9 +20,9 @@ use rpcap::stream::StreamDecoder;
 use rpcap::ErrorCode;
 
 use crate::auth::Authenticator;
-use crate::config::{CaptureChoice, Preselect};
 use crate::filter::{self, canonical, DataDest, OwnTraffic};
 use crate::iface;
+use crate::settings::{CaptureChoice, Preselect};
 
 /// Who opened the control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub trait CaptureHost {
         0
     }
     /// A reloaded configuration applies to the captures started from now on.
-    fn reconfigure(&mut self, _cfg: &crate::config::Config) {}
+    fn reconfigure(&mut self, _cfg: &crate::settings::Config) {}
 }
 
 /// Why a session is over.

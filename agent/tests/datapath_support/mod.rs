@@ -15,7 +15,8 @@ pub use xrpcap_testkit::sink::{
 };
 pub use xrpcap_testkit::traffic::{payload, send_raw};
 pub use xrpcap_testkit::wait::wait_for;
-use xrpcapd::datapath::{Backend, CaptureSpec, DatapathOptions, Transport, Worker};
+use xrpcapd::datapath::{CaptureSpec, DatapathOptions, Transport, Worker};
+use xrpcapd::settings::{Backend, XdpSettings};
 
 pub const GEN_IP: &str = NetnsPair::GEN_IP;
 pub const CAP_IP: &str = NetnsPair::CAP_IP;
@@ -42,6 +43,8 @@ pub fn spec(ifname: &str, filter: Vec<Insn>, transport: Transport) -> CaptureSpe
     CaptureSpec {
         ifname: ifname.into(),
         backend: Backend::AfPacket,
+        xdp: XdpSettings::default(),
+        own: None,
         snaplen: 65535,
         promisc: false,
         read_timeout: Duration::from_millis(30),
@@ -161,11 +164,22 @@ pub fn udp4_frame(vlan: Option<u16>, dport: u16, body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// What a worker on `backend` capturing c0 with `expr` forwards (udpstr)
-/// of `frames` sent raw out of g0, in order.
+/// Puts a test capture on AF_PACKET (`None`) or on AF_XDP with `xdp`.
+pub fn set_source(s: &mut CaptureSpec, xdp: Option<XdpSettings>) {
+    match xdp {
+        None => s.backend = Backend::AfPacket,
+        Some(x) => {
+            s.backend = Backend::AfXdp;
+            s.xdp = x;
+        }
+    }
+}
+
+/// What a worker on AF_PACKET (`xdp` None) or AF_XDP capturing c0 with
+/// `expr` forwards (udpstr) of `frames` sent raw out of g0, in order.
 pub fn capture_raw(
     ns: &NetnsPair,
-    backend: Backend,
+    xdp: Option<XdpSettings>,
     expr: &str,
     frames: &[Vec<u8>],
 ) -> Vec<Vec<u8>> {
@@ -179,7 +193,7 @@ pub fn capture_raw(
             size: 1472,
         },
     );
-    s.backend = backend;
+    set_source(&mut s, xdp);
     let w = xrpcapd::datapath::Worker::start(s).expect("start");
     send_raw(&ns.gen, "g0", frames.to_vec());
     let (recs, _, _) = collect_udpstr(&sink, usize::MAX, Duration::from_millis(700));
