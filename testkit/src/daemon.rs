@@ -24,6 +24,24 @@ pub fn count_of(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
+/// Waits until `child`'s log (stderr) contains `needle` at least `n` times;
+/// fails early, with the log, when the program exits.
+fn wait_log(
+    child: &mut Child,
+    role: &str,
+    needle: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let waited = wait_until(timeout, needle, || {
+        if child.try_wait()?.is_some() {
+            bail!("the {role} exited");
+        }
+        Ok(count_of(&child.stderr(), needle) >= n)
+    });
+    waited.with_context(|| format!("{role} log:\n{}", child.describe()))
+}
+
 /// xrpcap-sensor in a namespace, accepting active agents on `listen`, writing
 /// one pcap file per capture into a temporary folder of its own.
 #[derive(Debug)]
@@ -69,14 +87,7 @@ impl Sensor {
 
     /// Waits until the log contains `needle` at least `n` times.
     pub fn wait_log(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
-        let child = &mut self.child;
-        let waited = wait_until(timeout, needle, || {
-            if child.try_wait()?.is_some() {
-                bail!("xrpcap-sensor exited");
-            }
-            Ok(count_of(&child.stderr(), needle) >= n)
-        });
-        waited.with_context(|| format!("sensor log:\n{}", self.child.describe()))
+        wait_log(&mut self.child, "sensor", needle, n, timeout)
     }
 
     /// The capture files written so far, oldest name first.
@@ -214,14 +225,7 @@ impl Agent {
     /// Waits until the log contains `needle` at least `n` times; fails early
     /// when the agent exits.
     pub fn wait_log(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
-        let child = &mut self.child;
-        let waited = wait_until(timeout, needle, || {
-            if child.try_wait()?.is_some() {
-                bail!("xrpcapd exited");
-            }
-            Ok(count_of(&child.stderr(), needle) >= n)
-        });
-        waited.with_context(|| format!("agent log:\n{}", self.child.describe()))
+        wait_log(&mut self.child, "agent", needle, n, timeout)
     }
 
     /// Waits for the `n`th capture on `ifname` to be started: the AF_PACKET
