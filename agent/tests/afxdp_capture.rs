@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use datapath_support::*;
 use rpcap::bpf::Insn;
+use xrpcap_testkit::netns::xdp_attached;
 use xrpcap_testkit::{caps, Netns};
 use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
 use xrpcapd::capture::xdp_prog::FilterPlace;
@@ -58,10 +59,6 @@ fn xdp_cfg(filter: &[Insn], mode: XdpMode) -> AfXdpConfig<'_> {
         umem_bytes: 4 << 20,
         queues: 0,
     }
-}
-
-fn xdp_attached(ns: &Netns, dev: &str) -> bool {
-    ip(&["-n", ns.name(), "link", "show", "dev", dev]).contains("prog/xdp")
 }
 
 /// Whether the program is gone after a capture stopped: at once, or within

@@ -303,6 +303,14 @@ pub(crate) fn run_checked(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether an XDP program is attached to `dev` in `ns` (`ip link` shows
+/// `prog/xdp`).
+pub fn xdp_attached(ns: &Netns, dev: &str) -> bool {
+    ns.run("ip", ["link", "show", "dev", dev])
+        .expect("ip link show")
+        .contains("prog/xdp")
+}
+
 /// Moves the calling thread into the namespace called `name` for the rest of
 /// its life: sockets it creates live there, threads it spawns start there.
 /// For tests whose own thread works inside the namespace (a capture worker
