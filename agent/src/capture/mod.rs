@@ -15,8 +15,6 @@
 pub mod afpacket;
 pub mod afxdp;
 pub mod file;
-#[cfg(test)]
-mod test_caps;
 
 use std::io;
 use std::time::Duration;
