@@ -1,5 +1,6 @@
 //! xrpcapd: captures the frames of chosen interfaces and forwards them to a
 //! remote sensor over RPCAP.
+#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 

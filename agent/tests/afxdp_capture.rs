@@ -357,20 +357,13 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
 fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
     let ns = pair();
     let tx = ns.gen_sender();
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let lim = match sys::caps::memlock_limit().expect("RLIMIT_MEMLOCK") {
+        Some(l) if l < 256 << 20 => l,
+        l => {
+            eprintln!("RLIMIT_MEMLOCK {l:?} holds the floor: nothing to test");
+            return;
+        }
     };
-    // SAFETY: getrlimit into a valid rlimit.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    assert_eq!(rc, 0);
-    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= 256 << 20 {
-        eprintln!(
-            "RLIMIT_MEMLOCK {} holds the floor: nothing to test",
-            lim.rlim_cur
-        );
-        return;
-    }
     caps::drop_effective(caps::CAP_IPC_LOCK);
     let filter = compile(&format!("udp dst port {PORT}"));
     let cfg = AfXdpConfig {
@@ -379,8 +372,8 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP with a smaller UMEM");
     let depth = src.queue_depth();
-    eprintln!("RLIMIT_MEMLOCK {} B: {depth} frames", lim.rlim_cur);
-    assert!(depth * 2048 <= lim.rlim_cur as usize, "depth {depth}");
+    eprintln!("RLIMIT_MEMLOCK {lim} B: {depth} frames");
+    assert!(depth * 2048 <= lim as usize, "depth {depth}");
     assert!(depth >= 2048);
     send(&tx, PORT, 100, 10, 0);
     let mut got = 0;
@@ -976,19 +969,7 @@ fn ipv6_prefixes_are_applied_in_xdp() {
 fn afxdp_busy_poll_options() -> Vec<(i32, i32)> {
     const SO_PREFER_BUSY_POLL: i32 = 69;
     let get = |fd: i32, name: i32| -> Option<i32> {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `v` and `len` are valid for writes of an int.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        (rc == 0).then_some(v)
+        sys::sockopt::get_int(&fd, libc::SOL_SOCKET, name).ok()
     };
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {

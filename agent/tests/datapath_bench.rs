@@ -14,13 +14,7 @@ use xrpcapd::datapath::{DatapathOptions, Transport, Worker};
 use xrpcapd::settings::Backend;
 
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid timespec pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    sys::clock::now(sys::clock::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 #[test]
@@ -186,8 +180,7 @@ fn bench_afpacket_flood() {
 
 /// utime + stime of this process's thread named `comm`.
 fn thread_ticks(comm: &str) -> Duration {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let hz = sys::clock::ticks_per_second();
     for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let c = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
         if c.trim() == comm {

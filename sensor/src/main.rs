@@ -1,6 +1,9 @@
 //! xrpcap-sensor: the reference RPCAP sensor. Agents (xrpcapd, rpcapd) dial it
 //! (active mode) or it dials them (passive mode); it starts one capture per
 //! agent and writes what arrives to pcap/pcapng files.
+//!
+//! Safe Rust: every syscall goes through the `sys` crate.
+#![deny(unsafe_code)]
 
 mod agent;
 mod capture;

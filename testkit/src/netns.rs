@@ -3,7 +3,6 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -88,22 +87,17 @@ impl Netns {
     /// whole life, so `f` can create them and hand them back to the test's
     /// own thread. The calling thread never changes namespace.
     ///
-    /// This is the one piece of unsafe code in the harness: the alternative,
-    /// a helper process per socket, would be slower and harder to control.
+    /// A thread of its own in the namespace (setns through `sys::ns`): the
+    /// alternative, a helper process per socket, would be slower and harder
+    /// to control.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         let path = Self::path_of(&self.name);
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         std::thread::scope(|scope| {
             let worker = scope.spawn(|| -> Result<T> {
-                // SAFETY: setns(2) is called with a valid namespace fd that
-                // `file` owns and keeps open for the duration of the call. It
-                // moves only this thread (CLONE_NEWNET is per thread), which
+                // Moves only this thread (CLONE_NEWNET is per thread), which
                 // is ours and ends right after `f`.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .with_context(|| format!("setns into {}", self.name));
-                }
+                sys::ns::setns_net(&file).with_context(|| format!("setns into {}", self.name))?;
                 Ok(f())
             });
             worker
@@ -318,10 +312,7 @@ pub fn xdp_attached(ns: &Netns, dev: &str) -> bool {
 pub fn switch_thread(name: &str) {
     let path = Netns::path_of(name);
     let file = File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-    // SAFETY: setns(2) with a valid namespace fd that `file` owns for the
-    // duration of the call; it moves only the calling thread.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+    sys::ns::setns_net(&file).unwrap_or_else(|e| panic!("setns {name}: {e}"));
 }
 
 /// The namespace pair of the datapath tests: `gen` and `cap` joined by veth

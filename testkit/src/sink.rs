@@ -4,7 +4,6 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::record::Record;
@@ -12,17 +11,8 @@ use crate::record::Record;
 /// A UDP socket on loopback with a large receive buffer.
 pub fn udp_sink() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
-    let v: libc::c_int = 32 << 20;
-    // SAFETY: setsockopt with a valid int on an open socket.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // Best effort, as before: SO_RCVBUFFORCE (root), else what the system allows.
+    let _ = sys::sockopt::force_rcvbuf(&s, 32 << 20);
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     s
 }

@@ -218,35 +218,15 @@ pub fn payload(frame_len: usize, i: usize) -> Vec<u8> {
 
 /// Sends `frames` as they are out of `ifname` of namespace `ns` (AF_PACKET).
 pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
-    let ifname = std::ffi::CString::new(ifname).unwrap();
     ns.enter(move || {
-        // SAFETY: plain socket(2); checked; closed below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "AF_PACKET socket");
-        // SAFETY: a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert!(ifindex > 0);
-        // SAFETY: all-zero is a valid sockaddr_ll.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
+        let fd = sys::socket::socket(libc::AF_PACKET, libc::SOCK_RAW, 0).expect("AF_PACKET socket");
+        let ifindex = sys::ifreq::ifindex(ifname).expect("interface");
+        let mut sll = sys::socket::sockaddr_ll(ifindex, 0);
         sll.sll_halen = 6;
         for f in &frames {
-            // SAFETY: `f` is a live buffer of its length; `sll` a valid sockaddr_ll.
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(n as usize, f.len(), "{}", std::io::Error::last_os_error());
+            let n = sys::socket::send_to(&fd, f, 0, &sll).expect("sendto");
+            assert_eq!(n, f.len());
         }
-        // SAFETY: our descriptor.
-        unsafe { libc::close(fd) };
     })
     .expect("entering the namespace");
 }
