@@ -208,7 +208,7 @@ fn tls_relay(
         .set_read_timeout(Some(DATA_TLS_TIMEOUT))
         .and_then(|_| stream.set_write_timeout(Some(DATA_TLS_TIMEOUT)))
         .map_err(|e| format!("data connection: {e}"))?;
-    let mut tls = crate::tls::accept_blocking(config, stream)
+    let mut tls = crate::control::tls::accept_blocking(config, stream)
         .map_err(|e| format!("TLS handshake on the data connection: {e}"))?;
     let (worker_end, mut relay_end) = UnixStream::pair().map_err(|e| format!("data relay: {e}"))?;
     // SAFETY: `worker_end` is an open stream socket we own; ownership of the

@@ -11,8 +11,5 @@ pub mod datapath;
 pub mod filter;
 pub mod host;
 pub mod iface;
-pub mod linger;
 pub mod logging;
-pub mod passive;
 pub mod session;
-pub mod tls;

@@ -9,9 +9,10 @@ use log::{error, info, warn};
 
 use xrpcapd::cli::Cli;
 use xrpcapd::config::Config;
+use xrpcapd::control::tls;
 use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
-use xrpcapd::{auth, filter, iface, logging, tls};
+use xrpcapd::{auth, filter, iface, logging};
 
 /// The file (if any) with the flags applied, checked as a whole.
 fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Config> {

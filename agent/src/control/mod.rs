@@ -10,8 +10,8 @@
 //! every capture and return.
 //!
 //! Passive mode (unless `-v`): the listeners and the clients they accept live
-//! in the same loop (see [`crate::passive`]). Every connection may be TLS
-//! ([`crate::tls::Conn`]).
+//! in the same loop (see [`listener`]). Every connection may be TLS
+//! ([`tls::Conn`]).
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
@@ -28,14 +28,18 @@ use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
+use self::linger::Lingering;
+use self::listener::{self as passive, Client};
+use self::tls::{Conn, Sniffed};
 use crate::auth::{Backoff, Verifier};
 use crate::config::{ActiveClient, Config, TlsMode};
-use crate::linger::Lingering;
-use crate::passive::{self, Client};
 use crate::session::{CaptureHost, Ended, Mode, Session, SessionConfig};
-use crate::tls::{Conn, Sniffed};
 use rpcap::msg::Message;
 use rpcap::ErrorCode;
+
+pub mod linger;
+pub mod listener;
+pub mod tls;
 
 const SIGNAL_HUP: Token = Token(0);
 const SIGNAL_TERM: Token = Token(1);

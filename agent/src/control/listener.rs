@@ -1,5 +1,5 @@
 //! Passive mode: where xrpcapd listens, who may connect, and the state of one
-//! accepted client. The mio loop in [`crate::control`] drives them.
+//! accepted client. The mio loop in [`super`] drives them.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -9,9 +9,9 @@ use ipnet::IpNet;
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::tls::Conn;
 use crate::config::{Config, Passive};
 use crate::session::Session;
-use crate::tls::Conn;
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 64;

@@ -721,5 +721,4 @@ impl<C> Session<C> {
 }
 
 #[cfg(test)]
-#[path = "session_tests.rs"]
 mod tests;
