@@ -14,7 +14,8 @@ use rpcap::msg::{startcap_flags, Auth, IfAddr, Interface, Message, Sampling, Sta
 use rpcap::ErrorCode;
 use xrpcapd::config::{parse_active_client, Config};
 use xrpcapd::control::{Control, Stopper, Timing};
-use xrpcapd::session::{CaptureHost, StartRequest};
+use xrpcapd::host::CaptureHost;
+use xrpcapd::session::StartRequest;
 
 #[derive(Default)]
 struct Shared {

@@ -1,28 +1,50 @@
-//! One RPCAP control connection as a sans-IO state machine: bytes from the
-//! sensor go in ([`Session::receive`]), reply bytes come out
-//! ([`Session::output`]), and captures are started, retuned and stopped
-//! through a [`CaptureHost`] — real datapath workers in the daemon, a fake in
-//! tests. The dispatch rules are those of PROTOCOL.md §1.
+//! One RPCAP control connection, server side, as a sans-IO state machine in
+//! the manner of quinn-proto: the driver hands in [`Input`]s with the time
+//! they happened ([`Session::handle`]), takes the reply bytes
+//! ([`Session::output`]) and the [`Command`]s for the capture host, the
+//! password checker and the failed-login backoff ([`Session::poll_command`]),
+//! and answers the commands that have an answer with [`Input::Answer`]. The
+//! session keeps its own timers (authentication timeout, idle timeout, the
+//! hold of a failed login's reply): [`Session::poll_timeout`] says when,
+//! [`Session::handle_timeout`] fires them. It never touches a socket, a
+//! clock or the host.
+//!
+//! Requests are handled one at a time, in order: while a command's answer
+//! is awaited, later requests wait in the decoder. The dispatch rules are
+//! those of PROTOCOL.md §1.
+//!
+//! - `command`: inputs, commands, answers.
+//! - `auth`: the authentication state.
+//! - `capture`: the opened device, the running capture, STARTCAP → [`StartRequest`].
 
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use rpcap::bpf::Insn;
 use rpcap::header::{Header, MsgType, MAX_CONTROL_PLEN, VERSION};
 use rpcap::msg::{
-    startcap_flags, Auth, AuthReplyInfo, DecodeError, Interface, Message, Sampling, StartCapReply,
-    StartCapReq, Stats,
+    Auth, AuthReplyInfo, DecodeError, Message, Sampling, StartCapReply, StartCapReq, Stats,
 };
 use rpcap::stream::StreamDecoder;
 use rpcap::ErrorCode;
 
 use crate::auth::Authenticator;
 use crate::config::{CaptureChoice, Preselect};
-use crate::filter::{self, canonical, DataDest, OwnTraffic};
+use crate::filter::{self, DataDest};
 use crate::iface;
+
+mod auth;
+mod capture;
+mod command;
+
+use self::auth::AuthState;
+pub use self::auth::MAX_AUTH_ATTEMPTS;
+use self::capture::{CaptureSlot, Endpoints, Running, Starting};
+pub use self::capture::{DataChannel, StartRequest, MAX_SNAPLEN};
+pub use self::command::{Answer, Command, HostCommand, Input, PasswordCheck};
 
 /// Who opened the control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,72 +76,11 @@ pub struct SessionConfig {
     pub data_accept_timeout: Duration,
     /// The ActiveClient line's `capture=` (None: as `Capture` says).
     pub capture: Option<CaptureChoice>,
-}
-
-/// How the captured packets reach the sensor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataChannel {
-    UdpStr {
-        dest: SocketAddr,
-        size: usize,
-    },
-    PlainUdp {
-        dest: SocketAddr,
-    },
-    /// The host connects a TCP data connection to `dest` (active mode, SERVEROPEN).
-    TcpConnect {
-        dest: SocketAddr,
-    },
-    /// Passive mode: the host listens on an ephemeral port (reported by
-    /// [`CaptureHost::data_port`]) and accepts one connection from `peer`
-    /// within `timeout`.
-    TcpListen {
-        peer: IpAddr,
-        timeout: Duration,
-    },
-}
-
-/// A capture the session asks its host to start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartRequest {
-    pub ifname: String,
-    pub linktype: i32,
-    pub snaplen: u32,
-    pub promisc: bool,
-    pub read_timeout: Duration,
-    /// Own-traffic exclusion AND local filter AND the sensor's filter.
-    pub filter: Vec<Insn>,
-    pub sampling: Sampling,
-    pub data: DataChannel,
-    /// TLS on the TCP data channel (the daemon is the TLS server).
-    pub tls: bool,
-    /// Our own connections (already excluded by `filter`; AF_XDP also
-    /// leaves them to the host's stack).
-    pub own: OwnTraffic,
-    /// The session's capture source choice (ActiveClient `capture=`).
-    pub capture: Option<CaptureChoice>,
-}
-
-/// What a session needs from the machine: interfaces and captures.
-pub trait CaptureHost {
-    type Capture;
-    fn interfaces(&mut self) -> io::Result<Vec<Interface>>;
-    fn linktype(&mut self, ifname: &str) -> io::Result<i32>;
-    fn start(&mut self, req: StartRequest) -> Result<Self::Capture, String>;
-    fn update_filter(&mut self, cap: &mut Self::Capture, filter: Vec<Insn>) -> Result<(), String>;
-    fn set_sampling(&mut self, cap: &mut Self::Capture, sampling: Sampling);
-    fn stats(&mut self, cap: &Self::Capture) -> Stats;
-    /// Why the capture stopped by itself, if it did.
-    fn failure(&mut self, cap: &Self::Capture) -> Option<String>;
-    /// Stops the capture and returns its final counters.
-    fn stop(&mut self, cap: Self::Capture) -> Stats;
-    /// The port of a [`DataChannel::TcpListen`] data channel (0 for others),
-    /// sent to the client in the STARTCAP reply.
-    fn data_port(&self, _cap: &Self::Capture) -> u16 {
-        0
-    }
-    /// A reloaded configuration applies to the captures started from now on.
-    fn reconfigure(&mut self, _cfg: &crate::config::Config) {}
+    /// The peer must authenticate within this time (passive clients).
+    pub auth_timeout: Option<Duration>,
+    /// An authenticated peer without a capture that sends nothing for this
+    /// long is dropped (passive clients).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Why a session is over.
@@ -127,147 +88,108 @@ pub trait CaptureHost {
 pub enum Ended {
     /// The sensor sent CLOSE: in active mode, do not reconnect to it.
     Closed,
-    /// The stream cannot go on (wrong version, oversized message).
+    /// The stream cannot go on (wrong version, oversized message, too many
+    /// failed authentications).
     Protocol(String),
+    /// A timer of the session ran out (it told the peer which).
+    Timeout(&'static str),
 }
 
-/// Largest snaplen honoured (what clients send at most).
-pub const MAX_SNAPLEN: u32 = 262_144;
-/// Flush interval when the client asks for a read timeout of 0.
-const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Texts of errors the sensor may test for.
 pub const NO_DEVICE: &str = "No capture device was specified";
 pub const NULL_AUTH_REFUSED: &str = "NULL authentication not permitted";
 pub const AUTH_FAILED: &str = "Authentication failed";
-/// Failed authentications after which a session ends.
-pub const MAX_AUTH_ATTEMPTS: u32 = 3;
 
-struct Running<C> {
-    cap: C,
-    /// Exclusion + local filter compiled for this capture, reused by UPDATEFILTER.
-    prefix: Vec<Insn>,
+/// The answer a session waits for, and what it does with it.
+#[derive(Debug)]
+enum Pending {
+    /// FINDALLIF.
+    Interfaces,
+    /// OPEN of `source` under a preselection: the list first.
+    Preselection { source: String },
+    /// OPEN of `source`: its link type.
+    Linktype { source: String },
+    /// The capture is stopping; then `then`.
+    Stopped(AfterStop),
+    /// STARTCAP: the host starts the capture.
+    Started(Box<Starting>),
+    /// STARTCAP of a passive TCP data channel: the exclusion refined with
+    /// our data port replaces the filter.
+    Refined {
+        starting: Box<Starting>,
+        portdata: u16,
+        prefix: Vec<Insn>,
+    },
+    /// UPDATEFILTER of the running capture.
+    FilterUpdated { sensor: Vec<Insn> },
+    /// STATS of the running capture.
+    Stats,
+}
+
+/// What follows a capture's stop.
+#[derive(Debug)]
+enum AfterStop {
+    /// Nothing to say (the session ends, or the connection is gone).
+    Nothing,
+    /// ENDCAP: the reply.
+    EndCap,
+    /// OPEN of another device succeeded.
+    Open { source: String, linktype: i32 },
+    /// STARTCAP replaces the running capture.
+    Start(StartCapReq),
+    /// The capture failed by itself: the peer is told why.
+    Failed(String),
+    /// A capture just started could not be set up: STARTCAP fails with this
+    /// text (its counters are not kept).
+    Refused(String),
 }
 
 /// One control connection.
-pub struct Session<C> {
+pub struct Session {
     cfg: SessionConfig,
-    local: SocketAddr,
-    peer: SocketAddr,
+    ends: Endpoints,
     decoder: StreamDecoder,
     out: Vec<u8>,
-    authenticated: bool,
-    /// The interface of the last successful OPEN and its DLT.
-    opened: Option<(String, i32)>,
-    running: Option<Running<C>>,
-    /// Counters saved when the last capture stopped.
-    last_stats: Stats,
-    sampling: Sampling,
-    /// The sensor's last filter (kept when no capture runs).
-    sensor_filter: Option<Vec<Insn>>,
+    commands: VecDeque<Command>,
+    auth: AuthState,
+    capture: CaptureSlot,
+    pending: Option<Pending>,
     ended: Option<Ended>,
-    /// An authentication failed: no further request is handled until
-    /// [`Session::resume`] (the connection holds the reply for a while).
-    paused: bool,
-    auth_failures: u32,
-    /// Password checks are left to the caller ([`Session::defer_auth`]).
-    defer_auth: bool,
-    /// A password check the caller has not taken yet: (user, password).
-    auth_request: Option<(Vec<u8>, Vec<u8>)>,
-    /// A password check of this user is under way: paused until
-    /// [`Session::auth_verified`].
-    verifying: Option<Vec<u8>>,
+    /// When the session began (authentication timeout).
+    began: Instant,
+    /// When the peer last sent something (idle timeout).
+    last_rx: Instant,
 }
 
-impl<C> Session<C> {
-    /// A session on a control connection between `local` (us) and `peer`.
-    pub fn new(cfg: SessionConfig, local: SocketAddr, peer: SocketAddr) -> Session<C> {
+impl Session {
+    /// A session on a control connection between `local` (us) and `peer`,
+    /// opened at `now`.
+    pub fn new(cfg: SessionConfig, local: SocketAddr, peer: SocketAddr, now: Instant) -> Session {
         Session {
             cfg,
-            local,
-            peer,
+            ends: Endpoints { local, peer },
             decoder: StreamDecoder::new(MAX_CONTROL_PLEN),
             out: Vec::new(),
-            authenticated: false,
-            opened: None,
-            running: None,
-            last_stats: Stats::default(),
-            sampling: Sampling {
-                method: 0,
-                value: 0,
-            },
-            sensor_filter: None,
+            commands: VecDeque::new(),
+            auth: AuthState::Required { failures: 0 },
+            capture: CaptureSlot::default(),
+            pending: None,
             ended: None,
-            paused: false,
-            auth_failures: 0,
-            defer_auth: false,
-            auth_request: None,
-            verifying: None,
+            began: now,
+            last_rx: now,
         }
-    }
-
-    /// Password checks are made by the caller, off the thread that runs the
-    /// session (they take tens of ms): a password AUTH_REQ pauses the session
-    /// and leaves (user, password) to [`Session::take_auth_request`]; the
-    /// answer comes back through [`Session::auth_verified`].
-    pub fn defer_auth(&mut self) {
-        self.defer_auth = true;
-    }
-
-    /// The password check to make, once: the accounts of this session, the
-    /// user and the password.
-    pub fn take_auth_request(&mut self) -> Option<(Arc<Authenticator>, Vec<u8>, Vec<u8>)> {
-        let (user, password) = self.auth_request.take()?;
-        Some((self.cfg.auth.clone(), user, password))
-    }
-
-    /// Whether a password check is under way.
-    pub fn verifying(&self) -> bool {
-        self.verifying.is_some()
-    }
-
-    /// The answer of the deferred password check: on success the session
-    /// goes on with the requests that came meanwhile; on failure it stays
-    /// paused like after any failed authentication.
-    pub fn auth_verified<H: CaptureHost<Capture = C>>(&mut self, ok: bool, host: &mut H) {
-        let Some(user) = self.verifying.take() else {
-            return;
-        };
-        self.paused = false;
-        self.auth_request = None;
-        self.password_result(&user, ok, host);
-        if !self.paused {
-            self.receive(&[], host);
-        }
-    }
-
-    /// The connection turned out to be TLS (known from its first byte):
-    /// TCP data channels are then TLS too, and UDP data is refused.
-    pub fn set_tls(&mut self, tls: bool) {
-        self.cfg.tls = tls;
-    }
-
-    /// Whether the last request was a failed authentication: requests after
-    /// it wait (in the decoder) for [`Session::resume`].
-    pub fn paused(&self) -> bool {
-        self.paused
-    }
-
-    /// Handles the requests that arrived during a pause.
-    pub fn resume<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
-        self.paused = false;
-        self.receive(&[], host);
     }
 
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.ends.peer
     }
 
     pub fn authenticated(&self) -> bool {
-        self.authenticated
+        self.auth.authenticated()
     }
 
     pub fn capturing(&self) -> bool {
-        self.running.is_some()
+        self.capture.running.is_some()
     }
 
     /// Why the session is over, once it is.
@@ -275,8 +197,17 @@ impl<C> Session<C> {
         self.ended.as_ref()
     }
 
-    /// Bytes waiting to be sent to the sensor.
+    /// Whether the session takes bytes now: not while an answer is awaited
+    /// or a failed login is held (the driver leaves them in the socket).
+    pub fn reading(&self) -> bool {
+        self.ended.is_none() && self.pending.is_none() && !self.auth.blocks()
+    }
+
+    /// Bytes to send to the peer (none while a failed login is held).
     pub fn output(&self) -> &[u8] {
+        if self.auth.held() {
+            return &[];
+        }
         &self.out
     }
 
@@ -285,18 +216,82 @@ impl<C> Session<C> {
         self.out.drain(..n.min(self.out.len()));
     }
 
-    /// All pending output, taken.
-    pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
+    /// The next command for the driver.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
     }
 
-    /// Processes bytes received from the sensor.
-    pub fn receive<H: CaptureHost<Capture = C>>(&mut self, data: &[u8], host: &mut H) {
+    /// When [`Session::handle_timeout`] is due, if a timer runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.ended.is_some() {
+            return None;
+        }
+        match &self.auth {
+            AuthState::Held { until, .. } => *until,
+            AuthState::Authenticated if self.capturing() => None,
+            AuthState::Authenticated => self.cfg.idle_timeout.map(|d| self.last_rx + d),
+            _ => self.cfg.auth_timeout.map(|d| self.began + d),
+        }
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ended.is_some() || self.poll_timeout().is_none_or(|at| at > now) {
             return;
         }
-        self.decoder.feed(data);
-        while self.ended.is_none() && !self.paused {
+        match self.auth {
+            AuthState::Held { failures, .. } => {
+                // The held reply goes out, then the requests that came meanwhile.
+                if failures >= MAX_AUTH_ATTEMPTS {
+                    self.auth = AuthState::Required { failures };
+                    self.end(Ended::Protocol(format!(
+                        "{failures} failed authentications"
+                    )));
+                } else {
+                    self.auth = AuthState::Required { failures };
+                    self.run();
+                }
+            }
+            AuthState::Authenticated => {
+                self.send_error(ErrorCode::RuntimeTimeout, "Idle timeout");
+                self.end(Ended::Timeout("idle without a capture (IdleTimeoutSecs)"));
+            }
+            _ => {
+                self.send_error(ErrorCode::InitTimeout, "Authentication timeout");
+                self.end(Ended::Timeout(
+                    "did not authenticate in time (AuthTimeoutSecs)",
+                ));
+            }
+        }
+    }
+
+    /// Handles what happened at `now`.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Received(data) => {
+                if !data.is_empty() {
+                    self.last_rx = now;
+                }
+                if self.ended.is_some() {
+                    return;
+                }
+                self.decoder.feed(data);
+                self.run();
+            }
+            Input::Answer(answer) => self.answer(now, answer),
+            Input::CaptureFailed(reason) => self.capture_failed(reason),
+            Input::Tls => self.cfg.tls = true,
+            Input::Shutdown => {
+                if self.capturing() {
+                    self.stop(AfterStop::Nothing);
+                }
+            }
+        }
+    }
+
+    /// Handles the requests waiting in the decoder, until one awaits an answer.
+    fn run(&mut self) {
+        while self.reading() {
             let (header, decoded) = match self.decoder.next() {
                 Ok(Some((h, payload))) => (h, Message::decode(&h, payload)),
                 Ok(None) => break,
@@ -304,37 +299,18 @@ impl<C> Session<C> {
                     // The framing can no longer be trusted: say why and end.
                     let text = too_long.to_string();
                     self.send_error(ErrorCode::WrongMsg, &text);
-                    self.end(Ended::Protocol(text), host);
+                    self.end(Ended::Protocol(text));
                     break;
                 }
             };
-            self.handle(header, decoded, host);
+            self.dispatch(header, decoded);
         }
     }
 
-    /// Checks the running capture for a failure of its own (interface gone,
-    /// data connection closed); reports it to the sensor and ends the capture.
-    /// Returns whether it failed.
-    pub fn poll_capture<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) -> bool {
-        let Some(run) = &self.running else {
-            return false;
-        };
-        let Some(reason) = host.failure(&run.cap) else {
-            return false;
-        };
-        warn!("capture for {} failed: {reason}", self.peer);
-        self.stop_capture(host);
-        self.send_error(ErrorCode::ReadEx, &format!("capture stopped: {reason}"));
-        true
-    }
-
-    /// The connection is gone or the daemon stops: end any capture.
-    pub fn shutdown<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
-        self.stop_capture(host);
-    }
-
-    fn end<H: CaptureHost<Capture = C>>(&mut self, why: Ended, host: &mut H) {
-        self.stop_capture(host);
+    fn end(&mut self, why: Ended) {
+        if self.capturing() {
+            self.stop(AfterStop::Nothing);
+        }
         self.ended = Some(why);
     }
 
@@ -343,34 +319,34 @@ impl<C> Session<C> {
     }
 
     fn send_error(&mut self, code: ErrorCode, text: &str) {
-        debug!("to {}: error {code:?}: {text}", self.peer);
+        debug!("to {}: error {code:?}: {text}", self.ends.peer);
         self.send(Message::error(code, text));
     }
 
-    fn stop_capture<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
-        if let Some(run) = self.running.take() {
-            self.last_stats = host.stop(run.cap);
-        }
+    fn host(&mut self, cmd: HostCommand, then: Option<Pending>) {
+        debug_assert!(self.pending.is_none(), "one answer awaited at a time");
+        self.commands.push_back(Command::Host(cmd));
+        self.pending = then;
     }
 
-    fn handle<H: CaptureHost<Capture = C>>(
-        &mut self,
-        h: Header,
-        decoded: Result<Message, DecodeError>,
-        host: &mut H,
-    ) {
+    /// Stops the capture (running or just started); `then` follows.
+    fn stop(&mut self, then: AfterStop) {
+        self.capture.running = None;
+        self.host(HostCommand::Stop, Some(Pending::Stopped(then)));
+    }
+
+    fn dispatch(&mut self, h: Header, decoded: Result<Message, DecodeError>) {
         if h.ver != VERSION {
             let text = format!("protocol version {} is not supported (only 0)", h.ver);
             self.send_error(ErrorCode::WrongVer, &text);
-            self.end(Ended::Protocol(text), host);
-            return;
+            return self.end(Ended::Protocol(text));
         }
         let kind = h.kind();
-        if !self.authenticated {
+        if !self.authenticated() {
             match kind {
                 Some(MsgType::AuthReq) => {}
                 // A client leaving or complaining is not a request to refuse.
-                Some(MsgType::Close) => return self.end(Ended::Closed, host),
+                Some(MsgType::Close) => return self.end(Ended::Closed),
                 Some(MsgType::Error) => return self.log_remote_error(decoded),
                 _ => {
                     return self.send_error(
@@ -380,29 +356,31 @@ impl<C> Session<C> {
                 }
             }
         }
-        if self.authenticated && kind == Some(MsgType::AuthReq) {
+        if self.authenticated() && kind == Some(MsgType::AuthReq) {
             // Whatever its body: one authentication per session.
             return self.send_error(ErrorCode::WrongMsg, "already authenticated");
         }
         let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
-                debug!("from {}: {e}", self.peer);
+                debug!("from {}: {e}", self.ends.peer);
                 return self.send_error(e.code(), &e.to_string());
             }
         };
         match msg {
-            Message::AuthReq(auth) => self.auth(auth, host),
-            Message::FindAllIfReq => self.find_all_if(host),
-            Message::OpenReq { source } => self.open(&source, host),
-            Message::StartCapReq(req) => self.start(req, host),
-            Message::UpdateFilterReq { filter } => self.update_filter(filter, host),
-            Message::SetSamplingReq(s) => self.set_sampling(s, host),
-            Message::StatsReq => self.stats(host),
-            Message::EndCapReq => self.end_capture(host),
+            Message::AuthReq(auth) => self.auth(auth),
+            Message::FindAllIfReq => {
+                self.host(HostCommand::ListInterfaces, Some(Pending::Interfaces))
+            }
+            Message::OpenReq { source } => self.open(source),
+            Message::StartCapReq(req) => self.start(req),
+            Message::UpdateFilterReq { filter } => self.update_filter(filter),
+            Message::SetSamplingReq(s) => self.set_sampling(s),
+            Message::StatsReq => self.stats(),
+            Message::EndCapReq => self.end_capture(),
             Message::Close => {
-                info!("{} closed the session", self.peer);
-                self.end(Ended::Closed, host)
+                info!("{} closed the session", self.ends.peer);
+                self.end(Ended::Closed)
             }
             Message::Error { .. } => self.log_remote_error(Ok(msg)),
             other => self.send_error(
@@ -418,75 +396,166 @@ impl<C> Session<C> {
     fn log_remote_error(&self, decoded: Result<Message, DecodeError>) {
         match decoded {
             Ok(Message::Error { code, text }) => {
-                warn!("{} reports error {code}: {text}", self.peer)
+                warn!("{} reports error {code}: {text}", self.ends.peer)
             }
-            _ => warn!("{} sent an unreadable error message", self.peer),
+            _ => warn!("{} sent an unreadable error message", self.ends.peer),
         }
     }
 
-    fn auth<H: CaptureHost<Capture = C>>(&mut self, auth: Auth, host: &mut H) {
+    /// The answer to the awaited command, then the requests that wait.
+    fn answer(&mut self, now: Instant, answer: Answer) {
+        match (&mut self.auth, answer) {
+            (AuthState::Checking { .. }, Answer::PasswordChecked(ok)) => {
+                self.password_checked(now, ok)
+            }
+            (
+                AuthState::Held {
+                    until: until @ None,
+                    ..
+                },
+                Answer::Hold(delay),
+            ) => {
+                *until = Some(now + delay);
+                debug!(
+                    "{}: authentication failed; reply held {delay:?}",
+                    self.ends.peer.ip()
+                );
+            }
+            (_, answer) => match self.pending.take() {
+                Some(pending) => self.host_answer(pending, answer),
+                None => debug!("{}: unexpected answer {answer:?}", self.ends.peer),
+            },
+        }
+        if self.reading() {
+            self.run();
+        }
+    }
+
+    fn host_answer(&mut self, pending: Pending, answer: Answer) {
+        match (pending, answer) {
+            (Pending::Interfaces, Answer::Interfaces(list)) => self.find_all_if(list),
+            (Pending::Preselection { source }, Answer::Interfaces(list)) => {
+                self.preselected(source, list.unwrap_or_default())
+            }
+            (Pending::Linktype { source }, Answer::Linktype(result)) => {
+                self.linktype(source, result)
+            }
+            (Pending::Stopped(then), Answer::Stopped(stats)) => self.stopped(then, stats),
+            (Pending::Started(starting), Answer::Started(result)) => self.started(starting, result),
+            (
+                Pending::Refined {
+                    starting,
+                    portdata,
+                    prefix,
+                },
+                Answer::FilterUpdated(result),
+            ) => match result {
+                Ok(()) => self.capture_running(*starting, prefix, portdata),
+                Err(text) => self.stop(AfterStop::Refused(text)),
+            },
+            (Pending::FilterUpdated { sensor }, Answer::FilterUpdated(result)) => match result {
+                Ok(()) => {
+                    self.capture.sensor_filter = Some(sensor);
+                    self.send(Message::UpdateFilterReply)
+                }
+                Err(text) => self.send_error(ErrorCode::UpdateFilter, &text),
+            },
+            (Pending::Stats, Answer::Stats(stats)) => self.reply_stats(stats),
+            (pending, answer) => {
+                warn!(
+                    "{}: answer {answer:?} does not fit {pending:?}",
+                    self.ends.peer
+                );
+                self.pending = Some(pending);
+            }
+        }
+    }
+
+    fn auth(&mut self, auth: Auth) {
+        let failures = self.auth.failures();
         match auth {
             Auth::Null if self.cfg.null_auth => {
-                info!("{}: authenticated (NULL)", self.peer);
+                info!("{}: authenticated (NULL)", self.ends.peer);
                 self.auth_succeeded();
             }
             Auth::Null => {
-                warn!("{}: NULL authentication refused", self.peer);
+                warn!("{}: NULL authentication refused", self.ends.peer);
                 self.send_error(ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
-                self.auth_failed(host);
-            }
-            Auth::Password { user, password } if self.defer_auth => {
-                debug!(
-                    "{}: checking the password of {:?}",
-                    self.peer,
-                    String::from_utf8_lossy(&user)
-                );
-                self.verifying = Some(user.clone());
-                self.auth_request = Some((user, password));
-                self.paused = true;
+                self.auth_failed(failures + 1);
             }
             Auth::Password { user, password } => {
-                let ok = self.cfg.auth.verify(&user, &password);
-                self.password_result(&user, ok, host);
+                debug!(
+                    "{}: checking the password of {:?}",
+                    self.ends.peer,
+                    String::from_utf8_lossy(&user)
+                );
+                self.auth = AuthState::Checking {
+                    user: user.clone(),
+                    failures,
+                };
+                self.commands
+                    .push_back(Command::CheckPassword(PasswordCheck {
+                        auth: self.cfg.auth.clone(),
+                        user,
+                        password,
+                    }));
             }
         }
     }
 
-    /// Answers the password AUTH_REQ of `user` after its check.
-    fn password_result<H: CaptureHost<Capture = C>>(
-        &mut self,
-        user: &[u8],
-        ok: bool,
-        host: &mut H,
-    ) {
-        let name = String::from_utf8_lossy(user);
+    /// Answers the password AUTH_REQ after its check.
+    fn password_checked(&mut self, now: Instant, ok: bool) {
+        let AuthState::Checking { user, failures } =
+            std::mem::replace(&mut self.auth, AuthState::Required { failures: 0 })
+        else {
+            return;
+        };
+        // The check's time does not count as the peer's idle time.
+        self.last_rx = now;
+        let name = String::from_utf8_lossy(&user);
         if ok {
-            info!("{}: authenticated as {name:?}", self.peer);
+            info!("{}: authenticated as {name:?}", self.ends.peer);
             self.auth_succeeded();
         } else {
             // The same text whether the user exists or not.
-            warn!("{}: password authentication failed for {name:?}", self.peer);
+            warn!(
+                "{}: password authentication failed for {name:?}",
+                self.ends.peer
+            );
             self.send_error(ErrorCode::AuthFailed, AUTH_FAILED);
-            self.auth_failed(host);
+            self.auth_failed(failures + 1);
         }
     }
 
     fn auth_succeeded(&mut self) {
-        self.authenticated = true;
+        self.auth = AuthState::Authenticated;
         self.send(Message::AuthReply(Some(AuthReplyInfo::native())));
-    }
-
-    fn auth_failed<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
-        self.auth_failures += 1;
-        self.paused = true;
-        if self.auth_failures >= MAX_AUTH_ATTEMPTS {
-            let text = format!("{} failed authentications", self.auth_failures);
-            self.end(Ended::Protocol(text), host);
+        if self.cfg.mode == Mode::Passive {
+            self.commands.push_back(Command::AuthSucceeded);
         }
     }
 
-    fn find_all_if<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
-        match host.interfaces() {
+    /// Failure number `failures`. A passive client's reply is held (the
+    /// driver says how long); a sensor we dialled is answered at once.
+    fn auth_failed(&mut self, failures: u32) {
+        if self.cfg.mode == Mode::Passive {
+            self.auth = AuthState::Held {
+                until: None,
+                failures,
+            };
+            self.commands.push_back(Command::HoldFailedAuth);
+            return;
+        }
+        self.auth = AuthState::Required { failures };
+        if failures >= MAX_AUTH_ATTEMPTS {
+            self.end(Ended::Protocol(format!(
+                "{failures} failed authentications"
+            )));
+        }
+    }
+
+    fn find_all_if(&mut self, list: Result<Vec<rpcap::msg::Interface>, String>) {
+        match list {
             Err(e) => self.send_error(
                 ErrorCode::FindAllIf,
                 &format!("cannot list interfaces: {e}"),
@@ -501,222 +570,206 @@ impl<C> Session<C> {
         }
     }
 
-    fn open<H: CaptureHost<Capture = C>>(&mut self, source: &str, host: &mut H) {
+    fn open(&mut self, source: String) {
         // CVE-2019-15164: a URL would make us open captures elsewhere.
         if source.contains("://") {
-            warn!("{}: refused OPEN of remote source {source:?}", self.peer);
+            warn!(
+                "{}: refused OPEN of remote source {source:?}",
+                self.ends.peer
+            );
             return self.send_error(
                 ErrorCode::Open,
                 &format!("'{source}': only local interface names can be opened"),
             );
         }
         if self.cfg.preselect.is_set() {
-            let list = host.interfaces().unwrap_or_default();
-            match iface::preselected(&list, &self.cfg.preselect) {
-                Some(i) if i.name == source => {}
-                Some(i) => {
-                    let text = format!("can only open preselected interface '{}'", i.name);
-                    return self.send_error(ErrorCode::Open, &text);
-                }
-                None => {
-                    let text = format!(
-                        "no interface matches the preselection ({})",
-                        self.cfg.preselect
-                    );
-                    return self.send_error(ErrorCode::Open, &text);
-                }
+            return self.host(
+                HostCommand::ListInterfaces,
+                Some(Pending::Preselection { source }),
+            );
+        }
+        self.read_linktype(source)
+    }
+
+    fn read_linktype(&mut self, source: String) {
+        self.host(
+            HostCommand::ReadLinktype(source.clone()),
+            Some(Pending::Linktype { source }),
+        )
+    }
+
+    fn preselected(&mut self, source: String, list: Vec<rpcap::msg::Interface>) {
+        match iface::preselected(&list, &self.cfg.preselect) {
+            Some(i) if i.name == source => self.read_linktype(source),
+            Some(i) => {
+                let text = format!("can only open preselected interface '{}'", i.name);
+                self.send_error(ErrorCode::Open, &text)
+            }
+            None => {
+                let text = format!(
+                    "no interface matches the preselection ({})",
+                    self.cfg.preselect
+                );
+                self.send_error(ErrorCode::Open, &text)
             }
         }
-        match host.linktype(source) {
-            Ok(linktype) => {
-                // A device opened anew: a capture of the previous one ends.
-                self.stop_capture(host);
-                self.opened = Some((source.to_string(), linktype));
-                info!("{}: opened {source} (DLT {linktype})", self.peer);
-                self.send(Message::OpenReply { linktype, tzoff: 0 })
-            }
+    }
+
+    fn linktype(&mut self, source: String, result: Result<i32, String>) {
+        match result {
+            // A device opened anew: a capture of the previous one ends.
+            Ok(linktype) if self.capturing() => self.stop(AfterStop::Open { source, linktype }),
+            Ok(linktype) => self.opened(source, linktype),
             Err(e) => self.send_error(ErrorCode::Open, &format!("'{source}': {e}")),
         }
     }
 
-    /// Where the data goes for STARTCAP `req`, or the error text.
-    fn data_channel(&self, req: &StartCapReq) -> Result<DataChannel, String> {
-        let dest = SocketAddr::new(canonical(self.peer.ip()), req.portdata);
-        if req.flags & startcap_flags::DGRAM != 0 {
-            if self.cfg.tls {
-                return Err(
-                    "UDP data cannot be protected by TLS: use TCP data with rpcaps://".into(),
-                );
-            }
-            if req.portdata == 0 {
-                return Err("UDP data requested without a data port".into());
-            }
-            return Ok(match self.cfg.udpstr_size {
-                0 => DataChannel::PlainUdp { dest },
-                size => DataChannel::UdpStr { dest, size },
-            });
-        }
-        if self.cfg.mode == Mode::Active || req.flags & startcap_flags::SERVEROPEN != 0 {
-            if req.portdata == 0 {
-                return Err("TCP data channel requested without a data port".into());
-            }
-            return Ok(DataChannel::TcpConnect { dest });
-        }
-        Ok(DataChannel::TcpListen {
-            peer: canonical(self.peer.ip()),
-            timeout: self.cfg.data_accept_timeout,
-        })
+    fn opened(&mut self, source: String, linktype: i32) {
+        info!("{}: opened {source} (DLT {linktype})", self.ends.peer);
+        self.capture.opened = Some((source, linktype));
+        self.send(Message::OpenReply { linktype, tzoff: 0 })
     }
 
-    fn start<H: CaptureHost<Capture = C>>(&mut self, req: StartCapReq, host: &mut H) {
-        let Some((ifname, linktype)) = self.opened.clone() else {
+    fn stopped(&mut self, then: AfterStop, stats: Stats) {
+        if !matches!(then, AfterStop::Refused(_)) {
+            self.capture.last_stats = stats;
+        }
+        match then {
+            AfterStop::Nothing => {}
+            AfterStop::EndCap => {
+                info!("{}: capture ended", self.ends.peer);
+                self.send(Message::EndCapReply)
+            }
+            AfterStop::Open { source, linktype } => self.opened(source, linktype),
+            AfterStop::Start(req) => self.start(req),
+            AfterStop::Failed(reason) => {
+                self.send_error(ErrorCode::ReadEx, &format!("capture stopped: {reason}"))
+            }
+            AfterStop::Refused(text) => self.send_error(ErrorCode::StartCapture, &text),
+        }
+    }
+
+    fn start(&mut self, req: StartCapReq) {
+        let Some(opened) = self.capture.opened.clone() else {
             return self.send_error(ErrorCode::StartCapture, NO_DEVICE);
         };
         // Never leak a capture: a second STARTCAP replaces the first.
-        self.stop_capture(host);
-        let data = match self.data_channel(&req) {
-            Ok(d) => d,
-            Err(text) => return self.send_error(ErrorCode::StartCapture, &text),
-        };
-        let data_dest = match &data {
-            DataChannel::UdpStr { dest, .. } | DataChannel::PlainUdp { dest } => {
-                DataDest::Udp(*dest)
-            }
-            DataChannel::TcpConnect { dest } => DataDest::Tcp(*dest),
-            // Our port is known once the host listens: refined below.
-            DataChannel::TcpListen { peer, .. } => DataDest::Tcp(SocketAddr::new(*peer, 0)),
-        };
-        let (combined, prefix) = match self.build_filter(linktype, data_dest, &req.filter) {
-            Ok(b) => b,
-            Err(text) => return self.send_error(ErrorCode::StartCapture, &text),
-        };
-        let snaplen = match req.snaplen {
-            0 => MAX_SNAPLEN,
-            n => n.min(MAX_SNAPLEN),
-        };
-        let read_timeout = match req.read_timeout_ms {
-            0 => DEFAULT_READ_TIMEOUT,
-            ms => Duration::from_millis(ms.into()),
-        };
-        let start = StartRequest {
-            ifname: ifname.clone(),
-            linktype,
-            snaplen,
-            promisc: req.flags & startcap_flags::PROMISC != 0,
-            read_timeout,
-            filter: combined,
-            sampling: self.sampling,
-            data: data.clone(),
-            tls: self.cfg.tls,
-            own: self.own_traffic(data_dest),
-            capture: self.cfg.capture,
-        };
-        match host.start(start) {
-            Ok(mut cap) => {
-                info!("{}: capture on {ifname} started, data {data:?}", self.peer);
-                let portdata = host.data_port(&cap);
-                let mut prefix = prefix;
-                if let DataChannel::TcpListen { peer, .. } = data {
-                    // The data connection is (peer, any port) ↔ (us, portdata).
-                    let dest = DataDest::Tcp(SocketAddr::new(peer, portdata));
-                    let refined =
-                        self.build_filter(linktype, dest, &req.filter)
-                            .and_then(|(combined, p)| {
-                                host.update_filter(&mut cap, combined)?;
-                                Ok(p)
-                            });
-                    match refined {
-                        Ok(p) => prefix = p,
-                        Err(text) => {
-                            host.stop(cap);
-                            return self.send_error(ErrorCode::StartCapture, &text);
-                        }
-                    }
-                }
-                self.running = Some(Running { cap, prefix });
-                self.sensor_filter = Some(req.filter);
-                let bufsize = i32::try_from(self.cfg.ring_size).unwrap_or(i32::MAX);
-                self.send(Message::StartCapReply(StartCapReply { bufsize, portdata }))
-            }
+        if self.capturing() {
+            return self.stop(AfterStop::Start(req));
+        }
+        let sampling = self.capture.sampling;
+        match self.ends.start_request(&self.cfg, opened, sampling, req) {
+            Ok((start, starting)) => self.host(
+                HostCommand::StartCapture(Box::new(start)),
+                Some(Pending::Started(Box::new(starting))),
+            ),
+            Err(text) => self.send_error(ErrorCode::StartCapture, &text),
+        }
+    }
+
+    fn started(&mut self, starting: Box<Starting>, result: Result<u16, String>) {
+        let portdata = match result {
+            Ok(p) => p,
             Err(text) => {
-                warn!("{}: capture on {ifname} failed: {text}", self.peer);
-                self.send_error(ErrorCode::StartCapture, &text)
+                warn!(
+                    "{}: capture on {} failed: {text}",
+                    self.ends.peer, starting.ifname
+                );
+                return self.send_error(ErrorCode::StartCapture, &text);
             }
+        };
+        info!(
+            "{}: capture on {} started, data {:?}",
+            self.ends.peer, starting.ifname, starting.data
+        );
+        let DataChannel::TcpListen { peer, .. } = starting.data else {
+            let prefix = starting.prefix.clone();
+            return self.capture_running(*starting, prefix, portdata);
+        };
+        // The data connection is (peer, any port) ↔ (us, portdata).
+        let dest = DataDest::Tcp(SocketAddr::new(peer, portdata));
+        match self
+            .ends
+            .build_filter(&self.cfg, starting.linktype, dest, &starting.sensor)
+        {
+            Ok((combined, prefix)) => self.host(
+                HostCommand::UpdateFilter(combined),
+                Some(Pending::Refined {
+                    starting,
+                    portdata,
+                    prefix,
+                }),
+            ),
+            Err(text) => self.stop(AfterStop::Refused(text)),
         }
     }
 
-    /// Our control connection and the data channel `data`.
-    fn own_traffic(&self, data: DataDest) -> OwnTraffic {
-        OwnTraffic {
-            control_local: self.local,
-            control_peer: self.peer,
-            data,
+    fn capture_running(&mut self, starting: Starting, prefix: Vec<Insn>, portdata: u16) {
+        self.capture.running = Some(Running { prefix });
+        self.capture.sensor_filter = Some(starting.sensor);
+        let bufsize = i32::try_from(self.cfg.ring_size).unwrap_or(i32::MAX);
+        self.send(Message::StartCapReply(StartCapReply { bufsize, portdata }))
+    }
+
+    fn update_filter(&mut self, sensor: Vec<Insn>) {
+        let Some(run) = &self.capture.running else {
+            self.capture.sensor_filter = Some(sensor);
+            return self.send(Message::UpdateFilterReply);
+        };
+        match filter::combine(&run.prefix, &sensor) {
+            Ok(combined) => self.host(
+                HostCommand::UpdateFilter(combined),
+                Some(Pending::FilterUpdated { sensor }),
+            ),
+            Err(e) => self.send_error(ErrorCode::UpdateFilter, &e.to_string()),
         }
     }
 
-    /// The own-traffic exclusion and local filter for `data` (the prefix),
-    /// and the prefix combined with the sensor's filter.
-    fn build_filter(
-        &self,
-        linktype: i32,
-        data: DataDest,
-        sensor: &[Insn],
-    ) -> Result<(Vec<Insn>, Vec<Insn>), String> {
-        filter::prefix(
-            linktype,
-            &self.own_traffic(data),
-            self.cfg.local_filter.as_deref(),
-        )
-        .and_then(|prefix| Ok((filter::combine(&prefix, sensor)?, prefix)))
-        .map_err(|e| e.to_string())
-    }
-
-    fn update_filter<H: CaptureHost<Capture = C>>(&mut self, sensor: Vec<Insn>, host: &mut H) {
-        if let Some(run) = &mut self.running {
-            let result = filter::combine(&run.prefix, &sensor)
-                .map_err(|e| e.to_string())
-                .and_then(|combined| host.update_filter(&mut run.cap, combined));
-            if let Err(text) = result {
-                return self.send_error(ErrorCode::UpdateFilter, &text);
-            }
-        }
-        self.sensor_filter = Some(sensor);
-        self.send(Message::UpdateFilterReply)
-    }
-
-    fn set_sampling<H: CaptureHost<Capture = C>>(&mut self, s: Sampling, host: &mut H) {
+    fn set_sampling(&mut self, s: Sampling) {
         if s.method > 2 {
             let text = format!("sampling method {} is not supported (0, 1 or 2)", s.method);
             return self.send_error(ErrorCode::SetSampling, &text);
         }
-        self.sampling = s;
-        if let Some(run) = &mut self.running {
-            host.set_sampling(&mut run.cap, s);
+        self.capture.sampling = s;
+        if self.capturing() {
+            self.host(HostCommand::SetSampling(s), None);
         }
         self.send(Message::SetSamplingReply)
     }
 
-    fn stats<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
-        let stats = match &self.running {
-            Some(run) => host.stats(&run.cap),
-            None => self.last_stats,
-        };
+    fn stats(&mut self) {
+        if self.capturing() {
+            return self.host(HostCommand::ReadStats, Some(Pending::Stats));
+        }
+        self.reply_stats(self.capture.last_stats)
+    }
+
+    fn reply_stats(&mut self, stats: Stats) {
         if self.cfg.log_stats {
             info!(
                 "{}: stats: ifrecv {} ifdrop {} krnldrop {} svrcapt {}",
-                self.peer, stats.ifrecv, stats.ifdrop, stats.krnldrop, stats.svrcapt
+                self.ends.peer, stats.ifrecv, stats.ifdrop, stats.krnldrop, stats.svrcapt
             );
         }
         self.send(Message::StatsReply(stats))
     }
 
-    fn end_capture<H: CaptureHost<Capture = C>>(&mut self, host: &mut H) {
-        if self.running.is_none() {
+    fn end_capture(&mut self) {
+        if !self.capturing() {
             return self.send_error(ErrorCode::EndCapture, "no capture is running");
         }
-        self.stop_capture(host);
-        info!("{}: capture ended", self.peer);
-        self.send(Message::EndCapReply)
+        self.stop(AfterStop::EndCap)
+    }
+
+    /// The host found the capture stopped by itself. While another answer
+    /// is awaited the failure is left for the driver's next check (the host
+    /// reports it until the capture is stopped).
+    fn capture_failed(&mut self, reason: String) {
+        if !self.capturing() || self.pending.is_some() || self.ended.is_some() {
+            return;
+        }
+        warn!("capture for {} failed: {reason}", self.ends.peer);
+        self.stop(AfterStop::Failed(reason))
     }
 }
 
