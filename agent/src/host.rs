@@ -12,7 +12,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +24,7 @@ use rpcap::bpf::Insn;
 use rpcap::msg::{Interface, Sampling, Stats};
 
 use crate::config::{CaptureChoice, Config};
-use crate::datapath::{Backend, CaptureSpec, Transport, Worker, XdpSpec};
+use crate::datapath::{Backend, CaptureSpec, DataStream, Transport, Worker, XdpSpec};
 use crate::iface;
 use crate::session::{Answer, DataChannel, HostCommand, StartRequest};
 
@@ -268,7 +267,7 @@ fn accept_from(
 fn tls_relay(
     config: Arc<ServerConfig>,
     stream: TcpStream,
-) -> Result<(TcpStream, JoinHandle<()>), String> {
+) -> Result<(DataStream, JoinHandle<()>), String> {
     stream
         .set_read_timeout(Some(DATA_TLS_TIMEOUT))
         .and_then(|_| stream.set_write_timeout(Some(DATA_TLS_TIMEOUT)))
@@ -276,11 +275,6 @@ fn tls_relay(
     let mut tls = accept_tls(config, stream)
         .map_err(|e| format!("TLS handshake on the data connection: {e}"))?;
     let (worker_end, mut relay_end) = UnixStream::pair().map_err(|e| format!("data relay: {e}"))?;
-    // SAFETY: `worker_end` is an open stream socket we own; ownership of the
-    // descriptor moves into the TcpStream. The datapath uses only
-    // socket-generic calls on it (send, O_NONBLOCK, dup; TCP_NODELAY fails
-    // harmlessly and is ignored).
-    let worker_end = unsafe { TcpStream::from_raw_fd(worker_end.into_raw_fd()) };
     let thread = std::thread::Builder::new()
         .name("tls-data".into())
         .spawn(move || {
@@ -303,7 +297,7 @@ fn tls_relay(
             let _ = tls.sock.shutdown(std::net::Shutdown::Both);
         })
         .map_err(|e| format!("spawning the TLS relay: {e}"))?;
-    Ok((worker_end, thread))
+    Ok((DataStream::Relay(worker_end), thread))
 }
 
 /// A TLS server session over a blocking TCP data connection: completes the
@@ -326,7 +320,7 @@ fn tcp_transport(
     stream: TcpStream,
 ) -> Result<(Transport, Option<JoinHandle<()>>), String> {
     match tls {
-        None => Ok((Transport::Tcp(stream), None)),
+        None => Ok((Transport::Tcp(stream.into()), None)),
         Some(config) => {
             let (s, relay) = tls_relay(config, stream)?;
             Ok((Transport::Tcp(s), Some(relay)))
@@ -450,7 +444,7 @@ impl CaptureHost for WorkerHost {
                 if req.tls {
                     return self.start_pending(req, move |_| Ok(stream));
                 }
-                (Transport::Tcp(stream), None)
+                (Transport::Tcp(stream.into()), None)
             }
             DataChannel::TcpListen { peer, timeout } => {
                 return self.start_listening(req, peer, timeout)

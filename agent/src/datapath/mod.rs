@@ -30,6 +30,7 @@ use crate::capture::afxdp::{AfXdp, AfXdpConfig};
 pub use crate::capture::busy_poll::BusyPoll;
 use crate::capture::file::FileSource;
 pub use crate::capture::xdp_prog::XdpMode;
+pub use sender::DataStream;
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
 use worker::{Command, Output, Pipeline, Shared, Wake};
 
@@ -76,8 +77,9 @@ pub enum Transport {
     UdpStr { dest: SocketAddr, size: usize },
     /// One plain PACKET datagram per packet to `dest` (`-t 0`).
     PlainUdp { dest: SocketAddr },
-    /// Plain PACKET messages streamed over an established TCP data connection.
-    Tcp(std::net::TcpStream),
+    /// Plain PACKET messages streamed over an established TCP data
+    /// connection (or the relay of a TLS one).
+    Tcp(DataStream),
 }
 
 /// Everything a worker needs to run one capture.
