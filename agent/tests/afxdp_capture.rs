@@ -357,10 +357,8 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
         rlim_max: 0,
     };
     // SAFETY: getrlimit into a valid rlimit.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    assert_eq!(rc, 0);
     if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= 256 << 20 {
         eprintln!(
             "RLIMIT_MEMLOCK {} holds the floor: nothing to test",

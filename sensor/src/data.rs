@@ -127,8 +127,10 @@ impl RecvBatch {
             // SAFETY: iovec, sockaddr_storage and mmsghdr are plain C structs
             // for which all-zero bytes are a valid value.
             iovs: vec![unsafe { mem::zeroed() }; n],
+            // SAFETY: as above.
             addrs: vec![unsafe { mem::zeroed() }; n],
             ctrl: vec![[0u8; CTRL]; n],
+            // SAFETY: as above.
             hdrs: vec![unsafe { mem::zeroed() }; n],
             meta: Vec::with_capacity(n),
         };
