@@ -106,21 +106,11 @@ impl Stopper {
     }
 }
 
-/// What serving a peer needs, borrowed from the loop beside its peers.
-macro_rules! services {
-    ($c:expr) => {
-        Services {
-            host: &mut $c.host,
-            verifier: &$c.verifier,
-            checks: &mut $c.checks,
-            backoff: &mut $c.backoff,
-        }
-    };
-}
-
 pub struct Control<H: CaptureHost> {
     poll: Poll,
-    host: H,
+    /// The capture host, the password checker and the failed-login delays:
+    /// what serving a peer needs besides the peer.
+    services: Services<H>,
     config: Config,
     timing: Timing,
     /// Every connection: dialled sensors (under their slot's token) and
@@ -136,11 +126,6 @@ pub struct Control<H: CaptureHost> {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     tls: Option<Arc<rustls::ServerConfig>>,
-    /// Delays of failed logins, per peer address.
-    backoff: Backoff,
-    /// Password checks run there, not on this thread.
-    verifier: Verifier,
-    checks: Checks,
     /// Ended connections waiting for their peer's close.
     lingering: Lingering,
 }
@@ -161,7 +146,12 @@ impl<H: CaptureHost> Control<H> {
         .context("starting the password checker")?;
         let mut c = Control {
             poll,
-            host,
+            services: Services {
+                host,
+                verifier,
+                checks: Checks::default(),
+                backoff,
+            },
             config: Config::default(),
             dialer: Dialer::new(timing.clone()),
             timing,
@@ -174,9 +164,6 @@ impl<H: CaptureHost> Control<H> {
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             tls: None,
-            backoff,
-            verifier,
-            checks: Checks::default(),
             lingering: Lingering::default(),
         };
         c.apply_config(config);
@@ -255,7 +242,7 @@ impl<H: CaptureHost> Control<H> {
             if let Some(peer) = self.peers.remove(&token) {
                 peer.close(
                     now,
-                    &mut services!(self),
+                    &mut self.services,
                     self.poll.registry(),
                     &mut self.lingering,
                 );
@@ -263,7 +250,7 @@ impl<H: CaptureHost> Control<H> {
         }
         self.allowed = Allowed::resolve(&config.passive.clients);
         let spec = ListenSpec::from_config(&config);
-        self.host.reconfigure(&config);
+        self.services.host.reconfigure(&config);
         self.config = config;
         // Listeners change only when their settings do (and only once listening).
         if self.listeners.changes(&spec) {
@@ -386,7 +373,7 @@ impl<H: CaptureHost> Control<H> {
         let Some(peer) = self.peers.get_mut(&token) else {
             return;
         };
-        let status = f(peer, &mut services!(self));
+        let status = f(peer, &mut self.services);
         if status != Status::Open {
             self.close(token, status, now);
         }
@@ -413,7 +400,7 @@ impl<H: CaptureHost> Control<H> {
         }
         peer.close(
             now,
-            &mut services!(self),
+            &mut self.services,
             self.poll.registry(),
             &mut self.lingering,
         );
@@ -467,9 +454,9 @@ impl<H: CaptureHost> Control<H> {
 
     /// Applies the answers of the password checker to their sessions.
     fn verdicts(&mut self, now: Instant) {
-        while let Some(v) = self.verifier.try_recv() {
+        while let Some(v) = self.services.verifier.try_recv() {
             // Gone meanwhile: nothing to answer.
-            let Some(token) = self.checks.take(v.id) else {
+            let Some(token) = self.services.checks.take(v.id) else {
                 continue;
             };
             self.serve(token, now, |p, s| p.checked(now, v.ok, s));
@@ -494,7 +481,7 @@ impl<H: CaptureHost> Control<H> {
             }
             peer.close(
                 now,
-                &mut services!(self),
+                &mut self.services,
                 self.poll.registry(),
                 &mut self.lingering,
             );

@@ -71,13 +71,14 @@ impl Checks {
     }
 }
 
-/// What serving a peer needs besides the peer: the capture host, the
-/// password checker and the failed-login backoff shared by all peers.
-pub struct Services<'a, H> {
-    pub host: &'a mut H,
-    pub verifier: &'a Verifier,
-    pub checks: &'a mut Checks,
-    pub backoff: &'a mut Backoff,
+/// What serving a peer needs besides the peer, shared by all peers.
+pub struct Services<H> {
+    pub host: H,
+    /// Password checks run there, not on the control thread.
+    pub verifier: Verifier,
+    pub checks: Checks,
+    /// Delays of failed logins, per peer address.
+    pub backoff: Backoff,
 }
 
 /// One control connection and its session.
@@ -200,7 +201,7 @@ impl<C> Peer<C> {
                 Command::Host(cmd) => svc.host.execute(&mut self.capture, cmd),
                 Command::CheckPassword(check) => {
                     // A full queue fails the login at once.
-                    (!svc.checks.submit(svc.verifier, self.token, check))
+                    (!svc.checks.submit(&svc.verifier, self.token, check))
                         .then_some(Answer::PasswordChecked(false))
                 }
                 Command::HoldFailedAuth => Some(Answer::Hold(svc.backoff.failed(ip, now))),
