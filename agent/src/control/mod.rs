@@ -252,6 +252,13 @@ impl<H: CaptureHost> Control<H> {
         let spec = ListenSpec::from_config(&config);
         self.services.host.reconfigure(&config);
         self.config = config;
+        // Passive clients connected meanwhile run on the new timeouts.
+        let passive = session_config(&self.config, Mode::Passive, None);
+        for peer in self.peers.values_mut() {
+            if peer.role() == Role::Client {
+                peer.set_timeouts(passive.auth_timeout, passive.idle_timeout);
+            }
+        }
         // Listeners change only when their settings do (and only once listening).
         if self.listeners.changes(&spec) {
             let registry = self.poll.registry();

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Registry, Token};
@@ -108,6 +108,11 @@ impl<C> Peer<C> {
 
     pub fn addr(&self) -> SocketAddr {
         self.session.peer()
+    }
+
+    /// New authentication and idle timeouts (a reload).
+    pub fn set_timeouts(&mut self, auth: Option<Duration>, idle: Option<Duration>) {
+        self.session.set_timeouts(auth, idle);
     }
 
     /// When [`Peer::timeout`] is due.

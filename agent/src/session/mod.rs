@@ -216,6 +216,12 @@ impl Session {
         self.out.drain(..n.min(self.out.len()));
     }
 
+    /// A reloaded configuration's timeouts apply to the running session too.
+    pub fn set_timeouts(&mut self, auth: Option<Duration>, idle: Option<Duration>) {
+        self.cfg.auth_timeout = auth;
+        self.cfg.idle_timeout = idle;
+    }
+
     /// The next command for the driver.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()

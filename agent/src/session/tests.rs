@@ -1080,3 +1080,16 @@ fn tls_sessions_refuse_udp_data_and_mark_tcp_data_tls() {
     assert!(matches!(t.one(startcap(0, 0)), Message::StartCapReply(_)));
     assert!(t.host.started[0].tls);
 }
+
+#[test]
+fn reloaded_timeouts_apply_to_a_running_session() {
+    let mut c = cfg();
+    c.mode = Mode::Passive;
+    c.auth_timeout = Some(Duration::from_secs(10));
+    let mut t = T::with(c);
+    let began = t.now;
+    t.s.set_timeouts(Some(Duration::from_secs(3)), None);
+    assert_eq!(t.s.poll_timeout(), Some(began + Duration::from_secs(3)));
+    t.one(Message::AuthReq(Auth::Null));
+    assert_eq!(t.s.poll_timeout(), None, "no idle timeout any more");
+}
