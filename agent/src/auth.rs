@@ -33,33 +33,11 @@ use yescrypt::PasswordVerifier as _;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
+pub use crate::settings::values::parse_user;
+use crate::settings::Accounts;
+
 /// Where the system accounts' hashes are.
 pub const DEFAULT_SHADOW_FILE: &str = "/etc/shadow";
-
-/// One `User = NAME HASH` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserEntry {
-    pub name: String,
-    /// argon2 PHC string.
-    pub hash: String,
-}
-
-/// Parses `NAME HASH`; the hash must be a PHC string argon2 can verify with.
-pub fn parse_user(value: &str) -> Result<UserEntry, String> {
-    let expected = "`NAME HASH`, HASH from `xrpcapd --hash-password`";
-    let mut fields = value.split_whitespace();
-    let (Some(name), Some(hash), None) = (fields.next(), fields.next(), fields.next()) else {
-        return Err(expected.into());
-    };
-    let parsed = PasswordHash::new(hash).map_err(|e| format!("{expected} ({e})"))?;
-    if !parsed.algorithm.as_str().starts_with("argon2") {
-        return Err(format!("{expected} (an argon2 hash)"));
-    }
-    Ok(UserEntry {
-        name: name.to_string(),
-        hash: hash.to_string(),
-    })
-}
 
 /// An argon2id hash of `password` with a fresh random salt (argon2's
 /// default cost: 19 MiB, 2 passes).
@@ -97,14 +75,9 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-/// The accounts a passive or active session may authenticate against.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Authenticator {
-    pub users: Vec<UserEntry>,
-    /// Also check the system's accounts in `shadow_file`.
-    pub system_accounts: bool,
-    pub shadow_file: Option<PathBuf>,
-}
+/// The accounts a passive or active session may authenticate against: the
+/// settings' accounts, checked here.
+pub type Authenticator = Accounts;
 
 impl Authenticator {
     /// Whether `user` / `password` is a valid account. Never says why not.

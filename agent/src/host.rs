@@ -23,10 +23,10 @@ use rustls::ServerConfig;
 use rpcap::bpf::Insn;
 use rpcap::msg::{Interface, Sampling, Stats};
 
-use crate::config::{CaptureChoice, Config};
-use crate::datapath::{Backend, CaptureSpec, DataStream, Transport, Worker, XdpSpec};
+use crate::datapath::{CaptureSpec, DataStream, Transport, Worker};
 use crate::iface;
 use crate::session::{Answer, DataChannel, HostCommand, StartRequest};
+use crate::settings::{Backend, CaptureChoice, Config, XdpSettings};
 
 /// What a session needs from the machine: interfaces and captures.
 pub trait CaptureHost {
@@ -101,9 +101,9 @@ const ACCEPT_SLICE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct WorkerHost {
     backend: Backend,
-    /// The `Xdp*` keys, for a session whose ActiveClient line says
+    /// The `Xdp*` keys, also for a session whose ActiveClient line says
     /// `capture=afxdp` while `Capture` does not.
-    xdp: XdpSpec,
+    xdp: XdpSettings,
     send_buffer: usize,
     ring_size: usize,
     cpus: Vec<usize>,
@@ -116,14 +116,7 @@ impl WorkerHost {
     pub fn new(cfg: &Config) -> WorkerHost {
         WorkerHost {
             backend: cfg.backend.clone(),
-            xdp: XdpSpec {
-                mode: cfg.xdp_mode,
-                replace: cfg.xdp_replace,
-                drop_rejected: cfg.xdp_drop_rejected,
-                interfaces: Vec::new(),
-                own: None,
-                busy_poll: cfg.xdp_busy_poll,
-            },
+            xdp: cfg.xdp.clone(),
             send_buffer: cfg.send_buffer,
             ring_size: cfg.ring_size,
             cpus: cfg.worker_cpus.clone(),
@@ -143,21 +136,20 @@ impl WorkerHost {
         let backend = match (req.capture, &self.backend) {
             // The sensor's ActiveClient line chose (`capture=`).
             (Some(CaptureChoice::AfPacket), _) => Backend::AfPacket,
-            (Some(CaptureChoice::AfXdp), _) => Backend::AfXdp(XdpSpec {
-                own: Some(req.own),
-                ..self.xdp.clone()
-            }),
+            (Some(CaptureChoice::AfXdp), _) => Backend::AfXdp,
             // AF_XDP only where the operator named it (or as the default).
-            (None, Backend::AfXdp(x)) if x.covers(&req.ifname) => Backend::AfXdp(XdpSpec {
-                own: Some(req.own),
-                ..x.clone()
-            }),
-            (None, Backend::AfXdp(_)) => Backend::AfPacket,
+            (None, Backend::AfXdp) if self.xdp.covers(&req.ifname) => Backend::AfXdp,
+            (None, Backend::AfXdp) => Backend::AfPacket,
             (None, b) => b.clone(),
         };
+        // Only the XDP program needs it apart: AF_PACKET and files have the
+        // exclusion compiled into the filter.
+        let own = (backend == Backend::AfXdp).then_some(req.own);
         CaptureSpec {
             ifname: req.ifname,
             backend,
+            xdp: self.xdp.clone(),
+            own,
             snaplen: req.snaplen,
             promisc: req.promisc,
             read_timeout: req.read_timeout,
@@ -427,7 +419,7 @@ impl CaptureHost for WorkerHost {
     /// With `Capture = file:PATH` every name opens the file: its link type.
     fn linktype(&mut self, ifname: &str) -> io::Result<i32> {
         match &self.backend {
-            Backend::AfPacket | Backend::AfXdp(_) => iface::linktype(ifname),
+            Backend::AfPacket | Backend::AfXdp => iface::linktype(ifname),
             Backend::File(path) => pcap::Capture::from_file(path)
                 .map(|c| c.get_datalink().0)
                 .map_err(|e| io::Error::other(format!("{}: {e}", path.display()))),

@@ -10,7 +10,7 @@ use nix::net::if_::InterfaceFlags;
 use nix::sys::socket::SockaddrStorage;
 use rpcap::msg::{if_flags, IfAddr, Interface};
 
-use crate::config::Preselect;
+use crate::settings::Preselect;
 
 /// Suffix ExtraHop appends to the preselected interface's description.
 pub const PRESELECTED_SUFFIX: &str = " ;preselected";
@@ -240,7 +240,7 @@ mod tests {
     fn pre(name: Option<&str>, addr: Option<&str>) -> Preselect {
         Preselect {
             ifname: name.map(String::from),
-            ifaddr: addr.map(|a| crate::config::parse_ifaddr(a).unwrap()),
+            ifaddr: addr.map(|a| crate::settings::values::parse_ifaddr(a).unwrap()),
         }
     }
 

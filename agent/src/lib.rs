@@ -4,8 +4,6 @@
 
 pub mod auth;
 pub mod capture;
-pub mod cli;
-pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod filter;
@@ -13,3 +11,4 @@ pub mod host;
 pub mod iface;
 pub mod logging;
 pub mod session;
+pub mod settings;

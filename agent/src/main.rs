@@ -7,11 +7,11 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use log::{error, info, warn};
 
-use xrpcapd::cli::Cli;
-use xrpcapd::config::Config;
 use xrpcapd::control::tls;
 use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
+use xrpcapd::settings::cli::Cli;
+use xrpcapd::settings::{Backend, Config};
 use xrpcapd::{auth, filter, iface, logging};
 
 /// The file (if any) with the flags applied, checked as a whole.
@@ -33,7 +33,7 @@ fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Config> 
     if let Some(expr) = &cfg.local_filter {
         filter::check_local(expr).context("LocalFilter")?;
     }
-    if let xrpcapd::datapath::Backend::File(path) = &cfg.backend {
+    if let Backend::File(path) = &cfg.backend {
         if !path.is_file() {
             bail!("Capture = file:{}: no such file", path.display());
         }

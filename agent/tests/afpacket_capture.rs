@@ -381,11 +381,11 @@ fn commands_wake_an_idle_worker_at_once() {
 /// AF_XDP (which sees the tag in the frame) must agree.
 #[test]
 fn vlan_tagged_frames_meet_the_filter_as_on_the_wire() {
-    use xrpcapd::datapath::{Backend, XdpMode, XdpSpec};
+    use xrpcapd::settings::{XdpMode, XdpSettings};
     let afxdp = |mode| {
-        Backend::AfXdp(XdpSpec {
+        Some(XdpSettings {
             mode,
-            ..XdpSpec::default()
+            ..XdpSettings::default()
         })
     };
     let ns = NetnsPair::new();
@@ -407,13 +407,9 @@ fn vlan_tagged_frames_meet_the_filter_as_on_the_wire() {
             !want.is_empty() && want.len() < frames.len(),
             "{expr}: the traffic exercises the filter"
         );
-        for backend in [
-            Backend::AfPacket,
-            afxdp(XdpMode::Generic),
-            afxdp(XdpMode::Native),
-        ] {
-            let name = format!("{expr} on {backend:?}");
-            let got = capture_raw(&ns, backend, expr, &frames);
+        for xdp in [None, afxdp(XdpMode::Generic), afxdp(XdpMode::Native)] {
+            let name = format!("{expr} on {xdp:?}");
+            let got = capture_raw(&ns, xdp, expr, &frames);
             assert_eq!(got.len(), want.len(), "{name}: frame count");
             assert!(got == want, "{name}: different frames");
         }

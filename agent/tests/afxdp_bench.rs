@@ -14,7 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
-use xrpcapd::datapath::{Backend, BusyPoll, Transport, Worker, XdpMode, XdpSpec};
+use xrpcapd::datapath::{Transport, Worker};
+use xrpcapd::settings::{BusyPoll, XdpMode, XdpSettings};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -84,36 +85,36 @@ fn bench_afxdp_against_afpacket() {
     )
     .unwrap();
     let backends = [
-        ("afpacket", Backend::AfPacket),
+        ("afpacket", None),
         (
             "afxdp-generic",
-            Backend::AfXdp(XdpSpec {
+            Some(XdpSettings {
                 mode: XdpMode::Generic,
-                ..XdpSpec::default()
+                ..XdpSettings::default()
             }),
         ),
         (
             "afxdp-native",
-            Backend::AfXdp(XdpSpec {
+            Some(XdpSettings {
                 mode: XdpMode::Native,
-                ..XdpSpec::default()
+                ..XdpSettings::default()
             }),
         ),
         // XdpBusyPoll = on (budget 64): the same two with busy polling.
         (
             "afxdp-generic-bp",
-            Backend::AfXdp(XdpSpec {
+            Some(XdpSettings {
                 mode: XdpMode::Generic,
                 busy_poll: BusyPoll::On { budget: 64 },
-                ..XdpSpec::default()
+                ..XdpSettings::default()
             }),
         ),
         (
             "afxdp-native-bp",
-            Backend::AfXdp(XdpSpec {
+            Some(XdpSettings {
                 mode: XdpMode::Native,
                 busy_poll: BusyPoll::On { budget: 64 },
-                ..XdpSpec::default()
+                ..XdpSettings::default()
             }),
         ),
     ];
@@ -142,7 +143,7 @@ fn bench_afxdp_against_afpacket() {
                     size: 1472,
                 },
             );
-            s.backend = b.clone();
+            set_source(&mut s, b.clone());
             s.ring_bytes = 32 << 20;
             s.dry_run = true;
             // The worker on CPU 1, trafgen on CPU 0 (forward.sh's layout).

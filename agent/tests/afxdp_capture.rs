@@ -15,7 +15,8 @@ use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
 use xrpcapd::capture::xdp_prog::FilterPlace;
 use xrpcapd::capture::xsk;
 use xrpcapd::capture::{Polled, Source};
-use xrpcapd::datapath::{Backend, BusyPoll, Transport, Worker, XdpMode, XdpSpec};
+use xrpcapd::datapath::{Transport, Worker};
+use xrpcapd::settings::{BusyPoll, XdpMode, XdpSettings};
 
 const PORT: u16 = 7001;
 const OTHER: u16 = 7002;
@@ -50,13 +51,13 @@ fn xdp_cfg(filter: &[Insn], mode: XdpMode) -> AfXdpConfig<'_> {
         ifname: "c0",
         snaplen: 65535,
         filter,
-        mode,
-        replace_foreign: false,
-        drop_rejected: false,
+        xdp: XdpSettings {
+            mode,
+            ..XdpSettings::default()
+        },
         own: None,
         umem_bytes: 4 << 20,
         queues: 0,
-        busy_poll: BusyPoll::Off,
     }
 }
 
@@ -83,10 +84,11 @@ fn detached(ns: &str, dev: &str) -> bool {
     gone
 }
 
-fn afxdp(mode: XdpMode) -> Backend {
-    Backend::AfXdp(XdpSpec {
+/// AF_XDP in `mode` (for [`set_source`]).
+fn afxdp(mode: XdpMode) -> Option<XdpSettings> {
+    Some(XdpSettings {
         mode,
-        ..XdpSpec::default()
+        ..XdpSettings::default()
     })
 }
 
@@ -98,22 +100,20 @@ fn udpstr(sink: &std::net::UdpSocket) -> Transport {
 }
 
 fn byte_exact(mode: XdpMode) {
-    byte_exact_with(afxdp(mode), |_| {});
+    byte_exact_with(afxdp(mode).unwrap(), |_| {});
 }
 
-/// Sends frames of several sizes through a worker on `backend`; checks
-/// what the sensor got byte for byte. `running` is called while the worker
-/// runs.
-fn byte_exact_with(backend: Backend, running: impl FnOnce(&Worker)) {
-    let Backend::AfXdp(XdpSpec { mode, .. }) = backend else {
-        panic!("an AF_XDP backend")
-    };
+/// Sends frames of several sizes through a worker on AF_XDP with `xdp`;
+/// checks what the sensor got byte for byte. `running` is called while
+/// the worker runs.
+fn byte_exact_with(xdp: XdpSettings, running: impl FnOnce(&Worker)) {
+    let mode = xdp.mode;
     let ns = pair();
     let tx = ns.gen_sender();
     let sink = udp_sink();
     let expr = format!("udp dst port {PORT}");
     let mut s = spec("c0", compile(&expr), udpstr(&sink));
-    s.backend = backend;
+    set_source(&mut s, Some(xdp));
     let worker = Worker::start(s).expect("start AF_XDP");
     assert!(xdp_attached(&ns.cap, "c0"));
     running(&worker);
@@ -173,7 +173,7 @@ fn jumbo_byte_exact(mode: XdpMode) {
         compile(&format!("udp dst port {PORT}")),
         udpstr(&sink),
     );
-    s.backend = afxdp(mode);
+    set_source(&mut s, afxdp(mode));
     let worker = Worker::start(s).expect("start AF_XDP with MTU 9000");
     assert!(xdp_attached(&ns.cap, "c0"));
     let total = JUMBO.len() * PER_JUMBO;
@@ -450,11 +450,17 @@ fn traffic(tx: &std::net::UdpSocket, round: usize) {
     }
 }
 
-/// What one backend delivers for `expr` on the same traffic.
-fn capture(ns: &NetnsPair, tx: &std::net::UdpSocket, backend: Backend, expr: &str) -> Vec<Vec<u8>> {
+/// What AF_PACKET (`xdp` None) or AF_XDP delivers for `expr` on the same
+/// traffic.
+fn capture(
+    ns: &NetnsPair,
+    tx: &std::net::UdpSocket,
+    xdp: Option<XdpSettings>,
+    expr: &str,
+) -> Vec<Vec<u8>> {
     let sink = udp_sink();
     let mut s = spec("c0", compile(expr), udpstr(&sink));
-    s.backend = backend;
+    set_source(&mut s, xdp);
     let w = Worker::start(s).expect("start");
     traffic(tx, 0);
     let (recs, _, _) = collect_udpstr(&sink, usize::MAX, Duration::from_millis(700));
@@ -479,7 +485,7 @@ fn filters_give_the_same_frames_as_af_packet() {
         "tcp",
     ];
     for e in exprs {
-        let want = capture(&ns, &tx, Backend::AfPacket, e);
+        let want = capture(&ns, &tx, None, e);
         let got = capture(&ns, &tx, afxdp(XdpMode::Generic), e);
         assert_eq!(got.len(), want.len(), "{e}: frame count");
         assert!(got == want, "{e}: different frames");
@@ -499,7 +505,7 @@ fn filter_update_retunes_kernel_rules_and_user_space() {
         compile(&format!("udp dst port {PORT}")),
         udpstr(&sink),
     );
-    s.backend = afxdp(XdpMode::Generic);
+    set_source(&mut s, afxdp(XdpMode::Generic));
     let w = Worker::start(s).expect("start");
     send(&tx, OTHER, 100, 10, 0);
     send(&tx, PORT, 100, 10, 100);
@@ -675,7 +681,7 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
     ]);
     let sink = udp_sink();
     let mut s = spec("c0", vec![], udpstr(&sink));
-    s.backend = afxdp(XdpMode::Generic);
+    set_source(&mut s, afxdp(XdpMode::Generic));
     let e = Worker::start(s).expect_err("must refuse").to_string();
     assert!(
         e.contains("someone_else") && e.contains("XdpReplace"),
@@ -684,11 +690,14 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
     assert!(ip(&["-n", &ns.cap, "link", "show", "c0"]).contains("someone_else"));
 
     let mut s = spec("c0", vec![], udpstr(&sink));
-    s.backend = Backend::AfXdp(XdpSpec {
-        mode: XdpMode::Generic,
-        replace: true,
-        ..XdpSpec::default()
-    });
+    set_source(
+        &mut s,
+        Some(XdpSettings {
+            mode: XdpMode::Generic,
+            replace: true,
+            ..XdpSettings::default()
+        }),
+    );
     let w = Worker::start(s).expect("replace allowed");
     let shown = ip(&["-n", &ns.cap, "link", "show", "c0"]);
     assert!(shown.contains("xrpcapd_xdp") && !shown.contains("someone_else"));
@@ -724,7 +733,7 @@ fn a_leftover_program_of_ours_is_replaced() {
         compile(&format!("udp dst port {PORT}")),
         udpstr(&sink),
     );
-    s.backend = afxdp(XdpMode::Generic);
+    set_source(&mut s, afxdp(XdpMode::Generic));
     let w = Worker::start(s).expect("replaces its own leftover");
     send(&tx, PORT, 100, 5, 0);
     let (recs, _, _) = collect_udpstr(&sink, 5, LIMIT);
@@ -749,7 +758,7 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
         .to_string();
     assert!(e.contains("native"), "{e}");
     assert!(!xdp_attached(&ns.cap, "lo"));
-    cfg.mode = XdpMode::Auto;
+    cfg.xdp.mode = XdpMode::Auto;
     let src = AfXdp::open(&cfg).expect("auto falls back to generic");
     assert_eq!(src.xdp_mode(), XdpMode::Generic);
     assert!(ip(&["-n", &ns.cap, "link", "show", "lo"]).contains("xdpgeneric"));
@@ -775,11 +784,8 @@ fn own_traffic_stays_with_the_stack() {
         control_peer: format!("{GEN_IP}:2003").parse().unwrap(),
         data: xrpcapd::filter::DataDest::Udp(format!("{CAP_IP}:7300").parse().unwrap()),
     };
-    s.backend = Backend::AfXdp(XdpSpec {
-        mode: XdpMode::Generic,
-        own: Some(own),
-        ..XdpSpec::default()
-    });
+    set_source(&mut s, afxdp(XdpMode::Generic));
+    s.own = Some(own);
     let w = Worker::start(s).expect("start");
     send(&tx, 7300, 100, 5, 0); // "own" data: stays with the stack
     send(&tx, PORT, 100, 5, 10); // captured
@@ -810,7 +816,7 @@ fn commands_wake_an_idle_afxdp_worker_at_once() {
         compile(&format!("udp dst port {PORT}")),
         udpstr(&sink),
     );
-    s.backend = afxdp(XdpMode::Generic);
+    set_source(&mut s, afxdp(XdpMode::Generic));
     let other = compile(&format!("udp dst port {OTHER}"));
     assert_commands_wake_an_idle_worker(s, [other, compile(&format!("udp dst port {PORT}"))]);
 }
@@ -977,16 +983,14 @@ fn afxdp_busy_poll_options() -> Vec<(i32, i32)> {
 /// SO_BUSY_POLL_BUDGET, whose setsockopt must have succeeded for
 /// `busy_polling()`), and capture
 /// still delivers every frame byte for byte, opened directly and through a
-/// worker (config -> XdpSpec -> sockets).
+/// worker (config -> XdpSettings -> sockets).
 #[test]
 fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     let m = MultiQueue::new();
     NetnsPair::enter(&m.cap);
     let filter = compile("udp dst port 7100");
-    let mut cfg = AfXdpConfig {
-        busy_poll: BusyPoll::On { budget: 16 },
-        ..xdp_cfg(&filter, XdpMode::Native)
-    };
+    let mut cfg = xdp_cfg(&filter, XdpMode::Native);
+    cfg.xdp.busy_poll = BusyPoll::On { budget: 16 };
     let src = AfXdp::open(&cfg).expect("open with busy polling");
     let want = xrpcapd::capture::busy_poll::Settings {
         prefer: true,
@@ -999,7 +1003,7 @@ fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     }
     assert!(src.busy_polling());
     drop(src);
-    cfg.busy_poll = BusyPoll::Off;
+    cfg.xdp.busy_poll = BusyPoll::Off;
     let src = AfXdp::open(&cfg).expect("open without");
     assert!(!src.busy_polling());
     assert!(src
@@ -1009,12 +1013,12 @@ fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     drop(src);
 
     for mode in [XdpMode::Generic, XdpMode::Native] {
-        let backend = Backend::AfXdp(XdpSpec {
+        let xdp = XdpSettings {
             mode,
             busy_poll: BusyPoll::On { budget: 24 },
-            ..XdpSpec::default()
-        });
-        byte_exact_with(backend, |_| {
+            ..XdpSettings::default()
+        };
+        byte_exact_with(xdp, |_| {
             let opts = afxdp_busy_poll_options();
             assert!(
                 opts.contains(&(1, 20)),
@@ -1067,7 +1071,7 @@ fn ipv6_filters_give_the_same_frames_as_af_packet() {
         "src net fd00::/8 and dst net 2001:db8::/33",
     ];
     for e in exprs {
-        let want = capture_raw(&ns, Backend::AfPacket, e, &frames);
+        let want = capture_raw(&ns, None, e, &frames);
         let got = capture_raw(&ns, afxdp(XdpMode::Native), e, &frames);
         assert!(
             !want.is_empty() && want.len() < frames.len(),
@@ -1118,10 +1122,8 @@ fn deliver(ns: &NetnsPair, filter: &[Insn], drop_rejected: bool) -> Delivered {
     let tx = ns.gen_sender();
     let host = std::net::UdpSocket::bind((CAP_IP, PORT)).expect("host socket");
     host.set_nonblocking(true).unwrap();
-    let cfg = AfXdpConfig {
-        drop_rejected,
-        ..xdp_cfg(filter, XdpMode::Generic)
-    };
+    let mut cfg = xdp_cfg(filter, XdpMode::Generic);
+    cfg.xdp.drop_rejected = drop_rejected;
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
     send_all(&tx, 0);
     let frames = poll_frames(&mut src);

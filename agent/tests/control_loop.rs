@@ -12,10 +12,11 @@ use rpcap::bpf::Insn;
 use rpcap::header::Header;
 use rpcap::msg::{startcap_flags, Auth, IfAddr, Interface, Message, Sampling, StartCapReq, Stats};
 use rpcap::ErrorCode;
-use xrpcapd::config::{parse_active_client, Config};
 use xrpcapd::control::{Control, Stopper, Timing};
 use xrpcapd::host::CaptureHost;
 use xrpcapd::session::StartRequest;
+use xrpcapd::settings::values::parse_active_client;
+use xrpcapd::settings::Config;
 
 #[derive(Default)]
 struct Shared {

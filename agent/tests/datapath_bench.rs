@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use datapath_support::*;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
-use xrpcapd::datapath::{Backend, DatapathOptions, Transport, Worker};
+use xrpcapd::datapath::{DatapathOptions, Transport, Worker};
+use xrpcapd::settings::Backend;
 
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {

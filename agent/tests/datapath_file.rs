@@ -16,7 +16,8 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 use rpcap::msg::Sampling;
-use xrpcapd::datapath::{Backend, DatapathOptions, Transport, Worker};
+use xrpcapd::datapath::{DatapathOptions, Transport, Worker};
+use xrpcapd::settings::Backend;
 
 const LIMIT: Duration = Duration::from_secs(5);
 

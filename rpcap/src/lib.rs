@@ -5,6 +5,8 @@
 //! - [`header`]: the 8-byte control header, message types and error codes.
 //! - [`msg`]: every control message of protocol version 0, encode and decode.
 //! - [`stream`]: cuts a TCP byte stream into whole messages.
+//! - [`conn`]: one control connection's codec (messages in, encoded bytes
+//!   out), shared by the client and server sessions.
 //! - [`pkthdr`]: the 20-byte per-packet record header of the data channel.
 //! - [`plain`]: the plain data format (one PACKET message per packet).
 //! - [`udpstr`]: ExtraHop's udpstr data format: [`udpstr::Framer`] and [`udpstr::Deframer`].
@@ -12,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bpf;
+pub mod conn;
 pub mod header;
 pub mod msg;
 pub mod pkthdr;

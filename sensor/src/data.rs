@@ -25,6 +25,17 @@ pub struct UdpPort {
     pub overflow: u32,
 }
 
+impl UdpPort {
+    /// Datagrams the socket dropped since the last call, from the cumulative
+    /// counter a datagram carried (SO_RXQ_OVFL), if it carried one.
+    pub fn drops(&mut self, overflow: Option<u32>) -> u64 {
+        let Some(o) = overflow else { return 0 };
+        let n = o.wrapping_sub(self.overflow);
+        self.overflow = o;
+        u64::from(n)
+    }
+}
+
 /// No port of the range could be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("no free UDP port in {first}-{last} on {ip}")]

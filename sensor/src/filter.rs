@@ -46,6 +46,29 @@ pub fn read_file(path: &Path) -> Result<String> {
         .join(" "))
 }
 
+/// SIGHUP: the expression of `--filter-file` read again, if there is one
+/// and it compiles (otherwise logged, and the current filter stays).
+pub fn reload(path: Option<&Path>, snaplen: u32) -> Option<String> {
+    let Some(path) = path else {
+        log::info!("SIGHUP: no --filter-file to re-read");
+        return None;
+    };
+    let expr = match read_file(path) {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!("SIGHUP: {e:#}; keeping the current filter");
+            return None;
+        }
+    };
+    // Check it once before pushing it anywhere.
+    if let Err(e) = compile(Some(&expr), 1, snaplen) {
+        log::error!("SIGHUP: {e:#}; keeping the current filter");
+        return None;
+    }
+    log::info!("SIGHUP: new filter '{expr}'");
+    Some(expr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,15 +2,22 @@
 //! (active mode) or it dials them (passive mode); it starts one capture per
 //! agent and writes what arrives to pcap/pcapng files.
 
+mod agent;
 mod capture;
 mod choose;
+mod config;
 mod control;
 mod data;
+mod data_channel;
+mod dial;
 mod filter;
+mod linger;
+mod listener;
 mod output;
 mod session;
 mod signals;
 mod summary;
+mod token;
 mod writer;
 
 use std::net::SocketAddr;
@@ -189,7 +196,7 @@ fn secs(v: f64, what: &str) -> Result<Duration> {
         .map_err(|_| anyhow!("{what}: {v} is not a valid number of seconds"))
 }
 
-fn config(a: Args) -> Result<control::Config> {
+fn config(a: Args) -> Result<config::Config> {
     let listen = match a.listen.as_str() {
         "none" => None,
         s => Some(
@@ -279,7 +286,7 @@ fn config(a: Args) -> Result<control::Config> {
             }
         })
         .collect();
-    Ok(control::Config {
+    Ok(config::Config {
         listen,
         connect,
         session: SessionConfig {

@@ -1,21 +1,23 @@
 //! One agent session, client side of RPCAP, as a sans-IO state machine: bytes
 //! from the agent go in ([`Session::receive`]), bytes for the agent come out
-//! ([`Session::output`]), and what the driver must act on comes out as
+//! ([`Session::write_to`]), and what the driver must act on comes out as
 //! [`Event`]s. No sockets, no clock of its own (the driver passes `now`).
 //!
 //! The sequence: AUTH → FINDALLIF → choose the interface → OPEN → (driver
 //! compiles the filter and opens a data port) → STARTCAP → capturing, with
 //! STATS_REQ (liveness) and UPDATEFILTER at the driver's request.
+//!
+//! Framing and output buffering are [`rpcap::conn::Codec`]'s, shared with the
+//! agent's server session.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rpcap::bpf::Insn;
-use rpcap::header::{ErrorCode, MsgType, MAX_CONTROL_PLEN};
-use rpcap::msg::{startcap_flags, Auth, Interface, Message, Sampling, StartCapReq, Stats};
-use rpcap::stream::StreamDecoder;
-
 use crate::choose::Choice;
+use rpcap::bpf::Insn;
+use rpcap::conn::Codec;
+use rpcap::header::{ErrorCode, MsgType};
+use rpcap::msg::{startcap_flags, Auth, Interface, Message, Sampling, StartCapReq, Stats};
 
 /// What a session asks of the agent.
 #[derive(Debug, Clone)]
@@ -101,8 +103,7 @@ enum Phase {
 pub struct Session {
     cfg: SessionConfig,
     phase: Phase,
-    decoder: StreamDecoder,
-    out: Vec<u8>,
+    codec: Codec,
     events: VecDeque<Event>,
     /// Requests sent and not answered yet, oldest first, with when they were sent.
     pending: VecDeque<(MsgType, Instant)>,
@@ -119,8 +120,7 @@ impl Session {
         let mut s = Session {
             cfg,
             phase: Phase::Auth,
-            decoder: StreamDecoder::new(MAX_CONTROL_PLEN),
-            out: Vec::with_capacity(1024),
+            codec: Codec::control(),
             events: VecDeque::new(),
             pending: VecDeque::new(),
             iface: None,
@@ -131,14 +131,9 @@ impl Session {
         s
     }
 
-    /// Bytes waiting to be sent to the agent.
-    pub fn output(&self) -> &[u8] {
-        &self.out
-    }
-
-    /// Forgets the first `n` output bytes (they were sent).
-    pub fn consume(&mut self, n: usize) {
-        self.out.drain(..n.min(self.out.len()));
+    /// Writes the bytes waiting for the agent to `w` (see [`Codec::write_to`]).
+    pub fn write_to<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.codec.write_to(w)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -154,18 +149,16 @@ impl Session {
     }
 
     /// Bytes received from the agent. On error the session is closed and any
-    /// ERROR/CLOSE for the agent is already queued in [`Session::output`].
+    /// ERROR/CLOSE for the agent is already queued for [`Session::write_to`].
     pub fn receive(&mut self, data: &[u8], now: Instant) -> Result<(), SessionError> {
         if self.phase == Phase::Closed {
             return Ok(());
         }
-        self.decoder.feed(data);
+        self.codec.feed(data);
         loop {
-            let msg = match self.decoder.next() {
+            let msg = match self.codec.next() {
                 Ok(None) => return Ok(()),
-                Ok(Some((hdr, payload))) => {
-                    Message::decode(&hdr, payload).map_err(|e| (e.code(), e.to_string()))
-                }
+                Ok(Some(r)) => r.message.map_err(|e| (e.code(), e.to_string())),
                 Err(e) => Err((ErrorCode::Netw, e.to_string())),
             };
             let result = match msg {
@@ -258,15 +251,15 @@ impl Session {
             return;
         }
         if let Some(code) = code {
-            Message::error(code, text).encode(&mut self.out);
+            self.codec.send(&Message::error(code, text));
         }
-        Message::Close.encode(&mut self.out);
+        self.codec.send(&Message::Close);
         self.phase = Phase::Closed;
     }
 
     fn send(&mut self, msg: Message, now: Instant) {
         let t = msg.msg_type();
-        msg.encode(&mut self.out);
+        self.codec.send(&msg);
         if !matches!(t, MsgType::Close | MsgType::Error) {
             self.pending.push_back((t, now));
         }
@@ -401,18 +394,18 @@ mod tests {
 
     /// Decodes every whole message in `bytes`.
     fn decode_all(bytes: &[u8]) -> Vec<Message> {
-        let mut d = StreamDecoder::new(MAX_CONTROL_PLEN);
-        d.feed(bytes);
+        let mut c = Codec::control();
+        c.feed(bytes);
         let mut v = Vec::new();
-        while let Some((h, p)) = d.next().unwrap() {
-            v.push(Message::decode(&h, p).unwrap());
+        while let Some(r) = c.next().unwrap() {
+            v.push(r.message.unwrap());
         }
         v
     }
 
     fn take(s: &mut Session) -> Vec<Message> {
-        let out = s.output().to_vec();
-        s.consume(out.len());
+        let mut out = Vec::new();
+        s.write_to(&mut out).unwrap();
         decode_all(&out)
     }
 

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use rpcap::msg::Stats;
 
@@ -26,6 +27,50 @@ pub fn periodic_line(
         cap.counters.write_drops,
         stats.map_or(0, |s| u64::from(s.ifdrop) + u64::from(s.krnldrop))
     )
+}
+
+/// A capture's packets and bytes at its last periodic line, for the rates
+/// of the next one.
+pub struct Rate {
+    packets: u64,
+    bytes: u64,
+    at: Instant,
+}
+
+impl Rate {
+    pub fn new(now: Instant) -> Rate {
+        Rate {
+            packets: 0,
+            bytes: 0,
+            at: now,
+        }
+    }
+
+    /// The periodic line of `cap`, with rates since the last call.
+    pub fn line(
+        &mut self,
+        now: Instant,
+        peer: &SocketAddr,
+        cap: &Capture,
+        stats: Option<&Stats>,
+    ) -> String {
+        let secs = now.duration_since(self.at).as_secs_f64().max(1e-3);
+        let c = &cap.counters;
+        let line = periodic_line(
+            peer,
+            &cap.iface,
+            (c.packets - self.packets) as f64 / secs,
+            (c.bytes - self.bytes) as f64 * 8.0 / secs / 1e6,
+            cap,
+            stats,
+        );
+        *self = Rate {
+            packets: c.packets,
+            bytes: c.bytes,
+            at: now,
+        };
+        line
+    }
 }
 
 /// Every counter of a finished capture.

@@ -42,14 +42,15 @@ use std::time::{Duration, Instant};
 
 use rpcap::bpf::{Insn, Program};
 
-use super::busy_poll::{self, BusyPoll};
+use super::busy_poll;
 use super::stamp::{self, RoundClock};
 use super::sys;
-use super::xdp_prog::{FilterPlace, Flow, XdpCounters, XdpMode, XdpProgram};
+use super::xdp_prog::{FilterPlace, Flow, XdpCounters, XdpProgram};
 use super::xdp_rules::XdpRules;
 use super::xsk::{self, Xsk, XskStats, MAX_PIECES};
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
 use crate::filter::OwnTraffic;
+use crate::settings::{BusyPoll, XdpMode, XdpSettings, DEFAULT_RING_SIZE};
 
 /// Frames read from one socket per round, so every queue gets its turn.
 const BATCH: u32 = 256;
@@ -123,11 +124,9 @@ pub struct AfXdpConfig<'a> {
     /// The filter (validated cBPF): run in XDP if it translates exactly,
     /// otherwise in user space on every frame.
     pub filter: &'a [Insn],
-    pub mode: XdpMode,
-    /// Replace another program already attached to the interface.
-    pub replace_foreign: bool,
-    /// Frames the filter rejects are dropped in XDP instead of passed on.
-    pub drop_rejected: bool,
+    /// `XdpMode`, `XdpReplace`, `XdpDropRejected`, `XdpBusyPoll` (the
+    /// interfaces are the host's business: it chose this source).
+    pub xdp: XdpSettings,
     /// Own traffic: left to the stack by the XDP program.
     pub own: Option<OwnTraffic>,
     /// RingSize: UMEM bytes for all queues together, raised to a floor
@@ -135,8 +134,6 @@ pub struct AfXdpConfig<'a> {
     pub umem_bytes: usize,
     /// RX queues to serve (0: every queue of the interface).
     pub queues: u32,
-    /// `XdpBusyPoll`: busy-poll the queues from the worker.
-    pub busy_poll: BusyPoll,
 }
 
 /// An open AF_XDP capture.
@@ -296,12 +293,12 @@ impl AfXdp {
         prog.set_own(&flows).map_err(err)?;
         prog.set_rules(
             &XdpRules::derive(cfg.filter),
-            cfg.drop_rejected,
+            cfg.xdp.drop_rejected,
             !flows.is_empty(),
         )
         .map_err(err)?;
         // Before attaching: the first frame already meets the exact filter.
-        let place = prog.set_filter(filter.insns(), cfg.drop_rejected);
+        let place = prog.set_filter(filter.insns(), cfg.xdp.drop_rejected);
         let judge = match place {
             FilterPlace::Kernel { keep } => Judge::Kernel { keep },
             FilterPlace::UserSpace { .. } => Judge::User,
@@ -313,7 +310,7 @@ impl AfXdp {
             cfg.queues
         };
         let ring_bytes = if cfg.umem_bytes == 0 {
-            crate::config::DEFAULT_RING_SIZE
+            DEFAULT_RING_SIZE
         } else {
             cfg.umem_bytes
         };
@@ -323,7 +320,7 @@ impl AfXdp {
         // loses nothing.
         let mtu = sys::mtu(cfg.ifname).ok();
         let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= xsk::CHUNK_FRAME);
-        let try_zc = cfg.mode != XdpMode::Generic;
+        let try_zc = cfg.xdp.mode != XdpMode::Generic;
         let mut sockets = loop {
             let opened: std::io::Result<Vec<Xsk>> = (0..queues)
                 .map(|q| Xsk::open(ifindex, q, frames, try_zc, mtu_fits))
@@ -349,8 +346,8 @@ impl AfXdp {
         for (q, s) in (0..).zip(&sockets) {
             prog.set_socket(q, s.fd()).map_err(err)?;
         }
-        let busy = busy_poll_all(cfg.ifname, &mut sockets, cfg.busy_poll);
-        let mode = prog.attach(cfg.mode, cfg.replace_foreign).map_err(err)?;
+        let busy = busy_poll_all(cfg.ifname, &mut sockets, cfg.xdp.busy_poll);
+        let mode = prog.attach(cfg.xdp.mode, cfg.xdp.replace).map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
         let mb = sockets.iter().all(|s| s.info.multi_buffer);
         let umem_mib = (frames * xsk::CHUNK_SIZE * queues as usize) >> 20;
@@ -394,7 +391,7 @@ impl AfXdp {
             judge,
             place,
             snaplen: cfg.snaplen,
-            drop_rejected: cfg.drop_rejected,
+            drop_rejected: cfg.xdp.drop_rejected,
             own: !flows.is_empty(),
             filtered_out: 0,
             joined: Vec::new(),

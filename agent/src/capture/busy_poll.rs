@@ -15,7 +15,6 @@
 //! spare it is the setting to try (Suricata's af-xdp busy-poll), together
 //! with the interface's `napi_defer_hard_irqs` and `gro_flush_timeout`.
 
-use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 
@@ -28,52 +27,6 @@ const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
 
 /// Busy-poll time per syscall (µs).
 pub const USECS: u32 = 20;
-/// NAPI budget when `XdpBusyPoll = on` gives none (the kernel's default weight).
-pub const DEFAULT_BUDGET: u16 = 64;
-/// The largest budget accepted: a larger one lets one kick hold the CPU
-/// for a long batch (the kernel itself allows up to 65535).
-pub const MAX_BUDGET: u16 = 1024;
-
-/// The `XdpBusyPoll` setting.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum BusyPoll {
-    #[default]
-    Off,
-    /// Busy polling with this NAPI budget (1..=[`MAX_BUDGET`]).
-    On { budget: u16 },
-}
-
-impl fmt::Display for BusyPoll {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BusyPoll::Off => f.write_str("off"),
-            BusyPoll::On { budget } => write!(f, "on:{budget}"),
-        }
-    }
-}
-
-impl BusyPoll {
-    /// `off`, `on` or `on:BUDGET`; `Err` says what was expected.
-    pub fn parse(value: &str) -> Result<BusyPoll, String> {
-        let expected = || format!("off, on or on:BUDGET (BUDGET 1..={MAX_BUDGET})");
-        let v = value.trim().to_ascii_lowercase();
-        let (word, budget) = match v.split_once(':') {
-            Some((w, b)) => (w.trim(), Some(b.trim())),
-            None => (v.as_str(), None),
-        };
-        match (word, budget) {
-            ("off" | "no", None) => Ok(BusyPoll::Off),
-            ("on" | "yes", None) => Ok(BusyPoll::On {
-                budget: DEFAULT_BUDGET,
-            }),
-            ("on", Some(b)) => match b.parse::<u16>() {
-                Ok(budget) if (1..=MAX_BUDGET).contains(&budget) => Ok(BusyPoll::On { budget }),
-                _ => Err(expected()),
-            },
-            _ => Err(expected()),
-        }
-    }
-}
 
 /// What a socket carries, read back with getsockopt. The budget is not
 /// among it: the kernel has no getter for SO_BUSY_POLL_BUDGET (ENOPROTOOPT).
@@ -111,32 +64,6 @@ pub fn read(fd: &impl AsRawFd) -> io::Result<Settings> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_off_on_and_a_budget() {
-        assert_eq!(BusyPoll::parse("off"), Ok(BusyPoll::Off));
-        assert_eq!(BusyPoll::parse("OFF"), Ok(BusyPoll::Off));
-        assert_eq!(
-            BusyPoll::parse("on"),
-            Ok(BusyPoll::On {
-                budget: DEFAULT_BUDGET
-            })
-        );
-        assert_eq!(BusyPoll::parse("on:16"), Ok(BusyPoll::On { budget: 16 }));
-        assert_eq!(
-            BusyPoll::parse("On: 1024"),
-            Ok(BusyPoll::On { budget: 1024 })
-        );
-        for bad in [
-            "", "maybe", "on:", "on:0", "on:1025", "on:-1", "on:x", "off:5", "on:64:1",
-        ] {
-            let e = BusyPoll::parse(bad).expect_err(bad);
-            assert!(e.contains("on:BUDGET"), "{bad}: {e}");
-        }
-        for s in [BusyPoll::Off, BusyPoll::On { budget: 8 }] {
-            assert_eq!(BusyPoll::parse(&s.to_string()), Ok(s));
-        }
-    }
 
     #[test]
     fn a_socket_carries_the_options_or_says_why_not() {

@@ -23,6 +23,7 @@ use aya::Ebpf;
 use super::xdp_filter::{self, Translation, Verdict};
 use super::xdp_rules::{ClassRules, XdpRules, MAX_PORT_RANGES};
 use crate::filter::{canonical, DataDest, OwnTraffic};
+use crate::settings::XdpMode;
 
 /// The XDP object built from ebpf/xrpcapd_xdp.c.
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xrpcapd_xdp.o"));
@@ -30,28 +31,6 @@ pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xrpcapd_xdp
 const LOAD_TRIES: u32 = 5;
 /// The program's name in the kernel: how a leftover of ours is recognised.
 pub const PROG_NAME: &str = "xrpcapd_xdp";
-
-/// Where the program runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XdpMode {
-    /// Native (driver) mode, generic if the driver has no XDP support.
-    #[default]
-    Auto,
-    /// Native (driver) mode only.
-    Native,
-    /// Generic (skb) mode: works on every interface, slowest.
-    Generic,
-}
-
-impl std::fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            XdpMode::Auto => "auto",
-            XdpMode::Native => "native",
-            XdpMode::Generic => "generic",
-        })
-    }
-}
 
 /// Why the program could not be put in place.
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,8 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use super::peer::Status;
 use super::Timing;
-use crate::config::ActiveClient;
 use crate::session::Ended;
+use crate::settings::ActiveClient;
 
 /// Where a slot stands.
 enum State {

@@ -10,7 +10,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::settings::Config;
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 64;

@@ -28,10 +28,10 @@ use self::peer::{refuse, Checks, Peer, Role, Services, Status};
 use self::signals::{Signal, Signals};
 use self::tls::Conn;
 use crate::auth::{Backoff, Verifier};
-use crate::config::{ActiveClient, Config, TlsMode};
 use crate::filter::canonical;
 use crate::host::CaptureHost;
 use crate::session::{Ended, Mode, Session, SessionConfig};
+use crate::settings::{ActiveClient, Config, TlsMode};
 
 pub mod dialer;
 pub mod linger;

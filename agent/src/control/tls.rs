@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
-use crate::config::{Tls, TlsMode};
+use crate::settings::{Tls, TlsMode};
 
 /// First byte of a TLS record carrying a handshake.
 const TLS_HANDSHAKE: u8 = 22;

@@ -27,48 +27,12 @@ use rpcap::udpstr::{Batch, Framer};
 
 use crate::capture::afpacket::{AfPacket, AfPacketConfig};
 use crate::capture::afxdp::{AfXdp, AfXdpConfig};
-pub use crate::capture::busy_poll::BusyPoll;
 use crate::capture::file::FileSource;
-pub use crate::capture::xdp_prog::XdpMode;
+use crate::filter::OwnTraffic;
+use crate::settings::{Backend, XdpSettings};
 pub use sender::DataStream;
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
 use worker::{Command, Output, Pipeline, Shared, Wake};
-
-/// Which capture source serves a capture.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
-    /// TPACKET_V3 ring: both directions, the host's own traffic (default).
-    AfPacket,
-    /// Replays a pcap/pcapng file instead of a live interface.
-    File(std::path::PathBuf),
-    /// XDP program + AF_XDP sockets: ingress only, takes the frames away
-    /// from the host's stack (mirror/SPAN/tap interfaces).
-    AfXdp(XdpSpec),
-}
-
-/// Settings of an AF_XDP capture.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct XdpSpec {
-    pub mode: XdpMode,
-    /// Replace another program already attached to the interface.
-    pub replace: bool,
-    /// Drop in XDP what the filter rejects instead of passing it on.
-    pub drop_rejected: bool,
-    /// Interfaces captured with AF_XDP; empty: every interface. The others
-    /// use AF_PACKET (the host resolves this before starting a worker).
-    pub interfaces: Vec<String>,
-    /// Our own connections, left to the stack by the XDP program.
-    pub own: Option<crate::filter::OwnTraffic>,
-    /// `XdpBusyPoll`.
-    pub busy_poll: BusyPoll,
-}
-
-impl XdpSpec {
-    /// Whether `ifname` is captured with AF_XDP under these settings.
-    pub fn covers(&self, ifname: &str) -> bool {
-        self.interfaces.is_empty() || self.interfaces.iter().any(|i| i == ifname)
-    }
-}
 
 /// How captured packets travel to the sensor.
 #[derive(Debug)]
@@ -86,7 +50,13 @@ pub enum Transport {
 #[derive(Debug)]
 pub struct CaptureSpec {
     pub ifname: String,
+    /// The source of this capture, resolved by the host (`Capture`, the
+    /// ActiveClient line's `capture=`, `XdpSettings::covers`).
     pub backend: Backend,
+    /// Settings of an AF_XDP source (`Backend::AfXdp`).
+    pub xdp: XdpSettings,
+    /// Our own connections, left to the stack by the XDP program.
+    pub own: Option<OwnTraffic>,
     pub snaplen: u32,
     pub promisc: bool,
     /// Partial datagrams are flushed after this long; also the ring's block timeout.
@@ -230,18 +200,15 @@ impl Worker {
                     .map_err(|e| StartError::Other(format!("{}: {e}", path.display())))?;
                 (Backpressure::Wait, AnySource::File(src))
             }
-            Backend::AfXdp(x) => {
+            Backend::AfXdp => {
                 let cfg = AfXdpConfig {
                     ifname: &spec.ifname,
                     snaplen: spec.snaplen,
                     filter: &spec.filter,
-                    mode: x.mode,
-                    replace_foreign: x.replace,
-                    drop_rejected: x.drop_rejected,
-                    own: x.own,
+                    xdp: spec.xdp.clone(),
+                    own: spec.own,
                     umem_bytes: spec.ring_bytes,
                     queues: 0,
-                    busy_poll: x.busy_poll,
                 };
                 let mut src = AfXdp::open(&cfg).map_err(|e| match e {
                     crate::capture::CaptureError::Io { source, .. } => {

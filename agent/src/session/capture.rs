@@ -9,8 +9,8 @@ use rpcap::bpf::Insn;
 use rpcap::msg::{startcap_flags, Sampling, StartCapReq, Stats};
 
 use super::{Mode, SessionConfig};
-use crate::config::CaptureChoice;
 use crate::filter::{self, canonical, DataDest, OwnTraffic};
+use crate::settings::CaptureChoice;
 
 /// Largest snaplen honoured (what clients send at most).
 pub const MAX_SNAPLEN: u32 = 262_144;

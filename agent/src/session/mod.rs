@@ -32,9 +32,9 @@ use rpcap::stream::StreamDecoder;
 use rpcap::ErrorCode;
 
 use crate::auth::Authenticator;
-use crate::config::{CaptureChoice, Preselect};
 use crate::filter::{self, DataDest};
 use crate::iface;
+use crate::settings::{CaptureChoice, Preselect};
 
 mod auth;
 mod capture;

@@ -591,7 +591,7 @@ fn preselect_cfg(name: Option<&str>, addr: Option<&str>) -> SessionConfig {
     let mut c = cfg();
     c.preselect = Preselect {
         ifname: name.map(String::from),
-        ifaddr: addr.map(|a| crate::config::parse_ifaddr(a).unwrap()),
+        ifaddr: addr.map(|a| crate::settings::values::parse_ifaddr(a).unwrap()),
     };
     c
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use rpcap::bpf::Insn;
 use rpcap::msg::Sampling;
 use rpcap::PktHdr;
-use xrpcapd::datapath::{Backend, CaptureSpec, DatapathOptions, Transport, Worker};
+use xrpcapd::datapath::{CaptureSpec, DatapathOptions, Transport, Worker};
+use xrpcapd::settings::{Backend, XdpSettings};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -163,6 +164,8 @@ pub fn spec(ifname: &str, filter: Vec<Insn>, transport: Transport) -> CaptureSpe
     CaptureSpec {
         ifname: ifname.into(),
         backend: Backend::AfPacket,
+        xdp: XdpSettings::default(),
+        own: None,
         snaplen: 65535,
         promisc: false,
         read_timeout: Duration::from_millis(30),
@@ -446,11 +449,22 @@ pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
     .expect("raw sender");
 }
 
-/// What a worker on `backend` capturing c0 with `expr` forwards (udpstr)
-/// of `frames` sent raw out of g0, in order.
+/// Puts a test capture on AF_PACKET (`None`) or on AF_XDP with `xdp`.
+pub fn set_source(s: &mut CaptureSpec, xdp: Option<XdpSettings>) {
+    match xdp {
+        None => s.backend = Backend::AfPacket,
+        Some(x) => {
+            s.backend = Backend::AfXdp;
+            s.xdp = x;
+        }
+    }
+}
+
+/// What a worker on AF_PACKET (`xdp` None) or AF_XDP capturing c0 with
+/// `expr` forwards (udpstr) of `frames` sent raw out of g0, in order.
 pub fn capture_raw(
     ns: &NetnsPair,
-    backend: Backend,
+    xdp: Option<XdpSettings>,
     expr: &str,
     frames: &[Vec<u8>],
 ) -> Vec<Vec<u8>> {
@@ -464,7 +478,7 @@ pub fn capture_raw(
             size: 1472,
         },
     );
-    s.backend = backend;
+    set_source(&mut s, xdp);
     let w = xrpcapd::datapath::Worker::start(s).expect("start");
     send_raw(&ns.gen, "g0", frames.to_vec());
     let (recs, _, _) = collect_udpstr(&sink, usize::MAX, Duration::from_millis(700));

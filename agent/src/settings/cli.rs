@@ -5,20 +5,21 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{self, ActiveClient, Config};
+use super::model::{ActiveClient, Config, TlsMode, MIN_SEND_BUFFER};
+use super::values;
 
 // clap value parsers: the config file's parsers, with the same wording.
 fn udpstr_size(s: &str) -> Result<usize, String> {
-    config::parse_udpstr_size(s).map_err(|e| format!("expected {e}"))
+    values::parse_udpstr_size(s).map_err(|e| format!("expected {e}"))
 }
 fn send_buffer(s: &str) -> Result<usize, String> {
-    config::parse_bytes(s, 4096).map_err(|e| format!("expected {e}"))
+    values::parse_bytes(s, MIN_SEND_BUFFER).map_err(|e| format!("expected {e}"))
 }
-fn tls_mode(s: &str) -> Result<config::TlsMode, String> {
-    config::parse_tls_mode(s).map_err(|e| format!("expected {e}"))
+fn tls_mode(s: &str) -> Result<TlsMode, String> {
+    values::parse_tls_mode(s).map_err(|e| format!("expected {e}"))
 }
 fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
-    config::parse_active_list(s).map_err(|e| format!("expected {e}"))
+    values::parse_active_list(s).map_err(|e| format!("expected {e}"))
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -109,7 +110,7 @@ pub struct Cli {
 
     /// off, optional or required (TlsMode; default required with a certificate)
     #[arg(long = "tls-mode", value_name = "MODE", value_parser = tls_mode)]
-    pub tls_mode: Option<config::TlsMode>,
+    pub tls_mode: Option<TlsMode>,
 
     /// Require client certificates signed by these CAs, PEM (TlsClientCa)
     #[arg(long = "tls-client-ca", value_name = "FILE")]
@@ -234,7 +235,7 @@ mod tests {
         .unwrap();
         let mut cfg = Config::default();
         cfg.active_clients
-            .push(config::parse_active_client("s3, 2003, ifaddr=10.0.0.0/8").unwrap());
+            .push(values::parse_active_client("s3, 2003, ifaddr=10.0.0.0/8").unwrap());
         c.apply(&mut cfg);
         assert_eq!(c.config, Some(PathBuf::from("/etc/rpcapd.ini")));
         assert_eq!(cfg.active_clients.len(), 3);

@@ -1,0 +1,746 @@
+//! rpcapd.ini: the configuration file of libpcap's and ExtraHop's rpcapd
+//! (PROTOCOL.md §5), plus xrpcapd's own keys (see rpcapd.ini.example).
+//!
+//! The parser is hand-written: the `ini` crates lose line numbers (needed for
+//! `file:line` diagnostics) and collapse repeated keys (`ActiveClient` and
+//! `PassiveClient` repeat, one session per line). Every key is one entry of
+//! [`KEYS`]: its name, how its value is parsed and set, and how it is shown
+//! by `--check-config` ([`super::render`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::model::{Backend, BusyPoll, Config, MIN_RING_SIZE, MIN_SEND_BUFFER};
+use super::values::*;
+
+/// One rpcapd.ini key.
+pub struct Key {
+    /// As written in the file (matched without regard to case).
+    pub name: &'static str,
+    /// Parses `value` into the configuration: `Ok(Some(warning))` when it
+    /// applied but deserves a word, `Err` holds what was expected.
+    set: fn(&mut Config, &str) -> Result<Option<String>, String>,
+    /// The values of the key's lines in `--check-config`, in order; none
+    /// when the key is unset.
+    pub show: fn(&Config) -> Vec<String>,
+}
+
+/// A key held in one field of the configuration: `$parse` turns the value
+/// into the field's value, `$show` the field into its lines.
+macro_rules! field {
+    ($name:literal, $($f:ident).+, $parse:expr, $show:expr) => {
+        Key {
+            name: $name,
+            set: |c, v| {
+                c.$($f).+ = ($parse)(v)?;
+                Ok(None)
+            },
+            show: |c| ($show)(&c.$($f).+),
+        }
+    };
+}
+
+fn one(v: &impl fmt::Display) -> Vec<String> {
+    vec![v.to_string()]
+}
+
+fn opt(v: &Option<impl fmt::Display>) -> Vec<String> {
+    v.iter().map(|v| v.to_string()).collect()
+}
+
+fn path(p: &Option<PathBuf>) -> Vec<String> {
+    p.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// `0,2,3`; no line when unset (no pinning).
+fn cpu_list(cpus: &[usize]) -> Vec<String> {
+    if cpus.is_empty() {
+        return Vec::new();
+    }
+    let cpus: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+    vec![cpus.join(",")]
+}
+
+/// As the reference daemons write them.
+fn yes_no(b: &bool) -> Vec<String> {
+    one(&if *b { "YES" } else { "NO" })
+}
+
+/// The `Xdp*` keys' own spelling.
+fn lower_yes_no(b: &bool) -> Vec<String> {
+    one(&if *b { "yes" } else { "no" })
+}
+
+/// Every key, in the order `--check-config` prints them.
+pub static KEYS: &[Key] = &[
+    Key {
+        name: "ActiveClient",
+        set: |c, v| {
+            c.active_clients.push(parse_active_client(v)?);
+            Ok(None)
+        },
+        show: |c| c.active_clients.iter().map(|a| a.to_string()).collect(),
+    },
+    Key {
+        name: "PassiveClient",
+        set: |c, v| {
+            c.passive
+                .clients
+                .push(parse_nonempty(v, "a host name or address")?);
+            Ok(None)
+        },
+        show: |c| c.passive.clients.clone(),
+    },
+    Key {
+        name: "NullAuthPermit",
+        set: |c, v| {
+            // Both references compare with "YES" exactly; anything else means no.
+            c.null_auth = v == "YES";
+            if !c.null_auth && v.eq_ignore_ascii_case("yes") {
+                return Ok(Some(format!(
+                    "NullAuthPermit = {v} means NO (only `YES` permits, as in the reference daemons)"
+                )));
+            }
+            Ok(None)
+        },
+        show: |c| yes_no(&c.null_auth),
+    },
+    field!(
+        "UserName",
+        user_name,
+        |v| parse_nonempty(v, "a user name").map(Some),
+        opt
+    ),
+    Key {
+        name: "Capture",
+        set: |c, v| {
+            (c.backend, c.xdp.interfaces) = parse_backend(v)?;
+            Ok(None)
+        },
+        show: |c| {
+            one(&match &c.backend {
+                Backend::AfPacket => "afpacket".to_string(),
+                Backend::File(p) => format!("file:{}", p.display()),
+                Backend::AfXdp if c.xdp.interfaces.is_empty() => "afxdp".to_string(),
+                Backend::AfXdp => format!("afxdp:{}", c.xdp.interfaces.join(",")),
+            })
+        },
+    },
+    field!("XdpMode", xdp.mode, parse_xdp_mode, one),
+    field!("XdpReplace", xdp.replace, parse_yes_no, lower_yes_no),
+    field!(
+        "XdpDropRejected",
+        xdp.drop_rejected,
+        parse_yes_no,
+        lower_yes_no
+    ),
+    field!("XdpBusyPoll", xdp.busy_poll, BusyPoll::parse, one),
+    field!("UdpStrSize", udpstr_size, parse_udpstr_size, one),
+    field!(
+        "SendBuffer",
+        send_buffer,
+        |v| parse_bytes(v, MIN_SEND_BUFFER),
+        one
+    ),
+    field!(
+        "RingSize",
+        ring_size,
+        |v| parse_bytes(v, MIN_RING_SIZE),
+        one
+    ),
+    field!(
+        "LocalFilter",
+        local_filter,
+        |v: &str| Ok::<_, String>((!v.is_empty()).then(|| v.to_string())),
+        opt
+    ),
+    field!("WorkerCpu", worker_cpus, parse_cpu_list, cpu_list),
+    field!(
+        "LogLevel",
+        log_level,
+        parse_log_level,
+        |l: &log::LevelFilter| one(&l.as_str().to_ascii_lowercase())
+    ),
+    field!(
+        "KeepaliveSecs",
+        keepalive_secs,
+        |v| parse_u32_in(v, 0, 86_400),
+        one
+    ),
+    field!(
+        "MaxBackoffSecs",
+        max_backoff_secs,
+        |v| parse_u32_in(v, 1, 86_400),
+        one
+    ),
+    field!(
+        "MaxClients",
+        passive.max_clients,
+        |v| parse_u32_in(v, 1, 4096).map(|n| n as usize),
+        one
+    ),
+    field!(
+        "AuthTimeoutSecs",
+        passive.auth_timeout_secs,
+        |v| parse_u32_in(v, 1, 3600),
+        one
+    ),
+    field!(
+        "IdleTimeoutSecs",
+        passive.idle_timeout_secs,
+        |v| parse_u32_in(v, 1, 86_400),
+        one
+    ),
+    field!(
+        "DataAcceptTimeoutSecs",
+        passive.data_accept_timeout_secs,
+        |v| parse_u32_in(v, 1, 3600),
+        one
+    ),
+    field!("PassiveUdpStr", passive.udpstr, parse_yes_no, yes_no),
+    Key {
+        name: "User",
+        set: |c, v| {
+            c.auth.users.push(parse_user(v)?);
+            Ok(None)
+        },
+        show: |c| {
+            c.auth
+                .users
+                .iter()
+                .map(|u| format!("{} {}", u.name, u.hash))
+                .collect()
+        },
+    },
+    field!("SystemAccounts", auth.system_accounts, parse_yes_no, yes_no),
+    field!(
+        "ShadowFile",
+        auth.shadow_file,
+        |v| parse_path(v).map(Some),
+        path
+    ),
+    field!("TlsCert", tls.cert, |v| parse_path(v).map(Some), path),
+    field!("TlsKey", tls.key, |v| parse_path(v).map(Some), path),
+    field!(
+        "TlsClientCa",
+        tls.client_ca,
+        |v| parse_path(v).map(Some),
+        path
+    ),
+    field!("TlsMode", tls.mode, |v| parse_tls_mode(v).map(Some), opt),
+];
+
+/// The entry of `name` (any case).
+fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name.eq_ignore_ascii_case(name))
+}
+
+/// A warning or error about one line of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diag {
+    pub file: String,
+    pub line: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for Diag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.msg)
+    }
+}
+
+/// A file that cannot be used: every error found, in line order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub errors: Vec<Diag>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A successfully parsed file and what was odd about it.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub config: Config,
+    pub warnings: Vec<Diag>,
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Parsed> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading configuration file {}", path.display()))?;
+        Ok(Config::parse(&text, &path.display().to_string())?)
+    }
+
+    /// Parses the text of an rpcapd.ini; `file` names it in diagnostics.
+    pub fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
+        let mut config = Config::default();
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        for (idx, raw) in text.lines().enumerate() {
+            let line = idx + 1;
+            let diag = |msg: String| Diag {
+                file: file.to_string(),
+                line,
+                msg,
+            };
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let Some((key_name, value)) = trimmed.split_once('=') else {
+                errors.push(diag(format!("`{trimmed}`: expected `Key = value`")));
+                continue;
+            };
+            let (key_name, value) = (key_name.trim(), value.trim());
+            let Some(k) = key(key_name) else {
+                warnings.push(diag(format!("unknown key `{key_name}` ignored")));
+                continue;
+            };
+            match (k.set)(&mut config, value) {
+                Ok(None) => {}
+                Ok(Some(w)) => warnings.push(diag(w)),
+                Err(expected) => {
+                    errors.push(diag(format!("{key_name} = {value}: expected {expected}")))
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Parsed { config, warnings })
+        } else {
+            Err(ConfigError { errors })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::model::*;
+
+    fn parse(text: &str) -> Parsed {
+        Config::parse(text, "rpcapd.ini").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn error(text: &str) -> String {
+        Config::parse(text, "rpcapd.ini").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_without_keys() {
+        let p = parse("# nothing\n\n   \n");
+        assert_eq!(p.config, Config::default());
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn active_client_separators_and_default_port() {
+        let p = parse(
+            "ActiveClient = 10.0.0.1, 2003\n\
+             ActiveClient=sensor.example;DEFAULT\n\
+             ActiveClient = 10.0.0.2 4000\n\
+             ActiveClient = 10.0.0.3,;  5000\n\
+             ActiveClient = 10.0.0.4\n",
+        );
+        let got: Vec<(String, u16)> = p
+            .config
+            .active_clients
+            .iter()
+            .map(|c| (c.host.clone(), c.port))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1".into(), 2003),
+                ("sensor.example".into(), 2003),
+                ("10.0.0.2".into(), 4000),
+                ("10.0.0.3".into(), 5000),
+                ("10.0.0.4".into(), 2003),
+            ]
+        );
+    }
+
+    #[test]
+    fn active_client_preselection_ipv4_ipv6_prefix() {
+        let p = parse(
+            "ActiveClient = 10.0.0.1, DEFAULT, ifname=eth1\n\
+             ActiveClient = 10.0.0.1, 2003, ifaddr=192.168.1.0/24\n\
+             ActiveClient = fd00::1, 2003, ifaddr=fd00:1::/64\n\
+             ActiveClient = [::1], 2003; ifaddr=2001:db8::5, ifname=eth2\n\
+             ActiveClient = 10.0.0.1 2003 ifaddr=10.1.2.3\n",
+        );
+        let c = &p.config.active_clients;
+        assert_eq!(c[0].preselect.ifname.as_deref(), Some("eth1"));
+        assert_eq!(c[0].preselect.ifaddr, None);
+        assert_eq!(
+            c[1].preselect.ifaddr,
+            Some("192.168.1.0/24".parse().unwrap())
+        );
+        assert_eq!(c[2].host, "fd00::1");
+        assert_eq!(c[2].preselect.ifaddr, Some("fd00:1::/64".parse().unwrap()));
+        assert_eq!(c[3].host, "::1");
+        assert_eq!(
+            c[3].preselect.ifaddr,
+            Some("2001:db8::5/128".parse().unwrap())
+        );
+        assert_eq!(c[3].preselect.ifname.as_deref(), Some("eth2"));
+        assert_eq!(c[4].preselect.ifaddr, Some("10.1.2.3/32".parse().unwrap()));
+    }
+
+    #[test]
+    fn active_client_capture_option() {
+        let p = parse(
+            "Capture = afpacket\n\
+             ActiveClient = 10.0.0.1, 2003, ifname=span0, capture=afxdp\n\
+             ActiveClient = 10.0.0.2, DEFAULT; capture=AFPACKET\n\
+             ActiveClient = 10.0.0.3, capture=afxdp\n\
+             ActiveClient = 10.0.0.4, 2003\n",
+        );
+        let c = &p.config.active_clients;
+        assert_eq!(c[0].capture, Some(CaptureChoice::AfXdp));
+        assert_eq!(c[0].preselect.ifname.as_deref(), Some("span0"));
+        assert_eq!(c[1].capture, Some(CaptureChoice::AfPacket));
+        assert_eq!(
+            (c[2].port, c[2].capture),
+            (2003, Some(CaptureChoice::AfXdp))
+        );
+        assert_eq!(c[3].capture, None);
+        // The global key is untouched by a line's choice.
+        assert_eq!(p.config.backend, Backend::AfPacket);
+        // Printed back as it was written (config dump, reload comparison).
+        assert_eq!(
+            c[0].to_string(),
+            "10.0.0.1, 2003, ifname=span0, capture=afxdp"
+        );
+        assert_eq!(parse_active_client(&c[0].to_string()).unwrap(), c[0]);
+    }
+
+    #[test]
+    fn more_than_ten_active_clients() {
+        let text: String = (0..25)
+            .map(|i| format!("ActiveClient = 10.0.0.{i}, 2003\n"))
+            .collect();
+        assert_eq!(parse(&text).config.active_clients.len(), 25);
+    }
+
+    #[test]
+    fn reference_keys() {
+        let p = parse(
+            "# comment\n  # indented comment\nNullAuthPermit = YES\n\
+             PassiveClient = a.example\nPassiveClient = 10.9.9.9\nUserName = rpcapd\n",
+        );
+        assert!(p.config.null_auth);
+        assert_eq!(p.config.passive.clients, vec!["a.example", "10.9.9.9"]);
+        assert_eq!(p.config.user_name.as_deref(), Some("rpcapd"));
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn null_auth_only_exact_yes() {
+        assert!(!parse("NullAuthPermit = NO\n").config.null_auth);
+        assert!(!parse("NullAuthPermit = 1\n").config.null_auth);
+        let p = parse("NullAuthPermit = yes\n");
+        assert!(!p.config.null_auth);
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].to_string().starts_with("rpcapd.ini:1: "));
+    }
+
+    #[test]
+    fn own_keys() {
+        let p = parse(
+            "Capture = file:/tmp/x.pcap\nUdpStrSize = 0\nSendBuffer = 4M\nRingSize = 65536\n\
+             LocalFilter = not port 22\nWorkerCpu = 0,2-3\nLogLevel = debug\n\
+             KeepaliveSecs = 0\nMaxBackoffSecs = 5\n",
+        );
+        let c = p.config;
+        assert_eq!(c.backend, Backend::File("/tmp/x.pcap".into()));
+        assert_eq!(c.udpstr_size, 0);
+        assert_eq!(c.send_buffer, 4 << 20);
+        assert_eq!(c.ring_size, 65536);
+        assert_eq!(c.local_filter.as_deref(), Some("not port 22"));
+        assert_eq!(c.worker_cpus, vec![0, 2, 3]);
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+        assert_eq!(c.keepalive_secs, 0);
+        assert_eq!(c.max_backoff_secs, 5);
+        assert_eq!(
+            parse("Capture = afpacket\nUdpStrSize = 29")
+                .config
+                .udpstr_size,
+            29
+        );
+        assert_eq!(parse("UdpStrSize = 65000").config.udpstr_size, 65000);
+        assert_eq!(parse("SendBuffer = 1g").config.send_buffer, 1 << 30);
+        assert_eq!(parse("SendBuffer = 64k").config.send_buffer, 64 << 10);
+    }
+
+    #[test]
+    fn unknown_key_warns_with_file_and_line() {
+        let p = parse("NullAuthPermit = YES\n\nFooBar = 1\n");
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(
+            p.warnings[0].to_string(),
+            "rpcapd.ini:3: unknown key `FooBar` ignored"
+        );
+    }
+
+    #[test]
+    fn every_error_names_file_line_value_and_expectation() {
+        let cases = [
+            (
+                "UdpStrSize = 12",
+                "rpcapd.ini:1: UdpStrSize = 12: expected 0 or 29..=65000",
+            ),
+            (
+                "UdpStrSize = 65001",
+                "UdpStrSize = 65001: expected 0 or 29..=65000",
+            ),
+            ("UdpStrSize = x", "UdpStrSize = x: expected 0 or 29..=65000"),
+            ("ActiveClient = ", "ActiveClient = : expected `host, port"),
+            (
+                "ActiveClient = h, 0",
+                "ActiveClient = h, 0: expected a port 1..=65535 or DEFAULT",
+            ),
+            ("ActiveClient = h, 70000", "expected a port 1..=65535"),
+            (
+                "ActiveClient = h, 1, ifaddr=300.1.1.1",
+                "expected ifaddr=ADDR",
+            ),
+            (
+                "ActiveClient = h, 1, ifaddr=10.0.0.0/33",
+                "expected ifaddr=ADDR",
+            ),
+            ("ActiveClient = h, 1, bogus", "`bogus`"),
+            ("ActiveClient = h, 1, ifname=", "expected ifname=NAME"),
+            (
+                "ActiveClient = h, 1, capture=xdp",
+                "capture=xdp: expected capture=afpacket or capture=afxdp",
+            ),
+            (
+                "Capture = afxdp:",
+                "Capture = afxdp:: expected afpacket, afxdp, afxdp:IFNAME",
+            ),
+            ("Capture = file:", "expected afpacket, afxdp"),
+            ("Capture = xdp", "expected afpacket, afxdp"),
+            (
+                "XdpMode = fast",
+                "XdpMode = fast: expected auto, native or generic",
+            ),
+            (
+                "XdpReplace = maybe",
+                "XdpReplace = maybe: expected YES or NO",
+            ),
+            (
+                "XdpBusyPoll = fast",
+                "XdpBusyPoll = fast: expected off, on or on:BUDGET (BUDGET 1..=1024)",
+            ),
+            (
+                "XdpBusyPoll = on:0",
+                "XdpBusyPoll = on:0: expected off, on or on:BUDGET",
+            ),
+            ("XdpBusyPoll = on:5000", "expected off, on or on:BUDGET"),
+            ("XdpBusyPoll = on:", "expected off, on or on:BUDGET"),
+            ("XdpBusyPoll =", "XdpBusyPoll = : expected off, on"),
+            (
+                "SendBuffer = lots",
+                "SendBuffer = lots: expected a byte count >= 4096",
+            ),
+            ("SendBuffer = 10", "expected a byte count >= 4096"),
+            ("RingSize = 99999999999G", "expected a byte count"),
+            (
+                "WorkerCpu = a",
+                "WorkerCpu = a: expected a list of CPU numbers",
+            ),
+            ("WorkerCpu = 3-1", "expected a list of CPU numbers"),
+            (
+                "LogLevel = loud",
+                "LogLevel = loud: expected off, error, warn",
+            ),
+            (
+                "KeepaliveSecs = -1",
+                "KeepaliveSecs = -1: expected a number 0..=86400",
+            ),
+            (
+                "MaxBackoffSecs = 0",
+                "MaxBackoffSecs = 0: expected a number 1..=86400",
+            ),
+            ("UserName =", "UserName = : expected a user name"),
+            ("PassiveClient =", "expected a host name"),
+            (
+                "ActiveClient 10.0.0.1",
+                "rpcapd.ini:1: `ActiveClient 10.0.0.1`: expected `Key = value`",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = error(&format!("# first\n{text}\n"));
+            let want = want.replace("rpcapd.ini:1:", "rpcapd.ini:2:");
+            assert!(got.starts_with("rpcapd.ini:2: "), "{text}: {got}");
+            assert!(got.contains(&want), "{text}: got `{got}`, want `{want}`");
+        }
+    }
+
+    #[test]
+    fn all_errors_reported_and_nothing_half_applied() {
+        let e = Config::parse(
+            "UdpStrSize = 1\nActiveClient = a, 1\nRingSize = x\n",
+            "f.ini",
+        )
+        .unwrap_err();
+        assert_eq!(e.errors.len(), 2);
+        assert_eq!(e.errors[0].line, 1);
+        assert_eq!(e.errors[1].line, 3);
+    }
+
+    #[test]
+    fn active_list_flag() {
+        let l = parse_active_list("10.0.0.1,2003,sensor,DEFAULT").unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!((l[1].host.as_str(), l[1].port), ("sensor", 2003));
+        assert!(parse_active_list("10.0.0.1").is_err());
+        assert!(parse_active_list("10.0.0.1,x").is_err());
+    }
+
+    #[test]
+    fn example_file_parses_cleanly_and_documents_every_key() {
+        let text = include_str!("../../../rpcapd.ini.example");
+        let p = parse(text);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Every commented-out example line is valid too.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all = parse(&uncommented);
+        assert!(all.warnings.is_empty(), "{:?}", all.warnings);
+        for key in [
+            "ActiveClient",
+            "PassiveClient",
+            "NullAuthPermit",
+            "UserName",
+            "Capture",
+            "UdpStrSize",
+            "SendBuffer",
+            "RingSize",
+            "LocalFilter",
+            "WorkerCpu",
+            "LogLevel",
+            "KeepaliveSecs",
+            "MaxBackoffSecs",
+            "MaxClients",
+            "AuthTimeoutSecs",
+            "IdleTimeoutSecs",
+            "DataAcceptTimeoutSecs",
+            "PassiveUdpStr",
+            "User",
+            "SystemAccounts",
+            "ShadowFile",
+            "TlsCert",
+            "TlsKey",
+            "TlsClientCa",
+            "TlsMode",
+            "XdpMode",
+            "XdpReplace",
+            "XdpDropRejected",
+            "XdpBusyPoll",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches('#').starts_with(&format!("{key} = "))),
+                "{key} has no example line"
+            );
+        }
+        assert_eq!(all.config.active_clients.len(), 4);
+        assert_eq!(
+            all.config.active_clients[1].capture,
+            Some(CaptureChoice::AfXdp)
+        );
+    }
+
+    #[test]
+    fn afxdp_is_explicit_and_takes_its_keys_in_any_order() {
+        assert_eq!(Config::default().backend, Backend::AfPacket);
+        let c = parse("XdpMode = generic\nXdpReplace = yes\nCapture = afxdp\n").config;
+        assert_eq!(c.backend, Backend::AfXdp);
+        let x = &c.xdp;
+        assert_eq!(
+            (x.mode, x.replace, x.drop_rejected),
+            (XdpMode::Generic, true, false)
+        );
+        assert!(x.covers("anything"));
+        let c =
+            parse("Capture = afxdp:span0, tap1\nXdpMode = native\nXdpDropRejected = yes\n").config;
+        assert_eq!(c.backend, Backend::AfXdp);
+        let x = &c.xdp;
+        assert_eq!(x.interfaces, vec!["span0", "tap1"]);
+        assert_eq!((x.mode, x.drop_rejected), (XdpMode::Native, true));
+        assert!(x.covers("tap1") && !x.covers("eth0"));
+        assert_eq!(x.busy_poll, BusyPoll::Off, "busy polling is off by default");
+        let again = parse(&c.to_string()).config;
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn xdp_busy_poll_takes_on_off_and_a_budget_in_any_key_order() {
+        for (text, want) in [
+            (
+                "XdpBusyPoll = on\nCapture = afxdp\n",
+                BusyPoll::On { budget: 64 },
+            ),
+            (
+                "Capture = afxdp\nXdpBusyPoll = ON:16\n",
+                BusyPoll::On { budget: 16 },
+            ),
+            (
+                "Capture = afxdp\nXdpBusyPoll = on:1024\n",
+                BusyPoll::On { budget: 1024 },
+            ),
+            ("XdpBusyPoll = off\nCapture = afxdp:span0\n", BusyPoll::Off),
+        ] {
+            let c = parse(text).config;
+            assert_eq!(c.backend, Backend::AfXdp, "{text}");
+            assert_eq!(c.xdp.busy_poll, want, "{text}");
+            // --check-config prints the effective value, and it reads back.
+            let shown = c.to_string();
+            assert!(
+                shown.contains(&format!("XdpBusyPoll = {want}\n")),
+                "{shown}"
+            );
+            assert_eq!(parse(&shown).config, c);
+        }
+        assert!(Config::default()
+            .to_string()
+            .contains("XdpBusyPoll = off\n"));
+        // The error names the file and line, like every other key.
+        let e = Config::parse("Capture = afxdp\n\nXdpBusyPoll = on:0\n", "x.ini").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x.ini:3: XdpBusyPoll = on:0: expected off, on or on:BUDGET (BUDGET 1..=1024)"
+        );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        let p = parse(
+            "ActiveClient = 10.0.0.1, 2003, ifname=eth0, ifaddr=10.0.0.0/8\nNullAuthPermit = YES\n\
+             UdpStrSize = 0\nWorkerCpu = 1,3\nLocalFilter = not port 22\nCapture = file:/x.pcap\n\
+             MaxClients = 3\nAuthTimeoutSecs = 5\nIdleTimeoutSecs = 7\nDataAcceptTimeoutSecs = 2\n\
+             PassiveUdpStr = YES\nSystemAccounts = YES\nShadowFile = /tmp/shadow\n\
+             TlsCert = /c.pem\nTlsKey = /k.pem\nTlsClientCa = /ca.pem\nTlsMode = optional\n",
+        );
+        let again = parse(&p.config.to_string());
+        assert_eq!(again.config, p.config);
+        assert!(again.warnings.is_empty());
+    }
+}

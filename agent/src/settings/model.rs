@@ -1,0 +1,405 @@
+//! The settings model: what rpcapd.ini and the flags configure, as plain
+//! data. The bottom layer of the agent: it imports nothing from capture,
+//! datapath, session, control or host; those read their values from here.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+/// Port of ActiveClient when the line says `DEFAULT` (or gives none).
+pub const DEFAULT_ACTIVE_PORT: u16 = 2003;
+/// Port passive mode listens on.
+pub const DEFAULT_PASSIVE_PORT: u16 = 2002;
+/// udpstr datagram payload for a 1500-byte MTU over IPv4.
+pub const DEFAULT_UDPSTR_SIZE: usize = 1472;
+/// Smallest udpstr datagram: header (8) + one record header (20) + 1 byte.
+pub const MIN_UDPSTR_SIZE: usize = 29;
+/// Largest udpstr datagram the reference allows.
+pub const MAX_UDPSTR_SIZE: usize = 65000;
+pub const DEFAULT_SEND_BUFFER: usize = 8 << 20;
+/// Smallest `SendBuffer` (`-u`).
+pub const MIN_SEND_BUFFER: usize = 4096;
+pub const DEFAULT_RING_SIZE: usize = 32 << 20;
+/// Smallest `RingSize`.
+pub const MIN_RING_SIZE: usize = 1 << 16;
+pub const DEFAULT_KEEPALIVE_SECS: u32 = 60;
+pub const DEFAULT_MAX_BACKOFF_SECS: u32 = 30;
+pub const DEFAULT_MAX_CLIENTS: usize = 16;
+pub const DEFAULT_AUTH_TIMEOUT_SECS: u32 = 30;
+/// As the reference's runtime timeout: a client with no capture that says
+/// nothing for this long is dropped.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 180;
+pub const DEFAULT_DATA_ACCEPT_TIMEOUT_SECS: u32 = 10;
+
+/// Which interface an active session may open (ExtraHop's `ifname=`/`ifaddr=`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Preselect {
+    pub ifname: Option<String>,
+    /// A bare address is stored as a host prefix (/32, /128).
+    pub ifaddr: Option<IpNet>,
+}
+
+impl Preselect {
+    pub fn is_set(&self) -> bool {
+        self.ifname.is_some() || self.ifaddr.is_some()
+    }
+}
+
+impl fmt::Display for Preselect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if let Some(n) = &self.ifname {
+            write!(f, "ifname={n}")?;
+            sep = ", ";
+        }
+        if let Some(a) = &self.ifaddr {
+            write!(f, "{sep}ifaddr={a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The capture source one `ActiveClient` line asks for (`capture=`),
+/// overriding `Capture` for that sensor's captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CaptureChoice {
+    AfPacket,
+    /// With the `Xdp*` keys' settings, whatever `Capture` says.
+    AfXdp,
+}
+
+impl fmt::Display for CaptureChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CaptureChoice::AfPacket => "afpacket",
+            CaptureChoice::AfXdp => "afxdp",
+        })
+    }
+}
+
+/// One `ActiveClient` line (or one `-a` pair): a sensor to dial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActiveClient {
+    pub host: String,
+    pub port: u16,
+    pub preselect: Preselect,
+    /// `capture=afpacket|afxdp`; `None`: as `Capture` says.
+    pub capture: Option<CaptureChoice>,
+}
+
+impl fmt::Display for ActiveClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, {}", self.host, self.port)?;
+        if self.preselect.is_set() {
+            write!(f, ", {}", self.preselect)?;
+        }
+        if let Some(c) = self.capture {
+            write!(f, ", capture={c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Passive mode settings (`-b`, `-p`, `-4`, `-l`, `PassiveClient`, and the
+/// limits that keep clients from holding slots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passive {
+    pub bind: Option<String>,
+    pub port: u16,
+    pub ipv4_only: bool,
+    /// Hosts allowed to connect (names, addresses or prefixes); empty = any.
+    pub clients: Vec<String>,
+    /// Most passive clients served at once.
+    pub max_clients: usize,
+    /// A client must authenticate within this time.
+    pub auth_timeout_secs: u32,
+    /// A client with no capture running that sends nothing for this long is dropped.
+    pub idle_timeout_secs: u32,
+    /// How long a passive TCP data channel waits for the client to connect.
+    pub data_accept_timeout_secs: u32,
+    /// Serve udpstr to passive clients too (standard clients cannot read it).
+    pub udpstr: bool,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Passive {
+            bind: None,
+            port: DEFAULT_PASSIVE_PORT,
+            ipv4_only: false,
+            clients: Vec::new(),
+            max_clients: DEFAULT_MAX_CLIENTS,
+            auth_timeout_secs: DEFAULT_AUTH_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            data_accept_timeout_secs: DEFAULT_DATA_ACCEPT_TIMEOUT_SECS,
+            udpstr: false,
+        }
+    }
+}
+
+/// When the control connection must be TLS (rpcaps://).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Plaintext only (no certificate configured).
+    #[default]
+    Off,
+    /// TLS or plaintext, as the client chooses (first byte 22 or 0).
+    Optional,
+    /// TLS only: a plaintext client gets TLS_REQUIRED.
+    Required,
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::Off => "off",
+            TlsMode::Optional => "optional",
+            TlsMode::Required => "required",
+        })
+    }
+}
+
+/// TLS settings (`TlsCert`, `TlsKey`, `TlsClientCa`, `TlsMode`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Clients must present a certificate signed by one of these CAs.
+    pub client_ca: Option<PathBuf>,
+    /// None: `required` when a certificate is configured, else `off`.
+    pub mode: Option<TlsMode>,
+}
+
+impl Tls {
+    pub fn effective_mode(&self) -> TlsMode {
+        self.mode.unwrap_or(if self.cert.is_some() {
+            TlsMode::Required
+        } else {
+            TlsMode::Off
+        })
+    }
+}
+
+/// One `User = NAME HASH` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    pub name: String,
+    /// argon2 PHC string.
+    pub hash: String,
+}
+
+/// The password accounts a session may authenticate against (`User`,
+/// `SystemAccounts`, `ShadowFile`). Data only: the auth module checks
+/// passwords against them (its `Authenticator` is this type with `verify`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accounts {
+    pub users: Vec<UserEntry>,
+    /// Also check the system's accounts in `shadow_file`.
+    pub system_accounts: bool,
+    pub shadow_file: Option<PathBuf>,
+}
+
+/// Which capture source serves a capture (`Capture`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// TPACKET_V3 ring: both directions, the host's own traffic (default).
+    AfPacket,
+    /// Replays a pcap/pcapng file instead of a live interface.
+    File(PathBuf),
+    /// XDP program + AF_XDP sockets: ingress only, takes the frames away
+    /// from the host's stack (mirror/SPAN/tap interfaces), with the
+    /// [`XdpSettings`] of the configuration.
+    AfXdp,
+}
+
+/// Where the XDP program runs (`XdpMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// Native (driver) mode, generic if the driver has no XDP support.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode: works on every interface, slowest.
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+/// NAPI budget when `XdpBusyPoll = on` gives none (the kernel's default weight).
+pub const DEFAULT_BUDGET: u16 = 64;
+/// The largest budget accepted: a larger one lets one kick hold the CPU
+/// for a long batch (the kernel itself allows up to 65535).
+pub const MAX_BUDGET: u16 = 1024;
+
+/// The `XdpBusyPoll` setting (see `capture::busy_poll`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BusyPoll {
+    #[default]
+    Off,
+    /// Busy polling with this NAPI budget (1..=[`MAX_BUDGET`]).
+    On { budget: u16 },
+}
+
+impl fmt::Display for BusyPoll {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BusyPoll::Off => f.write_str("off"),
+            BusyPoll::On { budget } => write!(f, "on:{budget}"),
+        }
+    }
+}
+
+impl BusyPoll {
+    /// `off`, `on` or `on:BUDGET`; `Err` says what was expected.
+    pub fn parse(value: &str) -> Result<BusyPoll, String> {
+        let expected = || format!("off, on or on:BUDGET (BUDGET 1..={MAX_BUDGET})");
+        let v = value.trim().to_ascii_lowercase();
+        let (word, budget) = match v.split_once(':') {
+            Some((w, b)) => (w.trim(), Some(b.trim())),
+            None => (v.as_str(), None),
+        };
+        match (word, budget) {
+            ("off" | "no", None) => Ok(BusyPoll::Off),
+            ("on" | "yes", None) => Ok(BusyPoll::On {
+                budget: DEFAULT_BUDGET,
+            }),
+            ("on", Some(b)) => match b.parse::<u16>() {
+                Ok(budget) if (1..=MAX_BUDGET).contains(&budget) => Ok(BusyPoll::On { budget }),
+                _ => Err(expected()),
+            },
+            _ => Err(expected()),
+        }
+    }
+}
+
+/// The settings of AF_XDP captures (`Capture = afxdp[:IF,...]`, `XdpMode`,
+/// `XdpReplace`, `XdpDropRejected`, `XdpBusyPoll`), held once: they apply
+/// wherever a capture runs on AF_XDP, by `Capture` or by an ActiveClient
+/// line's `capture=afxdp`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct XdpSettings {
+    pub mode: XdpMode,
+    /// Replace another program already attached to the interface.
+    pub replace: bool,
+    /// Drop in XDP what the filter rejects instead of passing it on.
+    pub drop_rejected: bool,
+    /// Interfaces `Capture = afxdp:IF,...` captures with AF_XDP; empty:
+    /// every interface. The others use AF_PACKET (the host resolves this
+    /// before starting a worker).
+    pub interfaces: Vec<String>,
+    /// `XdpBusyPoll`.
+    pub busy_poll: BusyPoll,
+}
+
+impl XdpSettings {
+    /// Whether `ifname` is captured with AF_XDP under these settings.
+    pub fn covers(&self, ifname: &str) -> bool {
+        self.interfaces.is_empty() || self.interfaces.iter().any(|i| i == ifname)
+    }
+}
+
+/// The effective configuration: file, then flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub active_clients: Vec<ActiveClient>,
+    pub passive: Passive,
+    /// `-v`: active mode only, never listen.
+    pub active_only: bool,
+    pub null_auth: bool,
+    pub user_name: Option<String>,
+    pub backend: Backend,
+    /// The `Xdp*` keys and `Capture = afxdp:`'s interfaces (whatever the
+    /// key order: they are kept apart from `backend`).
+    pub xdp: XdpSettings,
+    /// udpstr datagram payload size; 0 selects the plain format.
+    pub udpstr_size: usize,
+    pub send_buffer: usize,
+    /// `RingSize`: the AF_PACKET ring's bytes; for AF_XDP the UMEM's, raised
+    /// to a floor of frames (`capture::xsk::frames_per_queue`).
+    pub ring_size: usize,
+    /// tcpdump expression AND-ed with every sensor filter.
+    pub local_filter: Option<String>,
+    /// CPUs the workers are pinned to, in turn; empty = no pinning.
+    pub worker_cpus: Vec<usize>,
+    pub log_level: log::LevelFilter,
+    /// TCP keepalive idle time on control connections; 0 = off.
+    pub keepalive_secs: u32,
+    pub max_backoff_secs: u32,
+    /// `-S`: log the counters on every STATS_REQ.
+    pub log_stats: bool,
+    /// `-y`: capture and count, send no data.
+    pub dry_run: bool,
+    /// `-L`: log to syslog.
+    pub syslog: bool,
+    /// Password accounts (`User`, `SystemAccounts`, `ShadowFile`).
+    pub auth: Accounts,
+    pub tls: Tls,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            active_clients: Vec::new(),
+            passive: Passive::default(),
+            active_only: false,
+            null_auth: false,
+            user_name: None,
+            backend: Backend::AfPacket,
+            xdp: XdpSettings::default(),
+            udpstr_size: DEFAULT_UDPSTR_SIZE,
+            send_buffer: DEFAULT_SEND_BUFFER,
+            ring_size: DEFAULT_RING_SIZE,
+            local_filter: None,
+            worker_cpus: Vec::new(),
+            log_level: log::LevelFilter::Info,
+            keepalive_secs: DEFAULT_KEEPALIVE_SECS,
+            max_backoff_secs: DEFAULT_MAX_BACKOFF_SECS,
+            log_stats: false,
+            dry_run: false,
+            syslog: false,
+            auth: Accounts::default(),
+            tls: Tls::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_poll_parses_off_on_and_a_budget() {
+        assert_eq!(BusyPoll::parse("off"), Ok(BusyPoll::Off));
+        assert_eq!(BusyPoll::parse("OFF"), Ok(BusyPoll::Off));
+        assert_eq!(
+            BusyPoll::parse("on"),
+            Ok(BusyPoll::On {
+                budget: DEFAULT_BUDGET
+            })
+        );
+        assert_eq!(BusyPoll::parse("on:16"), Ok(BusyPoll::On { budget: 16 }));
+        assert_eq!(
+            BusyPoll::parse("On: 1024"),
+            Ok(BusyPoll::On { budget: 1024 })
+        );
+        for bad in [
+            "", "maybe", "on:", "on:0", "on:1025", "on:-1", "on:x", "off:5", "on:64:1",
+        ] {
+            let e = BusyPoll::parse(bad).expect_err(bad);
+            assert!(e.contains("on:BUDGET"), "{bad}: {e}");
+        }
+        for s in [BusyPoll::Off, BusyPoll::On { budget: 8 }] {
+            assert_eq!(BusyPoll::parse(&s.to_string()), Ok(s));
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Parsers of rpcapd.ini values, shared by the key table and the flags
+//! (`cli`) so that both say the same about a bad value. Each returns what
+//! was expected as its `Err`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use argon2::password_hash::PasswordHash;
+use ipnet::IpNet;
+
+use super::model::{
+    ActiveClient, Backend, CaptureChoice, Preselect, TlsMode, UserEntry, XdpMode,
+    DEFAULT_ACTIVE_PORT, MAX_UDPSTR_SIZE, MIN_UDPSTR_SIZE,
+};
+
+/// `YES` or `NO` (any case).
+pub fn parse_yes_no(value: &str) -> Result<bool, String> {
+    if value.eq_ignore_ascii_case("yes") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("no") {
+        Ok(false)
+    } else {
+        Err("YES or NO".into())
+    }
+}
+
+/// `off`, `optional` or `required`.
+pub fn parse_tls_mode(value: &str) -> Result<TlsMode, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "off" => Ok(TlsMode::Off),
+        "optional" => Ok(TlsMode::Optional),
+        "required" => Ok(TlsMode::Required),
+        _ => Err("off, optional or required".into()),
+    }
+}
+
+pub fn parse_nonempty(value: &str, what: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err(what.to_string())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+/// A non-empty path.
+pub fn parse_path(value: &str) -> Result<PathBuf, String> {
+    parse_nonempty(value, "a path").map(PathBuf::from)
+}
+
+/// Splits on the separators the references accept: space, comma, semicolon.
+fn split_fields(value: &str) -> impl Iterator<Item = &str> {
+    value.split([' ', '\t', ',', ';']).filter(|s| !s.is_empty())
+}
+
+/// `DEFAULT` or a port number 1..=65535.
+pub fn parse_port(value: &str) -> Result<u16, String> {
+    if value.eq_ignore_ascii_case("DEFAULT") {
+        return Ok(DEFAULT_ACTIVE_PORT);
+    }
+    match value.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err("a port 1..=65535 or DEFAULT".into()),
+    }
+}
+
+/// A host name or address; brackets around an IPv6 address are removed.
+fn parse_host(value: &str) -> String {
+    value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value)
+        .to_string()
+}
+
+const ACTIVE_CLIENT_EXPECTED: &str =
+    "`host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]` \
+     (port DEFAULT = 2003)";
+
+/// `host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]`.
+pub fn parse_active_client(value: &str) -> Result<ActiveClient, String> {
+    let mut fields = split_fields(value);
+    let host = fields.next().ok_or(ACTIVE_CLIENT_EXPECTED)?;
+    if host.contains('=') {
+        return Err(ACTIVE_CLIENT_EXPECTED.into());
+    }
+    let mut client = ActiveClient {
+        host: parse_host(host),
+        port: DEFAULT_ACTIVE_PORT,
+        preselect: Preselect::default(),
+        capture: None,
+    };
+    for (i, field) in fields.enumerate() {
+        if let Some(c) = field.strip_prefix("capture=") {
+            client.capture = Some(parse_capture_choice(c)?);
+        } else if let Some(name) = field.strip_prefix("ifname=") {
+            client.preselect.ifname = Some(parse_nonempty(name, "ifname=NAME")?);
+        } else if let Some(addr) = field.strip_prefix("ifaddr=") {
+            client.preselect.ifaddr = Some(parse_ifaddr(addr)?);
+        } else if i == 0 {
+            client.port =
+                parse_port(field).map_err(|e| format!("{e} in {ACTIVE_CLIENT_EXPECTED}"))?;
+        } else {
+            return Err(format!("`{field}`: {ACTIVE_CLIENT_EXPECTED}"));
+        }
+    }
+    Ok(client)
+}
+
+/// `capture=` of an ActiveClient line.
+pub fn parse_capture_choice(value: &str) -> Result<CaptureChoice, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "afpacket" => Ok(CaptureChoice::AfPacket),
+        "afxdp" => Ok(CaptureChoice::AfXdp),
+        _ => Err(format!(
+            "capture={value}: expected capture=afpacket or capture=afxdp"
+        )),
+    }
+}
+
+/// An address (a host prefix) or an address/prefix, IPv4 or IPv6.
+pub fn parse_ifaddr(value: &str) -> Result<IpNet, String> {
+    if let Ok(net) = value.parse::<IpNet>() {
+        return Ok(net);
+    }
+    value
+        .parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| "ifaddr=ADDR or ifaddr=ADDR/PREFIX (IPv4 or IPv6)".into())
+}
+
+/// `-a host,port[,host,port…]`.
+pub fn parse_active_list(value: &str) -> Result<Vec<ActiveClient>, String> {
+    let fields: Vec<&str> = split_fields(value).collect();
+    if fields.is_empty() || !fields.chunks_exact(2).remainder().is_empty() {
+        return Err("host,port[,host,port...]".into());
+    }
+    fields
+        .chunks(2)
+        .map(|pair| {
+            Ok(ActiveClient {
+                host: parse_host(pair[0]),
+                port: parse_port(pair[1])?,
+                preselect: Preselect::default(),
+                capture: None,
+            })
+        })
+        .collect()
+}
+
+const BACKEND_EXPECTED: &str = "afpacket, afxdp, afxdp:IFNAME[,IFNAME...] or file:PATH";
+
+/// `afpacket`, `afxdp` (every interface), `afxdp:IF[,IF...]` (those
+/// interfaces; AF_PACKET elsewhere) or `file:PATH`; with the AF_XDP
+/// interfaces (empty: every interface, or not AF_XDP).
+pub fn parse_backend(value: &str) -> Result<(Backend, Vec<String>), String> {
+    if value.eq_ignore_ascii_case("afpacket") {
+        Ok((Backend::AfPacket, Vec::new()))
+    } else if value.eq_ignore_ascii_case("afxdp") {
+        Ok((Backend::AfXdp, Vec::new()))
+    } else if let Some(list) = value.strip_prefix("afxdp:") {
+        let interfaces: Vec<String> = split_fields(list).map(str::to_owned).collect();
+        if interfaces.is_empty() {
+            return Err(BACKEND_EXPECTED.into());
+        }
+        Ok((Backend::AfXdp, interfaces))
+    } else if let Some(path) = value.strip_prefix("file:").filter(|p| !p.is_empty()) {
+        Ok((Backend::File(PathBuf::from(path)), Vec::new()))
+    } else {
+        Err(BACKEND_EXPECTED.into())
+    }
+}
+
+/// `auto`, `native` or `generic`.
+pub fn parse_xdp_mode(value: &str) -> Result<XdpMode, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "auto" => Ok(XdpMode::Auto),
+        "native" | "drv" => Ok(XdpMode::Native),
+        "generic" | "skb" => Ok(XdpMode::Generic),
+        _ => Err("auto, native or generic".into()),
+    }
+}
+
+/// 0 (plain format) or a udpstr datagram size.
+pub fn parse_udpstr_size(value: &str) -> Result<usize, String> {
+    let expected = || format!("0 or {MIN_UDPSTR_SIZE}..={MAX_UDPSTR_SIZE}");
+    let n: usize = value.parse().map_err(|_| expected())?;
+    if n == 0 || (MIN_UDPSTR_SIZE..=MAX_UDPSTR_SIZE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(expected())
+    }
+}
+
+/// A byte count with an optional K/M/G suffix (powers of 1024), at least `min`.
+pub fn parse_bytes(value: &str, min: usize) -> Result<usize, String> {
+    let expected = || format!("a byte count >= {min} (suffix K, M or G allowed)");
+    let (digits, mult) = match value.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&value[..i], 1usize << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&value[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&value[..i], 1 << 30),
+        _ => (value, 1),
+    };
+    let n: usize = digits.trim().parse().map_err(|_| expected())?;
+    let n = n.checked_mul(mult).ok_or_else(expected)?;
+    // Socket buffers and rings are sized with i32 on the wire and in the kernel.
+    if n < min || n > i32::MAX as usize {
+        return Err(expected());
+    }
+    Ok(n)
+}
+
+/// CPUs as a list of numbers and ranges: `0,2` or `1-3`.
+pub fn parse_cpu_list(value: &str) -> Result<Vec<usize>, String> {
+    let expected = || "a list of CPU numbers or ranges, e.g. `1` or `0,2-3`".to_string();
+    let mut cpus = Vec::new();
+    for field in split_fields(value) {
+        let (a, b) = match field.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (field, field),
+        };
+        let a: usize = a.parse().map_err(|_| expected())?;
+        let b: usize = b.parse().map_err(|_| expected())?;
+        if a > b || b >= 4096 {
+            return Err(expected());
+        }
+        cpus.extend(a..=b);
+    }
+    if cpus.is_empty() {
+        return Err(expected());
+    }
+    Ok(cpus)
+}
+
+pub fn parse_log_level(value: &str) -> Result<log::LevelFilter, String> {
+    value
+        .parse::<log::LevelFilter>()
+        .map_err(|_| "off, error, warn, info, debug or trace".into())
+}
+
+pub fn parse_u32_in(value: &str, min: u32, max: u32) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("a number {min}..={max}")),
+    }
+}
+
+/// Parses `NAME HASH`; the hash must be a PHC string argon2 can verify with.
+pub fn parse_user(value: &str) -> Result<UserEntry, String> {
+    let expected = "`NAME HASH`, HASH from `xrpcapd --hash-password`";
+    let mut fields = value.split_whitespace();
+    let (Some(name), Some(hash), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(expected.into());
+    };
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("{expected} ({e})"))?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(format!("{expected} (an argon2 hash)"));
+    }
+    Ok(UserEntry {
+        name: name.to_string(),
+        hash: hash.to_string(),
+    })
+}

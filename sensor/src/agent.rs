@@ -1,0 +1,347 @@
+//! One connected agent: its control connection and [`Session`], its data
+//! channel and its capture. The event loop hands it the events of its
+//! sockets and a tick; it acts on its session's events (open the data
+//! channel, start the capture, keep the agent's counters) and says when it
+//! must be closed.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rpcap::header::ErrorCode;
+use rpcap::msg::Stats;
+
+use crate::capture::Capture;
+use crate::config::Config;
+use crate::data_channel::{Buffers, DataChannel, UdpPorts};
+use crate::filter;
+use crate::linger::Closed;
+use crate::output::Output;
+use crate::session::{DataTransport, Event, Session};
+use crate::summary::Rate;
+use crate::token::Owner;
+use crate::writer;
+
+/// What every agent uses, owned by the loop and lent to one agent at a time.
+pub struct Shared {
+    pub cfg: Config,
+    pub registry: Registry,
+    pub bufs: Buffers,
+    pub ports: UdpPorts,
+    pub writer: writer::Handle,
+    /// Records still allowed by `--count` (all agents together).
+    pub budget: u64,
+    /// The filter expression captures start with (SIGHUP may replace it).
+    pub filter: Option<String>,
+    /// A capture streams to stdout already (there can be only one).
+    pub stdout_taken: bool,
+}
+
+pub struct Agent {
+    peer: SocketAddr,
+    local_ip: IpAddr,
+    /// `{agent}` of the file name template.
+    name: String,
+    /// The dial this agent came from (passive mode).
+    dial: Option<usize>,
+    stream: TcpStream,
+    session: Session,
+    capture: Option<Capture>,
+    data: DataChannel,
+    data_token: Token,
+    /// The agent's last STATS reply.
+    stats: Option<Stats>,
+    next_stats: Instant,
+    rate: Rate,
+}
+
+/// What is left of an agent once closed.
+pub struct Ended {
+    /// The dial to redial (passive mode).
+    pub dial: Option<usize>,
+    /// The capture, to linger until its final line.
+    pub capture: Option<Closed>,
+}
+
+impl Agent {
+    /// Agent `idx` on a connected control stream (accepted, or dialed from
+    /// `dial`): registered, with its AUTH request sent.
+    pub fn connect(
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        dial: Option<usize>,
+        name: String,
+        idx: usize,
+        sh: &Shared,
+        now: Instant,
+    ) -> io::Result<Agent> {
+        let _ = stream.set_nodelay(true);
+        sh.registry.register(
+            &mut stream,
+            Owner::Control(idx).token(),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let local_ip = stream
+            .local_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let mut a = Agent {
+            peer,
+            local_ip,
+            name,
+            dial,
+            stream,
+            session: Session::new(sh.cfg.session.clone(), now),
+            capture: None,
+            data: DataChannel::None,
+            data_token: Owner::Data(idx).token(),
+            stats: None,
+            next_stats: now + sh.cfg.stats_interval,
+            rate: Rate::new(now),
+        };
+        a.flush();
+        Ok(a)
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The control connection is readable: feeds the session and acts on
+    /// its events. Returns why the agent must be closed, if it must.
+    pub fn on_control(&mut self, sh: &mut Shared, now: Instant) -> Option<String> {
+        let mut end: Option<String> = None;
+        loop {
+            match self.stream.read(&mut sh.bufs.stream) {
+                Ok(0) => {
+                    end = Some("the agent closed the connection".into());
+                    break;
+                }
+                Ok(n) => {
+                    if let Err(e) = self.session.receive(&sh.bufs.stream[..n], now) {
+                        end = Some(e.to_string());
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    end = Some(format!("connection error: {e}"));
+                    break;
+                }
+            }
+        }
+        self.handle_events(sh, now);
+        self.flush();
+        end
+    }
+
+    /// The data channel is readable.
+    pub fn on_data(&mut self, sh: &mut Shared) {
+        let Some(cap) = self.capture.as_mut() else {
+            return;
+        };
+        let read = self.data.read(
+            self.peer,
+            cap,
+            &mut sh.bufs,
+            &mut sh.budget,
+            &sh.registry,
+            self.data_token,
+        );
+        if let Err(reason) = read {
+            log::warn!("agent {}: {reason}", self.peer);
+            self.data.close(&mut sh.ports, &sh.registry);
+        }
+    }
+
+    /// Timers: file rotation, the session's reply timeout, the data
+    /// channel's accept deadline, STATS requests. Returns why the agent must
+    /// be closed, if it must.
+    pub fn tick(&mut self, sh: &mut Shared, now: Instant) -> Option<String> {
+        if let Some(o) = self.capture.as_mut().and_then(Capture::output) {
+            if let Err(e) = o.tick(now) {
+                log::error!("agent {}: rotation failed: {e}", self.peer);
+            }
+        }
+        if let Err(e) = self.session.check_timeout(now, sh.cfg.stats_timeout) {
+            let reason = e.to_string();
+            log::warn!("agent {}: {reason}; closing the session", self.peer);
+            return Some(reason);
+        }
+        if self.data.accept_deadline().is_some_and(|d| now >= d) {
+            let text = "the agent did not connect the TCP data channel";
+            self.session.abort(Some(ErrorCode::StartCapture), text);
+            return Some(text.into());
+        }
+        if self.session.is_capturing() && now >= self.next_stats {
+            self.next_stats = now + sh.cfg.stats_interval;
+            self.session.request_stats(now);
+            self.flush();
+        }
+        self.session
+            .is_closed()
+            .then(|| "session ended".to_string())
+    }
+
+    /// Pushes the filter `expr` (compiled for this capture) to a running capture.
+    pub fn update_filter(&mut self, expr: Option<&str>, now: Instant) {
+        let Some(cap) = self.capture.as_ref() else {
+            return;
+        };
+        match filter::compile(expr, cap.linktype, cap.snaplen) {
+            Ok(prog) => self.session.update_filter(prog, now),
+            Err(e) => log::error!("agent {}: {e:#}", self.peer),
+        }
+        self.flush();
+    }
+
+    /// The periodic summary line of a running capture.
+    pub fn summary_line(&mut self, now: Instant) -> Option<String> {
+        let cap = self.capture.as_ref()?;
+        Some(self.rate.line(now, &self.peer, cap, self.stats.as_ref()))
+    }
+
+    /// Ends the agent: last output sent, sockets deregistered. With
+    /// `keep_port` a capture's UDP port is handed on to linger, so that what
+    /// the agent still sends is counted as late instead of refused by the kernel.
+    pub fn close(mut self, sh: &mut Shared, reason: &str, keep_port: bool) -> Ended {
+        self.flush();
+        let port = match (&self.capture, keep_port) {
+            (Some(_), true) => self.data.take_udp(),
+            _ => None,
+        };
+        self.data.close(&mut sh.ports, &sh.registry);
+        let _ = sh.registry.deregister(&mut self.stream);
+        log::info!("agent {}: session closed: {reason}", self.peer);
+        Ended {
+            dial: self.dial,
+            capture: self.capture.take().map(|cap| Closed {
+                peer: self.peer,
+                cap,
+                stats: self.stats,
+                port,
+            }),
+        }
+    }
+
+    /// Acts on the session's events (open data port, start capture, stats…).
+    fn handle_events(&mut self, sh: &mut Shared, now: Instant) {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                Event::Opened { iface, linktype } => {
+                    if let Err((code, text)) = self.start_capture(sh, &iface.name, linktype, now) {
+                        log::error!("agent {}: {text}", self.peer);
+                        self.session.abort(Some(code), &text);
+                    }
+                }
+                Event::Started { reply_port, .. } => self.on_started(sh, reply_port),
+                Event::Stats(s) => {
+                    log::debug!(
+                        "agent {}: recv {} ifdrop {} krnldrop {} sent {}",
+                        self.peer,
+                        s.ifrecv,
+                        s.ifdrop,
+                        s.krnldrop,
+                        s.svrcapt
+                    );
+                    self.stats = Some(s);
+                }
+                Event::FilterUpdated => log::info!("agent {}: filter updated", self.peer),
+                Event::AgentError { code, text } => {
+                    log::warn!("agent {}: error {code}: {text}", self.peer)
+                }
+            }
+        }
+    }
+
+    /// After OPEN: compile the filter, open the data channel and the output,
+    /// send STARTCAP. Errors carry the code and text for the agent.
+    fn start_capture(
+        &mut self,
+        sh: &mut Shared,
+        iface: &str,
+        linktype: i32,
+        now: Instant,
+    ) -> Result<(), (ErrorCode, String)> {
+        let refused = |text: String| (ErrorCode::StartCapture, text);
+        let snaplen = sh.cfg.session.snaplen;
+        let prog = filter::compile(sh.filter.as_deref(), linktype, snaplen)
+            .map_err(|e| refused(format!("{e:#}")))?;
+        if sh.cfg.output.stdout && sh.stdout_taken {
+            return Err(refused(
+                "the sensor streams only one capture to stdout".into(),
+            ));
+        }
+        let (mut data, transport) = if !sh.cfg.tcp_data {
+            let (d, port) =
+                DataChannel::udp(self.local_ip, &mut sh.ports, &sh.registry, self.data_token)
+                    .map_err(refused)?;
+            (d, DataTransport::Udp { port })
+        } else if self.dial.is_none() {
+            let (d, port) =
+                DataChannel::tcp_listen(self.local_ip, &sh.registry, self.data_token, now)
+                    .map_err(refused)?;
+            (d, DataTransport::TcpSensorListens { port })
+        } else {
+            // Connected when STARTCAP's reply gives the agent's port.
+            (DataChannel::None, DataTransport::TcpAgentListens)
+        };
+        let output = match Output::create(
+            &sh.writer,
+            &sh.cfg.output,
+            &self.name,
+            iface,
+            linktype,
+            snaplen,
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                data.close(&mut sh.ports, &sh.registry);
+                return Err(refused(format!("sensor cannot write: {e}")));
+            }
+        };
+        if sh.cfg.output.stdout {
+            sh.stdout_taken = true;
+        }
+        let what = match transport {
+            DataTransport::Udp { port } => format!("UDP port {port}"),
+            DataTransport::TcpSensorListens { port } => format!("TCP port {port} (agent connects)"),
+            DataTransport::TcpAgentListens => "TCP (sensor connects)".into(),
+        };
+        log::info!(
+            "agent {}: capturing {iface} (linktype {linktype}, snaplen {snaplen}) via {what} into {}",
+            self.peer,
+            output
+                .path()
+                .map_or("stdout".into(), |p| p.display().to_string())
+        );
+        self.capture = Some(Capture::new(iface, linktype, snaplen, output));
+        self.data = data;
+        self.session.start_capture(transport, prog, now);
+        Ok(())
+    }
+
+    /// STARTCAP succeeded: a passive agent listening for TCP data gets connected.
+    fn on_started(&mut self, sh: &mut Shared, reply_port: u16) {
+        if self.dial.is_none() || !sh.cfg.tcp_data {
+            return;
+        }
+        let addr = SocketAddr::new(self.peer.ip(), reply_port);
+        match DataChannel::tcp_connect(addr, sh.cfg.session.snaplen, &sh.registry, self.data_token)
+        {
+            Ok(d) => self.data = d,
+            Err(e) => log::error!(
+                "agent {}: cannot connect data channel to {addr}: {e}",
+                self.peer
+            ),
+        }
+    }
+
+    /// Writes pending session output; errors surface on the next read.
+    fn flush(&mut self) {
+        let _ = self.session.write_to(&mut self.stream);
+    }
+}

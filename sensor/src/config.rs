@@ -1,0 +1,28 @@
+//! The sensor's settings, as the command line gave them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::output::OutputConfig;
+use crate::session::SessionConfig;
+
+/// Everything the event loop and its agents need to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Option<SocketAddr>,
+    /// Passive agents to dial, as `host:port`.
+    pub connect: Vec<String>,
+    pub session: SessionConfig,
+    pub filter: Option<String>,
+    pub filter_file: Option<PathBuf>,
+    pub udp_ports: (u16, u16),
+    pub tcp_data: bool,
+    pub stats_interval: Duration,
+    pub stats_timeout: Duration,
+    pub summary_interval: Duration,
+    pub output: OutputConfig,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    pub stats_file: Option<PathBuf>,
+}

@@ -1,0 +1,64 @@
+//! The listener active agents connect to.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+
+use crate::token::Owner;
+
+/// Agents connecting at once (a fleet reconnecting after a sensor restart)
+/// must not overflow the accept queue: mio's default backlog is 1024, and an
+/// overflowed handshake is retried by the agent only after seconds.
+const LISTEN_BACKLOG: i32 = 4096;
+
+pub struct Listener {
+    inner: TcpListener,
+}
+
+impl Listener {
+    /// A non-blocking listener on `addr` with [`LISTEN_BACKLOG`], registered
+    /// as [`Owner::Listener`].
+    pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<Listener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        let mut inner = TcpListener::from_std(socket.into());
+        registry.register(&mut inner, Owner::Listener.token(), Interest::READABLE)?;
+        Ok(Listener { inner })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// The next queued connection; None when none waits, or when accepting
+    /// failed (logged: the loop's tick calls again, since an edge-triggered
+    /// listener would not report the queue again).
+    pub fn accept(&self) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            match self.inner.accept() {
+                Ok(conn) => return Some(conn),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                // One client gave up while queued: the next one may be fine.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) => {}
+                // E.g. out of descriptors.
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+}
