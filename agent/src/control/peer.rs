@@ -20,9 +20,6 @@ use crate::filter::canonical;
 use crate::host::CaptureHost;
 use crate::session::{Answer, Command, Ended, Input, PasswordCheck, Session};
 
-/// Most bytes of replies waiting for a peer that does not read.
-const MAX_PENDING_OUTPUT: usize = 4 << 20;
-
 /// Who the peer is to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -280,7 +277,7 @@ impl<C> Peer<C> {
         if let Err(e) = self.flush() {
             gone.get_or_insert(e.to_string());
         }
-        if self.session.output().len() > MAX_PENDING_OUTPUT {
+        if self.session.output_over_limit() {
             gone.get_or_insert(format!("{who} does not read its replies"));
         }
         gone
@@ -297,16 +294,7 @@ impl<C> Peer<C> {
     /// Writes pending replies until done or the socket is full.
     fn flush(&mut self) -> io::Result<()> {
         self.conn.flush_tls()?;
-        while !self.session.output().is_empty() {
-            match self.conn.write(self.session.output()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.session.consume_output(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.session.write_to(&mut self.conn)
     }
 }
 

@@ -199,6 +199,18 @@ impl<S: Read + Write> Conn<S> {
     }
 }
 
+/// Plaintext to the peer as an `io::Write` (what a session writes its
+/// replies to).
+impl<S: Read + Write> Write for Conn<S> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        Conn::write(self, data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls()
+    }
+}
+
 fn write_tls<S: Write>(tls: &mut ServerConnection, stream: &mut S) -> io::Result<()> {
     while tls.wants_write() {
         match tls.write_tls(stream) {

@@ -10,7 +10,7 @@
 //! clock or the host.
 //!
 //! Requests are handled one at a time, in order: while a command's answer
-//! is awaited, later requests wait in the decoder. The dispatch rules are
+//! is awaited, later requests wait in the codec. The dispatch rules are
 //! those of PROTOCOL.md §1.
 //!
 //! - `command`: inputs, commands, answers.
@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use rpcap::bpf::Insn;
-use rpcap::header::{Header, MsgType, MAX_CONTROL_PLEN, VERSION};
+use rpcap::conn::{Codec, Received};
+use rpcap::header::{Header, MsgType, VERSION};
 use rpcap::msg::{
     Auth, AuthReplyInfo, DecodeError, Message, Sampling, StartCapReply, StartCapReq, Stats,
 };
-use rpcap::stream::StreamDecoder;
 use rpcap::ErrorCode;
 
 use crate::auth::Authenticator;
@@ -148,8 +148,8 @@ enum AfterStop {
 pub struct Session {
     cfg: SessionConfig,
     ends: Endpoints,
-    decoder: StreamDecoder,
-    out: Vec<u8>,
+    /// Framing of requests and buffering of replies (shared with the sensor).
+    codec: Codec,
     commands: VecDeque<Command>,
     auth: AuthState,
     capture: CaptureSlot,
@@ -168,8 +168,7 @@ impl Session {
         Session {
             cfg,
             ends: Endpoints { local, peer },
-            decoder: StreamDecoder::new(MAX_CONTROL_PLEN),
-            out: Vec::new(),
+            codec: Codec::control(),
             commands: VecDeque::new(),
             auth: AuthState::Required { failures: 0 },
             capture: CaptureSlot::default(),
@@ -208,12 +207,25 @@ impl Session {
         if self.auth.held() {
             return &[];
         }
-        &self.out
+        self.codec.output()
+    }
+
+    /// Writes [`Session::output`] to `w` until done or `w` would block.
+    pub fn write_to<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.auth.held() {
+            return Ok(());
+        }
+        self.codec.write_to(w)
+    }
+
+    /// Whether more replies wait than a peer that reads would leave: it does not.
+    pub fn output_over_limit(&self) -> bool {
+        self.codec.over_limit()
     }
 
     /// Marks `n` bytes of [`Session::output`] as sent.
     pub fn consume_output(&mut self, n: usize) {
-        self.out.drain(..n.min(self.out.len()));
+        self.codec.consume(n);
     }
 
     /// A reloaded configuration's timeouts apply to the running session too.
@@ -281,7 +293,7 @@ impl Session {
                 if self.ended.is_some() {
                     return;
                 }
-                self.decoder.feed(data);
+                self.codec.feed(data);
                 self.run();
             }
             Input::Answer(answer) => self.answer(now, answer),
@@ -295,11 +307,11 @@ impl Session {
         }
     }
 
-    /// Handles the requests waiting in the decoder, until one awaits an answer.
+    /// Handles the requests waiting in the codec, until one awaits an answer.
     fn run(&mut self) {
         while self.reading() {
-            let (header, decoded) = match self.decoder.next() {
-                Ok(Some((h, payload))) => (h, Message::decode(&h, payload)),
+            let Received { header, message } = match self.codec.next() {
+                Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(too_long) => {
                     // The framing can no longer be trusted: say why and end.
@@ -309,7 +321,7 @@ impl Session {
                     break;
                 }
             };
-            self.dispatch(header, decoded);
+            self.dispatch(header, message);
         }
     }
 
@@ -321,7 +333,7 @@ impl Session {
     }
 
     fn send(&mut self, msg: Message) {
-        msg.encode(&mut self.out);
+        self.codec.send(&msg);
     }
 
     fn send_error(&mut self, code: ErrorCode, text: &str) {

@@ -221,11 +221,11 @@ impl T {
     fn sent(&mut self) -> Vec<Message> {
         let out = self.s.output().to_vec();
         self.s.consume_output(out.len());
-        let mut d = StreamDecoder::new(MAX_CONTROL_PLEN);
+        let mut d = Codec::control();
         d.feed(&out);
         let mut msgs = Vec::new();
-        while let Some((h, p)) = d.next().unwrap() {
-            msgs.push(Message::decode(&h, p).unwrap());
+        while let Some(r) = d.next().unwrap() {
+            msgs.push(r.message.unwrap());
         }
         assert_eq!(d.buffered(), 0);
         msgs
