@@ -11,6 +11,10 @@ fn main() {
     let out =
         PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("xrpcapd_xdp.o");
     println!("cargo:rerun-if-changed={}", src.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../ebpf/xrpcapd_abi.h").display()
+    );
     println!("cargo:rerun-if-env-changed=CLANG");
 
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());

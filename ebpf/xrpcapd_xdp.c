@@ -9,7 +9,7 @@
 //   - pass it on to the kernel stack (XDP_PASS), untouched.
 //
 // The decision is a conservative pre-filter. User space derives the rules
-// from the capture's cBPF program (agent/src/capture/xdp_rules.rs) so that
+// from the capture's cBPF program (xdpc/src/rules.rs) so that
 // every frame the cBPF program could accept is redirected. The rules may let
 // through MORE than the filter accepts, never less; what they let through
 // then goes to the exact filter: the cBPF program translated into eBPF and
@@ -34,6 +34,8 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 
+#include "xrpcapd_abi.h"
+
 // --- The few libbpf definitions we need (no libbpf headers required). ---
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int(*name)[val]
@@ -54,27 +56,15 @@ static long (*bpf_xdp_adjust_meta)(struct xdp_md *ctx, int delta) = (void *)54;
 #define htons(x) (x)
 #endif
 
-// --- Maps (names are part of the contract with agent/src/capture/xdp_prog.rs). ---
+// --- Maps (names and shapes are part of the contract: agent/src/capture/afxdp/abi.rs). ---
 
 // One AF_XDP socket per RX queue.
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 256);
+	__uint(max_entries, MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
-
-enum counter {
-	C_SEEN = 0,         // every frame the program ran on
-	C_REDIRECTED = 1,   // handed to bpf_redirect_map successfully
-	C_PASSED = 2,       // left to the kernel stack (rules or own traffic)
-	C_DROPPED = 3,      // dropped because RULE_DROP_REJECTED is set
-	C_REDIRECT_ERR = 4, // matched, but no socket on this queue: passed instead
-	C_OWN = 5,          // own traffic passed to the stack (also in C_PASSED)
-	C_FILTERED = 6,     // rejected by the translated filter (also in C_PASSED/C_DROPPED)
-	C_UNSTAMPED = 7,    // no room for the timestamp (driver without metadata)
-	C_COUNT = 8,
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -84,7 +74,7 @@ struct {
 } counters SEC(".maps");
 
 // The capture's cBPF filter translated into eBPF by user space
-// (agent/src/capture/xdp_filter.rs), in slot 0 when it translates exactly.
+// (xdpc/src/translate.rs), in slot FILTER_SLOT when it translates exactly.
 // It ends the frame's run itself: accept → redirect into `xsks` and count,
 // reject → count C_FILTERED and pass (or drop). An empty slot makes the tail
 // call fall through to the redirect below, and user space runs the filter.
@@ -95,38 +85,6 @@ struct {
 	__type(value, __u32);
 } filter_prog SEC(".maps");
 
-#define MAX_PORT_RANGES 16
-
-// Rule flags.
-#define RULE_ALL 0x1           // no pre-filter: redirect every frame
-#define RULE_V4 0x2            // some IPv4 frame may match
-#define RULE_V6 0x4            // some IPv6 frame may match
-#define RULE_OTHER 0x8         // some other (or tagged) frame may match
-#define RULE_V4_ANY_PROTO 0x10
-#define RULE_V4_ANY_ADDR 0x20
-#define RULE_V4_ANY_PORT 0x40
-#define RULE_V6_ANY_PROTO 0x80
-#define RULE_V6_ANY_PORT 0x100
-#define RULE_DROP_REJECTED 0x200 // XDP_DROP instead of XDP_PASS for non-matches
-#define RULE_OWN 0x400           // the own-traffic map has entries
-#define RULE_V6_ANY_ADDR 0x800
-
-struct port_range {
-	__u16 lo; // host byte order, inclusive
-	__u16 hi;
-};
-
-struct rules {
-	__u32 flags;
-	__u32 v4_nports;
-	__u32 v6_nports;
-	__u32 pad;
-	__u64 v4_protos[4]; // bitmap over the 256 protocol numbers
-	__u64 v6_protos[4];
-	struct port_range v4_ports[MAX_PORT_RANGES];
-	struct port_range v6_ports[MAX_PORT_RANGES];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -134,50 +92,27 @@ struct {
 	__type(value, struct rules);
 } rules SEC(".maps");
 
-struct v4_key {
-	__u32 prefixlen;
-	__u32 addr; // network byte order
-};
-
 // IPv4 prefixes: a frame matches when its source or destination is inside one.
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 256);
+	__uint(max_entries, MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct v4_key);
 	__type(value, __u8);
 } v4_prefixes SEC(".maps");
 
-struct v6_key {
-	__u32 prefixlen;
-	__u8 addr[16];
-};
-
 // IPv6 prefixes: as v4_prefixes, for the addresses at 22/38 of the frame.
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 256);
+	__uint(max_entries, MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct v6_key);
 	__type(value, __u8);
 } v6_prefixes SEC(".maps");
 
-// One own-traffic flow. Zero address/port fields are wildcards: user space
-// stores exact 5-tuples (control connection) and destination-only or
-// source-only entries (data stream), and the program looks all three up.
-struct flow {
-	__u8 family; // 4 or 6
-	__u8 proto;
-	__u16 sport; // network byte order
-	__u16 dport;
-	__u16 pad;
-	__u8 saddr[16];
-	__u8 daddr[16];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, MAX_OWN_FLOWS);
 	__type(key, struct flow);
 	__type(value, __u8);
 } own_flows SEC(".maps");
@@ -399,15 +334,17 @@ static __always_inline int v6_matches(const struct rules *r, void *data, void *e
 // mode copies the metadata with the frame (in front of the first buffer
 // of a multi-buffer frame) and zero-copy leaves it where it is, so user
 // space finds it in the 8 bytes before the frame in its UMEM chunk
-// (agent/src/capture/xsk.rs) and turns it into wall-clock time. A driver
+// (agent/src/capture/afxdp/socket.rs) and turns it into wall-clock time. A driver
 // without metadata support refuses the room (bpf_xdp_adjust_meta fails):
 // the frame goes on unstamped, counted, and user space, which zeroes the
 // word after reading it, sees 0 and stamps the frame with its read time.
+_Static_assert(META_LEN == sizeof(__u64), "the stamp is one __u64");
+
 static __always_inline void stamp(struct xdp_md *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
 
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u64)) == 0) {
+	if (bpf_xdp_adjust_meta(ctx, -META_LEN) == 0) {
 		__u64 *meta = (void *)(long)ctx->data_meta;
 		if ((void *)(meta + 1) <= (void *)(long)ctx->data) {
 			*meta = now;
@@ -425,17 +362,17 @@ static __always_inline void stamp(struct xdp_md *ctx)
 // first buffer that held less would be judged like a truncated frame,
 // i.e. redirected when in doubt. Later fragments are never read here.
 // The loader patches the name back to "xdp" for kernels that predate
-// frags (Linux < 5.18, see xdp_prog.rs).
+// frags (Linux < 5.18, see agent/src/capture/afxdp/program.rs).
 SEC("xdp.frags")
 int xrpcapd_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	__u32 zero = 0;
+	__u32 rules_key = RULES_KEY;
 	int match = 1, own = 0;
 
 	count(C_SEEN);
-	struct rules *r = bpf_map_lookup_elem(&rules, &zero);
+	struct rules *r = bpf_map_lookup_elem(&rules, &rules_key);
 	if (!r) {
 		count(C_PASSED);
 		return XDP_PASS;
@@ -488,7 +425,7 @@ decide:
 	// time is the frame's arrival, not the end of the filter's work.
 	stamp(ctx);
 	// The exact filter decides from here when it is installed (no return).
-	bpf_tail_call(ctx, &filter_prog, 0);
+	bpf_tail_call(ctx, &filter_prog, FILTER_SLOT);
 	// XDP_PASS as the fallback action: no socket on this queue.
 	long act = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	if (act == XDP_REDIRECT) {

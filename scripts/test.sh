@@ -18,7 +18,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 FUZZ_SECS=${XRPCAP_FUZZ_SECS:-20}
-FUZZ_DIR=rpcap/fuzz
+# Every cargo-fuzz folder (each its own workspace): the protocol parsers and
+# the XDP compilers.
+FUZZ_DIRS=(rpcap/fuzz xdpc/fuzz)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 
@@ -75,9 +77,9 @@ run_demo() {
 # systemd unit checked.
 run_packaging() { packaging/check.sh; }
 
-fuzz_targets() {
+fuzz_targets() { # DIR → its target names
     local f
-    for f in "$FUZZ_DIR"/fuzz_targets/*.rs; do
+    for f in "$1"/fuzz_targets/*.rs; do
         [ -e "$f" ] && basename "$f" .rs
     done
     return 0
@@ -92,15 +94,26 @@ run_fuzz() {
         echo "note: cargo-fuzz is not installed (setup could not install it): fuzzing skipped"
         STAGE_NOTE="no cargo-fuzz"; return 0
     fi
-    local targets
-    mapfile -t targets < <(fuzz_targets)
+    local dir status=0 total=0
+    for dir in "${FUZZ_DIRS[@]}"; do
+        fuzz_dir "$dir" || status=1
+    done
+    [ "$total" -eq 0 ] && STAGE_NOTE="no fuzz targets"
+    return "$status"
+}
+
+# fuzz_dir DIR: builds DIR's targets and runs each for FUZZ_SECS.
+fuzz_dir() {
+    local dir=$1 targets
+    mapfile -t targets < <(fuzz_targets "$dir")
     if [ "${#targets[@]}" -eq 0 ]; then
-        echo "note: no fuzz targets in $FUZZ_DIR/fuzz_targets/: fuzzing skipped"
-        STAGE_NOTE="no fuzz targets"; return 0
+        echo "note: no fuzz targets in $dir/fuzz_targets/"
+        return 0
     fi
+    total=$((total + ${#targets[@]}))
     local fuzz=(env RUSTC_BOOTSTRAP=1 cargo fuzz)
-    local opts=(--fuzz-dir "$FUZZ_DIR" --target-dir "$TARGET_DIR/fuzz")
-    echo "building ${#targets[@]} fuzz targets: ${targets[*]}"
+    local opts=(--fuzz-dir "$dir" --target-dir "$TARGET_DIR/fuzz")
+    echo "building ${#targets[@]} fuzz targets of $dir: ${targets[*]}"
     "${fuzz[@]}" build "${opts[@]}" || return 1
     local t status=0 corpus seeds log rc
     for t in "${targets[@]}"; do
@@ -109,7 +122,7 @@ run_fuzz() {
         corpus=$TARGET_DIR/fuzz/corpus/$t
         mkdir -p "$corpus"
         seeds=()
-        [ -d "$FUZZ_DIR/corpus/$t" ] && seeds=("$FUZZ_DIR/corpus/$t")
+        [ -d "$dir/corpus/$t" ] && seeds=("$dir/corpus/$t")
         log=$TARGET_DIR/fuzz/$t.log
         echo "fuzzing $t for ${FUZZ_SECS}s (log: $log)"
         rc=0
@@ -118,7 +131,7 @@ run_fuzz() {
         grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | sed 's/^/  /' || true
         if [ "$rc" -ne 0 ]; then
             tail -n 40 "$log"
-            echo "FUZZ FAILURE in $t (exit $rc; crash inputs under $FUZZ_DIR/artifacts/$t/)"
+            echo "FUZZ FAILURE in $t (exit $rc; crash inputs under $dir/artifacts/$t/)"
             status=1
         fi
     done

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use datapath_support::*;
 use rpcap::bpf::Insn;
+use xrpcapd::capture::afxdp::program::FilterPlace;
 use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
-use xrpcapd::capture::xdp_prog::FilterPlace;
-use xrpcapd::capture::xsk;
 use xrpcapd::capture::{Polled, Source};
 use xrpcapd::datapath::{Transport, Worker};
 use xrpcapd::settings::{BusyPoll, XdpMode, XdpSettings};
@@ -285,7 +284,8 @@ fn chained_frames_meet_a_user_space_filter_and_are_cut_inside_a_chunk() {
         // The first chunk holds CHUNK_FRAME bytes, the second the rest of 3000.
         assert_eq!(
             *pieces,
-            data.len().div_ceil(xsk::CHUNK_FRAME),
+            data.len()
+                .div_ceil(xrpcapd::capture::afxdp::socket::CHUNK_FRAME),
             "frame {i}: pieces"
         );
         let p = payload(size, i);
@@ -393,7 +393,8 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
 /// refused there, the real one attaches.
 #[test]
 fn native_xdp_with_mtu_9000_needs_the_frags_program() {
-    use xrpcapd::capture::xdp_prog::{without_frags, OBJECT, PROG_NAME};
+    use xrpcapd::capture::afxdp::abi::PROG_NAME;
+    use xrpcapd::capture::afxdp::program::{without_frags, OBJECT};
     let ns = NetnsPair::new(); // MTU 9000
     NetnsPair::enter(&ns.cap);
     for (obj, frags) in [(OBJECT.to_vec(), true), (without_frags(OBJECT), false)] {
@@ -711,7 +712,7 @@ fn a_leftover_program_of_ours_is_replaced() {
     let tx = ns.gen_sender();
     let dir = tempfile::tempdir().unwrap();
     let obj = dir.path().join("stale.o");
-    std::fs::write(&obj, xrpcapd::capture::xdp_prog::OBJECT).unwrap();
+    std::fs::write(&obj, xrpcapd::capture::afxdp::program::OBJECT).unwrap();
     // What a crashed run that attached through netlink leaves behind.
     ip(&[
         "-n",
@@ -992,9 +993,9 @@ fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     let mut cfg = xdp_cfg(&filter, XdpMode::Native);
     cfg.xdp.busy_poll = BusyPoll::On { budget: 16 };
     let src = AfXdp::open(&cfg).expect("open with busy polling");
-    let want = xrpcapd::capture::busy_poll::Settings {
+    let want = xrpcapd::capture::afxdp::busy_poll::Settings {
         prefer: true,
-        usecs: xrpcapd::capture::busy_poll::USECS,
+        usecs: xrpcapd::capture::afxdp::busy_poll::USECS,
     };
     let got = src.busy_poll_settings();
     assert_eq!(got.len(), 4, "a socket per RX queue");

@@ -1,4 +1,4 @@
-//! The cBPF → eBPF translation of `capture::xdp_filter` against rpcap's
+//! The cBPF → eBPF translation of `xdpc::translate` against rpcap's
 //! interpreter: each program is translated in test mode (accept → XDP_PASS,
 //! reject → XDP_DROP), loaded into the kernel and run with
 //! BPF_PROG_TEST_RUN on every frame; the verdicts must be the interpreter's.
@@ -15,9 +15,9 @@ mod bpf_support;
 use bpf_support::{compile, frame, Rng, EXPRS};
 use rpcap::bpf::opcode::*;
 use rpcap::bpf::{Insn, Program};
-use xrpcapd::capture::xdp_filter::{translate, Verdict, XDP_DROP, XDP_PASS};
-use xrpcapd::capture::xdp_prog::{FilterPlace, FilterProg, XdpProgram};
-use xrpcapd::capture::xdp_rules::XdpRules;
+use xdpc::XdpRules;
+use xdpc::{translate, Verdict, XDP_DROP, XDP_PASS};
+use xrpcapd::capture::afxdp::program::{FilterPlace, FilterProg, XdpProgram};
 
 const TEST: Verdict = Verdict::Test {
     accept: XDP_PASS,
@@ -451,9 +451,9 @@ fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
     // CLOCK_MONOTONIC ns in front of the untouched frame.
     let mut out = vec![0u8; LINEAR_MAX + 64];
     for f in &small {
-        let before = xrpcapd::capture::stamp::monotonic_ns();
+        let before = xrpcapd::capture::afxdp::stamp::monotonic_ns();
         let (act, len) = p.test_run_output(f, &mut out).expect("test run");
-        let after = xrpcapd::capture::stamp::monotonic_ns();
+        let after = xrpcapd::capture::afxdp::stamp::monotonic_ns();
         assert_eq!(act, XDP_PASS);
         assert_eq!(len, f.len() + 8, "metadata in front of the frame");
         let stamp = u64::from_ne_bytes(out[..8].try_into().unwrap());

@@ -8,22 +8,16 @@
 //! Filtering belongs to the source: the AF_PACKET ring runs the cBPF program
 //! in the kernel, the file source interprets it in user space, and AF_XDP
 //! pre-filters in its XDP program and runs the exact program there too,
-//! translated to eBPF (`xdp_filter`), or in user space when it does not
+//! translated to eBPF (`xdpc`), or in user space when it does not
 //! translate exactly. Either way the worker only ever sees frames that
 //! passed the filter.
 
 pub mod afpacket;
 pub mod afxdp;
-pub mod busy_poll;
 pub mod file;
-pub mod stamp;
 mod sys;
 #[cfg(test)]
 mod test_caps;
-pub mod xdp_filter;
-pub mod xdp_prog;
-pub mod xdp_rules;
-pub mod xsk;
 
 use std::io;
 use std::time::Duration;

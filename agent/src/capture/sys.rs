@@ -117,7 +117,7 @@ pub(crate) fn drain_eventfd(fd: RawFd) {
     unsafe { libc::read(fd, v.as_mut_ptr() as *mut libc::c_void, 8) };
 }
 
-// --- bpf(2): the translated XDP filter (`xdp_filter`, loaded by `xdp_prog`). ---
+// --- bpf(2): the translated XDP filter (`xdpc::translate`, loaded by `afxdp::program`). ---
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
@@ -340,9 +340,8 @@ pub(crate) fn bpf_prog_test_run_xdp_out(
     Ok((attr.retval, attr.data_size_out as usize))
 }
 
-/// The MTU of interface `ifname` (SIOCGIFMTU; answers in the caller's
-/// network namespace, unlike sysfs).
-pub(crate) fn mtu(ifname: &str) -> io::Result<u32> {
+/// An ifreq naming `ifname`, for the SIOC* ioctls.
+fn ifreq(ifname: &str) -> io::Result<libc::ifreq> {
     if ifname.len() >= libc::IFNAMSIZ || ifname.as_bytes().contains(&0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -354,6 +353,15 @@ pub(crate) fn mtu(ifname: &str) -> io::Result<u32> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
         *d = s as libc::c_char;
     }
+    Ok(ifr)
+}
+
+/// `ioctl(req, ifr)` on a throwaway datagram socket.
+///
+/// # Safety
+/// `req` must be an ioctl that reads and writes a `struct ifreq` only, and
+/// any pointer in `ifr` must be valid for what `req` does with it.
+unsafe fn ifreq_ioctl(req: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
     // SAFETY: plain socket(2), result checked and owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -361,12 +369,96 @@ pub(crate) fn mtu(ifname: &str) -> io::Result<u32> {
     }
     // SAFETY: `fd` is a fresh descriptor nothing else owns.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `ifr`,
-    // a valid ifreq.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr) };
+    // SAFETY: `ifr` is a valid ifreq; what `req` does with it is the
+    // caller's promise.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req, ifr as *mut libc::ifreq) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// The MTU of interface `ifname` (SIOCGIFMTU; answers in the caller's
+/// network namespace, unlike sysfs).
+pub(crate) fn mtu(ifname: &str) -> io::Result<u32> {
+    let mut ifr = ifreq(ifname)?;
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `ifr`.
+    unsafe { ifreq_ioctl(libc::SIOCGIFMTU, &mut ifr) }?;
     // SAFETY: SIOCGIFMTU filled the ifru_mtu member.
     Ok(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// ETHTOOL_GCHANNELS of `ifname`: its rx + combined channels, if the
+/// driver reports them (answers in the caller's network namespace).
+pub(crate) fn ethtool_rx_channels(ifname: &str) -> Option<u32> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    // struct ethtool_channels: cmd, max_{rx,tx,other,combined}, {rx,tx,other,combined}_count.
+    let mut ch = [0u32; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    let mut ifr = ifreq(ifname).ok()?;
+    ifr.ifr_ifru.ifru_data = ch.as_mut_ptr().cast();
+    // SAFETY: SIOCETHTOOL with an ifreq whose data points at `ch`, a live
+    // ethtool_channels-sized buffer, for the duration of the call.
+    unsafe { ifreq_ioctl(SIOCETHTOOL, &mut ifr) }.ok()?;
+    Some(ch[5].max(ch[8]))
+}
+
+/// An int socket option.
+pub(crate) fn getsockopt_int(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    // SAFETY: a c_int is valid for every bit pattern.
+    unsafe { getsockopt::<libc::c_int>(fd, level, name) }
+}
+
+/// `clock` now, in ns (0 if it cannot be read).
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`; the clocks we
+    // read exist on every Linux, so it cannot fail (0 is returned if it did).
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Sends one rtnetlink request `msg` (a complete nlmsghdr + body) to the
+/// kernel on a fresh NETLINK_ROUTE socket and returns the reply's bytes
+/// (one read of up to 32 KiB).
+pub(crate) fn netlink_route_request(msg: &[u8]) -> io::Result<Vec<u8>> {
+    // SAFETY: plain socket(2); result checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor, owned from here on.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: `msg` is a valid buffer of the length given; the kernel is
+    // the default destination of an unbound netlink socket.
+    let rc = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
 }

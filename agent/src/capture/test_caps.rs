@@ -39,3 +39,9 @@ pub fn drop_effective(cap: u32) {
         assert_eq!(libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()), 0);
     }
 }
+
+/// Moves this thread into a new network namespace (with only `lo`, down).
+pub fn unshare_net() {
+    // SAFETY: unshare(2) with a flag only; it affects the calling thread.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+}

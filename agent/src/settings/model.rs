@@ -241,7 +241,7 @@ pub const DEFAULT_BUDGET: u16 = 64;
 /// for a long batch (the kernel itself allows up to 65535).
 pub const MAX_BUDGET: u16 = 1024;
 
-/// The `XdpBusyPoll` setting (see `capture::busy_poll`).
+/// The `XdpBusyPoll` setting (see `capture::afxdp::busy_poll`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BusyPoll {
     #[default]
@@ -325,7 +325,7 @@ pub struct Config {
     pub udpstr_size: usize,
     pub send_buffer: usize,
     /// `RingSize`: the AF_PACKET ring's bytes; for AF_XDP the UMEM's, raised
-    /// to a floor of frames (`capture::xsk::frames_per_queue`).
+    /// to a floor of frames (`capture::afxdp::socket::frames_per_queue`).
     pub ring_size: usize,
     /// tcpdump expression AND-ed with every sensor filter.
     pub local_filter: Option<String>,

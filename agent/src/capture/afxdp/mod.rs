@@ -5,8 +5,8 @@
 //! AF_XDP *takes* the frames it gets away from the host's stack and sees
 //! ingress only: it belongs on dedicated capture interfaces, never on a
 //! host's own uplink. The kernel pre-filter is conservative (see
-//! `xdp_rules`); the exact filter runs either in XDP too - the cBPF program
-//! translated into eBPF (`xdp_filter`) and tail-called where the pre-filter
+//! `xdpc::rules`); the exact filter runs either in XDP too - the cBPF program
+//! translated into eBPF (`xdpc::translate`) and tail-called where the pre-filter
 //! would redirect, so rejected frames are never copied and the worker skips
 //! the interpreter - or, for a program that does not translate exactly
 //! (ancillary loads, truncating returns), in user space on every redirected
@@ -36,18 +36,41 @@
 //! cores. Worth it on a many-core host with a multi-queue NIC beyond
 //! ~3 Mpps per capture; then: per-queue capture threads (filter + copy into
 //! pre-built records) feeding one numbering sender through SPSC rings.
+//!
+//! The folder, by what each file is:
+//! - [`abi`]: the contract with `ebpf/xrpcapd_xdp.c` (names, shapes, slots,
+//!   flags, structs), checked against the compiled object;
+//! - [`program`]: loading, attaching and configuring the XDP program;
+//! - [`socket`]: one AF_XDP socket (UMEM, bind, receive), over [`ring`]
+//!   (the rings shared with the kernel) and [`chain`] (multi-buffer frames);
+//! - [`busy_poll`], [`stamp`]: the busy-poll options and frame timestamps.
+//!
+//! `unsafe` lives in `socket` and `ring` only (each block documented: the
+//! workspace lints deny undocumented ones); syscalls go through
+//! `capture::sys`, and `abi` writes the shared structs field by field.
+#![deny(unsafe_code)]
+
+pub mod abi;
+pub mod busy_poll;
+mod chain;
+pub mod program;
+mod ring;
+pub mod socket;
+pub mod stamp;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rpcap::bpf::{Insn, Program};
 
-use super::busy_poll;
-use super::stamp::{self, RoundClock};
+use xdpc::XdpRules;
+
+use self::abi::{Flow, RULE_LIMITS};
+use self::chain::MAX_PIECES;
+use self::program::{FilterPlace, XdpCounters, XdpProgram};
+use self::socket::{Xsk, XskStats};
+use self::stamp::RoundClock;
 use super::sys;
-use super::xdp_prog::{FilterPlace, Flow, XdpCounters, XdpProgram};
-use super::xdp_rules::XdpRules;
-use super::xsk::{self, Xsk, XskStats, MAX_PIECES};
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
 use crate::filter::OwnTraffic;
 use crate::settings::{BusyPoll, XdpMode, XdpSettings, DEFAULT_RING_SIZE};
@@ -130,7 +153,7 @@ pub struct AfXdpConfig<'a> {
     /// Own traffic: left to the stack by the XDP program.
     pub own: Option<OwnTraffic>,
     /// RingSize: UMEM bytes for all queues together, raised to a floor
-    /// (0: the default RingSize); see `xsk::frames_per_queue`.
+    /// (0: the default RingSize); see `socket::frames_per_queue`.
     pub umem_bytes: usize,
     /// RX queues to serve (0: every queue of the interface).
     pub queues: u32,
@@ -184,7 +207,7 @@ impl std::fmt::Debug for AfXdp {
 /// Number of RX queues of `ifname`: ethtool channels (answers in the
 /// caller's network namespace), else sysfs, at least 1.
 pub fn rx_queues(ifname: &str) -> u32 {
-    if let Some(n) = ethtool_rx_channels(ifname) {
+    if let Some(n) = sys::ethtool_rx_channels(ifname) {
         return n.max(1);
     }
     let dir = format!("/sys/class/net/{ifname}/queues");
@@ -196,38 +219,6 @@ pub fn rx_queues(ifname: &str) -> u32 {
         })
         .unwrap_or(1)
         .max(1)
-}
-
-/// ETHTOOL_GCHANNELS: rx + combined channels, if the driver reports them.
-fn ethtool_rx_channels(ifname: &str) -> Option<u32> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    const ETHTOOL_GCHANNELS: u32 = 0x3c;
-    // struct ethtool_channels: cmd, max_{rx,tx,other,combined}, {rx,tx,other,combined}_count.
-    let mut ch = [0u32; 9];
-    ch[0] = ETHTOOL_GCHANNELS;
-    if ifname.len() >= libc::IFNAMSIZ {
-        return None;
-    }
-    // SAFETY: all-zero is a valid ifreq.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = ch.as_mut_ptr().cast();
-    // SAFETY: plain socket(2), closed below by OwnedFd.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` is ours from here on.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points at a live
-    // ethtool_channels-sized buffer.
-    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), SIOCETHTOOL, &mut ifr) };
-    if rc < 0 {
-        return None;
-    }
-    Some(ch[5].max(ch[8]))
 }
 
 /// Applies `XdpBusyPoll` to every socket; says how it went ("off",
@@ -284,7 +275,7 @@ fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
 impl AfXdp {
     /// Loads the program, binds a socket per RX queue, then attaches.
     pub fn open(cfg: &AfXdpConfig<'_>) -> Result<AfXdp, CaptureError> {
-        let err = |e: super::xdp_prog::XdpError| CaptureError::Format(e.to_string());
+        let err = |e: program::XdpError| CaptureError::Format(e.to_string());
         let filter = program(cfg.filter)?;
         let ifindex = sys::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
         let started_ns = stamp::monotonic_ns();
@@ -292,7 +283,7 @@ impl AfXdp {
         let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
         prog.set_own(&flows).map_err(err)?;
         prog.set_rules(
-            &XdpRules::derive(cfg.filter),
+            &XdpRules::derive(cfg.filter, &RULE_LIMITS),
             cfg.xdp.drop_rejected,
             !flows.is_empty(),
         )
@@ -314,12 +305,12 @@ impl AfXdp {
         } else {
             cfg.umem_bytes
         };
-        let mut frames = xsk::frames_per_queue(ring_bytes, queues, mem_available());
+        let mut frames = socket::frames_per_queue(ring_bytes, queues, mem_available());
         // Frames up to the MTU (with Ethernet and two VLAN tags) in one chunk:
         // then no frame needs a chain, and zero-copy without multi-buffer
         // loses nothing.
         let mtu = sys::mtu(cfg.ifname).ok();
-        let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= xsk::CHUNK_FRAME);
+        let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= socket::CHUNK_FRAME);
         let try_zc = cfg.xdp.mode != XdpMode::Generic;
         let mut sockets = loop {
             let opened: std::io::Result<Vec<Xsk>> = (0..queues)
@@ -331,7 +322,7 @@ impl AfXdp {
                 // CAP_IPC_LOCK): all queues again with half as many frames.
                 Err(e)
                     if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
-                        && frames > xsk::MIN_QUEUE_FRAMES =>
+                        && frames > socket::MIN_QUEUE_FRAMES =>
                 {
                     log::info!(
                         "{}: AF_XDP UMEM of {frames} frames per queue refused ({e}); trying {}",
@@ -350,7 +341,7 @@ impl AfXdp {
         let mode = prog.attach(cfg.xdp.mode, cfg.xdp.replace).map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
         let mb = sockets.iter().all(|s| s.info.multi_buffer);
-        let umem_mib = (frames * xsk::CHUNK_SIZE * queues as usize) >> 20;
+        let umem_mib = (frames * socket::CHUNK_SIZE * queues as usize) >> 20;
         log::warn!(
             "{}: AF_XDP capture ({mode} XDP, {} bind, multi-buffer {}, busy polling {busy}, \
              {queues} queue(s) of {frames} frames = {umem_mib} MiB UMEM, {} ms at 1 Mpps): \
@@ -667,9 +658,11 @@ impl Source for AfXdp {
         // user space runs it until the new XDP filter has settled.
         let old = (std::mem::replace(&mut self.filter, filter), self.judge);
         self.judge = Judge::User;
-        let rules = self
-            .prog
-            .set_rules(&XdpRules::derive(insns), self.drop_rejected, self.own);
+        let rules = self.prog.set_rules(
+            &XdpRules::derive(insns, &RULE_LIMITS),
+            self.drop_rejected,
+            self.own,
+        );
         if let Err(e) = rules {
             // The rules only ever widen on the way (see set_rules) and the
             // old XDP filter is still in its slot: the old filter holds.
@@ -750,8 +743,7 @@ mod tests {
     fn busy_polling_is_on_or_reported_unavailable() {
         let run = |privileged: bool| {
             std::thread::spawn(move || {
-                // SAFETY: a new network namespace for this thread only.
-                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+                crate::capture::test_caps::unshare_net();
                 let lo = sys::ifindex("lo").unwrap();
                 let mut socks =
                     vec![Xsk::open(lo, 0, 512, false, true).expect("AF_XDP socket on lo")];

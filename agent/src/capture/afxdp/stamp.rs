@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use crate::capture::sys;
+
 /// How far a stamp may lie after the round's monotonic sample: frames of
 /// a socket read later in the same round were stamped after the sample
 /// (microseconds); anything beyond a second is not a stamp of ours.
@@ -22,22 +24,7 @@ pub const SLACK_NS: u64 = 1_000_000_000;
 
 /// CLOCK_MONOTONIC now, in ns.
 pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`; both clocks
-    // exist on every Linux, so it cannot fail (0 is returned if it did).
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    sys::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// The two clocks as sampled at the start of a round.
@@ -56,7 +43,7 @@ impl RoundClock {
     /// started at.
     pub fn now(floor_ns: u64) -> RoundClock {
         let mono_ns = monotonic_ns();
-        let wall_ns = clock_ns(libc::CLOCK_REALTIME);
+        let wall_ns = sys::clock_ns(libc::CLOCK_REALTIME);
         RoundClock::at(wall_ns, mono_ns, floor_ns)
     }
 

@@ -18,7 +18,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-use super::sys::{getsockopt, setsockopt};
+use crate::capture::sys::{getsockopt_int, setsockopt};
 
 /// SOL_SOCKET options (asm-generic/socket.h; libc lacks the two newer ones).
 const SO_BUSY_POLL: libc::c_int = 46;
@@ -53,8 +53,7 @@ pub fn enable(fd: &impl AsRawFd, budget: u16) -> io::Result<()> {
 
 /// The busy-poll options `fd` carries now.
 pub fn read(fd: &impl AsRawFd) -> io::Result<Settings> {
-    // SAFETY: each option is a plain int.
-    let get = |name| unsafe { getsockopt::<libc::c_int>(fd, libc::SOL_SOCKET, name) };
+    let get = |name| getsockopt_int(fd, libc::SOL_SOCKET, name);
     Ok(Settings {
         prefer: get(SO_PREFER_BUSY_POLL)? != 0,
         usecs: get(SO_BUSY_POLL)?.max(0) as u32,

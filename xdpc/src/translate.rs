@@ -1,7 +1,7 @@
 //! The capture's cBPF filter translated into an eBPF XDP program, so the
 //! kernel judges every frame exactly and user space skips the interpreter.
 //!
-//! Why: with only the conservative pre-filter of `xdp_rules`, every frame it
+//! Why: with only the conservative pre-filter of [`rules`](crate::rules), every frame it
 //! lets through is copied into the UMEM and then judged by rpcap's cBPF
 //! interpreter in the worker - ~30% of the worker's per-frame cost, and the
 //! copies of rejected frames are wasted. The translated program runs as a tail
@@ -38,31 +38,29 @@
 //! as for any program the verifier refuses, the filter stays in user space.
 //!
 //! This module only builds instructions (no I/O, no unsafe); loading and
-//! installing is `xdp_prog`'s job.
+//! installing is the agent's (`capture::afxdp::program`).
 
 use rpcap::bpf::opcode::*;
 use rpcap::bpf::{validate, Insn, ValidateError, MEMWORDS};
 
-/// Counter slots of `enum counter` in `ebpf/xrpcapd_xdp.c`.
-pub mod counter {
-    pub const SEEN: u32 = 0;
-    pub const REDIRECTED: u32 = 1;
-    pub const PASSED: u32 = 2;
-    pub const DROPPED: u32 = 3;
-    pub const REDIRECT_ERR: u32 = 4;
-    pub const OWN: u32 = 5;
-    /// Rejected by the translated filter (also counted in PASSED or DROPPED).
-    pub const FILTERED: u32 = 6;
-    /// Redirected without a timestamp: the driver gave no metadata room.
-    pub const UNSTAMPED: u32 = 7;
-}
+use crate::ebpf::*;
 
-/// XDP actions.
-pub const XDP_ABORTED: u32 = 0;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_TX: u32 = 3;
-pub const XDP_REDIRECT: u32 = 4;
+/// The slots of the XDP program's per-CPU `counters` array that the
+/// translated filter counts its verdicts in, as the main program does (the
+/// agent's `afxdp::abi` names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterSlots {
+    /// Accepted and redirected into the AF_XDP socket.
+    pub redirected: u32,
+    /// Accepted, but no socket on the frame's queue: passed instead.
+    pub redirect_err: u32,
+    /// Left to the kernel stack.
+    pub passed: u32,
+    /// Dropped (rejected with `drop_rejected`).
+    pub dropped: u32,
+    /// Rejected by the filter (also counted in `passed` or `dropped`).
+    pub filtered: u32,
+}
 
 /// The smallest accepting return that the kernel may honour as "accept the
 /// whole frame": libpcap's default snap length. Smaller ones truncate.
@@ -80,6 +78,7 @@ pub enum Verdict {
     Capture {
         xsks_fd: i32,
         counters_fd: i32,
+        counters: CounterSlots,
         drop_rejected: bool,
     },
     /// Standalone (tests): return `accept` or `reject`.
@@ -130,6 +129,13 @@ impl Translation {
 
     pub fn is_empty(&self) -> bool {
         self.insns.is_empty()
+    }
+
+    /// What user space can check of the program (see
+    /// [`check_structure`]): the translation's own invariants, for tests
+    /// and the fuzzer; the kernel's verifier checks the rest at load time.
+    pub fn check_structure(&self) -> Result<(), StructureError> {
+        check_structure(&self.insns)
     }
 
     /// Bytes of an accepted frame to keep (before the capture's snaplen):
@@ -193,11 +199,7 @@ pub fn translate(
 
 fn emit(prog: &[Insn], verdict: Verdict, frags: bool, far: bool) -> Result<Vec<Ins>, Reason> {
     let reach = reachable(prog);
-    let mut a = Asm {
-        frags,
-        far,
-        ..Asm::default()
-    };
+    let mut a = Asm::new(far);
     let pcs: Vec<Label> = prog.iter().map(|_| a.label()).collect();
     let accept = a.label();
     let reject = a.label();
@@ -219,10 +221,14 @@ fn emit(prog: &[Insn], verdict: Verdict, frags: bool, far: bool) -> Result<Vec<I
         match i.code {
             RET_K if k == 0 => a.jump(ja(), reject),
             RET_K => a.jump(ja(), accept),
-            LD_W_ABS | LD_H_ABS | LD_B_ABS => a.load(size_of(i.code), A, Off::Abs(k), reject),
-            LD_W_IND | LD_H_IND | LD_B_IND => a.load(size_of(i.code), A, Off::Ind(k), reject),
+            LD_W_ABS | LD_H_ABS | LD_B_ABS => {
+                load(&mut a, frags, size_of(i.code), A, Off::Abs(k), reject)
+            }
+            LD_W_IND | LD_H_IND | LD_B_IND => {
+                load(&mut a, frags, size_of(i.code), A, Off::Ind(k), reject)
+            }
             LDX_B_MSH => {
-                a.load(1, X, Off::Abs(k), reject);
+                load(&mut a, frags, 1, X, Off::Abs(k), reject);
                 a.emit(alu32_imm(AND, X, 0xf));
                 a.emit(alu32_imm(LSH, X, 2));
             }
@@ -301,6 +307,7 @@ fn emit(prog: &[Insn], verdict: Verdict, frags: bool, far: bool) -> Result<Vec<I
             Verdict::Capture {
                 xsks_fd,
                 counters_fd,
+                counters,
                 ..
             } => {
                 // bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS), then
@@ -312,11 +319,11 @@ fn emit(prog: &[Insn], verdict: Verdict, frags: bool, far: bool) -> Result<Vec<I
                 a.emit(call(HELPER_REDIRECT_MAP));
                 a.emit(alu64_reg(MOV, A, R0));
                 a.jump(jmp_imm(JMP64, JNE, A, XDP_REDIRECT as i32), err);
-                a.count(counters_fd, counter::REDIRECTED);
+                count(&mut a, counters_fd, counters.redirected);
                 a.jump(ja(), out);
                 a.bind(err);
-                a.count(counters_fd, counter::REDIRECT_ERR);
-                a.count(counters_fd, counter::PASSED);
+                count(&mut a, counters_fd, counters.redirect_err);
+                count(&mut a, counters_fd, counters.passed);
                 a.bind(out);
                 a.emit(alu64_reg(MOV, R0, A));
                 a.emit(exit());
@@ -332,16 +339,17 @@ fn emit(prog: &[Insn], verdict: Verdict, frags: bool, far: bool) -> Result<Vec<I
         match verdict {
             Verdict::Capture {
                 counters_fd,
+                counters,
                 drop_rejected,
                 ..
             } => {
-                a.count(counters_fd, counter::FILTERED);
+                count(&mut a, counters_fd, counters.filtered);
                 let (c, act) = if drop_rejected {
-                    (counter::DROPPED, XDP_DROP)
+                    (counters.dropped, XDP_DROP)
                 } else {
-                    (counter::PASSED, XDP_PASS)
+                    (counters.passed, XDP_PASS)
                 };
-                a.count(counters_fd, c);
+                count(&mut a, counters_fd, c);
                 a.emit(alu64_imm(MOV, R0, act as i32));
                 a.emit(exit());
             }
@@ -351,7 +359,7 @@ fn emit(prog: &[Insn], verdict: Verdict, frags: bool, far: bool) -> Result<Vec<I
             }
         }
     }
-    a.finish()
+    a.finish().map_err(Reason::TooLarge)
 }
 
 /// Which instructions some run can reach (jumps are forward only).
@@ -409,13 +417,6 @@ fn mem_slot(k: u32) -> i16 {
     MEM_OFF + 4 * (k as i16 & (MEMWORDS as i16 - 1))
 }
 
-// --- eBPF encoding ---------------------------------------------------------
-
-const R0: u8 = 0;
-const R1: u8 = 1;
-const R2: u8 = 2;
-const R3: u8 = 3;
-const R4: u8 = 4;
 /// The XDP context (`struct xdp_md *`), kept across helper calls.
 const CTX: u8 = 6;
 /// The cBPF accumulator.
@@ -424,142 +425,12 @@ const A: u8 = 7;
 const X: u8 = 8;
 /// A load's offset, kept from the bounds check to the helper call.
 const OFF: u8 = 9;
-const FP: u8 = 10;
 
 // Stack frame (offsets from r10): scratch words, the helper's load buffer,
 // the counter key.
 const MEM_OFF: i16 = -64;
 const BUF_OFF: i16 = -72;
 const KEY_OFF: i16 = -80;
-
-// Instruction classes and fields (linux/bpf.h, bpf_common.h).
-const LDIMM: u8 = 0x00;
-const LDX: u8 = 0x01;
-const STIMM: u8 = 0x02;
-const STXC: u8 = 0x03;
-const ALU32: u8 = 0x04;
-const JMP64: u8 = 0x05;
-const JMP32: u8 = 0x06;
-const ALU64: u8 = 0x07;
-const SRC_K: u8 = 0x00;
-const SRC_X: u8 = 0x08;
-const MODE_IMM: u8 = 0x00;
-const MODE_MEM: u8 = 0x60;
-const W: u8 = 0x00;
-const H: u8 = 0x08;
-const B: u8 = 0x10;
-const DW: u8 = 0x18;
-const AND: u8 = 0x50;
-const LSH: u8 = 0x60;
-const NEG: u8 = 0x80;
-const MOV: u8 = 0xb0;
-const END: u8 = 0xd0;
-const ADD: u8 = 0x00;
-const RSH: u8 = 0x70;
-const JA: u8 = 0x00;
-const JEQ: u8 = 0x10;
-const JGT: u8 = 0x20;
-const JGE: u8 = 0x30;
-const JNE: u8 = 0x50;
-const CALL: u8 = 0x80;
-const EXIT: u8 = 0x90;
-const JLT: u8 = 0xa0;
-const JLE: u8 = 0xb0;
-const PSEUDO_MAP_FD: u8 = 1;
-
-const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
-const HELPER_REDIRECT_MAP: i32 = 51;
-const HELPER_XDP_GET_BUFF_LEN: i32 = 188;
-const HELPER_XDP_LOAD_BYTES: i32 = 189;
-
-/// `struct xdp_md` field offsets.
-const XDP_MD_DATA: i16 = 0;
-const XDP_MD_DATA_END: i16 = 4;
-const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
-
-/// Loads whose last byte lies beyond this offset skip direct access (the
-/// verifier's packet ranges stop here, MAX_PACKET_OFF) and go to the helper
-/// (or reject: no linear part is this long).
-const DIRECT_END: u32 = 0xffff;
-
-/// One eBPF instruction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ins {
-    code: u8,
-    dst: u8,
-    src: u8,
-    off: i16,
-    imm: i32,
-}
-
-impl Ins {
-    const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Ins {
-        Ins {
-            code,
-            dst,
-            src,
-            off,
-            imm,
-        }
-    }
-
-    /// `code u8 | dst:4 src:4 | off i16 | imm i32`, little-endian fields
-    /// with dst in the low nibble (as on every little-endian host; the
-    /// encoding below is for the host's byte order).
-    fn encode(&self) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[0] = self.code;
-        b[1] = if cfg!(target_endian = "little") {
-            (self.src << 4) | (self.dst & 0xf)
-        } else {
-            (self.dst << 4) | (self.src & 0xf)
-        };
-        b[2..4].copy_from_slice(&self.off.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.imm.to_ne_bytes());
-        b
-    }
-}
-
-fn alu32_imm(op: u8, dst: u8, imm: i32) -> Ins {
-    Ins::new(ALU32 | op | SRC_K, dst, 0, 0, imm)
-}
-fn alu32_reg(op: u8, dst: u8, src: u8) -> Ins {
-    Ins::new(ALU32 | op | SRC_X, dst, src, 0, 0)
-}
-fn alu64_imm(op: u8, dst: u8, imm: i32) -> Ins {
-    Ins::new(ALU64 | op | SRC_K, dst, 0, 0, imm)
-}
-fn alu64_reg(op: u8, dst: u8, src: u8) -> Ins {
-    Ins::new(ALU64 | op | SRC_X, dst, src, 0, 0)
-}
-fn ldx(size: u8, dst: u8, src: u8, off: i16) -> Ins {
-    Ins::new(LDX | size | MODE_MEM, dst, src, off, 0)
-}
-fn stx(size: u8, dst: u8, src: u8, off: i16) -> Ins {
-    Ins::new(STXC | size | MODE_MEM, dst, src, off, 0)
-}
-fn st_imm(size: u8, dst: u8, off: i16, imm: i32) -> Ins {
-    Ins::new(STIMM | size | MODE_MEM, dst, 0, off, imm)
-}
-/// Host order to big-endian, `bits` wide, zero-extended.
-fn to_be(dst: u8, bits: i32) -> Ins {
-    Ins::new(ALU32 | END | SRC_X, dst, 0, 0, bits)
-}
-fn ja() -> Ins {
-    Ins::new(JMP64 | JA, 0, 0, 0, 0)
-}
-fn jmp_imm(class: u8, op: u8, dst: u8, imm: i32) -> Ins {
-    Ins::new(class | op | SRC_K, dst, 0, 0, imm)
-}
-fn jmp_reg(class: u8, op: u8, dst: u8, src: u8) -> Ins {
-    Ins::new(class | op | SRC_X, dst, src, 0, 0)
-}
-fn call(helper: i32) -> Ins {
-    Ins::new(JMP64 | CALL, 0, 0, 0, helper)
-}
-fn exit() -> Ins {
-    Ins::new(JMP64 | EXIT, 0, 0, 0, 0)
-}
 
 /// A packet offset: `k` or `X + k`.
 #[derive(Debug, Clone, Copy)]
@@ -568,185 +439,103 @@ enum Off {
     Ind(u32),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Label(usize);
-
-/// A tiny assembler: instructions, labels, and jumps resolved at the end.
-#[derive(Debug, Default)]
-struct Asm {
-    out: Vec<Ins>,
-    labels: Vec<Option<usize>>,
-    /// (instruction index, label) of every jump.
-    fixups: Vec<(usize, Label)>,
-    /// Frames may have frags (see [`translate`]).
-    frags: bool,
-    /// Far jumps: `ja` as `gotol`, conditional jumps that may cross the
-    /// program as an inverted jump over a `gotol`.
-    far: bool,
+/// `counters[which] += 1` (per-CPU slot; a missing slot is skipped).
+fn count(a: &mut Asm, counters_fd: i32, which: u32) {
+    a.emit(st_imm(W, FP, KEY_OFF, which as i32));
+    a.ld_map_fd(R1, counters_fd);
+    a.emit(alu64_reg(MOV, R2, FP));
+    a.emit(alu64_imm(ADD, R2, i32::from(KEY_OFF)));
+    a.emit(call(HELPER_MAP_LOOKUP_ELEM));
+    let skip = a.label();
+    a.jump(jmp_imm(JMP64, JEQ, R0, 0), skip);
+    a.emit(ldx(DW, R1, R0, 0));
+    a.emit(alu64_imm(ADD, R1, 1));
+    a.emit(stx(DW, R0, R1, 0));
+    a.bind(skip);
 }
 
-impl Asm {
-    fn label(&mut self) -> Label {
-        self.labels.push(None);
-        Label(self.labels.len() - 1)
-    }
-
-    fn bind(&mut self, l: Label) {
-        self.labels[l.0] = Some(self.out.len());
-    }
-
-    fn used(&self, l: Label) -> bool {
-        self.fixups.iter().any(|&(_, f)| f == l)
-    }
-
-    fn emit(&mut self, i: Ins) {
-        self.out.push(i);
-    }
-
-    /// A jump to `to`: `i` is a conditional jump or `ja` (whose far form
-    /// is `gotol`). Conditional jumps stay near: cBPF's own span at most
-    /// 255 instructions.
-    fn jump(&mut self, i: Ins, to: Label) {
-        self.fixups.push((self.out.len(), to));
-        if self.far && i == ja() {
-            self.out.push(Ins::new(JMP32 | JA, 0, 0, 0, 0));
-        } else {
-            self.out.push(i);
-        }
-    }
-
-    /// `if dst <op> imm goto to` (64-bit compare, op JEQ or JNE), where
-    /// `to` may be far.
-    fn jump_if(&mut self, op: u8, dst: u8, imm: i32, to: Label) {
-        if !self.far {
-            return self.jump(jmp_imm(JMP64, op, dst, imm), to);
-        }
-        let inverse = if op == JEQ { JNE } else { JEQ };
-        self.emit(Ins::new(JMP64 | inverse | SRC_K, dst, 0, 1, imm));
-        self.jump(ja(), to);
-    }
-
-    /// `ld_imm64 dst, map_fd` (two slots).
-    fn ld_map_fd(&mut self, dst: u8, fd: i32) {
-        self.emit(Ins::new(LDIMM | DW | MODE_IMM, dst, PSEUDO_MAP_FD, 0, fd));
-        self.emit(Ins::new(0, 0, 0, 0, 0));
-    }
-
-    /// `counters[which] += 1` (per-CPU slot; a missing slot is skipped).
-    fn count(&mut self, counters_fd: i32, which: u32) {
-        self.emit(st_imm(W, FP, KEY_OFF, which as i32));
-        self.ld_map_fd(R1, counters_fd);
-        self.emit(alu64_reg(MOV, R2, FP));
-        self.emit(alu64_imm(ADD, R2, i32::from(KEY_OFF)));
-        self.emit(call(HELPER_MAP_LOOKUP_ELEM));
-        let skip = self.label();
-        self.jump(jmp_imm(JMP64, JEQ, R0, 0), skip);
-        self.emit(ldx(DW, R1, R0, 0));
-        self.emit(alu64_imm(ADD, R1, 1));
-        self.emit(stx(DW, R0, R1, 0));
-        self.bind(skip);
-    }
-
-    /// `dst = ntoh(pkt[off .. off + n])`, or jump to `reject` when the bytes
-    /// are not all in the frame.
-    fn load(&mut self, n: u8, dst: u8, off: Off, reject: Label) {
-        let (size, bits) = match n {
-            1 => (B, 0),
-            2 => (H, 16),
-            _ => (W, 32),
-        };
-        let (slow, done) = (self.label(), self.label());
-        let direct = |a: &mut Asm, add_off: &dyn Fn(&mut Asm)| {
-            a.emit(ldx(W, R2, CTX, XDP_MD_DATA));
-            a.emit(ldx(W, R3, CTX, XDP_MD_DATA_END));
-            add_off(a);
-            a.emit(alu64_reg(MOV, R1, R2));
-            a.emit(alu64_imm(ADD, R1, i32::from(n)));
-            a.jump(jmp_reg(JMP64, JGT, R1, R3), slow);
-            a.emit(ldx(size, dst, R2, 0));
-            if bits != 0 {
-                a.emit(to_be(dst, bits));
-            }
-            a.jump(ja(), done);
-        };
-        match off {
-            Off::Abs(k) => {
-                // k < 2^31 (check()), so it fits the signed immediates.
-                if k + u32::from(n) <= DIRECT_END {
-                    direct(self, &|a| {
-                        if k != 0 {
-                            a.emit(alu64_imm(ADD, R2, k as i32));
-                        }
-                    });
-                }
-                self.bind(slow);
-                if !self.frags {
-                    // The linear part is the frame: the bytes are not
-                    // there. A conditional jump even when the load can
-                    // never succeed (k beyond any linear part): the
-                    // verifier refuses code that no jump reaches, and the
-                    // cBPF instructions after this one are such code then.
-                    self.emit(alu64_imm(MOV, R0, 0));
-                    self.jump_if(JEQ, R0, 0, reject);
-                    self.bind(done);
-                    return;
-                }
-                self.emit(alu32_imm(MOV, R2, k as i32));
-            }
-            Off::Ind(k) => {
-                // OFF = X + k in 64 bits; a carry out of 32 bits rejects
-                // (the interpreter's checked_add).
-                self.emit(alu32_imm(MOV, R1, k as i32));
-                self.emit(alu64_reg(MOV, OFF, X));
-                self.emit(alu64_reg(ADD, OFF, R1));
-                self.emit(alu64_reg(MOV, R1, OFF));
-                self.emit(alu64_imm(RSH, R1, 32));
-                self.jump_if(JNE, R1, 0, reject);
-                // Bounded for the verifier before it becomes a packet offset.
-                self.jump(
-                    jmp_imm(JMP64, JGT, OFF, (DIRECT_END - u32::from(n)) as i32),
-                    slow,
-                );
-                direct(self, &|a| a.emit(alu64_reg(ADD, R2, OFF)));
-                self.bind(slow);
-                if !self.frags {
-                    self.jump(ja(), reject);
-                    self.bind(done);
-                    return;
-                }
-                self.emit(alu64_reg(MOV, R2, OFF));
-            }
-        }
-        // bpf_xdp_load_bytes(ctx, off, fp + BUF_OFF, n): also reads frags.
-        self.emit(alu64_reg(MOV, R1, CTX));
-        self.emit(alu64_reg(MOV, R3, FP));
-        self.emit(alu64_imm(ADD, R3, i32::from(BUF_OFF)));
-        self.emit(alu64_imm(MOV, R4, i32::from(n)));
-        self.emit(call(HELPER_XDP_LOAD_BYTES));
-        self.jump_if(JNE, R0, 0, reject);
-        self.emit(ldx(size, dst, FP, BUF_OFF));
+/// `dst = ntoh(pkt[off .. off + n])`, or jump to `reject` when the bytes
+/// are not all in the frame (`frags`: see [`translate`]).
+fn load(a: &mut Asm, frags: bool, n: u8, dst: u8, off: Off, reject: Label) {
+    let (size, bits) = match n {
+        1 => (B, 0),
+        2 => (H, 16),
+        _ => (W, 32),
+    };
+    let (slow, done) = (a.label(), a.label());
+    let direct = |a: &mut Asm, add_off: &dyn Fn(&mut Asm)| {
+        a.emit(ldx(W, R2, CTX, XDP_MD_DATA));
+        a.emit(ldx(W, R3, CTX, XDP_MD_DATA_END));
+        add_off(a);
+        a.emit(alu64_reg(MOV, R1, R2));
+        a.emit(alu64_imm(ADD, R1, i32::from(n)));
+        a.jump(jmp_reg(JMP64, JGT, R1, R3), slow);
+        a.emit(ldx(size, dst, R2, 0));
         if bits != 0 {
-            self.emit(to_be(dst, bits));
+            a.emit(to_be(dst, bits));
         }
-        self.bind(done);
-    }
-
-    /// Resolves the jumps; every `off` must fit eBPF's 16 bits (a `gotol`
-    /// takes its offset in `imm`).
-    fn finish(mut self) -> Result<Vec<Ins>, Reason> {
-        let n = self.out.len();
-        for &(at, l) in &self.fixups {
-            let to = self.labels[l.0].ok_or(Reason::TooLarge(n))?;
-            let delta = to as i64 - at as i64 - 1;
-            let ins = &mut self.out[at];
-            if ins.code == JMP32 | JA {
-                ins.imm = i32::try_from(delta).map_err(|_| Reason::TooLarge(n))?;
-            } else {
-                ins.off = i16::try_from(delta).map_err(|_| Reason::TooLarge(n))?;
+        a.jump(ja(), done);
+    };
+    match off {
+        Off::Abs(k) => {
+            // k < 2^31 (check()), so it fits the signed immediates.
+            if k + u32::from(n) <= DIRECT_END {
+                direct(a, &|a| {
+                    if k != 0 {
+                        a.emit(alu64_imm(ADD, R2, k as i32));
+                    }
+                });
             }
+            a.bind(slow);
+            if !frags {
+                // The linear part is the frame: the bytes are not
+                // there. A conditional jump even when the load can
+                // never succeed (k beyond any linear part): the
+                // verifier refuses code that no jump reaches, and the
+                // cBPF instructions after this one are such code then.
+                a.emit(alu64_imm(MOV, R0, 0));
+                a.jump_if(JEQ, R0, 0, reject);
+                a.bind(done);
+                return;
+            }
+            a.emit(alu32_imm(MOV, R2, k as i32));
         }
-        Ok(self.out)
+        Off::Ind(k) => {
+            // OFF = X + k in 64 bits; a carry out of 32 bits rejects
+            // (the interpreter's checked_add).
+            a.emit(alu32_imm(MOV, R1, k as i32));
+            a.emit(alu64_reg(MOV, OFF, X));
+            a.emit(alu64_reg(ADD, OFF, R1));
+            a.emit(alu64_reg(MOV, R1, OFF));
+            a.emit(alu64_imm(RSH, R1, 32));
+            a.jump_if(JNE, R1, 0, reject);
+            // Bounded for the verifier before it becomes a packet offset.
+            a.jump(
+                jmp_imm(JMP64, JGT, OFF, (DIRECT_END - u32::from(n)) as i32),
+                slow,
+            );
+            direct(a, &|a| a.emit(alu64_reg(ADD, R2, OFF)));
+            a.bind(slow);
+            if !frags {
+                a.jump(ja(), reject);
+                a.bind(done);
+                return;
+            }
+            a.emit(alu64_reg(MOV, R2, OFF));
+        }
     }
+    // bpf_xdp_load_bytes(ctx, off, fp + BUF_OFF, n): also reads frags.
+    a.emit(alu64_reg(MOV, R1, CTX));
+    a.emit(alu64_reg(MOV, R3, FP));
+    a.emit(alu64_imm(ADD, R3, i32::from(BUF_OFF)));
+    a.emit(alu64_imm(MOV, R4, i32::from(n)));
+    a.emit(call(HELPER_XDP_LOAD_BYTES));
+    a.jump_if(JNE, R0, 0, reject);
+    a.emit(ldx(size, dst, FP, BUF_OFF));
+    if bits != 0 {
+        a.emit(to_be(dst, bits));
+    }
+    a.bind(done);
 }
 
 #[cfg(test)]
@@ -838,6 +627,13 @@ mod tests {
         let capture = Verdict::Capture {
             xsks_fd: 3,
             counters_fd: 4,
+            counters: CounterSlots {
+                redirected: 1,
+                redirect_err: 4,
+                passed: 2,
+                dropped: 3,
+                filtered: 6,
+            },
             drop_rejected: false,
         };
         for (frags, far) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -857,6 +653,7 @@ mod tests {
                 assert!(to > pc as i64 && to < n, "jump at {pc} to {to} of {n}");
             }
             assert_eq!(insns.last().unwrap().code, JMP64 | EXIT);
+            assert_eq!(check_structure(&insns), Ok(()));
             // The map fds sit in ld_imm64 as BPF_PSEUDO_MAP_FD.
             assert!(insns
                 .iter()

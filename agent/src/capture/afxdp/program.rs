@@ -13,15 +13,19 @@ use std::mem;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode as AyaMode};
 use aya::Ebpf;
 
-use super::xdp_filter::{self, Translation, Verdict};
-use super::xdp_rules::{ClassRules, XdpRules, MAX_PORT_RANGES};
+use xdpc::{ClassRules, Translation, Verdict, XdpRules};
+
+use super::abi::{
+    self, flag, Counter, Flow, PortRange, Rules, FLOW_LEN, MAX_PORT_RANGES, PROG_NAME, RULES_LEN,
+};
+use crate::capture::sys;
 use crate::filter::{canonical, DataDest, OwnTraffic};
 use crate::settings::XdpMode;
 
@@ -29,8 +33,6 @@ use crate::settings::XdpMode;
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xrpcapd_xdp.o"));
 /// BPF_PROG_LOAD attempts on EAGAIN (an interrupted verifier).
 const LOAD_TRIES: u32 = 5;
-/// The program's name in the kernel: how a leftover of ours is recognised.
-pub const PROG_NAME: &str = "xrpcapd_xdp";
 
 /// Why the program could not be put in place.
 #[derive(Debug, thiserror::Error)]
@@ -80,67 +82,12 @@ pub struct XdpCounters {
     pub unstamped: u64,
 }
 
-/// Rule flags shared with the C program.
-mod flag {
-    pub const ALL: u32 = 0x1;
-    pub const V4: u32 = 0x2;
-    pub const V6: u32 = 0x4;
-    pub const OTHER: u32 = 0x8;
-    pub const V4_ANY_PROTO: u32 = 0x10;
-    pub const V4_ANY_ADDR: u32 = 0x20;
-    pub const V4_ANY_PORT: u32 = 0x40;
-    pub const V6_ANY_PROTO: u32 = 0x80;
-    pub const V6_ANY_PORT: u32 = 0x100;
-    pub const DROP_REJECTED: u32 = 0x200;
-    pub const OWN: u32 = 0x400;
-    pub const V6_ANY_ADDR: u32 = 0x800;
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct PortRange {
-    lo: u16,
-    hi: u16,
-}
-
-/// `struct rules` of the C program.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct RawRules {
-    flags: u32,
-    v4_nports: u32,
-    v6_nports: u32,
-    pad: u32,
-    v4_protos: [u64; 4],
-    v6_protos: [u64; 4],
-    v4_ports: [PortRange; MAX_PORT_RANGES],
-    v6_ports: [PortRange; MAX_PORT_RANGES],
-}
-
-// SAFETY: plain-old-data, repr(C), every bit pattern valid, no padding
-// beyond the explicit `pad` field.
-unsafe impl aya::Pod for RawRules {}
-
-/// `struct flow` of the C program: one own-traffic flow (zero = wildcard).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Flow {
-    family: u8,
-    proto: u8,
-    sport: u16,
-    dport: u16,
-    pad: u16,
-    saddr: [u8; 16],
-    daddr: [u8; 16],
-}
-
-// SAFETY: plain-old-data, repr(C), every bit pattern valid, explicit padding.
-unsafe impl aya::Pod for Flow {}
-
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
 impl Flow {
+    /// A flow in the program's encoding: IPv4 in the first 4 bytes,
+    /// ports in network order, `None` a wildcard.
     fn new(proto: u8, src: Option<(IpAddr, u16)>, dst: Option<(IpAddr, u16)>) -> Flow {
         let mut f = Flow {
             proto,
@@ -284,16 +231,19 @@ impl XdpProgram {
 
     /// Puts the socket of RX queue `queue` in the XSKMAP.
     pub fn set_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
-        let mut m: XskMap<&mut MapData> = self.map_mut("xsks")?.try_into().map_err(load_err)?;
+        let mut m: XskMap<&mut MapData> =
+            self.map_mut(abi::XSKS.name)?.try_into().map_err(load_err)?;
         m.set(queue, fd, 0).map_err(load_err)
     }
 
     /// Installs the own-traffic flows.
     pub fn set_own(&mut self, flows: &[Flow]) -> Result<(), XdpError> {
-        let mut m: HashMap<&mut MapData, Flow, u8> =
-            self.map_mut("own_flows")?.try_into().map_err(load_err)?;
+        let mut m: HashMap<&mut MapData, [u8; FLOW_LEN], u8> = self
+            .map_mut(abi::OWN_FLOWS.name)?
+            .try_into()
+            .map_err(load_err)?;
         for f in flows {
-            m.insert(f, 1, 0).map_err(load_err)?;
+            m.insert(f.to_bytes(), 1, 0).map_err(load_err)?;
         }
         Ok(())
     }
@@ -307,9 +257,9 @@ impl XdpProgram {
         own: bool,
     ) -> Result<(), XdpError> {
         let own_flag = if own { flag::OWN } else { 0 };
-        let open = RawRules {
+        let open = Rules {
             flags: flag::ALL | own_flag,
-            ..RawRules::default()
+            ..Rules::default()
         };
         self.write_rules(&open)?;
         let nets = |c: &Option<ClassRules>| -> Vec<IpNet> {
@@ -319,14 +269,14 @@ impl XdpProgram {
                 .unwrap_or_default()
         };
         self.fill_trie(
-            "v4_prefixes",
+            abi::V4_PREFIXES.name,
             nets(&rules.v4).iter().filter_map(|n| match n {
                 IpNet::V4(n) => Some(Key::new(u32::from(n.prefix_len()), n.network().octets())),
                 IpNet::V6(_) => None,
             }),
         )?;
         self.fill_trie(
-            "v6_prefixes",
+            abi::V6_PREFIXES.name,
             nets(&rules.v6).iter().filter_map(|n| match n {
                 IpNet::V6(n) => Some(Key::new(u32::from(n.prefix_len()), n.network().octets())),
                 IpNet::V4(_) => None,
@@ -359,10 +309,12 @@ impl XdpProgram {
         Ok(())
     }
 
-    fn write_rules(&mut self, raw: &RawRules) -> Result<(), XdpError> {
-        let mut m: Array<&mut MapData, RawRules> =
-            self.map_mut("rules")?.try_into().map_err(load_err)?;
-        m.set(0, raw, 0).map_err(load_err)
+    fn write_rules(&mut self, raw: &Rules) -> Result<(), XdpError> {
+        let mut m: Array<&mut MapData, [u8; RULES_LEN]> = self
+            .map_mut(abi::RULES.name)?
+            .try_into()
+            .map_err(load_err)?;
+        m.set(abi::RULES_KEY, raw.to_bytes(), 0).map_err(load_err)
     }
 
     /// Attaches to the interface in `mode`, after dealing with whatever
@@ -439,22 +391,22 @@ impl XdpProgram {
 
     /// The counters of every CPU, summed.
     pub fn counters(&self) -> XdpCounters {
-        let Some(map) = self.ebpf.map("counters") else {
+        let Some(map) = self.ebpf.map(abi::COUNTERS.name) else {
             return XdpCounters::default();
         };
         let Ok(arr) = PerCpuArray::<&MapData, u64>::try_from(map) else {
             return XdpCounters::default();
         };
-        let sum = |i: u32| arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        let sum = |c: Counter| arr.get(&c.slot(), 0).map(|v| v.iter().sum()).unwrap_or(0);
         XdpCounters {
-            seen: sum(0),
-            redirected: sum(1),
-            passed: sum(2),
-            dropped: sum(3),
-            redirect_errors: sum(4),
-            own: sum(5),
-            filtered: sum(xdp_filter::counter::FILTERED),
-            unstamped: sum(xdp_filter::counter::UNSTAMPED),
+            seen: sum(Counter::Seen),
+            redirected: sum(Counter::Redirected),
+            passed: sum(Counter::Passed),
+            dropped: sum(Counter::Dropped),
+            redirect_errors: sum(Counter::RedirectErr),
+            own: sum(Counter::Own),
+            filtered: sum(Counter::Filtered),
+            unstamped: sum(Counter::Unstamped),
         }
     }
 
@@ -492,7 +444,7 @@ impl FilterProg {
     pub fn load(t: &Translation, frags: bool) -> Result<FilterProg, XdpError> {
         const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
         let flags = if frags { BPF_F_XDP_HAS_FRAGS } else { 0 };
-        super::sys::bpf_prog_load_xdp(&t.bytes(), FILTER_PROG_NAME, flags)
+        sys::bpf_prog_load_xdp(&t.bytes(), FILTER_PROG_NAME, flags)
             .map(|fd| FilterProg { fd })
             .map_err(|e| {
                 // One line: it ends up in the "filter runs in user space" log.
@@ -507,7 +459,7 @@ impl FilterProg {
 
     /// Runs the program once on `frame` (BPF_PROG_TEST_RUN): its XDP action.
     pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
-        super::sys::bpf_prog_test_run_xdp(&self.fd, frame)
+        sys::bpf_prog_test_run_xdp(&self.fd, frame)
     }
 }
 
@@ -534,8 +486,8 @@ impl XdpProgram {
             Ok(keep) => FilterPlace::Kernel { keep },
             Err(reason) => {
                 let cleared = self
-                    .map_fd("filter_prog")
-                    .and_then(|m| Ok(super::sys::bpf_prog_array_clear(&m, 0)?));
+                    .map_fd(abi::FILTER_PROG.name)
+                    .and_then(|m| Ok(sys::bpf_prog_array_clear(&m, abi::FILTER_SLOT)?));
                 let reason = match cleared {
                     Ok(()) => reason,
                     Err(e) => format!("{reason} (and the old XDP filter stays: {e})"),
@@ -565,7 +517,7 @@ impl XdpProgram {
             .try_into()
             .map_err(io::Error::other)?;
         let fd = prog.fd().map_err(io::Error::other)?;
-        super::sys::bpf_prog_test_run_xdp_out(&fd.as_fd(), frame, out)
+        sys::bpf_prog_test_run_xdp_out(&fd.as_fd(), frame, out)
     }
 
     fn install_filter(
@@ -574,15 +526,18 @@ impl XdpProgram {
         drop_rejected: bool,
     ) -> Result<u32, String> {
         let verdict = Verdict::Capture {
-            xsks_fd: self.map_fd("xsks").map_err(|e| e.to_string())?,
-            counters_fd: self.map_fd("counters").map_err(|e| e.to_string())?,
+            xsks_fd: self.map_fd(abi::XSKS.name).map_err(|e| e.to_string())?,
+            counters_fd: self.map_fd(abi::COUNTERS.name).map_err(|e| e.to_string())?,
+            counters: abi::FILTER_COUNTERS,
             drop_rejected,
         };
         let frags = self.frags;
-        let t = xdp_filter::translate(prog, verdict, frags).map_err(|e| e.to_string())?;
+        let t = xdpc::translate(prog, verdict, frags).map_err(|e| e.to_string())?;
         let loaded = FilterProg::load(&t, frags).map_err(|e| e.to_string())?;
-        let slot = self.map_fd("filter_prog").map_err(|e| e.to_string())?;
-        super::sys::bpf_prog_array_set(&slot, 0, loaded.fd.as_raw_fd())
+        let slot = self
+            .map_fd(abi::FILTER_PROG.name)
+            .map_err(|e| e.to_string())?;
+        sys::bpf_prog_array_set(&slot, abi::FILTER_SLOT, loaded.fd.as_raw_fd())
             .map_err(|e| format!("installing the XDP filter: {e}"))?;
         // The old program (if any) is unloaded once no CPU runs it.
         self.filter = Some(loaded);
@@ -605,13 +560,14 @@ impl Drop for XdpProgram {
 /// the NUL-terminated name (section, relocation section and BTF string
 /// tables) becomes "xdp\0frags\0": same length, so no offset moves.
 pub fn without_frags(object: &[u8]) -> Vec<u8> {
-    const FRAGS: &[u8] = b"xdp.frags\0";
+    let frags = [abi::FRAGS_SECTION.as_bytes(), b"\0"].concat();
+    let dot = abi::FRAGS_SECTION.find('.').unwrap_or(0);
     let mut out = object.to_vec();
     let mut i = 0;
-    while i + FRAGS.len() <= out.len() {
-        if &out[i..i + FRAGS.len()] == FRAGS {
-            out[i + 3] = 0;
-            i += FRAGS.len();
+    while i + frags.len() <= out.len() {
+        if out[i..i + frags.len()] == frags[..] {
+            out[i + dot] = 0;
+            i += frags.len();
         } else {
             i += 1;
         }
@@ -637,8 +593,8 @@ fn program_name(id: u32) -> Option<String> {
         .and_then(|p| p.name_as_str().map(str::to_owned))
 }
 
-fn encode(r: &XdpRules) -> RawRules {
-    let mut raw = RawRules::default();
+fn encode(r: &XdpRules) -> Rules {
+    let mut raw = Rules::default();
     if r.all {
         raw.flags = flag::ALL;
         return raw;
@@ -691,7 +647,7 @@ fn encode(r: &XdpRules) -> RawRules {
     raw
 }
 
-pub(crate) use super::sys::ifindex;
+pub(crate) use crate::capture::sys::ifindex;
 
 /// What RTM_GETLINK / RTM_SETLINK say and do about an interface's XDP program.
 pub mod netlink {
@@ -718,22 +674,6 @@ pub mod netlink {
         pub flags: u32,
     }
 
-    fn socket() -> io::Result<OwnedFd> {
-        // SAFETY: plain socket(2); result checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptor, owned from here on.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
     fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
         let len = 4 + payload.len();
         buf.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -744,7 +684,6 @@ pub mod netlink {
 
     /// Sends one request (header filled in here) and returns the reply.
     fn request(ty: u16, flags: u16, body: &[u8]) -> io::Result<Vec<u8>> {
-        let fd = socket()?;
         let mut msg = Vec::with_capacity(16 + body.len());
         msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
         msg.extend_from_slice(&ty.to_ne_bytes());
@@ -752,19 +691,7 @@ pub mod netlink {
         msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
         msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it
         msg.extend_from_slice(body);
-        // SAFETY: `msg` is a valid buffer of the length given; the kernel is
-        // the default destination of an unbound netlink socket.
-        let rc = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; 32 * 1024];
-        // SAFETY: `buf` is writable for its length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        buf.truncate(n as usize);
+        let buf = sys::netlink_route_request(&msg)?;
         if buf.len() >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == libc::NLMSG_ERROR as u16 {
             let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
             if err != 0 {
@@ -869,10 +796,11 @@ mod tests {
 
     #[test]
     fn rules_encode_as_the_c_program_reads_them() {
-        assert_eq!(mem::size_of::<RawRules>(), 208);
+        assert_eq!(mem::size_of::<Rules>(), 208);
         assert_eq!(mem::size_of::<Flow>(), 40);
         let r = XdpRules::derive(
             &crate::filter::compile(crate::iface::DLT_EN10MB, "udp port 53").unwrap(),
+            &abi::RULE_LIMITS,
         );
         let raw = encode(&r);
         assert_eq!(raw.flags & flag::ALL, 0);
@@ -890,6 +818,7 @@ mod tests {
         );
         let r = XdpRules::derive(
             &crate::filter::compile(crate::iface::DLT_EN10MB, "ip6 net 2001:db8::/32").unwrap(),
+            &abi::RULE_LIMITS,
         );
         let raw = encode(&r);
         assert_eq!(raw.flags & (flag::V6_ANY_ADDR | flag::V4), 0);

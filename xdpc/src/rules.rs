@@ -33,10 +33,17 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rpcap::bpf::opcode::*;
 use rpcap::bpf::Insn;
 
-/// Most port ranges per class the XDP program checks (`MAX_PORT_RANGES`).
-pub const MAX_PORT_RANGES: usize = 16;
-/// Most prefixes per family in the LPM tries (`v4_prefixes`/`v6_prefixes` max_entries).
-pub const MAX_PREFIXES: usize = 256;
+/// What the XDP program can hold: its `MAX_PORT_RANGES` and the
+/// `max_entries` of its LPM tries (the agent's `afxdp::abi` has the values).
+/// Rules beyond them widen: ranges merge into their hull, too many prefixes
+/// become "any address".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most port ranges per class.
+    pub port_ranges: usize,
+    /// Most prefixes per family.
+    pub prefixes: usize,
+}
 /// Bound on the path walk; a bigger program gets no kernel pre-filter.
 const MAX_STEPS: usize = 200_000;
 
@@ -72,8 +79,9 @@ impl XdpRules {
         }
     }
 
-    /// Derives the rules of `insns` (a validated program; empty = accept all).
-    pub fn derive(insns: &[Insn]) -> XdpRules {
+    /// Derives the rules of `insns` (a validated program; empty = accept
+    /// all) within `limits`.
+    pub fn derive(insns: &[Insn], limits: &Limits) -> XdpRules {
         if insns.is_empty() {
             return XdpRules::all();
         }
@@ -88,9 +96,12 @@ impl XdpRules {
         let mut r = w.rules;
         for c in [&mut r.v4, &mut r.v6].into_iter().flatten() {
             if let Some(p) = &mut c.ports {
-                *p = merge_ranges(std::mem::take(p));
+                *p = merge_ranges(std::mem::take(p), limits.port_ranges);
             }
-            if c.prefixes.as_ref().is_some_and(|p| p.len() > MAX_PREFIXES) {
+            if c.prefixes
+                .as_ref()
+                .is_some_and(|p| p.len() > limits.prefixes)
+            {
                 c.prefixes = None;
             }
         }
@@ -491,9 +502,9 @@ fn add_ports(c: &mut ClassRules, words: &[(u16, u16)], asked: &[bool]) {
     }
 }
 
-/// Sorts and merges overlapping ranges; more than [`MAX_PORT_RANGES`] are
-/// merged into their hull (a superset).
-fn merge_ranges(mut v: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+/// Sorts and merges overlapping ranges; more than `max` are merged into
+/// their hull (a superset).
+fn merge_ranges(mut v: Vec<(u16, u16)>, max: usize) -> Vec<(u16, u16)> {
     v.sort_unstable();
     let mut out: Vec<(u16, u16)> = Vec::with_capacity(v.len());
     for (lo, hi) in v {
@@ -502,7 +513,7 @@ fn merge_ranges(mut v: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
             _ => out.push((lo, hi)),
         }
     }
-    if out.len() > MAX_PORT_RANGES {
+    if out.len() > max {
         let lo = out[0].0;
         let hi = out.iter().map(|r| r.1).max().unwrap_or(u16::MAX);
         out = vec![(lo, hi)];
@@ -597,12 +608,23 @@ fn constrain(p: &Path, field: Field, m: u32, op: u16, k: u32) -> (Option<Path>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::compile;
-    use crate::iface::DLT_EN10MB;
+    use rpcap::bpf::libpcap::CompileError;
     use rpcap::bpf::Program;
 
+    /// The XDP program's limits (`afxdp::abi` in the agent).
+    const LIMITS: Limits = Limits {
+        port_ranges: 16,
+        prefixes: 256,
+    };
+    const DLT_EN10MB: i32 = 1;
+
+    /// libpcap's optimised program for `expr` (as the agent compiles filters).
+    fn compile(linktype: i32, expr: &str) -> Result<Vec<Insn>, CompileError> {
+        rpcap::bpf::libpcap::compile(expr, linktype, true)
+    }
+
     fn rules(expr: &str) -> XdpRules {
-        XdpRules::derive(&compile(DLT_EN10MB, expr).unwrap())
+        XdpRules::derive(&compile(DLT_EN10MB, expr).unwrap(), &LIMITS)
     }
 
     fn nets(v: &[&str]) -> BTreeSet<IpNet> {
@@ -708,7 +730,7 @@ mod tests {
 
         assert!(rules("arp").other);
         assert!(rules("arp").v4.is_none());
-        assert!(XdpRules::derive(&[]).all);
+        assert!(XdpRules::derive(&[], &LIMITS).all);
         // A negation constrains nothing the XDP program can check.
         let r = rules("not port 22");
         assert!(r.all || r.v4.as_ref().is_some_and(|c| c.ports.is_none()));
@@ -745,7 +767,7 @@ mod tests {
         let frames = sample_frames();
         for e in exprs {
             let insns = compile(DLT_EN10MB, e).unwrap();
-            let r = XdpRules::derive(&insns);
+            let r = XdpRules::derive(&insns, &LIMITS);
             let prog = Program::new(insns).unwrap();
             let mut rejected = 0;
             for f in &frames {
@@ -861,7 +883,7 @@ mod tests {
                 _ => format!("ip6 net {prefix} and udp"),
             };
             let insns = compile(DLT_EN10MB, &expr).unwrap();
-            let r = XdpRules::derive(&insns);
+            let r = XdpRules::derive(&insns, &LIMITS);
             let prog = Program::new(insns).unwrap();
             proptest::prop_assert_eq!(
                 r.v6.as_ref().and_then(|c| c.prefixes.clone()),
@@ -889,8 +911,12 @@ mod tests {
 
     #[test]
     fn ranges_merge_and_collapse() {
-        assert_eq!(merge_ranges(vec![(5, 9), (1, 3), (4, 4)]), vec![(1, 9)]);
+        let max = LIMITS.port_ranges;
+        assert_eq!(
+            merge_ranges(vec![(5, 9), (1, 3), (4, 4)], max),
+            vec![(1, 9)]
+        );
         let many: Vec<_> = (0..40u16).map(|i| (i * 10, i * 10)).collect();
-        assert_eq!(merge_ranges(many), vec![(0, 390)]);
+        assert_eq!(merge_ranges(many, max), vec![(0, 390)]);
     }
 }

@@ -1,5 +1,5 @@
-//! One AF_XDP socket: its UMEM and its fill, completion and RX rings,
-//! written by hand over libc (the `xdp` crate hands frames out as its own
+//! One AF_XDP socket: its UMEM, its rings ([`ring`](super::ring)) and how
+//! it is bound, written by hand over libc (the `xdp` crate hands frames out as its own
 //! packet objects; we want borrowed slices straight out of the UMEM).
 //!
 //! The kernel writes each frame the XDP program redirects into a UMEM chunk
@@ -10,10 +10,7 @@
 //!
 //! Multi-buffer (`XDP_USE_SG`, kernel >= 6.6): a frame longer than one chunk
 //! arrives as a chain of descriptors, every one but the last flagged
-//! `XDP_PKT_CONTD`. [`Chain`] hands such a frame out as the pieces in its
-//! chunks, in place, and keeps those chunks out of the fill ring until the
-//! frame is complete; the framer gathers the pieces straight into the
-//! datagram, so a jumbo frame is copied once, like a small one.
+//! `XDP_PKT_CONTD`; [`Chain`] gathers them (see [`chain`](super::chain)).
 //!
 //! Timestamps: the XDP program puts the frame's arrival time (CLOCK_MONOTONIC
 //! ns) into 8 bytes of XDP metadata in front of the frame; the kernel copies
@@ -22,14 +19,21 @@
 //! [`Xsk::receive`] hands it out with the frame (0: none) and zeroes it, so a
 //! later frame in that chunk that came without metadata cannot inherit it.
 
+// A ring module: the one place besides the syscall layer with `unsafe`
+// (memory shared with the kernel), every block argued.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::mem;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
-use super::sys::{getsockopt, setsockopt};
+use super::abi::META_LEN;
+use super::chain::{Chain, Desc, MAX_CHAIN};
+use super::ring::Ring;
+use crate::capture::sys::{getsockopt, setsockopt};
 
 /// UMEM chunk size: one chunk per frame (aligned mode), 2048 being the
 /// smallest the kernel accepts. Small frames dominate the rate a capture
@@ -41,11 +45,6 @@ pub const CHUNK_SIZE: usize = 2048;
 /// in every chunk (copy and zero-copy mode alike): the longest frame one
 /// chunk holds. An MTU-1500 frame (1514, 1522 with two VLAN tags) fits.
 pub const CHUNK_FRAME: usize = CHUNK_SIZE - 256;
-/// The longest frame a chain may carry: the largest IP packet (65535) with
-/// an Ethernet header and VLAN tags, rounded up. Longer chains (or chains
-/// of more than [`MAX_PIECES`] descriptors) are dropped whole and counted
-/// ([`XskStats::chain_dropped`]).
-pub const MAX_CHAIN: usize = 65536 + 256;
 /// Fewest / most chunks per socket (see [`frames_per_queue`]).
 pub const MIN_QUEUE_FRAMES: usize = 2048;
 pub const MAX_QUEUE_FRAMES: usize = 1 << 18;
@@ -58,9 +57,6 @@ pub const FLOOR_MEM_SHARE: usize = 8;
 const COMP_RING: u32 = 64;
 /// How many frames ahead of the one being read are prefetched.
 const PREFETCH: u32 = 8;
-/// Bytes of XDP metadata the program writes in front of a frame (its
-/// timestamp).
-pub const META_LEN: usize = 8;
 
 /// Frames (UMEM chunks) per RX queue for a capture with `ring_bytes` of
 /// RingSize over `queues` queues, `mem_available` bytes of free memory
@@ -127,221 +123,14 @@ pub struct XskStats {
     pub chain_dropped: u64,
 }
 
-/// Most pieces a chain may have: [`MAX_CHAIN`] in full chunks, with room
-/// to spare for a driver that fills chunks partly (zero-copy).
-pub const MAX_PIECES: usize = 48;
-
-/// One RX descriptor as [`Chain::push`] takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Desc {
-    /// The chunk it is in.
-    pub chunk: u64,
-    /// Its bytes' range in the UMEM (`None`: outside the UMEM).
-    pub part: Option<Range<usize>>,
-    /// Its timestamp: read only where [`Chain::starts_frame`], ignored
-    /// otherwise.
-    pub stamp: u64,
-    /// More of its frame follows (`XDP_PKT_CONTD`).
-    pub more: bool,
-}
-
-/// Gathers multi-buffer descriptor chains: a frame is handed out as the
-/// pieces of its descriptors, borrowed in place, and the chunks of a chain
-/// in progress are held back from the fill ring until it ends (so a chain
-/// cut between rounds stays intact). Kept apart from the rings so the logic
-/// is testable without a kernel.
-#[derive(Debug)]
-pub(crate) struct Chain {
-    /// The chain in progress: each descriptor's chunk and UMEM range.
-    pieces: Vec<(u64, Range<usize>)>,
-    /// Longest chain in bytes (0: the socket takes no chains).
-    max: usize,
-    /// Bytes of the chain in progress so far.
-    len: usize,
-    /// A chain is in progress (its earlier descriptors were seen, possibly
-    /// in an earlier round).
-    open: bool,
-    /// The timestamp of the chain in progress (its first descriptor's).
-    stamp: u64,
-    /// The chain in progress is too long (or had a bad descriptor): its
-    /// remaining descriptors are skipped and the chain counted at its end.
-    dropping: bool,
-    pub dropped: u64,
-}
-
-impl Chain {
-    /// Chains of at most `max` bytes (0: none; every chain is dropped).
-    pub(crate) fn new(max: usize) -> Chain {
-        Chain {
-            pieces: Vec::with_capacity(if max > 0 { MAX_PIECES } else { 0 }),
-            max,
-            len: 0,
-            open: false,
-            stamp: 0,
-            dropping: false,
-            dropped: 0,
-        }
-    }
-
-    /// Whether the next descriptor starts a frame (rather than continuing
-    /// a chain): only such a descriptor has a timestamp in front of it.
-    #[inline]
-    pub(crate) fn starts_frame(&self) -> bool {
-        !self.open
-    }
-
-    /// One RX descriptor (see [`Desc`]). When it completes a frame, calls
-    /// `f` with the frame's pieces (`bytes` of each range) and its first
-    /// descriptor's stamp. Calls `free` for every chunk once nothing refers
-    /// to it any more: a lone descriptor's at once, a chain's at its end.
-    #[inline]
-    pub(crate) fn push<'u>(
-        &mut self,
-        d: Desc,
-        bytes: impl Fn(Range<usize>) -> &'u [u8],
-        f: &mut impl FnMut(&[&[u8]], u64),
-        free: &mut impl FnMut(u64),
-    ) {
-        let Desc {
-            chunk,
-            part,
-            stamp,
-            more,
-        } = d;
-        if !self.open && !more {
-            match part {
-                Some(r) => f(&[bytes(r)], stamp),
-                None => self.dropped += 1,
-            }
-            free(chunk);
-            return;
-        }
-        if !self.open {
-            (self.open, self.len, self.dropping, self.stamp) = (true, 0, false, stamp);
-        }
-        let fits =
-            |r: &Range<usize>| self.pieces.len() < MAX_PIECES && self.len + r.len() <= self.max;
-        match part.filter(fits) {
-            Some(r) if !self.dropping => {
-                self.len += r.len();
-                self.pieces.push((chunk, r));
-            }
-            _ => {
-                self.dropping = true;
-                for (c, _) in self.pieces.drain(..) {
-                    free(c);
-                }
-                free(chunk);
-            }
-        }
-        if !more {
-            self.open = false;
-            if self.dropping {
-                self.dropped += 1;
-                return;
-            }
-            let mut out: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
-            for (o, (_, r)) in out.iter_mut().zip(&self.pieces) {
-                *o = bytes(r.clone());
-            }
-            f(&out[..self.pieces.len()], self.stamp);
-            for (c, _) in self.pieces.drain(..) {
-                free(c);
-            }
-        }
-    }
-}
-
-/// A memory-mapped ring shared with the kernel.
-#[derive(Debug)]
-struct Ring {
-    map: NonNull<u8>,
-    map_len: usize,
-    producer: NonNull<AtomicU32>,
-    consumer: NonNull<AtomicU32>,
-    flags: NonNull<AtomicU32>,
-    desc: NonNull<u8>,
-    mask: u32,
-}
-
-impl Ring {
-    /// Maps ring `pgoff` of `fd` with `size` entries of `entry` bytes.
-    fn map(
-        fd: &OwnedFd,
-        off: &libc::xdp_ring_offset,
-        size: u32,
-        entry: usize,
-        pgoff: libc::off_t,
-    ) -> io::Result<Ring> {
-        let map_len = off.desc as usize + size as usize * entry;
-        // SAFETY: maps the ring the kernel created for this socket (setsockopt
-        // above) at its documented page offset; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                pgoff,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = p as *mut u8;
-        // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this mapping and
-        // lie inside it; producer/consumer/flags are aligned u32 words.
-        unsafe {
-            let at = |o: u64| NonNull::new_unchecked(base.add(o as usize));
-            Ok(Ring {
-                map: at(0),
-                map_len,
-                producer: at(off.producer).cast(),
-                consumer: at(off.consumer).cast(),
-                flags: at(off.flags).cast(),
-                desc: at(off.desc),
-                mask: size - 1,
-            })
-        }
-    }
-
-    fn producer(&self) -> &AtomicU32 {
-        // SAFETY: points into our live mapping (see `map`); the kernel
-        // updates it concurrently, hence the atomic view.
-        unsafe { self.producer.as_ref() }
-    }
-
-    fn consumer(&self) -> &AtomicU32 {
-        // SAFETY: as for `producer`.
-        unsafe { self.consumer.as_ref() }
-    }
-
-    fn needs_wakeup(&self) -> bool {
-        // SAFETY: as for `producer`.
-        let f = unsafe { self.flags.as_ref() };
-        f.load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `map`; no reference
-        // into it outlives the ring.
-        unsafe {
-            libc::munmap(self.map.as_ptr() as *mut libc::c_void, self.map_len);
-        }
-    }
-}
-
 /// An AF_XDP socket bound to one RX queue.
 #[derive(Debug)]
 pub struct Xsk {
     // Field order is drop order: rings are unmapped before the socket closes
     // and the UMEM is freed last.
-    rx: Ring,
-    fill: Ring,
-    _comp: Ring,
+    rx: Ring<libc::xdp_desc>,
+    fill: Ring<u64>,
+    _comp: Ring<u64>,
     fd: OwnedFd,
     /// Chunk addresses read from RX this round, to go back to the fill ring.
     recycle: Vec<u64>,
@@ -433,7 +222,8 @@ impl Xsk {
         // one RX entry per chunk, so this covers chains too).
         let rx_size = frames as u32;
         let fill_size = frames as u32;
-        let rings = (|| -> io::Result<(Ring, Ring, Ring)> {
+        #[allow(clippy::type_complexity)]
+        let rings = (|| -> io::Result<(Ring<libc::xdp_desc>, Ring<u64>, Ring<u64>)> {
             setsockopt(&fd, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg)?;
             setsockopt(&fd, libc::SOL_XDP, libc::XDP_UMEM_FILL_RING, &fill_size)?;
             setsockopt(
@@ -444,25 +234,17 @@ impl Xsk {
             )?;
             setsockopt(&fd, libc::SOL_XDP, libc::XDP_RX_RING, &rx_size)?;
             let off = mmap_offsets(&fd)?;
-            let rx = Ring::map(
-                &fd,
-                &off.rx,
-                rx_size,
-                mem::size_of::<libc::xdp_desc>(),
-                libc::XDP_PGOFF_RX_RING,
-            )?;
+            let rx = Ring::map(&fd, &off.rx, rx_size, libc::XDP_PGOFF_RX_RING)?;
             let fill = Ring::map(
                 &fd,
                 &off.fr,
                 fill_size,
-                8,
                 libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t,
             )?;
             let comp = Ring::map(
                 &fd,
                 &off.cr,
                 COMP_RING,
-                8,
                 libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t,
             )?;
             Ok((rx, fill, comp))
@@ -643,10 +425,7 @@ impl Xsk {
     /// The RX descriptor at ring position `pos` (between consumer and producer).
     #[inline]
     fn desc(&self, pos: u32) -> libc::xdp_desc {
-        let idx = (pos & self.rx.mask) as usize;
-        // SAFETY: idx <= mask, so the descriptor lies inside the RX ring;
-        // entries between consumer and producer belong to user space.
-        unsafe { ptr::read(self.rx.desc.as_ptr().cast::<libc::xdp_desc>().add(idx)) }
+        self.rx.entry(pos)
     }
 
     /// Starts loading the first cache line of the frame `d` points at and
@@ -676,11 +455,9 @@ impl Xsk {
         let cons = self.fill.consumer().load(Ordering::Acquire);
         let room = (self.fill.mask + 1) - prod.wrapping_sub(cons);
         let n = (self.recycle.len() as u32).min(room);
+        // Entries from producer up to consumer + size are ours to write.
         for (i, addr) in self.recycle.drain(..n as usize).enumerate() {
-            let idx = (prod.wrapping_add(i as u32) & self.fill.mask) as usize;
-            // SAFETY: idx <= mask, inside the fill ring; entries from
-            // producer up to consumer + size are ours to write.
-            unsafe { ptr::write(self.fill.desc.as_ptr().cast::<u64>().add(idx), addr) };
+            self.fill.set_entry(prod.wrapping_add(i as u32), addr);
         }
         self.fill
             .producer()
@@ -782,91 +559,6 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
-    /// A UMEM of 64 chunks under a chain: each descriptor fed is written
-    /// at the start of the next chunk; the chunks the chain frees are kept.
-    struct Fake {
-        umem: Vec<u8>,
-        next: usize,
-        freed: Vec<u64>,
-    }
-
-    /// A frame as the chain handed it out: its bytes, its number of pieces
-    /// and its stamp.
-    type Out = (Vec<u8>, usize, u64);
-
-    impl Fake {
-        fn new() -> Fake {
-            Fake {
-                umem: vec![0; 64 * CHUNK_SIZE],
-                next: 0,
-                freed: Vec::new(),
-            }
-        }
-
-        /// Feeds `parts` (bytes or None for a descriptor outside the UMEM,
-        /// XDP_PKT_CONTD) through `c`, each stamped with its index + 1
-        /// where it may carry a stamp.
-        fn run(&mut self, c: &mut Chain, parts: &[(Option<Vec<u8>>, bool)]) -> Vec<Out> {
-            let mut out = Vec::new();
-            for (i, (p, more)) in parts.iter().enumerate() {
-                let at = self.next % 64 * CHUNK_SIZE;
-                self.next += 1;
-                let range = p.as_ref().map(|b| {
-                    self.umem[at..at + b.len()].copy_from_slice(b);
-                    at..at + b.len()
-                });
-                let stamp = if c.starts_frame() { i as u64 + 1 } else { 0 };
-                let (umem, freed) = (&self.umem, &mut self.freed);
-                let d = Desc {
-                    chunk: at as u64,
-                    part: range,
-                    stamp,
-                    more: *more,
-                };
-                c.push(
-                    d,
-                    |r| &umem[r],
-                    &mut |pieces: &[&[u8]], s| out.push((pieces.concat(), pieces.len(), s)),
-                    &mut |chunk| freed.push(chunk),
-                );
-            }
-            out
-        }
-
-        /// Every chunk fed so far, each freed exactly once.
-        fn all_freed(&self) -> bool {
-            let mut f = self.freed.clone();
-            f.sort_unstable();
-            f == (0..self.next as u64)
-                .map(|i| i * CHUNK_SIZE as u64)
-                .collect::<Vec<_>>()
-        }
-    }
-
-    #[test]
-    fn a_frame_carries_its_first_descriptors_stamp() {
-        let mut c = Chain::new(10_000);
-        let out = Fake::new().run(
-            &mut c,
-            &[
-                (Some(bytes(60, 1)), false),
-                (Some(bytes(1792, 2)), true),
-                (Some(bytes(1792, 3)), true),
-                (Some(bytes(10, 4)), false),
-                (Some(bytes(64, 5)), false),
-            ],
-        );
-        let stamps: Vec<u64> = out.iter().map(|o| o.2).collect();
-        assert_eq!(stamps, [1, 2, 5], "a chain keeps its first descriptor's");
-        // A chain cut between rounds too.
-        let (mut c, mut u) = (Chain::new(8192), Fake::new());
-        assert!(u.run(&mut c, &[(Some(bytes(1792, 1)), true)]).is_empty());
-        assert!(!c.starts_frame());
-        let out = u.run(&mut c, &[(Some(bytes(9, 1)), false)]);
-        assert_eq!((out[0].0.len(), out[0].2), (1801, 1));
-        assert!(c.starts_frame());
-    }
-
     #[test]
     fn the_stamp_in_front_of_a_frame_is_read_once() {
         // Two chunks; frames at the kernel's offset (256) into each.
@@ -883,150 +575,6 @@ mod tests {
             assert_eq!(take_stamp(area, CHUNK_SIZE + 4), 0);
         }
         assert!(umem.iter().all(|&b| b == 0), "nothing else touched");
-    }
-
-    fn bytes(n: usize, seed: u8) -> Vec<u8> {
-        (0..n)
-            .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
-            .collect()
-    }
-
-    #[test]
-    fn frames_come_out_as_their_pieces_in_order() {
-        let (mut c, mut u) = (Chain::new(10_000), Fake::new());
-        let (a, b1, b2, b3, d) = (
-            bytes(60, 1),
-            bytes(1792, 2),
-            bytes(1792, 3),
-            bytes(500, 4),
-            bytes(1514, 5),
-        );
-        let out = u.run(
-            &mut c,
-            &[
-                (Some(a.clone()), false),
-                (Some(b1.clone()), true),
-                (Some(b2.clone()), true),
-                (Some(b3.clone()), false),
-                (Some(d.clone()), false),
-            ],
-        );
-        let joined: Vec<u8> = [b1, b2, b3].concat();
-        assert_eq!(out.len(), 3);
-        assert_eq!(
-            (&out[0].0, out[0].1),
-            (&a, 1),
-            "a lone descriptor: one piece"
-        );
-        assert_eq!(
-            (&out[1].0, out[1].1),
-            (&joined, 3),
-            "a chain: its pieces, in order"
-        );
-        assert_eq!((&out[2].0, out[2].1), (&d, 1));
-        assert_eq!(c.dropped, 0);
-        assert!(u.all_freed());
-    }
-
-    #[test]
-    fn a_chain_cut_between_rounds_holds_its_chunks_until_it_ends() {
-        let (mut c, mut u) = (Chain::new(8192), Fake::new());
-        let (p1, p2) = (bytes(1792, 9), bytes(100, 10));
-        assert!(u.run(&mut c, &[(Some(p1.clone()), true)]).is_empty());
-        assert!(
-            u.freed.is_empty(),
-            "the first piece's chunk is still in use"
-        );
-        let out = u.run(&mut c, &[(Some(p2.clone()), false)]);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0, [p1, p2].concat());
-        assert!(u.all_freed());
-    }
-
-    #[test]
-    fn a_chain_over_the_limit_is_dropped_whole_and_counted() {
-        let (mut c, mut u) = (Chain::new(4000), Fake::new());
-        let big = [
-            (Some(bytes(1792, 1)), true),
-            (Some(bytes(1792, 2)), true),
-            (Some(bytes(1792, 3)), true), // 5376 > 4000
-            (Some(bytes(10, 4)), false),
-        ];
-        let ok = bytes(3000, 6);
-        let mut parts = big.to_vec();
-        parts.push((Some(ok[..1792].to_vec()), true));
-        parts.push((Some(ok[1792..].to_vec()), false));
-        let out = u.run(&mut c, &parts);
-        assert_eq!(out.len(), 1, "only the chain that fits");
-        assert_eq!(out[0].0, ok, "the next chain starts clean");
-        assert_eq!(c.dropped, 1);
-        // Exactly the limit fits.
-        let exact = bytes(4000, 8);
-        let out = u.run(
-            &mut c,
-            &[
-                (Some(exact[..2000].to_vec()), true),
-                (Some(exact[2000..].to_vec()), false),
-            ],
-        );
-        assert_eq!(out[0].0, exact);
-        assert_eq!(c.dropped, 1);
-        // More pieces than MAX_PIECES, however short.
-        let many: Vec<_> = (0..=MAX_PIECES)
-            .map(|i| (Some(bytes(10, i as u8)), i < MAX_PIECES))
-            .collect();
-        assert!(u.run(&mut c, &many).is_empty());
-        assert_eq!(c.dropped, 2);
-        assert!(u.all_freed(), "a dropped chain's chunks go back too");
-    }
-
-    #[test]
-    fn a_bad_descriptor_drops_its_frame_or_chain() {
-        let (mut c, mut u) = (Chain::new(8192), Fake::new());
-        let out = u.run(
-            &mut c,
-            &[
-                (None, false),
-                (Some(bytes(100, 1)), true),
-                (None, true),
-                (Some(bytes(100, 2)), false),
-                (Some(bytes(64, 3)), false),
-            ],
-        );
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0, bytes(64, 3));
-        assert_eq!(c.dropped, 2);
-        assert!(u.all_freed());
-    }
-
-    #[test]
-    fn a_socket_without_multi_buffer_holds_one_chunk_per_frame() {
-        let mut c = Chain::new(0);
-        let out = Fake::new().run(
-            &mut c,
-            &[
-                (Some(bytes(1500, 1)), false),
-                (Some(bytes(1792, 1)), true),
-                (Some(bytes(10, 1)), false),
-            ],
-        );
-        assert_eq!(out.len(), 1);
-        assert_eq!(c.dropped, 1);
-        let info = BindInfo {
-            zero_copy: false,
-            busy_poll: false,
-            multi_buffer: false,
-        };
-        assert_eq!(info.max_frame(), 1792);
-        assert!(info.max_frame() >= 1500 + 14 + 8, "MTU 1500 with QinQ fits");
-        assert_eq!(
-            BindInfo {
-                multi_buffer: true,
-                ..info
-            }
-            .max_frame(),
-            MAX_CHAIN
-        );
     }
 
     #[test]
