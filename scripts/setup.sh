@@ -17,6 +17,7 @@ APT_PACKAGES=(
     iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
     netsniff-ng tcpreplay tcpdump tshark         # traffic generators and references
     rpm fakeroot systemd                         # packaging/check.sh: rpmbuild, dpkg-deb, systemd-analyze
+    jq util-linux                                # test.sh: list the test binaries, run them via setpriv
 )
 
 log() { printf 'setup: %s\n' "$*"; }

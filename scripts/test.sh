@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of xrpcapd: prerequisites, formatting, lints, unit/property/
-# integration tests, the end-to-end tests (real binaries in network
-# namespaces: need root, FAIL without it), the demo, the packages, and
-# bounded fuzz runs.
+# integration tests and the end-to-end tests (real binaries in network
+# namespaces) as root, including those marked #[ignore = "needs root"]; the
+# same test binaries again as an unprivileged user (they must pass there,
+# root-only tests reported ignored); the demo, the packages, and bounded fuzz
+# runs. Run it as root.
 # Prints the time of each stage and a summary; exits non-zero on any failure.
 #
 #   scripts/test.sh
@@ -61,11 +63,39 @@ run_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
 # package's tests: build them once, in the same (debug) profile the tests use.
 run_build() { cargo build --workspace --bins; }
 
+# Benchmarks and reports are #[ignore]d too (they report figures, they do not
+# assert behaviour: TESTING.md); --include-ignored must not start them.
+BENCHMARKS=(
+    bench_afxdp_against_afpacket bench_gso_against_sendmmsg bench_afpacket_flood
+    throughput_report thousand_agents_report verify_cost
+)
+
+# Every test, the root-only ones (#[ignore = "needs root"]) included.
 run_tests() {
     if [ "$(id -u)" -ne 0 ]; then
-        echo "note: not root: the end-to-end tests (crate xrpcap-e2e) will fail, as they must"
+        echo "note: not root: the tests marked \"needs root\" will fail, as they must"
     fi
-    XRPCAP_BIN_DIR=$TARGET_DIR/debug cargo test --workspace --no-fail-fast
+    local skips=() b
+    for b in "${BENCHMARKS[@]}"; do skips+=(--skip "$b"); done
+    XRPCAP_BIN_DIR=$TARGET_DIR/debug cargo test --workspace --no-fail-fast -- --include-ignored "${skips[@]}"
+}
+
+# The same test binaries (built above, as root) run as uid/gid 65534, each from
+# its package's folder as cargo runs it: they must pass without privileges,
+# with the root-only tests reported ignored. This keeps a plain `cargo test`
+# green on a laptop.
+run_tests_unprivileged() {
+    if [ "$(id -u)" -ne 0 ]; then STAGE_NOTE="not root: the test stage above ran unprivileged"; return 0; fi
+    local list manifest exe status=0
+    list=$(cargo test --workspace --no-run --message-format=json |
+        jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
+               | "\(.manifest_path) \(.executable)"') || return 1
+    while read -r manifest exe; do
+        echo "--- $(basename "$exe") as uid 65534"
+        (cd "$(dirname "$manifest")" &&
+            setpriv --reuid=65534 --regid=65534 --clear-groups "$exe" -q) || status=1
+    done <<<"$list"
+    return "$status"
 }
 
 # The README's main command, on the debug build (byte-for-byte check included).
@@ -147,6 +177,7 @@ stage "cargo fmt --check" run_fmt
 stage "cargo clippy -D warnings" run_clippy
 stage "cargo build (binaries)" run_build
 stage "cargo test --workspace" run_tests
+stage "tests as uid 65534" run_tests_unprivileged
 stage "demo (scripts/demo.sh)" run_demo
 stage "packaging" run_packaging
 stage "fuzz (${FUZZ_SECS}s per target)" run_fuzz

@@ -45,18 +45,6 @@ fn thread_cpu(name: &str) -> Option<(Duration, u64)> {
     None
 }
 
-fn mac(ns: &str, dev: &str) -> String {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-br", "link", "show", dev])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 #[ignore]
 fn bench_afxdp_against_afpacket() {
@@ -65,14 +53,14 @@ fn bench_afxdp_against_afpacket() {
     let size = env_num("AFXDP_BENCH_SIZE", 64).clamp(64, 9018) as usize;
     let mtu = if size > 1518 { "9000" } else { "1500" };
     let ns = NetnsPair::new();
-    for (n, d) in [(&ns.gen, "g0"), (&ns.cap, "c0")] {
+    for (n, d) in [(ns.gen.name(), "g0"), (ns.cap.name(), "c0")] {
         Command::new("ip")
             .args(["-n", n, "link", "set", d, "mtu", mtu])
             .status()
             .unwrap();
     }
     let _tx = ns.gen_sender();
-    let dst = mac(&ns.cap, "c0");
+    let dst = ns.cap.mac("c0").expect("MAC of c0");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("udp.cfg");
     std::fs::write(
@@ -154,7 +142,16 @@ fn bench_afxdp_against_afpacket() {
             let t0 = Instant::now();
             let mut gen = Command::new("ip");
             gen.args([
-                "netns", "exec", &ns.gen, "taskset", "-c", "0", "trafgen", "-q", "--cpus", "1",
+                "netns",
+                "exec",
+                ns.gen.name(),
+                "taskset",
+                "-c",
+                "0",
+                "trafgen",
+                "-q",
+                "--cpus",
+                "1",
             ]);
             if size > 2000 {
                 gen.arg("--jumbo-support");

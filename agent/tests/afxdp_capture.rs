@@ -3,14 +3,14 @@
 //! zero-copy), a Worker sending udpstr to a loopback sensor socket.
 
 mod datapath_support;
-#[path = "../src/capture/test_caps.rs"]
-mod test_caps;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
 use rpcap::bpf::Insn;
+use xrpcap_testkit::netns::xdp_attached;
+use xrpcap_testkit::{caps, Netns};
 use xrpcapd::capture::afxdp::program::FilterPlace;
 use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
 use xrpcapd::capture::{Polled, Source};
@@ -38,8 +38,8 @@ fn ip(args: &[&str]) -> String {
 /// chunk (the jumbo tests below use MTU 9000 and chains).
 fn pair() -> NetnsPair {
     let ns = NetnsPair::new();
-    ip(&["-n", &ns.gen, "link", "set", "g0", "mtu", "1500"]);
-    ip(&["-n", &ns.cap, "link", "set", "c0", "mtu", "1500"]);
+    ip(&["-n", ns.gen.name(), "link", "set", "g0", "mtu", "1500"]);
+    ip(&["-n", ns.cap.name(), "link", "set", "c0", "mtu", "1500"]);
     ns
 }
 
@@ -60,24 +60,21 @@ fn xdp_cfg(filter: &[Insn], mode: XdpMode) -> AfXdpConfig<'_> {
     }
 }
 
-fn xdp_attached(ns: &str, dev: &str) -> bool {
-    ip(&["-n", ns, "link", "show", "dev", dev]).contains("prog/xdp")
-}
-
 /// Whether the program is gone after a capture stopped: at once, or within
 /// a second. Closing the bpf_link detaches, but in parallel runs it was now
 /// and then still attached right after the stop and gone ~20 ms later
 /// (logged), most likely because another test thread was spawning a
 /// process: the child holds a copy of every descriptor, the link's too,
 /// until its exec closes them.
-fn detached(ns: &str, dev: &str) -> bool {
+fn detached(ns: &Netns, dev: &str) -> bool {
     if !xdp_attached(ns, dev) {
         return true;
     }
     let t0 = Instant::now();
     let gone = wait_for(Duration::from_secs(1), || !xdp_attached(ns, dev));
     eprintln!(
-        "{dev} in {ns}: still attached right after the stop, gone {gone} after {:?}",
+        "{dev} in {}: still attached right after the stop, gone {gone} after {:?}",
+        ns.name(),
         t0.elapsed()
     );
     gone
@@ -146,11 +143,13 @@ fn byte_exact_with(xdp: XdpSettings, running: impl FnOnce(&Worker)) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn generic_mode_delivers_byte_exact_and_detaches() {
     byte_exact(XdpMode::Generic);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn native_mode_delivers_byte_exact_and_detaches() {
     byte_exact(XdpMode::Native);
 }
@@ -202,11 +201,13 @@ fn jumbo_byte_exact(mode: XdpMode) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn generic_mode_delivers_jumbo_frames_byte_exact() {
     jumbo_byte_exact(XdpMode::Generic);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn native_mode_delivers_jumbo_frames_byte_exact() {
     jumbo_byte_exact(XdpMode::Native);
 }
@@ -214,6 +215,7 @@ fn native_mode_delivers_jumbo_frames_byte_exact() {
 /// Multi-buffer straight on the source: the sockets are bound with
 /// XDP_USE_SG, a chain counts as one frame per queue, nothing is dropped.
 #[test]
+#[ignore = "needs root"]
 fn jumbo_chains_count_as_one_frame_and_nothing_is_dropped() {
     let ns = NetnsPair::new();
     let tx = ns.gen_sender();
@@ -249,6 +251,7 @@ fn jumbo_chains_count_as_one_frame_and_nothing_is_dropped() {
 /// a frame's second chunk. The frames are handed out as their chunks'
 /// pieces, cut byte-exact.
 #[test]
+#[ignore = "needs root"]
 fn chained_frames_meet_a_user_space_filter_and_are_cut_inside_a_chunk() {
     const KEEP: usize = 3000;
     let ns = NetnsPair::new(); // MTU 9000 on both ends
@@ -299,6 +302,7 @@ fn chained_frames_meet_a_user_space_filter_and_are_cut_inside_a_chunk() {
 /// not at all while 100 000 frames arrive, 0.1 s at 1 Mpps) loses none of
 /// them. With the former 8192 frames per queue it lost most.
 #[test]
+#[ignore = "needs root"]
 fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
     const N: usize = 100_000;
     let ns = pair();
@@ -349,6 +353,7 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
 /// here): the capture shrinks the floor's 256 MiB until the kernel takes
 /// it, and still captures.
 #[test]
+#[ignore = "needs root"]
 fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
     let ns = pair();
     let tx = ns.gen_sender();
@@ -366,7 +371,7 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
         );
         return;
     }
-    test_caps::drop_effective(test_caps::CAP_IPC_LOCK);
+    caps::drop_effective(caps::CAP_IPC_LOCK);
     let filter = compile(&format!("udp dst port {PORT}"));
     let cfg = AfXdpConfig {
         umem_bytes: 0,
@@ -392,11 +397,12 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
 /// plain variant (what a kernel without frags support gets) loads but is
 /// refused there, the real one attaches.
 #[test]
+#[ignore = "needs root"]
 fn native_xdp_with_mtu_9000_needs_the_frags_program() {
     use xrpcapd::capture::afxdp::abi::PROG_NAME;
     use xrpcapd::capture::afxdp::program::{without_frags, OBJECT};
     let ns = NetnsPair::new(); // MTU 9000
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     for (obj, frags) in [(OBJECT.to_vec(), true), (without_frags(OBJECT), false)] {
         let mut e = aya::Ebpf::load(&obj).expect("object loads");
         let p: &mut aya::programs::Xdp = e
@@ -417,6 +423,7 @@ fn native_xdp_with_mtu_9000_needs_the_frags_program() {
 /// Counted in descriptors, a round took 42 of them and then paused as if
 /// the link were quiet (afxdp_bench at 9000 B lost 88 % that way).
 #[test]
+#[ignore = "needs root"]
 fn one_round_takes_as_many_jumbo_frames_as_small_ones() {
     let ns = NetnsPair::new(); // MTU 9000
     let tx = ns.gen_sender();
@@ -473,6 +480,7 @@ fn capture(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn filters_give_the_same_frames_as_af_packet() {
     let ns = pair();
     let tx = ns.gen_sender();
@@ -497,6 +505,7 @@ fn filters_give_the_same_frames_as_af_packet() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn filter_update_retunes_kernel_rules_and_user_space() {
     let ns = pair();
     let tx = ns.gen_sender();
@@ -526,25 +535,22 @@ fn filter_update_retunes_kernel_rules_and_user_space() {
 /// A veth pair whose capture end has 4 RX queues (and the sender 4 TX
 /// queues, so flows spread over them).
 struct MultiQueue {
-    gen: String,
-    cap: String,
+    gen: Netns,
+    cap: Netns,
 }
 
 impl MultiQueue {
     fn new() -> MultiQueue {
-        let pid = std::process::id();
         let m = MultiQueue {
-            gen: format!("xmg-{pid}"),
-            cap: format!("xmc-{pid}"),
+            gen: Netns::new("xmg").expect("namespace gen"),
+            cap: Netns::new("xmc").expect("namespace cap"),
         };
-        ip(&["netns", "add", &m.gen]);
-        ip(&["netns", "add", &m.cap]);
         ip(&[
             "link",
             "add",
             "g0",
             "netns",
-            &m.gen,
+            m.gen.name(),
             "numtxqueues",
             "4",
             "numrxqueues",
@@ -555,34 +561,42 @@ impl MultiQueue {
             "name",
             "c0",
             "netns",
-            &m.cap,
+            m.cap.name(),
             "numtxqueues",
             "4",
             "numrxqueues",
             "4",
         ]);
-        ip(&["-n", &m.gen, "addr", "add", "10.202.1.1/24", "dev", "g0"]);
-        ip(&["-n", &m.cap, "addr", "add", "10.202.1.2/24", "dev", "c0"]);
+        ip(&[
+            "-n",
+            m.gen.name(),
+            "addr",
+            "add",
+            "10.202.1.1/24",
+            "dev",
+            "g0",
+        ]);
+        ip(&[
+            "-n",
+            m.cap.name(),
+            "addr",
+            "add",
+            "10.202.1.2/24",
+            "dev",
+            "c0",
+        ]);
         for (ns, dev) in [(&m.gen, "g0"), (&m.cap, "c0")] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns.name(), "link", "set", dev, "up"]);
         }
         m
     }
 }
 
-impl Drop for MultiQueue {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.cap] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
 #[test]
+#[ignore = "needs root"]
 fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     let m = MultiQueue::new();
-    NetnsPair::enter(&m.cap);
+    m.cap.switch_thread();
     let filter = compile("udp dst port 7100");
     let cfg = AfXdpConfig {
         umem_bytes: 0,
@@ -592,23 +606,29 @@ fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     assert_eq!(src.queue_frames().len(), 4);
     // 64 flows (source ports), each from its own socket, sent from gen.
     let ping = Command::new("ip")
-        .args(["netns", "exec", &m.gen, "ping", "-c1", "-W2", "10.202.1.2"])
+        .args([
+            "netns",
+            "exec",
+            m.gen.name(),
+            "ping",
+            "-c1",
+            "-W2",
+            "10.202.1.2",
+        ])
         .status()
         .expect("ping");
     assert!(ping.success());
-    let gen = m.gen.clone();
-    std::thread::spawn(move || {
-        NetnsPair::enter(&gen);
-        for p in 0..64u16 {
-            let s = std::net::UdpSocket::bind(("10.202.1.1", 20000 + p)).expect("bind");
-            for i in 0..5 {
-                s.send_to(&[i as u8; 100], ("10.202.1.2", 7100))
-                    .expect("send");
+    m.gen
+        .enter(|| {
+            for p in 0..64u16 {
+                let s = std::net::UdpSocket::bind(("10.202.1.1", 20000 + p)).expect("bind");
+                for i in 0..5 {
+                    s.send_to(&[i as u8; 100], ("10.202.1.2", 7100))
+                        .expect("send");
+                }
             }
-        }
-    })
-    .join()
-    .expect("sender");
+        })
+        .expect("sender");
     let mut got = 0;
     let t0 = Instant::now();
     while got < 64 * 5 && t0.elapsed() < LIMIT {
@@ -662,14 +682,15 @@ fn foreign_object(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_foreign_program_is_refused_unless_replace_is_set() {
     let ns = pair();
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     let dir = tempfile::tempdir().unwrap();
     let obj = foreign_object(dir.path());
     ip(&[
         "-n",
-        &ns.cap,
+        ns.cap.name(),
         "link",
         "set",
         "dev",
@@ -688,7 +709,7 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
         e.contains("someone_else") && e.contains("XdpReplace"),
         "{e}"
     );
-    assert!(ip(&["-n", &ns.cap, "link", "show", "c0"]).contains("someone_else"));
+    assert!(ip(&["-n", ns.cap.name(), "link", "show", "c0"]).contains("someone_else"));
 
     let mut s = spec("c0", vec![], udpstr(&sink));
     set_source(
@@ -700,13 +721,14 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
         }),
     );
     let w = Worker::start(s).expect("replace allowed");
-    let shown = ip(&["-n", &ns.cap, "link", "show", "c0"]);
+    let shown = ip(&["-n", ns.cap.name(), "link", "show", "c0"]);
     assert!(shown.contains("xrpcapd_xdp") && !shown.contains("someone_else"));
     w.stop();
     assert!(detached(&ns.cap, "c0"));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_leftover_program_of_ours_is_replaced() {
     let ns = pair();
     let tx = ns.gen_sender();
@@ -716,7 +738,7 @@ fn a_leftover_program_of_ours_is_replaced() {
     // What a crashed run that attached through netlink leaves behind.
     ip(&[
         "-n",
-        &ns.cap,
+        ns.cap.name(),
         "link",
         "set",
         "dev",
@@ -744,9 +766,10 @@ fn a_leftover_program_of_ours_is_replaced() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     let ns = pair();
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     // The namespace's loopback: no driver XDP (no dummy module here).
     let filter: Vec<Insn> = vec![];
     let mut cfg = AfXdpConfig {
@@ -762,12 +785,13 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     cfg.xdp.mode = XdpMode::Auto;
     let src = AfXdp::open(&cfg).expect("auto falls back to generic");
     assert_eq!(src.xdp_mode(), XdpMode::Generic);
-    assert!(ip(&["-n", &ns.cap, "link", "show", "lo"]).contains("xdpgeneric"));
+    assert!(ip(&["-n", ns.cap.name(), "link", "show", "lo"]).contains("xdpgeneric"));
     drop(src);
     assert!(detached(&ns.cap, "lo"));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn own_traffic_stays_with_the_stack() {
     // A sensor reached over the captured link: its data datagrams arrive on
     // c0 from gen's address (as a looped-back mirror would show them) and
@@ -808,9 +832,10 @@ fn own_traffic_stays_with_the_stack() {
 /// As `commands_wake_an_idle_worker_at_once` (AF_PACKET): the AF_XDP
 /// worker waits in poll(2) on its sockets and the wake eventfd.
 #[test]
+#[ignore = "needs root"]
 fn commands_wake_an_idle_afxdp_worker_at_once() {
     let ns = pair();
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     let sink = udp_sink();
     let mut s = spec(
         "c0",
@@ -880,10 +905,11 @@ fn read_frames(src: &mut AfXdp, want: usize, limit: Duration) -> Vec<Vec<u8>> {
 /// byte for byte (extension headers included); the others never leave XDP
 /// (passed on, counted), the user-space filter has nothing left to reject.
 #[test]
+#[ignore = "needs root"]
 fn ipv6_prefixes_are_applied_in_xdp() {
     for mode in [XdpMode::Generic, XdpMode::Native] {
         let ns = pair();
-        NetnsPair::enter(&ns.cap);
+        ns.cap.switch_thread();
         let filter = compile("ip6 net 2001:db8:1::/48");
         let cfg = AfXdpConfig {
             umem_bytes: 1 << 20,
@@ -986,9 +1012,10 @@ fn afxdp_busy_poll_options() -> Vec<(i32, i32)> {
 /// still delivers every frame byte for byte, opened directly and through a
 /// worker (config -> XdpSettings -> sockets).
 #[test]
+#[ignore = "needs root"]
 fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     let m = MultiQueue::new();
-    NetnsPair::enter(&m.cap);
+    m.cap.switch_thread();
     let filter = compile("udp dst port 7100");
     let mut cfg = xdp_cfg(&filter, XdpMode::Native);
     cfg.xdp.busy_poll = BusyPoll::On { budget: 16 };
@@ -1060,6 +1087,7 @@ fn v6_mix() -> Vec<Vec<u8>> {
 /// IPv6 address filters: AF_XDP (prefixes applied in XDP) captures exactly
 /// the frames AF_PACKET (cBPF in the kernel) captures, byte for byte.
 #[test]
+#[ignore = "needs root"]
 fn ipv6_filters_give_the_same_frames_as_af_packet() {
     let ns = pair();
     let frames = v6_mix();
@@ -1169,6 +1197,7 @@ fn long_to_port() -> Vec<Insn> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_filter_runs_in_xdp_and_rejected_frames_never_reach_user_space() {
     for drop_rejected in [false, true] {
         let ns = pair();
@@ -1196,6 +1225,7 @@ fn the_filter_runs_in_xdp_and_rejected_frames_never_reach_user_space() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_truncating_filter_stays_in_user_space_and_still_filters_exactly() {
     let ns = pair();
     // `ret #600`: XDP cannot truncate, so the worker filters (and cuts).
@@ -1224,6 +1254,7 @@ fn a_truncating_filter_stays_in_user_space_and_still_filters_exactly() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn filter_updates_move_the_filter_between_xdp_and_user_space() {
     let ns = pair();
     let mut d = deliver(&ns, &long_to_port(), false);
@@ -1255,6 +1286,7 @@ fn filter_updates_move_the_filter_between_xdp_and_user_space() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn one_poll_takes_a_whole_burst_not_one_round() {
     // The worker sends once per poll: a poll that returned after one round
     // of 256 frames cost a sendmmsg (and, with the sensor on the same host,
@@ -1384,11 +1416,13 @@ fn stamps_follow_the_sending_gaps(mode: XdpMode) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn generic_mode_stamps_each_frame_with_its_arrival() {
     stamps_follow_the_sending_gaps(XdpMode::Generic);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn native_mode_stamps_each_frame_with_its_arrival() {
     stamps_follow_the_sending_gaps(XdpMode::Native);
 }

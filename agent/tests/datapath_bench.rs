@@ -96,7 +96,7 @@ fn bench_gso_against_sendmmsg() {
 fn bench_afpacket_flood() {
     const N: u64 = 2_000_000;
     let ns = NetnsPair::new();
-    NetnsPair::enter(&ns.cap);
+    ns.cap.switch_thread();
     let sink = udp_sink();
     let dest = addr(&sink);
     let stop = Arc::new(AtomicBool::new(false));
@@ -133,7 +133,16 @@ fn bench_afpacket_flood() {
     let t0 = Instant::now();
     let out = std::process::Command::new("taskset")
         .args([
-            "-c", "0", "ip", "netns", "exec", &ns.gen, "trafgen", "-o", "g0", "-i",
+            "-c",
+            "0",
+            "ip",
+            "netns",
+            "exec",
+            ns.gen.name(),
+            "trafgen",
+            "-o",
+            "g0",
+            "-i",
         ])
         .arg(&conf)
         .args(["-n", &N.to_string(), "-P", "1"])

@@ -8,15 +8,13 @@
 //! the translation without frags (the linear part is the frame). Needs root
 //! (bpf(2)).
 
-// The expression and frame corpus of rpcap's own differential tests.
-#[path = "../../rpcap/tests/bpf_support/mod.rs"]
-mod bpf_support;
+// The expression and frame corpus shared with rpcap's differential tests.
 
-use bpf_support::{compile, frame, Rng, EXPRS};
 use rpcap::bpf::opcode::*;
 use rpcap::bpf::{Insn, Program};
 use xdpc::XdpRules;
 use xdpc::{translate, Verdict, XDP_DROP, XDP_PASS};
+use xrpcap_testkit::bpf_corpus::{compile, frame, Rng, EXPRS};
 use xrpcapd::capture::afxdp::program::{FilterPlace, FilterProg, XdpProgram};
 
 const TEST: Verdict = Verdict::Test {
@@ -61,6 +59,7 @@ fn frames(n: usize) -> Vec<Vec<u8>> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn corpus_verdicts_equal_the_interpreter() {
     let frames = frames(3000);
     let big = frames.iter().filter(|f| f.len() > 4096).count();
@@ -176,6 +175,7 @@ fn s(code: u16, k: u32) -> Insn {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn packet_loads_read_big_endian_and_reject_out_of_bounds() {
     let frames = edge_frames();
     let mut t = Tally::default();
@@ -247,6 +247,7 @@ fn packet_loads_read_big_endian_and_reject_out_of_bounds() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn lengths_scratch_and_transfers() {
     let frames = edge_frames();
     let mut t = Tally::default();
@@ -292,6 +293,7 @@ fn lengths_scratch_and_transfers() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn alu_operations_match_including_division_by_zero_and_wide_shifts() {
     let frames = edge_frames();
     let mut t = Tally::default();
@@ -362,6 +364,7 @@ fn alu_operations_match_including_division_by_zero_and_wide_shifts() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn jumps_compare_unsigned_32_bit_and_jset_tests_bits() {
     let frames = edge_frames();
     let mut t = Tally::default();
@@ -430,6 +433,7 @@ fn jumps_compare_unsigned_32_bit_and_jset_tests_bits() {
 /// is bound to RX queue 0, so an accepted frame's redirect fails and is
 /// counted as a redirect error (passed), a rejected one as filtered.
 #[test]
+#[ignore = "needs root"]
 fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
     let mut p = XdpProgram::load("lo").expect("load the XDP object");
     p.set_rules(&XdpRules::all(), false, false).unwrap();
@@ -514,6 +518,7 @@ fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
 /// unoptimized code for 100 ports: ~6300 instructions) is emitted with
 /// 32-bit `gotol` jumps and still judges like the interpreter.
 #[test]
+#[ignore = "needs root"]
 fn a_long_program_uses_far_jumps_and_still_matches() {
     let expr = (0..100)
         .map(|i| format!("port {}", 990 + i))

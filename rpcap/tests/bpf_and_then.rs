@@ -1,11 +1,9 @@
 //! `and_then(a, b)` against libpcap's own "(a) and (b)", and its exact
 //! semantics (RET A, fresh registers and scratch memory for `second`).
 
-mod bpf_support;
-
-use bpf_support::{compile, frame, PcapFile, Pkt, Rng, EXPRS};
 use rpcap::bpf::opcode::*;
 use rpcap::bpf::{and_then, validate, Insn, Program, ValidateError, MAX_INSNS};
+use xrpcap_testkit::bpf_corpus::{compile, frame, PcapFile, Pkt, Rng, EXPRS};
 
 fn s(code: u16, k: u32) -> Insn {
     Insn::stmt(code, k)

@@ -1,11 +1,9 @@
 //! Differential tests: our validator and interpreter against libpcap on
-//! every expression of `bpf_support::EXPRS`, optimized and not.
+//! every expression of `xrpcap_testkit::bpf_corpus::EXPRS`, optimized and not.
 
-mod bpf_support;
-
-use bpf_support::{compile, frame, PcapFile, Pkt, Rng, EXPRS};
 use proptest::prelude::*;
 use rpcap::bpf::{validate, Program};
+use xrpcap_testkit::bpf_corpus::{compile, frame, PcapFile, Pkt, Rng, EXPRS};
 
 /// The dead handle's snaplen: what libpcap's programs return on accept.
 const DEAD_SNAPLEN: u32 = 65535;

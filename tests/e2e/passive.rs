@@ -1,7 +1,7 @@
 //! Passive mode, password authentication, TLS and active mode against the
 //! real libpcap RPCAP client (scripts/libpcap-remote.sh builds it, with
 //! tests/interop/rpcap_client.c), and every hostile input of PROTOCOL.md §6
-//! against the running daemon. Needs root; fails (does not skip) without it.
+//! against the running daemon. Needs root (marked `needs root`: ignored without it).
 //!
 //! Layout: ns gen (g0 10.210.1.1) ── veth ── ns cap (c0 10.210.1.2). The
 //! agent runs in cap and listens on 127.0.0.1; the client runs in cap too and
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rpcap::header::{Header, MsgType};
 use rpcap::msg::{Auth, Message};
 use rpcap::ErrorCode;
-use xrpcap_e2e::{
+use xrpcap_testkit::{
     bin_path, numbered_payloads, read_pcap, require_root, send_udp, veth_pair, wait_tcp_listen,
     wait_until, Child, Netns, Tcpdump, VethEnd,
 };
@@ -269,6 +269,7 @@ fn stats_ok(s: &mut TcpStream) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
     let rig = Rig::new("", &[]);
     let source = format!("rpcap://127.0.0.1:{PORT}/");
@@ -296,6 +297,7 @@ fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn wrong_passwords_and_null_auth_fail_alike_after_a_delay() {
     let rig = Rig::new("", &[]);
     let source = format!("rpcap://127.0.0.1:{PORT}/");
@@ -318,6 +320,7 @@ fn wrong_passwords_and_null_auth_fail_alike_after_a_delay() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tls_rpcaps_captures_and_plaintext_gets_tls_required() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
@@ -357,11 +360,13 @@ fn tls_rpcaps_captures_and_plaintext_gets_tls_required() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn libpcap_remoteact_accept_gets_an_active_session() {
     remoteact_session(false);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn libpcap_remoteact_accept_gets_an_active_tls_session() {
     remoteact_session(true);
 }
@@ -442,6 +447,7 @@ fn remoteact_session(tls: bool) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn hostile_inputs_get_errors_or_closes_and_leak_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let shadow = dir.path().join("shadow");
@@ -610,6 +616,7 @@ fn hostile_inputs_get_errors_or_closes_and_leak_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn hosts_not_allowed_are_refused() {
     let rig = Rig::new("PassiveClient = 10.9.9.9\n", &[]);
     let mut s = rig.connect();
@@ -748,6 +755,7 @@ fn tls_findallif(rig: &Rig, config: Arc<rustls::ClientConfig>) -> Result<u16, St
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tls_client_certificates_from_the_configured_ca_only() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
@@ -810,6 +818,7 @@ fn tls_client_certificates_from_the_configured_ca_only() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn passive_udpstr_reaches_a_client_that_reads_it() {
     let rig = Rig::new("PassiveUdpStr = YES\n", &["-t", "1400"]);
     let out = tempfile::tempdir().unwrap();
@@ -872,7 +881,7 @@ fn passive_udpstr_reaches_a_client_that_reads_it() {
         .lines()
         .find(|l| l.starts_with("final "))
         .unwrap_or_else(|| panic!("no final line: {log}"));
-    let counters = xrpcap_e2e::Counters(final_line.to_string());
+    let counters = xrpcap_testkit::Counters(final_line.to_string());
     assert_eq!(counters.get("packets"), u64::from(COUNT), "{final_line}");
     assert!(counters.get("udpstr_datagrams") >= 1, "{final_line}");
     assert_eq!(counters.get("lost"), 0, "{final_line}");
@@ -889,6 +898,7 @@ fn passive_udpstr_reaches_a_client_that_reads_it() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn slow_password_checks_do_not_stall_other_clients_and_yescrypt_logins_work() {
     // A real yescrypt system account, made costly (-R 9: 16 x the default
     // work, ~0.7 s) so that its check lasts long enough to be seen from outside.

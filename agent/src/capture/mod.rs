@@ -16,8 +16,6 @@ pub mod afpacket;
 pub mod afxdp;
 pub mod file;
 mod sys;
-#[cfg(test)]
-mod test_caps;
 
 use std::io;
 use std::time::Duration;

@@ -1,134 +1,25 @@
-//! Shared by the datapath tests: a namespace pair joined by a veth, traffic
-//! from the generator side, filters compiled by libpcap, and a sensor that
-//! collects what the worker sends (udpstr, plain UDP, TCP).
-#![allow(dead_code)]
+//! The agent's datapath tests share this on top of the test kit: capture
+//! specs with test defaults, filters compiled by libpcap, traffic to the
+//! pair's capture side, a libpcap reference capture, and worker checks.
+// Each test binary uses its own subset of these.
+#![allow(dead_code, unused_imports)]
 
-use std::fs::File;
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use rpcap::bpf::Insn;
 use rpcap::msg::Sampling;
-use rpcap::PktHdr;
+pub use xrpcap_testkit::netns::NetnsPair;
+pub use xrpcap_testkit::sink::{
+    addr, collect_plain, collect_tcp, collect_udpstr, count_more, udp_sink,
+};
+pub use xrpcap_testkit::traffic::{payload, send_raw};
+pub use xrpcap_testkit::wait::wait_for;
 use xrpcapd::datapath::{CaptureSpec, DatapathOptions, Transport, Worker};
 use xrpcapd::settings::{Backend, XdpSettings};
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-pub const GEN_IP: &str = "10.201.1.1";
-pub const CAP_IP: &str = "10.201.1.2";
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two namespaces `gen` and `cap` joined by veth g0 ↔ c0 (MTU 9000), IPv6
-/// off (no stray router solicitations), lo up. Deleted on drop.
-pub struct NetnsPair {
-    pub gen: String,
-    pub cap: String,
-}
-
-impl NetnsPair {
-    pub fn new() -> NetnsPair {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let pair = NetnsPair {
-            gen: format!("dpg-{pid}-{n}"),
-            cap: format!("dpc-{pid}-{n}"),
-        };
-        ip(&["netns", "add", &pair.gen]);
-        ip(&["netns", "add", &pair.cap]);
-        for ns in [&pair.gen, &pair.cap] {
-            for key in ["all", "default"] {
-                let _ = Command::new("ip")
-                    .args(["netns", "exec", ns, "sysctl", "-qw"])
-                    .arg(format!("net.ipv6.conf.{key}.disable_ipv6=1"))
-                    .status();
-            }
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&[
-            "link", "add", "g0", "netns", &pair.gen, "mtu", "9000", "type", "veth", "peer", "name",
-            "c0", "netns", &pair.cap, "mtu", "9000",
-        ]);
-        ip(&[
-            "-n",
-            &pair.gen,
-            "addr",
-            "add",
-            &format!("{GEN_IP}/24"),
-            "dev",
-            "g0",
-        ]);
-        ip(&[
-            "-n",
-            &pair.cap,
-            "addr",
-            "add",
-            &format!("{CAP_IP}/24"),
-            "dev",
-            "c0",
-        ]);
-        ip(&["-n", &pair.gen, "link", "set", "g0", "up"]);
-        ip(&["-n", &pair.cap, "link", "set", "c0", "up"]);
-        pair
-    }
-
-    /// Moves the calling thread into `ns` (sockets it creates live there;
-    /// threads it spawns start there).
-    pub fn enter(ns: &str) {
-        let f = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-        // SAFETY: setns on a valid namespace descriptor, for this thread only.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-    }
-
-    /// A UDP socket in `gen` that sends to the capture side, with ARP resolved.
-    pub fn gen_sender(&self) -> UdpSocket {
-        NetnsPair::enter(&self.gen);
-        let s = UdpSocket::bind((GEN_IP, 0)).expect("bind gen");
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.gen, "ping", "-c", "1", "-W", "2", CAP_IP,
-            ])
-            .output()
-            .expect("ping");
-        assert!(out.status.success(), "ping over the veth failed");
-        NetnsPair::enter(&self.cap);
-        s
-    }
-
-    pub fn delete_capture_link(&self) {
-        ip(&["-n", &self.cap, "link", "del", "c0"]);
-    }
-}
-
-impl Drop for NetnsPair {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.cap] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// UDP payload that makes an Ethernet frame of `frame_len` bytes, unique per `i`.
-pub fn payload(frame_len: usize, i: usize) -> Vec<u8> {
-    let n = frame_len - 14 - 20 - 8;
-    (0..n)
-        .map(|k| (k as u32).wrapping_mul(31).wrapping_add(i as u32 * 7) as u8)
-        .collect()
-}
+pub const GEN_IP: &str = NetnsPair::GEN_IP;
+pub const CAP_IP: &str = NetnsPair::CAP_IP;
 
 /// Sends `count` datagrams of frame size `frame_len` to the capture side, port `port`.
 pub fn send(sock: &UdpSocket, port: u16, frame_len: usize, count: usize, first: usize) {
@@ -138,21 +29,9 @@ pub fn send(sock: &UdpSocket, port: u16, frame_len: usize, count: usize, first: 
     }
 }
 
-/// Compiles a tcpdump expression for Ethernet with libpcap.
+/// Compiles a tcpdump expression for Ethernet with libpcap (optimized).
 pub fn compile(expr: &str) -> Vec<Insn> {
-    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).expect("dead handle");
-    let prog = dead.compile(expr, true).expect("compile");
-    prog.get_instructions()
-        .iter()
-        .map(|i| {
-            let f: Vec<u64> = i
-                .to_string()
-                .split_whitespace()
-                .map(|x| x.parse().expect("insn field"))
-                .collect();
-            Insn::new(f[0] as u16, f[1] as u8, f[2] as u8, f[3] as u32)
-        })
-        .collect()
+    xrpcap_testkit::bpf_corpus::compile(expr, true)
 }
 
 pub fn accept_all() -> Vec<Insn> {
@@ -180,116 +59,6 @@ pub fn spec(ifname: &str, filter: Vec<Insn>, transport: Transport) -> CaptureSpe
         cpu: None,
         dry_run: false,
     }
-}
-
-/// A UDP socket on loopback with a large receive buffer.
-pub fn udp_sink() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
-    let v: libc::c_int = 32 << 20;
-    // SAFETY: setsockopt with a valid int on an open socket.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    s
-}
-
-/// One record as the sensor got it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rec {
-    pub hdr: PktHdr,
-    pub data: Vec<u8>,
-}
-
-/// Receives udpstr datagrams until `want` records arrived or `limit` passed.
-pub fn collect_udpstr(
-    sock: &UdpSocket,
-    want: usize,
-    limit: Duration,
-) -> (Vec<Rec>, rpcap::udpstr::DeframerStats, usize) {
-    let mut d = rpcap::udpstr::Deframer::new(262_144);
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let mut dgrams = 0;
-    let t0 = Instant::now();
-    while out.len() < want && t0.elapsed() < limit {
-        if let Ok(n) = sock.recv(&mut buf) {
-            dgrams += 1;
-            d.push(&buf[..n], |h, b| {
-                out.push(Rec {
-                    hdr: *h,
-                    data: b.to_vec(),
-                })
-            })
-            .expect("udpstr datagram");
-        }
-    }
-    (out, *d.stats(), dgrams)
-}
-
-/// Drains a socket for `quiet` and returns how many datagrams came.
-pub fn count_more(sock: &UdpSocket, quiet: Duration) -> usize {
-    let mut buf = vec![0u8; 65536];
-    let t0 = Instant::now();
-    let mut n = 0;
-    while t0.elapsed() < quiet {
-        if sock.recv(&mut buf).is_ok() {
-            n += 1;
-        }
-    }
-    n
-}
-
-/// Receives plain PACKET datagrams.
-pub fn collect_plain(sock: &UdpSocket, want: usize, limit: Duration) -> Vec<Rec> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let t0 = Instant::now();
-    while out.len() < want && t0.elapsed() < limit {
-        if let Ok(n) = sock.recv(&mut buf) {
-            let (h, b) = rpcap::plain::decode(&buf[..n]).expect("plain datagram");
-            out.push(Rec {
-                hdr: h,
-                data: b.to_vec(),
-            });
-        }
-    }
-    out
-}
-
-/// Reads plain PACKET messages from a TCP stream.
-pub fn collect_tcp(s: &mut TcpStream, want: usize, limit: Duration) -> Vec<Rec> {
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let mut out = Vec::new();
-    let mut acc: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let t0 = Instant::now();
-    while out.len() < want && t0.elapsed() < limit {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => acc.extend_from_slice(&buf[..n]),
-            Err(_) => continue,
-        }
-        while let Some(h) = rpcap::Header::parse(&acc) {
-            let total = 8 + h.plen as usize;
-            if acc.len() < total {
-                break;
-            }
-            let (ph, b) = rpcap::plain::decode(&acc[..total]).expect("plain message");
-            out.push(Rec {
-                hdr: ph,
-                data: b.to_vec(),
-            });
-            acc.drain(..total);
-        }
-    }
-    out
 }
 
 /// Frames as an independent libpcap capture on `ifname` sees them.
@@ -329,23 +98,6 @@ impl Reference {
         }
         out
     }
-}
-
-/// Sensor address of a loopback socket.
-pub fn addr(s: &UdpSocket) -> SocketAddr {
-    s.local_addr().unwrap()
-}
-
-/// Waits until `cond` or `limit`.
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
 }
 
 /// Starts an idle worker from `spec` and checks that filter updates and
@@ -412,43 +164,6 @@ pub fn udp4_frame(vlan: Option<u16>, dport: u16, body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Sends `frames` as they are out of `ifname` of namespace `ns` (AF_PACKET).
-pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
-    let (ns, ifname) = (ns.to_owned(), std::ffi::CString::new(ifname).unwrap());
-    std::thread::spawn(move || {
-        NetnsPair::enter(&ns);
-        // SAFETY: plain socket(2); checked; closed below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "AF_PACKET socket");
-        // SAFETY: a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert!(ifindex > 0);
-        // SAFETY: all-zero is a valid sockaddr_ll.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
-        sll.sll_halen = 6;
-        for f in &frames {
-            // SAFETY: `f` is a live buffer of its length; `sll` a valid sockaddr_ll.
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(n as usize, f.len(), "{}", std::io::Error::last_os_error());
-        }
-        // SAFETY: our descriptor.
-        unsafe { libc::close(fd) };
-    })
-    .join()
-    .expect("raw sender");
-}
-
 /// Puts a test capture on AF_PACKET (`None`) or on AF_XDP with `xdp`.
 pub fn set_source(s: &mut CaptureSpec, xdp: Option<XdpSettings>) {
     match xdp {
@@ -468,7 +183,7 @@ pub fn capture_raw(
     expr: &str,
     frames: &[Vec<u8>],
 ) -> Vec<Vec<u8>> {
-    NetnsPair::enter(&ns.cap);
+    xrpcap_testkit::netns::switch_thread(ns.cap.name());
     let sink = udp_sink();
     let mut s = spec(
         "c0",

@@ -740,17 +740,16 @@ mod tests {
     /// privilege: on. Each case in its own thread and network namespace
     /// (sockets bound to that namespace's lo; no program, no traffic).
     #[test]
+    #[ignore = "needs root"]
     fn busy_polling_is_on_or_reported_unavailable() {
         let run = |privileged: bool| {
             std::thread::spawn(move || {
-                crate::capture::test_caps::unshare_net();
+                xrpcap_testkit::caps::unshare_net();
                 let lo = sys::ifindex("lo").unwrap();
                 let mut socks =
                     vec![Xsk::open(lo, 0, 512, false, true).expect("AF_XDP socket on lo")];
                 if !privileged {
-                    crate::capture::test_caps::drop_effective(
-                        crate::capture::test_caps::CAP_NET_ADMIN,
-                    );
+                    xrpcap_testkit::caps::drop_effective(xrpcap_testkit::caps::CAP_NET_ADMIN);
                 }
                 let on = BusyPoll::On { budget: 8 };
                 let said = busy_poll_all("lo", &mut socks, on);

@@ -27,7 +27,7 @@ impl Child {
     /// Spawns `cmd` (stdin closed, output captured). `name` labels its logs.
     pub fn spawn(name: &str, mut cmd: Command) -> Result<Child> {
         let logs = tempfile::Builder::new()
-            .prefix(&format!("xrpcap-e2e-{name}-"))
+            .prefix(&format!("xrpcap-test-{name}-"))
             .tempdir()?;
         let stdout = File::create(logs.path().join("stdout"))?;
         let stderr = File::create(logs.path().join("stderr"))?;

@@ -1,7 +1,7 @@
-//! Shared by the `bpf_*` tests: libpcap as the reference (compile a tcpdump
-//! expression; filter packets through a pcap file it reads), a packet
-//! generator, and a small deterministic RNG.
-#![allow(dead_code)]
+//! The BPF corpus of the filter tests (rpcap's interpreter and validator,
+//! the agent's cBPF→eBPF translation): tcpdump expressions, libpcap as the
+//! reference (compile an expression; filter packets through a pcap file it
+//! reads), a packet generator, and a small deterministic RNG.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,7 +149,7 @@ impl Drop for PcapFile {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -157,10 +157,10 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     pub fn u8(&mut self) -> u8 {
-        self.next() as u8
+        self.next_u64() as u8
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -194,7 +194,7 @@ fn port(rng: &mut Rng) -> u16 {
     if rng.chance(80) {
         rng.pick(&PORTS)
     } else {
-        rng.next() as u16
+        rng.next_u64() as u16
     }
 }
 
@@ -246,7 +246,7 @@ fn l4(rng: &mut Rng, proto: u8) -> Vec<u8> {
             let ulen = if rng.chance(80) {
                 8 + payload as u16
             } else {
-                rng.next() as u16
+                rng.next_u64() as u16
             };
             h.extend_from_slice(&ulen.to_be_bytes());
             h.extend_from_slice(&rng.bytes(2));
@@ -285,14 +285,14 @@ fn ipv4(rng: &mut Rng) -> Vec<u8> {
     let total = if rng.chance(85) {
         total
     } else {
-        rng.next() as u16
+        rng.next_u64() as u16
     };
     h.extend_from_slice(&total.to_be_bytes());
     h.extend_from_slice(&rng.bytes(2)); // id
     let frag: u16 = if rng.chance(80) {
         0x4000
     } else {
-        rng.next() as u16
+        rng.next_u64() as u16
     };
     h.extend_from_slice(&frag.to_be_bytes());
     let any = rng.u8();
@@ -341,7 +341,7 @@ pub fn frame(rng: &mut Rng) -> Pkt {
     f.extend_from_slice(&rng.pick(&MACS));
     for _ in 0..rng.pick(&[0, 0, 0, 1, 2]) {
         f.extend_from_slice(&[0x81, 0x00]);
-        let any = rng.next() as u16 & 0xfff;
+        let any = rng.next_u64() as u16 & 0xfff;
         let vid = rng.pick(&[1u16, 100, 200, any]);
         f.extend_from_slice(&vid.to_be_bytes());
     }
@@ -359,7 +359,7 @@ pub fn frame(rng: &mut Rng) -> Pkt {
             f.extend(rng.bytes(28));
         }
         _ => {
-            f.extend_from_slice(&(rng.next() as u16).to_be_bytes());
+            f.extend_from_slice(&(rng.next_u64() as u16).to_be_bytes());
             let n = rng.below(100) as usize;
             f.extend(rng.bytes(n));
         }

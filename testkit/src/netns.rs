@@ -112,6 +112,12 @@ impl Netns {
         })
     }
 
+    /// Moves the calling thread into this namespace for the rest of its
+    /// life (see [`switch_thread`]).
+    pub fn switch_thread(&self) {
+        switch_thread(&self.name);
+    }
+
     /// A UDP socket bound to `addr` inside this namespace.
     pub fn udp_socket(&self, addr: SocketAddr) -> Result<UdpSocket> {
         self.enter(|| UdpSocket::bind(addr))?
@@ -139,11 +145,11 @@ impl Drop for Netns {
         match result {
             Ok(out) if out.status.success() => {}
             Ok(out) => eprintln!(
-                "xrpcap-e2e: ip netns del {} failed: {}",
+                "xrpcap-testkit: ip netns del {} failed: {}",
                 self.name,
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
-            Err(e) => eprintln!("xrpcap-e2e: ip netns del {}: {e}", self.name),
+            Err(e) => eprintln!("xrpcap-testkit: ip netns del {}: {e}", self.name),
         }
     }
 }
@@ -295,4 +301,94 @@ pub(crate) fn run_checked(cmd: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether an XDP program is attached to `dev` in `ns` (`ip link` shows
+/// `prog/xdp`).
+pub fn xdp_attached(ns: &Netns, dev: &str) -> bool {
+    ns.run("ip", ["link", "show", "dev", dev])
+        .expect("ip link show")
+        .contains("prog/xdp")
+}
+
+/// Moves the calling thread into the namespace called `name` for the rest of
+/// its life: sockets it creates live there, threads it spawns start there.
+/// For tests whose own thread works inside the namespace (a capture worker
+/// started from it); [`Netns::enter`] keeps the calling thread where it is.
+pub fn switch_thread(name: &str) {
+    let path = Netns::path_of(name);
+    let file = File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    // SAFETY: setns(2) with a valid namespace fd that `file` owns for the
+    // duration of the call; it moves only the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
+/// The namespace pair of the datapath tests: `gen` and `cap` joined by veth
+/// g0 ↔ c0 (MTU 9000, jumbo frames), static neighbours. Deleted on drop.
+///
+/// ```text
+///  ns gen         ns cap
+///  g0 ──veth── c0 (captured)
+///  10.201.1.1  10.201.1.2
+/// ```
+#[derive(Debug)]
+pub struct NetnsPair {
+    pub gen: Netns,
+    pub cap: Netns,
+}
+
+impl NetnsPair {
+    pub const GEN_IF: &'static str = "g0";
+    pub const GEN_IP: &'static str = "10.201.1.1";
+    pub const CAP_IF: &'static str = "c0";
+    pub const CAP_IP: &'static str = "10.201.1.2";
+
+    /// Creates the pair; panics (the test fails) when it cannot.
+    pub fn new() -> NetnsPair {
+        let pair = NetnsPair {
+            gen: Netns::new("dpg").expect("namespace gen"),
+            cap: Netns::new("dpc").expect("namespace cap"),
+        };
+        veth_pair(
+            VethEnd {
+                ns: &pair.gen,
+                ifname: Self::GEN_IF,
+                cidr: "10.201.1.1/24",
+            },
+            VethEnd {
+                ns: &pair.cap,
+                ifname: Self::CAP_IF,
+                cidr: "10.201.1.2/24",
+            },
+            9000,
+        )
+        .expect("veth g0 <-> c0");
+        pair
+    }
+
+    /// A UDP socket in `gen` that sends to the capture side (the calling
+    /// thread is left in `cap`, where the tests start their workers).
+    pub fn gen_sender(&self) -> UdpSocket {
+        switch_thread(self.gen.name());
+        let s = UdpSocket::bind((Self::GEN_IP, 0)).expect("bind gen");
+        self.gen
+            .run("ping", ["-c", "1", "-W", "2", Self::CAP_IP])
+            .expect("ping over the veth");
+        switch_thread(self.cap.name());
+        s
+    }
+
+    /// Deletes c0 (and so its peer g0) while a capture may be running.
+    pub fn delete_capture_link(&self) {
+        self.cap
+            .run("ip", ["link", "del", Self::CAP_IF])
+            .expect("deleting c0");
+    }
+}
+
+impl Default for NetnsPair {
+    fn default() -> Self {
+        Self::new()
+    }
 }

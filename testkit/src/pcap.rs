@@ -1,19 +1,15 @@
-//! Capture files and traffic: reading pcap/pcapng, a tcpdump reference
-//! capture, numbered UDP datagrams.
+//! Capture files: every packet of a pcap or pcapng file, also while the
+//! file is still being written.
 
 use std::fs::File;
 use std::io::Read;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-
-use crate::netns::Netns;
-use crate::process::Child;
 
 /// One captured packet as stored in a capture file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,90 +142,6 @@ fn scale_timestamp(raw: u128, tsresol: u8) -> Result<Duration> {
     Ok(Duration::new(secs as u64, nanos as u32))
 }
 
-/// tcpdump's packet-buffer timeout (1 s, which libpcap also uses as the
-/// ring's block retire timeout), plus a margin.
-const BLOCK_TIMEOUT_SETTLE: Duration = Duration::from_millis(1300);
-
-/// A reference capture: `tcpdump -w` on an interface inside a namespace,
-/// packet-buffered (`-U`) so the file grows as packets arrive.
-///
-/// Not `--immediate-mode`: libpcap then uses a TPACKET_V2 ring whose slots are
-/// snaplen-sized, only ~8 of them, and a burst of 50 small frames already
-/// loses packets. The default TPACKET_V3 ring holds thousands of frames but
-/// hands a partly filled block over only after tcpdump's 1 s timeout, so
-/// [`Tcpdump::stop`] waits that long before it stops tcpdump.
-#[derive(Debug)]
-pub struct Tcpdump {
-    child: Child,
-    path: PathBuf,
-}
-
-impl Tcpdump {
-    /// Starts tcpdump on `ifname` in `ns` writing to `path`, with a capture
-    /// `filter` (tcpdump expression, may be empty). Returns once tcpdump
-    /// reports it is listening, so nothing sent afterwards is missed.
-    pub fn start(ns: &Netns, ifname: &str, path: &Path, filter: &str) -> Result<Tcpdump> {
-        let mut cmd = ns.command("tcpdump");
-        // -Z root: Debian's tcpdump would otherwise switch to user tcpdump
-        // and could not write into the test's temporary folder.
-        cmd.args(["-i", ifname, "-n", "-U", "-s", "0", "-Z", "root", "-w"])
-            .arg(path);
-        cmd.args(filter.split_whitespace());
-        let mut child = Child::spawn("tcpdump", cmd)?;
-        child.wait_for_output("listening on", Duration::from_secs(10))?;
-        Ok(Tcpdump {
-            child,
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Waits for the kernel to hand over the last partly filled ring block,
-    /// stops tcpdump (SIGTERM) and reads what it captured.
-    pub fn stop(mut self) -> Result<Vec<Packet>> {
-        std::thread::sleep(BLOCK_TIMEOUT_SETTLE);
-        self.child.stop(Duration::from_secs(5))?;
-        read_pcap(&self.path)
-    }
-}
-
-/// `count` UDP payloads of `size` bytes (at least 4): a big-endian sequence
-/// number, then a byte pattern derived from it, so order and content can be
-/// checked after the trip.
-pub fn numbered_payloads(count: u32, size: usize) -> Vec<Vec<u8>> {
-    assert!(
-        size >= 4,
-        "payload size {size} < 4 cannot hold the sequence number"
-    );
-    (0..count)
-        .map(|seq| {
-            let mut p = seq.to_be_bytes().to_vec();
-            p.extend((4..size).map(|i| (i as u32).wrapping_add(seq) as u8));
-            p
-        })
-        .collect()
-}
-
-/// Sends each payload as one UDP datagram from `from` (bound inside `ns`) to
-/// `to`. Returns the number sent; stops at the first send error.
-pub fn send_udp(
-    ns: &Netns,
-    from: SocketAddr,
-    to: SocketAddr,
-    payloads: &[Vec<u8>],
-) -> Result<usize> {
-    let socket = ns.udp_socket(from)?;
-    for (i, p) in payloads.iter().enumerate() {
-        socket
-            .send_to(p, to)
-            .with_context(|| format!("sending datagram {i} from {from} to {to}"))?;
-    }
-    Ok(payloads.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,14 +164,5 @@ mod tests {
             Duration::new(1, 500_000_000)
         );
         assert!(scale_timestamp(1, 0x7f).is_err());
-    }
-
-    #[test]
-    fn payloads_are_numbered_and_distinct() {
-        let p = numbered_payloads(3, 10);
-        assert_eq!(p.len(), 3);
-        assert!(p.iter().all(|x| x.len() == 10));
-        assert_eq!(&p[2][..4], &[0, 0, 0, 2]);
-        assert_ne!(p[1][4..], p[2][4..]);
     }
 }

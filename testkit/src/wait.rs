@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::capture::{read_packets_so_far, Packet};
 use crate::netns::Netns;
+use crate::pcap::{read_packets_so_far, Packet};
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -26,6 +26,18 @@ pub fn wait_until(
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Waits until `cond` or `limit`.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
 }
 
 /// Waits until a TCP socket listens on `port` inside `ns` (checked with `ss`).

@@ -1,10 +1,7 @@
-//! Test helper, shared by the unit tests and `agent/tests` (via `#[path]`):
-//! drops a capability from the calling thread's effective set, so a test
-//! can see how capture code behaves without a privilege. Capabilities are
-//! per thread: run it in a thread of its own. The capability stays
-//! permitted.
-// Each user takes the constants it needs.
-#![allow(dead_code)]
+//! Dropping a capability from the calling thread's effective set, so a test
+//! can see how code behaves without a privilege. Capabilities are per
+//! thread: run it in a thread of its own. The capability stays permitted.
+//! The raw capget/capset calls belong in the syscall layer once there is one.
 
 /// CAP_NET_ADMIN (busy-poll socket options).
 pub const CAP_NET_ADMIN: u32 = 12;
@@ -44,4 +41,27 @@ pub fn drop_effective(cap: u32) {
 pub fn unshare_net() {
     // SAFETY: unshare(2) with a flag only; it affects the calling thread.
     assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+}
+
+/// Panics unless the process runs as root (effective uid 0).
+///
+/// Tests that need root are marked `#[ignore = "needs root"]`; this check
+/// turns running them anyway (`--include-ignored`) without root into one
+/// clear failure instead of a confusing one deep in `ip netns add`.
+pub fn require_root() {
+    let euid = effective_uid();
+    assert!(
+        euid == Some(0),
+        "this test needs root (network namespaces, packet capture); \
+         effective uid is {euid:?}. Run it as root, e.g. `sudo -E cargo test -- --include-ignored` \
+         or `scripts/test.sh` as root."
+    );
+}
+
+/// The effective uid, read from /proc/self/status (no unsafe call needed).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    // "Uid:\treal\teffective\tsaved\tfs"
+    line.split_whitespace().nth(2)?.parse().ok()
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
-use crate::capture::{read_pcap, Packet};
 use crate::netns::Netns;
+use crate::pcap::{read_pcap, Packet};
 use crate::process::{bin_path, Child};
 use crate::wait::wait_until;
 
@@ -22,6 +22,24 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Number of (non-overlapping) occurrences of `needle` in `haystack`.
 pub fn count_of(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
+}
+
+/// Waits until `child`'s log (stderr) contains `needle` at least `n` times;
+/// fails early, with the log, when the program exits.
+fn wait_log(
+    child: &mut Child,
+    role: &str,
+    needle: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let waited = wait_until(timeout, needle, || {
+        if child.try_wait()?.is_some() {
+            bail!("the {role} exited");
+        }
+        Ok(count_of(&child.stderr(), needle) >= n)
+    });
+    waited.with_context(|| format!("{role} log:\n{}", child.describe()))
 }
 
 /// xrpcap-sensor in a namespace, accepting active agents on `listen`, writing
@@ -39,7 +57,7 @@ impl Sensor {
     /// it listens.
     pub fn start(ns: &Netns, listen: SocketAddr, extra: &[&str]) -> Result<Sensor> {
         let out = tempfile::Builder::new()
-            .prefix("xrpcap-e2e-sensor-out-")
+            .prefix("xrpcap-test-sensor-out-")
             .tempdir()?;
         let mut cmd = ns.command(bin_path("xrpcap-sensor"));
         cmd.arg("--listen")
@@ -69,14 +87,7 @@ impl Sensor {
 
     /// Waits until the log contains `needle` at least `n` times.
     pub fn wait_log(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
-        let child = &mut self.child;
-        let waited = wait_until(timeout, needle, || {
-            if child.try_wait()?.is_some() {
-                bail!("xrpcap-sensor exited");
-            }
-            Ok(count_of(&child.stderr(), needle) >= n)
-        });
-        waited.with_context(|| format!("sensor log:\n{}", self.child.describe()))
+        wait_log(&mut self.child, "sensor", needle, n, timeout)
     }
 
     /// The capture files written so far, oldest name first.
@@ -147,15 +158,33 @@ impl Sensor {
 pub struct Counters(pub String);
 
 impl Counters {
-    /// The value of `key` as a number (panics with the line when absent: a
-    /// test that asks for a counter relies on it).
+    /// The value of `key` as a number (panics when absent, see [`field`]).
     pub fn get(&self, key: &str) -> u64 {
-        self.0
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no numeric {key}= in {:?}", self.0))
+        num(&parse_line(&self.0), key)
     }
+}
+
+/// The `key=value` fields of a counters line (a sensor's `final …` line in
+/// its log or stats file), in order; words without `=` are left out.
+pub fn parse_line(l: &str) -> Vec<(String, String)> {
+    l.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The value of `key` in a parsed line (panics with the line when absent: a
+/// test that asks for a counter relies on it).
+pub fn field<'a>(line: &'a [(String, String)], key: &str) -> &'a str {
+    line.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// The value of `key` as a number.
+pub fn num(line: &[(String, String)], key: &str) -> u64 {
+    field(line, key).parse().unwrap()
 }
 
 /// xrpcapd in a namespace, with its configuration written to a temporary file.
@@ -170,7 +199,7 @@ impl Agent {
     /// (active mode only) with the `extra` flags, debug logging on.
     pub fn start(ns: &Netns, ini: &str, extra: &[&str]) -> Result<Agent> {
         let dir = tempfile::Builder::new()
-            .prefix("xrpcap-e2e-agent-")
+            .prefix("xrpcap-test-agent-")
             .tempdir()?;
         let path = dir.path().join("rpcapd.ini");
         std::fs::write(&path, ini)?;
@@ -196,14 +225,7 @@ impl Agent {
     /// Waits until the log contains `needle` at least `n` times; fails early
     /// when the agent exits.
     pub fn wait_log(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
-        let child = &mut self.child;
-        let waited = wait_until(timeout, needle, || {
-            if child.try_wait()?.is_some() {
-                bail!("xrpcapd exited");
-            }
-            Ok(count_of(&child.stderr(), needle) >= n)
-        });
-        waited.with_context(|| format!("agent log:\n{}", self.child.describe()))
+        wait_log(&mut self.child, "agent", needle, n, timeout)
     }
 
     /// Waits for the `n`th capture on `ifname` to be started: the AF_PACKET

@@ -1,8 +1,9 @@
 //! Test traffic that goes both ways (a UDP echo and ping-pong sender), views
 //! of the frames in a capture (Ethernet / IPv4 / UDP), and the IP counters of
-//! a namespace (/proc/net/snmp) to count fragments.
+//! a namespace (/proc/net/snmp) to count fragments; numbered and sized UDP
+//! payloads, raw frames sent out of an interface, a socket towards a sensor.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::capture::Packet;
 use crate::netns::Netns;
+use crate::pcap::Packet;
 
 /// A UDP socket in a namespace that sends every datagram back to its sender,
 /// on a thread, until dropped.
@@ -173,6 +174,90 @@ pub fn ip_counter(ns: &Netns, name: &str) -> Result<u64> {
         .with_context(|| format!("Ip counter {name} unreadable"))
 }
 
+/// `count` UDP payloads of `size` bytes (at least 4): a big-endian sequence
+/// number, then a byte pattern derived from it, so order and content can be
+/// checked after the trip.
+pub fn numbered_payloads(count: u32, size: usize) -> Vec<Vec<u8>> {
+    assert!(
+        size >= 4,
+        "payload size {size} < 4 cannot hold the sequence number"
+    );
+    (0..count)
+        .map(|seq| {
+            let mut p = seq.to_be_bytes().to_vec();
+            p.extend((4..size).map(|i| (i as u32).wrapping_add(seq) as u8));
+            p
+        })
+        .collect()
+}
+
+/// Sends each payload as one UDP datagram from `from` (bound inside `ns`) to
+/// `to`. Returns the number sent; stops at the first send error.
+pub fn send_udp(
+    ns: &Netns,
+    from: SocketAddr,
+    to: SocketAddr,
+    payloads: &[Vec<u8>],
+) -> Result<usize> {
+    let socket = ns.udp_socket(from)?;
+    for (i, p) in payloads.iter().enumerate() {
+        socket
+            .send_to(p, to)
+            .with_context(|| format!("sending datagram {i} from {from} to {to}"))?;
+    }
+    Ok(payloads.len())
+}
+
+/// UDP payload that makes an Ethernet frame of `frame_len` bytes, unique per `i`.
+pub fn payload(frame_len: usize, i: usize) -> Vec<u8> {
+    let n = frame_len - 14 - 20 - 8;
+    (0..n)
+        .map(|k| (k as u32).wrapping_mul(31).wrapping_add(i as u32 * 7) as u8)
+        .collect()
+}
+
+/// Sends `frames` as they are out of `ifname` of namespace `ns` (AF_PACKET).
+pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    ns.enter(move || {
+        // SAFETY: plain socket(2); checked; closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "AF_PACKET socket");
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        assert!(ifindex > 0);
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        for f in &frames {
+            // SAFETY: `f` is a live buffer of its length; `sll` a valid sockaddr_ll.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(n as usize, f.len(), "{}", std::io::Error::last_os_error());
+        }
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+    })
+    .expect("entering the namespace");
+}
+
+/// A UDP socket on 127.0.0.1 sending to the sensor's data port.
+pub fn data_socket(port: u16) -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect((IpAddr::V4(Ipv4Addr::LOCALHOST), port)).unwrap();
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +298,14 @@ mod tests {
         assert!(is_fragment(&frame(0x0010, 17, &[]))); // offset
         assert_eq!(ip_proto(&frame(0, 1, &[])), Some(1));
         assert!(udp(&frame(0, 6, &[])).is_none());
+    }
+
+    #[test]
+    fn payloads_are_numbered_and_distinct() {
+        let p = numbered_payloads(3, 10);
+        assert_eq!(p.len(), 3);
+        assert!(p.iter().all(|x| x.len() == 10));
+        assert_eq!(&p[2][..4], &[0, 0, 0, 2]);
+        assert_ne!(p[1][4..], p[2][4..]);
     }
 }
