@@ -1,4 +1,7 @@
-//! The daemon's [`CaptureHost`]: real interfaces and datapath [`Worker`]s.
+//! Executes the sessions' [`HostCommand`]s: [`CaptureHost`] is what a
+//! session needs from the machine (interfaces, captures), and
+//! [`CaptureHost::execute`] runs one command on a connection's capture.
+//! [`WorkerHost`] is the daemon's: real interfaces and datapath [`Worker`]s.
 //!
 //! A passive client's TCP data channel ([`DataChannel::TcpListen`]) is
 //! accepted by a short-lived thread (bounded by the accept timeout, checked
@@ -9,7 +12,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +23,72 @@ use rustls::ServerConfig;
 use rpcap::bpf::Insn;
 use rpcap::msg::{Interface, Sampling, Stats};
 
-use crate::datapath::{CaptureSpec, Transport, Worker};
+use crate::datapath::{CaptureSpec, DataStream, Transport, Worker};
 use crate::iface;
-use crate::session::{CaptureHost, DataChannel, StartRequest};
+use crate::session::{Answer, DataChannel, HostCommand, StartRequest};
 use crate::settings::{Backend, CaptureChoice, Config, XdpSettings};
+
+/// What a session needs from the machine: interfaces and captures.
+pub trait CaptureHost {
+    type Capture;
+    fn interfaces(&mut self) -> io::Result<Vec<Interface>>;
+    fn linktype(&mut self, ifname: &str) -> io::Result<i32>;
+    fn start(&mut self, req: StartRequest) -> Result<Self::Capture, String>;
+    fn update_filter(&mut self, cap: &mut Self::Capture, filter: Vec<Insn>) -> Result<(), String>;
+    fn set_sampling(&mut self, cap: &mut Self::Capture, sampling: Sampling);
+    fn stats(&mut self, cap: &Self::Capture) -> Stats;
+    /// Why the capture stopped by itself, if it did.
+    fn failure(&mut self, cap: &Self::Capture) -> Option<String>;
+    /// Stops the capture and returns its final counters.
+    fn stop(&mut self, cap: Self::Capture) -> Stats;
+    /// The port of a [`DataChannel::TcpListen`] data channel (0 for others),
+    /// sent to the client in the STARTCAP reply.
+    fn data_port(&self, _cap: &Self::Capture) -> u16 {
+        0
+    }
+    /// A reloaded configuration applies to the captures started from now on.
+    fn reconfigure(&mut self, _cfg: &Config) {}
+
+    /// Runs a session's command on `capture`, the capture of its connection;
+    /// returns the answer the session waits for, if the command has one.
+    fn execute(&mut self, capture: &mut Option<Self::Capture>, cmd: HostCommand) -> Option<Answer> {
+        let err = |e: io::Error| e.to_string();
+        Some(match cmd {
+            HostCommand::ListInterfaces => Answer::Interfaces(self.interfaces().map_err(err)),
+            HostCommand::ReadLinktype(ifname) => {
+                Answer::Linktype(self.linktype(&ifname).map_err(err))
+            }
+            HostCommand::StartCapture(req) => {
+                // The session stops a capture before it starts the next; a
+                // capture is never leaked all the same.
+                if let Some(old) = capture.take() {
+                    self.stop(old);
+                }
+                Answer::Started(self.start(*req).map(|cap| {
+                    let port = self.data_port(&cap);
+                    *capture = Some(cap);
+                    port
+                }))
+            }
+            HostCommand::UpdateFilter(filter) => Answer::FilterUpdated(match capture {
+                Some(cap) => self.update_filter(cap, filter),
+                None => Err("no capture is running".into()),
+            }),
+            HostCommand::SetSampling(sampling) => {
+                if let Some(cap) = capture {
+                    self.set_sampling(cap, sampling);
+                }
+                return None;
+            }
+            HostCommand::ReadStats => {
+                Answer::Stats(capture.as_ref().map(|c| self.stats(c)).unwrap_or_default())
+            }
+            HostCommand::Stop => {
+                Answer::Stopped(capture.take().map(|c| self.stop(c)).unwrap_or_default())
+            }
+        })
+    }
+}
 
 /// How long connecting a TCP data channel to the sensor may take.
 const DATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -195,22 +259,14 @@ fn accept_from(
 fn tls_relay(
     config: Arc<ServerConfig>,
     stream: TcpStream,
-) -> Result<(TcpStream, JoinHandle<()>), String> {
+) -> Result<(DataStream, JoinHandle<()>), String> {
     stream
         .set_read_timeout(Some(DATA_TLS_TIMEOUT))
         .and_then(|_| stream.set_write_timeout(Some(DATA_TLS_TIMEOUT)))
         .map_err(|e| format!("data connection: {e}"))?;
-    let mut tls = crate::tls::accept_blocking(config, stream)
+    let mut tls = accept_tls(config, stream)
         .map_err(|e| format!("TLS handshake on the data connection: {e}"))?;
     let (worker_end, mut relay_end) = UnixStream::pair().map_err(|e| format!("data relay: {e}"))?;
-    // SAFETY: `worker_end` is an open stream socket we own; ownership of the
-    // descriptor moves into the TcpStream. The datapath uses only
-    // socket-generic calls on it (send, O_NONBLOCK, dup; TCP_NODELAY fails
-    // harmlessly and is ignored).
-    // Allowed until the data channel has a writer type of its own (the
-    // session slice's `DataStream`), which removes this block.
-    #[allow(unsafe_code)]
-    let worker_end = unsafe { TcpStream::from_raw_fd(worker_end.into_raw_fd()) };
     let thread = std::thread::Builder::new()
         .name("tls-data".into())
         .spawn(move || {
@@ -233,7 +289,21 @@ fn tls_relay(
             let _ = tls.sock.shutdown(std::net::Shutdown::Both);
         })
         .map_err(|e| format!("spawning the TLS relay: {e}"))?;
-    Ok((worker_end, thread))
+    Ok((DataStream::Relay(worker_end), thread))
+}
+
+/// A TLS server session over a blocking TCP data connection: completes the
+/// handshake within the stream's timeouts.
+fn accept_tls(
+    config: Arc<ServerConfig>,
+    stream: TcpStream,
+) -> io::Result<rustls::StreamOwned<rustls::ServerConnection, TcpStream>> {
+    let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, stream);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
 }
 
 /// The data transport over an established TCP connection (TLS when asked).
@@ -242,7 +312,7 @@ fn tcp_transport(
     stream: TcpStream,
 ) -> Result<(Transport, Option<JoinHandle<()>>), String> {
     match tls {
-        None => Ok((Transport::Tcp(stream), None)),
+        None => Ok((Transport::Tcp(stream.into()), None)),
         Some(config) => {
             let (s, relay) = tls_relay(config, stream)?;
             Ok((Transport::Tcp(s), Some(relay)))
@@ -366,7 +436,7 @@ impl CaptureHost for WorkerHost {
                 if req.tls {
                     return self.start_pending(req, move |_| Ok(stream));
                 }
-                (Transport::Tcp(stream), None)
+                (Transport::Tcp(stream.into()), None)
             }
             DataChannel::TcpListen { peer, timeout } => {
                 return self.start_listening(req, peer, timeout)

@@ -8,11 +8,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use log::{error, info, warn};
 
+use xrpcapd::control::tls;
 use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
 use xrpcapd::settings::cli::Cli;
 use xrpcapd::settings::{Backend, Config};
-use xrpcapd::{auth, filter, iface, logging, tls};
+use xrpcapd::{auth, filter, iface, logging};
 
 /// The file (if any) with the flags applied, checked as a whole.
 fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Config> {

@@ -228,8 +228,12 @@ fn tcp_transport_streams_plain_messages_and_reports_a_closed_peer() {
     let (mut sensor_side, _) = listener.accept().unwrap();
     let expr = format!("udp dst port {PORT}");
     let mut reference = Reference::open("c0", &expr);
-    let worker =
-        Worker::start(spec("c0", compile(&expr), Transport::Tcp(agent_side))).expect("start");
+    let worker = Worker::start(spec(
+        "c0",
+        compile(&expr),
+        Transport::Tcp(agent_side.into()),
+    ))
+    .expect("start");
     send_all(&tx);
     let total = SIZES.len() * PER_SIZE;
     let recs = collect_tcp(&mut sensor_side, total, LIMIT);

@@ -13,7 +13,8 @@ use rpcap::header::Header;
 use rpcap::msg::{startcap_flags, Auth, IfAddr, Interface, Message, Sampling, StartCapReq, Stats};
 use rpcap::ErrorCode;
 use xrpcapd::control::{Control, Stopper, Timing};
-use xrpcapd::session::{CaptureHost, StartRequest};
+use xrpcapd::host::CaptureHost;
+use xrpcapd::session::StartRequest;
 use xrpcapd::settings::values::parse_active_client;
 use xrpcapd::settings::Config;
 

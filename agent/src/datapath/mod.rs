@@ -30,6 +30,7 @@ use crate::capture::afxdp::{AfXdp, AfXdpConfig};
 use crate::capture::file::FileSource;
 use crate::filter::OwnTraffic;
 use crate::settings::{Backend, XdpSettings};
+pub use sender::DataStream;
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
 use sys::eventfd::EventFd;
 use worker::{Command, Output, Pipeline, Shared};
@@ -41,8 +42,9 @@ pub enum Transport {
     UdpStr { dest: SocketAddr, size: usize },
     /// One plain PACKET datagram per packet to `dest` (`-t 0`).
     PlainUdp { dest: SocketAddr },
-    /// Plain PACKET messages streamed over an established TCP data connection.
-    Tcp(std::net::TcpStream),
+    /// Plain PACKET messages streamed over an established TCP data
+    /// connection (or the relay of a TLS one).
+    Tcp(DataStream),
 }
 
 /// Everything a worker needs to run one capture.

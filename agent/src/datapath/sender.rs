@@ -9,7 +9,8 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use rpcap::plain;
@@ -342,17 +343,65 @@ impl MsgArena {
 #[error("data connection closed: {0}")]
 pub struct TcpClosed(pub io::Error);
 
+/// The stream a TCP data channel is written to: the connection to the
+/// sensor, or (TLS) the worker's end of a socket pair whose bytes a relay
+/// thread encrypts onto the connection.
+#[derive(Debug)]
+pub enum DataStream {
+    Tcp(TcpStream),
+    Relay(UnixStream),
+}
+
+impl DataStream {
+    pub fn try_clone(&self) -> io::Result<DataStream> {
+        Ok(match self {
+            DataStream::Tcp(s) => DataStream::Tcp(s.try_clone()?),
+            DataStream::Relay(s) => DataStream::Relay(s.try_clone()?),
+        })
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            DataStream::Tcp(s) => s.set_nonblocking(on),
+            DataStream::Relay(s) => s.set_nonblocking(on),
+        }
+    }
+}
+
+impl From<TcpStream> for DataStream {
+    fn from(s: TcpStream) -> DataStream {
+        DataStream::Tcp(s)
+    }
+}
+
+impl AsFd for DataStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            DataStream::Tcp(s) => s.as_fd(),
+            DataStream::Relay(s) => s.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for DataStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
 /// A non-blocking TCP data connection fed from a [`MsgArena`].
 #[derive(Debug)]
 pub struct TcpSender {
-    stream: TcpStream,
+    stream: DataStream,
     backpressure: Backpressure,
 }
 
 impl TcpSender {
-    pub fn new(stream: TcpStream, sndbuf: usize, backpressure: Backpressure) -> io::Result<Self> {
+    pub fn new(stream: DataStream, sndbuf: usize, backpressure: Backpressure) -> io::Result<Self> {
         stream.set_nonblocking(true)?;
-        let _ = stream.set_nodelay(true);
+        if let DataStream::Tcp(s) = &stream {
+            let _ = s.set_nodelay(true);
+        }
         if sndbuf > 0 {
             set_sndbuf(&stream, sndbuf);
         }

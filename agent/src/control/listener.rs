@@ -1,17 +1,16 @@
-//! Passive mode: where xrpcapd listens, who may connect, and the state of one
-//! accepted client. The mio loop in [`crate::control`] drives them.
+//! Passive mode: where xrpcapd listens and who may connect. The mio loop in
+//! [`super`] accepts the clients and serves each as a [`super::peer::Peer`].
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ipnet::IpNet;
 use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::session::Session;
-use crate::settings::{Config, Passive};
-use crate::tls::Conn;
+use crate::settings::Config;
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 64;
@@ -129,44 +128,82 @@ impl Allowed {
     }
 }
 
-/// One accepted passive client.
-pub struct Client<C> {
-    pub conn: Conn<TcpStream>,
-    pub session: Box<Session<C>>,
-    pub accepted: Instant,
-    /// When the client last sent something.
-    pub last_rx: Instant,
-    /// A failed authentication's reply is held until then.
-    pub hold_until: Option<Instant>,
+/// The open listeners, by token, and the settings they were made from.
+#[derive(Default)]
+pub struct Listeners {
+    open: BTreeMap<Token, TcpListener>,
+    /// None: not listening (before [`Listeners::open`], or `-v`).
+    spec: Option<ListenSpec>,
 }
 
-impl<C> Client<C> {
-    pub fn new(conn: Conn<TcpStream>, session: Session<C>, now: Instant) -> Client<C> {
-        Client {
-            conn,
-            session: Box::new(session),
-            accepted: now,
-            last_rx: now,
-            hold_until: None,
+impl Listeners {
+    /// Listens as `spec` says (closing the previous listeners), under the
+    /// tokens `first..last`. Returns the addresses listened on.
+    pub fn open(
+        &mut self,
+        spec: Option<ListenSpec>,
+        registry: &Registry,
+        tokens: std::ops::Range<usize>,
+    ) -> anyhow::Result<Vec<SocketAddr>> {
+        for (_, mut l) in std::mem::take(&mut self.open) {
+            let _ = registry.deregister(&mut l);
         }
+        self.spec = spec.clone();
+        let Some(spec) = spec else {
+            return Ok(Vec::new());
+        };
+        let mut addrs = Vec::new();
+        let mut tokens = tokens;
+        for mut l in bind(&spec)? {
+            let Some(token) = tokens.next() else {
+                log::warn!("more listening addresses than supported; the rest are ignored");
+                break;
+            };
+            registry
+                .register(&mut l, Token(token), Interest::READABLE)
+                .context("registering a listener")?;
+            if let Ok(a) = l.local_addr() {
+                log::info!("listening for passive clients on {a}");
+                addrs.push(a);
+            }
+            self.open.insert(Token(token), l);
+        }
+        Ok(addrs)
     }
 
-    pub fn held(&self, now: Instant) -> bool {
-        self.hold_until.is_some_and(|t| t > now)
+    /// Whether the listeners must be opened anew for `spec` (only once listening).
+    pub fn changes(&self, spec: &Option<ListenSpec>) -> bool {
+        self.spec.is_some() && *spec != self.spec
     }
 
-    /// The next instant a timer of this client fires.
-    pub fn deadline(&self, p: &Passive) -> Instant {
-        if let Some(t) = self.hold_until {
-            return t;
+    pub fn contains(&self, token: Token) -> bool {
+        self.open.contains_key(&token)
+    }
+
+    /// The addresses passive clients can connect to.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.open
+            .values()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The next waiting connection on listener `token`; None when there is
+    /// none now (or the listener failed: EMFILE and the like, it stays and
+    /// is tried again at its next event).
+    pub fn accept(&self, token: Token) -> Option<(TcpStream, SocketAddr)> {
+        let listener = self.open.get(&token)?;
+        loop {
+            match listener.accept() {
+                Ok(a) => return Some(a),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accepting a passive client: {e}");
+                    return None;
+                }
+            }
         }
-        if !self.session.authenticated() {
-            return self.accepted + Duration::from_secs(p.auth_timeout_secs.into());
-        }
-        if !self.session.capturing() {
-            return self.last_rx + Duration::from_secs(p.idle_timeout_secs.into());
-        }
-        Instant::now() + Duration::from_secs(3600)
     }
 }
 

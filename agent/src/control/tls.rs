@@ -1,6 +1,6 @@
 //! TLS (rpcaps://): implicit TLS from the first byte of a connection, with
-//! xrpcapd always the TLS server (PROTOCOL.md §4), on control connections and
-//! TCP data channels.
+//! xrpcapd always the TLS server (PROTOCOL.md §4), on control connections (TCP data
+//! channels: [`crate::host`]).
 //!
 //! [`Conn`] is a control connection as the mio loop sees it: it tells TLS
 //! from plaintext by the first byte (22 starts a TLS handshake, 0 an RPCAP
@@ -199,6 +199,18 @@ impl<S: Read + Write> Conn<S> {
     }
 }
 
+/// Plaintext to the peer as an `io::Write` (what a session writes its
+/// replies to).
+impl<S: Read + Write> Write for Conn<S> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        Conn::write(self, data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls()
+    }
+}
+
 fn write_tls<S: Write>(tls: &mut ServerConnection, stream: &mut S) -> io::Result<()> {
     while tls.wants_write() {
         match tls.write_tls(stream) {
@@ -210,18 +222,4 @@ fn write_tls<S: Write>(tls: &mut ServerConnection, stream: &mut S) -> io::Result
         }
     }
     Ok(())
-}
-
-/// A TLS server session over a blocking TCP data connection: completes the
-/// handshake within the stream's timeouts.
-pub fn accept_blocking(
-    config: Arc<ServerConfig>,
-    stream: std::net::TcpStream,
-) -> io::Result<rustls::StreamOwned<ServerConnection, std::net::TcpStream>> {
-    let conn = ServerConnection::new(config).map_err(io::Error::other)?;
-    let mut s = rustls::StreamOwned::new(conn, stream);
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock)?;
-    }
-    Ok(s)
 }

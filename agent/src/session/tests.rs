@@ -1,14 +1,11 @@
 //! Session dispatch rules with a fake capture host.
 
 use super::*;
-use rpcap::msg::{if_flags, IfAddr};
+use rpcap::msg::{if_flags, startcap_flags, IfAddr, Interface};
 use std::net::IpAddr;
 
 const LOCAL: &str = "10.0.0.5:40000";
 const PEER: &str = "10.0.0.9:2003";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FakeCap(u32);
 
 #[derive(Default)]
 struct Fake {
@@ -22,6 +19,8 @@ struct Fake {
     fail_start: Option<String>,
     failure: Option<String>,
     data_port: u16,
+    /// The capture the session runs, if any.
+    current: Option<u32>,
 }
 
 impl Fake {
@@ -77,49 +76,54 @@ impl Fake {
     }
 }
 
-impl CaptureHost for Fake {
-    type Capture = FakeCap;
-    fn interfaces(&mut self) -> io::Result<Vec<Interface>> {
-        Ok(self.ifaces.clone())
-    }
-    fn linktype(&mut self, ifname: &str) -> io::Result<i32> {
-        if self.ifaces.iter().any(|i| i.name == ifname) {
-            Ok(iface::DLT_EN10MB)
-        } else {
-            Err(io::Error::new(io::ErrorKind::NotFound, "no such interface"))
-        }
-    }
-    fn start(&mut self, req: StartRequest) -> Result<FakeCap, String> {
-        if let Some(e) = &self.fail_start {
-            return Err(e.clone());
-        }
-        self.next_id += 1;
-        self.started.push(req);
-        self.running.push(self.next_id);
-        Ok(FakeCap(self.next_id))
-    }
-    fn update_filter(&mut self, cap: &mut FakeCap, filter: Vec<Insn>) -> Result<(), String> {
-        self.filters.push((cap.0, filter));
-        Ok(())
-    }
-    fn set_sampling(&mut self, cap: &mut FakeCap, sampling: Sampling) {
-        self.samplings.push((cap.0, sampling));
-    }
-    fn stats(&mut self, cap: &FakeCap) -> Stats {
-        Fake::live(cap.0)
-    }
-    fn failure(&mut self, _cap: &FakeCap) -> Option<String> {
-        self.failure.clone()
-    }
-    fn stop(&mut self, cap: FakeCap) -> Stats {
-        self.running.retain(|&id| id != cap.0);
-        self.stopped.push(cap.0);
-        Fake::last(cap.0)
-    }
-    fn data_port(&self, _cap: &FakeCap) -> u16 {
-        self.data_port
+impl Fake {
+    /// Answers a command as a host would, on the one capture of the connection.
+    fn answer(&mut self, cmd: HostCommand) -> Option<Answer> {
+        Some(match cmd {
+            HostCommand::ListInterfaces => Answer::Interfaces(Ok(self.ifaces.clone())),
+            HostCommand::ReadLinktype(ifname) => {
+                Answer::Linktype(if self.ifaces.iter().any(|i| i.name == ifname) {
+                    Ok(iface::DLT_EN10MB)
+                } else {
+                    Err("no such interface".into())
+                })
+            }
+            HostCommand::StartCapture(req) => Answer::Started(match &self.fail_start {
+                Some(e) => Err(e.clone()),
+                None => {
+                    assert!(self.current.is_none(), "a capture leaked");
+                    self.next_id += 1;
+                    self.started.push(*req);
+                    self.running.push(self.next_id);
+                    self.current = Some(self.next_id);
+                    Ok(self.data_port)
+                }
+            }),
+            HostCommand::UpdateFilter(filter) => {
+                let id = self.current.expect("update_filter without a capture");
+                self.filters.push((id, filter));
+                Answer::FilterUpdated(Ok(()))
+            }
+            HostCommand::SetSampling(sampling) => {
+                let id = self.current.expect("set_sampling without a capture");
+                self.samplings.push((id, sampling));
+                return None;
+            }
+            HostCommand::ReadStats => Answer::Stats(Fake::live(self.current.expect("stats"))),
+            HostCommand::Stop => Answer::Stopped(match self.current.take() {
+                Some(id) => {
+                    self.running.retain(|&r| r != id);
+                    self.stopped.push(id);
+                    Fake::last(id)
+                }
+                None => Stats::default(),
+            }),
+        })
     }
 }
+
+/// How long the scripted driver holds a failed passive login.
+const HOLD: Duration = Duration::from_secs(2);
 
 fn cfg() -> SessionConfig {
     SessionConfig {
@@ -134,19 +138,35 @@ fn cfg() -> SessionConfig {
         tls: false,
         data_accept_timeout: std::time::Duration::from_secs(1),
         capture: None,
+        auth_timeout: None,
+        idle_timeout: None,
     }
 }
 
+/// A session, the scripted host that answers its commands, and the time.
 struct T {
-    s: Session<FakeCap>,
+    s: Session,
     host: Fake,
+    now: Instant,
+    /// Answer password checks at once (else they stay in `checks`).
+    answer_checks: bool,
+    checks: Vec<PasswordCheck>,
+    /// Failed passive logins the driver was told of, and successes.
+    holds: u32,
+    successes: u32,
 }
 
 impl T {
     fn with(cfg: SessionConfig) -> T {
+        let now = Instant::now();
         T {
-            s: Session::new(cfg, LOCAL.parse().unwrap(), PEER.parse().unwrap()),
+            s: Session::new(cfg, LOCAL.parse().unwrap(), PEER.parse().unwrap(), now),
             host: Fake::new(),
+            now,
+            answer_checks: true,
+            checks: Vec::new(),
+            holds: 0,
+            successes: 0,
         }
     }
 
@@ -163,18 +183,76 @@ impl T {
         t
     }
 
-    /// Feeds raw bytes, returns every reply decoded.
-    fn raw(&mut self, bytes: &[u8]) -> Vec<Message> {
-        self.s.receive(bytes, &mut self.host);
-        let out = self.s.take_output();
-        let mut d = StreamDecoder::new(MAX_CONTROL_PLEN);
+    /// Carries out the session's commands as the driver does.
+    fn drive(&mut self) {
+        while let Some(cmd) = self.s.poll_command() {
+            let answer = match cmd {
+                Command::Host(c) => self.host.answer(c),
+                Command::CheckPassword(c) if self.answer_checks => {
+                    Some(Answer::PasswordChecked(c.verify()))
+                }
+                Command::CheckPassword(c) => {
+                    self.checks.push(c);
+                    None
+                }
+                Command::HoldFailedAuth => {
+                    self.holds += 1;
+                    Some(Answer::Hold(HOLD))
+                }
+                Command::AuthSucceeded => {
+                    self.successes += 1;
+                    None
+                }
+            };
+            if let Some(a) = answer {
+                self.s.handle(self.now, Input::Answer(a));
+            }
+        }
+    }
+
+    /// Feeds `input`, runs the commands, returns every reply sent.
+    fn input(&mut self, input: Input) -> Vec<Message> {
+        self.s.handle(self.now, input);
+        self.drive();
+        self.sent()
+    }
+
+    /// The replies the session lets out now, decoded.
+    fn sent(&mut self) -> Vec<Message> {
+        let out = self.s.output().to_vec();
+        self.s.consume_output(out.len());
+        let mut d = Codec::control();
         d.feed(&out);
         let mut msgs = Vec::new();
-        while let Some((h, p)) = d.next().unwrap() {
-            msgs.push(Message::decode(&h, p).unwrap());
+        while let Some(r) = d.next().unwrap() {
+            msgs.push(r.message.unwrap());
         }
         assert_eq!(d.buffered(), 0);
         msgs
+    }
+
+    /// Feeds raw bytes, returns every reply decoded.
+    fn raw(&mut self, bytes: &[u8]) -> Vec<Message> {
+        self.input(Input::Received(bytes))
+    }
+
+    /// Moves the clock by `d` and fires the session's timers.
+    fn advance(&mut self, d: Duration) -> Vec<Message> {
+        self.now += d;
+        self.s.handle_timeout(self.now);
+        self.drive();
+        self.sent()
+    }
+
+    /// The driver's capture check: a failure the host reports goes to the
+    /// session. Returns whether there was one.
+    fn check_capture(&mut self) -> bool {
+        let Some(reason) = self.host.current.and(self.host.failure.clone()) else {
+            return false;
+        };
+        self.s.handle(self.now, Input::CaptureFailed(reason));
+        self.drive();
+        true
     }
 
     fn req(&mut self, m: Message) -> Vec<Message> {
@@ -303,24 +381,112 @@ fn wrong_version_after_auth_stops_capture() {
 
 #[test]
 fn null_auth_refused_unless_permitted() {
+    // A passive client's failure is held: its reply and the requests after it.
+    let mut c = cfg();
+    c.null_auth = false;
+    c.mode = Mode::Passive;
+    let mut t = T::with(c);
+    assert!(t.req(Message::AuthReq(Auth::Null)).is_empty());
+    assert_eq!(t.holds, 1);
+    assert!(!t.s.authenticated());
+    assert!(t.s.ended().is_none());
+    // Requests after a failed authentication wait until the connection
+    // has held the failure for its delay.
+    assert!(!t.s.reading());
+    assert_eq!(t.s.poll_timeout(), Some(t.now + HOLD));
+    assert!(t.req(Message::FindAllIfReq).is_empty());
+    assert!(t.advance(HOLD - Duration::from_millis(1)).is_empty());
+    let r = t.advance(Duration::from_millis(1));
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_error(&r[0], ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
+    assert_error(&r[1], ErrorCode::WrongMsg, "");
+    assert!(t.s.reading() && t.s.ended().is_none());
+    // A sensor we dialled is answered at once and may go on at once.
     let mut c = cfg();
     c.null_auth = false;
     let mut t = T::with(c);
     let r = t.one(Message::AuthReq(Auth::Null));
     assert_error(&r, ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
-    assert!(!t.s.authenticated());
-    assert!(t.s.ended().is_none());
-    // Requests after a failed authentication wait until the connection
-    // has held the failure for its delay.
-    assert!(t.s.paused());
-    assert!(t.req(Message::FindAllIfReq).is_empty());
-    t.s.resume(&mut t.host);
-    let r = t.s.take_output();
-    assert_error(
-        &Message::decode(&Header::parse(&r).unwrap(), &r[8..]).unwrap(),
-        ErrorCode::WrongMsg,
-        "",
+    assert_eq!(t.holds, 0);
+    assert!(!t.s.authenticated() && t.s.reading());
+    assert_error(&t.one(Message::FindAllIfReq), ErrorCode::WrongMsg, "");
+}
+
+#[test]
+fn a_passive_client_ends_after_its_third_held_failure() {
+    let mut c = cfg();
+    c.null_auth = false;
+    c.mode = Mode::Passive;
+    let mut t = T::with(c);
+    for n in 1..=MAX_AUTH_ATTEMPTS {
+        assert!(t.req(Message::AuthReq(Auth::Null)).is_empty());
+        assert_eq!(t.holds, n);
+        let r = t.advance(HOLD);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_error(&r[0], ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
+    }
+    assert!(matches!(t.s.ended(), Some(Ended::Protocol(_))));
+    assert_eq!(t.s.poll_timeout(), None);
+}
+
+#[test]
+fn a_password_check_holds_the_requests_after_it() {
+    let mut c = cfg();
+    c.mode = Mode::Passive;
+    let mut t = T::with(c);
+    t.answer_checks = false;
+    let mut bytes = Message::AuthReq(Auth::Password {
+        user: b"alice".to_vec(),
+        password: b"pw".to_vec(),
+    })
+    .to_bytes();
+    Message::FindAllIfReq.encode(&mut bytes);
+    assert!(t.raw(&bytes).is_empty());
+    assert_eq!(t.checks.len(), 1);
+    assert_eq!(t.checks[0].user, b"alice");
+    assert_eq!(t.checks[0].password, b"pw");
+    assert!(!t.s.reading());
+    let r = t.input(Input::Answer(Answer::PasswordChecked(true)));
+    assert!(
+        matches!(r[..], [Message::AuthReply(_), Message::FindAllIfReply(_)]),
+        "{r:?}"
     );
+    // A passive client's success clears its address's failures.
+    assert_eq!(t.successes, 1);
+}
+
+#[test]
+fn passive_timers_authentication_then_idle() {
+    let mut c = cfg();
+    c.mode = Mode::Passive;
+    c.auth_timeout = Some(Duration::from_secs(10));
+    c.idle_timeout = Some(Duration::from_secs(60));
+    let mut t = T::with(c.clone());
+    let began = t.now;
+    assert_eq!(t.s.poll_timeout(), Some(began + Duration::from_secs(10)));
+    // Bytes do not extend the authentication time.
+    t.now += Duration::from_secs(5);
+    t.req(Message::FindAllIfReq);
+    assert!(t.advance(Duration::from_millis(4999)).is_empty());
+    let r = t.advance(Duration::from_millis(1));
+    assert_error(&r[0], ErrorCode::InitTimeout, "Authentication timeout");
+    assert!(matches!(t.s.ended(), Some(Ended::Timeout(_))));
+    // Authenticated: idle time counts from the last bytes, not while a
+    // capture runs.
+    let mut t = T::with(c);
+    t.one(Message::AuthReq(Auth::Null));
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(60)));
+    t.now += Duration::from_secs(30);
+    t.open_eth0();
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(60)));
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    assert_eq!(t.s.poll_timeout(), None);
+    assert!(t.advance(Duration::from_secs(600)).is_empty());
+    t.one(Message::EndCapReq);
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(60)));
+    let r = t.advance(Duration::from_secs(60));
+    assert_error(&r[0], ErrorCode::RuntimeTimeout, "Idle timeout");
+    assert!(matches!(t.s.ended(), Some(Ended::Timeout(_))));
 }
 
 #[test]
@@ -335,7 +501,6 @@ fn password_auth_fails_with_one_uniform_text() {
     let texts: Vec<Message> = [("alice", "wrong"), ("nosuchuser", "right"), ("", "")]
         .iter()
         .map(|(u, p)| {
-            t.s.resume(&mut t.host);
             t.one(Message::AuthReq(Auth::Password {
                 user: u.as_bytes().to_vec(),
                 password: p.as_bytes().to_vec(),
@@ -354,7 +519,7 @@ fn password_auth_fails_with_one_uniform_text() {
         password: b"right".to_vec(),
     }));
     assert!(matches!(r, Message::AuthReply(Some(_))), "{r:?}");
-    assert!(t.s.authenticated() && !t.s.paused());
+    assert!(t.s.authenticated() && t.s.reading());
 }
 
 #[test]
@@ -847,9 +1012,9 @@ fn capture_failure_is_reported_and_capture_ends() {
     let mut t = T::authed();
     t.open_eth0();
     t.one(startcap(startcap_flags::DGRAM, 5000));
-    assert!(!t.s.poll_capture(&mut t.host));
+    assert!(!t.check_capture());
     t.host.failure = Some("interface eth0 vanished".into());
-    assert!(t.s.poll_capture(&mut t.host));
+    assert!(t.check_capture());
     let r = t.raw(&[]);
     assert_error(&r[0], ErrorCode::ReadEx, "interface eth0 vanished");
     assert!(t.host.running.is_empty());
@@ -914,4 +1079,17 @@ fn tls_sessions_refuse_udp_data_and_mark_tcp_data_tls() {
     );
     assert!(matches!(t.one(startcap(0, 0)), Message::StartCapReply(_)));
     assert!(t.host.started[0].tls);
+}
+
+#[test]
+fn reloaded_timeouts_apply_to_a_running_session() {
+    let mut c = cfg();
+    c.mode = Mode::Passive;
+    c.auth_timeout = Some(Duration::from_secs(10));
+    let mut t = T::with(c);
+    let began = t.now;
+    t.s.set_timeouts(Some(Duration::from_secs(3)), None);
+    assert_eq!(t.s.poll_timeout(), Some(began + Duration::from_secs(3)));
+    t.one(Message::AuthReq(Auth::Null));
+    assert_eq!(t.s.poll_timeout(), None, "no idle timeout any more");
 }

@@ -1,0 +1,607 @@
+//! The control thread: a thin mio driver around the sessions. One loop owns
+//! every RPCAP connection — the sensors of the ActiveClient lines it dials
+//! ([`dialer`]) and the passive clients it accepts ([`listener`]) — each a
+//! [`Peer`]: its stream (TLS or not, [`tls`]), its sans-IO
+//! [`Session`](crate::session::Session) and its capture. The loop routes
+//! events by token, runs the sessions' timers from their `poll_timeout`,
+//! hands password checks to the checker thread and its verdicts back,
+//! checks running captures for failures on a timer, and closes ended
+//! connections gracefully ([`linger`]). SIGHUP reloads the configuration
+//! (only slots whose line changed restart); SIGTERM/SIGINT stop every
+//! capture and return ([`signals`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use log::{error, info, warn};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rpcap::ErrorCode;
+
+use self::dialer::{Connected, Dialer};
+use self::linger::Lingering;
+use self::listener::{Allowed, ListenSpec, Listeners};
+use self::peer::{refuse, Checks, Peer, Role, Services, Status};
+use self::signals::{Signal, Signals};
+use self::tls::Conn;
+use crate::auth::{Backoff, Verifier};
+use crate::filter::canonical;
+use crate::host::CaptureHost;
+use crate::session::{Ended, Mode, Session, SessionConfig};
+use crate::settings::{ActiveClient, Config, TlsMode};
+
+pub mod dialer;
+pub mod linger;
+pub mod listener;
+pub mod peer;
+pub mod signals;
+pub mod tls;
+
+const SIGNAL_HUP: Token = Token(0);
+const SIGNAL_TERM: Token = Token(1);
+const WAKER: Token = Token(2);
+/// Listener tokens: FIRST_LISTENER.. below FIRST_PEER.
+const FIRST_LISTENER: usize = 3;
+const FIRST_PEER: usize = 16;
+
+/// Timing of the loop; tests shorten it.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// First retry delay after a failed attempt; also the minimum spacing of
+    /// immediate reconnects after dropped sessions.
+    pub backoff_base: Duration,
+    pub max_backoff: Duration,
+    pub connect_timeout: Duration,
+    /// How often running captures are checked for failures.
+    pub capture_check: Duration,
+    /// Delay of the reply to a failed authentication (doubling per failure
+    /// of the same peer, up to `auth_fail_max`).
+    pub auth_fail_delay: Duration,
+    pub auth_fail_max: Duration,
+}
+
+impl Timing {
+    pub fn from_config(cfg: &Config) -> Timing {
+        Timing {
+            backoff_base: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(cfg.max_backoff_secs.into()),
+            connect_timeout: Duration::from_secs(10),
+            capture_check: Duration::from_millis(500),
+            auth_fail_delay: Duration::from_secs(1),
+            auth_fail_max: Duration::from_secs(30),
+        }
+    }
+
+    /// The delay before attempt number `failures + 1`: base × 2^(failures−1),
+    /// capped, then scaled by a random factor in [0.5, 1) so that many agents
+    /// do not hammer a restarted sensor in step.
+    pub fn backoff(&self, failures: u32, random: u64) -> Duration {
+        let exp = failures.saturating_sub(1).min(30);
+        let full = self
+            .backoff_base
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
+        let frac = 0.5 + (random % 1000) as f64 / 2000.0;
+        full.mul_f64(frac)
+    }
+}
+
+/// A source of new configurations for SIGHUP.
+pub type Reload = Box<dyn FnMut() -> anyhow::Result<Config> + Send>;
+
+/// Stops a running [`Control`] from another thread.
+#[derive(Clone)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+pub struct Control<H: CaptureHost> {
+    poll: Poll,
+    /// The capture host, the password checker and the failed-login delays:
+    /// what serving a peer needs besides the peer.
+    services: Services<H>,
+    config: Config,
+    timing: Timing,
+    /// Every connection: dialled sensors (under their slot's token) and
+    /// accepted clients.
+    peers: BTreeMap<Token, Peer<H::Capture>>,
+    dialer: Dialer,
+    listeners: Listeners,
+    /// Hosts allowed to connect as passive clients.
+    allowed: Allowed,
+    next_token: usize,
+    signals: Option<Signals>,
+    reload: Option<Reload>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Ended connections waiting for their peer's close.
+    lingering: Lingering,
+}
+
+impl<H: CaptureHost> Control<H> {
+    pub fn new(config: Config, timing: Timing, host: H) -> anyhow::Result<Control<H>> {
+        let poll = Poll::new().context("creating the event loop")?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating the waker")?);
+        let backoff = Backoff::new(
+            timing.auth_fail_delay,
+            timing.auth_fail_max,
+            Duration::from_secs(900),
+        );
+        let wake = waker.clone();
+        let verifier = Verifier::spawn(move || {
+            let _ = wake.wake();
+        })
+        .context("starting the password checker")?;
+        let mut c = Control {
+            poll,
+            services: Services {
+                host,
+                verifier,
+                checks: Checks::default(),
+                backoff,
+            },
+            config: Config::default(),
+            dialer: Dialer::new(timing.clone()),
+            timing,
+            peers: BTreeMap::new(),
+            listeners: Listeners::default(),
+            allowed: Allowed::default(),
+            next_token: FIRST_PEER,
+            signals: None,
+            reload: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            tls: None,
+            lingering: Lingering::default(),
+        };
+        c.apply_config(config);
+        Ok(c)
+    }
+
+    /// TLS for every connection (as `TlsMode` says).
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Control<H> {
+        self.tls = tls;
+        self
+    }
+
+    /// Starts listening for passive clients as the configuration says
+    /// (nothing with `-v`). Errors when no listener can be opened.
+    pub fn listen(&mut self) -> anyhow::Result<Vec<SocketAddr>> {
+        let spec = ListenSpec::from_config(&self.config);
+        self.listeners
+            .open(spec, self.poll.registry(), FIRST_LISTENER..FIRST_PEER)
+    }
+
+    /// The addresses passive clients can connect to.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.addrs()
+    }
+
+    /// Handles SIGHUP (reload through `reload`) and SIGTERM/SIGINT (stop).
+    pub fn with_signals(mut self, reload: Reload) -> anyhow::Result<Control<H>> {
+        self.signals = Some(Signals::install(
+            self.poll.registry(),
+            SIGNAL_HUP,
+            SIGNAL_TERM,
+        )?);
+        self.reload = Some(reload);
+        Ok(self)
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// The sensors dialled, for logs and tests.
+    pub fn clients(&self) -> Vec<ActiveClient> {
+        self.dialer.clients()
+    }
+
+    /// Number of passive clients connected (tests, logs).
+    pub fn passive_clients(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.role() == Role::Client)
+            .count()
+    }
+
+    fn tls_mode(&self) -> TlsMode {
+        if self.tls.is_some() {
+            self.config.tls.effective_mode()
+        } else {
+            TlsMode::Off
+        }
+    }
+
+    /// Keeps the slots whose line is unchanged, ends the others, adds new ones.
+    fn apply_config(&mut self, config: Config) {
+        let now = Instant::now();
+        let removed = self.dialer.apply(
+            &config.active_clients,
+            config.keepalive_secs,
+            self.poll.registry(),
+            &mut self.next_token,
+            now,
+        );
+        for token in removed {
+            if let Some(peer) = self.peers.remove(&token) {
+                peer.close(
+                    now,
+                    &mut self.services,
+                    self.poll.registry(),
+                    &mut self.lingering,
+                );
+            }
+        }
+        self.allowed = Allowed::resolve(&config.passive.clients);
+        let spec = ListenSpec::from_config(&config);
+        self.services.host.reconfigure(&config);
+        self.config = config;
+        // Passive clients connected meanwhile run on the new timeouts.
+        let passive = session_config(&self.config, Mode::Passive, None);
+        for peer in self.peers.values_mut() {
+            if peer.role() == Role::Client {
+                peer.set_timeouts(passive.auth_timeout, passive.idle_timeout);
+            }
+        }
+        // Listeners change only when their settings do (and only once listening).
+        if self.listeners.changes(&spec) {
+            let registry = self.poll.registry();
+            if let Err(e) = self
+                .listeners
+                .open(spec, registry, FIRST_LISTENER..FIRST_PEER)
+            {
+                error!("passive listeners: {e:#}");
+            }
+        }
+    }
+
+    /// Runs until stopped (signal or [`Stopper`]); every capture is stopped on return.
+    pub fn run(&mut self) -> anyhow::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut next_check = Instant::now() + self.timing.capture_check;
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let timeout = self
+                .next_deadline(now)
+                .min(next_check)
+                .saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("waiting for events");
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNAL_HUP => {
+                        if self.signal(Signal::Reload) {
+                            self.reload();
+                        }
+                    }
+                    SIGNAL_TERM => {
+                        if self.signal(Signal::Stop) {
+                            info!("stopping on signal");
+                            self.stop.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    WAKER => self.verdicts(now),
+                    t if self.listeners.contains(t) => self.accept(t, now),
+                    t if self.peers.contains_key(&t) => {
+                        self.serve(t, now, |p, s| p.service(now, s))
+                    }
+                    t => {
+                        if let Some(c) = self.dialer.ready(t, self.poll.registry()) {
+                            self.connected(t, c, now);
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            self.timers(now);
+            if now >= next_check {
+                self.check_captures(now);
+                next_check = now + self.timing.capture_check;
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn signal(&mut self, which: Signal) -> bool {
+        self.signals.as_mut().is_some_and(|s| s.drain(which))
+    }
+
+    fn reload(&mut self) {
+        let Some(reload) = self.reload.as_mut() else {
+            return;
+        };
+        match reload() {
+            Ok(config) => {
+                info!("configuration reloaded");
+                self.apply_config(config);
+            }
+            Err(e) => error!("configuration not reloaded, keeping the running one: {e:#}"),
+        }
+    }
+
+    /// The earliest timer: a dial, a session's, lingering connections; at
+    /// most an hour away.
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let far = now + Duration::from_secs(3600);
+        let sessions = self.peers.values().filter_map(|p| p.poll_timeout());
+        self.dialer
+            .next_deadline()
+            .into_iter()
+            .chain(sessions)
+            .chain(self.lingering.next_drain(now))
+            .min()
+            .unwrap_or(far)
+            .min(far)
+    }
+
+    fn timers(&mut self, now: Instant) {
+        self.lingering.drain(now);
+        let due: Vec<Token> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.poll_timeout().is_some_and(|at| at <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in due {
+            self.serve(token, now, |p, s| p.timeout(now, s));
+        }
+        self.dialer.timers(now, self.poll.registry());
+    }
+
+    /// Runs `f` on the peer of `token`, then closes it if it is done.
+    fn serve(
+        &mut self,
+        token: Token,
+        now: Instant,
+        f: impl FnOnce(&mut Peer<H::Capture>, &mut Services<H>) -> Status,
+    ) {
+        let Some(peer) = self.peers.get_mut(&token) else {
+            return;
+        };
+        let status = f(peer, &mut self.services);
+        if status != Status::Open {
+            self.close(token, status, now);
+        }
+    }
+
+    /// Closes the connection of `token` whose session is over for `status`.
+    fn close(&mut self, token: Token, status: Status, now: Instant) {
+        let Some(peer) = self.peers.remove(&token) else {
+            return;
+        };
+        match peer.role() {
+            Role::Client => {
+                let why = match &status {
+                    Status::Ended(Ended::Closed) => "closed the session",
+                    Status::Ended(Ended::Protocol(why)) | Status::Gone(why) => why,
+                    Status::Ended(Ended::Timeout(why)) => why,
+                    Status::Open => "still open",
+                };
+                info!("passive client {}: {why}", peer.addr());
+            }
+            Role::Sensor => self
+                .dialer
+                .session_over(token, &status, self.poll.registry()),
+        }
+        peer.close(
+            now,
+            &mut self.services,
+            self.poll.registry(),
+            &mut self.lingering,
+        );
+    }
+
+    /// A sensor answered our dial: its session begins.
+    fn connected(&mut self, token: Token, c: Connected, now: Instant) {
+        let cfg = session_config(&self.config, Mode::Active, Some(&c.client));
+        let conn = Conn::new(c.stream, self.tls_mode(), self.tls.clone());
+        let session = Session::new(cfg, c.local, c.peer, now);
+        self.peers
+            .insert(token, Peer::new(token, Role::Sensor, conn, session));
+        // The sensor speaks first; its bytes may already be here.
+        self.serve(token, now, |p, s| p.service(now, s));
+    }
+
+    /// Accepts every waiting passive client.
+    fn accept(&mut self, listener: Token, now: Instant) {
+        while let Some((mut stream, addr)) = self.listeners.accept(listener) {
+            if !self.allowed.permits(canonical(addr.ip())) {
+                warn!("passive client {addr} refused: not in PassiveClient/-l");
+                refuse(&mut stream, ErrorCode::HostNoAuth, "Host not allowed");
+                continue;
+            }
+            let clients = self.passive_clients();
+            if clients >= self.config.passive.max_clients {
+                warn!("passive client {addr} refused: {clients} clients already (MaxClients)");
+                refuse(&mut stream, ErrorCode::Netw, "Too many clients");
+                continue;
+            }
+            let Ok(local) = stream.local_addr() else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+                warn!("passive client {addr}: {e}");
+                continue;
+            }
+            info!("passive client {addr} connected");
+            let cfg = session_config(&self.config, Mode::Passive, None);
+            let session = Session::new(cfg, local, addr, now);
+            let conn = Conn::new(stream, self.tls_mode(), self.tls.clone());
+            self.peers
+                .insert(token, Peer::new(token, Role::Client, conn, session));
+            self.serve(token, now, |p, s| p.service(now, s));
+        }
+    }
+
+    /// Applies the answers of the password checker to their sessions.
+    fn verdicts(&mut self, now: Instant) {
+        while let Some(v) = self.services.verifier.try_recv() {
+            // Gone meanwhile: nothing to answer.
+            let Some(token) = self.services.checks.take(v.id) else {
+                continue;
+            };
+            self.serve(token, now, |p, s| p.checked(now, v.ok, s));
+        }
+    }
+
+    /// Tells the sessions whose capture stopped by itself.
+    fn check_captures(&mut self, now: Instant) {
+        let tokens: Vec<Token> = self.peers.keys().copied().collect();
+        for token in tokens {
+            self.serve(token, now, |p, s| {
+                p.check_capture(now, s).unwrap_or(Status::Open)
+            });
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let now = Instant::now();
+        for (_, peer) in std::mem::take(&mut self.peers) {
+            if peer.role() == Role::Client {
+                info!("passive client {}: daemon stopping", peer.addr());
+            }
+            peer.close(
+                now,
+                &mut self.services,
+                self.poll.registry(),
+                &mut self.lingering,
+            );
+        }
+        self.dialer.shutdown(self.poll.registry());
+    }
+}
+
+/// The settings of a session: a sensor of ActiveClient line `client`, or a
+/// passive client (no preselection: `-i` is for active sensors; plain UDP
+/// unless PassiveUdpStr; authentication and idle timeouts).
+fn session_config(cfg: &Config, mode: Mode, client: Option<&ActiveClient>) -> SessionConfig {
+    let passive = mode == Mode::Passive;
+    let secs = |s: u32| Some(Duration::from_secs(s.into()));
+    SessionConfig {
+        mode,
+        null_auth: cfg.null_auth,
+        preselect: client.map(|c| c.preselect.clone()).unwrap_or_default(),
+        udpstr_size: if passive && !cfg.passive.udpstr {
+            0
+        } else {
+            cfg.udpstr_size
+        },
+        ring_size: cfg.ring_size,
+        local_filter: cfg.local_filter.clone(),
+        log_stats: cfg.log_stats,
+        auth: Arc::new(cfg.auth.clone()),
+        tls: false,
+        data_accept_timeout: Duration::from_secs(cfg.passive.data_accept_timeout_secs.into()),
+        capture: client.and_then(|c| c.capture),
+        auth_timeout: passive
+            .then(|| secs(cfg.passive.auth_timeout_secs))
+            .flatten(),
+        idle_timeout: passive
+            .then(|| secs(cfg.passive.idle_timeout_secs))
+            .flatten(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    struct NoHost;
+    impl CaptureHost for NoHost {
+        type Capture = ();
+        fn interfaces(&mut self) -> io::Result<Vec<rpcap::msg::Interface>> {
+            Ok(Vec::new())
+        }
+        fn linktype(&mut self, _: &str) -> io::Result<i32> {
+            Ok(1)
+        }
+        fn start(&mut self, _: crate::session::StartRequest) -> Result<(), String> {
+            Err("no".into())
+        }
+        fn update_filter(&mut self, _: &mut (), _: Vec<rpcap::bpf::Insn>) -> Result<(), String> {
+            Ok(())
+        }
+        fn set_sampling(&mut self, _: &mut (), _: rpcap::msg::Sampling) {}
+        fn stats(&mut self, _: &()) -> rpcap::msg::Stats {
+            Default::default()
+        }
+        fn failure(&mut self, _: &()) -> Option<String> {
+            None
+        }
+        fn stop(&mut self, _: ()) -> rpcap::msg::Stats {
+            Default::default()
+        }
+    }
+
+    fn cfg(lines: &[&str]) -> Config {
+        let text: String = lines
+            .iter()
+            .map(|l| format!("ActiveClient = {l}\n"))
+            .collect();
+        Config::parse(&text, "t.ini").unwrap().config
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_lines_and_replaces_changed_ones() {
+        let timing = Timing::from_config(&Config::default());
+        let a = "192.0.2.1, 2003";
+        let b = "192.0.2.2, 2003";
+        let b2 = "192.0.2.2, 2003, ifname=eth1";
+        let mut c = Control::new(cfg(&[a, b, a]), timing, NoHost).unwrap();
+        let before = c.dialer.slots();
+        c.apply_config(cfg(&[a, b2]));
+        let after = c.dialer.slots();
+        // The first `a` keeps its slot, the duplicate and `b` go, `b2` is new.
+        assert_eq!(after[0], before[0]);
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[1].1, b2);
+        assert!(after[1].0 > before[2].0);
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let t = Timing {
+            backoff_base: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(1),
+            capture_check: Duration::from_secs(1),
+            auth_fail_delay: Duration::from_secs(1),
+            auth_fail_max: Duration::from_secs(30),
+        };
+        // random 999 → factor ~1; random 0 → factor 0.5.
+        assert_eq!(t.backoff(1, 0), Duration::from_millis(500));
+        assert!(t.backoff(1, 999) > Duration::from_millis(990));
+        assert!(t.backoff(3, 999) > Duration::from_millis(3960));
+        assert!(t.backoff(3, 999) <= Duration::from_secs(4));
+        assert!(t.backoff(10, 999) <= Duration::from_secs(30));
+        assert!(t.backoff(10, 999) > Duration::from_secs(29));
+        assert!(t.backoff(u32::MAX, 0) == Duration::from_secs(15));
+    }
+}

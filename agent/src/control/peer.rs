@@ -1,0 +1,305 @@
+//! One control connection, dialled (a sensor of an ActiveClient line) or
+//! accepted (a passive client): its stream (TLS or not), its [`Session`],
+//! the capture the session runs, and the pumping of bytes and commands
+//! between them.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Registry, Token};
+use rpcap::msg::Message;
+use rpcap::ErrorCode;
+
+use super::linger::Lingering;
+use super::tls::{Conn, Sniffed};
+use crate::auth::{Backoff, Verifier};
+use crate::filter::canonical;
+use crate::host::CaptureHost;
+use crate::session::{Answer, Command, Ended, Input, PasswordCheck, Session};
+
+/// Who the peer is to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The sensor of an ActiveClient line: we dialled it.
+    Sensor,
+    /// A passive client: it connected to us.
+    Client,
+}
+
+/// How a peer stands after it was served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Open,
+    /// Its session is over.
+    Ended(Ended),
+    /// Its connection is gone (or unusable); why.
+    Gone(String),
+}
+
+/// Password checks under way: check id → the peer that waits for it.
+#[derive(Debug, Default)]
+pub struct Checks {
+    next: u64,
+    waiting: BTreeMap<u64, Token>,
+}
+
+impl Checks {
+    /// Hands `check` to the checker for `token`; false when its queue is full.
+    fn submit(&mut self, verifier: &Verifier, token: Token, check: PasswordCheck) -> bool {
+        self.next += 1;
+        if !verifier.submit(self.next, check.auth, check.user, check.password) {
+            return false;
+        }
+        self.waiting.insert(self.next, token);
+        true
+    }
+
+    /// The peer that waits for check `id`, if it is still there.
+    pub fn take(&mut self, id: u64) -> Option<Token> {
+        self.waiting.remove(&id)
+    }
+
+    /// The checks of a peer that is gone no longer count.
+    pub fn forget(&mut self, token: Token) {
+        self.waiting.retain(|_, t| *t != token);
+    }
+}
+
+/// What serving a peer needs besides the peer, shared by all peers.
+pub struct Services<H> {
+    pub host: H,
+    /// Password checks run there, not on the control thread.
+    pub verifier: Verifier,
+    pub checks: Checks,
+    /// Delays of failed logins, per peer address.
+    pub backoff: Backoff,
+}
+
+/// One control connection and its session.
+pub struct Peer<C> {
+    token: Token,
+    role: Role,
+    conn: Conn<TcpStream>,
+    session: Session,
+    /// The capture the session's commands run on.
+    capture: Option<C>,
+}
+
+impl<C> Peer<C> {
+    pub fn new(token: Token, role: Role, conn: Conn<TcpStream>, session: Session) -> Peer<C> {
+        Peer {
+            token,
+            role,
+            conn,
+            session,
+            capture: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.session.peer()
+    }
+
+    /// New authentication and idle timeouts (a reload).
+    pub fn set_timeouts(&mut self, auth: Option<Duration>, idle: Option<Duration>) {
+        self.session.set_timeouts(auth, idle);
+    }
+
+    /// When [`Peer::timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    /// The socket is ready, or the session may go on: reads what arrived,
+    /// runs the session and its commands, writes the replies.
+    pub fn service<H: CaptureHost<Capture = C>>(
+        &mut self,
+        now: Instant,
+        svc: &mut Services<H>,
+    ) -> Status {
+        let gone = self.pump(now, svc);
+        self.status(gone)
+    }
+
+    /// The session's timers at `now`.
+    pub fn timeout<H: CaptureHost<Capture = C>>(
+        &mut self,
+        now: Instant,
+        svc: &mut Services<H>,
+    ) -> Status {
+        self.session.handle_timeout(now);
+        self.run_commands(now, svc);
+        self.service(now, svc)
+    }
+
+    /// A password check's verdict.
+    pub fn checked<H: CaptureHost<Capture = C>>(
+        &mut self,
+        now: Instant,
+        ok: bool,
+        svc: &mut Services<H>,
+    ) -> Status {
+        self.answer(now, Answer::PasswordChecked(ok), svc);
+        self.service(now, svc)
+    }
+
+    /// Asks the host whether the capture stopped by itself; the session
+    /// tells the peer. None when nothing happened.
+    pub fn check_capture<H: CaptureHost<Capture = C>>(
+        &mut self,
+        now: Instant,
+        svc: &mut Services<H>,
+    ) -> Option<Status> {
+        let reason = svc.host.failure(self.capture.as_ref()?)?;
+        self.session.handle(now, Input::CaptureFailed(reason));
+        self.run_commands(now, svc);
+        Some(self.service(now, svc))
+    }
+
+    /// Ends the capture, sends what is left and lets the connection linger
+    /// until the peer closes too.
+    pub fn close<H: CaptureHost<Capture = C>>(
+        mut self,
+        now: Instant,
+        svc: &mut Services<H>,
+        registry: &Registry,
+        lingering: &mut Lingering,
+    ) {
+        svc.checks.forget(self.token);
+        self.session.handle(now, Input::Shutdown);
+        self.run_commands(now, svc);
+        // A session ended with a capture still there: never leak it.
+        if let Some(cap) = self.capture.take() {
+            svc.host.stop(cap);
+        }
+        let _ = self.flush();
+        let _ = registry.deregister(&mut self.conn.stream);
+        lingering.add(self.conn.stream, now);
+    }
+
+    fn answer<H: CaptureHost<Capture = C>>(
+        &mut self,
+        now: Instant,
+        answer: Answer,
+        svc: &mut Services<H>,
+    ) {
+        self.session.handle(now, Input::Answer(answer));
+        self.run_commands(now, svc);
+    }
+
+    /// Carries out the session's commands; those answered at once are
+    /// answered at once (the session waits for them before its next request).
+    fn run_commands<H: CaptureHost<Capture = C>>(&mut self, now: Instant, svc: &mut Services<H>) {
+        while let Some(cmd) = self.session.poll_command() {
+            let ip = canonical(self.session.peer().ip());
+            let answer = match cmd {
+                Command::Host(cmd) => svc.host.execute(&mut self.capture, cmd),
+                Command::CheckPassword(check) => {
+                    // A full queue fails the login at once.
+                    (!svc.checks.submit(&svc.verifier, self.token, check))
+                        .then_some(Answer::PasswordChecked(false))
+                }
+                Command::HoldFailedAuth => Some(Answer::Hold(svc.backoff.failed(ip, now))),
+                Command::AuthSucceeded => {
+                    svc.backoff.succeeded(ip);
+                    None
+                }
+            };
+            if let Some(answer) = answer {
+                self.session.handle(now, Input::Answer(answer));
+            }
+        }
+    }
+
+    /// Finds out TLS or plaintext, feeds what arrived to the session (while
+    /// it reads), sends its replies. Returns why the connection is gone, if
+    /// it is.
+    fn pump<H: CaptureHost<Capture = C>>(
+        &mut self,
+        now: Instant,
+        svc: &mut Services<H>,
+    ) -> Option<String> {
+        let who = match self.role {
+            Role::Sensor => "the sensor",
+            Role::Client => "the client",
+        };
+        let mut first = [0u8; 1];
+        let peeked = match self
+            .conn
+            .sniffing()
+            .then(|| self.conn.stream.peek(&mut first))
+        {
+            Some(Ok(n)) if n > 0 => Some(first[0]),
+            _ => None,
+        };
+        match self.conn.sniff(peeked) {
+            Err(e) => return Some(format!("TLS: {e}")),
+            // Nothing to read yet, or the end: the read below tells.
+            Ok(Sniffed::Pending) => {}
+            Ok(Sniffed::PlainRefused) => {
+                refuse(
+                    &mut self.conn.stream,
+                    ErrorCode::TlsRequired,
+                    "TLS is required (use rpcaps://)",
+                );
+                return Some("plaintext client refused: TLS is required".into());
+            }
+            Ok(Sniffed::Tls) => self.session.handle(now, Input::Tls),
+            Ok(_) => {}
+        }
+        let mut buf = [0u8; 16 * 1024];
+        let mut gone = None;
+        while self.session.reading() {
+            match self.conn.read(&mut buf) {
+                Ok(0) => {
+                    gone = Some(format!("{who} closed the connection"));
+                    break;
+                }
+                Ok(n) => {
+                    self.session.handle(now, Input::Received(&buf[..n]));
+                    self.run_commands(now, svc);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    gone = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.flush() {
+            gone.get_or_insert(e.to_string());
+        }
+        if self.session.output_over_limit() {
+            gone.get_or_insert(format!("{who} does not read its replies"));
+        }
+        gone
+    }
+
+    fn status(&self, gone: Option<String>) -> Status {
+        match (self.session.ended(), gone) {
+            (Some(ended), _) => Status::Ended(ended.clone()),
+            (None, Some(why)) => Status::Gone(why),
+            (None, None) => Status::Open,
+        }
+    }
+
+    /// Writes pending replies until done or the socket is full.
+    fn flush(&mut self) -> io::Result<()> {
+        self.conn.flush_tls()?;
+        self.session.write_to(&mut self.conn)
+    }
+}
+
+/// Sends an error to a connection refused at accept and closes it.
+pub fn refuse(stream: &mut TcpStream, code: ErrorCode, text: &str) {
+    let _ = stream.write(&Message::error(code, text).to_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}

@@ -1,0 +1,795 @@
+//! One RPCAP control connection, server side, as a sans-IO state machine in
+//! the manner of quinn-proto: the driver hands in [`Input`]s with the time
+//! they happened ([`Session::handle`]), takes the reply bytes
+//! ([`Session::output`]) and the [`Command`]s for the capture host, the
+//! password checker and the failed-login backoff ([`Session::poll_command`]),
+//! and answers the commands that have an answer with [`Input::Answer`]. The
+//! session keeps its own timers (authentication timeout, idle timeout, the
+//! hold of a failed login's reply): [`Session::poll_timeout`] says when,
+//! [`Session::handle_timeout`] fires them. It never touches a socket, a
+//! clock or the host.
+//!
+//! Requests are handled one at a time, in order: while a command's answer
+//! is awaited, later requests wait in the codec. The dispatch rules are
+//! those of PROTOCOL.md §1.
+//!
+//! - `command`: inputs, commands, answers.
+//! - `auth`: the authentication state.
+//! - `capture`: the opened device, the running capture, STARTCAP → [`StartRequest`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use rpcap::bpf::Insn;
+use rpcap::conn::{Codec, Received};
+use rpcap::header::{Header, MsgType, VERSION};
+use rpcap::msg::{
+    Auth, AuthReplyInfo, DecodeError, Message, Sampling, StartCapReply, StartCapReq, Stats,
+};
+use rpcap::ErrorCode;
+
+use crate::auth::Authenticator;
+use crate::filter::{self, DataDest};
+use crate::iface;
+use crate::settings::{CaptureChoice, Preselect};
+
+mod auth;
+mod capture;
+mod command;
+
+use self::auth::AuthState;
+pub use self::auth::MAX_AUTH_ATTEMPTS;
+use self::capture::{CaptureSlot, Endpoints, Running, Starting};
+pub use self::capture::{DataChannel, StartRequest, MAX_SNAPLEN};
+pub use self::command::{Answer, Command, HostCommand, Input, PasswordCheck};
+
+/// Who opened the control connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// We dialled the sensor (ActiveClient).
+    Active,
+    /// The sensor connected to us.
+    Passive,
+}
+
+/// The settings one session runs with.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub mode: Mode,
+    pub null_auth: bool,
+    pub preselect: Preselect,
+    /// udpstr datagram size; 0 = plain PACKET datagrams.
+    pub udpstr_size: usize,
+    /// Reported as the STARTCAP reply's bufsize.
+    pub ring_size: usize,
+    pub local_filter: Option<String>,
+    /// `-S`: log the counters on every STATS_REQ.
+    pub log_stats: bool,
+    /// Password accounts.
+    pub auth: Arc<Authenticator>,
+    /// The control connection is TLS: TCP data channels are TLS too, UDP is refused.
+    pub tls: bool,
+    /// How long a passive TCP data channel waits for the client.
+    pub data_accept_timeout: Duration,
+    /// The ActiveClient line's `capture=` (None: as `Capture` says).
+    pub capture: Option<CaptureChoice>,
+    /// The peer must authenticate within this time (passive clients).
+    pub auth_timeout: Option<Duration>,
+    /// An authenticated peer without a capture that sends nothing for this
+    /// long is dropped (passive clients).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Why a session is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The sensor sent CLOSE: in active mode, do not reconnect to it.
+    Closed,
+    /// The stream cannot go on (wrong version, oversized message, too many
+    /// failed authentications).
+    Protocol(String),
+    /// A timer of the session ran out (it told the peer which).
+    Timeout(&'static str),
+}
+
+/// Texts of errors the sensor may test for.
+pub const NO_DEVICE: &str = "No capture device was specified";
+pub const NULL_AUTH_REFUSED: &str = "NULL authentication not permitted";
+pub const AUTH_FAILED: &str = "Authentication failed";
+
+/// The answer a session waits for, and what it does with it.
+#[derive(Debug)]
+enum Pending {
+    /// FINDALLIF.
+    Interfaces,
+    /// OPEN of `source` under a preselection: the list first.
+    Preselection { source: String },
+    /// OPEN of `source`: its link type.
+    Linktype { source: String },
+    /// The capture is stopping; then `then`.
+    Stopped(AfterStop),
+    /// STARTCAP: the host starts the capture.
+    Started(Box<Starting>),
+    /// STARTCAP of a passive TCP data channel: the exclusion refined with
+    /// our data port replaces the filter.
+    Refined {
+        starting: Box<Starting>,
+        portdata: u16,
+        prefix: Vec<Insn>,
+    },
+    /// UPDATEFILTER of the running capture.
+    FilterUpdated { sensor: Vec<Insn> },
+    /// STATS of the running capture.
+    Stats,
+}
+
+/// What follows a capture's stop.
+#[derive(Debug)]
+enum AfterStop {
+    /// Nothing to say (the session ends, or the connection is gone).
+    Nothing,
+    /// ENDCAP: the reply.
+    EndCap,
+    /// OPEN of another device succeeded.
+    Open { source: String, linktype: i32 },
+    /// STARTCAP replaces the running capture.
+    Start(StartCapReq),
+    /// The capture failed by itself: the peer is told why.
+    Failed(String),
+    /// A capture just started could not be set up: STARTCAP fails with this
+    /// text (its counters are not kept).
+    Refused(String),
+}
+
+/// One control connection.
+pub struct Session {
+    cfg: SessionConfig,
+    ends: Endpoints,
+    /// Framing of requests and buffering of replies (shared with the sensor).
+    codec: Codec,
+    commands: VecDeque<Command>,
+    auth: AuthState,
+    capture: CaptureSlot,
+    pending: Option<Pending>,
+    ended: Option<Ended>,
+    /// When the session began (authentication timeout).
+    began: Instant,
+    /// When the peer last sent something (idle timeout).
+    last_rx: Instant,
+}
+
+impl Session {
+    /// A session on a control connection between `local` (us) and `peer`,
+    /// opened at `now`.
+    pub fn new(cfg: SessionConfig, local: SocketAddr, peer: SocketAddr, now: Instant) -> Session {
+        Session {
+            cfg,
+            ends: Endpoints { local, peer },
+            codec: Codec::control(),
+            commands: VecDeque::new(),
+            auth: AuthState::Required { failures: 0 },
+            capture: CaptureSlot::default(),
+            pending: None,
+            ended: None,
+            began: now,
+            last_rx: now,
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.ends.peer
+    }
+
+    pub fn authenticated(&self) -> bool {
+        self.auth.authenticated()
+    }
+
+    pub fn capturing(&self) -> bool {
+        self.capture.running.is_some()
+    }
+
+    /// Why the session is over, once it is.
+    pub fn ended(&self) -> Option<&Ended> {
+        self.ended.as_ref()
+    }
+
+    /// Whether the session takes bytes now: not while an answer is awaited
+    /// or a failed login is held (the driver leaves them in the socket).
+    pub fn reading(&self) -> bool {
+        self.ended.is_none() && self.pending.is_none() && !self.auth.blocks()
+    }
+
+    /// Bytes to send to the peer (none while a failed login is held).
+    pub fn output(&self) -> &[u8] {
+        if self.auth.held() {
+            return &[];
+        }
+        self.codec.output()
+    }
+
+    /// Writes [`Session::output`] to `w` until done or `w` would block.
+    pub fn write_to<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.auth.held() {
+            return Ok(());
+        }
+        self.codec.write_to(w)
+    }
+
+    /// Whether more replies wait than a peer that reads would leave: it does not.
+    pub fn output_over_limit(&self) -> bool {
+        self.codec.over_limit()
+    }
+
+    /// Marks `n` bytes of [`Session::output`] as sent.
+    pub fn consume_output(&mut self, n: usize) {
+        self.codec.consume(n);
+    }
+
+    /// A reloaded configuration's timeouts apply to the running session too.
+    pub fn set_timeouts(&mut self, auth: Option<Duration>, idle: Option<Duration>) {
+        self.cfg.auth_timeout = auth;
+        self.cfg.idle_timeout = idle;
+    }
+
+    /// The next command for the driver.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] is due, if a timer runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended.is_some() {
+            return None;
+        }
+        match &self.auth {
+            AuthState::Held { until, .. } => *until,
+            AuthState::Authenticated if self.capturing() => None,
+            AuthState::Authenticated => self.cfg.idle_timeout.map(|d| self.last_rx + d),
+            _ => self.cfg.auth_timeout.map(|d| self.began + d),
+        }
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ended.is_some() || self.poll_timeout().is_none_or(|at| at > now) {
+            return;
+        }
+        match self.auth {
+            AuthState::Held { failures, .. } => {
+                // The held reply goes out, then the requests that came meanwhile.
+                if failures >= MAX_AUTH_ATTEMPTS {
+                    self.auth = AuthState::Required { failures };
+                    self.end(Ended::Protocol(format!(
+                        "{failures} failed authentications"
+                    )));
+                } else {
+                    self.auth = AuthState::Required { failures };
+                    self.run();
+                }
+            }
+            AuthState::Authenticated => {
+                self.send_error(ErrorCode::RuntimeTimeout, "Idle timeout");
+                self.end(Ended::Timeout("idle without a capture (IdleTimeoutSecs)"));
+            }
+            _ => {
+                self.send_error(ErrorCode::InitTimeout, "Authentication timeout");
+                self.end(Ended::Timeout(
+                    "did not authenticate in time (AuthTimeoutSecs)",
+                ));
+            }
+        }
+    }
+
+    /// Handles what happened at `now`.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Received(data) => {
+                if !data.is_empty() {
+                    self.last_rx = now;
+                }
+                if self.ended.is_some() {
+                    return;
+                }
+                self.codec.feed(data);
+                self.run();
+            }
+            Input::Answer(answer) => self.answer(now, answer),
+            Input::CaptureFailed(reason) => self.capture_failed(reason),
+            Input::Tls => self.cfg.tls = true,
+            Input::Shutdown => {
+                if self.capturing() {
+                    self.stop(AfterStop::Nothing);
+                }
+            }
+        }
+    }
+
+    /// Handles the requests waiting in the codec, until one awaits an answer.
+    fn run(&mut self) {
+        while self.reading() {
+            let Received { header, message } = match self.codec.next() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(too_long) => {
+                    // The framing can no longer be trusted: say why and end.
+                    let text = too_long.to_string();
+                    self.send_error(ErrorCode::WrongMsg, &text);
+                    self.end(Ended::Protocol(text));
+                    break;
+                }
+            };
+            self.dispatch(header, message);
+        }
+    }
+
+    fn end(&mut self, why: Ended) {
+        if self.capturing() {
+            self.stop(AfterStop::Nothing);
+        }
+        self.ended = Some(why);
+    }
+
+    fn send(&mut self, msg: Message) {
+        self.codec.send(&msg);
+    }
+
+    fn send_error(&mut self, code: ErrorCode, text: &str) {
+        debug!("to {}: error {code:?}: {text}", self.ends.peer);
+        self.send(Message::error(code, text));
+    }
+
+    fn host(&mut self, cmd: HostCommand, then: Option<Pending>) {
+        debug_assert!(self.pending.is_none(), "one answer awaited at a time");
+        self.commands.push_back(Command::Host(cmd));
+        self.pending = then;
+    }
+
+    /// Stops the capture (running or just started); `then` follows.
+    fn stop(&mut self, then: AfterStop) {
+        self.capture.running = None;
+        self.host(HostCommand::Stop, Some(Pending::Stopped(then)));
+    }
+
+    fn dispatch(&mut self, h: Header, decoded: Result<Message, DecodeError>) {
+        if h.ver != VERSION {
+            let text = format!("protocol version {} is not supported (only 0)", h.ver);
+            self.send_error(ErrorCode::WrongVer, &text);
+            return self.end(Ended::Protocol(text));
+        }
+        let kind = h.kind();
+        if !self.authenticated() {
+            match kind {
+                Some(MsgType::AuthReq) => {}
+                // A client leaving or complaining is not a request to refuse.
+                Some(MsgType::Close) => return self.end(Ended::Closed),
+                Some(MsgType::Error) => return self.log_remote_error(decoded),
+                _ => {
+                    return self.send_error(
+                        ErrorCode::WrongMsg,
+                        "authentication is required before any other request",
+                    )
+                }
+            }
+        }
+        if self.authenticated() && kind == Some(MsgType::AuthReq) {
+            // Whatever its body: one authentication per session.
+            return self.send_error(ErrorCode::WrongMsg, "already authenticated");
+        }
+        let msg = match decoded {
+            Ok(m) => m,
+            Err(e) => {
+                debug!("from {}: {e}", self.ends.peer);
+                return self.send_error(e.code(), &e.to_string());
+            }
+        };
+        match msg {
+            Message::AuthReq(auth) => self.auth(auth),
+            Message::FindAllIfReq => {
+                self.host(HostCommand::ListInterfaces, Some(Pending::Interfaces))
+            }
+            Message::OpenReq { source } => self.open(source),
+            Message::StartCapReq(req) => self.start(req),
+            Message::UpdateFilterReq { filter } => self.update_filter(filter),
+            Message::SetSamplingReq(s) => self.set_sampling(s),
+            Message::StatsReq => self.stats(),
+            Message::EndCapReq => self.end_capture(),
+            Message::Close => {
+                info!("{} closed the session", self.ends.peer);
+                self.end(Ended::Closed)
+            }
+            Message::Error { .. } => self.log_remote_error(Ok(msg)),
+            other => self.send_error(
+                ErrorCode::WrongMsg,
+                &format!(
+                    "unexpected message {}",
+                    rpcap::msg::type_name(other.msg_type() as u8)
+                ),
+            ),
+        }
+    }
+
+    fn log_remote_error(&self, decoded: Result<Message, DecodeError>) {
+        match decoded {
+            Ok(Message::Error { code, text }) => {
+                warn!("{} reports error {code}: {text}", self.ends.peer)
+            }
+            _ => warn!("{} sent an unreadable error message", self.ends.peer),
+        }
+    }
+
+    /// The answer to the awaited command, then the requests that wait.
+    fn answer(&mut self, now: Instant, answer: Answer) {
+        match (&mut self.auth, answer) {
+            (AuthState::Checking { .. }, Answer::PasswordChecked(ok)) => {
+                self.password_checked(now, ok)
+            }
+            (
+                AuthState::Held {
+                    until: until @ None,
+                    ..
+                },
+                Answer::Hold(delay),
+            ) => {
+                *until = Some(now + delay);
+                debug!(
+                    "{}: authentication failed; reply held {delay:?}",
+                    self.ends.peer.ip()
+                );
+            }
+            (_, answer) => match self.pending.take() {
+                Some(pending) => self.host_answer(pending, answer),
+                None => debug!("{}: unexpected answer {answer:?}", self.ends.peer),
+            },
+        }
+        if self.reading() {
+            self.run();
+        }
+    }
+
+    fn host_answer(&mut self, pending: Pending, answer: Answer) {
+        match (pending, answer) {
+            (Pending::Interfaces, Answer::Interfaces(list)) => self.find_all_if(list),
+            (Pending::Preselection { source }, Answer::Interfaces(list)) => {
+                self.preselected(source, list.unwrap_or_default())
+            }
+            (Pending::Linktype { source }, Answer::Linktype(result)) => {
+                self.linktype(source, result)
+            }
+            (Pending::Stopped(then), Answer::Stopped(stats)) => self.stopped(then, stats),
+            (Pending::Started(starting), Answer::Started(result)) => self.started(starting, result),
+            (
+                Pending::Refined {
+                    starting,
+                    portdata,
+                    prefix,
+                },
+                Answer::FilterUpdated(result),
+            ) => match result {
+                Ok(()) => self.capture_running(*starting, prefix, portdata),
+                Err(text) => self.stop(AfterStop::Refused(text)),
+            },
+            (Pending::FilterUpdated { sensor }, Answer::FilterUpdated(result)) => match result {
+                Ok(()) => {
+                    self.capture.sensor_filter = Some(sensor);
+                    self.send(Message::UpdateFilterReply)
+                }
+                Err(text) => self.send_error(ErrorCode::UpdateFilter, &text),
+            },
+            (Pending::Stats, Answer::Stats(stats)) => self.reply_stats(stats),
+            (pending, answer) => {
+                warn!(
+                    "{}: answer {answer:?} does not fit {pending:?}",
+                    self.ends.peer
+                );
+                self.pending = Some(pending);
+            }
+        }
+    }
+
+    fn auth(&mut self, auth: Auth) {
+        let failures = self.auth.failures();
+        match auth {
+            Auth::Null if self.cfg.null_auth => {
+                info!("{}: authenticated (NULL)", self.ends.peer);
+                self.auth_succeeded();
+            }
+            Auth::Null => {
+                warn!("{}: NULL authentication refused", self.ends.peer);
+                self.send_error(ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
+                self.auth_failed(failures + 1);
+            }
+            Auth::Password { user, password } => {
+                debug!(
+                    "{}: checking the password of {:?}",
+                    self.ends.peer,
+                    String::from_utf8_lossy(&user)
+                );
+                self.auth = AuthState::Checking {
+                    user: user.clone(),
+                    failures,
+                };
+                self.commands
+                    .push_back(Command::CheckPassword(PasswordCheck {
+                        auth: self.cfg.auth.clone(),
+                        user,
+                        password,
+                    }));
+            }
+        }
+    }
+
+    /// Answers the password AUTH_REQ after its check.
+    fn password_checked(&mut self, now: Instant, ok: bool) {
+        let AuthState::Checking { user, failures } =
+            std::mem::replace(&mut self.auth, AuthState::Required { failures: 0 })
+        else {
+            return;
+        };
+        // The check's time does not count as the peer's idle time.
+        self.last_rx = now;
+        let name = String::from_utf8_lossy(&user);
+        if ok {
+            info!("{}: authenticated as {name:?}", self.ends.peer);
+            self.auth_succeeded();
+        } else {
+            // The same text whether the user exists or not.
+            warn!(
+                "{}: password authentication failed for {name:?}",
+                self.ends.peer
+            );
+            self.send_error(ErrorCode::AuthFailed, AUTH_FAILED);
+            self.auth_failed(failures + 1);
+        }
+    }
+
+    fn auth_succeeded(&mut self) {
+        self.auth = AuthState::Authenticated;
+        self.send(Message::AuthReply(Some(AuthReplyInfo::native())));
+        if self.cfg.mode == Mode::Passive {
+            self.commands.push_back(Command::AuthSucceeded);
+        }
+    }
+
+    /// Failure number `failures`. A passive client's reply is held (the
+    /// driver says how long); a sensor we dialled is answered at once.
+    fn auth_failed(&mut self, failures: u32) {
+        if self.cfg.mode == Mode::Passive {
+            self.auth = AuthState::Held {
+                until: None,
+                failures,
+            };
+            self.commands.push_back(Command::HoldFailedAuth);
+            return;
+        }
+        self.auth = AuthState::Required { failures };
+        if failures >= MAX_AUTH_ATTEMPTS {
+            self.end(Ended::Protocol(format!(
+                "{failures} failed authentications"
+            )));
+        }
+    }
+
+    fn find_all_if(&mut self, list: Result<Vec<rpcap::msg::Interface>, String>) {
+        match list {
+            Err(e) => self.send_error(
+                ErrorCode::FindAllIf,
+                &format!("cannot list interfaces: {e}"),
+            ),
+            Ok(list) if list.is_empty() => {
+                self.send_error(ErrorCode::NoRemoteIf, "no interfaces found")
+            }
+            Ok(list) => {
+                let list = iface::arrange(list, &self.cfg.preselect);
+                self.send(Message::FindAllIfReply(list))
+            }
+        }
+    }
+
+    fn open(&mut self, source: String) {
+        // CVE-2019-15164: a URL would make us open captures elsewhere.
+        if source.contains("://") {
+            warn!(
+                "{}: refused OPEN of remote source {source:?}",
+                self.ends.peer
+            );
+            return self.send_error(
+                ErrorCode::Open,
+                &format!("'{source}': only local interface names can be opened"),
+            );
+        }
+        if self.cfg.preselect.is_set() {
+            return self.host(
+                HostCommand::ListInterfaces,
+                Some(Pending::Preselection { source }),
+            );
+        }
+        self.read_linktype(source)
+    }
+
+    fn read_linktype(&mut self, source: String) {
+        self.host(
+            HostCommand::ReadLinktype(source.clone()),
+            Some(Pending::Linktype { source }),
+        )
+    }
+
+    fn preselected(&mut self, source: String, list: Vec<rpcap::msg::Interface>) {
+        match iface::preselected(&list, &self.cfg.preselect) {
+            Some(i) if i.name == source => self.read_linktype(source),
+            Some(i) => {
+                let text = format!("can only open preselected interface '{}'", i.name);
+                self.send_error(ErrorCode::Open, &text)
+            }
+            None => {
+                let text = format!(
+                    "no interface matches the preselection ({})",
+                    self.cfg.preselect
+                );
+                self.send_error(ErrorCode::Open, &text)
+            }
+        }
+    }
+
+    fn linktype(&mut self, source: String, result: Result<i32, String>) {
+        match result {
+            // A device opened anew: a capture of the previous one ends.
+            Ok(linktype) if self.capturing() => self.stop(AfterStop::Open { source, linktype }),
+            Ok(linktype) => self.opened(source, linktype),
+            Err(e) => self.send_error(ErrorCode::Open, &format!("'{source}': {e}")),
+        }
+    }
+
+    fn opened(&mut self, source: String, linktype: i32) {
+        info!("{}: opened {source} (DLT {linktype})", self.ends.peer);
+        self.capture.opened = Some((source, linktype));
+        self.send(Message::OpenReply { linktype, tzoff: 0 })
+    }
+
+    fn stopped(&mut self, then: AfterStop, stats: Stats) {
+        if !matches!(then, AfterStop::Refused(_)) {
+            self.capture.last_stats = stats;
+        }
+        match then {
+            AfterStop::Nothing => {}
+            AfterStop::EndCap => {
+                info!("{}: capture ended", self.ends.peer);
+                self.send(Message::EndCapReply)
+            }
+            AfterStop::Open { source, linktype } => self.opened(source, linktype),
+            AfterStop::Start(req) => self.start(req),
+            AfterStop::Failed(reason) => {
+                self.send_error(ErrorCode::ReadEx, &format!("capture stopped: {reason}"))
+            }
+            AfterStop::Refused(text) => self.send_error(ErrorCode::StartCapture, &text),
+        }
+    }
+
+    fn start(&mut self, req: StartCapReq) {
+        let Some(opened) = self.capture.opened.clone() else {
+            return self.send_error(ErrorCode::StartCapture, NO_DEVICE);
+        };
+        // Never leak a capture: a second STARTCAP replaces the first.
+        if self.capturing() {
+            return self.stop(AfterStop::Start(req));
+        }
+        let sampling = self.capture.sampling;
+        match self.ends.start_request(&self.cfg, opened, sampling, req) {
+            Ok((start, starting)) => self.host(
+                HostCommand::StartCapture(Box::new(start)),
+                Some(Pending::Started(Box::new(starting))),
+            ),
+            Err(text) => self.send_error(ErrorCode::StartCapture, &text),
+        }
+    }
+
+    fn started(&mut self, starting: Box<Starting>, result: Result<u16, String>) {
+        let portdata = match result {
+            Ok(p) => p,
+            Err(text) => {
+                warn!(
+                    "{}: capture on {} failed: {text}",
+                    self.ends.peer, starting.ifname
+                );
+                return self.send_error(ErrorCode::StartCapture, &text);
+            }
+        };
+        info!(
+            "{}: capture on {} started, data {:?}",
+            self.ends.peer, starting.ifname, starting.data
+        );
+        let DataChannel::TcpListen { peer, .. } = starting.data else {
+            let prefix = starting.prefix.clone();
+            return self.capture_running(*starting, prefix, portdata);
+        };
+        // The data connection is (peer, any port) ↔ (us, portdata).
+        let dest = DataDest::Tcp(SocketAddr::new(peer, portdata));
+        match self
+            .ends
+            .build_filter(&self.cfg, starting.linktype, dest, &starting.sensor)
+        {
+            Ok((combined, prefix)) => self.host(
+                HostCommand::UpdateFilter(combined),
+                Some(Pending::Refined {
+                    starting,
+                    portdata,
+                    prefix,
+                }),
+            ),
+            Err(text) => self.stop(AfterStop::Refused(text)),
+        }
+    }
+
+    fn capture_running(&mut self, starting: Starting, prefix: Vec<Insn>, portdata: u16) {
+        self.capture.running = Some(Running { prefix });
+        self.capture.sensor_filter = Some(starting.sensor);
+        let bufsize = i32::try_from(self.cfg.ring_size).unwrap_or(i32::MAX);
+        self.send(Message::StartCapReply(StartCapReply { bufsize, portdata }))
+    }
+
+    fn update_filter(&mut self, sensor: Vec<Insn>) {
+        let Some(run) = &self.capture.running else {
+            self.capture.sensor_filter = Some(sensor);
+            return self.send(Message::UpdateFilterReply);
+        };
+        match filter::combine(&run.prefix, &sensor) {
+            Ok(combined) => self.host(
+                HostCommand::UpdateFilter(combined),
+                Some(Pending::FilterUpdated { sensor }),
+            ),
+            Err(e) => self.send_error(ErrorCode::UpdateFilter, &e.to_string()),
+        }
+    }
+
+    fn set_sampling(&mut self, s: Sampling) {
+        if s.method > 2 {
+            let text = format!("sampling method {} is not supported (0, 1 or 2)", s.method);
+            return self.send_error(ErrorCode::SetSampling, &text);
+        }
+        self.capture.sampling = s;
+        if self.capturing() {
+            self.host(HostCommand::SetSampling(s), None);
+        }
+        self.send(Message::SetSamplingReply)
+    }
+
+    fn stats(&mut self) {
+        if self.capturing() {
+            return self.host(HostCommand::ReadStats, Some(Pending::Stats));
+        }
+        self.reply_stats(self.capture.last_stats)
+    }
+
+    fn reply_stats(&mut self, stats: Stats) {
+        if self.cfg.log_stats {
+            info!(
+                "{}: stats: ifrecv {} ifdrop {} krnldrop {} svrcapt {}",
+                self.ends.peer, stats.ifrecv, stats.ifdrop, stats.krnldrop, stats.svrcapt
+            );
+        }
+        self.send(Message::StatsReply(stats))
+    }
+
+    fn end_capture(&mut self) {
+        if !self.capturing() {
+            return self.send_error(ErrorCode::EndCapture, "no capture is running");
+        }
+        self.stop(AfterStop::EndCap)
+    }
+
+    /// The host found the capture stopped by itself. While another answer
+    /// is awaited the failure is left for the driver's next check (the host
+    /// reports it until the capture is stopped).
+    fn capture_failed(&mut self, reason: String) {
+        if !self.capturing() || self.pending.is_some() || self.ended.is_some() {
+            return;
+        }
+        warn!("capture for {} failed: {reason}", self.ends.peer);
+        self.stop(AfterStop::Failed(reason))
+    }
+}
+
+#[cfg(test)]
+mod tests;
