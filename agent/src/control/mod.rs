@@ -25,7 +25,7 @@ use self::dialer::{Connected, Dialer};
 use self::linger::Lingering;
 use self::listener::{Allowed, ListenSpec, Listeners};
 use self::peer::{refuse, Checks, Peer, Role, Services, Status};
-use self::signals::{Signal, Signals};
+use self::signals::Signals;
 use self::tls::Conn;
 use crate::auth::{Backoff, Verifier};
 use crate::filter::canonical;
@@ -40,11 +40,10 @@ pub mod peer;
 pub mod signals;
 pub mod tls;
 
-const SIGNAL_HUP: Token = Token(0);
-const SIGNAL_TERM: Token = Token(1);
-const WAKER: Token = Token(2);
+const SIGNALS: Token = Token(0);
+const WAKER: Token = Token(1);
 /// Listener tokens: FIRST_LISTENER.. below FIRST_PEER.
-const FIRST_LISTENER: usize = 3;
+const FIRST_LISTENER: usize = 2;
 const FIRST_PEER: usize = 16;
 
 /// Timing of the loop; tests shorten it.
@@ -191,11 +190,7 @@ impl<H: CaptureHost> Control<H> {
 
     /// Handles SIGHUP (reload through `reload`) and SIGTERM/SIGINT (stop).
     pub fn with_signals(mut self, reload: Reload) -> anyhow::Result<Control<H>> {
-        self.signals = Some(Signals::install(
-            self.poll.registry(),
-            SIGNAL_HUP,
-            SIGNAL_TERM,
-        )?);
+        self.signals = Some(Signals::install(self.poll.registry(), SIGNALS)?);
         self.reload = Some(reload);
         Ok(self)
     }
@@ -290,13 +285,16 @@ impl<H: CaptureHost> Control<H> {
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    SIGNAL_HUP => {
-                        if self.signal(Signal::Reload) {
+                    SIGNALS => {
+                        let asked = self
+                            .signals
+                            .as_mut()
+                            .map(Signals::drain)
+                            .unwrap_or_default();
+                        if asked.reload {
                             self.reload();
                         }
-                    }
-                    SIGNAL_TERM => {
-                        if self.signal(Signal::Stop) {
+                        if asked.stop {
                             info!("stopping on signal");
                             self.stop.store(true, Ordering::SeqCst);
                         }
@@ -322,10 +320,6 @@ impl<H: CaptureHost> Control<H> {
         }
         self.shutdown();
         Ok(())
-    }
-
-    fn signal(&mut self, which: Signal) -> bool {
-        self.signals.as_mut().is_some_and(|s| s.drain(which))
     }
 
     fn reload(&mut self) {

@@ -1,70 +1,44 @@
-//! SIGHUP (reload) and SIGTERM/SIGINT (stop) as readable sockets of the
-//! event loop: the handlers only write a byte to a socket pair.
+//! SIGHUP (reload) and SIGTERM/SIGINT (stop) as one readable descriptor of
+//! the event loop: the process's signal self-pipe (`sys::signal`, the same
+//! the sensor uses), registered under one token.
 
-use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 
 use anyhow::Context;
-use mio::net::UnixStream;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+use sys::signal::{SignalPipe, SIGHUP, SIGINT, SIGTERM};
 
-/// Which signal a readable pipe stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+/// What the signals that arrived ask for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asked {
     /// SIGHUP: reload the configuration.
-    Reload,
+    pub reload: bool,
     /// SIGTERM or SIGINT: stop.
-    Stop,
+    pub stop: bool,
 }
 
-/// The read ends of the signal pipes.
+/// The read end of the signal pipe.
 pub struct Signals {
-    hup: UnixStream,
-    term: UnixStream,
+    pipe: SignalPipe,
 }
 
 impl Signals {
-    /// Installs the handlers and registers the pipes under `hup_token` and
-    /// `term_token`.
-    pub fn install(
-        registry: &Registry,
-        hup_token: Token,
-        term_token: Token,
-    ) -> anyhow::Result<Signals> {
-        let (hup_r, hup_w) = std::os::unix::net::UnixStream::pair().context("signal pipe")?;
-        let (term_r, term_w) = std::os::unix::net::UnixStream::pair().context("signal pipe")?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, hup_w)
-            .context("registering SIGHUP")?;
-        let term_w2 = term_w.try_clone().context("signal pipe")?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, term_w)
-            .context("registering SIGTERM")?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, term_w2)
-            .context("registering SIGINT")?;
-        for s in [&hup_r, &term_r] {
-            s.set_nonblocking(true).context("signal pipe")?;
-        }
-        let mut hup = UnixStream::from_std(hup_r);
-        let mut term = UnixStream::from_std(term_r);
-        registry.register(&mut hup, hup_token, Interest::READABLE)?;
-        registry.register(&mut term, term_token, Interest::READABLE)?;
-        Ok(Signals { hup, term })
+    /// Installs the handlers and registers the pipe under `token`.
+    pub fn install(registry: &Registry, token: Token) -> anyhow::Result<Signals> {
+        let pipe = SignalPipe::install(&[SIGHUP, SIGTERM, SIGINT]).context("signal pipe")?;
+        registry
+            .register(&mut SourceFd(&pipe.as_raw_fd()), token, Interest::READABLE)
+            .context("registering the signal pipe")?;
+        Ok(Signals { pipe })
     }
 
-    /// Empties the pipe of `which`; whether the signal came.
-    pub fn drain(&mut self, which: Signal) -> bool {
-        let pipe = match which {
-            Signal::Reload => &mut self.hup,
-            Signal::Stop => &mut self.term,
-        };
-        let mut buf = [0u8; 64];
-        let mut got = false;
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => got = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
+    /// Empties the pipe: what the signals in it ask for.
+    pub fn drain(&mut self) -> Asked {
+        let caught = self.pipe.drain();
+        Asked {
+            reload: caught.contains(SIGHUP),
+            stop: caught.contains(SIGTERM) || caught.contains(SIGINT),
         }
-        got
     }
 }
