@@ -7,7 +7,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use rpcap::bpf::Insn;
+use rpcap::bpf::libpcap::CompileError;
+use rpcap::bpf::{Insn, Program};
 
 /// What a capture must never see: our own connections to the sensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +33,8 @@ pub enum DataDest {
 /// A filter that could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
-    #[error("libpcap cannot compile `{expr}` for link type {linktype}: {reason}")]
-    Compile {
-        expr: String,
-        linktype: i32,
-        reason: String,
-    },
+    #[error("libpcap cannot compile `{}` for link type {}: {}", .0.expr, .0.linktype, .0.reason)]
+    Compile(#[from] CompileError),
     #[error("combined filter: {0}")]
     Combine(#[from] rpcap::bpf::ValidateError),
 }
@@ -98,12 +95,8 @@ impl OwnTraffic {
 }
 
 /// Compiles a tcpdump expression with libpcap for `linktype` (optimised).
-pub fn compile(linktype: i32, expr: &str) -> Result<Vec<Insn>, FilterError> {
-    rpcap::bpf::libpcap::compile(expr, linktype, true).map_err(|e| FilterError::Compile {
-        expr: e.expr,
-        linktype,
-        reason: e.reason,
-    })
+pub fn compile(linktype: i32, expr: &str) -> Result<Program, FilterError> {
+    Ok(rpcap::bpf::libpcap::compile(expr, linktype, true)?)
 }
 
 /// The expression every capture runs before the sensor's program.
@@ -124,13 +117,14 @@ pub fn prefix(
     linktype: i32,
     own: &OwnTraffic,
     local: Option<&str>,
-) -> Result<Vec<Insn>, FilterError> {
+) -> Result<Program, FilterError> {
     compile(linktype, &prefix_expression(own, local))
 }
 
 /// `prefix` AND `sensor`: the sensor's program runs on what the prefix keeps.
-pub fn combine(prefix: &[Insn], sensor: &[Insn]) -> Result<Vec<Insn>, FilterError> {
-    Ok(rpcap::bpf::and_then(prefix, sensor)?)
+/// The capture's one program, validated here once.
+pub fn combine(prefix: &Program, sensor: &[Insn]) -> Result<Program, FilterError> {
+    Ok(rpcap::bpf::and_then(prefix.insns(), sensor)?)
 }
 
 #[cfg(test)]
@@ -166,14 +160,14 @@ mod tests {
         o.control_local = "[fd00::5]:40000".parse().unwrap();
         o.data = DataDest::Tcp("[fd00::9]:6000".parse().unwrap());
         let p = prefix(crate::iface::DLT_EN10MB, &o, Some("not port 22")).unwrap();
-        assert!(p.len() > 10);
+        assert!(p.insns().len() > 10);
     }
 
     #[test]
     fn compiles_for_ethernet_and_raw() {
         for lt in [crate::iface::DLT_EN10MB, crate::iface::DLT_RAW] {
             let p = prefix(lt, &own(), None).unwrap();
-            rpcap::bpf::validate(&p).unwrap();
+            rpcap::bpf::validate(p.insns()).unwrap();
         }
     }
 
@@ -188,7 +182,7 @@ mod tests {
     fn combine_is_the_conjunction_with_the_sensors_snaplen() {
         let arp = compile(crate::iface::DLT_EN10MB, "arp").unwrap();
         let sensor = vec![Insn::new(0x06, 0, 0, 96)];
-        let prog = rpcap::bpf::Program::new(combine(&arp, &sensor).unwrap()).unwrap();
+        let prog = combine(&arp, &sensor).unwrap();
         let mut frame = vec![0u8; 60];
         frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert_eq!(prog.run(&frame, 60), 96);

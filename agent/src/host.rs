@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
-use rpcap::bpf::Insn;
+use rpcap::bpf::Program;
 use rpcap::msg::{Interface, Sampling, Stats};
 
 use crate::datapath::{CaptureSpec, DataStream, Transport, Worker};
@@ -34,7 +34,7 @@ pub trait CaptureHost {
     fn interfaces(&mut self) -> io::Result<Vec<Interface>>;
     fn linktype(&mut self, ifname: &str) -> io::Result<i32>;
     fn start(&mut self, req: StartRequest) -> Result<Self::Capture, String>;
-    fn update_filter(&mut self, cap: &mut Self::Capture, filter: Vec<Insn>) -> Result<(), String>;
+    fn update_filter(&mut self, cap: &mut Self::Capture, filter: Program) -> Result<(), String>;
     fn set_sampling(&mut self, cap: &mut Self::Capture, sampling: Sampling);
     fn stats(&mut self, cap: &Self::Capture) -> Stats;
     /// Why the capture stopped by itself, if it did.
@@ -447,7 +447,7 @@ impl CaptureHost for WorkerHost {
         Ok(HostCapture::running(worker, relay))
     }
 
-    fn update_filter(&mut self, cap: &mut HostCapture, filter: Vec<Insn>) -> Result<(), String> {
+    fn update_filter(&mut self, cap: &mut HostCapture, filter: Program) -> Result<(), String> {
         match &mut *lock(&cap.state) {
             Stage::Accepting(req) => {
                 req.filter = filter;

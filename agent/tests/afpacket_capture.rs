@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use datapath_support::*;
-use rpcap::bpf::Insn;
+use rpcap::bpf::{Insn, Program};
 use rpcap::msg::Sampling;
 use xrpcapd::datapath::{DatapathOptions, Transport, Worker};
 
@@ -134,7 +134,7 @@ fn filter_is_honoured_and_replaced_mid_capture() {
     // A program rpcap accepts but the kernel refuses (reads scratch memory
     // never written): an error, and the capture goes on with the old filter.
     let bad = vec![Insn::new(0x60, 0, 0, 0), Insn::new(0x16, 0, 0, 0)];
-    assert!(worker.update_filter(bad).is_err());
+    assert!(worker.update_filter(Program::new(bad).unwrap()).is_err());
     send(&tx, OTHER, 300, 5, 300);
     let (third, _, _) = collect_udpstr(&sink, 5, LIMIT);
     assert_eq!(third.len(), 5);

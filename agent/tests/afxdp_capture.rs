@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
-use rpcap::bpf::Insn;
+use rpcap::bpf::{Insn, Program};
 use xrpcap_testkit::netns::xdp_attached;
 use xrpcap_testkit::{caps, Netns};
 use xrpcapd::capture::afxdp::program::FilterPlace;
@@ -45,7 +45,7 @@ fn pair() -> NetnsPair {
 
 /// The capture settings the tests share: c0, whole frames, 4 MiB of RingSize
 /// (raised to the UMEM floor), every queue, nothing replaced or dropped.
-fn xdp_cfg(filter: &[Insn], mode: XdpMode) -> AfXdpConfig<'_> {
+fn xdp_cfg(filter: &Program, mode: XdpMode) -> AfXdpConfig<'_> {
     AfXdpConfig {
         ifname: "c0",
         snaplen: 65535,
@@ -695,7 +695,7 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
         "xdp",
     ]);
     let sink = udp_sink();
-    let mut s = spec("c0", vec![], udpstr(&sink));
+    let mut s = spec("c0", accept_all(), udpstr(&sink));
     set_source(&mut s, afxdp(XdpMode::Generic));
     let e = Worker::start(s).expect_err("must refuse").to_string();
     assert!(
@@ -704,7 +704,7 @@ fn a_foreign_program_is_refused_unless_replace_is_set() {
     );
     assert!(ip(&["-n", ns.cap.name(), "link", "show", "c0"]).contains("someone_else"));
 
-    let mut s = spec("c0", vec![], udpstr(&sink));
+    let mut s = spec("c0", accept_all(), udpstr(&sink));
     set_source(
         &mut s,
         Some(XdpSettings {
@@ -764,7 +764,7 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     let ns = pair();
     ns.cap.switch_thread();
     // The namespace's loopback: no driver XDP (no dummy module here).
-    let filter: Vec<Insn> = vec![];
+    let filter = accept_all();
     let mut cfg = AfXdpConfig {
         ifname: "lo",
         umem_bytes: 1 << 20,
@@ -1128,7 +1128,7 @@ fn send_all(tx: &std::net::UdpSocket, round: usize) {
 
 /// Opens AF_XDP (generic mode) on c0 of `ns` with `filter`, sends
 /// [`send_all`] and collects what arrives (a host socket listens on PORT).
-fn deliver(ns: &NetnsPair, filter: &[Insn], drop_rejected: bool) -> Delivered {
+fn deliver(ns: &NetnsPair, filter: &Program, drop_rejected: bool) -> Delivered {
     let tx = ns.gen_sender();
     let host = std::net::UdpSocket::bind((CAP_IP, PORT)).expect("host socket");
     host.set_nonblocking(true).unwrap();
@@ -1162,18 +1162,21 @@ fn assert_long_ones(frames: &[(Vec<u8>, u32)], round: usize) {
 }
 
 /// `prog` with every `ret #65535` turned into `ret #k`: XDP cannot cut.
-fn truncating(prog: Vec<Insn>, k: u32) -> Vec<Insn> {
-    prog.into_iter()
+fn truncating(prog: Program, k: u32) -> Program {
+    let insns = prog
+        .into_insns()
+        .into_iter()
         .map(|i| match i.k {
             65535 if i.code == 0x06 => Insn::new(0x06, 0, 0, k),
             _ => i,
         })
-        .collect()
+        .collect();
+    Program::new(insns).expect("still valid")
 }
 
 /// The pre-filter (UDP, port 7001) lets every frame to PORT through; only
 /// the exact filter knows about the length.
-fn long_to_port() -> Vec<Insn> {
+fn long_to_port() -> Program {
     compile(&format!("udp dst port {PORT} and len > 500"))
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rpcap::bpf::Insn;
+use rpcap::bpf::{Insn, Program};
 use rpcap::header::Header;
 use rpcap::msg::{startcap_flags, Auth, IfAddr, Interface, Message, Sampling, StartCapReq, Stats};
 use rpcap::ErrorCode;
@@ -53,7 +53,7 @@ impl CaptureHost for FakeHost {
         s.running += 1;
         Ok(())
     }
-    fn update_filter(&mut self, _: &mut (), _: Vec<Insn>) -> Result<(), String> {
+    fn update_filter(&mut self, _: &mut (), _: Program) -> Result<(), String> {
         Ok(())
     }
     fn set_sampling(&mut self, _: &mut (), _: Sampling) {}

@@ -96,7 +96,7 @@ fn write_pcapng(path: &Path, fr: &[(u32, u32, Vec<u8>)], nanos: bool) {
 
 fn file_spec(
     path: &Path,
-    filter: Vec<rpcap::bpf::Insn>,
+    filter: rpcap::bpf::Program,
     transport: Transport,
 ) -> xrpcapd::datapath::CaptureSpec {
     let mut s = spec("file", filter, transport);

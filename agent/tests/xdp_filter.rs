@@ -25,7 +25,8 @@ const TEST: Verdict = Verdict::Test {
 const LINEAR_MAX: usize = 3000;
 
 fn load(prog: &[Insn], frags: bool) -> FilterProg {
-    let t = translate(prog, TEST, frags).unwrap_or_else(|e| panic!("translate {prog:?}: {e}"));
+    let valid = Program::new(prog.to_vec()).unwrap_or_else(|e| panic!("{prog:?}: {e}"));
+    let t = translate(&valid, TEST, frags).unwrap_or_else(|e| panic!("translate {prog:?}: {e}"));
     FilterProg::load(&t, frags).unwrap_or_else(|e| panic!("load {prog:?}: {e}"))
 }
 
@@ -438,7 +439,7 @@ fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
     let mut p = XdpProgram::load("lo").expect("load the XDP object");
     p.set_rules(&XdpRules::all(), false, false).unwrap();
     let insns = compile("udp or len > 1000", true);
-    let place = p.set_filter(&insns, false);
+    let place = p.set_filter(&Program::new(insns.clone()).unwrap(), false);
     assert!(
         matches!(place, FilterPlace::Kernel { keep: 65535 }),
         "{place:?}"
@@ -484,7 +485,7 @@ fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
 
     // drop_rejected: the rejected ones are dropped.
     assert!(matches!(
-        p.set_filter(&insns, true),
+        p.set_filter(&Program::new(insns.clone()).unwrap(), true),
         FilterPlace::Kernel { .. }
     ));
     let dropped: u64 = small
@@ -503,7 +504,7 @@ fn the_xdp_program_tail_calls_the_filter_and_counts_its_verdicts() {
             _ => *i,
         })
         .collect();
-    let place = p.set_filter(&truncating, false);
+    let place = p.set_filter(&Program::new(truncating.clone()).unwrap(), false);
     assert!(matches!(place, FilterPlace::UserSpace { .. }), "{place:?}");
     let before = p.counters();
     for f in &small {
@@ -526,7 +527,7 @@ fn a_long_program_uses_far_jumps_and_still_matches() {
         .join(" or ");
     let insns = compile(&expr, false);
     assert!(insns.len() > 5000, "{}", insns.len());
-    let t = translate(&insns, TEST, true).expect("translate");
+    let t = translate(&Program::new(insns.clone()).unwrap(), TEST, true).expect("translate");
     assert!(t.len() > 32768, "{} eBPF instructions", t.len());
     let p = FilterProg::load(&t, true).expect("load");
     let reference = Program::new(insns).unwrap();

@@ -57,8 +57,7 @@ fn pairs_match_libpcap_conjunction() {
         for (j, b) in EXPRS.iter().enumerate().skip(1).step_by(3) {
             let (oa, ob) = (i % 4 == 0, j % 3 != 0);
             let prog = and_then(&compile(a, oa), &compile(b, ob)).expect("compose");
-            assert_eq!(validate(&prog), Ok(()));
-            let prog = Program::new(prog).unwrap();
+            assert_eq!(validate(prog.insns()), Ok(()));
             let want = both(&alone[i], &alone[j]);
             let what = format!("{a:?} then {b:?}");
             nonempty += usize::from(assert_verdicts(&prog, &what, &want, &pkts) > 0);
@@ -100,7 +99,7 @@ fn chains_match_libpcap() {
     ];
     for [a, b, c] in chains {
         let ab = and_then(&compile(a, true), &compile(b, false)).unwrap();
-        let abc = Program::new(and_then(&ab, &compile(c, true)).unwrap()).unwrap();
+        let abc = and_then(ab.insns(), &compile(c, true)).unwrap();
         let want: Vec<bool> = [a, b, c]
             .iter()
             .map(|e| file.libpcap_accepts(e, true, pkts.len()))
@@ -114,12 +113,12 @@ fn chains_match_libpcap() {
 #[test]
 fn returns_seconds_value() {
     let first = [s(RET_K, 96)];
-    let prog = Program::new(and_then(&first, &[s(RET_K, 1500)]).unwrap()).unwrap();
+    let prog = and_then(&first, &[s(RET_K, 1500)]).unwrap();
     assert_eq!(prog.run(&[], 0), 1500);
-    let prog = Program::new(and_then(&[s(RET_K, 0)], &[s(RET_K, 1500)]).unwrap()).unwrap();
+    let prog = and_then(&[s(RET_K, 0)], &[s(RET_K, 1500)]).unwrap();
     assert_eq!(prog.run(&[], 0), 0);
     // A second that rejects rejects.
-    let prog = Program::new(and_then(&first, &[s(RET_K, 0)]).unwrap()).unwrap();
+    let prog = and_then(&first, &[s(RET_K, 0)]).unwrap();
     assert_eq!(prog.run(&[], 0), 0);
 }
 
@@ -128,7 +127,7 @@ fn ret_a_of_first_accepts_only_when_non_zero() {
     // first returns the packet's first byte.
     let first = [s(LD_B_ABS, 0), s(RET_A, 0)];
     let second = [s(RET_K, 77)];
-    let prog = Program::new(and_then(&first, &second).unwrap()).unwrap();
+    let prog = and_then(&first, &second).unwrap();
     assert_eq!(prog.run(&[0], 1), 0);
     assert_eq!(prog.run(&[5], 1), 77);
     assert_eq!(prog.run(&[0xff], 1), 77);
@@ -140,7 +139,7 @@ fn ret_a_of_first_accepts_only_when_non_zero() {
         s(RET_K, 1), // > 10: accept
         s(RET_A, 0), // ≤ 10: accept iff non-zero
     ];
-    let prog = Program::new(and_then(&first, &second).unwrap()).unwrap();
+    let prog = and_then(&first, &second).unwrap();
     for (b, want) in [(0u8, 0), (3, 77), (10, 77), (11, 77), (200, 77)] {
         assert_eq!(prog.run(&[b], 1), want, "{b}");
     }
@@ -171,9 +170,9 @@ fn second_starts_with_fresh_registers_and_memory() {
     ];
     assert_eq!(Program::new(second.to_vec()).unwrap().run(&[], 0), 50);
     let prog = and_then(&first, &second).unwrap();
-    assert_eq!(Program::new(prog.clone()).unwrap().run(&[], 0), 50);
+    assert_eq!(prog.run(&[], 0), 50);
     // Only the two words first writes are cleared: ld #0, st M[2], st M[15], ldx #0.
-    assert_eq!(prog.len(), first.len() + 4 + second.len());
+    assert_eq!(prog.insns().len(), first.len() + 4 + second.len());
 }
 
 #[test]
@@ -192,7 +191,7 @@ fn inputs_are_validated_and_length_capped() {
     let mut big = vec![s(LD_IMM, 0); MAX_INSNS - 4];
     big.push(s(RET_K, 1));
     // big + ld #0 + ldx #0 + ret = MAX_INSNS: fits; one more does not.
-    assert_eq!(and_then(&big, &ok).unwrap().len(), MAX_INSNS);
+    assert_eq!(and_then(&big, &ok).unwrap().insns().len(), MAX_INSNS);
     assert_eq!(
         and_then(&big, &[s(LD_IMM, 0), s(RET_K, 1)]),
         Err(ValidateError::TooLong(MAX_INSNS + 1))
@@ -205,8 +204,8 @@ fn accept_all_is_neutral() {
     for expr in ["tcp port 80", "ip6 and udp", "vlan"] {
         let p = compile(expr, true);
         let all = Program::accept_all();
-        let left = Program::new(and_then(all.insns(), &p).unwrap()).unwrap();
-        let right = Program::new(and_then(&p, all.insns()).unwrap()).unwrap();
+        let left = and_then(all.insns(), &p).unwrap();
+        let right = and_then(&p, all.insns()).unwrap();
         let alone = Program::new(p).unwrap();
         for pkt in &pkts {
             let want = alone.run(&pkt.data, pkt.wirelen);

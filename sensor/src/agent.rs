@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rpcap::bpf::libpcap::compile_capture;
 use rpcap::header::ErrorCode;
 use rpcap::msg::Stats;
 
 use crate::capture::Capture;
 use crate::config::Config;
 use crate::data_channel::{Buffers, DataChannel, UdpPorts};
-use crate::filter;
 use crate::linger::Closed;
 use crate::output::Output;
 use crate::session::{DataTransport, Event, Session};
@@ -191,8 +191,8 @@ impl Agent {
         let Some(cap) = self.capture.as_ref() else {
             return;
         };
-        match filter::compile(expr, cap.linktype, cap.snaplen) {
-            Ok(prog) => self.session.update_filter(prog, now),
+        match compile_capture(expr, cap.linktype, cap.snaplen) {
+            Ok(prog) => self.session.update_filter(prog.into_insns(), now),
             Err(e) => log::error!("agent {}: {e:#}", self.peer),
         }
         self.flush();
@@ -268,7 +268,7 @@ impl Agent {
     ) -> Result<(), (ErrorCode, String)> {
         let refused = |text: String| (ErrorCode::StartCapture, text);
         let snaplen = sh.cfg.session.snaplen;
-        let prog = filter::compile(sh.filter.as_deref(), linktype, snaplen)
+        let prog = compile_capture(sh.filter.as_deref(), linktype, snaplen)
             .map_err(|e| refused(format!("{e:#}")))?;
         if sh.cfg.output.stdout && sh.stdout_taken {
             return Err(refused(
@@ -320,7 +320,8 @@ impl Agent {
         );
         self.capture = Some(Capture::new(iface, linktype, snaplen, output));
         self.data = data;
-        self.session.start_capture(transport, prog, now);
+        self.session
+            .start_capture(transport, prog.into_insns(), now);
         Ok(())
     }
 

@@ -247,7 +247,7 @@ fn config(a: Args) -> Result<config::Config> {
         Some(f) => Some(filter::read_file(f)?),
         None => a.filter.clone(),
     };
-    filter::compile(filter_text.as_deref(), 1, a.snaplen)?;
+    rpcap::bpf::libpcap::compile_capture(filter_text.as_deref(), 1, a.snaplen)?;
     let stdout = match a.write.as_deref() {
         None => false,
         Some("-") => true,

@@ -76,6 +76,7 @@ pub const EXPRS: &[&str] = &[
 /// libpcap's program for `expr` on Ethernet, as our instructions.
 pub fn compile(expr: &str, optimize: bool) -> Vec<Insn> {
     rpcap::bpf::libpcap::compile(expr, 1, optimize)
+        .map(rpcap::bpf::Program::into_insns)
         .unwrap_or_else(|e| panic!("libpcap cannot compile {expr:?}: {e}"))
 }
 

@@ -620,7 +620,7 @@ mod tests {
 
     /// libpcap's optimised program for `expr` (as the agent compiles filters).
     fn compile(linktype: i32, expr: &str) -> Result<Vec<Insn>, CompileError> {
-        rpcap::bpf::libpcap::compile(expr, linktype, true)
+        rpcap::bpf::libpcap::compile(expr, linktype, true).map(rpcap::bpf::Program::into_insns)
     }
 
     fn rules(expr: &str) -> XdpRules {

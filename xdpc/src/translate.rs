@@ -41,7 +41,7 @@
 //! installing is the agent's (`capture::afxdp::program`).
 
 use rpcap::bpf::opcode::*;
-use rpcap::bpf::{validate, Insn, ValidateError, MEMWORDS};
+use rpcap::bpf::{validate, Insn, Program, ValidateError, MEMWORDS};
 
 use crate::ebpf::*;
 
@@ -148,6 +148,11 @@ impl Translation {
 /// Checks `prog` without building anything: the keep length if translatable.
 pub fn check(prog: &[Insn]) -> Result<u32, TranslateError> {
     validate(prog)?;
+    check_valid(prog)
+}
+
+/// [`check`] of a program already validated.
+fn check_valid(prog: &[Insn]) -> Result<u32, TranslateError> {
     let reach = reachable(prog);
     let mut keep: Option<u32> = None;
     for (pc, i) in prog.iter().enumerate().filter(|(pc, _)| reach[*pc]) {
@@ -185,11 +190,12 @@ pub fn check(prog: &[Insn]) -> Result<u32, TranslateError> {
 /// Jumps use eBPF's 16-bit offsets; a translation too long for them is
 /// redone with 32-bit `gotol` jumps (BPF_JMP32 | BPF_JA, kernel ≥ 6.6).
 pub fn translate(
-    prog: &[Insn],
+    prog: &Program,
     verdict: Verdict,
     frags: bool,
 ) -> Result<Translation, TranslateError> {
-    let keep = check(prog)?;
+    let prog = prog.insns();
+    let keep = check_valid(prog)?;
     let insns = match emit(prog, verdict, frags, false) {
         Err(Reason::TooLarge(_)) => emit(prog, verdict, frags, true)?,
         r => r?,
@@ -609,7 +615,7 @@ mod tests {
         // An unreachable `ret a` after an unconditional jump.
         let dead = [Insn::stmt(JMP_JA, 1), Insn::stmt(RET_A, 0), ret(65535)];
         assert_eq!(check(&dead), Ok(65535));
-        let t = translate(&dead, TEST, true).unwrap();
+        let t = translate(&Program::new(dead.to_vec()).unwrap(), TEST, true).unwrap();
         // Prologue (3), ja, ja accept, accept path (2): the dead `ret a`
         // emits nothing.
         assert_eq!(t.len(), 7);
@@ -637,7 +643,7 @@ mod tests {
             drop_rejected: false,
         };
         for (frags, far) in [(false, false), (true, false), (false, true), (true, true)] {
-            let insns = emit(&prog, capture, frags, far).unwrap();
+            let insns = emit(prog.insns(), capture, frags, far).unwrap();
             let n = insns.len() as i64;
             for (pc, i) in insns.iter().enumerate() {
                 let class = i.code & 7;

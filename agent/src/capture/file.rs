@@ -11,7 +11,7 @@ use std::time::Duration;
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-use rpcap::bpf::{Insn, Program};
+use rpcap::bpf::Program;
 
 use super::{CaptureError, Frame, Polled, Source, SourceStats};
 
@@ -51,8 +51,8 @@ impl std::fmt::Debug for FileSource {
 
 impl FileSource {
     /// Opens `path` (format chosen by its magic number) with `filter`.
-    pub fn open(path: &Path, snaplen: u32, filter: &[Insn]) -> Result<FileSource, CaptureError> {
-        let filter = program(filter)?;
+    pub fn open(path: &Path, snaplen: u32, filter: &Program) -> Result<FileSource, CaptureError> {
+        let filter = filter.clone();
         let mut f =
             File::open(path).map_err(|e| CaptureError::io("opening the capture file", e))?;
         let mut magic = [0u8; 4];
@@ -107,14 +107,6 @@ impl FileSource {
         });
         true
     }
-}
-
-/// An empty program means "no filter".
-fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
-    if insns.is_empty() {
-        return Ok(Program::accept_all());
-    }
-    Program::new(insns.to_vec()).map_err(|e| CaptureError::Format(format!("filter: {e}")))
 }
 
 /// Timestamp units per second of a pcapng interface (if_tsresol; default µs).
@@ -216,8 +208,8 @@ impl Source for FileSource {
         Ok(Polled::Frames(frames))
     }
 
-    fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
-        self.filter = program(insns)?;
+    fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError> {
+        self.filter = filter.clone();
         Ok(())
     }
 

@@ -19,7 +19,7 @@ pub mod file;
 use std::io;
 use std::time::Duration;
 
-use rpcap::bpf::Insn;
+use rpcap::bpf::Program;
 
 /// One captured frame, borrowed from the source until the callback returns.
 #[derive(Debug, Clone, Copy)]
@@ -96,9 +96,9 @@ pub trait Source {
         sink: &mut F,
     ) -> Result<Polled, CaptureError>;
 
-    /// Replaces the filter (a validated cBPF program). Frames returned after
-    /// this call passed the new program.
-    fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError>;
+    /// Replaces the filter. Frames returned after this call passed the new
+    /// program.
+    fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError>;
 
     /// Cumulative source counters (may make a syscall: call it per batch at most).
     fn stats(&mut self) -> SourceStats;

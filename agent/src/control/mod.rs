@@ -539,7 +539,7 @@ mod tests {
         fn start(&mut self, _: crate::session::StartRequest) -> Result<(), String> {
             Err("no".into())
         }
-        fn update_filter(&mut self, _: &mut (), _: Vec<rpcap::bpf::Insn>) -> Result<(), String> {
+        fn update_filter(&mut self, _: &mut (), _: rpcap::bpf::Program) -> Result<(), String> {
             Ok(())
         }
         fn set_sampling(&mut self, _: &mut (), _: rpcap::msg::Sampling) {}

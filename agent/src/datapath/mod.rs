@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use rpcap::bpf::Insn;
+use rpcap::bpf::Program;
 use rpcap::msg::{Sampling, Stats};
 use rpcap::udpstr::{Batch, Framer};
 
@@ -62,9 +62,9 @@ pub struct CaptureSpec {
     pub promisc: bool,
     /// Partial datagrams are flushed after this long; also the ring's block timeout.
     pub read_timeout: Duration,
-    /// The sensor's filter (validated), already combined with the local filter
-    /// and the own-traffic exclusion by the control thread.
-    pub filter: Vec<Insn>,
+    /// The sensor's filter, already combined with the local filter and the
+    /// own-traffic exclusion by the session (validated there, once).
+    pub filter: Program,
     pub sampling: Sampling,
     pub transport: Transport,
     /// UDP socket send buffer in bytes (`-u`).
@@ -251,7 +251,7 @@ impl Worker {
     }
 
     /// Replaces the filter (already combined as in [`CaptureSpec::filter`]).
-    pub fn update_filter(&self, filter: Vec<Insn>) -> Result<(), StartError> {
+    pub fn update_filter(&self, filter: Program) -> Result<(), StartError> {
         let (rtx, rrx) = crossbeam_channel::bounded(1);
         self.tx
             .send_timeout(Command::Filter(filter, rtx), COMMAND_TIMEOUT)

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use rpcap::bpf::Insn;
+use rpcap::bpf::Program;
 use rpcap::msg::Sampling;
 use rpcap::udpstr::{Batch, Framer};
 use rpcap::PktHdr;
@@ -32,7 +32,7 @@ const TCP_DRAIN: Duration = Duration::from_secs(1);
 /// Messages from the control thread, read once per poll round.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Filter(Vec<Insn>, Sender<Result<(), String>>),
+    Filter(Program, Sender<Result<(), String>>),
     Sampling(Sampling),
     Stop,
 }
@@ -324,8 +324,8 @@ pub(crate) fn run<S: Source>(
                 Ok(Command::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
                     break 'capture
                 }
-                Ok(Command::Filter(insns, reply)) => {
-                    let r = source.set_filter(&insns).map_err(|e| e.to_string());
+                Ok(Command::Filter(filter, reply)) => {
+                    let r = source.set_filter(&filter).map_err(|e| e.to_string());
                     let _ = reply.send(r);
                 }
                 Ok(Command::Sampling(s)) => pipe.sampler = Sampler::new(s),

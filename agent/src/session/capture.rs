@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use rpcap::bpf::Insn;
+use rpcap::bpf::{Insn, Program};
 use rpcap::msg::{startcap_flags, Sampling, StartCapReq, Stats};
 
 use super::{Mode, SessionConfig};
@@ -48,8 +48,9 @@ pub struct StartRequest {
     pub snaplen: u32,
     pub promisc: bool,
     pub read_timeout: Duration,
-    /// Own-traffic exclusion AND local filter AND the sensor's filter.
-    pub filter: Vec<Insn>,
+    /// Own-traffic exclusion AND local filter AND the sensor's filter: the
+    /// capture's one program, validated once here.
+    pub filter: Program,
     pub sampling: Sampling,
     pub data: DataChannel,
     /// TLS on the TCP data channel (the daemon is the TLS server).
@@ -65,7 +66,7 @@ pub struct StartRequest {
 #[derive(Debug)]
 pub(super) struct Running {
     /// Exclusion + local filter compiled for this capture, reused by UPDATEFILTER.
-    pub prefix: Vec<Insn>,
+    pub prefix: Program,
 }
 
 /// A STARTCAP between the host's start and the reply.
@@ -74,7 +75,7 @@ pub(super) struct Starting {
     pub ifname: String,
     pub linktype: i32,
     pub data: DataChannel,
-    pub prefix: Vec<Insn>,
+    pub prefix: Program,
     /// The sensor's own program.
     pub sensor: Vec<Insn>,
 }
@@ -133,7 +134,7 @@ impl Endpoints {
         linktype: i32,
         data: DataDest,
         sensor: &[Insn],
-    ) -> Result<(Vec<Insn>, Vec<Insn>), String> {
+    ) -> Result<(Program, Program), String> {
         filter::prefix(
             linktype,
             &self.own_traffic(data),

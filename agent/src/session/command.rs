@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpcap::bpf::Insn;
+use rpcap::bpf::Program;
 use rpcap::msg::{Interface, Sampling, Stats};
 
 use super::capture::StartRequest;
@@ -55,7 +55,7 @@ pub enum HostCommand {
     /// Answer [`Answer::Started`]; the capture belongs to this connection.
     StartCapture(Box<StartRequest>),
     /// Replace the running capture's filter: answer [`Answer::FilterUpdated`].
-    UpdateFilter(Vec<Insn>),
+    UpdateFilter(Program),
     /// Retune the running capture's sampling; no answer.
     SetSampling(Sampling),
     /// The running capture's counters: answer [`Answer::Stats`].

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use rpcap::bpf::Insn;
+use rpcap::bpf::{Insn, Program};
 use rpcap::conn::{Codec, Received};
 use rpcap::header::{Header, MsgType, VERSION};
 use rpcap::msg::{
@@ -118,7 +118,7 @@ enum Pending {
     Refined {
         starting: Box<Starting>,
         portdata: u16,
-        prefix: Vec<Insn>,
+        prefix: Program,
     },
     /// UPDATEFILTER of the running capture.
     FilterUpdated { sensor: Vec<Insn> },
@@ -722,7 +722,7 @@ impl Session {
         }
     }
 
-    fn capture_running(&mut self, starting: Starting, prefix: Vec<Insn>, portdata: u16) {
+    fn capture_running(&mut self, starting: Starting, prefix: Program, portdata: u16) {
         self.capture.running = Some(Running { prefix });
         self.capture.sensor_filter = Some(starting.sensor);
         let bufsize = i32::try_from(self.cfg.ring_size).unwrap_or(i32::MAX);

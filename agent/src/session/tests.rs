@@ -101,7 +101,7 @@ impl Fake {
             }),
             HostCommand::UpdateFilter(filter) => {
                 let id = self.current.expect("update_filter without a capture");
-                self.filters.push((id, filter));
+                self.filters.push((id, filter.into_insns()));
                 Answer::FilterUpdated(Ok(()))
             }
             HostCommand::SetSampling(sampling) => {
@@ -699,8 +699,8 @@ fn startcap_udp_udpstr_and_reply() {
         }
     );
     // The combined filter: exclusion prefix, then the sensor's program last.
-    assert!(s.filter.len() > 1);
-    assert_eq!(s.filter.last(), accept_all().last());
+    assert!(s.filter.insns().len() > 1);
+    assert_eq!(s.filter.insns().last(), accept_all().last());
     assert!(t.s.capturing());
 }
 
@@ -752,7 +752,7 @@ fn startcap_errors_passive_tcp_missing_port_and_host_failure() {
         }
     );
     assert_eq!(t.host.filters.len(), 1);
-    assert_ne!(t.host.filters[0].1, t.host.started[0].filter);
+    assert_ne!(t.host.filters[0].1, t.host.started[0].filter.insns());
     t.host.data_port = 0;
     // SERVEROPEN: the client listens, we connect.
     assert!(matches!(
@@ -837,7 +837,7 @@ fn update_filter_and_sampling_running_and_stored() {
     assert_eq!(*id, 1);
     assert_eq!(combined.last(), f2.last());
     // Same exclusion prefix as at STARTCAP.
-    let start = &t.host.started[0].filter;
+    let start = t.host.started[0].filter.insns();
     assert_eq!(combined[..combined.len() - 1], start[..start.len() - 1]);
     let s2 = Sampling {
         method: 2,
@@ -1031,7 +1031,7 @@ fn own_traffic_is_excluded_by_the_combined_filter() {
     t.one(Message::AuthReq(Auth::Null));
     t.open_eth0();
     t.one(startcap(startcap_flags::DGRAM, 5000));
-    let prog = rpcap::bpf::Program::new(t.host.started[0].filter.clone()).unwrap();
+    let prog = t.host.started[0].filter.clone();
     let ip = |s: &str| match s.parse::<IpAddr>().unwrap() {
         IpAddr::V4(a) => a.octets(),
         IpAddr::V6(_) => unreachable!(),

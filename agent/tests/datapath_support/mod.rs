@@ -7,7 +7,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use rpcap::bpf::Insn;
+use rpcap::bpf::Program;
 use rpcap::msg::Sampling;
 pub use xrpcap_testkit::netns::NetnsPair;
 pub use xrpcap_testkit::sink::{
@@ -30,16 +30,16 @@ pub fn send(sock: &UdpSocket, port: u16, frame_len: usize, count: usize, first: 
 }
 
 /// Compiles a tcpdump expression for Ethernet with libpcap (optimized).
-pub fn compile(expr: &str) -> Vec<Insn> {
-    xrpcap_testkit::bpf_corpus::compile(expr, true)
+pub fn compile(expr: &str) -> Program {
+    Program::new(xrpcap_testkit::bpf_corpus::compile(expr, true)).expect("libpcap's program")
 }
 
-pub fn accept_all() -> Vec<Insn> {
-    vec![Insn::new(0x06, 0, 0, 262_144)]
+pub fn accept_all() -> Program {
+    Program::accept_all()
 }
 
 /// A capture spec with test defaults.
-pub fn spec(ifname: &str, filter: Vec<Insn>, transport: Transport) -> CaptureSpec {
+pub fn spec(ifname: &str, filter: Program, transport: Transport) -> CaptureSpec {
     CaptureSpec {
         ifname: ifname.into(),
         backend: Backend::AfPacket,
@@ -105,7 +105,7 @@ impl Reference {
 /// timed wake-up. Housekeeping and the read timeout are set so long that a
 /// command which did not wake the worker would take seconds: the bounds
 /// hold on a loaded machine and still fail without the wake.
-pub fn assert_commands_wake_an_idle_worker(mut spec: CaptureSpec, filters: [Vec<Insn>; 2]) {
+pub fn assert_commands_wake_an_idle_worker(mut spec: CaptureSpec, filters: [Program; 2]) {
     const SLEEP: Duration = Duration::from_secs(30);
     const BOUND: Duration = Duration::from_millis(1500);
     spec.read_timeout = SLEEP;
@@ -204,7 +204,7 @@ pub fn capture_raw(
 /// The frames of `frames` that `expr` accepts, judged by the `rpcap`
 /// interpreter on the bytes as sent (the filter's meaning on the wire).
 pub fn accepted(expr: &str, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let prog = rpcap::bpf::Program::new(compile(expr)).expect("valid program");
+    let prog = compile(expr);
     frames
         .iter()
         .filter(|f| prog.run(f, f.len() as u32) != 0)

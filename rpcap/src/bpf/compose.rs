@@ -1,7 +1,7 @@
 //! Composing two programs: `first`, and only if it accepts, `second`.
 
 use super::opcode::*;
-use super::{validate, Insn, ValidateError, MAX_INSNS, MEMWORDS};
+use super::{validate, Insn, Program, ValidateError, MAX_INSNS, MEMWORDS};
 
 /// The program that accepts a packet only if `first` accepts it (returns
 /// non-zero), and then returns what `second` returns on it.
@@ -30,11 +30,23 @@ use super::{validate, Insn, ValidateError, MAX_INSNS, MEMWORDS};
 /// reads the frame from the start.
 ///
 /// Fails with [`ValidateError::TooLong`] when the result exceeds
-/// [`MAX_INSNS`].
-pub fn and_then(first: &[Insn], second: &[Insn]) -> Result<Vec<Insn>, ValidateError> {
+/// [`MAX_INSNS`]. The result is validated once, as every [`Program`].
+pub fn and_then(first: &[Insn], second: &[Insn]) -> Result<Program, ValidateError> {
     validate(first)?;
     validate(second)?;
+    compose(first, second)
+}
 
+impl Program {
+    /// [`and_then`] of two programs already validated: only the result is
+    /// checked.
+    pub fn and_then(&self, second: &Program) -> Result<Program, ValidateError> {
+        compose(self.insns(), second.insns())
+    }
+}
+
+/// The layout above, of two valid programs.
+fn compose(first: &[Insn], second: &[Insn]) -> Result<Program, ValidateError> {
     let has_ret_a = first.iter().any(|i| i.code == RET_A);
     let mut dirty = [false; MEMWORDS];
     for insn in first.iter().filter(|i| i.code == ST || i.code == STX) {
@@ -74,6 +86,5 @@ pub fn and_then(first: &[Insn], second: &[Insn]) -> Result<Vec<Insn>, ValidateEr
     out.push(Insn::new(LDX_IMM, 0, 0, 0));
     out.extend_from_slice(second);
     debug_assert_eq!(out.len(), total);
-    validate(&out)?;
-    Ok(out)
+    Program::new(out)
 }

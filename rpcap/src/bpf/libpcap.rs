@@ -1,10 +1,11 @@
-//! tcpdump expressions compiled by libpcap into [`Insn`]s (feature `libpcap`).
+//! tcpdump expressions compiled by libpcap into [`Program`]s (feature `libpcap`).
 //!
 //! libpcap is used here only as a compiler, on a dead handle: no capture, no
 //! I/O. The agent (local filter, own-traffic exclusion), the sensor (the
 //! filters it pushes) and the differential tests share this one conversion.
 
-use super::Insn;
+use super::opcode::RET_K;
+use super::{Insn, Program};
 
 /// An expression libpcap refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +22,39 @@ pub struct CompileError {
 pub const DEAD_HANDLE_SNAPLEN: u32 = 65535;
 
 /// Compiles `expr` for `linktype` (a DLT value).
-pub fn compile(expr: &str, linktype: i32, optimize: bool) -> Result<Vec<Insn>, CompileError> {
+pub fn compile(expr: &str, linktype: i32, optimize: bool) -> Result<Program, CompileError> {
+    compile_with(expr, linktype, optimize, |_| {})
+}
+
+/// The program a capture of `snaplen` bytes runs for `expr` on `linktype`
+/// (optimised): no expression or a blank one accepts everything, and the
+/// accepting returns keep `snaplen` bytes, as `pcap_open_dead(snaplen)` would
+/// give (the dead handle's snaplen is fixed at [`DEAD_HANDLE_SNAPLEN`]).
+pub fn compile_capture(
+    expr: Option<&str>,
+    linktype: i32,
+    snaplen: u32,
+) -> Result<Program, CompileError> {
+    let expr = match expr.map(str::trim) {
+        None | Some("") => return Ok(Program::accept(snaplen)),
+        Some(e) => e,
+    };
+    compile_with(expr, linktype, true, |insns| {
+        for insn in insns {
+            if insn.code == RET_K && insn.k == DEAD_HANDLE_SNAPLEN {
+                insn.k = snaplen;
+            }
+        }
+    })
+}
+
+/// Compiles, lets `adjust` rewrite the instructions, validates once.
+fn compile_with(
+    expr: &str,
+    linktype: i32,
+    optimize: bool,
+    adjust: impl FnOnce(&mut [Insn]),
+) -> Result<Program, CompileError> {
     let err = |reason: String| CompileError {
         expr: expr.to_string(),
         linktype,
@@ -31,7 +64,10 @@ pub fn compile(expr: &str, linktype: i32, optimize: bool) -> Result<Vec<Insn>, C
     let prog = dead
         .compile(expr, optimize)
         .map_err(|e| err(e.to_string()))?;
-    from_libpcap(&prog).ok_or_else(|| err("unreadable instruction from libpcap".into()))
+    let mut insns =
+        from_libpcap(&prog).ok_or_else(|| err("unreadable instruction from libpcap".into()))?;
+    adjust(&mut insns);
+    Program::new(insns).map_err(|e| err(format!("libpcap's program is refused: {e}")))
 }
 
 /// Our instructions for a program libpcap compiled.
@@ -61,9 +97,41 @@ mod tests {
     #[test]
     fn tcp_port_80_compiles_to_a_valid_program() {
         let p = compile("tcp port 80", 1, true).unwrap();
-        super::super::validate(&p).unwrap();
+        let p = p.insns();
+        super::super::validate(p).unwrap();
         assert!(p.iter().any(|i| i.k == 80));
         assert_eq!(p.last().unwrap().code, 0x06);
+    }
+
+    #[test]
+    fn no_filter_is_ret_snaplen() {
+        assert_eq!(
+            compile_capture(None, 1, 1500).unwrap().insns(),
+            [Insn::new(RET_K, 0, 0, 1500)]
+        );
+        assert_eq!(compile_capture(Some("  "), 1, 9).unwrap().insns().len(), 1);
+    }
+
+    #[test]
+    fn capture_program_keeps_the_snaplen() {
+        let p = compile_capture(Some("tcp port 80"), 1, 262_144).unwrap();
+        let p = p.insns();
+        assert!(p.len() > 5);
+        // First instruction loads the ethertype (ldh [12]).
+        assert_eq!(p[0], Insn::new(0x28, 0, 0, 12));
+        // Accepting returns keep the capture's snaplen, rejecting ones 0.
+        let rets: Vec<u32> = p.iter().filter(|i| i.code == RET_K).map(|i| i.k).collect();
+        assert!(rets.contains(&262_144) && rets.contains(&0), "{rets:?}");
+        assert!(!rets.contains(&65535));
+    }
+
+    #[test]
+    fn a_bad_capture_filter_names_itself_and_has_libpcap_message() {
+        let e = compile_capture(Some("tcp port eighty"), 1, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad filter 'tcp port eighty'"), "{e}");
+        assert!(e.len() > "bad filter 'tcp port eighty': ".len(), "{e}");
     }
 
     #[test]

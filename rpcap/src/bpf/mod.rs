@@ -11,7 +11,8 @@
 //!   modulo by X = 0 rejects; never panics. Kernel ancillary loads
 //!   (`SKF_AD_OFF` = -0x1000 …) are not supported and reject as
 //!   out-of-bounds loads.
-//! - [`and_then`]: `first`, and if it accepts, `second` (one program).
+//! - [`and_then`]: `first`, and if it accepts, `second` (one program,
+//!   validated once; [`Program::and_then`] for two validated programs).
 //!
 //! # Interpreter
 //!
@@ -99,13 +100,23 @@ impl Program {
 
     /// `ret #262144`: accepts every packet whole.
     pub fn accept_all() -> Program {
-        let insns = vec![Insn::new(opcode::RET_K, 0, 0, 262_144)];
+        Program::accept(262_144)
+    }
+
+    /// `ret #snaplen`: accepts every packet, keeping `snaplen` bytes.
+    pub fn accept(snaplen: u32) -> Program {
+        let insns = vec![Insn::new(opcode::RET_K, 0, 0, snaplen)];
         let ops = interp::decode(&insns);
         Program { insns, ops }
     }
 
     pub fn insns(&self) -> &[Insn] {
         &self.insns
+    }
+
+    /// The instructions, for a message that carries them.
+    pub fn into_insns(self) -> Vec<Insn> {
+        self.insns
     }
 
     /// Runs the program on captured bytes `pkt` of a packet `wirelen` long;

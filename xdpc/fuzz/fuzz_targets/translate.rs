@@ -93,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Translation: never panics, agrees with check, is well formed.
     let checked = xdpc::check(&insns);
+    let prog = rpcap::bpf::Program::new(insns.clone()).expect("validated");
     let capture = Verdict::Capture {
         xsks_fd: 3,
         counters_fd: 4,
@@ -111,7 +112,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for verdict in [capture, test] {
         for frags in [false, true] {
-            match (xdpc::translate(&insns, verdict, frags), &checked) {
+            match (xdpc::translate(&prog, verdict, frags), &checked) {
                 (Ok(t), Ok(keep)) => {
                     assert_eq!(t.keep(), *keep, "{insns:?}");
                     if let Err(e) = t.check_structure() {

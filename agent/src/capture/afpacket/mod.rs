@@ -60,8 +60,8 @@ pub struct AfPacketConfig<'a> {
     pub block_timeout: Duration,
     /// Total ring size in bytes (0: [`DEFAULT_RING_BYTES`]).
     pub ring_bytes: usize,
-    /// The filter (validated cBPF), run by the kernel.
-    pub filter: &'a [Insn],
+    /// The capture's filter, run by the kernel.
+    pub filter: &'a Program,
 }
 
 /// Block geometry of the ring.
@@ -152,7 +152,7 @@ impl AfPacket {
             snaplen: cfg.snaplen,
             kernel_drops: 0,
             vlan_buf: vec![0; geometry.block_size + 4],
-            filter: user_filter(cfg.filter)?,
+            filter: cfg.filter.clone(),
             vlan_filtered: 0,
             down_since: None,
             last_down_check: Instant::now(),
@@ -176,7 +176,7 @@ impl AfPacket {
             )?;
         }
         cap.drain();
-        attach_filter(&cap.fd, &kernel_filter(cfg.filter))?;
+        attach_filter(&cap.fd, &kernel_filter(cfg.filter.insns()))?;
         // Whatever the drop-all filter let through (nothing) and the stats
         // counted so far belong to the set-up, not to the capture.
         let _ = cap.read_kernel_stats();
@@ -381,13 +381,12 @@ impl Source for AfPacket {
         Ok(Polled::Frames(frames))
     }
 
-    fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
-        let user = user_filter(insns).map_err(|e| CaptureError::io("filter", e))?;
+    fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError> {
         // SO_ATTACH_FILTER swaps the program atomically in the kernel; tagged
         // frames already in the ring are judged by the new program too.
-        attach_filter(&self.fd, &kernel_filter(insns))
+        attach_filter(&self.fd, &kernel_filter(filter.insns()))
             .map_err(|e| CaptureError::io("SO_ATTACH_FILTER", e))?;
-        self.filter = user;
+        self.filter = filter.clone();
         Ok(())
     }
 
@@ -403,13 +402,6 @@ impl Source for AfPacket {
 }
 
 /// The user-space copy of the filter, for tagged frames.
-fn user_filter(insns: &[Insn]) -> io::Result<Program> {
-    if insns.is_empty() {
-        return Ok(Program::accept_all());
-    }
-    Program::new(insns.to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-}
-
 /// `SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT`: the kernel's "this frame had a
 /// VLAN tag (now beside it)" ancillary load.
 const LD_VLAN_TAG_PRESENT: u32 = 0xffff_f000 + 44;
@@ -482,13 +474,14 @@ mod tests {
 
     #[test]
     fn unknown_interface_is_an_error_not_a_panic() {
+        let all = Program::accept_all();
         let cfg = AfPacketConfig {
             ifname: "no-such-if0",
             snaplen: 100,
             promisc: false,
             block_timeout: Duration::from_millis(10),
             ring_bytes: 0,
-            filter: &[],
+            filter: &all,
         };
         assert!(AfPacket::open(&cfg).is_err());
         let cfg = AfPacketConfig {

@@ -61,7 +61,7 @@ pub mod stamp;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rpcap::bpf::{Insn, Program};
+use rpcap::bpf::Program;
 
 use xdpc::XdpRules;
 
@@ -143,9 +143,9 @@ fn truncate<'a>(parts: &[&'a [u8]], n: usize, out: &mut [&'a [u8]; MAX_PIECES]) 
 pub struct AfXdpConfig<'a> {
     pub ifname: &'a str,
     pub snaplen: u32,
-    /// The filter (validated cBPF): run in XDP if it translates exactly,
+    /// The capture's filter: run in XDP if it translates exactly,
     /// otherwise in user space on every frame.
-    pub filter: &'a [Insn],
+    pub filter: &'a Program,
     /// `XdpMode`, `XdpReplace`, `XdpDropRejected`, `XdpBusyPoll` (the
     /// interfaces are the host's business: it chose this source).
     pub xdp: XdpSettings,
@@ -264,18 +264,11 @@ fn mem_available() -> Option<usize> {
     kb.checked_mul(1024)
 }
 
-fn program(insns: &[Insn]) -> Result<Program, CaptureError> {
-    if insns.is_empty() {
-        return Ok(Program::accept_all());
-    }
-    Program::new(insns.to_vec()).map_err(|e| CaptureError::Format(format!("filter: {e}")))
-}
-
 impl AfXdp {
     /// Loads the program, binds a socket per RX queue, then attaches.
     pub fn open(cfg: &AfXdpConfig<'_>) -> Result<AfXdp, CaptureError> {
         let err = |e: program::XdpError| CaptureError::Format(e.to_string());
-        let filter = program(cfg.filter)?;
+        let filter = cfg.filter.clone();
         let ifindex =
             sys::ifreq::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
         let started_ns = stamp::monotonic_ns();
@@ -283,13 +276,13 @@ impl AfXdp {
         let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
         prog.set_own(&flows).map_err(err)?;
         prog.set_rules(
-            &XdpRules::derive(cfg.filter, &RULE_LIMITS),
+            &XdpRules::derive(filter.insns(), &RULE_LIMITS),
             cfg.xdp.drop_rejected,
             !flows.is_empty(),
         )
         .map_err(err)?;
         // Before attaching: the first frame already meets the exact filter.
-        let place = prog.set_filter(filter.insns(), cfg.xdp.drop_rejected);
+        let place = prog.set_filter(&filter, cfg.xdp.drop_rejected);
         let judge = match place {
             FilterPlace::Kernel { keep } => Judge::Kernel { keep },
             FilterPlace::UserSpace { .. } => Judge::User,
@@ -652,14 +645,16 @@ impl Source for AfXdp {
         Ok(Polled::Frames(n))
     }
 
-    fn set_filter(&mut self, insns: &[Insn]) -> Result<(), CaptureError> {
-        let filter = program(insns)?;
+    fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError> {
         // Frames already in the rings are judged by the new program too:
         // user space runs it until the new XDP filter has settled.
-        let old = (std::mem::replace(&mut self.filter, filter), self.judge);
+        let old = (
+            std::mem::replace(&mut self.filter, filter.clone()),
+            self.judge,
+        );
         self.judge = Judge::User;
         let rules = self.prog.set_rules(
-            &XdpRules::derive(insns, &RULE_LIMITS),
+            &XdpRules::derive(filter.insns(), &RULE_LIMITS),
             self.drop_rejected,
             self.own,
         );
@@ -669,9 +664,7 @@ impl Source for AfXdp {
             (self.filter, self.judge) = old;
             return Err(CaptureError::Format(e.to_string()));
         }
-        let place = self
-            .prog
-            .set_filter(self.filter.insns(), self.drop_rejected);
+        let place = self.prog.set_filter(&self.filter, self.drop_rejected);
         if let FilterPlace::Kernel { keep } = place {
             self.judge = Judge::Settling {
                 keep,

@@ -480,7 +480,7 @@ impl XdpProgram {
     /// tail-call slot in one atomic map update. Otherwise the slot is
     /// emptied and the reason returned (the pre-filter redirects, user space
     /// filters).
-    pub fn set_filter(&mut self, prog: &[rpcap::bpf::Insn], drop_rejected: bool) -> FilterPlace {
+    pub fn set_filter(&mut self, prog: &rpcap::bpf::Program, drop_rejected: bool) -> FilterPlace {
         match self.install_filter(prog, drop_rejected) {
             Ok(keep) => FilterPlace::Kernel { keep },
             Err(reason) => {
@@ -521,7 +521,7 @@ impl XdpProgram {
 
     fn install_filter(
         &mut self,
-        prog: &[rpcap::bpf::Insn],
+        prog: &rpcap::bpf::Program,
         drop_rejected: bool,
     ) -> Result<u32, String> {
         let verdict = Verdict::Capture {
@@ -798,7 +798,9 @@ mod tests {
         assert_eq!(mem::size_of::<Rules>(), 208);
         assert_eq!(mem::size_of::<Flow>(), 40);
         let r = XdpRules::derive(
-            &crate::filter::compile(crate::iface::DLT_EN10MB, "udp port 53").unwrap(),
+            crate::filter::compile(crate::iface::DLT_EN10MB, "udp port 53")
+                .unwrap()
+                .insns(),
             &abi::RULE_LIMITS,
         );
         let raw = encode(&r);
@@ -816,7 +818,9 @@ mod tests {
             "no IPv6 prefix in `udp port 53`"
         );
         let r = XdpRules::derive(
-            &crate::filter::compile(crate::iface::DLT_EN10MB, "ip6 net 2001:db8::/32").unwrap(),
+            crate::filter::compile(crate::iface::DLT_EN10MB, "ip6 net 2001:db8::/32")
+                .unwrap()
+                .insns(),
             &abi::RULE_LIMITS,
         );
         let raw = encode(&r);
