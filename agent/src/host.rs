@@ -23,6 +23,7 @@ use rustls::ServerConfig;
 use rpcap::bpf::Program;
 use rpcap::msg::{Interface, Sampling, Stats};
 
+use crate::capture;
 use crate::datapath::{CaptureSpec, DataStream, Transport, Worker};
 use crate::iface;
 use crate::session::{Answer, DataChannel, HostCommand, StartRequest};
@@ -142,22 +143,21 @@ impl WorkerHost {
             (None, Backend::AfXdp) => Backend::AfPacket,
             (None, b) => b.clone(),
         };
-        // Only the XDP program needs it apart: AF_PACKET and files have the
-        // exclusion compiled into the filter.
-        let own = (backend == Backend::AfXdp).then_some(req.own);
         CaptureSpec {
-            ifname: req.ifname,
-            backend,
-            xdp: self.xdp.clone(),
-            own,
-            snaplen: req.snaplen,
-            promisc: req.promisc,
-            read_timeout: req.read_timeout,
-            filter: req.filter,
+            capture: capture::Request {
+                ifname: req.ifname,
+                backend,
+                xdp: self.xdp.clone(),
+                own: Some(req.own),
+                snaplen: req.snaplen,
+                promisc: req.promisc,
+                read_timeout: req.read_timeout,
+                filter: req.filter,
+                ring_bytes: self.ring_size,
+            },
             sampling: req.sampling,
             transport,
             sndbuf: self.send_buffer,
-            ring_bytes: self.ring_size,
             cpu: self.pick_cpu(),
             dry_run: self.dry_run,
         }

@@ -132,7 +132,7 @@ fn bench_afxdp_against_afpacket() {
                 },
             );
             set_source(&mut s, b.clone());
-            s.ring_bytes = 32 << 20;
+            s.capture.ring_bytes = 32 << 20;
             s.dry_run = true;
             // The worker on CPU 1, trafgen on CPU 0 (forward.sh's layout).
             s.cpu = Some(1);

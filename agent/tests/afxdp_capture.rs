@@ -803,7 +803,7 @@ fn own_traffic_stays_with_the_stack() {
         data: xrpcapd::filter::DataDest::Udp(format!("{CAP_IP}:7300").parse().unwrap()),
     };
     set_source(&mut s, afxdp(XdpMode::Generic));
-    s.own = Some(own);
+    s.capture.own = Some(own);
     let w = Worker::start(s).expect("start");
     send(&tx, 7300, 100, 5, 0); // "own" data: stays with the stack
     send(&tx, PORT, 100, 5, 10); // captured

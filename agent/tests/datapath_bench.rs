@@ -50,7 +50,7 @@ fn bench_gso_against_sendmmsg() {
                 })
             };
             let mut s = spec("file", accept_all(), Transport::UdpStr { dest, size: 1472 });
-            s.backend = Backend::File(p.clone());
+            s.capture.backend = Backend::File(p.clone());
             let cpu0 = thread_cpu();
             let t0 = Instant::now();
             let w = Worker::start_with(

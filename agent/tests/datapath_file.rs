@@ -100,7 +100,7 @@ fn file_spec(
     transport: Transport,
 ) -> xrpcapd::datapath::CaptureSpec {
     let mut s = spec("file", filter, transport);
-    s.backend = Backend::File(path.to_owned());
+    s.capture.backend = Backend::File(path.to_owned());
     s
 }
 
@@ -167,7 +167,7 @@ fn snaplen_and_filter_return_value_cut_frames() {
     write_pcap(&p, &fr);
     let sink = udp_sink();
     let mut s = file_spec(&p, accept_all(), Transport::PlainUdp { dest: addr(&sink) });
-    s.snaplen = 100;
+    s.capture.snaplen = 100;
     let w = Worker::start(s).expect("start");
     let recs = collect_plain(&sink, 8, LIMIT);
     assert_eq!(recs.len(), 8);

@@ -17,9 +17,137 @@ pub mod afxdp;
 pub mod file;
 
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rpcap::bpf::Program;
+use sys::eventfd::EventFd;
+
+use crate::filter::OwnTraffic;
+use crate::settings::{Backend, XdpSettings};
+use afpacket::{AfPacket, AfPacketConfig};
+use afxdp::{AfXdp, AfXdpConfig};
+use file::FileSource;
+
+/// What one capture reads, as the host resolved it at STARTCAP: built once,
+/// then read by reference by [`open`] and the sources. A new capture option
+/// is a field here (or in [`XdpSettings`]) and the source that reads it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub ifname: String,
+    /// The source of this capture, resolved by the host (`Capture`, the
+    /// ActiveClient line's `capture=`, `XdpSettings::covers`).
+    pub backend: Backend,
+    /// Settings of an AF_XDP source (`Backend::AfXdp`).
+    pub xdp: XdpSettings,
+    /// Our own connections. Every source's filter already excludes them;
+    /// the XDP program derives its flows from this to leave them to the
+    /// stack (None: nothing of ours to leave out).
+    pub own: Option<OwnTraffic>,
+    pub snaplen: u32,
+    pub promisc: bool,
+    /// Partial datagrams are flushed after this long; also bounds the
+    /// AF_PACKET ring's block timeout.
+    pub read_timeout: Duration,
+    /// The capture's one program: own-traffic exclusion AND local filter AND
+    /// the sensor's filter, validated once by the session.
+    pub filter: Program,
+    /// AF_PACKET ring / AF_XDP UMEM size in bytes (`RingSize`).
+    pub ring_bytes: usize,
+}
+
+/// The source [`open`] gave: one monomorphised worker loop per kind.
+pub enum AnySource {
+    AfPacket(AfPacket),
+    File(FileSource),
+    AfXdp(Box<AfXdp>),
+}
+
+impl AnySource {
+    /// A live source drops what the sender cannot take (the ring must keep
+    /// moving); a file replay waits for room instead.
+    pub fn is_live(&self) -> bool {
+        !matches!(self, AnySource::File(_))
+    }
+}
+
+/// Why a source could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("interface {ifname}: {source}")]
+    Interface { ifname: String, source: io::Error },
+    #[error("interface {ifname}: {source}")]
+    AfXdp {
+        ifname: String,
+        source: CaptureError,
+    },
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: CaptureError },
+    #[error("eventfd: {0}")]
+    Wake(io::Error),
+}
+
+/// Opens the source `req` names; a live source is woken through `wake`
+/// (commands for the worker do not wait for its poll timeout).
+pub fn open(req: &Request, wake: &EventFd) -> Result<AnySource, OpenError> {
+    let interface = |source| OpenError::Interface {
+        ifname: req.ifname.clone(),
+        source,
+    };
+    Ok(match &req.backend {
+        Backend::AfPacket => {
+            let cfg = AfPacketConfig {
+                ifname: &req.ifname,
+                snaplen: req.snaplen,
+                promisc: req.promisc,
+                block_timeout: block_timeout(req.read_timeout),
+                ring_bytes: req.ring_bytes,
+                filter: &req.filter,
+            };
+            let mut src = AfPacket::open(&cfg).map_err(interface)?;
+            src.set_wake_fd(wake.try_clone_fd().map_err(OpenError::Wake)?);
+            AnySource::AfPacket(src)
+        }
+        Backend::File(path) => {
+            let src = FileSource::open(path, req.snaplen, &req.filter).map_err(|source| {
+                OpenError::File {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            AnySource::File(src)
+        }
+        Backend::AfXdp => {
+            let cfg = AfXdpConfig {
+                ifname: &req.ifname,
+                snaplen: req.snaplen,
+                filter: &req.filter,
+                xdp: req.xdp.clone(),
+                own: req.own,
+                umem_bytes: req.ring_bytes,
+                queues: 0,
+            };
+            let mut src = AfXdp::open(&cfg).map_err(|e| match e {
+                CaptureError::Io { source, .. } => interface(source),
+                source => OpenError::AfXdp {
+                    ifname: req.ifname.clone(),
+                    source,
+                },
+            })?;
+            src.set_wake_fd(wake.try_clone_fd().map_err(OpenError::Wake)?);
+            AnySource::AfXdp(Box::new(src))
+        }
+    })
+}
+
+/// The ring hands a block over at the latest after this: short enough that
+/// a quiet link's frames reach the framer well within the read timeout (the
+/// framer's own flush then adds at most the read timeout).
+fn block_timeout(read_timeout: Duration) -> Duration {
+    read_timeout
+        .min(Duration::from_millis(20))
+        .max(Duration::from_millis(1))
+}
 
 /// One captured frame, borrowed from the source until the callback returns.
 #[derive(Debug, Clone, Copy)]

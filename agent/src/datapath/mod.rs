@@ -2,9 +2,9 @@
 //! from a capture source, filters, samples, frames them (udpstr or plain) and
 //! sends them to the sensor in batches.
 //!
-//! CONTRACT between the control thread (session) and the datapath (skeleton):
-//! the control thread builds a [`CaptureSpec`] on STARTCAP and calls
-//! [`Worker::start`]; it retunes the running worker with
+//! The host builds a [`CaptureSpec`] on STARTCAP and calls [`Worker::start`],
+//! which opens the source ([`capture::open`](crate::capture::open)) and runs
+//! it; the host retunes the running worker with
 //! [`Worker::update_filter`] / [`Worker::set_sampling`], reads counters with
 //! [`Worker::stats`] and ends it with [`Worker::stop`]. None of these block on
 //! the datapath for more than a few milliseconds.
@@ -25,11 +25,7 @@ use rpcap::bpf::Program;
 use rpcap::msg::{Sampling, Stats};
 use rpcap::udpstr::{Batch, Framer};
 
-use crate::capture::afpacket::{AfPacket, AfPacketConfig};
-use crate::capture::afxdp::{AfXdp, AfXdpConfig};
-use crate::capture::file::FileSource;
-use crate::filter::OwnTraffic;
-use crate::settings::{Backend, XdpSettings};
+use crate::capture::{self, AnySource, CaptureError, OpenError};
 pub use sender::DataStream;
 use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
 use sys::eventfd::EventFd;
@@ -47,30 +43,16 @@ pub enum Transport {
     Tcp(DataStream),
 }
 
-/// Everything a worker needs to run one capture.
+/// Everything a worker needs to run one capture: the source's request and
+/// what happens after the source.
 #[derive(Debug)]
 pub struct CaptureSpec {
-    pub ifname: String,
-    /// The source of this capture, resolved by the host (`Capture`, the
-    /// ActiveClient line's `capture=`, `XdpSettings::covers`).
-    pub backend: Backend,
-    /// Settings of an AF_XDP source (`Backend::AfXdp`).
-    pub xdp: XdpSettings,
-    /// Our own connections, left to the stack by the XDP program.
-    pub own: Option<OwnTraffic>,
-    pub snaplen: u32,
-    pub promisc: bool,
-    /// Partial datagrams are flushed after this long; also the ring's block timeout.
-    pub read_timeout: Duration,
-    /// The sensor's filter, already combined with the local filter and the
-    /// own-traffic exclusion by the session (validated there, once).
-    pub filter: Program,
+    /// Read by the source (see [`capture::Request`]).
+    pub capture: capture::Request,
     pub sampling: Sampling,
     pub transport: Transport,
     /// UDP socket send buffer in bytes (`-u`).
     pub sndbuf: usize,
-    /// AF_PACKET ring size in bytes.
-    pub ring_bytes: usize,
     /// CPU to pin the worker to.
     pub cpu: Option<usize>,
     /// Dry run (`-y`): capture and count, send nothing.
@@ -80,12 +62,25 @@ pub struct CaptureSpec {
 /// A capture that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("interface {0}: {1}")]
-    Interface(String, std::io::Error),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("eventfd: {0}")]
+    Wake(std::io::Error),
     #[error("data socket: {0}")]
     Socket(std::io::Error),
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    DatagramSize(#[from] rpcap::udpstr::BadSize),
+    #[error("spawning the datapath thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A filter the running capture did not take (it goes on with the old one).
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("capture has ended")]
+    Ended,
+    #[error(transparent)]
+    Source(#[from] CaptureError),
 }
 
 /// Knobs of the datapath that the control side does not need to set.
@@ -177,52 +172,12 @@ impl Worker {
 
     /// [`Worker::start`] with datapath options.
     pub fn start_with(spec: CaptureSpec, opts: DatapathOptions) -> Result<Worker, StartError> {
-        let wake = EventFd::new().map_err(|e| StartError::Other(format!("eventfd: {e}")))?;
-        let (backpressure, source) = match &spec.backend {
-            Backend::AfPacket => {
-                let cfg = AfPacketConfig {
-                    ifname: &spec.ifname,
-                    snaplen: spec.snaplen,
-                    promisc: spec.promisc,
-                    block_timeout: block_timeout(spec.read_timeout),
-                    ring_bytes: spec.ring_bytes,
-                    filter: &spec.filter,
-                };
-                let mut src = AfPacket::open(&cfg)
-                    .map_err(|e| StartError::Interface(spec.ifname.clone(), e))?;
-                src.set_wake_fd(
-                    wake.try_clone_fd()
-                        .map_err(|e| StartError::Other(format!("eventfd: {e}")))?,
-                );
-                (Backpressure::Drop, AnySource::AfPacket(src))
-            }
-            Backend::File(path) => {
-                let src = FileSource::open(path, spec.snaplen, &spec.filter)
-                    .map_err(|e| StartError::Other(format!("{}: {e}", path.display())))?;
-                (Backpressure::Wait, AnySource::File(src))
-            }
-            Backend::AfXdp => {
-                let cfg = AfXdpConfig {
-                    ifname: &spec.ifname,
-                    snaplen: spec.snaplen,
-                    filter: &spec.filter,
-                    xdp: spec.xdp.clone(),
-                    own: spec.own,
-                    umem_bytes: spec.ring_bytes,
-                    queues: 0,
-                };
-                let mut src = AfXdp::open(&cfg).map_err(|e| match e {
-                    crate::capture::CaptureError::Io { source, .. } => {
-                        StartError::Interface(spec.ifname.clone(), source)
-                    }
-                    e => StartError::Other(format!("interface {}: {e}", spec.ifname)),
-                })?;
-                src.set_wake_fd(
-                    wake.try_clone_fd()
-                        .map_err(|e| StartError::Other(format!("eventfd: {e}")))?,
-                );
-                (Backpressure::Drop, AnySource::AfXdp(Box::new(src)))
-            }
+        let wake = EventFd::new().map_err(StartError::Wake)?;
+        let source = capture::open(&spec.capture, &wake)?;
+        let backpressure = if source.is_live() {
+            Backpressure::Drop
+        } else {
+            Backpressure::Wait
         };
         let out = output(&spec, &opts, backpressure)?;
         let shared = Arc::new(Shared::default());
@@ -232,15 +187,15 @@ impl Worker {
         let pipe = Pipeline::new(spec.sampling, out);
         let (tx, rx) = crossbeam_channel::bounded(16);
         let sh = shared.clone();
-        let (rt, hk, cpu) = (spec.read_timeout, opts.housekeeping, spec.cpu);
+        let (rt, hk, cpu) = (spec.capture.read_timeout, opts.housekeeping, spec.cpu);
         let thread = std::thread::Builder::new()
-            .name(format!("dp-{}", spec.ifname))
+            .name(format!("dp-{}", spec.capture.ifname))
             .spawn(move || match source {
                 AnySource::AfPacket(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
                 AnySource::File(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
                 AnySource::AfXdp(s) => worker::run(*s, pipe, rx, sh, rt, hk, cpu),
             })
-            .map_err(|e| StartError::Other(format!("spawning the datapath thread: {e}")))?;
+            .map_err(StartError::Spawn)?;
         Ok(Worker {
             tx,
             wake,
@@ -251,16 +206,15 @@ impl Worker {
     }
 
     /// Replaces the filter (already combined as in [`CaptureSpec::filter`]).
-    pub fn update_filter(&self, filter: Program) -> Result<(), StartError> {
+    pub fn update_filter(&self, filter: Program) -> Result<(), UpdateError> {
         let (rtx, rrx) = crossbeam_channel::bounded(1);
         self.tx
             .send_timeout(Command::Filter(filter, rtx), COMMAND_TIMEOUT)
-            .map_err(|_| StartError::Other("capture has ended".into()))?;
+            .map_err(|_| UpdateError::Ended)?;
         self.wake.wake();
         match rrx.recv_timeout(COMMAND_TIMEOUT) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StartError::Other(e)),
-            Err(_) => Err(StartError::Other("capture has ended".into())),
+            Ok(r) => Ok(r?),
+            Err(_) => Err(UpdateError::Ended),
         }
     }
 
@@ -336,32 +290,17 @@ impl Drop for Worker {
     }
 }
 
-/// The source a worker runs (one monomorphised loop per kind).
-enum AnySource {
-    AfPacket(AfPacket),
-    File(FileSource),
-    AfXdp(Box<AfXdp>),
-}
-
-/// The ring hands a block over at the latest after this: short enough that
-/// a quiet link's frames reach the framer well within the read timeout (the
-/// framer's own flush then adds at most the read timeout).
-fn block_timeout(read_timeout: Duration) -> Duration {
-    read_timeout
-        .min(Duration::from_millis(20))
-        .max(Duration::from_millis(1))
-}
-
 fn output(
     spec: &CaptureSpec,
     opts: &DatapathOptions,
     bp: Backpressure,
 ) -> Result<Output, StartError> {
-    let max_msg = rpcap::plain::PREFIX_LEN + spec.snaplen as usize;
+    let snaplen = spec.capture.snaplen as usize;
+    let max_msg = rpcap::plain::PREFIX_LEN + snaplen;
     Ok(match &spec.transport {
         Transport::UdpStr { dest, size } => {
-            let framer = Framer::new(*size).map_err(|e| StartError::Other(e.to_string()))?;
-            let slots = Batch::min_slots(*size, spec.snaplen as usize) + opts.batch_slots.max(1);
+            let framer = Framer::new(*size)?;
+            let slots = Batch::min_slots(*size, snaplen) + opts.batch_slots.max(1);
             let batch = Batch::new(*size, slots);
             let udp = if spec.dry_run {
                 None

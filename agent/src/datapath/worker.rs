@@ -17,7 +17,7 @@ use rpcap::PktHdr;
 use super::loss::LossTracker;
 use super::sampler::Sampler;
 use super::sender::{MsgArena, TcpSender, UdpSender};
-use crate::capture::{Frame, Polled, Source};
+use crate::capture::{CaptureError, Frame, Polled, Source};
 
 /// How often kernel drop counters are read and an idle TCP peer is checked;
 /// also the longest the worker sleeps in its source (the default of
@@ -32,7 +32,7 @@ const TCP_DRAIN: Duration = Duration::from_secs(1);
 /// Messages from the control thread, read once per poll round.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Filter(Program, Sender<Result<(), String>>),
+    Filter(Program, Sender<Result<(), CaptureError>>),
     Sampling(Sampling),
     Stop,
 }
@@ -325,7 +325,7 @@ pub(crate) fn run<S: Source>(
                     break 'capture
                 }
                 Ok(Command::Filter(filter, reply)) => {
-                    let r = source.set_filter(&filter).map_err(|e| e.to_string());
+                    let r = source.set_filter(&filter);
                     let _ = reply.send(r);
                 }
                 Ok(Command::Sampling(s)) => pipe.sampler = Sampler::new(s),

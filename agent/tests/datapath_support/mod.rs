@@ -15,6 +15,7 @@ pub use xrpcap_testkit::sink::{
 };
 pub use xrpcap_testkit::traffic::{payload, send_raw};
 pub use xrpcap_testkit::wait::wait_for;
+use xrpcapd::capture::Request;
 use xrpcapd::datapath::{CaptureSpec, DatapathOptions, Transport, Worker};
 use xrpcapd::settings::{Backend, XdpSettings};
 
@@ -41,21 +42,23 @@ pub fn accept_all() -> Program {
 /// A capture spec with test defaults.
 pub fn spec(ifname: &str, filter: Program, transport: Transport) -> CaptureSpec {
     CaptureSpec {
-        ifname: ifname.into(),
-        backend: Backend::AfPacket,
-        xdp: XdpSettings::default(),
-        own: None,
-        snaplen: 65535,
-        promisc: false,
-        read_timeout: Duration::from_millis(30),
-        filter,
+        capture: Request {
+            ifname: ifname.into(),
+            backend: Backend::AfPacket,
+            xdp: XdpSettings::default(),
+            own: None,
+            snaplen: 65535,
+            promisc: false,
+            read_timeout: Duration::from_millis(30),
+            filter,
+            ring_bytes: 4 << 20,
+        },
         sampling: Sampling {
             method: 0,
             value: 0,
         },
         transport,
         sndbuf: 8 << 20,
-        ring_bytes: 4 << 20,
         cpu: None,
         dry_run: false,
     }
@@ -108,7 +111,7 @@ impl Reference {
 pub fn assert_commands_wake_an_idle_worker(mut spec: CaptureSpec, filters: [Program; 2]) {
     const SLEEP: Duration = Duration::from_secs(30);
     const BOUND: Duration = Duration::from_millis(1500);
-    spec.read_timeout = SLEEP;
+    spec.capture.read_timeout = SLEEP;
     let opts = DatapathOptions {
         housekeeping: SLEEP,
         ..Default::default()
@@ -167,10 +170,10 @@ pub fn udp4_frame(vlan: Option<u16>, dport: u16, body: &[u8]) -> Vec<u8> {
 /// Puts a test capture on AF_PACKET (`None`) or on AF_XDP with `xdp`.
 pub fn set_source(s: &mut CaptureSpec, xdp: Option<XdpSettings>) {
     match xdp {
-        None => s.backend = Backend::AfPacket,
+        None => s.capture.backend = Backend::AfPacket,
         Some(x) => {
-            s.backend = Backend::AfXdp;
-            s.xdp = x;
+            s.capture.backend = Backend::AfXdp;
+            s.capture.xdp = x;
         }
     }
 }
