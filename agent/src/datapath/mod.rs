@@ -12,6 +12,7 @@
 pub mod loss;
 pub mod sampler;
 pub mod sender;
+mod sink;
 mod worker;
 
 use std::net::SocketAddr;
@@ -23,13 +24,13 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use rpcap::bpf::Program;
 use rpcap::msg::{Sampling, Stats};
-use rpcap::udpstr::{Batch, Framer};
 
 use crate::capture::{self, AnySource, CaptureError, OpenError};
+use sender::Backpressure;
 pub use sender::DataStream;
-use sender::{Backpressure, MsgArena, TcpSender, UdpSender};
+use sink::{PlainUdpSink, Sink, TcpSink, UdpStrSink};
 use sys::eventfd::EventFd;
-use worker::{Command, Output, Pipeline, Shared};
+use worker::{Command, Pipeline, Shared};
 
 /// How captured packets travel to the sensor.
 #[derive(Debug)]
@@ -179,23 +180,34 @@ impl Worker {
         } else {
             Backpressure::Wait
         };
-        let out = output(&spec, &opts, backpressure)?;
-        let shared = Arc::new(Shared::default());
-        if let Output::UdpStr { udp: Some(u), .. } = &out {
-            shared.gso.store(u.gso().is_some(), Ordering::Relaxed);
-        }
-        let pipe = Pipeline::new(spec.sampling, out);
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        let sh = shared.clone();
-        let (rt, hk, cpu) = (spec.capture.read_timeout, opts.housekeeping, spec.cpu);
-        let thread = std::thread::Builder::new()
-            .name(format!("dp-{}", spec.capture.ifname))
-            .spawn(move || match source {
-                AnySource::AfPacket(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
-                AnySource::File(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
-                AnySource::AfXdp(s) => worker::run(*s, pipe, rx, sh, rt, hk, cpu),
-            })
-            .map_err(StartError::Spawn)?;
+        let snaplen = spec.capture.snaplen as usize;
+        let (bp, sndbuf, dry) = (backpressure, spec.sndbuf, spec.dry_run);
+        let run = Run {
+            source,
+            sampling: spec.sampling,
+            shared: Arc::new(Shared::default()),
+            read_timeout: spec.capture.read_timeout,
+            housekeeping: opts.housekeeping,
+            cpu: spec.cpu,
+            name: format!("dp-{}", spec.capture.ifname),
+        };
+        // One monomorphised worker per source and sink.
+        let (tx, shared, thread) = match &spec.transport {
+            Transport::UdpStr { dest, size } => run.spawn(UdpStrSink::open(
+                *dest,
+                *size,
+                snaplen,
+                opts.batch_slots,
+                sndbuf,
+                bp,
+                opts.gso,
+                dry,
+            )?),
+            Transport::PlainUdp { dest } => {
+                run.spawn(PlainUdpSink::open(*dest, snaplen, sndbuf, bp, dry)?)
+            }
+            Transport::Tcp(stream) => run.spawn(TcpSink::open(stream, snaplen, bp, dry)?),
+        }?;
         Ok(Worker {
             tx,
             wake,
@@ -290,57 +302,45 @@ impl Drop for Worker {
     }
 }
 
-fn output(
-    spec: &CaptureSpec,
-    opts: &DatapathOptions,
-    bp: Backpressure,
-) -> Result<Output, StartError> {
-    let snaplen = spec.capture.snaplen as usize;
-    let max_msg = rpcap::plain::PREFIX_LEN + snaplen;
-    Ok(match &spec.transport {
-        Transport::UdpStr { dest, size } => {
-            let framer = Framer::new(*size)?;
-            let slots = Batch::min_slots(*size, snaplen) + opts.batch_slots.max(1);
-            let batch = Batch::new(*size, slots);
-            let udp = if spec.dry_run {
-                None
-            } else {
-                let gso = opts.gso.then_some(*size);
-                Some(
-                    UdpSender::connect(*dest, spec.sndbuf, slots, bp, gso)
-                        .map_err(StartError::Socket)?,
-                )
-            };
-            Output::UdpStr {
-                framer,
-                batch,
-                udp,
-                loss: Default::default(),
-            }
+/// A worker about to start: its source and everything but the sink.
+struct Run {
+    source: AnySource,
+    sampling: Sampling,
+    shared: Arc<Shared>,
+    read_timeout: Duration,
+    housekeeping: Duration,
+    cpu: Option<usize>,
+    name: String,
+}
+
+type Spawned = (Sender<Command>, Arc<Shared>, JoinHandle<()>);
+
+impl Run {
+    /// Starts the worker thread with `sink`.
+    fn spawn<K: Sink>(self, sink: K) -> Result<Spawned, StartError> {
+        let Run {
+            source,
+            sampling,
+            shared,
+            read_timeout: rt,
+            housekeeping: hk,
+            cpu,
+            name,
+        } = self;
+        if let Some(gso) = sink.gso() {
+            shared.gso.store(gso, Ordering::Relaxed);
         }
-        Transport::PlainUdp { dest } => {
-            const MSGS: usize = 256;
-            let arena = MsgArena::new((256 * 1024).max(2 * max_msg), MSGS);
-            let udp = if spec.dry_run {
-                None
-            } else {
-                Some(
-                    UdpSender::connect(*dest, spec.sndbuf, MSGS, bp, None)
-                        .map_err(StartError::Socket)?,
-                )
-            };
-            Output::PlainUdp { arena, udp }
-        }
-        Transport::Tcp(stream) => {
-            let bytes = (1 << 20).max(2 * max_msg);
-            let arena = MsgArena::new(bytes, bytes / rpcap::plain::PREFIX_LEN);
-            let tcp = if spec.dry_run {
-                None
-            } else {
-                let s = stream.try_clone().map_err(StartError::Socket)?;
-                Some(TcpSender::new(s, 0, bp).map_err(StartError::Socket)?)
-            };
-            Output::Tcp { arena, tcp }
-        }
-    })
+        let pipe = Pipeline::new(sampling, sink);
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || match source {
+                AnySource::AfPacket(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
+                AnySource::File(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
+                AnySource::AfXdp(s) => worker::run(*s, pipe, rx, sh, rt, hk, cpu),
+            })
+            .map_err(StartError::Spawn)?;
+        Ok((tx, shared, thread))
+    }
 }

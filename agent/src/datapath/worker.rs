@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rpcap::bpf::Program;
 use rpcap::msg::Sampling;
-use rpcap::udpstr::{Batch, Framer};
 use rpcap::PktHdr;
 
-use super::loss::LossTracker;
 use super::sampler::Sampler;
-use super::sender::{MsgArena, TcpSender, UdpSender};
+use super::sink::{Counts, Sink};
 use crate::capture::{CaptureError, Frame, Polled, Source};
 
 /// How often kernel drop counters are read and an idle TCP peer is checked;
@@ -26,8 +24,6 @@ use crate::capture::{CaptureError, Frame, Polled, Source};
 /// wake-up costs CPU (a context switch, in a VM an exit), so an idle or
 /// slow link should cause few.
 pub(crate) const HOUSEKEEPING: Duration = Duration::from_millis(100);
-/// How long the end of a capture waits for a slow TCP peer to take the rest.
-const TCP_DRAIN: Duration = Duration::from_secs(1);
 
 /// Messages from the control thread, read once per poll round.
 #[derive(Debug)]
@@ -59,43 +55,22 @@ struct Local {
     received: u64,
     sampled_out: u64,
     framed: u64,
-    send_dropped: u64,
-    datagrams_sent: u64,
-    datagrams_dropped: u64,
-    refused: u64,
-}
-
-/// Where framed packets go.
-pub(crate) enum Output {
-    UdpStr {
-        framer: Framer,
-        batch: Batch,
-        /// `None`: dry run (frame, count, send nothing).
-        udp: Option<UdpSender>,
-        loss: LossTracker,
-    },
-    PlainUdp {
-        arena: MsgArena,
-        udp: Option<UdpSender>,
-    },
-    Tcp {
-        arena: MsgArena,
-        tcp: Option<TcpSender>,
-    },
+    /// What the sink counts.
+    sent: Counts,
 }
 
 /// Sampling, framing and sending: everything after the source.
-pub(crate) struct Pipeline {
+pub(crate) struct Pipeline<K> {
     sampler: Sampler,
-    out: Output,
+    out: K,
     c: Local,
     npkt: u32,
     /// Set when the data connection died inside a frame callback.
     failure: Option<String>,
 }
 
-impl Pipeline {
-    pub fn new(sampling: Sampling, out: Output) -> Pipeline {
+impl<K: Sink> Pipeline<K> {
+    pub fn new(sampling: Sampling, out: K) -> Pipeline<K> {
         Pipeline {
             sampler: Sampler::new(sampling),
             out,
@@ -125,153 +100,33 @@ impl Pipeline {
             len: f.wire_len,
             npkt: self.npkt,
         };
-        self.push(&hdr, f.parts);
-    }
-
-    fn push(&mut self, hdr: &PktHdr, parts: &[&[u8]]) {
-        match &mut self.out {
-            Output::UdpStr { framer, batch, .. } => {
-                if framer.push_parts(batch, hdr, parts).is_ok() {
-                    return;
-                }
-                self.send();
-                let Output::UdpStr { framer, batch, .. } = &mut self.out else {
-                    unreachable!()
-                };
-                if framer.push_parts(batch, hdr, parts).is_ok() {
-                    return;
-                }
-                // The partial datagram left after the send takes the room
-                // the record needs: close it and try on an empty batch.
-                framer.flush(batch);
-                self.send();
-                let Output::UdpStr { framer, batch, .. } = &mut self.out else {
-                    unreachable!()
-                };
-                if framer.push_parts(batch, hdr, parts).is_err() {
-                    // Cannot happen with a batch of `Batch::min_slots`; count it anyway.
-                    self.c.send_dropped += 1;
-                }
-            }
-            Output::PlainUdp { arena, .. } | Output::Tcp { arena, .. } => {
-                if arena.push(hdr, parts).is_ok() {
-                    return;
-                }
-                self.send();
-                let (Output::PlainUdp { arena, .. } | Output::Tcp { arena, .. }) = &mut self.out
-                else {
-                    unreachable!()
-                };
-                if arena.push(hdr, parts).is_err() {
-                    // TCP peer not keeping up: the unsent tail fills the
-                    // buffer. Drop the whole message, never part of one.
-                    self.c.send_dropped += 1;
-                }
-            }
+        if let Err(e) = self.out.push(&hdr, f.parts, &mut self.c.sent) {
+            self.failure = Some(e.to_string());
         }
     }
 
     /// Sends what is complete (udpstr: full datagrams; plain: every message).
     fn send(&mut self) {
-        let c = &mut self.c;
-        match &mut self.out {
-            Output::UdpStr {
-                batch, udp, loss, ..
-            } => {
-                let n = batch.ready();
-                if n == 0 {
-                    return;
-                }
-                if let Some(udp) = udp {
-                    let b: &Batch = batch;
-                    let mut lost = 0;
-                    let r = udp.send(
-                        n,
-                        |i| b.datagram(i),
-                        |i| lost += loss.lost(|j| b.datagram(j), i),
-                    );
-                    loss.end_batch(n, |i| b.datagram(i));
-                    c.send_dropped += lost;
-                    c.datagrams_sent += r.sent as u64;
-                    c.datagrams_dropped += r.dropped as u64;
-                    c.refused += r.refused as u64;
-                }
-                batch.consume();
-            }
-            Output::PlainUdp { arena, udp } => {
-                let n = arena.count();
-                if n == 0 {
-                    return;
-                }
-                if let Some(udp) = udp {
-                    let a: &MsgArena = arena;
-                    let r = udp.send(n, |i| a.msg(i), |_| {});
-                    c.send_dropped += r.dropped as u64;
-                    c.datagrams_sent += r.sent as u64;
-                    c.datagrams_dropped += r.dropped as u64;
-                    c.refused += r.refused as u64;
-                }
-                arena.clear();
-            }
-            Output::Tcp { arena, tcp } => {
-                if arena.is_empty() {
-                    return;
-                }
-                match tcp {
-                    Some(tcp) => {
-                        if let Err(e) = tcp.write(arena) {
-                            c.send_dropped += arena.count() as u64;
-                            arena.clear();
-                            self.failure = Some(e.to_string());
-                        }
-                    }
-                    None => arena.clear(),
-                }
-            }
+        if let Err(e) = self.out.send(&mut self.c.sent) {
+            self.failure = Some(e.to_string());
         }
     }
 
     fn has_partial(&self) -> bool {
-        match &self.out {
-            Output::UdpStr { framer, batch, .. } => framer.has_partial(batch),
-            _ => false,
-        }
+        self.out.has_partial()
     }
 
     /// Closes the partly filled datagram and sends it (read-timeout flush).
     fn flush(&mut self) {
-        if let Output::UdpStr { framer, batch, .. } = &mut self.out {
-            framer.flush(batch);
+        if let Err(e) = self.out.flush(&mut self.c.sent) {
+            self.failure = Some(e.to_string());
         }
-        self.send();
     }
 
     /// End of capture: everything framed goes out (TCP: bounded wait).
     fn finish(&mut self) {
-        self.flush();
-        if let Output::Tcp {
-            arena,
-            tcp: Some(tcp),
-        } = &mut self.out
-        {
-            let left = match tcp.drain(arena, TCP_DRAIN) {
-                Ok(_) => arena.count(),
-                Err(e) => {
-                    self.failure.get_or_insert(e.to_string());
-                    arena.count()
-                }
-            };
-            self.c.send_dropped += left as u64;
-            arena.clear();
-        }
-    }
-
-    fn tcp_peer_closed(&self) -> Option<String> {
-        match &self.out {
-            Output::Tcp { tcp: Some(t), .. } => t
-                .peer_closed()
-                .map(|e| format!("data connection closed: {e}")),
-            _ => None,
+        if let Err(e) = self.out.finish(&mut self.c.sent) {
+            self.failure.get_or_insert(e.to_string());
         }
     }
 
@@ -280,14 +135,14 @@ impl Pipeline {
         s.received.store(c.received, Ordering::Relaxed);
         s.sampled_out.store(c.sampled_out, Ordering::Relaxed);
         s.framed.store(c.framed, Ordering::Relaxed);
-        s.send_dropped.store(c.send_dropped, Ordering::Relaxed);
-        s.datagrams_sent.store(c.datagrams_sent, Ordering::Relaxed);
+        s.send_dropped.store(c.sent.send_dropped, Ordering::Relaxed);
+        s.datagrams_sent
+            .store(c.sent.datagrams_sent, Ordering::Relaxed);
         s.datagrams_dropped
-            .store(c.datagrams_dropped, Ordering::Relaxed);
-        s.refused.store(c.refused, Ordering::Relaxed);
-        if let Output::UdpStr { udp: Some(u), .. } = &self.out {
-            // GSO can be turned off on the way (a path that refuses it).
-            s.gso.store(u.gso().is_some(), Ordering::Relaxed);
+            .store(c.sent.datagrams_dropped, Ordering::Relaxed);
+        s.refused.store(c.sent.refused, Ordering::Relaxed);
+        if let Some(gso) = self.out.gso() {
+            s.gso.store(gso, Ordering::Relaxed);
         }
     }
 }
@@ -300,9 +155,9 @@ fn pin(cpu: usize) {
 }
 
 /// Runs one capture until stopped, the source ends, or it fails.
-pub(crate) fn run<S: Source>(
+pub(crate) fn run<S: Source, K: Sink>(
     mut source: S,
-    mut pipe: Pipeline,
+    mut pipe: Pipeline<K>,
     rx: Receiver<Command>,
     shared: Arc<Shared>,
     read_timeout: Duration,
@@ -361,7 +216,7 @@ pub(crate) fn run<S: Source>(
                 .kernel_drops
                 .store(st.kernel_drops, Ordering::Relaxed);
             if pipe.failure.is_none() {
-                pipe.failure = pipe.tcp_peer_closed();
+                pipe.failure = pipe.out.peer_closed();
             }
         }
         if let Some(f) = pipe.failure.take() {

@@ -1,0 +1,69 @@
+//! Plain UDP (`-t 0`): one PACKET message per datagram, sent in batches.
+
+use std::net::SocketAddr;
+
+use rpcap::PktHdr;
+
+use super::{Counts, Sink};
+use crate::datapath::sender::{Backpressure, MsgArena, TcpClosed, UdpSender};
+use crate::datapath::StartError;
+
+/// Messages per batch.
+const MSGS: usize = 256;
+
+pub(crate) struct PlainUdpSink {
+    arena: MsgArena,
+    /// `None`: dry run.
+    udp: Option<UdpSender>,
+}
+
+impl PlainUdpSink {
+    /// Datagrams to `dest` for packets of up to `snaplen` bytes.
+    pub fn open(
+        dest: SocketAddr,
+        snaplen: usize,
+        sndbuf: usize,
+        bp: Backpressure,
+        dry_run: bool,
+    ) -> Result<PlainUdpSink, StartError> {
+        let max_msg = rpcap::plain::PREFIX_LEN + snaplen;
+        let arena = MsgArena::new((256 * 1024).max(2 * max_msg), MSGS);
+        let udp = if dry_run {
+            None
+        } else {
+            Some(UdpSender::connect(dest, sndbuf, MSGS, bp, None).map_err(StartError::Socket)?)
+        };
+        Ok(PlainUdpSink { arena, udp })
+    }
+}
+
+impl Sink for PlainUdpSink {
+    #[inline]
+    fn push(&mut self, hdr: &PktHdr, parts: &[&[u8]], c: &mut Counts) -> Result<(), TcpClosed> {
+        if self.arena.push(hdr, parts).is_ok() {
+            return Ok(());
+        }
+        self.send(c)?;
+        if self.arena.push(hdr, parts).is_err() {
+            c.send_dropped += 1;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, c: &mut Counts) -> Result<(), TcpClosed> {
+        let n = self.arena.count();
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(udp) = &mut self.udp {
+            let a = &self.arena;
+            let r = udp.send(n, |i| a.msg(i), |_| {});
+            c.send_dropped += r.dropped as u64;
+            c.datagrams_sent += r.sent as u64;
+            c.datagrams_dropped += r.dropped as u64;
+            c.refused += r.refused as u64;
+        }
+        self.arena.clear();
+        Ok(())
+    }
+}
