@@ -24,9 +24,10 @@ use rpcap::bpf::Program;
 use rpcap::msg::{Interface, Sampling, Stats};
 
 use crate::capture;
+use crate::datapath::UpdateError;
 use crate::datapath::{CaptureSpec, DataStream, Transport, Worker};
 use crate::iface;
-use crate::session::{Answer, DataChannel, HostCommand, StartRequest};
+use crate::session::{Answer, DataChannel, HostCommand, HostError, StartRequest};
 use crate::settings::{Backend, CaptureChoice, Config, XdpSettings};
 
 /// What a session needs from the machine: interfaces and captures.
@@ -34,8 +35,8 @@ pub trait CaptureHost {
     type Capture;
     fn interfaces(&mut self) -> io::Result<Vec<Interface>>;
     fn linktype(&mut self, ifname: &str) -> io::Result<i32>;
-    fn start(&mut self, req: StartRequest) -> Result<Self::Capture, String>;
-    fn update_filter(&mut self, cap: &mut Self::Capture, filter: Program) -> Result<(), String>;
+    fn start(&mut self, req: StartRequest) -> Result<Self::Capture, HostError>;
+    fn update_filter(&mut self, cap: &mut Self::Capture, filter: Program) -> Result<(), HostError>;
     fn set_sampling(&mut self, cap: &mut Self::Capture, sampling: Sampling);
     fn stats(&mut self, cap: &Self::Capture) -> Stats;
     /// Why the capture stopped by itself, if it did.
@@ -73,7 +74,7 @@ pub trait CaptureHost {
             }
             HostCommand::UpdateFilter(filter) => Answer::FilterUpdated(match capture {
                 Some(cap) => self.update_filter(cap, filter),
-                None => Err("no capture is running".into()),
+                None => Err(HostError::NoCapture),
             }),
             HostCommand::SetSampling(sampling) => {
                 if let Some(cap) = capture {
@@ -163,11 +164,11 @@ impl WorkerHost {
         }
     }
 
-    fn tls_config(&self, req: &StartRequest) -> Result<Option<Arc<ServerConfig>>, String> {
+    fn tls_config(&self, req: &StartRequest) -> Result<Option<Arc<ServerConfig>>, HostError> {
         match (&self.tls, req.tls) {
             (_, false) => Ok(None),
             (Some(c), true) => Ok(Some(c.clone())),
-            (None, true) => Err("TLS data channel requested but TLS is not configured".into()),
+            (None, true) => Err(HostError::TlsNotConfigured),
         }
     }
 
@@ -328,17 +329,14 @@ impl WorkerHost {
         req: StartRequest,
         peer: IpAddr,
         timeout: Duration,
-    ) -> Result<HostCapture, String> {
+    ) -> Result<HostCapture, HostError> {
         let bind = if peer.is_ipv4() {
             SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
             SocketAddr::from(([0u16; 8], 0))
         };
-        let listener = TcpListener::bind(bind).map_err(|e| format!("data listener: {e}"))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| format!("data listener: {e}"))?
-            .port();
+        let listener = TcpListener::bind(bind).map_err(HostError::Listener)?;
+        let port = listener.local_addr().map_err(HostError::Listener)?.port();
         let mut cap = self.start_pending(req, move |cancel| {
             accept_from(&listener, peer, timeout, cancel)
         })?;
@@ -353,7 +351,7 @@ impl WorkerHost {
         &mut self,
         req: StartRequest,
         establish: impl FnOnce(&AtomicBool) -> Result<TcpStream, String> + Send + 'static,
-    ) -> Result<HostCapture, String> {
+    ) -> Result<HostCapture, HostError> {
         let tls = self.tls_config(&req)?;
         let state = Arc::new(Mutex::new(Stage::Accepting(Box::new(req))));
         let cancel = Arc::new(AtomicBool::new(false));
@@ -398,7 +396,7 @@ impl WorkerHost {
                     }
                 };
             })
-            .map_err(|e| format!("spawning the data accept thread: {e}"))?;
+            .map_err(HostError::Spawn)?;
         Ok(HostCapture {
             state,
             threads: vec![thread],
@@ -426,13 +424,13 @@ impl CaptureHost for WorkerHost {
         }
     }
 
-    fn start(&mut self, req: StartRequest) -> Result<HostCapture, String> {
+    fn start(&mut self, req: StartRequest) -> Result<HostCapture, HostError> {
         let (transport, relay) = match req.data.clone() {
             DataChannel::UdpStr { dest, size } => (Transport::UdpStr { dest, size }, None),
             DataChannel::PlainUdp { dest } => (Transport::PlainUdp { dest }, None),
             DataChannel::TcpConnect { dest } => {
                 let stream = TcpStream::connect_timeout(&dest, DATA_CONNECT_TIMEOUT)
-                    .map_err(|e| format!("cannot connect the data channel to {dest}: {e}"))?;
+                    .map_err(|source| HostError::Connect { dest, source })?;
                 if req.tls {
                     return self.start_pending(req, move |_| Ok(stream));
                 }
@@ -443,19 +441,19 @@ impl CaptureHost for WorkerHost {
             }
         };
         let spec = self.spec(req, transport);
-        let worker = Worker::start(spec).map_err(|e| e.to_string())?;
+        let worker = Worker::start(spec)?;
         Ok(HostCapture::running(worker, relay))
     }
 
-    fn update_filter(&mut self, cap: &mut HostCapture, filter: Program) -> Result<(), String> {
+    fn update_filter(&mut self, cap: &mut HostCapture, filter: Program) -> Result<(), HostError> {
         match &mut *lock(&cap.state) {
             Stage::Accepting(req) => {
                 req.filter = filter;
                 Ok(())
             }
-            Stage::Running(w) => w.update_filter(filter).map_err(|e| e.to_string()),
-            Stage::Failed(e) => Err(e.clone()),
-            Stage::Stopped => Err("capture has ended".into()),
+            Stage::Running(w) => Ok(w.update_filter(filter)?),
+            Stage::Failed(e) => Err(HostError::DataChannel(e.clone())),
+            Stage::Stopped => Err(UpdateError::Ended.into()),
         }
     }
 

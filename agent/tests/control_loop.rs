@@ -14,7 +14,7 @@ use rpcap::msg::{startcap_flags, Auth, IfAddr, Interface, Message, Sampling, Sta
 use rpcap::ErrorCode;
 use xrpcapd::control::{Control, Stopper, Timing};
 use xrpcapd::host::CaptureHost;
-use xrpcapd::session::StartRequest;
+use xrpcapd::session::{HostError, StartRequest};
 use xrpcapd::settings::values::parse_active_client;
 use xrpcapd::settings::Config;
 
@@ -47,13 +47,13 @@ impl CaptureHost for FakeHost {
     fn linktype(&mut self, _ifname: &str) -> io::Result<i32> {
         Ok(1)
     }
-    fn start(&mut self, req: StartRequest) -> Result<(), String> {
+    fn start(&mut self, req: StartRequest) -> Result<(), HostError> {
         let mut s = self.0.lock().unwrap();
         s.started.push(req);
         s.running += 1;
         Ok(())
     }
-    fn update_filter(&mut self, _: &mut (), _: Program) -> Result<(), String> {
+    fn update_filter(&mut self, _: &mut (), _: Program) -> Result<(), HostError> {
         Ok(())
     }
     fn set_sampling(&mut self, _: &mut (), _: Sampling) {}

@@ -536,10 +536,17 @@ mod tests {
         fn linktype(&mut self, _: &str) -> io::Result<i32> {
             Ok(1)
         }
-        fn start(&mut self, _: crate::session::StartRequest) -> Result<(), String> {
-            Err("no".into())
+        fn start(
+            &mut self,
+            _: crate::session::StartRequest,
+        ) -> Result<(), crate::session::HostError> {
+            Err(crate::session::HostError::NoCapture)
         }
-        fn update_filter(&mut self, _: &mut (), _: rpcap::bpf::Program) -> Result<(), String> {
+        fn update_filter(
+            &mut self,
+            _: &mut (),
+            _: rpcap::bpf::Program,
+        ) -> Result<(), crate::session::HostError> {
             Ok(())
         }
         fn set_sampling(&mut self, _: &mut (), _: rpcap::msg::Sampling) {}

@@ -2,6 +2,8 @@
 //! besides reply bytes: inputs (bytes, answers, events of the capture),
 //! commands for the driver and the answers it gives back.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use rpcap::msg::{Interface, Sampling, Stats};
 
 use super::capture::StartRequest;
 use crate::auth::Authenticator;
+use crate::datapath::{StartError, UpdateError};
 
 /// Something that happened to the session, handed in with the time it happened.
 #[derive(Debug)]
@@ -64,15 +67,39 @@ pub enum HostCommand {
     Stop,
 }
 
-/// The answers to commands; errors are the text sent to the peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the host could not start or retune a capture. The session sends
+/// its text to the peer as the RPCAP error.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+    #[error("TLS data channel requested but TLS is not configured")]
+    TlsNotConfigured,
+    #[error("cannot connect the data channel to {dest}: {source}")]
+    Connect { dest: SocketAddr, source: io::Error },
+    #[error("data listener: {0}")]
+    Listener(io::Error),
+    #[error("spawning the data accept thread: {0}")]
+    Spawn(io::Error),
+    /// A pending data channel failed (accept, TLS handshake, or the worker
+    /// its thread started): that thread's message.
+    #[error("{0}")]
+    DataChannel(String),
+    #[error("no capture is running")]
+    NoCapture,
+}
+
+/// The answers to commands; errors become the text sent to the peer.
+#[derive(Debug)]
 pub enum Answer {
     Interfaces(Result<Vec<Interface>, String>),
     Linktype(Result<i32, String>),
     /// The capture started; the port of its data channel where we listen
     /// (passive TCP data), 0 otherwise.
-    Started(Result<u16, String>),
-    FilterUpdated(Result<(), String>),
+    Started(Result<u16, HostError>),
+    FilterUpdated(Result<(), HostError>),
     Stats(Stats),
     Stopped(Stats),
     PasswordChecked(bool),

@@ -44,7 +44,7 @@ use self::auth::AuthState;
 pub use self::auth::MAX_AUTH_ATTEMPTS;
 use self::capture::{CaptureSlot, Endpoints, Running, Starting};
 pub use self::capture::{DataChannel, StartRequest, MAX_SNAPLEN};
-pub use self::command::{Answer, Command, HostCommand, Input, PasswordCheck};
+pub use self::command::{Answer, Command, HostCommand, HostError, Input, PasswordCheck};
 
 /// Who opened the control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -469,14 +469,14 @@ impl Session {
                 Answer::FilterUpdated(result),
             ) => match result {
                 Ok(()) => self.capture_running(*starting, prefix, portdata),
-                Err(text) => self.stop(AfterStop::Refused(text)),
+                Err(e) => self.stop(AfterStop::Refused(e.to_string())),
             },
             (Pending::FilterUpdated { sensor }, Answer::FilterUpdated(result)) => match result {
                 Ok(()) => {
                     self.capture.sensor_filter = Some(sensor);
                     self.send(Message::UpdateFilterReply)
                 }
-                Err(text) => self.send_error(ErrorCode::UpdateFilter, &text),
+                Err(e) => self.send_error(ErrorCode::UpdateFilter, &e.to_string()),
             },
             (Pending::Stats, Answer::Stats(stats)) => self.reply_stats(stats),
             (pending, answer) => {
@@ -685,10 +685,11 @@ impl Session {
         }
     }
 
-    fn started(&mut self, starting: Box<Starting>, result: Result<u16, String>) {
+    fn started(&mut self, starting: Box<Starting>, result: Result<u16, HostError>) {
         let portdata = match result {
             Ok(p) => p,
-            Err(text) => {
+            Err(e) => {
+                let text = e.to_string();
                 warn!(
                     "{}: capture on {} failed: {text}",
                     self.ends.peer, starting.ifname

@@ -89,7 +89,7 @@ impl Fake {
                 })
             }
             HostCommand::StartCapture(req) => Answer::Started(match &self.fail_start {
-                Some(e) => Err(e.clone()),
+                Some(e) => Err(HostError::DataChannel(e.clone())),
                 None => {
                     assert!(self.current.is_none(), "a capture leaked");
                     self.next_id += 1;
