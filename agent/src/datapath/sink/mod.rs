@@ -16,7 +16,7 @@ pub(crate) use udpstr::UdpStrSink;
 
 use rpcap::PktHdr;
 
-use super::sender::TcpClosed;
+use super::sender::{MsgArena, TcpClosed};
 
 /// The worker's sending counters, published once per round.
 #[derive(Debug, Default, Clone, Copy)]
@@ -61,4 +61,27 @@ pub(crate) trait Sink: Send + 'static {
     fn gso(&self) -> Option<bool> {
         None
     }
+}
+
+/// [`Sink::push`] of a sink of whole messages in a [`MsgArena`] (`arena`
+/// picks it out of the sink): when the arena is full, what is in it is sent
+/// and the push tried once more; a message that still does not fit (a TCP
+/// peer not keeping up leaves its unsent tail) is dropped whole, never in
+/// part, and counted.
+#[inline]
+fn push_message<K: Sink>(
+    sink: &mut K,
+    arena: fn(&mut K) -> &mut MsgArena,
+    hdr: &PktHdr,
+    parts: &[&[u8]],
+    c: &mut Counts,
+) -> Result<(), TcpClosed> {
+    if arena(sink).push(hdr, parts).is_ok() {
+        return Ok(());
+    }
+    sink.send(c)?;
+    if arena(sink).push(hdr, parts).is_err() {
+        c.send_dropped += 1;
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use rpcap::PktHdr;
 
-use super::{Counts, Sink};
+use super::{push_message, Counts, Sink};
 use crate::datapath::sender::{Backpressure, MsgArena, TcpClosed, UdpSender};
 use crate::datapath::StartError;
 
@@ -40,14 +40,7 @@ impl PlainUdpSink {
 impl Sink for PlainUdpSink {
     #[inline]
     fn push(&mut self, hdr: &PktHdr, parts: &[&[u8]], c: &mut Counts) -> Result<(), TcpClosed> {
-        if self.arena.push(hdr, parts).is_ok() {
-            return Ok(());
-        }
-        self.send(c)?;
-        if self.arena.push(hdr, parts).is_err() {
-            c.send_dropped += 1;
-        }
-        Ok(())
+        push_message(self, |s| &mut s.arena, hdr, parts, c)
     }
 
     fn send(&mut self, c: &mut Counts) -> Result<(), TcpClosed> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rpcap::PktHdr;
 
-use super::{Counts, Sink};
+use super::{push_message, Counts, Sink};
 use crate::datapath::sender::{Backpressure, DataStream, MsgArena, TcpClosed, TcpSender};
 use crate::datapath::StartError;
 
@@ -42,16 +42,7 @@ impl TcpSink {
 impl Sink for TcpSink {
     #[inline]
     fn push(&mut self, hdr: &PktHdr, parts: &[&[u8]], c: &mut Counts) -> Result<(), TcpClosed> {
-        if self.arena.push(hdr, parts).is_ok() {
-            return Ok(());
-        }
-        self.send(c)?;
-        if self.arena.push(hdr, parts).is_err() {
-            // TCP peer not keeping up: the unsent tail fills the buffer.
-            // Drop the whole message, never part of one.
-            c.send_dropped += 1;
-        }
-        Ok(())
+        push_message(self, |s| &mut s.arena, hdr, parts, c)
     }
 
     fn send(&mut self, c: &mut Counts) -> Result<(), TcpClosed> {
