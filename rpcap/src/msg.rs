@@ -67,6 +67,19 @@ pub struct IfAddr {
     pub scope_id: u32,
 }
 
+impl From<IpAddr> for IfAddr {
+    /// An address alone: no netmask, broadcast or destination, scope 0.
+    fn from(addr: IpAddr) -> IfAddr {
+        IfAddr {
+            addr,
+            netmask: None,
+            broadaddr: None,
+            dstaddr: None,
+            scope_id: 0,
+        }
+    }
+}
+
 /// One FINDALLIF entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
