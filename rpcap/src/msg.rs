@@ -1,7 +1,7 @@
 //! Control messages of RPCAP protocol version 0 (PROTOCOL.md §1): typed values,
 //! encoded to and decoded from wire bytes.
 //!
-//! CONTRACT (skeleton; the implementation replaces every `todo!()`):
+//! What decoding and encoding guarantee:
 //! - `Message::decode(&header, payload)` reads exactly what the message needs
 //!   from `payload` (the `plen` bytes after the header); trailing bytes are
 //!   ignored. It never panics; every failure is a `DecodeError` that says what
