@@ -5,8 +5,9 @@
 //! interface's link type; the sensor's validated cBPF program is chained
 //! after it with `and_then`, so the sensor's program decides the snap length.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
+pub use rpcap::addr::canonical;
 use rpcap::bpf::libpcap::CompileError;
 use rpcap::bpf::{Insn, Program};
 
@@ -37,18 +38,6 @@ pub enum FilterError {
     Compile(#[from] CompileError),
     #[error("combined filter: {0}")]
     Combine(#[from] rpcap::bpf::ValidateError),
-}
-
-/// IPv4-mapped IPv6 addresses (from dual-stack sockets) as plain IPv4, the
-/// form the packets on the wire carry.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
 }
 
 /// `src/dst host A port a → host B port b` in one direction.

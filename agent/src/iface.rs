@@ -217,13 +217,7 @@ mod tests {
             flags: if_flags::UP,
             addrs: addrs
                 .iter()
-                .map(|a| IfAddr {
-                    addr: a.parse().unwrap(),
-                    netmask: None,
-                    broadaddr: None,
-                    dstaddr: None,
-                    scope_id: 0,
-                })
+                .map(|a| IfAddr::from(a.parse::<IpAddr>().unwrap()))
                 .collect(),
         }
     }

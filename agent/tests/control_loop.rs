@@ -3,7 +3,7 @@
 //! failures reported. Real sockets, a fake capture host, short timings.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,13 +35,7 @@ impl CaptureHost for FakeHost {
             name: "lo".into(),
             description: String::new(),
             flags: 0x3,
-            addrs: vec![IfAddr {
-                addr: "127.0.0.1".parse().unwrap(),
-                netmask: None,
-                broadaddr: None,
-                dstaddr: None,
-                scope_id: 0,
-            }],
+            addrs: vec![IfAddr::from(IpAddr::from([127, 0, 0, 1]))],
         }])
     }
     fn linktype(&mut self, _ifname: &str) -> io::Result<i32> {

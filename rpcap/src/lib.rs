@@ -11,8 +11,10 @@
 //! - [`plain`]: the plain data format (one PACKET message per packet).
 //! - [`udpstr`]: ExtraHop's udpstr data format: [`udpstr::Framer`] and [`udpstr::Deframer`].
 //! - [`bpf`]: classic BPF instructions, validator and interpreter.
+//! - [`addr`]: peer addresses as both ends compare them (IPv4-mapped folded).
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod bpf;
 pub mod conn;
 pub mod header;

@@ -1,7 +1,7 @@
 //! Control messages of RPCAP protocol version 0 (PROTOCOL.md §1): typed values,
 //! encoded to and decoded from wire bytes.
 //!
-//! CONTRACT (skeleton; the implementation replaces every `todo!()`):
+//! What decoding and encoding guarantee:
 //! - `Message::decode(&header, payload)` reads exactly what the message needs
 //!   from `payload` (the `plen` bytes after the header); trailing bytes are
 //!   ignored. It never panics; every failure is a `DecodeError` that says what
@@ -65,6 +65,19 @@ pub struct IfAddr {
     pub dstaddr: Option<IpAddr>,
     /// IPv6 scope id of `addr` (0 for IPv4).
     pub scope_id: u32,
+}
+
+impl From<IpAddr> for IfAddr {
+    /// An address alone: no netmask, broadcast or destination, scope 0.
+    fn from(addr: IpAddr) -> IfAddr {
+        IfAddr {
+            addr,
+            netmask: None,
+            broadaddr: None,
+            dstaddr: None,
+            scope_id: 0,
+        }
+    }
 }
 
 /// One FINDALLIF entry.

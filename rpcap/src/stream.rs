@@ -1,7 +1,7 @@
 //! Cuts a TCP byte stream into whole RPCAP messages (control connection, and
 //! the TCP data channel where PACKET messages are streamed).
 //!
-//! CONTRACT (skeleton): feed arbitrary chunks (one byte at a time included);
+//! Feed it arbitrary chunks (one byte at a time included);
 //! `next` yields each whole message as its header and a payload slice borrowed
 //! from the decoder, without allocating per message once the buffer has grown.
 //! A `plen` above the limit is a fatal error: the connection must be closed,

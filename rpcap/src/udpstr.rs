@@ -2,7 +2,7 @@
 //! packet bytes) form one byte stream, cut into datagrams that each start with
 //! `ver u8 (0) | type u8 (110) | firsthdridx u16 | seqno u32`.
 //!
-//! CONTRACT (skeleton):
+//! What the two halves guarantee:
 //! - [`Framer`] appends records into a caller-owned [`Batch`] of datagram
 //!   buffers, allocated once. It never splits a 20-byte record header, sets
 //!   firsthdridx (8 when a datagram starts with a record, 0xFFFF when no

@@ -70,13 +70,7 @@ mod tests {
             flags,
             addrs: addrs
                 .iter()
-                .map(|a| IfAddr {
-                    addr: a.parse::<IpAddr>().unwrap(),
-                    netmask: None,
-                    broadaddr: None,
-                    dstaddr: None,
-                    scope_id: 0,
-                })
+                .map(|a| IfAddr::from(a.parse::<IpAddr>().unwrap()))
                 .collect(),
         }
     }

@@ -14,11 +14,11 @@ use anyhow::{Context, Result};
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
+use rpcap::addr::canonical;
 use sys::signal::{SignalPipe, SIGHUP, SIGINT, SIGTERM};
 
 use crate::agent::{Agent, Shared};
 use crate::config::Config;
-use crate::data;
 use crate::data_channel::{Buffers, UdpPorts};
 use crate::dial::Dialer;
 use crate::filter;
@@ -211,12 +211,12 @@ impl Sensor {
             self.agents.push(None);
             self.agents.len() - 1
         });
-        let ip = data::canonical(peer.ip());
+        let ip = canonical(peer.ip());
         let same_ip = self
             .agents
             .iter()
             .flatten()
-            .any(|a| data::canonical(a.peer().ip()) == ip);
+            .any(|a| canonical(a.peer().ip()) == ip);
         let name = if same_ip {
             format!("{ip}_{}", peer.port())
         } else {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
+use rpcap::addr::canonical;
 use rpcap::stream::StreamDecoder;
 use rpcap::MsgType;
 
@@ -177,7 +178,7 @@ impl DataChannel {
         registry: &Registry,
         token: Token,
     ) -> Result<(), String> {
-        let peer_ip = data::canonical(peer.ip());
+        let peer_ip = canonical(peer.ip());
         match self {
             DataChannel::None => Ok(()),
             DataChannel::Udp(p) => {
@@ -194,7 +195,7 @@ impl DataChannel {
                     for i in 0..n {
                         let (d, m) = bufs.batch.get(i);
                         cap.counters.socket_drops += p.drops(m.overflow);
-                        if m.from.map(|f| data::canonical(f.ip())) != Some(peer_ip) {
+                        if m.from.map(|f| canonical(f.ip())) != Some(peer_ip) {
                             cap.counters.foreign += 1;
                         } else if m.truncated {
                             cap.counters.malformed += 1;
@@ -207,7 +208,7 @@ impl DataChannel {
             }
             DataChannel::TcpListening(l, _) => match l.accept() {
                 Ok((mut s, from)) => {
-                    if data::canonical(from.ip()) != peer_ip {
+                    if canonical(from.ip()) != peer_ip {
                         log::warn!(
                             "agent {peer}: data connection from {from} refused (not the agent)"
                         );

@@ -3,12 +3,12 @@
 //! loop, so a dead agent delays nobody), and a new attempt [`REDIAL`] after a
 //! failure or the end of the agent's session.
 
-use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
+use sys::tcp::{ConnectOptions, Connecting, Progress};
 
 use crate::token::Owner;
 
@@ -20,8 +20,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 struct Dial {
     target: String,
     next_at: Option<Instant>,
-    /// A connect in progress: socket, address, deadline.
-    pending: Option<(TcpStream, SocketAddr, Instant)>,
+    /// A connect in progress.
+    pending: Option<Connecting<TcpStream>>,
 }
 
 /// Every passive agent to dial; dial `i` is registered as [`Owner::Dial`]`(i)`.
@@ -48,11 +48,12 @@ impl Dialer {
     pub fn tick(&mut self, now: Instant, registry: &Registry) {
         for i in 0..self.dials.len() {
             let d = &mut self.dials[i];
-            if d.pending.as_ref().is_some_and(|(_, _, dl)| now >= *dl) {
-                if let Some((mut s, addr, _)) = d.pending.take() {
-                    let _ = registry.deregister(&mut s);
+            if d.pending.as_ref().is_some_and(|c| c.expired(now)) {
+                if let Some(mut c) = d.pending.take() {
+                    let _ = registry.deregister(&mut c.stream);
                     log::warn!(
-                        "cannot connect to passive agent {addr}: timed out after {DIAL_TIMEOUT:?}; retrying in {REDIAL:?}"
+                        "cannot connect to passive agent {}: timed out after {DIAL_TIMEOUT:?}; retrying in {REDIAL:?}",
+                        c.addr
                     );
                     d.next_at = Some(now + REDIAL);
                 }
@@ -84,12 +85,15 @@ impl Dialer {
                 return;
             }
         };
-        let connected = TcpStream::connect(addr).and_then(|mut s| {
-            registry.register(&mut s, Owner::Dial(i).token(), Interest::WRITABLE)?;
-            Ok(s)
-        });
-        match connected {
-            Ok(s) => d.pending = Some((s, addr, Instant::now() + DIAL_TIMEOUT)),
+        let deadline = Instant::now() + DIAL_TIMEOUT;
+        let connecting = Connecting::start(addr, &ConnectOptions::default(), deadline)
+            .map(|c| c.map(TcpStream::from_std))
+            .and_then(|mut c| {
+                registry.register(&mut c.stream, Owner::Dial(i).token(), Interest::WRITABLE)?;
+                Ok(c)
+            });
+        match connecting {
+            Ok(c) => d.pending = Some(c),
             Err(e) => {
                 log::warn!("cannot connect to passive agent {addr}: {e}; retrying in {REDIAL:?}");
                 d.next_at = Some(Instant::now() + REDIAL);
@@ -102,20 +106,18 @@ impl Dialer {
     /// to be retried).
     pub fn on_ready(&mut self, i: usize, registry: &Registry) -> Option<(TcpStream, SocketAddr)> {
         let d = self.dials.get_mut(i)?;
-        let (mut s, addr, deadline) = d.pending.take()?;
-        let failed = match s.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match s.peer_addr() {
-                Ok(_) => None,
-                // Not connected yet: a spurious wake-up; keep waiting.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    d.pending = Some((s, addr, deadline));
-                    return None;
-                }
-                Err(e) => Some(e),
-            },
+        let mut c = d.pending.take()?;
+        let failed = match c.progress() {
+            Progress::Connected { .. } => None,
+            // Not connected yet: a spurious wake-up; keep waiting.
+            Progress::Pending => {
+                d.pending = Some(c);
+                return None;
+            }
+            Progress::Failed(e) => Some(e),
         };
-        let _ = registry.deregister(&mut s);
+        let _ = registry.deregister(&mut c.stream);
+        let (s, addr) = (c.stream, c.addr);
         match failed {
             Some(e) => {
                 log::warn!("cannot connect to passive agent {addr}: {e}; retrying in {REDIAL:?}");

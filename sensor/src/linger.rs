@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry};
+use rpcap::addr::canonical;
 use rpcap::msg::Stats;
 
 use crate::capture::Capture;
-use crate::data::{self, UdpPort};
+use crate::data::UdpPort;
 use crate::data_channel::UdpPorts;
 use crate::summary;
 use crate::token::Owner;
@@ -100,7 +101,7 @@ impl Linger {
         let Some((p, _)) = c.linger.as_mut() else {
             return;
         };
-        let agent_ip = data::canonical(c.peer.ip());
+        let agent_ip = canonical(c.peer.ip());
         loop {
             let n = match batch.recv(&p.sock) {
                 Ok(0) => break,
@@ -111,7 +112,7 @@ impl Linger {
             for i in 0..n {
                 let (_, m) = batch.get(i);
                 c.cap.counters.socket_drops += p.drops(m.overflow);
-                if m.from.map(|f| data::canonical(f.ip())) == Some(agent_ip) {
+                if m.from.map(|f| canonical(f.ip())) == Some(agent_ip) {
                     c.cap.counters.late += 1;
                 } else {
                     c.cap.counters.foreign += 1;

@@ -21,16 +21,9 @@ impl Listener {
     /// A non-blocking listener on `addr` with [`LISTEN_BACKLOG`], registered
     /// as [`Owner::Listener`].
     pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<Listener> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(LISTEN_BACKLOG)?;
-        socket.set_nonblocking(true)?;
-        let mut inner = TcpListener::from_std(socket.into());
+        // IPV6_V6ONLY as the system sets it (net.ipv6.bindv6only): on most
+        // hosts `--listen [::]:…` then takes IPv4 agents too.
+        let mut inner = TcpListener::from_std(sys::tcp::listener(addr, LISTEN_BACKLOG, None)?);
         registry.register(&mut inner, Owner::Listener.token(), Interest::READABLE)?;
         Ok(Listener { inner })
     }

@@ -22,6 +22,7 @@ pub mod poll;
 pub mod signal;
 pub mod socket;
 pub mod sockopt;
+pub mod tcp;
 
 pub use sockopt::Pod;
 

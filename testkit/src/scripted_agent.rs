@@ -2,7 +2,7 @@
 //! loopback sockets and answers the sensor's requests the way a test says.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,13 +15,7 @@ use rpcap::stream::StreamDecoder;
 /// The interfaces every scripted agent lists.
 pub fn interfaces() -> Vec<Interface> {
     let up = if_flags::UP | if_flags::RUNNING;
-    let a = |s: &str| IfAddr {
-        addr: s.parse().unwrap(),
-        netmask: None,
-        broadaddr: None,
-        dstaddr: None,
-        scope_id: 0,
-    };
+    let a = |s: &str| IfAddr::from(s.parse::<IpAddr>().unwrap());
     vec![
         Interface {
             name: "lo".into(),

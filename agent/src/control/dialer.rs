@@ -5,19 +5,21 @@
 //! reconnect at all after the sensor's CLOSE.
 //!
 //! Name resolution is blocking and the connect is non-blocking; both happen
-//! in [`Dialer::dial`] only.
+//! in [`Dialer::dial`] only. The connect and its completion are
+//! [`sys::tcp::Connecting`], shared with the sensor's dialer; it takes an
+//! address, so resolution can move off the loop without touching it.
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
-use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+use socket2::TcpKeepalive;
+use sys::tcp::{ConnectOptions, Connecting, Progress};
 
 use super::peer::Status;
 use super::Timing;
@@ -28,10 +30,7 @@ use crate::settings::ActiveClient;
 enum State {
     /// Next dial at this instant.
     Waiting(Instant),
-    Connecting {
-        stream: TcpStream,
-        deadline: Instant,
-    },
+    Connecting(Connecting<TcpStream>),
     /// A [`Peer`](super::peer::Peer) under the slot's token serves the sensor.
     Connected,
     /// The sensor sent CLOSE: never again.
@@ -94,7 +93,7 @@ impl Dialer {
         matches!(
             self.slots.get(&token),
             Some(Slot {
-                state: State::Connecting { .. },
+                state: State::Connecting(_),
                 ..
             })
         )
@@ -121,8 +120,8 @@ impl Dialer {
             }
             info!("sensor {} removed from the configuration", slot.client);
             match &mut slot.state {
-                State::Connecting { stream, .. } => {
-                    let _ = registry.deregister(stream);
+                State::Connecting(c) => {
+                    let _ = registry.deregister(&mut c.stream);
                 }
                 State::Connected => ended.push(*token),
                 State::Waiting(_) | State::Done => {}
@@ -152,7 +151,7 @@ impl Dialer {
             .values()
             .filter_map(|s| match &s.state {
                 State::Waiting(at) => Some(*at),
-                State::Connecting { deadline, .. } => Some(*deadline),
+                State::Connecting(c) => Some(c.deadline),
                 _ => None,
             })
             .min()
@@ -167,7 +166,7 @@ impl Dialer {
             };
             match &slot.state {
                 State::Waiting(at) if *at <= now => self.dial(token, now, registry),
-                State::Connecting { deadline, .. } if *deadline <= now => {
+                State::Connecting(c) if c.expired(now) => {
                     self.attempt_failed(token, "connection timed out".into(), registry)
                 }
                 _ => {}
@@ -178,31 +177,26 @@ impl Dialer {
     /// An event on a connection attempt: the connection, once established.
     pub fn ready(&mut self, token: Token, registry: &Registry) -> Option<Connected> {
         let slot = self.slots.get_mut(&token)?;
-        let State::Connecting { stream, .. } = &mut slot.state else {
+        let State::Connecting(c) = &slot.state else {
             return None;
         };
-        if let Ok(Some(e)) | Err(e) = stream.take_error() {
-            self.attempt_failed(token, e.to_string(), registry);
-            return None;
-        }
-        let (local, peer) = match (stream.local_addr(), stream.peer_addr()) {
-            (Ok(l), Ok(p)) => (l, p),
+        let (local, peer) = match c.progress() {
+            Progress::Connected { local, peer } => (local, peer),
             // Not connected yet: a spurious wake-up.
-            (_, Err(e)) if e.kind() == io::ErrorKind::NotConnected => return None,
-            (Err(e), _) | (_, Err(e)) => {
+            Progress::Pending => return None,
+            Progress::Failed(e) => {
                 self.attempt_failed(token, e.to_string(), registry);
                 return None;
             }
         };
         info!("connected to sensor {} ({peer})", slot.client);
         slot.failures = 0;
-        let State::Connecting { stream, .. } = std::mem::replace(&mut slot.state, State::Connected)
-        else {
+        let State::Connecting(c) = std::mem::replace(&mut slot.state, State::Connected) else {
             unreachable!("matched above")
         };
         Some(Connected {
             client: slot.client.clone(),
-            stream,
+            stream: c.stream,
             local,
             peer,
         })
@@ -241,8 +235,8 @@ impl Dialer {
     /// Stops every connection attempt (the daemon stops).
     pub fn shutdown(&mut self, registry: &Registry) {
         for slot in self.slots.values_mut() {
-            if let State::Connecting { stream, .. } = &mut slot.state {
-                let _ = registry.deregister(stream);
+            if let State::Connecting(c) = &mut slot.state {
+                let _ = registry.deregister(&mut c.stream);
             }
             slot.state = State::Done;
         }
@@ -261,13 +255,15 @@ impl Dialer {
             return;
         };
         slot.last_attempt = Some(now);
-        match attempt(&slot.client, slot.failures, keepalive, token, registry) {
-            Ok(stream) => {
-                slot.state = State::Connecting {
-                    stream,
-                    deadline: now + timeout,
-                }
-            }
+        match attempt(
+            &slot.client,
+            slot.failures,
+            keepalive,
+            now + timeout,
+            token,
+            registry,
+        ) {
+            Ok(c) => slot.state = State::Connecting(c),
             Err(why) => self.attempt_failed(token, why, registry),
         }
     }
@@ -277,8 +273,8 @@ impl Dialer {
         let Some(slot) = self.slots.get_mut(&token) else {
             return;
         };
-        if let State::Connecting { stream, .. } = &mut slot.state {
-            let _ = registry.deregister(stream);
+        if let State::Connecting(c) = &mut slot.state {
+            let _ = registry.deregister(&mut c.stream);
         }
         slot.failures = slot.failures.saturating_add(1);
         let delay = self.timing.backoff(slot.failures, r);
@@ -294,14 +290,15 @@ impl Dialer {
 
 /// Resolves `client` (again at every attempt: a sensor may move, DNS may
 /// come back), picks an address by the failures so far, and starts a
-/// connection registered under `token`.
+/// connection registered under `token`, to be given up at `deadline`.
 fn attempt(
     client: &ActiveClient,
     failures: u32,
     keepalive_secs: u32,
+    deadline: Instant,
     token: Token,
     registry: &Registry,
-) -> Result<TcpStream, String> {
+) -> Result<Connecting<TcpStream>, String> {
     let addrs: Vec<SocketAddr> = (client.host.as_str(), client.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", client.host))?
@@ -311,33 +308,28 @@ fn attempt(
     }
     let addr = addrs[failures as usize % addrs.len()];
     debug!("dialling {client} at {addr}");
-    let mut stream =
-        connect(addr, keepalive_secs).map_err(|e| format!("connect to {addr}: {e}"))?;
+    let mut c = Connecting::start(addr, &connect_options(keepalive_secs), deadline)
+        .map_err(|e| format!("connect to {addr}: {e}"))?
+        .map(TcpStream::from_std);
     let interest = Interest::READABLE | Interest::WRITABLE;
     registry
-        .register(&mut stream, token, interest)
+        .register(&mut c.stream, token, interest)
         .map_err(|e| format!("register: {e}"))?;
-    Ok(stream)
+    Ok(c)
 }
 
-/// A non-blocking connect with keepalive on (unless `keepalive_secs` is 0).
-fn connect(addr: SocketAddr, keepalive_secs: u32) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_nonblocking(true)?;
-    sock.set_cloexec(true)?;
-    sock.set_tcp_nodelay(true)?;
-    if keepalive_secs > 0 {
+/// No Nagle delay on the control connection, and keepalive on (unless
+/// `keepalive_secs` is 0) so a vanished sensor is noticed.
+fn connect_options(keepalive_secs: u32) -> ConnectOptions {
+    let keepalive = (keepalive_secs > 0).then(|| {
         let idle = Duration::from_secs(keepalive_secs.into());
-        let ka = TcpKeepalive::new()
+        TcpKeepalive::new()
             .with_time(idle)
             .with_interval((idle / 4).max(Duration::from_secs(1)))
-            .with_retries(4);
-        sock.set_tcp_keepalive(&ka)?;
+            .with_retries(4)
+    });
+    ConnectOptions {
+        nodelay: true,
+        keepalive,
     }
-    match sock.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(sock.into()))
 }

@@ -8,7 +8,6 @@ use anyhow::Context;
 use ipnet::IpNet;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::settings::Config;
 
@@ -61,18 +60,11 @@ impl ListenSpec {
     }
 }
 
+/// A listener on `addr`: a specific IPv6 address is IPv6-only, the IPv6
+/// wildcard serves IPv4 clients too (as ::ffff:a.b.c.d).
 fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        // The wildcard serves IPv4 clients too (as ::ffff:a.b.c.d).
-        sock.set_only_v6(!addr.ip().is_unspecified())?;
-    }
-    sock.set_reuse_address(true)?;
-    sock.set_nonblocking(true)?;
-    sock.set_cloexec(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(BACKLOG)?;
-    Ok(TcpListener::from_std(sock.into()))
+    let only_v6 = !addr.ip().is_unspecified();
+    sys::tcp::listener(addr, BACKLOG, Some(only_v6)).map(TcpListener::from_std)
 }
 
 /// Opens the listeners of `spec`; the IPv6 wildcard falls back to IPv4 on a

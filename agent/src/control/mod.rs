@@ -28,10 +28,10 @@ use self::peer::{refuse, Checks, Peer, Role, Services, Status};
 use self::signals::Signals;
 use self::tls::Conn;
 use crate::auth::{Backoff, Verifier};
-use crate::filter::canonical;
 use crate::host::CaptureHost;
 use crate::session::{Ended, Mode, Session, SessionConfig};
 use crate::settings::{ActiveClient, Config, TlsMode};
+use rpcap::addr::canonical;
 
 pub mod dialer;
 pub mod linger;

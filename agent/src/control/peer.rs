@@ -16,9 +16,9 @@ use rpcap::ErrorCode;
 use super::linger::Lingering;
 use super::tls::{Conn, Sniffed};
 use crate::auth::{Backoff, Verifier};
-use crate::filter::canonical;
 use crate::host::CaptureHost;
 use crate::session::{Answer, Command, Ended, Input, PasswordCheck, Session};
+use rpcap::addr::canonical;
 
 /// Who the peer is to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

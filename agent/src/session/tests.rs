@@ -25,13 +25,7 @@ struct Fake {
 
 impl Fake {
     fn new() -> Fake {
-        let addr = |a: &str| IfAddr {
-            addr: a.parse().unwrap(),
-            netmask: None,
-            broadaddr: None,
-            dstaddr: None,
-            scope_id: 0,
-        };
+        let addr = |a: &str| IfAddr::from(a.parse::<IpAddr>().unwrap());
         Fake {
             ifaces: vec![
                 Interface {
