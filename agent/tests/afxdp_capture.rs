@@ -12,9 +12,11 @@ use rpcap::bpf::{Insn, Program};
 use xrpcap_testkit::netns::xdp_attached;
 use xrpcap_testkit::{caps, Netns};
 use xrpcapd::capture::afxdp::program::FilterPlace;
-use xrpcapd::capture::afxdp::{AfXdp, AfXdpConfig};
+use xrpcapd::capture::afxdp::AfXdp;
+use xrpcapd::capture::Request;
 use xrpcapd::capture::{Polled, Source};
 use xrpcapd::datapath::{Transport, Worker};
+use xrpcapd::settings::Backend;
 use xrpcapd::settings::{BusyPoll, XdpMode, XdpSettings};
 
 const PORT: u16 = 7001;
@@ -45,18 +47,20 @@ fn pair() -> NetnsPair {
 
 /// The capture settings the tests share: c0, whole frames, 4 MiB of RingSize
 /// (raised to the UMEM floor), every queue, nothing replaced or dropped.
-fn xdp_cfg(filter: &Program, mode: XdpMode) -> AfXdpConfig<'_> {
-    AfXdpConfig {
-        ifname: "c0",
+fn xdp_cfg(filter: &Program, mode: XdpMode) -> Request {
+    Request {
+        ifname: "c0".into(),
+        backend: Backend::AfXdp,
         snaplen: 65535,
-        filter,
+        promisc: false,
+        read_timeout: Duration::from_millis(30),
+        filter: filter.clone(),
         xdp: XdpSettings {
             mode,
             ..XdpSettings::default()
         },
         own: None,
-        umem_bytes: 4 << 20,
-        queues: 0,
+        ring_bytes: 4 << 20,
     }
 }
 
@@ -308,8 +312,8 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
     let ns = pair();
     let tx = ns.gen_sender();
     let filter = compile(&format!("udp dst port {PORT}"));
-    let cfg = AfXdpConfig {
-        umem_bytes: 4 << 20, // below the floor: raised to it
+    let cfg = Request {
+        ring_bytes: 4 << 20, // below the floor: raised to it
         ..xdp_cfg(&filter, XdpMode::Native)
     };
     let t0 = Instant::now();
@@ -366,8 +370,8 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
     };
     caps::drop_effective(caps::CAP_IPC_LOCK);
     let filter = compile(&format!("udp dst port {PORT}"));
-    let cfg = AfXdpConfig {
-        umem_bytes: 0,
+    let cfg = Request {
+        ring_bytes: 0,
         ..xdp_cfg(&filter, XdpMode::Generic)
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP with a smaller UMEM");
@@ -421,12 +425,11 @@ fn one_round_takes_as_many_jumbo_frames_as_small_ones() {
     let ns = NetnsPair::new(); // MTU 9000
     let tx = ns.gen_sender();
     let filter = compile(&format!("udp dst port {PORT}"));
-    let cfg = AfXdpConfig {
-        umem_bytes: 0,
-        queues: 1,
+    let cfg = Request {
+        ring_bytes: 0,
         ..xdp_cfg(&filter, XdpMode::Generic)
     };
-    let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
+    let mut src = AfXdp::open_queues(&cfg, 1).expect("open AF_XDP");
     send(&tx, PORT, 9014, 200, 0);
     assert!(wait_for(Duration::from_secs(5), || src
         .xdp_counters()
@@ -591,8 +594,8 @@ fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     let m = MultiQueue::new();
     m.cap.switch_thread();
     let filter = compile("udp dst port 7100");
-    let cfg = AfXdpConfig {
-        umem_bytes: 0,
+    let cfg = Request {
+        ring_bytes: 0,
         ..xdp_cfg(&filter, XdpMode::Native)
     };
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP on 4 queues");
@@ -765,9 +768,9 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     ns.cap.switch_thread();
     // The namespace's loopback: no driver XDP (no dummy module here).
     let filter = accept_all();
-    let mut cfg = AfXdpConfig {
-        ifname: "lo",
-        umem_bytes: 1 << 20,
+    let mut cfg = Request {
+        ifname: "lo".into(),
+        ring_bytes: 1 << 20,
         ..xdp_cfg(&filter, XdpMode::Native)
     };
     let e = AfXdp::open(&cfg)
@@ -904,8 +907,8 @@ fn ipv6_prefixes_are_applied_in_xdp() {
         let ns = pair();
         ns.cap.switch_thread();
         let filter = compile("ip6 net 2001:db8:1::/48");
-        let cfg = AfXdpConfig {
-            umem_bytes: 1 << 20,
+        let cfg = Request {
+            ring_bytes: 1 << 20,
             ..xdp_cfg(&filter, mode)
         };
         let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
@@ -1326,11 +1329,8 @@ fn stamps_follow_the_sending_gaps(mode: XdpMode) {
     for (filter, in_xdp) in [(&exact, true), (&cut, false)] {
         for size in [100, 9014] {
             let what = format!("{mode}, filter in XDP {in_xdp}, {size} B");
-            let cfg = AfXdpConfig {
-                queues: 1,
-                ..xdp_cfg(filter, mode)
-            };
-            let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
+            let cfg = xdp_cfg(filter, mode);
+            let mut src = AfXdp::open_queues(&cfg, 1).expect("open AF_XDP");
             assert_eq!(src.filter_in_xdp(), in_xdp, "{what}");
             let mut sent = Vec::new();
             for i in 0..N {

@@ -25,8 +25,8 @@ use sys::eventfd::EventFd;
 
 use crate::filter::OwnTraffic;
 use crate::settings::{Backend, XdpSettings};
-use afpacket::{AfPacket, AfPacketConfig};
-use afxdp::{AfXdp, AfXdpConfig};
+use afpacket::AfPacket;
+use afxdp::AfXdp;
 use file::FileSource;
 
 /// What one capture reads, as the host resolved it at STARTCAP: built once,
@@ -96,15 +96,7 @@ pub fn open(req: &Request, wake: &EventFd) -> Result<AnySource, OpenError> {
     };
     Ok(match &req.backend {
         Backend::AfPacket => {
-            let cfg = AfPacketConfig {
-                ifname: &req.ifname,
-                snaplen: req.snaplen,
-                promisc: req.promisc,
-                block_timeout: block_timeout(req.read_timeout),
-                ring_bytes: req.ring_bytes,
-                filter: &req.filter,
-            };
-            let mut src = AfPacket::open(&cfg).map_err(interface)?;
+            let mut src = AfPacket::open(req).map_err(interface)?;
             src.set_wake_fd(wake.try_clone_fd().map_err(OpenError::Wake)?);
             AnySource::AfPacket(src)
         }
@@ -118,16 +110,7 @@ pub fn open(req: &Request, wake: &EventFd) -> Result<AnySource, OpenError> {
             AnySource::File(src)
         }
         Backend::AfXdp => {
-            let cfg = AfXdpConfig {
-                ifname: &req.ifname,
-                snaplen: req.snaplen,
-                filter: &req.filter,
-                xdp: req.xdp.clone(),
-                own: req.own,
-                umem_bytes: req.ring_bytes,
-                queues: 0,
-            };
-            let mut src = AfXdp::open(&cfg).map_err(|e| match e {
+            let mut src = AfXdp::open(req).map_err(|e| match e {
                 CaptureError::Io { source, .. } => interface(source),
                 source => OpenError::AfXdp {
                     ifname: req.ifname.clone(),
@@ -138,15 +121,6 @@ pub fn open(req: &Request, wake: &EventFd) -> Result<AnySource, OpenError> {
             AnySource::AfXdp(Box::new(src))
         }
     })
-}
-
-/// The ring hands a block over at the latest after this: short enough that
-/// a quiet link's frames reach the framer well within the read timeout (the
-/// framer's own flush then adds at most the read timeout).
-fn block_timeout(read_timeout: Duration) -> Duration {
-    read_timeout
-        .min(Duration::from_millis(20))
-        .max(Duration::from_millis(1))
 }
 
 /// One captured frame, borrowed from the source until the callback returns.

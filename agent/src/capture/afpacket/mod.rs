@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use rpcap::bpf::{Insn, Program};
 
 use self::ring::Ring;
-use super::{CaptureError, Frame, Polled, Source, SourceStats};
+use super::{CaptureError, Frame, Polled, Request, Source, SourceStats};
 
 /// `enum tpacket_versions`: TPACKET_V3 (libc does not export the enum value).
 const TPACKET_V3: libc::c_int = 2;
@@ -50,18 +50,13 @@ const BLOCK_OVERHEAD: usize = 4096;
 /// How often an interface that went down is checked for having been deleted.
 const DOWN_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
-/// What to open.
-#[derive(Debug, Clone)]
-pub struct AfPacketConfig<'a> {
-    pub ifname: &'a str,
-    pub snaplen: u32,
-    pub promisc: bool,
-    /// A block is handed to user space at the latest this long after its first frame.
-    pub block_timeout: Duration,
-    /// Total ring size in bytes (0: [`DEFAULT_RING_BYTES`]).
-    pub ring_bytes: usize,
-    /// The capture's filter, run by the kernel.
-    pub filter: &'a Program,
+/// The ring hands a block over at the latest after this: short enough that
+/// a quiet link's frames reach the framer well within the read timeout (the
+/// framer's own flush then adds at most the read timeout).
+fn block_timeout(read_timeout: Duration) -> Duration {
+    read_timeout
+        .min(Duration::from_millis(20))
+        .max(Duration::from_millis(1))
 }
 
 /// Block geometry of the ring.
@@ -120,17 +115,21 @@ pub struct AfPacket {
 }
 
 impl AfPacket {
-    /// Opens the ring on `cfg.ifname` and attaches `cfg.filter`.
-    pub fn open(cfg: &AfPacketConfig<'_>) -> Result<AfPacket, io::Error> {
-        let ifindex = sys::ifreq::ifindex(cfg.ifname)?;
-        let geometry = RingGeometry::for_ring(cfg.ring_bytes, cfg.snaplen);
+    /// Opens the ring on `req.ifname` and attaches `req.filter`; reads the
+    /// request's snaplen, promisc, read timeout and ring size (`ring_bytes`,
+    /// 0: [`DEFAULT_RING_BYTES`]).
+    pub fn open(req: &Request) -> Result<AfPacket, io::Error> {
+        let ifindex = sys::ifreq::ifindex(&req.ifname)?;
+        let geometry = RingGeometry::for_ring(req.ring_bytes, req.snaplen);
 
         let fd = sys::socket::socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
 
         attach_filter(&fd, &[Insn::new(0x06, 0, 0, 0)])?;
         sys::sockopt::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
-        let tov_ms = cfg.block_timeout.as_millis().clamp(1, u32::MAX as u128) as libc::c_uint;
-        let req = libc::tpacket_req3 {
+        let tov_ms = block_timeout(req.read_timeout)
+            .as_millis()
+            .clamp(1, u32::MAX as u128) as libc::c_uint;
+        let ring_req = libc::tpacket_req3 {
             tp_block_size: geometry.block_size as libc::c_uint,
             tp_block_nr: geometry.block_nr as libc::c_uint,
             tp_frame_size: FRAME_SIZE as libc::c_uint,
@@ -139,20 +138,20 @@ impl AfPacket {
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
         };
-        sys::sockopt::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+        sys::sockopt::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &ring_req)?;
 
         let ring = Ring::map(&fd, geometry)?;
         let mut cap = AfPacket {
             ring,
             fd,
-            ifname: cfg.ifname.to_owned(),
+            ifname: req.ifname.to_owned(),
             ifindex,
             geometry,
             cur: 0,
-            snaplen: cfg.snaplen,
+            snaplen: req.snaplen,
             kernel_drops: 0,
             vlan_buf: vec![0; geometry.block_size + 4],
-            filter: cfg.filter.clone(),
+            filter: req.filter.clone(),
             vlan_filtered: 0,
             down_since: None,
             last_down_check: Instant::now(),
@@ -163,7 +162,7 @@ impl AfPacket {
             &cap.fd,
             &sys::socket::sockaddr_ll(ifindex, libc::ETH_P_ALL as u16),
         )?;
-        if cfg.promisc {
+        if req.promisc {
             let mut mreq: libc::packet_mreq = sys::sockopt::zeroed();
             mreq.mr_ifindex = ifindex as libc::c_int;
             mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
@@ -176,7 +175,7 @@ impl AfPacket {
             )?;
         }
         cap.drain();
-        attach_filter(&cap.fd, &kernel_filter(cfg.filter.insns()))?;
+        attach_filter(&cap.fd, &kernel_filter(req.filter.insns()))?;
         // Whatever the drop-all filter let through (nothing) and the stats
         // counted so far belong to the set-up, not to the capture.
         let _ = cap.read_kernel_stats();
@@ -474,20 +473,22 @@ mod tests {
 
     #[test]
     fn unknown_interface_is_an_error_not_a_panic() {
-        let all = Program::accept_all();
-        let cfg = AfPacketConfig {
-            ifname: "no-such-if0",
+        let req = Request {
+            ifname: "no-such-if0".into(),
+            backend: crate::settings::Backend::AfPacket,
+            xdp: Default::default(),
+            own: None,
             snaplen: 100,
             promisc: false,
-            block_timeout: Duration::from_millis(10),
+            read_timeout: Duration::from_millis(10),
+            filter: Program::accept_all(),
             ring_bytes: 0,
-            filter: &all,
         };
-        assert!(AfPacket::open(&cfg).is_err());
-        let cfg = AfPacketConfig {
-            ifname: "bad\0name",
-            ..cfg
+        assert!(AfPacket::open(&req).is_err());
+        let req = Request {
+            ifname: "bad\0name".into(),
+            ..req
         };
-        assert!(AfPacket::open(&cfg).is_err());
+        assert!(AfPacket::open(&req).is_err());
     }
 }

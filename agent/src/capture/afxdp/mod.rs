@@ -70,9 +70,8 @@ use self::chain::MAX_PIECES;
 use self::program::{FilterPlace, XdpCounters, XdpProgram};
 use self::socket::{Xsk, XskStats};
 use self::stamp::RoundClock;
-use super::{CaptureError, Frame, Polled, Source, SourceStats};
-use crate::filter::OwnTraffic;
-use crate::settings::{BusyPoll, XdpMode, XdpSettings, DEFAULT_RING_SIZE};
+use super::{CaptureError, Frame, Polled, Request, Source, SourceStats};
+use crate::settings::{BusyPoll, XdpMode, DEFAULT_RING_SIZE};
 
 /// Frames read from one socket per round, so every queue gets its turn.
 const BATCH: u32 = 256;
@@ -136,26 +135,6 @@ fn truncate<'a>(parts: &[&'a [u8]], n: usize, out: &mut [&'a [u8]; MAX_PIECES]) 
         k += 1;
     }
     k
-}
-
-/// What to open.
-#[derive(Debug, Clone)]
-pub struct AfXdpConfig<'a> {
-    pub ifname: &'a str,
-    pub snaplen: u32,
-    /// The capture's filter: run in XDP if it translates exactly,
-    /// otherwise in user space on every frame.
-    pub filter: &'a Program,
-    /// `XdpMode`, `XdpReplace`, `XdpDropRejected`, `XdpBusyPoll` (the
-    /// interfaces are the host's business: it chose this source).
-    pub xdp: XdpSettings,
-    /// Own traffic: left to the stack by the XDP program.
-    pub own: Option<OwnTraffic>,
-    /// RingSize: UMEM bytes for all queues together, raised to a floor
-    /// (0: the default RingSize); see `socket::frames_per_queue`.
-    pub umem_bytes: usize,
-    /// RX queues to serve (0: every queue of the interface).
-    pub queues: u32,
 }
 
 /// An open AF_XDP capture.
@@ -266,45 +245,56 @@ fn mem_available() -> Option<usize> {
 
 impl AfXdp {
     /// Loads the program, binds a socket per RX queue, then attaches.
-    pub fn open(cfg: &AfXdpConfig<'_>) -> Result<AfXdp, CaptureError> {
+    /// Reads the request's interface, snaplen, filter, `xdp` (`XdpMode`,
+    /// `XdpReplace`, `XdpDropRejected`, `XdpBusyPoll`: the interfaces are the
+    /// host's business, it chose this source), `own` (left to the stack by
+    /// the XDP program) and `ring_bytes` (RingSize: UMEM bytes for all
+    /// queues together, raised to a floor; 0: the default RingSize; see
+    /// `socket::frames_per_queue`). Serves every RX queue.
+    pub fn open(req: &Request) -> Result<AfXdp, CaptureError> {
+        AfXdp::open_queues(req, 0)
+    }
+
+    /// [`AfXdp::open`] serving the first `queues` RX queues (0: every queue).
+    pub fn open_queues(req: &Request, queues: u32) -> Result<AfXdp, CaptureError> {
         let err = |e: program::XdpError| CaptureError::Format(e.to_string());
-        let filter = cfg.filter.clone();
+        let filter = req.filter.clone();
         let ifindex =
-            sys::ifreq::ifindex(cfg.ifname).map_err(|e| CaptureError::io("interface", e))?;
+            sys::ifreq::ifindex(&req.ifname).map_err(|e| CaptureError::io("interface", e))?;
         let started_ns = stamp::monotonic_ns();
-        let mut prog = XdpProgram::load(cfg.ifname).map_err(err)?;
-        let flows = cfg.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
+        let mut prog = XdpProgram::load(&req.ifname).map_err(err)?;
+        let flows = req.own.as_ref().map(Flow::own_traffic).unwrap_or_default();
         prog.set_own(&flows).map_err(err)?;
         prog.set_rules(
             &XdpRules::derive(filter.insns(), &RULE_LIMITS),
-            cfg.xdp.drop_rejected,
+            req.xdp.drop_rejected,
             !flows.is_empty(),
         )
         .map_err(err)?;
         // Before attaching: the first frame already meets the exact filter.
-        let place = prog.set_filter(&filter, cfg.xdp.drop_rejected);
+        let place = prog.set_filter(&filter, req.xdp.drop_rejected);
         let judge = match place {
             FilterPlace::Kernel { keep } => Judge::Kernel { keep },
             FilterPlace::UserSpace { .. } => Judge::User,
         };
 
-        let queues = if cfg.queues == 0 {
-            rx_queues(cfg.ifname)
+        let queues = if queues == 0 {
+            rx_queues(&req.ifname)
         } else {
-            cfg.queues
+            queues
         };
-        let ring_bytes = if cfg.umem_bytes == 0 {
+        let ring_bytes = if req.ring_bytes == 0 {
             DEFAULT_RING_SIZE
         } else {
-            cfg.umem_bytes
+            req.ring_bytes
         };
         let mut frames = socket::frames_per_queue(ring_bytes, queues, mem_available());
         // Frames up to the MTU (with Ethernet and two VLAN tags) in one chunk:
         // then no frame needs a chain, and zero-copy without multi-buffer
         // loses nothing.
-        let mtu = sys::ifreq::mtu(cfg.ifname).ok();
+        let mtu = sys::ifreq::mtu(&req.ifname).ok();
         let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= socket::CHUNK_FRAME);
-        let try_zc = cfg.xdp.mode != XdpMode::Generic;
+        let try_zc = req.xdp.mode != XdpMode::Generic;
         let mut sockets = loop {
             let opened: std::io::Result<Vec<Xsk>> = (0..queues)
                 .map(|q| Xsk::open(ifindex, q, frames, try_zc, mtu_fits))
@@ -319,7 +309,7 @@ impl AfXdp {
                 {
                     log::info!(
                         "{}: AF_XDP UMEM of {frames} frames per queue refused ({e}); trying {}",
-                        cfg.ifname,
+                        &req.ifname,
                         frames / 2
                     );
                     frames /= 2;
@@ -330,8 +320,8 @@ impl AfXdp {
         for (q, s) in (0..).zip(&sockets) {
             prog.set_socket(q, s.fd()).map_err(err)?;
         }
-        let busy = busy_poll_all(cfg.ifname, &mut sockets, cfg.xdp.busy_poll);
-        let mode = prog.attach(cfg.xdp.mode, cfg.xdp.replace).map_err(err)?;
+        let busy = busy_poll_all(&req.ifname, &mut sockets, req.xdp.busy_poll);
+        let mode = prog.attach(req.xdp.mode, req.xdp.replace).map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
         let mb = sockets.iter().all(|s| s.info.multi_buffer);
         let umem_mib = (frames * socket::CHUNK_SIZE * queues as usize) >> 20;
@@ -340,7 +330,7 @@ impl AfXdp {
              {queues} queue(s) of {frames} frames = {umem_mib} MiB UMEM, {} ms at 1 Mpps): \
              frames redirected to the capture are taken away from the host's stack, and \
              only ingress is seen: use it on mirror/SPAN/tap interfaces only",
-            cfg.ifname,
+            &req.ifname,
             if zc { "zero-copy" } else { "copy-mode" },
             if mb { "on" } else { "off" },
             frames * queues as usize / 1000,
@@ -354,11 +344,11 @@ impl AfXdp {
             log::warn!(
                 "{}: the kernel or driver refused AF_XDP multi-buffer (XDP_USE_SG, Linux >= 6.6): \
                  frames longer than {largest} bytes (MTU {}) are dropped and counted as kernel drops",
-                cfg.ifname,
+                &req.ifname,
                 mtu.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
             );
         }
-        log_place(cfg.ifname, &place);
+        log_place(&req.ifname, &place);
         let pfds = sockets
             .iter()
             .map(|s| libc::pollfd {
@@ -370,12 +360,12 @@ impl AfXdp {
         Ok(AfXdp {
             sockets,
             prog,
-            ifname: cfg.ifname.to_owned(),
+            ifname: req.ifname.clone(),
             filter,
             judge,
             place,
-            snaplen: cfg.snaplen,
-            drop_rejected: cfg.xdp.drop_rejected,
+            snaplen: req.snaplen,
+            drop_rejected: req.xdp.drop_rejected,
             own: !flows.is_empty(),
             filtered_out: 0,
             joined: Vec::new(),
