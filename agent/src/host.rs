@@ -28,7 +28,7 @@ use crate::datapath::UpdateError;
 use crate::datapath::{CaptureSpec, DataStream, Transport, Worker};
 use crate::iface;
 use crate::session::{Answer, DataChannel, HostCommand, HostError, StartRequest};
-use crate::settings::{Backend, CaptureChoice, Config, XdpSettings};
+use crate::settings::{Backend, CaptureChoice, CaptureSettings, Config};
 
 /// What a session needs from the machine: interfaces and captures.
 pub trait CaptureHost {
@@ -102,28 +102,20 @@ const ACCEPT_SLICE: Duration = Duration::from_millis(50);
 /// Starts captures with the datapath, as configured.
 #[derive(Debug)]
 pub struct WorkerHost {
-    backend: Backend,
-    /// The `Xdp*` keys, also for a session whose ActiveClient line says
-    /// `capture=afxdp` while `Capture` does not.
-    xdp: XdpSettings,
-    send_buffer: usize,
-    ring_size: usize,
-    cpus: Vec<usize>,
+    /// The configuration's capture settings, handed to every capture as they
+    /// are: the host only resolves what is per capture (backend, CPU, own
+    /// traffic, filter), the sources read the rest.
+    settings: Arc<CaptureSettings>,
+    /// Index of the next `WorkerCpu` to hand out.
     next_cpu: usize,
-    dry_run: bool,
     tls: Option<Arc<ServerConfig>>,
 }
 
 impl WorkerHost {
     pub fn new(cfg: &Config) -> WorkerHost {
         WorkerHost {
-            backend: cfg.backend.clone(),
-            xdp: cfg.xdp.clone(),
-            send_buffer: cfg.send_buffer,
-            ring_size: cfg.ring_size,
-            cpus: cfg.worker_cpus.clone(),
+            settings: Arc::new(cfg.capture.clone()),
             next_cpu: 0,
-            dry_run: cfg.dry_run,
             tls: None,
         }
     }
@@ -135,12 +127,12 @@ impl WorkerHost {
     }
 
     fn spec(&mut self, req: StartRequest, transport: Transport) -> CaptureSpec {
-        let backend = match (req.capture, &self.backend) {
+        let backend = match (req.capture, &self.settings.backend) {
             // The sensor's ActiveClient line chose (`capture=`).
             (Some(CaptureChoice::AfPacket), _) => Backend::AfPacket,
             (Some(CaptureChoice::AfXdp), _) => Backend::AfXdp,
             // AF_XDP only where the operator named it (or as the default).
-            (None, Backend::AfXdp) if self.xdp.covers(&req.ifname) => Backend::AfXdp,
+            (None, Backend::AfXdp) if self.settings.xdp.covers(&req.ifname) => Backend::AfXdp,
             (None, Backend::AfXdp) => Backend::AfPacket,
             (None, b) => b.clone(),
         };
@@ -148,19 +140,16 @@ impl WorkerHost {
             capture: capture::Request {
                 ifname: req.ifname,
                 backend,
-                xdp: self.xdp.clone(),
+                settings: self.settings.clone(),
                 own: Some(req.own),
                 snaplen: req.snaplen,
                 promisc: req.promisc,
                 read_timeout: req.read_timeout,
                 filter: req.filter,
-                ring_bytes: self.ring_size,
             },
             sampling: req.sampling,
             transport,
-            sndbuf: self.send_buffer,
             cpu: self.pick_cpu(),
-            dry_run: self.dry_run,
         }
     }
 
@@ -174,10 +163,8 @@ impl WorkerHost {
 
     /// The CPUs of `WorkerCpu`, handed out in turn.
     fn pick_cpu(&mut self) -> Option<usize> {
-        let cpu = self
-            .cpus
-            .get(self.next_cpu % self.cpus.len().max(1))
-            .copied();
+        let cpus = &self.settings.worker_cpus;
+        let cpu = cpus.get(self.next_cpu % cpus.len().max(1)).copied();
         self.next_cpu = self.next_cpu.wrapping_add(1);
         cpu
     }
@@ -358,13 +345,8 @@ impl WorkerHost {
         let relay = Arc::new(Mutex::new(None));
         // The worker is started by the accept thread with this host's settings.
         let mut host = WorkerHost {
-            backend: self.backend.clone(),
-            xdp: self.xdp.clone(),
-            send_buffer: self.send_buffer,
-            ring_size: self.ring_size,
-            cpus: Vec::new(),
+            settings: self.settings.clone(),
             next_cpu: 0,
-            dry_run: self.dry_run,
             tls: None,
         };
         let cpu = self.pick_cpu();
@@ -416,7 +398,7 @@ impl CaptureHost for WorkerHost {
 
     /// With `Capture = file:PATH` every name opens the file: its link type.
     fn linktype(&mut self, ifname: &str) -> io::Result<i32> {
-        match &self.backend {
+        match &self.settings.backend {
             Backend::AfPacket | Backend::AfXdp => iface::linktype(ifname),
             Backend::File(path) => pcap::Capture::from_file(path)
                 .map(|c| c.get_datalink().0)

@@ -34,7 +34,7 @@ fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Config> 
     if let Some(expr) = &cfg.local_filter {
         filter::check_local(expr).context("LocalFilter")?;
     }
-    if let Backend::File(path) = &cfg.backend {
+    if let Backend::File(path) = &cfg.capture.backend {
         if !path.is_file() {
             bail!("Capture = file:{}: no such file", path.display());
         }

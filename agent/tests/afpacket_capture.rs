@@ -351,7 +351,7 @@ fn dry_run_frames_but_sends_nothing() {
             size: 1472,
         },
     );
-    s.dry_run = true;
+    s.capture.settings_mut().dry_run = true;
     let worker = Worker::start(s).expect("start");
     send(&tx, PORT, 500, 12, 0);
     assert!(wait_for(LIMIT, || worker.counters().received == 12));

@@ -132,8 +132,8 @@ fn bench_afxdp_against_afpacket() {
                 },
             );
             set_source(&mut s, b.clone());
-            s.capture.ring_bytes = 32 << 20;
-            s.dry_run = true;
+            s.capture.settings_mut().ring_size = 32 << 20;
+            s.capture.settings_mut().dry_run = true;
             // The worker on CPU 1, trafgen on CPU 0 (forward.sh's layout).
             s.cpu = Some(1);
             let w = Worker::start(s).unwrap();

@@ -5,6 +5,7 @@
 mod datapath_support;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
@@ -17,7 +18,7 @@ use xrpcapd::capture::Request;
 use xrpcapd::capture::{Polled, Source};
 use xrpcapd::datapath::{Transport, Worker};
 use xrpcapd::settings::Backend;
-use xrpcapd::settings::{BusyPoll, XdpMode, XdpSettings};
+use xrpcapd::settings::{BusyPoll, CaptureSettings, XdpMode, XdpSettings};
 
 const PORT: u16 = 7001;
 const OTHER: u16 = 7002;
@@ -55,13 +56,22 @@ fn xdp_cfg(filter: &Program, mode: XdpMode) -> Request {
         promisc: false,
         read_timeout: Duration::from_millis(30),
         filter: filter.clone(),
-        xdp: XdpSettings {
-            mode,
-            ..XdpSettings::default()
-        },
+        settings: Arc::new(CaptureSettings {
+            xdp: XdpSettings {
+                mode,
+                ..XdpSettings::default()
+            },
+            ring_size: 4 << 20,
+            ..CaptureSettings::default()
+        }),
         own: None,
-        ring_bytes: 4 << 20,
     }
+}
+
+/// `req` with a `RingSize` of `bytes`.
+fn with_ring(mut req: Request, bytes: usize) -> Request {
+    req.settings_mut().ring_size = bytes;
+    req
 }
 
 /// Whether the program is gone after a capture stopped: at once, or within
@@ -312,10 +322,8 @@ fn a_stalled_reader_loses_nothing_up_to_the_umem_depth() {
     let ns = pair();
     let tx = ns.gen_sender();
     let filter = compile(&format!("udp dst port {PORT}"));
-    let cfg = Request {
-        ring_bytes: 4 << 20, // below the floor: raised to it
-        ..xdp_cfg(&filter, XdpMode::Native)
-    };
+    // 4 MiB is below the floor: raised to it.
+    let cfg = with_ring(xdp_cfg(&filter, XdpMode::Native), 4 << 20);
     let t0 = Instant::now();
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
     let open_time = t0.elapsed();
@@ -370,10 +378,7 @@ fn a_umem_over_the_memlock_limit_is_halved_until_it_fits() {
     };
     caps::drop_effective(caps::CAP_IPC_LOCK);
     let filter = compile(&format!("udp dst port {PORT}"));
-    let cfg = Request {
-        ring_bytes: 0,
-        ..xdp_cfg(&filter, XdpMode::Generic)
-    };
+    let cfg = with_ring(xdp_cfg(&filter, XdpMode::Generic), 0);
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP with a smaller UMEM");
     let depth = src.queue_depth();
     eprintln!("RLIMIT_MEMLOCK {lim} B: {depth} frames");
@@ -425,10 +430,7 @@ fn one_round_takes_as_many_jumbo_frames_as_small_ones() {
     let ns = NetnsPair::new(); // MTU 9000
     let tx = ns.gen_sender();
     let filter = compile(&format!("udp dst port {PORT}"));
-    let cfg = Request {
-        ring_bytes: 0,
-        ..xdp_cfg(&filter, XdpMode::Generic)
-    };
+    let cfg = with_ring(xdp_cfg(&filter, XdpMode::Generic), 0);
     let mut src = AfXdp::open_queues(&cfg, 1).expect("open AF_XDP");
     send(&tx, PORT, 9014, 200, 0);
     assert!(wait_for(Duration::from_secs(5), || src
@@ -594,10 +596,7 @@ fn multi_queue_veth_gets_a_socket_per_queue_and_loses_nothing() {
     let m = MultiQueue::new();
     m.cap.switch_thread();
     let filter = compile("udp dst port 7100");
-    let cfg = Request {
-        ring_bytes: 0,
-        ..xdp_cfg(&filter, XdpMode::Native)
-    };
+    let cfg = with_ring(xdp_cfg(&filter, XdpMode::Native), 0);
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP on 4 queues");
     assert_eq!(src.queue_frames().len(), 4);
     // 64 flows (source ports), each from its own socket, sent from gen.
@@ -768,17 +767,19 @@ fn an_interface_without_native_xdp_falls_back_or_errors_clearly() {
     ns.cap.switch_thread();
     // The namespace's loopback: no driver XDP (no dummy module here).
     let filter = accept_all();
-    let mut cfg = Request {
-        ifname: "lo".into(),
-        ring_bytes: 1 << 20,
-        ..xdp_cfg(&filter, XdpMode::Native)
-    };
+    let mut cfg = with_ring(
+        Request {
+            ifname: "lo".into(),
+            ..xdp_cfg(&filter, XdpMode::Native)
+        },
+        1 << 20,
+    );
     let e = AfXdp::open(&cfg)
         .expect_err("lo has no native XDP")
         .to_string();
     assert!(e.contains("native"), "{e}");
     assert!(!xdp_attached(&ns.cap, "lo"));
-    cfg.xdp.mode = XdpMode::Auto;
+    cfg.settings_mut().xdp.mode = XdpMode::Auto;
     let src = AfXdp::open(&cfg).expect("auto falls back to generic");
     assert_eq!(src.xdp_mode(), XdpMode::Generic);
     assert!(ip(&["-n", ns.cap.name(), "link", "show", "lo"]).contains("xdpgeneric"));
@@ -907,10 +908,7 @@ fn ipv6_prefixes_are_applied_in_xdp() {
         let ns = pair();
         ns.cap.switch_thread();
         let filter = compile("ip6 net 2001:db8:1::/48");
-        let cfg = Request {
-            ring_bytes: 1 << 20,
-            ..xdp_cfg(&filter, mode)
-        };
+        let cfg = with_ring(xdp_cfg(&filter, mode), 1 << 20);
         let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
         let mut inside = Vec::new();
         let mut outside = Vec::new();
@@ -1002,7 +1000,7 @@ fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     m.cap.switch_thread();
     let filter = compile("udp dst port 7100");
     let mut cfg = xdp_cfg(&filter, XdpMode::Native);
-    cfg.xdp.busy_poll = BusyPoll::On { budget: 16 };
+    cfg.settings_mut().xdp.busy_poll = BusyPoll::On { budget: 16 };
     let src = AfXdp::open(&cfg).expect("open with busy polling");
     let want = xrpcapd::capture::afxdp::busy_poll::Settings {
         prefer: true,
@@ -1015,7 +1013,7 @@ fn busy_poll_sockets_carry_the_options_and_deliver_byte_exact() {
     }
     assert!(src.busy_polling());
     drop(src);
-    cfg.xdp.busy_poll = BusyPoll::Off;
+    cfg.settings_mut().xdp.busy_poll = BusyPoll::Off;
     let src = AfXdp::open(&cfg).expect("open without");
     assert!(!src.busy_polling());
     assert!(src
@@ -1136,7 +1134,7 @@ fn deliver(ns: &NetnsPair, filter: &Program, drop_rejected: bool) -> Delivered {
     let host = std::net::UdpSocket::bind((CAP_IP, PORT)).expect("host socket");
     host.set_nonblocking(true).unwrap();
     let mut cfg = xdp_cfg(filter, XdpMode::Generic);
-    cfg.xdp.drop_rejected = drop_rejected;
+    cfg.settings_mut().xdp.drop_rejected = drop_rejected;
     let mut src = AfXdp::open(&cfg).expect("open AF_XDP");
     send_all(&tx, 0);
     let frames = poll_frames(&mut src);

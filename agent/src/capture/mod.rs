@@ -18,28 +18,33 @@ pub mod file;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rpcap::bpf::Program;
 use sys::eventfd::EventFd;
 
 use crate::filter::OwnTraffic;
-use crate::settings::{Backend, XdpSettings};
+use crate::settings::{Backend, CaptureSettings};
 use afpacket::AfPacket;
 use afxdp::AfXdp;
 use file::FileSource;
 
 /// What one capture reads, as the host resolved it at STARTCAP: built once,
-/// then read by reference by [`open`] and the sources. A new capture option
-/// is a field here (or in [`XdpSettings`]) and the source that reads it.
+/// then read by reference by [`open`] and the sources. The operator's
+/// settings ride along as one shared value: a new capture option is a
+/// field of [`CaptureSettings`] and the source that reads it, nothing here.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub ifname: String,
     /// The source of this capture, resolved by the host (`Capture`, the
-    /// ActiveClient line's `capture=`, `XdpSettings::covers`).
+    /// ActiveClient line's `capture=`, `XdpSettings::covers`); the
+    /// sources go by this, not by `settings.backend`.
     pub backend: Backend,
-    /// Settings of an AF_XDP source (`Backend::AfXdp`).
-    pub xdp: XdpSettings,
+    /// The operator's capture settings (`RingSize`, the `Xdp*` keys,
+    /// `SendBuffer`, dry run...), shared by every capture started under
+    /// the same configuration.
+    pub settings: Arc<CaptureSettings>,
     /// Our own connections. Every source's filter already excludes them;
     /// the XDP program derives its flows from this to leave them to the
     /// stack (None: nothing of ours to leave out).
@@ -52,8 +57,14 @@ pub struct Request {
     /// The capture's one program: own-traffic exclusion AND local filter AND
     /// the sensor's filter, validated once by the session.
     pub filter: Program,
-    /// AF_PACKET ring / AF_XDP UMEM size in bytes (`RingSize`).
-    pub ring_bytes: usize,
+}
+
+impl Request {
+    /// The settings of this request alone, copied first if shared (for
+    /// tests and tools that vary one setting; the host never needs it).
+    pub fn settings_mut(&mut self) -> &mut CaptureSettings {
+        Arc::make_mut(&mut self.settings)
+    }
 }
 
 /// The source [`open`] gave: one monomorphised worker loop per kind.

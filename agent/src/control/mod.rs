@@ -506,7 +506,7 @@ fn session_config(cfg: &Config, mode: Mode, client: Option<&ActiveClient>) -> Se
         } else {
             cfg.udpstr_size
         },
-        ring_size: cfg.ring_size,
+        ring_size: cfg.capture.ring_size,
         local_filter: cfg.local_filter.clone(),
         log_stats: cfg.log_stats,
         auth: Arc::new(cfg.auth.clone()),

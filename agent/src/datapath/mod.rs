@@ -45,19 +45,16 @@ pub enum Transport {
 }
 
 /// Everything a worker needs to run one capture: the source's request and
-/// what happens after the source.
+/// what happens after the source. The worker reads `SendBuffer` and the dry
+/// run from the request's settings, as the sources read theirs.
 #[derive(Debug)]
 pub struct CaptureSpec {
     /// Read by the source (see [`capture::Request`]).
     pub capture: capture::Request,
     pub sampling: Sampling,
     pub transport: Transport,
-    /// UDP socket send buffer in bytes (`-u`).
-    pub sndbuf: usize,
-    /// CPU to pin the worker to.
+    /// CPU to pin the worker to (the host hands out `WorkerCpu` in turn).
     pub cpu: Option<usize>,
-    /// Dry run (`-y`): capture and count, send nothing.
-    pub dry_run: bool,
 }
 
 /// A capture that could not start.
@@ -181,7 +178,8 @@ impl Worker {
             Backpressure::Wait
         };
         let snaplen = spec.capture.snaplen as usize;
-        let (bp, sndbuf, dry) = (backpressure, spec.sndbuf, spec.dry_run);
+        let settings = &spec.capture.settings;
+        let (bp, sndbuf, dry) = (backpressure, settings.send_buffer, settings.dry_run);
         let run = Run {
             source,
             sampling: spec.sampling,
@@ -213,7 +211,7 @@ impl Worker {
             wake,
             shared,
             thread: Some(thread),
-            dry_run: spec.dry_run,
+            dry_run: dry,
         })
     }
 

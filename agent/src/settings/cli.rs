@@ -157,12 +157,12 @@ impl Cli {
         cfg.active_only |= self.active_only;
         cfg.syslog |= self.syslog;
         cfg.log_stats |= self.log_stats;
-        cfg.dry_run |= self.dry_run;
+        cfg.capture.dry_run |= self.dry_run;
         if let Some(s) = self.udpstr_size {
             cfg.udpstr_size = s;
         }
         if let Some(b) = self.send_buffer {
-            cfg.send_buffer = b;
+            cfg.capture.send_buffer = b;
         }
         if let Some(b) = &self.bind {
             cfg.passive.bind = Some(b.clone());
@@ -246,9 +246,11 @@ mod tests {
             Some("eth1")
         );
         assert_eq!(cfg.active_clients[2].port, 2003);
-        assert!(cfg.null_auth && cfg.active_only && cfg.syslog && cfg.log_stats && cfg.dry_run);
+        assert!(
+            cfg.null_auth && cfg.active_only && cfg.syslog && cfg.log_stats && cfg.capture.dry_run
+        );
         assert_eq!(cfg.udpstr_size, 0);
-        assert_eq!(cfg.send_buffer, 1 << 20);
+        assert_eq!(cfg.capture.send_buffer, 1 << 20);
         assert_eq!(cfg.passive.bind.as_deref(), Some("0.0.0.0"));
         assert!(cfg.passive.ipv4_only);
         assert_eq!(cfg.passive.clients, vec!["a", "b"]);

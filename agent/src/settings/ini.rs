@@ -114,37 +114,42 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "Capture",
         set: |c, v| {
-            (c.backend, c.xdp.interfaces) = parse_backend(v)?;
+            (c.capture.backend, c.capture.xdp.interfaces) = parse_backend(v)?;
             Ok(None)
         },
         show: |c| {
-            one(&match &c.backend {
+            one(&match &c.capture.backend {
                 Backend::AfPacket => "afpacket".to_string(),
                 Backend::File(p) => format!("file:{}", p.display()),
-                Backend::AfXdp if c.xdp.interfaces.is_empty() => "afxdp".to_string(),
-                Backend::AfXdp => format!("afxdp:{}", c.xdp.interfaces.join(",")),
+                Backend::AfXdp if c.capture.xdp.interfaces.is_empty() => "afxdp".to_string(),
+                Backend::AfXdp => format!("afxdp:{}", c.capture.xdp.interfaces.join(",")),
             })
         },
     },
-    field!("XdpMode", xdp.mode, parse_xdp_mode, one),
-    field!("XdpReplace", xdp.replace, parse_yes_no, lower_yes_no),
+    field!("XdpMode", capture.xdp.mode, parse_xdp_mode, one),
     field!(
-        "XdpDropRejected",
-        xdp.drop_rejected,
+        "XdpReplace",
+        capture.xdp.replace,
         parse_yes_no,
         lower_yes_no
     ),
-    field!("XdpBusyPoll", xdp.busy_poll, BusyPoll::parse, one),
+    field!(
+        "XdpDropRejected",
+        capture.xdp.drop_rejected,
+        parse_yes_no,
+        lower_yes_no
+    ),
+    field!("XdpBusyPoll", capture.xdp.busy_poll, BusyPoll::parse, one),
     field!("UdpStrSize", udpstr_size, parse_udpstr_size, one),
     field!(
         "SendBuffer",
-        send_buffer,
+        capture.send_buffer,
         |v| parse_bytes(v, MIN_SEND_BUFFER),
         one
     ),
     field!(
         "RingSize",
-        ring_size,
+        capture.ring_size,
         |v| parse_bytes(v, MIN_RING_SIZE),
         one
     ),
@@ -154,7 +159,7 @@ pub static KEYS: &[Key] = &[
         |v: &str| Ok::<_, String>((!v.is_empty()).then(|| v.to_string())),
         opt
     ),
-    field!("WorkerCpu", worker_cpus, parse_cpu_list, cpu_list),
+    field!("WorkerCpu", capture.worker_cpus, parse_cpu_list, cpu_list),
     field!(
         "LogLevel",
         log_level,
@@ -417,7 +422,7 @@ mod tests {
         );
         assert_eq!(c[3].capture, None);
         // The global key is untouched by a line's choice.
-        assert_eq!(p.config.backend, Backend::AfPacket);
+        assert_eq!(p.config.capture.backend, Backend::AfPacket);
         // Printed back as it was written (config dump, reload comparison).
         assert_eq!(
             c[0].to_string(),
@@ -464,12 +469,12 @@ mod tests {
              KeepaliveSecs = 0\nMaxBackoffSecs = 5\n",
         );
         let c = p.config;
-        assert_eq!(c.backend, Backend::File("/tmp/x.pcap".into()));
+        assert_eq!(c.capture.backend, Backend::File("/tmp/x.pcap".into()));
         assert_eq!(c.udpstr_size, 0);
-        assert_eq!(c.send_buffer, 4 << 20);
-        assert_eq!(c.ring_size, 65536);
+        assert_eq!(c.capture.send_buffer, 4 << 20);
+        assert_eq!(c.capture.ring_size, 65536);
         assert_eq!(c.local_filter.as_deref(), Some("not port 22"));
-        assert_eq!(c.worker_cpus, vec![0, 2, 3]);
+        assert_eq!(c.capture.worker_cpus, vec![0, 2, 3]);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
         assert_eq!(c.keepalive_secs, 0);
         assert_eq!(c.max_backoff_secs, 5);
@@ -480,8 +485,11 @@ mod tests {
             29
         );
         assert_eq!(parse("UdpStrSize = 65000").config.udpstr_size, 65000);
-        assert_eq!(parse("SendBuffer = 1g").config.send_buffer, 1 << 30);
-        assert_eq!(parse("SendBuffer = 64k").config.send_buffer, 64 << 10);
+        assert_eq!(parse("SendBuffer = 1g").config.capture.send_buffer, 1 << 30);
+        assert_eq!(
+            parse("SendBuffer = 64k").config.capture.send_buffer,
+            64 << 10
+        );
     }
 
     #[test]
@@ -670,10 +678,10 @@ mod tests {
 
     #[test]
     fn afxdp_is_explicit_and_takes_its_keys_in_any_order() {
-        assert_eq!(Config::default().backend, Backend::AfPacket);
+        assert_eq!(Config::default().capture.backend, Backend::AfPacket);
         let c = parse("XdpMode = generic\nXdpReplace = yes\nCapture = afxdp\n").config;
-        assert_eq!(c.backend, Backend::AfXdp);
-        let x = &c.xdp;
+        assert_eq!(c.capture.backend, Backend::AfXdp);
+        let x = &c.capture.xdp;
         assert_eq!(
             (x.mode, x.replace, x.drop_rejected),
             (XdpMode::Generic, true, false)
@@ -681,8 +689,8 @@ mod tests {
         assert!(x.covers("anything"));
         let c =
             parse("Capture = afxdp:span0, tap1\nXdpMode = native\nXdpDropRejected = yes\n").config;
-        assert_eq!(c.backend, Backend::AfXdp);
-        let x = &c.xdp;
+        assert_eq!(c.capture.backend, Backend::AfXdp);
+        let x = &c.capture.xdp;
         assert_eq!(x.interfaces, vec!["span0", "tap1"]);
         assert_eq!((x.mode, x.drop_rejected), (XdpMode::Native, true));
         assert!(x.covers("tap1") && !x.covers("eth0"));
@@ -709,8 +717,8 @@ mod tests {
             ("XdpBusyPoll = off\nCapture = afxdp:span0\n", BusyPoll::Off),
         ] {
             let c = parse(text).config;
-            assert_eq!(c.backend, Backend::AfXdp, "{text}");
-            assert_eq!(c.xdp.busy_poll, want, "{text}");
+            assert_eq!(c.capture.backend, Backend::AfXdp, "{text}");
+            assert_eq!(c.capture.xdp.busy_poll, want, "{text}");
             // --check-config prints the effective value, and it reads back.
             let shown = c.to_string();
             assert!(

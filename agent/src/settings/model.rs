@@ -308,6 +308,46 @@ impl XdpSettings {
     }
 }
 
+/// The operator's capture settings, held once: the host passes them down
+/// by reference in every `capture::Request`, and the sources and the
+/// worker read what they need. A new capture option is a field here, its
+/// rpcapd.ini key (`ini::KEYS`) and the line of the source that reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSettings {
+    /// `Capture`: the operator's choice; the host resolves it per capture
+    /// (ActiveClient's `capture=`, [`XdpSettings::covers`]) into the
+    /// request's own backend, which is what the sources go by.
+    pub backend: Backend,
+    /// The `Xdp*` keys and `Capture = afxdp:`'s interfaces (whatever the
+    /// key order: they are kept apart from `backend`), also for a session
+    /// whose ActiveClient line says `capture=afxdp` while `Capture` does not.
+    pub xdp: XdpSettings,
+    /// `RingSize`: the AF_PACKET ring's bytes; for AF_XDP the UMEM's, raised
+    /// to a floor of frames (`capture::afxdp::socket::frames_per_queue`);
+    /// 0: the source's default.
+    pub ring_size: usize,
+    /// `SendBuffer` (`-u`): the data socket's send buffer in bytes; 0: the
+    /// system's.
+    pub send_buffer: usize,
+    /// `WorkerCpu`: CPUs the workers are pinned to, in turn; empty = no pinning.
+    pub worker_cpus: Vec<usize>,
+    /// `-y`: capture and count, send no data.
+    pub dry_run: bool,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        CaptureSettings {
+            backend: Backend::AfPacket,
+            xdp: XdpSettings::default(),
+            ring_size: DEFAULT_RING_SIZE,
+            send_buffer: DEFAULT_SEND_BUFFER,
+            worker_cpus: Vec::new(),
+            dry_run: false,
+        }
+    }
+}
+
 /// The effective configuration: file, then flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -317,28 +357,18 @@ pub struct Config {
     pub active_only: bool,
     pub null_auth: bool,
     pub user_name: Option<String>,
-    pub backend: Backend,
-    /// The `Xdp*` keys and `Capture = afxdp:`'s interfaces (whatever the
-    /// key order: they are kept apart from `backend`).
-    pub xdp: XdpSettings,
+    /// What the capture sources and the worker read.
+    pub capture: CaptureSettings,
     /// udpstr datagram payload size; 0 selects the plain format.
     pub udpstr_size: usize,
-    pub send_buffer: usize,
-    /// `RingSize`: the AF_PACKET ring's bytes; for AF_XDP the UMEM's, raised
-    /// to a floor of frames (`capture::afxdp::socket::frames_per_queue`).
-    pub ring_size: usize,
     /// tcpdump expression AND-ed with every sensor filter.
     pub local_filter: Option<String>,
-    /// CPUs the workers are pinned to, in turn; empty = no pinning.
-    pub worker_cpus: Vec<usize>,
     pub log_level: log::LevelFilter,
     /// TCP keepalive idle time on control connections; 0 = off.
     pub keepalive_secs: u32,
     pub max_backoff_secs: u32,
     /// `-S`: log the counters on every STATS_REQ.
     pub log_stats: bool,
-    /// `-y`: capture and count, send no data.
-    pub dry_run: bool,
     /// `-L`: log to syslog.
     pub syslog: bool,
     /// Password accounts (`User`, `SystemAccounts`, `ShadowFile`).
@@ -354,18 +384,13 @@ impl Default for Config {
             active_only: false,
             null_auth: false,
             user_name: None,
-            backend: Backend::AfPacket,
-            xdp: XdpSettings::default(),
+            capture: CaptureSettings::default(),
             udpstr_size: DEFAULT_UDPSTR_SIZE,
-            send_buffer: DEFAULT_SEND_BUFFER,
-            ring_size: DEFAULT_RING_SIZE,
             local_filter: None,
-            worker_cpus: Vec::new(),
             log_level: log::LevelFilter::Info,
             keepalive_secs: DEFAULT_KEEPALIVE_SECS,
             max_backoff_secs: DEFAULT_MAX_BACKOFF_SECS,
             log_stats: false,
-            dry_run: false,
             syslog: false,
             auth: Accounts::default(),
             tls: Tls::default(),

@@ -26,7 +26,7 @@ impl fmt::Display for Config {
             if self.active_only { " (off: -v)" } else { "" }
         )?;
         writeln!(f, "#   log stats (-S): {}", self.log_stats)?;
-        writeln!(f, "#   dry run (-y): {}", self.dry_run)?;
+        writeln!(f, "#   dry run (-y): {}", self.capture.dry_run)?;
         write!(f, "#   syslog (-L): {}", self.syslog)
     }
 }

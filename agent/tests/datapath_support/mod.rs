@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 use std::net::UdpSocket;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpcap::bpf::Program;
@@ -17,7 +18,7 @@ pub use xrpcap_testkit::traffic::{payload, send_raw};
 pub use xrpcap_testkit::wait::wait_for;
 use xrpcapd::capture::Request;
 use xrpcapd::datapath::{CaptureSpec, DatapathOptions, Transport, Worker};
-use xrpcapd::settings::{Backend, XdpSettings};
+use xrpcapd::settings::{Backend, CaptureSettings, XdpSettings};
 
 pub const GEN_IP: &str = NetnsPair::GEN_IP;
 pub const CAP_IP: &str = NetnsPair::CAP_IP;
@@ -45,22 +46,23 @@ pub fn spec(ifname: &str, filter: Program, transport: Transport) -> CaptureSpec 
         capture: Request {
             ifname: ifname.into(),
             backend: Backend::AfPacket,
-            xdp: XdpSettings::default(),
+            settings: Arc::new(CaptureSettings {
+                ring_size: 4 << 20,
+                send_buffer: 8 << 20,
+                ..CaptureSettings::default()
+            }),
             own: None,
             snaplen: 65535,
             promisc: false,
             read_timeout: Duration::from_millis(30),
             filter,
-            ring_bytes: 4 << 20,
         },
         sampling: Sampling {
             method: 0,
             value: 0,
         },
         transport,
-        sndbuf: 8 << 20,
         cpu: None,
-        dry_run: false,
     }
 }
 
@@ -173,7 +175,7 @@ pub fn set_source(s: &mut CaptureSpec, xdp: Option<XdpSettings>) {
         None => s.capture.backend = Backend::AfPacket,
         Some(x) => {
             s.capture.backend = Backend::AfXdp;
-            s.capture.xdp = x;
+            s.capture.settings_mut().xdp = x;
         }
     }
 }

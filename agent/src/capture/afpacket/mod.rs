@@ -116,11 +116,11 @@ pub struct AfPacket {
 
 impl AfPacket {
     /// Opens the ring on `req.ifname` and attaches `req.filter`; reads the
-    /// request's snaplen, promisc, read timeout and ring size (`ring_bytes`,
-    /// 0: [`DEFAULT_RING_BYTES`]).
+    /// request's snaplen, promisc, read timeout and its settings' ring size
+    /// (`RingSize`, 0: [`DEFAULT_RING_BYTES`]).
     pub fn open(req: &Request) -> Result<AfPacket, io::Error> {
         let ifindex = sys::ifreq::ifindex(&req.ifname)?;
-        let geometry = RingGeometry::for_ring(req.ring_bytes, req.snaplen);
+        let geometry = RingGeometry::for_ring(req.settings.ring_size, req.snaplen);
 
         let fd = sys::socket::socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
 
@@ -476,13 +476,15 @@ mod tests {
         let req = Request {
             ifname: "no-such-if0".into(),
             backend: crate::settings::Backend::AfPacket,
-            xdp: Default::default(),
+            settings: std::sync::Arc::new(crate::settings::CaptureSettings {
+                ring_size: 0,
+                ..Default::default()
+            }),
             own: None,
             snaplen: 100,
             promisc: false,
             read_timeout: Duration::from_millis(10),
             filter: Program::accept_all(),
-            ring_bytes: 0,
         };
         assert!(AfPacket::open(&req).is_err());
         let req = Request {

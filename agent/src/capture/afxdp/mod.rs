@@ -245,10 +245,10 @@ fn mem_available() -> Option<usize> {
 
 impl AfXdp {
     /// Loads the program, binds a socket per RX queue, then attaches.
-    /// Reads the request's interface, snaplen, filter, `xdp` (`XdpMode`,
+    /// Reads the request's interface, snaplen, filter, `own` (left to the
+    /// stack by the XDP program) and from its settings `xdp` (`XdpMode`,
     /// `XdpReplace`, `XdpDropRejected`, `XdpBusyPoll`: the interfaces are the
-    /// host's business, it chose this source), `own` (left to the stack by
-    /// the XDP program) and `ring_bytes` (RingSize: UMEM bytes for all
+    /// host's business, it chose this source) and `ring_size` (UMEM bytes for all
     /// queues together, raised to a floor; 0: the default RingSize; see
     /// `socket::frames_per_queue`). Serves every RX queue.
     pub fn open(req: &Request) -> Result<AfXdp, CaptureError> {
@@ -267,12 +267,12 @@ impl AfXdp {
         prog.set_own(&flows).map_err(err)?;
         prog.set_rules(
             &XdpRules::derive(filter.insns(), &RULE_LIMITS),
-            req.xdp.drop_rejected,
+            req.settings.xdp.drop_rejected,
             !flows.is_empty(),
         )
         .map_err(err)?;
         // Before attaching: the first frame already meets the exact filter.
-        let place = prog.set_filter(&filter, req.xdp.drop_rejected);
+        let place = prog.set_filter(&filter, req.settings.xdp.drop_rejected);
         let judge = match place {
             FilterPlace::Kernel { keep } => Judge::Kernel { keep },
             FilterPlace::UserSpace { .. } => Judge::User,
@@ -283,10 +283,10 @@ impl AfXdp {
         } else {
             queues
         };
-        let ring_bytes = if req.ring_bytes == 0 {
+        let ring_bytes = if req.settings.ring_size == 0 {
             DEFAULT_RING_SIZE
         } else {
-            req.ring_bytes
+            req.settings.ring_size
         };
         let mut frames = socket::frames_per_queue(ring_bytes, queues, mem_available());
         // Frames up to the MTU (with Ethernet and two VLAN tags) in one chunk:
@@ -294,7 +294,7 @@ impl AfXdp {
         // loses nothing.
         let mtu = sys::ifreq::mtu(&req.ifname).ok();
         let mtu_fits = mtu.is_some_and(|m| m as usize + 22 <= socket::CHUNK_FRAME);
-        let try_zc = req.xdp.mode != XdpMode::Generic;
+        let try_zc = req.settings.xdp.mode != XdpMode::Generic;
         let mut sockets = loop {
             let opened: std::io::Result<Vec<Xsk>> = (0..queues)
                 .map(|q| Xsk::open(ifindex, q, frames, try_zc, mtu_fits))
@@ -320,8 +320,10 @@ impl AfXdp {
         for (q, s) in (0..).zip(&sockets) {
             prog.set_socket(q, s.fd()).map_err(err)?;
         }
-        let busy = busy_poll_all(&req.ifname, &mut sockets, req.xdp.busy_poll);
-        let mode = prog.attach(req.xdp.mode, req.xdp.replace).map_err(err)?;
+        let busy = busy_poll_all(&req.ifname, &mut sockets, req.settings.xdp.busy_poll);
+        let mode = prog
+            .attach(req.settings.xdp.mode, req.settings.xdp.replace)
+            .map_err(err)?;
         let zc = sockets.iter().all(|s| s.info.zero_copy);
         let mb = sockets.iter().all(|s| s.info.multi_buffer);
         let umem_mib = (frames * socket::CHUNK_SIZE * queues as usize) >> 20;
@@ -365,7 +367,7 @@ impl AfXdp {
             judge,
             place,
             snaplen: req.snaplen,
-            drop_rejected: req.xdp.drop_rejected,
+            drop_rejected: req.settings.xdp.drop_rejected,
             own: !flows.is_empty(),
             filtered_out: 0,
             joined: Vec::new(),
