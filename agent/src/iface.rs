@@ -12,8 +12,9 @@ use rpcap::msg::{if_flags, IfAddr, Interface};
 
 use crate::settings::Preselect;
 
-/// Suffix ExtraHop appends to the preselected interface's description.
-pub const PRESELECTED_SUFFIX: &str = " ;preselected";
+/// Suffix ExtraHop's fork appends to the preselected interface's
+/// description, as seen on the wire: no space before the semicolon.
+pub const PRESELECTED_SUFFIX: &str = ";preselected";
 
 /// DLT values sent in the OPEN reply.
 pub const DLT_EN10MB: i32 = 1;
@@ -148,7 +149,7 @@ pub fn preselected<'a>(ifaces: &'a [Interface], p: &Preselect) -> Option<&'a Int
 }
 
 /// The FINDALLIF list for a session with preselection `p`: the preselected
-/// interface first, its description suffixed with " ;preselected".
+/// interface first, its description suffixed with ";preselected".
 pub fn arrange(mut ifaces: Vec<Interface>, p: &Preselect) -> Vec<Interface> {
     let Some(name) = preselected(&ifaces, p).map(|i| i.name.clone()) else {
         return ifaces;
@@ -303,7 +304,7 @@ mod tests {
     fn arrange_puts_preselected_first_with_suffix() {
         let a = arrange(sample(), &pre(None, Some("192.168.7.2/32")));
         assert_eq!(a[0].name, "eth2");
-        assert_eq!(a[0].description, " ;preselected");
+        assert_eq!(a[0].description, ";preselected");
         assert_eq!(a.len(), 4);
         assert!(a[1..]
             .iter()

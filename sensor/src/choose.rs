@@ -6,8 +6,10 @@
 use ipnet::IpNet;
 use rpcap::msg::{if_flags, Interface};
 
-/// Suffix ExtraHop's agent appends to the description of its preselected interface.
-pub const PRESELECTED_SUFFIX: &str = " ;preselected";
+/// Suffix ExtraHop's agent appends to the description of its preselected
+/// interface (";preselected", no space). xrpcapd before 0.2 sent
+/// " ;preselected"; `ends_with` matches both.
+pub const PRESELECTED_SUFFIX: &str = ";preselected";
 
 /// The operator's choice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,6 +92,19 @@ mod tests {
     fn default_prefers_preselected() {
         let l = list();
         assert_eq!(Choice::default().pick(&l).unwrap().name, "eth1");
+    }
+
+    /// ExtraHop's spelling (no space) and the spaced one older xrpcapd sent.
+    #[test]
+    fn preselection_is_recognised_with_and_without_a_space() {
+        for desc in [";preselected", "mirror;preselected", "mirror ;preselected"] {
+            let mut l = list();
+            l[3].description = desc.into();
+            assert_eq!(Choice::default().pick(&l).unwrap().name, "eth1", "{desc:?}");
+        }
+        let mut l = list();
+        l[3].description = "preselected; not really".into();
+        assert_eq!(Choice::default().pick(&l).unwrap().name, "eth0");
     }
 
     #[test]

@@ -597,7 +597,7 @@ fn preselection_lists_first_and_refuses_other_opens() {
     match t.one(Message::FindAllIfReq) {
         Message::FindAllIfReply(l) => {
             assert_eq!(l[0].name, "eth1");
-            assert_eq!(l[0].description, " ;preselected");
+            assert_eq!(l[0].description, ";preselected");
             assert_eq!(l.len(), 3);
         }
         other => panic!("{other:?}"),
