@@ -12,13 +12,17 @@
 //! - [`udpstr`]: ExtraHop's udpstr data format: [`udpstr::Framer`] and [`udpstr::Deframer`].
 //! - [`bpf`]: classic BPF instructions, validator and interpreter.
 //! - [`addr`]: peer addresses as both ends compare them (IPv4-mapped folded).
+//! - [`peer_text`]: text a peer sent, escaped and cut for a log line.
+//! - [`log_limit`]: a token bucket for the log lines a peer can cause.
 #![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod bpf;
 pub mod conn;
 pub mod header;
+pub mod log_limit;
 pub mod msg;
+pub mod peer_text;
 pub mod pkthdr;
 pub mod plain;
 pub mod stream;
