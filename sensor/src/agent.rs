@@ -6,13 +6,15 @@
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rpcap::bpf::libpcap::compile_capture;
 use rpcap::header::ErrorCode;
+use rpcap::log_limit::LogLimit;
 use rpcap::msg::Stats;
+use rpcap::peer_text::PeerText;
 
 use crate::capture::Capture;
 use crate::config::Config;
@@ -55,6 +57,8 @@ pub struct Agent {
     stats: Option<Stats>,
     next_stats: Instant,
     rate: Rate,
+    /// The log lines the agent's messages cause (its ERRORs).
+    peer_lines: LogLimit,
 }
 
 /// What is left of an agent once closed.
@@ -100,6 +104,7 @@ impl Agent {
             stats: None,
             next_stats: now + sh.cfg.stats_interval,
             rate: Rate::new(now),
+            peer_lines: LogLimit::new(10, Duration::from_secs(1)),
         };
         a.flush();
         Ok(a)
@@ -233,7 +238,7 @@ impl Agent {
             match ev {
                 Event::Opened { iface, linktype } => {
                     if let Err((code, text)) = self.start_capture(sh, &iface.name, linktype, now) {
-                        log::error!("agent {}: {text}", self.peer);
+                        log::error!("agent {}: {}", self.peer, PeerText::new(&text));
                         self.session.abort(Some(code), &text);
                     }
                 }
@@ -251,7 +256,13 @@ impl Agent {
                 }
                 Event::FilterUpdated => log::info!("agent {}: filter updated", self.peer),
                 Event::AgentError { code, text } => {
-                    log::warn!("agent {}: error {code}: {text}", self.peer)
+                    if let Some(held_back) = self.peer_lines.admit(now) {
+                        log::warn!(
+                            "agent {}: error {code}: {}{held_back}",
+                            self.peer,
+                            PeerText::new(&text)
+                        )
+                    }
                 }
             }
         }
@@ -312,8 +323,9 @@ impl Agent {
             DataTransport::TcpAgentListens => "TCP (sensor connects)".into(),
         };
         log::info!(
-            "agent {}: capturing {iface} (linktype {linktype}, snaplen {snaplen}) via {what} into {}",
+            "agent {}: capturing {} (linktype {linktype}, snaplen {snaplen}) via {what} into {}",
             self.peer,
+            PeerText::new(iface),
             output
                 .path()
                 .map_or("stdout".into(), |p| p.display().to_string())

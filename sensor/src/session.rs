@@ -72,7 +72,7 @@ pub enum Event {
 pub enum SessionError {
     #[error("protocol error: {0}")]
     Protocol(String),
-    #[error("the agent refused {what}: {text} (error {code})")]
+    #[error("the agent refused {what}: {} (error {code})", rpcap::peer_text::PeerText::new(.text))]
     Refused {
         what: &'static str,
         code: u16,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use rpcap::msg::Stats;
+use rpcap::peer_text::PeerText;
 
 use crate::capture::Capture;
 
@@ -21,7 +22,8 @@ pub fn periodic_line(
     stats: Option<&Stats>,
 ) -> String {
     format!(
-        "agent={peer} iface={iface} pps={pps:.0} mbps={mbps:.2} packets={} lost={} write_drops={} agent_drops={}",
+        "agent={peer} iface={} pps={pps:.0} mbps={mbps:.2} packets={} lost={} write_drops={} agent_drops={}",
+        PeerText::new(iface),
         cap.counters.packets,
         cap.lost(),
         cap.counters.write_drops,
@@ -88,7 +90,7 @@ pub fn final_line(
          udpstr_datagrams={} seq_gaps={} lost_datagrams={} truncated_records={} duplicates={} reordered={} \
          udpstr_malformed={} plain_lost={} plain_dups={} malformed={} foreign={} late={} socket_drops={} \
          write_errors={} write_drops={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
-        cap.iface,
+        PeerText::new(&cap.iface),
         c.packets,
         c.bytes,
         cap.lost(),

@@ -972,3 +972,63 @@ fn slow_password_checks_do_not_stall_other_clients_and_yescrypt_logins_work() {
     );
     stats_ok(&mut s);
 }
+
+/// Writes ERROR messages carrying `text` to `s` for `secs` (or until the
+/// agent closes the connection); returns the bytes written.
+fn flood_errors(s: &mut TcpStream, text: &[u8], secs: Duration) -> usize {
+    let msg = raw(MsgType::Error, 0, text.len() as u32, text);
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while t0.elapsed() < secs && s.write_all(&msg).is_ok() {
+        sent += msg.len();
+    }
+    sent
+}
+
+#[test]
+#[ignore = "needs root"]
+fn peer_error_floods_leave_the_log_bounded() {
+    let rig = Rig::new("", &[]);
+    let before = rig.agent.stderr().len();
+    // 1 MiB texts (the largest a message holds) that would forge lines.
+    let mut text = b"forged\nERROR fake line \x1b[31m".repeat(1 << 15);
+    text.resize(1 << 20, b'x');
+    // Before authentication (until AuthTimeoutSecs ends it), then after.
+    let mut s = rig.connect();
+    let mut sent = flood_errors(&mut s, &text, Duration::from_secs(3));
+    let mut s = authed(&rig);
+    sent += flood_errors(&mut s, &text, Duration::from_secs(2));
+    stats_ok(&mut s);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = rig.agent.stderr()[before..].to_string();
+    let reports = log.matches("reports error 0").count();
+    eprintln!(
+        "{} MiB of ERROR texts: {} B of agent log, {reports} lines shown",
+        sent >> 20,
+        log.len()
+    );
+    assert!(sent >= 8 << 20, "the flood was too small: {sent} B");
+    // Per session: a burst of 10 lines, then one a second, each ≤ 256
+    // characters of text; the rest counted, not written.
+    assert!(
+        (2..=40).contains(&reports),
+        "{reports} lines for {} MiB of errors",
+        sent >> 20
+    );
+    assert!(
+        log.len() < 32 << 10,
+        "{} B of log for {} MiB of errors",
+        log.len(),
+        sent >> 20
+    );
+    assert!(
+        log.contains("similar lines suppressed") || log.contains("were suppressed"),
+        "{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR fake")),
+        "a forged line: {log}"
+    );
+    assert!(!log.contains('\x1b'), "a terminal escape reached the log");
+}

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
+use rpcap::log_limit::LogLimit;
 use rpcap::ErrorCode;
 
 use self::dialer::{Connected, Dialer};
@@ -127,6 +128,9 @@ pub struct Control<H: CaptureHost> {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Ended connections waiting for their peer's close.
     lingering: Lingering,
+    /// The lines of refused passive connections, which a stranger causes
+    /// at will: one bucket for all of them.
+    refusals: LogLimit,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -164,6 +168,7 @@ impl<H: CaptureHost> Control<H> {
             waker,
             tls: None,
             lingering: Lingering::default(),
+            refusals: LogLimit::new(10, Duration::from_secs(1)),
         };
         c.apply_config(config);
         Ok(c)
@@ -422,13 +427,17 @@ impl<H: CaptureHost> Control<H> {
     fn accept(&mut self, listener: Token, now: Instant) {
         while let Some((mut stream, addr)) = self.listeners.accept(listener) {
             if !self.allowed.permits(canonical(addr.ip())) {
-                warn!("passive client {addr} refused: not in PassiveClient/-l");
+                if let Some(held_back) = self.refusals.admit(now) {
+                    warn!("passive client {addr} refused: not in PassiveClient/-l{held_back}");
+                }
                 refuse(&mut stream, ErrorCode::HostNoAuth, "Host not allowed");
                 continue;
             }
             let clients = self.passive_clients();
             if clients >= self.config.passive.max_clients {
-                warn!("passive client {addr} refused: {clients} clients already (MaxClients)");
+                if let Some(held_back) = self.refusals.admit(now) {
+                    warn!("passive client {addr} refused: {clients} clients already (MaxClients){held_back}");
+                }
                 refuse(&mut stream, ErrorCode::Netw, "Too many clients");
                 continue;
             }

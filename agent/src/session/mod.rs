@@ -26,9 +26,11 @@ use log::{debug, info, warn};
 use rpcap::bpf::{Insn, Program};
 use rpcap::conn::{Codec, Received};
 use rpcap::header::{Header, MsgType, VERSION};
+use rpcap::log_limit::LogLimit;
 use rpcap::msg::{
     Auth, AuthReplyInfo, DecodeError, Message, Sampling, StartCapReply, StartCapReq, Stats,
 };
+use rpcap::peer_text::PeerText;
 use rpcap::ErrorCode;
 
 use crate::auth::Authenticator;
@@ -95,6 +97,10 @@ pub enum Ended {
     Timeout(&'static str),
 }
 
+/// Log lines a peer can cause at will (one per message): a burst, then one
+/// a second, the rest counted.
+const PEER_LINES: LogLimit = LogLimit::new(10, Duration::from_secs(1));
+
 /// Texts of errors the sensor may test for.
 pub const NO_DEVICE: &str = "No capture device was specified";
 pub const NULL_AUTH_REFUSED: &str = "NULL authentication not permitted";
@@ -159,6 +165,10 @@ pub struct Session {
     began: Instant,
     /// When the peer last sent something (idle timeout).
     last_rx: Instant,
+    /// The time of the input being handled.
+    now: Instant,
+    /// The log lines the peer's messages cause.
+    peer_lines: LogLimit,
 }
 
 impl Session {
@@ -176,6 +186,8 @@ impl Session {
             ended: None,
             began: now,
             last_rx: now,
+            now,
+            peer_lines: PEER_LINES,
         }
     }
 
@@ -254,6 +266,7 @@ impl Session {
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         if self.ended.is_some() || self.poll_timeout().is_none_or(|at| at > now) {
             return;
         }
@@ -285,6 +298,7 @@ impl Session {
 
     /// Handles what happened at `now`.
     pub fn handle(&mut self, now: Instant, input: Input) {
+        self.now = now;
         match input {
             Input::Received(data) => {
                 if !data.is_empty() {
@@ -329,6 +343,13 @@ impl Session {
         if self.capturing() {
             self.stop(AfterStop::Nothing);
         }
+        let held_back = self.peer_lines.take_suppressed();
+        if held_back > 0 {
+            warn!(
+                "{}: {held_back} log lines it caused were suppressed",
+                self.ends.peer
+            );
+        }
         self.ended = Some(why);
     }
 
@@ -337,7 +358,11 @@ impl Session {
     }
 
     fn send_error(&mut self, code: ErrorCode, text: &str) {
-        debug!("to {}: error {code:?}: {text}", self.ends.peer);
+        debug!(
+            "to {}: error {code:?}: {}",
+            self.ends.peer,
+            PeerText::new(text)
+        );
         self.send(Message::error(code, text));
     }
 
@@ -381,7 +406,7 @@ impl Session {
         let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
-                debug!("from {}: {e}", self.ends.peer);
+                debug!("from {}: {}", self.ends.peer, PeerText::new(&e.to_string()));
                 return self.send_error(e.code(), &e.to_string());
             }
         };
@@ -411,12 +436,20 @@ impl Session {
         }
     }
 
-    fn log_remote_error(&self, decoded: Result<Message, DecodeError>) {
+    /// An ERROR from the peer: a line per message (rate-limited, text cut).
+    fn log_remote_error(&mut self, decoded: Result<Message, DecodeError>) {
+        let Some(held_back) = self.peer_lines.admit(self.now) else {
+            return;
+        };
+        let peer = self.ends.peer;
         match decoded {
             Ok(Message::Error { code, text }) => {
-                warn!("{} reports error {code}: {text}", self.ends.peer)
+                warn!(
+                    "{peer} reports error {code}: {}{held_back}",
+                    PeerText::new(&text)
+                )
             }
-            _ => warn!("{} sent an unreadable error message", self.ends.peer),
+            _ => warn!("{peer} sent an unreadable error message{held_back}"),
         }
     }
 
@@ -505,7 +538,7 @@ impl Session {
                 debug!(
                     "{}: checking the password of {:?}",
                     self.ends.peer,
-                    String::from_utf8_lossy(&user)
+                    PeerText::bytes(&user)
                 );
                 self.auth = AuthState::Checking {
                     user: user.clone(),
@@ -530,7 +563,7 @@ impl Session {
         };
         // The check's time does not count as the peer's idle time.
         self.last_rx = now;
-        let name = String::from_utf8_lossy(&user);
+        let name = PeerText::bytes(&user);
         if ok {
             info!("{}: authenticated as {name:?}", self.ends.peer);
             self.auth_succeeded();
@@ -591,10 +624,13 @@ impl Session {
     fn open(&mut self, source: String) {
         // CVE-2019-15164: a URL would make us open captures elsewhere.
         if source.contains("://") {
-            warn!(
-                "{}: refused OPEN of remote source {source:?}",
-                self.ends.peer
-            );
+            if let Some(held_back) = self.peer_lines.admit(self.now) {
+                warn!(
+                    "{}: refused OPEN of remote source {:?}{held_back}",
+                    self.ends.peer,
+                    PeerText::new(&source)
+                );
+            }
             return self.send_error(
                 ErrorCode::Open,
                 &format!("'{source}': only local interface names can be opened"),
@@ -643,7 +679,13 @@ impl Session {
     }
 
     fn opened(&mut self, source: String, linktype: i32) {
-        info!("{}: opened {source} (DLT {linktype})", self.ends.peer);
+        if let Some(held_back) = self.peer_lines.admit(self.now) {
+            info!(
+                "{}: opened {} (DLT {linktype}){held_back}",
+                self.ends.peer,
+                PeerText::new(&source)
+            );
+        }
         self.capture.opened = Some((source, linktype));
         self.send(Message::OpenReply { linktype, tzoff: 0 })
     }
@@ -692,14 +734,17 @@ impl Session {
                 let text = e.to_string();
                 warn!(
                     "{}: capture on {} failed: {text}",
-                    self.ends.peer, starting.ifname
+                    self.ends.peer,
+                    PeerText::new(&starting.ifname)
                 );
                 return self.send_error(ErrorCode::StartCapture, &text);
             }
         };
         info!(
             "{}: capture on {} started, data {:?}",
-            self.ends.peer, starting.ifname, starting.data
+            self.ends.peer,
+            PeerText::new(&starting.ifname),
+            starting.data
         );
         let DataChannel::TcpListen { peer, .. } = starting.data else {
             let prefix = starting.prefix.clone();
