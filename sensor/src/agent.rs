@@ -129,6 +129,10 @@ impl Agent {
                         end = Some(e.to_string());
                         break;
                     }
+                    // Events are acted on as they come: an agent that never
+                    // pauses would otherwise queue them (1 MiB ERROR texts)
+                    // without bound.
+                    self.handle_events(sh, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -221,6 +225,13 @@ impl Agent {
         self.data.close(&mut sh.ports, &sh.registry);
         let _ = sh.registry.deregister(&mut self.stream);
         log::info!("agent {}: session closed: {reason}", self.peer);
+        let held_back = self.peer_lines.take_suppressed();
+        if held_back > 0 {
+            log::warn!(
+                "agent {}: {held_back} log lines it caused were suppressed",
+                self.peer
+            );
+        }
         Ended {
             dial: self.dial,
             capture: self.capture.take().map(|cap| Closed {

@@ -861,3 +861,56 @@ fn dead_passive_agent_does_not_delay_an_active_one() {
     );
     drop(fillers);
 }
+
+#[test]
+fn agent_error_floods_leave_the_log_bounded() {
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:28101",
+        "--udp-ports",
+        "28110-28119",
+        "--stats-interval",
+        "10",
+        "--duration",
+        "4",
+    ]);
+    let mut agent = ScriptedAgent::connect(28101);
+    agent.handshake(1);
+    // 1 MiB texts (the largest a message holds) that would forge lines,
+    // while capturing (non-fatal errors, one line each).
+    let mut text = "forged\nERROR fake line \x1b[31m".repeat(1 << 15);
+    text.truncate(1 << 20);
+    let err = Message::Error { code: 5, text };
+    let start = std::time::Instant::now();
+    let mut sent = 0usize;
+    while start.elapsed() < Duration::from_secs(2) {
+        agent.send(&err);
+        sent += 1;
+    }
+    let fin = sensor.wait(WAIT);
+    assert_eq!(
+        fin.code,
+        Some(0),
+        "{}",
+        &fin.stderr[..fin.stderr.len().min(4096)]
+    );
+    let shown = fin.stderr.matches(": error 5: ").count();
+    eprintln!(
+        "{sent} MiB of ERROR texts: {} B of sensor log, {shown} lines shown",
+        fin.stderr.len()
+    );
+    assert!(sent >= 8, "the flood was too small: {sent} MiB");
+    // A burst of 10 lines, then one a second, each ≤ 256 characters of text.
+    assert!((1..=20).contains(&shown), "{shown} lines for {sent} MiB");
+    assert!(fin.stderr.len() < 32 << 10, "{} B of log", fin.stderr.len());
+    assert!(
+        fin.stderr.contains("similar lines suppressed"),
+        "{}",
+        fin.stderr
+    );
+    assert!(!fin.stderr.lines().any(|l| l.starts_with("ERROR fake")));
+    assert!(
+        !fin.stderr.contains('\x1b'),
+        "a terminal escape reached the log"
+    );
+}
