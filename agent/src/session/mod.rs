@@ -313,11 +313,7 @@ impl Session {
             Input::Answer(answer) => self.answer(now, answer),
             Input::CaptureFailed(reason) => self.capture_failed(reason),
             Input::Tls => self.cfg.tls = true,
-            Input::Shutdown => {
-                if self.capturing() {
-                    self.stop(AfterStop::Nothing);
-                }
-            }
+            Input::Shutdown => self.stop_for_good(),
         }
     }
 
@@ -340,9 +336,7 @@ impl Session {
     }
 
     fn end(&mut self, why: Ended) {
-        if self.capturing() {
-            self.stop(AfterStop::Nothing);
-        }
+        self.stop_for_good();
         let held_back = self.peer_lines.take_suppressed();
         if held_back > 0 {
             warn!(
@@ -370,6 +364,20 @@ impl Session {
         debug_assert!(self.pending.is_none(), "one answer awaited at a time");
         self.commands.push_back(Command::Host(cmd));
         self.pending = then;
+    }
+
+    /// Stops the capture, if one runs, because the session is over: the
+    /// stop goes out even while another answer is awaited (a host that
+    /// answers later), and its own answer is then not awaited.
+    fn stop_for_good(&mut self) {
+        if !self.capturing() {
+            return;
+        }
+        if self.pending.is_none() {
+            return self.stop(AfterStop::Nothing);
+        }
+        self.capture.running = None;
+        self.commands.push_back(Command::Host(HostCommand::Stop));
     }
 
     /// Stops the capture (running or just started); `then` follows.

@@ -1087,3 +1087,32 @@ fn reloaded_timeouts_apply_to_a_running_session() {
     t.one(Message::AuthReq(Auth::Null));
     assert_eq!(t.s.poll_timeout(), None, "no idle timeout any more");
 }
+
+/// Found by the `session` fuzz target: the connection went while a host
+/// answer was awaited during a capture; the stop then tripped "one answer
+/// awaited at a time" (and, without debug assertions, replaced the awaited
+/// answer).
+#[test]
+fn shutdown_while_an_answer_is_awaited_still_stops_the_capture() {
+    let mut t = T::authed();
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    assert!(t.s.capturing());
+    // STATS: the host's answer is still to come when the connection goes.
+    t.s.handle(t.now, Input::Received(&Message::StatsReq.to_bytes()));
+    assert!(matches!(
+        t.s.poll_command(),
+        Some(Command::Host(HostCommand::ReadStats))
+    ));
+    t.s.handle(t.now, Input::Shutdown);
+    assert!(matches!(
+        t.s.poll_command(),
+        Some(Command::Host(HostCommand::Stop))
+    ));
+    assert!(!t.s.capturing());
+    // The late answers are taken in order, the awaited one first.
+    t.s.handle(t.now, Input::Answer(Answer::Stats(Fake::live(1))));
+    t.s.handle(t.now, Input::Answer(Answer::Stopped(Fake::last(1))));
+    assert!(t.s.poll_command().is_none());
+    assert_eq!(t.sent(), vec![Message::StatsReply(Fake::live(1))]);
+}
