@@ -20,9 +20,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 FUZZ_SECS=${XRPCAP_FUZZ_SECS:-20}
-# Every cargo-fuzz folder (each its own workspace): the protocol parsers and
-# the XDP compilers.
-FUZZ_DIRS=(rpcap/fuzz xdpc/fuzz)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 
@@ -107,65 +104,15 @@ run_demo() {
 # systemd unit checked.
 run_packaging() { packaging/check.sh; }
 
-fuzz_targets() { # DIR → its target names
-    local f
-    for f in "$1"/fuzz_targets/*.rs; do
-        [ -e "$f" ] && basename "$f" .rs
-    done
-    return 0
-}
-
-# cargo-fuzz needs nightly for -Zsanitizer and friends; RUSTC_BOOTSTRAP=1 lets
-# the stable toolchain accept them (checked with rustc 1.95: ASan builds and
-# libFuzzer finds crashes).
+# Every target of every fuzz folder for FUZZ_SECS each (scripts/fuzz.sh finds
+# the folders and targets, and writes its table to target/fuzz/summary.md).
 run_fuzz() {
     if [ "$FUZZ_SECS" = 0 ]; then STAGE_NOTE="XRPCAP_FUZZ_SECS=0"; return 0; fi
     if ! cargo fuzz --version >/dev/null 2>&1; then
         echo "note: cargo-fuzz is not installed (setup could not install it): fuzzing skipped"
         STAGE_NOTE="no cargo-fuzz"; return 0
     fi
-    local dir status=0 total=0
-    for dir in "${FUZZ_DIRS[@]}"; do
-        fuzz_dir "$dir" || status=1
-    done
-    [ "$total" -eq 0 ] && STAGE_NOTE="no fuzz targets"
-    return "$status"
-}
-
-# fuzz_dir DIR: builds DIR's targets and runs each for FUZZ_SECS.
-fuzz_dir() {
-    local dir=$1 targets
-    mapfile -t targets < <(fuzz_targets "$dir")
-    if [ "${#targets[@]}" -eq 0 ]; then
-        echo "note: no fuzz targets in $dir/fuzz_targets/"
-        return 0
-    fi
-    total=$((total + ${#targets[@]}))
-    local fuzz=(env RUSTC_BOOTSTRAP=1 cargo fuzz)
-    local opts=(--fuzz-dir "$dir" --target-dir "$TARGET_DIR/fuzz")
-    echo "building ${#targets[@]} fuzz targets of $dir: ${targets[*]}"
-    "${fuzz[@]}" build "${opts[@]}" || return 1
-    local t status=0 corpus seeds log rc
-    for t in "${targets[@]}"; do
-        # New inputs go to a corpus under target/ (not committed); checked-in
-        # seeds, when there are any, are read from the fuzz folder.
-        corpus=$TARGET_DIR/fuzz/corpus/$t
-        mkdir -p "$corpus"
-        seeds=()
-        [ -d "$dir/corpus/$t" ] && seeds=("$dir/corpus/$t")
-        log=$TARGET_DIR/fuzz/$t.log
-        echo "fuzzing $t for ${FUZZ_SECS}s (log: $log)"
-        rc=0
-        timeout $((FUZZ_SECS + 120)) "${fuzz[@]}" run "${opts[@]}" "$t" "$corpus" "${seeds[@]}" \
-            -- -max_total_time="$FUZZ_SECS" -print_final_stats=1 >"$log" 2>&1 || rc=$?
-        grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | sed 's/^/  /' || true
-        if [ "$rc" -ne 0 ]; then
-            tail -n 40 "$log"
-            echo "FUZZ FAILURE in $t (exit $rc; crash inputs under $dir/artifacts/$t/)"
-            status=1
-        fi
-    done
-    return "$status"
+    FUZZ_SECS=$FUZZ_SECS CARGO_TARGET_DIR=$TARGET_DIR scripts/fuzz.sh
 }
 
 stage setup run_setup || true
