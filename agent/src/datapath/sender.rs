@@ -82,6 +82,7 @@ pub struct UdpSender {
     sock: Socket,
     /// The socket's family: which IP header the path MTU must also carry.
     ipv6: bool,
+    fragments: Fragments,
     backpressure: Backpressure,
     /// GSO segment size in use (`None`: plain sendmmsg).
     gso: Option<usize>,
@@ -114,6 +115,7 @@ impl UdpSender {
         Ok(UdpSender {
             sock,
             ipv6,
+            fragments,
             backpressure,
             gso: None,
             batch: SendBatch::new(max_batch),
@@ -222,7 +224,7 @@ impl UdpSender {
                     drop_range(s, self.starts[nmsg], base, on_drop, &mut report);
                     m = nmsg;
                 }
-                libc::EMSGSIZE => {
+                libc::EMSGSIZE if self.fragments == Fragments::Never => {
                     // Over the path MTU (the socket never fragments): the
                     // rest of the batch is as large, so drop it with this
                     // one rather than fail once per datagram; the caller
