@@ -55,6 +55,17 @@ fn udp_seqs(packets: &[Packet]) -> Vec<(u16, u32)> {
         .collect()
 }
 
+/// Sends `payloads` from gen (port 4000) to the captured side's port 5000.
+fn send_to_5000(topo: &Topology, payloads: &[Vec<u8>]) -> usize {
+    send_udp(
+        &topo.gen,
+        addr(Topology::GEN_IP, 4000),
+        addr(Topology::CAP_IP, 5000),
+        payloads,
+    )
+    .unwrap()
+}
+
 /// Holds UDP sockets open in a namespace so datagrams to those ports are
 /// taken (no ICMP port unreachable adds frames to a capture).
 fn sinks(ns: &Netns, ip: &str, ports: &[u16]) -> Vec<std::net::UdpSocket> {
@@ -382,15 +393,7 @@ fn ipv6_path_mtu_falling_mid_capture_shrinks_the_datagrams_once() {
     let _sinks = sinks(&topo.cap, Topology::CAP_IP, &[5000]);
     // Frames of 1514 bytes: every record fills a whole datagram.
     let all = numbered_payloads(2 * PHASE + 1, 1472);
-    let send = |range: std::ops::Range<usize>| {
-        send_udp(
-            &topo.gen,
-            addr(Topology::GEN_IP, 4000),
-            addr(Topology::CAP_IP, 5000),
-            &all[range],
-        )
-        .unwrap()
-    };
+    let send = |range: std::ops::Range<usize>| send_to_5000(&topo, &all[range]);
     let p = PHASE as usize;
     send(0..p);
     let file = sensor.the_file().unwrap();
@@ -701,13 +704,7 @@ fn sensor_killed_and_restarted_gets_the_traffic_after_the_restart() {
     let _sinks = sinks(&topo.cap, Topology::CAP_IP, &[5000]);
     let payloads = numbered_payloads(40, 100);
     let send = |range: std::ops::Range<usize>| {
-        send_udp(
-            &topo.gen,
-            addr(Topology::GEN_IP, 4000),
-            addr(Topology::CAP_IP, 5000),
-            &payloads[range],
-        )
-        .unwrap();
+        send_to_5000(&topo, &payloads[range]);
     };
     let mut first = Sensor::start(&topo.sen, sensor_addr(), &[]).unwrap();
     let mut agent = Agent::start(&topo.cap, &active_ini(Topology::CAP_IF), &[]).unwrap();

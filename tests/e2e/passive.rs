@@ -325,14 +325,7 @@ fn stats_ok(s: &mut TcpStream) {
 #[ignore = "needs root"]
 fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
     let rig = Rig::new("", &[]);
-    let source = format!("rpcap://127.0.0.1:{PORT}/");
-    let auth = ["-u", "alice", "-p", PASSWORD];
-    // findalldevs: our interfaces with their addresses.
-    let mut args = auth.to_vec();
-    args.extend(["list", &source]);
-    let (code, out, err) = rig.client_run(&args);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("dev {source}c0|")), "{out}");
+    let (source, out) = list_and_capture(&rig);
     assert!(
         out.contains(&format!("addr {source}c0 inet {CAP_IP} 255.255.255.0")),
         "{out}"
@@ -341,12 +334,6 @@ fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
         out.contains(&format!("addr {source}lo inet 127.0.0.1")),
         "{out}"
     );
-    // Byte-exact captures over TCP (we listen) and UDP.
-    let c0 = format!("{source}c0");
-    rig.capture_exact(&c0, &auth);
-    let mut udp = auth.to_vec();
-    udp.push("-U");
-    rig.capture_exact(&c0, &udp);
 }
 
 /// Control (list), TCP and UDP data over an IPv6 link to the agent.
@@ -354,6 +341,13 @@ fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
 #[ignore = "needs root"]
 fn ipv6_libpcap_lists_interfaces_and_captures_over_tcp_and_udp() {
     let rig = Rig::ipv6("", &[]);
+    let (_, out) = list_and_capture(&rig);
+    assert!(out.contains(&format!("inet6 {AGENT_IP6}")), "{out}");
+}
+
+/// findalldevs with a password, then byte-exact captures of c0 over TCP (we
+/// listen) and UDP. Returns the source URL and the interface list.
+fn list_and_capture(rig: &Rig) -> (String, String) {
     let source = format!("rpcap://{}:{PORT}/", rig.host());
     let auth = ["-u", "alice", "-p", PASSWORD];
     let mut args = auth.to_vec();
@@ -361,12 +355,12 @@ fn ipv6_libpcap_lists_interfaces_and_captures_over_tcp_and_udp() {
     let (code, out, err) = rig.client_run(&args);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("dev {source}c0|")), "{out}");
-    assert!(out.contains(&format!("inet6 {AGENT_IP6}")), "{out}");
     let c0 = format!("{source}c0");
     rig.capture_exact(&c0, &auth);
     let mut udp = auth.to_vec();
     udp.push("-U");
     rig.capture_exact(&c0, &udp);
+    (source, out)
 }
 
 #[test]
