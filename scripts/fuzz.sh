@@ -53,6 +53,7 @@ if [ "${#DIRS[@]}" -eq 0 ]; then
 fi
 
 mkdir -p "$OUT" "$(dirname "$SUMMARY")"
+REV=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 ROWS=()     # table rows, in run order
 FAILED=0
 
@@ -121,7 +122,7 @@ for dir in "${DIRS[@]}"; do
 done
 
 {
-    echo "Fuzz run of $(date -u +%Y-%m-%d) at $(git rev-parse --short HEAD 2>/dev/null || echo '?'), ${FUZZ_SECS} s per target, $(rustc --version)"
+    echo "Fuzz run of $(date -u +%Y-%m-%d) at $REV, ${FUZZ_SECS} s per target, $(rustc --version)"
     echo
     echo "| folder | target | seconds | executions | exec/s | coverage | corpus | findings | result |"
     echo "|---|---|---|---|---|---|---|---|---|"
