@@ -903,8 +903,9 @@ fn agent_error_floods_leave_the_log_bounded() {
     // A burst of 10 lines, then one a second, each ≤ 256 characters of text.
     assert!((1..=20).contains(&shown), "{shown} lines for {sent} MiB");
     assert!(fin.stderr.len() < 32 << 10, "{} B of log", fin.stderr.len());
+    // What was held back is said, with a later line or at the session's end.
     assert!(
-        fin.stderr.contains("similar lines suppressed"),
+        fin.stderr.contains("similar lines suppressed") || fin.stderr.contains("were suppressed"),
         "{}",
         fin.stderr
     );

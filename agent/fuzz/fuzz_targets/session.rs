@@ -87,22 +87,20 @@ fn config(flags: u8) -> SessionConfig {
     }
 }
 
+/// What the fake host lists: loopback and one Ethernet interface.
 fn interfaces() -> Vec<Interface> {
-    let addr = |a: &str| IfAddr::from(a.parse::<IpAddr>().unwrap());
-    vec![
-        Interface {
-            name: "lo".into(),
-            description: String::new(),
-            flags: if_flags::LOOPBACK | if_flags::UP,
-            addrs: vec![addr("127.0.0.1")],
-        },
-        Interface {
-            name: "eth0".into(),
-            description: "first".into(),
-            flags: if_flags::UP | if_flags::RUNNING,
-            addrs: vec![addr("10.0.0.5"), addr("fe80::1")],
-        },
+    [
+        ("lo", if_flags::LOOPBACK | if_flags::UP, "127.0.0.1"),
+        ("eth0", if_flags::UP | if_flags::RUNNING, "fe80::1"),
     ]
+    .into_iter()
+    .map(|(name, flags, addr)| Interface {
+        name: name.into(),
+        description: format!("{name} of the fake host"),
+        flags,
+        addrs: vec![IfAddr::from(addr.parse::<IpAddr>().unwrap())],
+    })
+    .collect()
 }
 
 /// A filter: accept all, reject all, or instructions from the input (the
