@@ -1116,3 +1116,31 @@ fn peer_error_floods_leave_the_log_bounded() {
     );
     assert!(!log.contains('\x1b'), "a terminal escape reached the log");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn refused_connection_floods_leave_the_log_bounded() {
+    let rig = Rig::new("PassiveClient = 10.9.9.9\n", &[]);
+    let before = rig.agent.stderr().len();
+    for i in 0..301 {
+        if i == 300 {
+            // A second later the bucket lets one through, with the count.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let mut s = rig.connect();
+        expect_error(&mut s, ErrorCode::HostNoAuth);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = rig.agent.stderr()[before..].to_string();
+    let lines = log.matches("refused: not in PassiveClient").count();
+    eprintln!(
+        "301 refused connections: {lines} lines, {} B of log",
+        log.len()
+    );
+    // One bucket for every refusal: 10 at once, then one a second.
+    assert!((10..=30).contains(&lines), "{lines} lines: {log}");
+    assert!(
+        log.contains("similar lines suppressed") || lines == 300,
+        "{log}"
+    );
+}
