@@ -46,6 +46,12 @@ impl Buffers {
     }
 }
 
+impl Default for Buffers {
+    fn default() -> Buffers {
+        Buffers::new()
+    }
+}
+
 /// The UDP data ports of the configured range and which of them are ours.
 pub struct UdpPorts {
     first: u16,
