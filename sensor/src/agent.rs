@@ -276,9 +276,14 @@ impl Agent {
             ));
         }
         let (mut data, transport) = if !sh.cfg.tcp_data {
-            let (d, port) =
-                DataChannel::udp(self.local_ip, &mut sh.ports, &sh.registry, self.data_token)
-                    .map_err(refused)?;
+            let (d, port) = DataChannel::udp(
+                self.local_ip,
+                self.peer.ip(),
+                &mut sh.ports,
+                &sh.registry,
+                self.data_token,
+            )
+            .map_err(refused)?;
             (d, DataTransport::Udp { port })
         } else if self.dial.is_none() {
             let (d, port) =

@@ -3,7 +3,7 @@
 //! the records to the capture's output.
 
 use rpcap::plain;
-use rpcap::udpstr::{Deframer, DeframerStats};
+use rpcap::udpstr::{Deframer, DeframerStats, MAX_AHEAD, RESYNC_RUN};
 use rpcap::{MsgType, PktHdr};
 
 use crate::output::Output;
@@ -20,6 +20,9 @@ pub struct Counters {
     /// Plain format: packets whose npkt was not beyond the last one (duplicates
     /// or late arrivals); dropped.
     pub plain_dups: u64,
+    /// Plain format: packets whose npkt is beyond [`MAX_AHEAD`] of the last
+    /// one and not confirmed by a run (forged or replayed); dropped.
+    pub plain_rejected: u64,
     /// Plain-format datagrams or messages that could not be read, and
     /// datagrams that are neither udpstr nor plain.
     pub malformed: u64,
@@ -44,6 +47,8 @@ pub struct Capture {
     deframer: Deframer,
     /// Plain format: the last npkt seen (0 = none yet).
     plain_last: u32,
+    /// Plain format: npkts beyond the window in a row (the next one, how many).
+    plain_run: Option<(u32, u32)>,
     pub counters: Counters,
     output: Option<Output>,
     write_error_logged: bool,
@@ -57,6 +62,7 @@ impl Capture {
             snaplen,
             deframer: Deframer::new(snaplen as usize),
             plain_last: 0,
+            plain_run: None,
             counters: Counters::default(),
             output: Some(output),
             write_error_logged: false,
@@ -72,6 +78,14 @@ impl Capture {
     pub fn lost(&self) -> u64 {
         let u = self.deframer.stats();
         u.lost_records + u.truncated_records + self.counters.plain_lost
+    }
+
+    /// The agent starts the capture anew (a new STARTCAP): seqno and npkt
+    /// count from the start again. Counters and output go on.
+    pub fn restart_stream(&mut self) {
+        self.deframer.reset();
+        self.plain_last = 0;
+        self.plain_run = None;
     }
 
     pub fn output(&mut self) -> Option<&mut Output> {
@@ -114,13 +128,31 @@ impl Capture {
             self.counters.malformed += 1;
             return;
         }
-        if self.plain_last != 0 && h.npkt <= self.plain_last {
+        let ahead = h.npkt.wrapping_sub(self.plain_last);
+        if self.plain_last != 0 && (ahead == 0 || ahead >= 1 << 31) {
             self.counters.plain_dups += 1;
             return;
         }
+        // A jump beyond the window is believed only when a run of
+        // consecutive npkts confirms it: one forged packet must not move the
+        // baseline (every real packet after it would be a "duplicate") nor
+        // inflate the loss count.
+        if self.plain_last != 0 && ahead > MAX_AHEAD {
+            let run = match self.plain_run {
+                Some((next, n)) if next == h.npkt => n + 1,
+                _ => 1,
+            };
+            if run < RESYNC_RUN {
+                self.plain_run = Some((h.npkt.wrapping_add(1), run));
+                self.counters.plain_rejected += 1;
+                return;
+            }
+        }
+        self.plain_run = None;
         // npkt starts at 1: a first packet with npkt 3 means 2 were lost.
-        self.counters.plain_lost +=
-            u64::from(h.npkt.wrapping_sub(self.plain_last).saturating_sub(1));
+        if ahead <= MAX_AHEAD {
+            self.counters.plain_lost += u64::from(ahead.saturating_sub(1));
+        }
         self.plain_last = h.npkt;
         write_record(
             &mut self.output,

@@ -19,6 +19,7 @@ pub mod linger;
 pub mod listener;
 pub mod output;
 pub mod session;
+pub mod source;
 pub mod summary;
 pub mod token;
 pub mod writer;
