@@ -145,6 +145,14 @@ impl DataChannel {
         Ok(DataChannel::Tcp(s, tcp_decoder(snaplen)))
     }
 
+    /// The UDP port, for a UDP channel.
+    pub fn udp_port(&self) -> Option<u16> {
+        match self {
+            DataChannel::Udp(p, _) => Some(p.port),
+            _ => None,
+        }
+    }
+
     /// The agent starts its capture anew (new STARTCAP): its datagrams may
     /// come from a new socket.
     pub fn unpin(&mut self) {
