@@ -362,7 +362,7 @@ impl Agent {
                 .path()
                 .map_or("stdout".into(), |p| p.display().to_string())
         );
-        self.capture = Some(Capture::new(iface, linktype, snaplen, output));
+        self.capture = Some(Capture::new(iface, linktype, snaplen, Some(output)));
         self.data = data;
         self.session
             .start_capture(transport, prog.into_insns(), now);

@@ -55,7 +55,9 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn new(iface: &str, linktype: i32, snaplen: u32, output: Output) -> Capture {
+    /// A capture writing to `output`; without one, records are counted
+    /// (as write errors) and not written, as after the output is settled.
+    pub fn new(iface: &str, linktype: i32, snaplen: u32, output: Option<Output>) -> Capture {
         Capture {
             iface: iface.to_string(),
             linktype,
@@ -64,7 +66,7 @@ impl Capture {
             plain_last: 0,
             plain_run: None,
             counters: Counters::default(),
-            output: Some(output),
+            output,
             write_error_logged: false,
         }
     }
@@ -150,7 +152,8 @@ impl Capture {
         }
         self.plain_run = None;
         // npkt starts at 1: a first packet with npkt 3 means 2 were lost.
-        if ahead <= MAX_AHEAD {
+        // (A first packet far ahead has nothing to confirm it: no count.)
+        if self.plain_last != 0 || ahead <= MAX_AHEAD {
             self.counters.plain_lost += u64::from(ahead.saturating_sub(1));
         }
         self.plain_last = h.npkt;
@@ -228,5 +231,58 @@ fn write_record(
                 *logged = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpcap::header::{Header, MsgType};
+
+    /// A plain-format datagram: one record with `npkt`.
+    fn plain(npkt: u32) -> Vec<u8> {
+        let h = PktHdr {
+            ts_sec: 1,
+            ts_usec: 2,
+            caplen: 4,
+            len: 4,
+            npkt,
+        };
+        let mut v = Header::new(MsgType::Packet, 0, (PktHdr::LEN + 4) as u32)
+            .to_bytes()
+            .to_vec();
+        v.extend_from_slice(&h.to_bytes());
+        v.extend_from_slice(&[1, 2, 3, 4]);
+        v
+    }
+
+    #[test]
+    fn plain_npkt_far_ahead_is_rejected_unless_a_run_confirms_it() {
+        // Issue 12: one forged npkt made every later packet a "duplicate"
+        // and added up to 2^31 to the loss count.
+        let mut c = Capture::new("eth0", 1, 100, None);
+        let mut budget = u64::MAX;
+        for n in 1..=5 {
+            c.on_datagram(&plain(n), &mut budget);
+        }
+        c.on_datagram(&plain(1 << 30), &mut budget);
+        for n in 6..=10 {
+            c.on_datagram(&plain(n), &mut budget);
+        }
+        assert_eq!(c.counters.write_errors, 10, "every real packet taken");
+        assert_eq!((c.counters.plain_lost, c.counters.plain_rejected), (0, 1));
+        // A replay is a duplicate, never taken again.
+        c.on_datagram(&plain(3), &mut budget);
+        assert_eq!((c.counters.write_errors, c.counters.plain_dups), (10, 1));
+        // The agent really is far ahead (a long stall): a run moves there.
+        let far = 10 + MAX_AHEAD + 5;
+        for n in far..far + RESYNC_RUN + 1 {
+            c.on_datagram(&plain(n), &mut budget);
+        }
+        assert_eq!(c.counters.write_errors, 12);
+        assert_eq!(
+            c.counters.plain_lost,
+            u64::from(far + RESYNC_RUN - 1 - 10 - 1)
+        );
     }
 }
