@@ -1,14 +1,16 @@
 //! The control thread: a thin mio driver around the sessions. One loop owns
 //! every RPCAP connection — the sensors of the ActiveClient lines it dials
-//! ([`dialer`]) and the passive clients it accepts ([`listener`]) — each a
-//! [`Peer`]: its stream (TLS or not, [`tls`]), its sans-IO
+//! ([`dialer`]: one sans-IO [`slot`] per line, names looked up off the loop
+//! by the [`resolver`]) and the passive clients it accepts ([`listener`]) —
+//! each a [`Peer`]: its stream (TLS or not, [`tls`]), its sans-IO
 //! [`Session`](crate::session::Session) and its capture. The loop routes
 //! events by token, runs the sessions' timers from their `poll_timeout`,
-//! hands password checks to the checker thread and its verdicts back,
-//! checks running captures for failures on a timer, and closes ended
-//! connections gracefully ([`linger`]). SIGHUP reloads the configuration
-//! (only slots whose line changed restart); SIGTERM/SIGINT stop every
-//! capture and return ([`signals`]).
+//! hands password checks to the checker thread and takes back its verdicts
+//! and the lookups' answers (one waker), checks running captures for
+//! failures on a timer, and closes ended connections gracefully
+//! ([`linger`]). SIGHUP reloads the configuration (only slots whose line
+//! changed restart); SIGTERM/SIGINT stop every capture and return
+//! ([`signals`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
