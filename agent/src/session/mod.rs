@@ -84,7 +84,7 @@ pub struct SessionConfig {
     /// long is dropped (passive clients).
     pub idle_timeout: Option<Duration>,
     /// `LivenessSecs` (sensors): a capturing sensor that polled STATS at a
-    /// steady interval and fell silent is given up ([`liveness`]).
+    /// steady interval and fell silent is given up (`session/liveness.rs`).
     pub liveness: Option<Duration>,
 }
 
