@@ -88,6 +88,7 @@ impl Agent {
             fast_step: Duration::from_millis(160),
             fast_window: Duration::from_secs(60),
             resolve_timeout: Duration::from_secs(1),
+            stable_session: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(1),
             capture_check: Duration::from_millis(30),
             auth_fail_delay: Duration::from_millis(100),

@@ -206,9 +206,9 @@ impl Dialer {
     }
 
     /// What the session of slot `token` has reached.
-    pub fn progress(&mut self, token: Token, authenticated: bool, capturing: bool) {
+    pub fn progress(&mut self, token: Token, authenticated: bool, capturing: bool, now: Instant) {
         if let Some(line) = self.lines.get_mut(&token) {
-            line.slot.progress(authenticated, capturing);
+            line.slot.progress(authenticated, capturing, now);
         }
     }
 

@@ -53,8 +53,7 @@ const FIRST_PEER: usize = 16;
 /// Timing of the loop; tests shorten it.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// First retry delay after a failed attempt; also the minimum spacing of
-    /// immediate reconnects after dropped sessions.
+    /// First retry delay after a failed attempt (doubling per failure).
     pub backoff_base: Duration,
     /// `MaxBackoffSecs`: no retry delay is longer.
     pub max_backoff: Duration,
@@ -68,6 +67,9 @@ pub struct Timing {
     pub fast_window: Duration,
     /// A name lookup not answered by then is a failed attempt.
     pub resolve_timeout: Duration,
+    /// A session authenticated this long ends an outage (resets the
+    /// backoff); one that ends sooner counts as a failed attempt.
+    pub stable_session: Duration,
     pub connect_timeout: Duration,
     /// How often running captures are checked for failures.
     pub capture_check: Duration,
@@ -86,6 +88,7 @@ impl Timing {
             fast_window: Duration::from_secs(180),
             // glibc gives a silent name server 5 s per try, two tries.
             resolve_timeout: Duration::from_secs(10),
+            stable_session: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             capture_check: Duration::from_millis(500),
             auth_fail_delay: Duration::from_secs(1),
@@ -404,7 +407,7 @@ impl<H: CaptureHost> Control<H> {
         let status = f(peer, &mut self.services);
         if peer.role() == Role::Sensor {
             self.dialer
-                .progress(token, peer.authenticated(), peer.capturing());
+                .progress(token, peer.authenticated(), peer.capturing(), now);
         }
         if status != Status::Open {
             self.close(token, status, now);

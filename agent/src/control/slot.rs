@@ -12,12 +12,17 @@
 //! | `resolving` | its deadline | `backing-off` (the late answer is ignored) |
 //! | `dialing` | established | `authenticating` |
 //! | `dialing` | refused, unreachable, its deadline | `backing-off` |
-//! | `authenticating` | the sensor authenticated | `authenticated`, backoff reset |
+//! | `authenticating` | the sensor authenticated | `authenticated` |
 //! | `authenticated` | a capture runs | `capturing` (and back when it ends) |
 //! | `authenticating` | CLOSE | `backing-off`, backoff unchanged |
 //! | `authenticating` | any other end | `backing-off`, one more failure |
-//! | `authenticated`, `capturing` | CLOSE | `backing-off`, one failure |
-//! | `authenticated`, `capturing` | any other end | `backing-off` until one base after the last attempt |
+//! | `authenticated`, `capturing` | CLOSE | `backing-off`, one more failure (the first if the session was stable) |
+//! | `authenticated`, `capturing` | any other end, the session stable | `backing-off` for no time (redial at once), backoff reset |
+//! | `authenticated`, `capturing` | any other end, too soon | `backing-off`, one more failure |
+//!
+//! A session is stable once authenticated for `Timing::stable_session`: only
+//! then is the outage over. A sensor that logs in and drops or closes at
+//! once, again and again, is backed off like one that refuses.
 //! | any session state | CLOSE with `ActiveCloseStops = yes` | `stopped` |
 //! | any | line removed, daemon stopping | `stopped` |
 
@@ -108,7 +113,8 @@ pub struct Slot {
     failures: u32,
     /// When the first of those failures happened.
     outage_since: Option<Instant>,
-    last_attempt: Option<Instant>,
+    /// When the session authenticated.
+    authenticated_at: Option<Instant>,
     /// Number of the last lookup asked for.
     lookups: u64,
     /// xorshift64 state for the jitter.
@@ -126,7 +132,7 @@ impl Slot {
             close_stops,
             failures: 0,
             outage_since: None,
-            last_attempt: None,
+            authenticated_at: None,
             lookups: 0,
             rng: seed | 1,
         }
@@ -166,7 +172,6 @@ impl Slot {
                 // The name is looked up again at every attempt: a sensor
                 // may move, a name server may come back.
                 self.lookups += 1;
-                self.last_attempt = Some(now);
                 let lookup = self.lookups;
                 self.set(State::Resolving {
                     lookup,
@@ -228,8 +233,8 @@ impl Slot {
         }
     }
 
-    /// What the session has reached; authentication ends the outage.
-    pub fn progress(&mut self, authenticated: bool, capturing: bool) {
+    /// What the session has reached at `now`.
+    pub fn progress(&mut self, authenticated: bool, capturing: bool, now: Instant) {
         if !self.state.in_session() {
             return;
         }
@@ -239,8 +244,7 @@ impl Slot {
             (false, false) => State::Authenticating,
         };
         if authenticated && self.state == State::Authenticating {
-            self.failures = 0;
-            self.outage_since = None;
+            self.authenticated_at = Some(now);
         }
         if next != self.state {
             self.set(next);
@@ -270,6 +274,14 @@ impl Slot {
             return;
         }
         let authenticated = self.state != State::Authenticating;
+        let since = self.authenticated_at.take();
+        let stable =
+            since.is_some_and(|t| now.saturating_duration_since(t) >= self.timing.stable_session);
+        if stable {
+            // The outage, if any, is over.
+            self.failures = 0;
+            self.outage_since = None;
+        }
         match end {
             SessionEnd::Closed if self.close_stops => {
                 info!(
@@ -293,19 +305,16 @@ impl Slot {
             SessionEnd::Closed => {
                 self.failed("sent CLOSE".into(), now);
             }
-            SessionEnd::Failed(why) if !authenticated => {
-                self.failed(format!("session ended before authentication: {why}"), now);
-            }
             SessionEnd::Failed(why) => {
-                // A session that was up redials at once, but no more often
-                // than once per backoff base.
                 warn!("session with sensor {} ended: {why}", self.name);
-                let earliest = self
-                    .last_attempt
-                    .map_or(now, |t| t + self.timing.backoff_base);
-                self.set(State::BackingOff {
-                    until: earliest.max(now),
-                });
+                if !authenticated {
+                    self.failed("the session ended before authentication".into(), now);
+                } else if !stable {
+                    self.failed("the session ended soon after authentication".into(), now);
+                } else {
+                    // A session that was up redials at once.
+                    self.set(State::BackingOff { until: now });
+                }
             }
         }
     }
@@ -404,11 +413,11 @@ mod tests {
         s.connected();
         assert_eq!(s.state_name(), "authenticating");
         assert_eq!(s.poll_timeout(), None);
-        s.progress(true, false);
+        s.progress(true, false, t0);
         assert_eq!(s.state_name(), "authenticated");
-        s.progress(true, true);
+        s.progress(true, true, t0);
         assert_eq!(s.state_name(), "capturing");
-        s.progress(true, false);
+        s.progress(true, false, t0);
         assert_eq!(s.state_name(), "authenticated");
         assert_eq!(s.state().to_string(), "authenticated");
     }
@@ -516,7 +525,7 @@ mod tests {
         for authenticated in [false, true] {
             let mut s = slot(false, t0);
             dial(&mut s, t0);
-            s.progress(authenticated, authenticated);
+            s.progress(authenticated, authenticated, t0);
             s.session_over(SessionEnd::Closed, t0);
             assert_eq!(s.state_name(), "backing-off");
             let next = until(&s);
@@ -525,7 +534,7 @@ mod tests {
 
             let mut s = slot(true, t0);
             dial(&mut s, t0);
-            s.progress(authenticated, false);
+            s.progress(authenticated, false, t0);
             s.session_over(SessionEnd::Closed, t0);
             assert_eq!(s.state_name(), "stopped");
             assert_eq!(s.poll_timeout(), None);
@@ -534,8 +543,9 @@ mod tests {
     }
 
     #[test]
-    fn authentication_ends_the_outage_and_a_dropped_session_redials_soon() {
+    fn a_stable_session_ends_the_outage_and_a_flapping_one_backs_off() {
         let t0 = Instant::now();
+        let stable = timing().stable_session;
         let mut s = slot(false, t0);
         let mut now = t0;
         for _ in 0..5 {
@@ -550,17 +560,35 @@ mod tests {
         assert_eq!(s.failures(), 6);
         now = until(&s);
         dial(&mut s, now);
-        s.progress(true, true);
-        assert_eq!(s.failures(), 0);
-        // Up for a while, then lost: redial at once.
-        let later = now + Duration::from_secs(60);
-        s.session_over(SessionEnd::Failed("sensor silent".into()), later);
-        assert_eq!(until(&s), later);
-        // Lost right after the attempt: not before one base after it.
-        dial(&mut s, later);
-        s.progress(true, false);
-        s.session_over(SessionEnd::Failed("reset".into()), later);
-        assert_eq!(until(&s), later + timing().backoff_base);
+        s.progress(true, true, now);
+        // Up long enough, then lost: the outage is over, redial at once.
+        now += stable;
+        s.session_over(SessionEnd::Failed("sensor silent".into()), now);
+        assert_eq!((until(&s), s.failures()), (now, 0));
+        // Logs in and drops at once, again and again: backed off like a
+        // refusal, up to the 5 s step.
+        let mut steps = Vec::new();
+        for _ in 0..8 {
+            dial(&mut s, now);
+            s.progress(true, false, now);
+            now += Duration::from_millis(100);
+            s.session_over(SessionEnd::Failed("reset".into()), now);
+            steps.push(until(&s) - now);
+            now = until(&s);
+        }
+        assert_eq!(s.failures(), 8);
+        assert!(steps[0] < Duration::from_secs(1), "{steps:?}");
+        assert!(steps[7] >= Duration::from_millis(2500), "{steps:?}");
+        assert!(
+            steps.iter().all(|d| *d < Duration::from_secs(5)),
+            "{steps:?}"
+        );
+        // A CLOSE after a stable session: the first step again.
+        dial(&mut s, now);
+        s.progress(true, true, now);
+        s.session_over(SessionEnd::Closed, now + stable);
+        assert_eq!(s.failures(), 1);
+        assert!(until(&s) - (now + stable) < Duration::from_secs(1));
     }
 
     #[test]
