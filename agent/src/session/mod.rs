@@ -254,7 +254,12 @@ impl Session {
         }
         match &self.auth {
             AuthState::Held { until, .. } => *until,
-            AuthState::Authenticated if self.capturing() => self.liveness.deadline(self.last_rx),
+            // Not while we wait for an answer: the sensor's bytes then wait
+            // unread in the socket, and the silence would be ours.
+            AuthState::Authenticated if self.capturing() => self
+                .reading()
+                .then(|| self.liveness.deadline(self.last_rx))
+                .flatten(),
             AuthState::Authenticated => self.cfg.idle_timeout.map(|d| self.last_rx + d),
             _ => self.cfg.auth_timeout.map(|d| self.began + d),
         }
