@@ -1,6 +1,8 @@
-//! End-to-end, the agent's ActiveClient slots under bad networks: a name
-//! server that never answers, a path that goes dark and comes back. xrpcapd
-//! in ns cap dials xrpcap-sensor in ns sen (TESTING.md topology). Needs root.
+//! End-to-end, the agent's ActiveClient slots under bad networks and bad
+//! peers: a name server that never answers, a path that goes dark and comes
+//! back, whoever answers on the sensor's address with CLOSE. xrpcapd in ns
+//! cap dials xrpcap-sensor (or a fake) in ns sen (TESTING.md topology).
+//! Needs root.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -205,4 +207,63 @@ fn a_blackhole_is_resumed_within_the_first_backoff_step_after_restore() {
     let mut got = all_seqs(&sensor);
     got.sort_unstable();
     assert_eq!(got, (0..40).collect::<Vec<u32>>());
+}
+
+/// Accepts the agent's connections on the sensor's address and answers each
+/// with CLOSE before any login, as an impostor or a sensor giving up would;
+/// returns when each accepted connection came, until `within` passes or
+/// `max` came.
+fn close_at_once(topo: &Topology, max: usize, within: Duration) -> Vec<Instant> {
+    let l = topo.sen.tcp_listener(sensor_addr()).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let close = rpcap::msg::Message::Close.to_bytes();
+    let end = Instant::now() + within;
+    let mut came = Vec::new();
+    while Instant::now() < end && came.len() < max {
+        match l.accept() {
+            Ok((mut s, _)) => {
+                came.push(Instant::now());
+                std::io::Write::write_all(&mut s, &close).unwrap();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    came
+}
+
+/// The built agent redials after a CLOSE before authentication, again and
+/// again, each time after a backoff step (here the first, [0.5, 1) s: the
+/// CLOSEs neither reset it to nothing nor make it grow); with
+/// `ActiveCloseStops = YES` the first CLOSE stops it, as in libpcap.
+#[test]
+#[ignore = "needs root"]
+fn a_close_before_authentication_does_not_stop_redialling() {
+    require_root();
+    let topo = Topology::new().unwrap();
+    let ini = format!(
+        "ActiveClient = {}, {}\nNullAuthPermit = YES\n",
+        Topology::SEN_IP,
+        Topology::SEN_PORT
+    );
+    let mut agent = Agent::start(&topo.cap, &ini, &[]).unwrap();
+    let came = close_at_once(&topo, 6, Duration::from_secs(20));
+    let gaps: Vec<Duration> = came.windows(2).map(|w| w[1] - w[0]).collect();
+    let log = agent.stop().unwrap();
+    assert_eq!(came.len(), 6, "connections after CLOSEs: {gaps:?}\n{log}");
+    for g in &gaps {
+        assert!(
+            *g >= Duration::from_millis(450) && *g < Duration::from_millis(2500),
+            "{gaps:?}\n{log}"
+        );
+    }
+    eprintln!("redials after pre-auth CLOSEs: {gaps:?}");
+
+    let mut agent =
+        Agent::start(&topo.cap, &format!("{ini}ActiveCloseStops = YES\n"), &[]).unwrap();
+    let came = close_at_once(&topo, 2, Duration::from_secs(5));
+    let log = agent.stop().unwrap();
+    assert_eq!(came.len(), 1, "ActiveCloseStops = YES stops\n{log}");
 }
