@@ -2,7 +2,7 @@
 //! bytes from an untrusted peer, with a fake capture host, password checker
 //! and clock whose answers (and their timing) the input also chooses.
 //!
-//! Input: one byte of session settings, then operations, each an opcode byte
+//! Input: two bytes of session settings, then operations, each an opcode byte
 //! and its operands: raw bytes from the peer, a well-formed request built
 //! from fields (so that the fuzzer gets past authentication and OPEN), the
 //! answer to the oldest outstanding command, time passing, a capture failure,
@@ -62,7 +62,8 @@ impl<'a> Bytes<'a> {
     }
 }
 
-fn config(flags: u8) -> SessionConfig {
+/// Settings from two bytes of flags.
+fn config(flags: u8, more: u8) -> SessionConfig {
     SessionConfig {
         mode: if flags & 1 != 0 {
             Mode::Passive
@@ -84,6 +85,7 @@ fn config(flags: u8) -> SessionConfig {
         capture: None,
         auth_timeout: (flags & 64 != 0).then(|| Duration::from_secs(10)),
         idle_timeout: (flags & 128 != 0).then(|| Duration::from_secs(30)),
+        liveness: (more & 1 != 0).then(|| Duration::from_secs(30)),
     }
 }
 
@@ -270,7 +272,7 @@ fuzz_target!(|data: &[u8]| {
     let local = "10.0.0.5:2002".parse().unwrap();
     let peer = "10.0.0.9:40000".parse().unwrap();
     let mut d = Driver {
-        session: Session::new(config(b.u8()), local, peer, now),
+        session: Session::new(config(b.u8(), b.u8()), local, peer, now),
         now,
         waiting: VecDeque::new(),
         capture: false,
