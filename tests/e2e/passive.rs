@@ -972,3 +972,85 @@ fn slow_password_checks_do_not_stall_other_clients_and_yescrypt_logins_work() {
     );
     stats_ok(&mut s);
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_client_that_never_reads_is_bounded_dropped_and_starves_no_one() {
+    const LIMIT: u64 = 128 << 20;
+    // The flood comes before authentication: a long AuthTimeoutSecs leaves
+    // the output bound alone to stop it.
+    let rig = Rig::new("AuthTimeoutSecs = 120\n", &[]);
+    let pid = rig.pid();
+    let mut good = authed(&rig);
+    let mut flood = rig.connect();
+    flood.set_nonblocking(true).unwrap();
+    // 16 KiB of pipelined 8-byte requests, each answered with a ~60-byte
+    // error that the client never reads.
+    let batch = raw(MsgType::FindAllIfReq, 0, 0, &[]).repeat(2048);
+    let t0 = Instant::now();
+    let (mut written, mut peak, mut served) = (0usize, 0u64, 0u32);
+    while t0.elapsed() < Duration::from_secs(8) && peak <= LIMIT {
+        let burst = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < burst {
+            match flood.write(&batch) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("flood: {e} after {written} bytes"),
+            }
+        }
+        peak = peak.max(rss(pid));
+        // The other client is answered meanwhile (its read timeout: 10 s).
+        good.write_all(&raw(MsgType::StatsReq, 0, 0, &[])).unwrap();
+        match read_msg(&mut good) {
+            Some((h, _)) if h.kind() == Some(MsgType::StatsReply) => served += 1,
+            other => panic!(
+                "STATS number {} not answered ({other:?}); agent RSS {} MiB",
+                served + 1,
+                rss(pid) >> 20
+            ),
+        }
+    }
+    assert!(
+        peak <= LIMIT,
+        "agent RSS {} MiB after {} MiB of unread requests",
+        peak >> 20,
+        written >> 20
+    );
+    assert!(served >= 20, "{served} STATS answered during the flood");
+    eprintln!(
+        "flood: {} KiB of requests taken, agent peak RSS {} MiB, {served} STATS answered",
+        written >> 10,
+        peak >> 20
+    );
+    // Its replies unread for too long, the flooder is dropped and counted
+    // (the agent's log is too long to print: a line per request).
+    let dropped = |log: String| {
+        log.lines()
+            .find(|l| l.contains("does not read its replies"))
+            .map(str::to_string)
+    };
+    wait_until(Duration::from_secs(60), "the flooder dropped", || {
+        // IdleTimeoutSecs = 3: the other client keeps asking.
+        stats_ok(&mut good);
+        Ok(dropped(rig.agent.stderr()).is_some())
+    })
+    .unwrap();
+    let line = dropped(rig.agent.stderr()).unwrap();
+    assert!(line.contains("1 dropped so far"), "{line}");
+    stats_ok(&mut good);
+    flood.set_nonblocking(false).unwrap();
+    let mut sink = [0u8; 64 * 1024];
+    while matches!(flood.read(&mut sink), Ok(n) if n > 0) {}
+}

@@ -150,6 +150,7 @@ impl<H: CaptureHost> Control<H> {
                 verifier,
                 checks: Checks::default(),
                 backoff,
+                dropped: Default::default(),
             },
             config: Config::default(),
             dialer: Dialer::new(timing.clone()),

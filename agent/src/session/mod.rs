@@ -95,6 +95,12 @@ pub enum Ended {
     Timeout(&'static str),
 }
 
+/// Replies waiting for the peer beyond which the session takes no more of
+/// its requests: a peer that pipelines requests and does not read the
+/// replies fills its own socket, not our memory. Well above any one reply
+/// a reading peer waits for (a FINDALLIF reply is tens of KiB).
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
 /// Texts of errors the sensor may test for.
 pub const NO_DEVICE: &str = "No capture device was specified";
 pub const NULL_AUTH_REFUSED: &str = "NULL authentication not permitted";
@@ -196,10 +202,19 @@ impl Session {
         self.ended.as_ref()
     }
 
-    /// Whether the session takes bytes now: not while an answer is awaited
-    /// or a failed login is held (the driver leaves them in the socket).
+    /// Whether the session takes bytes now: not while an answer is awaited,
+    /// a failed login is held or the peer has left more replies unread than
+    /// [`OUTPUT_HIGH_WATER`] (the driver leaves them in the socket).
     pub fn reading(&self) -> bool {
-        self.ended.is_none() && self.pending.is_none() && !self.auth.blocks()
+        self.ended.is_none()
+            && self.pending.is_none()
+            && !self.auth.blocks()
+            && !self.output_blocked()
+    }
+
+    /// Whether the replies the peer left unread hold its requests back.
+    pub fn output_blocked(&self) -> bool {
+        self.codec.output().len() >= OUTPUT_HIGH_WATER
     }
 
     /// Bytes to send to the peer (none while a failed login is held).
@@ -295,6 +310,11 @@ impl Session {
                 }
                 self.codec.feed(data);
                 self.run();
+            }
+            Input::Sent => {
+                if self.reading() {
+                    self.run();
+                }
             }
             Input::Answer(answer) => self.answer(now, answer),
             Input::CaptureFailed(reason) => self.capture_failed(reason),

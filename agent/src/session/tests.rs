@@ -1087,3 +1087,39 @@ fn reloaded_timeouts_apply_to_a_running_session() {
     t.one(Message::AuthReq(Auth::Null));
     assert_eq!(t.s.poll_timeout(), None, "no idle timeout any more");
 }
+
+#[test]
+fn replies_left_unread_hold_the_requests_back_until_the_peer_reads() {
+    let mut t = T::new();
+    // Pipelined requests before authentication, each answered with an error
+    // ~7 times its size, and nothing read.
+    let n = 20_000;
+    let flood = raw_msg(0, MsgType::FindAllIfReq as u8, 0, &[]).repeat(n);
+    t.s.handle(t.now, Input::Received(&flood));
+    t.drive();
+    let out = t.s.output().len();
+    assert!(
+        (OUTPUT_HIGH_WATER..OUTPUT_HIGH_WATER + 1024).contains(&out),
+        "{out}"
+    );
+    assert!(!t.s.reading());
+    assert!(t.s.output_blocked());
+    // Nothing was taken: nothing more is done.
+    t.s.handle(t.now, Input::Sent);
+    assert_eq!(t.s.output().len(), out);
+    // The peer reads: the held requests go on, in order, bounded each time.
+    let mut replies = 0;
+    while replies < n {
+        let sent = t.sent();
+        assert!(!sent.is_empty());
+        for m in &sent {
+            assert_error(m, ErrorCode::WrongMsg, "authentication");
+        }
+        replies += sent.len();
+        t.s.handle(t.now, Input::Sent);
+        assert!(t.s.output().len() < OUTPUT_HIGH_WATER + 1024);
+    }
+    assert_eq!(replies, n);
+    assert!(t.s.reading());
+    assert!(t.sent().is_empty());
+}
