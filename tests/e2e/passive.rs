@@ -1054,3 +1054,99 @@ fn a_client_that_never_reads_is_bounded_dropped_and_starves_no_one() {
     let mut sink = [0u8; 64 * 1024];
     while matches!(flood.read(&mut sink), Ok(n) if n > 0) {}
 }
+
+/// A TCP port in `ns` that drops SYNs (a listener whose backlog of 0 is
+/// full): a connect to it stays pending until the connector gives up.
+fn syn_dropping_port(ns: &Netns) -> (socket2::Socket, TcpStream, u16) {
+    ns.enter(|| {
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        l.listen(0)?;
+        let addr = l.local_addr()?.as_socket().unwrap();
+        // The one connection the backlog holds, never accepted.
+        let filler = TcpStream::connect(addr)?;
+        Ok::<_, std::io::Error>((l, filler, addr.port()))
+    })
+    .unwrap()
+    .unwrap()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_data_connect_without_answer_stalls_no_other_session_and_leaks_nothing() {
+    let rig = Rig::new("", &[]);
+    let pid = rig.pid();
+    let (listener, filler, port) = syn_dropping_port(&rig.cap);
+    let mut good = authed(&rig);
+    let mut s = authed(&rig);
+    let open = Message::OpenReq {
+        source: "c0".into(),
+    };
+    s.write_all(&open.to_bytes()).unwrap();
+    assert_eq!(read_msg(&mut s).unwrap().0.kind(), Some(MsgType::OpenReply));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = resources(pid);
+    // STARTCAP with a TCP data channel the agent connects (SERVEROPEN) to
+    // the port that drops SYNs.
+    let startcap = Message::StartCapReq(rpcap::msg::StartCapReq {
+        snaplen: 65535,
+        read_timeout_ms: 100,
+        flags: rpcap::msg::startcap_flags::SERVEROPEN,
+        portdata: port,
+        filter: vec![rpcap::bpf::Insn::new(0x06, 0, 0, 0xffff)],
+    });
+    let t0 = Instant::now();
+    s.write_all(&startcap.to_bytes()).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let (mut served_meanwhile, mut worst) = (0, Duration::ZERO);
+    let mut peek = [0u8; 1];
+    while t0.elapsed() < Duration::from_secs(60) {
+        let t = Instant::now();
+        stats_ok(&mut good);
+        worst = worst.max(t.elapsed());
+        match s.peek(&mut peek) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => served_meanwhile += 1,
+            _ => break,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pending = t0.elapsed();
+    s.set_nonblocking(false).unwrap();
+    // The STARTCAP fails when the connect gives up, and says why.
+    let text = expect_error(&mut s, ErrorCode::StartCapture);
+    assert!(text.contains("connect"), "{text}");
+    assert!(
+        served_meanwhile >= 3,
+        "only {served_meanwhile} STATS served during a {pending:?} data connect"
+    );
+    assert!(
+        worst < pending / 2,
+        "a STATS took {worst:?} during a {pending:?} data connect"
+    );
+    eprintln!("{served_meanwhile} STATS served during a {pending:?} data connect, the slowest in {worst:?}");
+    stats_ok(&mut s);
+    // A session that ends while its start is pending leaves nothing behind,
+    // even when the data connection is made after it ended.
+    s.write_all(&startcap.to_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    stats_ok(&mut good);
+    // Room in the backlog (the filler accepted): the agent's next SYN gets
+    // through, and the connection it makes for nobody is closed at once.
+    listener
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    drop(listener.accept().unwrap());
+    drop(filler);
+    let (data, _) = listener.accept().expect("the agent's data connection");
+    let mut data: TcpStream = data.into();
+    data.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(data.read(&mut [0u8; 1]).unwrap(), 0, "data for nobody");
+    wait_until(Duration::from_secs(15), "fd and thread counts back", || {
+        // Its connection is gone too.
+        Ok(resources(pid) == (before.0 - 1, before.1))
+    })
+    .unwrap_or_else(|e| panic!("{e}: before {before:?}, after {:?}", resources(pid)));
+    stats_ok(&mut good);
+}

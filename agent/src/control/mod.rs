@@ -138,6 +138,11 @@ impl<H: CaptureHost> Control<H> {
             timing.auth_fail_max,
             Duration::from_secs(900),
         );
+        let mut host = host;
+        let wake = waker.clone();
+        host.set_notify(Arc::new(move || {
+            let _ = wake.wake();
+        }));
         let wake = waker.clone();
         let verifier = Verifier::spawn(move || {
             let _ = wake.wake();
@@ -300,7 +305,10 @@ impl<H: CaptureHost> Control<H> {
                             self.stop.store(true, Ordering::SeqCst);
                         }
                     }
-                    WAKER => self.verdicts(now),
+                    WAKER => {
+                        self.verdicts(now);
+                        self.starts(now);
+                    }
                     t if self.listeners.contains(t) => self.accept(t, now),
                     t if self.peers.contains_key(&t) => {
                         self.serve(t, now, |p, s| p.service(now, s))
@@ -462,6 +470,21 @@ impl<H: CaptureHost> Control<H> {
                 continue;
             };
             self.serve(token, now, |p, s| p.checked(now, v.ok, s));
+        }
+    }
+
+    /// Answers the sessions whose capture is up (or could not start).
+    fn starts(&mut self, now: Instant) {
+        let tokens: Vec<Token> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.starting())
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            self.serve(token, now, |p, s| {
+                p.check_start(now, s).unwrap_or(Status::Open)
+            });
         }
     }
 

@@ -18,7 +18,7 @@ use super::linger::Lingering;
 use super::tls::{Conn, Sniffed};
 use crate::auth::{Backoff, Verifier};
 use crate::host::CaptureHost;
-use crate::session::{Answer, Command, Ended, Input, PasswordCheck, Session};
+use crate::session::{Answer, Command, Ended, HostCommand, Input, PasswordCheck, Session};
 use rpcap::addr::canonical;
 
 /// Reads from one peer in one turn of the loop, at most (of 16 KiB): a
@@ -135,6 +135,9 @@ pub struct Peer<C> {
     session: Session,
     /// The capture the session's commands run on.
     capture: Option<C>,
+    /// Its capture is on its way: the session waits for the host to say
+    /// it is up ([`Peer::check_start`]).
+    starting: bool,
     /// Its turn ended with more maybe waiting in the socket, whose
     /// readiness was taken: serve it again (after the others).
     again: Option<Instant>,
@@ -149,6 +152,7 @@ impl<C> Peer<C> {
             conn,
             session,
             capture: None,
+            starting: false,
             again: None,
             stall: Stall::default(),
         }
@@ -213,6 +217,27 @@ impl<C> Peer<C> {
         self.service(now, svc)
     }
 
+    /// Whether its session waits for its capture to be up.
+    pub fn starting(&self) -> bool {
+        self.starting
+    }
+
+    /// Asks the host whether the capture on its way is up (or could not
+    /// start); the session answers the peer. None while it is on its way.
+    pub fn check_start<H: CaptureHost<Capture = C>>(
+        &mut self,
+        now: Instant,
+        svc: &mut Services<H>,
+    ) -> Option<Status> {
+        if !self.starting {
+            return None;
+        }
+        let answer = svc.host.poll_started(&mut self.capture)?;
+        self.starting = false;
+        self.answer(now, answer, svc);
+        Some(self.service(now, svc))
+    }
+
     /// Asks the host whether the capture stopped by itself; the session
     /// tells the peer. None when nothing happened.
     pub fn check_capture<H: CaptureHost<Capture = C>>(
@@ -238,7 +263,8 @@ impl<C> Peer<C> {
         svc.checks.forget(self.token);
         self.session.handle(now, Input::Shutdown);
         self.run_commands(now, svc);
-        // A session ended with a capture still there: never leak it.
+        // A session ended with a capture still there (or on its way): never
+        // leak it.
         if let Some(cap) = self.capture.take() {
             svc.host.stop(cap);
         }
@@ -263,7 +289,13 @@ impl<C> Peer<C> {
         while let Some(cmd) = self.session.poll_command() {
             let ip = canonical(self.session.peer().ip());
             let answer = match cmd {
-                Command::Host(cmd) => svc.host.execute(&mut self.capture, cmd),
+                Command::Host(cmd) => {
+                    let start = matches!(cmd, HostCommand::StartCapture(_));
+                    let answer = svc.host.execute(&mut self.capture, cmd);
+                    // Unanswered: on its way, answered by `check_start`.
+                    self.starting = start && answer.is_none();
+                    answer
+                }
                 Command::CheckPassword(check) => {
                     // A full queue fails the login at once.
                     (!svc.checks.submit(&svc.verifier, self.token, check))
@@ -352,6 +384,11 @@ impl<C> Peer<C> {
                 gone.get_or_insert(e.to_string());
             }
         }
+        // A peer that hangs up while its session waits (a capture on its
+        // way, a password check) is gone now, not once the wait is over.
+        if gone.is_none() && !self.session.reading() && self.hung_up() {
+            gone = Some(format!("{who} closed the connection"));
+        }
         self.stall
             .update(now, self.session.output_blocked(), progressed);
         if gone.is_none() && (self.session.output_over_limit() || self.stall.expired(now)) {
@@ -373,6 +410,12 @@ impl<C> Peer<C> {
             (None, Some(why)) => Status::Gone(why),
             (None, None) => Status::Open,
         }
+    }
+
+    /// Whether the peer closed its end with nothing left unread (what the
+    /// socket holds after a close is read before the close is seen).
+    fn hung_up(&self) -> bool {
+        matches!(self.conn.stream.peek(&mut [0u8; 1]), Ok(0))
     }
 
     /// Writes pending replies until done or the socket is full; whether the

@@ -261,7 +261,8 @@ impl Session {
         }
         match &self.auth {
             AuthState::Held { until, .. } => *until,
-            AuthState::Authenticated if self.capturing() => None,
+            // Waiting for our answer (a capture on its way) is not idling.
+            AuthState::Authenticated if self.capturing() || self.pending.is_some() => None,
             AuthState::Authenticated => self.cfg.idle_timeout.map(|d| self.last_rx + d),
             _ => self.cfg.auth_timeout.map(|d| self.began + d),
         }
@@ -460,7 +461,11 @@ impl Session {
                 );
             }
             (_, answer) => match self.pending.take() {
-                Some(pending) => self.host_answer(pending, answer),
+                Some(pending) => {
+                    // The host's time does not count as the peer's idle time.
+                    self.last_rx = now;
+                    self.host_answer(pending, answer)
+                }
                 None => debug!("{}: unexpected answer {answer:?}", self.ends.peer),
             },
         }
