@@ -153,15 +153,6 @@ pub struct WorkerHost {
     notify: Option<Notify>,
 }
 
-impl std::fmt::Debug for WorkerHost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerHost")
-            .field("settings", &self.settings)
-            .field("next_cpu", &self.next_cpu)
-            .finish_non_exhaustive()
-    }
-}
-
 impl WorkerHost {
     pub fn new(cfg: &Config) -> WorkerHost {
         WorkerHost {

@@ -268,6 +268,32 @@ fn stats_ok(s: &mut TcpStream) {
     assert_eq!(h.kind(), Some(MsgType::StatsReply), "{h:?}");
 }
 
+/// Asks `good` for STATS while `waiting` (which sent its request at `t0`)
+/// has no reply yet, for at most 60 s: how many were served meanwhile, the
+/// slowest, and how long the wait lasted.
+fn served_while_waiting(
+    good: &mut TcpStream,
+    waiting: &mut TcpStream,
+    t0: Instant,
+) -> (u32, Duration, Duration) {
+    waiting.set_nonblocking(true).unwrap();
+    let (mut served, mut worst) = (0, Duration::ZERO);
+    let mut peek = [0u8; 1];
+    while t0.elapsed() < Duration::from_secs(60) {
+        let t = Instant::now();
+        stats_ok(good);
+        worst = worst.max(t.elapsed());
+        // No reply yet: this STATS was served during the wait.
+        match waiting.peek(&mut peek) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => served += 1,
+            _ => break,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    waiting.set_nonblocking(false).unwrap();
+    (served, worst, t0.elapsed())
+}
+
 #[test]
 #[ignore = "needs root"]
 fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
@@ -942,24 +968,7 @@ fn slow_password_checks_do_not_stall_other_clients_and_yescrypt_logins_work() {
     let mut s = rig.connect();
     let t0 = Instant::now();
     s.write_all(&password("slow", "slow pw")).unwrap();
-    s.set_nonblocking(true).unwrap();
-    let mut served_meanwhile = 0;
-    let mut worst = Duration::ZERO;
-    let mut peek = [0u8; 1];
-    let deadline = t0 + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let t = Instant::now();
-        stats_ok(&mut good);
-        worst = worst.max(t.elapsed());
-        // No reply yet to the login: this STATS was served during its check.
-        match s.peek(&mut peek) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => served_meanwhile += 1,
-            _ => break,
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let login = t0.elapsed();
-    s.set_nonblocking(false).unwrap();
+    let (served_meanwhile, worst, login) = served_while_waiting(&mut good, &mut s, t0);
     let (h, _) = read_msg(&mut s).expect("login reply");
     assert_eq!(h.kind(), Some(MsgType::AuthReply), "{h:?}");
     assert!(
@@ -1097,21 +1106,7 @@ fn a_data_connect_without_answer_stalls_no_other_session_and_leaks_nothing() {
     });
     let t0 = Instant::now();
     s.write_all(&startcap.to_bytes()).unwrap();
-    s.set_nonblocking(true).unwrap();
-    let (mut served_meanwhile, mut worst) = (0, Duration::ZERO);
-    let mut peek = [0u8; 1];
-    while t0.elapsed() < Duration::from_secs(60) {
-        let t = Instant::now();
-        stats_ok(&mut good);
-        worst = worst.max(t.elapsed());
-        match s.peek(&mut peek) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => served_meanwhile += 1,
-            _ => break,
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pending = t0.elapsed();
-    s.set_nonblocking(false).unwrap();
+    let (served_meanwhile, worst, pending) = served_while_waiting(&mut good, &mut s, t0);
     // The STARTCAP fails when the connect gives up, and says why.
     let text = expect_error(&mut s, ErrorCode::StartCapture);
     assert!(text.contains("connect"), "{text}");
