@@ -151,6 +151,18 @@ pub struct WorkerHost {
     next_cpu: usize,
     tls: Option<Arc<ServerConfig>>,
     notify: Option<Notify>,
+    /// Setup threads of captures stopped while on their way: they stop what
+    /// they made by themselves; the host waits for them only when it goes
+    /// (an AF_XDP program must not stay attached after the daemon).
+    orphans: Vec<JoinHandle<()>>,
+}
+
+impl Drop for WorkerHost {
+    fn drop(&mut self) {
+        for t in self.orphans.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 impl WorkerHost {
@@ -160,6 +172,7 @@ impl WorkerHost {
             next_cpu: 0,
             tls: None,
             notify: None,
+            orphans: Vec::new(),
         }
     }
 
@@ -523,6 +536,7 @@ impl CaptureHost for WorkerHost {
                 next_cpu: 0,
                 tls: None,
                 notify: None,
+                orphans: Vec::new(),
             },
             cpu: self.pick_cpu(),
             notify: self.notify.clone(),
@@ -602,8 +616,13 @@ impl CaptureHost for WorkerHost {
         let stage = std::mem::replace(&mut *lock(&cap.state), Stage::Stopped);
         // A setup still under way (a connect, an AF_XDP open) is not waited
         // for: it finds the capture stopped and stops what it made.
-        if let Some(t) = cap.setup.take().filter(|t| t.is_finished()) {
-            let _ = t.join();
+        self.orphans.retain(|t| !t.is_finished());
+        if let Some(t) = cap.setup.take() {
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                self.orphans.push(t);
+            }
         }
         let stats = match stage {
             Stage::Running(w) => w.stop(),
@@ -622,8 +641,7 @@ impl CaptureHost for WorkerHost {
     }
 
     fn reconfigure(&mut self, cfg: &Config) {
-        let (tls, notify) = (self.tls.take(), self.notify.take());
-        *self = WorkerHost::new(cfg).with_tls(tls);
-        self.notify = notify;
+        self.settings = Arc::new(cfg.capture.clone());
+        self.next_cpu = 0;
     }
 }
