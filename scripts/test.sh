@@ -22,7 +22,7 @@ ROOT=$PWD
 FUZZ_SECS=${XRPCAP_FUZZ_SECS:-20}
 # Every cargo-fuzz folder (each its own workspace): the protocol parsers and
 # the XDP compilers.
-FUZZ_DIRS=(rpcap/fuzz xdpc/fuzz)
+FUZZ_DIRS=(rpcap/fuzz xdpc/fuzz sensor/fuzz)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 

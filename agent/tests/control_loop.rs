@@ -1,6 +1,6 @@
 //! The control loop against scripted sensors on 127.0.0.1: dialling with
-//! backoff, reconnecting after a drop, no reconnect after CLOSE, capture
-//! failures reported. Real sockets, a fake capture host, short timings.
+//! backoff, reconnecting after a drop, CLOSE followed by a redial (unless
+//! ActiveCloseStops), capture failures reported. Real sockets, a fake capture host, short timings.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -80,20 +80,30 @@ struct Agent {
 
 impl Agent {
     fn start(port: u16) -> Agent {
+        Agent::start_with(port, |_, _| {})
+    }
+
+    /// An agent whose configuration and timing `tune` adjusts.
+    fn start_with(port: u16, tune: impl FnOnce(&mut Config, &mut Timing)) -> Agent {
         let mut cfg = Config {
             null_auth: true,
             ..Config::default()
         };
         cfg.active_clients
             .push(parse_active_client(&format!("127.0.0.1, {port}")).unwrap());
-        let timing = Timing {
+        let mut timing = Timing {
             backoff_base: Duration::from_millis(40),
             max_backoff: Duration::from_millis(160),
+            fast_step: Duration::from_millis(160),
+            fast_window: Duration::from_secs(60),
+            resolve_timeout: Duration::from_secs(1),
+            stable_session: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(1),
             capture_check: Duration::from_millis(30),
             auth_fail_delay: Duration::from_millis(100),
             auth_fail_max: Duration::from_millis(400),
         };
+        tune(&mut cfg, &mut timing);
         let host = FakeHost::default();
         let mut control = Control::new(cfg, timing, host.clone()).unwrap();
         let stopper = control.stopper();
@@ -195,27 +205,96 @@ fn dropped_session_reconnects_at_once() {
     assert!(accept(&l, Duration::from_secs(2)).is_some());
 }
 
-#[test]
-fn close_means_no_reconnect() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let agent = Agent::start(l.local_addr().unwrap().port());
-    let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
-    auth(&mut s);
+/// Opens lo and starts a capture, as a sensor does.
+fn capture(s: &mut TcpStream) {
     send(
-        &mut s,
+        s,
         Message::OpenReq {
             source: "lo".into(),
         },
     );
-    assert!(matches!(recv(&mut s), Message::OpenReply { .. }));
-    send(&mut s, start_udp(9));
-    assert!(matches!(recv(&mut s), Message::StartCapReply(_)));
-    send(&mut s, Message::Close);
-    // The agent closes its end and the capture, and never comes back.
+    assert!(matches!(recv(s), Message::OpenReply { .. }));
+    send(s, start_udp(9));
+    assert!(matches!(recv(s), Message::StartCapReply(_)));
+}
+
+/// The agent's end of `s` closes.
+fn assert_closed(s: &mut TcpStream) {
     let mut buf = [0u8; 1];
     assert_eq!(s.read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn close_ends_the_capture_and_redials() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent = Agent::start(l.local_addr().unwrap().port());
+    let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
+    auth(&mut s);
+    capture(&mut s);
+    send(&mut s, Message::Close);
+    // The agent closes its end and the capture, and comes back.
+    assert_closed(&mut s);
+    let mut s = accept(&l, Duration::from_secs(2)).expect("redial after CLOSE");
+    assert_eq!(agent.host.0.lock().unwrap().running, 0);
+    auth(&mut s);
+}
+
+#[test]
+fn active_close_stops_means_no_reconnect() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let agent = Agent::start_with(port, |c, _| c.active_close_stops = true);
+    let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
+    auth(&mut s);
+    capture(&mut s);
+    send(&mut s, Message::Close);
+    assert_closed(&mut s);
     assert!(accept(&l, Duration::from_millis(600)).is_none());
     assert_eq!(agent.host.0.lock().unwrap().running, 0);
+    // Before authentication too.
+    drop(l);
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let _agent = Agent::start_with(port, |c, _| c.active_close_stops = true);
+    let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
+    send(&mut s, Message::Close);
+    assert_closed(&mut s);
+    assert!(accept(&l, Duration::from_millis(600)).is_none());
+}
+
+/// Whoever answers on the sensor's address and sends CLOSE before
+/// authenticating (an impostor, a port squatter) neither stops the slot nor
+/// changes its backoff: after an outage of a few failures, every redial
+/// waits the same step, neither reset to the first nor growing.
+#[test]
+fn a_close_before_authentication_keeps_redialling_at_the_same_step() {
+    let port = free_port();
+    let _agent = Agent::start_with(port, |_, t| {
+        t.max_backoff = Duration::from_secs(5);
+        t.fast_step = Duration::from_secs(5);
+    });
+    // Refused for 400 ms: 4 or 5 failures (40 ms × 2^n, jitter [0.5, 1)),
+    // so the next step is 320–640 ms before jitter; reset it would be 40.
+    std::thread::sleep(Duration::from_millis(400));
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut s = accept(&l, Duration::from_secs(2)).expect("first connection");
+    let mut gaps = Vec::new();
+    for _ in 0..6 {
+        send(&mut s, Message::Close);
+        let t0 = Instant::now();
+        assert_closed(&mut s);
+        s = accept(&l, Duration::from_secs(4)).expect("redial after a pre-auth CLOSE");
+        gaps.push(t0.elapsed());
+    }
+    // Not reset (≥ half of 320 ms), not advancing (6 more failures would
+    // take the step past 2.5 s).
+    for g in &gaps {
+        assert!(
+            *g > Duration::from_millis(100) && *g < Duration::from_millis(1500),
+            "{gaps:?}"
+        );
+    }
+    // And it still serves a real sensor that then logs in.
+    auth(&mut s);
 }
 
 fn start_udp(portdata: u16) -> Message {

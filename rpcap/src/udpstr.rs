@@ -32,6 +32,13 @@ pub const NO_HEADER: u16 = 0xFFFF;
 pub const MAX_CAPLEN: usize = 262_144;
 /// Seqnos remembered behind the newest one, to tell duplicates from late datagrams.
 const SEEN_WINDOW: u32 = u128::BITS;
+/// Largest forward seqno jump a [`Deframer`] takes on one datagram's word:
+/// 65536 datagrams (~96 MB at 1472 bytes), more than a receive buffer holds.
+/// A datagram further ahead is rejected, unless [`RESYNC_RUN`] of them in
+/// a row confirm that the stream really is there (a long stall).
+pub const MAX_AHEAD: u32 = 1 << 16;
+/// Consecutive seqnos beyond [`MAX_AHEAD`] that move a [`Deframer`] there.
+pub const RESYNC_RUN: u32 = 3;
 /// udpstr datagram version byte.
 const VERSION: u8 = 0;
 /// udpstr datagram type byte.
@@ -376,6 +383,10 @@ pub struct DeframerStats {
     pub reordered: u64,
     /// Datagrams with a bad header, or records with impossible lengths.
     pub malformed: u64,
+    /// Datagrams outside the seqno window (behind the remembered ones, or
+    /// beyond [`MAX_AHEAD`] and not confirmed by a run): not of this stream,
+    /// or replayed; dropped.
+    pub rejected: u64,
 }
 
 /// A datagram that is not udpstr at all.
@@ -406,9 +417,18 @@ enum Arrival {
 /// `20 + max_caplen` bytes allocated once.
 ///
 /// Seqnos: the first datagram after `new`/`reset` sets the baseline. A seqno
-/// up to 2³¹ ahead is a forward gap; up to 128 behind the newest, a duplicate
-/// or a late datagram (dropped); further behind, a restarted sender (counted
-/// as a gap, resync there). Malformed datagrams change no state.
+/// up to [`MAX_AHEAD`] ahead is a forward gap; up to 128 behind the newest, a
+/// duplicate or a late datagram (dropped). Anything else is rejected: a
+/// sender numbers from 0 once per capture (`reset` marks a new one), so a
+/// seqno far behind is a replay or someone else's, and one far ahead is
+/// believed only when [`RESYNC_RUN`] consecutive ones follow it. So no
+/// datagram is ever delivered twice, and one bad datagram costs at most a
+/// window's worth. Malformed datagrams change no state.
+///
+/// Loss counts are bounded by what the datagrams could have held: an npkt
+/// gap counts at most the records that fit in the datagrams lost since the
+/// last record header (plus one datagram's worth), so a forged npkt cannot
+/// inflate them.
 #[derive(Debug)]
 pub struct Deframer {
     max_caplen: usize,
@@ -425,6 +445,12 @@ pub struct Deframer {
     /// Bit i: seqno `expected - 1 - i` was accepted.
     seen: u128,
     last_npkt: Option<u32>,
+    /// Seqnos beyond [`MAX_AHEAD`] in a row: the next one expected and how many so far.
+    resync: Option<(u32, u32)>,
+    /// Datagrams lost (by seqno) since the last record header was parsed.
+    lost_since_header: u64,
+    /// Largest payload seen: bounds the records a lost datagram held.
+    max_payload: usize,
     stats: DeframerStats,
 }
 
@@ -444,6 +470,9 @@ impl Deframer {
             expected: None,
             seen: 0,
             last_npkt: None,
+            resync: None,
+            lost_since_header: 0,
+            max_payload: 0,
             stats: DeframerStats::default(),
         }
     }
@@ -467,6 +496,7 @@ impl Deframer {
             Arrival::Stale => return Ok(()),
         }
         self.stats.datagrams += 1;
+        self.max_payload = self.max_payload.max(dgram.len() - DGRAM_HEADER_LEN);
 
         if self.synced && u32::from(hdr.firsthdridx) != self.expected_index(dgram.len()) {
             // The sender's bookkeeping and ours disagree: trust neither the
@@ -499,6 +529,8 @@ impl Deframer {
         self.expected = None;
         self.seen = 0;
         self.last_npkt = None;
+        self.resync = None;
+        self.lost_since_header = 0;
     }
 
     /// Classifies a seqno and updates the seqno bookkeeping.
@@ -510,20 +542,14 @@ impl Deframer {
         };
         let ahead = seqno.wrapping_sub(expected);
         if ahead == 0 {
+            self.resync = None;
             self.expected = Some(seqno.wrapping_add(1));
             self.seen = (self.seen << 1) | 1;
             return Arrival::Next;
         }
-        if ahead < 1 << 31 {
-            self.stats.seq_gaps += 1;
-            self.stats.lost_datagrams += u64::from(ahead);
-            self.expected = Some(seqno.wrapping_add(1));
-            let shift = ahead + 1;
-            self.seen = if shift < SEEN_WINDOW {
-                (self.seen << shift) | 1
-            } else {
-                1
-            };
+        if ahead <= MAX_AHEAD {
+            self.resync = None;
+            self.jump(seqno, ahead);
             return Arrival::Jump;
         }
         let age = expected.wrapping_sub(seqno) - 1; // 0: the newest one seen
@@ -538,11 +564,35 @@ impl Deframer {
             }
             return Arrival::Stale;
         }
-        // Far behind anything we remember: the sender started over.
+        // Outside the window. Far ahead, a run of consecutive seqnos says the
+        // stream moved on while we were not reading (its first datagrams are
+        // lost to the confirmation); anything else is not ours.
+        let run = match self.resync {
+            Some((next, n)) if next == seqno => n + 1,
+            _ => 1,
+        };
+        if ahead < 1 << 31 && run >= RESYNC_RUN {
+            self.resync = None;
+            self.jump(seqno, ahead);
+            return Arrival::Jump;
+        }
+        self.resync = (ahead < 1 << 31).then(|| (seqno.wrapping_add(1), run));
+        self.stats.rejected += 1;
+        Arrival::Stale
+    }
+
+    /// Moves the stream `ahead` datagrams past the expected one, to `seqno`.
+    fn jump(&mut self, seqno: u32, ahead: u32) {
         self.stats.seq_gaps += 1;
+        self.stats.lost_datagrams += u64::from(ahead);
+        self.lost_since_header += u64::from(ahead);
         self.expected = Some(seqno.wrapping_add(1));
-        self.seen = 1;
-        Arrival::Jump
+        let shift = ahead + 1;
+        self.seen = if shift < SEEN_WINDOW {
+            (self.seen << shift) | 1
+        } else {
+            1
+        };
     }
 
     /// The firsthdridx a continuous stream implies for a datagram of `len` bytes.
@@ -621,14 +671,20 @@ impl Deframer {
         }
     }
 
-    /// Counts the records an npkt gap says were lost; a step back starts a new baseline.
+    /// Counts the records an npkt gap says were lost, at most what the
+    /// datagrams lost since the last header could hold (a record takes 20
+    /// bytes at least) plus one datagram's worth (records the sender dropped
+    /// before framing); a step back starts a new baseline.
     fn note_npkt(&mut self, npkt: u32) {
         if let Some(last) = self.last_npkt {
             let gap = npkt.wrapping_sub(last.wrapping_add(1));
             if gap < 1 << 31 {
-                self.stats.lost_records += u64::from(gap);
+                let per_dgram = (self.max_payload / PktHdr::LEN) as u64 + 1;
+                let could = (self.lost_since_header + 1).saturating_mul(per_dgram);
+                self.stats.lost_records += u64::from(gap).min(could);
             }
         }
         self.last_npkt = Some(npkt);
+        self.lost_since_header = 0;
     }
 }

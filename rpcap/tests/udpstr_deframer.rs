@@ -1,7 +1,9 @@
 //! Deframer on hand-made datagrams: reassembly, resync after gaps, duplicates,
 //! late datagrams, seqno and npkt wrap, malformed input, reset.
 
-use rpcap::udpstr::{Batch, DeframeError, Deframer, DeframerStats, Framer, NO_HEADER};
+use rpcap::udpstr::{
+    Batch, DeframeError, Deframer, DeframerStats, Framer, MAX_AHEAD, NO_HEADER, RESYNC_RUN,
+};
 use rpcap::PktHdr;
 
 fn hdr(caplen: usize, npkt: u32) -> PktHdr {
@@ -173,23 +175,93 @@ fn gap_across_the_wrap_counts_the_missing_datagrams() {
 }
 
 #[test]
-fn sender_restart_far_behind_resyncs() {
+fn a_replayed_datagram_far_behind_is_rejected_and_delivers_nothing() {
+    // Issue 12: a replay of an old datagram re-wrote its packets. A sender
+    // numbers from 0 once per capture, so far behind is never the stream.
     let mut d = Deframer::new(100);
     let mut got = Got::new();
-    push(
-        &mut d,
-        &mut got,
-        &dg(8, 100_000, &[&hdr(1, 500).to_bytes(), &[1]]),
-    )
-    .unwrap();
-    push(&mut d, &mut got, &dg(8, 0, &[&hdr(1, 1).to_bytes(), &[2]])).unwrap();
-    push(&mut d, &mut got, &dg(8, 1, &[&hdr(1, 2).to_bytes(), &[3]])).unwrap();
+    let old = dg(8, 0, &[&hdr(1, 1).to_bytes(), &[1]]);
+    push(&mut d, &mut got, &old).unwrap();
+    for seqno in 1..=200u32 {
+        push(&mut d, &mut got, &npkt_dgram(seqno, &[seqno + 1])).unwrap();
+    }
+    assert_eq!(got.len(), 201);
+    // Replayed three times in a row: still not a run (the same seqno).
+    for _ in 0..3 {
+        push(&mut d, &mut got, &old).unwrap();
+    }
+    push(&mut d, &mut got, &dg(8, 1, &[&hdr(0, 2).to_bytes()])).unwrap();
+    push(&mut d, &mut got, &dg(8, 2, &[&hdr(0, 3).to_bytes()])).unwrap();
+    assert_eq!(got.len(), 201, "nothing delivered twice");
+    let s = d.stats();
+    assert_eq!((s.rejected, s.seq_gaps, s.lost_records), (5, 0, 0));
+    // The stream goes on.
+    push(&mut d, &mut got, &npkt_dgram(201, &[202])).unwrap();
+    assert_eq!(got.len(), 202);
+}
+
+#[test]
+fn injected_seqnos_far_ahead_are_rejected_and_cost_the_stream_nothing() {
+    // Issue 12: 20 injected 8-byte datagrams destroyed most of a capture.
+    let mut d = Deframer::new(100);
+    let mut got = Got::new();
+    let mut next = 0u32;
+    let mut npkt = 1u32;
+    let mut lcg = 12345u32;
+    for _ in 0..20 {
+        for _ in 0..5 {
+            push(&mut d, &mut got, &npkt_dgram(next, &[npkt])).unwrap();
+            next += 1;
+            npkt += 1;
+        }
+        lcg = lcg.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let far = next.wrapping_add(MAX_AHEAD + 1 + lcg % (1 << 30));
+        push(&mut d, &mut got, &dg(NO_HEADER, far, &[])).unwrap();
+    }
+    assert_eq!(got.len(), 100, "every record of the stream delivered");
+    let s = d.stats();
+    assert_eq!(
+        (s.rejected, s.seq_gaps, s.lost_datagrams, s.lost_records),
+        (20, 0, 0, 0)
+    );
+}
+
+#[test]
+fn a_run_far_ahead_moves_the_stream_there() {
+    // A long stall of the receiver: the stream really is far ahead.
+    let mut d = Deframer::new(100);
+    let mut got = Got::new();
+    push(&mut d, &mut got, &npkt_dgram(0, &[1])).unwrap();
+    let far = 1 + MAX_AHEAD + 10;
+    for i in 0..RESYNC_RUN + 1 {
+        push(&mut d, &mut got, &npkt_dgram(far + i, &[far + i + 1])).unwrap();
+    }
+    // The first RESYNC_RUN − 1 of the run confirm it and are lost.
     assert_eq!(got.len(), 3);
     let s = d.stats();
     assert_eq!(
-        (s.seq_gaps, s.lost_datagrams, s.reordered, s.lost_records),
-        (1, 0, 0, 0)
+        (s.rejected, s.seq_gaps, s.lost_datagrams),
+        (
+            u64::from(RESYNC_RUN - 1),
+            1,
+            u64::from(far + RESYNC_RUN - 2)
+        )
     );
+}
+
+#[test]
+fn npkt_gaps_count_no_more_records_than_the_lost_datagrams_held() {
+    // Issue 12: forged npkts inflated the loss counters to 10^12.
+    let mut d = Deframer::new(100);
+    let mut got = Got::new();
+    // 100-byte payloads: at most 5 records of 20 bytes each, +1 slack.
+    push(&mut d, &mut got, &npkt_dgram(0, &[1, 2, 3, 4, 5])).unwrap();
+    push(&mut d, &mut got, &npkt_dgram(1, &[1 << 30])).unwrap();
+    assert_eq!(d.stats().lost_records, 6, "no datagram lost: one's worth");
+    // Two datagrams lost: at most 3 datagrams' worth.
+    push(&mut d, &mut got, &npkt_dgram(4, &[u32::MAX / 2])).unwrap();
+    assert_eq!(d.stats().lost_records, 6 + 18);
+    assert_eq!(d.stats().lost_datagrams, 2);
 }
 
 /// One datagram holding empty records with these npkts.

@@ -57,6 +57,14 @@ pub struct Agent {
     rate: Rate,
 }
 
+/// Why a capture could not be started.
+enum StartError {
+    /// Not now (no free data port): the session asks again later.
+    Later(String),
+    /// Not at all: the session ends with this ERROR.
+    Refused(ErrorCode, String),
+}
+
 /// What is left of an agent once closed.
 pub struct Ended {
     /// The dial to redial (passive mode).
@@ -176,6 +184,10 @@ impl Agent {
             self.session.abort(Some(ErrorCode::StartCapture), text);
             return Some(text.into());
         }
+        if self.session.poll_timeout().is_some_and(|t| now >= t) {
+            self.session.handle_timeout(now);
+            self.flush();
+        }
         if self.session.is_capturing() && now >= self.next_stats {
             self.next_stats = now + sh.cfg.stats_interval;
             self.session.request_stats(now);
@@ -232,10 +244,26 @@ impl Agent {
         while let Some(ev) = self.session.poll_event() {
             match ev {
                 Event::Opened { iface, linktype } => {
-                    if let Err((code, text)) = self.start_capture(sh, &iface.name, linktype, now) {
-                        log::error!("agent {}: {text}", self.peer);
-                        self.session.abort(Some(code), &text);
+                    match self.start_capture(sh, &iface.name, linktype, now) {
+                        Ok(()) => {}
+                        // Transient (no free data port): the session asks again.
+                        Err(StartError::Later(text)) => self.session.retry_later(text, now),
+                        Err(StartError::Refused(code, text)) => {
+                            log::error!("agent {}: {text}", self.peer);
+                            self.session.abort(Some(code), &text);
+                        }
                     }
+                }
+                Event::Retrying {
+                    why,
+                    after,
+                    stopped,
+                } => {
+                    log::warn!(
+                        "agent {}: {why}; {} in {after:?}",
+                        self.peer,
+                        if stopped { "resuming" } else { "retrying" }
+                    );
                 }
                 Event::Started { reply_port, .. } => self.on_started(sh, reply_port),
                 Event::Stats(s) => {
@@ -258,37 +286,53 @@ impl Agent {
     }
 
     /// After OPEN: compile the filter, open the data channel and the output,
-    /// send STARTCAP. Errors carry the code and text for the agent.
+    /// send STARTCAP. A capture that stopped by itself and is opened again
+    /// resumes: same output file, same UDP port (its source unpinned, its
+    /// stream numbering restarted); a TCP data channel is made anew.
     fn start_capture(
         &mut self,
         sh: &mut Shared,
         iface: &str,
         linktype: i32,
         now: Instant,
-    ) -> Result<(), (ErrorCode, String)> {
-        let refused = |text: String| (ErrorCode::StartCapture, text);
+    ) -> Result<(), StartError> {
+        let refused = |text: String| StartError::Refused(ErrorCode::StartCapture, text);
         let snaplen = sh.cfg.session.snaplen;
         let prog = compile_capture(sh.filter.as_deref(), linktype, snaplen)
             .map_err(|e| refused(format!("{e:#}")))?;
+        if let Some(cap) = self.capture.as_ref() {
+            if cap.iface != iface || cap.linktype != linktype {
+                return Err(refused(format!(
+                    "the capture of {} (linktype {}) cannot resume as {iface} (linktype {linktype})",
+                    cap.iface, cap.linktype
+                )));
+            }
+            let transport = match self.data.udp_port() {
+                Some(port) => {
+                    self.data.unpin();
+                    DataTransport::Udp { port }
+                }
+                None => {
+                    self.data.close(&mut sh.ports, &sh.registry);
+                    let (data, transport) = self.open_data(sh, now)?;
+                    self.data = data;
+                    transport
+                }
+            };
+            if let Some(cap) = self.capture.as_mut() {
+                cap.restart_stream();
+            }
+            log::info!("agent {}: resuming the capture of {iface}", self.peer);
+            self.session
+                .start_capture(transport, prog.into_insns(), now);
+            return Ok(());
+        }
         if sh.cfg.output.stdout && sh.stdout_taken {
             return Err(refused(
                 "the sensor streams only one capture to stdout".into(),
             ));
         }
-        let (mut data, transport) = if !sh.cfg.tcp_data {
-            let (d, port) =
-                DataChannel::udp(self.local_ip, &mut sh.ports, &sh.registry, self.data_token)
-                    .map_err(refused)?;
-            (d, DataTransport::Udp { port })
-        } else if self.dial.is_none() {
-            let (d, port) =
-                DataChannel::tcp_listen(self.local_ip, &sh.registry, self.data_token, now)
-                    .map_err(refused)?;
-            (d, DataTransport::TcpSensorListens { port })
-        } else {
-            // Connected when STARTCAP's reply gives the agent's port.
-            (DataChannel::None, DataTransport::TcpAgentListens)
-        };
+        let (mut data, transport) = self.open_data(sh, now)?;
         let output = match Output::create(
             &sh.writer,
             &sh.cfg.output,
@@ -318,11 +362,39 @@ impl Agent {
                 .path()
                 .map_or("stdout".into(), |p| p.display().to_string())
         );
-        self.capture = Some(Capture::new(iface, linktype, snaplen, output));
+        self.capture = Some(Capture::new(iface, linktype, snaplen, Some(output)));
         self.data = data;
         self.session
             .start_capture(transport, prog.into_insns(), now);
         Ok(())
+    }
+
+    /// The capture's data channel, as configured. Failing to get one (every
+    /// UDP port of the range taken) is transient.
+    fn open_data(
+        &self,
+        sh: &mut Shared,
+        now: Instant,
+    ) -> Result<(DataChannel, DataTransport), StartError> {
+        if !sh.cfg.tcp_data {
+            let (d, port) = DataChannel::udp(
+                self.local_ip,
+                self.peer.ip(),
+                &mut sh.ports,
+                &sh.registry,
+                self.data_token,
+            )
+            .map_err(StartError::Later)?;
+            Ok((d, DataTransport::Udp { port }))
+        } else if self.dial.is_none() {
+            let (d, port) =
+                DataChannel::tcp_listen(self.local_ip, &sh.registry, self.data_token, now)
+                    .map_err(StartError::Later)?;
+            Ok((d, DataTransport::TcpSensorListens { port }))
+        } else {
+            // Connected when STARTCAP's reply gives the agent's port.
+            Ok((DataChannel::None, DataTransport::TcpAgentListens))
+        }
     }
 
     /// STARTCAP succeeded: a passive agent listening for TCP data gets connected.

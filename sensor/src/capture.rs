@@ -3,7 +3,7 @@
 //! the records to the capture's output.
 
 use rpcap::plain;
-use rpcap::udpstr::{Deframer, DeframerStats};
+use rpcap::udpstr::{Deframer, DeframerStats, MAX_AHEAD, RESYNC_RUN};
 use rpcap::{MsgType, PktHdr};
 
 use crate::output::Output;
@@ -20,6 +20,9 @@ pub struct Counters {
     /// Plain format: packets whose npkt was not beyond the last one (duplicates
     /// or late arrivals); dropped.
     pub plain_dups: u64,
+    /// Plain format: packets whose npkt is beyond [`MAX_AHEAD`] of the last
+    /// one and not confirmed by a run (forged or replayed); dropped.
+    pub plain_rejected: u64,
     /// Plain-format datagrams or messages that could not be read, and
     /// datagrams that are neither udpstr nor plain.
     pub malformed: u64,
@@ -44,21 +47,26 @@ pub struct Capture {
     deframer: Deframer,
     /// Plain format: the last npkt seen (0 = none yet).
     plain_last: u32,
+    /// Plain format: npkts beyond the window in a row (the next one, how many).
+    plain_run: Option<(u32, u32)>,
     pub counters: Counters,
     output: Option<Output>,
     write_error_logged: bool,
 }
 
 impl Capture {
-    pub fn new(iface: &str, linktype: i32, snaplen: u32, output: Output) -> Capture {
+    /// A capture writing to `output`; without one, records are counted
+    /// (as write errors) and not written, as after the output is settled.
+    pub fn new(iface: &str, linktype: i32, snaplen: u32, output: Option<Output>) -> Capture {
         Capture {
             iface: iface.to_string(),
             linktype,
             snaplen,
             deframer: Deframer::new(snaplen as usize),
             plain_last: 0,
+            plain_run: None,
             counters: Counters::default(),
-            output: Some(output),
+            output,
             write_error_logged: false,
         }
     }
@@ -72,6 +80,14 @@ impl Capture {
     pub fn lost(&self) -> u64 {
         let u = self.deframer.stats();
         u.lost_records + u.truncated_records + self.counters.plain_lost
+    }
+
+    /// The agent starts the capture anew (a new STARTCAP): seqno and npkt
+    /// count from the start again. Counters and output go on.
+    pub fn restart_stream(&mut self) {
+        self.deframer.reset();
+        self.plain_last = 0;
+        self.plain_run = None;
     }
 
     pub fn output(&mut self) -> Option<&mut Output> {
@@ -114,13 +130,32 @@ impl Capture {
             self.counters.malformed += 1;
             return;
         }
-        if self.plain_last != 0 && h.npkt <= self.plain_last {
+        let ahead = h.npkt.wrapping_sub(self.plain_last);
+        if self.plain_last != 0 && (ahead == 0 || ahead >= 1 << 31) {
             self.counters.plain_dups += 1;
             return;
         }
+        // A jump beyond the window is believed only when a run of
+        // consecutive npkts confirms it: one forged packet must not move the
+        // baseline (every real packet after it would be a "duplicate") nor
+        // inflate the loss count.
+        if self.plain_last != 0 && ahead > MAX_AHEAD {
+            let run = match self.plain_run {
+                Some((next, n)) if next == h.npkt => n + 1,
+                _ => 1,
+            };
+            if run < RESYNC_RUN {
+                self.plain_run = Some((h.npkt.wrapping_add(1), run));
+                self.counters.plain_rejected += 1;
+                return;
+            }
+        }
+        self.plain_run = None;
         // npkt starts at 1: a first packet with npkt 3 means 2 were lost.
-        self.counters.plain_lost +=
-            u64::from(h.npkt.wrapping_sub(self.plain_last).saturating_sub(1));
+        // (A first packet far ahead has nothing to confirm it: no count.)
+        if self.plain_last != 0 || ahead <= MAX_AHEAD {
+            self.counters.plain_lost += u64::from(ahead.saturating_sub(1));
+        }
         self.plain_last = h.npkt;
         write_record(
             &mut self.output,
@@ -196,5 +231,58 @@ fn write_record(
                 *logged = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpcap::header::{Header, MsgType};
+
+    /// A plain-format datagram: one record with `npkt`.
+    fn plain(npkt: u32) -> Vec<u8> {
+        let h = PktHdr {
+            ts_sec: 1,
+            ts_usec: 2,
+            caplen: 4,
+            len: 4,
+            npkt,
+        };
+        let mut v = Header::new(MsgType::Packet, 0, (PktHdr::LEN + 4) as u32)
+            .to_bytes()
+            .to_vec();
+        v.extend_from_slice(&h.to_bytes());
+        v.extend_from_slice(&[1, 2, 3, 4]);
+        v
+    }
+
+    #[test]
+    fn plain_npkt_far_ahead_is_rejected_unless_a_run_confirms_it() {
+        // Issue 12: one forged npkt made every later packet a "duplicate"
+        // and added up to 2^31 to the loss count.
+        let mut c = Capture::new("eth0", 1, 100, None);
+        let mut budget = u64::MAX;
+        for n in 1..=5 {
+            c.on_datagram(&plain(n), &mut budget);
+        }
+        c.on_datagram(&plain(1 << 30), &mut budget);
+        for n in 6..=10 {
+            c.on_datagram(&plain(n), &mut budget);
+        }
+        assert_eq!(c.counters.write_errors, 10, "every real packet taken");
+        assert_eq!((c.counters.plain_lost, c.counters.plain_rejected), (0, 1));
+        // A replay is a duplicate, never taken again.
+        c.on_datagram(&plain(3), &mut budget);
+        assert_eq!((c.counters.write_errors, c.counters.plain_dups), (10, 1));
+        // The agent really is far ahead (a long stall): a run moves there.
+        let far = 10 + MAX_AHEAD + 5;
+        for n in far..far + RESYNC_RUN + 1 {
+            c.on_datagram(&plain(n), &mut budget);
+        }
+        assert_eq!(c.counters.write_errors, 12);
+        assert_eq!(
+            c.counters.plain_lost,
+            u64::from(far + RESYNC_RUN - 1 - 10 - 1)
+        );
     }
 }

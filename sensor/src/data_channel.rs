@@ -6,7 +6,8 @@
 //!   connection, or ours to a passive agent's port).
 //!
 //! What arrives goes to the [`Capture`]; what does not come from the agent
-//! is counted as foreign.
+//! (its address, and over UDP the source port of its first datagram: see
+//! [`SourcePin`]) is counted as foreign.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -21,6 +22,7 @@ use rpcap::MsgType;
 
 use crate::capture::Capture;
 use crate::data::{self, RangeFull, UdpPort};
+use crate::source::SourcePin;
 use sys::mmsg::RecvBatch;
 
 /// How long the sensor waits for an agent to connect its TCP data channel.
@@ -43,6 +45,12 @@ impl Buffers {
             batch: RecvBatch::new(BATCH),
             stream: vec![0u8; STREAM_READ],
         }
+    }
+}
+
+impl Default for Buffers {
+    fn default() -> Buffers {
+        Buffers::new()
     }
 }
 
@@ -79,16 +87,19 @@ impl UdpPorts {
 pub enum DataChannel {
     /// None yet (the agent listens: connected after STARTCAP's reply), or closed.
     None,
-    Udp(UdpPort),
+    /// A UDP port and whose datagrams it takes.
+    Udp(UdpPort, SourcePin),
     /// The sensor listens for the agent's TCP data connection until the deadline.
     TcpListening(TcpListener, Instant),
     Tcp(TcpStream, StreamDecoder),
 }
 
 impl DataChannel {
-    /// A UDP port on `ip`, registered as `token`; returns its port number.
+    /// A UDP port on `ip` for datagrams from `agent`, registered as
+    /// `token`; returns its port number.
     pub fn udp(
         ip: IpAddr,
+        agent: IpAddr,
         ports: &mut UdpPorts,
         registry: &Registry,
         token: Token,
@@ -99,7 +110,7 @@ impl DataChannel {
             return Err(format!("sensor: {e}"));
         }
         let port = p.port;
-        Ok((DataChannel::Udp(p), port))
+        Ok((DataChannel::Udp(p, SourcePin::new(agent)), port))
     }
 
     /// A TCP listener on an ephemeral port of `ip`, registered as `token`;
@@ -134,6 +145,22 @@ impl DataChannel {
         Ok(DataChannel::Tcp(s, tcp_decoder(snaplen)))
     }
 
+    /// The UDP port, for a UDP channel.
+    pub fn udp_port(&self) -> Option<u16> {
+        match self {
+            DataChannel::Udp(p, _) => Some(p.port),
+            _ => None,
+        }
+    }
+
+    /// The agent starts its capture anew (new STARTCAP): its datagrams may
+    /// come from a new socket.
+    pub fn unpin(&mut self) {
+        if let DataChannel::Udp(_, pin) = self {
+            pin.unpin();
+        }
+    }
+
     /// When a listening channel gives up waiting for the agent.
     pub fn accept_deadline(&self) -> Option<Instant> {
         match self {
@@ -145,7 +172,7 @@ impl DataChannel {
     /// Takes a UDP port out of the channel (to linger after the capture).
     pub fn take_udp(&mut self) -> Option<UdpPort> {
         match std::mem::replace(self, DataChannel::None) {
-            DataChannel::Udp(p) => Some(p),
+            DataChannel::Udp(p, _) => Some(p),
             other => {
                 *self = other;
                 None
@@ -157,7 +184,7 @@ impl DataChannel {
     pub fn close(&mut self, ports: &mut UdpPorts, registry: &Registry) {
         match std::mem::replace(self, DataChannel::None) {
             DataChannel::None => {}
-            DataChannel::Udp(p) => ports.release(p, registry),
+            DataChannel::Udp(p, _) => ports.release(p, registry),
             DataChannel::TcpListening(mut l, _) => {
                 let _ = registry.deregister(&mut l);
             }
@@ -181,7 +208,7 @@ impl DataChannel {
         let peer_ip = canonical(peer.ip());
         match self {
             DataChannel::None => Ok(()),
-            DataChannel::Udp(p) => {
+            DataChannel::Udp(p, pin) => {
                 loop {
                     let n = match bufs.batch.recv(&p.sock) {
                         Ok(0) => break,
@@ -195,7 +222,7 @@ impl DataChannel {
                     for i in 0..n {
                         let (d, m) = bufs.batch.get(i);
                         cap.counters.socket_drops += p.drops(m.overflow);
-                        if m.from.map(|f| canonical(f.ip())) != Some(peer_ip) {
+                        if !pin.admit(m.from) {
                             cap.counters.foreign += 1;
                         } else if m.truncated {
                             cap.counters.malformed += 1;
@@ -266,17 +293,17 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let mut ports = UdpPorts::new((23721, 23722));
-        let (mut a, pa) = DataChannel::udp(ip, &mut ports, poll.registry(), Token(3)).unwrap();
-        let (_b, pb) = DataChannel::udp(ip, &mut ports, poll.registry(), Token(8)).unwrap();
+        let (mut a, pa) = DataChannel::udp(ip, ip, &mut ports, poll.registry(), Token(3)).unwrap();
+        let (_b, pb) = DataChannel::udp(ip, ip, &mut ports, poll.registry(), Token(8)).unwrap();
         assert_eq!((pa, pb), (23721, 23722));
-        let e = DataChannel::udp(ip, &mut ports, poll.registry(), Token(13))
+        let e = DataChannel::udp(ip, ip, &mut ports, poll.registry(), Token(13))
             .err()
             .unwrap();
         assert_eq!(e, "sensor: no free UDP port in 23721-23722 on 127.0.0.1");
         // Closing the channel frees its port for the next capture.
         a.close(&mut ports, poll.registry());
         assert!(matches!(a, DataChannel::None));
-        let (_c, pc) = DataChannel::udp(ip, &mut ports, poll.registry(), Token(3)).unwrap();
+        let (_c, pc) = DataChannel::udp(ip, ip, &mut ports, poll.registry(), Token(3)).unwrap();
         assert_eq!(pc, 23721);
     }
 

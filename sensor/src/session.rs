@@ -7,6 +7,15 @@
 //! compiles the filter and opens a data port) → STARTCAP → capturing, with
 //! STATS_REQ (liveness) and UPDATEFILTER at the driver's request.
 //!
+//! Transient causes are retried here, after [`RETRY_STEPS`] of backoff
+//! ([`Session::poll_timeout`] / [`Session::handle_timeout`]), instead of
+//! ending the session (RPCAP's CLOSE carries no reason, and an agent may not
+//! dial again): no matching interface (FINDALLIF again), OPEN refused
+//! (FINDALLIF again), STARTCAP refused or the capture failed while running
+//! (OPEN again: the interface may come back), and what the driver reports
+//! ([`Session::retry_later`], e.g. no free data port). Whenever the session
+//! gives up, the agent gets an ERROR saying why before the CLOSE.
+//!
 //! Framing and output buffering are [`rpcap::conn::Codec`]'s, shared with the
 //! agent's server session.
 
@@ -65,6 +74,33 @@ pub enum Event {
         code: u16,
         text: String,
     },
+    /// The capture cannot run now (`why`); the session asks again in `after`.
+    /// `stopped`: a running capture ended (the driver keeps its output for
+    /// the next STARTCAP).
+    Retrying {
+        why: String,
+        after: Duration,
+        stopped: bool,
+    },
+}
+
+/// Waits between retries of a transient failure: quick at first (an
+/// interface re-created within a second resumes within a second), then
+/// every 5 s for as long as the agent stays connected.
+pub const RETRY_STEPS: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+];
+
+/// Which request a retry sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// The interface list again (the wanted interface may appear).
+    FindAllIf,
+    /// OPEN of the chosen interface again, then STARTCAP.
+    Open,
 }
 
 /// Why a session ended.
@@ -80,8 +116,6 @@ pub enum SessionError {
     },
     #[error("the agent closed the session")]
     ClosedByAgent,
-    #[error("{0}")]
-    NoInterface(String),
     #[error("no reply to {what} within {after:?}")]
     Timeout { what: &'static str, after: Duration },
 }
@@ -95,6 +129,8 @@ enum Phase {
     Ready,
     StartCap,
     Capturing,
+    /// Waiting to retry with `Retry` at the instant.
+    Waiting(Instant, Retry),
     Closed,
 }
 
@@ -112,6 +148,8 @@ pub struct Session {
     /// answered: the STARTCAP carried the old program, so it follows as
     /// UPDATEFILTER as soon as the capture runs.
     filter_after_start: Option<Vec<Insn>>,
+    /// Retries since the capture last ran (the backoff step).
+    retries: usize,
 }
 
 impl Session {
@@ -125,6 +163,7 @@ impl Session {
             pending: VecDeque::new(),
             iface: None,
             filter_after_start: None,
+            retries: 0,
         };
         let auth = s.cfg.auth.clone();
         s.send(Message::AuthReq(auth), now);
@@ -233,15 +272,65 @@ impl Session {
             Some((t, sent))
                 if self.phase != Phase::Closed && now.duration_since(*sent) > timeout =>
             {
-                let what = request_name(*t);
-                self.phase = Phase::Closed;
-                Err(SessionError::Timeout {
-                    what,
+                let e = SessionError::Timeout {
+                    what: request_name(*t),
                     after: timeout,
-                })
+                };
+                self.abort(Some(ErrorCode::RuntimeTimeout), &e.to_string());
+                Err(e)
             }
             _ => Ok(()),
         }
+    }
+
+    /// When [`Session::handle_timeout`] has a retry to send.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Waiting(at, _) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Sends the retry that is due at `now`, if one is.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Phase::Waiting(at, retry) = self.phase else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        match (retry, self.iface.as_ref()) {
+            (Retry::Open, Some(iface)) => {
+                let source = iface.name.clone();
+                self.phase = Phase::Open;
+                self.send(Message::OpenReq { source }, now);
+            }
+            _ => {
+                self.phase = Phase::FindAllIf;
+                self.send(Message::FindAllIfReq, now);
+            }
+        }
+    }
+
+    /// The driver cannot start the capture now (`why`, e.g. no free data
+    /// port): OPEN and STARTCAP again after the backoff.
+    pub fn retry_later(&mut self, why: String, now: Instant) {
+        if self.phase == Phase::Ready {
+            self.wait(Retry::Open, why, false, now);
+        }
+    }
+
+    /// Waits for the next backoff step, then sends `retry`.
+    fn wait(&mut self, retry: Retry, why: String, stopped: bool, now: Instant) {
+        let after = RETRY_STEPS[self.retries.min(RETRY_STEPS.len() - 1)];
+        self.retries += 1;
+        self.filter_after_start = None;
+        self.phase = Phase::Waiting(now + after, retry);
+        self.events.push_back(Event::Retrying {
+            why,
+            after,
+            stopped,
+        });
     }
 
     /// Ends the session from the sensor's side: an ERROR with `text` (if
@@ -275,13 +364,40 @@ impl Session {
         match msg {
             Message::Close => return Err(SessionError::ClosedByAgent),
             Message::Error { code, text } => {
-                self.pending.pop_front();
-                let what = expected.map_or("nothing", request_name);
-                if self.phase == Phase::Capturing {
-                    self.events.push_back(Event::AgentError { code, text });
+                // An ERROR answers the oldest request, unless it is the
+                // agent's own news (a capture that stopped by itself).
+                let news = self.phase == Phase::Capturing && code == ErrorCode::ReadEx as u16;
+                if !news {
+                    self.pending.pop_front();
+                }
+                if news {
+                    let why = format!("the agent's capture stopped: {text}");
+                    self.wait(Retry::Open, why, true, now);
                     return Ok(());
                 }
-                return Err(SessionError::Refused { what, code, text });
+                let what = expected.map_or("nothing", request_name);
+                match (self.phase, expected) {
+                    // A refused filter update or a STATS the agent cannot
+                    // answer: the capture (or the wait for it) goes on.
+                    (Phase::Capturing, _)
+                    | (_, Some(MsgType::StatsReq | MsgType::UpdateFilterReq)) => {
+                        self.events.push_back(Event::AgentError { code, text });
+                    }
+                    (Phase::Open, Some(MsgType::OpenReq)) => {
+                        let why = SessionError::Refused { what, code, text }.to_string();
+                        self.wait(Retry::FindAllIf, why, false, now)
+                    }
+                    (Phase::StartCap, Some(MsgType::StartCapReq)) => {
+                        let why = SessionError::Refused { what, code, text }.to_string();
+                        self.wait(Retry::Open, why, false, now)
+                    }
+                    _ => {
+                        let e = SessionError::Refused { what, code, text };
+                        self.abort(Some(refused_code(expected)), &e.to_string());
+                        return Err(e);
+                    }
+                }
+                return Ok(());
             }
             _ => {}
         }
@@ -304,8 +420,9 @@ impl Session {
                 let iface = match self.cfg.choice.pick(&list) {
                     Ok(i) => i.clone(),
                     Err(text) => {
-                        self.abort(None, &text);
-                        return Err(SessionError::NoInterface(text));
+                        // It may appear (created, renamed, addressed): ask again.
+                        self.wait(Retry::FindAllIf, text, false, now);
+                        return Ok(());
                     }
                 };
                 self.phase = Phase::Open;
@@ -329,6 +446,7 @@ impl Session {
             }
             Message::StartCapReply(r) => {
                 self.phase = Phase::Capturing;
+                self.retries = 0;
                 self.events.push_back(Event::Started {
                     reply_port: r.portdata,
                     bufsize: r.bufsize,
@@ -343,6 +461,17 @@ impl Session {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The code of the ERROR the sensor sends when it gives up because the
+/// agent refused `request`.
+fn refused_code(request: Option<MsgType>) -> ErrorCode {
+    match request {
+        Some(MsgType::AuthReq) => ErrorCode::Auth,
+        Some(MsgType::SetSamplingReq) => ErrorCode::SetSampling,
+        Some(MsgType::FindAllIfReq) => ErrorCode::FindAllIf,
+        _ => ErrorCode::WrongMsg,
     }
 }
 
@@ -658,6 +787,13 @@ mod tests {
         assert!(e.to_string().contains("AUTH"), "{e}");
         assert!(e.to_string().contains("NULL authentication"), "{e}");
         assert!(s.is_closed());
+        // The agent learns why the session ends, then CLOSE.
+        match &take(&mut s)[..] {
+            [Message::Error { code: 3, text }, Message::Close] => {
+                assert_eq!(text, &e.to_string())
+            }
+            m => panic!("{m:?}"),
+        }
     }
 
     #[test]
@@ -694,7 +830,7 @@ mod tests {
     }
 
     #[test]
-    fn no_matching_interface_closes() {
+    fn no_matching_interface_asks_again_until_it_appears() {
         let now = Instant::now();
         let mut c = cfg();
         c.choice.ifname = Some("eth9".into());
@@ -702,11 +838,137 @@ mod tests {
         s.receive(&Message::AuthReply(None).to_bytes(), now)
             .unwrap();
         take(&mut s);
+        // Before issue 12 the session sent CLOSE here, and xrpcapd never
+        // dialled again: forwarding ended for good.
+        s.receive(&Message::FindAllIfReply(ifaces()).to_bytes(), now)
+            .unwrap();
+        assert!(take(&mut s).is_empty(), "no CLOSE");
+        assert!(matches!(s.poll_event(), Some(Event::Retrying { .. })));
+        let mut at = now;
+        for step in RETRY_STEPS.iter().chain(&[RETRY_STEPS[3]]) {
+            assert_eq!(s.poll_timeout(), Some(at + *step));
+            s.handle_timeout(at + *step - Duration::from_millis(1));
+            assert!(take(&mut s).is_empty(), "not before the step");
+            at += *step;
+            s.handle_timeout(at);
+            assert_eq!(take(&mut s), vec![Message::FindAllIfReq]);
+            s.receive(&Message::FindAllIfReply(ifaces()).to_bytes(), at)
+                .unwrap();
+        }
+        // eth9 appears.
+        s.handle_timeout(at + RETRY_STEPS[3]);
+        take(&mut s);
+        let mut list = ifaces();
+        list[1].name = "eth9".into();
+        s.receive(&Message::FindAllIfReply(list).to_bytes(), at)
+            .unwrap();
+        assert_eq!(
+            take(&mut s),
+            vec![Message::OpenReq {
+                source: "eth9".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_capture_that_stops_by_itself_is_opened_and_started_again() {
+        let now = Instant::now();
+        let mut s = capturing(now);
+        s.request_stats(now);
+        take(&mut s);
+        // The agent's news (the interface vanished), not an answer to STATS.
+        s.receive(
+            &Message::error(
+                ErrorCode::ReadEx,
+                "capture stopped: interface eth0 vanished",
+            )
+            .to_bytes(),
+            now,
+        )
+        .unwrap();
+        assert!(matches!(
+            s.poll_event(),
+            Some(Event::Retrying { stopped: true, .. })
+        ));
+        assert!(!s.is_capturing());
+        s.receive(&Message::StatsReply(Stats::default()).to_bytes(), now)
+            .unwrap();
+        assert!(matches!(s.poll_event(), Some(Event::Stats(_))));
+        let t = s.poll_timeout().unwrap();
+        s.handle_timeout(t);
+        assert_eq!(
+            take(&mut s),
+            vec![Message::OpenReq {
+                source: "eth0".into()
+            }]
+        );
+        // Still gone: OPEN refused, the list again after the next step.
+        s.receive(
+            &Message::error(ErrorCode::Open, "no such device").to_bytes(),
+            t,
+        )
+        .unwrap();
+        assert!(matches!(s.poll_event(), Some(Event::Retrying { .. })));
+        let t = s.poll_timeout().unwrap();
+        s.handle_timeout(t);
+        assert_eq!(take(&mut s), vec![Message::FindAllIfReq]);
+        s.receive(&Message::FindAllIfReply(ifaces()).to_bytes(), t)
+            .unwrap();
+        take(&mut s);
+        s.receive(
+            &Message::OpenReply {
+                linktype: 1,
+                tzoff: 0,
+            }
+            .to_bytes(),
+            t,
+        )
+        .unwrap();
+        assert!(matches!(s.poll_event(), Some(Event::Opened { .. })));
+        // STARTCAP refused (the device is not up yet): OPEN again.
+        s.start_capture(
+            DataTransport::Udp { port: 2010 },
+            vec![Insn::new(0x06, 0, 0, 1)],
+            t,
+        );
+        take(&mut s);
+        s.receive(
+            &Message::error(ErrorCode::StartCapture, "down").to_bytes(),
+            t,
+        )
+        .unwrap();
+        assert!(matches!(s.poll_event(), Some(Event::Retrying { .. })));
+        let t = s.poll_timeout().unwrap();
+        s.handle_timeout(t);
+        assert!(matches!(take(&mut s)[..], [Message::OpenReq { .. }]));
+    }
+
+    #[test]
+    fn the_driver_can_defer_the_start() {
+        let now = Instant::now();
+        let mut s = opened(cfg(), now);
+        s.retry_later("sensor: no free UDP port in 2003-2003".into(), now);
+        assert!(take(&mut s).is_empty(), "no CLOSE");
+        assert!(matches!(s.poll_event(), Some(Event::Retrying { .. })));
+        s.handle_timeout(now + RETRY_STEPS[0]);
+        assert!(matches!(take(&mut s)[..], [Message::OpenReq { .. }]));
+    }
+
+    #[test]
+    fn giving_up_says_why_before_the_close() {
+        let now = Instant::now();
+        let mut s = capturing(now);
+        s.request_stats(now);
+        take(&mut s);
         let e = s
-            .receive(&Message::FindAllIfReply(ifaces()).to_bytes(), now)
+            .check_timeout(now + Duration::from_secs(9), Duration::from_secs(3))
             .unwrap_err();
-        assert!(matches!(e, SessionError::NoInterface(_)));
-        assert_eq!(take(&mut s), vec![Message::Close]);
+        match &take(&mut s)[..] {
+            [Message::Error { code: 14, text }, Message::Close] => {
+                assert_eq!(text, &e.to_string())
+            }
+            m => panic!("{m:?}"),
+        }
     }
 
     #[test]

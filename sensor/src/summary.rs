@@ -86,7 +86,7 @@ pub fn final_line(
     let mut line = format!(
         "final agent={peer} iface={} packets={} bytes={} lost={} \
          udpstr_datagrams={} seq_gaps={} lost_datagrams={} truncated_records={} duplicates={} reordered={} \
-         udpstr_malformed={} plain_lost={} plain_dups={} malformed={} foreign={} late={} socket_drops={} \
+         udpstr_malformed={} rejected={} plain_lost={} plain_dups={} malformed={} foreign={} late={} socket_drops={} \
          write_errors={} write_drops={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
         cap.iface,
         c.packets,
@@ -99,6 +99,7 @@ pub fn final_line(
         u.duplicates,
         u.reordered,
         u.malformed,
+        u.rejected + c.plain_rejected,
         c.plain_lost,
         c.plain_dups,
         c.malformed,

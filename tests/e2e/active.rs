@@ -6,7 +6,7 @@
 //! bounded and wait for real conditions (a log line, N packets in a file).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xrpcap_testkit::daemon::{count_of, write_file, START_TIMEOUT};
 use xrpcap_testkit::traffic::{
@@ -73,6 +73,18 @@ fn sinks(ns: &Netns, ip: &str, ports: &[u16]) -> Vec<std::net::UdpSocket> {
         .iter()
         .map(|p| ns.udp_socket(addr(ip, *p)).unwrap())
         .collect()
+}
+
+/// Stops both and checks that the sensor's file holds exactly the numbered
+/// packets `want`, in order.
+fn stop_expecting(agent: &mut Agent, sensor: &mut Sensor, want: std::ops::Range<u32>) {
+    agent.stop().unwrap();
+    sensor.stop().unwrap();
+    let seqs: Vec<u32> = udp_seqs(&sensor.packets().unwrap())
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(seqs, want.collect::<Vec<u32>>());
 }
 
 // ---------------------------------------------------------------------------
@@ -720,13 +732,7 @@ fn sensor_killed_and_restarted_gets_the_traffic_after_the_restart() {
     agent.wait_capturing(Topology::CAP_IF, 2).unwrap();
     send(20..40);
     wait_for_packets(&second.the_file().unwrap(), 20, ARRIVAL).unwrap();
-    agent.stop().unwrap();
-    second.stop().unwrap();
-    let seqs: Vec<u32> = udp_seqs(&second.packets().unwrap())
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
-    assert_eq!(seqs, (20..40).collect::<Vec<u32>>());
+    stop_expecting(&mut agent, &mut second, 20..40);
 }
 
 #[test]
@@ -748,13 +754,7 @@ fn agent_retries_until_the_sensor_is_up() {
     )
     .unwrap();
     wait_for_packets(&sensor.the_file().unwrap(), 10, ARRIVAL).unwrap();
-    agent.stop().unwrap();
-    sensor.stop().unwrap();
-    let seqs: Vec<u32> = udp_seqs(&sensor.packets().unwrap())
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
-    assert_eq!(seqs, (0..10).collect::<Vec<u32>>());
+    stop_expecting(&mut agent, &mut sensor, 0..10);
 }
 
 // ---------------------------------------------------------------------------
@@ -837,4 +837,145 @@ fn no_feedback(plain: bool, payload: usize) {
         );
     }
     assert_eq!(got.len(), expected, "bounded: exactly the round trips");
+}
+
+// ---------------------------------------------------------------------------
+// 9. The sensor recovers from transient faults by itself (issue 12): the
+//    captured interface deleted and re-created resumes into the same file;
+//    an interface missing at connect and a full UDP port range are retried.
+//    Before, the sensor idled forever or sent CLOSE, and xrpcapd never
+//    dials again after a CLOSE.
+// ---------------------------------------------------------------------------
+
+/// The captured link gen g0 ↔ cap c0, as Topology makes it.
+fn make_capture_link(topo: &Topology) {
+    veth_pair(
+        VethEnd {
+            ns: &topo.gen,
+            ifname: Topology::GEN_IF,
+            cidr: "10.200.1.1/24",
+        },
+        VethEnd {
+            ns: &topo.cap,
+            ifname: Topology::CAP_IF,
+            cidr: "10.200.1.2/24",
+        },
+        1500,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn recreated_interface_resumes_capture_into_the_same_file() {
+    require_root();
+    let topo = Topology::new().unwrap();
+    let mut sensor = Sensor::start(&topo.sen, sensor_addr(), &[]).unwrap();
+    let mut agent = Agent::start(&topo.cap, &active_ini(Topology::CAP_IF), &[]).unwrap();
+    agent.wait_capturing(Topology::CAP_IF, 1).unwrap();
+    let _sinks = sinks(&topo.cap, Topology::CAP_IP, &[5000]);
+    let payloads = numbered_payloads(40, 100);
+    send_to_5000(&topo, &payloads[0..20]);
+    let file = sensor.the_file().unwrap();
+    wait_for_packets(&file, 20, ARRIVAL).unwrap();
+
+    topo.cap
+        .run("ip", ["link", "del", Topology::CAP_IF])
+        .unwrap();
+    sensor
+        .wait_log("capture stopped", 1, START_TIMEOUT)
+        .unwrap();
+    // Gone for a while: the sensor's first retries find no interface.
+    std::thread::sleep(Duration::from_secs(2));
+    let back = Instant::now();
+    make_capture_link(&topo);
+    agent.wait_capturing(Topology::CAP_IF, 2).unwrap();
+    let resumed = back.elapsed();
+    eprintln!("capture resumed {resumed:?} after the interface came back");
+    // Within one retry step (the longest is 5 s) and the agent's answer.
+    assert!(resumed < Duration::from_secs(8), "{resumed:?}");
+    send_to_5000(&topo, &payloads[20..40]);
+    wait_for_packets(&file, 40, ARRIVAL).unwrap();
+    stop_expecting(&mut agent, &mut sensor, 0..40);
+    assert_eq!(sensor.files().unwrap().len(), 1, "one file, resumed");
+    let c = sensor.final_counters(0).unwrap();
+    assert_eq!(c.get("lost"), 0, "{c:?}");
+}
+
+/// A second captured link gen5 g5 ↔ cap c5.
+fn make_link5(topo: &Topology, gen5: &Netns) {
+    veth_pair(
+        VethEnd {
+            ns: gen5,
+            ifname: "g5",
+            cidr: "10.200.5.1/24",
+        },
+        VethEnd {
+            ns: &topo.cap,
+            ifname: "c5",
+            cidr: "10.200.5.2/24",
+        },
+        1500,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn interface_missing_at_connect_is_asked_for_again_until_it_appears() {
+    require_root();
+    let topo = Topology::new().unwrap();
+    let gen5 = Netns::new("gen5").unwrap();
+    let mut sensor = Sensor::start(&topo.sen, sensor_addr(), &["--ifname", "c5"]).unwrap();
+    let mut agent = Agent::start(&topo.cap, &active_ini("c5"), &[]).unwrap();
+    // Before issue 12 the sensor sent CLOSE here and forwarding never began.
+    sensor
+        .wait_log(
+            "no interface of the agent matches name c5",
+            2,
+            START_TIMEOUT,
+        )
+        .unwrap();
+    make_link5(&topo, &gen5);
+    agent.wait_capturing("c5", 1).unwrap();
+    let _sink = sinks(&topo.cap, "10.200.5.2", &[5000]);
+    let payloads = numbered_payloads(10, 100);
+    send_udp(
+        &gen5,
+        addr("10.200.5.1", 4000),
+        addr("10.200.5.2", 5000),
+        &payloads,
+    )
+    .unwrap();
+    let file = sensor.the_file().unwrap();
+    wait_for_packets(&file, 10, ARRIVAL).unwrap();
+    stop_expecting(&mut agent, &mut sensor, 0..10);
+    assert_eq!(
+        count_of(&agent.log(), "connected to sensor"),
+        1,
+        "one session throughout"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn all_udp_ports_taken_is_retried_until_one_is_free() {
+    require_root();
+    let topo = Topology::new().unwrap();
+    // Another program holds the sensor's only data port.
+    let squatter = topo.sen.udp_socket(addr(Topology::SEN_IP, 2090)).unwrap();
+    let mut sensor =
+        Sensor::start(&topo.sen, sensor_addr(), &["--udp-ports", "2090-2090"]).unwrap();
+    let mut agent = Agent::start(&topo.cap, &active_ini(Topology::CAP_IF), &[]).unwrap();
+    sensor
+        .wait_log("no free UDP port in 2090-2090", 2, START_TIMEOUT)
+        .unwrap();
+    drop(squatter);
+    agent.wait_capturing(Topology::CAP_IF, 1).unwrap();
+    let _sinks = sinks(&topo.cap, Topology::CAP_IP, &[5000]);
+    let payloads = numbered_payloads(10, 100);
+    send_to_5000(&topo, &payloads[0..10]);
+    let file = sensor.the_file().unwrap();
+    wait_for_packets(&file, 10, ARRIVAL).unwrap();
+    stop_expecting(&mut agent, &mut sensor, 0..10);
 }

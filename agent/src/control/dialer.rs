@@ -1,48 +1,37 @@
-//! Dialling the sensors of the ActiveClient lines: one slot per line, with
-//! exponential backoff and jitter on failures (capped by MaxBackoffSecs), the
-//! name resolved again at every attempt, TCP keepalive on, an immediate
-//! reconnect after a dropped session (at most once per backoff base), and no
-//! reconnect at all after the sensor's CLOSE.
-//!
-//! Name resolution is blocking and the connect is non-blocking; both happen
-//! in [`Dialer::dial`] only. The connect and its completion are
-//! [`sys::tcp::Connecting`], shared with the sensor's dialer; it takes an
-//! address, so resolution can move off the loop without touching it.
+//! Dialling the sensors of the ActiveClient lines: the IO of the slots.
+//! Each line is a [`Slot`] (sans-IO: states, backoff, what a session's end
+//! means); this module does what the slots ask — name lookups on the
+//! [`Resolver`]'s threads, non-blocking connects ([`sys::tcp::Connecting`],
+//! shared with the sensor's dialer) — and reports back what happened.
+//! Nothing here blocks the control thread.
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use socket2::TcpKeepalive;
+use socket2::{SockRef, TcpKeepalive};
 use sys::tcp::{ConnectOptions, Connecting, Progress};
 
 use super::peer::Status;
+use super::resolver::Resolver;
+use super::slot::{Action, SessionEnd, Slot, State};
 use super::Timing;
 use crate::session::Ended;
-use crate::settings::ActiveClient;
+use crate::settings::{ActiveClient, Config};
 
-/// Where a slot stands.
-enum State {
-    /// Next dial at this instant.
-    Waiting(Instant),
-    Connecting(Connecting<TcpStream>),
-    /// A [`Peer`](super::peer::Peer) under the slot's token serves the sensor.
-    Connected,
-    /// The sensor sent CLOSE: never again.
-    Done,
-}
+/// Most name lookups running at once (one per slot at most).
+const MAX_LOOKUPS: usize = 16;
 
-struct Slot {
+/// One ActiveClient line: its slot and the connect under way.
+struct Line {
     client: ActiveClient,
-    state: State,
-    /// Failed attempts since the last successful connection.
-    failures: u32,
-    last_attempt: Option<Instant>,
+    slot: Slot,
+    connecting: Option<Connecting<TcpStream>>,
 }
 
 /// A connection to a sensor, just established.
@@ -55,48 +44,51 @@ pub struct Connected {
 
 /// The slots of the ActiveClient lines.
 pub struct Dialer {
-    slots: BTreeMap<Token, Slot>,
+    lines: BTreeMap<Token, Line>,
     timing: Timing,
+    resolver: Resolver,
     /// `KeepAliveSecs`; 0: off.
     keepalive_secs: u32,
+    /// `TCP_USER_TIMEOUT` of control connections; None: the system's.
+    user_timeout: Option<Duration>,
+    close_stops: bool,
     random: RandomState,
-    random_counter: u64,
 }
 
 impl Dialer {
-    pub fn new(timing: Timing) -> Dialer {
+    /// `wake` wakes the loop when a lookup answers ([`Dialer::resolved`]).
+    pub fn new(timing: Timing, wake: impl Fn() + Send + Sync + 'static) -> Dialer {
         Dialer {
-            slots: BTreeMap::new(),
+            lines: BTreeMap::new(),
             timing,
+            resolver: Resolver::new(MAX_LOOKUPS, wake),
             keepalive_secs: 0,
+            user_timeout: None,
+            close_stops: false,
             random: RandomState::new(),
-            random_counter: 0,
         }
     }
 
     /// The sensors dialled, for logs and tests.
     pub fn clients(&self) -> Vec<ActiveClient> {
-        self.slots.values().map(|s| s.client.clone()).collect()
+        self.lines.values().map(|l| l.client.clone()).collect()
     }
 
     /// The slots' tokens and lines, in token order.
     #[cfg(test)]
     pub fn slots(&self) -> Vec<(Token, String)> {
-        self.slots
+        self.lines
             .iter()
-            .map(|(t, s)| (*t, s.client.to_string()))
+            .map(|(t, l)| (*t, l.client.to_string()))
             .collect()
     }
 
-    /// Whether `token` is a slot's connection attempt.
-    pub fn connecting(&self, token: Token) -> bool {
-        matches!(
-            self.slots.get(&token),
-            Some(Slot {
-                state: State::Connecting(_),
-                ..
-            })
-        )
+    /// Each line and the state of its slot, in token order.
+    pub fn states(&self) -> Vec<(ActiveClient, &State)> {
+        self.lines
+            .values()
+            .map(|l| (l.client.clone(), l.slot.state()))
+            .collect()
     }
 
     /// Keeps the slots whose line is unchanged, ends the others, adds new
@@ -104,213 +96,213 @@ impl Dialer {
     /// slots whose session must close.
     pub fn apply(
         &mut self,
-        wanted: &[ActiveClient],
-        keepalive_secs: u32,
+        config: &Config,
         registry: &Registry,
         next_token: &mut usize,
         now: Instant,
     ) -> Vec<Token> {
-        self.keepalive_secs = keepalive_secs;
-        let mut wanted = wanted.to_vec();
+        self.keepalive_secs = config.keepalive_secs;
+        self.user_timeout =
+            (config.liveness_secs > 0).then(|| Duration::from_secs(config.liveness_secs.into()));
+        self.close_stops = config.active_close_stops;
+        let mut wanted = config.active_clients.clone();
         let mut ended = Vec::new();
-        self.slots.retain(|token, slot| {
-            if let Some(pos) = wanted.iter().position(|w| *w == slot.client) {
+        self.lines.retain(|token, line| {
+            if let Some(pos) = wanted.iter().position(|w| *w == line.client) {
                 wanted.remove(pos);
+                line.slot.set_close_stops(config.active_close_stops);
                 return true;
             }
-            info!("sensor {} removed from the configuration", slot.client);
-            match &mut slot.state {
-                State::Connecting(c) => {
-                    let _ = registry.deregister(&mut c.stream);
-                }
-                State::Connected => ended.push(*token),
-                State::Waiting(_) | State::Done => {}
+            info!("sensor {} removed from the configuration", line.client);
+            if line.slot.state().in_session() {
+                ended.push(*token);
             }
+            line.slot.stop();
+            forget_connect(line, registry);
             false
         });
         for client in wanted {
             info!("sensor {client} added");
             let token = Token(*next_token);
             *next_token += 1;
-            self.slots.insert(
+            let seed = self.random.hash_one((token.0, now));
+            let slot = Slot::new(
+                client.to_string(),
+                self.timing.clone(),
+                self.close_stops,
+                now,
+                seed,
+            );
+            self.lines.insert(
                 token,
-                Slot {
+                Line {
                     client,
-                    state: State::Waiting(now),
-                    failures: 0,
-                    last_attempt: None,
+                    slot,
+                    connecting: None,
                 },
             );
         }
         ended
     }
 
-    /// The next dial or connect deadline.
+    /// The next slot deadline (an attempt, a lookup's or a connect's end).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.slots
+        self.lines
             .values()
-            .filter_map(|s| match &s.state {
-                State::Waiting(at) => Some(*at),
-                State::Connecting(c) => Some(c.deadline),
-                _ => None,
-            })
+            .filter_map(|l| l.slot.poll_timeout())
             .min()
     }
 
-    /// Dials the slots whose time has come; gives up attempts that took too long.
+    /// Starts the attempts whose time has come; gives up those that took too long.
     pub fn timers(&mut self, now: Instant, registry: &Registry) {
-        let tokens: Vec<Token> = self.slots.keys().copied().collect();
-        for token in tokens {
-            let Some(slot) = self.slots.get(&token) else {
-                continue;
-            };
-            match &slot.state {
-                State::Waiting(at) if *at <= now => self.dial(token, now, registry),
-                State::Connecting(c) if c.expired(now) => {
-                    self.attempt_failed(token, "connection timed out".into(), registry)
-                }
-                _ => {}
-            }
+        let due: Vec<Token> = self
+            .lines
+            .iter()
+            .filter(|(_, l)| l.slot.poll_timeout().is_some_and(|at| at <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in due {
+            let action = self
+                .lines
+                .get_mut(&token)
+                .and_then(|l| l.slot.handle_timeout(now));
+            self.act(token, action, now, registry);
+        }
+    }
+
+    /// Hands the lookups' answers to their slots (the loop was woken).
+    pub fn resolved(&mut self, now: Instant, registry: &Registry) {
+        while let Some(answer) = self.resolver.try_recv() {
+            let action = self
+                .lines
+                .get_mut(&answer.key)
+                .and_then(|l| l.slot.resolved(answer.lookup, answer.result, now));
+            self.act(answer.key, action, now, registry);
         }
     }
 
     /// An event on a connection attempt: the connection, once established.
-    pub fn ready(&mut self, token: Token, registry: &Registry) -> Option<Connected> {
-        let slot = self.slots.get_mut(&token)?;
-        let State::Connecting(c) = &slot.state else {
-            return None;
-        };
-        let (local, peer) = match c.progress() {
+    pub fn ready(&mut self, token: Token, now: Instant, registry: &Registry) -> Option<Connected> {
+        let line = self.lines.get_mut(&token)?;
+        let (local, peer) = match line.connecting.as_ref()?.progress() {
             Progress::Connected { local, peer } => (local, peer),
             // Not connected yet: a spurious wake-up.
             Progress::Pending => return None,
             Progress::Failed(e) => {
-                self.attempt_failed(token, e.to_string(), registry);
+                line.slot.failed(e.to_string(), now);
+                forget_connect(line, registry);
                 return None;
             }
         };
-        info!("connected to sensor {} ({peer})", slot.client);
-        slot.failures = 0;
-        let State::Connecting(c) = std::mem::replace(&mut slot.state, State::Connected) else {
-            unreachable!("matched above")
-        };
+        info!("connected to sensor {} ({peer})", line.client);
+        line.slot.connected();
+        let c = line.connecting.take()?;
         Some(Connected {
-            client: slot.client.clone(),
+            client: line.client.clone(),
             stream: c.stream,
             local,
             peer,
         })
     }
 
-    /// The session of slot `token` is over (its peer closed): CLOSE means
-    /// never again; a session that was up and went down reconnects at once,
-    /// but no more often than once per backoff base; a protocol failure
-    /// counts as a failed attempt.
-    pub fn session_over(&mut self, token: Token, status: &Status, registry: &Registry) {
-        let Some(slot) = self.slots.get_mut(&token) else {
+    /// What the session of slot `token` has reached.
+    pub fn progress(&mut self, token: Token, authenticated: bool, capturing: bool, now: Instant) {
+        if let Some(line) = self.lines.get_mut(&token) {
+            line.slot.progress(authenticated, capturing, now);
+        }
+    }
+
+    /// The session of slot `token` is over ([`Slot::session_over`]).
+    pub fn session_over(&mut self, token: Token, status: &Status, now: Instant) {
+        let Some(line) = self.lines.get_mut(&token) else {
             return;
         };
-        let why = match status {
+        let end = match status {
             Status::Open => return,
-            Status::Ended(Ended::Closed) => {
-                info!("sensor {} sent CLOSE: not reconnecting", slot.client);
-                slot.state = State::Done;
-                return;
-            }
-            Status::Ended(Ended::Protocol(why)) => why.clone(),
-            Status::Ended(Ended::Timeout(why)) => why.to_string(),
-            Status::Gone(why) => why.clone(),
+            Status::Ended(Ended::Closed) => SessionEnd::Closed,
+            Status::Ended(Ended::Protocol(why)) => SessionEnd::Failed(why.clone()),
+            Status::Ended(Ended::Timeout(why)) => SessionEnd::Failed(why.to_string()),
+            Status::Gone(why) => SessionEnd::Failed(why.clone()),
         };
-        warn!("session with sensor {} ended: {why}", slot.client);
-        let earliest = slot
-            .last_attempt
-            .map(|t| t + self.timing.backoff_base)
-            .unwrap_or_else(Instant::now);
-        slot.state = State::Waiting(earliest.max(Instant::now()));
-        if matches!(status, Status::Ended(_)) {
-            self.attempt_failed(token, why, registry);
-        }
+        line.slot.session_over(end, now);
     }
 
-    /// Stops every connection attempt (the daemon stops).
+    /// Stops every slot (the daemon stops).
     pub fn shutdown(&mut self, registry: &Registry) {
-        for slot in self.slots.values_mut() {
-            if let State::Connecting(c) = &mut slot.state {
-                let _ = registry.deregister(&mut c.stream);
+        for line in self.lines.values_mut() {
+            line.slot.stop();
+            forget_connect(line, registry);
+        }
+    }
+
+    /// Does what slot `token` asked for (and what that leads to); a
+    /// failure to start is the attempt's.
+    fn act(&mut self, token: Token, mut action: Option<Action>, now: Instant, registry: &Registry) {
+        while let Some(next) = action.take() {
+            let Some(line) = self.lines.get_mut(&token) else {
+                return;
+            };
+            match next {
+                Action::Resolve { lookup } => {
+                    let (host, port) = (line.client.host.as_str(), line.client.port);
+                    // An address needs no lookup (nor a thread).
+                    if let Ok(ip) = host.parse::<IpAddr>() {
+                        let addrs = Ok(vec![SocketAddr::new(ip, port)]);
+                        action = line.slot.resolved(lookup, addrs, now);
+                    } else if let Err(refused) = self.resolver.submit(token, lookup, host, port) {
+                        line.slot
+                            .failed(format!("cannot look {host} up: {refused}"), now);
+                    }
+                }
+                Action::Connect { addr, deadline } => {
+                    let opts = connect_options(self.keepalive_secs);
+                    match connect(addr, &opts, self.user_timeout, deadline, token, registry) {
+                        Ok(c) => {
+                            debug!("dialling {} at {addr}", line.client);
+                            line.connecting = Some(c);
+                        }
+                        Err(why) => {
+                            line.slot.failed(why, now);
+                        }
+                    }
+                }
             }
-            slot.state = State::Done;
         }
-    }
-
-    fn random(&mut self) -> u64 {
-        self.random_counter += 1;
-        let mut h = self.random.build_hasher();
-        h.write_u64(self.random_counter);
-        h.finish()
-    }
-
-    fn dial(&mut self, token: Token, now: Instant, registry: &Registry) {
-        let (keepalive, timeout) = (self.keepalive_secs, self.timing.connect_timeout);
-        let Some(slot) = self.slots.get_mut(&token) else {
-            return;
-        };
-        slot.last_attempt = Some(now);
-        match attempt(
-            &slot.client,
-            slot.failures,
-            keepalive,
-            now + timeout,
-            token,
-            registry,
-        ) {
-            Ok(c) => slot.state = State::Connecting(c),
-            Err(why) => self.attempt_failed(token, why, registry),
+        // A connect the slot no longer waits for (it timed out) is dropped.
+        if let Some(line) = self.lines.get_mut(&token) {
+            if !matches!(line.slot.state(), State::Dialing { .. }) {
+                forget_connect(line, registry);
+            }
         }
-    }
-
-    fn attempt_failed(&mut self, token: Token, why: String, registry: &Registry) {
-        let r = self.random();
-        let Some(slot) = self.slots.get_mut(&token) else {
-            return;
-        };
-        if let State::Connecting(c) = &mut slot.state {
-            let _ = registry.deregister(&mut c.stream);
-        }
-        slot.failures = slot.failures.saturating_add(1);
-        let delay = self.timing.backoff(slot.failures, r);
-        warn!(
-            "sensor {}: {why}; retry {} in {:.1} s",
-            slot.client,
-            slot.failures,
-            delay.as_secs_f64()
-        );
-        slot.state = State::Waiting(Instant::now() + delay);
     }
 }
 
-/// Resolves `client` (again at every attempt: a sensor may move, DNS may
-/// come back), picks an address by the failures so far, and starts a
-/// connection registered under `token`, to be given up at `deadline`.
-fn attempt(
-    client: &ActiveClient,
-    failures: u32,
-    keepalive_secs: u32,
+/// Deregisters and closes the line's connect under way, if any.
+fn forget_connect(line: &mut Line, registry: &Registry) {
+    if let Some(mut c) = line.connecting.take() {
+        let _ = registry.deregister(&mut c.stream);
+    }
+}
+
+/// Starts a connection to `addr` registered under `token`, to be given up
+/// at `deadline`. `user_timeout`: unacknowledged data fails the
+/// connection after this long (a sensor gone silent while we send).
+fn connect(
+    addr: SocketAddr,
+    opts: &ConnectOptions,
+    user_timeout: Option<Duration>,
     deadline: Instant,
     token: Token,
     registry: &Registry,
 ) -> Result<Connecting<TcpStream>, String> {
-    let addrs: Vec<SocketAddr> = (client.host.as_str(), client.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", client.host))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("{} has no address", client.host));
+    let c =
+        Connecting::start(addr, opts, deadline).map_err(|e| format!("connect to {addr}: {e}"))?;
+    if let Some(t) = user_timeout {
+        SockRef::from(&c.stream)
+            .set_tcp_user_timeout(Some(t))
+            .map_err(|e| format!("TCP_USER_TIMEOUT: {e}"))?;
     }
-    let addr = addrs[failures as usize % addrs.len()];
-    debug!("dialling {client} at {addr}");
-    let mut c = Connecting::start(addr, &connect_options(keepalive_secs), deadline)
-        .map_err(|e| format!("connect to {addr}: {e}"))?
-        .map(TcpStream::from_std);
+    let mut c = c.map(TcpStream::from_std);
     let interest = Interest::READABLE | Interest::WRITABLE;
     registry
         .register(&mut c.stream, token, interest)

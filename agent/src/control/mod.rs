@@ -1,14 +1,16 @@
 //! The control thread: a thin mio driver around the sessions. One loop owns
 //! every RPCAP connection — the sensors of the ActiveClient lines it dials
-//! ([`dialer`]) and the passive clients it accepts ([`listener`]) — each a
-//! [`Peer`]: its stream (TLS or not, [`tls`]), its sans-IO
+//! ([`dialer`]: one sans-IO [`slot`] per line, names looked up off the loop
+//! by the [`resolver`]) and the passive clients it accepts ([`listener`]) —
+//! each a [`Peer`]: its stream (TLS or not, [`tls`]), its sans-IO
 //! [`Session`](crate::session::Session) and its capture. The loop routes
 //! events by token, runs the sessions' timers from their `poll_timeout`,
-//! hands password checks to the checker thread and its verdicts back,
-//! checks running captures for failures on a timer, and closes ended
-//! connections gracefully ([`linger`]). SIGHUP reloads the configuration
-//! (only slots whose line changed restart); SIGTERM/SIGINT stop every
-//! capture and return ([`signals`]).
+//! hands password checks to the checker thread and takes back its verdicts
+//! and the lookups' answers (one waker), checks running captures for
+//! failures on a timer, and closes ended connections gracefully
+//! ([`linger`]). SIGHUP reloads the configuration (only slots whose line
+//! changed restart); SIGTERM/SIGINT stop every capture and return
+//! ([`signals`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,7 +39,9 @@ pub mod dialer;
 pub mod linger;
 pub mod listener;
 pub mod peer;
+pub mod resolver;
 pub mod signals;
+pub mod slot;
 pub mod tls;
 
 const SIGNALS: Token = Token(0);
@@ -49,10 +53,23 @@ const FIRST_PEER: usize = 16;
 /// Timing of the loop; tests shorten it.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// First retry delay after a failed attempt; also the minimum spacing of
-    /// immediate reconnects after dropped sessions.
+    /// First retry delay after a failed attempt (doubling per failure).
     pub backoff_base: Duration,
+    /// `MaxBackoffSecs`: no retry delay is longer.
     pub max_backoff: Duration,
+    /// The longest retry delay during the first `fast_window` of an outage,
+    /// so that a sensor is reached again within about this long after its
+    /// path returns.
+    pub fast_step: Duration,
+    /// How long an outage keeps retry delays at most `fast_step`; after
+    /// that the ceiling doubles every further `fast_window`, up to
+    /// `max_backoff`.
+    pub fast_window: Duration,
+    /// A name lookup not answered by then is a failed attempt.
+    pub resolve_timeout: Duration,
+    /// A session authenticated this long ends an outage (resets the
+    /// backoff); one that ends sooner counts as a failed attempt.
+    pub stable_session: Duration,
     pub connect_timeout: Duration,
     /// How often running captures are checked for failures.
     pub capture_check: Duration,
@@ -67,6 +84,11 @@ impl Timing {
         Timing {
             backoff_base: Duration::from_secs(1),
             max_backoff: Duration::from_secs(cfg.max_backoff_secs.into()),
+            fast_step: Duration::from_secs(5),
+            fast_window: Duration::from_secs(180),
+            // glibc gives a silent name server 5 s per try, two tries.
+            resolve_timeout: Duration::from_secs(10),
+            stable_session: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             capture_check: Duration::from_millis(500),
             auth_fail_delay: Duration::from_secs(1),
@@ -74,15 +96,20 @@ impl Timing {
         }
     }
 
-    /// The delay before attempt number `failures + 1`: base × 2^(failures−1),
-    /// capped, then scaled by a random factor in [0.5, 1) so that many agents
-    /// do not hammer a restarted sensor in step.
-    pub fn backoff(&self, failures: u32, random: u64) -> Duration {
+    /// The delay before attempt number `failures + 1` of an outage that
+    /// began `outage` ago: base × 2^(failures−1), under a ceiling of
+    /// `fast_step` for the first `fast_window` of the outage (a short
+    /// outage costs at most about one step more than its length), doubling
+    /// every further `fast_window` (a long one does not hammer the sensor),
+    /// never above `max_backoff`; then scaled by a random factor in
+    /// [0.5, 1) so that many agents do not redial a restarted sensor in step.
+    pub fn backoff(&self, failures: u32, outage: Duration, random: u64) -> Duration {
         let exp = failures.saturating_sub(1).min(30);
-        let full = self
-            .backoff_base
-            .saturating_mul(1u32 << exp)
-            .min(self.max_backoff);
+        let doubling = self.backoff_base.saturating_mul(1u32 << exp);
+        let window = self.fast_window.as_secs_f64().max(0.001);
+        let periods = (outage.as_secs_f64() / window).min(30.0) as u32;
+        let ceiling = self.fast_step.saturating_mul(1u32 << periods);
+        let full = doubling.min(ceiling).min(self.max_backoff);
         let frac = 0.5 + (random % 1000) as f64 / 2000.0;
         full.mul_f64(frac)
     }
@@ -148,6 +175,10 @@ impl<H: CaptureHost> Control<H> {
             let _ = wake.wake();
         })
         .context("starting the password checker")?;
+        let wake = waker.clone();
+        let dialer = Dialer::new(timing.clone(), move || {
+            let _ = wake.wake();
+        });
         let mut c = Control {
             poll,
             services: Services {
@@ -158,7 +189,7 @@ impl<H: CaptureHost> Control<H> {
                 dropped: Default::default(),
             },
             config: Config::default(),
-            dialer: Dialer::new(timing.clone()),
+            dialer,
             timing,
             peers: BTreeMap::new(),
             listeners: Listeners::default(),
@@ -232,13 +263,9 @@ impl<H: CaptureHost> Control<H> {
     /// Keeps the slots whose line is unchanged, ends the others, adds new ones.
     fn apply_config(&mut self, config: Config) {
         let now = Instant::now();
-        let removed = self.dialer.apply(
-            &config.active_clients,
-            config.keepalive_secs,
-            self.poll.registry(),
-            &mut self.next_token,
-            now,
-        );
+        let removed = self
+            .dialer
+            .apply(&config, self.poll.registry(), &mut self.next_token, now);
         for token in removed {
             if let Some(peer) = self.peers.remove(&token) {
                 peer.close(
@@ -307,6 +334,7 @@ impl<H: CaptureHost> Control<H> {
                     }
                     WAKER => {
                         self.verdicts(now);
+                        self.dialer.resolved(now, self.poll.registry());
                         self.starts(now);
                     }
                     t if self.listeners.contains(t) => self.accept(t, now),
@@ -314,7 +342,7 @@ impl<H: CaptureHost> Control<H> {
                         self.serve(t, now, |p, s| p.service(now, s))
                     }
                     t => {
-                        if let Some(c) = self.dialer.ready(t, self.poll.registry()) {
+                        if let Some(c) = self.dialer.ready(t, now, self.poll.registry()) {
                             self.connected(t, c, now);
                         }
                     }
@@ -384,6 +412,10 @@ impl<H: CaptureHost> Control<H> {
             return;
         };
         let status = f(peer, &mut self.services);
+        if peer.role() == Role::Sensor {
+            self.dialer
+                .progress(token, peer.authenticated(), peer.capturing(), now);
+        }
         if status != Status::Open {
             self.close(token, status, now);
         }
@@ -404,9 +436,7 @@ impl<H: CaptureHost> Control<H> {
                 };
                 info!("passive client {}: {why}", peer.addr());
             }
-            Role::Sensor => self
-                .dialer
-                .session_over(token, &status, self.poll.registry()),
+            Role::Sensor => self.dialer.session_over(token, &status, now),
         }
         peer.close(
             now,
@@ -543,6 +573,10 @@ fn session_config(cfg: &Config, mode: Mode, client: Option<&ActiveClient>) -> Se
         idle_timeout: passive
             .then(|| secs(cfg.passive.idle_timeout_secs))
             .flatten(),
+        // Judged on sensors only: a passive client's requests are its own business.
+        liveness: (!passive && cfg.liveness_secs > 0)
+            .then(|| secs(cfg.liveness_secs))
+            .flatten(),
     }
 }
 
@@ -610,23 +644,77 @@ mod tests {
         assert!(after[1].0 > before[2].0);
     }
 
+    fn timing(max_backoff: u64) -> Timing {
+        Timing {
+            max_backoff: Duration::from_secs(max_backoff),
+            ..Timing::from_config(&Config::default())
+        }
+    }
+
     #[test]
     fn backoff_grows_caps_and_jitters() {
-        let t = Timing {
-            backoff_base: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(1),
-            capture_check: Duration::from_secs(1),
-            auth_fail_delay: Duration::from_secs(1),
-            auth_fail_max: Duration::from_secs(30),
-        };
+        let t = timing(30);
+        let early = Duration::ZERO;
         // random 999 → factor ~1; random 0 → factor 0.5.
-        assert_eq!(t.backoff(1, 0), Duration::from_millis(500));
-        assert!(t.backoff(1, 999) > Duration::from_millis(990));
-        assert!(t.backoff(3, 999) > Duration::from_millis(3960));
-        assert!(t.backoff(3, 999) <= Duration::from_secs(4));
-        assert!(t.backoff(10, 999) <= Duration::from_secs(30));
-        assert!(t.backoff(10, 999) > Duration::from_secs(29));
-        assert!(t.backoff(u32::MAX, 0) == Duration::from_secs(15));
+        assert_eq!(t.backoff(1, early, 0), Duration::from_millis(500));
+        assert!(t.backoff(1, early, 999) > Duration::from_millis(990));
+        assert!(t.backoff(3, early, 999) > Duration::from_millis(3960));
+        assert!(t.backoff(3, early, 999) <= Duration::from_secs(4));
+        let late = Duration::from_secs(3600);
+        assert!(t.backoff(10, late, 999) <= Duration::from_secs(30));
+        assert!(t.backoff(10, late, 999) > Duration::from_secs(29));
+        assert_eq!(
+            t.backoff(u32::MAX, Duration::MAX, 0),
+            Duration::from_secs(15)
+        );
+    }
+
+    /// Every failure of the first 3 minutes of an outage waits at most 5 s;
+    /// then the ceiling doubles every 3 minutes up to MaxBackoffSecs; the
+    /// jitter spreads agents over half a step.
+    #[test]
+    fn backoff_steps_stay_short_for_the_first_minutes_of_an_outage() {
+        let t = timing(300);
+        let (mut outage, mut failures) = (Duration::ZERO, 0u32);
+        let mut steps = Vec::new();
+        while outage < Duration::from_secs(3600) {
+            failures += 1;
+            let step = t.backoff(failures, outage, 999);
+            steps.push((outage, step));
+            outage += step + Duration::from_millis(1);
+        }
+        for (at, step) in &steps {
+            let at = at.as_secs();
+            let ceiling = match at {
+                0..180 => 5,
+                180..360 => 10,
+                360..540 => 20,
+                540..720 => 40,
+                720..900 => 80,
+                900..1080 => 160,
+                _ => 300,
+            };
+            assert!(step.as_secs_f64() <= ceiling as f64, "{at} s: {step:?}");
+            assert!(
+                step.as_secs_f64() > ceiling.min(300) as f64 * 0.99 || at < 180,
+                "{at} s: {step:?}"
+            );
+        }
+        // The first 3 minutes: 1, 2, 4, then 5 s steps.
+        let first: Vec<u64> = steps[..5]
+            .iter()
+            .map(|(_, s)| s.as_millis() as u64)
+            .collect();
+        assert_eq!(first, [999, 1999, 3998, 4997, 4997]);
+        // The cap is reached, never passed.
+        assert!(steps.iter().any(|(_, s)| s.as_secs() == 299));
+        // Jitter: 1000 agents at the same failure spread over [2.5, 5) s.
+        let spread: std::collections::BTreeSet<u128> = (0..1000u64)
+            .map(|r| t.backoff(5, Duration::ZERO, r).as_millis())
+            .collect();
+        assert!(spread.len() > 900);
+        assert!(*spread.first().unwrap() == 2500 && *spread.last().unwrap() < 5000);
+        // A MaxBackoffSecs below the fast step caps it too.
+        assert!(timing(1).backoff(5, Duration::ZERO, 999) <= Duration::from_secs(1));
     }
 }

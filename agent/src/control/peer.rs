@@ -166,6 +166,14 @@ impl<C> Peer<C> {
         self.session.peer()
     }
 
+    pub fn authenticated(&self) -> bool {
+        self.session.authenticated()
+    }
+
+    pub fn capturing(&self) -> bool {
+        self.session.capturing()
+    }
+
     /// New authentication and idle timeouts (a reload).
     pub fn set_timeouts(&mut self, auth: Option<Duration>, idle: Option<Duration>) {
         self.session.set_timeouts(auth, idle);

@@ -39,12 +39,14 @@ use crate::settings::{CaptureChoice, Preselect};
 mod auth;
 mod capture;
 mod command;
+mod liveness;
 
 use self::auth::AuthState;
 pub use self::auth::MAX_AUTH_ATTEMPTS;
 use self::capture::{CaptureSlot, Endpoints, Running, Starting};
 pub use self::capture::{DataChannel, StartRequest, MAX_SNAPLEN};
 pub use self::command::{Answer, Command, HostCommand, HostError, Input, PasswordCheck};
+use self::liveness::Liveness;
 
 /// Who opened the control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,9 @@ pub struct SessionConfig {
     /// An authenticated peer without a capture that sends nothing for this
     /// long is dropped (passive clients).
     pub idle_timeout: Option<Duration>,
+    /// `LivenessSecs` (sensors): a capturing sensor that polled STATS at a
+    /// steady interval and fell silent is given up (`session/liveness.rs`).
+    pub liveness: Option<Duration>,
 }
 
 /// Why a session is over.
@@ -163,8 +168,10 @@ pub struct Session {
     ended: Option<Ended>,
     /// When the session began (authentication timeout).
     began: Instant,
-    /// When the peer last sent something (idle timeout).
+    /// When the peer last sent something (idle timeout, liveness).
     last_rx: Instant,
+    /// The sensor's STATS_REQ rhythm.
+    liveness: Liveness,
 }
 
 impl Session {
@@ -172,7 +179,6 @@ impl Session {
     /// opened at `now`.
     pub fn new(cfg: SessionConfig, local: SocketAddr, peer: SocketAddr, now: Instant) -> Session {
         Session {
-            cfg,
             ends: Endpoints { local, peer },
             codec: Codec::control(),
             commands: VecDeque::new(),
@@ -182,6 +188,8 @@ impl Session {
             ended: None,
             began: now,
             last_rx: now,
+            liveness: Liveness::new(cfg.liveness),
+            cfg,
         }
     }
 
@@ -261,8 +269,14 @@ impl Session {
         }
         match &self.auth {
             AuthState::Held { until, .. } => *until,
+            // Not while we wait for an answer: the sensor's bytes then wait
+            // unread in the socket, and the silence would be ours.
+            AuthState::Authenticated if self.capturing() => self
+                .reading()
+                .then(|| self.liveness.deadline(self.last_rx))
+                .flatten(),
             // Waiting for our answer (a capture on its way) is not idling.
-            AuthState::Authenticated if self.capturing() || self.pending.is_some() => None,
+            AuthState::Authenticated if self.pending.is_some() => None,
             AuthState::Authenticated => self.cfg.idle_timeout.map(|d| self.last_rx + d),
             _ => self.cfg.auth_timeout.map(|d| self.began + d),
         }
@@ -285,6 +299,12 @@ impl Session {
                     self.auth = AuthState::Required { failures };
                     self.run();
                 }
+            }
+            AuthState::Authenticated if self.capturing() => {
+                // Gone, or the path is: nothing reaches it, nothing to say.
+                self.end(Ended::Timeout(
+                    "the sensor stopped its STATS requests (LivenessSecs)",
+                ));
             }
             AuthState::Authenticated => {
                 self.send_error(ErrorCode::RuntimeTimeout, "Idle timeout");
@@ -415,7 +435,11 @@ impl Session {
             Message::StartCapReq(req) => self.start(req),
             Message::UpdateFilterReq { filter } => self.update_filter(filter),
             Message::SetSamplingReq(s) => self.set_sampling(s),
-            Message::StatsReq => self.stats(),
+            Message::StatsReq => {
+                // Received with the bytes that carried it.
+                self.liveness.stats_request(self.last_rx);
+                self.stats()
+            }
             Message::EndCapReq => self.end_capture(),
             Message::Close => {
                 info!("{} closed the session", self.ends.peer);

@@ -134,6 +134,7 @@ fn cfg() -> SessionConfig {
         capture: None,
         auth_timeout: None,
         idle_timeout: None,
+        liveness: None,
     }
 }
 
@@ -1015,6 +1016,38 @@ fn capture_failure_is_reported_and_capture_ends() {
     assert!(!t.s.capturing());
     assert!(t.s.ended().is_none());
     assert_eq!(t.one(Message::StatsReq), Message::StatsReply(Fake::last(1)));
+}
+
+/// A capturing sensor that polled STATS every 5 s and falls silent is
+/// given up after 3 intervals; one that never polls is kept.
+#[test]
+fn a_capturing_sensor_that_stops_polling_is_given_up() {
+    let mut c = cfg();
+    c.liveness = Some(Duration::from_secs(30));
+    for polls in [true, false] {
+        let mut t = T::with(c.clone());
+        t.one(Message::AuthReq(Auth::Null));
+        t.open_eth0();
+        t.one(startcap(startcap_flags::DGRAM, 5000));
+        for _ in 0..4 {
+            t.advance(Duration::from_secs(5));
+            if polls {
+                t.one(Message::StatsReq);
+            }
+        }
+        assert!(t.s.ended().is_none());
+        t.advance(Duration::from_secs(14));
+        assert!(t.s.ended().is_none());
+        t.advance(Duration::from_secs(2));
+        if polls {
+            assert!(matches!(t.s.ended(), Some(Ended::Timeout(_))));
+            assert!(t.host.running.is_empty(), "the capture stops");
+        } else {
+            assert_eq!(t.s.poll_timeout(), None);
+            t.advance(Duration::from_secs(3600));
+            assert!(t.s.ended().is_none());
+        }
+    }
 }
 
 #[test]

@@ -179,6 +179,13 @@ pub static KEYS: &[Key] = &[
         one
     ),
     field!(
+        "LivenessSecs",
+        liveness_secs,
+        |v| parse_u32_in(v, 0, 3600),
+        one
+    ),
+    field!("ActiveCloseStops", active_close_stops, parse_yes_no, yes_no),
+    field!(
         "MaxClients",
         passive.max_clients,
         |v| parse_u32_in(v, 1, 4096).map(|n| n as usize),
@@ -466,7 +473,7 @@ mod tests {
         let p = parse(
             "Capture = file:/tmp/x.pcap\nUdpStrSize = 0\nSendBuffer = 4M\nRingSize = 65536\n\
              LocalFilter = not port 22\nWorkerCpu = 0,2-3\nLogLevel = debug\n\
-             KeepaliveSecs = 0\nMaxBackoffSecs = 5\n",
+             KeepaliveSecs = 0\nMaxBackoffSecs = 5\nLivenessSecs = 12\nActiveCloseStops = yes\n",
         );
         let c = p.config;
         assert_eq!(c.capture.backend, Backend::File("/tmp/x.pcap".into()));
@@ -478,6 +485,10 @@ mod tests {
         assert_eq!(c.log_level, log::LevelFilter::Debug);
         assert_eq!(c.keepalive_secs, 0);
         assert_eq!(c.max_backoff_secs, 5);
+        assert_eq!(c.liveness_secs, 12);
+        assert!(c.active_close_stops);
+        let d = parse("").config;
+        assert_eq!((d.liveness_secs, d.active_close_stops), (30, false));
         assert_eq!(
             parse("Capture = afpacket\nUdpStrSize = 29")
                 .config
@@ -646,6 +657,8 @@ mod tests {
             "LogLevel",
             "KeepaliveSecs",
             "MaxBackoffSecs",
+            "LivenessSecs",
+            "ActiveCloseStops",
             "MaxClients",
             "AuthTimeoutSecs",
             "IdleTimeoutSecs",

@@ -25,6 +25,9 @@ pub const DEFAULT_RING_SIZE: usize = 32 << 20;
 pub const MIN_RING_SIZE: usize = 1 << 16;
 pub const DEFAULT_KEEPALIVE_SECS: u32 = 60;
 pub const DEFAULT_MAX_BACKOFF_SECS: u32 = 30;
+/// A capturing sensor whose STATS_REQ rhythm stops is given up after at
+/// most this long; also the control connections' TCP_USER_TIMEOUT.
+pub const DEFAULT_LIVENESS_SECS: u32 = 30;
 pub const DEFAULT_MAX_CLIENTS: usize = 16;
 pub const DEFAULT_AUTH_TIMEOUT_SECS: u32 = 30;
 /// As the reference's runtime timeout: a client with no capture that says
@@ -367,6 +370,12 @@ pub struct Config {
     /// TCP keepalive idle time on control connections; 0 = off.
     pub keepalive_secs: u32,
     pub max_backoff_secs: u32,
+    /// `LivenessSecs`: longest silence of a capturing sensor that polls
+    /// STATS, and TCP_USER_TIMEOUT of control connections; 0 = off.
+    pub liveness_secs: u32,
+    /// `ActiveCloseStops`: a sensor's CLOSE stops its slot (libpcap);
+    /// default: redial with backoff.
+    pub active_close_stops: bool,
     /// `-S`: log the counters on every STATS_REQ.
     pub log_stats: bool,
     /// `-L`: log to syslog.
@@ -390,6 +399,8 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             keepalive_secs: DEFAULT_KEEPALIVE_SECS,
             max_backoff_secs: DEFAULT_MAX_BACKOFF_SECS,
+            liveness_secs: DEFAULT_LIVENESS_SECS,
+            active_close_stops: false,
             log_stats: false,
             syslog: false,
             auth: Accounts::default(),

@@ -1,0 +1,352 @@
+//! The command line: clap arguments and their translation into a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use ipnet::IpNet;
+use rpcap::msg::Auth;
+
+use crate::choose::Choice;
+use crate::config;
+use crate::control;
+use crate::filter;
+use crate::output::{Format, OutputConfig};
+use crate::session::SessionConfig;
+
+/// Receive remote packet captures from RPCAP agents and write them to pcap files.
+///
+/// Agents in active mode (xrpcapd or rpcapd with `-a`/ActiveClient) connect to
+/// --listen; passive agents are dialed with --connect. For each agent the sensor
+/// authenticates, picks one interface, starts a capture with your filter and
+/// writes the packets to DIR/NAME (one file per agent and interface).
+///
+/// Examples:
+///   xrpcap-sensor --out /var/cap --filter 'tcp port 80'
+///   xrpcap-sensor --connect 10.0.0.5 --ifaddr 10.0.0.0/24 -w - | wireshark -k -i -
+///
+/// The final line per capture (stderr, and --stats-file) lists every counter as
+/// key=value: packets, bytes, lost (records that did not arrive whole), datagram gaps,
+/// duplicates, reordered, malformed, foreign (wrong source), socket_drops, and
+/// the agent's own counters from its last STATS reply.
+#[derive(Parser, Debug)]
+#[command(name = "xrpcap-sensor", version, verbatim_doc_comment)]
+pub struct Args {
+    /// Address to accept active agents on ("none" to only dial passive agents).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:2003")]
+    listen: String,
+
+    /// Dial a passive agent (repeatable; port defaults to 2002).
+    #[arg(long = "connect", value_name = "HOST[:PORT]")]
+    connect: Vec<String>,
+
+    /// Authenticate as this user (password from --password-file or $XRPCAP_PASSWORD).
+    /// Without it, NULL authentication is used.
+    #[arg(long)]
+    user: Option<String>,
+
+    /// File whose first line is the password for --user.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+
+    /// Capture the agent's interface with this name.
+    #[arg(long, value_name = "NAME")]
+    ifname: Option<String>,
+
+    /// Capture the agent's first interface with an address inside this prefix
+    /// (e.g. 10.1.0.0/16). Default: the agent's preselected interface, else its
+    /// first non-loopback interface that is up.
+    #[arg(long, value_name = "CIDR")]
+    ifaddr: Option<String>,
+
+    /// Bytes kept of each packet.
+    #[arg(long, default_value_t = 262_144)]
+    snaplen: u32,
+
+    /// Agent read timeout in ms (how long a partly filled datagram may wait).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    read_timeout: u32,
+
+    /// Do not put the agent's interface in promiscuous mode.
+    #[arg(long)]
+    no_promisc: bool,
+
+    /// Ask the agent to sample (SETSAMPLING, sent right before STARTCAP):
+    /// 'one-of:N' keeps every Nth packet, 'first-after-ms:N' the first packet
+    /// after each N ms. The reference rpcapd daemons accept it and ignore it.
+    #[arg(long, value_name = "METHOD:N", value_parser = parse_sampling)]
+    sampling: Option<rpcap::msg::Sampling>,
+
+    /// Capture filter, a tcpdump expression (e.g. 'tcp port 80').
+    #[arg(long, value_name = "EXPR", conflicts_with = "filter_file")]
+    filter: Option<String>,
+
+    /// Read the filter expression from a file; SIGHUP re-reads it and pushes it
+    /// to every running capture.
+    #[arg(long, value_name = "FILE")]
+    filter_file: Option<PathBuf>,
+
+    /// UDP ports for data, one per capture.
+    #[arg(long, value_name = "A-B", default_value = "2003-2034")]
+    udp_ports: String,
+
+    /// Receive data over TCP instead of UDP.
+    #[arg(long)]
+    tcp_data: bool,
+
+    /// Seconds between STATS requests (also the liveness check).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    stats_interval: f64,
+
+    /// Seconds without a reply after which a session is closed (default 3 × --stats-interval).
+    #[arg(long, value_name = "SECS")]
+    stats_timeout: Option<f64>,
+
+    /// Seconds between the per-agent summary lines.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    summary_interval: f64,
+
+    /// Output file format.
+    #[arg(long, value_enum, default_value_t = Format::Pcap)]
+    format: Format,
+
+    /// Directory for capture files.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    out: PathBuf,
+
+    /// File name template: {agent} (agent IP, with _PORT when several agents share
+    /// an IP), {iface}, {time} (UTC yyyymmddThhmmss). Default
+    /// '{agent}-{iface}-{time}.pcap' (.pcapng with --format pcapng).
+    #[arg(long, value_name = "TEMPLATE")]
+    name: Option<String>,
+
+    /// '-' streams the (single) capture to stdout as pcap, e.g. into `wireshark -k -i -`.
+    #[arg(short = 'w', value_name = "-")]
+    write: Option<String>,
+
+    /// Start a new file when the current one reaches this many MB.
+    #[arg(long, value_name = "MB")]
+    rotate_size: Option<u64>,
+
+    /// Start a new file every this many seconds.
+    #[arg(long, value_name = "SECS")]
+    rotate_secs: Option<u64>,
+
+    /// Exit after writing this many packets (all agents together).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+
+    /// Exit after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+
+    /// At exit, write the final line of every capture to this file.
+    #[arg(long, value_name = "FILE")]
+    stats_file: Option<PathBuf>,
+
+    /// More logging: -v debug, -vv trace (default info; RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Runs the sensor with the command line's settings until it stops.
+pub fn run(args: Args) -> Result<()> {
+    let cfg = config(args)?;
+    let mut sensor = control::Sensor::new(cfg)?;
+    sensor.handle_signals()?;
+    sensor.run()
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow!("{what}: {v} is not a valid number of seconds"))
+}
+
+/// The settings `a` asks for; reads the password and filter files and
+/// creates the output directory.
+pub fn config(a: Args) -> Result<config::Config> {
+    let listen = parse_listen(&a.listen)?;
+    let ifaddr = a.ifaddr.as_deref().map(parse_ifaddr).transpose()?;
+    let auth = match &a.user {
+        None => Auth::Null,
+        Some(user) => {
+            let password = match &a.password_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read --password-file {}", f.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                None => std::env::var("XRPCAP_PASSWORD").map_err(|_| {
+                    anyhow!("--user needs a password: --password-file FILE or $XRPCAP_PASSWORD")
+                })?,
+            };
+            Auth::Password {
+                user: user.as_bytes().to_vec(),
+                password: password.into_bytes(),
+            }
+        }
+    };
+    let udp_ports = parse_range(&a.udp_ports)?;
+    if a.snaplen == 0 || a.snaplen > 262_144 {
+        bail!("--snaplen must be 1..=262144");
+    }
+    // Check the filter now, so that a typo is an error at start and not a
+    // refused capture per agent. Ethernet is what nearly every agent returns.
+    let filter_text = match &a.filter_file {
+        Some(f) => Some(filter::read_file(f)?),
+        None => a.filter.clone(),
+    };
+    rpcap::bpf::libpcap::compile_capture(filter_text.as_deref(), 1, a.snaplen)?;
+    let stdout = match a.write.as_deref() {
+        None => false,
+        Some("-") => true,
+        Some(other) => bail!("-w takes only '-' (stdout); use --out DIR for files, not '{other}'"),
+    };
+    if stdout && a.format != Format::Pcap {
+        bail!("-w - streams pcap only");
+    }
+    if !stdout {
+        std::fs::create_dir_all(&a.out)
+            .with_context(|| format!("cannot create output directory {}", a.out.display()))?;
+    }
+    let template = a.name.clone().unwrap_or_else(|| {
+        match a.format {
+            Format::Pcap => "{agent}-{iface}-{time}.pcap",
+            Format::Pcapng => "{agent}-{iface}-{time}.pcapng",
+        }
+        .to_string()
+    });
+    let stats_interval = secs(a.stats_interval, "--stats-interval")?;
+    let stats_timeout = match a.stats_timeout {
+        Some(v) => secs(v, "--stats-timeout")?,
+        None => stats_interval * 3,
+    };
+    let connect = a.connect.iter().map(|c| connect_target(c)).collect();
+    Ok(config::Config {
+        listen,
+        connect,
+        session: SessionConfig {
+            auth,
+            choice: Choice {
+                ifname: a.ifname.clone(),
+                ifaddr,
+            },
+            snaplen: a.snaplen,
+            read_timeout_ms: a.read_timeout,
+            promisc: !a.no_promisc,
+            sampling: a.sampling,
+        },
+        filter: a.filter.clone(),
+        filter_file: a.filter_file.clone(),
+        udp_ports,
+        tcp_data: a.tcp_data,
+        stats_interval,
+        stats_timeout,
+        summary_interval: secs(a.summary_interval, "--summary-interval")?,
+        output: OutputConfig {
+            format: a.format,
+            dir: a.out.clone(),
+            template,
+            rotate_bytes: a.rotate_size.map(|mb| mb * 1_000_000),
+            rotate_age: a.rotate_secs.map(Duration::from_secs),
+            stdout,
+        },
+        count: a.count,
+        duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
+        stats_file: a.stats_file.clone(),
+    })
+}
+
+/// `--listen`: `ADDR:PORT`, or `none` (no listener).
+pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>> {
+    match s {
+        "none" => Ok(None),
+        s => s
+            .parse::<SocketAddr>()
+            .map(Some)
+            .map_err(|_| anyhow!("--listen: '{s}' is not ADDR:PORT (e.g. 0.0.0.0:2003)")),
+    }
+}
+
+/// `--ifaddr`: a CIDR prefix, or one address (a /32 or /128).
+pub fn parse_ifaddr(s: &str) -> Result<IpNet> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| anyhow!("--ifaddr: '{s}' is not an address or CIDR prefix (e.g. 10.1.0.0/16)"))
+}
+
+/// `--connect HOST[:PORT]` as `host:port` for the dialer (port 2002 when
+/// none is given; a bare IPv6 address gets its brackets).
+pub fn connect_target(c: &str) -> String {
+    if c.parse::<SocketAddr>().is_ok()
+        || c.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
+    {
+        c.to_string()
+    } else if c.contains(':') && !c.starts_with('[') {
+        format!("[{c}]:2002")
+    } else {
+        format!("{c}:2002")
+    }
+}
+
+/// `one-of:N` or `first-after-ms:N` (SETSAMPLING methods 1 and 2).
+pub fn parse_sampling(s: &str) -> std::result::Result<rpcap::msg::Sampling, String> {
+    let bad = || format!("'{s}' is not one-of:N or first-after-ms:N (N a positive integer)");
+    let (method, value) = s.split_once(':').ok_or_else(bad)?;
+    let method = match method {
+        "one-of" => 1,
+        "first-after-ms" => 2,
+        _ => return Err(bad()),
+    };
+    match value.parse::<u32>() {
+        Ok(value) if value > 0 => Ok(rpcap::msg::Sampling { method, value }),
+        _ => Err(bad()),
+    }
+}
+
+/// `A-B` (or a single port `A`).
+pub fn parse_range(s: &str) -> Result<(u16, u16)> {
+    let bad = || anyhow!("--udp-ports: '{s}' is not a port range like 2003-2034");
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_range("2003-2034").unwrap(), (2003, 2034));
+        assert_eq!(parse_range("5000").unwrap(), (5000, 5000));
+        assert!(parse_range("10-5").is_err());
+        assert!(parse_range("x-5").is_err());
+        assert!(parse_range("0-5").is_err());
+    }
+
+    #[test]
+    fn sampling_flag() {
+        let s = parse_sampling("one-of:10").unwrap();
+        assert_eq!((s.method, s.value), (1, 10));
+        let s = parse_sampling("first-after-ms:250").unwrap();
+        assert_eq!((s.method, s.value), (2, 250));
+        for bad in ["one-of", "one-of:0", "one-of:-1", "every:3", "one-of:x"] {
+            assert!(parse_sampling(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn help_parses() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}
