@@ -22,7 +22,7 @@
 //! own hash where it has that setting and against another account's hash of
 //! that setting otherwise (its result ignored). A check thus costs the sum of
 //! the settings in use — argon2id plus yescrypt on a Debian 12 host with
-//! `SystemAccounts`, ~70 ms (benches/README.md).
+//! `SystemAccounts`, ~60 ms (benches/README.md).
 //! [`Backoff`] delays the replies to a peer that keeps failing.
 
 use std::collections::{BTreeMap, HashMap};
