@@ -227,6 +227,17 @@ impl Framer {
         self.size
     }
 
+    /// A framer for datagrams of `dgram_size` bytes that goes on with this
+    /// one's seqno, so the receiver sees no gap (the sender learnt a smaller
+    /// path MTU mid-capture). Flush the old batch's partial datagram first
+    /// and frame into a new [`Batch`] of the new size.
+    pub fn resized(&self, dgram_size: usize) -> Result<Framer, BadSize> {
+        Ok(Framer {
+            seqno: self.seqno,
+            ..Framer::new(dgram_size)?
+        })
+    }
+
     /// The seqno the next datagram will carry.
     pub fn next_seqno(&self) -> u32 {
         self.seqno

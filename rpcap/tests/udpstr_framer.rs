@@ -316,3 +316,23 @@ proptest::proptest! {
         proptest::prop_assert_eq!(collect(&bw), collect(&bp));
     }
 }
+
+#[test]
+fn a_resized_framer_goes_on_with_the_seqno() {
+    let mut f = Framer::new(100).unwrap();
+    let mut b = Batch::new(100, 4);
+    f.push(&mut b, &hdr(150, 1), &data(150, 1)).unwrap();
+    f.flush(&mut b);
+    assert_eq!(b.ready(), 2);
+    b.consume();
+    let mut small = f.resized(60).unwrap();
+    assert_eq!(small.dgram_size(), 60);
+    assert_eq!(small.next_seqno(), 2);
+    let mut b = Batch::new(60, 4);
+    small.push(&mut b, &hdr(10, 2), &data(10, 2)).unwrap();
+    small.flush(&mut b);
+    let got = collect(&b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0][..8], dgram_hdr(8, 2)[..]);
+    assert!(f.resized(MIN_DGRAM_SIZE - 1).is_err());
+}

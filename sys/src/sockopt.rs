@@ -137,6 +137,41 @@ pub fn force_rcvbuf(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
         .or_else(|_| set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v))
 }
 
+/// The MTU of the path a connected socket sends on (IP_MTU / IPV6_MTU): the
+/// route's MTU, lowered by any ICMP "fragmentation needed" / "packet too
+/// big" the kernel has learnt for the destination. Only defined once the
+/// socket is connected (ENOTCONN before).
+pub fn path_mtu(fd: &impl AsRawFd, ipv6: bool) -> io::Result<usize> {
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    };
+    get_int(fd, level, name).map(|m| m.max(0) as usize)
+}
+
+/// Never fragment what this socket sends (IP_PMTUDISC_DO /
+/// IPV6_PMTUDISC_DO): a datagram larger than the path MTU fails with
+/// EMSGSIZE instead of leaving as IP fragments, so the sender learns the
+/// MTU and can size its datagrams to it.
+pub fn set_dont_fragment(fd: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    } else {
+        set_int(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +185,21 @@ mod tests {
         assert_eq!(l.l_onoff, 0);
         let e = get_int(&-1, libc::SOL_SOCKET, libc::SO_ERROR).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn path_mtu_of_connected_loopback_sockets() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(path_mtu(&s, false).is_err(), "not connected yet");
+        s.connect("127.0.0.1:9").unwrap();
+        set_dont_fragment(&s, false).unwrap();
+        // Loopback's MTU is 65536 (older kernels: 16436).
+        assert!(path_mtu(&s, false).unwrap() >= 16436);
+        let Ok(s6) = std::net::UdpSocket::bind("[::1]:0") else {
+            return; // no IPv6 here
+        };
+        s6.connect("[::1]:9").unwrap();
+        set_dont_fragment(&s6, true).unwrap();
+        assert!(path_mtu(&s6, true).unwrap() >= 1280);
     }
 }

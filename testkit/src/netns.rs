@@ -124,6 +124,12 @@ impl Netns {
             .with_context(|| format!("binding TCP {addr} in netns {}", self.name))
     }
 
+    /// Turns IPv6 on for one interface (`lo` gets ::1 back); the namespace's
+    /// other interfaces keep it off.
+    pub fn enable_ipv6(&self, ifname: &str) -> Result<()> {
+        self.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "0")
+    }
+
     /// The MAC address of an interface inside this namespace.
     pub fn mac(&self, ifname: &str) -> Result<String> {
         let out = self.run("cat", [format!("/sys/class/net/{ifname}/address")])?;
@@ -149,7 +155,7 @@ impl Drop for Netns {
 }
 
 /// One end of a veth pair: its namespace, interface name (≤ 15 bytes) and
-/// address with prefix length (`10.200.1.1/24`).
+/// address with prefix length (`10.200.1.1/24`, or IPv6 `fd00:200:2::1/64`).
 #[derive(Debug, Clone, Copy)]
 pub struct VethEnd<'a> {
     pub ns: &'a Netns,
@@ -161,6 +167,10 @@ impl VethEnd<'_> {
     fn ip(&self) -> &str {
         self.cidr.split('/').next().unwrap_or(self.cidr)
     }
+
+    fn is_ipv6(&self) -> bool {
+        self.cidr.contains(':')
+    }
 }
 
 /// Creates a veth pair between two namespaces (each end created directly in
@@ -168,6 +178,10 @@ impl VethEnd<'_> {
 /// addresses, brings both ends up, and installs permanent neighbour entries
 /// on both sides so no ARP crosses the link: a capture of the link holds
 /// exactly the traffic a test sent. The pair disappears with its namespaces.
+///
+/// IPv6 addresses turn IPv6 on for that interface only ([`Netns::new`] turns
+/// it off) and skip duplicate address detection (`nodad`), so the address
+/// is usable at once; static neighbours stand in for neighbour discovery.
 pub fn veth_pair(a: VethEnd<'_>, b: VethEnd<'_>, mtu: u32) -> Result<()> {
     let mtu = mtu.to_string();
     run_checked(Command::new("ip").args([
@@ -190,8 +204,14 @@ pub fn veth_pair(a: VethEnd<'_>, b: VethEnd<'_>, mtu: u32) -> Result<()> {
     ]))
     .with_context(|| format!("creating veth {} <-> {}", a.ifname, b.ifname))?;
     for end in [a, b] {
-        end.ns
-            .run("ip", ["addr", "add", end.cidr, "dev", end.ifname])?;
+        if end.is_ipv6() {
+            end.ns.enable_ipv6(end.ifname)?;
+            end.ns
+                .run("ip", ["addr", "add", end.cidr, "dev", end.ifname, "nodad"])?;
+        } else {
+            end.ns
+                .run("ip", ["addr", "add", end.cidr, "dev", end.ifname])?;
+        }
         end.ns.run("ip", ["link", "set", end.ifname, "up"])?;
     }
     for (end, peer) in [(a, b), (b, a)] {
@@ -243,12 +263,29 @@ impl Topology {
     /// The sensor's RPCAP port (active mode default).
     pub const SEN_PORT: u16 = 2003;
 
+    /// The sensor link over IPv6 ([`Topology::ipv6`]): the agent's address.
+    pub const UPLINK_IP6: &'static str = "fd00:200:2::1";
+    /// The sensor's address on an IPv6 sensor link.
+    pub const SEN_IP6: &'static str = "fd00:200:2::2";
+
     /// Creates the three namespaces and both links with MTU 1500.
     pub fn new() -> Result<Topology> {
         Self::with_mtu(1500)
     }
 
     pub fn with_mtu(mtu: u32) -> Result<Topology> {
+        Self::build(mtu, mtu, false)
+    }
+
+    /// The same topology with the sensor link (c1 ── s1) on IPv6 only
+    /// ([`Topology::UPLINK_IP6`], [`Topology::SEN_IP6`]) and MTU
+    /// `uplink_mtu`; the captured link stays IPv4 with MTU `captured_mtu`
+    /// and IPv6 off, so its capture holds only the test's frames.
+    pub fn ipv6(captured_mtu: u32, uplink_mtu: u32) -> Result<Topology> {
+        Self::build(captured_mtu, uplink_mtu, true)
+    }
+
+    fn build(captured_mtu: u32, uplink_mtu: u32, ipv6: bool) -> Result<Topology> {
         let topo = Topology {
             gen: Netns::new("gen")?,
             cap: Netns::new("cap")?,
@@ -265,20 +302,25 @@ impl Topology {
                 ifname: Self::CAP_IF,
                 cidr: "10.200.1.2/24",
             },
-            mtu,
+            captured_mtu,
         )?;
+        let (up, sen) = if ipv6 {
+            ("fd00:200:2::1/64", "fd00:200:2::2/64")
+        } else {
+            ("10.200.2.1/24", "10.200.2.2/24")
+        };
         veth_pair(
             VethEnd {
                 ns: &topo.cap,
                 ifname: Self::UPLINK_IF,
-                cidr: "10.200.2.1/24",
+                cidr: up,
             },
             VethEnd {
                 ns: &topo.sen,
                 ifname: Self::SEN_IF,
-                cidr: "10.200.2.2/24",
+                cidr: sen,
             },
-            mtu,
+            uplink_mtu,
         )?;
         Ok(topo)
     }

@@ -174,6 +174,18 @@ pub fn ip_counter(ns: &Netns, name: &str) -> Result<u64> {
         .with_context(|| format!("Ip counter {name} unreadable"))
 }
 
+/// An IPv6 counter of a namespace (`Ip6ReasmReqds`, …: /proc/net/snmp6).
+pub fn ip6_counter(ns: &Netns, name: &str) -> Result<u64> {
+    let snmp6 = ns.run("cat", ["/proc/net/snmp6"])?;
+    snmp6
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name)).then(|| f.next()?.parse().ok())?
+        })
+        .with_context(|| format!("no IPv6 counter {name} in netns {}", ns.name()))
+}
+
 /// `count` UDP payloads of `size` bytes (at least 4): a big-endian sequence
 /// number, then a byte pattern derived from it, so order and content can be
 /// checked after the trip.

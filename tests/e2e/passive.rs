@@ -5,10 +5,12 @@
 //!
 //! Layout: ns gen (g0 10.210.1.1) ── veth ── ns cap (c0 10.210.1.2). The
 //! agent runs in cap and listens on 127.0.0.1; the client runs in cap too and
-//! captures c0, where the test sends numbered UDP datagrams from gen.
+//! captures c0, where the test sends numbered UDP datagrams from gen. The
+//! IPv6 variants add ns cli (v0 fd00:210:2::1) ── veth ── cap (v1
+//! fd00:210:2::2): the agent listens there and the client runs in cli.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -29,6 +31,9 @@ const DST_PORT: u16 = 7777;
 const COUNT: u32 = 40;
 const PAYLOAD: usize = 300;
 const PASSWORD: &str = "correct horse";
+/// The agent's and the client's addresses on the IPv6 client link.
+const AGENT_IP6: &str = "fd00:210:2::2";
+const CLI_IP6: &str = "fd00:210:2::1";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -66,16 +71,30 @@ fn hash(password: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// Two namespaces, the agent in cap, and a temp folder.
+/// Two namespaces, the agent in cap, and a temp folder; with an IPv6 client
+/// link, a third namespace for the client.
 struct Rig {
     agent: Child,
     tmp: tempfile::TempDir,
     cap: Netns,
     gen: Netns,
+    /// Where the client runs when it is not cap: ns cli (IPv6).
+    cli: Option<Netns>,
+    /// The address the agent listens on.
+    ip: IpAddr,
 }
 
 impl Rig {
     fn new(extra_config: &str, extra_args: &[&str]) -> Rig {
+        Rig::build(extra_config, extra_args, false)
+    }
+
+    /// The agent listens on an IPv6 link and the client runs across it.
+    fn ipv6(extra_config: &str, extra_args: &[&str]) -> Rig {
+        Rig::build(extra_config, extra_args, true)
+    }
+
+    fn build(extra_config: &str, extra_args: &[&str], ipv6: bool) -> Rig {
         require_root();
         let gen = Netns::new("pg").unwrap();
         let cap = Netns::new("pc").unwrap();
@@ -93,6 +112,25 @@ impl Rig {
             1500,
         )
         .unwrap();
+        let cli = ipv6.then(|| {
+            let cli = Netns::new("pv").unwrap();
+            veth_pair(
+                VethEnd {
+                    ns: &cli,
+                    ifname: "v0",
+                    cidr: &format!("{CLI_IP6}/64"),
+                },
+                VethEnd {
+                    ns: &cap,
+                    ifname: "v1",
+                    cidr: &format!("{AGENT_IP6}/64"),
+                },
+                1500,
+            )
+            .unwrap();
+            cli
+        });
+        let ip: IpAddr = if ipv6 { AGENT_IP6 } else { "127.0.0.1" }.parse().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let ini = tmp.path().join("rpcapd.ini");
         std::fs::write(
@@ -106,7 +144,7 @@ impl Rig {
         .unwrap();
         let mut cmd = cap.command(bin_path("xrpcapd"));
         cmd.args(["-D", "-f"]).arg(&ini);
-        cmd.args(["-b", "127.0.0.1", "-p", &PORT.to_string()]);
+        cmd.args(["-b", &ip.to_string(), "-p", &PORT.to_string()]);
         cmd.args(extra_args);
         let agent = Child::spawn("xrpcapd", cmd).unwrap();
         wait_tcp_listen(&cap, PORT, Duration::from_secs(10)).unwrap();
@@ -115,11 +153,26 @@ impl Rig {
             tmp,
             cap,
             gen,
+            cli,
+            ip,
+        }
+    }
+
+    /// The namespace the client runs in.
+    fn client_ns(&self) -> &Netns {
+        self.cli.as_ref().unwrap_or(&self.cap)
+    }
+
+    /// The agent's address as an rpcap:// URL writes it.
+    fn host(&self) -> String {
+        match self.ip {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
         }
     }
 
     fn client(&self, name: &str, args: &[&str]) -> Child {
-        let mut cmd = self.cap.command(client_bin());
+        let mut cmd = self.client_ns().command(client_bin());
         cmd.args(args);
         Child::spawn(name, cmd).unwrap()
     }
@@ -200,7 +253,7 @@ impl Rig {
     fn connect(&self) -> TcpStream {
         let s = self
             .cap
-            .enter(|| TcpStream::connect(("127.0.0.1", PORT)))
+            .enter(|| TcpStream::connect((self.ip, PORT)))
             .unwrap()
             .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -291,14 +344,7 @@ fn stats_ok(s: &mut TcpStream) {
 #[ignore = "needs root"]
 fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
     let rig = Rig::new("", &[]);
-    let source = format!("rpcap://127.0.0.1:{PORT}/");
-    let auth = ["-u", "alice", "-p", PASSWORD];
-    // findalldevs: our interfaces with their addresses.
-    let mut args = auth.to_vec();
-    args.extend(["list", &source]);
-    let (code, out, err) = rig.client_run(&args);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("dev {source}c0|")), "{out}");
+    let (source, out) = list_and_capture(&rig);
     assert!(
         out.contains(&format!("addr {source}c0 inet {CAP_IP} 255.255.255.0")),
         "{out}"
@@ -307,12 +353,33 @@ fn libpcap_lists_interfaces_and_captures_over_tcp_and_udp_with_a_password() {
         out.contains(&format!("addr {source}lo inet 127.0.0.1")),
         "{out}"
     );
-    // Byte-exact captures over TCP (we listen) and UDP.
+}
+
+/// Control (list), TCP and UDP data over an IPv6 link to the agent.
+#[test]
+#[ignore = "needs root"]
+fn ipv6_libpcap_lists_interfaces_and_captures_over_tcp_and_udp() {
+    let rig = Rig::ipv6("", &[]);
+    let (_, out) = list_and_capture(&rig);
+    assert!(out.contains(&format!("inet6 {AGENT_IP6}")), "{out}");
+}
+
+/// findalldevs with a password, then byte-exact captures of c0 over TCP (we
+/// listen) and UDP. Returns the source URL and the interface list.
+fn list_and_capture(rig: &Rig) -> (String, String) {
+    let source = format!("rpcap://{}:{PORT}/", rig.host());
+    let auth = ["-u", "alice", "-p", PASSWORD];
+    let mut args = auth.to_vec();
+    args.extend(["list", &source]);
+    let (code, out, err) = rig.client_run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("dev {source}c0|")), "{out}");
     let c0 = format!("{source}c0");
     rig.capture_exact(&c0, &auth);
     let mut udp = auth.to_vec();
     udp.push("-U");
     rig.capture_exact(&c0, &udp);
+    (source, out)
 }
 
 #[test]
@@ -839,16 +906,33 @@ fn tls_client_certificates_from_the_configured_ca_only() {
 #[test]
 #[ignore = "needs root"]
 fn passive_udpstr_reaches_a_client_that_reads_it() {
-    let rig = Rig::new("PassiveUdpStr = YES\n", &["-t", "1400"]);
+    passive_udpstr(&Rig::new("PassiveUdpStr = YES\n", &["-t", "1400"]));
+}
+
+/// With the default size (1472, IPv4's), which used to be too large for IPv6.
+#[test]
+#[ignore = "needs root"]
+fn ipv6_passive_udpstr_reaches_a_client_that_reads_it() {
+    let rig = Rig::ipv6("PassiveUdpStr = YES\n", &[]);
+    passive_udpstr(&rig);
+    assert!(
+        rig.agent.stderr().contains("datagrams of 1452 bytes"),
+        "{}",
+        rig.agent.stderr()
+    );
+}
+
+/// xrpcap-sensor as a passive client asking for udpstr: COUNT packets, 0 lost.
+fn passive_udpstr(rig: &Rig) {
     let out = tempfile::tempdir().unwrap();
     let pwfile = rig.tmp.path().join("pw");
     std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
-    let mut cmd = rig.cap.command(bin_path("xrpcap-sensor"));
+    let mut cmd = rig.client_ns().command(bin_path("xrpcap-sensor"));
     cmd.args([
         "--listen",
         "none",
         "--connect",
-        &format!("127.0.0.1:{PORT}"),
+        &SocketAddr::new(rig.ip, PORT).to_string(),
     ]);
     cmd.args(["--user", "alice", "--password-file"])
         .arg(&pwfile);

@@ -24,6 +24,23 @@ const GSO_MAX_SEGMENTS: usize = 64;
 const GSO_MAX_BYTES: usize = 65507;
 /// Longest a "wait for room" sender waits on a full socket before dropping.
 const WAIT_FOR_ROOM: Duration = Duration::from_secs(2);
+/// UDP header bytes.
+const UDP_HEADER: usize = 8;
+/// IPv4 header bytes (xrpcapd sends no IP options).
+const IPV4_HEADER: usize = 20;
+/// IPv6 header bytes (no extension headers).
+const IPV6_HEADER: usize = 40;
+
+/// Whether the kernel may cut a datagram larger than the path MTU into IP
+/// fragments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fragments {
+    /// Yes (plain UDP: one datagram per packet, as the references send it).
+    Allow,
+    /// No (udpstr): an oversized send fails with EMSGSIZE, which
+    /// [`SendReport::path_payload`] reports so the datagrams are resized.
+    Never,
+}
 
 /// What happens when the socket buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,12 +58,31 @@ pub struct SendReport {
     pub dropped: usize,
     /// ECONNREFUSED seen (the sensor's port was closed for an earlier datagram).
     pub refused: usize,
+    /// Some datagrams were larger than the path MTU (EMSGSIZE, or a GSO
+    /// segment the path no longer takes): the largest UDP payload the path
+    /// takes now. Those datagrams, and the rest of their batch, are dropped.
+    pub path_payload: Option<usize>,
+}
+
+impl SendReport {
+    fn add(&mut self, other: SendReport) {
+        self.sent += other.sent;
+        self.dropped += other.dropped;
+        self.refused += other.refused;
+        self.path_payload = match (self.path_payload, other.path_payload) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// A connected UDP socket sending batches of datagrams.
 #[derive(Debug)]
 pub struct UdpSender {
     sock: Socket,
+    /// The socket's family: which IP header the path MTU must also carry.
+    ipv6: bool,
+    fragments: Fragments,
     backpressure: Backpressure,
     /// GSO segment size in use (`None`: plain sendmmsg).
     gso: Option<usize>,
@@ -58,29 +94,61 @@ pub struct UdpSender {
 impl UdpSender {
     /// A non-blocking UDP socket connected to `dest` with send buffer `sndbuf`
     /// (0: system default), for batches of at most `max_batch` datagrams.
-    /// `gso_size`: try UDP GSO with segments of this size (udpstr datagrams).
     pub fn connect(
         dest: SocketAddr,
         sndbuf: usize,
         max_batch: usize,
         backpressure: Backpressure,
-        gso_size: Option<usize>,
+        fragments: Fragments,
     ) -> io::Result<UdpSender> {
         let sock = Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP))?;
+        let ipv6 = dest.is_ipv6();
         if sndbuf > 0 {
             set_sndbuf(&sock, sndbuf);
         }
+        if fragments == Fragments::Never {
+            sys::sockopt::set_dont_fragment(&sock, ipv6)?;
+        }
         sock.connect(&SockAddr::from(dest))?;
         sock.set_nonblocking(true)?;
-        let gso = gso_size.filter(|&s| GSO_MAX_BYTES / s >= 2 && enable_gso(&sock, s));
         let max_batch = max_batch.max(1);
         Ok(UdpSender {
             sock,
+            ipv6,
+            fragments,
             backpressure,
-            gso,
+            gso: None,
             batch: SendBatch::new(max_batch),
             starts: vec![0; max_batch + 1],
         })
+    }
+
+    /// The largest UDP payload the path to the destination takes unfragmented:
+    /// its MTU (the route's, or less once ICMP said so) minus the IP header of
+    /// the socket's family and the UDP header. A syscall: call it at start
+    /// and after [`SendReport::path_payload`], not per datagram.
+    pub fn path_payload(&self) -> io::Result<usize> {
+        path_payload(&self.sock, self.ipv6)
+    }
+
+    /// Groups datagrams of `seg` bytes into UDP GSO sends where the kernel
+    /// takes them (`None`: one datagram per message). Returns whether GSO is
+    /// now in use.
+    pub fn set_gso(&mut self, seg: Option<usize>) -> bool {
+        match seg.filter(|&s| s > 0 && GSO_MAX_BYTES / s >= 2) {
+            Some(s) if enable_gso(&self.sock, s) => self.gso = Some(s),
+            _ => self.disable_gso(),
+        }
+        self.gso.is_some()
+    }
+
+    /// Room for batches of `max_batch` datagrams (grows only; a resize to
+    /// smaller datagrams needs more of them per batch).
+    pub fn reserve(&mut self, max_batch: usize) {
+        if max_batch > self.batch.capacity() {
+            self.batch = SendBatch::new(max_batch);
+            self.starts = vec![0; max_batch + 1];
+        }
     }
 
     /// Segment size when UDP GSO is in use.
@@ -100,10 +168,7 @@ impl UdpSender {
         let mut base = 0;
         while base < n {
             let chunk = (n - base).min(self.batch.capacity());
-            let r = self.send_chunk(base, chunk, &dgram, &mut on_drop);
-            report.sent += r.sent;
-            report.dropped += r.dropped;
-            report.refused += r.refused;
+            report.add(self.send_chunk(base, chunk, &dgram, &mut on_drop));
             base += chunk;
         }
         report
@@ -159,16 +224,37 @@ impl UdpSender {
                     drop_range(s, self.starts[nmsg], base, on_drop, &mut report);
                     m = nmsg;
                 }
-                libc::EINVAL | libc::EIO if self.gso.is_some() && e - s > 1 => {
-                    // The path cannot take GSO (segment over the MTU, no
-                    // checksum offload): fall back for good and resend.
+                libc::EMSGSIZE if self.fragments == Fragments::Never => {
+                    // Over the path MTU (the socket never fragments): the
+                    // rest of the batch is as large, so drop it with this
+                    // one rather than fail once per datagram; the caller
+                    // resizes from the MTU read here.
+                    report.path_payload = path_payload(&self.sock, self.ipv6).ok();
+                    drop_range(s, self.starts[nmsg], base, on_drop, &mut report);
+                    m = nmsg;
+                }
+                libc::EINVAL | libc::EIO if self.gso.is_some() => {
+                    let path = path_payload(&self.sock, self.ipv6).unwrap_or(usize::MAX);
+                    if self.gso.is_some_and(|seg| seg > path) {
+                        // The kernel refuses a GSO segment over the path MTU
+                        // with EINVAL, not EMSGSIZE: the same resize.
+                        report.path_payload = Some(path);
+                        drop_range(s, self.starts[nmsg], base, on_drop, &mut report);
+                        m = nmsg;
+                        continue;
+                    }
+                    if e - s == 1 {
+                        log::debug!("UDP send: {err}");
+                        drop_range(s, e, base, on_drop, &mut report);
+                        m += 1;
+                        continue;
+                    }
+                    // The path cannot take GSO (no checksum offload, xfrm):
+                    // fall back for good and resend.
                     log::info!("UDP GSO refused ({err}); using sendmmsg only");
                     // (`batch` is not used past this point, which frees `self`.)
                     self.disable_gso();
-                    let rest = self.send_chunk_plain(base + s, n - s, dgram, on_drop);
-                    report.sent += rest.sent;
-                    report.dropped += rest.dropped;
-                    report.refused += rest.refused;
+                    report.add(self.send_chunk_plain(base + s, n - s, dgram, on_drop));
                     return report;
                 }
                 _ => {
@@ -245,6 +331,14 @@ fn drop_range(
         on_drop(base + i);
     }
     report.dropped += e - s;
+}
+
+/// See [`UdpSender::path_payload`] (a function of the fields, so the send
+/// loop can call it while the batch borrows the sender).
+fn path_payload(sock: &Socket, ipv6: bool) -> io::Result<usize> {
+    let ip = if ipv6 { IPV6_HEADER } else { IPV4_HEADER };
+    let mtu = sys::sockopt::path_mtu(sock, ipv6)?;
+    Ok(mtu.saturating_sub(ip + UDP_HEADER))
 }
 
 /// Sets UDP_SEGMENT on the socket; false if the kernel does not have it.

@@ -68,7 +68,7 @@ pub struct Cli {
     #[arg(short = 'i', long = "interface", value_name = "IFNAME")]
     pub interface: Option<String>,
 
-    /// udpstr datagram payload size, 29..=65000; 0 sends plain PACKET datagrams (UdpStrSize)
+    /// udpstr datagram payload size, 29..=65000, capped by the path MTU; 0 sends plain PACKET datagrams (UdpStrSize)
     #[arg(short = 't', long = "udpstr-size", value_name = "SIZE", value_parser = udpstr_size)]
     pub udpstr_size: Option<usize>,
 

@@ -1,11 +1,12 @@
-//! Plain UDP (`-t 0`): one PACKET message per datagram, sent in batches.
+//! Plain UDP (`-t 0`): one PACKET message per datagram, sent in batches;
+//! a datagram over the path MTU leaves as IP fragments, as the references'.
 
 use std::net::SocketAddr;
 
 use rpcap::PktHdr;
 
 use super::{push_message, Counts, Sink};
-use crate::datapath::sender::{Backpressure, MsgArena, TcpClosed, UdpSender};
+use crate::datapath::sender::{Backpressure, Fragments, MsgArena, TcpClosed, UdpSender};
 use crate::datapath::StartError;
 
 /// Messages per batch.
@@ -31,7 +32,11 @@ impl PlainUdpSink {
         let udp = if dry_run {
             None
         } else {
-            Some(UdpSender::connect(dest, sndbuf, MSGS, bp, None).map_err(StartError::Socket)?)
+            // Fragments allowed: a packet is one datagram by definition, and
+            // the references let IP fragment the large ones (IPv6 too: the
+            // sending host fragments). Sensors reassemble.
+            let udp = UdpSender::connect(dest, sndbuf, MSGS, bp, Fragments::Allow);
+            Some(udp.map_err(StartError::Socket)?)
         };
         Ok(PlainUdpSink { arena, udp })
     }
