@@ -25,7 +25,8 @@ use rpcap::ErrorCode;
 
 use self::dialer::{Connected, Dialer};
 use self::linger::Lingering;
-use self::listener::{Allowed, ListenSpec, Listeners};
+use self::listener::{AcceptPause, Accepted, Allowed, ListenSpec, Listeners};
+use self::log_throttle::{more, LogThrottle};
 use self::peer::{refuse, Checks, Peer, Role, Services, Status};
 use self::signals::Signals;
 use self::tls::Conn;
@@ -38,6 +39,7 @@ use rpcap::addr::canonical;
 pub mod dialer;
 pub mod linger;
 pub mod listener;
+pub mod log_throttle;
 pub mod peer;
 pub mod resolver;
 pub mod signals;
@@ -49,6 +51,8 @@ const WAKER: Token = Token(1);
 /// Listener tokens: FIRST_LISTENER.. below FIRST_PEER.
 const FIRST_LISTENER: usize = 2;
 const FIRST_PEER: usize = 16;
+/// At most one log line per this interval about refused passive clients.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Timing of the loop; tests shorten it.
 #[derive(Debug, Clone)]
@@ -146,6 +150,10 @@ pub struct Control<H: CaptureHost> {
     listeners: Listeners,
     /// Hosts allowed to connect as passive clients.
     allowed: Allowed,
+    /// Accepting waits after running out of descriptors.
+    accept_pause: AcceptPause,
+    /// Log lines of refused passive clients (a peer can repeat them at will).
+    refusals: LogThrottle,
     next_token: usize,
     signals: Option<Signals>,
     reload: Option<Reload>,
@@ -194,6 +202,8 @@ impl<H: CaptureHost> Control<H> {
             peers: BTreeMap::new(),
             listeners: Listeners::default(),
             allowed: Allowed::default(),
+            accept_pause: AcceptPause::default(),
+            refusals: LogThrottle::new(REFUSAL_LOG_EVERY),
             next_token: FIRST_PEER,
             signals: None,
             reload: None,
@@ -337,7 +347,12 @@ impl<H: CaptureHost> Control<H> {
                         self.dialer.resolved(now, self.poll.registry());
                         self.starts(now);
                     }
-                    t if self.listeners.contains(t) => self.accept(t, now),
+                    // While paused, the pause's timer accepts on every listener.
+                    t if self.listeners.contains(t) => {
+                        if !self.accept_pause.paused(now) {
+                            self.accept(t, now)
+                        }
+                    }
                     t if self.peers.contains_key(&t) => {
                         self.serve(t, now, |p, s| p.service(now, s))
                     }
@@ -382,6 +397,7 @@ impl<H: CaptureHost> Control<H> {
             .into_iter()
             .chain(sessions)
             .chain(self.lingering.next_drain(now))
+            .chain(self.accept_pause.poll_timeout())
             .min()
             .unwrap_or(far)
             .min(far)
@@ -389,6 +405,11 @@ impl<H: CaptureHost> Control<H> {
 
     fn timers(&mut self, now: Instant) {
         self.lingering.drain(now);
+        if self.accept_pause.due(now) {
+            for listener in self.listeners.tokens() {
+                self.accept(listener, now);
+            }
+        }
         let due: Vec<Token> = self
             .peers
             .iter()
@@ -457,18 +478,50 @@ impl<H: CaptureHost> Control<H> {
         self.serve(token, now, |p, s| p.service(now, s));
     }
 
-    /// Accepts every waiting passive client.
+    /// Accepts every waiting passive client, within MaxClients and
+    /// MaxClientsPerHost.
     fn accept(&mut self, listener: Token, now: Instant) {
-        while let Some((mut stream, addr)) = self.listeners.accept(listener) {
-            if !self.allowed.permits(canonical(addr.ip())) {
-                warn!("passive client {addr} refused: not in PassiveClient/-l");
+        loop {
+            let (mut stream, addr) = match self.listeners.accept(listener) {
+                Accepted::Client(stream, addr) => (stream, addr),
+                Accepted::Drained => return,
+                Accepted::Exhausted(e) => return self.accept_pause.failed(now, &e),
+            };
+            self.accept_pause.succeeded();
+            let ip = canonical(addr.ip());
+            if !self.allowed.permits(ip) {
+                self.refused(now, addr, "not in PassiveClient/-l");
                 refuse(&mut stream, ErrorCode::HostNoAuth, "Host not allowed");
                 continue;
             }
             let clients = self.passive_clients();
             if clients >= self.config.passive.max_clients {
-                warn!("passive client {addr} refused: {clients} clients already (MaxClients)");
+                self.refused(
+                    now,
+                    addr,
+                    &format!("{clients} clients already (MaxClients)"),
+                );
                 refuse(&mut stream, ErrorCode::Netw, "Too many clients");
+                continue;
+            }
+            // One address cannot take every slot (idle connections, slow
+            // senders, password guessers would lock the others out).
+            let from_host = self
+                .peers
+                .values()
+                .filter(|p| p.role() == Role::Client && canonical(p.addr().ip()) == ip)
+                .count();
+            if from_host >= self.config.passive.max_clients_per_host {
+                self.refused(
+                    now,
+                    addr,
+                    &format!("{from_host} clients from its address already (MaxClientsPerHost)"),
+                );
+                refuse(
+                    &mut stream,
+                    ErrorCode::Netw,
+                    "Too many clients from this address",
+                );
                 continue;
             }
             let Ok(local) = stream.local_addr() else {
@@ -489,6 +542,13 @@ impl<H: CaptureHost> Control<H> {
             self.peers
                 .insert(token, Peer::new(token, Role::Client, conn, session));
             self.serve(token, now, |p, s| p.service(now, s));
+        }
+    }
+
+    /// Logs a refused passive client, at most once per [`REFUSAL_LOG_EVERY`].
+    fn refused(&mut self, now: Instant, addr: SocketAddr, why: &str) {
+        if let Some(n) = self.refusals.allow(now) {
+            warn!("passive client {addr} refused: {why}{}", more(n));
         }
     }
 

@@ -268,7 +268,6 @@ impl Session {
             return None;
         }
         match &self.auth {
-            AuthState::Held { until, .. } => *until,
             // Not while we wait for an answer: the sensor's bytes then wait
             // unread in the socket, and the silence would be ours.
             AuthState::Authenticated if self.capturing() => self
@@ -278,13 +277,37 @@ impl Session {
             // Waiting for our answer (a capture on its way) is not idling.
             AuthState::Authenticated if self.pending.is_some() => None,
             AuthState::Authenticated => self.cfg.idle_timeout.map(|d| self.last_rx + d),
-            _ => self.cfg.auth_timeout.map(|d| self.began + d),
+            // A held failure ends at the deadline too: holding must not
+            // keep a connection past it.
+            AuthState::Held { until, .. } => match (*until, self.auth_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            _ => self.auth_deadline(),
         }
+    }
+
+    /// When an unauthenticated peer is dropped: a fixed time after the
+    /// connection began, whatever it sent meanwhile (trickled bytes, failed
+    /// attempts and their held replies do not move it).
+    fn auth_deadline(&self) -> Option<Instant> {
+        self.cfg.auth_timeout.map(|d| self.began + d)
     }
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.ended.is_some() || self.poll_timeout().is_none_or(|at| at > now) {
+            return;
+        }
+        if !self.auth.authenticated() && self.auth_deadline().is_some_and(|at| at <= now) {
+            // A held failure's reply goes out before the timeout's.
+            self.auth = AuthState::Required {
+                failures: self.auth.failures(),
+            };
+            self.send_error(ErrorCode::InitTimeout, "Authentication timeout");
+            self.end(Ended::Timeout(
+                "did not authenticate in time (AuthTimeoutSecs)",
+            ));
             return;
         }
         match self.auth {
@@ -310,12 +333,8 @@ impl Session {
                 self.send_error(ErrorCode::RuntimeTimeout, "Idle timeout");
                 self.end(Ended::Timeout("idle without a capture (IdleTimeoutSecs)"));
             }
-            _ => {
-                self.send_error(ErrorCode::InitTimeout, "Authentication timeout");
-                self.end(Ended::Timeout(
-                    "did not authenticate in time (AuthTimeoutSecs)",
-                ));
-            }
+            // Only the deadline above times these out.
+            AuthState::Required { .. } | AuthState::Checking { .. } => {}
         }
     }
 

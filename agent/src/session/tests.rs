@@ -484,6 +484,38 @@ fn passive_timers_authentication_then_idle() {
     assert!(matches!(t.s.ended(), Some(Ended::Timeout(_))));
 }
 
+/// A failed login just before the authentication deadline is held (the
+/// driver's backoff), but the hold must not keep the connection past the
+/// deadline: a slow sender would hold its slot for the backoff's cap more.
+#[test]
+fn a_held_failure_does_not_outlast_the_authentication_deadline() {
+    let mut c = cfg();
+    c.mode = Mode::Passive;
+    c.auth_timeout = Some(Duration::from_secs(10));
+    let mut t = T::with(c);
+    t.answer_checks = false;
+    let began = t.now;
+    t.now += Duration::from_secs(9);
+    assert!(t
+        .req(Message::AuthReq(Auth::Password {
+            user: b"alice".to_vec(),
+            password: b"guess".to_vec(),
+        }))
+        .is_empty());
+    // Failed; the driver holds the reply for HOLD (2 s): past the deadline.
+    assert!(t
+        .input(Input::Answer(Answer::PasswordChecked(false)))
+        .is_empty());
+    assert_eq!(t.holds, 1);
+    assert_eq!(t.s.poll_timeout(), Some(began + Duration::from_secs(10)));
+    let r = t.advance(Duration::from_secs(1));
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_error(&r[0], ErrorCode::AuthFailed, AUTH_FAILED);
+    assert_error(&r[1], ErrorCode::InitTimeout, "Authentication timeout");
+    assert!(matches!(t.s.ended(), Some(Ended::Timeout(_))));
+    assert_eq!(t.s.poll_timeout(), None);
+}
+
 #[test]
 fn password_auth_fails_with_one_uniform_text() {
     let mut c = cfg();
