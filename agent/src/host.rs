@@ -3,12 +3,22 @@
 //! [`CaptureHost::execute`] runs one command on a connection's capture.
 //! [`WorkerHost`] is the daemon's: real interfaces and datapath [`Worker`]s.
 //!
+//! Starting a capture takes seconds at times (an AF_XDP open under load, a
+//! TCP data connect to a sensor that does not answer, a TLS handshake), so
+//! it never runs on the control thread: [`CaptureHost::start`] returns the
+//! capture at once and a short-lived setup thread connects (or accepts) the
+//! data channel, each step with its deadline, then opens the source and
+//! starts the worker; [`CaptureHost::started`] says when it is up, and the
+//! host calls its notifier so the driver asks. Until then the capture keeps
+//! the latest filter and sampling. A capture stopped meanwhile is not waited
+//! for: its setup thread finds it stopped and stops what it made.
+//!
 //! A passive client's TCP data channel ([`DataChannel::TcpListen`]) is
-//! accepted by a short-lived thread (bounded by the accept timeout, checked
-//! against the client's address), which then starts the worker; until then the
-//! capture is pending and keeps the latest filter and sampling. TLS data
-//! channels run through a relay thread: the worker streams plaintext into a
-//! socket pair, the relay encrypts it onto the TCP connection.
+//! answered at once with the port we listen on (the client connects only
+//! after the reply); its setup thread accepts the connection (bounded by the
+//! accept timeout, checked against the client's address). TLS data channels
+//! run through a relay thread: the worker streams plaintext into a socket
+//! pair, the relay encrypts it onto the TCP connection.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -30,12 +40,25 @@ use crate::iface;
 use crate::session::{Answer, DataChannel, HostCommand, HostError, StartRequest};
 use crate::settings::{Backend, CaptureChoice, CaptureSettings, Config};
 
+/// Called by a host, from any thread, when a capture's start made progress.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
 /// What a session needs from the machine: interfaces and captures.
 pub trait CaptureHost {
     type Capture;
     fn interfaces(&mut self) -> io::Result<Vec<Interface>>;
     fn linktype(&mut self, ifname: &str) -> io::Result<i32>;
+    /// Starts a capture, which may still be on its way when this returns:
+    /// see [`CaptureHost::started`].
     fn start(&mut self, req: StartRequest) -> Result<Self::Capture, HostError>;
+    /// Whether the capture is up: None while it is on its way, then Ok or
+    /// why it could not start. Hosts that start at once need not say.
+    fn started(&mut self, _cap: &Self::Capture) -> Option<Result<(), HostError>> {
+        Some(Ok(()))
+    }
+    /// `notify` is called when a start made progress: the driver then asks
+    /// [`CaptureHost::poll_started`].
+    fn set_notify(&mut self, _notify: Notify) {}
     fn update_filter(&mut self, cap: &mut Self::Capture, filter: Program) -> Result<(), HostError>;
     fn set_sampling(&mut self, cap: &mut Self::Capture, sampling: Sampling);
     fn stats(&mut self, cap: &Self::Capture) -> Stats;
@@ -66,11 +89,14 @@ pub trait CaptureHost {
                 if let Some(old) = capture.take() {
                     self.stop(old);
                 }
-                Answer::Started(self.start(*req).map(|cap| {
-                    let port = self.data_port(&cap);
-                    *capture = Some(cap);
-                    port
-                }))
+                match self.start(*req) {
+                    Ok(cap) => {
+                        *capture = Some(cap);
+                        // Answered once it is up: see `poll_started`.
+                        return self.poll_started(capture);
+                    }
+                    Err(e) => Answer::Started(Err(e)),
+                }
             }
             HostCommand::UpdateFilter(filter) => Answer::FilterUpdated(match capture {
                 Some(cap) => self.update_filter(cap, filter),
@@ -90,17 +116,32 @@ pub trait CaptureHost {
             }
         })
     }
+
+    /// The answer to a StartCapture that [`CaptureHost::execute`] left
+    /// unanswered, once the capture is up or could not start (it is then
+    /// stopped); None while it is on its way.
+    fn poll_started(&mut self, capture: &mut Option<Self::Capture>) -> Option<Answer> {
+        let result = self.started(capture.as_ref()?)?;
+        Some(Answer::Started(match result {
+            Ok(()) => Ok(capture.as_ref().map_or(0, |c| self.data_port(c))),
+            Err(e) => {
+                if let Some(cap) = capture.take() {
+                    self.stop(cap);
+                }
+                Err(e)
+            }
+        }))
+    }
 }
 
 /// How long connecting a TCP data channel to the sensor may take.
 const DATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// TLS handshake and relay writes on a data channel.
+/// The TLS handshake of a data channel, and each relay write.
 const DATA_TLS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a pending accept checks whether it was cancelled.
 const ACCEPT_SLICE: Duration = Duration::from_millis(50);
 
 /// Starts captures with the datapath, as configured.
-#[derive(Debug)]
 pub struct WorkerHost {
     /// The configuration's capture settings, handed to every capture as they
     /// are: the host only resolves what is per capture (backend, CPU, own
@@ -109,6 +150,19 @@ pub struct WorkerHost {
     /// Index of the next `WorkerCpu` to hand out.
     next_cpu: usize,
     tls: Option<Arc<ServerConfig>>,
+    notify: Option<Notify>,
+    /// Setup threads of captures stopped while on their way: they stop what
+    /// they made by themselves; the host waits for them only when it goes
+    /// (an AF_XDP program must not stay attached after the daemon).
+    orphans: Vec<JoinHandle<()>>,
+}
+
+impl Drop for WorkerHost {
+    fn drop(&mut self) {
+        for t in self.orphans.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 impl WorkerHost {
@@ -117,6 +171,8 @@ impl WorkerHost {
             settings: Arc::new(cfg.capture.clone()),
             next_cpu: 0,
             tls: None,
+            notify: None,
+            orphans: Vec::new(),
         }
     }
 
@@ -170,42 +226,45 @@ impl WorkerHost {
     }
 }
 
-/// A capture of the daemon: running, or waiting for its data connection.
+/// A capture of the daemon: being set up, running, or failed.
 #[derive(Debug)]
 pub struct HostCapture {
     state: Arc<Mutex<Stage>>,
-    /// The pending accept, then (TLS) the relay: joined at stop.
-    threads: Vec<JoinHandle<()>>,
+    /// The thread that sets the capture up: joined at stop once it is done.
+    setup: Option<JoinHandle<()>>,
+    /// The TLS relay, joined at stop (the setup thread puts it there).
     relay: Arc<Mutex<Option<JoinHandle<()>>>>,
     cancel: Arc<AtomicBool>,
     data_port: u16,
+    /// The STARTCAP may be answered before the capture is up: the peer
+    /// does its part of the data channel only after the reply (connects to
+    /// our port for passive TCP data; the TLS handshake once we connected).
+    /// A failure after that is the capture's failure.
+    answerable: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
 enum Stage {
-    /// Waiting for the data connection; the request keeps the latest filter
-    /// and sampling.
-    Accepting(Box<StartRequest>),
+    /// Being set up; the request keeps the latest filter and sampling.
+    Starting(Box<StartRequest>),
     Running(Worker),
-    Failed(String),
+    /// Could not be set up.
+    Failed(HostError),
+    /// Stopped; a setup still under way stops what it made.
     Stopped,
 }
 
-fn lock(m: &Mutex<Stage>) -> std::sync::MutexGuard<'_, Stage> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl HostCapture {
-    fn running(worker: Worker, relay: Option<JoinHandle<()>>) -> HostCapture {
-        HostCapture {
-            state: Arc::new(Mutex::new(Stage::Running(worker))),
-            threads: Vec::new(),
-            relay: Arc::new(Mutex::new(relay)),
-            cancel: Arc::new(AtomicBool::new(false)),
-            data_port: 0,
-        }
-    }
-}
+/// Sets up a capture's data channel, unless cancelled (the flag), and calls
+/// the function when the STARTCAP may be answered: the transport, and the TLS
+/// relay that serves it.
+type Establish = Box<
+    dyn FnOnce(&AtomicBool, &dyn Fn()) -> Result<(Transport, Option<JoinHandle<()>>), HostError>
+        + Send,
+>;
 
 /// Accepts one connection from `peer` on `listener` within `timeout`
 /// (others are closed at once), unless cancelled.
@@ -281,16 +340,27 @@ fn tls_relay(
 }
 
 /// A TLS server session over a blocking TCP data connection: completes the
-/// handshake within the stream's timeouts.
+/// handshake within [`DATA_TLS_TIMEOUT`] in all (a peer that sends a byte
+/// now and then does not hold it longer).
 fn accept_tls(
     config: Arc<ServerConfig>,
     stream: TcpStream,
 ) -> io::Result<rustls::StreamOwned<rustls::ServerConnection, TcpStream>> {
     let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
     let mut s = rustls::StreamOwned::new(conn, stream);
+    let deadline = Instant::now() + DATA_TLS_TIMEOUT;
     while s.conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the handshake did not complete in time",
+            ));
+        }
+        s.sock.set_read_timeout(Some(left))?;
         s.conn.complete_io(&mut s.sock)?;
     }
+    s.sock.set_read_timeout(Some(DATA_TLS_TIMEOUT))?;
     Ok(s)
 }
 
@@ -309,83 +379,124 @@ fn tcp_transport(
 }
 
 impl WorkerHost {
-    /// Listens for the passive client's data connection; the worker starts
-    /// when it arrives.
-    fn start_listening(
-        &mut self,
-        req: StartRequest,
-        peer: IpAddr,
-        timeout: Duration,
-    ) -> Result<HostCapture, HostError> {
-        let bind = if peer.is_ipv4() {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        } else {
-            SocketAddr::from(([0u16; 8], 0))
+    /// The data channel of `req`, set up by the setup thread.
+    fn establish(&self, req: &StartRequest) -> Result<(Establish, u16), HostError> {
+        let tls = self.tls_config(req)?;
+        Ok(match req.data.clone() {
+            DataChannel::UdpStr { dest, size } => (
+                Box::new(move |_, _| Ok((Transport::UdpStr { dest, size }, None))),
+                0,
+            ),
+            DataChannel::PlainUdp { dest } => (
+                Box::new(move |_, _| Ok((Transport::PlainUdp { dest }, None))),
+                0,
+            ),
+            DataChannel::TcpConnect { dest } => (
+                Box::new(move |_, answerable: &dyn Fn()| {
+                    let stream = TcpStream::connect_timeout(&dest, DATA_CONNECT_TIMEOUT)
+                        .map_err(|source| HostError::Connect { dest, source })?;
+                    if tls.is_some() {
+                        // The sensor's handshake follows our reply.
+                        answerable();
+                    }
+                    tcp_transport(tls, stream).map_err(HostError::DataChannel)
+                }),
+                0,
+            ),
+            DataChannel::TcpListen { peer, timeout } => {
+                // Bound here: the port is in the STARTCAP reply.
+                let bind = if peer.is_ipv4() {
+                    SocketAddr::from(([0, 0, 0, 0], 0))
+                } else {
+                    SocketAddr::from(([0u16; 8], 0))
+                };
+                let listener = TcpListener::bind(bind).map_err(HostError::Listener)?;
+                let port = listener.local_addr().map_err(HostError::Listener)?.port();
+                (
+                    Box::new(move |cancel: &AtomicBool, _: &dyn Fn()| {
+                        accept_from(&listener, peer, timeout, cancel)
+                            .and_then(|stream| tcp_transport(tls, stream))
+                            .map_err(HostError::DataChannel)
+                    }),
+                    port,
+                )
+            }
+        })
+    }
+}
+
+/// What a setup thread needs to finish a capture and say so.
+struct Setup {
+    state: Arc<Mutex<Stage>>,
+    relay: Arc<Mutex<Option<JoinHandle<()>>>>,
+    cancel: Arc<AtomicBool>,
+    answerable: Arc<AtomicBool>,
+    /// The host's settings and the CPU handed out for this capture.
+    host: WorkerHost,
+    cpu: Option<usize>,
+    notify: Option<Notify>,
+}
+
+impl Setup {
+    /// Sets the data channel up, opens the source, starts the worker; leaves
+    /// the capture running or failed, or stops what it made if the capture
+    /// was stopped meanwhile.
+    fn run(mut self, establish: Establish) {
+        let answerable = || {
+            self.answerable.store(true, Ordering::Release);
+            self.notify();
         };
-        let listener = TcpListener::bind(bind).map_err(HostError::Listener)?;
-        let port = listener.local_addr().map_err(HostError::Listener)?.port();
-        let mut cap = self.start_pending(req, move |cancel| {
-            accept_from(&listener, peer, timeout, cancel)
-        })?;
-        cap.data_port = port;
-        Ok(cap)
+        let made = establish(&self.cancel, &answerable).and_then(|(transport, relay)| {
+            // A copy: the lock is not held while the source opens (seconds
+            // for AF_XDP), the control thread reads the stage meanwhile.
+            let req = {
+                let stage = lock(&self.state);
+                match &*stage {
+                    Stage::Starting(req) => (**req).clone(),
+                    _ => return Ok(None),
+                }
+            };
+            let mut spec = self.host.spec(req.clone(), transport);
+            spec.cpu = self.cpu;
+            let worker = Worker::start(spec)?;
+            Ok(Some((worker, relay, req)))
+        });
+        let mut stage = lock(&self.state);
+        match (&*stage, made) {
+            (Stage::Starting(latest), Ok(Some((worker, relay, opened)))) => {
+                // Retuned while it opened: the latest filter and sampling.
+                if latest.filter != opened.filter {
+                    if let Err(e) = worker.update_filter(latest.filter.clone()) {
+                        log::warn!("capture on {}: filter update: {e}", opened.ifname);
+                    }
+                }
+                if latest.sampling != opened.sampling {
+                    worker.set_sampling(latest.sampling);
+                }
+                *lock(&self.relay) = relay;
+                *stage = Stage::Running(worker);
+            }
+            (Stage::Starting(_), Err(e)) => *stage = Stage::Failed(e),
+            (_, Ok(Some((worker, relay, opened)))) => {
+                drop(stage);
+                log::info!("capture on {} stopped before it was up", opened.ifname);
+                worker.stop();
+                if let Some(r) = relay {
+                    let _ = r.join();
+                }
+                return;
+            }
+            // Stopped meanwhile: nothing was made, or what was is dropped.
+            _ => return,
+        }
+        drop(stage);
+        self.notify();
     }
 
-    /// Starts the worker in a thread once `establish` has the data
-    /// connection (and TLS, when asked, has completed its handshake: the
-    /// client does its part only after the STARTCAP reply).
-    fn start_pending(
-        &mut self,
-        req: StartRequest,
-        establish: impl FnOnce(&AtomicBool) -> Result<TcpStream, String> + Send + 'static,
-    ) -> Result<HostCapture, HostError> {
-        let tls = self.tls_config(&req)?;
-        let state = Arc::new(Mutex::new(Stage::Accepting(Box::new(req))));
-        let cancel = Arc::new(AtomicBool::new(false));
-        let relay = Arc::new(Mutex::new(None));
-        // The worker is started by the accept thread with this host's settings.
-        let mut host = WorkerHost {
-            settings: self.settings.clone(),
-            next_cpu: 0,
-            tls: None,
-        };
-        let cpu = self.pick_cpu();
-        let (st, c, r) = (state.clone(), cancel.clone(), relay.clone());
-        let thread = std::thread::Builder::new()
-            .name("data-accept".into())
-            .spawn(move || {
-                let result = establish(&c).and_then(|stream| tcp_transport(tls, stream));
-                let mut stage = lock(&st);
-                let req = match std::mem::replace(&mut *stage, Stage::Stopped) {
-                    Stage::Accepting(req) => req,
-                    other => {
-                        *stage = other;
-                        return;
-                    }
-                };
-                *stage = match result {
-                    Err(e) => Stage::Failed(e),
-                    Ok((transport, relay)) => {
-                        let mut spec = host.spec(*req, transport);
-                        spec.cpu = cpu;
-                        match Worker::start(spec) {
-                            Ok(w) => {
-                                *r.lock().unwrap_or_else(|p| p.into_inner()) = relay;
-                                Stage::Running(w)
-                            }
-                            Err(e) => Stage::Failed(e.to_string()),
-                        }
-                    }
-                };
-            })
-            .map_err(HostError::Spawn)?;
-        Ok(HostCapture {
-            state,
-            threads: vec![thread],
-            relay,
-            cancel,
-            data_port: 0,
-        })
+    fn notify(&self) {
+        if let Some(notify) = &self.notify {
+            notify();
+        }
     }
 }
 
@@ -407,41 +518,79 @@ impl CaptureHost for WorkerHost {
     }
 
     fn start(&mut self, req: StartRequest) -> Result<HostCapture, HostError> {
-        let (transport, relay) = match req.data.clone() {
-            DataChannel::UdpStr { dest, size } => (Transport::UdpStr { dest, size }, None),
-            DataChannel::PlainUdp { dest } => (Transport::PlainUdp { dest }, None),
-            DataChannel::TcpConnect { dest } => {
-                let stream = TcpStream::connect_timeout(&dest, DATA_CONNECT_TIMEOUT)
-                    .map_err(|source| HostError::Connect { dest, source })?;
-                if req.tls {
-                    return self.start_pending(req, move |_| Ok(stream));
-                }
-                (Transport::Tcp(stream.into()), None)
-            }
-            DataChannel::TcpListen { peer, timeout } => {
-                return self.start_listening(req, peer, timeout)
-            }
+        let (establish, data_port) = self.establish(&req)?;
+        let answerable = Arc::new(AtomicBool::new(matches!(
+            req.data,
+            DataChannel::TcpListen { .. }
+        )));
+        let state = Arc::new(Mutex::new(Stage::Starting(Box::new(req))));
+        let relay = Arc::new(Mutex::new(None));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let setup = Setup {
+            state: state.clone(),
+            relay: relay.clone(),
+            cancel: cancel.clone(),
+            answerable: answerable.clone(),
+            host: WorkerHost {
+                settings: self.settings.clone(),
+                next_cpu: 0,
+                tls: None,
+                notify: None,
+                orphans: Vec::new(),
+            },
+            cpu: self.pick_cpu(),
+            notify: self.notify.clone(),
         };
-        let spec = self.spec(req, transport);
-        let worker = Worker::start(spec)?;
-        Ok(HostCapture::running(worker, relay))
+        let thread = std::thread::Builder::new()
+            .name("capture-setup".into())
+            .spawn(move || setup.run(establish))
+            .map_err(HostError::Spawn)?;
+        Ok(HostCapture {
+            state,
+            setup: Some(thread),
+            relay,
+            cancel,
+            data_port,
+            answerable,
+        })
+    }
+
+    fn started(&mut self, cap: &HostCapture) -> Option<Result<(), HostError>> {
+        let mut stage = lock(&cap.state);
+        match std::mem::replace(&mut *stage, Stage::Stopped) {
+            Stage::Failed(e) => Some(Err(e)),
+            other => {
+                let result = match &other {
+                    Stage::Starting(_) if cap.answerable.load(Ordering::Acquire) => Some(Ok(())),
+                    Stage::Starting(_) => None,
+                    Stage::Running(_) => Some(Ok(())),
+                    _ => Some(Err(HostError::NoCapture)),
+                };
+                *stage = other;
+                result
+            }
+        }
+    }
+
+    fn set_notify(&mut self, notify: Notify) {
+        self.notify = Some(notify);
     }
 
     fn update_filter(&mut self, cap: &mut HostCapture, filter: Program) -> Result<(), HostError> {
         match &mut *lock(&cap.state) {
-            Stage::Accepting(req) => {
+            Stage::Starting(req) => {
                 req.filter = filter;
                 Ok(())
             }
             Stage::Running(w) => Ok(w.update_filter(filter)?),
-            Stage::Failed(e) => Err(HostError::DataChannel(e.clone())),
+            Stage::Failed(e) => Err(HostError::DataChannel(e.to_string())),
             Stage::Stopped => Err(UpdateError::Ended.into()),
         }
     }
 
     fn set_sampling(&mut self, cap: &mut HostCapture, sampling: Sampling) {
         match &mut *lock(&cap.state) {
-            Stage::Accepting(req) => req.sampling = sampling,
+            Stage::Starting(req) => req.sampling = sampling,
             Stage::Running(w) => w.set_sampling(sampling),
             _ => {}
         }
@@ -457,23 +606,30 @@ impl CaptureHost for WorkerHost {
     fn failure(&mut self, cap: &HostCapture) -> Option<String> {
         match &*lock(&cap.state) {
             Stage::Running(w) => w.failure(),
-            Stage::Failed(e) => Some(e.clone()),
+            Stage::Failed(e) => Some(e.to_string()),
             _ => None,
         }
     }
 
     fn stop(&mut self, mut cap: HostCapture) -> Stats {
         cap.cancel.store(true, Ordering::Release);
-        for t in cap.threads.drain(..) {
-            let _ = t.join();
-        }
         let stage = std::mem::replace(&mut *lock(&cap.state), Stage::Stopped);
+        // A setup still under way (a connect, an AF_XDP open) is not waited
+        // for: it finds the capture stopped and stops what it made.
+        self.orphans.retain(|t| !t.is_finished());
+        if let Some(t) = cap.setup.take() {
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                self.orphans.push(t);
+            }
+        }
         let stats = match stage {
             Stage::Running(w) => w.stop(),
             _ => Stats::default(),
         };
         // The worker's end is closed: the relay flushes and ends.
-        let relay = cap.relay.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let relay = lock(&cap.relay).take();
         if let Some(r) = relay {
             let _ = r.join();
         }
@@ -485,7 +641,7 @@ impl CaptureHost for WorkerHost {
     }
 
     fn reconfigure(&mut self, cfg: &Config) {
-        let tls = self.tls.take();
-        *self = WorkerHost::new(cfg).with_tls(tls);
+        self.settings = Arc::new(cfg.capture.clone());
+        self.next_cpu = 0;
     }
 }

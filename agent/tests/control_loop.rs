@@ -23,6 +23,9 @@ struct Shared {
     started: Vec<StartRequest>,
     running: usize,
     failure: Option<String>,
+    /// Captures stay on their way until this is cleared (and the agent notified).
+    hold_starts: bool,
+    notify: Option<xrpcapd::host::Notify>,
 }
 
 #[derive(Clone, Default)]
@@ -46,6 +49,12 @@ impl CaptureHost for FakeHost {
         s.started.push(req);
         s.running += 1;
         Ok(())
+    }
+    fn started(&mut self, _: &()) -> Option<Result<(), HostError>> {
+        (!self.0.lock().unwrap().hold_starts).then_some(Ok(()))
+    }
+    fn set_notify(&mut self, notify: xrpcapd::host::Notify) {
+        self.0.lock().unwrap().notify = Some(notify);
     }
     fn update_filter(&mut self, _: &mut (), _: Program) -> Result<(), HostError> {
         Ok(())
@@ -337,4 +346,52 @@ fn capture_failure_reaches_the_sensor_and_session_goes_on() {
     // The session is still served.
     send(&mut s, Message::StatsReq);
     assert!(matches!(recv(&mut s), Message::StatsReply(_)));
+}
+
+#[test]
+fn a_capture_on_its_way_is_answered_when_up_and_stopped_if_the_session_ends() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent = Agent::start(l.local_addr().unwrap().port());
+    agent.host.0.lock().unwrap().hold_starts = true;
+    let mut s = accept(&l, Duration::from_secs(2)).expect("connection");
+    auth(&mut s);
+    let open = Message::OpenReq {
+        source: "lo".into(),
+    };
+    send(&mut s, open.clone());
+    recv(&mut s);
+    send(&mut s, start_udp(5555));
+    // Nothing is said while the capture is on its way, the STATS sent
+    // meanwhile included (one request at a time).
+    send(&mut s, Message::StatsReq);
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert!(s.read(&mut b).is_err(), "a reply before the capture is up");
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // Up: the host notifies, the STARTCAP reply comes, then the STATS one.
+    let notify = {
+        let mut shared = agent.host.0.lock().unwrap();
+        shared.hold_starts = false;
+        shared
+            .notify
+            .clone()
+            .expect("the agent gave the host a notifier")
+    };
+    notify();
+    assert!(matches!(recv(&mut s), Message::StartCapReply(_)));
+    assert!(matches!(recv(&mut s), Message::StatsReply(_)));
+    // A session that ends while its next capture is on its way stops it.
+    agent.host.0.lock().unwrap().hold_starts = true;
+    send(&mut s, start_udp(5556));
+    let t0 = Instant::now();
+    while agent.host.0.lock().unwrap().started.len() < 2 && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(s);
+    let t0 = Instant::now();
+    while agent.host.0.lock().unwrap().running > 0 && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(agent.host.0.lock().unwrap().running, 0);
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ipnet::IpNet;
@@ -10,6 +11,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use crate::settings::Config;
+use rpcap::log_limit::LogLimit;
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 64;
@@ -180,22 +182,160 @@ impl Listeners {
             .collect()
     }
 
-    /// The next waiting connection on listener `token`; None when there is
-    /// none now (or the listener failed: EMFILE and the like, it stays and
-    /// is tried again at its next event).
-    pub fn accept(&self, token: Token) -> Option<(TcpStream, SocketAddr)> {
-        let listener = self.open.get(&token)?;
+    /// The next waiting connection on listener `token`. Errors of one
+    /// connection (reset before it was accepted, and the like) are skipped:
+    /// with edge-triggered events, stopping there would leave the clients
+    /// queued behind it waiting for the next connection to arrive. Out of
+    /// descriptors or memory, [`Accepted::Exhausted`]: the caller retries on
+    /// a timer (the kernel keeps the clients queued meanwhile).
+    pub fn accept(&self, token: Token) -> Accepted {
+        let Some(listener) = self.open.get(&token) else {
+            return Accepted::Drained;
+        };
         loop {
             match listener.accept() {
-                Ok(a) => return Some(a),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("accepting a passive client: {e}");
-                    return None;
-                }
+                Ok((stream, addr)) => return Accepted::Client(stream, addr),
+                Err(e) => match AcceptError::of(&e) {
+                    AcceptError::Empty => return Accepted::Drained,
+                    AcceptError::Retry => continue,
+                    AcceptError::Skip => {
+                        log::debug!("accepting a passive client: {e} (skipped)");
+                        continue;
+                    }
+                    AcceptError::Exhausted => return Accepted::Exhausted(e),
+                },
             }
         }
+    }
+
+    /// Every listener, for retrying them all after a pause.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.open.keys().copied().collect()
+    }
+}
+
+/// What [`Listeners::accept`] got.
+#[derive(Debug)]
+pub enum Accepted {
+    Client(TcpStream, SocketAddr),
+    /// Nobody waits now.
+    Drained,
+    /// Out of descriptors or kernel memory (or the listener is broken):
+    /// waiting clients stay queued; retry after a pause.
+    Exhausted(std::io::Error),
+}
+
+/// How an error of accept(2) is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptError {
+    /// Nothing waits (EAGAIN).
+    Empty,
+    /// Interrupted: try again at once.
+    Retry,
+    /// That one connection failed (it was reset or aborted before we took
+    /// it; Linux also reports the new socket's pending network errors here,
+    /// to be treated as EAGAIN, accept(2) says): take the next.
+    Skip,
+    /// Not now: out of descriptors or memory, or the listener itself is
+    /// broken. Retrying at once would spin.
+    Exhausted,
+}
+
+impl AcceptError {
+    fn of(e: &std::io::Error) -> AcceptError {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::WouldBlock => return AcceptError::Empty,
+            ErrorKind::Interrupted => return AcceptError::Retry,
+            _ => {}
+        }
+        match e.raw_os_error() {
+            Some(
+                libc::ECONNABORTED
+                | libc::ECONNRESET
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::ETIMEDOUT,
+            ) => AcceptError::Skip,
+            // EMFILE, ENFILE, ENOBUFS, ENOMEM, and whatever else (EBADF,
+            // EINVAL: the listener is broken; a pause keeps it from spinning).
+            _ => AcceptError::Exhausted,
+        }
+    }
+}
+
+/// When to try accepting again after [`Accepted::Exhausted`]: the pause
+/// doubles from [`AcceptPause::FIRST`] up to [`AcceptPause::MAX`] while
+/// accepting keeps failing; one log line per [`AcceptPause::LOG_EVERY`]
+/// says how often it failed meanwhile.
+#[derive(Debug)]
+pub struct AcceptPause {
+    /// When accepting is tried again (None: not paused).
+    until: Option<Instant>,
+    /// The last pause; zero after a success.
+    delay: Duration,
+    log: LogLimit,
+}
+
+impl Default for AcceptPause {
+    fn default() -> Self {
+        AcceptPause {
+            until: None,
+            delay: Duration::ZERO,
+            log: LogLimit::new(1, Self::LOG_EVERY),
+        }
+    }
+}
+
+impl AcceptPause {
+    pub const FIRST: Duration = Duration::from_millis(50);
+    pub const MAX: Duration = Duration::from_secs(1);
+    pub const LOG_EVERY: Duration = Duration::from_secs(60);
+
+    /// Accepting failed at `now` with `e`: pauses.
+    pub fn failed(&mut self, now: Instant, e: &std::io::Error) {
+        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::MAX);
+        self.until = Some(now + self.delay);
+        if let Some(held_back) = self.log.admit(now) {
+            log::warn!(
+                "cannot accept passive clients: {e}{held_back}; they wait in the kernel's queue, \
+                 retried every {:?} at most",
+                Self::MAX
+            );
+        }
+    }
+
+    /// Accepting worked again: the next failure starts with a short pause.
+    pub fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+
+    /// Whether accepting waits for the timer (listener events are ignored
+    /// meanwhile: the timer retries every listener).
+    pub fn paused(&self, now: Instant) -> bool {
+        self.until.is_some_and(|at| now < at)
+    }
+
+    /// When the pause ends, if paused.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// Whether the pause is over at `now`: the caller then accepts on every
+    /// listener. Clears the timer, not the doubling.
+    pub fn due(&mut self, now: Instant) -> bool {
+        if self.until.is_some_and(|at| at <= now) {
+            self.until = None;
+            return true;
+        }
+        false
     }
 }
 
@@ -236,5 +376,56 @@ mod tests {
             ipv4_only: true,
         };
         assert!(bind(&spec).is_err());
+    }
+
+    #[test]
+    fn accept_errors_skip_one_connection_or_pause() {
+        let os = std::io::Error::from_raw_os_error;
+        assert_eq!(AcceptError::of(&os(libc::EAGAIN)), AcceptError::Empty);
+        assert_eq!(AcceptError::of(&os(libc::EINTR)), AcceptError::Retry);
+        for e in [
+            libc::ECONNABORTED,
+            libc::EPROTO,
+            libc::ENETUNREACH,
+            libc::EPERM,
+        ] {
+            assert_eq!(AcceptError::of(&os(e)), AcceptError::Skip, "{e}");
+        }
+        for e in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EBADF,
+        ] {
+            assert_eq!(AcceptError::of(&os(e)), AcceptError::Exhausted, "{e}");
+        }
+    }
+
+    #[test]
+    fn accept_pause_doubles_to_its_cap_and_restarts_after_a_success() {
+        let mut p = AcceptPause::default();
+        let t0 = Instant::now();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(!p.paused(t0) && p.poll_timeout().is_none());
+        let mut now = t0;
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            p.failed(now, &e);
+            let until = p.poll_timeout().unwrap();
+            pauses.push(until - now);
+            assert!(p.paused(now));
+            assert!(!p.due(now));
+            now = until;
+            assert!(!p.paused(now));
+            assert!(p.due(now));
+            assert!(!p.due(now), "due once");
+        }
+        assert_eq!(pauses[0], AcceptPause::FIRST);
+        assert_eq!(pauses[1], AcceptPause::FIRST * 2);
+        assert_eq!(*pauses.last().unwrap(), AcceptPause::MAX);
+        p.succeeded();
+        p.failed(now, &e);
+        assert_eq!(p.poll_timeout().unwrap() - now, AcceptPause::FIRST);
     }
 }

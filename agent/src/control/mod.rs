@@ -26,7 +26,7 @@ use rpcap::ErrorCode;
 
 use self::dialer::{Connected, Dialer};
 use self::linger::Lingering;
-use self::listener::{Allowed, ListenSpec, Listeners};
+use self::listener::{AcceptPause, Accepted, Allowed, ListenSpec, Listeners};
 use self::peer::{refuse, Checks, Peer, Role, Services, Status};
 use self::signals::Signals;
 use self::tls::Conn;
@@ -50,6 +50,8 @@ const WAKER: Token = Token(1);
 /// Listener tokens: FIRST_LISTENER.. below FIRST_PEER.
 const FIRST_LISTENER: usize = 2;
 const FIRST_PEER: usize = 16;
+/// Log lines about refused passive clients: a burst, then one a second.
+const REFUSAL_LINES: LogLimit = LogLimit::new(10, Duration::from_secs(1));
 
 /// Timing of the loop; tests shorten it.
 #[derive(Debug, Clone)]
@@ -147,6 +149,11 @@ pub struct Control<H: CaptureHost> {
     listeners: Listeners,
     /// Hosts allowed to connect as passive clients.
     allowed: Allowed,
+    /// Accepting waits after running out of descriptors.
+    accept_pause: AcceptPause,
+    /// Log lines of refused passive clients, which a stranger causes at
+    /// will: one bucket for all of them.
+    refusals: LogLimit,
     next_token: usize,
     signals: Option<Signals>,
     reload: Option<Reload>,
@@ -155,9 +162,6 @@ pub struct Control<H: CaptureHost> {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Ended connections waiting for their peer's close.
     lingering: Lingering,
-    /// The lines of refused passive connections, which a stranger causes
-    /// at will: one bucket for all of them.
-    refusals: LogLimit,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -169,6 +173,11 @@ impl<H: CaptureHost> Control<H> {
             timing.auth_fail_max,
             Duration::from_secs(900),
         );
+        let mut host = host;
+        let wake = waker.clone();
+        host.set_notify(Arc::new(move || {
+            let _ = wake.wake();
+        }));
         let wake = waker.clone();
         let verifier = Verifier::spawn(move || {
             let _ = wake.wake();
@@ -185,6 +194,7 @@ impl<H: CaptureHost> Control<H> {
                 verifier,
                 checks: Checks::default(),
                 backoff,
+                dropped: Default::default(),
             },
             config: Config::default(),
             dialer,
@@ -192,6 +202,8 @@ impl<H: CaptureHost> Control<H> {
             peers: BTreeMap::new(),
             listeners: Listeners::default(),
             allowed: Allowed::default(),
+            accept_pause: AcceptPause::default(),
+            refusals: REFUSAL_LINES,
             next_token: FIRST_PEER,
             signals: None,
             reload: None,
@@ -199,7 +211,6 @@ impl<H: CaptureHost> Control<H> {
             waker,
             tls: None,
             lingering: Lingering::default(),
-            refusals: LogLimit::new(10, Duration::from_secs(1)),
         };
         c.apply_config(config);
         Ok(c)
@@ -334,8 +345,14 @@ impl<H: CaptureHost> Control<H> {
                     WAKER => {
                         self.verdicts(now);
                         self.dialer.resolved(now, self.poll.registry());
+                        self.starts(now);
                     }
-                    t if self.listeners.contains(t) => self.accept(t, now),
+                    // While paused, the pause's timer accepts on every listener.
+                    t if self.listeners.contains(t) => {
+                        if !self.accept_pause.paused(now) {
+                            self.accept(t, now)
+                        }
+                    }
                     t if self.peers.contains_key(&t) => {
                         self.serve(t, now, |p, s| p.service(now, s))
                     }
@@ -380,6 +397,7 @@ impl<H: CaptureHost> Control<H> {
             .into_iter()
             .chain(sessions)
             .chain(self.lingering.next_drain(now))
+            .chain(self.accept_pause.poll_timeout())
             .min()
             .unwrap_or(far)
             .min(far)
@@ -387,6 +405,11 @@ impl<H: CaptureHost> Control<H> {
 
     fn timers(&mut self, now: Instant) {
         self.lingering.drain(now);
+        if self.accept_pause.due(now) {
+            for listener in self.listeners.tokens() {
+                self.accept(listener, now);
+            }
+        }
         let due: Vec<Token> = self
             .peers
             .iter()
@@ -455,22 +478,50 @@ impl<H: CaptureHost> Control<H> {
         self.serve(token, now, |p, s| p.service(now, s));
     }
 
-    /// Accepts every waiting passive client.
+    /// Accepts every waiting passive client, within MaxClients and
+    /// MaxClientsPerHost.
     fn accept(&mut self, listener: Token, now: Instant) {
-        while let Some((mut stream, addr)) = self.listeners.accept(listener) {
-            if !self.allowed.permits(canonical(addr.ip())) {
-                if let Some(held_back) = self.refusals.admit(now) {
-                    warn!("passive client {addr} refused: not in PassiveClient/-l{held_back}");
-                }
+        loop {
+            let (mut stream, addr) = match self.listeners.accept(listener) {
+                Accepted::Client(stream, addr) => (stream, addr),
+                Accepted::Drained => return,
+                Accepted::Exhausted(e) => return self.accept_pause.failed(now, &e),
+            };
+            self.accept_pause.succeeded();
+            let ip = canonical(addr.ip());
+            if !self.allowed.permits(ip) {
+                self.refused(now, addr, "not in PassiveClient/-l");
                 refuse(&mut stream, ErrorCode::HostNoAuth, "Host not allowed");
                 continue;
             }
             let clients = self.passive_clients();
             if clients >= self.config.passive.max_clients {
-                if let Some(held_back) = self.refusals.admit(now) {
-                    warn!("passive client {addr} refused: {clients} clients already (MaxClients){held_back}");
-                }
+                self.refused(
+                    now,
+                    addr,
+                    &format!("{clients} clients already (MaxClients)"),
+                );
                 refuse(&mut stream, ErrorCode::Netw, "Too many clients");
+                continue;
+            }
+            // One address cannot take every slot (idle connections, slow
+            // senders, password guessers would lock the others out).
+            let from_host = self
+                .peers
+                .values()
+                .filter(|p| p.role() == Role::Client && canonical(p.addr().ip()) == ip)
+                .count();
+            if from_host >= self.config.passive.max_clients_per_host {
+                self.refused(
+                    now,
+                    addr,
+                    &format!("{from_host} clients from its address already (MaxClientsPerHost)"),
+                );
+                refuse(
+                    &mut stream,
+                    ErrorCode::Netw,
+                    "Too many clients from this address",
+                );
                 continue;
             }
             let Ok(local) = stream.local_addr() else {
@@ -494,6 +545,13 @@ impl<H: CaptureHost> Control<H> {
         }
     }
 
+    /// Logs a refused passive client, within [`REFUSAL_LINES`].
+    fn refused(&mut self, now: Instant, addr: SocketAddr, why: &str) {
+        if let Some(held_back) = self.refusals.admit(now) {
+            warn!("passive client {addr} refused: {why}{held_back}");
+        }
+    }
+
     /// Applies the answers of the password checker to their sessions.
     fn verdicts(&mut self, now: Instant) {
         while let Some(v) = self.services.verifier.try_recv() {
@@ -502,6 +560,21 @@ impl<H: CaptureHost> Control<H> {
                 continue;
             };
             self.serve(token, now, |p, s| p.checked(now, v.ok, s));
+        }
+    }
+
+    /// Answers the sessions whose capture is up (or could not start).
+    fn starts(&mut self, now: Instant) {
+        let tokens: Vec<Token> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.starting())
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            self.serve(token, now, |p, s| {
+                p.check_start(now, s).unwrap_or(Status::Open)
+            });
         }
     }
 

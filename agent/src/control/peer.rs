@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use log::warn;
 use mio::net::TcpStream;
 use mio::{Registry, Token};
 use rpcap::msg::Message;
@@ -17,8 +18,18 @@ use super::linger::Lingering;
 use super::tls::{Conn, Sniffed};
 use crate::auth::{Backoff, Verifier};
 use crate::host::CaptureHost;
-use crate::session::{Answer, Command, Ended, Input, PasswordCheck, Session};
+use crate::session::{Answer, Command, Ended, HostCommand, Input, PasswordCheck, Session};
 use rpcap::addr::canonical;
+
+/// Reads from one peer in one turn of the loop, at most (of 16 KiB): a
+/// peer that sends without pause cannot keep the loop from the others.
+const READS_PER_TURN: usize = 4;
+
+/// How long a peer may hold its replies over the high-water mark
+/// ([`crate::session::OUTPUT_HIGH_WATER`]) without taking a byte of them
+/// before it is dropped. A peer that reads takes its replies within a round
+/// trip; one that pipelines requests and reads nothing never does.
+pub const STALL_LIMIT: Duration = Duration::from_secs(15);
 
 /// Who the peer is to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +87,44 @@ pub struct Services<H> {
     pub checks: Checks,
     /// Delays of failed logins, per peer address.
     pub backoff: Backoff,
+    pub dropped: Dropped,
+}
+
+/// Peers the driver dropped, by cause: each is logged as it happens, and
+/// counted for the counters an export reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// Peers that left their replies unread: over the output cap, or over
+    /// the high-water mark for [`STALL_LIMIT`].
+    pub unread: u64,
+}
+
+/// How long a peer's replies have been held over the high-water mark with
+/// no byte taken.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Stall {
+    since: Option<Instant>,
+}
+
+impl Stall {
+    /// After writing at `now`: whether the replies hold the peer's requests
+    /// back, and whether the peer took some of them.
+    fn update(&mut self, now: Instant, blocked: bool, progressed: bool) {
+        self.since = match (blocked, progressed) {
+            (false, _) => None,
+            (true, true) => Some(now),
+            (true, false) => self.since.or(Some(now)),
+        };
+    }
+
+    /// When the peer is dropped if it still takes nothing.
+    fn deadline(&self) -> Option<Instant> {
+        self.since.map(|s| s + STALL_LIMIT)
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|d| d <= now)
+    }
 }
 
 /// One control connection and its session.
@@ -86,6 +135,13 @@ pub struct Peer<C> {
     session: Session,
     /// The capture the session's commands run on.
     capture: Option<C>,
+    /// Its capture is on its way: the session waits for the host to say
+    /// it is up ([`Peer::check_start`]).
+    starting: bool,
+    /// Its turn ended with more maybe waiting in the socket, whose
+    /// readiness was taken: serve it again (after the others).
+    again: Option<Instant>,
+    stall: Stall,
 }
 
 impl<C> Peer<C> {
@@ -96,6 +152,9 @@ impl<C> Peer<C> {
             conn,
             session,
             capture: None,
+            starting: false,
+            again: None,
+            stall: Stall::default(),
         }
     }
 
@@ -120,9 +179,17 @@ impl<C> Peer<C> {
         self.session.set_timeouts(auth, idle);
     }
 
-    /// When [`Peer::timeout`] is due.
+    /// When [`Peer::timeout`] is due: a timer of the session, another turn,
+    /// or the end of the patience with a peer that does not read.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.session.poll_timeout()
+        [
+            self.session.poll_timeout(),
+            self.again,
+            self.stall.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The socket is ready, or the session may go on: reads what arrived,
@@ -158,6 +225,27 @@ impl<C> Peer<C> {
         self.service(now, svc)
     }
 
+    /// Whether its session waits for its capture to be up.
+    pub fn starting(&self) -> bool {
+        self.starting
+    }
+
+    /// Asks the host whether the capture on its way is up (or could not
+    /// start); the session answers the peer. None while it is on its way.
+    pub fn check_start<H: CaptureHost<Capture = C>>(
+        &mut self,
+        now: Instant,
+        svc: &mut Services<H>,
+    ) -> Option<Status> {
+        if !self.starting {
+            return None;
+        }
+        let answer = svc.host.poll_started(&mut self.capture)?;
+        self.starting = false;
+        self.answer(now, answer, svc);
+        Some(self.service(now, svc))
+    }
+
     /// Asks the host whether the capture stopped by itself; the session
     /// tells the peer. None when nothing happened.
     pub fn check_capture<H: CaptureHost<Capture = C>>(
@@ -183,7 +271,8 @@ impl<C> Peer<C> {
         svc.checks.forget(self.token);
         self.session.handle(now, Input::Shutdown);
         self.run_commands(now, svc);
-        // A session ended with a capture still there: never leak it.
+        // A session ended with a capture still there (or on its way): never
+        // leak it.
         if let Some(cap) = self.capture.take() {
             svc.host.stop(cap);
         }
@@ -208,7 +297,13 @@ impl<C> Peer<C> {
         while let Some(cmd) = self.session.poll_command() {
             let ip = canonical(self.session.peer().ip());
             let answer = match cmd {
-                Command::Host(cmd) => svc.host.execute(&mut self.capture, cmd),
+                Command::Host(cmd) => {
+                    let start = matches!(cmd, HostCommand::StartCapture(_));
+                    let answer = svc.host.execute(&mut self.capture, cmd);
+                    // Unanswered: on its way, answered by `check_start`.
+                    self.starting = start && answer.is_none();
+                    answer
+                }
                 Command::CheckPassword(check) => {
                     // A full queue fails the login at once.
                     (!svc.checks.submit(&svc.verifier, self.token, check))
@@ -263,30 +358,56 @@ impl<C> Peer<C> {
             Ok(_) => {}
         }
         let mut buf = [0u8; 16 * 1024];
-        let mut gone = None;
-        while self.session.reading() {
+        let (mut reads, mut empty, mut progressed) = (0, false, false);
+        let mut gone = loop {
+            // Replies first: what the peer takes makes room for its requests.
+            match self.flush() {
+                Ok(took) => progressed |= took,
+                Err(e) => break Some(e.to_string()),
+            }
+            self.session.handle(now, Input::Sent);
+            self.run_commands(now, svc);
+            if empty || !self.session.reading() {
+                break None;
+            }
+            if reads == READS_PER_TURN {
+                self.again = Some(now);
+                break None;
+            }
+            reads += 1;
             match self.conn.read(&mut buf) {
-                Ok(0) => {
-                    gone = Some(format!("{who} closed the connection"));
-                    break;
-                }
+                Ok(0) => break Some(format!("{who} closed the connection")),
                 Ok(n) => {
                     self.session.handle(now, Input::Received(&buf[..n]));
                     self.run_commands(now, svc);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    gone = Some(e.to_string());
-                    break;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => empty = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        match self.flush() {
+            Ok(took) => progressed |= took,
+            Err(e) => {
+                gone.get_or_insert(e.to_string());
             }
         }
-        if let Err(e) = self.flush() {
-            gone.get_or_insert(e.to_string());
+        // A peer that hangs up while its session waits (a capture on its
+        // way, a password check) is gone now, not once the wait is over.
+        if gone.is_none() && !self.session.reading() && self.hung_up() {
+            gone = Some(format!("{who} closed the connection"));
         }
-        if self.session.output_over_limit() {
-            gone.get_or_insert(format!("{who} does not read its replies"));
+        self.stall
+            .update(now, self.session.output_blocked(), progressed);
+        if gone.is_none() && (self.session.output_over_limit() || self.stall.expired(now)) {
+            svc.dropped.unread += 1;
+            warn!(
+                "{who} {}: dropped, it does not read its replies ({} bytes wait; {} dropped so far)",
+                self.addr(),
+                self.session.output().len(),
+                svc.dropped.unread
+            );
+            gone = Some(format!("{who} does not read its replies"));
         }
         gone
     }
@@ -299,10 +420,19 @@ impl<C> Peer<C> {
         }
     }
 
-    /// Writes pending replies until done or the socket is full.
-    fn flush(&mut self) -> io::Result<()> {
+    /// Whether the peer closed its end with nothing left unread (what the
+    /// socket holds after a close is read before the close is seen).
+    fn hung_up(&self) -> bool {
+        matches!(self.conn.stream.peek(&mut [0u8; 1]), Ok(0))
+    }
+
+    /// Writes pending replies until done or the socket is full; whether the
+    /// peer took any.
+    fn flush(&mut self) -> io::Result<bool> {
         self.conn.flush_tls()?;
-        self.session.write_to(&mut self.conn)
+        let before = self.session.output().len();
+        self.session.write_to(&mut self.conn)?;
+        Ok(self.session.output().len() < before)
     }
 }
 
@@ -310,4 +440,30 @@ impl<C> Peer<C> {
 pub fn refuse(stream: &mut TcpStream, code: ErrorCode, text: &str) {
     let _ = stream.write(&Message::error(code, text).to_bytes());
     let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_counts_from_the_last_byte_taken_while_blocked() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut st = Stall::default();
+        // Below the high-water mark: no patience needed.
+        st.update(t0, false, false);
+        assert_eq!(st.deadline(), None);
+        // Blocked: the clock starts, and runs on while nothing is taken.
+        st.update(s(1), true, false);
+        st.update(s(5), true, false);
+        assert_eq!(st.deadline(), Some(s(1) + STALL_LIMIT));
+        assert!(!st.expired(s(1) + STALL_LIMIT - Duration::from_millis(1)));
+        assert!(st.expired(s(1) + STALL_LIMIT));
+        // A byte taken restarts it; unblocked ends it.
+        st.update(s(10), true, true);
+        assert_eq!(st.deadline(), Some(s(10) + STALL_LIMIT));
+        st.update(s(11), false, true);
+        assert_eq!(st.deadline(), None);
+    }
 }

@@ -172,14 +172,21 @@ impl<S: Read + Write> Conn<S> {
         }
     }
 
-    /// Sends `data` (plaintext); returns how much was taken. TLS takes all of
-    /// it into rustls's buffer and sends what the socket accepts.
+    /// Sends `data` (plaintext); returns how much was taken. TLS takes what
+    /// fits rustls's bounded buffer (64 KiB) and sends what the socket
+    /// accepts; `WouldBlock` when both are full, as a plain socket says, so
+    /// that the replies a peer leaves unread stay in the session, counted
+    /// against its output bound.
     pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         match &mut self.kind {
             Kind::Tls(t) => {
-                t.writer().write_all(data)?;
                 write_tls(t, &mut self.stream)?;
-                Ok(data.len())
+                let n = t.writer().write(data)?;
+                write_tls(t, &mut self.stream)?;
+                if n == 0 && !data.is_empty() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
             }
             _ => self.stream.write(data),
         }

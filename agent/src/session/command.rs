@@ -19,6 +19,9 @@ use crate::datapath::{StartError, UpdateError};
 pub enum Input<'a> {
     /// Bytes received from the peer (plaintext, after TLS).
     Received(&'a [u8]),
+    /// Replies were sent: requests held back while the peer left too many
+    /// unread ([`OUTPUT_HIGH_WATER`](super::OUTPUT_HIGH_WATER)) may go on.
+    Sent,
     /// The answer to the command the session waits for.
     Answer(Answer),
     /// The running capture stopped by itself (interface gone, data

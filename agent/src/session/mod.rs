@@ -106,6 +106,12 @@ pub enum Ended {
 /// a second, the rest counted.
 const PEER_LINES: LogLimit = LogLimit::new(10, Duration::from_secs(1));
 
+/// Replies waiting for the peer beyond which the session takes no more of
+/// its requests: a peer that pipelines requests and does not read the
+/// replies fills its own socket, not our memory. Well above any one reply
+/// a reading peer waits for (a FINDALLIF reply is tens of KiB).
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
 /// Texts of errors the sensor may test for.
 pub const NO_DEVICE: &str = "No capture device was specified";
 pub const NULL_AUTH_REFUSED: &str = "NULL authentication not permitted";
@@ -216,10 +222,19 @@ impl Session {
         self.ended.as_ref()
     }
 
-    /// Whether the session takes bytes now: not while an answer is awaited
-    /// or a failed login is held (the driver leaves them in the socket).
+    /// Whether the session takes bytes now: not while an answer is awaited,
+    /// a failed login is held or the peer has left more replies unread than
+    /// [`OUTPUT_HIGH_WATER`] (the driver leaves them in the socket).
     pub fn reading(&self) -> bool {
-        self.ended.is_none() && self.pending.is_none() && !self.auth.blocks()
+        self.ended.is_none()
+            && self.pending.is_none()
+            && !self.auth.blocks()
+            && !self.output_blocked()
+    }
+
+    /// Whether the replies the peer left unread hold its requests back.
+    pub fn output_blocked(&self) -> bool {
+        self.codec.output().len() >= OUTPUT_HIGH_WATER
     }
 
     /// Bytes to send to the peer (none while a failed login is held).
@@ -265,22 +280,47 @@ impl Session {
             return None;
         }
         match &self.auth {
-            AuthState::Held { until, .. } => *until,
             // Not while we wait for an answer: the sensor's bytes then wait
             // unread in the socket, and the silence would be ours.
             AuthState::Authenticated if self.capturing() => self
                 .reading()
                 .then(|| self.liveness.deadline(self.last_rx))
                 .flatten(),
+            // Waiting for our answer (a capture on its way) is not idling.
+            AuthState::Authenticated if self.pending.is_some() => None,
             AuthState::Authenticated => self.cfg.idle_timeout.map(|d| self.last_rx + d),
-            _ => self.cfg.auth_timeout.map(|d| self.began + d),
+            // A held failure ends at the deadline too: holding must not
+            // keep a connection past it.
+            AuthState::Held { until, .. } => match (*until, self.auth_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            _ => self.auth_deadline(),
         }
+    }
+
+    /// When an unauthenticated peer is dropped: a fixed time after the
+    /// connection began, whatever it sent meanwhile (trickled bytes, failed
+    /// attempts and their held replies do not move it).
+    fn auth_deadline(&self) -> Option<Instant> {
+        self.cfg.auth_timeout.map(|d| self.began + d)
     }
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.ended.is_some() || self.poll_timeout().is_none_or(|at| at > now) {
+            return;
+        }
+        if !self.auth.authenticated() && self.auth_deadline().is_some_and(|at| at <= now) {
+            // A held failure's reply goes out before the timeout's.
+            self.auth = AuthState::Required {
+                failures: self.auth.failures(),
+            };
+            self.send_error(ErrorCode::InitTimeout, "Authentication timeout");
+            self.end(Ended::Timeout(
+                "did not authenticate in time (AuthTimeoutSecs)",
+            ));
             return;
         }
         match self.auth {
@@ -306,12 +346,8 @@ impl Session {
                 self.send_error(ErrorCode::RuntimeTimeout, "Idle timeout");
                 self.end(Ended::Timeout("idle without a capture (IdleTimeoutSecs)"));
             }
-            _ => {
-                self.send_error(ErrorCode::InitTimeout, "Authentication timeout");
-                self.end(Ended::Timeout(
-                    "did not authenticate in time (AuthTimeoutSecs)",
-                ));
-            }
+            // Only the deadline above times these out.
+            AuthState::Required { .. } | AuthState::Checking { .. } => {}
         }
     }
 
@@ -328,6 +364,11 @@ impl Session {
                 }
                 self.codec.feed(data);
                 self.run();
+            }
+            Input::Sent => {
+                if self.reading() {
+                    self.run();
+                }
             }
             Input::Answer(answer) => self.answer(now, answer),
             Input::CaptureFailed(reason) => self.capture_failed(reason),
@@ -504,7 +545,11 @@ impl Session {
                 );
             }
             (_, answer) => match self.pending.take() {
-                Some(pending) => self.host_answer(pending, answer),
+                Some(pending) => {
+                    // The host's time does not count as the peer's idle time.
+                    self.last_rx = now;
+                    self.host_answer(pending, answer)
+                }
                 None => debug!("{}: unexpected answer {answer:?}", self.ends.peer),
             },
         }

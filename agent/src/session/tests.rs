@@ -484,6 +484,38 @@ fn passive_timers_authentication_then_idle() {
     assert!(matches!(t.s.ended(), Some(Ended::Timeout(_))));
 }
 
+/// A failed login just before the authentication deadline is held (the
+/// driver's backoff), but the hold must not keep the connection past the
+/// deadline: a slow sender would hold its slot for the backoff's cap more.
+#[test]
+fn a_held_failure_does_not_outlast_the_authentication_deadline() {
+    let mut c = cfg();
+    c.mode = Mode::Passive;
+    c.auth_timeout = Some(Duration::from_secs(10));
+    let mut t = T::with(c);
+    t.answer_checks = false;
+    let began = t.now;
+    t.now += Duration::from_secs(9);
+    assert!(t
+        .req(Message::AuthReq(Auth::Password {
+            user: b"alice".to_vec(),
+            password: b"guess".to_vec(),
+        }))
+        .is_empty());
+    // Failed; the driver holds the reply for HOLD (2 s): past the deadline.
+    assert!(t
+        .input(Input::Answer(Answer::PasswordChecked(false)))
+        .is_empty());
+    assert_eq!(t.holds, 1);
+    assert_eq!(t.s.poll_timeout(), Some(began + Duration::from_secs(10)));
+    let r = t.advance(Duration::from_secs(1));
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_error(&r[0], ErrorCode::AuthFailed, AUTH_FAILED);
+    assert_error(&r[1], ErrorCode::InitTimeout, "Authentication timeout");
+    assert!(matches!(t.s.ended(), Some(Ended::Timeout(_))));
+    assert_eq!(t.s.poll_timeout(), None);
+}
+
 #[test]
 fn password_auth_fails_with_one_uniform_text() {
     let mut c = cfg();
@@ -1148,4 +1180,40 @@ fn shutdown_while_an_answer_is_awaited_still_stops_the_capture() {
     t.s.handle(t.now, Input::Answer(Answer::Stopped(Fake::last(1))));
     assert!(t.s.poll_command().is_none());
     assert_eq!(t.sent(), vec![Message::StatsReply(Fake::live(1))]);
+}
+
+#[test]
+fn replies_left_unread_hold_the_requests_back_until_the_peer_reads() {
+    let mut t = T::new();
+    // Pipelined requests before authentication, each answered with an error
+    // ~7 times its size, and nothing read.
+    let n = 20_000;
+    let flood = raw_msg(0, MsgType::FindAllIfReq as u8, 0, &[]).repeat(n);
+    t.s.handle(t.now, Input::Received(&flood));
+    t.drive();
+    let out = t.s.output().len();
+    assert!(
+        (OUTPUT_HIGH_WATER..OUTPUT_HIGH_WATER + 1024).contains(&out),
+        "{out}"
+    );
+    assert!(!t.s.reading());
+    assert!(t.s.output_blocked());
+    // Nothing was taken: nothing more is done.
+    t.s.handle(t.now, Input::Sent);
+    assert_eq!(t.s.output().len(), out);
+    // The peer reads: the held requests go on, in order, bounded each time.
+    let mut replies = 0;
+    while replies < n {
+        let sent = t.sent();
+        assert!(!sent.is_empty());
+        for m in &sent {
+            assert_error(m, ErrorCode::WrongMsg, "authentication");
+        }
+        replies += sent.len();
+        t.s.handle(t.now, Input::Sent);
+        assert!(t.s.output().len() < OUTPUT_HIGH_WATER + 1024);
+    }
+    assert_eq!(replies, n);
+    assert!(t.s.reading());
+    assert!(t.sent().is_empty());
 }

@@ -192,6 +192,12 @@ pub static KEYS: &[Key] = &[
         one
     ),
     field!(
+        "MaxClientsPerHost",
+        passive.max_clients_per_host,
+        |v| parse_u32_in(v, 1, 4096).map(|n| n as usize),
+        one
+    ),
+    field!(
         "AuthTimeoutSecs",
         passive.auth_timeout_secs,
         |v| parse_u32_in(v, 1, 3600),
@@ -660,6 +666,7 @@ mod tests {
             "LivenessSecs",
             "ActiveCloseStops",
             "MaxClients",
+            "MaxClientsPerHost",
             "AuthTimeoutSecs",
             "IdleTimeoutSecs",
             "DataAcceptTimeoutSecs",
@@ -756,7 +763,7 @@ mod tests {
         let p = parse(
             "ActiveClient = 10.0.0.1, 2003, ifname=eth0, ifaddr=10.0.0.0/8\nNullAuthPermit = YES\n\
              UdpStrSize = 0\nWorkerCpu = 1,3\nLocalFilter = not port 22\nCapture = file:/x.pcap\n\
-             MaxClients = 3\nAuthTimeoutSecs = 5\nIdleTimeoutSecs = 7\nDataAcceptTimeoutSecs = 2\n\
+             MaxClients = 3\nMaxClientsPerHost = 2\nAuthTimeoutSecs = 5\nIdleTimeoutSecs = 7\nDataAcceptTimeoutSecs = 2\n\
              PassiveUdpStr = YES\nSystemAccounts = YES\nShadowFile = /tmp/shadow\n\
              TlsCert = /c.pem\nTlsKey = /k.pem\nTlsClientCa = /ca.pem\nTlsMode = optional\n",
         );

@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_BACKOFF_SECS: u32 = 30;
 /// most this long; also the control connections' TCP_USER_TIMEOUT.
 pub const DEFAULT_LIVENESS_SECS: u32 = 30;
 pub const DEFAULT_MAX_CLIENTS: usize = 16;
+/// One address may hold this many of the MaxClients slots, so that one host
+/// (idle connections, a slowloris, a password guesser) cannot lock out the others.
+pub const DEFAULT_MAX_CLIENTS_PER_HOST: usize = 4;
 pub const DEFAULT_AUTH_TIMEOUT_SECS: u32 = 30;
 /// As the reference's runtime timeout: a client with no capture that says
 /// nothing for this long is dropped.
@@ -115,7 +118,10 @@ pub struct Passive {
     pub clients: Vec<String>,
     /// Most passive clients served at once.
     pub max_clients: usize,
-    /// A client must authenticate within this time.
+    /// Most passive clients served at once from one address.
+    pub max_clients_per_host: usize,
+    /// A client must authenticate within this time from its connection,
+    /// however it sends its bytes.
     pub auth_timeout_secs: u32,
     /// A client with no capture running that sends nothing for this long is dropped.
     pub idle_timeout_secs: u32,
@@ -133,6 +139,7 @@ impl Default for Passive {
             ipv4_only: false,
             clients: Vec::new(),
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_clients_per_host: DEFAULT_MAX_CLIENTS_PER_HOST,
             auth_timeout_secs: DEFAULT_AUTH_TIMEOUT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             data_accept_timeout_secs: DEFAULT_DATA_ACCEPT_TIMEOUT_SECS,
