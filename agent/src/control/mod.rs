@@ -50,8 +50,8 @@ const WAKER: Token = Token(1);
 /// Listener tokens: FIRST_LISTENER.. below FIRST_PEER.
 const FIRST_LISTENER: usize = 2;
 const FIRST_PEER: usize = 16;
-/// Log lines about refused passive clients: a burst, then one a second.
-const REFUSAL_LINES: LogLimit = LogLimit::new(10, Duration::from_secs(1));
+/// Log lines about refused passive clients: one per 10 s, counting the rest.
+const REFUSAL_LINES: LogLimit = LogLimit::new(1, Duration::from_secs(10));
 
 /// Timing of the loop; tests shorten it.
 #[derive(Debug, Clone)]
