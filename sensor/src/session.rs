@@ -94,6 +94,12 @@ pub const RETRY_STEPS: [Duration; 4] = [
     Duration::from_secs(5),
 ];
 
+/// The least time an agent gets to answer STARTCAP, whatever the reply
+/// timeout: it opens the capture first, and an AF_XDP attach on a loaded
+/// host takes seconds (4 s seen with a 3 s reply timeout). Requests that
+/// answer from memory keep the short timeout.
+pub const STARTCAP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Which request a retry sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -266,12 +272,18 @@ impl Session {
         }
     }
 
-    /// Fails the session if the oldest unanswered request is older than `timeout`.
+    /// Fails the session if the oldest unanswered request is older than
+    /// `timeout` — or, for STARTCAP, than [`STARTCAP_TIMEOUT`] if longer.
     pub fn check_timeout(&mut self, now: Instant, timeout: Duration) -> Result<(), SessionError> {
         match self.pending.front() {
-            Some((t, sent))
-                if self.phase != Phase::Closed && now.duration_since(*sent) > timeout =>
-            {
+            Some((t, sent)) if self.phase != Phase::Closed => {
+                let timeout = match t {
+                    MsgType::StartCapReq => timeout.max(STARTCAP_TIMEOUT),
+                    _ => timeout,
+                };
+                if now.duration_since(*sent) <= timeout {
+                    return Ok(());
+                }
                 let e = SessionError::Timeout {
                     what: request_name(*t),
                     after: timeout,
@@ -684,6 +696,29 @@ mod tests {
             "{e}"
         );
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn startcap_gets_longer_than_the_reply_timeout() {
+        let now = Instant::now();
+        let mut s = opened(cfg(), now);
+        let filter = vec![Insn::new(0x06, 0, 0, 262_144)];
+        s.start_capture(DataTransport::Udp { port: 2010 }, filter, now);
+        let t = Duration::from_secs(3);
+        assert!(s.check_timeout(now + Duration::from_secs(5), t).is_ok());
+        let e = s
+            .check_timeout(now + STARTCAP_TIMEOUT + Duration::from_secs(1), t)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SessionError::Timeout {
+                    what: "STARTCAP",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     /// Drives a session with `cfg` up to Ready (OPEN answered).
