@@ -18,6 +18,7 @@ APT_PACKAGES=(
     netsniff-ng tcpreplay tcpdump tshark         # traffic generators and references
     rpm fakeroot systemd                         # packaging/check.sh: rpmbuild, dpkg-deb, systemd-analyze
     jq util-linux                                # test.sh: list the test binaries, run them via setpriv
+    nftables                                     # e2e: a silent blackhole between agent and sensor
 )
 
 log() { printf 'setup: %s\n' "$*"; }

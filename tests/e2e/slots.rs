@@ -146,11 +146,13 @@ fn a_name_server_that_never_answers_costs_another_sensor_no_frame() {
     agent.stop().unwrap();
 }
 
-/// The path between agent and sensor goes dark for 45 s (the agent's
-/// uplink down: nothing passes, nothing is refused). The agent notices the
+/// The path between agent and sensor goes dark for 60 s (an nftables drop
+/// on the sensor's host: nothing passes, nothing is refused, no link event
+/// tells the agent). The agent notices the
 /// capturing sensor's silence from its STATS rhythm (it polls every second)
 /// well within 30 s, not from keepalive, and redials with steps of at most
-/// 5 s, so once the link is back the capture resumes within about one step.
+/// 5 s, so once the path is back the capture resumes within about one step
+/// (a connect under way then may wait for its next SYN retransmission).
 #[test]
 #[ignore = "needs root"]
 fn a_blackhole_is_resumed_within_the_first_backoff_step_after_restore() {
@@ -173,21 +175,40 @@ fn a_blackhole_is_resumed_within_the_first_backoff_step_after_restore() {
     // Let the agent see the rhythm (3 gaps of 1 s).
     std::thread::sleep(Duration::from_secs(4));
 
-    let link = |state: &str| {
-        topo.cap
-            .run("ip", ["link", "set", Topology::UPLINK_IF, state])
-            .unwrap();
+    // A silent blackhole, as a partition looks to the agent: the sensor's
+    // host drops everything from and to the agent (its SYNs, its data, the
+    // sensor's requests and replies), and nothing answers — no RST, no
+    // ICMP, no link event on the agent's side. Dropping on the sensor's side
+    // keeps the agent's own sends from failing with EPERM, which a drop in
+    // its own OUTPUT hook would give it.
+    let nft = |args: &[&str]| {
+        topo.sen.run("nft", args).unwrap();
     };
     let dark = Instant::now();
-    link("down");
+    nft(&["add", "table", "inet", "blackhole"]);
+    for (chain, hook, dir) in [("in", "input", "saddr"), ("out", "output", "daddr")] {
+        let spec = format!("{{ type filter hook {hook} priority 0; policy accept; }}");
+        nft(&["add", "chain", "inet", "blackhole", chain, &spec]);
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "blackhole",
+            chain,
+            "ip",
+            dir,
+            Topology::UPLINK_IP,
+            "drop",
+        ]);
+    }
     let noticed = wait_for(Duration::from_secs(30), || {
         agent.log().contains("stopped its STATS requests")
     });
     let noticed_after = dark.elapsed();
-    std::thread::sleep(Duration::from_secs(45).saturating_sub(dark.elapsed()));
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(dark.elapsed()));
     let log = agent.log();
     assert!(noticed, "the agent did not notice the silent sensor\n{log}");
-    link("up");
+    nft(&["delete", "table", "inet", "blackhole"]);
     let restored = Instant::now();
     agent.wait_capturing(Topology::CAP_IF, 2).unwrap();
     let resumed_after = restored.elapsed();
