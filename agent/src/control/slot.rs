@@ -113,6 +113,9 @@ pub struct Slot {
     failures: u32,
     /// When the first of those failures happened.
     outage_since: Option<Instant>,
+    /// When the attempt under way (lookup and connect) began; None once
+    /// connected.
+    attempt_began: Option<Instant>,
     /// When the session authenticated.
     authenticated_at: Option<Instant>,
     /// Number of the last lookup asked for.
@@ -132,6 +135,7 @@ impl Slot {
             close_stops,
             failures: 0,
             outage_since: None,
+            attempt_began: None,
             authenticated_at: None,
             lookups: 0,
             rng: seed | 1,
@@ -172,6 +176,7 @@ impl Slot {
                 // The name is looked up again at every attempt: a sensor
                 // may move, a name server may come back.
                 self.lookups += 1;
+                self.attempt_began = Some(now);
                 let lookup = self.lookups;
                 self.set(State::Resolving {
                     lookup,
@@ -211,7 +216,7 @@ impl Slot {
             Ok(addrs) if !addrs.is_empty() => {
                 // Each failure tries the next address.
                 let addr = addrs[self.failures as usize % addrs.len()];
-                let deadline = now + self.timing.connect_timeout;
+                let deadline = now + self.connect_timeout();
                 self.set(State::Dialing { addr, deadline });
                 Some(Action::Connect { addr, deadline })
             }
@@ -229,6 +234,7 @@ impl Slot {
     /// The connect succeeded: the sensor speaks first.
     pub fn connected(&mut self) {
         if matches!(self.state, State::Dialing { .. }) {
+            self.attempt_began = None;
             self.set(State::Authenticating);
         }
     }
@@ -252,11 +258,19 @@ impl Slot {
     }
 
     /// The current attempt failed (`why`): back off, one more failure.
-    /// Returns the delay.
+    /// Returns the time until the next attempt.
+    ///
+    /// A lookup or connect that failed counts its step from when it began:
+    /// one that used its whole step waiting (a silent path) is followed at
+    /// once by the next, so a path that comes back is found by the next SYN
+    /// rather than after a deadline plus a step. A refused connect still
+    /// waits out its step.
     pub fn failed(&mut self, why: String, now: Instant) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let since = *self.outage_since.get_or_insert(now);
-        let delay = self.delay(now - since);
+        let step = self.delay(now - since);
+        let began = self.attempt_began.take().unwrap_or(now);
+        let delay = (began + step).saturating_duration_since(now);
         warn!(
             "sensor {}: {why}; retry {} in {:.1} s",
             self.name,
@@ -265,6 +279,18 @@ impl Slot {
         );
         self.set(State::BackingOff { until: now + delay });
         delay
+    }
+
+    /// How long a connect may take: `connect_timeout` for the first attempt,
+    /// at most one fast step during an outage. A connect's SYNs go out at 0,
+    /// 1 and 3 s, so a longer wait only adds a silent stretch in which a
+    /// path that came back goes unnoticed.
+    fn connect_timeout(&self) -> Duration {
+        if self.failures == 0 {
+            self.timing.connect_timeout
+        } else {
+            self.timing.connect_timeout.min(self.timing.fast_step)
+        }
     }
 
     /// The session ended (`end`); the slot redials unless `ActiveCloseStops`
@@ -434,7 +460,8 @@ mod tests {
         assert_eq!(s.handle_timeout(late), None);
         assert_eq!(s.state_name(), "backing-off");
         assert_eq!(s.failures(), 1);
-        assert!(until(&s) > late && until(&s) <= late + Duration::from_secs(1));
+        // It took longer than its step: the next attempt follows at once.
+        assert_eq!(until(&s), late);
         // The answer comes after all: nothing is dialled.
         assert_eq!(
             s.resolved(lookup, Ok(vec![addr("192.0.2.1:1")]), late),
@@ -450,6 +477,43 @@ mod tests {
             None
         );
         assert_eq!(s.state_name(), "resolving");
+    }
+
+    #[test]
+    fn during_an_outage_a_silent_connect_takes_its_step_and_the_next_follows() {
+        let t = timing();
+        let t0 = Instant::now();
+        let mut s = slot(false, t0);
+        let a = vec![addr("192.0.2.1:2003")];
+        // The first attempt of an outage gets the whole connect timeout.
+        s.handle_timeout(t0);
+        let Some(Action::Connect { deadline, .. }) = s.resolved(1, Ok(a.clone()), t0) else {
+            panic!()
+        };
+        assert_eq!(deadline, t0 + t.connect_timeout);
+        s.handle_timeout(deadline);
+        let t1 = until(&s);
+        assert_eq!(t1, deadline, "the connect took longer than its step");
+        // In the outage: at most one fast step per connect, and a connect
+        // that used its step is followed at once, not a step later.
+        s.handle_timeout(t1);
+        let Some(Action::Connect { deadline, .. }) = s.resolved(2, Ok(a.clone()), t1) else {
+            panic!()
+        };
+        assert_eq!(deadline, t1 + t.fast_step);
+        s.handle_timeout(deadline);
+        assert_eq!(until(&s), deadline);
+        // A refused connect still waits its step from when it began.
+        let t2 = deadline;
+        s.handle_timeout(t2);
+        s.resolved(3, Ok(a), t2);
+        let refused = t2 + Duration::from_millis(10);
+        s.failed("connection refused".into(), refused);
+        let wait = until(&s) - t2;
+        assert!(
+            wait >= t.fast_step / 2 && wait <= t.fast_step,
+            "waited {wait:?}"
+        );
     }
 
     #[test]
