@@ -19,6 +19,7 @@ APT_PACKAGES=(
     rpm fakeroot systemd                         # packaging/check.sh: rpmbuild, dpkg-deb, systemd-analyze
     jq util-linux                                # test.sh: list the test binaries, run them via setpriv
     nftables                                     # e2e: a silent blackhole between agent and sensor
+    debootstrap systemd-container python3        # packaging/lifecycle.sh: Debian roots booted by nspawn
 )
 
 log() { printf 'setup: %s\n' "$*"; }
