@@ -18,8 +18,9 @@
 #                             scripts/test.sh does)
 #
 # Works on a fresh Debian 12 machine with nothing run before it: it runs
-# scripts/setup.sh (the system packages of build, tests and demo; a no-op
-# taking about 2 s when they are present) and builds the two binaries. The
+# `scripts/setup.sh demo` (the system packages and rust components, without
+# the tests' interop client and other slow test-only tools; a no-op taking
+# about 1.5 s when they are present) and builds the two binaries. The
 # one prerequisite it cannot install is Rust >= 1.88 (rustup; Debian 12's
 # cargo is too old). Under sudo, whose PATH lacks ~/.cargo/bin, it uses the
 # invoking user's rustup toolchain and builds as that user, so target/ and
@@ -68,10 +69,11 @@ if [ -z "${XRPCAP_AGENT:-}" ] || [ -z "${XRPCAP_SENSOR:-}" ]; then
         die "cargo not found: install Rust 1.88 or newer with rustup (https://rustup.rs; Debian 12's own cargo is too old), then run this again"
 fi
 # System packages (clang, libpcap-dev, tcpdump, iproute2, ...): setup.sh
-# installs what is missing with apt-get and returns at once otherwise.
+# installs what is missing with apt-get and returns at once otherwise. Its
+# demo mode skips what only the tests need (the libpcap interop build).
 if command -v apt-get >/dev/null 2>&1; then
-    say "checking prerequisites (scripts/setup.sh)"
-    scripts/setup.sh || die "scripts/setup.sh failed: see above"
+    say "checking prerequisites (scripts/setup.sh demo)"
+    scripts/setup.sh demo || die "scripts/setup.sh demo failed: see above"
 fi
 for tool in ip tcpdump ping ss; do
     command -v "$tool" >/dev/null || die "$tool not found: install it (scripts/setup.sh lists the Debian packages)"
