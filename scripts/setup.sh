@@ -12,7 +12,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
     clang llvm libpcap-dev libelf-dev pkg-config # build: eBPF object, pcap crate
-    gcc-multilib flex bison                      # asm/types.h for -target bpf; libpcap source build
+    gcc-multilib flex bison make                 # asm/types.h for -target bpf; libpcap source build
     libssl-dev openssl                           # libpcap's rpcaps:// client; test certificates
     whois                                        # mkpasswd: yescrypt/SHA-crypt shadow hashes in auth tests
     iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
