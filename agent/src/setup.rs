@@ -83,7 +83,7 @@ from the first source that sets either."
 }
 
 /// The variables of `/etc/default/xrpcapd` (the packages ship
-/// `packaging/default/xrpcapd`, which a test keeps equal to this text's
+/// `packaging/default/xrpcapd`; a test checks it against these variables
 /// variables).
 pub const DEFAULTS_HELP: &str = defaults_help!();
 
