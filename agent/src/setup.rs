@@ -83,8 +83,7 @@ from the first source that sets either."
 }
 
 /// The variables of `/etc/default/xrpcapd` (the packages ship
-/// `packaging/default/xrpcapd`; a test checks it against these variables
-/// variables).
+/// `packaging/default/xrpcapd`; a test checks it against these variables).
 pub const DEFAULTS_HELP: &str = defaults_help!();
 
 /// The command line (`xrpcapd::setup::Cli::command()` for the man page).
@@ -198,7 +197,7 @@ pub enum SetupError {
     },
     /// `xrpcapd --check-config` refused the configuration; the previous
     /// drop-in is back.
-    #[error("`{command}` failed ({status}); the previous drop-in is back in place:\n{output}")]
+    #[error("`{command}` failed ({status}); nothing changed (the previous drop-in, if any, is back):\n{output}")]
     Check {
         command: String,
         status: String,
