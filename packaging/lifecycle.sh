@@ -36,6 +36,9 @@
 #   XRPCAP_LIFECYCLE_MIRROR=URL   Debian mirror (default http://deb.debian.org/debian)
 #   XRPCAP_CI_CACHE=DIR           cache root (default /var/cache/xrpcapd-ci)
 #   XRPCAP_LIFECYCLE_KEEP=1       keep the work folder (overlay uppers, logs)
+#   XRPCAP_LIFECYCLE_PREINSTALL=DIR  .debs installed in each copy before the
+#                                 checks (e.g. libpcap0.8 and its libraries, so
+#                                 that debug binaries run in bookworm)
 #   XRPCAP_LIFECYCLE_USER_POLICY=kept|removed|any   system users after purge
 #                                 (default any: reported, not checked)
 #
@@ -52,6 +55,7 @@ INCLUDE=systemd,systemd-sysv,dbus,iproute2,procps
 MIRROR=${XRPCAP_LIFECYCLE_MIRROR:-http://deb.debian.org/debian}
 CACHE=${XRPCAP_CI_CACHE:-/var/cache/xrpcapd-ci}/roots
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 USER_POLICY=${XRPCAP_LIFECYCLE_USER_POLICY:-any}
 MARKER=xrpcap-lifecycle
 if [ $# -gt 0 ]; then SUITES=("$@"); else SUITES=(bookworm bullseye); fi
@@ -356,8 +360,12 @@ get_debs() {
             XRPCAP_PKG_BIN=$(packaging/portable.sh dev | tail -n1) || die "packaging/portable.sh failed"
             export XRPCAP_PKG_BIN
         fi
-        [ -n "${XRPCAP_PKG_BIN:-}" ] ||
-            log "note: no packaging/portable.sh: debug binaries (they need the build machine's glibc/libpcap)"
+        if [ -z "${XRPCAP_PKG_BIN:-}" ]; then
+            log "note: no packaging/portable.sh: debug binaries (they need the build machine's glibc and libpcap: bullseye fails)"
+            cargo build -q -p xrpcapd -p xrpcap-sensor --bins || die "cargo build failed"
+            XRPCAP_PKG_BIN=$TARGET_DIR/debug
+            export XRPCAP_PKG_BIN
+        fi
         build_debs "$DEB_DIR/base" || die "packaging/build.sh failed"
         f=$(deb_of xrpcapd "$DEB_DIR/base")
         [ -n "$f" ] || die "packaging/build.sh made no xrpcapd_*.deb"
@@ -375,7 +383,14 @@ get_debs() {
 }
 
 # ----------------------------------------------------------------- checks --
-put_debs() { mkdir -p "$CROOT/root/debs" && cp -a "$DEB_DIR/." "$CROOT/root/debs/"; }
+put_debs() {
+    mkdir -p "$CROOT/root/debs" && cp -a "$DEB_DIR/." "$CROOT/root/debs/"
+    if [ -n "${XRPCAP_LIFECYCLE_PREINSTALL:-}" ]; then
+        mkdir -p "$CROOT/root/preinstall" && cp "$XRPCAP_LIFECYCLE_PREINSTALL"/*.deb "$CROOT/root/preinstall/"
+        cexec sh -c 'dpkg -i /root/preinstall/*.deb' >"$WORK/$SUITE-preinstall.log" 2>&1 ||
+            info "preinstall failed (see $SUITE-preinstall.log)"
+    fi
+}
 cdeb() { # PACKAGE base|up → path inside the container
     local f
     f=$(deb_of "$1" "$DEB_DIR/$2")
