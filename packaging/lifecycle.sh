@@ -192,12 +192,13 @@ boot() {
         cat "$WORK/$name.console" >&2
         return 1
     fi
-    # Until systemd has made its private socket, systemctl cannot connect.
+    # Until systemd has made /run/systemd/system and its private socket,
+    # systemctl says "offline" or cannot connect: ask again.
     state=
     for ((i = 0; i < 300; i++)); do
         state=$(timeout 90 nsenter -t "$LEADER" -a -r -w /bin/sh -c \
             'systemctl is-system-running --wait' 2>"$WORK/$name.wait" || true)
-        [ -n "$state" ] && break
+        case $state in "" | offline) ;; *) break ;; esac
         kill -0 "$NSPAWN_PID" 2>/dev/null || break
         sleep 0.2
     done
