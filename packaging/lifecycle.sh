@@ -298,7 +298,7 @@ sensor_count() { python3 "$ROOT/packaging/lifecycle/pcapcount.py" "$CROOT/var/li
 # sensor's capture files hold more of them than before; prints the new count.
 LAST_COUNT=0
 forwards() {
-    local secs=${1:-40} n=0 i t0=$EPOCHREALTIME before=$LAST_COUNT
+    local secs=${1:-30} n=0 i t0=$EPOCHREALTIME before=$LAST_COUNT
     for ((i = 0; i < secs * 2; i++)); do
         csh "for i in 1 2 3 4 5; do echo '$MARKER '\$i >/dev/udp/10.254.0.3/9; done" 2>/dev/null || true
         n=$(sensor_count || echo 0)
