@@ -15,5 +15,6 @@ pub mod filter;
 pub mod host;
 pub mod iface;
 pub mod logging;
+pub mod privileges;
 pub mod session;
 pub mod settings;

@@ -11,6 +11,7 @@ use log::{error, info, warn};
 use xrpcapd::control::tls;
 use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
+use xrpcapd::privileges::{self, Outcome};
 use xrpcapd::settings::cli::Cli;
 use xrpcapd::settings::{Backend, Config};
 use xrpcapd::{auth, filter, iface, logging};
@@ -72,9 +73,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     logging::init(cfg.log_level, cfg.syslog)?;
     info!("xrpcapd {} starting", env!("CARGO_PKG_VERSION"));
-    if let Some(user) = &cfg.user_name {
-        warn!("UserName = {user} is not implemented: xrpcapd keeps its user (use systemd User= and capabilities)");
-    }
     if cfg.active_only && cfg.active_clients.is_empty() {
         bail!("no sensor to serve: -v (active only) needs ActiveClient lines (-f) or -a host,port");
     }
@@ -88,6 +86,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if cfg.null_auth {
         info!("NULL authentication permitted");
+    }
+    // Before any thread starts: capabilities are per thread.
+    match privileges::apply(&cfg)? {
+        Outcome::Unchanged => {}
+        Outcome::Ignored(user) => warn!(
+            "UserName = {user} ignored: not started as root (the systemd unit's User= decides)"
+        ),
+        Outcome::Dropped { user, caps } => {
+            info!("running as {user} with {}", caps.join(" "))
+        }
     }
     let host = WorkerHost::new(&cfg).with_tls(tls.clone());
     let reload_cli = cli.clone();
