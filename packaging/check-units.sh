@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the two systemd units: `systemd-analyze verify` (directives, the
 # binaries they run) and `systemd-analyze security --offline=yes` with an
-# exposure of at most 2.0 for each; prints the exposure figures.
+# exposure of at most 2.0 for each; prints the exposure figures. Also
+# checks that sysusers.d/ creates both system users.
 #
 #   packaging/check-units.sh [UNIT_DIR [BIN_DIR]]
 #
@@ -35,6 +36,15 @@ if ! out=$(systemd-analyze verify --man=no "$tmp/xrpcapd.service" "$tmp/xrpcap-s
     fail "systemd-analyze verify:"$'\n'"$out"
 fi
 echo "systemd-analyze verify: ok"
+
+# The sysusers.d files: systemd-sysusers would create both users and groups.
+mkdir -p "$tmp/root/etc"
+users=$(systemd-sysusers --dry-run --root="$tmp/root" "$here/sysusers.d/xrpcapd.conf" \
+    "$here/sysusers.d/xrpcap-sensor.conf" 2>&1) || fail "systemd-sysusers:"$'\n'"$users"
+for u in xrpcapd xrpcap-sensor; do
+    grep -q "Creating user '$u'" <<<"$users" || fail "sysusers.d creates no user $u:"$'\n'"$users"
+done
+echo "systemd-sysusers: ok"
 
 status=0
 for u in xrpcapd.service xrpcap-sensor.service; do
