@@ -731,6 +731,21 @@ mod tests {
         assert!(after[1].0 > before[2].0);
     }
 
+    /// The STATUS= line: the sensors configured, and NO_SENSOR when an
+    /// agent has nothing to serve (it waits in the loop for a reload).
+    #[test]
+    fn status_counts_the_sensors_configured() {
+        let timing = Timing::from_config(&Config::default());
+        let mut c =
+            Control::new(cfg(&["192.0.2.1, 2003", "192.0.2.2, 2003"]), timing, NoHost).unwrap();
+        assert_eq!(
+            c.counts().status_line(),
+            "0/2 sensors capturing, 0 captures"
+        );
+        c.apply_config(cfg(&[]));
+        assert_eq!(c.counts().status_line(), notify::NO_SENSOR);
+    }
+
     fn timing(max_backoff: u64) -> Timing {
         Timing {
             max_backoff: Duration::from_secs(max_backoff),

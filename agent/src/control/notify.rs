@@ -15,6 +15,9 @@ use sd_notify::NotifyState;
 
 /// The status (and the WARN) of an agent that has a configuration file but
 /// neither a sensor to dial nor passive mode: it waits for a reload.
+/// [`Counts::status_line`] says it whenever the loop has nothing to serve,
+/// so such an agent can simply run its [`Control`](super::Control) loop
+/// (READY=1, this status, watchdog pings; a SIGHUP adds the sensors).
 pub const NO_SENSOR: &str =
     "no sensor configured: run xrpcapd-setup --sensor HOST or add ActiveClient lines, then reload";
 
