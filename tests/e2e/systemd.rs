@@ -266,6 +266,7 @@ fn assert_runs_as(pid: u32, uid: u32) {
 /// the sensors and captures, WATCHDOG=1 every half WATCHDOG_USEC, RELOADING
 /// and READY around SIGHUP, STOPPING on SIGTERM.
 #[test]
+#[ignore = "needs root"]
 fn agent_and_sensor_notify_systemd() {
     require_root();
     let topo = Topology::new().unwrap();
@@ -332,6 +333,7 @@ fn agent_and_sensor_notify_systemd() {
 /// AF_PACKET capture works and forwards. A UserName naming another user is
 /// ignored with a WARN (the unit's User= decides).
 #[test]
+#[ignore = "needs root"]
 fn the_units_privileges_capture_and_forward() {
     require_root();
     let topo = Topology::new().unwrap();
@@ -374,6 +376,7 @@ fn the_units_privileges_capture_and_forward() {
 /// CAP_NET_RAW+CAP_NET_ADMIN only (every thread, bounding set too) and
 /// still captures and forwards.
 #[test]
+#[ignore = "needs root"]
 fn user_name_drops_root_and_still_forwards() {
     require_root();
     let topo = Topology::new().unwrap();
