@@ -7,7 +7,7 @@
 #   FORMATS=deb packaging/build.sh
 #
 # The package installs /usr/sbin/xrpcapd, /usr/bin/xrpcap-sensor, the systemd
-# unit, /etc/xrpcapd/rpcapd.ini (a conffile, from rpcapd.ini.example) and the docs.
+# unit, /etc/xrpcapd/rpcapd.ini (a conffile, from packaging/rpcapd.ini) and the docs.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,8 +37,8 @@ tree=$STAGE/root
 install -D -m 0755 "$BIN/xrpcapd" "$tree/usr/sbin/xrpcapd"
 install -D -m 0755 "$BIN/xrpcap-sensor" "$tree/usr/bin/xrpcap-sensor"
 install -D -m 0644 packaging/xrpcapd.service "$tree/lib/systemd/system/xrpcapd.service"
-install -D -m 0644 rpcapd.ini.example "$tree/etc/xrpcapd/rpcapd.ini"
-install -D -m 0644 rpcapd.ini.example "$tree/usr/share/doc/xrpcapd/rpcapd.ini.example"
+install -D -m 0644 packaging/rpcapd.ini "$tree/etc/xrpcapd/rpcapd.ini"
+install -D -m 0644 docs/rpcapd.ini.example "$tree/usr/share/doc/xrpcapd/rpcapd.ini.example"
 install -D -m 0644 README.md "$tree/usr/share/doc/xrpcapd/README.md"
 install -D -m 0644 sensor/README.md "$tree/usr/share/doc/xrpcapd/xrpcap-sensor.md"
 mkdir -p "$OUT"

@@ -18,3 +18,4 @@ pub mod logging;
 pub mod privileges;
 pub mod session;
 pub mod settings;
+pub mod setup;

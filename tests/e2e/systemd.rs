@@ -399,3 +399,38 @@ fn user_name_drops_root_and_still_forwards() {
     assert!(agent.stop(Duration::from_secs(10)).unwrap().success());
     assert!(sensor.stop(Duration::from_secs(10)).unwrap().success());
 }
+
+/// An agent with nothing to serve (a file, passive off, no sensor) is ready
+/// and says why in its status; a reload that adds a sensor changes it.
+#[test]
+fn an_agent_without_sensor_is_ready_and_says_so() {
+    let dir = open_dir();
+    let sock = NotifySocket::bind(dir.path(), "agent.sock");
+    let ini = write_ini(dir.path(), "Passive = no\n");
+    let mut cmd = std::process::Command::new(bin_path("xrpcapd"));
+    cmd.arg("-f")
+        .arg(&ini)
+        .env("RUST_LOG", "debug")
+        .env("NOTIFY_SOCKET", &sock.path);
+    let mut agent = Child::spawn("xrpcapd", cmd).unwrap();
+    let ready = sock.wait_line("READY=1", 0);
+    assert!(
+        sock.texts()[ready].contains(
+            "STATUS=no sensor configured: run xrpcapd-setup --sensor HOST or add \
+             ActiveClient lines, then reload"
+        ),
+        "{:?}",
+        sock.texts()
+    );
+    // A closed port on loopback: the sensor is configured, not capturing.
+    write_ini(dir.path(), "Passive = no\nActiveClient = 127.0.0.1, 9\n");
+    agent.signal("HUP").unwrap();
+    let reloading = sock.wait_line("RELOADING=1", ready);
+    let ready = sock.wait_line("READY=1", reloading);
+    assert!(
+        sock.texts()[ready].contains("STATUS=0/1 sensors capturing, 0 captures"),
+        "{:?}",
+        sock.texts()
+    );
+    assert!(agent.stop(Duration::from_secs(10)).unwrap().success());
+}

@@ -18,8 +18,7 @@ use sd_notify::NotifyState;
 /// [`Counts::status_line`] says it whenever the loop has nothing to serve,
 /// so such an agent can simply run its [`Control`](super::Control) loop
 /// (READY=1, this status, watchdog pings; a SIGHUP adds the sensors).
-pub const NO_SENSOR: &str =
-    "no sensor configured: run xrpcapd-setup --sensor HOST or add ActiveClient lines, then reload";
+pub const NO_SENSOR: &str = crate::settings::NO_SENSOR_WARNING;
 
 /// Sends `STATUS=text` on its own (outside the event loop: e.g. while the
 /// agent waits for a configuration).
