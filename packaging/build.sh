@@ -143,7 +143,9 @@ rpm() { # DIR [VARIANT]
     [ "$FAST" = 1 ] && args+=(--payload-compress gzip)
     cargo "${args[@]}" >&2
     local name
-    name=$(sed -n "/^\[package.metadata.generate-rpm${2:+.variants.$2}\]/,/^\[/s/^name = \"\(.*\)\"/\1/p" "$1/Cargo.toml" | head -n1)
+    local table=package.metadata.generate-rpm
+    [ "${2:-main}" = main ] || table+=.variants.$2
+    name=$(sed -n "/^\[$table\]/,/^\[/s/^name = \"\(.*\)\"/\1/p" "$1/Cargo.toml" | head -n1)
     ls "$OUT/$name-$VERSION-1".*.rpm
 }
 for f in $FORMATS; do
@@ -153,7 +155,7 @@ for f in $FORMATS; do
             if [ "$DBGSYM" = 1 ]; then deb xrpcapd dbgsym; deb xrpcap-sensor dbgsym; fi
             ;;
         rpm)
-            rpm agent; rpm sensor
+            rpm agent main; rpm sensor main
             if [ "$DBGSYM" = 1 ]; then rpm agent debuginfo; rpm sensor debuginfo; fi
             ;;
         *) die "unknown format '$f' (deb, rpm)" ;;
