@@ -5,13 +5,14 @@
 #
 #   scripts/setup.sh            # system packages + rust components
 #   XRPCAP_FUZZ=1 scripts/setup.sh   # also cargo-fuzz (for bounded fuzz runs)
+#   scripts/setup.sh demo       # only what scripts/demo.sh needs (apt + rust)
 #
 # Needs root for apt-get (it uses sudo when not root and sudo exists).
 set -euo pipefail
 
 APT_PACKAGES=(
     clang llvm libpcap-dev libelf-dev pkg-config # build: eBPF object, pcap crate
-    gcc-multilib flex bison                      # asm/types.h for -target bpf; libpcap source build
+    gcc-multilib flex bison make                 # asm/types.h for -target bpf; libpcap source build
     libssl-dev openssl                           # libpcap's rpcaps:// client; test certificates
     whois                                        # mkpasswd: yescrypt/SHA-crypt shadow hashes in auth tests
     iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
@@ -98,6 +99,15 @@ install_packaging_tools() {
     done
     log "packaging tools present"
 }
+
+# `scripts/setup.sh demo` (scripts/demo.sh): the system packages and rust
+# components; not the interop client nor anything slow that only tests need.
+if [ "${1:-}" = "demo" ]; then
+    install_apt
+    install_rust_components
+    log "done"
+    exit 0
+fi
 
 install_apt
 install_rust_components

@@ -17,3 +17,4 @@ pub mod iface;
 pub mod logging;
 pub mod session;
 pub mod settings;
+pub mod setup;
