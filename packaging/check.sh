@@ -87,8 +87,8 @@ for m in "$tmp"/root/usr/share/man/man*/*.gz; do
 done
 zcat "$tmp/root/usr/share/man/man5/rpcapd.ini.5.gz" | grep -q 'ActiveClient' || fail "rpcapd.ini(5) lacks ActiveClient"
 
-"$tmp/root/usr/sbin/xrpcapd" --check-config -f "$tmp/root/etc/xrpcapd/rpcapd.ini" >/dev/null ||
-    fail "the packaged xrpcapd refuses the packaged rpcapd.ini"
+"$tmp/root/usr/sbin/xrpcapd" --check-config -f "$tmp/root/etc/xrpcapd/rpcapd.ini" >"$tmp/cc" 2>&1 ||
+    fail "the packaged xrpcapd refuses the packaged rpcapd.ini: $(cat "$tmp/cc")"
 
 # --- lintian ----------------------------------------------------------------------
 # Errors fail; warnings are listed. Overrides (none yet) would go in
