@@ -17,7 +17,8 @@ APT_PACKAGES=(
     whois                                        # mkpasswd: yescrypt/SHA-crypt shadow hashes in auth tests
     iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
     netsniff-ng tcpreplay tcpdump tshark         # traffic generators and references
-    rpm fakeroot systemd                         # packaging/check.sh: rpmbuild, dpkg-deb, systemd-analyze
+    rpm fakeroot systemd                         # packaging/check.sh: rpm -qp, dpkg-deb, systemd-analyze
+    lintian rpmlint                              # packaging/check.sh: the packages' linters
     jq util-linux                                # test.sh: list the test binaries, run them via setpriv
     nftables                                     # e2e: a silent blackhole between agent and sensor
     debootstrap systemd-container python3        # packaging/lifecycle.sh: Debian roots booted by nspawn
@@ -87,6 +88,19 @@ install_cargo_fuzz() {
     cargo install cargo-fuzz --locked
 }
 
+# packaging/build.sh's tools (crates.io), compiled once (a few minutes each).
+install_packaging_tools() {
+    local t
+    for t in cargo-deb cargo-generate-rpm; do
+        if cargo "${t#cargo-}" --version >/dev/null 2>&1; then
+            continue
+        fi
+        log "installing $t (a few minutes of compiling)"
+        cargo install --locked "$t"
+    done
+    log "packaging tools present"
+}
+
 # `scripts/setup.sh demo` (scripts/demo.sh): the system packages and rust
 # components; not the interop client nor anything slow that only tests need.
 if [ "${1:-}" = "demo" ]; then
@@ -98,6 +112,7 @@ fi
 
 install_apt
 install_rust_components
+install_packaging_tools
 # The real libpcap RPCAP client (and reference rpcapd) of the interop tests,
 # built once into .cache/ (see the script).
 "$(dirname "${BASH_SOURCE[0]}")/libpcap-remote.sh" >/dev/null

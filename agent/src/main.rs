@@ -12,6 +12,7 @@ use log::{error, info, warn};
 use xrpcapd::control::tls;
 use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
+use xrpcapd::privileges::{self, Outcome, PrivilegeError};
 use xrpcapd::settings::cli::Cli;
 use xrpcapd::settings::{Backend, Config, NO_SENSOR_WARNING};
 use xrpcapd::{auth, filter, iface, logging};
@@ -121,9 +122,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
     for f in &files {
         info!("configuration read from {}", f.display());
     }
-    if let Some(user) = &cfg.user_name {
-        warn!("UserName = {user} is not implemented: xrpcapd keeps its user (use systemd User= and capabilities)");
-    }
     for w in config_warnings(&cfg) {
         warn!("{w}");
     }
@@ -139,6 +137,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
     if cfg.null_auth {
         info!("NULL authentication permitted");
+    }
+    // Before any thread starts: capabilities are per thread.
+    let outcome = privileges::apply(&cfg).map_err(|e| match e {
+        PrivilegeError::NoSuchUser(_) => Failure::Config(e.into()),
+        e => Failure::Other(e.into()),
+    })?;
+    match outcome {
+        Outcome::Unchanged => {}
+        Outcome::Ignored(user) => warn!(
+            "UserName = {user} ignored: not started as root (the systemd unit's User= decides)"
+        ),
+        Outcome::Dropped { user, caps } => {
+            info!("running as {user} with {}", caps.join(" "))
+        }
     }
     let host = WorkerHost::new(&cfg).with_tls(tls.clone());
     let reload_cli = cli.clone();

@@ -92,6 +92,44 @@ fn packaged_ini_listens_on_nothing_and_waits() {
     agent.stop(Duration::from_secs(10)).unwrap();
 }
 
+/// `Passive = no` → `Passive = yes` plus SIGHUP opens the listener (and
+/// back to `no` closes it): passive mode follows the file without a restart.
+#[test]
+#[ignore = "needs root"]
+fn a_reload_turns_passive_mode_on_and_off() {
+    require_root();
+    let ns = Netns::new("pasrld").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("rpcapd.ini");
+    write_file(&ini, &packaged_ini()).unwrap();
+    let mut agent = start_agent(&ns, &ini, &[]);
+    agent
+        .wait_for_output("no sensor configured", START_TIMEOUT)
+        .unwrap();
+    assert_eq!(sockets(&ns), Vec::<String>::new());
+    let listening = |ns: &Netns| sockets(ns).iter().any(|s| s.ends_with(":07D2"));
+
+    write_file(
+        &ini,
+        &packaged_ini().replace("Passive = no", "Passive = yes"),
+    )
+    .unwrap();
+    agent.signal("HUP").unwrap();
+    agent
+        .wait_for_output("listening for passive clients", START_TIMEOUT)
+        .unwrap();
+    assert!(listening(&ns), "{:?}\n{}", sockets(&ns), agent.describe());
+
+    write_file(&ini, &packaged_ini()).unwrap();
+    agent.signal("HUP").unwrap();
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while listening(&ns) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sockets(&ns), Vec::<String>::new(), "{}", agent.describe());
+    agent.stop(Duration::from_secs(10)).unwrap();
+}
+
 /// With a file, passive mode off and no sensor the agent warns and waits;
 /// a drop-in that adds an ActiveClient line plus SIGHUP makes it dial, and
 /// the sensor receives the captured frames.
