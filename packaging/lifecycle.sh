@@ -342,18 +342,24 @@ build_debs() { # OUTDIR [VERSION]
 
 get_debs() {
     mkdir -p "$DEB_DIR/base" "$DEB_DIR/up"
-    local f v versions
+    local f v
     if [ -n "${XRPCAP_LIFECYCLE_DEBS:-}" ]; then
-        versions=$(for f in "$XRPCAP_LIFECYCLE_DEBS"/xrpcapd_*.deb; do dpkg-deb -f "$f" Version; done |
-            sort -u | sort -V)
-        [ -n "$versions" ] || die "no xrpcapd_*.deb in $XRPCAP_LIFECYCLE_DEBS"
-        # sort -V is close to dpkg's order; dpkg decides below.
-        BASE_VERSION=$(head -n1 <<<"$versions")
+        # Lowest and highest xrpcapd version, in dpkg's order (sort -V puts
+        # 0.1.0+up1 before 0.1.0-1).
+        local lo="" hi=""
+        for f in "$XRPCAP_LIFECYCLE_DEBS"/xrpcapd_*.deb; do
+            [ -f "$f" ] || continue
+            v=$(dpkg-deb -f "$f" Version)
+            if [ -z "$lo" ] || dpkg --compare-versions "$v" lt "$lo"; then lo=$v; fi
+            if [ -z "$hi" ] || dpkg --compare-versions "$v" gt "$hi"; then hi=$v; fi
+        done
+        [ -n "$lo" ] || die "no xrpcapd_*.deb in $XRPCAP_LIFECYCLE_DEBS"
+        BASE_VERSION=$lo
         for f in "$XRPCAP_LIFECYCLE_DEBS"/*.deb; do
             case $f in *dbgsym*) continue ;; esac
             v=$(dpkg-deb -f "$f" Version)
-            [ "$v" = "$BASE_VERSION" ] && cp "$f" "$DEB_DIR/base/"
-            [ "$v" = "$(tail -n1 <<<"$versions")" ] && [ "$v" != "$BASE_VERSION" ] && cp "$f" "$DEB_DIR/up/"
+            if [ "$v" = "$lo" ]; then cp "$f" "$DEB_DIR/base/"; fi
+            if [ "$v" = "$hi" ] && [ "$hi" != "$lo" ]; then cp "$f" "$DEB_DIR/up/"; fi
         done
     else
         if [ -z "${XRPCAP_PKG_BIN:-}" ] && [ -x packaging/portable.sh ]; then
