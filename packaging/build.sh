@@ -1,135 +1,163 @@
 #!/usr/bin/env bash
-# Builds the xrpcapd packages: a .deb (dpkg-deb) and an .rpm (rpmbuild), from
-# the binaries of one cargo profile. Output goes to target/packages/.
+# Builds the packages: xrpcapd and xrpcap-sensor as .deb (cargo-deb) and .rpm
+# (cargo-generate-rpm), each with its debug-symbols package (-dbgsym /
+# -debuginfo) when the binaries come with NAME.debug files. The metadata is
+# [package.metadata.deb] / [package.metadata.generate-rpm] in agent/Cargo.toml
+# and sensor/Cargo.toml; this script stages their files and runs the tools.
+# Prints the path of every package built; output in $CARGO_TARGET_DIR/packages/.
 #
-#   packaging/build.sh              # release build, deb + rpm
-#   PROFILE=dev packaging/build.sh    # package the debug binaries (tests)
-#   FORMATS=deb packaging/build.sh
+#   packaging/build.sh                          # portable release binaries
+#   XRPCAP_PKG_BIN=DIR packaging/build.sh       # binaries (+ *.debug) of DIR
+#   XRPCAP_PKG_VERSION=0.1.1 packaging/build.sh # another version (upgrade tests)
+#   FORMATS=deb FAST=1 packaging/build.sh       # one format, light compression
 #
-# The package installs /usr/sbin/xrpcapd, /usr/bin/xrpcap-sensor, the systemd
-# unit, /etc/xrpcapd/rpcapd.ini (a conffile, from rpcapd.ini.example) and the docs.
+# Needs cargo-deb and cargo-generate-rpm (scripts/setup.sh installs them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PROFILE=${PROFILE:-release}
-FORMATS=${FORMATS:-deb rpm}
-# FAST=1: light compression (the debug-build check in test.sh), not for release.
-FAST=${FAST:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 OUT=$TARGET_DIR/packages
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+FORMATS=${FORMATS:-deb rpm}
+FAST=${FAST:-0}
+MAINTAINER="xrpcapd maintainers <maintainers@users.noreply.r-seed-dc2b9467.example>"
+VERSION=${XRPCAP_PKG_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)}
 [ -n "$VERSION" ] || { echo "build.sh: no version in Cargo.toml" >&2; exit 1; }
-ARCH_DEB=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-ARCH_RPM=$(uname -m)
+case "$VERSION" in *-*) echo "build.sh: version '$VERSION' has a '-' (rpm refuses it)" >&2; exit 1 ;; esac
 
-if [ "$PROFILE" = release ]; then
-    cargo build --release -p xrpcapd -p xrpcap-sensor
+log() { echo "build.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# --- binaries ----------------------------------------------------------------
+if [ -n "${XRPCAP_PKG_BIN:-}" ]; then
+    BIN=$XRPCAP_PKG_BIN
+elif [ -x packaging/portable.sh ]; then
+    BIN=$(packaging/portable.sh release | tail -n1)
 else
-    cargo build --profile "$PROFILE" -p xrpcapd -p xrpcap-sensor
+    die "no packaging/portable.sh: set XRPCAP_PKG_BIN=DIR (binaries, stripped, NAME.debug beside)"
 fi
-BIN=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+[ -x "$BIN/xrpcapd" ] && [ -x "$BIN/xrpcap-sensor" ] || die "$BIN lacks xrpcapd or xrpcap-sensor"
 
-# The installed tree, shared by both formats.
-STAGE=$(mktemp -d)
-trap 'rm -rf "$STAGE"' EXIT
-tree=$STAGE/root
-install -D -m 0755 "$BIN/xrpcapd" "$tree/usr/sbin/xrpcapd"
-install -D -m 0755 "$BIN/xrpcap-sensor" "$tree/usr/bin/xrpcap-sensor"
-install -D -m 0644 packaging/xrpcapd.service "$tree/lib/systemd/system/xrpcapd.service"
-install -D -m 0644 rpcapd.ini.example "$tree/etc/xrpcapd/rpcapd.ini"
-install -D -m 0644 rpcapd.ini.example "$tree/usr/share/doc/xrpcapd/rpcapd.ini.example"
-install -D -m 0644 README.md "$tree/usr/share/doc/xrpcapd/README.md"
-install -D -m 0644 sensor/README.md "$tree/usr/share/doc/xrpcapd/xrpcap-sensor.md"
-mkdir -p "$OUT"
+# --- stage -------------------------------------------------------------------
+# The tools run with CARGO_TARGET_DIR=$STAGE, so the metadata's
+# `target/release/…` sources name $STAGE/release/…; cargo-deb's unit-scripts
+# is the fixed path ../target/pkgstage/release/units/ (from agent/, sensor/).
+STAGE=$ROOT/target/pkgstage
+R=$STAGE/release
+rm -rf "$STAGE"
+mkdir -p "$R/units" "$OUT"
+for p in xrpcapd xrpcap-sensor; do mkdir -p "$R/$p"/{dbg,doc,man5,man8,examples}; done
+mkdir -p "$R/xrpcapd/sbin" "$R/xrpcap-sensor/bin"
 
-DESC="Remote packet capture forwarder (RPCAP agent) and reference sensor"
-LONG="xrpcapd captures the frames of chosen interfaces and forwards them to a
-remote sensor over RPCAP, as libpcap's and ExtraHop's rpcapd do (same
-rpcapd.ini, flags and wire formats, udpstr included). xrpcap-sensor receives
-agents and writes pcap/pcapng."
-
-build_deb() {
-    local d=$STAGE/deb
-    cp -a "$tree" "$d"
-    mkdir -p "$d/DEBIAN"
-    cat >"$d/DEBIAN/control" <<CTL
-Package: xrpcapd
-Version: $VERSION
-Architecture: $ARCH_DEB
-Maintainer: xrpcapd developers <xrpcapd@localhost>
-Section: net
-Priority: optional
-Depends: libc6, libpcap0.8
-Installed-Size: $(du -sk "$tree" | cut -f1)
-Description: $DESC
-$(echo "$LONG" | sed 's/^/ /')
-CTL
-    echo /etc/xrpcapd/rpcapd.ini >"$d/DEBIAN/conffiles"
-    cat >"$d/DEBIAN/postinst" <<'SH'
-#!/bin/sh
-set -e
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload >/dev/null 2>&1 || true
-fi
-SH
-    cat >"$d/DEBIAN/prerm" <<'SH'
-#!/bin/sh
-set -e
-if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
-    systemctl stop xrpcapd.service >/dev/null 2>&1 || true
-fi
-SH
-    chmod 0755 "$d/DEBIAN/postinst" "$d/DEBIAN/prerm"
-    local deb=$OUT/xrpcapd_${VERSION}_${ARCH_DEB}.deb
-    local z=(-Zxz)
-    [ "$FAST" = 1 ] && z=(-Zgzip -z1)
-    fakeroot dpkg-deb --build "${z[@]}" "$d" "$deb" >/dev/null
-    echo "$deb"
+DBGSYM=1
+stage_bin() { # NAME DEST-DIR DEBUG-DIR [optional]
+    local b=$1
+    if [ ! -x "$BIN/$b" ]; then
+        [ "${4:-}" = optional ] && return 0
+        die "$BIN/$b missing"
+    fi
+    install -m 0755 "$BIN/$b" "$2/$b"
+    if [ -f "$BIN/$b.debug" ]; then
+        install -m 0644 "$BIN/$b.debug" "$3/$b.debug"
+    else
+        DBGSYM=0
+    fi
 }
+stage_bin xrpcapd "$R/xrpcapd/sbin" "$R/xrpcapd/dbg"
+stage_bin xrpcapd-setup "$R/xrpcapd/sbin" "$R/xrpcapd/dbg" optional
+stage_bin xrpcap-sensor "$R/xrpcap-sensor/bin" "$R/xrpcap-sensor/dbg"
+[ "$DBGSYM" = 1 ] || log "no NAME.debug beside the binaries in $BIN: no debug-symbol packages"
 
-build_rpm() {
-    command -v rpmbuild >/dev/null || {
-        echo "build.sh: rpmbuild missing (apt-get install rpm)" >&2
-        return 1
-    }
-    local top=$STAGE/rpm
-    mkdir -p "$top"/{BUILD,RPMS,SOURCES,SPECS,SRPMS,BUILDROOT}
-    cat >"$top/SPECS/xrpcapd.spec" <<SPEC
-Name: xrpcapd
-Version: $VERSION
-Release: 1
-Summary: $DESC
-License: MIT OR Apache-2.0
-Requires: libpcap
-%description
-$LONG
-%install
-cp -a $tree/. %{buildroot}/
-%files
-/usr/sbin/xrpcapd
-/usr/bin/xrpcap-sensor
-/lib/systemd/system/xrpcapd.service
-%config(noreplace) /etc/xrpcapd/rpcapd.ini
-%doc /usr/share/doc/xrpcapd
-%post
-[ -d /run/systemd/system ] && systemctl daemon-reload >/dev/null 2>&1 || :
-SPEC
-    local z=()
-    [ "$FAST" = 1 ] && z=(--define "_binary_payload w1.gzdio")
-    rpmbuild --quiet -bb --define "_topdir $top" --define "__strip /bin/true" "${z[@]}" \
-        --define "debug_package %{nil}" --define "_build_id_links none" \
-        "$top/SPECS/xrpcapd.spec"
-    local rpm
-    rpm=$(find "$top/RPMS" -name '*.rpm' | head -n1)
-    cp "$rpm" "$OUT/"
-    echo "$OUT/$(basename "$rpm")"
+# Units: the packaging/ files (cargo-deb matches them by package name).
+for u in xrpcapd xrpcap-sensor; do
+    [ -f "packaging/$u.service" ] || die "packaging/$u.service missing"
+    install -m 0644 "packaging/$u.service" "$R/units/$u.service"
+done
+
+# Configuration: the minimal shipped ini (packaging/rpcapd.ini; the full
+# example where that file does not exist yet).
+ini=packaging/rpcapd.ini
+[ -f "$ini" ] || ini=rpcapd.ini.example
+install -m 0640 "$ini" "$R/xrpcapd/rpcapd.ini"
+example=docs/rpcapd.ini.example
+[ -f "$example" ] || example=rpcapd.ini.example
+install -m 0644 "$example" "$R/xrpcapd/doc/rpcapd.ini.example"
+
+# sysusers.d and /etc/default files (packaging/sysusers.d, packaging/default;
+# written here from the unit's user when absent).
+users() { # PACKAGE HOME COMMENT
+    if [ -f "packaging/sysusers.d/$1.conf" ]; then
+        install -m 0644 "packaging/sysusers.d/$1.conf" "$R/$1/sysusers.conf"
+    else
+        printf 'u %s - "%s" %s /usr/sbin/nologin\n' "$1" "$3" "$2" >"$R/$1/sysusers.conf"
+    fi
+    if [ -f "packaging/default/$1" ]; then
+        install -m 0644 "packaging/default/$1" "$R/$1/default"
+    else
+        printf '# Settings of %s (see its man page).\n' "$1" >"$R/$1/default"
+    fi
 }
+users xrpcapd / "xrpcapd RPCAP capture agent"
+users xrpcap-sensor /var/lib/xrpcap-sensor "xrpcap-sensor RPCAP reference sensor"
+[ -d packaging/examples ] && find packaging/examples -maxdepth 1 -type f \
+    -exec install -m 0644 -t "$R/xrpcapd/examples" {} +
+# (cargo-deb refuses a glob that matches nothing)
+[ -n "$(ls -A "$R/xrpcapd/examples")" ] ||
+    echo "systemd drop-ins for xrpcapd.service: none in this build" >"$R/xrpcapd/examples/README"
 
+install -m 0644 README.md "$R/xrpcapd/doc/README.md"
+install -m 0644 sensor/README.md "$R/xrpcap-sensor/doc/README.md"
+for p in xrpcapd xrpcap-sensor; do install -m 0644 packaging/copyright "$R/$p/copyright"; done
+
+# Man pages (packaging/man), compressed as Debian and Fedora ship them.
+cargo run -q -p xrpcap-man -- --ini-example "$example" "$STAGE/man" >/dev/null
+gzip -9n "$STAGE"/man/*
+mv "$STAGE"/man/rpcapd.ini.5.gz "$R/xrpcapd/man5/"
+mv "$STAGE"/man/xrpcap-sensor.8.gz "$R/xrpcap-sensor/man8/"
+mv "$STAGE"/man/*.8.gz "$R/xrpcapd/man8/"
+
+# A Debian changelog for the version built (cargo-deb compresses it).
+date=$(date -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")
+for p in xrpcapd xrpcap-sensor; do
+    cat >"$R/$p/changelog" <<CL
+$p ($VERSION-1) unstable; urgency=medium
+
+  * Release $VERSION; user-visible changes in CHANGELOG.md of the sources.
+
+ -- $MAINTAINER  $date
+CL
+done
+
+# --- packages ----------------------------------------------------------------
+export CARGO_TARGET_DIR=$STAGE
+deb() { # CRATE [VARIANT]
+    local args=(deb -p "$1" --no-build --no-strip --deb-version "$VERSION-1" --output "$OUT/")
+    [ -n "${2:-}" ] && args+=(--variant "$2")
+    [ "$FAST" = 1 ] && args+=(--fast)
+    cargo "${args[@]}" | tail -n1
+}
+rpm() { # DIR [VARIANT]
+    local args=(generate-rpm -p "$1" -o "$OUT/" -s "version = \"$VERSION\"")
+    [ -n "${2:-}" ] && args+=(--variant "$2")
+    [ "$FAST" = 1 ] && args+=(--payload-compress gzip)
+    cargo "${args[@]}" >&2
+    local name
+    local table=package.metadata.generate-rpm
+    [ "${2:-main}" = main ] || table+=.variants.$2
+    name=$(sed -n "/^\[$table\]/,/^\[/s/^name = \"\(.*\)\"/\1/p" "$1/Cargo.toml" | head -n1)
+    ls "$OUT/$name-$VERSION-1".*.rpm
+}
 for f in $FORMATS; do
     case $f in
-        deb) build_deb ;;
-        rpm) build_rpm ;;
-        *) echo "build.sh: unknown format '$f' (deb, rpm)" >&2; exit 1 ;;
+        deb)
+            deb xrpcapd; deb xrpcap-sensor
+            if [ "$DBGSYM" = 1 ]; then deb xrpcapd dbgsym; deb xrpcap-sensor dbgsym; fi
+            ;;
+        rpm)
+            rpm agent main; rpm sensor main
+            if [ "$DBGSYM" = 1 ]; then rpm agent debuginfo; rpm sensor debuginfo; fi
+            ;;
+        *) die "unknown format '$f' (deb, rpm)" ;;
     esac
 done

@@ -16,14 +16,22 @@
 #     read-only into a private mount namespace: the root is not modified.
 #
 #   packaging/check-portable.sh DIR
+#   packaging/check-portable.sh       # DIR from `packaging/portable.sh dev`
+#                                     # (XRPCAP_PORTABLE_PROFILE=release)
 #
 # Exit status 0 when all pass, 1 otherwise (every failure is listed).
 set -euo pipefail
 
-DIR=${1:?usage: packaging/check-portable.sh DIR}
-DIR=$(cd "$DIR" && pwd)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+if [ $# -eq 0 ]; then
+    # packaging/check.sh: build (or reuse) the portable binaries first; the
+    # dev profile, whose warm rebuild is cheap, has the same baseline.
+    DIR=$(packaging/portable.sh "${XRPCAP_PORTABLE_PROFILE:-dev}" | tail -n 1)
+else
+    DIR=$1
+fi
+DIR=$(cd "$DIR" && pwd)
 BASELINE=${XRPCAP_GLIBC_BASELINE:-2.26}
 CACHE=${XRPCAP_CI_CACHE:-/var/cache/xrpcapd-ci}
 ALLOWED_NEEDED='^(libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libgcc_s\.so\.1|ld-linux-x86-64\.so\.2)$'
@@ -40,7 +48,9 @@ mapfile -t BINS < <(find "$DIR" -maxdepth 1 -type f -perm -u+x ! -name '*.debug'
     bad "no binaries in $DIR"
     exit 1
 }
-for want in xrpcapd xrpcap-sensor; do
+wants=(xrpcapd xrpcap-sensor)
+[ -f agent/src/bin/xrpcapd-setup.rs ] && wants+=(xrpcapd-setup)
+for want in "${wants[@]}"; do
     [ -x "$DIR/$want" ] || bad "$want missing from $DIR"
 done
 

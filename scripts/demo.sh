@@ -12,10 +12,19 @@
 # lines, and a byte-for-byte comparison with tcpdump's own capture of c0.
 # Exits 0 only when the two captures hold the same frames in the same order.
 #
-#   scripts/demo.sh          (as root; XRPCAP_DEMO_DIR=DIR keeps output there;
+#   sudo scripts/demo.sh     (as root; XRPCAP_DEMO_DIR=DIR keeps output there;
 #                             XRPCAP_AGENT / XRPCAP_SENSOR override the binaries;
 #                             XRPCAP_DEMO_PROFILE=debug uses a debug build, as
 #                             scripts/test.sh does)
+#
+# Works on a fresh Debian 12 machine with nothing run before it: it runs
+# `scripts/setup.sh demo` (the system packages and rust components, without
+# the tests' interop client and other slow test-only tools; a no-op taking
+# about 1.5 s when they are present) and builds the two binaries. The
+# one prerequisite it cannot install is Rust >= 1.88 (rustup; Debian 12's
+# cargo is too old). Under sudo, whose PATH lacks ~/.cargo/bin, it uses the
+# invoking user's rustup toolchain and builds as that user, so target/ and
+# ~/.cargo stay theirs.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,9 +47,36 @@ PINGS=10 DATAGRAMS=200
 say() { printf 'demo: %s\n' "$*"; }
 die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, packet capture): run it as root"
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, packet capture): sudo $0"
+
+# --- prerequisites -----------------------------------------------------------------
+# Rust: on PATH, or the rustup install of the user who ran sudo (sudo resets
+# PATH). Then the build runs as that user (BUILD_AS), never writing root-owned
+# files into their target/ or ~/.cargo.
+BUILD_AS=()
+if ! command -v cargo >/dev/null 2>&1 && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    if [ -n "$user_home" ] && [ -x "$user_home/.cargo/bin/cargo" ]; then
+        export PATH="$user_home/.cargo/bin:$PATH"
+        export CARGO_HOME=${CARGO_HOME:-$user_home/.cargo} RUSTUP_HOME=${RUSTUP_HOME:-$user_home/.rustup}
+        BUILD_AS=(setpriv --reuid="$SUDO_USER" --regid="$(id -g "$SUDO_USER")" --init-groups
+            env HOME="$user_home" USER="$SUDO_USER")
+        say "using $SUDO_USER's Rust toolchain ($user_home/.cargo/bin); building as $SUDO_USER"
+    fi
+fi
+if [ -z "${XRPCAP_AGENT:-}" ] || [ -z "${XRPCAP_SENSOR:-}" ]; then
+    command -v cargo >/dev/null 2>&1 ||
+        die "cargo not found: install Rust 1.88 or newer with rustup (https://rustup.rs; Debian 12's own cargo is too old), then run this again"
+fi
+# System packages (clang, libpcap-dev, tcpdump, iproute2, ...): setup.sh
+# installs what is missing with apt-get and returns at once otherwise. Its
+# demo mode skips what only the tests need (the libpcap interop build).
+if command -v apt-get >/dev/null 2>&1; then
+    say "checking prerequisites (scripts/setup.sh demo)"
+    scripts/setup.sh demo || die "scripts/setup.sh demo failed: see above"
+fi
 for tool in ip tcpdump ping ss; do
-    command -v "$tool" >/dev/null || die "$tool not found: run scripts/setup.sh first"
+    command -v "$tool" >/dev/null || die "$tool not found: install it (scripts/setup.sh lists the Debian packages)"
 done
 
 OUT=${XRPCAP_DEMO_DIR:-$(mktemp -d /tmp/xrpcap-demo.XXXXXX)}
@@ -80,8 +116,12 @@ stop() {
 }
 
 # --- build -----------------------------------------------------------------------
-say "building xrpcapd and xrpcap-sensor ($PROFILE)"
-"${BUILD[@]}" -p xrpcapd -p xrpcap-sensor
+if [ -n "${XRPCAP_AGENT:-}" ] && [ -n "${XRPCAP_SENSOR:-}" ]; then
+    say "using $AGENT and $SENSOR (no build)"
+else
+    say "building xrpcapd and xrpcap-sensor ($PROFILE; the first build takes minutes)"
+    "${BUILD_AS[@]}" "${BUILD[@]}" -p xrpcapd -p xrpcap-sensor
+fi
 
 for bin in "$AGENT" "$SENSOR"; do
     [ -x "$bin" ] || die "$bin missing after the build"
@@ -108,7 +148,8 @@ link "$SEN" s1 10.200.2.2/24
 # --- sensor, agent, reference capture ---------------------------------------------
 cat >"$OUT/rpcapd.ini" <<EOF
 # xrpcapd demo configuration (written by scripts/demo.sh)
-# Dial the sensor in active mode; it may open only the captured link.
+# Dial the sensor in active mode; it may open only the captured link. The
+# sensor logs in with NULL authentication, as ExtraHop sensors do.
 ActiveClient = $SENSOR_IP, $SENSOR_PORT, ifname=$CAPTURED_IF
 NullAuthPermit = YES
 EOF
@@ -133,8 +174,10 @@ TCPDUMP_PID=$!
 PIDS+=("$TCPDUMP_PID")
 wait_for 10 grep -q "listening on" "$OUT/tcpdump.log" || die "tcpdump did not start: $(cat "$OUT/tcpdump.log")"
 
-say "starting xrpcapd in $CAP: xrpcapd -f $OUT/rpcapd.ini -n"
-RUST_LOG=${RUST_LOG:-info} ip netns exec "$CAP" "$AGENT" -f "$OUT/rpcapd.ini" -n \
+# -v: active only, as the packaged configuration and ExtraHop's installer
+# run it; nothing listens on 2002.
+say "starting xrpcapd in $CAP: xrpcapd -f $OUT/rpcapd.ini -v"
+RUST_LOG=${RUST_LOG:-info} ip netns exec "$CAP" "$AGENT" -f "$OUT/rpcapd.ini" -v \
     >"$OUT/agent.log" 2>&1 &
 AGENT_PID=$!
 PIDS+=("$AGENT_PID")

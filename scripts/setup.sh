@@ -5,6 +5,7 @@
 #
 #   scripts/setup.sh            # system packages + rust components
 #   XRPCAP_FUZZ=1 scripts/setup.sh   # also cargo-fuzz (for bounded fuzz runs)
+#   scripts/setup.sh demo       # only what scripts/demo.sh needs (apt + rust)
 #   scripts/setup.sh portable   # only zig + cargo-zigbuild (packaging/portable.sh)
 #
 # Needs root for apt-get (it uses sudo when not root and sudo exists).
@@ -12,12 +13,13 @@ set -euo pipefail
 
 APT_PACKAGES=(
     clang llvm libpcap-dev libelf-dev pkg-config # build: eBPF object, pcap crate
-    gcc-multilib flex bison                      # asm/types.h for -target bpf; libpcap source build
+    gcc-multilib flex bison make                 # asm/types.h for -target bpf; libpcap source build
     libssl-dev openssl                           # libpcap's rpcaps:// client; test certificates
     whois                                        # mkpasswd: yescrypt/SHA-crypt shadow hashes in auth tests
     iproute2 iputils-ping procps                 # netns topology, ping, ps/pkill
     netsniff-ng tcpreplay tcpdump tshark         # traffic generators and references
-    rpm fakeroot systemd                         # packaging/check.sh: rpmbuild, dpkg-deb, systemd-analyze
+    rpm fakeroot systemd                         # packaging/check.sh: rpm -qp, dpkg-deb, systemd-analyze
+    lintian rpmlint                              # packaging/check.sh: the packages' linters
     jq util-linux                                # test.sh: list the test binaries, run them via setpriv
     nftables                                     # e2e: a silent blackhole between agent and sensor
 )
@@ -86,6 +88,19 @@ install_cargo_fuzz() {
     cargo install cargo-fuzz --locked
 }
 
+# packaging/build.sh's tools (crates.io), compiled once (a few minutes each).
+install_packaging_tools() {
+    local t
+    for t in cargo-deb cargo-generate-rpm; do
+        if cargo "${t#cargo-}" --version >/dev/null 2>&1; then
+            continue
+        fi
+        log "installing $t (a few minutes of compiling)"
+        cargo install --locked "$t"
+    done
+    log "packaging tools present"
+}
+
 # The portable build's toolchain (packaging/portable.sh): zig from PyPI's
 # `ziglang` wheel and cargo-zigbuild from crates.io, each installed once into a
 # folder of the CI cache named by its version (XRPCAP_CI_CACHE moves the cache;
@@ -137,8 +152,18 @@ if [ "${1:-}" = "portable" ]; then
     exit 0
 fi
 
+# `scripts/setup.sh demo` (scripts/demo.sh): the system packages and rust
+# components; not the interop client nor anything slow that only tests need.
+if [ "${1:-}" = "demo" ]; then
+    install_apt
+    install_rust_components
+    log "done"
+    exit 0
+fi
+
 install_apt
 install_rust_components
+install_packaging_tools
 install_portable_toolchain
 # The real libpcap RPCAP client (and reference rpcapd) of the interop tests,
 # built once into .cache/ (see the script).

@@ -100,8 +100,9 @@ run_demo() {
     rm -rf "$TARGET_DIR/demo" && XRPCAP_DEMO_PROFILE=debug XRPCAP_DEMO_DIR=$TARGET_DIR/demo scripts/demo.sh
 }
 
-# The deb and rpm, built from the debug binaries, with their contents and the
-# systemd unit checked.
+# The deb and rpm packages (agent, sensor, debug symbols), built with cargo-deb
+# and cargo-generate-rpm from stripped debug binaries, checked: contents,
+# scripts, lintian, rpmlint, requires, units and portable baseline.
 run_packaging() { packaging/check.sh; }
 
 # Every target of every fuzz folder for FUZZ_SECS each (scripts/fuzz.sh finds

@@ -15,5 +15,7 @@ pub mod filter;
 pub mod host;
 pub mod iface;
 pub mod logging;
+pub mod privileges;
 pub mod session;
 pub mod settings;
+pub mod setup;

@@ -2,6 +2,7 @@
 //! remote sensor over RPCAP.
 #![deny(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -11,24 +12,49 @@ use log::{error, info, warn};
 use xrpcapd::control::tls;
 use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
+use xrpcapd::privileges::{self, Outcome, PrivilegeError};
 use xrpcapd::settings::cli::Cli;
-use xrpcapd::settings::{Backend, Config};
+use xrpcapd::settings::{Backend, Config, NO_SENSOR_WARNING};
 use xrpcapd::{auth, filter, iface, logging};
 
-/// The file (if any) with the flags applied, checked as a whole.
-fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Config> {
-    let mut cfg = match &cli.config {
+/// Exit status of a configuration error (EX_CONFIG of sysexits.h): the
+/// unit's `RestartPreventExitStatus=78` does not restart into it again.
+const EX_CONFIG: u8 = 78;
+
+/// Why xrpcapd stops with an error: the configuration (exit 78) or anything
+/// else (exit 1).
+enum Failure {
+    Config(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+/// The effective configuration and the files it was read from.
+struct Effective {
+    config: Config,
+    files: Vec<PathBuf>,
+}
+
+/// The files (if any: main file, then its drop-ins) with the flags
+/// applied, checked as a whole.
+fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Effective> {
+    let (mut cfg, files) = match &cli.config {
         Some(path) => {
-            let parsed = Config::load(path)?;
+            let loaded = Config::load(path, cli.config_dir.as_deref())?;
             if report_warnings {
-                for w in &parsed.warnings {
+                for w in &loaded.warnings {
                     warn!("{w}");
                     eprintln!("warning: {w}");
                 }
             }
-            parsed.config
+            (loaded.config, loaded.files)
         }
-        None => Config::default(),
+        None => (Config::default(), Vec::new()),
     };
     cli.apply(&mut cfg);
     if let Some(expr) = &cfg.local_filter {
@@ -39,7 +65,21 @@ fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Config> 
             bail!("Capture = file:{}: no such file", path.display());
         }
     }
-    Ok(cfg)
+    if cli.config.is_none() && cfg.no_sensor() {
+        bail!("no sensor to serve: -v (active only) needs ActiveClient lines (-f) or -a host,port");
+    }
+    Ok(Effective { config: cfg, files })
+}
+
+/// What an operator must hear about a configuration that is valid, at
+/// start, at each reload and in `--check-config`.
+fn config_warnings(cfg: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if cfg.no_sensor() {
+        w.push(NO_SENSOR_WARNING.to_string());
+    }
+    w.extend(cfg.null_auth_warning());
+    w
 }
 
 /// `--hash-password`: one line from standard input, its hash on standard output.
@@ -56,42 +96,71 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> Result<(), Failure> {
     if cli.hash_password {
-        return hash_password();
+        return Ok(hash_password()?);
     }
     if cli.list_interfaces {
         let list = iface::list().context("listing interfaces")?;
         print!("{}", iface::render(&list));
         return Ok(());
     }
-    let cfg = effective_config(&cli, true)?;
+    let Effective { config: cfg, files } = effective_config(&cli, true).map_err(Failure::Config)?;
     if cli.check_config {
+        for f in &files {
+            println!("# read {}", f.display());
+        }
         println!("{cfg}");
+        for w in config_warnings(&cfg) {
+            println!("# WARNING: {w}");
+            eprintln!("warning: {w}");
+        }
         return Ok(());
     }
     logging::init(cfg.log_level, cfg.syslog)?;
     info!("xrpcapd {} starting", env!("CARGO_PKG_VERSION"));
-    if let Some(user) = &cfg.user_name {
-        warn!("UserName = {user} is not implemented: xrpcapd keeps its user (use systemd User= and capabilities)");
+    for f in &files {
+        info!("configuration read from {}", f.display());
     }
-    if cfg.active_only && cfg.active_clients.is_empty() {
-        bail!("no sensor to serve: -v (active only) needs ActiveClient lines (-f) or -a host,port");
+    for w in config_warnings(&cfg) {
+        warn!("{w}");
     }
     if cfg.passive.udpstr && cfg.udpstr_size == 0 {
         warn!("PassiveUdpStr = YES with UdpStrSize = 0: passive clients get plain UDP");
     }
     // Loaded once: a reload keeps the running TLS configuration.
-    let tls = tls::server_config(&cfg.tls).context("TLS")?;
+    let tls = tls::server_config(&cfg.tls)
+        .context("TLS")
+        .map_err(Failure::Config)?;
     if tls.is_some() {
         info!("TLS {} (rpcaps://)", cfg.tls.effective_mode());
     }
     if cfg.null_auth {
         info!("NULL authentication permitted");
     }
+    // Before any thread starts: capabilities are per thread.
+    let outcome = privileges::apply(&cfg).map_err(|e| match e {
+        PrivilegeError::NoSuchUser(_) => Failure::Config(e.into()),
+        e => Failure::Other(e.into()),
+    })?;
+    match outcome {
+        Outcome::Unchanged => {}
+        Outcome::Ignored(user) => warn!(
+            "UserName = {user} ignored: not started as root (the systemd unit's User= decides)"
+        ),
+        Outcome::Dropped { user, caps } => {
+            info!("running as {user} with {}", caps.join(" "))
+        }
+    }
     let host = WorkerHost::new(&cfg).with_tls(tls.clone());
     let reload_cli = cli.clone();
-    let reload = Box::new(move || effective_config(&reload_cli, true));
+    let reload = Box::new(move || {
+        let cfg = effective_config(&reload_cli, true)?.config;
+        for w in config_warnings(&cfg) {
+            warn!("{w}");
+        }
+        Ok(cfg)
+    });
     let mut control = Control::new(cfg.clone(), Timing::from_config(&cfg), host)?
         .with_tls(tls)
         .with_signals(reload)
@@ -106,7 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "passive mode off: {e:#}; serving the ActiveClient sensors only (-v silences this)"
             )
         }
-        Err(e) => return Err(e).context("passive mode (-v turns it off)"),
+        Err(e) => return Err(e.context("passive mode (-v turns it off)").into()),
     }
     control.run()?;
     info!("xrpcapd stopped");
@@ -114,13 +183,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
-            log::error!("{e:#}");
-            eprintln!("xrpcapd: {e:#}");
-            ExitCode::FAILURE
+            // A flag's bad value is a configuration error; usage errors stay
+            // clap's (2), --help and --version succeed.
+            use clap::error::ErrorKind;
+            let bad_value = matches!(
+                e.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            );
+            let _ = e.print();
+            return if bad_value {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::from(e.exit_code() as u8)
+            };
         }
-    }
+    };
+    let (code, e) = match run(cli) {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => (ExitCode::from(EX_CONFIG), e),
+        Err(Failure::Other(e)) => (ExitCode::FAILURE, e),
+    };
+    log::error!("{e:#}");
+    eprintln!("xrpcapd: {e:#}");
+    code
 }

@@ -25,7 +25,7 @@ fn invalid_file_stops_with_file_line_value_and_expectation() {
     .unwrap();
     let p = path.to_str().unwrap();
     let (code, _, err) = xrpcapd(&["-f", p, "--check-config"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 78, "EX_CONFIG");
     assert!(
         err.contains(&format!("{p}:3: UdpStrSize = 12: expected 0 or 29..=65000")),
         "{err}"
@@ -72,7 +72,7 @@ fn bad_local_filter_refused_at_start() {
     )
     .unwrap();
     let (code, _, err) = xrpcapd(&["-f", path.to_str().unwrap(), "--check-config"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 78, "EX_CONFIG");
     assert!(
         err.contains("LocalFilter") && err.contains("port banana and"),
         "{err}"
@@ -82,7 +82,7 @@ fn bad_local_filter_refused_at_start() {
 #[test]
 fn no_sensor_is_an_error_and_list_interfaces_shows_lo() {
     let (code, _, err) = xrpcapd(&["-v"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 78, "EX_CONFIG");
     assert!(err.contains("no sensor to serve"), "{err}");
     let (code, out, _) = xrpcapd(&["--list-interfaces"]);
     assert_eq!(code, 0);

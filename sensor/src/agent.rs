@@ -122,6 +122,11 @@ impl Agent {
         self.peer
     }
 
+    /// Whether a capture of this agent runs (the sd_notify status).
+    pub fn capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
     /// The control connection is readable: feeds the session and acts on
     /// its events. Returns why the agent must be closed, if it must.
     pub fn on_control(&mut self, sh: &mut Shared, now: Instant) -> Option<String> {

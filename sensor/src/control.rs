@@ -24,6 +24,7 @@ use crate::dial::Dialer;
 use crate::filter;
 use crate::linger::Linger;
 use crate::listener::Listener;
+use crate::notify::{self, Notifier};
 use crate::token::Owner;
 use crate::writer::Writer;
 
@@ -44,6 +45,8 @@ pub struct Sensor {
     /// A stop signal arrived.
     stop_signal: bool,
     stopping: bool,
+    /// READY/STATUS/WATCHDOG/RELOADING/STOPPING for systemd.
+    notify: Notifier,
 }
 
 impl Sensor {
@@ -86,6 +89,7 @@ impl Sensor {
             signals: None,
             stop_signal: false,
             stopping: false,
+            notify: Notifier::from_env(),
         })
     }
 
@@ -113,6 +117,7 @@ impl Sensor {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = start;
         let mut next_summary = start + self.shared.cfg.summary_interval;
+        self.notify.ready(start, self.status_line());
         loop {
             if self.stop_signal {
                 log::info!("stopping on signal");
@@ -146,7 +151,10 @@ impl Sensor {
             if now >= next_tick {
                 next_tick = now + TICK;
                 self.tick(now);
+                let status = self.status_line();
+                self.notify.status(status);
             }
+            self.notify.tick(now);
             if now >= next_summary {
                 next_summary = now + self.shared.cfg.summary_interval;
                 for a in self.agents.iter_mut().flatten() {
@@ -195,7 +203,9 @@ impl Sensor {
             self.stop_signal = true;
         }
         if caught.contains(SIGHUP) {
+            self.notify.reloading();
             self.reload_filter();
+            self.notify.reloaded();
         }
     }
 
@@ -282,8 +292,16 @@ impl Sensor {
         }
     }
 
+    /// The `STATUS=` text: agents connected, captures running.
+    fn status_line(&self) -> String {
+        let agents = self.agents.iter().flatten();
+        let captures = agents.clone().filter(|a| a.capturing()).count();
+        notify::status_line(agents.count(), captures)
+    }
+
     fn shutdown(&mut self) -> Result<()> {
         self.stopping = true;
+        self.notify.stopping();
         for idx in 0..self.agents.len() {
             self.close_agent(idx, "sensor stopping");
         }

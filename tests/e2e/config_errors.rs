@@ -55,7 +55,7 @@ fn broken_file_stops_the_start_with_every_error_at_file_line() {
     .unwrap();
     let p = ini.to_str().unwrap();
     let (code, err) = run_agent(&ns, &["-f", p, "-v"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 78, "EX_CONFIG: {err}");
     for (line, what) in [
         (
             3,
@@ -86,7 +86,7 @@ fn missing_file_and_bad_flags_are_refused_with_their_reason() {
     require_root();
     let ns = Netns::new("cfg").unwrap();
     let (code, err) = run_agent(&ns, &["-f", "/nonexistent/xrpcap/rpcapd.ini", "-v"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 78, "EX_CONFIG: {err}");
     assert!(
         err.contains("/nonexistent/xrpcap/rpcapd.ini") && err.contains("No such file"),
         "{err}"
@@ -103,7 +103,7 @@ fn missing_file_and_bad_flags_are_refused_with_their_reason() {
         let mut all = args.to_vec();
         all.push("-v");
         let (code, err) = run_agent(&ns, &all);
-        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(code, 78, "EX_CONFIG: {args:?}: {err}");
         assert!(err.contains(what), "{args:?}: missing {what:?} in:\n{err}");
     }
 }
@@ -192,7 +192,7 @@ fn check_config_reports_file_line() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG: {err}");
     assert!(
         err.contains(&format!("{}:2: LogLevel = loud: expected", ini.display())),
         "{err}"

@@ -128,6 +128,10 @@ pub struct Listeners {
     open: BTreeMap<Token, TcpListener>,
     /// None: not listening (before [`Listeners::open`], or `-v`).
     spec: Option<ListenSpec>,
+    /// Set by the first [`Listeners::open`] (even with no spec): from then on a
+    /// reload may start, change or stop listening. A control that never
+    /// opened (the tests' embedded agents) never starts listening on reload.
+    managed: bool,
 }
 
 impl Listeners {
@@ -143,6 +147,7 @@ impl Listeners {
             let _ = registry.deregister(&mut l);
         }
         self.spec = spec.clone();
+        self.managed = true;
         let Some(spec) = spec else {
             return Ok(Vec::new());
         };
@@ -165,9 +170,10 @@ impl Listeners {
         Ok(addrs)
     }
 
-    /// Whether the listeners must be opened anew for `spec` (only once listening).
+    /// Whether the listeners must be opened anew for `spec`: passive mode
+    /// turned on, off or moved by a reload.
     pub fn changes(&self, spec: &Option<ListenSpec>) -> bool {
-        self.spec.is_some() && *spec != self.spec
+        self.managed && *spec != self.spec
     }
 
     pub fn contains(&self, token: Token) -> bool {

@@ -27,6 +27,7 @@ use rpcap::ErrorCode;
 use self::dialer::{Connected, Dialer};
 use self::linger::Lingering;
 use self::listener::{AcceptPause, Accepted, Allowed, ListenSpec, Listeners};
+use self::notify::{Counts, Notifier};
 use self::peer::{refuse, Checks, Peer, Role, Services, Status};
 use self::signals::Signals;
 use self::tls::Conn;
@@ -39,6 +40,7 @@ use rpcap::addr::canonical;
 pub mod dialer;
 pub mod linger;
 pub mod listener;
+pub mod notify;
 pub mod peer;
 pub mod resolver;
 pub mod signals;
@@ -162,6 +164,8 @@ pub struct Control<H: CaptureHost> {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Ended connections waiting for their peer's close.
     lingering: Lingering,
+    /// READY/STATUS/WATCHDOG/RELOADING/STOPPING for systemd.
+    notify: Notifier,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -211,6 +215,7 @@ impl<H: CaptureHost> Control<H> {
             waker,
             tls: None,
             lingering: Lingering::default(),
+            notify: Notifier::from_env(),
         };
         c.apply_config(config);
         Ok(c)
@@ -260,6 +265,18 @@ impl<H: CaptureHost> Control<H> {
             .values()
             .filter(|p| p.role() == Role::Client)
             .count()
+    }
+
+    /// What the `STATUS=` line says.
+    pub fn counts(&self) -> Counts {
+        let sensors = self.peers.values().filter(|p| p.role() == Role::Sensor);
+        Counts {
+            sensors: self.dialer.clients().len(),
+            sensors_capturing: sensors.filter(|p| p.capturing()).count(),
+            captures: self.peers.values().filter(|p| p.capturing()).count(),
+            listening: !self.listeners.addrs().is_empty(),
+            passive_clients: self.passive_clients(),
+        }
     }
 
     fn tls_mode(&self) -> TlsMode {
@@ -313,11 +330,14 @@ impl<H: CaptureHost> Control<H> {
     pub fn run(&mut self) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(256);
         let mut next_check = Instant::now() + self.timing.capture_check;
+        self.notify
+            .ready(Instant::now(), self.counts().status_line());
         while !self.stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             let timeout = self
                 .next_deadline(now)
                 .min(next_check)
+                .min(self.notify.deadline().unwrap_or(next_check))
                 .saturating_duration_since(now);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -368,8 +388,12 @@ impl<H: CaptureHost> Control<H> {
             if now >= next_check {
                 self.check_captures(now);
                 next_check = now + self.timing.capture_check;
+                let status = self.counts().status_line();
+                self.notify.status(status);
             }
+            self.notify.tick(now);
         }
+        self.notify.stopping();
         self.shutdown();
         Ok(())
     }
@@ -378,6 +402,7 @@ impl<H: CaptureHost> Control<H> {
         let Some(reload) = self.reload.as_mut() else {
             return;
         };
+        self.notify.reloading();
         match reload() {
             Ok(config) => {
                 info!("configuration reloaded");
@@ -385,6 +410,8 @@ impl<H: CaptureHost> Control<H> {
             }
             Err(e) => error!("configuration not reloaded, keeping the running one: {e:#}"),
         }
+        let status = self.counts().status_line();
+        self.notify.reloaded(status);
     }
 
     /// The earliest timer: a dial, a session's, lingering connections; at
@@ -702,6 +729,21 @@ mod tests {
         assert_eq!(after.len(), 2);
         assert_eq!(after[1].1, b2);
         assert!(after[1].0 > before[2].0);
+    }
+
+    /// The STATUS= line: the sensors configured, and NO_SENSOR when an
+    /// agent has nothing to serve (it waits in the loop for a reload).
+    #[test]
+    fn status_counts_the_sensors_configured() {
+        let timing = Timing::from_config(&Config::default());
+        let mut c =
+            Control::new(cfg(&["192.0.2.1, 2003", "192.0.2.2, 2003"]), timing, NoHost).unwrap();
+        assert_eq!(
+            c.counts().status_line(),
+            "0/2 sensors capturing, 0 captures"
+        );
+        c.apply_config(cfg(&[]));
+        assert_eq!(c.counts().status_line(), notify::NO_SENSOR);
     }
 
     fn timing(max_backoff: u64) -> Timing {

@@ -31,16 +31,23 @@ fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
 sensor over RPCAP, as libpcap's and ExtraHop's rpcapd do: same rpcapd.ini, same flags, same wire \
 formats (plain PACKET over UDP/TCP, ExtraHop's udpstr over UDP).\n\n\
 In active mode (ActiveClient lines, -a) xrpcapd dials each sensor and serves it; the sensor \
-then chooses an interface and starts captures. Unless -v, xrpcapd also listens (passive mode, \
-port 2002) for standard clients such as libpcap's rpcap:// and Wireshark. Clients authenticate \
+then chooses an interface and starts captures. Unless -v or `Passive = no`, xrpcapd also listens \
+(passive mode, port 2002) for standard clients such as libpcap's rpcap:// and Wireshark; the \
+passive flags (-b, -p, -4, -l, -n) turn it on over `Passive = no`. Clients authenticate \
 with a password (User lines, system accounts) or NULL when permitted; TLS (rpcaps://) with \
 TlsCert/TlsKey. Flags override the configuration file. \
 SIGHUP reloads the file; SIGTERM/SIGINT stop every capture and exit."
 )]
 pub struct Cli {
-    /// Configuration file (rpcapd.ini syntax; see rpcapd.ini.example)
+    /// Configuration file (rpcapd.ini syntax, see rpcapd.ini(5)); the drop-ins
+    /// rpcapd.d/*.ini beside it are read after it, in lexical order
     #[arg(short = 'f', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Drop-in directory read after -f FILE (its *.ini files, in lexical order;
+    /// default: rpcapd.d beside FILE; a missing directory is fine)
+    #[arg(long = "config-dir", value_name = "DIR", requires = "config")]
+    pub config_dir: Option<PathBuf>,
 
     /// Sensors to dial (active mode), as ActiveClient lines; port DEFAULT = 2003. Repeatable.
     #[arg(short = 'a', long = "active", value_name = "HOST,PORT[,HOST,PORT...]", value_parser = active_list)]
@@ -140,6 +147,12 @@ impl Cli {
         self.bind.is_some() || self.port.is_some() || self.ipv4 || self.allow.is_some()
     }
 
+    /// Whether a flag turns passive mode on over `Passive = no`: the
+    /// passive flags and `-n` (as the references run passive mode).
+    pub fn passive_flag(&self) -> bool {
+        self.passive_requested() || self.null_auth
+    }
+
     /// Overrides `cfg` with the flags given.
     pub fn apply(&self, cfg: &mut Config) {
         cfg.active_clients
@@ -154,7 +167,12 @@ impl Cli {
             }
         }
         cfg.null_auth |= self.null_auth;
-        cfg.active_only |= self.active_only;
+        // Flags over the files: -v wins, then a passive flag over `Passive = no`.
+        if self.active_only {
+            cfg.active_only = true;
+        } else if self.passive_flag() {
+            cfg.active_only = false;
+        }
         cfg.syslog |= self.syslog;
         cfg.log_stats |= self.log_stats;
         cfg.capture.dry_run |= self.dry_run;
@@ -275,6 +293,38 @@ mod tests {
     }
 
     #[test]
+    fn passive_key_and_flags_precedence() {
+        let from = |ini: &str, args: &[&str]| {
+            let mut cfg = Config::parse(ini, "t.ini").unwrap().config;
+            cli(args).unwrap().apply(&mut cfg);
+            cfg.listens()
+        };
+        // Absent: passive unless -v (the references' rule).
+        assert!(from("", &[]));
+        assert!(!from("", &["-v"]));
+        // `Passive = no` is -v; yes is the default spelled out.
+        assert!(!from("Passive = no\n", &[]));
+        assert!(from("Passive = YES\n", &[]));
+        // -v beats `Passive = yes`.
+        assert!(!from("Passive = yes\n", &["-v"]));
+        // Every explicit passive flag beats `Passive = no`.
+        for flag in [
+            &["-b", "127.0.0.1"][..],
+            &["-p", "2002"],
+            &["-4"],
+            &["-l", "h"],
+            &["-n"],
+        ] {
+            assert!(from("Passive = no\n", flag), "{flag:?}");
+            let mut with_v = flag.to_vec();
+            with_v.push("-v");
+            assert!(!from("Passive = no\n", &with_v), "{with_v:?}");
+        }
+        // Flags that say nothing about passive mode leave it alone.
+        assert!(!from("Passive = no\n", &["-a", "h,1", "-D", "-L"]));
+    }
+
+    #[test]
     fn bad_values_say_what_is_expected() {
         let e = cli(&["-t", "12"]).unwrap_err().to_string();
         assert!(e.contains("expected 0 or 29..=65000"), "{e}");
@@ -306,6 +356,7 @@ mod tests {
             "-l",
             "-D",
             "--check-config",
+            "--config-dir",
             "--list-interfaces",
             "-K",
             "-X",

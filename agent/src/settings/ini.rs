@@ -1,5 +1,7 @@
 //! rpcapd.ini: the configuration file of libpcap's and ExtraHop's rpcapd
-//! (PROTOCOL.md §5), plus xrpcapd's own keys (see rpcapd.ini.example).
+//! (PROTOCOL.md §5), plus xrpcapd's own keys (see docs/rpcapd.ini.example).
+//! A main file is followed by the drop-ins of its `rpcapd.d` directory
+//! ([`Config::load`]): one configuration, as if the files were one.
 //!
 //! The parser is hand-written: the `ini` crates lose line numbers (needed for
 //! `file:line` diagnostics) and collapse repeated keys (`ActiveClient` and
@@ -8,6 +10,7 @@
 //! by `--check-config` ([`super::render`]).
 
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::model::{Backend, BusyPoll, Config, MIN_RING_SIZE, MIN_SEND_BUFFER};
@@ -73,6 +76,16 @@ fn lower_yes_no(b: &bool) -> Vec<String> {
 
 /// Every key, in the order `--check-config` prints them.
 pub static KEYS: &[Key] = &[
+    // `Passive = no` is `-v`; absent, passive unless `-v` (the references'
+    // rule). The flags override it ([`super::cli::Cli::apply`]).
+    Key {
+        name: "Passive",
+        set: |c, v| {
+            c.active_only = !parse_yes_no(v)?;
+            Ok(None)
+        },
+        show: |c| lower_yes_no(&!c.active_only),
+    },
     Key {
         name: "ActiveClient",
         set: |c, v| {
@@ -292,13 +305,95 @@ pub struct Parsed {
     pub warnings: Vec<Diag>,
 }
 
+/// The main file and its drop-ins, merged into one configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diag>,
+    /// The files read, in the order they were applied.
+    pub files: Vec<PathBuf>,
+}
+
+/// Why the configuration files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading configuration file {}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("reading configuration directory {}", path.display())]
+    Dir { path: PathBuf, source: io::Error },
+    /// Every error of every file, each with its file and line.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// The drop-in directory of `main` when `--config-dir` names none.
+pub fn default_dropin_dir(main: &Path) -> PathBuf {
+    main.parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("rpcapd.d")
+}
+
+/// The `*.ini` files of `dir`, in lexical order of their names; hidden
+/// files (editors' backups) are skipped, a missing directory has none.
+pub fn dropin_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(LoadError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let dir_err = |source| LoadError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(dir_err)?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') || !name.ends_with(".ini") || !path.is_file() {
+            continue;
+        }
+        files.push(path);
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
 impl Config {
-    /// Reads and parses `path`.
-    pub fn load(path: &Path) -> anyhow::Result<Parsed> {
-        use anyhow::Context;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading configuration file {}", path.display()))?;
-        Ok(Config::parse(&text, &path.display().to_string())?)
+    /// Reads `main`, then the `*.ini` files of `dropin_dir` (default:
+    /// `rpcapd.d` beside `main`) in lexical order: a later file's scalar
+    /// keys override, repeatable keys (`ActiveClient`, `PassiveClient`,
+    /// `User`) accumulate. Errors of every file are reported together.
+    pub fn load(main: &Path, dropin_dir: Option<&Path>) -> Result<Loaded, LoadError> {
+        let dir = dropin_dir.map_or_else(|| default_dropin_dir(main), Path::to_path_buf);
+        let mut files = vec![main.to_path_buf()];
+        files.extend(dropin_files(&dir)?);
+        let mut config = Config::default();
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        for path in &files {
+            let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let name = path.display().to_string();
+            config.apply_text(&text, &name, &mut warnings, &mut errors);
+        }
+        if errors.is_empty() {
+            Ok(Loaded {
+                config,
+                warnings,
+                files,
+            })
+        } else {
+            Err(ConfigError { errors }.into())
+        }
     }
 
     /// Parses the text of an rpcapd.ini; `file` names it in diagnostics.
@@ -306,6 +401,24 @@ impl Config {
         let mut config = Config::default();
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
+        config.apply_text(text, file, &mut warnings, &mut errors);
+        if errors.is_empty() {
+            Ok(Parsed { config, warnings })
+        } else {
+            Err(ConfigError { errors })
+        }
+    }
+
+    /// Applies the lines of `text` over `self`.
+    fn apply_text(
+        &mut self,
+        text: &str,
+        file: &str,
+        warnings: &mut Vec<Diag>,
+        errors: &mut Vec<Diag>,
+    ) {
+        // A byte order mark (Windows editors) belongs to no key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (idx, raw) in text.lines().enumerate() {
             let line = idx + 1;
             let diag = |msg: String| Diag {
@@ -326,18 +439,13 @@ impl Config {
                 warnings.push(diag(format!("unknown key `{key_name}` ignored")));
                 continue;
             };
-            match (k.set)(&mut config, value) {
+            match (k.set)(self, value) {
                 Ok(None) => {}
                 Ok(Some(w)) => warnings.push(diag(w)),
                 Err(expected) => {
                     errors.push(diag(format!("{key_name} = {value}: expected {expected}")))
                 }
             }
-        }
-        if errors.is_empty() {
-            Ok(Parsed { config, warnings })
-        } else {
-            Err(ConfigError { errors })
         }
     }
 }
@@ -637,7 +745,7 @@ mod tests {
 
     #[test]
     fn example_file_parses_cleanly_and_documents_every_key() {
-        let text = include_str!("../../../rpcapd.ini.example");
+        let text = include_str!("../../../docs/rpcapd.ini.example");
         let p = parse(text);
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         // Every commented-out example line is valid too.
@@ -650,6 +758,7 @@ mod tests {
         let all = parse(&uncommented);
         assert!(all.warnings.is_empty(), "{:?}", all.warnings);
         for key in [
+            "Passive",
             "ActiveClient",
             "PassiveClient",
             "NullAuthPermit",
@@ -693,6 +802,25 @@ mod tests {
         assert_eq!(
             all.config.active_clients[1].capture,
             Some(CaptureChoice::AfXdp)
+        );
+    }
+
+    #[test]
+    fn packaged_file_is_minimal_and_safe() {
+        let p = parse(include_str!("../../../packaging/rpcapd.ini"));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let c = p.config;
+        assert!(c.active_only, "the packaged file turns passive mode off");
+        assert!(!c.null_auth && c.active_clients.is_empty() && c.user_name.is_none());
+        assert!(c.no_sensor());
+        assert_eq!(c.null_auth_warning(), None);
+        // Everything else is the default.
+        assert_eq!(
+            c,
+            Config {
+                active_only: true,
+                ..Config::default()
+            }
         );
     }
 
@@ -756,6 +884,142 @@ mod tests {
             e.to_string(),
             "x.ini:3: XdpBusyPoll = on:0: expected off, on or on:BUDGET (BUDGET 1..=1024)"
         );
+    }
+
+    #[test]
+    fn byte_order_mark_keeps_line_one() {
+        let p = parse("\u{feff}ActiveClient = 10.0.0.1, 2003\nNullAuthPermit = YES\n");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.config.active_clients.len(), 1);
+        // Line numbers still count the first line as 1.
+        let e = error("\u{feff}UdpStrSize = 1\n");
+        assert!(e.starts_with("rpcapd.ini:1: UdpStrSize = 1:"), "{e}");
+    }
+
+    #[test]
+    fn passive_key_sets_active_only_and_round_trips() {
+        assert!(!Config::default().active_only);
+        assert!(parse("Passive = no\n").config.active_only);
+        assert!(parse("Passive = NO\n").config.active_only);
+        assert!(!parse("Passive = no\nPassive = yes\n").config.active_only);
+        assert!(error("Passive = off\n").contains("Passive = off: expected YES or NO"));
+        let c = parse("Passive = no\n").config;
+        let shown = c.to_string();
+        assert!(shown.starts_with("Passive = no\n"), "{shown}");
+        assert_eq!(parse(&shown).config, c);
+        assert!(Config::default().to_string().starts_with("Passive = yes\n"));
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const H: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$P4KtnBwHFLD2nM46CoNeIv6TEP3h20mD0ZLSLu3KmM8";
+
+    #[test]
+    fn dropins_follow_the_main_file_in_lexical_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(
+            dir.path(),
+            "rpcapd.ini",
+            &format!("Passive = no\nUdpStrSize = 0\nActiveClient = 10.0.0.1, 2003\nUser = a {H}\n"),
+        );
+        let d = dir.path().join("rpcapd.d");
+        // Written out of order: applied 10- then 50- then 90-.
+        let f90 = write(&d, "90-last.ini", "UdpStrSize = 1000\nPassive = yes\n");
+        let f10 = write(
+            &d,
+            "10-first.ini",
+            "UdpStrSize = 500\nActiveClient = 10.0.0.2, 2003\nPassiveClient = h1\n",
+        );
+        let f50 = write(
+            &d,
+            "50-sensor.ini",
+            &format!(
+                "\u{feff}ActiveClient = 10.0.0.3, DEFAULT\nUser = b {H}\nPassiveClient = h2\n"
+            ),
+        );
+        // Not drop-ins: another suffix, a hidden file, a directory.
+        write(&d, "60-x.ini.dpkg-old", "UdpStrSize = 7\n");
+        write(&d, ".70-swap.ini", "UdpStrSize = 7\n");
+        std::fs::create_dir_all(d.join("80-dir.ini")).unwrap();
+        let l = Config::load(&main, None).unwrap();
+        assert_eq!(l.files, vec![main.clone(), f10, f50, f90]);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let c = l.config;
+        // Scalars: the last file wins.
+        assert_eq!(c.udpstr_size, 1000);
+        assert!(!c.active_only);
+        // Repeatable keys accumulate, in file order.
+        let hosts: Vec<_> = c.active_clients.iter().map(|a| a.host.as_str()).collect();
+        assert_eq!(hosts, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert_eq!(c.passive.clients, ["h1", "h2"]);
+        let users: Vec<_> = c.auth.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(users, ["a", "b"]);
+    }
+
+    #[test]
+    fn config_dir_replaces_the_default_and_a_missing_one_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "rpcapd.ini", "UdpStrSize = 0\n");
+        write(dir.path(), "rpcapd.d/a.ini", "UdpStrSize = 100\n");
+        let other = dir.path().join("other");
+        write(&other, "b.ini", "UdpStrSize = 200\n");
+        assert_eq!(Config::load(&main, None).unwrap().config.udpstr_size, 100);
+        let l = Config::load(&main, Some(&other)).unwrap();
+        assert_eq!(l.config.udpstr_size, 200);
+        assert_eq!(l.files.len(), 2);
+        let l = Config::load(&main, Some(&dir.path().join("nowhere"))).unwrap();
+        assert_eq!((l.config.udpstr_size, l.files.len()), (0, 1));
+    }
+
+    #[test]
+    fn diagnostics_name_the_dropin_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "rpcapd.ini", "UdpStrSize = 1\nBogus = 1\n");
+        let f = write(
+            dir.path(),
+            "rpcapd.d/50-sensor.ini",
+            "# x\nNope = 2\nActiveClient = h, 0\n",
+        );
+        let e = match Config::load(&main, None) {
+            Err(LoadError::Invalid(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        let (m, f) = (main.display().to_string(), f.display().to_string());
+        let got: Vec<String> = e.errors.iter().map(|d| d.to_string()).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!("{m}:1: UdpStrSize = 1")),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with(&format!("{f}:3: ActiveClient = h, 0")),
+            "{got:?}"
+        );
+        // Warnings too.
+        std::fs::write(&main, "Bogus = 1\n").unwrap();
+        std::fs::write(&f, "# x\nNope = 2\n").unwrap();
+        let w: Vec<String> = Config::load(&main, None)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(
+            w,
+            [
+                format!("{m}:1: unknown key `Bogus` ignored"),
+                format!("{f}:2: unknown key `Nope` ignored")
+            ]
+        );
+        // A file that cannot be read names itself.
+        let e = Config::load(&dir.path().join("missing.ini"), None).unwrap_err();
+        assert!(matches!(e, LoadError::Read { .. }));
+        assert!(e.to_string().contains("missing.ini"), "{e}");
     }
 
     #[test]

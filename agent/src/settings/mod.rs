@@ -11,5 +11,5 @@ pub mod model;
 mod render;
 pub mod values;
 
-pub use ini::{ConfigError, Diag, Parsed};
+pub use ini::{ConfigError, Diag, LoadError, Loaded, Parsed};
 pub use model::*;

@@ -416,9 +416,112 @@ impl Default for Config {
     }
 }
 
+/// What xrpcapd logs (WARN) and reports to systemd (STATUS) when it has a
+/// configuration file but nothing to do: no sensor, passive mode off.
+pub const NO_SENSOR_WARNING: &str =
+    "no sensor configured: run xrpcapd-setup --sensor HOST or add ActiveClient lines, then reload";
+
+impl Config {
+    /// Passive mode off and no sensor to dial: nothing to serve.
+    pub fn no_sensor(&self) -> bool {
+        self.active_only && self.active_clients.is_empty()
+    }
+
+    /// Whether passive mode listens at all.
+    pub fn listens(&self) -> bool {
+        !self.active_only
+    }
+
+    /// The warning for a passive listener that lets anyone in: NULL
+    /// authentication permitted, a non-loopback address, no host list.
+    /// `None` when the configuration is not exposed that way.
+    pub fn null_auth_warning(&self) -> Option<String> {
+        if !self.listens() || !self.null_auth || !self.passive.clients.is_empty() {
+            return None;
+        }
+        let bind = self.passive.bind.as_deref();
+        if bind.is_some_and(is_loopback_host) {
+            return None;
+        }
+        Some(format!(
+            "passive mode listens on {}:{} and permits NULL authentication from any host: \
+             anyone who reaches this port can capture this host's traffic without a password; \
+             turn passive mode off (-v or Passive = no), allow only some hosts (-l HOSTS or \
+             PassiveClient), require a password (User lines, no -n/NullAuthPermit) or listen \
+             on loopback only (-b 127.0.0.1)",
+            bind.unwrap_or("*"),
+            self.passive.port
+        ))
+    }
+}
+
+/// Whether `host` (an address, `[v6]` or a name) means loopback only; a
+/// name is resolved, and one that does not resolve counts as exposed.
+fn is_loopback_host(host: &str) -> bool {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return ip.is_loopback();
+    }
+    match (host, 0).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn null_auth_warning_only_for_an_open_exposed_listener() {
+        let cfg = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config {
+                null_auth: true,
+                ..Config::default()
+            };
+            f(&mut c);
+            c.null_auth_warning()
+        };
+        let w = cfg(&|_| {}).expect("NULL auth on *:2002 with no host list");
+        for fix in [
+            "-v",
+            "Passive = no",
+            "-l HOSTS",
+            "PassiveClient",
+            "-b 127.0.0.1",
+        ] {
+            assert!(w.contains(fix), "{fix} missing: {w}");
+        }
+        assert!(w.contains("*:2002"), "{w}");
+        assert!(cfg(&|c| c.passive.bind = Some("0.0.0.0".into())).is_some());
+        assert!(cfg(&|c| c.passive.bind = Some("192.0.2.1".into())).is_some());
+        // Safe: no NULL auth, passive off, a host list, loopback binds.
+        assert_eq!(cfg(&|c| c.null_auth = false), None);
+        assert_eq!(cfg(&|c| c.active_only = true), None);
+        assert_eq!(cfg(&|c| c.passive.clients.push("h".into())), None);
+        for lo in ["127.0.0.1", "::1", "[::1]", "localhost"] {
+            assert_eq!(cfg(&|c| c.passive.bind = Some(lo.into())), None, "{lo}");
+        }
+    }
+
+    #[test]
+    fn no_sensor_is_passive_off_without_active_clients() {
+        let mut c = Config::default();
+        assert!(!c.no_sensor());
+        c.active_only = true;
+        assert!(c.no_sensor());
+        c.active_clients.push(ActiveClient {
+            host: "h".into(),
+            port: 2003,
+            preselect: Preselect::default(),
+            capture: None,
+        });
+        assert!(!c.no_sensor());
+    }
 
     #[test]
     fn busy_poll_parses_off_on_and_a_budget() {

@@ -16,14 +16,17 @@ impl fmt::Display for Config {
         }
         let p = &self.passive;
         writeln!(f, "# from flags only:")?;
-        writeln!(f, "#   active only (-v): {}", self.active_only)?;
         writeln!(
             f,
             "#   passive listen (-b/-p/-4): {}:{}{}{}",
             p.bind.as_deref().unwrap_or("*"),
             p.port,
             if p.ipv4_only { " IPv4 only" } else { "" },
-            if self.active_only { " (off: -v)" } else { "" }
+            if self.active_only {
+                " (off: -v or Passive = no)"
+            } else {
+                ""
+            }
         )?;
         writeln!(f, "#   log stats (-S): {}", self.log_stats)?;
         writeln!(f, "#   dry run (-y): {}", self.capture.dry_run)?;
