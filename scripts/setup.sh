@@ -6,6 +6,7 @@
 #   scripts/setup.sh            # system packages + rust components
 #   XRPCAP_FUZZ=1 scripts/setup.sh   # also cargo-fuzz (for bounded fuzz runs)
 #   scripts/setup.sh demo       # only what scripts/demo.sh needs (apt + rust)
+#   scripts/setup.sh portable   # only zig + cargo-zigbuild (packaging/portable.sh)
 #
 # Needs root for apt-get (it uses sudo when not root and sudo exists).
 set -euo pipefail
@@ -101,6 +102,57 @@ install_packaging_tools() {
     log "packaging tools present"
 }
 
+# The portable build's toolchain (packaging/portable.sh): zig from PyPI's
+# `ziglang` wheel and cargo-zigbuild from crates.io, each installed once into a
+# folder of the CI cache named by its version (XRPCAP_CI_CACHE moves the cache;
+# ZIGLANG_VERSION / CARGO_ZIGBUILD_VERSION pick other versions). A complete
+# folder is reused as is; a half-written one (interrupted install) is redone.
+ZIGLANG_VERSION=${ZIGLANG_VERSION:-0.16.0}
+CARGO_ZIGBUILD_VERSION=${CARGO_ZIGBUILD_VERSION:-0.24.1}
+XRPCAP_CI_CACHE=${XRPCAP_CI_CACHE:-/var/cache/xrpcapd-ci}
+
+portable_zig_dir() { printf '%s/zig/ziglang-%s\n' "$XRPCAP_CI_CACHE" "$ZIGLANG_VERSION"; }
+portable_cargo_zigbuild_dir() {
+    printf '%s/cargo-zigbuild/%s\n' "$XRPCAP_CI_CACHE" "$CARGO_ZIGBUILD_VERSION"
+}
+
+install_portable_toolchain() {
+    if [ ! -w "$XRPCAP_CI_CACHE" ]; then
+        as_root install -d -o "$(id -u)" -g "$(id -g)" "$XRPCAP_CI_CACHE"
+    fi
+    local zig czb
+    zig=$(portable_zig_dir)
+    czb=$(portable_cargo_zigbuild_dir)
+    if [ -x "$zig/ziglang/zig" ]; then
+        log "zig present ($zig)"
+    else
+        log "installing ziglang $ZIGLANG_VERSION (PyPI) into $zig"
+        rm -rf "$zig.tmp" && mkdir -p "$(dirname "$zig")"
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
+            --target "$zig.tmp" "ziglang==$ZIGLANG_VERSION"
+        rm -rf "$zig" && mv "$zig.tmp" "$zig"
+    fi
+    if [ -x "$czb/bin/cargo-zigbuild" ]; then
+        log "cargo-zigbuild present ($czb)"
+    else
+        log "installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION (crates.io, a few minutes of compiling)"
+        rm -rf "$czb.tmp" && mkdir -p "$(dirname "$czb")"
+        # Its own target folder, not the caller's CARGO_TARGET_DIR.
+        env -u CARGO_TARGET_DIR cargo install -q cargo-zigbuild --locked \
+            --version "$CARGO_ZIGBUILD_VERSION" --root "$czb.tmp"
+        rm -rf "$czb" && mv "$czb.tmp" "$czb"
+    fi
+}
+
+# `scripts/setup.sh portable` (packaging/portable.sh): only the portable
+# toolchain; logs on stderr, then the folders to put on PATH on stdout.
+if [ "${1:-}" = "portable" ]; then
+    exec 3>&1 1>&2
+    install_portable_toolchain
+    printf '%s\n' "$(portable_zig_dir)/ziglang" "$(portable_cargo_zigbuild_dir)/bin" >&3
+    exit 0
+fi
+
 # `scripts/setup.sh demo` (scripts/demo.sh): the system packages and rust
 # components; not the interop client nor anything slow that only tests need.
 if [ "${1:-}" = "demo" ]; then
@@ -113,6 +165,7 @@ fi
 install_apt
 install_rust_components
 install_packaging_tools
+install_portable_toolchain
 # The real libpcap RPCAP client (and reference rpcapd) of the interop tests,
 # built once into .cache/ (see the script).
 "$(dirname "${BASH_SOURCE[0]}")/libpcap-remote.sh" >/dev/null
