@@ -84,27 +84,18 @@ example=docs/rpcapd.ini.example
 [ -f "$example" ] || example=rpcapd.ini.example
 install -m 0644 "$example" "$R/xrpcapd/doc/rpcapd.ini.example"
 
-# sysusers.d and /etc/default files (packaging/sysusers.d, packaging/default;
-# written here from the unit's user when absent).
-users() { # PACKAGE HOME COMMENT
-    if [ -f "packaging/sysusers.d/$1.conf" ]; then
-        install -m 0644 "packaging/sysusers.d/$1.conf" "$R/$1/sysusers.conf"
-    else
-        printf 'u %s - "%s" %s /usr/sbin/nologin\n' "$1" "$3" "$2" >"$R/$1/sysusers.conf"
-    fi
-    if [ -f "packaging/default/$1" ]; then
-        install -m 0644 "packaging/default/$1" "$R/$1/default"
-    else
-        printf '# Settings of %s (see its man page).\n' "$1" >"$R/$1/default"
-    fi
-}
-users xrpcapd / "xrpcapd RPCAP capture agent"
-users xrpcap-sensor /var/lib/xrpcap-sensor "xrpcap-sensor RPCAP reference sensor"
-[ -d packaging/examples ] && find packaging/examples -maxdepth 1 -type f \
-    -exec install -m 0644 -t "$R/xrpcapd/examples" {} +
-# (cargo-deb refuses a glob that matches nothing)
-[ -n "$(ls -A "$R/xrpcapd/examples")" ] ||
-    echo "systemd drop-ins for xrpcapd.service: none in this build" >"$R/xrpcapd/examples/README"
+# sysusers.d files, staged under the name they are installed as: cargo-deb
+# (like dh_installsysusers) runs `systemd-sysusers <source basename>` in the
+# postinst. /etc/default/xrpcap-sensor is a conffile (the sensor's
+# arguments); /etc/default/xrpcapd is not shipped, only its example: it is
+# how an operator pre-seeds the sensor before installing, and a conffile
+# there would stop an unattended dpkg -i at the conffile prompt.
+for p in xrpcapd xrpcap-sensor; do
+    install -m 0644 "packaging/sysusers.d/$p.conf" "$R/$p/$p.conf"
+done
+install -m 0644 packaging/default/xrpcap-sensor "$R/xrpcap-sensor/default"
+find packaging/examples -maxdepth 1 -type f -exec install -m 0644 -t "$R/xrpcapd/examples" {} +
+install -m 0644 packaging/default/xrpcapd "$R/xrpcapd/examples/default-xrpcapd"
 
 install -m 0644 README.md "$R/xrpcapd/doc/README.md"
 install -m 0644 sensor/README.md "$R/xrpcap-sensor/doc/README.md"

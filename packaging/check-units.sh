@@ -9,7 +9,7 @@
 # UNIT_DIR holds xrpcapd.service and xrpcap-sensor.service (default: this
 # folder; packaging/check.sh passes the ones extracted from the packages).
 # BIN_DIR holds xrpcapd and xrpcap-sensor (default: $CARGO_TARGET_DIR/debug);
-# ExecStart/ExecStartPre are pointed at them, since the packages are not
+# ExecStart/ExecReload are pointed at them, since the packages are not
 # installed on this machine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -41,7 +41,7 @@ done
 
 # --- contents ------------------------------------------------------------------
 has() { grep -qx -- "$2" <<<"$1" || fail "$3 lacks $2"; }
-agent_files=(/usr/sbin/xrpcapd /etc/xrpcapd/rpcapd.ini /etc/default/xrpcapd
+agent_files=(/usr/sbin/xrpcapd /etc/xrpcapd/rpcapd.ini /usr/share/doc/xrpcapd/examples/default-xrpcapd
     /usr/lib/sysusers.d/xrpcapd.conf /usr/share/man/man8/xrpcapd.8.gz
     /usr/share/man/man5/rpcapd.ini.5.gz /usr/share/doc/xrpcapd/rpcapd.ini.example
     /usr/share/doc/xrpcapd/README.md)
@@ -64,11 +64,16 @@ has "$(dpkg-deb -c "$deb_sd" | awk '{print substr($6, 2)}')" /usr/lib/debug/usr/
 grep -q systemd <<<"$(dpkg-deb -c "$deb_ad")" && fail "$deb_ad carries a unit"
 
 for d in "$deb_a" "$deb_s"; do
-    [ "$(dpkg-deb -f "$d" Depends)" = "libc6 (>= 2.26)" ] || fail "$d: Depends: $(dpkg-deb -f "$d" Depends)"
+    [ "$(dpkg-deb -f "$d" Depends)" = "libc6 (>= 2.26), systemd | systemd-standalone-sysusers" ] ||
+        fail "$d: Depends: $(dpkg-deb -f "$d" Depends)"
 done
 dpkg-deb -e "$deb_a" "$tmp/ctl"
 grep -qx /etc/xrpcapd/rpcapd.ini "$tmp/ctl/conffiles" || fail "rpcapd.ini is not a conffile"
-grep -qx /etc/default/xrpcapd "$tmp/ctl/conffiles" || fail "/etc/default/xrpcapd is not a conffile"
+# Pre-seeding writes /etc/default/xrpcapd before dpkg -i: a conffile there
+# would stop an unattended install at the conffile prompt.
+grep -qx /etc/default/xrpcapd "$tmp/ctl/conffiles" && fail "/etc/default/xrpcapd is a conffile"
+# cargo-deb's sysusers snippet names the staged file: it must be the installed name.
+grep -q 'systemd-sysusers .*sysusers.conf' "$tmp/ctl/postinst" && fail "postinst: systemd-sysusers of a file that does not exist"
 grep -q 'systemd-sysusers xrpcapd.conf' "$tmp/ctl/postinst" || fail "postinst: no systemd-sysusers"
 grep -q 'useradd --system' "$tmp/ctl/postinst" || fail "postinst: no useradd fallback"
 grep -q 'xrpcapd-setup --no-start' "$tmp/ctl/postinst" || fail "postinst: no xrpcapd-setup"
