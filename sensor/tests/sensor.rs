@@ -529,8 +529,9 @@ fn clear_errors_for_bad_filter_port_in_use_and_bad_cidr() {
         let mut s = Sensor::start(args);
         s.wait(WAIT)
     };
+    // Configuration errors exit 78 (EX_CONFIG), other failures 1.
     let f = run(&["--listen", "127.0.0.1:0", "--filter", "tcp port eighty"]);
-    assert_eq!(f.code, Some(1));
+    assert_eq!(f.code, Some(78));
     assert!(
         f.stderr.contains("bad filter 'tcp port eighty'"),
         "{}",
@@ -550,7 +551,7 @@ fn clear_errors_for_bad_filter_port_in_use_and_bad_cidr() {
     );
 
     let f = run(&["--listen", "127.0.0.1:0", "--ifaddr", "10.0.0.0/99"]);
-    assert_eq!(f.code, Some(1));
+    assert_eq!(f.code, Some(78));
     assert!(f.stderr.contains("--ifaddr: '10.0.0.0/99'"), "{}", f.stderr);
 }
 
