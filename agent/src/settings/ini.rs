@@ -1259,6 +1259,23 @@ mod tests {
     }
 
     #[test]
+    fn active_client_port_may_be_a_service_name() {
+        let etc = std::fs::read_to_string("/etc/services").unwrap_or_default();
+        if !etc
+            .lines()
+            .any(|l| l.starts_with("ssh") && l.contains("22/tcp"))
+        {
+            eprintln!("skipped: /etc/services names no ssh");
+            return;
+        }
+        let (c, w) = warned("ActiveClient = 10.0.0.1, ssh\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.active_clients[0].port, 22);
+        assert!(error("ActiveClient = 10.0.0.1, no-such-svc\n")
+            .contains("expected a port 1..=65535 or DEFAULT (or a TCP service name"));
+    }
+
+    #[test]
     fn indented_comment_stays_a_comment_and_keys_match_whole_names() {
         let (c, w) = warned(
             "  # ActiveClient = 10.0.0.1, 2003\n\t# NullAuthPermit = YES\n\

@@ -61,15 +61,37 @@ fn split_fields(value: &str) -> impl Iterator<Item = &str> {
     value.split([' ', '\t', ',', ';']).filter(|s| !s.is_empty())
 }
 
-/// `DEFAULT` or a port number 1..=65535.
+/// `DEFAULT`, a port number 1..=65535 or a TCP service name of
+/// /etc/services (the references hand the port to getaddrinfo, which
+/// reads service names there).
 pub fn parse_port(value: &str) -> Result<u16, String> {
     if value.eq_ignore_ascii_case("DEFAULT") {
         return Ok(DEFAULT_ACTIVE_PORT);
     }
-    match value.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err("a port 1..=65535 or DEFAULT".into()),
+    let expected =
+        || "a port 1..=65535 or DEFAULT (or a TCP service name of /etc/services)".to_string();
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        return match value.parse::<u16>() {
+            Ok(p) if p != 0 => Ok(p),
+            _ => Err(expected()),
+        };
     }
+    let services = std::fs::read_to_string("/etc/services").unwrap_or_default();
+    service_port(&services, value).ok_or_else(expected)
+}
+
+/// The TCP port of service `name` (or an alias) in /etc/services text.
+fn service_port(services: &str, name: &str) -> Option<u16> {
+    services.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let (first, port_proto) = (fields.next()?, fields.next()?);
+        let (port, proto) = port_proto.split_once('/')?;
+        let named = first == name || fields.any(|alias| alias == name);
+        (named && proto == "tcp")
+            .then(|| port.parse::<u16>().ok().filter(|p| *p != 0))
+            .flatten()
+    })
 }
 
 /// A host name or address; brackets around an IPv6 address are removed.
@@ -369,4 +391,32 @@ pub fn parse_user(value: &str) -> Result<UserEntry, String> {
         name: name.to_string(),
         hash: hash.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_numbers_default_or_tcp_service_names() {
+        let services = "# comment\nftp\t\t21/tcp\nrpcap 2002/udp\nrpcap\t2002/tcp\trpcapd # x\n\
+                        bad 0/tcp\n";
+        assert_eq!(service_port(services, "ftp"), Some(21));
+        assert_eq!(service_port(services, "rpcap"), Some(2002));
+        assert_eq!(service_port(services, "rpcapd"), Some(2002), "an alias");
+        assert_eq!(service_port(services, "x"), None, "a comment is no alias");
+        assert_eq!(service_port(services, "bad"), None);
+        assert_eq!(service_port(services, "nosuch"), None);
+        assert_eq!(parse_port("DEFAULT"), Ok(2003));
+        assert_eq!(parse_port("default"), Ok(2003));
+        assert_eq!(parse_port("4000"), Ok(4000));
+        assert!(parse_port("0").is_err());
+        assert!(parse_port("70000").is_err());
+        assert!(parse_port("no-such-service-x").is_err());
+        // This machine's /etc/services, when it names ssh.
+        let etc = std::fs::read_to_string("/etc/services").unwrap_or_default();
+        if service_port(&etc, "ssh").is_some() {
+            assert_eq!(parse_port("ssh"), Ok(22));
+        }
+    }
 }
