@@ -10,11 +10,27 @@ use nix::net::if_::InterfaceFlags;
 use nix::sys::socket::SockaddrStorage;
 use rpcap::msg::{if_flags, IfAddr, Interface};
 
-use crate::settings::Preselect;
+use crate::settings::{ActiveClient, Preselect};
 
 /// Suffix ExtraHop's fork appends to the preselected interface's
 /// description, as seen on the wire: no space before the semicolon.
 pub const PRESELECTED_SUFFIX: &str = ";preselected";
+
+/// The preselected interface's description as ExtraHop's fork writes it
+/// (`daemon_findalldevs`): `;preselected` alone when the interface has no
+/// description (every Linux interface but `any` to libpcap), else the
+/// description, a space and `;preselected`, the description cut at 240
+/// bytes.
+pub fn preselected_description(description: &str) -> String {
+    if description.is_empty() {
+        return PRESELECTED_SUFFIX.to_string();
+    }
+    let mut end = description.len().min(240);
+    while !description.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} {PRESELECTED_SUFFIX}", &description[..end])
+}
 
 /// DLT values sent in the OPEN reply.
 pub const DLT_EN10MB: i32 = 1;
@@ -148,8 +164,46 @@ pub fn preselected<'a>(ifaces: &'a [Interface], p: &Preselect) -> Option<&'a Int
     })
 }
 
+/// Why preselection `p` matches none of `ifaces`, naming what is missing;
+/// `None` when it matches one (or is not set).
+pub fn unmatched(ifaces: &[Interface], p: &Preselect) -> Option<String> {
+    if !p.is_set() || preselected(ifaces, p).is_some() {
+        return None;
+    }
+    let named = p
+        .ifname
+        .as_ref()
+        .map(|n| (n, ifaces.iter().find(|i| i.name == *n)));
+    Some(match (named, &p.ifaddr) {
+        (Some((n, None)), _) => format!("no interface {n}"),
+        (Some((n, Some(_))), Some(net)) => format!("{n} has no address in {net}"),
+        (None, Some(net)) => format!("no interface has an address in {net}"),
+        // Not set, or named and found: matched above.
+        _ => return None,
+    })
+}
+
+/// A warning for each ActiveClient whose preselection matches none of
+/// `ifaces`: its sensor's OPEN requests are refused until one does
+/// (ExtraHop's rpcapd warns and serves every interface instead).
+pub fn unmatched_preselections(clients: &[ActiveClient], ifaces: &[Interface]) -> Vec<String> {
+    let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+    clients
+        .iter()
+        .filter_map(|c| {
+            let why = unmatched(ifaces, &c.preselect)?;
+            Some(format!(
+                "ActiveClient = {c}: {why}; that sensor's OPEN requests are refused until the \
+                 interface appears (interfaces: {})",
+                names.join(", ")
+            ))
+        })
+        .collect()
+}
+
 /// The FINDALLIF list for a session with preselection `p`: the preselected
-/// interface first, its description suffixed with ";preselected".
+/// interface first, its description suffixed as [`preselected_description`]
+/// says.
 pub fn arrange(mut ifaces: Vec<Interface>, p: &Preselect) -> Vec<Interface> {
     let Some(name) = preselected(&ifaces, p).map(|i| i.name.clone()) else {
         return ifaces;
@@ -159,7 +213,7 @@ pub fn arrange(mut ifaces: Vec<Interface>, p: &Preselect) -> Vec<Interface> {
         .position(|i| i.name == name)
         .expect("found above");
     let mut chosen = ifaces.remove(pos);
-    chosen.description.push_str(PRESELECTED_SUFFIX);
+    chosen.description = preselected_description(&chosen.description);
     ifaces.insert(0, chosen);
     ifaces
 }
@@ -301,6 +355,43 @@ mod tests {
     }
 
     #[test]
+    fn unmatched_preselections_name_what_is_missing() {
+        let l = sample();
+        let client = |n: Option<&str>, a: Option<&str>| ActiveClient {
+            host: "10.0.0.1".into(),
+            port: 2003,
+            preselect: pre(n, a),
+            capture: None,
+        };
+        let clients = [
+            client(Some("eth1"), None),
+            client(Some("eth9"), None),
+            client(None, Some("10.9.0.0/16")),
+            client(Some("eth1"), Some("fd00:9::/64")),
+            client(None, None),
+        ];
+        let names: Vec<&str> = l.iter().map(|i| i.name.as_str()).collect();
+        let tail = format!(
+            "; that sensor's OPEN requests are refused until the interface appears (interfaces: {})",
+            names.join(", ")
+        );
+        assert_eq!(
+            unmatched_preselections(&clients, &l),
+            [
+                format!("ActiveClient = 10.0.0.1, 2003, ifname=eth9: no interface eth9{tail}"),
+                format!(
+                    "ActiveClient = 10.0.0.1, 2003, ifaddr=10.9.0.0/16: no interface has an \
+                     address in 10.9.0.0/16{tail}"
+                ),
+                format!(
+                    "ActiveClient = 10.0.0.1, 2003, ifname=eth1, ifaddr=fd00:9::/64: eth1 has no \
+                     address in fd00:9::/64{tail}"
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn arrange_puts_preselected_first_with_suffix() {
         let a = arrange(sample(), &pre(None, Some("192.168.7.2/32")));
         assert_eq!(a[0].name, "eth2");
@@ -311,5 +402,23 @@ mod tests {
             .all(|i| !i.description.contains("preselected")));
         let b = arrange(sample(), &Preselect::default());
         assert_eq!(b, sample());
+    }
+
+    #[test]
+    fn preselected_description_as_extrahop_writes_it() {
+        // No description (Linux interfaces to libpcap): the suffix alone,
+        // no space (ExtraHop's fork on the wire).
+        assert_eq!(preselected_description(""), ";preselected");
+        // A description (an ifalias here; `any` to libpcap): a space first,
+        // as ExtraHop's `"%.*s ;preselected"`.
+        assert_eq!(preselected_description("mirror"), "mirror ;preselected");
+        let long = "é".repeat(200);
+        let d = preselected_description(&long);
+        assert_eq!(d.len(), 240 + " ;preselected".len());
+        assert!(d.ends_with(" ;preselected"));
+        let mut l = sample();
+        l[2].description = "span port".into();
+        let a = arrange(l, &pre(Some("eth1"), None));
+        assert_eq!(a[0].description, "span port ;preselected");
     }
 }

@@ -79,7 +79,22 @@ fn config_warnings(cfg: &Config) -> Vec<String> {
         w.push(NO_SENSOR_WARNING.to_string());
     }
     w.extend(cfg.null_auth_warning());
+    w.extend(preselection_warnings(cfg));
     w
+}
+
+/// ActiveClient preselections that match no interface now: their sensors'
+/// OPEN requests are refused (ExtraHop's rpcapd serves every interface).
+fn preselection_warnings(cfg: &Config) -> Vec<String> {
+    if !cfg.active_clients.iter().any(|c| c.preselect.is_set()) {
+        return Vec::new();
+    }
+    match iface::list() {
+        Ok(ifaces) => iface::unmatched_preselections(&cfg.active_clients, &ifaces),
+        Err(e) => vec![format!(
+            "cannot list the interfaces to check the preselections: {e}"
+        )],
+    }
 }
 
 /// `--hash-password`: one line from standard input, its hash on standard output.

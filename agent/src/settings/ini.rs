@@ -20,9 +20,9 @@ use super::values::*;
 pub struct Key {
     /// As written in the file (matched without regard to case).
     pub name: &'static str,
-    /// Parses `value` into the configuration: `Ok(Some(warning))` when it
-    /// applied but deserves a word, `Err` holds what was expected.
-    set: fn(&mut Config, &str) -> Result<Option<String>, String>,
+    /// Parses `value` into the configuration: `Ok` holds the warnings when
+    /// it applied but deserves a word, `Err` what was expected.
+    set: fn(&mut Config, &str) -> Result<Vec<String>, String>,
     /// The values of the key's lines in `--check-config`, in order; none
     /// when the key is unset.
     pub show: fn(&Config) -> Vec<String>,
@@ -36,7 +36,7 @@ macro_rules! field {
             name: $name,
             set: |c, v| {
                 c.$($f).+ = ($parse)(v)?;
-                Ok(None)
+                Ok(Vec::new())
             },
             show: |c| ($show)(&c.$($f).+),
         }
@@ -82,39 +82,42 @@ pub static KEYS: &[Key] = &[
         name: "Passive",
         set: |c, v| {
             c.active_only = !parse_yes_no(v)?;
-            Ok(None)
+            Ok(Vec::new())
         },
         show: |c| lower_yes_no(&!c.active_only),
     },
     Key {
         name: "ActiveClient",
         set: |c, v| {
-            c.active_clients.push(parse_active_client(v)?);
-            Ok(None)
+            let (client, warnings) = parse_active_client_line(v)?;
+            c.active_clients.push(client);
+            Ok(warnings)
         },
         show: |c| c.active_clients.iter().map(|a| a.to_string()).collect(),
     },
     Key {
         name: "PassiveClient",
+        // One host, as libpcap's rpcapd reads it, or a list (ExtraHop's
+        // reads every host of `PassiveClient = h1, h2`): all are allowed.
         set: |c, v| {
-            c.passive
-                .clients
-                .push(parse_nonempty(v, "a host name or address")?);
-            Ok(None)
+            c.passive.clients.extend(parse_host_list(v)?);
+            Ok(Vec::new())
         },
         show: |c| c.passive.clients.clone(),
     },
     Key {
         name: "NullAuthPermit",
         set: |c, v| {
-            // Both references compare with "YES" exactly; anything else means no.
-            c.null_auth = v == "YES";
-            if !c.null_auth && v.eq_ignore_ascii_case("yes") {
-                return Ok(Some(format!(
-                    "NullAuthPermit = {v} means NO (only `YES` permits, as in the reference daemons)"
-                )));
+            // Both references compare with "YES" exactly; anything else
+            // means no. libpcap's reads the first word only.
+            let word = v.split_whitespace().next().unwrap_or_default();
+            c.null_auth = word == "YES";
+            if !c.null_auth && word.eq_ignore_ascii_case("yes") {
+                return Ok(vec![format!(
+                    "NullAuthPermit = {word} means NO (only `YES` permits, as in the reference daemons)"
+                )]);
             }
-            Ok(None)
+            Ok(Vec::new())
         },
         show: |c| yes_no(&c.null_auth),
     },
@@ -128,7 +131,7 @@ pub static KEYS: &[Key] = &[
         name: "Capture",
         set: |c, v| {
             (c.capture.backend, c.capture.xdp.interfaces) = parse_backend(v)?;
-            Ok(None)
+            Ok(Vec::new())
         },
         show: |c| {
             one(&match &c.capture.backend {
@@ -233,7 +236,7 @@ pub static KEYS: &[Key] = &[
         name: "User",
         set: |c, v| {
             c.auth.users.push(parse_user(v)?);
-            Ok(None)
+            Ok(Vec::new())
         },
         show: |c| {
             c.auth
@@ -417,7 +420,8 @@ impl Config {
         warnings: &mut Vec<Diag>,
         errors: &mut Vec<Diag>,
     ) {
-        // A byte order mark (Windows editors) belongs to no key.
+        // A byte order mark (Windows editors) belongs to no key. Lines end
+        // in LF or CRLF (`lines`), a stray CR is white space (`trim`).
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (idx, raw) in text.lines().enumerate() {
             let line = idx + 1;
@@ -426,27 +430,80 @@ impl Config {
                 line,
                 msg,
             };
+            // Only a line whose first visible character is `#` is a comment
+            // line: `  # ActiveClient = …` stays one (ExtraHop's rpcapd
+            // finds keys anywhere in a line and would read it).
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
             let Some((key_name, value)) = trimmed.split_once('=') else {
-                errors.push(diag(format!("`{trimmed}`: expected `Key = value`")));
+                // libpcap's rpcapd logs such a line and goes on; ExtraHop's
+                // skips it, or crashes when it names a key.
+                let first = trimmed
+                    .split(|c: char| c.is_whitespace() || c == '=')
+                    .next()
+                    .unwrap_or_default();
+                if key(first).is_some() {
+                    errors.push(diag(format!("`{trimmed}`: expected `Key = value`")));
+                } else {
+                    warnings.push(diag(format!(
+                        "`{trimmed}` ignored: not a `Key = value` line"
+                    )));
+                }
                 continue;
             };
-            let (key_name, value) = (key_name.trim(), value.trim());
+            let key_name = key_name.trim();
             let Some(k) = key(key_name) else {
                 warnings.push(diag(format!("unknown key `{key_name}` ignored")));
                 continue;
             };
+            let (value, comment) = split_comment(k, value);
+            if comment.is_some() && k.name == "ActiveClient" {
+                warnings.push(diag(format!(
+                    "ActiveClient = {value}: trailing comment ignored (ExtraHop's rpcapd \
+                     reads it as options and drops the line's preselection)"
+                )));
+            }
+            if value.is_empty() && REFERENCE_KEYS.contains(&k.name) {
+                // Both references log it and go on.
+                warnings.push(diag(format!("{key_name} has no value: line ignored")));
+                continue;
+            }
             match (k.set)(self, value) {
-                Ok(None) => {}
-                Ok(Some(w)) => warnings.push(diag(w)),
+                Ok(w) => warnings.extend(w.into_iter().map(&diag)),
                 Err(expected) => {
                     errors.push(diag(format!("{key_name} = {value}: expected {expected}")))
                 }
             }
         }
+    }
+}
+
+/// The keys both reference daemons read: their values end at a `#`
+/// anywhere (libpcap's rule; ExtraHop's rpcapd reads no comments), and an
+/// empty value is ignored with a warning, as both do.
+const REFERENCE_KEYS: [&str; 3] = ["ActiveClient", "PassiveClient", "NullAuthPermit"];
+
+/// The value of a key line and its trailing comment. For the reference
+/// keys a comment starts at any `#` (libpcap ends hosts, ports and
+/// settings there); for xrpcapd's own keys at a `#` that starts the value
+/// or follows white space, so that a path or a hash may hold a `#`.
+fn split_comment<'a>(k: &Key, value: &'a str) -> (&'a str, Option<&'a str>) {
+    let at = if REFERENCE_KEYS.contains(&k.name) {
+        value.find('#')
+    } else {
+        value.char_indices().find_map(|(i, c)| {
+            let after_space = value[..i]
+                .chars()
+                .next_back()
+                .is_none_or(char::is_whitespace);
+            (c == '#' && after_space).then_some(i)
+        })
+    };
+    match at {
+        Some(i) => (value[..i].trim(), Some(&value[i..])),
+        None => (value.trim(), None),
     }
 }
 
@@ -639,7 +696,6 @@ mod tests {
                 "UdpStrSize = 65001: expected 0 or 29..=65000",
             ),
             ("UdpStrSize = x", "UdpStrSize = x: expected 0 or 29..=65000"),
-            ("ActiveClient = ", "ActiveClient = : expected `host, port"),
             (
                 "ActiveClient = h, 0",
                 "ActiveClient = h, 0: expected a port 1..=65535 or DEFAULT",
@@ -653,7 +709,22 @@ mod tests {
                 "ActiveClient = h, 1, ifaddr=10.0.0.0/33",
                 "expected ifaddr=ADDR",
             ),
-            ("ActiveClient = h, 1, bogus", "`bogus`"),
+            (
+                "ActiveClient = h, ifname = ",
+                "ActiveClient = h, ifname =: expected ifname=NAME",
+            ),
+            (
+                "ActiveClient = h, 1, ifaddr= 10.0.0.0/33",
+                "expected ifaddr=ADDR",
+            ),
+            (
+                "ActiveClient = h, 2003x # port",
+                "ActiveClient = h, 2003x: expected a port 1..=65535",
+            ),
+            (
+                "ActiveClient = ifname=eth0",
+                "ActiveClient = ifname=eth0: expected `host, port",
+            ),
             ("ActiveClient = h, 1, ifname=", "expected ifname=NAME"),
             (
                 "ActiveClient = h, 1, capture=xdp",
@@ -708,7 +779,14 @@ mod tests {
                 "MaxBackoffSecs = 0: expected a number 1..=86400",
             ),
             ("UserName =", "UserName = : expected a user name"),
-            ("PassiveClient =", "expected a host name"),
+            (
+                "NullAuthPermit YES",
+                "`NullAuthPermit YES`: expected `Key = value`",
+            ),
+            (
+                "UdpStrSize = 12 # too small",
+                "UdpStrSize = 12: expected 0 or 29",
+            ),
             (
                 "ActiveClient 10.0.0.1",
                 "rpcapd.ini:1: `ActiveClient 10.0.0.1`: expected `Key = value`",
@@ -1020,6 +1098,245 @@ mod tests {
         let e = Config::load(&dir.path().join("missing.ini"), None).unwrap_err();
         assert!(matches!(e, LoadError::Read { .. }));
         assert!(e.to_string().contains("missing.ini"), "{e}");
+    }
+
+    /// The warnings of `text`, as `line: message`.
+    fn warned(text: &str) -> (Config, Vec<String>) {
+        let p = parse(text);
+        let w = p
+            .warnings
+            .iter()
+            .map(|d| {
+                assert_eq!(d.file, "rpcapd.ini");
+                format!("{}: {}", d.line, d.msg)
+            })
+            .collect();
+        (p.config, w)
+    }
+
+    #[test]
+    fn active_client_option_spacing_reads_the_trimmed_option_and_warns() {
+        for (text, written) in [
+            (
+                "ActiveClient = 10.0.0.1, 2003, ifname= eth0",
+                "ifname= eth0",
+            ),
+            (
+                "ActiveClient = 10.0.0.1, 2003, ifname =eth0",
+                "ifname =eth0",
+            ),
+            (
+                "ActiveClient = 10.0.0.1, 2003, ifname = eth0",
+                "ifname = eth0",
+            ),
+            ("ActiveClient=10.0.0.1,2003,ifname=\teth0", "ifname= eth0"),
+            (
+                "ActiveClient = 10.0.0.1, 2003, IFNAME= eth0",
+                "IFNAME= eth0",
+            ),
+        ] {
+            let (c, w) = warned(&format!("# x\n{text}\n"));
+            let a = &c.active_clients[0];
+            assert_eq!((a.host.as_str(), a.port), ("10.0.0.1", 2003), "{text}");
+            assert_eq!(a.preselect.ifname.as_deref(), Some("eth0"), "{text}");
+            assert_eq!(w.len(), 1, "{text}: {w:?}");
+            assert!(
+                w[0].starts_with(&format!("2: `{written}` read as `ifname=eth0` (ExtraHop")),
+                "{text}: {w:?}"
+            );
+        }
+        // Every option, with or without a port.
+        let (c, w) = warned(
+            "ActiveClient = h, ifaddr = 10.1.0.0/16 capture= afxdp\n\
+             ActiveClient = h 4000 ifaddr =fd00::1 ifname=eth2\n",
+        );
+        let (a, b) = (&c.active_clients[0], &c.active_clients[1]);
+        assert_eq!(a.port, 2003);
+        assert_eq!(a.preselect.ifaddr, Some("10.1.0.0/16".parse().unwrap()));
+        assert_eq!(a.capture, Some(CaptureChoice::AfXdp));
+        assert_eq!(b.port, 4000);
+        assert_eq!(b.preselect.ifaddr, Some("fd00::1/128".parse().unwrap()));
+        assert_eq!(b.preselect.ifname.as_deref(), Some("eth2"));
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].starts_with("1: `ifaddr = 10.1.0.0/16` read as"),
+            "{w:?}"
+        );
+        assert!(w[1].starts_with("1: `capture= afxdp` read as"), "{w:?}");
+        assert!(w[2].starts_with("2: `ifaddr =fd00::1` read as"), "{w:?}");
+        // Written without spaces: no warning.
+        assert!(warned("ActiveClient = h, 2003, ifname=eth0\n").1.is_empty());
+    }
+
+    #[test]
+    fn active_client_words_that_are_no_option_are_ignored_with_a_warning() {
+        let (c, w) = warned("\nActiveClient = h, 2003, ifname=eth0, bogus, foo = bar\n");
+        let a = &c.active_clients[0];
+        assert_eq!(a.preselect.ifname.as_deref(), Some("eth0"));
+        assert_eq!(
+            w,
+            [
+                "2: `bogus` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)",
+                "2: `foo` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)",
+                "2: `=` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)",
+                "2: `bar` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)",
+            ]
+        );
+    }
+
+    #[test]
+    fn trailing_comments_end_reference_values() {
+        let (c, w) = warned(
+            "ActiveClient = 10.0.0.1, 2003 # the lab sensor\n\
+             ActiveClient = 10.0.0.2, DEFAULT, ifname=eth1#span\n\
+             ActiveClient = 10.0.0.3 # no port\n\
+             PassiveClient = 10.0.0.9 # the lab sensor\n\
+             NullAuthPermit = YES # lab only\n",
+        );
+        let got: Vec<_> = c
+            .active_clients
+            .iter()
+            .map(|a| (a.host.as_str(), a.port, a.preselect.ifname.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.1", 2003, None),
+                ("10.0.0.2", 2003, Some("eth1")),
+                ("10.0.0.3", 2003, None)
+            ]
+        );
+        assert_eq!(c.passive.clients, ["10.0.0.9"]);
+        assert!(c.null_auth, "YES before the comment permits");
+        // ExtraHop's rpcapd reads an ActiveClient comment as options: warned.
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].starts_with("1: ActiveClient = 10.0.0.1, 2003: trailing comment ignored"),
+            "{w:?}"
+        );
+        assert!(w[1].starts_with("2: ActiveClient = 10.0.0.2, DEFAULT, ifname=eth1: trailing"));
+        assert!(w[2].starts_with("3: "));
+        // xrpcapd's own keys: a `#` after white space starts a comment, one
+        // inside a word (a path) does not.
+        let (c, w) = warned(
+            "UdpStrSize = 0 # plain\nLocalFilter = not port 22 # ssh\n\
+             ShadowFile = /etc/x#1/shadow\nLogLevel = debug\t# more\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.udpstr_size, 0);
+        assert_eq!(c.local_filter.as_deref(), Some("not port 22"));
+        assert_eq!(c.auth.shadow_file, Some("/etc/x#1/shadow".into()));
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn crlf_tabs_and_default_port() {
+        let (c, w) = warned(
+            "# Windows\r\nActiveClient = 10.0.0.1, DEFAULT\r\n\r\n\
+             \tActiveClient\t=\t10.0.0.2\t4000\tifname=eth0\r\n\
+             ActiveClient = 10.0.0.3;default\r\n\
+             PassiveClient = 10.0.0.9\r\nNullAuthPermit = YES\r\nUdpStrSize = 0\r\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        let got: Vec<_> = c
+            .active_clients
+            .iter()
+            .map(|a| (a.host.as_str(), a.port, a.preselect.ifname.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.1", 2003, None),
+                ("10.0.0.2", 4000, Some("eth0")),
+                ("10.0.0.3", 2003, None)
+            ]
+        );
+        assert_eq!(c.passive.clients, ["10.0.0.9"]);
+        assert!(c.null_auth && c.udpstr_size == 0);
+        // Line numbers count CRLF lines once.
+        let e = Config::parse("# a\r\n\r\nUdpStrSize = 1\r\n", "w.ini").unwrap_err();
+        assert_eq!(e.errors[0].line, 3);
+    }
+
+    #[test]
+    fn active_client_port_may_be_a_service_name() {
+        let etc = std::fs::read_to_string("/etc/services").unwrap_or_default();
+        if !etc
+            .lines()
+            .any(|l| l.starts_with("ssh") && l.contains("22/tcp"))
+        {
+            eprintln!("skipped: /etc/services names no ssh");
+            return;
+        }
+        let (c, w) = warned("ActiveClient = 10.0.0.1, ssh\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.active_clients[0].port, 22);
+        assert!(error("ActiveClient = 10.0.0.1, no-such-svc\n")
+            .contains("expected a port 1..=65535 or DEFAULT (or a TCP service name"));
+    }
+
+    #[test]
+    fn indented_comment_stays_a_comment_and_keys_match_whole_names() {
+        let (c, w) = warned(
+            "  # ActiveClient = 10.0.0.1, 2003\n\t# NullAuthPermit = YES\n\
+             MyActiveClient = 10.0.0.2, 2003\nX = ActiveClient = 10.0.0.3\n",
+        );
+        assert!(c.active_clients.is_empty() && !c.null_auth);
+        assert_eq!(
+            w,
+            [
+                "3: unknown key `MyActiveClient` ignored",
+                "4: unknown key `X` ignored"
+            ]
+        );
+    }
+
+    #[test]
+    fn passive_client_lists_and_empty_reference_values() {
+        let (c, w) = warned("PassiveClient = h1, h2;h3 [fd00::1]\nPassiveClient = h4\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.passive.clients, ["h1", "h2", "h3", "fd00::1", "h4"]);
+        // Both references log an empty value and go on.
+        let (c, w) = warned(
+            "ActiveClient =\nPassiveClient = # none\nNullAuthPermit = YES\nNullAuthPermit =\n",
+        );
+        assert!(c.active_clients.is_empty() && c.passive.clients.is_empty());
+        assert!(c.null_auth, "an empty NullAuthPermit changes nothing");
+        assert_eq!(
+            w,
+            [
+                "1: ActiveClient has no value: line ignored",
+                "2: PassiveClient has no value: line ignored",
+                "4: NullAuthPermit has no value: line ignored",
+            ]
+        );
+        // NullAuthPermit reads its first word, as libpcap's rpcapd.
+        assert!(parse("NullAuthPermit = YES please\n").config.null_auth);
+        assert!(!parse("NullAuthPermit = NO YES\n").config.null_auth);
+    }
+
+    #[test]
+    fn lines_without_equals() {
+        // Naming no key: ignored with a warning (both references go on).
+        let (c, w) = warned("[rpcapd]\nNullAuthPermit = YES\n");
+        assert!(c.null_auth);
+        assert_eq!(w, ["1: `[rpcapd]` ignored: not a `Key = value` line"]);
+        // Naming a key: an error (ExtraHop's rpcapd crashes on it).
+        let e = error("\nPassiveClient h1\n");
+        assert_eq!(
+            e,
+            "rpcapd.ini:2: `PassiveClient h1`: expected `Key = value`"
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_in_every_file_and_only_at_the_start() {
+        let (c, w) = warned("\u{feff}# comment\r\nActiveClient = 10.0.0.1\r\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.active_clients.len(), 1);
+        // A BOM elsewhere is no white space: that line names an unknown key.
+        let (_, w) = warned("UdpStrSize = 0\n\u{feff}Bogus = 1\n");
+        assert_eq!(w, ["2: unknown key `\u{feff}Bogus` ignored"]);
     }
 
     #[test]

@@ -47,20 +47,51 @@ pub fn parse_path(value: &str) -> Result<PathBuf, String> {
     parse_nonempty(value, "a path").map(PathBuf::from)
 }
 
+/// Hosts separated by spaces, commas or semicolons (`PassiveClient`).
+pub fn parse_host_list(value: &str) -> Result<Vec<String>, String> {
+    let hosts: Vec<String> = split_fields(value).map(parse_host).collect();
+    if hosts.is_empty() {
+        return Err("a host name or address".into());
+    }
+    Ok(hosts)
+}
+
 /// Splits on the separators the references accept: space, comma, semicolon.
 fn split_fields(value: &str) -> impl Iterator<Item = &str> {
     value.split([' ', '\t', ',', ';']).filter(|s| !s.is_empty())
 }
 
-/// `DEFAULT` or a port number 1..=65535.
+/// `DEFAULT`, a port number 1..=65535 or a TCP service name of
+/// /etc/services (the references hand the port to getaddrinfo, which
+/// reads service names there).
 pub fn parse_port(value: &str) -> Result<u16, String> {
     if value.eq_ignore_ascii_case("DEFAULT") {
         return Ok(DEFAULT_ACTIVE_PORT);
     }
-    match value.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err("a port 1..=65535 or DEFAULT".into()),
+    let expected =
+        || "a port 1..=65535 or DEFAULT (or a TCP service name of /etc/services)".to_string();
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        return match value.parse::<u16>() {
+            Ok(p) if p != 0 => Ok(p),
+            _ => Err(expected()),
+        };
     }
+    let services = std::fs::read_to_string("/etc/services").unwrap_or_default();
+    service_port(&services, value).ok_or_else(expected)
+}
+
+/// The TCP port of service `name` (or an alias) in /etc/services text.
+fn service_port(services: &str, name: &str) -> Option<u16> {
+    services.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let (first, port_proto) = (fields.next()?, fields.next()?);
+        let (port, proto) = port_proto.split_once('/')?;
+        let named = first == name || fields.any(|alias| alias == name);
+        (named && proto == "tcp")
+            .then(|| port.parse::<u16>().ok().filter(|p| *p != 0))
+            .flatten()
+    })
 }
 
 /// A host name or address; brackets around an IPv6 address are removed.
@@ -76,8 +107,95 @@ const ACTIVE_CLIENT_EXPECTED: &str =
     "`host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]` \
      (port DEFAULT = 2003)";
 
+/// The options of an ActiveClient line, matched without regard to case.
+const ACTIVE_CLIENT_OPTIONS: [&str; 3] = ["ifname", "ifaddr", "capture"];
+
+fn is_option(key: &str) -> bool {
+    ACTIVE_CLIENT_OPTIONS
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(key))
+}
+
+/// One word of an ActiveClient line after the host: the port, an option,
+/// or a word that is neither.
+struct Word {
+    text: String,
+    /// As written, when spaces around its `=` were removed (`ifname= eth0`,
+    /// `ifname =eth0`).
+    spaced: Option<String>,
+}
+
+/// Joins an option split by spaces around its `=` back into one word:
+/// `ifname= eth0`, `ifname =eth0` and `ifname = eth0` are `ifname=eth0`.
+/// Only the options' names are joined: `foo = bar` stays three words.
+fn join_options<'a>(fields: impl Iterator<Item = &'a str>) -> Vec<Word> {
+    let fields: Vec<&str> = fields.collect();
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < fields.len() {
+        let f = fields[i];
+        let next = fields.get(i + 1).copied();
+        // `ifname =eth0`, `ifname = eth0`
+        if is_option(f) && next.is_some_and(|n| n.starts_with('=')) {
+            let eq = next.unwrap_or_default();
+            if eq == "=" {
+                match fields.get(i + 2) {
+                    Some(v) if !v.contains('=') => {
+                        words.push(Word {
+                            text: format!("{f}={v}"),
+                            spaced: Some(format!("{f} = {v}")),
+                        });
+                        i += 3;
+                    }
+                    _ => {
+                        words.push(Word {
+                            text: format!("{f}="),
+                            spaced: Some(format!("{f} =")),
+                        });
+                        i += 2;
+                    }
+                }
+            } else {
+                words.push(Word {
+                    text: format!("{f}{eq}"),
+                    spaced: Some(format!("{f} {eq}")),
+                });
+                i += 2;
+            }
+            continue;
+        }
+        // `ifname= eth0`
+        if let Some(key) = f.strip_suffix('=').filter(|k| is_option(k)) {
+            if let Some(v) = next.filter(|n| !n.contains('=')) {
+                words.push(Word {
+                    text: format!("{key}={v}"),
+                    spaced: Some(format!("{f} {v}")),
+                });
+                i += 2;
+                continue;
+            }
+        }
+        words.push(Word {
+            text: f.to_string(),
+            spaced: None,
+        });
+        i += 1;
+    }
+    words
+}
+
 /// `host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]`.
 pub fn parse_active_client(value: &str) -> Result<ActiveClient, String> {
+    parse_active_client_line(value).map(|(client, _)| client)
+}
+
+/// An ActiveClient value as a file writes it (comments already removed):
+/// the client and what deserves a warning. Spaces around an option's `=`
+/// are read as the option (ExtraHop's rpcapd drops the preselection); a
+/// word that is no option is ignored with a warning (ExtraHop's warns and
+/// serves). A bad port or a bad value of a known option is an error: a
+/// preselection that cannot be read is not dropped silently.
+pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String>), String> {
     let mut fields = split_fields(value);
     let host = fields.next().ok_or(ACTIVE_CLIENT_EXPECTED)?;
     if host.contains('=') {
@@ -89,21 +207,35 @@ pub fn parse_active_client(value: &str) -> Result<ActiveClient, String> {
         preselect: Preselect::default(),
         capture: None,
     };
-    for (i, field) in fields.enumerate() {
-        if let Some(c) = field.strip_prefix("capture=") {
-            client.capture = Some(parse_capture_choice(c)?);
-        } else if let Some(name) = field.strip_prefix("ifname=") {
-            client.preselect.ifname = Some(parse_nonempty(name, "ifname=NAME")?);
-        } else if let Some(addr) = field.strip_prefix("ifaddr=") {
-            client.preselect.ifaddr = Some(parse_ifaddr(addr)?);
-        } else if i == 0 {
-            client.port =
-                parse_port(field).map_err(|e| format!("{e} in {ACTIVE_CLIENT_EXPECTED}"))?;
-        } else {
-            return Err(format!("`{field}`: {ACTIVE_CLIENT_EXPECTED}"));
+    let mut warnings = Vec::new();
+    for (i, word) in join_options(fields).into_iter().enumerate() {
+        let field = word.text.as_str();
+        let option = field.split_once('=').filter(|(k, _)| is_option(k));
+        match option {
+            Some((k, v)) => {
+                let k = k.to_ascii_lowercase();
+                match k.as_str() {
+                    "capture" => client.capture = Some(parse_capture_choice(v)?),
+                    "ifname" => client.preselect.ifname = Some(parse_nonempty(v, "ifname=NAME")?),
+                    _ => client.preselect.ifaddr = Some(parse_ifaddr(v)?),
+                }
+                if let Some(written) = &word.spaced {
+                    warnings.push(format!(
+                        "`{written}` read as `{k}={v}` (ExtraHop's rpcapd ignores the \
+                         preselection of a line with spaces around `=`)"
+                    ));
+                }
+            }
+            None if i == 0 && !field.contains('=') => {
+                client.port =
+                    parse_port(field).map_err(|e| format!("{e} in {ACTIVE_CLIENT_EXPECTED}"))?;
+            }
+            None => warnings.push(format!(
+                "`{field}` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)"
+            )),
         }
     }
-    Ok(client)
+    Ok((client, warnings))
 }
 
 /// `capture=` of an ActiveClient line.
@@ -259,4 +391,32 @@ pub fn parse_user(value: &str) -> Result<UserEntry, String> {
         name: name.to_string(),
         hash: hash.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_numbers_default_or_tcp_service_names() {
+        let services = "# comment\nftp\t\t21/tcp\nrpcap 2002/udp\nrpcap\t2002/tcp\trpcapd # x\n\
+                        bad 0/tcp\n";
+        assert_eq!(service_port(services, "ftp"), Some(21));
+        assert_eq!(service_port(services, "rpcap"), Some(2002));
+        assert_eq!(service_port(services, "rpcapd"), Some(2002), "an alias");
+        assert_eq!(service_port(services, "x"), None, "a comment is no alias");
+        assert_eq!(service_port(services, "bad"), None);
+        assert_eq!(service_port(services, "nosuch"), None);
+        assert_eq!(parse_port("DEFAULT"), Ok(2003));
+        assert_eq!(parse_port("default"), Ok(2003));
+        assert_eq!(parse_port("4000"), Ok(4000));
+        assert!(parse_port("0").is_err());
+        assert!(parse_port("70000").is_err());
+        assert!(parse_port("no-such-service-x").is_err());
+        // This machine's /etc/services, when it names ssh.
+        let etc = std::fs::read_to_string("/etc/services").unwrap_or_default();
+        if service_port(&etc, "ssh").is_some() {
+            assert_eq!(parse_port("ssh"), Ok(22));
+        }
+    }
 }
