@@ -2,7 +2,7 @@
 //! remote sensor over RPCAP.
 #![deny(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -26,6 +26,8 @@ const EX_CONFIG: u8 = 78;
 enum Failure {
     Config(anyhow::Error),
     Other(anyhow::Error),
+    /// `-d`'s starting process: the daemon's answer is printed, exit with it.
+    Exit(u8),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -111,6 +113,40 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Inetd mode: the connection on standard input, which then (with standard
+/// output and error, the same socket under inetd and systemd's
+/// StandardInput=socket) is pointed at /dev/null, as libpcap's rpcapd -i does.
+fn inetd_socket() -> anyhow::Result<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("inetd mode: duplicating standard input")?;
+    let stream = std::net::TcpStream::from(fd);
+    stream.peer_addr().context(
+        "inetd mode (-i without IFNAME, --inetd): standard input must be a connected TCP socket",
+    )?;
+    sys::process::stdio_to_dev_null().context("inetd mode: standard streams to /dev/null")?;
+    Ok(stream)
+}
+
+/// `--pid-file`: written at start, removed at exit.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> anyhow::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the pid file {}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     if cli.hash_password {
         return Ok(hash_password()?);
@@ -120,7 +156,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
         print!("{}", iface::render(&list));
         return Ok(());
     }
+    if cli.daemon && cli.inetd_mode() {
+        return Err(Failure::Config(anyhow::anyhow!(
+            "-d (daemon) and -i without IFNAME (inetd mode) cannot be used together"
+        )));
+    }
     let Effective { config: cfg, files } = effective_config(&cli, true).map_err(Failure::Config)?;
+    if let Some(path) = &cli.save_config {
+        // As the references: a file that cannot be written is no reason not to serve.
+        if let Err(e) = std::fs::write(path, format!("{cfg}\n")) {
+            warn!("-s {}: {e}", path.display());
+            eprintln!("warning: -s {}: {e}", path.display());
+        }
+    }
     if cli.check_config {
         for f in &files {
             println!("# read {}", f.display());
@@ -130,28 +178,92 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("# WARNING: {w}");
             eprintln!("warning: {w}");
         }
+        for n in cli.notices() {
+            println!("# notice: {n}");
+            eprintln!("notice: {n}");
+        }
         return Ok(());
     }
-    logging::init(cfg.log_level, cfg.syslog)?;
+    // Loaded before forking: a bad certificate fails the start itself.
+    let tls = tls::server_config(&cfg.tls)
+        .context("TLS")
+        .map_err(Failure::Config)?;
+    let inetd = if cli.inetd_mode() {
+        Some(inetd_socket()?)
+    } else {
+        None
+    };
+    // Before any thread starts (fork keeps only the calling one).
+    let mut readiness = None;
+    if cli.daemon {
+        match sys::process::daemonize().context("becoming a daemon (-d)")? {
+            sys::process::Forked::Parent { code, message } => {
+                if !message.is_empty() {
+                    eprintln!("xrpcapd: {message}");
+                }
+                return Err(Failure::Exit(code));
+            }
+            sys::process::Forked::Daemon(r) => readiness = Some(r),
+        }
+    }
+    let result = serve(&cli, cfg, files, tls, inetd, &mut readiness);
+    if let (Err(f), Some(r)) = (&result, readiness.take()) {
+        match f {
+            Failure::Config(e) => r.failed(EX_CONFIG, &format!("{e:#}")),
+            Failure::Other(e) => r.failed(1, &format!("{e:#}")),
+            Failure::Exit(code) => r.failed(*code, ""),
+        }
+    }
+    result
+}
+
+/// Runs the agent once the process is what it should be (a daemon, the
+/// inetd socket in hand); `readiness` is answered once it serves.
+fn serve(
+    cli: &Cli,
+    mut cfg: Config,
+    files: Vec<PathBuf>,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    inetd: Option<std::net::TcpStream>,
+    readiness: &mut Option<sys::process::Readiness>,
+) -> Result<(), Failure> {
+    let _pid_file = cli.pid_file.as_deref().map(PidFile::write).transpose()?;
+    // Standard error is /dev/null for a daemon and the client's socket in
+    // inetd mode: syslog, when there is one (as libpcap's rpcapd -d and -i).
+    let detached = cli.daemon || inetd.is_some();
+    let syslog = cfg.syslog || (detached && Path::new("/dev/log").exists());
+    logging::init(cfg.log_level, syslog)?;
     info!("xrpcapd {} starting", env!("CARGO_PKG_VERSION"));
     for f in &files {
         info!("configuration read from {}", f.display());
     }
-    for w in config_warnings(&cfg) {
-        warn!("{w}");
+    for n in cli.notices() {
+        warn!("{n}");
+    }
+    if inetd.is_some() {
+        // One client, the one on standard input: no sensors, no listener.
+        cfg.active_clients.clear();
+    } else {
+        for w in config_warnings(&cfg) {
+            warn!("{w}");
+        }
     }
     if cfg.passive.udpstr && cfg.udpstr_size == 0 {
         warn!("PassiveUdpStr = YES with UdpStrSize = 0: passive clients get plain UDP");
     }
-    // Loaded once: a reload keeps the running TLS configuration.
-    let tls = tls::server_config(&cfg.tls)
-        .context("TLS")
-        .map_err(Failure::Config)?;
     if tls.is_some() {
         info!("TLS {} (rpcaps://)", cfg.tls.effective_mode());
     }
     if cfg.null_auth {
         info!("NULL authentication permitted");
+    }
+    // Before any thread starts, so that every thread inherits it; before
+    // the privileges drop, which takes CAP_SYS_NICE away.
+    if let Some(n) = cli.nice_value() {
+        match sys::process::set_nice(n) {
+            Ok(()) => info!("nice {n} (-e)"),
+            Err(e) => warn!("-e {n}: {e}; running at the inherited nice value"),
+        }
     }
     // Before any thread starts: capabilities are per thread.
     let outcome = privileges::apply(&cfg).map_err(|e| match e {
@@ -169,8 +281,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
     let host = WorkerHost::new(&cfg).with_tls(tls.clone());
     let reload_cli = cli.clone();
+    let one_client = inetd.is_some();
     let reload = Box::new(move || {
-        let cfg = effective_config(&reload_cli, true)?.config;
+        let mut cfg = effective_config(&reload_cli, true)?.config;
+        if one_client {
+            cfg.active_clients.clear();
+        }
         for w in config_warnings(&cfg) {
             warn!("{w}");
         }
@@ -180,17 +296,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .with_tls(tls)
         .with_signals(reload)
         .context("installing signal handlers")?;
-    let explicit = cli.passive_requested() || !cfg.passive.clients.is_empty();
-    match control.listen() {
-        Ok(_) => {}
-        // Listening by default (no -b/-p/-4/-l/PassiveClient) must not stop
-        // the active sessions when the port is taken.
-        Err(e) if !explicit && !cfg.active_clients.is_empty() => {
-            error!(
-                "passive mode off: {e:#}; serving the ActiveClient sensors only (-v silences this)"
-            )
+    if let Some(stream) = inetd {
+        control.serve_one(stream)?;
+    } else {
+        let explicit = cli.passive_requested() || !cfg.passive.clients.is_empty();
+        match control.listen() {
+            Ok(_) => {}
+            // Listening by default (no -b/-p/-4/-l/PassiveClient) must not stop
+            // the active sessions when the port is taken.
+            Err(e) if !explicit && !cfg.active_clients.is_empty() => {
+                error!(
+                    "passive mode off: {e:#}; serving the ActiveClient sensors only (-v silences this)"
+                )
+            }
+            Err(e) => return Err(e.context("passive mode (-v turns it off)").into()),
         }
-        Err(e) => return Err(e.context("passive mode (-v turns it off)").into()),
+    }
+    if let Some(r) = readiness.take() {
+        r.ready();
     }
     control.run()?;
     info!("xrpcapd stopped");
@@ -220,6 +343,7 @@ fn main() -> ExitCode {
         Ok(()) => return ExitCode::SUCCESS,
         Err(Failure::Config(e)) => (ExitCode::from(EX_CONFIG), e),
         Err(Failure::Other(e)) => (ExitCode::FAILURE, e),
+        Err(Failure::Exit(code)) => return ExitCode::from(code),
     };
     log::error!("{e:#}");
     eprintln!("xrpcapd: {e:#}");

@@ -19,6 +19,7 @@ pub mod mmsg;
 pub mod netlink;
 pub mod ns;
 pub mod poll;
+pub mod process;
 pub mod signal;
 pub mod socket;
 pub mod sockopt;

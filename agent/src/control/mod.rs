@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use log::{error, info, warn};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rpcap::log_limit::LogLimit;
 use rpcap::ErrorCode;
@@ -166,6 +167,8 @@ pub struct Control<H: CaptureHost> {
     lingering: Lingering,
     /// READY/STATUS/WATCHDOG/RELOADING/STOPPING for systemd.
     notify: Notifier,
+    /// Inetd mode ([`Control::serve_one`]): stop when the passive client is gone.
+    one_client: bool,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -216,6 +219,7 @@ impl<H: CaptureHost> Control<H> {
             tls: None,
             lingering: Lingering::default(),
             notify: Notifier::from_env(),
+            one_client: false,
         };
         c.apply_config(config);
         Ok(c)
@@ -233,6 +237,25 @@ impl<H: CaptureHost> Control<H> {
         let spec = ListenSpec::from_config(&self.config);
         self.listeners
             .open(spec, self.poll.registry(), FIRST_LISTENER..FIRST_PEER)
+    }
+
+    /// Inetd mode (bare `-i`): serves `stream`, the connection inetd (or
+    /// systemd's Accept=yes) accepted, as the one passive client — with
+    /// PassiveClient/-l, authentication and TLS as for any — and stops
+    /// [`Control::run`] when it is gone. Call it instead of [`Control::listen`],
+    /// with no ActiveClient lines.
+    pub fn serve_one(&mut self, stream: std::net::TcpStream) -> anyhow::Result<()> {
+        stream
+            .set_nonblocking(true)
+            .context("inetd socket: non-blocking")?;
+        let addr = stream.peer_addr().context("inetd socket: peer address")?;
+        self.one_client = true;
+        self.admit(TcpStream::from_std(stream), addr, Instant::now());
+        if self.passive_clients() == 0 {
+            // Refused (PassiveClient/-l) or already over.
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// The addresses passive clients can connect to.
@@ -483,6 +506,9 @@ impl<H: CaptureHost> Control<H> {
                     Status::Open => "still open",
                 };
                 info!("passive client {}: {why}", peer.addr());
+                if self.one_client {
+                    self.stop.store(true, Ordering::SeqCst);
+                }
             }
             Role::Sensor => self.dialer.session_over(token, &status, now),
         }
@@ -509,67 +535,73 @@ impl<H: CaptureHost> Control<H> {
     /// MaxClientsPerHost.
     fn accept(&mut self, listener: Token, now: Instant) {
         loop {
-            let (mut stream, addr) = match self.listeners.accept(listener) {
+            let (stream, addr) = match self.listeners.accept(listener) {
                 Accepted::Client(stream, addr) => (stream, addr),
                 Accepted::Drained => return,
                 Accepted::Exhausted(e) => return self.accept_pause.failed(now, &e),
             };
             self.accept_pause.succeeded();
-            let ip = canonical(addr.ip());
-            if !self.allowed.permits(ip) {
-                self.refused(now, addr, "not in PassiveClient/-l");
-                refuse(&mut stream, ErrorCode::HostNoAuth, "Host not allowed");
-                continue;
-            }
-            let clients = self.passive_clients();
-            if clients >= self.config.passive.max_clients {
-                self.refused(
-                    now,
-                    addr,
-                    &format!("{clients} clients already (MaxClients)"),
-                );
-                refuse(&mut stream, ErrorCode::Netw, "Too many clients");
-                continue;
-            }
-            // One address cannot take every slot (idle connections, slow
-            // senders, password guessers would lock the others out).
-            let from_host = self
-                .peers
-                .values()
-                .filter(|p| p.role() == Role::Client && canonical(p.addr().ip()) == ip)
-                .count();
-            if from_host >= self.config.passive.max_clients_per_host {
-                self.refused(
-                    now,
-                    addr,
-                    &format!("{from_host} clients from its address already (MaxClientsPerHost)"),
-                );
-                refuse(
-                    &mut stream,
-                    ErrorCode::Netw,
-                    "Too many clients from this address",
-                );
-                continue;
-            }
-            let Ok(local) = stream.local_addr() else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let token = Token(self.next_token);
-            self.next_token += 1;
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
-                warn!("passive client {addr}: {e}");
-                continue;
-            }
-            info!("passive client {addr} connected");
-            let cfg = session_config(&self.config, Mode::Passive, None);
-            let session = Session::new(cfg, local, addr, now);
-            let conn = Conn::new(stream, self.tls_mode(), self.tls.clone());
-            self.peers
-                .insert(token, Peer::new(token, Role::Client, conn, session));
-            self.serve(token, now, |p, s| p.service(now, s));
+            self.admit(stream, addr, now);
         }
+    }
+
+    /// Serves an accepted passive client, within PassiveClient/-l,
+    /// MaxClients and MaxClientsPerHost (refused otherwise).
+    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr, now: Instant) {
+        let ip = canonical(addr.ip());
+        if !self.allowed.permits(ip) {
+            self.refused(now, addr, "not in PassiveClient/-l");
+            refuse(&mut stream, ErrorCode::HostNoAuth, "Host not allowed");
+            return;
+        }
+        let clients = self.passive_clients();
+        if clients >= self.config.passive.max_clients {
+            self.refused(
+                now,
+                addr,
+                &format!("{clients} clients already (MaxClients)"),
+            );
+            refuse(&mut stream, ErrorCode::Netw, "Too many clients");
+            return;
+        }
+        // One address cannot take every slot (idle connections, slow
+        // senders, password guessers would lock the others out).
+        let from_host = self
+            .peers
+            .values()
+            .filter(|p| p.role() == Role::Client && canonical(p.addr().ip()) == ip)
+            .count();
+        if from_host >= self.config.passive.max_clients_per_host {
+            self.refused(
+                now,
+                addr,
+                &format!("{from_host} clients from its address already (MaxClientsPerHost)"),
+            );
+            refuse(
+                &mut stream,
+                ErrorCode::Netw,
+                "Too many clients from this address",
+            );
+            return;
+        }
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+            warn!("passive client {addr}: {e}");
+            return;
+        }
+        info!("passive client {addr} connected");
+        let cfg = session_config(&self.config, Mode::Passive, None);
+        let session = Session::new(cfg, local, addr, now);
+        let conn = Conn::new(stream, self.tls_mode(), self.tls.clone());
+        self.peers
+            .insert(token, Peer::new(token, Role::Client, conn, session));
+        self.serve(token, now, |p, s| p.service(now, s));
     }
 
     /// Logs a refused passive client, within [`REFUSAL_LINES`].

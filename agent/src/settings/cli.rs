@@ -5,21 +5,119 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::model::{ActiveClient, Config, TlsMode, MIN_SEND_BUFFER};
+use super::model::{
+    ActiveClient, Config, Preselect, TlsMode, DEFAULT_ACTIVE_PORT, MAX_UDPSTR_SIZE, MIN_RING_SIZE,
+    MIN_SEND_BUFFER,
+};
 use super::values;
 
 // clap value parsers: the config file's parsers, with the same wording.
+// Flags whose values clap would take for flags (`-c -1,-1`, `-e -15,10`)
+// say `allow_hyphen_values`; bare `-i` versus `-i IFNAME` is an optional
+// value (`num_args = 0..=1`): getopt can express neither, so the references
+// gave the letter one arity each, and clap parses both without a step of
+// its own.
+
+/// 0 or 29..; above 65000 clamped (by [`Cli::apply`], with a notice).
 fn udpstr_size(s: &str) -> Result<usize, String> {
-    values::parse_udpstr_size(s).map_err(|e| format!("expected {e}"))
+    match s.parse::<usize>() {
+        Ok(n) if n > MAX_UDPSTR_SIZE => Ok(n),
+        _ => values::parse_udpstr_size(s).map_err(|e| format!("expected {e}")),
+    }
 }
 fn send_buffer(s: &str) -> Result<usize, String> {
     values::parse_bytes(s, MIN_SEND_BUFFER).map_err(|e| format!("expected {e}"))
 }
+fn ring_bytes(s: &str) -> Result<usize, String> {
+    values::parse_bytes(s, 1).map_err(|e| format!("expected {e}"))
+}
+fn positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a number > 0".into()),
+    }
+}
 fn tls_mode(s: &str) -> Result<TlsMode, String> {
     values::parse_tls_mode(s).map_err(|e| format!("expected {e}"))
 }
+
+/// `-c`: ExtraHop's threading and CPU affinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuSpec {
+    /// `single`: one thread, no pinning.
+    Single,
+    /// `CPU`: one thread pinned to CPU (`-1`: none).
+    SingleOn(i32),
+    /// `CAPTURE,SEND`: each thread pinned (`-1`: that one not).
+    Threads(i32, i32),
+}
+
+const CPU_EXPECTED: &str = "expected single, CPU, CAPTURE_CPU,SEND_CPU or -1,-1";
+
+fn cpu_number(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(n) if (-1..4096).contains(&n) => Ok(n),
+        _ => Err(CPU_EXPECTED.into()),
+    }
+}
+
+fn cpu_spec(s: &str) -> Result<CpuSpec, String> {
+    if s.eq_ignore_ascii_case("single") {
+        return Ok(CpuSpec::Single);
+    }
+    match s.split_once(',') {
+        Some((a, b)) => Ok(CpuSpec::Threads(cpu_number(a)?, cpu_number(b)?)),
+        None => Ok(CpuSpec::SingleOn(cpu_number(s)?)),
+    }
+}
+
+fn nice_spec(s: &str) -> Result<(i32, Option<i32>), String> {
+    let one = |v: &str| match v.trim().parse::<i32>() {
+        Ok(n) if (-20..=19).contains(&n) => Ok(n),
+        _ => Err("expected NICE[,NICE], each -20..=19".to_string()),
+    };
+    match s.split_once(',') {
+        Some((a, b)) => Ok((one(a)?, Some(one(b)?))),
+        None => Ok((one(s)?, None)),
+    }
+}
+
+/// `-a`: hosts and ports as the references split them (on space, comma,
+/// semicolon, CR, LF; tabs too): `host,port` pairs, a missing last port or
+/// `DEFAULT` is 2003.
 fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
-    values::parse_active_list(s).map_err(|e| format!("expected {e}"))
+    let fields: Vec<&str> = s
+        .split([' ', '\t', ',', ';', '\r', '\n'])
+        .filter(|f| !f.is_empty())
+        .collect();
+    if fields.is_empty() {
+        return Err("expected HOST[,PORT][,HOST[,PORT]...]".into());
+    }
+    fields
+        .chunks(2)
+        .map(|pair| {
+            let host = pair[0];
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            if host.contains('=') {
+                return Err(format!(
+                    "expected HOST[,PORT][,HOST[,PORT]...], not `{host}` (ifname=/ifaddr= are for ActiveClient lines)"
+                ));
+            }
+            let port = match pair.get(1) {
+                Some(p) => values::parse_port(p).map_err(|e| format!("expected {e}"))?,
+                None => DEFAULT_ACTIVE_PORT,
+            };
+            Ok(ActiveClient {
+                host: host.to_string(),
+                port,
+                preselect: Preselect::default(),
+                capture: None,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -49,8 +147,10 @@ pub struct Cli {
     #[arg(long = "config-dir", value_name = "DIR", requires = "config")]
     pub config_dir: Option<PathBuf>,
 
-    /// Sensors to dial (active mode), as ActiveClient lines; port DEFAULT = 2003. Repeatable.
-    #[arg(short = 'a', long = "active", value_name = "HOST,PORT[,HOST,PORT...]", value_parser = active_list)]
+    /// Sensors to dial (active mode): HOST[,PORT] pairs as the references take
+    /// them (port DEFAULT or missing = 2003; in an odd-length list the last
+    /// host gets 2003). Repeatable.
+    #[arg(short = 'a', long = "active", value_name = "HOST[,PORT][,HOST[,PORT]...]", value_parser = active_list)]
     pub active: Vec<Vec<ActiveClient>>,
 
     /// Permit NULL authentication (NullAuthPermit = YES)
@@ -61,21 +161,39 @@ pub struct Cli {
     #[arg(short = 'v', long = "active-only")]
     pub active_only: bool,
 
-    /// Accepted for compatibility: xrpcapd never forks and stays in the foreground
-    /// (run it under systemd, Type=simple); -d changes nothing else
+    /// Run as a daemon: fork, detach from the terminal, chdir /, standard
+    /// streams onto /dev/null; the starting process exits once the daemon
+    /// serves (0) or failed (its error and exit status). Logs go to syslog
+    /// when /dev/log exists (as libpcap's rpcapd -d). Not with systemd
+    /// (Type=notify runs xrpcapd in the foreground)
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
+
+    /// Write the process id to FILE at start (the daemon's with -d), remove it at exit
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
 
     /// Log to syslog (facility daemon) instead of stderr
     #[arg(short = 'L', long = "syslog")]
     pub syslog: bool,
 
-    /// Preselect this interface for every sensor that has no ifname=/ifaddr= of its own:
-    /// it is listed first in FINDALLIF and is the only one the sensor may open
-    #[arg(short = 'i', long = "interface", value_name = "IFNAME")]
-    pub interface: Option<String>,
+    /// -i IFNAME (ExtraHop): preselect this interface for every sensor that has
+    /// no ifname=/ifaddr= of its own: it is listed first in FINDALLIF and is
+    /// the only one the sensor may open. Bare -i (libpcap), with no IFNAME
+    /// after it: inetd mode, as --inetd
+    #[arg(short = 'i', long = "interface", value_name = "IFNAME", num_args = 0..=1)]
+    pub interface: Option<Option<String>>,
 
-    /// udpstr datagram payload size, 29..=65000, capped by the path MTU; 0 sends plain PACKET datagrams (UdpStrSize)
+    /// inetd mode (libpcap's bare -i): standard input is a connected TCP
+    /// socket (inetd, xinetd, systemd Accept=yes with StandardInput=socket);
+    /// serve that one passive client, then exit. No listener, no sensors
+    /// dialled; logs go to syslog (standard streams are the socket)
+    #[arg(long = "inetd")]
+    pub inetd: bool,
+
+    /// udpstr datagram payload size, 29..=65000 (larger is clamped to 65000, as
+    /// ExtraHop's rpcapd does), capped by the path MTU; 0 sends plain PACKET
+    /// datagrams (UdpStrSize)
     #[arg(short = 't', long = "udpstr-size", value_name = "SIZE", value_parser = udpstr_size)]
     pub udpstr_size: Option<usize>,
 
@@ -83,9 +201,52 @@ pub struct Cli {
     #[arg(short = 'u', long = "send-buffer", value_name = "BYTES", value_parser = send_buffer)]
     pub send_buffer: Option<usize>,
 
-    /// Log the capture counters on every STATS request
+    /// Capture buffer in bytes, suffix K/M/G allowed (ExtraHop's pcap buffer
+    /// size): the capture ring's size, RingSize; raised to 64K
+    #[arg(short = 'z', long = "ring-size", value_name = "BYTES", value_parser = ring_bytes)]
+    pub ring_size: Option<usize>,
+
+    /// ExtraHop's user-space ring between its capture and send threads, in MB:
+    /// accepted with a notice (xrpcapd's worker sends from the capture ring
+    /// itself; -z sizes that)
+    #[arg(short = 'm', value_name = "MB", value_parser = positive)]
+    pub ring_mb: Option<u64>,
+
+    /// ExtraHop's user-space ring in packets: accepted with a notice, as -m
+    #[arg(short = 'k', value_name = "PACKETS", value_parser = positive)]
+    pub ring_packets: Option<u64>,
+
+    /// ExtraHop's blocking UDP socket: accepted with a notice (xrpcapd never
+    /// blocks the capture on the data socket; a full send buffer counts drops)
+    #[arg(short = 'g')]
+    pub blocking_udp: bool,
+
+    /// Threads and CPU pinning as ExtraHop's rpcapd: `single`, CPU, CAPTURE,SEND
+    /// or -1,-1 (no pinning). xrpcapd captures and sends on one worker thread
+    /// per capture: a CPU (or CAPTURE) pins the workers there (WorkerCpu)
+    #[arg(short = 'c', long = "cpu", value_name = "SPEC", value_parser = cpu_spec, allow_hyphen_values = true)]
+    pub cpu: Option<CpuSpec>,
+
+    /// Nice values CAPTURE[,SEND] (ExtraHop's -e -15,10): xrpcapd's workers do
+    /// both, so the process takes CAPTURE (-20..=19; below 0 needs root or
+    /// CAP_SYS_NICE)
+    #[arg(short = 'e', long = "nice", value_name = "CAPTURE[,SEND]", value_parser = nice_spec, allow_hyphen_values = true)]
+    pub nice: Option<(i32, Option<i32>)>,
+
+    /// -S alone (ExtraHop): log the capture counters on every STATS request.
+    /// -S with -K/-X (libpcap): TLS only (TlsMode = required)
     #[arg(short = 'S', long = "log-stats")]
     pub log_stats: bool,
+
+    /// libpcap's TLS compression: accepted with a notice (TLS compression
+    /// leaks secrets, CRIME; rustls has none)
+    #[arg(short = 'C')]
+    pub compression: bool,
+
+    /// Save the effective configuration (file and flags) to FILE in rpcapd.ini
+    /// syntax, then go on (as the references' -s, which save the flags' part)
+    #[arg(short = 's', long = "save-config", value_name = "FILE")]
+    pub save_config: Option<PathBuf>,
 
     /// Dry run: capture and count, but send no data to the sensor
     #[arg(short = 'y', long = "dry-run")]
@@ -153,17 +314,93 @@ impl Cli {
         self.passive_requested() || self.null_auth
     }
 
+    /// Inetd mode: bare `-i` (libpcap) or `--inetd`.
+    pub fn inetd_mode(&self) -> bool {
+        self.inetd || matches!(self.interface, Some(None))
+    }
+
+    /// The interface of `-i IFNAME` (ExtraHop).
+    pub fn preselected(&self) -> Option<&str> {
+        self.interface.as_ref()?.as_deref()
+    }
+
+    /// `-S` means TLS (libpcap) with `-K`/`-X`, stats logging (ExtraHop) without.
+    fn s_means_tls(&self) -> bool {
+        self.log_stats && (self.tls_key.is_some() || self.tls_cert.is_some())
+    }
+
+    /// The nice value `-e` asks for (its first, the capture thread's).
+    pub fn nice_value(&self) -> Option<i32> {
+        self.nice.map(|(capture, _)| capture)
+    }
+
+    /// One line for each reference flag xrpcapd accepts but does otherwise
+    /// or not at all: logged at start, printed by `--check-config`.
+    pub fn notices(&self) -> Vec<String> {
+        let mut n = Vec::new();
+        if let Some(size) = self.udpstr_size.filter(|&s| s > MAX_UDPSTR_SIZE) {
+            n.push(format!(
+                "-t {size}: clamped to {MAX_UDPSTR_SIZE}, the largest udpstr datagram (as ExtraHop's rpcapd)"
+            ));
+        }
+        if let Some(size) = self.ring_size.filter(|&s| s < MIN_RING_SIZE) {
+            n.push(format!(
+                "-z {size}: raised to {MIN_RING_SIZE} bytes, the smallest capture ring"
+            ));
+        }
+        if let Some(mb) = self.ring_mb {
+            n.push(format!(
+                "-m {mb}: ignored: xrpcapd has no ring between capture and send threads \
+                 (one worker sends from the capture ring; -z/RingSize sizes it)"
+            ));
+        }
+        if let Some(k) = self.ring_packets {
+            n.push(format!(
+                "-k {k}: ignored: xrpcapd has no ring between capture and send threads \
+                 (one worker sends from the capture ring; -z/RingSize sizes it)"
+            ));
+        }
+        if self.blocking_udp {
+            n.push(
+                "-g: ignored: the data socket never blocks the capture; a full send buffer \
+                 counts as drops (-u/SendBuffer sizes it)"
+                    .into(),
+            );
+        }
+        match self.cpu {
+            Some(CpuSpec::Single) => n.push(
+                "-c single: xrpcapd captures and sends on one worker thread per capture already"
+                    .into(),
+            ),
+            Some(CpuSpec::Threads(_, send)) if send >= 0 => n.push(format!(
+                "-c ...,{send}: the send CPU is ignored: one worker thread captures and sends, \
+                 pinned to the capture CPU"
+            )),
+            _ => {}
+        }
+        if let Some((_, Some(send))) = self.nice {
+            n.push(format!(
+                "-e ...,{send}: the send thread's nice value is ignored: one worker thread \
+                 captures and sends, at the capture thread's"
+            ));
+        }
+        if self.compression {
+            n.push("-C: ignored: TLS compression leaks secrets (CRIME) and rustls has none".into());
+        }
+        n
+    }
+
     /// Overrides `cfg` with the flags given.
     pub fn apply(&self, cfg: &mut Config) {
         cfg.active_clients
             .extend(self.active.iter().flatten().cloned());
-        if let Some(name) = &self.interface {
+        if let Some(name) = self.preselected() {
             for c in cfg
                 .active_clients
                 .iter_mut()
                 .filter(|c| !c.preselect.is_set())
             {
-                c.preselect.ifname = Some(name.clone());
+                c.preselect.ifname = Some(name.to_string());
             }
         }
         cfg.null_auth |= self.null_auth;
@@ -174,10 +411,24 @@ impl Cli {
             cfg.active_only = false;
         }
         cfg.syslog |= self.syslog;
-        cfg.log_stats |= self.log_stats;
+        if self.s_means_tls() {
+            cfg.tls.mode = Some(TlsMode::Required);
+        } else {
+            cfg.log_stats |= self.log_stats;
+        }
         cfg.capture.dry_run |= self.dry_run;
         if let Some(s) = self.udpstr_size {
-            cfg.udpstr_size = s;
+            cfg.udpstr_size = s.min(MAX_UDPSTR_SIZE);
+        }
+        if let Some(r) = self.ring_size {
+            cfg.capture.ring_size = r.max(MIN_RING_SIZE);
+        }
+        match self.cpu {
+            Some(CpuSpec::SingleOn(cpu) | CpuSpec::Threads(cpu, _)) if cpu >= 0 => {
+                cfg.capture.worker_cpus = vec![cpu as usize];
+            }
+            Some(_) => cfg.capture.worker_cpus.clear(),
+            None => {}
         }
         if let Some(b) = self.send_buffer {
             cfg.capture.send_buffer = b;
@@ -328,8 +579,12 @@ mod tests {
     fn bad_values_say_what_is_expected() {
         let e = cli(&["-t", "12"]).unwrap_err().to_string();
         assert!(e.contains("expected 0 or 29..=65000"), "{e}");
-        let e = cli(&["-a", "host"]).unwrap_err().to_string();
-        assert!(e.contains("expected host,port"), "{e}");
+        let e = cli(&["-a", "host,x"]).unwrap_err().to_string();
+        assert!(e.contains("expected a port"), "{e}");
+        let e = cli(&["-c", "two"]).unwrap_err().to_string();
+        assert!(e.contains("expected single, CPU"), "{e}");
+        let e = cli(&["-e", "-21"]).unwrap_err().to_string();
+        assert!(e.contains("-20..=19"), "{e}");
         let e = cli(&["-u", "x"]).unwrap_err().to_string();
         assert!(e.contains("expected a byte count"), "{e}");
     }
@@ -363,9 +618,136 @@ mod tests {
             "--tls-mode",
             "--tls-client-ca",
             "--hash-password",
+            "--pid-file",
+            "--inetd",
+            "-z",
+            "-m",
+            "-k",
+            "-g",
+            "-c",
+            "-e",
+            "-C",
+            "-s",
         ] {
             assert!(help.contains(f), "{f} missing from --help");
         }
-        assert!(help.contains("never forks"));
+        assert!(help.contains("inetd mode"));
+    }
+
+    #[test]
+    fn active_list_defaults_missing_ports_as_the_references() {
+        let c = cli(&["-a", "h1", "-a", "h1,4000,h2", "-a", "h3;DEFAULT h4"]).unwrap();
+        let got: Vec<(String, u16)> = c
+            .active
+            .iter()
+            .flatten()
+            .map(|a| (a.host.clone(), a.port))
+            .collect();
+        let want = [
+            ("h1", 2003),
+            ("h1", 4000),
+            ("h2", 2003),
+            ("h3", 2003),
+            ("h4", 2003),
+        ];
+        assert_eq!(got.len(), want.len());
+        for ((h, p), (wh, wp)) in got.iter().zip(want) {
+            assert_eq!((h.as_str(), *p), (wh, wp));
+        }
+    }
+
+    #[test]
+    fn bare_i_is_inetd_and_i_ifname_preselects() {
+        for args in [
+            &["-i"][..],
+            &["-i", "-n"],
+            &["-n", "-i", "-f", "x.ini"],
+            &["--inetd"],
+        ] {
+            let c = cli(args).unwrap();
+            assert!(c.inetd_mode(), "{args:?}");
+            assert_eq!(c.preselected(), None, "{args:?}");
+        }
+        for args in [
+            &["-i", "eth0"][..],
+            &["-ieth0"],
+            &["--interface", "eth0", "-n"],
+        ] {
+            let c = cli(args).unwrap();
+            assert!(!c.inetd_mode(), "{args:?}");
+            assert_eq!(c.preselected(), Some("eth0"), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn s_is_tls_with_a_key_or_certificate_and_stats_without() {
+        let applied = |args: &[&str]| {
+            let mut cfg = Config::default();
+            cli(args).unwrap().apply(&mut cfg);
+            cfg
+        };
+        let cfg = applied(&["-S"]);
+        assert!(cfg.log_stats);
+        assert_eq!(cfg.tls.mode, None);
+        for tls in [&["-S", "-K", "k.pem"][..], &["-X", "c.pem", "-S"]] {
+            let cfg = applied(tls);
+            assert!(!cfg.log_stats, "{tls:?}");
+            assert_eq!(cfg.tls.mode, Some(TlsMode::Required), "{tls:?}");
+        }
+    }
+
+    #[test]
+    fn extrahop_tuning_flags_map_or_notice() {
+        let applied = |args: &[&str]| {
+            let c = cli(args).unwrap();
+            let mut cfg = Config::default();
+            cfg.capture.worker_cpus = vec![7];
+            c.apply(&mut cfg);
+            (cfg, c.notices().join("\n"))
+        };
+        // -t above 65000 is clamped, with a notice.
+        let (cfg, n) = applied(&["-t", "70000"]);
+        assert_eq!(cfg.udpstr_size, MAX_UDPSTR_SIZE);
+        assert!(n.contains("-t 70000: clamped to 65000"), "{n}");
+        let (cfg, n) = applied(&["-t", "1400"]);
+        assert_eq!((cfg.udpstr_size, n.as_str()), (1400, ""));
+        // -z is RingSize, raised to the floor.
+        let (cfg, n) = applied(&["-z", "8M"]);
+        assert_eq!((cfg.capture.ring_size, n.as_str()), (8 << 20, ""));
+        let (cfg, n) = applied(&["-z", "1000"]);
+        assert_eq!(cfg.capture.ring_size, MIN_RING_SIZE);
+        assert!(n.contains("raised to 65536"), "{n}");
+        // -c pins to the capture CPU; single and -1 unpin.
+        assert_eq!(applied(&["-c", "3"]).0.capture.worker_cpus, vec![3]);
+        let (cfg, n) = applied(&["-c", "1,0"]);
+        assert_eq!(cfg.capture.worker_cpus, vec![1]);
+        assert!(n.contains("send CPU is ignored"), "{n}");
+        let (cfg, n) = applied(&["-c", "-1,-1"]);
+        assert!(cfg.capture.worker_cpus.is_empty());
+        assert_eq!(n, "");
+        let (cfg, n) = applied(&["-c", "single"]);
+        assert!(cfg.capture.worker_cpus.is_empty());
+        assert!(n.contains("one worker thread"), "{n}");
+        assert_eq!(applied(&["-y"]).0.capture.worker_cpus, vec![7]);
+        // -e: the capture thread's value.
+        let c = cli(&["-e", "-15,10"]).unwrap();
+        assert_eq!(c.nice_value(), Some(-15));
+        assert!(c.notices().join("").contains("-e ...,10"));
+        assert_eq!(cli(&["-e", "5"]).unwrap().nice_value(), Some(5));
+        // Accepted, with a notice each.
+        for (flag, text) in [
+            (&["-m", "100"][..], "-m 100: ignored"),
+            (&["-k", "4096"], "-k 4096: ignored"),
+            (&["-g"], "-g: ignored"),
+            (&["-C"], "-C: ignored"),
+        ] {
+            let (cfg, n) = applied(flag);
+            assert_eq!(cfg, {
+                let mut d = Config::default();
+                d.capture.worker_cpus = vec![7];
+                d
+            });
+            assert!(n.contains(text), "{flag:?}: {n}");
+        }
     }
 }
