@@ -510,6 +510,9 @@ impl CaptureHost for WorkerHost {
     /// With `Capture = file:PATH` every name opens the file: its link type.
     fn linktype(&mut self, ifname: &str) -> io::Result<i32> {
         match &self.settings.backend {
+            Backend::AfXdp if ifname == iface::ANY && self.settings.xdp.covers(ifname) => {
+                Err(iface::any_with_afxdp())
+            }
             Backend::AfPacket | Backend::AfXdp => iface::linktype(ifname),
             Backend::File(path) => pcap::Capture::from_file(path)
                 .map(|c| c.get_datalink().0)
