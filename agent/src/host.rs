@@ -648,3 +648,24 @@ impl CaptureHost for WorkerHost {
         self.next_cpu = 0;
     }
 }
+
+#[cfg(test)]
+mod any_tests {
+    use super::*;
+
+    #[test]
+    fn any_is_dlt_linux_sll_on_af_packet_and_refused_where_af_xdp_captures_it() {
+        let mut cfg = Config::default();
+        let mut host = WorkerHost::new(&cfg);
+        assert_eq!(host.linktype("any").unwrap(), iface::DLT_LINUX_SLL);
+        cfg.capture.backend = Backend::AfXdp;
+        let mut host = WorkerHost::new(&cfg);
+        let e = host.linktype("any").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("AF_XDP"), "{e}");
+        // AF_XDP named for other interfaces: `any` is AF_PACKET's.
+        cfg.capture.xdp.interfaces = vec!["eth0".into()];
+        let mut host = WorkerHost::new(&cfg);
+        assert_eq!(host.linktype("any").unwrap(), iface::DLT_LINUX_SLL);
+    }
+}

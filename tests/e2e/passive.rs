@@ -1557,3 +1557,100 @@ fn the_accept_loop_drains_queued_clients_after_running_out_of_descriptors() {
     let log = rig.agent.stderr();
     assert!(log.contains("cannot accept passive clients"), "{log}");
 }
+
+/// libpcap's `any` device: FINDALLIF lists it (and every interface's
+/// connection status) as libpcap does, and a libpcap client captures on it
+/// byte for byte what `tcpdump -y LINUX_SLL -i any` captures, over TCP and
+/// UDP data. The client's filter takes every TCP and UDP packet, so our own
+/// control and data traffic (over lo) would show up first if the exclusion
+/// were not compiled for the SLL offsets.
+#[test]
+#[ignore = "needs root"]
+fn libpcap_captures_on_any_as_tcpdump_sees_it_in_linux_sll() {
+    let rig = Rig::new("", &[]);
+    let source = format!("rpcap://{}:{PORT}/", rig.host());
+    let auth = ["-u", "alice", "-p", PASSWORD];
+    let mut args = auth.to_vec();
+    args.extend(["list", &source]);
+    let (code, out, err) = rig.client_run(&args);
+    assert_eq!(code, 0, "{err}");
+    let dev = |name: &str| {
+        out.lines()
+            .position(|l| l.starts_with(&format!("dev {source}{name}|")))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{out}"))
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    // (libpcap's client wraps the description: "Network adapter '...' on
+    // remote node ...".) PCAP_IF_UP | RUNNING | CONNECTION_STATUS_NOT_APPLICABLE.
+    let any_line = lines[dev("any")];
+    assert!(
+        any_line.contains("'Pseudo-device that captures on all interfaces'"),
+        "{out}"
+    );
+    assert!(any_line.ends_with("|0x36"), "{out}");
+    // c0 is up with carrier (CONNECTED; RUNNING follows the operational
+    // state, which the kernel may not have set yet); lo is LOOPBACK with
+    // NOT_APPLICABLE, after `any` (libpcap's order).
+    let flags = |name: &str| {
+        let l = lines[dev(name)];
+        u32::from_str_radix(l.rsplit("|0x").next().unwrap(), 16).unwrap()
+    };
+    assert_eq!(flags("c0") & 0x3b, 0x12, "{out}");
+    assert_eq!(flags("lo"), 0x37, "{out}");
+    assert!(dev("any") < dev("lo"), "{out}");
+
+    let any = format!("{source}any");
+    capture_any(&rig, &any, &auth);
+    let mut udp = auth.to_vec();
+    udp.push("-U");
+    capture_any(&rig, &any, &udp);
+}
+
+fn capture_any(rig: &Rig, source: &str, opts: &[&str]) {
+    let out = rig.tmp.path().join("any.pcap");
+    let reference = rig.tmp.path().join("any-ref.pcap");
+    let td = Tcpdump::start_with(
+        &rig.cap,
+        "any",
+        &["-y", "LINUX_SLL"],
+        &reference,
+        &format!("udp dst port {DST_PORT}"),
+    )
+    .unwrap();
+    let count = COUNT.to_string();
+    let mut args: Vec<&str> = opts.to_vec();
+    args.extend(["-c", &count, "-I", "3", "-T", "30", "-f", "udp or tcp"]);
+    args.extend(["capture", source, out.to_str().unwrap()]);
+    let started = |agent: &Child| agent.stderr().matches("capture on any started").count();
+    let before = started(&rig.agent);
+    let mut client = rig.client("rpcap_client", &args);
+    wait_until(Duration::from_secs(15), "the capture to start", || {
+        Ok(started(&rig.agent) > before)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", client.describe()));
+    std::thread::sleep(Duration::from_millis(700));
+    let payloads = numbered_payloads(COUNT, PAYLOAD);
+    let from: SocketAddr = format!("{GEN_IP}:40000").parse().unwrap();
+    let to: SocketAddr = format!("{CAP_IP}:{DST_PORT}").parse().unwrap();
+    send_udp(&rig.gen, from, to, &payloads).unwrap();
+    let status = client
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("client finished");
+    assert!(status.success(), "{}", client.describe());
+    std::thread::sleep(Duration::from_millis(300));
+    let expected = td.stop().unwrap();
+    let got = read_pcap(&out).unwrap();
+    assert_eq!(expected.len(), COUNT as usize, "tcpdump reference");
+    assert_eq!(got.len(), COUNT as usize, "{}", client.describe());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g.data, e.data, "frame {i} differs");
+        assert_eq!((g.caplen, g.len), (e.caplen, e.len), "frame {i} lengths");
+        // Incoming (0) on Ethernet (1), a 6-byte address, then IPv4.
+        assert_eq!(&g.data[..6], &[0, 0, 0, 1, 0, 6], "frame {i} header");
+        assert_eq!(&g.data[14..16], &[0x08, 0x00], "frame {i} protocol");
+        assert_eq!(g.data[44..], payloads[i][..], "payload {i}");
+    }
+    let stdout = client.stdout();
+    assert!(stdout.contains(&format!("captured {COUNT}")), "{stdout}");
+}

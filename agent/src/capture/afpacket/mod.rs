@@ -336,7 +336,7 @@ impl Tagged<'_> {
         data: &[u8],
         sink: &mut F,
     ) {
-        if sll.sll_pkttype == libc::PACKET_OUTGOING as u8 && sll.sll_ifindex == c.lo_ifindex {
+        if sll.sll_pkttype == libc::PACKET_OUTGOING && sll.sll_ifindex == c.lo_ifindex {
             return;
         }
         let snap = self.snaplen as usize;
@@ -707,7 +707,7 @@ mod tests {
         assert_eq!(got[0].0.len(), 50);
         assert_eq!(got[0].1, 116);
         // Loopback's outgoing copy is dropped; other interfaces' kept.
-        sll.sll_pkttype = libc::PACKET_OUTGOING as u8;
+        sll.sll_pkttype = libc::PACKET_OUTGOING;
         sll.sll_ifindex = 1;
         assert!(cooked_frames(&all, false, 65535, &h, &sll, &data).is_empty());
         sll.sll_ifindex = 2;
