@@ -26,8 +26,11 @@
 //! Its link type is DLT_LINUX_SLL as libpcap 1.10 gives it; the 16-byte
 //! header is built from the frame's `sockaddr_ll` on the stack and handed
 //! to the framer as the first gather piece (no copy of the frame, no
-//! allocation). See [`cooked`] for the header, the filter's rewrite for the
-//! kernel and the VLAN tag.
+//! allocation). Unlike named interfaces, tagged frames are judged as
+//! libpcap judges them on `any`, without their tag (libpcap cannot compile
+//! `vlan` for DLT_LINUX_SLL; `udp` must match tagged UDP as tcpdump's
+//! does); the tag then goes back into the header. See [`cooked`] for the
+//! header and the filter's rewrite for the kernel.
 
 pub mod cooked;
 mod ring;
@@ -112,12 +115,12 @@ pub struct AfPacket {
     kernel_drops: u64,
     /// Frames with a VLAN tag the kernel moved out of the frame are rebuilt
     /// here (a whole block's worth, so the filter sees every byte), and so
-    /// are `any`'s frames the filter judges in user space.
+    /// are `any`'s frames when its filter cannot run in the kernel.
     vlan_buf: Vec<u8>,
     /// The capture's filter, run on tagged frames once the tag is back.
     filter: Program,
     /// Frames the filter rejected in user space (tagged ones; on `any`,
-    /// every one when the filter cannot run in the kernel).
+    /// those of a filter that cannot run in the kernel).
     pub vlan_filtered: u64,
     /// Set for the `any` device: frames are framed as DLT_LINUX_SLL.
     cooked: Option<Cooked>,
@@ -255,10 +258,12 @@ impl AfPacket {
     fn kernel_program(&mut self, insns: &[Insn]) -> Vec<Insn> {
         match &mut self.cooked {
             None => kernel_filter(insns),
+            // Tagged frames are judged as the kernel sees them (see
+            // `emit_cooked`): no prefix that passes them up.
             Some(c) => match cooked::kernel_program(insns) {
                 Some(k) => {
                     c.user_filter = false;
-                    kernel_filter(&k)
+                    k
                 }
                 None => {
                     c.user_filter = true;
@@ -322,11 +327,15 @@ fn vlan_tag(h: &libc::tpacket3_hdr) -> Option<(u16, u16)> {
 
 impl Tagged<'_> {
     /// Hands one frame of the `any` device to the sink with its
-    /// DLT_LINUX_SLL header: the header is a gather piece of its own unless
-    /// the frame has to be judged in user space (a VLAN tag to put back, a
-    /// filter the kernel cannot run). Lengths as libpcap's: the header
-    /// counts in both, the snap length cuts header and data together, the
-    /// filter's verdict cuts the data alone (it does so in the kernel).
+    /// DLT_LINUX_SLL header as a gather piece of its own (no copy of the
+    /// frame). As libpcap: the filter judges the frame as the kernel sees
+    /// it (a VLAN tag beside it, not in it: libpcap cannot compile `vlan`
+    /// for DLT_LINUX_SLL, and a protocol filter must still match tagged
+    /// frames), then the tag goes back into the header before the protocol;
+    /// the header counts in both lengths, the snap length cuts header and
+    /// data together, the filter's verdict cuts the data alone (as it does
+    /// in the kernel). Only a filter the kernel cannot run makes a copy: the
+    /// frame is assembled in `vlan_buf` for it.
     #[inline]
     fn emit_cooked<F: FnMut(&Frame<'_>)>(
         &mut self,
@@ -340,49 +349,36 @@ impl Tagged<'_> {
             return;
         }
         let snap = self.snaplen as usize;
-        let ts_sec = h.tp_sec;
-        let ts_usec = h.tp_nsec / 1000;
         let hdr = cooked::sll_header(sll);
+        let mut kept = data;
+        if c.user_filter {
+            // vlan_buf holds a block + a header; `data` lies in a block.
+            let len = SLL_HDR_LEN + data.len();
+            self.vlan_buf[..SLL_HDR_LEN].copy_from_slice(&hdr);
+            self.vlan_buf[SLL_HDR_LEN..len].copy_from_slice(data);
+            // The kernel's length for the filter: the network-layer bytes.
+            let keep = self.filter.run(&self.vlan_buf[..len], h.tp_len) as usize;
+            if keep == 0 {
+                *self.vlan_filtered += 1;
+                return;
+            }
+            kept = &data[..data.len().min(keep)];
+        }
+        let frame = |hdr: &[u8], sink: &mut F| {
+            let n = kept.len().min(snap - hdr.len());
+            sink(&Frame {
+                ts_sec: h.tp_sec,
+                ts_usec: h.tp_nsec / 1000,
+                parts: &[hdr, &kept[..n]],
+                wire_len: h.tp_len + hdr.len() as u32,
+            });
+        };
         // libpcap puts the tag back when the captured bytes reach its
         // offset (a quirk: it compares the data, not the header, with 14).
-        let tag = vlan_tag(h).filter(|_| data.len() >= SLL_PROTOCOL_OFF);
-        if tag.is_none() && !c.user_filter {
-            let n = data.len().min(snap - SLL_HDR_LEN);
-            sink(&Frame {
-                ts_sec,
-                ts_usec,
-                parts: &[&hdr, &data[..n]],
-                wire_len: h.tp_len + SLL_HDR_LEN as u32,
-            });
-            return;
+        match vlan_tag(h).filter(|_| data.len() >= SLL_PROTOCOL_OFF) {
+            Some((tpid, tci)) => frame(&cooked::with_vlan(&hdr, tpid, tci), sink),
+            None => frame(&hdr, sink),
         }
-        let hlen = match tag {
-            Some((tpid, tci)) => {
-                let v = cooked::with_vlan(&hdr, tpid, tci);
-                self.vlan_buf[..SLL_VLAN_HDR_LEN].copy_from_slice(&v);
-                SLL_VLAN_HDR_LEN
-            }
-            None => {
-                self.vlan_buf[..SLL_HDR_LEN].copy_from_slice(&hdr);
-                SLL_HDR_LEN
-            }
-        };
-        // vlan_buf holds a block + the tagged header; `data` lies in a block.
-        let len = hlen + data.len();
-        self.vlan_buf[hlen..len].copy_from_slice(data);
-        // The kernel's length for the filter: the network-layer bytes.
-        let keep = self.filter.run(&self.vlan_buf[..len], h.tp_len) as usize;
-        if keep == 0 {
-            *self.vlan_filtered += 1;
-            return;
-        }
-        let caplen = (hlen + data.len().min(keep)).min(snap);
-        sink(&Frame {
-            ts_sec,
-            ts_usec,
-            parts: &[&self.vlan_buf[..caplen]],
-            wire_len: h.tp_len + hlen as u32,
-        });
     }
 
     /// Hands one frame to the sink: snap length applied, VLAN tag put back
@@ -715,7 +711,7 @@ mod tests {
     }
 
     #[test]
-    fn cooked_frames_judged_in_user_space_see_the_header_and_the_tag() {
+    fn cooked_frames_are_judged_as_libpcap_judges_them_and_get_their_tag_back() {
         let mut h = hdr();
         let mut sll: libc::sockaddr_ll = sys::sockopt::zeroed();
         sll.sll_ifindex = 2;
@@ -733,22 +729,30 @@ mod tests {
         assert_eq!(got[0].0.len(), 116);
         sll.sll_addr[5] = 8;
         assert!(cooked_frames(&from_7, true, 65535, &h, &sll, &data).is_empty());
-        // A VLAN tag goes back before the protocol; the filter sees it.
+        // A VLAN tag goes back before the protocol, after the filter judged
+        // the frame as the kernel sees it (protocol IPv4, no tag), as libpcap.
         sll.sll_addr[5] = 7;
         h.tp_status = libc::TP_STATUS_VLAN_VALID;
         h.hv1.tp_vlan_tci = 10;
-        // libpcap has no `vlan` for SLL v1: the tag read by offset.
-        let vlan10 =
-            crate::filter::compile(113, "ether[14:2] == 0x8100 and ether[16:2] & 0xfff == 10")
-                .unwrap();
-        let got = cooked_frames(&vlan10, false, 65535, &h, &sll, &data);
-        assert_eq!(got.len(), 1);
-        let (bytes, wire, _) = &got[0];
-        assert_eq!(&bytes[14..20], &[0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
-        assert_eq!(&bytes[20..], &data[..]);
-        assert_eq!(*wire, 120);
-        h.hv1.tp_vlan_tci = 11;
-        assert!(cooked_frames(&vlan10, false, 65535, &h, &sll, &data).is_empty());
+        let udp = crate::filter::compile(113, "udp").unwrap();
+        for (prog, user) in [(&udp, false), (&udp, true), (&from_7, true)] {
+            let got = cooked_frames(prog, user, 65535, &h, &sll, &data);
+            assert_eq!(got.len(), 1);
+            let (bytes, wire, pieces) = &got[0];
+            assert_eq!(*pieces, 2, "tagged header as its own piece too");
+            assert_eq!(&bytes[14..20], &[0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
+            assert_eq!(&bytes[20..], &data[..]);
+            assert_eq!(*wire, 120);
+        }
+        // The snap length counts the tag.
+        let got = cooked_frames(&udp, false, 60, &h, &sll, &data);
+        assert_eq!(got[0].0.len(), 60);
+        assert_eq!(&got[0].0[20..], &data[..40]);
+        // The filter's verdict cuts the data (it does in the kernel).
+        let short = crate::filter::compile(113, "udp").unwrap();
+        let short = rpcap::bpf::and_then(short.insns(), &[Insn::new(0x06, 0, 0, 30)]).unwrap();
+        let got = cooked_frames(&short, true, 65535, &h, &sll, &data);
+        assert_eq!(got[0].0.len(), 20 + 30);
     }
 
     #[test]
