@@ -510,6 +510,9 @@ impl CaptureHost for WorkerHost {
     /// With `Capture = file:PATH` every name opens the file: its link type.
     fn linktype(&mut self, ifname: &str) -> io::Result<i32> {
         match &self.settings.backend {
+            Backend::AfXdp if ifname == iface::ANY && self.settings.xdp.covers(ifname) => {
+                Err(iface::any_with_afxdp())
+            }
             Backend::AfPacket | Backend::AfXdp => iface::linktype(ifname),
             Backend::File(path) => pcap::Capture::from_file(path)
                 .map(|c| c.get_datalink().0)
@@ -643,5 +646,26 @@ impl CaptureHost for WorkerHost {
     fn reconfigure(&mut self, cfg: &Config) {
         self.settings = Arc::new(cfg.capture.clone());
         self.next_cpu = 0;
+    }
+}
+
+#[cfg(test)]
+mod any_tests {
+    use super::*;
+
+    #[test]
+    fn any_is_dlt_linux_sll_on_af_packet_and_refused_where_af_xdp_captures_it() {
+        let mut cfg = Config::default();
+        let mut host = WorkerHost::new(&cfg);
+        assert_eq!(host.linktype("any").unwrap(), iface::DLT_LINUX_SLL);
+        cfg.capture.backend = Backend::AfXdp;
+        let mut host = WorkerHost::new(&cfg);
+        let e = host.linktype("any").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("AF_XDP"), "{e}");
+        // AF_XDP named for other interfaces: `any` is AF_PACKET's.
+        cfg.capture.xdp.interfaces = vec!["eth0".into()];
+        let mut host = WorkerHost::new(&cfg);
+        assert_eq!(host.linktype("any").unwrap(), iface::DLT_LINUX_SLL);
     }
 }

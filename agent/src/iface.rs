@@ -38,8 +38,18 @@ pub const DLT_EN10MB: i32 = 1;
 pub const DLT_RAW: i32 = 12;
 pub const DLT_IEEE802_11: i32 = 105;
 pub const DLT_IEEE802_11_RADIO: i32 = 127;
+/// Linux "cooked" capture, v1: the link type libpcap 1.10 gives the `any`
+/// device (16-byte header, see `capture::afpacket::cooked`).
+pub const DLT_LINUX_SLL: i32 = 113;
 
-/// Every interface with its IPv4/IPv6 addresses, in the kernel's order.
+/// libpcap's pseudo-device that captures on every interface.
+pub const ANY: &str = "any";
+/// Its description, as libpcap 1.10 lists it.
+pub const ANY_DESCRIPTION: &str = "Pseudo-device that captures on all interfaces";
+
+/// Every interface with its IPv4/IPv6 addresses and libpcap's flags
+/// (connection status and wireless included), then the `any` device, in
+/// libpcap's order ([`sort_as_libpcap`]).
 pub fn list() -> io::Result<Vec<Interface>> {
     let mut order: Vec<String> = Vec::new();
     let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
@@ -48,10 +58,11 @@ pub fn list() -> io::Result<Vec<Interface>> {
             .entry(ifa.interface_name.clone())
             .or_insert_with(|| {
                 order.push(ifa.interface_name.clone());
+                let flags = pcap_flags(ifa.flags);
                 Interface {
                     name: ifa.interface_name.clone(),
                     description: description(&ifa.interface_name),
-                    flags: pcap_flags(ifa.flags),
+                    flags: flags | status_flags(&ifa.interface_name, flags),
                     addrs: Vec::new(),
                 }
             });
@@ -66,10 +77,106 @@ pub fn list() -> io::Result<Vec<Interface>> {
             scope_id,
         });
     }
-    Ok(order
+    let mut ifaces: Vec<Interface> = order
         .into_iter()
         .filter_map(|n| by_name.remove(&n))
-        .collect())
+        .collect();
+    ifaces.push(any_device());
+    sort_as_libpcap(&mut ifaces);
+    Ok(ifaces)
+}
+
+/// Why `any` cannot be opened when AF_XDP captures it: an XDP program
+/// sees one interface's ingress only.
+pub fn any_with_afxdp() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the \"any\" device cannot be captured with AF_XDP (Capture = afxdp): \
+         use Capture = afpacket, or name AF_XDP's interfaces (Capture = afxdp:IF,...)",
+    )
+}
+
+/// libpcap's `any` entry: up, running, connection status not applicable.
+pub fn any_device() -> Interface {
+    Interface {
+        name: ANY.into(),
+        description: ANY_DESCRIPTION.into(),
+        flags: if_flags::UP | if_flags::RUNNING | if_flags::CONNECTION_STATUS_NOT_APPLICABLE,
+        addrs: Vec::new(),
+    }
+}
+
+/// libpcap's `get_figure_of_merit` (pcap.c): lower sorts first.
+fn figure_of_merit(i: &Interface) -> u32 {
+    let mut n = 0;
+    if i.flags & if_flags::RUNNING == 0 {
+        n |= 0x8000_0000;
+    }
+    if i.flags & if_flags::UP == 0 {
+        n |= 0x4000_0000;
+    }
+    if i.flags & if_flags::WIRELESS == 0
+        && i.flags & if_flags::CONNECTION_STATUS == if_flags::CONNECTION_STATUS_DISCONNECTED
+    {
+        n |= 0x2000_0000;
+    }
+    if i.flags & if_flags::LOOPBACK != 0 {
+        n |= 0x1000_0000;
+    }
+    if i.name == ANY {
+        n |= 0x0800_0000;
+    }
+    n
+}
+
+/// The order libpcap's findalldevs gives (its `add_dev` inserts each device
+/// after every one with a figure of merit at most as good): running and up
+/// first, disconnected wired ones and loopback late, `any` before loopback.
+/// A stable sort of the kernel's order by that figure.
+pub fn sort_as_libpcap(ifaces: &mut [Interface]) {
+    ifaces.sort_by_key(figure_of_merit);
+}
+
+/// libpcap's `get_if_flags` for Linux: the wireless bit and the connection
+/// status (ETHTOOL_GLINK; not applicable to loopback and to drivers that
+/// report no link).
+fn status_flags(name: &str, flags: u32) -> u32 {
+    if flags & if_flags::LOOPBACK != 0 {
+        return if_flags::CONNECTION_STATUS_NOT_APPLICABLE;
+    }
+    if !valid_name(name) {
+        return 0;
+    }
+    let mut out = 0;
+    if std::path::Path::new(&format!("/sys/class/net/{name}/wireless")).exists() {
+        out |= if_flags::WIRELESS;
+    } else {
+        let arphrd = std::fs::read_to_string(format!("/sys/class/net/{name}/type"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        match arphrd {
+            // ARPHRD_LOOPBACK: libpcap asks nothing more.
+            Some(772) => return out,
+            // IRDA, IEEE80211, IEEE80211_PRISM, IEEE80211_RADIOTAP,
+            // IEEE802154, IEEE802154_MONITOR, 6LOWPAN.
+            Some(783 | 801 | 802 | 803 | 804 | 805 | 825) => out |= if_flags::WIRELESS,
+            _ => {}
+        }
+    }
+    out | link_status(sys::ifreq::ethtool_link(name))
+}
+
+/// The connection-status bits for an ETHTOOL_GLINK answer, as libpcap maps it.
+fn link_status(link: io::Result<bool>) -> u32 {
+    match link {
+        Ok(true) => if_flags::CONNECTION_STATUS_CONNECTED,
+        Ok(false) => if_flags::CONNECTION_STATUS_DISCONNECTED,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
+            if_flags::CONNECTION_STATUS_NOT_APPLICABLE
+        }
+        // ENODEV and other errors: unknown (libpcap sets nothing).
+        Err(_) => if_flags::CONNECTION_STATUS_UNKNOWN,
+    }
 }
 
 /// The interface's alias (`ip link set NAME alias TEXT`), or nothing.
@@ -110,8 +217,12 @@ pub fn valid_name(name: &str) -> bool {
         && !name.contains(['/', '\0', ' ', ':'])
 }
 
-/// The DLT of a live interface, from its ARPHRD type in /sys.
+/// The DLT of a live interface, from its ARPHRD type in /sys; for `any`,
+/// libpcap 1.10's DLT_LINUX_SLL.
 pub fn linktype(name: &str) -> io::Result<i32> {
+    if name == ANY {
+        return Ok(DLT_LINUX_SLL);
+    }
     if !valid_name(name) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -232,6 +343,14 @@ pub fn render(ifaces: &[Interface]) -> String {
         if i.flags & if_flags::LOOPBACK != 0 {
             flags.push("LOOPBACK");
         }
+        if i.flags & if_flags::WIRELESS != 0 {
+            flags.push("WIRELESS");
+        }
+        match i.flags & if_flags::CONNECTION_STATUS {
+            if_flags::CONNECTION_STATUS_CONNECTED => flags.push("CONNECTED"),
+            if_flags::CONNECTION_STATUS_DISCONNECTED => flags.push("DISCONNECTED"),
+            _ => {}
+        }
         let lt = match linktype(&i.name) {
             Ok(dlt) => format!("DLT {dlt}"),
             Err(e) => e.to_string(),
@@ -304,6 +423,87 @@ mod tests {
             .iter()
             .any(|a| a.addr == "127.0.0.1".parse::<IpAddr>().unwrap()));
         assert_eq!(linktype("lo").unwrap(), DLT_EN10MB);
+    }
+
+    #[test]
+    fn any_is_listed_as_libpcap_lists_it_before_loopback() {
+        let l = list().unwrap();
+        let any = l.iter().find(|i| i.name == "any").expect("any listed");
+        assert_eq!(
+            any.description,
+            "Pseudo-device that captures on all interfaces"
+        );
+        // PCAP_IF_UP | PCAP_IF_RUNNING | PCAP_IF_CONNECTION_STATUS_NOT_APPLICABLE
+        assert_eq!(any.flags, 0x2 | 0x4 | 0x30);
+        assert!(any.addrs.is_empty());
+        let lo = l.iter().position(|i| i.name == "lo").unwrap();
+        let any = l.iter().position(|i| i.name == "any").unwrap();
+        assert!(any < lo, "{l:?}");
+        assert_eq!(
+            l[lo].flags & if_flags::CONNECTION_STATUS,
+            if_flags::CONNECTION_STATUS_NOT_APPLICABLE
+        );
+        assert_eq!(linktype("any").unwrap(), DLT_LINUX_SLL);
+        assert_eq!(DLT_LINUX_SLL, 113);
+    }
+
+    #[test]
+    fn connection_status_from_ethtool_as_libpcap_maps_it() {
+        use if_flags::*;
+        assert_eq!(link_status(Ok(true)), CONNECTION_STATUS_CONNECTED);
+        assert_eq!(link_status(Ok(false)), CONNECTION_STATUS_DISCONNECTED);
+        let err = |e| Err(io::Error::from_raw_os_error(e));
+        assert_eq!(
+            link_status(err(libc::EOPNOTSUPP)),
+            CONNECTION_STATUS_NOT_APPLICABLE
+        );
+        assert_eq!(
+            link_status(err(libc::EINVAL)),
+            CONNECTION_STATUS_NOT_APPLICABLE
+        );
+        assert_eq!(link_status(err(libc::ENODEV)), CONNECTION_STATUS_UNKNOWN);
+    }
+
+    #[test]
+    fn sorted_by_libpcaps_figure_of_merit_keeping_kernel_order() {
+        use if_flags::*;
+        let mk = |name: &str, flags| Interface {
+            name: name.into(),
+            description: String::new(),
+            flags,
+            addrs: Vec::new(),
+        };
+        let mut l = vec![
+            mk(
+                "lo",
+                LOOPBACK | UP | RUNNING | CONNECTION_STATUS_NOT_APPLICABLE,
+            ),
+            mk("down0", CONNECTION_STATUS_DISCONNECTED),
+            mk("eth0", UP | RUNNING | CONNECTION_STATUS_CONNECTED),
+            mk("nocarrier0", UP | RUNNING | CONNECTION_STATUS_DISCONNECTED),
+            mk(
+                "wlan0",
+                UP | RUNNING | WIRELESS | CONNECTION_STATUS_DISCONNECTED,
+            ),
+            mk("eth1", UP | RUNNING | CONNECTION_STATUS_CONNECTED),
+            mk("up0", UP | CONNECTION_STATUS_CONNECTED),
+            any_device(),
+        ];
+        sort_as_libpcap(&mut l);
+        let names: Vec<&str> = l.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "eth0",
+                "wlan0",
+                "eth1",
+                "any",
+                "lo",
+                "nocarrier0",
+                "up0",
+                "down0"
+            ]
+        );
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub mod if_flags {
     pub const UP: u32 = 0x2;
     pub const RUNNING: u32 = 0x4;
     pub const WIRELESS: u32 = 0x8;
+    /// The two connection-status bits (libpcap's PCAP_IF_CONNECTION_STATUS).
+    pub const CONNECTION_STATUS: u32 = 0x30;
+    pub const CONNECTION_STATUS_UNKNOWN: u32 = 0x00;
+    pub const CONNECTION_STATUS_CONNECTED: u32 = 0x10;
+    pub const CONNECTION_STATUS_DISCONNECTED: u32 = 0x20;
+    pub const CONNECTION_STATUS_NOT_APPLICABLE: u32 = 0x30;
 }
 
 /// Authentication of AUTH_REQ.

@@ -1,7 +1,7 @@
 //! Which of the agent's interfaces to capture: by name, by address (the first
 //! interface holding an address inside a CIDR, as ExtraHop's sensor chooses),
 //! or by default the agent's preselected interface, else the first
-//! non-loopback interface that is up.
+//! non-loopback interface that is up (never the `any` pseudo-device).
 
 use ipnet::IpNet;
 use rpcap::msg::{if_flags, Interface};
@@ -33,7 +33,12 @@ impl Choice {
             .or_else(|| {
                 ifaces
                     .iter()
-                    .find(|i| i.flags & if_flags::LOOPBACK == 0 && i.flags & if_flags::UP != 0)
+                    // Not libpcap's `any` pseudo-device: a real interface.
+                    .find(|i| {
+                        i.flags & if_flags::LOOPBACK == 0
+                            && i.flags & if_flags::UP != 0
+                            && i.name != "any"
+                    })
             })
             .ok_or_else(|| {
                 "the agent has no preselected interface and no non-loopback interface that is up"
@@ -114,6 +119,19 @@ mod tests {
         assert_eq!(Choice::default().pick(&l).unwrap().name, "eth0");
         let only_lo = vec![l[0].clone(), l[1].clone()];
         assert!(Choice::default().pick(&only_lo).is_err());
+        // An agent lists `any` (up, not loopback) before an interface that
+        // is not running yet: the default is still the real interface.
+        let mut any = l[2].clone();
+        any.name = "any".into();
+        any.addrs.clear();
+        l.insert(0, any);
+        assert_eq!(Choice::default().pick(&l).unwrap().name, "eth0");
+        // Asked for by name, `any` is chosen.
+        let by_name = Choice {
+            ifname: Some("any".into()),
+            ifaddr: None,
+        };
+        assert_eq!(by_name.pick(&l).unwrap().name, "any");
     }
 
     #[test]

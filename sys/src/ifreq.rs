@@ -82,6 +82,22 @@ pub fn ethtool_rx_channels(ifname: &str) -> Option<u32> {
     Some(ch[5].max(ch[8]))
 }
 
+/// ETHTOOL_GLINK of `ifname`: whether the driver reports link (carrier).
+/// Errors as the ioctl gives them: EOPNOTSUPP / EINVAL when the driver has
+/// no link to report, ENODEV when the interface is gone.
+pub fn ethtool_link(ifname: &str) -> io::Result<bool> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GLINK: u32 = 0x0a;
+    // struct ethtool_value: cmd, data.
+    let mut v = [ETHTOOL_GLINK, 0u32];
+    let mut ifr = ifreq(ifname)?;
+    ifr.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
+    // SAFETY: SIOCETHTOOL with an ifreq whose data points at `v`, a live
+    // ethtool_value-sized buffer, for the duration of the call.
+    unsafe { ifreq_ioctl(SIOCETHTOOL, &mut ifr) }?;
+    Ok(v[1] != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +110,7 @@ mod tests {
         assert!(ifindex("no-such-if0").is_err());
         assert!(ifindex("bad\0name").is_err());
         assert!(mtu("a-name-longer-than-ifnamsiz").is_err());
+        // A missing interface is an error, not "no link".
+        assert!(ethtool_link("no-such-if0").is_err());
     }
 }

@@ -34,11 +34,23 @@ impl Tcpdump {
     /// `filter` (tcpdump expression, may be empty). Returns once tcpdump
     /// reports it is listening, so nothing sent afterwards is missed.
     pub fn start(ns: &Netns, ifname: &str, path: &Path, filter: &str) -> Result<Tcpdump> {
+        Tcpdump::start_with(ns, ifname, &[], path, filter)
+    }
+
+    /// [`Tcpdump::start`] with more tcpdump options (`-y LINUX_SLL`).
+    pub fn start_with(
+        ns: &Netns,
+        ifname: &str,
+        opts: &[&str],
+        path: &Path,
+        filter: &str,
+    ) -> Result<Tcpdump> {
         let mut cmd = ns.command("tcpdump");
         // -Z root: Debian's tcpdump would otherwise switch to user tcpdump
         // and could not write into the test's temporary folder.
-        cmd.args(["-i", ifname, "-n", "-U", "-s", "0", "-Z", "root", "-w"])
-            .arg(path);
+        cmd.args(["-i", ifname, "-n", "-U", "-s", "0", "-Z", "root"]);
+        cmd.args(opts);
+        cmd.arg("-w").arg(path);
         cmd.args(filter.split_whitespace());
         let mut child = Child::spawn("tcpdump", cmd)?;
         child.wait_for_output("listening on", Duration::from_secs(10))?;

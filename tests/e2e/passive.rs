@@ -1557,3 +1557,147 @@ fn the_accept_loop_drains_queued_clients_after_running_out_of_descriptors() {
     let log = rig.agent.stderr();
     assert!(log.contains("cannot accept passive clients"), "{log}");
 }
+
+/// libpcap's `any` device: FINDALLIF lists it (and every interface's
+/// connection status) as libpcap does, and a libpcap client captures on it
+/// byte for byte what `tcpdump -y LINUX_SLL -i any` captures, over TCP and
+/// UDP data. The client's filter takes every TCP and UDP packet, so our own
+/// control and data traffic (over lo) would show up first if the exclusion
+/// were not compiled for the SLL offsets.
+#[test]
+#[ignore = "needs root"]
+fn libpcap_captures_on_any_as_tcpdump_sees_it_in_linux_sll() {
+    let rig = Rig::new("", &[]);
+    let source = format!("rpcap://{}:{PORT}/", rig.host());
+    let auth = ["-u", "alice", "-p", PASSWORD];
+    let mut args = auth.to_vec();
+    args.extend(["list", &source]);
+    let (code, out, err) = rig.client_run(&args);
+    assert_eq!(code, 0, "{err}");
+    let dev = |name: &str| {
+        out.lines()
+            .position(|l| l.starts_with(&format!("dev {source}{name}|")))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{out}"))
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    // (libpcap's client wraps the description: "Network adapter '...' on
+    // remote node ...".) PCAP_IF_UP | RUNNING | CONNECTION_STATUS_NOT_APPLICABLE.
+    let any_line = lines[dev("any")];
+    assert!(
+        any_line.contains("'Pseudo-device that captures on all interfaces'"),
+        "{out}"
+    );
+    assert!(any_line.ends_with("|0x36"), "{out}");
+    // c0 is up with carrier (CONNECTED; RUNNING follows the operational
+    // state, which the kernel may not have set yet); lo is LOOPBACK with
+    // NOT_APPLICABLE, after `any` (libpcap's order).
+    let flags = |name: &str| {
+        let l = lines[dev(name)];
+        u32::from_str_radix(l.rsplit("|0x").next().unwrap(), 16).unwrap()
+    };
+    assert_eq!(flags("c0") & 0x3b, 0x12, "{out}");
+    assert_eq!(flags("lo"), 0x37, "{out}");
+    assert!(dev("any") < dev("lo"), "{out}");
+
+    let any = format!("{source}any");
+    capture_any(&rig, &any, &auth, CAP_IP);
+    let mut udp = auth.to_vec();
+    udp.push("-U");
+    capture_any(&rig, &any, &udp, CAP_IP);
+    // 802.1Q-tagged frames (VLAN 10, broadcast): the kernel moves the tag
+    // beside the frame, libpcap puts it back before the protocol and its
+    // `udp` filter matches them without it.
+    capture_any(&rig, &any, &auth, VLAN);
+}
+
+/// `capture_any`'s traffic: tagged frames sent raw instead of datagrams.
+const VLAN: &str = "vlan 10";
+
+/// An Ethernet broadcast frame tagged with VLAN 10 holding a UDP datagram
+/// from GEN_IP:40000 to CAP_IP:DST_PORT.
+fn tagged_udp(body: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + 8 + body.len()) as u16).to_be_bytes());
+    for a in [GEN_IP, CAP_IP] {
+        ip.extend_from_slice(&a.parse::<std::net::Ipv4Addr>().unwrap().octets());
+    }
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&DST_PORT.to_be_bytes());
+    f.extend_from_slice(&(8 + body.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(body);
+    f
+}
+
+/// COUNT numbered datagrams to CAP_IP (or, for [`VLAN`], as tagged frames
+/// sent raw out of g0) captured on `any` byte for byte as tcpdump captures
+/// them.
+fn capture_any(rig: &Rig, source: &str, opts: &[&str], traffic: &str) {
+    let vlan = traffic == VLAN;
+    let frames = COUNT;
+    let out = rig.tmp.path().join("any.pcap");
+    let reference = rig.tmp.path().join("any-ref.pcap");
+    let td = Tcpdump::start_with(
+        &rig.cap,
+        "any",
+        &["-y", "LINUX_SLL"],
+        &reference,
+        &format!("udp dst port {DST_PORT}"),
+    )
+    .unwrap();
+    let count = frames.to_string();
+    let mut args: Vec<&str> = opts.to_vec();
+    args.extend(["-c", &count, "-I", "3", "-T", "30", "-f", "udp or tcp"]);
+    args.extend(["capture", source, out.to_str().unwrap()]);
+    let started = |agent: &Child| agent.stderr().matches("capture on any started").count();
+    let before = started(&rig.agent);
+    let mut client = rig.client("rpcap_client", &args);
+    wait_until(Duration::from_secs(15), "the capture to start", || {
+        Ok(started(&rig.agent) > before)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", client.describe()));
+    std::thread::sleep(Duration::from_millis(700));
+    let payloads = numbered_payloads(COUNT, PAYLOAD);
+    if vlan {
+        let tagged = payloads.iter().map(|p| tagged_udp(p)).collect();
+        xrpcap_testkit::traffic::send_raw(&rig.gen, "g0", tagged);
+    } else {
+        let from: SocketAddr = format!("{GEN_IP}:40000").parse().unwrap();
+        let to: SocketAddr = format!("{CAP_IP}:{DST_PORT}").parse().unwrap();
+        send_udp(&rig.gen, from, to, &payloads).unwrap();
+    }
+    let status = client
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("client finished");
+    assert!(status.success(), "{}", client.describe());
+    std::thread::sleep(Duration::from_millis(300));
+    let expected = td.stop().unwrap();
+    let got = read_pcap(&out).unwrap();
+    assert_eq!(expected.len(), frames as usize, "tcpdump reference");
+    assert_eq!(got.len(), frames as usize, "{}", client.describe());
+    let mut tagged = 0;
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g.data, e.data, "frame {i} differs");
+        assert_eq!((g.caplen, g.len), (e.caplen, e.len), "frame {i} lengths");
+        // To us (0) or broadcast (1), on Ethernet (1), a 6-byte address,
+        // then IPv4 or the tag.
+        let pkttype = if vlan { 1 } else { 0 };
+        assert_eq!(&g.data[..6], &[0, pkttype, 0, 1, 0, 6], "frame {i} header");
+        let hdr = if g.data[14..16] == [0x81, 0x00] {
+            assert_eq!(&g.data[16..20], &[0x00, 0x0a, 0x08, 0x00], "frame {i} tag");
+            tagged += 1;
+            20
+        } else {
+            assert_eq!(&g.data[14..16], &[0x08, 0x00], "frame {i} protocol");
+            16
+        };
+        assert_eq!(g.data[hdr + 28..], payloads[i][..], "payload {i}");
+    }
+    assert_eq!(tagged, if vlan { COUNT } else { 0 });
+    let stdout = client.stdout();
+    assert!(stdout.contains(&format!("captured {frames}")), "{stdout}");
+}

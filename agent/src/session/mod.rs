@@ -722,6 +722,11 @@ impl Session {
     }
 
     fn read_linktype(&mut self, source: String) {
+        // The ActiveClient line's `capture=afxdp` (`Capture` is the host's).
+        if source == iface::ANY && self.cfg.capture == Some(CaptureChoice::AfXdp) {
+            let text = format!("'{source}': {}", iface::any_with_afxdp());
+            return self.send_error(ErrorCode::Open, &text);
+        }
         self.host(
             HostCommand::ReadLinktype(source.clone()),
             Some(Pending::Linktype { source }),

@@ -1217,3 +1217,22 @@ fn replies_left_unread_hold_the_requests_back_until_the_peer_reads() {
     assert!(t.s.reading());
     assert!(t.sent().is_empty());
 }
+
+#[test]
+fn any_is_refused_at_open_when_the_sensors_line_says_capture_afxdp() {
+    let mut c = cfg();
+    c.capture = Some(CaptureChoice::AfXdp);
+    let mut t = T::with(c);
+    t.one(Message::AuthReq(Auth::Null));
+    let r = t.one(Message::OpenReq {
+        source: "any".into(),
+    });
+    assert_error(&r, ErrorCode::Open, "cannot be captured with AF_XDP");
+    // Other devices still open with AF_XDP.
+    assert!(matches!(
+        t.one(Message::OpenReq {
+            source: "eth0".into()
+        }),
+        Message::OpenReply { .. }
+    ));
+}

@@ -20,7 +20,19 @@
 //! therefore lets tagged frames through ([`kernel_filter`]) and the
 //! worker-side `rpcap` interpreter judges them once the tag is back; untagged
 //! frames are judged by the kernel alone.
+//!
+//! The `any` device (libpcap's pseudo-device) is a SOCK_DGRAM socket bound
+//! to ifindex 0: every interface's frames, without their link-layer header.
+//! Its link type is DLT_LINUX_SLL as libpcap 1.10 gives it; the 16-byte
+//! header is built from the frame's `sockaddr_ll` on the stack and handed
+//! to the framer as the first gather piece (no copy of the frame, no
+//! allocation). Unlike named interfaces, tagged frames are judged as
+//! libpcap judges them on `any`, without their tag (libpcap cannot compile
+//! `vlan` for DLT_LINUX_SLL; `udp` must match tagged UDP as tcpdump's
+//! does); the tag then goes back into the header. See [`cooked`] for the
+//! header and the filter's rewrite for the kernel.
 
+pub mod cooked;
 mod ring;
 
 use std::io;
@@ -30,8 +42,10 @@ use std::time::{Duration, Instant};
 
 use rpcap::bpf::{Insn, Program};
 
+use self::cooked::{SLL_HDR_LEN, SLL_PROTOCOL_OFF, SLL_VLAN_HDR_LEN};
 use self::ring::Ring;
 use super::{CaptureError, Frame, Polled, Request, Source, SourceStats};
+use crate::iface::ANY;
 
 /// `enum tpacket_versions`: TPACKET_V3 (libc does not export the enum value).
 const TPACKET_V3: libc::c_int = 2;
@@ -100,12 +114,16 @@ pub struct AfPacket {
     snaplen: u32,
     kernel_drops: u64,
     /// Frames with a VLAN tag the kernel moved out of the frame are rebuilt
-    /// here (a whole block's worth, so the filter sees every byte).
+    /// here (a whole block's worth, so the filter sees every byte), and so
+    /// are `any`'s frames when its filter cannot run in the kernel.
     vlan_buf: Vec<u8>,
     /// The capture's filter, run on tagged frames once the tag is back.
     filter: Program,
-    /// Tagged frames the filter rejected in user space.
+    /// Frames the filter rejected in user space (tagged ones; on `any`,
+    /// those of a filter that cannot run in the kernel).
     pub vlan_filtered: u64,
+    /// Set for the `any` device: frames are framed as DLT_LINUX_SLL.
+    cooked: Option<Cooked>,
     /// Set when the kernel reported the interface down: from then on we check
     /// whether it was deleted.
     down_since: Option<Instant>,
@@ -118,11 +136,30 @@ impl AfPacket {
     /// Opens the ring on `req.ifname` and attaches `req.filter`; reads the
     /// request's snaplen, promisc, read timeout and its settings' ring size
     /// (`RingSize`, 0: [`DEFAULT_RING_BYTES`]).
+    ///
+    /// `any` opens every interface as libpcap 1.10 does: a SOCK_DGRAM socket
+    /// bound to ifindex 0, DLT_LINUX_SLL framing, no promiscuous mode, snap
+    /// length at least [`cooked::MIN_SNAPLEN`].
     pub fn open(req: &Request) -> Result<AfPacket, io::Error> {
-        let ifindex = sys::ifreq::ifindex(&req.ifname)?;
-        let geometry = RingGeometry::for_ring(req.settings.ring_size, req.snaplen);
+        let any = req.ifname == ANY;
+        let (ifindex, snaplen, cooked) = if any {
+            let lo_ifindex = sys::ifreq::ifindex("lo").map_or(-1, |i| i as libc::c_int);
+            let cooked = Cooked {
+                lo_ifindex,
+                user_filter: false,
+            };
+            (0, req.snaplen.max(cooked::MIN_SNAPLEN), Some(cooked))
+        } else {
+            (sys::ifreq::ifindex(&req.ifname)?, req.snaplen, None)
+        };
+        let geometry = RingGeometry::for_ring(req.settings.ring_size, snaplen);
 
-        let fd = sys::socket::socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+        let ty = if any {
+            libc::SOCK_DGRAM
+        } else {
+            libc::SOCK_RAW
+        };
+        let fd = sys::socket::socket(libc::AF_PACKET, ty, 0)?;
 
         attach_filter(&fd, &[Insn::new(0x06, 0, 0, 0)])?;
         sys::sockopt::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
@@ -148,11 +185,12 @@ impl AfPacket {
             ifindex,
             geometry,
             cur: 0,
-            snaplen: req.snaplen,
+            snaplen,
             kernel_drops: 0,
-            vlan_buf: vec![0; geometry.block_size + 4],
+            vlan_buf: vec![0; geometry.block_size + SLL_VLAN_HDR_LEN],
             filter: req.filter.clone(),
             vlan_filtered: 0,
+            cooked,
             down_since: None,
             last_down_check: Instant::now(),
             wake: None,
@@ -162,7 +200,11 @@ impl AfPacket {
             &cap.fd,
             &sys::socket::sockaddr_ll(ifindex, libc::ETH_P_ALL as u16),
         )?;
-        if req.promisc {
+        if req.promisc && any {
+            log::info!(
+                "promiscuous mode is not supported on the \"any\" device: capturing without it"
+            );
+        } else if req.promisc {
             let mut mreq: libc::packet_mreq = sys::sockopt::zeroed();
             mreq.mr_ifindex = ifindex as libc::c_int;
             mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
@@ -175,7 +217,8 @@ impl AfPacket {
             )?;
         }
         cap.drain();
-        attach_filter(&cap.fd, &kernel_filter(req.filter.insns()))?;
+        let program = cap.kernel_program(req.filter.insns());
+        attach_filter(&cap.fd, &program)?;
         // Whatever the drop-all filter let through (nothing) and the stats
         // counted so far belong to the set-up, not to the capture.
         let _ = cap.read_kernel_stats();
@@ -209,6 +252,27 @@ impl AfPacket {
         self.ring.block_status(i)
     }
 
+    /// The program to attach for `insns`; on `any`, notes whether the
+    /// kernel can run it ([`cooked::kernel_program`]) or user space judges
+    /// every frame (the kernel then passes them all).
+    fn kernel_program(&mut self, insns: &[Insn]) -> Vec<Insn> {
+        match &mut self.cooked {
+            None => kernel_filter(insns),
+            // Tagged frames are judged as the kernel sees them (see
+            // `emit_cooked`): no prefix that passes them up.
+            Some(c) => match cooked::kernel_program(insns) {
+                Some(k) => {
+                    c.user_filter = false;
+                    k
+                }
+                None => {
+                    c.user_filter = true;
+                    Vec::new()
+                }
+            },
+        }
+    }
+
     /// Walks the frames of block `i` (owned by user space) into `sink`.
     fn walk_block<F: FnMut(&Frame<'_>)>(&mut self, i: usize, sink: &mut F) -> usize {
         let mut tagged = Tagged {
@@ -217,9 +281,26 @@ impl AfPacket {
             filter: &self.filter,
             vlan_filtered: &mut self.vlan_filtered,
         };
-        self.ring
-            .walk_block(i, |h, data| tagged.emit(h, data, sink))
+        match &self.cooked {
+            None => self
+                .ring
+                .walk_block(i, |h, _, data| tagged.emit(h, data, sink)),
+            Some(c) => self
+                .ring
+                .walk_block(i, |h, sll, data| tagged.emit_cooked(c, h, sll, data, sink)),
+        }
     }
+}
+
+/// What the `any` device needs besides a raw capture.
+#[derive(Debug, Clone, Copy)]
+struct Cooked {
+    /// Loopback's ifindex (-1: none): its outgoing copies are dropped, as
+    /// libpcap does, since every one comes back as an incoming frame.
+    lo_ifindex: libc::c_int,
+    /// The filter reads header bytes the kernel cannot see: user space
+    /// judges every frame.
+    user_filter: bool,
 }
 
 /// What [`Tagged::emit`] needs of the capture while the ring is borrowed.
@@ -230,7 +311,76 @@ struct Tagged<'a> {
     vlan_filtered: &'a mut u64,
 }
 
+/// The VLAN tag the kernel moved beside the frame: (TPID, TCI).
+#[inline]
+fn vlan_tag(h: &libc::tpacket3_hdr) -> Option<(u16, u16)> {
+    if h.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
+        return None;
+    }
+    let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+        h.hv1.tp_vlan_tpid
+    } else {
+        0x8100
+    };
+    Some((tpid, h.hv1.tp_vlan_tci as u16))
+}
+
 impl Tagged<'_> {
+    /// Hands one frame of the `any` device to the sink with its
+    /// DLT_LINUX_SLL header as a gather piece of its own (no copy of the
+    /// frame). As libpcap: the filter judges the frame as the kernel sees
+    /// it (a VLAN tag beside it, not in it: libpcap cannot compile `vlan`
+    /// for DLT_LINUX_SLL, and a protocol filter must still match tagged
+    /// frames), then the tag goes back into the header before the protocol;
+    /// the header counts in both lengths, the snap length cuts header and
+    /// data together, the filter's verdict cuts the data alone (as it does
+    /// in the kernel). Only a filter the kernel cannot run makes a copy: the
+    /// frame is assembled in `vlan_buf` for it.
+    #[inline]
+    fn emit_cooked<F: FnMut(&Frame<'_>)>(
+        &mut self,
+        c: &Cooked,
+        h: &libc::tpacket3_hdr,
+        sll: &libc::sockaddr_ll,
+        data: &[u8],
+        sink: &mut F,
+    ) {
+        if sll.sll_pkttype == libc::PACKET_OUTGOING && sll.sll_ifindex == c.lo_ifindex {
+            return;
+        }
+        let snap = self.snaplen as usize;
+        let hdr = cooked::sll_header(sll);
+        let mut kept = data;
+        if c.user_filter {
+            // vlan_buf holds a block + a header; `data` lies in a block.
+            let len = SLL_HDR_LEN + data.len();
+            self.vlan_buf[..SLL_HDR_LEN].copy_from_slice(&hdr);
+            self.vlan_buf[SLL_HDR_LEN..len].copy_from_slice(data);
+            // The kernel's length for the filter: the network-layer bytes.
+            let keep = self.filter.run(&self.vlan_buf[..len], h.tp_len) as usize;
+            if keep == 0 {
+                *self.vlan_filtered += 1;
+                return;
+            }
+            kept = &data[..data.len().min(keep)];
+        }
+        let frame = |hdr: &[u8], sink: &mut F| {
+            let n = kept.len().min(snap - hdr.len());
+            sink(&Frame {
+                ts_sec: h.tp_sec,
+                ts_usec: h.tp_nsec / 1000,
+                parts: &[hdr, &kept[..n]],
+                wire_len: h.tp_len + hdr.len() as u32,
+            });
+        };
+        // libpcap puts the tag back when the captured bytes reach its
+        // offset (a quirk: it compares the data, not the header, with 14).
+        match vlan_tag(h).filter(|_| data.len() >= SLL_PROTOCOL_OFF) {
+            Some((tpid, tci)) => frame(&cooked::with_vlan(&hdr, tpid, tci), sink),
+            None => frame(&hdr, sink),
+        }
+    }
+
     /// Hands one frame to the sink: snap length applied, VLAN tag put back
     /// (and the filter run on the tagged frame, see the module doc).
     #[inline]
@@ -238,16 +388,10 @@ impl Tagged<'_> {
         let snap = self.snaplen as usize;
         let ts_sec = h.tp_sec;
         let ts_usec = h.tp_nsec / 1000;
-        let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
-        if vlan && data.len() >= 12 {
+        let tag = vlan_tag(h).filter(|_| data.len() >= 12);
+        if let Some((tpid, tci)) = tag {
             // The NIC (or veth) took the 802.1Q tag out of the frame; put it
             // back so the sensor sees the frame as it was on the wire.
-            let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                h.hv1.tp_vlan_tpid
-            } else {
-                0x8100
-            };
-            let tci = h.hv1.tp_vlan_tci as u16;
             // vlan_buf holds a block + 4 bytes and `data` lies inside a block.
             let len = data.len() + 4;
             let out = &mut self.vlan_buf[..len];
@@ -325,6 +469,12 @@ impl AfPacket {
             .map_err(|e| CaptureError::io("SO_ERROR", e))?;
         match err {
             0 => Ok(()),
+            // `any` is bound to no interface: one going down or away is not
+            // its end (the kernel does not report it there anyway).
+            libc::ENODEV | libc::ENXIO | libc::ENETDOWN if self.cooked.is_some() => {
+                log::debug!("capture on any: {}", io::Error::from_raw_os_error(err));
+                Ok(())
+            }
             libc::ENODEV | libc::ENXIO => Err(CaptureError::Vanished(self.ifname.clone())),
             libc::ENETDOWN => {
                 if !sys::ifreq::ifindex_exists(self.ifindex) {
@@ -383,8 +533,8 @@ impl Source for AfPacket {
     fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError> {
         // SO_ATTACH_FILTER swaps the program atomically in the kernel; tagged
         // frames already in the ring are judged by the new program too.
-        attach_filter(&self.fd, &kernel_filter(filter.insns()))
-            .map_err(|e| CaptureError::io("SO_ATTACH_FILTER", e))?;
+        let program = self.kernel_program(filter.insns());
+        attach_filter(&self.fd, &program).map_err(|e| CaptureError::io("SO_ATTACH_FILTER", e))?;
         self.filter = filter.clone();
         Ok(())
     }
@@ -469,6 +619,140 @@ mod tests {
         let g = RingGeometry::for_ring(1000, 9000);
         assert_eq!(g.block_nr, MIN_BLOCKS);
         assert_eq!(g.block_size % FRAME_SIZE, 0);
+    }
+
+    /// One frame through `emit_cooked`: (bytes, wire length) per frame given.
+    fn cooked_frames(
+        filter: &Program,
+        user_filter: bool,
+        snaplen: u32,
+        h: &libc::tpacket3_hdr,
+        sll: &libc::sockaddr_ll,
+        data: &[u8],
+    ) -> Vec<(Vec<u8>, u32, usize)> {
+        let mut buf = vec![0u8; 4096];
+        let mut filtered = 0;
+        let mut t = Tagged {
+            snaplen,
+            vlan_buf: &mut buf,
+            filter,
+            vlan_filtered: &mut filtered,
+        };
+        let c = Cooked {
+            lo_ifindex: 1,
+            user_filter,
+        };
+        let mut out = Vec::new();
+        t.emit_cooked(&c, h, sll, data, &mut |f: &Frame<'_>| {
+            out.push((f.to_vec(), f.wire_len, f.parts.len()))
+        });
+        out
+    }
+
+    fn hdr() -> libc::tpacket3_hdr {
+        libc::tpacket3_hdr {
+            tp_next_offset: 0,
+            tp_sec: 0,
+            tp_nsec: 0,
+            tp_snaplen: 0,
+            tp_len: 0,
+            tp_status: 0,
+            tp_mac: 0,
+            tp_net: 0,
+            hv1: libc::tpacket_hdr_variant1 {
+                tp_rxhash: 0,
+                tp_vlan_tci: 0,
+                tp_vlan_tpid: 0,
+                tp_padding: 0,
+            },
+            tp_padding: [0; 8],
+        }
+    }
+
+    fn ipv4_udp(len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x45;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        p
+    }
+
+    #[test]
+    fn cooked_frames_get_the_sll_header_as_a_piece_and_libpcaps_lengths() {
+        let mut h = hdr();
+        let mut sll: libc::sockaddr_ll = sys::sockopt::zeroed();
+        sll.sll_ifindex = 2;
+        sll.sll_hatype = 1;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
+        sll.sll_protocol = 0x0800u16.to_be();
+        let data = ipv4_udp(100);
+        h.tp_len = 100;
+        h.tp_snaplen = 100;
+        let all = Program::accept_all();
+        let got = cooked_frames(&all, false, 65535, &h, &sll, &data);
+        assert_eq!(got.len(), 1);
+        let (bytes, wire, pieces) = &got[0];
+        assert_eq!(*pieces, 2, "header as its own gather piece");
+        assert_eq!(&bytes[..16], &cooked::sll_header(&sll));
+        assert_eq!(&bytes[16..], &data[..]);
+        assert_eq!(*wire, 116);
+        // The snap length cuts header and data together.
+        let got = cooked_frames(&all, false, 50, &h, &sll, &data);
+        assert_eq!(got[0].0.len(), 50);
+        assert_eq!(got[0].1, 116);
+        // Loopback's outgoing copy is dropped; other interfaces' kept.
+        sll.sll_pkttype = libc::PACKET_OUTGOING;
+        sll.sll_ifindex = 1;
+        assert!(cooked_frames(&all, false, 65535, &h, &sll, &data).is_empty());
+        sll.sll_ifindex = 2;
+        assert_eq!(cooked_frames(&all, false, 65535, &h, &sll, &data).len(), 1);
+    }
+
+    #[test]
+    fn cooked_frames_are_judged_as_libpcap_judges_them_and_get_their_tag_back() {
+        let mut h = hdr();
+        let mut sll: libc::sockaddr_ll = sys::sockopt::zeroed();
+        sll.sll_ifindex = 2;
+        sll.sll_hatype = 1;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
+        sll.sll_protocol = 0x0800u16.to_be();
+        let data = ipv4_udp(100);
+        h.tp_len = 100;
+        // The SLL header's address (bytes 6..12) is only seen in user space.
+        let from_7 = crate::filter::compile(113, "ether[11] == 7").unwrap();
+        assert!(cooked::kernel_program(from_7.insns()).is_none());
+        let got = cooked_frames(&from_7, true, 65535, &h, &sll, &data);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.len(), 116);
+        sll.sll_addr[5] = 8;
+        assert!(cooked_frames(&from_7, true, 65535, &h, &sll, &data).is_empty());
+        // A VLAN tag goes back before the protocol, after the filter judged
+        // the frame as the kernel sees it (protocol IPv4, no tag), as libpcap.
+        sll.sll_addr[5] = 7;
+        h.tp_status = libc::TP_STATUS_VLAN_VALID;
+        h.hv1.tp_vlan_tci = 10;
+        let udp = crate::filter::compile(113, "udp").unwrap();
+        for (prog, user) in [(&udp, false), (&udp, true), (&from_7, true)] {
+            let got = cooked_frames(prog, user, 65535, &h, &sll, &data);
+            assert_eq!(got.len(), 1);
+            let (bytes, wire, pieces) = &got[0];
+            assert_eq!(*pieces, 2, "tagged header as its own piece too");
+            assert_eq!(&bytes[14..20], &[0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
+            assert_eq!(&bytes[20..], &data[..]);
+            assert_eq!(*wire, 120);
+        }
+        // The snap length counts the tag.
+        let got = cooked_frames(&udp, false, 60, &h, &sll, &data);
+        assert_eq!(got[0].0.len(), 60);
+        assert_eq!(&got[0].0[20..], &data[..40]);
+        // The filter's verdict cuts the data (it does in the kernel).
+        let short = crate::filter::compile(113, "udp").unwrap();
+        let short = rpcap::bpf::and_then(short.insns(), &[Insn::new(0x06, 0, 0, 30)]).unwrap();
+        let got = cooked_frames(&short, true, 65535, &h, &sll, &data);
+        assert_eq!(got[0].0.len(), 20 + 30);
     }
 
     #[test]

@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::RingGeometry;
 
+/// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where the frame's
+/// `sockaddr_ll` starts.
+const SLL_OFF: usize = (mem::size_of::<libc::tpacket3_hdr>() + 15) & !15;
+
 /// The mapped ring of a socket that has PACKET_RX_RING set.
 #[derive(Debug)]
 pub(super) struct Ring {
@@ -64,13 +68,15 @@ impl Ring {
         }
     }
 
-    /// Calls `frame(header, bytes)` for every frame of block `i` if user
-    /// space owns it (its status says TP_STATUS_USER); returns the count
-    /// (0 for a block the kernel still owns).
+    /// Calls `frame(header, address, bytes)` for every frame of block `i`
+    /// if user space owns it (its status says TP_STATUS_USER); returns the
+    /// count (0 for a block the kernel still owns). `address` is the
+    /// `sockaddr_ll` the kernel writes behind the header (interface, packet
+    /// type, link-layer address and protocol).
     pub(super) fn walk_block(
         &self,
         i: usize,
-        mut frame: impl FnMut(&libc::tpacket3_hdr, &[u8]),
+        mut frame: impl FnMut(&libc::tpacket3_hdr, &libc::sockaddr_ll, &[u8]),
     ) -> usize {
         let bs = self.geometry.block_size;
         if self.block_status(i).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
@@ -88,12 +94,15 @@ impl Ring {
             let num = desc.hdr.bh1.num_pkts as usize;
             let mut off = desc.hdr.bh1.offset_to_first_pkt as usize;
             let mut n = 0;
-            while n < num && off + mem::size_of::<libc::tpacket3_hdr>() <= bs {
+            while n < num && off + SLL_OFF + mem::size_of::<libc::sockaddr_ll>() <= bs {
                 let h = &*(block.add(off) as *const libc::tpacket3_hdr);
+                // The kernel writes it at TPACKET_ALIGN(sizeof(tpacket3_hdr)),
+                // 16-byte aligned as every frame starts.
+                let sll = &*(block.add(off + SLL_OFF) as *const libc::sockaddr_ll);
                 let mac = off + h.tp_mac as usize;
                 let caplen = (h.tp_snaplen as usize).min(bs.saturating_sub(mac));
                 let data = std::slice::from_raw_parts(block.add(mac), caplen);
-                frame(h, data);
+                frame(h, sll, data);
                 n += 1;
                 if h.tp_next_offset == 0 {
                     break;
