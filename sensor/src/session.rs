@@ -137,6 +137,8 @@ enum Phase {
     Capturing,
     /// Waiting to retry with `Retry` at the instant.
     Waiting(Instant, Retry),
+    /// The sensor stops: ENDCAP sent, CLOSE follows its reply.
+    Ending,
     Closed,
 }
 
@@ -345,6 +347,22 @@ impl Session {
         });
     }
 
+    /// The sensor stops: ENDCAP for a capture that runs (or is being
+    /// started), and CLOSE once the agent has answered it (the capture's
+    /// last data is in flight before the reply); without a capture, CLOSE
+    /// now. Called again before the reply came (the driver's wait is over),
+    /// CLOSE now. [`Session::is_closed`] says when CLOSE is queued.
+    pub fn stop(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Closed => {}
+            Phase::Capturing | Phase::StartCap => {
+                self.send(Message::EndCapReq, now);
+                self.phase = Phase::Ending;
+            }
+            _ => self.abort(None, ""),
+        }
+    }
+
     /// Ends the session from the sensor's side: an ERROR with `text` (if
     /// `code` is given), then CLOSE.
     pub fn abort(&mut self, code: Option<ErrorCode>, text: &str) {
@@ -372,6 +390,9 @@ impl Session {
     }
 
     fn handle(&mut self, msg: Message, now: Instant) -> Result<(), SessionError> {
+        if self.phase == Phase::Ending {
+            return self.handle_ending(msg);
+        }
         let expected = self.pending.front().map(|(t, _)| *t);
         match msg {
             Message::Close => return Err(SessionError::ClosedByAgent),
@@ -471,6 +492,23 @@ impl Session {
             Message::UpdateFilterReply => self.events.push_back(Event::FilterUpdated),
             // Replies we never ask for were refused above.
             _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// While stopping, replies (and ERRORs answering requests) are taken in
+    /// order and dropped; the one to ENDCAP lets CLOSE go.
+    fn handle_ending(&mut self, msg: Message) -> Result<(), SessionError> {
+        let answers = match &msg {
+            Message::Close => return Err(SessionError::ClosedByAgent),
+            // The agent's news of a capture that stopped answers nothing.
+            Message::Error { code, .. } => *code != ErrorCode::ReadEx as u16,
+            m => reply_request(m.msg_type()).is_some(),
+        };
+        if answers && self.pending.pop_front().map(|(t, _)| t) == Some(MsgType::EndCapReq) {
+            self.abort(None, "");
         }
         Ok(())
     }
@@ -805,6 +843,42 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn stopping_sends_endcap_then_close_after_its_reply() {
+        // Issue 14 item 10: SIGTERM used to drop the connection unannounced.
+        let now = Instant::now();
+        let mut s = capturing(now);
+        take(&mut s);
+        s.request_stats(now);
+        assert_eq!(take(&mut s), vec![Message::StatsReq]);
+        s.stop(now);
+        assert_eq!(take(&mut s), vec![Message::EndCapReq]);
+        assert!(!s.is_closed(), "CLOSE waits for ENDCAP's reply");
+        // The STATS reply in flight is taken, then ENDCAP's lets CLOSE go.
+        s.receive(&Message::StatsReply(Stats::default()).to_bytes(), now)
+            .unwrap();
+        assert!(take(&mut s).is_empty());
+        s.receive(&Message::EndCapReply.to_bytes(), now).unwrap();
+        assert_eq!(take(&mut s), vec![Message::Close]);
+        assert!(s.is_closed());
+        assert_eq!(s.poll_event(), None);
+
+        // An agent that does not answer: stop again (the wait is over), CLOSE now.
+        let mut s = capturing(now);
+        take(&mut s);
+        s.stop(now);
+        assert_eq!(take(&mut s), vec![Message::EndCapReq]);
+        s.stop(now);
+        assert_eq!(take(&mut s), vec![Message::Close]);
+
+        // No capture yet: CLOSE alone.
+        let mut s = Session::new(cfg(), now);
+        take(&mut s);
+        s.stop(now);
+        assert_eq!(take(&mut s), vec![Message::Close]);
+        assert!(s.is_closed());
     }
 
     #[test]
