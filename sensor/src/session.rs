@@ -39,6 +39,31 @@ pub struct SessionConfig {
     /// SETSAMPLING sent right before STARTCAP, so the capture samples from
     /// its first packet (None: no SETSAMPLING, the agent keeps every packet).
     pub sampling: Option<Sampling>,
+    /// STARTCAP's INBOUND/OUTBOUND flags.
+    pub direction: Direction,
+}
+
+/// Which frames the agent captures (libpcap's `pcap_setdirection`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    /// Received frames only (STARTCAP INBOUND).
+    In,
+    /// Sent frames only (STARTCAP OUTBOUND).
+    Out,
+    /// Both (no direction flag, as libpcap's clients send).
+    #[default]
+    Inout,
+}
+
+impl Direction {
+    /// The STARTCAP flags for this direction.
+    pub fn startcap_flags(self) -> u16 {
+        match self {
+            Direction::In => startcap_flags::INBOUND,
+            Direction::Out => startcap_flags::OUTBOUND,
+            Direction::Inout => 0,
+        }
+    }
 }
 
 /// How the capture's data reaches the sensor.
@@ -224,11 +249,10 @@ impl Session {
         if self.phase != Phase::Ready {
             return;
         }
-        let mut flags = if self.cfg.promisc {
-            startcap_flags::PROMISC
-        } else {
-            0
-        };
+        let mut flags = self.cfg.direction.startcap_flags();
+        if self.cfg.promisc {
+            flags |= startcap_flags::PROMISC;
+        }
         let portdata = match transport {
             DataTransport::Udp { port } => {
                 flags |= startcap_flags::DGRAM;
@@ -568,6 +592,7 @@ mod tests {
             read_timeout_ms: 100,
             promisc: true,
             sampling: None,
+            direction: Direction::Inout,
         }
     }
 
@@ -879,6 +904,28 @@ mod tests {
         s.stop(now);
         assert_eq!(take(&mut s), vec![Message::Close]);
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn direction_goes_in_startcap_flags() {
+        let now = Instant::now();
+        for (direction, want) in [
+            (Direction::In, startcap_flags::INBOUND),
+            (Direction::Out, startcap_flags::OUTBOUND),
+            (Direction::Inout, 0),
+        ] {
+            let mut s = opened(SessionConfig { direction, ..cfg() }, now);
+            let filter = vec![Insn::new(0x06, 0, 0, 262_144)];
+            s.start_capture(DataTransport::Udp { port: 2010 }, filter, now);
+            match &take(&mut s)[..] {
+                [Message::StartCapReq(r)] => {
+                    let dir = r.flags & (startcap_flags::INBOUND | startcap_flags::OUTBOUND);
+                    assert_eq!(dir, want, "{direction:?}");
+                    assert_ne!(r.flags & startcap_flags::PROMISC, 0);
+                }
+                m => panic!("{m:?}"),
+            }
+        }
     }
 
     #[test]

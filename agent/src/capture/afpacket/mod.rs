@@ -20,6 +20,12 @@
 //! therefore lets tagged frames through ([`kernel_filter`]) and the
 //! worker-side `rpcap` interpreter judges them once the tag is back; untagged
 //! frames are judged by the kernel alone.
+//!
+//! Direction (STARTCAP's INBOUND/OUTBOUND, libpcap's `pcap_setdirection`):
+//! the kernel filter starts with a test of the frame's packet type
+//! ([`with_direction`]), so frames of the other direction never take ring
+//! space nor worker time. libpcap's rpcapd drops them in user space by the
+//! ring header's `sll_pkttype`; the frames kept are the same.
 
 mod ring;
 
@@ -31,7 +37,7 @@ use std::time::{Duration, Instant};
 use rpcap::bpf::{Insn, Program};
 
 use self::ring::Ring;
-use super::{CaptureError, Frame, Polled, Request, Source, SourceStats};
+use super::{CaptureError, Direction, Frame, Polled, Request, Source, SourceStats};
 
 /// `enum tpacket_versions`: TPACKET_V3 (libc does not export the enum value).
 const TPACKET_V3: libc::c_int = 2;
@@ -104,6 +110,8 @@ pub struct AfPacket {
     vlan_buf: Vec<u8>,
     /// The capture's filter, run on tagged frames once the tag is back.
     filter: Program,
+    /// Applied in the kernel filter (see [`with_direction`]).
+    direction: Direction,
     /// Tagged frames the filter rejected in user space.
     pub vlan_filtered: u64,
     /// Set when the kernel reported the interface down: from then on we check
@@ -152,6 +160,7 @@ impl AfPacket {
             kernel_drops: 0,
             vlan_buf: vec![0; geometry.block_size + 4],
             filter: req.filter.clone(),
+            direction: req.direction,
             vlan_filtered: 0,
             down_since: None,
             last_down_check: Instant::now(),
@@ -175,7 +184,10 @@ impl AfPacket {
             )?;
         }
         cap.drain();
-        attach_filter(&cap.fd, &kernel_filter(req.filter.insns()))?;
+        attach_filter(
+            &cap.fd,
+            &with_direction(cap.direction, kernel_filter(req.filter.insns())),
+        )?;
         // Whatever the drop-all filter let through (nothing) and the stats
         // counted so far belong to the set-up, not to the capture.
         let _ = cap.read_kernel_stats();
@@ -383,8 +395,11 @@ impl Source for AfPacket {
     fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError> {
         // SO_ATTACH_FILTER swaps the program atomically in the kernel; tagged
         // frames already in the ring are judged by the new program too.
-        attach_filter(&self.fd, &kernel_filter(filter.insns()))
-            .map_err(|e| CaptureError::io("SO_ATTACH_FILTER", e))?;
+        attach_filter(
+            &self.fd,
+            &with_direction(self.direction, kernel_filter(filter.insns())),
+        )
+        .map_err(|e| CaptureError::io("SO_ATTACH_FILTER", e))?;
         self.filter = filter.clone();
         Ok(())
     }
@@ -418,6 +433,34 @@ fn kernel_filter(insns: &[Insn]) -> Vec<Insn> {
     k.push(Insn::new(0x06, 0, 0, u32::MAX)); // ret #-1: tagged -> user space
     k.extend_from_slice(insns);
     k
+}
+
+/// `SKF_AD_OFF + SKF_AD_PKTTYPE`: the frame's packet type (`skb->pkt_type`,
+/// what the ring header's `sll_pkttype` says).
+const LD_PKTTYPE: u32 = 0xffff_f000 + 4;
+/// `PACKET_OUTGOING`: a frame this host sent; every other type was received.
+const PACKET_OUTGOING: u32 = 4;
+
+/// The kernel program `k` (empty: every frame) behind a direction test:
+/// inbound-only rejects `PACKET_OUTGOING`, outbound-only everything else,
+/// as libpcap's `linux_check_direction`. Both directions: `k` unchanged.
+fn with_direction(direction: Direction, k: Vec<Insn>) -> Vec<Insn> {
+    let (jt, jf) = match direction {
+        Direction::Both => return k,
+        // Outgoing: to `ret #0`; else past it.
+        Direction::In => (0, 1),
+        Direction::Out => (1, 0),
+    };
+    let mut p = Vec::with_capacity(k.len().max(1) + 3);
+    p.push(Insn::new(0x20, 0, 0, LD_PKTTYPE)); // ld pkttype
+    p.push(Insn::new(0x15, jt, jf, PACKET_OUTGOING)); // jeq #PACKET_OUTGOING
+    p.push(Insn::new(0x06, 0, 0, 0)); // ret #0: the other direction
+    if k.is_empty() {
+        p.push(Insn::new(0x06, 0, 0, u32::MAX)); // ret #-1
+    } else {
+        p.extend(k);
+    }
+    p
 }
 
 /// Attaches (or atomically replaces) the socket's classic BPF filter.
@@ -471,6 +514,54 @@ mod tests {
         assert_eq!(g.block_size % FRAME_SIZE, 0);
     }
 
+    /// Frames of UDP datagrams to `port` on lo seen by a capture of `direction`.
+    fn lo_frames(direction: Direction, port: u16) -> Option<usize> {
+        let filter =
+            rpcap::bpf::libpcap::compile_capture(Some(&format!("udp port {port}")), 1, 200)
+                .unwrap();
+        let req = Request {
+            ifname: "lo".into(),
+            backend: crate::settings::Backend::AfPacket,
+            settings: Default::default(),
+            own: None,
+            snaplen: 200,
+            promisc: false,
+            direction,
+            read_timeout: Duration::from_millis(10),
+            filter,
+        };
+        let mut cap = match AfPacket::open(&req) {
+            Ok(c) => c,
+            // Not root: nothing to learn here (the e2e tests cover it).
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return None,
+            Err(e) => panic!("{e}"),
+        };
+        let rx = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..3 {
+            tx.send_to(b"direction", rx.local_addr().unwrap()).unwrap();
+        }
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            cap.poll(Duration::from_millis(20), &mut |_: &Frame<'_>| n += 1)
+                .unwrap();
+        }
+        Some(n)
+    }
+
+    #[test]
+    fn direction_keeps_the_frames_libpcap_keeps() {
+        // On lo every frame is seen twice: sent (PACKET_OUTGOING) and
+        // received (PACKET_HOST). Ports of their own: tests run in parallel.
+        let Some(both) = lo_frames(Direction::Both, 39_571) else {
+            return;
+        };
+        assert_eq!(both, 6);
+        assert_eq!(lo_frames(Direction::In, 39_572), Some(3));
+        assert_eq!(lo_frames(Direction::Out, 39_573), Some(3));
+    }
+
     #[test]
     fn unknown_interface_is_an_error_not_a_panic() {
         let req = Request {
@@ -483,6 +574,7 @@ mod tests {
             own: None,
             snaplen: 100,
             promisc: false,
+            direction: Direction::Both,
             read_timeout: Duration::from_millis(10),
             filter: Program::accept_all(),
         };
