@@ -150,7 +150,7 @@ pub fn open(req: &Request, wake: &EventFd) -> Result<AnySource, OpenError> {
                     source,
                 }
             })?;
-            AnySource::File(src)
+            AnySource::File(src.with_direction(req.direction))
         }
         Backend::AfXdp if req.direction == Direction::Out => {
             return Err(OpenError::AfXdp {
