@@ -132,3 +132,52 @@ fn sigterm_to_the_sensor_ends_the_agents_capture_with_endcap_and_close() {
     assert!(took < Duration::from_secs(2), "stopped in {took:?}");
     assert!(!log.contains("connection reset"), "{log}");
 }
+
+/// The agent capturing c0 with AF_XDP; the sensor asks for `direction`.
+fn afxdp_pair(direction: &str) -> (Topology, Sensor, Agent) {
+    let topo = Topology::new().unwrap();
+    let listen = addr(Topology::SEN_IP, Topology::SEN_PORT);
+    let sensor = Sensor::start(&topo.sen, listen, &["--direction", direction]).unwrap();
+    let ini = format!("{}Capture = afxdp:{}\n", active_ini(), Topology::CAP_IF);
+    let agent = Agent::start(&topo.cap, &ini, &[]).unwrap();
+    (topo, sensor, agent)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn afxdp_refuses_outbound_only_saying_it_sees_ingress_only() {
+    require_root();
+    let (_topo, mut sensor, mut agent) = afxdp_pair("out");
+    // The sensor retries STARTCAP and logs the agent's reason each time.
+    sensor
+        .wait_log("AF_XDP sees received frames only", 1, ARRIVAL)
+        .unwrap();
+    assert!(
+        !agent.log().contains("capture on c0 started"),
+        "{}",
+        agent.log()
+    );
+    agent.stop().unwrap();
+    sensor.stop().unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn afxdp_captures_inbound_only() {
+    require_root();
+    let (topo, mut sensor, mut agent) = afxdp_pair("in");
+    agent.wait_capturing(Topology::CAP_IF, 1).unwrap();
+    agent.wait_log("AF_XDP capture", 1, ARRIVAL).unwrap();
+    let payloads = numbered_payloads(20, 100);
+    xrpcap_testkit::send_udp(
+        &topo.gen,
+        addr(Topology::GEN_IP, 7002),
+        addr(Topology::CAP_IP, 7001),
+        &payloads,
+    )
+    .unwrap();
+    let got = wait_for_packets(&sensor.the_file().unwrap(), 20, ARRIVAL).unwrap();
+    assert!(got.iter().all(|p| udp(p).is_some_and(|u| u.dport == 7001)));
+    agent.stop().unwrap();
+    sensor.stop().unwrap();
+}
