@@ -200,6 +200,7 @@ impl WorkerHost {
                 own: Some(req.own),
                 snaplen: req.snaplen,
                 promisc: req.promisc,
+                direction: req.direction,
                 read_timeout: req.read_timeout,
                 filter: req.filter,
             },

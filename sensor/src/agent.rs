@@ -32,7 +32,9 @@ pub struct Shared {
     pub registry: Registry,
     pub bufs: Buffers,
     pub ports: UdpPorts,
-    pub writer: writer::Handle,
+    /// The writer thread's queue; `None` once the sensor stops (the thread
+    /// ends when every handle is gone).
+    pub writer: Option<writer::Handle>,
     /// Records still allowed by `--count` (all agents together).
     pub budget: u64,
     /// The filter expression captures start with (SIGHUP may replace it).
@@ -230,6 +232,13 @@ impl Agent {
         Some(self.rate.line(now, &self.peer, cap, self.stats.as_ref()))
     }
 
+    /// The sensor stops: ENDCAP (a capture runs) and CLOSE after its
+    /// reply, or CLOSE now (no capture, or called again: the wait is over).
+    pub fn stop(&mut self, now: Instant) {
+        self.session.stop(now);
+        self.flush();
+    }
+
     /// Ends the agent: last output sent, sockets deregistered. With
     /// `keep_port` a capture's UDP port is handed on to linger, so that what
     /// the agent still sends is counted as late instead of refused by the kernel.
@@ -367,9 +376,12 @@ impl Agent {
                 "the sensor streams only one capture to stdout".into(),
             ));
         }
+        let Some(writer) = sh.writer.clone() else {
+            return Err(StartError::Later("the sensor is stopping".into()));
+        };
         let (mut data, transport) = self.open_data(sh, now)?;
         let output = match Output::create(
-            &sh.writer,
+            &writer,
             &sh.cfg.output,
             &self.name,
             iface,

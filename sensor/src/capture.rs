@@ -169,7 +169,14 @@ impl Capture {
 
     /// Hands the last records to the writer; returns the files written.
     /// The counters are final once [`Capture::is_written`] (see `settle`).
+    ///
+    /// The session is over, so a udpstr record whose start arrived and whose
+    /// end did not (the agent's last datagram carried only its start) never
+    /// will: it counts in `truncated_records` (and `lost`). It is not
+    /// written: pcap allows caplen < len only for bytes the capture kept,
+    /// and these were cut by the transport, not by the snaplen.
     pub fn finish(&mut self) -> Vec<std::path::PathBuf> {
+        self.deframer.reset();
         match self.output.as_mut() {
             Some(o) => {
                 o.close();
@@ -254,6 +261,58 @@ mod tests {
         v.extend_from_slice(&h.to_bytes());
         v.extend_from_slice(&[1, 2, 3, 4]);
         v
+    }
+
+    /// The udpstr datagrams of `records` (caplen each) framed in datagrams
+    /// of `size` bytes, npkt from 1.
+    fn udpstr(records: &[usize], size: usize) -> Vec<Vec<u8>> {
+        use rpcap::udpstr::{Batch, Framer};
+        let mut f = Framer::new(size).unwrap();
+        let mut b = Batch::new(size, 64);
+        for (i, &n) in records.iter().enumerate() {
+            let h = PktHdr {
+                ts_sec: 1,
+                ts_usec: i as u32,
+                caplen: n as u32,
+                len: n as u32,
+                npkt: i as u32 + 1,
+            };
+            f.push(&mut b, &h, &vec![i as u8; n]).unwrap();
+        }
+        f.flush(&mut b);
+        b.datagrams().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn a_record_cut_off_by_the_end_of_the_session_is_counted_not_written() {
+        // Issue 14 item 9: 60 bytes whole, then 300 bytes over datagrams of
+        // 200; the agent's last datagram carried only the second's start.
+        let dgrams = udpstr(&[60, 300], 200);
+        assert_eq!(dgrams.len(), 3);
+        let mut c = Capture::new("eth0", 1, 1000, None);
+        let mut budget = u64::MAX;
+        for d in &dgrams[..2] {
+            c.on_datagram(d, &mut budget);
+        }
+        // Without an output every record handed over is a write error.
+        assert_eq!(c.counters.write_errors, 1, "the whole record is taken");
+        assert_eq!(c.udpstr().truncated_records, 0, "its end may still come");
+        c.finish();
+        assert_eq!(c.counters.write_errors, 1, "the cut record is not written");
+        assert_eq!((c.udpstr().truncated_records, c.lost()), (1, 1));
+        let peer = "192.0.2.1:2003".parse().unwrap();
+        let line = crate::summary::final_line(&peer, &c, None, &[]);
+        assert!(line.contains(" truncated_records=1 "), "{line}");
+        assert!(line.contains(" lost=1 "), "{line}");
+
+        // All of it arrived: nothing is truncated.
+        let mut c = Capture::new("eth0", 1, 1000, None);
+        for d in &dgrams {
+            c.on_datagram(d, &mut budget);
+        }
+        c.finish();
+        assert_eq!(c.counters.write_errors, 2);
+        assert_eq!((c.udpstr().truncated_records, c.lost()), (0, 0));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::config;
 use crate::control;
 use crate::filter;
 use crate::output::{Format, OutputConfig};
-use crate::session::SessionConfig;
+use crate::session::{Direction, SessionConfig};
 
 /// Receive remote packet captures from RPCAP agents and write them to pcap files.
 ///
@@ -78,6 +78,11 @@ pub struct Args {
     /// after each N ms. The reference rpcapd daemons accept it and ignore it.
     #[arg(long, value_name = "METHOD:N", value_parser = parse_sampling)]
     sampling: Option<rpcap::msg::Sampling>,
+
+    /// Frames the agent captures: 'in' (received), 'out' (sent) or 'inout'
+    /// (STARTCAP's INBOUND/OUTBOUND flags, libpcap's pcap_setdirection).
+    #[arg(long, value_enum, default_value_t = Direction::Inout)]
+    direction: Direction,
 
     /// Capture filter, a tcpdump expression (e.g. 'tcp port 80').
     #[arg(long, value_name = "EXPR", conflicts_with = "filter_file")]
@@ -238,6 +243,7 @@ pub fn config(a: Args) -> Result<config::Config> {
             read_timeout_ms: a.read_timeout,
             promisc: !a.no_promisc,
             sampling: a.sampling,
+            direction: a.direction,
         },
         filter: a.filter.clone(),
         filter_file: a.filter_file.clone(),

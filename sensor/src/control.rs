@@ -30,6 +30,10 @@ use crate::writer::Writer;
 
 /// How often timers (stats, liveness, rotation, summaries) run.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a stopping sensor waits, all agents together, for ENDCAP's
+/// replies and for the agents to close after CLOSE: a dead agent cannot
+/// hold the shutdown.
+const GOODBYE: Duration = Duration::from_secs(2);
 
 pub struct Sensor {
     poll: Poll,
@@ -78,7 +82,7 @@ impl Sensor {
                 registry: poll.registry().try_clone().context("event loop")?,
                 bufs: Buffers::new(),
                 ports: UdpPorts::new(cfg.udp_ports),
-                writer: writer.handle(),
+                writer: Some(writer.handle()),
                 budget: cfg.count.unwrap_or(u64::MAX),
                 filter,
                 stdout_taken: false,
@@ -299,9 +303,52 @@ impl Sensor {
         notify::status_line(agents.count(), captures)
     }
 
+    /// ENDCAP and CLOSE to every agent, as a client closing its captures
+    /// would: waits (at most [`GOODBYE`]) for each to answer ENDCAP and to
+    /// close its side after CLOSE, taking the data still in flight. Agents
+    /// that have not closed by then get CLOSE now and are closed by the caller.
+    fn say_goodbye(&mut self) {
+        let start = Instant::now();
+        let deadline = start + GOODBYE;
+        for a in self.agents.iter_mut().flatten() {
+            a.stop(start);
+        }
+        let mut events = Events::with_capacity(256);
+        while self.agents.iter().any(Option::is_some) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.poll.poll(&mut events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+            for ev in events.iter() {
+                match Owner::of(ev.token()) {
+                    // No new agents while stopping; a second signal changes nothing.
+                    Owner::Listener | Owner::Dial(_) | Owner::Signals => {}
+                    owner => self.route(owner),
+                }
+            }
+        }
+        let now = Instant::now();
+        let late: Vec<_> = self.agents.iter_mut().flatten().collect();
+        if !late.is_empty() {
+            log::info!(
+                "{} agent(s) did not close within {GOODBYE:?} of ENDCAP/CLOSE",
+                late.len()
+            );
+        }
+        for a in late {
+            a.stop(now);
+        }
+    }
+
     fn shutdown(&mut self) -> Result<()> {
         self.stopping = true;
         self.notify.stopping();
+        self.say_goodbye();
         for idx in 0..self.agents.len() {
             self.close_agent(idx, "sensor stopping");
         }
@@ -316,6 +363,9 @@ impl Sensor {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The writer ends once every handle is gone: the captures' went
+        // with their outputs, this is the last one.
+        sh.writer = None;
         self.writer.stop(Duration::from_secs(2));
         let cfg = &sh.cfg;
         let total: u64 = cfg.count.map_or(0, |c| c - sh.budget);

@@ -39,6 +39,31 @@ pub struct SessionConfig {
     /// SETSAMPLING sent right before STARTCAP, so the capture samples from
     /// its first packet (None: no SETSAMPLING, the agent keeps every packet).
     pub sampling: Option<Sampling>,
+    /// STARTCAP's INBOUND/OUTBOUND flags.
+    pub direction: Direction,
+}
+
+/// Which frames the agent captures (libpcap's `pcap_setdirection`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    /// Received frames only (STARTCAP INBOUND).
+    In,
+    /// Sent frames only (STARTCAP OUTBOUND).
+    Out,
+    /// Both (no direction flag, as libpcap's clients send).
+    #[default]
+    Inout,
+}
+
+impl Direction {
+    /// The STARTCAP flags for this direction.
+    pub fn startcap_flags(self) -> u16 {
+        match self {
+            Direction::In => startcap_flags::INBOUND,
+            Direction::Out => startcap_flags::OUTBOUND,
+            Direction::Inout => 0,
+        }
+    }
 }
 
 /// How the capture's data reaches the sensor.
@@ -137,6 +162,8 @@ enum Phase {
     Capturing,
     /// Waiting to retry with `Retry` at the instant.
     Waiting(Instant, Retry),
+    /// The sensor stops: ENDCAP sent, CLOSE follows its reply.
+    Ending,
     Closed,
 }
 
@@ -222,11 +249,10 @@ impl Session {
         if self.phase != Phase::Ready {
             return;
         }
-        let mut flags = if self.cfg.promisc {
-            startcap_flags::PROMISC
-        } else {
-            0
-        };
+        let mut flags = self.cfg.direction.startcap_flags();
+        if self.cfg.promisc {
+            flags |= startcap_flags::PROMISC;
+        }
         let portdata = match transport {
             DataTransport::Udp { port } => {
                 flags |= startcap_flags::DGRAM;
@@ -345,6 +371,22 @@ impl Session {
         });
     }
 
+    /// The sensor stops: ENDCAP for a capture that runs (or is being
+    /// started), and CLOSE once the agent has answered it (the capture's
+    /// last data is in flight before the reply); without a capture, CLOSE
+    /// now. Called again before the reply came (the driver's wait is over),
+    /// CLOSE now. [`Session::is_closed`] says when CLOSE is queued.
+    pub fn stop(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Closed => {}
+            Phase::Capturing | Phase::StartCap => {
+                self.send(Message::EndCapReq, now);
+                self.phase = Phase::Ending;
+            }
+            _ => self.abort(None, ""),
+        }
+    }
+
     /// Ends the session from the sensor's side: an ERROR with `text` (if
     /// `code` is given), then CLOSE.
     pub fn abort(&mut self, code: Option<ErrorCode>, text: &str) {
@@ -372,6 +414,9 @@ impl Session {
     }
 
     fn handle(&mut self, msg: Message, now: Instant) -> Result<(), SessionError> {
+        if self.phase == Phase::Ending {
+            return self.handle_ending(msg);
+        }
         let expected = self.pending.front().map(|(t, _)| *t);
         match msg {
             Message::Close => return Err(SessionError::ClosedByAgent),
@@ -476,6 +521,23 @@ impl Session {
     }
 }
 
+impl Session {
+    /// While stopping, replies (and ERRORs answering requests) are taken in
+    /// order and dropped; the one to ENDCAP lets CLOSE go.
+    fn handle_ending(&mut self, msg: Message) -> Result<(), SessionError> {
+        let answers = match &msg {
+            Message::Close => return Err(SessionError::ClosedByAgent),
+            // The agent's news of a capture that stopped answers nothing.
+            Message::Error { code, .. } => *code != ErrorCode::ReadEx as u16,
+            m => reply_request(m.msg_type()).is_some(),
+        };
+        if answers && self.pending.pop_front().map(|(t, _)| t) == Some(MsgType::EndCapReq) {
+            self.abort(None, "");
+        }
+        Ok(())
+    }
+}
+
 /// The code of the ERROR the sensor sends when it gives up because the
 /// agent refused `request`.
 fn refused_code(request: Option<MsgType>) -> ErrorCode {
@@ -530,6 +592,7 @@ mod tests {
             read_timeout_ms: 100,
             promisc: true,
             sampling: None,
+            direction: Direction::Inout,
         }
     }
 
@@ -805,6 +868,64 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn stopping_sends_endcap_then_close_after_its_reply() {
+        // Issue 14 item 10: SIGTERM used to drop the connection unannounced.
+        let now = Instant::now();
+        let mut s = capturing(now);
+        take(&mut s);
+        s.request_stats(now);
+        assert_eq!(take(&mut s), vec![Message::StatsReq]);
+        s.stop(now);
+        assert_eq!(take(&mut s), vec![Message::EndCapReq]);
+        assert!(!s.is_closed(), "CLOSE waits for ENDCAP's reply");
+        // The STATS reply in flight is taken, then ENDCAP's lets CLOSE go.
+        s.receive(&Message::StatsReply(Stats::default()).to_bytes(), now)
+            .unwrap();
+        assert!(take(&mut s).is_empty());
+        s.receive(&Message::EndCapReply.to_bytes(), now).unwrap();
+        assert_eq!(take(&mut s), vec![Message::Close]);
+        assert!(s.is_closed());
+        assert_eq!(s.poll_event(), None);
+
+        // An agent that does not answer: stop again (the wait is over), CLOSE now.
+        let mut s = capturing(now);
+        take(&mut s);
+        s.stop(now);
+        assert_eq!(take(&mut s), vec![Message::EndCapReq]);
+        s.stop(now);
+        assert_eq!(take(&mut s), vec![Message::Close]);
+
+        // No capture yet: CLOSE alone.
+        let mut s = Session::new(cfg(), now);
+        take(&mut s);
+        s.stop(now);
+        assert_eq!(take(&mut s), vec![Message::Close]);
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn direction_goes_in_startcap_flags() {
+        let now = Instant::now();
+        for (direction, want) in [
+            (Direction::In, startcap_flags::INBOUND),
+            (Direction::Out, startcap_flags::OUTBOUND),
+            (Direction::Inout, 0),
+        ] {
+            let mut s = opened(SessionConfig { direction, ..cfg() }, now);
+            let filter = vec![Insn::new(0x06, 0, 0, 262_144)];
+            s.start_capture(DataTransport::Udp { port: 2010 }, filter, now);
+            match &take(&mut s)[..] {
+                [Message::StartCapReq(r)] => {
+                    let dir = r.flags & (startcap_flags::INBOUND | startcap_flags::OUTBOUND);
+                    assert_eq!(dir, want, "{direction:?}");
+                    assert_ne!(r.flags & startcap_flags::PROMISC, 0);
+                }
+                m => panic!("{m:?}"),
+            }
+        }
     }
 
     #[test]

@@ -997,3 +997,100 @@ fn agent_error_floods_leave_the_log_bounded() {
         "a terminal escape reached the log"
     );
 }
+
+/// The messages an agent gets after its handshake, with when, until EOF;
+/// `answer`: reply to ENDCAP and close after CLOSE, as agents do (a live
+/// agent), or neither (a hung one).
+fn goodbye_messages(
+    mut agent: ScriptedAgent,
+    answer: bool,
+) -> thread::JoinHandle<Vec<(Message, std::time::Instant)>> {
+    thread::spawn(move || {
+        let mut got = Vec::new();
+        while let Some(m) = agent.recv() {
+            if answer && m == Message::EndCapReq {
+                agent.send(&Message::EndCapReply);
+            }
+            let close = answer && m == Message::Close;
+            got.push((m, std::time::Instant::now()));
+            if close {
+                break;
+            }
+        }
+        got
+    })
+}
+
+#[test]
+fn sigterm_ends_each_capture_with_endcap_and_close_and_counts_the_cut_record() {
+    // Issue 14 items 9 and 10.
+    let mut sensor = Sensor::start(&[
+        "--listen",
+        "127.0.0.1:28201",
+        "--udp-ports",
+        "28210-28219",
+        "--stats-interval",
+        "60",
+    ]);
+    let mut live = ScriptedAgent::connect(28201);
+    let (_, req) = live.handshake(1);
+    let mut hung = ScriptedAgent::connect(28201);
+    hung.handshake(1);
+
+    // The live agent's last datagram carries only the start of record k.
+    let recs = records(20, 0x33);
+    let (dgrams, spans) = frame(&recs, 300);
+    let k = (3..recs.len())
+        .find(|&k| spans[k].0 != spans[k].1)
+        .expect("a record spanning datagrams");
+    let tx = data_socket(req.portdata);
+    for d in &dgrams[..=spans[k].0] {
+        tx.send(d).unwrap();
+    }
+    thread::sleep(Duration::from_millis(500));
+
+    let (live, hung) = (goodbye_messages(live, true), goodbye_messages(hung, false));
+    let sent = std::time::Instant::now();
+    kill(&sensor, "TERM");
+    let fin = sensor.wait(WAIT);
+    let took = sent.elapsed();
+
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+
+    let live: Vec<Message> = live.join().unwrap().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        live,
+        vec![Message::EndCapReq, Message::Close],
+        "{}",
+        fin.stderr
+    );
+    let hung = hung.join().unwrap();
+    let msgs: Vec<&Message> = hung.iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        msgs,
+        [&Message::EndCapReq, &Message::Close],
+        "{}",
+        fin.stderr
+    );
+    // The hung agent's CLOSE waited for the bound, no longer.
+    let close_after = hung[1].1 - sent;
+    assert!(
+        close_after >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "CLOSE after {close_after:?}, exit after {took:?}\n{}",
+        fin.stderr
+    );
+    assert!(
+        fin.stderr.contains("1 agent(s) did not close"),
+        "{}",
+        fin.stderr
+    );
+
+    let lines = sensor.final_lines();
+    let line = lines
+        .iter()
+        .find(|l| num(l, "udpstr_datagrams") > 0)
+        .expect("the live agent's final line");
+    assert_eq!(num(line, "packets"), k as u64, "{line:?}");
+    assert_eq!(num(line, "truncated_records"), 1, "{line:?}");
+    assert_eq!(num(line, "lost"), 1, "{line:?}");
+}

@@ -2,6 +2,11 @@
 //! takes the frames, ending at the end of the file. The filter runs in user
 //! space (rpcap's cBPF interpreter), with the kernel's semantics: the program's
 //! return value cuts the frame, 0 rejects it.
+//!
+//! Direction (STARTCAP's INBOUND/OUTBOUND): a pcapng Enhanced Packet Block
+//! whose `epb_flags` give the direction (bits 0-1: 1 inbound, 2 outbound) is
+//! kept or skipped by it; frames that carry no direction (pcap files,
+//! Simple Packet Blocks, no `epb_flags`, direction bits 0) are kept.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -9,11 +14,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use rpcap::bpf::Program;
 
-use super::{CaptureError, Frame, Polled, Source, SourceStats};
+use super::{CaptureError, Direction, Frame, Polled, Source, SourceStats};
 
 /// Frames handed out per `poll`, so the worker gets control back regularly.
 const FRAMES_PER_POLL: usize = 256;
@@ -36,6 +42,9 @@ pub struct FileSource {
     filter: Program,
     /// Frames the filter rejected (not reported by STATS; kept for tests and logs).
     rejected: u64,
+    direction: Direction,
+    /// Frames of the other direction (pcapng `epb_flags`), skipped.
+    skipped_direction: u64,
     ended: bool,
 }
 
@@ -74,8 +83,22 @@ impl FileSource {
             snaplen,
             filter,
             rejected: 0,
+            direction: Direction::Both,
+            skipped_direction: 0,
             ended: false,
         })
+    }
+
+    /// Keeps only the frames of `direction` among those whose direction
+    /// the file records.
+    pub fn with_direction(mut self, direction: Direction) -> FileSource {
+        self.direction = direction;
+        self
+    }
+
+    /// Frames skipped as of the other direction so far.
+    pub fn skipped_direction(&self) -> u64 {
+        self.skipped_direction
     }
 
     /// Frames the filter rejected so far.
@@ -107,6 +130,19 @@ impl FileSource {
         });
         true
     }
+}
+
+/// Whether a pcapng packet with `options` belongs to `direction`: its
+/// `epb_flags` direction bits (1 inbound, 2 outbound); unknown: kept.
+fn wanted(direction: Direction, options: &[EnhancedPacketOption<'_>]) -> bool {
+    let recorded = options.iter().find_map(|o| match o {
+        EnhancedPacketOption::Flags(f) => Some(f & 0b11),
+        _ => None,
+    });
+    !matches!(
+        (direction, recorded),
+        (Direction::In, Some(2)) | (Direction::Out, Some(1))
+    )
 }
 
 /// Timestamp units per second of a pcapng interface (if_tsresol; default µs).
@@ -174,6 +210,10 @@ impl Source for FileSource {
                         }
                         // pcap-file reads the raw timestamp into nanoseconds
                         // without looking at if_tsresol: undo that here.
+                        Block::EnhancedPacket(p) if !wanted(self.direction, &p.options) => {
+                            self.skipped_direction += 1;
+                            continue;
+                        }
                         Block::EnhancedPacket(p) => (
                             p.timestamp.as_nanos() as u64,
                             p.interface_id as usize,
@@ -215,5 +255,60 @@ impl Source for FileSource {
 
     fn stats(&mut self) -> SourceStats {
         SourceStats::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::DataLink;
+    use std::borrow::Cow;
+
+    /// Replays a pcapng of three packets (epb_flags inbound, outbound, none)
+    /// with `direction`; returns the first bytes of the frames kept and how
+    /// many were skipped.
+    fn replay(direction: Direction) -> (Vec<u8>, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.pcapng");
+        let mut w = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
+        for (tag, flags) in [(1u8, Some(1)), (2, Some(2)), (3, None)] {
+            let data = vec![tag; 60];
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: Duration::from_micros(1),
+                original_len: 60,
+                data: Cow::Owned(data),
+                options: flags.map(EnhancedPacketOption::Flags).into_iter().collect(),
+            })
+            .unwrap();
+        }
+        drop(w);
+        let mut src = FileSource::open(&path, 1000, &Program::accept_all())
+            .unwrap()
+            .with_direction(direction);
+        let mut kept = Vec::new();
+        while let Polled::Frames(_) = src
+            .poll(Duration::ZERO, &mut |f: &Frame<'_>| {
+                kept.push(f.parts[0][0])
+            })
+            .unwrap()
+        {}
+        (kept, src.skipped_direction())
+    }
+
+    #[test]
+    fn pcapng_direction_flags_select_frames_and_unknown_ones_are_kept() {
+        assert_eq!(replay(Direction::Both), (vec![1, 2, 3], 0));
+        assert_eq!(replay(Direction::In), (vec![1, 3], 1));
+        assert_eq!(replay(Direction::Out), (vec![2, 3], 1));
     }
 }

@@ -51,6 +51,9 @@ pub struct Request {
     pub own: Option<OwnTraffic>,
     pub snaplen: u32,
     pub promisc: bool,
+    /// Which frames: STARTCAP's INBOUND/OUTBOUND flags (libpcap's
+    /// `pcap_setdirection`).
+    pub direction: Direction,
     /// Partial datagrams are flushed after this long; also bounds the
     /// AF_PACKET ring's block timeout.
     pub read_timeout: Duration,
@@ -58,6 +61,35 @@ pub struct Request {
     /// the sensor's filter, validated once by the session.
     pub filter: Program,
 }
+
+/// The direction of the frames a capture takes, as libpcap's
+/// `pcap_setdirection`: STARTCAP's INBOUND flag alone is `PCAP_D_IN`,
+/// OUTBOUND alone `PCAP_D_OUT`, both or neither `PCAP_D_INOUT`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    Both,
+    /// Frames this host received (everything but `PACKET_OUTGOING`).
+    In,
+    /// Frames this host sent (`PACKET_OUTGOING`).
+    Out,
+}
+
+impl Direction {
+    /// The direction STARTCAP's `flags` ask for.
+    pub fn from_startcap_flags(flags: u16) -> Direction {
+        use rpcap::msg::startcap_flags::{INBOUND, OUTBOUND};
+        match (flags & INBOUND != 0, flags & OUTBOUND != 0) {
+            (true, false) => Direction::In,
+            (false, true) => Direction::Out,
+            _ => Direction::Both,
+        }
+    }
+}
+
+/// The refusal of an outbound-only capture on AF_XDP.
+pub const XDP_INGRESS_ONLY: &str = "AF_XDP sees received frames only: an outbound-only capture \
+     (STARTCAP OUTBOUND flag) is not possible on it; capture with AF_PACKET (Capture = afpacket)";
 
 impl Request {
     /// The settings of this request alone, copied first if shared (for
@@ -118,8 +150,15 @@ pub fn open(req: &Request, wake: &EventFd) -> Result<AnySource, OpenError> {
                     source,
                 }
             })?;
-            AnySource::File(src)
+            AnySource::File(src.with_direction(req.direction))
         }
+        Backend::AfXdp if req.direction == Direction::Out => {
+            return Err(OpenError::AfXdp {
+                ifname: req.ifname.clone(),
+                source: CaptureError::Format(XDP_INGRESS_ONLY.into()),
+            });
+        }
+        // Inbound-only or both: AF_XDP sees ingress, which is all either gets.
         Backend::AfXdp => {
             let mut src = AfXdp::open(req).map_err(|e| match e {
                 CaptureError::Io { source, .. } => interface(source),
@@ -215,4 +254,35 @@ pub trait Source {
 
     /// Cumulative source counters (may make a syscall: call it per batch at most).
     fn stats(&mut self) -> SourceStats;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn af_xdp_refuses_outbound_only_and_says_why() {
+        let req = |direction| Request {
+            ifname: "no-such-if0".into(),
+            backend: Backend::AfXdp,
+            settings: Default::default(),
+            own: None,
+            snaplen: 100,
+            promisc: false,
+            direction,
+            read_timeout: Duration::from_millis(10),
+            filter: Program::accept_all(),
+        };
+        let wake = EventFd::new().unwrap();
+        let e = open(&req(Direction::Out), &wake).err().expect("refused");
+        assert!(
+            e.to_string().contains("AF_XDP sees received frames only"),
+            "{e}"
+        );
+        // Inbound-only goes on to open (and fails here only for the name).
+        let e = open(&req(Direction::In), &wake)
+            .err()
+            .expect("no such interface");
+        assert!(!e.to_string().contains("received frames only"), "{e}");
+    }
 }

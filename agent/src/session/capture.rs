@@ -9,6 +9,7 @@ use rpcap::bpf::{Insn, Program};
 use rpcap::msg::{startcap_flags, Sampling, StartCapReq, Stats};
 
 use super::{Mode, SessionConfig};
+use crate::capture::Direction;
 use crate::filter::{self, canonical, DataDest, OwnTraffic};
 use crate::settings::CaptureChoice;
 
@@ -47,6 +48,8 @@ pub struct StartRequest {
     pub linktype: i32,
     pub snaplen: u32,
     pub promisc: bool,
+    /// STARTCAP's INBOUND/OUTBOUND flags.
+    pub direction: Direction,
     pub read_timeout: Duration,
     /// Own-traffic exclusion AND local filter AND the sensor's filter: the
     /// capture's one program, validated once here.
@@ -209,6 +212,7 @@ impl Endpoints {
             linktype,
             snaplen,
             promisc: req.flags & startcap_flags::PROMISC != 0,
+            direction: Direction::from_startcap_flags(req.flags),
             read_timeout,
             filter: combined,
             sampling,

@@ -1236,3 +1236,21 @@ fn any_is_refused_at_open_when_the_sensors_line_says_capture_afxdp() {
         Message::OpenReply { .. }
     ));
 }
+
+#[test]
+fn startcap_direction_flags_reach_the_capture_as_libpcap_reads_them() {
+    use crate::capture::Direction;
+    use startcap_flags::{DGRAM, INBOUND, OUTBOUND};
+    for (flags, want) in [
+        (0, Direction::Both),
+        (INBOUND, Direction::In),
+        (OUTBOUND, Direction::Out),
+        (INBOUND | OUTBOUND, Direction::Both),
+    ] {
+        let mut t = T::authed();
+        t.open_eth0();
+        t.one(startcap(DGRAM | flags, 5000));
+        assert_eq!(t.host.started.len(), 1, "flags {flags:#x}");
+        assert_eq!(t.host.started[0].direction, want, "flags {flags:#x}");
+    }
+}

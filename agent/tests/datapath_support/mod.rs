@@ -54,6 +54,7 @@ pub fn spec(ifname: &str, filter: Program, transport: Transport) -> CaptureSpec 
             own: None,
             snaplen: 65535,
             promisc: false,
+            direction: Default::default(),
             read_timeout: Duration::from_millis(30),
             filter,
         },

@@ -24,6 +24,7 @@ fuzz_target!(|input: &[u8]| {
         read_timeout_ms: 100,
         promisc: true,
         sampling: None,
+        direction: Default::default(),
     };
     let mut now = Instant::now();
     let mut s = Session::new(cfg, now);
