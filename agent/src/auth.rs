@@ -376,7 +376,11 @@ impl Verifier {
                     }
                     let t0 = Instant::now();
                     let ok = job.auth.verify(&job.user, &job.password);
-                    log::debug!("password check {} took {:?}", job.id, t0.elapsed());
+                    log::debug!(
+                        "password check {} took {:.0} ms",
+                        job.id,
+                        t0.elapsed().as_secs_f64() * 1e3
+                    );
                     if tx.send(Verdict { id: job.id, ok }).is_err() {
                         break;
                     }

@@ -34,8 +34,9 @@ use rpcap::bpf::Program;
 use rpcap::msg::{Interface, Sampling, Stats};
 
 use crate::capture;
+use crate::datapath::summary::final_line;
 use crate::datapath::UpdateError;
-use crate::datapath::{CaptureSpec, DataStream, Transport, Worker};
+use crate::datapath::{CaptureSpec, Counters, DataStream, Transport, Worker};
 use crate::iface;
 use crate::session::{Answer, DataChannel, HostCommand, HostError, StartRequest};
 use crate::settings::{Backend, CaptureChoice, CaptureSettings, Config};
@@ -62,6 +63,11 @@ pub trait CaptureHost {
     fn update_filter(&mut self, cap: &mut Self::Capture, filter: Program) -> Result<(), HostError>;
     fn set_sampling(&mut self, cap: &mut Self::Capture, sampling: Sampling);
     fn stats(&mut self, cap: &Self::Capture) -> Stats;
+    /// Every counter of a running capture (atomics the worker publishes:
+    /// no lock or syscall on the packet path); None while it is not running.
+    fn counters(&mut self, _cap: &Self::Capture) -> Option<Counters> {
+        None
+    }
     /// Why the capture stopped by itself, if it did.
     fn failure(&mut self, cap: &Self::Capture) -> Option<String>;
     /// Stops the capture and returns its final counters.
@@ -242,6 +248,10 @@ pub struct HostCapture {
     /// our port for passive TCP data; the TLS handshake once we connected).
     /// A failure after that is the capture's failure.
     answerable: Arc<AtomicBool>,
+    /// Whose capture (`sensor=HOST:PORT`, `client=ADDR`) and its interface,
+    /// for its final counter line.
+    owner: String,
+    ifname: String,
 }
 
 #[derive(Debug)]
@@ -523,6 +533,7 @@ impl CaptureHost for WorkerHost {
 
     fn start(&mut self, req: StartRequest) -> Result<HostCapture, HostError> {
         let (establish, data_port) = self.establish(&req)?;
+        let (owner, ifname) = (req.owner.clone(), req.ifname.clone());
         let answerable = Arc::new(AtomicBool::new(matches!(
             req.data,
             DataChannel::TcpListen { .. }
@@ -556,6 +567,8 @@ impl CaptureHost for WorkerHost {
             cancel,
             data_port,
             answerable,
+            owner,
+            ifname,
         })
     }
 
@@ -607,6 +620,13 @@ impl CaptureHost for WorkerHost {
         }
     }
 
+    fn counters(&mut self, cap: &HostCapture) -> Option<Counters> {
+        match &*lock(&cap.state) {
+            Stage::Running(w) => Some(w.counters()),
+            _ => None,
+        }
+    }
+
     fn failure(&mut self, cap: &HostCapture) -> Option<String> {
         match &*lock(&cap.state) {
             Stage::Running(w) => w.failure(),
@@ -629,7 +649,12 @@ impl CaptureHost for WorkerHost {
             }
         }
         let stats = match stage {
-            Stage::Running(w) => w.stop(),
+            Stage::Running(mut w) => {
+                // Every counter at capture end, whatever the backend.
+                let c = w.stop_counters();
+                log::info!("{}", final_line(&cap.owner, &cap.ifname, &c));
+                c.stats()
+            }
             _ => Stats::default(),
         };
         // The worker's end is closed: the relay flushes and ends.

@@ -1,8 +1,24 @@
 //! Log output: stderr (env_logger; `RUST_LOG` overrides the level) or
 //! syslog (`-L`, facility daemon).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 use log::LevelFilter;
+
+/// Whether [`init`] installed the logger.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// A warning that may come before the logger is installed (the
+/// configuration's, at start): to the log once it is, else to stderr, so
+/// it is printed once either way (the journal reads both).
+pub fn warn(text: &str) {
+    if INSTALLED.load(Ordering::Acquire) {
+        log::warn!("{text}");
+    } else {
+        eprintln!("warning: {text}");
+    }
+}
 
 /// Installs the logger. `syslog` sends records to the local syslog daemon.
 pub fn init(level: LevelFilter, syslog: bool) -> anyhow::Result<()> {
@@ -25,5 +41,6 @@ pub fn init(level: LevelFilter, syslog: bool) -> anyhow::Result<()> {
             .try_init()
             .context("installing the logger")?;
     }
+    INSTALLED.store(true, Ordering::Release);
     Ok(())
 }

@@ -50,8 +50,7 @@ fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Effectiv
             let loaded = Config::load(path, cli.config_dir.as_deref())?;
             if report_warnings {
                 for w in &loaded.warnings {
-                    warn!("{w}");
-                    eprintln!("warning: {w}");
+                    logging::warn(&w.to_string());
                 }
             }
             (loaded.config, loaded.files)
@@ -165,8 +164,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     if let Some(path) = &cli.save_config {
         // As the references: a file that cannot be written is no reason not to serve.
         if let Err(e) = std::fs::write(path, format!("{cfg}\n")) {
-            warn!("-s {}: {e}", path.display());
-            eprintln!("warning: -s {}: {e}", path.display());
+            logging::warn(&format!("-s {}: {e}", path.display()));
         }
     }
     if cli.check_config {

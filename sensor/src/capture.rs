@@ -232,8 +232,9 @@ fn write_record(
             c.write_errors += 1;
             if !*logged {
                 log::error!(
-                    "writing {:?}: {e} (further records of this capture are counted as write errors)",
+                    "writing {}: {e} (further records of this capture are counted as write errors)",
                     o.path()
+                        .map_or("standard output".into(), |p| p.display().to_string())
                 );
                 *logged = true;
             }

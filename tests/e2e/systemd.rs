@@ -85,7 +85,7 @@ impl NotifySocket {
                 .iter()
                 .enumerate()
                 .skip(after)
-                .find(|(_, (_, m))| m.lines().any(|l| l == line))
+                .find(|(_, (_, m))| m.lines().any(|l| l.starts_with(line)))
                 .map(|(i, _)| i);
             Ok(at.is_some())
         })

@@ -113,7 +113,11 @@ impl Dialer {
                 line.slot.set_close_stops(config.active_close_stops);
                 return true;
             }
-            info!("sensor {} removed from the configuration", line.client);
+            info!(
+                "sensor {} removed from the configuration (ActiveClient = {})",
+                line.client.slot_name(),
+                line.client
+            );
             if line.slot.state().in_session() {
                 ended.push(*token);
             }
@@ -122,12 +126,15 @@ impl Dialer {
             false
         });
         for client in wanted {
-            info!("sensor {client} added");
+            info!(
+                "sensor {} added (ActiveClient = {client})",
+                client.slot_name()
+            );
             let token = Token(*next_token);
             *next_token += 1;
             let seed = self.random.hash_one((token.0, now));
             let slot = Slot::new(
-                client.to_string(),
+                client.slot_name(),
                 self.timing.clone(),
                 self.close_stops,
                 now,
@@ -194,7 +201,7 @@ impl Dialer {
                 return None;
             }
         };
-        info!("connected to sensor {} ({peer})", line.client);
+        info!("connected to sensor {} ({peer})", line.client.slot_name());
         line.slot.connected();
         let c = line.connecting.take()?;
         Some(Connected {
@@ -210,6 +217,19 @@ impl Dialer {
         if let Some(line) = self.lines.get_mut(&token) {
             line.slot.progress(authenticated, capturing, now);
         }
+    }
+
+    /// The session of slot `token` refused a request of the sensor (`what`:
+    /// which and why): the slot logs it once per cause.
+    pub fn refused(&mut self, token: Token, what: String) {
+        if let Some(line) = self.lines.get_mut(&token) {
+            line.slot.refused(what);
+        }
+    }
+
+    /// The name of slot `token` (`HOST:PORT`).
+    pub fn slot_name(&self, token: Token) -> Option<String> {
+        self.lines.get(&token).map(|l| l.client.slot_name())
     }
 
     /// The session of slot `token` is over ([`Slot::session_over`]).
@@ -258,7 +278,7 @@ impl Dialer {
                     let opts = connect_options(self.keepalive_secs);
                     match connect(addr, &opts, self.user_timeout, deadline, token, registry) {
                         Ok(c) => {
-                            debug!("dialling {} at {addr}", line.client);
+                            debug!("dialling {} at {addr}", line.client.slot_name());
                             line.connecting = Some(c);
                         }
                         Err(why) => {

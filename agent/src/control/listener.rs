@@ -312,8 +312,8 @@ impl AcceptPause {
         if let Some(held_back) = self.log.admit(now) {
             log::warn!(
                 "cannot accept passive clients: {e}{held_back}; they wait in the kernel's queue, \
-                 retried every {:?} at most",
-                Self::MAX
+                 retried every {:.1} s at most",
+                Self::MAX.as_secs_f64()
             );
         }
     }

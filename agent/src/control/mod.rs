@@ -30,6 +30,7 @@ use self::linger::Lingering;
 use self::listener::{AcceptPause, Accepted, Allowed, ListenSpec, Listeners};
 use self::notify::{Counts, Notifier};
 use self::peer::{refuse, Checks, Peer, Role, Services, Status};
+use self::report::Reports;
 use self::signals::Signals;
 use self::tls::Conn;
 use crate::auth::{Backoff, Verifier};
@@ -43,6 +44,7 @@ pub mod linger;
 pub mod listener;
 pub mod notify;
 pub mod peer;
+pub mod report;
 pub mod resolver;
 pub mod signals;
 pub mod slot;
@@ -167,6 +169,8 @@ pub struct Control<H: CaptureHost> {
     lingering: Lingering,
     /// READY/STATUS/WATCHDOG/RELOADING/STOPPING for systemd.
     notify: Notifier,
+    /// Summary lines and the captures' part of the status.
+    reports: Reports,
     /// Inetd mode ([`Control::serve_one`]): stop when the passive client is gone.
     one_client: bool,
 }
@@ -219,6 +223,7 @@ impl<H: CaptureHost> Control<H> {
             tls: None,
             lingering: Lingering::default(),
             notify: Notifier::from_env(),
+            reports: Reports::new(None),
             one_client: false,
         };
         c.apply_config(config);
@@ -290,11 +295,17 @@ impl<H: CaptureHost> Control<H> {
             .count()
     }
 
+    /// The `STATUS=` line: the counts, then the captures' rates.
+    pub fn status_line(&self) -> String {
+        self.counts().status_with(self.reports.detail())
+    }
+
     /// What the `STATUS=` line says.
     pub fn counts(&self) -> Counts {
         let sensors = self.peers.values().filter(|p| p.role() == Role::Sensor);
         Counts {
             sensors: self.dialer.clients().len(),
+            sensors_connected: sensors.clone().filter(|p| p.authenticated()).count(),
             sensors_capturing: sensors.filter(|p| p.capturing()).count(),
             captures: self.peers.values().filter(|p| p.capturing()).count(),
             listening: !self.listeners.addrs().is_empty(),
@@ -329,6 +340,10 @@ impl<H: CaptureHost> Control<H> {
         self.allowed = Allowed::resolve(&config.passive.clients);
         let spec = ListenSpec::from_config(&config);
         self.services.host.reconfigure(&config);
+        self.reports.set_summary_interval(
+            (config.summary_interval_secs > 0)
+                .then(|| Duration::from_secs(config.summary_interval_secs.into())),
+        );
         self.config = config;
         // Passive clients connected meanwhile run on the new timeouts.
         let passive = session_config(&self.config, Mode::Passive, None);
@@ -353,8 +368,7 @@ impl<H: CaptureHost> Control<H> {
     pub fn run(&mut self) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(256);
         let mut next_check = Instant::now() + self.timing.capture_check;
-        self.notify
-            .ready(Instant::now(), self.counts().status_line());
+        self.notify.ready(Instant::now(), self.status_line());
         while !self.stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             let timeout = self
@@ -411,7 +425,8 @@ impl<H: CaptureHost> Control<H> {
             if now >= next_check {
                 self.check_captures(now);
                 next_check = now + self.timing.capture_check;
-                let status = self.counts().status_line();
+                self.reports.tick(now, &self.peers, &mut self.services.host);
+                let status = self.status_line();
                 self.notify.status(status);
             }
             self.notify.tick(now);
@@ -433,7 +448,7 @@ impl<H: CaptureHost> Control<H> {
             }
             Err(e) => error!("configuration not reloaded, keeping the running one: {e:#}"),
         }
-        let status = self.counts().status_line();
+        let status = self.status_line();
         self.notify.reloaded(status);
     }
 
@@ -484,6 +499,9 @@ impl<H: CaptureHost> Control<H> {
         };
         let status = f(peer, &mut self.services);
         if peer.role() == Role::Sensor {
+            for what in peer.take_refusals() {
+                self.dialer.refused(token, what);
+            }
             self.dialer
                 .progress(token, peer.authenticated(), peer.capturing(), now);
         }
@@ -696,6 +714,7 @@ fn session_config(cfg: &Config, mode: Mode, client: Option<&ActiveClient>) -> Se
         liveness: (!passive && cfg.liveness_secs > 0)
             .then(|| secs(cfg.liveness_secs))
             .flatten(),
+        slot: client.map(ActiveClient::slot_name),
     }
 }
 

@@ -17,6 +17,7 @@ use rpcap::ErrorCode;
 use super::linger::Lingering;
 use super::tls::{Conn, Sniffed};
 use crate::auth::{Backoff, Verifier};
+use crate::datapath::Counters;
 use crate::host::CaptureHost;
 use crate::session::{Answer, Command, Ended, HostCommand, Input, PasswordCheck, Session};
 use rpcap::addr::canonical;
@@ -172,6 +173,29 @@ impl<C> Peer<C> {
 
     pub fn capturing(&self) -> bool {
         self.session.capturing()
+    }
+
+    /// Every counter of its running capture (None: none runs).
+    pub fn counters<H: CaptureHost<Capture = C>>(&self, host: &mut H) -> Option<Counters> {
+        if !self.session.capturing() {
+            return None;
+        }
+        host.counters(self.capture.as_ref()?)
+    }
+
+    /// The interface its session opened.
+    pub fn interface(&self) -> Option<&str> {
+        self.session.interface()
+    }
+
+    /// Whose capture, as a `key=value` field (`sensor=HOST:PORT`, `client=ADDR`).
+    pub fn owner(&self) -> String {
+        self.session.owner()
+    }
+
+    /// The requests its session refused since the last call (sensors).
+    pub fn take_refusals(&mut self) -> Vec<String> {
+        self.session.take_refusals()
     }
 
     /// New authentication and idle timeouts (a reload).

@@ -122,6 +122,14 @@ pub struct Slot {
     lookups: u64,
     /// xorshift64 state for the jitter.
     rng: u64,
+    /// The last cause logged at WARN (a failure, a refused request): the
+    /// same cause again is logged at debug level, until another comes or a
+    /// capture runs. A sensor that retries a refused OPEN every few seconds
+    /// gets one WARN, not one per attempt.
+    reported: Option<String>,
+    /// What the agent refused the sensor in the session under way, if
+    /// anything: the cause of that session's end.
+    refusal: Option<String>,
 }
 
 impl Slot {
@@ -139,6 +147,8 @@ impl Slot {
             authenticated_at: None,
             lookups: 0,
             rng: seed | 1,
+            reported: None,
+            refusal: None,
         }
     }
 
@@ -235,6 +245,7 @@ impl Slot {
     pub fn connected(&mut self) {
         if matches!(self.state, State::Dialing { .. }) {
             self.attempt_began = None;
+            self.refusal = None;
             self.set(State::Authenticating);
         }
     }
@@ -252,6 +263,11 @@ impl Slot {
         if authenticated && self.state == State::Authenticating {
             self.authenticated_at = Some(now);
         }
+        if next == State::Capturing {
+            // A capture runs: whatever went wrong before is over.
+            self.reported = None;
+            self.refusal = None;
+        }
         if next != self.state {
             self.set(next);
         }
@@ -266,17 +282,42 @@ impl Slot {
     /// rather than after a deadline plus a step. A refused connect still
     /// waits out its step.
     pub fn failed(&mut self, why: String, now: Instant) -> Duration {
+        let line = format!("sensor {}: {why}", self.name);
+        self.back_off(&why, line, now)
+    }
+
+    /// The agent refused a request of the sensor (`what`: which and why,
+    /// as the session says it): WARN once per cause.
+    pub fn refused(&mut self, what: String) {
+        let line = format!("sensor {}: {what}", self.name);
+        self.report(&what, &line);
+        self.refusal = Some(what);
+    }
+
+    /// Logs `line` at WARN, or at debug level when `cause` is the one
+    /// logged last.
+    fn report(&mut self, cause: &str, line: &str) {
+        if self.reported.as_deref() == Some(cause) {
+            debug!("{line} (again)");
+        } else {
+            warn!("{line}");
+            self.reported = Some(cause.to_string());
+        }
+    }
+
+    /// [`Slot::failed`] for `cause`, logged as `what` with the retry.
+    fn back_off(&mut self, cause: &str, what: String, now: Instant) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let since = *self.outage_since.get_or_insert(now);
         let step = self.delay(now - since);
         let began = self.attempt_began.take().unwrap_or(now);
         let delay = (began + step).saturating_duration_since(now);
-        warn!(
-            "sensor {}: {why}; retry {} in {:.1} s",
-            self.name,
+        let line = format!(
+            "{what}; retry {} in {:.1} s",
             self.failures,
             delay.as_secs_f64()
         );
+        self.report(cause, &line);
         self.set(State::BackingOff { until: now + delay });
         delay
     }
@@ -321,26 +362,41 @@ impl Slot {
                 // it neither resets nor advances the backoff.
                 let outage = self.outage_since.map_or(Duration::ZERO, |t| now - t);
                 let delay = self.delay_for(self.failures.max(1), outage);
-                warn!(
+                let line = format!(
                     "sensor {} sent CLOSE before authenticating; retry in {:.1} s",
                     self.name,
                     delay.as_secs_f64()
                 );
+                self.report("sent CLOSE before authenticating", &line);
                 self.set(State::BackingOff { until: now + delay });
             }
             SessionEnd::Closed => {
-                self.failed("sent CLOSE".into(), now);
+                // After a refusal, that is why: the refusal's WARN said it.
+                let cause = self.refusal.take().unwrap_or_else(|| "sent CLOSE".into());
+                let line = format!("sensor {} sent CLOSE", self.name);
+                self.back_off(&cause, line, now);
+            }
+            SessionEnd::Failed(why) if authenticated && stable => {
+                // A session that was up redials at once.
+                warn!(
+                    "session with sensor {} ended: {why}; redialling at once",
+                    self.name
+                );
+                self.reported = None;
+                self.set(State::BackingOff { until: now });
             }
             SessionEnd::Failed(why) => {
-                warn!("session with sensor {} ended: {why}", self.name);
-                if !authenticated {
-                    self.failed("the session ended before authentication".into(), now);
-                } else if !stable {
-                    self.failed("the session ended soon after authentication".into(), now);
+                let when = if authenticated {
+                    "soon after authentication"
                 } else {
-                    // A session that was up redials at once.
-                    self.set(State::BackingOff { until: now });
-                }
+                    "before authentication"
+                };
+                let line = format!("session with sensor {} ended {when}: {why}", self.name);
+                let cause = self
+                    .refusal
+                    .take()
+                    .unwrap_or_else(|| format!("ended {when}: {why}"));
+                self.back_off(&cause, line, now);
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod loss;
 pub mod sampler;
 pub mod sender;
 mod sink;
+pub mod summary;
 mod worker;
 
 use std::net::SocketAddr;
@@ -114,6 +115,8 @@ pub struct Counters {
     pub sampled_out: u64,
     /// Packets framed for the sensor (the last npkt).
     pub framed: u64,
+    /// Captured bytes of those packets (caplen, without the framing).
+    pub framed_bytes: u64,
     /// Framed packets lost in sending (socket buffer full, send error,
     /// TCP peer too slow or gone). Their npkt (and seqno) were used.
     pub send_dropped: u64,
@@ -250,6 +253,7 @@ impl Worker {
             kernel_drops: r(&s.kernel_drops),
             sampled_out: r(&s.sampled_out),
             framed: r(&s.framed),
+            framed_bytes: r(&s.framed_bytes),
             send_dropped: r(&s.send_dropped),
             datagrams_sent: r(&s.datagrams_sent),
             datagrams_dropped: r(&s.datagrams_dropped),

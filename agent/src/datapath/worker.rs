@@ -40,6 +40,7 @@ pub(crate) struct Shared {
     pub kernel_drops: AtomicU64,
     pub sampled_out: AtomicU64,
     pub framed: AtomicU64,
+    pub framed_bytes: AtomicU64,
     pub send_dropped: AtomicU64,
     pub datagrams_sent: AtomicU64,
     pub datagrams_dropped: AtomicU64,
@@ -55,6 +56,8 @@ struct Local {
     received: u64,
     sampled_out: u64,
     framed: u64,
+    /// Captured bytes of the framed packets (their caplen).
+    framed_bytes: u64,
     /// What the sink counts.
     sent: Counts,
 }
@@ -93,10 +96,12 @@ impl<K: Sink> Pipeline<K> {
         }
         self.npkt = self.npkt.wrapping_add(1);
         self.c.framed += 1;
+        let caplen = f.caplen();
+        self.c.framed_bytes += caplen as u64;
         let hdr = PktHdr {
             ts_sec: f.ts_sec,
             ts_usec: f.ts_usec,
-            caplen: f.caplen() as u32,
+            caplen: caplen as u32,
             len: f.wire_len,
             npkt: self.npkt,
         };
@@ -135,6 +140,7 @@ impl<K: Sink> Pipeline<K> {
         s.received.store(c.received, Ordering::Relaxed);
         s.sampled_out.store(c.sampled_out, Ordering::Relaxed);
         s.framed.store(c.framed, Ordering::Relaxed);
+        s.framed_bytes.store(c.framed_bytes, Ordering::Relaxed);
         s.send_dropped.store(c.sent.send_dropped, Ordering::Relaxed);
         s.datagrams_sent
             .store(c.sent.datagrams_sent, Ordering::Relaxed);

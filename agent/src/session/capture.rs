@@ -41,6 +41,21 @@ pub enum DataChannel {
     },
 }
 
+impl std::fmt::Display for DataChannel {
+    /// `udpstr to ADDR (N-byte datagrams)`, `UDP to ADDR`, `TCP to ADDR`,
+    /// `TCP from HOST (we listen)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataChannel::UdpStr { dest, size } => {
+                write!(f, "udpstr to {dest} ({size}-byte datagrams)")
+            }
+            DataChannel::PlainUdp { dest } => write!(f, "UDP to {dest}"),
+            DataChannel::TcpConnect { dest } => write!(f, "TCP to {dest}"),
+            DataChannel::TcpListen { peer, .. } => write!(f, "TCP from {peer} (we listen)"),
+        }
+    }
+}
+
 /// A capture the session asks its host to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartRequest {
@@ -63,6 +78,9 @@ pub struct StartRequest {
     pub own: OwnTraffic,
     /// The session's capture source choice (ActiveClient `capture=`).
     pub capture: Option<CaptureChoice>,
+    /// Whose capture, as a `key=value` field (`sensor=HOST:PORT`,
+    /// `client=ADDR:PORT`) for its summary and final counter lines.
+    pub owner: String,
 }
 
 /// A capture the host runs for this session.
@@ -220,6 +238,10 @@ impl Endpoints {
             tls: cfg.tls,
             own: self.own_traffic(data_dest),
             capture: cfg.capture,
+            owner: match &cfg.slot {
+                Some(slot) => format!("sensor={slot}"),
+                None => format!("client={}", self.peer),
+            },
         };
         let starting = Starting {
             ifname,

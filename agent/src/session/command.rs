@@ -109,6 +109,22 @@ pub enum Answer {
     Hold(Duration),
 }
 
+impl Answer {
+    /// What kind of answer, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Answer::Interfaces(_) => "interfaces",
+            Answer::Linktype(_) => "link type",
+            Answer::Started(_) => "capture started",
+            Answer::FilterUpdated(_) => "filter updated",
+            Answer::Stats(_) => "stats",
+            Answer::Stopped(_) => "capture stopped",
+            Answer::PasswordChecked(_) => "password checked",
+            Answer::Hold(_) => "hold",
+        }
+    }
+}
+
 /// A password to check against the session's accounts.
 pub struct PasswordCheck {
     pub auth: Arc<Authenticator>,

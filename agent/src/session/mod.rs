@@ -88,6 +88,9 @@ pub struct SessionConfig {
     /// `LivenessSecs` (sensors): a capturing sensor that polled STATS at a
     /// steady interval and fell silent is given up (`session/liveness.rs`).
     pub liveness: Option<Duration>,
+    /// The slot's name (`HOST:PORT` of its ActiveClient line) for a sensor
+    /// we dialled: its log lines and its capture's counters carry it.
+    pub slot: Option<String>,
 }
 
 /// Why a session is over.
@@ -143,6 +146,20 @@ enum Pending {
     Stats,
 }
 
+impl Pending {
+    /// The request awaited, for logs.
+    fn name(&self) -> &'static str {
+        match self {
+            Pending::Interfaces => "FINDALLIF",
+            Pending::Preselection { .. } | Pending::Linktype { .. } => "OPEN",
+            Pending::Stopped(_) => "the capture's stop",
+            Pending::Started(_) | Pending::Refined { .. } => "STARTCAP",
+            Pending::FilterUpdated { .. } => "UPDATEFILTER",
+            Pending::Stats => "STATS",
+        }
+    }
+}
+
 /// What follows a capture's stop.
 #[derive(Debug)]
 enum AfterStop {
@@ -182,6 +199,9 @@ pub struct Session {
     now: Instant,
     /// The log lines the peer's messages cause.
     peer_lines: LogLimit,
+    /// Requests of a sensor we refused, why: the driver hands them to the
+    /// slot, which logs each cause once ([`Session::take_refusals`]).
+    refusals: Vec<String>,
 }
 
 impl Session {
@@ -201,12 +221,43 @@ impl Session {
             liveness: Liveness::new(cfg.liveness),
             now,
             peer_lines: PEER_LINES,
+            refusals: Vec::new(),
             cfg,
         }
     }
 
     pub fn peer(&self) -> SocketAddr {
         self.ends.peer
+    }
+
+    /// Who the peer is in log lines: `sensor HOST:PORT` (the slot) or the
+    /// passive client's address.
+    pub fn who(&self) -> String {
+        match &self.cfg.slot {
+            Some(slot) => format!("sensor {slot}"),
+            None => self.ends.peer.to_string(),
+        }
+    }
+
+    /// Who the peer is as a `key=value` field: `sensor=HOST:PORT` or
+    /// `client=ADDR:PORT` (summary and final counter lines).
+    pub fn owner(&self) -> String {
+        match &self.cfg.slot {
+            Some(slot) => format!("sensor={slot}"),
+            None => format!("client={}", self.ends.peer),
+        }
+    }
+
+    /// The interface of the last successful OPEN.
+    pub fn interface(&self) -> Option<&str> {
+        self.capture.opened.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// The requests of a sensor refused since the last call, each with why
+    /// (`refused OPEN of eth1: …`). A passive client's refusals are logged
+    /// by the session itself.
+    pub fn take_refusals(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.refusals)
     }
 
     pub fn authenticated(&self) -> bool {
@@ -413,11 +464,25 @@ impl Session {
 
     fn send_error(&mut self, code: ErrorCode, text: &str) {
         debug!(
-            "to {}: error {code:?}: {}",
+            "to {}: error {}: {}",
             self.ends.peer,
+            code as u16,
             PeerText::new(text)
         );
         self.send(Message::error(code, text));
+    }
+
+    /// Refuses a request with `code` and `text` (sent to the peer); `what`
+    /// says which request and why, for the log: a sensor's go to its slot
+    /// (logged once per cause), a passive client's are logged here (within
+    /// the peer's line budget).
+    fn refuse(&mut self, code: ErrorCode, text: &str, what: String) {
+        self.send_error(code, text);
+        if self.cfg.mode == Mode::Active {
+            self.refusals.push(what);
+        } else if let Some(held_back) = self.peer_lines.admit(self.now) {
+            warn!("{}: {what}{held_back}", self.who());
+        }
     }
 
     fn host(&mut self, cmd: HostCommand, then: Option<Pending>) {
@@ -494,7 +559,7 @@ impl Session {
             }
             Message::EndCapReq => self.end_capture(),
             Message::Close => {
-                info!("{} closed the session", self.ends.peer);
+                info!("{} closed the session", self.who());
                 self.end(Ended::Closed)
             }
             Message::Error { .. } => self.log_remote_error(Ok(msg)),
@@ -540,8 +605,9 @@ impl Session {
             ) => {
                 *until = Some(now + delay);
                 debug!(
-                    "{}: authentication failed; reply held {delay:?}",
-                    self.ends.peer.ip()
+                    "{}: authentication failed; reply held {:.1} s",
+                    self.ends.peer.ip(),
+                    delay.as_secs_f64()
                 );
             }
             (_, answer) => match self.pending.take() {
@@ -550,7 +616,7 @@ impl Session {
                     self.last_rx = now;
                     self.host_answer(pending, answer)
                 }
-                None => debug!("{}: unexpected answer {answer:?}", self.ends.peer),
+                None => debug!("{}: unexpected answer {}", self.ends.peer, answer.name()),
             },
         }
         if self.reading() {
@@ -585,13 +651,19 @@ impl Session {
                     self.capture.sensor_filter = Some(sensor);
                     self.send(Message::UpdateFilterReply)
                 }
-                Err(e) => self.send_error(ErrorCode::UpdateFilter, &e.to_string()),
+                Err(e) => {
+                    let text = e.to_string();
+                    let what = format!("refused UPDATEFILTER: {text}");
+                    self.refuse(ErrorCode::UpdateFilter, &text, what)
+                }
             },
             (Pending::Stats, Answer::Stats(stats)) => self.reply_stats(stats),
             (pending, answer) => {
                 warn!(
-                    "{}: answer {answer:?} does not fit {pending:?}",
-                    self.ends.peer
+                    "{}: answer {} does not fit the request awaited ({})",
+                    self.ends.peer,
+                    answer.name(),
+                    pending.name()
                 );
                 self.pending = Some(pending);
             }
@@ -602,12 +674,15 @@ impl Session {
         let failures = self.auth.failures();
         match auth {
             Auth::Null if self.cfg.null_auth => {
-                info!("{}: authenticated (NULL)", self.ends.peer);
+                info!("{}: authenticated (NULL)", self.who());
                 self.auth_succeeded();
             }
             Auth::Null => {
-                warn!("{}: NULL authentication refused", self.ends.peer);
-                self.send_error(ErrorCode::AuthFailed, NULL_AUTH_REFUSED);
+                self.refuse(
+                    ErrorCode::AuthFailed,
+                    NULL_AUTH_REFUSED,
+                    "NULL authentication refused".into(),
+                );
                 self.auth_failed(failures + 1);
             }
             Auth::Password { user, password } => {
@@ -641,15 +716,15 @@ impl Session {
         self.last_rx = now;
         let name = PeerText::bytes(&user);
         if ok {
-            info!("{}: authenticated as {name:?}", self.ends.peer);
+            info!("{}: authenticated as {name:?}", self.who());
             self.auth_succeeded();
         } else {
             // The same text whether the user exists or not.
-            warn!(
-                "{}: password authentication failed for {name:?}",
-                self.ends.peer
+            self.refuse(
+                ErrorCode::AuthFailed,
+                AUTH_FAILED,
+                format!("password authentication failed for {name:?}"),
             );
-            self.send_error(ErrorCode::AuthFailed, AUTH_FAILED);
             self.auth_failed(failures + 1);
         }
     }
@@ -683,12 +758,21 @@ impl Session {
 
     fn find_all_if(&mut self, list: Result<Vec<rpcap::msg::Interface>, String>) {
         match list {
-            Err(e) => self.send_error(
-                ErrorCode::FindAllIf,
-                &format!("cannot list interfaces: {e}"),
-            ),
+            Err(e) => {
+                let text = format!("cannot list interfaces: {e}");
+                self.refuse(
+                    ErrorCode::FindAllIf,
+                    &text,
+                    format!("refused FINDALLIF: {text}"),
+                )
+            }
             Ok(list) if list.is_empty() => {
-                self.send_error(ErrorCode::NoRemoteIf, "no interfaces found")
+                let text = "no interfaces found";
+                self.refuse(
+                    ErrorCode::NoRemoteIf,
+                    text,
+                    format!("refused FINDALLIF: {text}"),
+                )
             }
             Ok(list) => {
                 let list = iface::arrange(list, &self.cfg.preselect);
@@ -700,16 +784,11 @@ impl Session {
     fn open(&mut self, source: String) {
         // CVE-2019-15164: a URL would make us open captures elsewhere.
         if source.contains("://") {
-            if let Some(held_back) = self.peer_lines.admit(self.now) {
-                warn!(
-                    "{}: refused OPEN of remote source {:?}{held_back}",
-                    self.ends.peer,
-                    PeerText::new(&source)
-                );
-            }
-            return self.send_error(
+            let what = format!("refused OPEN of remote source {:?}", PeerText::new(&source));
+            return self.refuse(
                 ErrorCode::Open,
                 &format!("'{source}': only local interface names can be opened"),
+                what,
             );
         }
         if self.cfg.preselect.is_set() {
@@ -724,8 +803,9 @@ impl Session {
     fn read_linktype(&mut self, source: String) {
         // The ActiveClient line's `capture=afxdp` (`Capture` is the host's).
         if source == iface::ANY && self.cfg.capture == Some(CaptureChoice::AfXdp) {
-            let text = format!("'{source}': {}", iface::any_with_afxdp());
-            return self.send_error(ErrorCode::Open, &text);
+            let why = iface::any_with_afxdp();
+            let what = format!("refused OPEN of {}: {why}", PeerText::new(&source));
+            return self.refuse(ErrorCode::Open, &format!("'{source}': {why}"), what);
         }
         self.host(
             HostCommand::ReadLinktype(source.clone()),
@@ -738,14 +818,16 @@ impl Session {
             Some(i) if i.name == source => self.read_linktype(source),
             Some(i) => {
                 let text = format!("can only open preselected interface '{}'", i.name);
-                self.send_error(ErrorCode::Open, &text)
+                let what = format!("refused OPEN of {}: {text}", PeerText::new(&source));
+                self.refuse(ErrorCode::Open, &text, what)
             }
             None => {
                 let text = format!(
                     "no interface matches the preselection ({})",
                     self.cfg.preselect
                 );
-                self.send_error(ErrorCode::Open, &text)
+                let what = format!("refused OPEN of {}: {text}", PeerText::new(&source));
+                self.refuse(ErrorCode::Open, &text, what)
             }
         }
     }
@@ -755,7 +837,10 @@ impl Session {
             // A device opened anew: a capture of the previous one ends.
             Ok(linktype) if self.capturing() => self.stop(AfterStop::Open { source, linktype }),
             Ok(linktype) => self.opened(source, linktype),
-            Err(e) => self.send_error(ErrorCode::Open, &format!("'{source}': {e}")),
+            Err(e) => {
+                let what = format!("refused OPEN of {}: {e}", PeerText::new(&source));
+                self.refuse(ErrorCode::Open, &format!("'{source}': {e}"), what)
+            }
         }
     }
 
@@ -763,7 +848,7 @@ impl Session {
         if let Some(held_back) = self.peer_lines.admit(self.now) {
             info!(
                 "{}: opened {} (DLT {linktype}){held_back}",
-                self.ends.peer,
+                self.who(),
                 PeerText::new(&source)
             );
         }
@@ -778,7 +863,7 @@ impl Session {
         match then {
             AfterStop::Nothing => {}
             AfterStop::EndCap => {
-                info!("{}: capture ended", self.ends.peer);
+                info!("{}: capture ended", self.who());
                 self.send(Message::EndCapReply)
             }
             AfterStop::Open { source, linktype } => self.opened(source, linktype),
@@ -786,13 +871,17 @@ impl Session {
             AfterStop::Failed(reason) => {
                 self.send_error(ErrorCode::ReadEx, &format!("capture stopped: {reason}"))
             }
-            AfterStop::Refused(text) => self.send_error(ErrorCode::StartCapture, &text),
+            AfterStop::Refused(text) => {
+                let what = format!("refused STARTCAP: {text}");
+                self.refuse(ErrorCode::StartCapture, &text, what)
+            }
         }
     }
 
     fn start(&mut self, req: StartCapReq) {
         let Some(opened) = self.capture.opened.clone() else {
-            return self.send_error(ErrorCode::StartCapture, NO_DEVICE);
+            let what = format!("refused STARTCAP: {NO_DEVICE}");
+            return self.refuse(ErrorCode::StartCapture, NO_DEVICE, what);
         };
         // Never leak a capture: a second STARTCAP replaces the first.
         if self.capturing() {
@@ -804,7 +893,10 @@ impl Session {
                 HostCommand::StartCapture(Box::new(start)),
                 Some(Pending::Started(Box::new(starting))),
             ),
-            Err(text) => self.send_error(ErrorCode::StartCapture, &text),
+            Err(text) => {
+                let what = format!("refused STARTCAP: {text}");
+                self.refuse(ErrorCode::StartCapture, &text, what)
+            }
         }
     }
 
@@ -813,17 +905,16 @@ impl Session {
             Ok(p) => p,
             Err(e) => {
                 let text = e.to_string();
-                warn!(
-                    "{}: capture on {} failed: {text}",
-                    self.ends.peer,
+                let what = format!(
+                    "capture on {} failed: {text}",
                     PeerText::new(&starting.ifname)
                 );
-                return self.send_error(ErrorCode::StartCapture, &text);
+                return self.refuse(ErrorCode::StartCapture, &text, what);
             }
         };
         info!(
-            "{}: capture on {} started, data {:?}",
-            self.ends.peer,
+            "{}: capture on {} started, data {}",
+            self.who(),
             PeerText::new(&starting.ifname),
             starting.data
         );
@@ -866,14 +957,19 @@ impl Session {
                 HostCommand::UpdateFilter(combined),
                 Some(Pending::FilterUpdated { sensor }),
             ),
-            Err(e) => self.send_error(ErrorCode::UpdateFilter, &e.to_string()),
+            Err(e) => {
+                let text = e.to_string();
+                let what = format!("refused UPDATEFILTER: {text}");
+                self.refuse(ErrorCode::UpdateFilter, &text, what)
+            }
         }
     }
 
     fn set_sampling(&mut self, s: Sampling) {
         if s.method > 2 {
             let text = format!("sampling method {} is not supported (0, 1 or 2)", s.method);
-            return self.send_error(ErrorCode::SetSampling, &text);
+            let what = format!("refused SETSAMPLING: {text}");
+            return self.refuse(ErrorCode::SetSampling, &text, what);
         }
         self.capture.sampling = s;
         if self.capturing() {
@@ -893,7 +989,11 @@ impl Session {
         if self.cfg.log_stats {
             info!(
                 "{}: stats: ifrecv {} ifdrop {} krnldrop {} svrcapt {}",
-                self.ends.peer, stats.ifrecv, stats.ifdrop, stats.krnldrop, stats.svrcapt
+                self.who(),
+                stats.ifrecv,
+                stats.ifdrop,
+                stats.krnldrop,
+                stats.svrcapt
             );
         }
         self.send(Message::StatsReply(stats))
@@ -913,7 +1013,7 @@ impl Session {
         if !self.capturing() || self.pending.is_some() || self.ended.is_some() {
             return;
         }
-        warn!("capture for {} failed: {reason}", self.ends.peer);
+        warn!("{}: capture failed: {reason}", self.who());
         self.stop(AfterStop::Failed(reason))
     }
 }

@@ -135,6 +135,7 @@ fn cfg() -> SessionConfig {
         auth_timeout: None,
         idle_timeout: None,
         liveness: None,
+        slot: None,
     }
 }
 
@@ -663,6 +664,12 @@ fn preselection_without_match_refuses_open() {
         ErrorCode::Open,
         "no interface matches the preselection (ifname=eth9)",
     );
+    // The slot is told which request and why (it logs each cause once).
+    assert_eq!(
+        t.s.take_refusals(),
+        ["refused OPEN of eth0: no interface matches the preselection (ifname=eth9)"]
+    );
+    assert!(t.s.take_refusals().is_empty());
 }
 
 #[test]

@@ -238,6 +238,11 @@ pub struct Cli {
     #[arg(short = 'S', long = "log-stats")]
     pub log_stats: bool,
 
+    /// Log a summary line per capture (rates, drops since the last line)
+    /// every SECS seconds; 0: none (SummaryInterval, default 60)
+    #[arg(long = "summary-interval", value_name = "SECS", value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub summary_interval: Option<u32>,
+
     /// libpcap's TLS compression: accepted with a notice (TLS compression
     /// leaks secrets, CRIME; rustls has none)
     #[arg(short = 'C')]
@@ -417,6 +422,9 @@ impl Cli {
             cfg.log_stats |= self.log_stats;
         }
         cfg.capture.dry_run |= self.dry_run;
+        if let Some(s) = self.summary_interval {
+            cfg.summary_interval_secs = s;
+        }
         if let Some(s) = self.udpstr_size {
             cfg.udpstr_size = s.min(MAX_UDPSTR_SIZE);
         }

@@ -202,6 +202,12 @@ pub static KEYS: &[Key] = &[
     ),
     field!("ActiveCloseStops", active_close_stops, parse_yes_no, yes_no),
     field!(
+        "SummaryInterval",
+        summary_interval_secs,
+        |v| parse_u32_in(v, 0, 86_400),
+        one
+    ),
+    field!(
         "MaxClients",
         passive.max_clients,
         |v| parse_u32_in(v, 1, 4096).map(|n| n as usize),
@@ -852,6 +858,7 @@ mod tests {
             "MaxBackoffSecs",
             "LivenessSecs",
             "ActiveCloseStops",
+            "SummaryInterval",
             "MaxClients",
             "MaxClientsPerHost",
             "AuthTimeoutSecs",

@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_BACKOFF_SECS: u32 = 30;
 /// A capturing sensor whose STATS_REQ rhythm stops is given up after at
 /// most this long; also the control connections' TCP_USER_TIMEOUT.
 pub const DEFAULT_LIVENESS_SECS: u32 = 30;
+/// `SummaryInterval`: a summary line per capture every minute.
+pub const DEFAULT_SUMMARY_INTERVAL_SECS: u32 = 60;
 pub const DEFAULT_MAX_CLIENTS: usize = 16;
 /// One address may hold this many of the MaxClients slots, so that one host
 /// (idle connections, a slowloris, a password guesser) cannot lock out the others.
@@ -92,6 +94,18 @@ pub struct ActiveClient {
     pub preselect: Preselect,
     /// `capture=afpacket|afxdp`; `None`: as `Capture` says.
     pub capture: Option<CaptureChoice>,
+}
+
+impl ActiveClient {
+    /// The slot's name in logs, metrics and status: `HOST:PORT`
+    /// (`[ADDR]:PORT` for an IPv6 address).
+    pub fn slot_name(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl fmt::Display for ActiveClient {
@@ -385,6 +399,8 @@ pub struct Config {
     pub active_close_stops: bool,
     /// `-S`: log the counters on every STATS_REQ.
     pub log_stats: bool,
+    /// `SummaryInterval`: seconds between a capture's summary lines; 0 = none.
+    pub summary_interval_secs: u32,
     /// `-L`: log to syslog.
     pub syslog: bool,
     /// Password accounts (`User`, `SystemAccounts`, `ShadowFile`).
@@ -409,6 +425,7 @@ impl Default for Config {
             liveness_secs: DEFAULT_LIVENESS_SECS,
             active_close_stops: false,
             log_stats: false,
+            summary_interval_secs: DEFAULT_SUMMARY_INTERVAL_SECS,
             syslog: false,
             auth: Accounts::default(),
             tls: Tls::default(),
