@@ -394,7 +394,7 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
         let g = Gauge::<u64, AtomicU64>::default();
         g.set(rss);
         reg.register(
-            "resident_memory_bytes",
+            "process_resident_memory_bytes",
             "Resident set size of the sensor process",
             g,
         );
@@ -519,7 +519,7 @@ mod tests {
             "xrpcap_sensor_sessions{state=\"capturing\"} 1\n",
             "xrpcap_sensor_sessions{state=\"auth\"} 0\n",
             "xrpcap_sensor_output_written_bytes_total 4096\n",
-            "xrpcap_sensor_resident_memory_bytes 1048576\n",
+            "xrpcap_sensor_process_resident_memory_bytes 1048576\n",
             "# EOF\n",
         ] {
             assert!(text.contains(want), "{want:?} missing in\n{text}");
