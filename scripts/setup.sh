@@ -23,6 +23,7 @@ APT_PACKAGES=(
     jq util-linux                                # test.sh: list the test binaries, run them via setpriv
     nftables                                     # e2e: a silent blackhole between agent and sensor
     debootstrap systemd-container python3        # packaging/lifecycle.sh: Debian roots booted by nspawn
+    prometheus                                   # e2e metrics_prometheus: a real server, promtool
 )
 
 log() { printf 'setup: %s\n' "$*"; }

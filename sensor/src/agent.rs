@@ -20,6 +20,7 @@ use crate::capture::Capture;
 use crate::config::Config;
 use crate::data_channel::{Buffers, DataChannel, UdpPorts};
 use crate::linger::Closed;
+use crate::metrics;
 use crate::output::Output;
 use crate::session::{DataTransport, Event, Session};
 use crate::summary::Rate;
@@ -122,6 +123,21 @@ impl Agent {
 
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The session's state (the metrics' `sessions{state}`).
+    pub fn state_name(&self) -> &'static str {
+        self.session.state_name()
+    }
+
+    /// The capture's counters as the metrics export them (read, not locked:
+    /// the loop owns them).
+    pub fn metrics(&self) -> Option<(metrics::Key, metrics::CaptureValues)> {
+        let cap = self.capture.as_ref()?;
+        Some((
+            (metrics::agent_label(&self.peer), cap.iface.clone()),
+            metrics::CaptureValues::of(cap, self.stats.as_ref()),
+        ))
     }
 
     /// Whether a capture of this agent runs (the sd_notify status).

@@ -151,6 +151,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     stats_file: Option<PathBuf>,
 
+    /// Serve Prometheus metrics (GET /metrics) on this address, e.g.
+    /// 127.0.0.1:9464. Off unless given. See docs/metrics.md.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<SocketAddr>,
+
     /// More logging: -v debug, -vv trace (default info; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -263,6 +268,7 @@ pub fn config(a: Args) -> Result<config::Config> {
         count: a.count,
         duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
         stats_file: a.stats_file.clone(),
+        metrics_listen: a.metrics_listen,
     })
 }
 
@@ -275,6 +281,12 @@ pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>> {
             .map(Some)
             .map_err(|_| anyhow!("--listen: '{s}' is not ADDR:PORT (e.g. 0.0.0.0:2003)")),
     }
+}
+
+/// `--metrics-listen`: `ADDR:PORT` (a bad value is a configuration error, exit 78).
+pub fn parse_metrics_listen(s: &str) -> std::result::Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("'{s}' is not ADDR:PORT (e.g. 127.0.0.1:9464)"))
 }
 
 /// `--ifaddr`: a CIDR prefix, or one address (a /32 or /128).

@@ -25,4 +25,6 @@ pub struct Config {
     pub count: Option<u64>,
     pub duration: Option<Duration>,
     pub stats_file: Option<PathBuf>,
+    /// `--metrics-listen`: where to serve `GET /metrics` (None: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
 }

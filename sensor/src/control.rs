@@ -24,6 +24,7 @@ use crate::dial::Dialer;
 use crate::filter;
 use crate::linger::Linger;
 use crate::listener::Listener;
+use crate::metrics;
 use crate::notify::{self, Notifier};
 use crate::token::Owner;
 use crate::writer::Writer;
@@ -51,6 +52,15 @@ pub struct Sensor {
     stopping: bool,
     /// READY/STATUS/WATCHDOG/RELOADING/STOPPING for systemd.
     notify: Notifier,
+    /// `--metrics-listen`: the endpoint, what it exports, and the builder
+    /// of each tick's snapshot.
+    metrics: Option<Metrics>,
+}
+
+struct Metrics {
+    builder: metrics::Builder,
+    published: std::sync::Arc<metrics::Published>,
+    endpoint: metrics::Endpoint,
 }
 
 impl Sensor {
@@ -72,7 +82,24 @@ impl Sensor {
             filter = Some(filter::read_file(f)?);
         }
         let writer = Writer::start().context("cannot start the writer thread")?;
+        let metrics = match cfg.metrics_listen {
+            Some(addr) => {
+                let published = std::sync::Arc::new(metrics::Published::new(writer.written()));
+                let endpoint = metrics::Endpoint::start(addr, published.clone())?;
+                log::info!(
+                    "serving metrics on http://{}/metrics",
+                    endpoint.local_addr()
+                );
+                Some(Metrics {
+                    builder: metrics::Builder::default(),
+                    published,
+                    endpoint,
+                })
+            }
+            None => None,
+        };
         Ok(Sensor {
+            metrics,
             listener,
             dialer: Dialer::new(&cfg.connect, Instant::now()),
             agents: Vec::new(),
@@ -155,6 +182,7 @@ impl Sensor {
             if now >= next_tick {
                 next_tick = now + TICK;
                 self.tick(now);
+                self.publish_metrics();
                 let status = self.status_line();
                 self.notify.status(status);
             }
@@ -281,6 +309,35 @@ impl Sensor {
                 self.close_agent(idx, &reason);
             }
         }
+    }
+
+    /// Copies every capture's counters and the sessions' states into the
+    /// snapshot the metrics endpoint exports (the tick's rhythm, never per
+    /// packet).
+    fn publish_metrics(&mut self) {
+        let settled = self.linger.take_settled();
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        for (key, v) in &settled {
+            m.builder.retire(key.clone(), v);
+        }
+        m.builder.begin();
+        for (key, v) in self.linger.metrics() {
+            m.builder.capture(key, &v);
+        }
+        for a in self.agents.iter().flatten() {
+            m.builder.session(a.state_name());
+            if let Some((key, v)) = a.metrics() {
+                m.builder.capture(key, &v);
+            }
+        }
+        m.published.publish(m.builder.snapshot());
+    }
+
+    /// Where the metrics endpoint listens (None without `--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.endpoint.local_addr())
     }
 
     fn reload_filter(&mut self) {

@@ -17,6 +17,7 @@ pub mod dial;
 pub mod filter;
 pub mod linger;
 pub mod listener;
+pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod session;

@@ -15,6 +15,7 @@ use rpcap::msg::Stats;
 use crate::capture::Capture;
 use crate::data::UdpPort;
 use crate::data_channel::UdpPorts;
+use crate::metrics;
 use crate::summary;
 use crate::token::Owner;
 use sys::mmsg::RecvBatch;
@@ -51,6 +52,9 @@ pub struct Linger {
     slots: Vec<Option<Closing>>,
     /// Final lines printed so far, for `--stats-file`.
     lines: Vec<String>,
+    /// Captures whose final line was printed since the last
+    /// [`Linger::take_settled`]: their final counters, for the metrics.
+    settled: Vec<(metrics::Key, metrics::CaptureValues)>,
 }
 
 impl Linger {
@@ -159,6 +163,10 @@ impl Linger {
             let line = summary::final_line(&c.peer, &c.cap, c.stats.as_ref(), &c.files);
             eprintln!("{line}");
             self.lines.push(line);
+            self.settled.push((
+                (metrics::agent_label(&c.peer), c.cap.iface.clone()),
+                metrics::CaptureValues::of(&c.cap, c.stats.as_ref()),
+            ));
         }
     }
 
@@ -171,6 +179,21 @@ impl Linger {
 
     pub fn is_empty(&self) -> bool {
         self.slots.iter().all(Option::is_none)
+    }
+
+    /// The counters of the captures closing, for the metrics.
+    pub fn metrics(&self) -> impl Iterator<Item = (metrics::Key, metrics::CaptureValues)> + '_ {
+        self.slots.iter().flatten().map(|c| {
+            (
+                (metrics::agent_label(&c.peer), c.cap.iface.clone()),
+                metrics::CaptureValues::of(&c.cap, c.stats.as_ref()),
+            )
+        })
+    }
+
+    /// The final counters of the captures settled since the last call.
+    pub fn take_settled(&mut self) -> Vec<(metrics::Key, metrics::CaptureValues)> {
+        std::mem::take(&mut self.settled)
     }
 
     /// The final lines printed so far.

@@ -220,6 +220,22 @@ impl Session {
         self.phase == Phase::Closed
     }
 
+    /// The session's state, as the metrics name it
+    /// ([`crate::metrics::SESSION_STATES`]).
+    pub fn state_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Auth => "auth",
+            Phase::FindAllIf => "findallif",
+            Phase::Open => "open",
+            Phase::Ready => "ready",
+            Phase::StartCap => "startcap",
+            Phase::Capturing => "capturing",
+            Phase::Waiting(..) => "waiting",
+            Phase::Ending => "ending",
+            Phase::Closed => "closed",
+        }
+    }
+
     /// Bytes received from the agent. On error the session is closed and any
     /// ERROR/CLOSE for the agent is already queued for [`Session::write_to`].
     pub fn receive(&mut self, data: &[u8], now: Instant) -> Result<(), SessionError> {

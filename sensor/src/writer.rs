@@ -188,6 +188,8 @@ impl Target {
 /// The writer thread.
 pub struct Writer {
     handle: Option<Handle>,
+    /// Bytes written to targets (one add per buffer, not per record).
+    written: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -202,6 +204,8 @@ impl Writer {
             }),
         });
         let p = pool.clone();
+        let written = Arc::new(AtomicU64::new(0));
+        let w = written.clone();
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
@@ -214,6 +218,8 @@ impl Writer {
                             "write failed: {e} (further records of this capture are counted as write errors)"
                         );
                         t.fail(job.records, job.bytes);
+                    } else {
+                        w.fetch_add(job.buf.len() as u64, Ordering::Relaxed);
                     }
                     p.give(job.buf);
                     t.done.fetch_add(1, Ordering::AcqRel);
@@ -221,8 +227,14 @@ impl Writer {
             })?;
         Ok(Writer {
             handle: Some(Handle { tx, pool }),
+            written,
             thread: Some(thread),
         })
+    }
+
+    /// Bytes written to files (and stdout) so far, for the metrics.
+    pub fn written(&self) -> Arc<AtomicU64> {
+        self.written.clone()
     }
 
     pub fn handle(&self) -> Handle {

@@ -553,6 +553,10 @@ fn clear_errors_for_bad_filter_port_in_use_and_bad_cidr() {
     let f = run(&["--listen", "127.0.0.1:0", "--ifaddr", "10.0.0.0/99"]);
     assert_eq!(f.code, Some(78));
     assert!(f.stderr.contains("--ifaddr: '10.0.0.0/99'"), "{}", f.stderr);
+
+    let f = run(&["--listen", "127.0.0.1:0", "--metrics-listen", "localhost"]);
+    assert_eq!(f.code, Some(78));
+    assert!(f.stderr.contains("--metrics-listen"), "{}", f.stderr);
 }
 
 fn kill(s: &Sensor, sig: &str) {

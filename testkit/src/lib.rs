@@ -39,6 +39,7 @@ pub mod daemon;
 pub mod netns;
 pub mod pcap;
 pub mod process;
+pub mod prometheus;
 pub mod record;
 pub mod scripted_agent;
 pub mod sink;

@@ -1,0 +1,574 @@
+//! The Prometheus endpoint (`--metrics-listen ADDR:PORT`): `GET /metrics`
+//! answers the sensor's counters in the OpenMetrics text format.
+//!
+//! Nothing here touches the receive path. The event loop copies the
+//! counters its captures already keep ([`crate::capture::Counters`], the
+//! deframer's, the agent's last STATS) into a [`Snapshot`] once per tick
+//! ([`Published::publish`], every 100 ms, a `try_lock` that skips the tick
+//! rather than wait); the HTTP thread clones the last snapshot, builds a
+//! fresh `prometheus-client` registry from it and encodes it. Bytes on disk
+//! come from the writer thread's atomic ([`crate::writer::Writer::written`]),
+//! RSS from `/proc/self/status` at scrape time.
+//!
+//! A capture's counters outlive its session: when its final line is
+//! printed its values move to the retired totals of its `(agent,
+//! interface)`, and a later capture of the same agent and interface counts
+//! on from there, so every `_total` only grows (except by the records a
+//! failed write takes back, see [`crate::capture::Capture::settle`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rpcap::addr::canonical;
+use rpcap::msg::Stats;
+
+use crate::capture::Capture;
+
+/// The session states, as `xrpcap_sensor_sessions{state}` names them
+/// ([`crate::session::Session::state_name`]); every one is exported, 0 when
+/// no session is in it.
+pub const SESSION_STATES: [&str; 9] = [
+    "auth",
+    "findallif",
+    "open",
+    "ready",
+    "startcap",
+    "capturing",
+    "waiting",
+    "ending",
+    "closed",
+];
+
+/// The content type of the answer (what `prometheus-client` encodes).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// One capture's counters, as exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureValues {
+    pub packets: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub seq_gaps: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub malformed: u64,
+    pub rejected: u64,
+    pub foreign: u64,
+    pub late: u64,
+    pub socket_drops: u64,
+    pub write_drops: u64,
+    pub write_errors: u64,
+    /// The agent's last STATS reply.
+    pub stats: Option<Stats>,
+}
+
+impl CaptureValues {
+    /// Reads `cap`'s counters (plain fields of the loop's own thread).
+    pub fn of(cap: &Capture, stats: Option<&Stats>) -> CaptureValues {
+        let c = &cap.counters;
+        let u = cap.udpstr();
+        CaptureValues {
+            packets: c.packets,
+            bytes: c.bytes,
+            lost: cap.lost(),
+            seq_gaps: u.seq_gaps,
+            duplicates: u.duplicates + c.plain_dups,
+            reordered: u.reordered,
+            malformed: u.malformed + c.malformed,
+            rejected: u.rejected + c.plain_rejected,
+            foreign: c.foreign,
+            late: c.late,
+            socket_drops: c.socket_drops,
+            write_drops: c.write_drops,
+            write_errors: c.write_errors,
+            stats: stats.copied(),
+        }
+    }
+
+    /// Adds `o`'s counters; the STATS are `o`'s when it has some.
+    fn add(&mut self, o: &CaptureValues) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.lost += o.lost;
+        self.seq_gaps += o.seq_gaps;
+        self.duplicates += o.duplicates;
+        self.reordered += o.reordered;
+        self.malformed += o.malformed;
+        self.rejected += o.rejected;
+        self.foreign += o.foreign;
+        self.late += o.late;
+        self.socket_drops += o.socket_drops;
+        self.write_drops += o.write_drops;
+        self.write_errors += o.write_errors;
+        if o.stats.is_some() {
+            self.stats = o.stats;
+        }
+    }
+}
+
+/// `(agent, interface)`: the agent's IP address (its port changes with every
+/// connection of an active agent) and the captured interface.
+pub type Key = (String, String);
+
+/// The `agent` label of `peer`.
+pub fn agent_label(peer: &SocketAddr) -> String {
+    canonical(peer.ip()).to_string()
+}
+
+/// What the HTTP thread exports, as of the event loop's last tick.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub captures: BTreeMap<Key, CaptureValues>,
+    /// Sessions per state name.
+    pub sessions: BTreeMap<&'static str, u64>,
+}
+
+/// Builds each tick's [`Snapshot`]: live and lingering captures on top of
+/// the retired totals.
+#[derive(Default)]
+pub struct Builder {
+    retired: BTreeMap<Key, CaptureValues>,
+    next: Snapshot,
+}
+
+impl Builder {
+    /// A capture whose final line was printed: its counters stay exported.
+    pub fn retire(&mut self, key: Key, v: &CaptureValues) {
+        self.retired.entry(key).or_default().add(v);
+    }
+
+    /// Starts a snapshot from the retired totals.
+    pub fn begin(&mut self) {
+        self.next.captures.clone_from(&self.retired);
+        self.next.sessions.clear();
+        for s in SESSION_STATES {
+            self.next.sessions.insert(s, 0);
+        }
+    }
+
+    pub fn capture(&mut self, key: Key, v: &CaptureValues) {
+        self.next.captures.entry(key).or_default().add(v);
+    }
+
+    pub fn session(&mut self, state: &'static str) {
+        *self.next.sessions.entry(state).or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.next
+    }
+}
+
+/// The snapshot the HTTP thread reads, and what it needs besides.
+pub struct Published {
+    snapshot: Mutex<Snapshot>,
+    /// Bytes the writer wrote to files (and stdout).
+    written: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Published {
+    pub fn new(written: Arc<AtomicU64>) -> Published {
+        Published {
+            snapshot: Mutex::new(Snapshot::default()),
+            written,
+            started: Instant::now(),
+        }
+    }
+
+    /// Replaces the exported snapshot, unless a scrape is copying it right
+    /// now (then the next tick does): the event loop never waits.
+    pub fn publish(&self, s: &Snapshot) {
+        if let Ok(mut g) = self.snapshot.try_lock() {
+            g.clone_from(s);
+        }
+    }
+
+    /// The metrics text.
+    pub fn render(&self) -> String {
+        let snap = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        render(
+            &snap,
+            self.written.load(Ordering::Relaxed),
+            self.started.elapsed().as_secs_f64(),
+            rss_bytes(),
+        )
+    }
+}
+
+/// The content type of the answer to a scraper that does not ask for
+/// OpenMetrics (curl, `promtool check metrics`).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The Prometheus text format (0.0.4) of `om`, the OpenMetrics text the
+/// encoder wrote: for the counters and gauges exported here the two differ
+/// only in that a counter's HELP and TYPE name its `_total` samples, and in
+/// the final `# EOF`. (`promtool check metrics` reads only 0.0.4; a
+/// Prometheus server asks for OpenMetrics and gets the encoder's text as is.)
+pub fn text_format(om: &str) -> String {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The OpenMetrics text of `s` and the process values.
+pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> String {
+    let mut reg = Registry::with_prefix("xrpcap_sensor");
+    let counter = |reg: &mut Registry, name: &str, help: &str, get: fn(&CaptureValues) -> u64| {
+        let f = Family::<Labels, Counter>::default();
+        for ((agent, iface), v) in &s.captures {
+            let l = vec![("agent", agent.clone()), ("interface", iface.clone())];
+            f.get_or_create(&l).inc_by(get(v));
+        }
+        reg.register(name, help, f);
+    };
+    counter(
+        &mut reg,
+        "packets",
+        "Packets written to the capture's output",
+        |v| v.packets,
+    );
+    counter(
+        &mut reg,
+        "bytes",
+        "Packet bytes written (sum of caplen)",
+        |v| v.bytes,
+    );
+    counter(
+        &mut reg,
+        "lost",
+        "Records that did not arrive whole (npkt gaps, cut records)",
+        |v| v.lost,
+    );
+    counter(
+        &mut reg,
+        "seq_gaps",
+        "Forward jumps in the udpstr datagram sequence",
+        |v| v.seq_gaps,
+    );
+    counter(
+        &mut reg,
+        "duplicates",
+        "Datagrams or records seen twice (dropped)",
+        |v| v.duplicates,
+    );
+    counter(
+        &mut reg,
+        "reordered",
+        "Datagrams that arrived after a later one (dropped)",
+        |v| v.reordered,
+    );
+    counter(
+        &mut reg,
+        "malformed",
+        "Datagrams or records that could not be read",
+        |v| v.malformed,
+    );
+    counter(
+        &mut reg,
+        "rejected",
+        "Datagrams or records outside the sequence window (dropped)",
+        |v| v.rejected,
+    );
+    counter(
+        &mut reg,
+        "foreign",
+        "Datagrams from an address other than the agent's",
+        |v| v.foreign,
+    );
+    counter(
+        &mut reg,
+        "late",
+        "Datagrams that reached a capture's port after it closed",
+        |v| v.late,
+    );
+    counter(
+        &mut reg,
+        "socket_drops",
+        "Datagrams the data socket dropped for lack of buffer (SO_RXQ_OVFL)",
+        |v| v.socket_drops,
+    );
+    counter(
+        &mut reg,
+        "write_drops",
+        "Records dropped because the writer was behind",
+        |v| v.write_drops,
+    );
+    counter(
+        &mut reg,
+        "write_errors",
+        "Records the output failed to write",
+        |v| v.write_errors,
+    );
+    let agent_gauge = |reg: &mut Registry, name: &str, help: &str, get: fn(&Stats) -> u32| {
+        let f = Family::<Labels, Gauge>::default();
+        for ((agent, iface), v) in &s.captures {
+            if let Some(st) = &v.stats {
+                let l = vec![("agent", agent.clone()), ("interface", iface.clone())];
+                f.get_or_create(&l).set(i64::from(get(st)));
+            }
+        }
+        reg.register(name, help, f);
+    };
+    agent_gauge(
+        &mut reg,
+        "agent_ifrecv",
+        "The agent's last STATS: packets the interface received",
+        |s| s.ifrecv,
+    );
+    agent_gauge(
+        &mut reg,
+        "agent_ifdrop",
+        "The agent's last STATS: packets the interface dropped",
+        |s| s.ifdrop,
+    );
+    agent_gauge(
+        &mut reg,
+        "agent_krnldrop",
+        "The agent's last STATS: packets the kernel (capture buffer) dropped",
+        |s| s.krnldrop,
+    );
+    agent_gauge(
+        &mut reg,
+        "agent_svrcapt",
+        "The agent's last STATS: packets the agent captured and sent",
+        |s| s.svrcapt,
+    );
+    let sessions = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    for (state, n) in &s.sessions {
+        sessions
+            .get_or_create(&vec![("state", *state)])
+            .set(*n as i64);
+    }
+    reg.register("sessions", "Agent sessions per state", sessions);
+    let w = Counter::<u64>::default();
+    w.inc_by(written);
+    reg.register(
+        "output_written_bytes",
+        "Bytes the writer wrote to capture files (or stdout)",
+        w,
+    );
+    // A gauge, not an OpenMetrics `info`: the Prometheus text format (and
+    // `promtool check metrics`) knows no info type.
+    let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    build
+        .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+        .set(1);
+    reg.register("build_info", "The sensor's version (always 1)", build);
+    let up = Gauge::<f64, AtomicU64>::default();
+    up.set(uptime);
+    reg.register("uptime_seconds", "Seconds since the sensor started", up);
+    if let Some(rss) = rss {
+        let g = Gauge::<u64, AtomicU64>::default();
+        g.set(rss);
+        reg.register(
+            "process_resident_memory_bytes",
+            "Resident set size of the sensor process",
+            g,
+        );
+    }
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, &reg);
+    text
+}
+
+/// VmRSS of `/proc/self/status`, in bytes.
+fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The HTTP server's thread.
+pub struct Endpoint {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+/// Why the endpoint did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {reason}")]
+pub struct ServeError {
+    addr: SocketAddr,
+    reason: String,
+}
+
+impl Endpoint {
+    /// Listens on `addr` and answers `GET /metrics` from `published` on a
+    /// thread of its own; every other request gets 404.
+    pub fn start(addr: SocketAddr, published: Arc<Published>) -> Result<Endpoint, ServeError> {
+        let err = |reason: String| ServeError { addr, reason };
+        let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| err(e.to_string()))?);
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| err("not an IP listener".into()))?;
+        let s = server.clone();
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for req in s.incoming_requests() {
+                    let path = req.url().split('?').next().unwrap_or("");
+                    let ok = *req.method() == tiny_http::Method::Get && path == "/metrics";
+                    let res = if ok {
+                        let om = req.headers().iter().any(|h| {
+                            h.field.equiv("Accept")
+                                && h.value.as_str().contains("application/openmetrics-text")
+                        });
+                        let text = published.render();
+                        let (text, ctype) = if om {
+                            (text, CONTENT_TYPE)
+                        } else {
+                            (text_format(&text), TEXT_CONTENT_TYPE)
+                        };
+                        let header = tiny_http::Header::from_bytes("Content-Type", ctype)
+                            .expect("a valid header");
+                        req.respond(tiny_http::Response::from_string(text).with_header(header))
+                    } else {
+                        req.respond(
+                            tiny_http::Response::from_string("not found\n").with_status_code(404),
+                        )
+                    };
+                    if let Err(e) = res {
+                        log::debug!("metrics: answering a scrape: {e}");
+                    }
+                }
+            })
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Endpoint {
+            server,
+            thread: Some(thread),
+            addr,
+        })
+    }
+
+    /// The address it listens on (the port chosen when given 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(packets: u64, drops: u64) -> CaptureValues {
+        CaptureValues {
+            packets,
+            socket_drops: drops,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_metric_has_its_labels_and_retired_captures_count_on() {
+        let key = ("10.0.0.1".to_string(), "eth0".to_string());
+        let mut b = Builder::default();
+        b.retire(key.clone(), &values(100, 3));
+        b.begin();
+        b.capture(key.clone(), &values(5, 1));
+        b.session("capturing");
+        let text = render(b.snapshot(), 4096, 1.5, Some(1 << 20));
+        for want in [
+            "xrpcap_sensor_packets_total{agent=\"10.0.0.1\",interface=\"eth0\"} 105\n",
+            "xrpcap_sensor_socket_drops_total{agent=\"10.0.0.1\",interface=\"eth0\"} 4\n",
+            "xrpcap_sensor_sessions{state=\"capturing\"} 1\n",
+            "xrpcap_sensor_sessions{state=\"auth\"} 0\n",
+            "xrpcap_sensor_output_written_bytes_total 4096\n",
+            "xrpcap_sensor_process_resident_memory_bytes 1048576\n",
+            "# EOF\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in\n{text}");
+        }
+        assert!(
+            text.contains(&format!(
+                "xrpcap_sensor_build_info{{version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        // No STATS yet: no agent gauge.
+        assert!(!text.contains("xrpcap_sensor_agent_ifrecv{"), "{text}");
+    }
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples() {
+        let om = "# HELP a_bytes Bytes.\n# TYPE a_bytes counter\na_bytes_total 3\n\
+                  # HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            text_format(om),
+            "# HELP a_bytes_total Bytes.\n# TYPE a_bytes_total counter\na_bytes_total 3\n\
+             # HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
+    }
+
+    #[test]
+    fn the_endpoint_answers_metrics_and_nothing_else() {
+        use std::io::{Read, Write};
+        let p = Arc::new(Published::new(Arc::new(AtomicU64::new(7))));
+        let e = Endpoint::start("127.0.0.1:0".parse().unwrap(), p).unwrap();
+        let get = |path: &str| {
+            let mut s = std::net::TcpStream::connect(e.local_addr()).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            r
+        };
+        let r = get("/metrics");
+        assert!(r.starts_with("HTTP/1.0 200"), "{r}");
+        assert!(
+            r.contains("xrpcap_sensor_output_written_bytes_total 7\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("# TYPE xrpcap_sensor_output_written_bytes_total counter\n"),
+            "{r}"
+        );
+        assert!(!r.contains("# EOF"), "{r}");
+        assert!(get("/").starts_with("HTTP/1.0 404"));
+    }
+}
