@@ -64,6 +64,11 @@ pub trait CaptureHost {
     fn stats(&mut self, cap: &Self::Capture) -> Stats;
     /// Why the capture stopped by itself, if it did.
     fn failure(&mut self, cap: &Self::Capture) -> Option<String>;
+    /// The interface and every counter of a running capture (the metrics
+    /// endpoint); None while it is on its way, or for hosts without them.
+    fn counters(&mut self, _cap: &Self::Capture) -> Option<(String, crate::datapath::Counters)> {
+        None
+    }
     /// Stops the capture and returns its final counters.
     fn stop(&mut self, cap: Self::Capture) -> Stats;
     /// The port of a [`DataChannel::TcpListen`] data channel (0 for others),
@@ -242,6 +247,8 @@ pub struct HostCapture {
     /// our port for passive TCP data; the TLS handshake once we connected).
     /// A failure after that is the capture's failure.
     answerable: Arc<AtomicBool>,
+    /// The interface captured (metrics labels).
+    ifname: String,
 }
 
 #[derive(Debug)]
@@ -527,6 +534,7 @@ impl CaptureHost for WorkerHost {
             req.data,
             DataChannel::TcpListen { .. }
         )));
+        let ifname = req.ifname.clone();
         let state = Arc::new(Mutex::new(Stage::Starting(Box::new(req))));
         let relay = Arc::new(Mutex::new(None));
         let cancel = Arc::new(AtomicBool::new(false));
@@ -556,6 +564,7 @@ impl CaptureHost for WorkerHost {
             cancel,
             data_port,
             answerable,
+            ifname,
         })
     }
 
@@ -604,6 +613,13 @@ impl CaptureHost for WorkerHost {
         match &*lock(&cap.state) {
             Stage::Running(w) => w.stats(),
             _ => Stats::default(),
+        }
+    }
+
+    fn counters(&mut self, cap: &HostCapture) -> Option<(String, crate::datapath::Counters)> {
+        match &*lock(&cap.state) {
+            Stage::Running(w) => Some((cap.ifname.clone(), w.counters())),
+            _ => None,
         }
     }
 

@@ -174,6 +174,11 @@ impl<C> Peer<C> {
         self.session.capturing()
     }
 
+    /// The capture its commands run on (metrics).
+    pub fn capture(&self) -> Option<&C> {
+        self.capture.as_ref()
+    }
+
     /// New authentication and idle timeouts (a reload).
     pub fn set_timeouts(&mut self, auth: Option<Duration>, idle: Option<Duration>) {
         self.session.set_timeouts(auth, idle);

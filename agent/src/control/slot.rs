@@ -122,6 +122,8 @@ pub struct Slot {
     lookups: u64,
     /// xorshift64 state for the jitter.
     rng: u64,
+    /// Why the last attempt or session failed (metrics).
+    last_error: Option<String>,
 }
 
 impl Slot {
@@ -139,6 +141,7 @@ impl Slot {
             authenticated_at: None,
             lookups: 0,
             rng: seed | 1,
+            last_error: None,
         }
     }
 
@@ -153,6 +156,16 @@ impl Slot {
     /// Failed attempts since the sensor last authenticated.
     pub fn failures(&self) -> u32 {
         self.failures
+    }
+
+    /// Attempts begun (name lookup, then connect) since the slot was made.
+    pub fn attempts(&self) -> u64 {
+        self.lookups
+    }
+
+    /// Why the last attempt or session failed, if one did.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     pub fn set_close_stops(&mut self, close_stops: bool) {
@@ -271,6 +284,7 @@ impl Slot {
         let step = self.delay(now - since);
         let began = self.attempt_began.take().unwrap_or(now);
         let delay = (began + step).saturating_duration_since(now);
+        self.last_error = Some(why.clone());
         warn!(
             "sensor {}: {why}; retry {} in {:.1} s",
             self.name,
@@ -308,6 +322,10 @@ impl Slot {
             self.failures = 0;
             self.outage_since = None;
         }
+        let why = match &end {
+            SessionEnd::Closed => "the sensor sent CLOSE".to_string(),
+            SessionEnd::Failed(why) => why.clone(),
+        };
         match end {
             SessionEnd::Closed if self.close_stops => {
                 info!(
@@ -343,6 +361,8 @@ impl Slot {
                 }
             }
         }
+        // The session's own reason, rather than the backoff's summary.
+        self.last_error = Some(why);
     }
 
     /// No more attempts.

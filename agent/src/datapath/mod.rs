@@ -122,6 +122,14 @@ pub struct Counters {
     pub datagrams_dropped: u64,
     /// ECONNREFUSED reports (the sensor's UDP port was closed).
     pub refused: u64,
+    /// Captured bytes (caplen) of the packets framed.
+    pub framed_bytes: u64,
+    /// Frames cut to the snapshot length.
+    pub truncated: u64,
+    /// Frames the source's filter rejected, where it counts them (AF_XDP).
+    pub filtered_out: u64,
+    /// The XDP program's counters (AF_XDP only).
+    pub xdp: Option<crate::capture::XdpStats>,
     /// Whether UDP GSO is in use.
     pub gso: bool,
     /// Dry run: packets framed but not sent.
@@ -254,6 +262,17 @@ impl Worker {
             datagrams_sent: r(&s.datagrams_sent),
             datagrams_dropped: r(&s.datagrams_dropped),
             refused: r(&s.refused),
+            framed_bytes: r(&s.framed_bytes),
+            truncated: r(&s.truncated),
+            filtered_out: r(&s.filtered_out),
+            xdp: s
+                .xdp
+                .load(Ordering::Relaxed)
+                .then(|| crate::capture::XdpStats {
+                    redirected: r(&s.xdp_redirected),
+                    filtered: r(&s.xdp_filtered),
+                    ring_full: r(&s.xdp_ring_full),
+                }),
             gso: s.gso.load(Ordering::Relaxed),
             dry_run: self.dry_run,
         }
