@@ -112,6 +112,7 @@ fn add(a: &Counters, b: &Counters) -> Counters {
         datagrams_dropped: a.datagrams_dropped + b.datagrams_dropped,
         refused: a.refused + b.refused,
         framed_bytes: a.framed_bytes + b.framed_bytes,
+        bytes_sent: a.bytes_sent + b.bytes_sent,
         truncated: a.truncated + b.truncated,
         filtered_out: a.filtered_out + b.filtered_out,
         xdp,
@@ -322,13 +323,14 @@ pub fn render(snap: &Snapshot, process: &Process) -> String {
         labels,
     );
     type Field = fn(&Counters) -> Option<u64>;
-    let families: [(&str, &str, Field); 13] = [
+    let families: [(&str, &str, Field); 14] = [
         ("xrpcapd_capture_frames_seen_total", "Frames the capture saw: delivered by the source plus lost in its ring (STATS ifrecv).", |c| Some(c.received + c.kernel_drops)),
         ("xrpcapd_capture_frames_received_total", "Frames the source delivered to the worker (after the filter).", |c| Some(c.received)),
         ("xrpcapd_capture_frames_filtered_out_total", "Frames the filter rejected in user space (AF_XDP's cBPF judge; AF_PACKET's kernel filter does not count them).", |c| Some(c.filtered_out)),
         ("xrpcapd_capture_frames_sampled_out_total", "Frames the sampling method left out (not drops).", |c| Some(c.sampled_out)),
         ("xrpcapd_capture_frames_sent_total", "Packets sent to the sensor: framed minus send drops (STATS svrcapt; 0 in a dry run).", |c| Some(if c.dry_run { 0 } else { c.framed.saturating_sub(c.send_dropped) })),
         ("xrpcapd_capture_framed_bytes_total", "Captured bytes (caplen) of the packets framed for the sensor, send drops included.", |c| Some(c.framed_bytes)),
+        ("xrpcapd_capture_bytes_sent_total", "Bytes handed to the kernel for the sensor: UDP payloads (udpstr, plain UDP) or the TCP data stream.", |c| Some(c.bytes_sent)),
         ("xrpcapd_capture_datagrams_sent_total", "UDP datagrams handed to the kernel (udpstr and plain UDP transports).", |c| Some(c.datagrams_sent)),
         ("xrpcapd_capture_ring_drops_total", "Frames that passed the filter but were lost before the worker read them (AF_PACKET ring full; AF_XDP socket ring full, no UMEM room, chains too long, no socket bound): STATS krnldrop.", |c| Some(c.kernel_drops)),
         ("xrpcapd_capture_send_drops_total", "Framed packets lost in sending (ENOBUFS/EAGAIN, send errors, a TCP peer too slow or gone): STATS ifdrop.", |c| Some(c.send_dropped)),

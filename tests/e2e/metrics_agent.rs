@@ -142,6 +142,16 @@ fn frames_sent_equal_the_packets_the_sensor_wrote() {
         Some(f64::from(BURST) * frame),
         "{page}"
     );
+    let written_bytes = sensor.final_counters(0).unwrap().get("bytes");
+    assert_eq!(
+        c("framed_bytes_total"),
+        Some(written_bytes as f64),
+        "{page}"
+    );
+    // udpstr: the frames and their record and datagram headers.
+    let bytes_sent = c("bytes_sent_total").unwrap();
+    let framed = f64::from(BURST) * frame;
+    assert!(bytes_sent > framed && bytes_sent < 2.0 * framed, "{page}");
     assert_eq!(c("frames_seen_total"), Some(f64::from(BURST)), "{page}");
     assert_eq!(c("ring_drops_total"), Some(0.0), "{page}");
     assert_eq!(c("send_drops_total"), Some(0.0), "{page}");

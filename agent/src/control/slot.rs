@@ -438,6 +438,37 @@ mod tests {
         }
     }
 
+    /// The metrics' attempts and last error: a failed connect's reason,
+    /// then a session's own reason rather than the backoff's summary.
+    #[test]
+    fn attempts_and_last_error_follow_the_failures() {
+        let t0 = Instant::now();
+        let mut s = slot(false, t0);
+        assert_eq!((s.attempts(), s.last_error()), (0, None));
+        let Some(Action::Resolve { lookup }) = s.handle_timeout(t0) else {
+            panic!()
+        };
+        s.resolved(lookup, Ok(vec![addr("192.0.2.1:2003")]), t0);
+        s.failed("Connection refused".into(), t0);
+        assert_eq!(
+            (s.attempts(), s.last_error()),
+            (1, Some("Connection refused"))
+        );
+        let at = until(&s);
+        dial(&mut s, at);
+        assert_eq!(s.attempts(), 2);
+        s.session_over(
+            SessionEnd::Failed("the sensor closed the connection".into()),
+            at,
+        );
+        assert_eq!(s.last_error(), Some("the sensor closed the connection"));
+        let at = until(&s);
+        dial(&mut s, at);
+        s.session_over(SessionEnd::Closed, at);
+        assert_eq!(s.last_error(), Some("the sensor sent CLOSE"));
+        assert_eq!(s.attempts(), 3);
+    }
+
     #[test]
     fn an_attempt_goes_resolving_dialing_authenticating_capturing() {
         let t0 = Instant::now();

@@ -124,6 +124,9 @@ pub struct Counters {
     pub refused: u64,
     /// Captured bytes (caplen) of the packets framed.
     pub framed_bytes: u64,
+    /// Bytes handed to the kernel for the sensor: UDP payloads (udpstr
+    /// and plain), or the TCP data stream's bytes.
+    pub bytes_sent: u64,
     /// Frames cut to the snapshot length.
     pub truncated: u64,
     /// Frames the source's filter rejected, where it counts them (AF_XDP).
@@ -263,6 +266,7 @@ impl Worker {
             datagrams_dropped: r(&s.datagrams_dropped),
             refused: r(&s.refused),
             framed_bytes: r(&s.framed_bytes),
+            bytes_sent: r(&s.bytes_sent),
             truncated: r(&s.truncated),
             filtered_out: r(&s.filtered_out),
             xdp: s

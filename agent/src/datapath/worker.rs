@@ -45,6 +45,7 @@ pub(crate) struct Shared {
     pub datagrams_dropped: AtomicU64,
     pub refused: AtomicU64,
     pub framed_bytes: AtomicU64,
+    pub bytes_sent: AtomicU64,
     pub truncated: AtomicU64,
     pub filtered_out: AtomicU64,
     /// The XDP program's counters (AF_XDP only), as the source last read them.
@@ -151,6 +152,7 @@ impl<K: Sink> Pipeline<K> {
         s.sampled_out.store(c.sampled_out, Ordering::Relaxed);
         s.framed.store(c.framed, Ordering::Relaxed);
         s.framed_bytes.store(c.framed_bytes, Ordering::Relaxed);
+        s.bytes_sent.store(c.sent.bytes_sent, Ordering::Relaxed);
         s.truncated.store(c.truncated, Ordering::Relaxed);
         s.send_dropped.store(c.sent.send_dropped, Ordering::Relaxed);
         s.datagrams_sent

@@ -8,6 +8,7 @@ fn counters(received: u64, framed: u64) -> Counters {
         send_dropped: 1,
         datagrams_sent: 4,
         framed_bytes: framed * 100,
+        bytes_sent: framed * 110,
         truncated: 1,
         ..Counters::default()
     }
@@ -97,6 +98,10 @@ fn renders_slots_captures_and_process_in_the_text_format() {
     assert_eq!(
         sample(&p, &format!("xrpcapd_capture_frames_sent_total{c}")),
         Some(8.0)
+    );
+    assert_eq!(
+        sample(&p, &format!("xrpcapd_capture_bytes_sent_total{c}")),
+        Some(990.0)
     );
     assert_eq!(
         sample(&p, &format!("xrpcapd_capture_framed_bytes_total{c}")),
