@@ -298,10 +298,20 @@ fn serve(
     let host = WorkerHost::new(&cfg).with_tls(tls.clone());
     let reload_cli = cli.clone();
     let one_client = inetd.is_some();
+    let metrics_at = cfg.metrics_listen;
     let reload = Box::new(move || {
         let mut cfg = effective_config(&reload_cli, true)?.config;
         if one_client {
             cfg.active_clients.clear();
+        }
+        if cfg.metrics_listen != metrics_at {
+            let show =
+                |a: Option<std::net::SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
+            warn!(
+                "MetricsListen = {} takes effect at the next start (the endpoint stays at {})",
+                show(cfg.metrics_listen),
+                show(metrics_at)
+            );
         }
         for w in config_warnings(&cfg) {
             warn!("{w}");

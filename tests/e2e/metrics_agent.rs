@@ -85,15 +85,45 @@ fn promtool(page: &str) -> (bool, String) {
 #[test]
 #[ignore = "needs root"]
 fn frames_sent_equal_the_packets_the_sensor_wrote() {
+    let page = burst_and_scrape("", |_| true);
+    assert!(!page.contains("xrpcapd_capture_xdp_"), "{page}");
+}
+
+/// The same on AF_XDP, whose program's counters appear too.
+#[test]
+#[ignore = "needs root"]
+fn af_xdp_captures_show_the_program_counters() {
+    let labels = format!(
+        "{{interface=\"{}\",sensor=\"{}:{}\"}}",
+        Topology::CAP_IF,
+        Topology::SEN_IP,
+        Topology::SEN_PORT
+    );
+    let redirected = format!("xrpcapd_capture_xdp_redirected_total{labels}");
+    // The program's map is read at most once a second.
+    let page = burst_and_scrape("Capture = afxdp:c0\n", |page| {
+        sample(page, &redirected).is_some_and(|n| n >= f64::from(BURST))
+    });
+    let c = |name: &str| sample(&page, &format!("xrpcapd_capture_xdp_{name}{labels}"));
+    assert!(c("redirected_total").unwrap() >= f64::from(BURST), "{page}");
+    assert_eq!(c("ring_full_total"), Some(0.0), "{page}");
+    assert!(c("filtered_total").is_some(), "{page}");
+}
+
+const BURST: u32 = 200;
+const PAYLOAD: usize = 300;
+
+/// Sends [`BURST`] frames through an agent configured with `ini_extra`,
+/// checks the counters against the sensor's file and promtool; returns the
+/// last page, once `settled` says it is complete too.
+fn burst_and_scrape(ini_extra: &str, settled: impl Fn(&str) -> bool) -> String {
     require_root();
-    const BURST: u32 = 200;
-    const PAYLOAD: usize = 300;
     let topo = Topology::new().unwrap();
     let listen = addr(Topology::SEN_IP, Topology::SEN_PORT);
     let mut sensor = Sensor::start(&topo.sen, listen, &["--filter", "udp port 5000"]).unwrap();
     let endpoint = addr(Topology::UPLINK_IP, METRICS_PORT);
     let ini = format!(
-        "ActiveClient = {}, {}, ifname={}\nNullAuthPermit = YES\nMetricsListen = {endpoint}\n",
+        "ActiveClient = {}, {}, ifname={}\nNullAuthPermit = YES\nMetricsListen = {endpoint}\n{ini_extra}",
         Topology::SEN_IP,
         Topology::SEN_PORT,
         Topology::CAP_IF
@@ -127,7 +157,7 @@ fn frames_sent_equal_the_packets_the_sensor_wrote() {
         let (status, body) = get(&topo.sen, endpoint, "/metrics")?;
         anyhow::ensure!(status.contains(" 200 "), "{status}");
         page = body;
-        Ok(sample(&page, &sent) == Some(f64::from(BURST)))
+        Ok(sample(&page, &sent) == Some(f64::from(BURST)) && settled(&page))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{page}"));
     agent.stop().unwrap();
@@ -178,6 +208,7 @@ fn frames_sent_equal_the_packets_the_sensor_wrote() {
     assert!(sample(&page, "xrpcapd_uptime_seconds").unwrap() > 0.0);
     let (ok, lint) = promtool(&page);
     assert!(ok, "promtool check metrics: {lint}\n{page}");
+    page
 }
 
 /// Only GET /metrics is served; a sensor that refuses leaves its reason in
