@@ -69,7 +69,7 @@ fn unmatched_preselection_is_warned_and_refuses_open_until_the_interface_appears
     assert!(
         stdout.contains(
             "# WARNING: ActiveClient = 127.0.0.1, 2003, ifname=nosuch9: no interface nosuch9; \
-             that sensor's OPEN requests are refused until the interface appears (interfaces: lo)"
+             that sensor's OPEN requests are refused until the interface appears (interfaces: any, lo)"
         ),
         "{stdout}"
     );
