@@ -22,6 +22,7 @@ APT_PACKAGES=(
     lintian rpmlint                              # packaging/check.sh: the packages' linters
     jq util-linux                                # test.sh: list the test binaries, run them via setpriv
     nftables                                     # e2e: a silent blackhole between agent and sensor
+    prometheus                                   # e2e: promtool check metrics; a real server scraping both
     debootstrap systemd-container python3        # packaging/lifecycle.sh: Debian roots booted by nspawn
     prometheus                                   # e2e metrics_prometheus: a real server, promtool
 )

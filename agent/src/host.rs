@@ -251,6 +251,7 @@ pub struct HostCapture {
     /// Whose capture (`sensor=HOST:PORT`, `client=ADDR`) and its interface,
     /// for its final counter line.
     owner: String,
+    /// The interface captured (metrics labels).
     ifname: String,
 }
 

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod host;
 pub mod iface;
 pub mod logging;
+pub mod metrics;
 pub mod privileges;
 pub mod session;
 pub mod settings;

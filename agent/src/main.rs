@@ -15,7 +15,7 @@ use xrpcapd::host::WorkerHost;
 use xrpcapd::privileges::{self, Outcome, PrivilegeError};
 use xrpcapd::settings::cli::Cli;
 use xrpcapd::settings::{Backend, Config, NO_SENSOR_WARNING};
-use xrpcapd::{auth, filter, iface, logging};
+use xrpcapd::{auth, filter, iface, logging, metrics};
 
 /// Exit status of a configuration error (EX_CONFIG of sysexits.h): the
 /// unit's `RestartPreventExitStatus=78` does not restart into it again.
@@ -277,13 +277,39 @@ fn serve(
             info!("running as {user} with {}", caps.join(" "))
         }
     }
+    // After the privileges drop: the HTTP thread holds no capability.
+    let published = metrics::Published::default();
+    let endpoint = match cfg.metrics_listen {
+        // One process per connection: the port is not ours to take.
+        Some(addr) if inetd.is_some() => {
+            warn!("MetricsListen = {addr} ignored in inetd mode");
+            None
+        }
+        Some(addr) => {
+            let ep = metrics::serve(addr, published.clone())
+                .with_context(|| format!("metrics endpoint on {addr} (MetricsListen)"))?;
+            info!("metrics on http://{}/metrics", ep.addr);
+            Some(ep)
+        }
+        None => None,
+    };
     let host = WorkerHost::new(&cfg).with_tls(tls.clone());
     let reload_cli = cli.clone();
     let one_client = inetd.is_some();
+    let metrics_at = cfg.metrics_listen;
     let reload = Box::new(move || {
         let mut cfg = effective_config(&reload_cli, true)?.config;
         if one_client {
             cfg.active_clients.clear();
+        }
+        if cfg.metrics_listen != metrics_at {
+            let show =
+                |a: Option<std::net::SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
+            warn!(
+                "MetricsListen = {} takes effect at the next start (the endpoint stays at {})",
+                show(cfg.metrics_listen),
+                show(metrics_at)
+            );
         }
         for w in config_warnings(&cfg) {
             warn!("{w}");
@@ -294,6 +320,9 @@ fn serve(
         .with_tls(tls)
         .with_signals(reload)
         .context("installing signal handlers")?;
+    if endpoint.is_some() {
+        control = control.with_metrics(published);
+    }
     if let Some(stream) = inetd {
         control.serve_one(stream)?;
     } else {

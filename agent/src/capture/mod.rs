@@ -236,6 +236,22 @@ pub struct SourceStats {
     /// Frames that passed the filter but were lost before user space read
     /// them (AF_PACKET ring full), cumulative since the source opened.
     pub kernel_drops: u64,
+    /// Frames the filter rejected where the source counts them (AF_XDP's
+    /// user-space cBPF judge; AF_PACKET's kernel filter does not say).
+    pub filtered_out: u64,
+    /// The XDP program's and sockets' counters (AF_XDP only).
+    pub xdp: Option<XdpStats>,
+}
+
+/// AF_XDP counters for the metrics endpoint (cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpStats {
+    /// Frames the XDP program handed to the capture's sockets.
+    pub redirected: u64,
+    /// Frames the XDP program's translated filter rejected.
+    pub filtered: u64,
+    /// Frames lost because a socket's RX ring was full.
+    pub ring_full: u64,
 }
 
 /// A source of captured frames.

@@ -91,6 +91,11 @@ impl Dialer {
             .collect()
     }
 
+    /// Each slot's token, line and state machine (metrics).
+    pub fn lines(&self) -> impl Iterator<Item = (Token, &ActiveClient, &Slot)> {
+        self.lines.iter().map(|(t, l)| (*t, &l.client, &l.slot))
+    }
+
     /// Keeps the slots whose line is unchanged, ends the others, adds new
     /// ones (tokens from `next_token`). Returns the tokens of the ended
     /// slots whose session must close.

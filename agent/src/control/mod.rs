@@ -35,6 +35,7 @@ use self::signals::Signals;
 use self::tls::Conn;
 use crate::auth::{Backoff, Verifier};
 use crate::host::CaptureHost;
+use crate::metrics::{self, LiveCapture, Published, SlotSnapshot, Snapshot, Totals};
 use crate::session::{Ended, Mode, Session, SessionConfig};
 use crate::settings::{ActiveClient, Config, TlsMode};
 use rpcap::addr::canonical;
@@ -173,6 +174,9 @@ pub struct Control<H: CaptureHost> {
     reports: Reports,
     /// Inetd mode ([`Control::serve_one`]): stop when the passive client is gone.
     one_client: bool,
+    /// `--metrics-listen`: the snapshot the endpoint renders, published at
+    /// each capture check, and the counters of the captures that ended.
+    metrics: Option<(Published, Totals)>,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -225,6 +229,7 @@ impl<H: CaptureHost> Control<H> {
             notify: Notifier::from_env(),
             reports: Reports::new(None),
             one_client: false,
+            metrics: None,
         };
         c.apply_config(config);
         Ok(c)
@@ -266,6 +271,59 @@ impl<H: CaptureHost> Control<H> {
     /// The addresses passive clients can connect to.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.addrs()
+    }
+
+    /// Publishes the slots and captures to `published` (the metrics
+    /// endpoint) at each capture check.
+    pub fn with_metrics(mut self, published: Published) -> Control<H> {
+        self.metrics = Some((published, Totals::default()));
+        self
+    }
+
+    /// The metrics snapshot now: slots from the dialer, counters from the
+    /// running captures (atomics the workers store once per round).
+    fn publish_metrics(&mut self) {
+        let Some((published, totals)) = self.metrics.as_mut() else {
+            return;
+        };
+        let mut names = BTreeMap::new();
+        let slots = self
+            .dialer
+            .lines()
+            .map(|(token, client, slot)| {
+                let sensor = metrics::sensor_label(&client.host, client.port);
+                names.insert(token, sensor.clone());
+                SlotSnapshot {
+                    sensor,
+                    state: slot.state_name(),
+                    attempts: slot.attempts(),
+                    last_error: slot.last_error().map(str::to_string),
+                }
+            })
+            .collect::<Vec<_>>();
+        let mut live = Vec::new();
+        for (token, peer) in &self.peers {
+            let Some(counters) = peer.counters(&mut self.services.host) else {
+                continue;
+            };
+            let interface = peer.interface().unwrap_or("?").to_string();
+            let sensor = match names.get(token) {
+                Some(name) => name.clone(),
+                None => format!("passive:{}", canonical(peer.addr().ip())),
+            };
+            live.push(LiveCapture {
+                sensor,
+                interface,
+                id: token.0 as u64,
+                counters,
+            });
+        }
+        // Sensors removed from the configuration take their counters along.
+        totals.retain_sensors(|s| {
+            s.starts_with("passive:") || slots.iter().any(|slot| slot.sensor == s)
+        });
+        let captures = totals.update(live);
+        published.publish(Snapshot { slots, captures });
     }
 
     /// Handles SIGHUP (reload through `reload`) and SIGTERM/SIGINT (stop).
@@ -369,6 +427,7 @@ impl<H: CaptureHost> Control<H> {
         let mut events = Events::with_capacity(256);
         let mut next_check = Instant::now() + self.timing.capture_check;
         self.notify.ready(Instant::now(), self.status_line());
+        self.publish_metrics();
         while !self.stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             let timeout = self
@@ -428,6 +487,7 @@ impl<H: CaptureHost> Control<H> {
                 self.reports.tick(now, &self.peers, &mut self.services.host);
                 let status = self.status_line();
                 self.notify.status(status);
+                self.publish_metrics();
             }
             self.notify.tick(now);
         }

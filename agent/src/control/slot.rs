@@ -130,6 +130,8 @@ pub struct Slot {
     /// What the agent refused the sensor in the session under way, if
     /// anything: the cause of that session's end.
     refusal: Option<String>,
+    /// Why the last attempt or session failed, or the last refusal (metrics).
+    last_error: Option<String>,
 }
 
 impl Slot {
@@ -149,6 +151,7 @@ impl Slot {
             rng: seed | 1,
             reported: None,
             refusal: None,
+            last_error: None,
         }
     }
 
@@ -163,6 +166,16 @@ impl Slot {
     /// Failed attempts since the sensor last authenticated.
     pub fn failures(&self) -> u32 {
         self.failures
+    }
+
+    /// Attempts begun (name lookup, then connect) since the slot was made.
+    pub fn attempts(&self) -> u64 {
+        self.lookups
+    }
+
+    /// Why the last attempt or session failed, if one did.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     pub fn set_close_stops(&mut self, close_stops: bool) {
@@ -291,6 +304,7 @@ impl Slot {
     pub fn refused(&mut self, what: String) {
         let line = format!("sensor {}: {what}", self.name);
         self.report(&what, &line);
+        self.last_error = Some(what.clone());
         self.refusal = Some(what);
     }
 
@@ -312,6 +326,7 @@ impl Slot {
         let step = self.delay(now - since);
         let began = self.attempt_began.take().unwrap_or(now);
         let delay = (began + step).saturating_duration_since(now);
+        self.last_error = Some(cause.to_string());
         let line = format!(
             "{what}; retry {} in {:.1} s",
             self.failures,
@@ -349,6 +364,10 @@ impl Slot {
             self.failures = 0;
             self.outage_since = None;
         }
+        let why = match &end {
+            SessionEnd::Closed => "the sensor sent CLOSE".to_string(),
+            SessionEnd::Failed(why) => why.clone(),
+        };
         match end {
             SessionEnd::Closed if self.close_stops => {
                 info!(
@@ -399,6 +418,8 @@ impl Slot {
                 self.back_off(&cause, line, now);
             }
         }
+        // The session's own reason, rather than the backoff's summary.
+        self.last_error = Some(why);
     }
 
     /// No more attempts.
@@ -472,6 +493,37 @@ mod tests {
             State::BackingOff { until } => *until,
             other => panic!("not backing off: {other}"),
         }
+    }
+
+    /// The metrics' attempts and last error: a failed connect's reason,
+    /// then a session's own reason rather than the backoff's summary.
+    #[test]
+    fn attempts_and_last_error_follow_the_failures() {
+        let t0 = Instant::now();
+        let mut s = slot(false, t0);
+        assert_eq!((s.attempts(), s.last_error()), (0, None));
+        let Some(Action::Resolve { lookup }) = s.handle_timeout(t0) else {
+            panic!()
+        };
+        s.resolved(lookup, Ok(vec![addr("192.0.2.1:2003")]), t0);
+        s.failed("Connection refused".into(), t0);
+        assert_eq!(
+            (s.attempts(), s.last_error()),
+            (1, Some("Connection refused"))
+        );
+        let at = until(&s);
+        dial(&mut s, at);
+        assert_eq!(s.attempts(), 2);
+        s.session_over(
+            SessionEnd::Failed("the sensor closed the connection".into()),
+            at,
+        );
+        assert_eq!(s.last_error(), Some("the sensor closed the connection"));
+        let at = until(&s);
+        dial(&mut s, at);
+        s.session_over(SessionEnd::Closed, at);
+        assert_eq!(s.last_error(), Some("the sensor sent CLOSE"));
+        assert_eq!(s.attempts(), 3);
     }
 
     #[test]

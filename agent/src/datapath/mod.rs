@@ -125,6 +125,15 @@ pub struct Counters {
     pub datagrams_dropped: u64,
     /// ECONNREFUSED reports (the sensor's UDP port was closed).
     pub refused: u64,
+    /// Bytes handed to the kernel for the sensor: UDP payloads (udpstr
+    /// and plain), or the TCP data stream's bytes.
+    pub bytes_sent: u64,
+    /// Frames cut to the snapshot length.
+    pub truncated: u64,
+    /// Frames the source's filter rejected, where it counts them (AF_XDP).
+    pub filtered_out: u64,
+    /// The XDP program's counters (AF_XDP only).
+    pub xdp: Option<crate::capture::XdpStats>,
     /// Whether UDP GSO is in use.
     pub gso: bool,
     /// Dry run: packets framed but not sent.
@@ -258,6 +267,17 @@ impl Worker {
             datagrams_sent: r(&s.datagrams_sent),
             datagrams_dropped: r(&s.datagrams_dropped),
             refused: r(&s.refused),
+            bytes_sent: r(&s.bytes_sent),
+            truncated: r(&s.truncated),
+            filtered_out: r(&s.filtered_out),
+            xdp: s
+                .xdp
+                .load(Ordering::Relaxed)
+                .then(|| crate::capture::XdpStats {
+                    redirected: r(&s.xdp_redirected),
+                    filtered: r(&s.xdp_filtered),
+                    ring_full: r(&s.xdp_ring_full),
+                }),
             gso: s.gso.load(Ordering::Relaxed),
             dry_run: self.dry_run,
         }

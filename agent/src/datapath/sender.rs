@@ -55,6 +55,8 @@ pub enum Backpressure {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendReport {
     pub sent: usize,
+    /// UDP payload bytes of the datagrams sent.
+    pub bytes: usize,
     pub dropped: usize,
     /// ECONNREFUSED seen (the sensor's port was closed for an earlier datagram).
     pub refused: usize,
@@ -67,6 +69,7 @@ pub struct SendReport {
 impl SendReport {
     fn add(&mut self, other: SendReport) {
         self.sent += other.sent;
+        self.bytes += other.bytes;
         self.dropped += other.dropped;
         self.refused += other.refused;
         self.path_payload = match (self.path_payload, other.path_payload) {
@@ -192,7 +195,9 @@ impl UdpSender {
         while m < nmsg {
             let err = match batch.send(&self.sock, m..nmsg, libc::MSG_DONTWAIT) {
                 Ok(done) => {
-                    report.sent += self.starts[m + done] - self.starts[m];
+                    let (first, end) = (self.starts[m], self.starts[m + done]);
+                    report.sent += end - first;
+                    report.bytes += (first..end).map(|i| dgram(base + i).len()).sum::<usize>();
                     m += done;
                     waited_since = None;
                     continue;
@@ -488,6 +493,8 @@ impl AsRawFd for DataStream {
 pub struct TcpSender {
     stream: DataStream,
     backpressure: Backpressure,
+    /// Bytes written to the stream so far.
+    written: u64,
 }
 
 impl TcpSender {
@@ -502,6 +509,7 @@ impl TcpSender {
         Ok(TcpSender {
             stream,
             backpressure,
+            written: 0,
         })
     }
 
@@ -519,6 +527,7 @@ impl TcpSender {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             ) {
                 Ok(n) if n > 0 => {
+                    self.written += n as u64;
                     done += arena.consume_bytes(n);
                     continue;
                 }
@@ -551,6 +560,11 @@ impl TcpSender {
         Ok(done)
     }
 
+    /// Bytes written to the stream so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Whether the peer closed the connection (checked without blocking;
     /// the sensor never sends on the data connection).
     pub fn peer_closed(&self) -> Option<io::Error> {
@@ -575,6 +589,24 @@ mod tests {
             caplen: caplen as u32,
             len: caplen as u32,
             npkt,
+        }
+    }
+
+    /// The report counts the datagrams and the UDP payload bytes sent
+    /// (the metrics' bytes sent), in one sendmmsg and in several.
+    #[test]
+    fn udp_report_counts_datagrams_and_bytes() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dest = rx.local_addr().unwrap();
+        for batch in [4, 1] {
+            let mut tx =
+                UdpSender::connect(dest, 0, batch, Backpressure::Wait, Fragments::Never).unwrap();
+            let data: Vec<Vec<u8>> = [10, 20, 30, 40].iter().map(|&n| vec![7; n]).collect();
+            let r = tx.send(4, |i| &data[i], |_| panic!("nothing dropped"));
+            assert_eq!((r.sent, r.bytes, r.dropped), (4, 100, 0), "batch {batch}");
+            let mut buf = [0u8; 64];
+            let got: usize = (0..4).map(|_| rx.recv(&mut buf).unwrap()).sum();
+            assert_eq!(got, 100);
         }
     }
 

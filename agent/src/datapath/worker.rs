@@ -45,6 +45,14 @@ pub(crate) struct Shared {
     pub datagrams_sent: AtomicU64,
     pub datagrams_dropped: AtomicU64,
     pub refused: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub truncated: AtomicU64,
+    pub filtered_out: AtomicU64,
+    /// The XDP program's counters (AF_XDP only), as the source last read them.
+    pub xdp_redirected: AtomicU64,
+    pub xdp_filtered: AtomicU64,
+    pub xdp_ring_full: AtomicU64,
+    pub xdp: AtomicBool,
     pub gso: AtomicBool,
     pub ended: AtomicBool,
     pub failure: Mutex<Option<String>>,
@@ -56,8 +64,10 @@ struct Local {
     received: u64,
     sampled_out: u64,
     framed: u64,
-    /// Captured bytes of the framed packets (their caplen).
+    /// Captured bytes (caplen) of the packets framed.
     framed_bytes: u64,
+    /// Frames cut to the snapshot length (caplen < wire length).
+    truncated: u64,
     /// What the sink counts.
     sent: Counts,
 }
@@ -96,12 +106,13 @@ impl<K: Sink> Pipeline<K> {
         }
         self.npkt = self.npkt.wrapping_add(1);
         self.c.framed += 1;
-        let caplen = f.caplen();
-        self.c.framed_bytes += caplen as u64;
+        let caplen = f.caplen() as u32;
+        self.c.framed_bytes += u64::from(caplen);
+        self.c.truncated += u64::from(caplen < f.wire_len);
         let hdr = PktHdr {
             ts_sec: f.ts_sec,
             ts_usec: f.ts_usec,
-            caplen: caplen as u32,
+            caplen,
             len: f.wire_len,
             npkt: self.npkt,
         };
@@ -141,6 +152,8 @@ impl<K: Sink> Pipeline<K> {
         s.sampled_out.store(c.sampled_out, Ordering::Relaxed);
         s.framed.store(c.framed, Ordering::Relaxed);
         s.framed_bytes.store(c.framed_bytes, Ordering::Relaxed);
+        s.bytes_sent.store(c.sent.bytes_sent, Ordering::Relaxed);
+        s.truncated.store(c.truncated, Ordering::Relaxed);
         s.send_dropped.store(c.sent.send_dropped, Ordering::Relaxed);
         s.datagrams_sent
             .store(c.sent.datagrams_sent, Ordering::Relaxed);
@@ -150,6 +163,18 @@ impl<K: Sink> Pipeline<K> {
         if let Some(gso) = self.out.gso() {
             s.gso.store(gso, Ordering::Relaxed);
         }
+    }
+}
+
+/// The source's counters, read at housekeeping (they may cost a syscall).
+fn publish_source(s: &Shared, st: crate::capture::SourceStats) {
+    s.kernel_drops.store(st.kernel_drops, Ordering::Relaxed);
+    s.filtered_out.store(st.filtered_out, Ordering::Relaxed);
+    if let Some(x) = st.xdp {
+        s.xdp_redirected.store(x.redirected, Ordering::Relaxed);
+        s.xdp_filtered.store(x.filtered, Ordering::Relaxed);
+        s.xdp_ring_full.store(x.ring_full, Ordering::Relaxed);
+        s.xdp.store(true, Ordering::Relaxed);
     }
 }
 
@@ -217,10 +242,7 @@ pub(crate) fn run<S: Source, K: Sink>(
         }
         if now.duration_since(last_housekeeping) >= housekeeping {
             last_housekeeping = now;
-            let st = source.stats();
-            shared
-                .kernel_drops
-                .store(st.kernel_drops, Ordering::Relaxed);
+            publish_source(&shared, source.stats());
             if pipe.failure.is_none() {
                 pipe.failure = pipe.out.peer_closed();
             }
@@ -239,10 +261,7 @@ pub(crate) fn run<S: Source, K: Sink>(
     if failure.is_none() {
         failure = pipe.failure.take();
     }
-    let st = source.stats();
-    shared
-        .kernel_drops
-        .store(st.kernel_drops, Ordering::Relaxed);
+    publish_source(&shared, source.stats());
     pipe.publish(&shared);
     if let Some(f) = failure {
         log::warn!("capture ended: {f}");

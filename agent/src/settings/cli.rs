@@ -37,6 +37,9 @@ fn positive(s: &str) -> Result<u64, String> {
         _ => Err("expected a number > 0".into()),
     }
 }
+fn metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    values::parse_metrics_listen(s).map_err(|e| format!("expected {e}"))
+}
 fn tls_mode(s: &str) -> Result<TlsMode, String> {
     values::parse_tls_mode(s).map_err(|e| format!("expected {e}"))
 }
@@ -281,6 +284,11 @@ pub struct Cli {
     #[arg(short = 'X', long = "tls-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (MetricsListen;
+    /// default: no endpoint). Read at start: a reload does not move it
+    #[arg(long = "metrics-listen", value_name = "ADDR:PORT", value_parser = metrics_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// off, optional or required (TlsMode; default required with a certificate)
     #[arg(long = "tls-mode", value_name = "MODE", value_parser = tls_mode)]
     pub tls_mode: Option<TlsMode>,
@@ -424,6 +432,9 @@ impl Cli {
         cfg.capture.dry_run |= self.dry_run;
         if let Some(s) = self.summary_interval {
             cfg.summary_interval_secs = s;
+        }
+        if let Some(a) = self.metrics_listen {
+            cfg.metrics_listen = Some(a);
         }
         if let Some(s) = self.udpstr_size {
             cfg.udpstr_size = s.min(MAX_UDPSTR_SIZE);

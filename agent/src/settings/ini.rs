@@ -268,6 +268,12 @@ pub static KEYS: &[Key] = &[
         path
     ),
     field!("TlsMode", tls.mode, |v| parse_tls_mode(v).map(Some), opt),
+    field!(
+        "MetricsListen",
+        metrics_listen,
+        |v| parse_metrics_listen(v).map(Some),
+        opt
+    ),
 ];
 
 /// The entry of `name` (any case).
@@ -876,6 +882,7 @@ mod tests {
             "XdpReplace",
             "XdpDropRejected",
             "XdpBusyPoll",
+            "MetricsListen",
         ] {
             assert!(
                 text.lines()
@@ -888,6 +895,27 @@ mod tests {
             all.config.active_clients[1].capture,
             Some(CaptureChoice::AfXdp)
         );
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_and_a_port() {
+        let c = parse("MetricsListen = 127.0.0.1:9917\n").config;
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9917".parse().unwrap()));
+        assert!(c.to_string().contains("MetricsListen = 127.0.0.1:9917\n"));
+        let c = parse("MetricsListen = [::1]:9917\n").config;
+        assert_eq!(c.metrics_listen, Some("[::1]:9917".parse().unwrap()));
+        assert!(c.to_string().contains("MetricsListen = [::1]:9917\n"));
+        assert_eq!(parse("").config.metrics_listen, None);
+        for bad in [
+            "9917",
+            "localhost:9917",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            "",
+        ] {
+            let e = Config::parse(&format!("MetricsListen = {bad}\n"), "t.ini").unwrap_err();
+            assert!(e.to_string().contains("ADDR:PORT"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -406,6 +406,9 @@ pub struct Config {
     /// Password accounts (`User`, `SystemAccounts`, `ShadowFile`).
     pub auth: Accounts,
     pub tls: Tls,
+    /// `MetricsListen`, `--metrics-listen`: where the Prometheus endpoint
+    /// listens; None: no endpoint. Read at start only.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -429,6 +432,7 @@ impl Default for Config {
             syslog: false,
             auth: Accounts::default(),
             tls: Tls::default(),
+            metrics_listen: None,
         }
     }
 }

@@ -34,6 +34,16 @@ pub fn parse_tls_mode(value: &str) -> Result<TlsMode, String> {
     }
 }
 
+/// `MetricsListen`, `--metrics-listen`: an IP address and a port (not 0).
+pub fn parse_metrics_listen(value: &str) -> Result<std::net::SocketAddr, String> {
+    match value.trim().parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        _ => Err(
+            "ADDR:PORT, an IP address and a port other than 0 (127.0.0.1:9917, [::1]:9917)".into(),
+        ),
+    }
+}
+
 pub fn parse_nonempty(value: &str, what: &str) -> Result<String, String> {
     if value.is_empty() {
         Err(what.to_string())

@@ -556,6 +556,7 @@ impl Source for AfPacket {
         }
         SourceStats {
             kernel_drops: self.kernel_drops,
+            ..SourceStats::default()
         }
     }
 }

@@ -70,7 +70,7 @@ use self::chain::MAX_PIECES;
 use self::program::{FilterPlace, XdpCounters, XdpProgram};
 use self::socket::{Xsk, XskStats};
 use self::stamp::RoundClock;
-use super::{CaptureError, Frame, Polled, Request, Source, SourceStats};
+use super::{CaptureError, Frame, Polled, Request, Source, SourceStats, XdpStats};
 use crate::settings::{BusyPoll, XdpMode, DEFAULT_RING_SIZE};
 
 /// Frames read from one socket per round, so every queue gets its turn.
@@ -165,8 +165,9 @@ pub struct AfXdp {
     /// Frames delivered since `since`, the start of the last pause.
     gathered: u64,
     since: Instant,
-    /// `redirect_errors` as last read, and when.
+    /// The program's counters as last read, and when.
     redirect_errors: u64,
+    prog_counters: XdpCounters,
     counters_at: Option<Instant>,
     /// CLOCK_MONOTONIC when the program was loaded: no frame stamp of
     /// ours is older (see `stamp`).
@@ -378,6 +379,7 @@ impl AfXdp {
             gathered: 0,
             since: Instant::now(),
             redirect_errors: 0,
+            prog_counters: Default::default(),
             counters_at: None,
             started_ns,
         })
@@ -677,7 +679,8 @@ impl Source for AfXdp {
             None => true,
         };
         if due {
-            self.redirect_errors = self.prog.counters().redirect_errors;
+            self.prog_counters = self.prog.counters();
+            self.redirect_errors = self.prog_counters.redirect_errors;
             self.counters_at = Some(now);
         }
         SourceStats {
@@ -686,6 +689,12 @@ impl Source for AfXdp {
             // than a chunk, chains too long to take, and matches with
             // no socket bound.
             kernel_drops: s.rx_dropped + s.rx_ring_full + s.chain_dropped + self.redirect_errors,
+            filtered_out: self.filtered_out,
+            xdp: Some(XdpStats {
+                redirected: self.prog_counters.redirected,
+                filtered: self.prog_counters.filtered,
+                ring_full: s.rx_ring_full,
+            }),
         }
     }
 }

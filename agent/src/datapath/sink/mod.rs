@@ -24,6 +24,8 @@ pub(crate) struct Counts {
     /// Framed packets lost in sending (see `Counters::send_dropped`).
     pub send_dropped: u64,
     pub datagrams_sent: u64,
+    /// Bytes handed to the kernel: UDP payloads, or the TCP stream's.
+    pub bytes_sent: u64,
     pub datagrams_dropped: u64,
     pub refused: u64,
 }

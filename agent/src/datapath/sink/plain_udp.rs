@@ -58,6 +58,7 @@ impl Sink for PlainUdpSink {
             let r = udp.send(n, |i| a.msg(i), |_| {});
             c.send_dropped += r.dropped as u64;
             c.datagrams_sent += r.sent as u64;
+            c.bytes_sent += r.bytes as u64;
             c.datagrams_dropped += r.dropped as u64;
             c.refused += r.refused as u64;
         }

@@ -51,7 +51,10 @@ impl Sink for TcpSink {
         }
         match &mut self.tcp {
             Some(tcp) => {
-                if let Err(e) = tcp.write(&mut self.arena) {
+                let before = tcp.written();
+                let written = tcp.write(&mut self.arena);
+                c.bytes_sent += tcp.written() - before;
+                if let Err(e) = written {
                     c.send_dropped += self.arena.count() as u64;
                     self.arena.clear();
                     return Err(e);
@@ -67,7 +70,9 @@ impl Sink for TcpSink {
         let Some(tcp) = &mut self.tcp else {
             return flushed;
         };
+        let before = tcp.written();
         let drained = tcp.drain(&mut self.arena, TCP_DRAIN);
+        c.bytes_sent += tcp.written() - before;
         c.send_dropped += self.arena.count() as u64;
         self.arena.clear();
         flushed.and(drained.map(|_| ()))

@@ -109,6 +109,7 @@ impl UdpStrSink {
             loss.end_batch(n, |i| b.datagram(i));
             c.send_dropped += lost;
             c.datagrams_sent += r.sent as u64;
+            c.bytes_sent += r.bytes as u64;
             c.datagrams_dropped += r.dropped as u64;
             c.refused += r.refused as u64;
             path = r.path_payload;
