@@ -992,7 +992,7 @@ fn passive_udpstr(rig: &Rig) {
     assert!(status.success(), "{}", sensor.describe());
     // The agent chose udpstr for this passive client, and the sensor read it.
     assert!(
-        rig.agent.stderr().contains("data UdpStr"),
+        rig.agent.stderr().contains("data udpstr to"),
         "{}",
         rig.agent.stderr()
     );
