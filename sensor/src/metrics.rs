@@ -1,12 +1,14 @@
 //! The Prometheus endpoint (`--metrics-listen ADDR:PORT`): `GET /metrics`
-//! answers the sensor's counters in the OpenMetrics text format.
+//! answers the sensor's counters in the Prometheus text format 0.0.4 (what
+//! `promtool check metrics` and every Prometheus server read), as the
+//! agent's endpoint does; anything else is 404.
 //!
 //! Nothing here touches the receive path. The event loop copies the
 //! counters its captures already keep ([`crate::capture::Counters`], the
 //! deframer's, the agent's last STATS) into a [`Snapshot`] once per tick
 //! ([`Published::publish`], every 100 ms, a `try_lock` that skips the tick
 //! rather than wait); the HTTP thread clones the last snapshot, builds a
-//! fresh `prometheus-client` registry from it and encodes it. Bytes on disk
+//! fresh `prometheus` registry from it and encodes it ([`render`]). Bytes on disk
 //! come from the writer thread's atomic ([`crate::writer::Writer::written`]),
 //! RSS from `/proc/self/status` at scrape time.
 //!
@@ -23,11 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use rpcap::addr::canonical;
 use rpcap::msg::Stats;
 
@@ -47,9 +47,6 @@ pub const SESSION_STATES: [&str; 9] = [
     "ending",
     "closed",
 ];
-
-/// The content type of the answer (what `prometheus-client` encodes).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// One capture's counters, as exported.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -209,200 +206,169 @@ impl Published {
     }
 }
 
-/// The content type of the answer to a scraper that does not ask for
-/// OpenMetrics (curl, `promtool check metrics`).
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The Prometheus text format (0.0.4) of `om`, the OpenMetrics text the
-/// encoder wrote: for the counters and gauges exported here the two differ
-/// only in that a counter's HELP and TYPE name its `_total` samples, and in
-/// the final `# EOF`. (`promtool check metrics` reads only 0.0.4; a
-/// Prometheus server asks for OpenMetrics and gets the encoder's text as is.)
-pub fn text_format(om: &str) -> String {
-    let counters: Vec<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(om.len());
-    for line in om.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
-            let rest = line.strip_prefix(p)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(&name)
-                .then(|| format!("{p}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
+/// Helper: `m` registered in `r`.
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
 }
 
-type Labels = Vec<(&'static str, String)>;
-
-/// The OpenMetrics text of `s` and the process values.
+/// The text format 0.0.4 page of `s` and the process values.
 pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> String {
-    let mut reg = Registry::with_prefix("xrpcap_sensor");
-    let counter = |reg: &mut Registry, name: &str, help: &str, get: fn(&CaptureValues) -> u64| {
-        let f = Family::<Labels, Counter>::default();
-        for ((agent, iface), v) in &s.captures {
-            let l = vec![("agent", agent.clone()), ("interface", iface.clone())];
-            f.get_or_create(&l).inc_by(get(v));
+    let r = Registry::new();
+    let labels = &["agent", "interface"];
+    type Field = fn(&CaptureValues) -> u64;
+    let counters: [(&str, &str, Field); 13] = [
+        (
+            "packets_total",
+            "Packets written to the capture's output.",
+            |v| v.packets,
+        ),
+        (
+            "bytes_total",
+            "Packet bytes written (sum of caplen).",
+            |v| v.bytes,
+        ),
+        (
+            "lost_total",
+            "Records that did not arrive whole (npkt gaps, cut records).",
+            |v| v.lost,
+        ),
+        (
+            "seq_gaps_total",
+            "Forward jumps in the udpstr datagram sequence.",
+            |v| v.seq_gaps,
+        ),
+        (
+            "duplicates_total",
+            "Datagrams or records seen twice (dropped).",
+            |v| v.duplicates,
+        ),
+        (
+            "reordered_total",
+            "Datagrams that arrived after a later one (dropped).",
+            |v| v.reordered,
+        ),
+        (
+            "malformed_total",
+            "Datagrams or records that could not be read.",
+            |v| v.malformed,
+        ),
+        (
+            "rejected_total",
+            "Datagrams or records outside the sequence window (dropped).",
+            |v| v.rejected,
+        ),
+        (
+            "foreign_total",
+            "Datagrams from an address other than the agent's.",
+            |v| v.foreign,
+        ),
+        (
+            "late_total",
+            "Datagrams that reached a capture's port after it closed.",
+            |v| v.late,
+        ),
+        (
+            "socket_drops_total",
+            "Datagrams the data socket dropped for lack of buffer (SO_RXQ_OVFL).",
+            |v| v.socket_drops,
+        ),
+        (
+            "write_drops_total",
+            "Records dropped because the writer was behind.",
+            |v| v.write_drops,
+        ),
+        (
+            "write_errors_total",
+            "Records the output failed to write.",
+            |v| v.write_errors,
+        ),
+    ];
+    type StatsField = fn(&Stats) -> u32;
+    let gauges: [(&str, &str, StatsField); 4] = [
+        (
+            "agent_ifrecv",
+            "The agent's last STATS: packets the interface received.",
+            |s| s.ifrecv,
+        ),
+        (
+            "agent_ifdrop",
+            "The agent's last STATS: packets the interface dropped.",
+            |s| s.ifdrop,
+        ),
+        (
+            "agent_krnldrop",
+            "The agent's last STATS: packets the kernel (capture buffer) dropped.",
+            |s| s.krnldrop,
+        ),
+        (
+            "agent_svrcapt",
+            "The agent's last STATS: packets the agent captured and sent.",
+            |s| s.svrcapt,
+        ),
+    ];
+    let opts = |name: &str, help: &str| Opts::new(name, help).namespace("xrpcap_sensor");
+    let counters: Vec<(IntCounterVec, Field)> = counters
+        .iter()
+        .map(|(name, help, f)| {
+            let c = IntCounterVec::new(opts(name, help), labels).expect("valid metric");
+            (register(&r, c), *f)
+        })
+        .collect();
+    let gauges: Vec<(IntGaugeVec, StatsField)> = gauges
+        .iter()
+        .map(|(name, help, f)| {
+            let g = IntGaugeVec::new(opts(name, help), labels).expect("valid metric");
+            (register(&r, g), *f)
+        })
+        .collect();
+    for ((agent, iface), v) in &s.captures {
+        let l = [agent.as_str(), iface.as_str()];
+        for (c, f) in &counters {
+            c.with_label_values(&l).inc_by(f(v));
         }
-        reg.register(name, help, f);
-    };
-    counter(
-        &mut reg,
-        "packets",
-        "Packets written to the capture's output",
-        |v| v.packets,
-    );
-    counter(
-        &mut reg,
-        "bytes",
-        "Packet bytes written (sum of caplen)",
-        |v| v.bytes,
-    );
-    counter(
-        &mut reg,
-        "lost",
-        "Records that did not arrive whole (npkt gaps, cut records)",
-        |v| v.lost,
-    );
-    counter(
-        &mut reg,
-        "seq_gaps",
-        "Forward jumps in the udpstr datagram sequence",
-        |v| v.seq_gaps,
-    );
-    counter(
-        &mut reg,
-        "duplicates",
-        "Datagrams or records seen twice (dropped)",
-        |v| v.duplicates,
-    );
-    counter(
-        &mut reg,
-        "reordered",
-        "Datagrams that arrived after a later one (dropped)",
-        |v| v.reordered,
-    );
-    counter(
-        &mut reg,
-        "malformed",
-        "Datagrams or records that could not be read",
-        |v| v.malformed,
-    );
-    counter(
-        &mut reg,
-        "rejected",
-        "Datagrams or records outside the sequence window (dropped)",
-        |v| v.rejected,
-    );
-    counter(
-        &mut reg,
-        "foreign",
-        "Datagrams from an address other than the agent's",
-        |v| v.foreign,
-    );
-    counter(
-        &mut reg,
-        "late",
-        "Datagrams that reached a capture's port after it closed",
-        |v| v.late,
-    );
-    counter(
-        &mut reg,
-        "socket_drops",
-        "Datagrams the data socket dropped for lack of buffer (SO_RXQ_OVFL)",
-        |v| v.socket_drops,
-    );
-    counter(
-        &mut reg,
-        "write_drops",
-        "Records dropped because the writer was behind",
-        |v| v.write_drops,
-    );
-    counter(
-        &mut reg,
-        "write_errors",
-        "Records the output failed to write",
-        |v| v.write_errors,
-    );
-    let agent_gauge = |reg: &mut Registry, name: &str, help: &str, get: fn(&Stats) -> u32| {
-        let f = Family::<Labels, Gauge>::default();
-        for ((agent, iface), v) in &s.captures {
-            if let Some(st) = &v.stats {
-                let l = vec![("agent", agent.clone()), ("interface", iface.clone())];
-                f.get_or_create(&l).set(i64::from(get(st)));
+        if let Some(st) = &v.stats {
+            for (g, f) in &gauges {
+                g.with_label_values(&l).set(i64::from(f(st)));
             }
         }
-        reg.register(name, help, f);
-    };
-    agent_gauge(
-        &mut reg,
-        "agent_ifrecv",
-        "The agent's last STATS: packets the interface received",
-        |s| s.ifrecv,
-    );
-    agent_gauge(
-        &mut reg,
-        "agent_ifdrop",
-        "The agent's last STATS: packets the interface dropped",
-        |s| s.ifdrop,
-    );
-    agent_gauge(
-        &mut reg,
-        "agent_krnldrop",
-        "The agent's last STATS: packets the kernel (capture buffer) dropped",
-        |s| s.krnldrop,
-    );
-    agent_gauge(
-        &mut reg,
-        "agent_svrcapt",
-        "The agent's last STATS: packets the agent captured and sent",
-        |s| s.svrcapt,
-    );
-    let sessions = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    }
+    let sessions = IntGaugeVec::new(opts("sessions", "Agent sessions per state."), &["state"])
+        .expect("valid metric");
+    let sessions = register(&r, sessions);
     for (state, n) in &s.sessions {
-        sessions
-            .get_or_create(&vec![("state", *state)])
-            .set(*n as i64);
+        sessions.with_label_values(&[*state]).set(*n as i64);
     }
-    reg.register("sessions", "Agent sessions per state", sessions);
-    let w = Counter::<u64>::default();
-    w.inc_by(written);
-    reg.register(
-        "output_written_bytes",
-        "Bytes the writer wrote to capture files (or stdout)",
-        w,
-    );
-    // A gauge, not an OpenMetrics `info`: the Prometheus text format (and
-    // `promtool check metrics`) knows no info type.
-    let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
-    build
-        .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+    let w = IntCounter::with_opts(opts(
+        "output_written_bytes_total",
+        "Bytes the writer wrote to capture files (or stdout).",
+    ))
+    .expect("valid metric");
+    register(&r, w).inc_by(written);
+    let build = IntGaugeVec::new(
+        opts("build_info", "The sensor's version (always 1)."),
+        &["version"],
+    )
+    .expect("valid metric");
+    register(&r, build)
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
-    reg.register("build_info", "The sensor's version (always 1)", build);
-    let up = Gauge::<f64, AtomicU64>::default();
-    up.set(uptime);
-    reg.register("uptime_seconds", "Seconds since the sensor started", up);
+    let up = Gauge::with_opts(opts("uptime_seconds", "Seconds since the sensor started."))
+        .expect("valid metric");
+    register(&r, up).set(uptime);
     if let Some(rss) = rss {
-        let g = Gauge::<u64, AtomicU64>::default();
-        g.set(rss);
-        reg.register(
+        let g = IntGauge::with_opts(opts(
             "process_resident_memory_bytes",
-            "Resident set size of the sensor process",
-            g,
-        );
+            "Resident set size of the sensor process.",
+        ))
+        .expect("valid metric");
+        register(&r, g).set(rss as i64);
     }
-    let mut text = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut text, &reg);
-    text
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&r.gather(), &mut out)
+        .expect("text encoding");
+    String::from_utf8(out).expect("the text format is UTF-8")
 }
 
 /// VmRSS of `/proc/self/status`, in bytes.
@@ -444,20 +410,18 @@ impl Endpoint {
             .spawn(move || {
                 for req in s.incoming_requests() {
                     let path = req.url().split('?').next().unwrap_or("");
-                    let ok = *req.method() == tiny_http::Method::Get && path == "/metrics";
+                    let ok = path == "/metrics"
+                        && matches!(
+                            req.method(),
+                            tiny_http::Method::Get | tiny_http::Method::Head
+                        );
                     let res = if ok {
-                        let om = req.headers().iter().any(|h| {
-                            h.field.equiv("Accept")
-                                && h.value.as_str().contains("application/openmetrics-text")
-                        });
+                        let header = tiny_http::Header::from_bytes(
+                            &b"Content-Type"[..],
+                            TextEncoder::new().format_type().as_bytes(),
+                        )
+                        .expect("a valid header");
                         let text = published.render();
-                        let (text, ctype) = if om {
-                            (text, CONTENT_TYPE)
-                        } else {
-                            (text_format(&text), TEXT_CONTENT_TYPE)
-                        };
-                        let header = tiny_http::Header::from_bytes("Content-Type", ctype)
-                            .expect("a valid header");
                         req.respond(tiny_http::Response::from_string(text).with_header(header))
                     } else {
                         req.respond(
@@ -520,7 +484,12 @@ mod tests {
             "xrpcap_sensor_sessions{state=\"auth\"} 0\n",
             "xrpcap_sensor_output_written_bytes_total 4096\n",
             "xrpcap_sensor_process_resident_memory_bytes 1048576\n",
-            "# EOF\n",
+            "xrpcap_sensor_uptime_seconds 1.5\n",
+            // The text format 0.0.4: a counter's HELP and TYPE name its
+            // samples, `_total` included.
+            "# TYPE xrpcap_sensor_packets_total counter\n",
+            "# HELP xrpcap_sensor_packets_total Packets written",
+            "# TYPE xrpcap_sensor_sessions gauge\n",
         ] {
             assert!(text.contains(want), "{want:?} missing in\n{text}");
         }
@@ -531,19 +500,41 @@ mod tests {
             )),
             "{text}"
         );
-        // No STATS yet: no agent gauge.
+        // No STATS yet: no agent gauge; and no OpenMetrics `# EOF`.
         assert!(!text.contains("xrpcap_sensor_agent_ifrecv{"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
     }
 
     #[test]
-    fn the_text_format_names_counters_by_their_samples() {
-        let om = "# HELP a_bytes Bytes.\n# TYPE a_bytes counter\na_bytes_total 3\n\
-                  # HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
-        assert_eq!(
-            text_format(om),
-            "# HELP a_bytes_total Bytes.\n# TYPE a_bytes_total counter\na_bytes_total 3\n\
-             # HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+    fn the_agent_stats_are_gauges_of_the_last_reply() {
+        let key = ("10.0.0.2".to_string(), "eth1".to_string());
+        let stats = Stats {
+            ifrecv: 10,
+            ifdrop: 1,
+            krnldrop: 2,
+            svrcapt: 7,
+        };
+        let mut b = Builder::default();
+        b.begin();
+        b.capture(
+            key,
+            &CaptureValues {
+                stats: Some(stats),
+                ..Default::default()
+            },
         );
+        let text = render(b.snapshot(), 0, 0.0, None);
+        for want in [
+            "# TYPE xrpcap_sensor_agent_ifrecv gauge\n",
+            "xrpcap_sensor_agent_ifrecv{agent=\"10.0.0.2\",interface=\"eth1\"} 10\n",
+            "xrpcap_sensor_agent_ifdrop{agent=\"10.0.0.2\",interface=\"eth1\"} 1\n",
+            "xrpcap_sensor_agent_krnldrop{agent=\"10.0.0.2\",interface=\"eth1\"} 2\n",
+            "xrpcap_sensor_agent_svrcapt{agent=\"10.0.0.2\",interface=\"eth1\"} 7\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in\n{text}");
+        }
+        // No RSS read: no RSS series.
+        assert!(!text.contains("resident_memory"), "{text}");
     }
 
     #[test]
@@ -566,6 +557,10 @@ mod tests {
         );
         assert!(
             r.contains("# TYPE xrpcap_sensor_output_written_bytes_total counter\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("Content-Type: text/plain; version=0.0.4\r\n"),
             "{r}"
         );
         assert!(!r.contains("# EOF"), "{r}");
