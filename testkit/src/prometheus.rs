@@ -226,6 +226,34 @@ pub fn promtool_check_metrics(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// `packaging/grafana/check.py` on `dashboard` (a file name in
+/// packaging/grafana) against `pages` (`GET /metrics` texts of the real
+/// binaries): every metric name the dashboard's PromQL reads must be on
+/// one of the pages, and promtool must parse every expression.
+pub fn grafana_check(pages: &[&str], dashboard: &str) -> Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/grafana");
+    let tmp = TempDir::new()?;
+    let mut cmd = Command::new("python3");
+    cmd.arg(dir.join("check.py"));
+    for (i, page) in pages.iter().enumerate() {
+        let file = tmp.path().join(format!("page{i}.txt"));
+        std::fs::write(&file, page)?;
+        cmd.arg("--metrics").arg(file);
+    }
+    let out = cmd
+        .arg(dir.join(dashboard))
+        .output()
+        .context("running python3 packaging/grafana/check.py")?;
+    if !out.status.success() {
+        bail!(
+            "check.py {dashboard}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

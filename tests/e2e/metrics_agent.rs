@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use xrpcap_testkit::daemon::START_TIMEOUT;
+use xrpcap_testkit::prometheus::grafana_check;
 use xrpcap_testkit::{
     bin_path, numbered_payloads, require_root, send_udp, wait_for_packets, wait_until, Agent,
     Child, Netns, Sensor, Topology,
@@ -85,7 +86,7 @@ fn promtool(page: &str) -> (bool, String) {
 #[test]
 #[ignore = "needs root"]
 fn frames_sent_equal_the_packets_the_sensor_wrote() {
-    let page = burst_and_scrape("", |_| true);
+    let (page, _) = burst_and_scrape("", |_| true);
     assert!(!page.contains("xrpcapd_capture_xdp_"), "{page}");
 }
 
@@ -101,13 +102,16 @@ fn af_xdp_captures_show_the_program_counters() {
     );
     let redirected = format!("xrpcapd_capture_xdp_redirected_total{labels}");
     // The program's map is read at most once a second.
-    let page = burst_and_scrape("Capture = afxdp:c0\n", |page| {
+    let (page, failed) = burst_and_scrape("Capture = afxdp:c0\n", |page| {
         sample(page, &redirected).is_some_and(|n| n >= f64::from(BURST))
     });
     let c = |name: &str| sample(&page, &format!("xrpcapd_capture_xdp_{name}{labels}"));
     assert!(c("redirected_total").unwrap() >= f64::from(BURST), "{page}");
     assert_eq!(c("ring_full_total"), Some(0.0), "{page}");
     assert!(c("filtered_total").is_some(), "{page}");
+    // Every series the agent has (captures, XDP, a last error) is on these
+    // two pages: the dashboard reads only names they have.
+    grafana_check(&[&page, &failed], "xrpcapd-agent.json").unwrap();
 }
 
 const BURST: u32 = 200;
@@ -115,8 +119,9 @@ const PAYLOAD: usize = 300;
 
 /// Sends [`BURST`] frames through an agent configured with `ini_extra`,
 /// checks the counters against the sensor's file and promtool; returns the
-/// last page, once `settled` says it is complete too.
-fn burst_and_scrape(ini_extra: &str, settled: impl Fn(&str) -> bool) -> String {
+/// last page, once `settled` says it is complete too, and a page scraped
+/// once the sensor stopped (the slot's last error on it).
+fn burst_and_scrape(ini_extra: &str, settled: impl Fn(&str) -> bool) -> (String, String) {
     require_root();
     let topo = Topology::new().unwrap();
     let listen = addr(Topology::SEN_IP, Topology::SEN_PORT);
@@ -160,8 +165,14 @@ fn burst_and_scrape(ini_extra: &str, settled: impl Fn(&str) -> bool) -> String {
         Ok(sample(&page, &sent) == Some(f64::from(BURST)) && settled(&page))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{page}"));
-    agent.stop().unwrap();
     sensor.stop().unwrap();
+    let mut failed = String::new();
+    wait_until(ARRIVAL, "the slot's last error on the page", || {
+        failed = get(&topo.sen, endpoint, "/metrics")?.1;
+        Ok(failed.contains("xrpcapd_sensor_last_error_info{"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{failed}"));
+    agent.stop().unwrap();
     let written = sensor.packets().unwrap().len();
 
     assert_eq!(sample(&page, &sent), Some(written as f64), "{page}");
@@ -208,7 +219,7 @@ fn burst_and_scrape(ini_extra: &str, settled: impl Fn(&str) -> bool) -> String {
     assert!(sample(&page, "xrpcapd_uptime_seconds").unwrap() > 0.0);
     let (ok, lint) = promtool(&page);
     assert!(ok, "promtool check metrics: {lint}\n{page}");
-    page
+    (page, failed)
 }
 
 /// Only GET /metrics is served; a sensor that refuses leaves its reason in

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use xrpcap_testkit::prometheus::{http_get_in, promtool_check_metrics, Prometheus};
+use xrpcap_testkit::prometheus::{grafana_check, http_get_in, promtool_check_metrics, Prometheus};
 use xrpcap_testkit::traffic::payload;
 use xrpcap_testkit::{
     bin_path, require_root, send_udp, wait_until, Agent, Netns, Sensor, Topology,
@@ -177,6 +177,8 @@ fn prometheus_counts_the_burst_the_sensor_wrote() {
         text.contains("# TYPE xrpcap_sensor_packets_total counter"),
         "{text}"
     );
+    // The sensor's dashboard reads only names this page has.
+    grafana_check(&[&text], "xrpcap-sensor.json").unwrap();
     if let Some(a) = s.agent_metrics {
         let sent = s
             .prom
