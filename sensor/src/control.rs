@@ -237,7 +237,7 @@ impl Sensor {
         if caught.contains(SIGHUP) {
             self.notify.reloading();
             self.reload_filter();
-            self.notify.reloaded();
+            self.notify.reloaded(self.status_line());
         }
     }
 

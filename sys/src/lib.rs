@@ -17,6 +17,7 @@ pub mod eventfd;
 pub mod ifreq;
 pub mod mmsg;
 pub mod netlink;
+pub mod notify;
 pub mod ns;
 pub mod poll;
 pub mod process;

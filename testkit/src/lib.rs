@@ -36,6 +36,7 @@
 pub mod bpf_corpus;
 pub mod caps;
 pub mod daemon;
+pub mod interop;
 pub mod netns;
 pub mod pcap;
 pub mod process;

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpcap::header::{Header, MsgType};
@@ -35,27 +35,8 @@ const PASSWORD: &str = "correct horse";
 const AGENT_IP6: &str = "fd00:210:2::2";
 const CLI_IP6: &str = "fd00:210:2::1";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The interop client, built once per test process.
 fn client_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/libpcap-remote.sh"))
-            .output()
-            .expect("running scripts/libpcap-remote.sh");
-        assert!(
-            out.status.success(),
-            "scripts/libpcap-remote.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let prefix = String::from_utf8_lossy(&out.stdout);
-        let prefix = Path::new(prefix.lines().last().expect("prefix line").trim());
-        prefix.parent().unwrap().join("rpcap_client")
-    })
-    .clone()
+    xrpcap_testkit::interop::rpcap_client_bin()
 }
 
 fn hash(password: &str) -> String {

@@ -7,7 +7,6 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use xrpcap_testkit::{
@@ -19,27 +18,8 @@ const GEN_IP: &str = "10.211.1.1";
 const CAP_IP: &str = "10.211.1.2";
 const DST_PORT: u16 = 7777;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The interop client, built once per test process.
 fn client_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/libpcap-remote.sh"))
-            .output()
-            .expect("running scripts/libpcap-remote.sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let prefix = String::from_utf8_lossy(&out.stdout);
-        let prefix = Path::new(prefix.lines().last().expect("prefix line").trim());
-        prefix.parent().unwrap().join("rpcap_client")
-    })
-    .clone()
+    xrpcap_testkit::interop::rpcap_client_bin()
 }
 
 /// ns gen (g0) ── veth ── ns cap (c0), where xrpcapd and the client run.
