@@ -20,3 +20,4 @@ pub mod privileges;
 pub mod session;
 pub mod settings;
 pub mod setup;
+pub mod status;

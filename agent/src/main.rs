@@ -13,9 +13,9 @@ use xrpcapd::control::tls;
 use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
 use xrpcapd::privileges::{self, Outcome, PrivilegeError};
-use xrpcapd::settings::cli::Cli;
+use xrpcapd::settings::cli::{Cli, Command};
 use xrpcapd::settings::{Backend, Config, NO_SENSOR_WARNING};
-use xrpcapd::{auth, filter, iface, logging, metrics};
+use xrpcapd::{auth, filter, iface, logging, metrics, status};
 
 /// Exit status of a configuration error (EX_CONFIG of sysexits.h): the
 /// unit's `RestartPreventExitStatus=78` does not restart into it again.
@@ -146,7 +146,34 @@ impl Drop for PidFile {
     }
 }
 
+/// `xrpcapd status`: the table of the agent on the status socket
+/// (`--status-socket`, else `StatusSocket` of `-f FILE`, else the default).
+fn status_command(cli: &Cli) -> Result<(), Failure> {
+    let socket = match (&cli.status_socket, &cli.config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(_)) => {
+            effective_config(cli, false)
+                .map_err(Failure::Config)?
+                .config
+                .status_socket
+        }
+        (None, None) => Default::default(),
+    };
+    let Some(path) = socket.path() else {
+        return Err(Failure::Config(anyhow::anyhow!(
+            "StatusSocket = none: this agent has no status socket"
+        )));
+    };
+    let text = status::query(&path)
+        .with_context(|| format!("no xrpcapd running? cannot connect to {}", path.display()))?;
+    print!("{text}");
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
+    if cli.command == Some(Command::Status) {
+        return status_command(&cli);
+    }
     if cli.hash_password {
         return Ok(hash_password()?);
     }
@@ -238,11 +265,13 @@ fn serve(
     for n in cli.notices() {
         warn!("{n}");
     }
+    let mut start_warnings = Vec::new();
     if inetd.is_some() {
         // One client, the one on standard input: no sensors, no listener.
         cfg.active_clients.clear();
     } else {
-        for w in config_warnings(&cfg) {
+        start_warnings = config_warnings(&cfg);
+        for w in &start_warnings {
             warn!("{w}");
         }
     }
@@ -293,10 +322,23 @@ fn serve(
         }
         None => None,
     };
+    // The status socket: none in inetd mode (one process per connection).
+    let board = status::Board::default();
+    let status_server = if inetd.is_some() {
+        None
+    } else {
+        status::open(&cfg.status_socket, &board).context("status socket (StatusSocket)")?
+    };
+    if let Some(s) = &status_server {
+        info!("status on {} (xrpcapd status)", s.path().display());
+        board.set_warnings(start_warnings);
+    }
     let host = WorkerHost::new(&cfg).with_tls(tls.clone());
     let reload_cli = cli.clone();
     let one_client = inetd.is_some();
     let metrics_at = cfg.metrics_listen;
+    let status_at = cfg.status_socket.clone();
+    let reload_board = board.clone();
     let reload = Box::new(move || {
         let mut cfg = effective_config(&reload_cli, true)?.config;
         if one_client {
@@ -311,9 +353,14 @@ fn serve(
                 show(metrics_at)
             );
         }
-        for w in config_warnings(&cfg) {
+        if cfg.status_socket != status_at {
+            warn!("StatusSocket changed: it takes effect at the next start");
+        }
+        let warnings = config_warnings(&cfg);
+        for w in &warnings {
             warn!("{w}");
         }
+        reload_board.set_warnings(warnings);
         Ok(cfg)
     });
     let mut control = Control::new(cfg.clone(), Timing::from_config(&cfg), host)?
@@ -322,6 +369,9 @@ fn serve(
         .context("installing signal handlers")?;
     if endpoint.is_some() {
         control = control.with_metrics(published);
+    }
+    if status_server.is_some() {
+        control = control.with_status(board);
     }
     if let Some(stream) = inetd {
         control.serve_one(stream)?;

@@ -177,6 +177,9 @@ pub struct Control<H: CaptureHost> {
     /// `--metrics-listen`: the snapshot the endpoint renders, published at
     /// each capture check, and the counters of the captures that ended.
     metrics: Option<(Published, Totals)>,
+    /// The status socket's view (with the metrics snapshot, when on) and
+    /// the counters its rates are computed from.
+    status: Option<(crate::status::Board, crate::status::Rates)>,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -230,6 +233,7 @@ impl<H: CaptureHost> Control<H> {
             reports: Reports::new(None),
             one_client: false,
             metrics: None,
+            status: None,
         };
         c.apply_config(config);
         Ok(c)
@@ -280,6 +284,16 @@ impl<H: CaptureHost> Control<H> {
         self
     }
 
+    /// Publishes the slots, captures, rates and listeners to `board` (the
+    /// status socket) at each capture check.
+    pub fn with_status(mut self, board: crate::status::Board) -> Control<H> {
+        self.status = Some((board, crate::status::Rates::default()));
+        if self.metrics.is_none() {
+            self.metrics = Some((Published::default(), Totals::default()));
+        }
+        self
+    }
+
     /// The metrics snapshot now: slots from the dialer, counters from the
     /// running captures (atomics the workers store once per round).
     fn publish_metrics(&mut self) {
@@ -323,7 +337,12 @@ impl<H: CaptureHost> Control<H> {
             s.starts_with("passive:") || slots.iter().any(|slot| slot.sensor == s)
         });
         let captures = totals.update(live);
-        published.publish(Snapshot { slots, captures });
+        let snapshot = Snapshot { slots, captures };
+        if let Some((board, rates)) = self.status.as_mut() {
+            let pps = rates.update(&snapshot, Instant::now());
+            board.publish(snapshot.clone(), pps, self.listeners.addrs());
+        }
+        published.publish(snapshot);
     }
 
     /// Handles SIGHUP (reload through `reload`) and SIGTERM/SIGINT (stop).

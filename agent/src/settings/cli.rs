@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use super::model::{
-    ActiveClient, Config, Preselect, TlsMode, DEFAULT_ACTIVE_PORT, MAX_UDPSTR_SIZE, MIN_RING_SIZE,
-    MIN_SEND_BUFFER,
+    ActiveClient, Config, Preselect, StatusSocket, TlsMode, DEFAULT_ACTIVE_PORT, MAX_UDPSTR_SIZE,
+    MIN_RING_SIZE, MIN_SEND_BUFFER,
 };
 use super::values;
 
@@ -39,6 +39,9 @@ fn positive(s: &str) -> Result<u64, String> {
 }
 fn metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     values::parse_metrics_listen(s).map_err(|e| format!("expected {e}"))
+}
+fn status_socket(s: &str) -> Result<StatusSocket, String> {
+    values::parse_status_socket(s).map_err(|e| format!("expected {e}"))
 }
 fn tls_mode(s: &str) -> Result<TlsMode, String> {
     values::parse_tls_mode(s).map_err(|e| format!("expected {e}"))
@@ -137,9 +140,15 @@ then chooses an interface and starts captures. Unless -v or `Passive = no`, xrpc
 passive flags (-b, -p, -4, -l, -n) turn it on over `Passive = no`. Clients authenticate \
 with a password (User lines, system accounts) or NULL when permitted; TLS (rpcaps://) with \
 TlsCert/TlsKey. Flags override the configuration file. \
-SIGHUP reloads the file; SIGTERM/SIGINT stop every capture and exit."
+SIGHUP reloads the file; SIGTERM/SIGINT stop every capture and exit.\n\n\
+`xrpcapd status` prints what a running xrpcapd does (sensor slots, captures, passive \
+listeners, configuration warnings), read from its status socket.",
+    disable_help_subcommand = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Configuration file (rpcapd.ini syntax, see rpcapd.ini(5)); the drop-ins
     /// rpcapd.d/*.ini beside it are read after it, in lexical order
     #[arg(short = 'f', long = "config", value_name = "FILE")]
@@ -289,6 +298,13 @@ pub struct Cli {
     #[arg(long = "metrics-listen", value_name = "ADDR:PORT", value_parser = metrics_listen)]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
+    /// Unix socket where the agent answers `xrpcapd status`, and where
+    /// `xrpcapd status` asks (StatusSocket; `none`: no socket; default
+    /// /run/xrpcapd/status.sock when /run/xrpcapd exists and is writable).
+    /// Read at start: a reload does not move it
+    #[arg(long = "status-socket", value_name = "PATH", value_parser = status_socket, global = true)]
+    pub status_socket: Option<StatusSocket>,
+
     /// off, optional or required (TlsMode; default required with a certificate)
     #[arg(long = "tls-mode", value_name = "MODE", value_parser = tls_mode)]
     pub tls_mode: Option<TlsMode>,
@@ -313,6 +329,16 @@ pub struct Cli {
     /// List interfaces with addresses and flags, as a sensor sees them in FINDALLIF, and exit
     #[arg(long = "list-interfaces")]
     pub list_interfaces: bool,
+}
+
+/// What xrpcapd does instead of serving.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Print the running agent's sensor slots, captures, passive listeners
+    /// and configuration warnings (from its status socket, --status-socket
+    /// or StatusSocket in -f FILE), then exit; exit status 1 when no agent
+    /// answers
+    Status,
 }
 
 impl Cli {
@@ -435,6 +461,9 @@ impl Cli {
         }
         if let Some(a) = self.metrics_listen {
             cfg.metrics_listen = Some(a);
+        }
+        if let Some(s) = &self.status_socket {
+            cfg.status_socket = s.clone();
         }
         if let Some(s) = self.udpstr_size {
             cfg.udpstr_size = s.min(MAX_UDPSTR_SIZE);
@@ -608,6 +637,36 @@ mod tests {
         assert!(e.contains("expected a byte count"), "{e}");
     }
 
+    /// `status` is a subcommand; `--status-socket` goes before or after it,
+    /// and the references' letters keep their values (`-s status` is a file).
+    #[test]
+    fn status_subcommand_and_socket_flag() {
+        let c = cli(&["status"]).unwrap();
+        assert_eq!(c.command, Some(Command::Status));
+        assert_eq!(c.status_socket, None);
+        for args in [
+            &["status", "--status-socket", "/tmp/s.sock"][..],
+            &["--status-socket", "/tmp/s.sock", "status"],
+        ] {
+            let c = cli(args).unwrap();
+            assert_eq!(c.command, Some(Command::Status), "{args:?}");
+            assert_eq!(
+                c.status_socket,
+                Some(StatusSocket::Path("/tmp/s.sock".into())),
+                "{args:?}"
+            );
+        }
+        let c = cli(&["-s", "status", "--status-socket", "none"]).unwrap();
+        assert_eq!(c.command, None);
+        assert_eq!(c.save_config, Some(PathBuf::from("status")));
+        let mut cfg = Config::default();
+        c.apply(&mut cfg);
+        assert_eq!(cfg.status_socket, StatusSocket::Off);
+        let c = cli(&["-i", "status"]).unwrap();
+        assert_eq!(c.preselected(), Some("status"));
+        assert!(cli(&["help"]).is_err());
+    }
+
     #[test]
     fn help_documents_every_flag() {
         use clap::CommandFactory;
@@ -638,6 +697,7 @@ mod tests {
             "--tls-client-ca",
             "--hash-password",
             "--pid-file",
+            "--status-socket",
             "--inetd",
             "-z",
             "-m",

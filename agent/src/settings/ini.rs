@@ -13,7 +13,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::model::{Backend, BusyPoll, Config, MIN_RING_SIZE, MIN_SEND_BUFFER};
+use super::model::{Backend, BusyPoll, Config, StatusSocket, MIN_RING_SIZE, MIN_SEND_BUFFER};
 use super::values::*;
 
 /// One rpcapd.ini key.
@@ -273,6 +273,16 @@ pub static KEYS: &[Key] = &[
         metrics_listen,
         |v| parse_metrics_listen(v).map(Some),
         opt
+    ),
+    field!(
+        "StatusSocket",
+        status_socket,
+        parse_status_socket,
+        |s: &StatusSocket| match s {
+            StatusSocket::Default => Vec::new(),
+            StatusSocket::Off => vec!["none".to_string()],
+            StatusSocket::Path(p) => vec![p.display().to_string()],
+        }
     ),
 ];
 
@@ -883,6 +893,7 @@ mod tests {
             "XdpDropRejected",
             "XdpBusyPoll",
             "MetricsListen",
+            "StatusSocket",
         ] {
             assert!(
                 text.lines()
@@ -895,6 +906,25 @@ mod tests {
             all.config.active_clients[1].capture,
             Some(CaptureChoice::AfXdp)
         );
+    }
+
+    #[test]
+    fn status_socket_takes_a_path_or_none() {
+        let c = parse("StatusSocket = /tmp/x/status.sock\n").config;
+        assert_eq!(
+            c.status_socket,
+            StatusSocket::Path("/tmp/x/status.sock".into())
+        );
+        assert!(c
+            .to_string()
+            .contains("StatusSocket = /tmp/x/status.sock\n"));
+        let c = parse("StatusSocket = None\n").config;
+        assert_eq!(c.status_socket, StatusSocket::Off);
+        assert!(c.to_string().contains("StatusSocket = none\n"));
+        let c = parse("").config;
+        assert_eq!(c.status_socket, StatusSocket::Default);
+        assert!(!c.to_string().contains("StatusSocket"));
+        assert!(Config::parse("StatusSocket = \n", "t.ini").is_err());
     }
 
     #[test]

@@ -409,6 +409,36 @@ pub struct Config {
     /// `MetricsListen`, `--metrics-listen`: where the Prometheus endpoint
     /// listens; None: no endpoint. Read at start only.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `StatusSocket`, `--status-socket`: the unix socket `xrpcapd status`
+    /// reads. Read at start only.
+    pub status_socket: StatusSocket,
+}
+
+/// Where the status socket is (`StatusSocket = PATH|none`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StatusSocket {
+    /// [`DEFAULT_STATUS_SOCKET`] when its directory (the unit's
+    /// RuntimeDirectory) exists and is writable; none otherwise.
+    #[default]
+    Default,
+    /// `none`: no socket.
+    Off,
+    /// This path; failing to listen there stops the start.
+    Path(PathBuf),
+}
+
+/// The status socket of the packaged unit (RuntimeDirectory=xrpcapd).
+pub const DEFAULT_STATUS_SOCKET: &str = "/run/xrpcapd/status.sock";
+
+impl StatusSocket {
+    /// The path `xrpcapd status` connects to (None: `none`).
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            StatusSocket::Default => Some(PathBuf::from(DEFAULT_STATUS_SOCKET)),
+            StatusSocket::Off => None,
+            StatusSocket::Path(p) => Some(p.clone()),
+        }
+    }
 }
 
 impl Default for Config {
@@ -433,6 +463,7 @@ impl Default for Config {
             auth: Accounts::default(),
             tls: Tls::default(),
             metrics_listen: None,
+            status_socket: StatusSocket::Default,
         }
     }
 }

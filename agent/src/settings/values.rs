@@ -44,6 +44,19 @@ pub fn parse_metrics_listen(value: &str) -> Result<std::net::SocketAddr, String>
     }
 }
 
+/// `StatusSocket`, `--status-socket`: `none` or an absolute path.
+pub fn parse_status_socket(value: &str) -> Result<super::model::StatusSocket, String> {
+    use super::model::StatusSocket;
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(StatusSocket::Off);
+    }
+    if v.is_empty() {
+        return Err("a path or none".into());
+    }
+    Ok(StatusSocket::Path(std::path::PathBuf::from(v)))
+}
+
 pub fn parse_nonempty(value: &str, what: &str) -> Result<String, String> {
     if value.is_empty() {
         Err(what.to_string())
