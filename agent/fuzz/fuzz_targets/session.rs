@@ -86,6 +86,7 @@ fn config(flags: u8, more: u8) -> SessionConfig {
         auth_timeout: (flags & 64 != 0).then(|| Duration::from_secs(10)),
         idle_timeout: (flags & 128 != 0).then(|| Duration::from_secs(30)),
         liveness: (more & 1 != 0).then(|| Duration::from_secs(30)),
+        slot: (flags & 1 == 0).then(|| "sensor.example:2003".into()),
     }
 }
 
