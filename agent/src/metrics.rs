@@ -83,15 +83,6 @@ impl Published {
     }
 }
 
-/// The label of slot `host`, `port`: `HOST:PORT` (`[V6]:PORT`).
-pub fn sensor_label(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// `a + b`, counter by counter (the flags are `b`'s).
 fn add(a: &Counters, b: &Counters) -> Counters {
     let xdp = match (a.xdp, b.xdp) {

@@ -35,7 +35,7 @@ use self::signals::Signals;
 use self::tls::Conn;
 use crate::auth::{Backoff, Verifier};
 use crate::host::CaptureHost;
-use crate::metrics::{self, LiveCapture, Published, SlotSnapshot, Snapshot, Totals};
+use crate::metrics::{LiveCapture, Published, SlotSnapshot, Snapshot, Totals};
 use crate::session::{Ended, Mode, Session, SessionConfig};
 use crate::settings::{ActiveClient, Config, TlsMode};
 use rpcap::addr::canonical;
@@ -305,7 +305,7 @@ impl<H: CaptureHost> Control<H> {
             .dialer
             .lines()
             .map(|(token, client, slot)| {
-                let sensor = metrics::sensor_label(&client.host, client.port);
+                let sensor = client.slot_name();
                 names.insert(token, sensor.clone());
                 SlotSnapshot {
                     sensor,

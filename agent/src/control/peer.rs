@@ -198,11 +198,6 @@ impl<C> Peer<C> {
         self.session.take_refusals()
     }
 
-    /// The capture its commands run on (metrics).
-    pub fn capture(&self) -> Option<&C> {
-        self.capture.as_ref()
-    }
-
     /// New authentication and idle timeouts (a reload).
     pub fn set_timeouts(&mut self, auth: Option<Duration>, idle: Option<Duration>) {
         self.session.set_timeouts(auth, idle);

@@ -200,9 +200,18 @@ fn totals_survive_the_captures() {
 
 #[test]
 fn labels_of_sensors_and_errors() {
-    assert_eq!(sensor_label("192.0.2.1", 2003), "192.0.2.1:2003");
-    assert_eq!(sensor_label("2001:db8::1", 2003), "[2001:db8::1]:2003");
-    assert_eq!(sensor_label("sensor.example", 1), "sensor.example:1");
+    let label = |host: &str, port| {
+        crate::settings::ActiveClient {
+            host: host.into(),
+            port,
+            preselect: Default::default(),
+            capture: None,
+        }
+        .slot_name()
+    };
+    assert_eq!(label("192.0.2.1", 2003), "192.0.2.1:2003");
+    assert_eq!(label("2001:db8::1", 2003), "[2001:db8::1]:2003");
+    assert_eq!(label("sensor.example", 1), "sensor.example:1");
     let long = "x".repeat(300);
     assert_eq!(error_label(&long).chars().count(), 201);
 }
