@@ -64,7 +64,7 @@ impl Kind {
 
 /// `decap=KIND[:ID][@ADDR[/PREFIX]]`: which tunnel, optionally which VNI,
 /// GRE key or ERSPAN session, and which outer source addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DecapSpec {
     pub kind: Kind,
     /// VNI (VXLAN, GENEVE), key (GRE), session ID (ERSPAN); None: any.
