@@ -198,10 +198,16 @@ mod tests {
     fn forwards_the_inner_frame_cut_to_the_sensors_snaplen_and_filter() {
         let inner: Vec<u8> = (0..100u8).collect();
         let mut s = stage("vxlan:5", Program::accept_all(), 60);
-        assert_eq!(feed(&mut s, &vxlan_frame(5, &inner)), [(inner[..60].to_vec(), 100)]);
+        assert_eq!(
+            feed(&mut s, &vxlan_frame(5, &inner)),
+            [(inner[..60].to_vec(), 100)]
+        );
         // The filter's verdict cuts too.
         s.set_filter(Program::accept(20));
-        assert_eq!(feed(&mut s, &vxlan_frame(5, &inner)), [(inner[..20].to_vec(), 100)]);
+        assert_eq!(
+            feed(&mut s, &vxlan_frame(5, &inner)),
+            [(inner[..20].to_vec(), 100)]
+        );
         s.set_filter(Program::accept(0));
         assert!(feed(&mut s, &vxlan_frame(5, &inner)).is_empty());
         assert!(feed(&mut s, &vxlan_frame(6, &inner)).is_empty());

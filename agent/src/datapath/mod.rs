@@ -206,7 +206,10 @@ impl Worker {
             }
             Some(setup) => {
                 let lt = setup.linktype;
-                Some(DecapStage::new(setup, spec.capture.snaplen).ok_or(StartError::DecapLinkType(lt))?)
+                Some(
+                    DecapStage::new(setup, spec.capture.snaplen)
+                        .ok_or(StartError::DecapLinkType(lt))?,
+                )
             }
         };
         let wake = EventFd::new().map_err(StartError::Wake)?;
@@ -389,15 +392,15 @@ impl Run {
             shared.gso.store(gso, Ordering::Relaxed);
         }
         shared.decap.store(decap.is_some(), Ordering::Relaxed);
-        let pipe = Pipeline::new(sampling, sink);
+        let pipe = Pipeline::new(sampling, sink).with_decap(decap);
         let (tx, rx) = crossbeam_channel::bounded(16);
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || match source {
-                AnySource::AfPacket(s) => worker::run(s, decap, pipe, rx, sh, rt, hk, cpu),
-                AnySource::File(s) => worker::run(s, decap, pipe, rx, sh, rt, hk, cpu),
-                AnySource::AfXdp(s) => worker::run(*s, decap, pipe, rx, sh, rt, hk, cpu),
+                AnySource::AfPacket(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
+                AnySource::File(s) => worker::run(s, pipe, rx, sh, rt, hk, cpu),
+                AnySource::AfXdp(s) => worker::run(*s, pipe, rx, sh, rt, hk, cpu),
             })
             .map_err(StartError::Spawn)?;
         Ok((tx, shared, thread))

@@ -87,6 +87,9 @@ pub(crate) struct Pipeline<K> {
     npkt: u32,
     /// Set when the data connection died inside a frame callback.
     failure: Option<String>,
+    /// The decapsulation stage in front (`decap=`); [`run`] takes it out
+    /// to call it beside the pipeline.
+    decap: Option<DecapStage>,
 }
 
 impl<K: Sink> Pipeline<K> {
@@ -97,7 +100,14 @@ impl<K: Sink> Pipeline<K> {
             c: Local::default(),
             npkt: 0,
             failure: None,
+            decap: None,
         }
+    }
+
+    /// The pipeline behind a decapsulation stage.
+    pub fn with_decap(mut self, decap: Option<DecapStage>) -> Pipeline<K> {
+        self.decap = decap;
+        self
     }
 
     /// One frame from the source.
@@ -206,7 +216,6 @@ fn pin(cpu: usize) {
 /// Runs one capture until stopped, the source ends, or it fails.
 pub(crate) fn run<S: Source, K: Sink>(
     mut source: S,
-    mut decap: Option<DecapStage>,
     mut pipe: Pipeline<K>,
     rx: Receiver<Command>,
     shared: Arc<Shared>,
@@ -217,6 +226,7 @@ pub(crate) fn run<S: Source, K: Sink>(
     if let Some(cpu) = cpu {
         pin(cpu);
     }
+    let mut decap = pipe.decap.take();
     let mut partial_since: Option<Instant> = None;
     let mut last_housekeeping = Instant::now();
     let mut failure: Option<String> = None;

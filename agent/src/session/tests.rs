@@ -1300,4 +1300,3 @@ fn decap_splits_the_filter_into_outer_and_inner_programs() {
     assert_eq!(inner(udp([1, 1, 1, 1], [2, 2, 2, 2], 53)), 0);
     assert!(inner(udp([1, 1, 1, 1], [2, 2, 2, 2], 80)) > 0);
 }
-

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use super::model::{
-    DecapSpec,
-    ActiveClient, Config, Preselect, StatusSocket, TlsMode, DEFAULT_ACTIVE_PORT, MAX_UDPSTR_SIZE,
-    MIN_RING_SIZE, MIN_SEND_BUFFER,
+    ActiveClient, Config, DecapSpec, Preselect, StatusSocket, TlsMode, DEFAULT_ACTIVE_PORT,
+    MAX_UDPSTR_SIZE, MIN_RING_SIZE, MIN_SEND_BUFFER,
 };
 use super::values;
 
@@ -93,7 +92,8 @@ fn nice_spec(s: &str) -> Result<(i32, Option<i32>), String> {
 /// semicolon, CR, LF; tabs too): `host,port` pairs, a missing last port or
 /// `DEFAULT` is 2003.
 fn decap_spec(s: &str) -> Result<DecapSpec, String> {
-    s.parse().map_err(|e: crate::tunnel::decap::SpecError| e.to_string())
+    s.parse()
+        .map_err(|e: crate::tunnel::decap::SpecError| e.to_string())
 }
 
 fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {

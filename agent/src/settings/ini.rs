@@ -651,7 +651,10 @@ mod tests {
         );
         assert_eq!(parse_active_client(&c[1].to_string()).unwrap(), c[1]);
         let e = parse_active_client("h, 1, decap=vxlan:x").unwrap_err();
-        assert!(e.contains("decap=vxlan:x") && e.contains("expected vxlan[:VNI]"), "{e}");
+        assert!(
+            e.contains("decap=vxlan:x") && e.contains("expected vxlan[:VNI]"),
+            "{e}"
+        );
     }
 
     #[test]

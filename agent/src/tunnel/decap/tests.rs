@@ -425,7 +425,7 @@ fn encapsulate(kind: u8, id: u32, inner: &[u8], v6: bool, tags: &[u16]) -> (Vec<
         ),
         2 => (
             IPPROTO_GRE,
-            gre(Some(id), None, id % 2 == 0, ETH_P_TEB, inner),
+            gre(Some(id), None, id.is_multiple_of(2), ETH_P_TEB, inner),
             format!("gre:{id}"),
         ),
         3 => (
@@ -445,7 +445,7 @@ fn encapsulate(kind: u8, id: u32, inner: &[u8], v6: bool, tags: &[u16]) -> (Vec<
         ),
     };
     let ip = if v6 {
-        eth(tags, ETH_P_IPV6, &ipv6(1, proto, id % 3 == 0, &l4))
+        eth(tags, ETH_P_IPV6, &ipv6(1, proto, id.is_multiple_of(3), &l4))
     } else {
         eth(tags, ETH_P_IPV4, &ipv4([10, 1, 2, 3], proto, &l4))
     };
