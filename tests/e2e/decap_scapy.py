@@ -3,19 +3,20 @@
 independent encapsulator for the tunnels this kernel has no device for
 (GENEVE, GRE/TEB, ERSPAN II/III).
 
-    decap_scapy.py KIND OUT_DIR DST_MAC SRC_MAC
+    decap_scapy.py KIND OUT_DIR DST_MAC SRC_MAC [VLAN]
 
 KIND: geneve, geneve-ip (AWS GWLB's shape: an IP packet, no Ethernet),
 gre, erspan2, erspan3. Writes OUT_DIR/outer.pcap (every packet to send:
 the matching ones, then one of another VNI/key/session and one cut short)
 and OUT_DIR/inner.pcap (the inner frames the sensor must receive, in
 order, byte for byte: for geneve-ip with the agent's synthesized Ethernet
-header, zero MACs). Prints the number of foreign and malformed packets.
+header, zero MACs). With VLAN, the outer frames carry that 802.1Q tag.
+Prints the number of foreign and malformed packets.
 """
 
 import sys
 
-from scapy.all import GRE, IP, UDP, Ether, Raw, wrpcap
+from scapy.all import GRE, IP, UDP, Dot1Q, Ether, Raw, wrpcap
 from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 
@@ -62,7 +63,10 @@ def encap(kind, i, inner, foreign=False):
 def main():
     kind, out, dst_mac, src_mac = sys.argv[1:5]
     ip_only = kind == "geneve-ip"
-    outer_l2 = Ether(dst=dst_mac, src=src_mac) / IP(src=OUTER_SRC, dst=OUTER_DST)
+    l2 = Ether(dst=dst_mac, src=src_mac)
+    if len(sys.argv) > 5:
+        l2 = l2 / Dot1Q(vlan=int(sys.argv[5]))
+    outer_l2 = l2 / IP(src=OUTER_SRC, dst=OUTER_DST)
     outers, inners = [], []
     for i in range(COUNT):
         inner = inner_frame(i, ip_only)
@@ -74,16 +78,15 @@ def main():
     # Another VNI, key or session: counted as foreign, not forwarded.
     outers.append(outer_l2 / encap(kind, COUNT, inner_frame(COUNT, ip_only), foreign=True))
     # Cut inside the tunnel header (the IP length says so): malformed.
-    whole = bytes(outer_l2 / encap(kind, COUNT + 1, inner_frame(COUNT + 1, ip_only)))
-    cut = bytearray(whole[: 14 + 20 + 10])
-    cut[16:18] = (20 + 10).to_bytes(2, "big")
-    cut[24:26] = b"\x00\x00"
-    ip_hdr = IP(bytes(cut[14:]))
+    whole = bytes(IP(src=OUTER_SRC, dst=OUTER_DST) / encap(kind, COUNT + 1, inner_frame(COUNT + 1, ip_only)))
+    cut = bytearray(whole[: 20 + 10])
+    cut[2:4] = (20 + 10).to_bytes(2, "big")
+    ip_hdr = IP(bytes(cut))
     del ip_hdr.chksum
     if ip_hdr.proto == 17:
         ip_hdr[UDP].len = 10
         del ip_hdr[UDP].chksum
-    outers.append(Ether(dst=dst_mac, src=src_mac) / IP(bytes(ip_hdr)))
+    outers.append(l2 / IP(bytes(ip_hdr)))
     wrpcap(f"{out}/outer.pcap", outers)
     wrpcap(f"{out}/inner.pcap", inners)
     print("foreign=1 malformed=1")

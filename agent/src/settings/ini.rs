@@ -927,10 +927,14 @@ mod tests {
                 "{key} has no example line"
             );
         }
-        assert_eq!(all.config.active_clients.len(), 4);
+        assert_eq!(all.config.active_clients.len(), 5);
         assert_eq!(
             all.config.active_clients[1].capture,
             Some(CaptureChoice::AfXdp)
+        );
+        assert_eq!(
+            all.config.active_clients[4].decap,
+            Some("vxlan:4242".parse().unwrap())
         );
     }
 
