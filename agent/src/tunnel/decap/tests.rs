@@ -461,7 +461,10 @@ proptest! {
     fn any_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), wire in any::<u32>(), k in 0u8..4) {
         let d = spec(["vxlan", "geneve", "gre", "erspan"][usize::from(k)]);
         if let Ok(i) = d.ethernet(&bytes, wire) {
-            prop_assert!(i.frame.len() <= bytes.len());
+            // A slice of the input, no longer on the wire than captured.
+            let start = i.frame.as_ptr() as usize - bytes.as_ptr() as usize;
+            prop_assert!(start + i.frame.len() <= bytes.len());
+            prop_assert!(i.wire_len as usize >= i.caplen() && i.wire_len <= wire);
         }
         let _ = d.network(ETH_P_IPV4, &bytes, wire);
         let _ = d.network(ETH_P_IPV6, &bytes, wire);
