@@ -1056,3 +1056,133 @@ mod stream_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod pcapng_file_tests {
+    use super::*;
+    use crate::writer::Writer;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+
+    fn blocks(f: &Path) -> Vec<Block<'static>> {
+        let bytes = std::fs::read(f).unwrap();
+        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut v = Vec::new();
+        while let Some(b) = r.next_block() {
+            v.push(b.unwrap().into_owned());
+        }
+        v
+    }
+
+    /// Every rotated file is a section of its own: its IDB, its records,
+    /// and an ISB with the counters so far (the agent's and the sensor's).
+    #[test]
+    fn rotated_pcapng_files_each_end_with_statistics() {
+        let w = Writer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = OutputConfig {
+            format: Format::Pcapng,
+            dir: dir.path().to_path_buf(),
+            template: "{agent}-{iface}-{time}.pcapng".into(),
+            rotate_bytes: Some(600),
+            rotate_age: None,
+            stream: None,
+        };
+        let mut o =
+            Output::create(&w.handle(), &cfg, None, "10.1.1.1", "eth2", "x", 1, 1500).unwrap();
+        o.set_agent_stats(Stats {
+            ifrecv: 50,
+            ifdrop: 1,
+            krnldrop: 2,
+            svrcapt: 20,
+        });
+        for n in 1..=20u32 {
+            let h = PktHdr {
+                ts_sec: 1_700_000_000,
+                ts_usec: n,
+                caplen: 100,
+                len: 100,
+                npkt: n,
+            };
+            o.write(&h, &[n as u8; 100]).unwrap();
+        }
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        let files = o.files().to_vec();
+        assert!(files.len() >= 3, "{files:?}");
+        let mut delivered = Vec::new();
+        for f in &files {
+            let b = blocks(f);
+            let Block::InterfaceDescription(idb) = &b[0] else {
+                panic!("{f:?}: {:?}", b[0])
+            };
+            assert!(idb
+                .options
+                .contains(&InterfaceDescriptionOption::IfName("10.1.1.1/eth2".into())));
+            let Some(Block::InterfaceStatistics(isb)) = b.last() else {
+                panic!("{f:?} does not end with an ISB: {:?}", b.last())
+            };
+            assert!(isb
+                .options
+                .contains(&InterfaceStatisticsOption::IsbOsDrop(2)));
+            delivered.extend(isb.options.iter().filter_map(|o| match o {
+                InterfaceStatisticsOption::IsbUsrDeliv(n) => Some(*n),
+                _ => None,
+            }));
+        }
+        // Cumulative since the capture started; the last one counts all.
+        assert_eq!(delivered.len(), files.len());
+        assert!(delivered.windows(2).all(|w| w[0] < w[1]), "{delivered:?}");
+        assert_eq!(delivered.last(), Some(&20));
+    }
+
+    /// `-w FIFO`: the stream opens once a reader has the pipe, and the
+    /// reader gets a pcapng section.
+    #[test]
+    fn stream_to_a_named_pipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("p");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let f = fifo.clone();
+        let reader = std::thread::spawn(move || std::fs::read(f).unwrap());
+        let w = Writer::start().unwrap();
+        let cfg = OutputConfig {
+            format: Format::Pcapng,
+            dir: dir.path().to_path_buf(),
+            template: String::new(),
+            rotate_bytes: None,
+            rotate_age: None,
+            stream: Some(StreamTo::Path(fifo.clone())),
+        };
+        let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        let mut o =
+            Output::create(&w.handle(), &cfg, Some(&mut s), "a", "e", "x", 1, 1500).unwrap();
+        let h = PktHdr {
+            ts_sec: 1,
+            ts_usec: 2,
+            caplen: 4,
+            len: 4,
+            npkt: 1,
+        };
+        o.write(&h, &[1, 2, 3, 4]).unwrap();
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        drop((o, s));
+        let bytes = reader.join().unwrap();
+        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut n = 0;
+        while let Some(b) = r.next_block() {
+            if let Block::EnhancedPacket(p) = b.unwrap() {
+                assert_eq!(&p.data[..], &[1, 2, 3, 4]);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 1);
+    }
+}
