@@ -27,7 +27,7 @@ use crate::session::{Direction, SessionConfig};
 ///   xrpcap-sensor --out /var/cap --filter 'tcp port 80'
 ///   xrpcap-sensor --connect 10.0.0.5 --ifaddr 10.0.0.0/24 -w - | wireshark -k -i -
 ///   xrpcap-sensor -w - | tshark -r -        (every agent, one pcapng stream)
-///   xrpcap-sensor -w - | zeek -r -          (or suricata -r /dev/stdin)
+///   xrpcap-sensor -w - | zeek -r -          (libpcap readers: one link type for all)
 ///
 /// pcapng output names each interface AGENT/IFNAME (if_name), has the sensor in
 /// its section header, an interface statistics block at rotation and at close
@@ -375,6 +375,27 @@ mod tests {
         for bad in ["one-of", "one-of:0", "one-of:-1", "every:3", "one-of:x"] {
             assert!(parse_sampling(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn w_streams_pcapng_unless_told_pcap() {
+        let out = |args: &[&str]| {
+            let mut v = vec!["xrpcap-sensor", "--listen", "none"];
+            v.extend_from_slice(args);
+            config(Args::parse_from(v)).unwrap().output
+        };
+        let o = out(&["-w", "-"]);
+        assert_eq!(
+            (o.format, o.stream),
+            (Format::Pcapng, Some(StreamTo::Stdout))
+        );
+        let o = out(&["-w", "-", "--format", "pcap"]);
+        assert_eq!((o.format, o.stream), (Format::Pcap, Some(StreamTo::Stdout)));
+        let o = out(&["-w", "/run/x.pipe"]);
+        assert_eq!(o.stream, Some(StreamTo::Path("/run/x.pipe".into())));
+        let dir = tempfile::tempdir().unwrap();
+        let o = out(&["--out", dir.path().to_str().unwrap()]);
+        assert_eq!((o.format, o.stream), (Format::Pcap, None));
     }
 
     #[test]
