@@ -355,13 +355,22 @@ impl Output {
                 let ts = pcapng::usecs(hdr.ts_sec, hdr.ts_usec);
                 let comment = std::mem::take(&mut self.comment);
                 let loss = (gap > 0).then_some((comment.as_str(), gap));
-                let (if_id, len) = (self.if_id, hdr.len);
-                let mut w = Put {
-                    out: self,
-                    force: false,
-                };
+                let (if_id, wire_len) = (self.if_id, hdr.len);
                 // Writes to our buffers do not fail.
-                let _ = pcapng::epb(if_id, ts, len, data, loss, &mut w);
+                match self.buf.as_mut() {
+                    // The usual case: straight into the buffer being filled
+                    // (pcap-file writes a block in ten small pieces).
+                    Some(b) if BUF_SIZE - b.len() > len => {
+                        let _ = pcapng::epb(if_id, ts, wire_len, data, loss, b);
+                    }
+                    _ => {
+                        let mut w = Put {
+                            out: self,
+                            force: false,
+                        };
+                        let _ = pcapng::epb(if_id, ts, wire_len, data, loss, &mut w);
+                    }
+                }
                 self.comment = comment;
             }
         }
