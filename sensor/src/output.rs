@@ -416,9 +416,20 @@ impl Output {
     }
 
     /// Whether `len` bytes fit in the current buffer plus the free ones.
-    fn reserve(&self, len: usize) -> bool {
+    /// In the shared stream a block that does not fit starts a new buffer
+    /// (the current one is handed over first, once the buffers it needs are
+    /// sure to be there): a block cut between buffers would have its tail
+    /// handed over alone (see `end_block`), half a buffer for a few bytes.
+    fn reserve(&mut self, len: usize) -> bool {
         let room = self.buf.as_ref().map_or(0, |b| BUF_SIZE - b.len());
         if len <= room {
+            return true;
+        }
+        if self.shared {
+            if self.writer.pool.available() < len.div_ceil(BUF_SIZE) {
+                return false;
+            }
+            self.hand_off();
             return true;
         }
         let more = (len - room).div_ceil(BUF_SIZE);
@@ -1001,7 +1012,7 @@ mod stream_tests {
         };
         let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();
         let mk = |s: &mut Stream, agent: &str, iface: &str| {
-            Output::create(&w.handle(), &cfg, Some(s), agent, iface, "d", 1, 9000).unwrap()
+            Output::create(&w.handle(), &cfg, Some(s), agent, iface, "d", 1, 65_535).unwrap()
         };
         let mut a = mk(&mut s, "10.0.0.1", "eth0");
         let mut b = mk(&mut s, "10.0.0.2", "eth1");
@@ -1025,9 +1036,18 @@ mod stream_tests {
             b.write(&hdr(n, 1400), &[0xCC; 1400]).unwrap();
             n += 1;
         }
-        b.write(&hdr(n, 5000), &[0xDD; 5000]).unwrap();
+        // Larger than a buffer: it spans several, and its tail goes at once.
+        b.write(&hdr(n, 40_000), &[0xDD; 40_000]).unwrap();
         a.write(&hdr(4, 60), &[0xA4; 60]).unwrap();
         a.flush();
+        // Records that do not fit start a new buffer rather than leave a
+        // tail alone in one: 100 records of 1432 bytes fill 5 buffers.
+        let sent = b.sent;
+        for k in 1..=100 {
+            b.write(&hdr(n + k, 1400), &[0xEE; 1400]).unwrap();
+        }
+        b.flush();
+        assert!(b.sent - sent <= 6, "{} buffers", b.sent - sent);
         a.close();
         b.close();
         assert!(a.sync(Duration::from_secs(5)));
@@ -1052,7 +1072,7 @@ mod stream_tests {
         assert_eq!(rows.len(), 4 + nb, "{lines}");
         assert_eq!(count("10.0.0.1/eth0\t60\t"), 4, "{lines}");
         assert_eq!(count("10.0.0.2/eth1\t"), nb, "{lines}");
-        assert_eq!(count("10.0.0.2/eth1\t5000\t"), 1, "{lines}");
+        assert_eq!(count("10.0.0.2/eth1\t40000\t"), 1, "{lines}");
         let gap = rows.iter().find(|r| r.contains("lost")).expect(&lines);
         assert!(
             gap.contains("37 records lost before this one (sequence gap: npkt 4 to 40)"),
