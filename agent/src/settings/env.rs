@@ -126,8 +126,9 @@ impl Environment {
             }
             let Some((key, number)) = key_of(&name) else {
                 let warning = format!(
-                    "unknown variable ignored (not {PREFIX} and an rpcapd.ini key in \
-                     UPPER_SNAKE, such as XRPCAPD_ACTIVE_CLIENT)"
+                    "unknown variable ignored: `{}` is no rpcapd.ini key in UPPER_SNAKE \
+                     (ActiveClient is XRPCAPD_ACTIVE_CLIENT, several: _1, _2...)",
+                    &name[PREFIX.len()..]
                 );
                 env.diags
                     .push((false, Origin::Env { var: name, line: 0 }.diag(warning)));
@@ -350,7 +351,9 @@ mod tests {
         let w: Vec<String> = l.warnings.iter().map(|d| d.to_string()).collect();
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(
-            w[0].starts_with("XRPCAPD_ACTIVE_CLIENTS: unknown variable ignored"),
+            w[0].starts_with(
+                "XRPCAPD_ACTIVE_CLIENTS: unknown variable ignored: `ACTIVE_CLIENTS` is no rpcapd.ini key"
+            ),
             "{w:?}"
         );
         assert!(w[1].starts_with("XRPCAPD_BOGUS_1: unknown variable ignored"));
