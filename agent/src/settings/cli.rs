@@ -155,7 +155,8 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Configuration file (rpcapd.ini syntax, see rpcapd.ini(5)); the drop-ins
-    /// rpcapd.d/*.ini beside it are read after it, in lexical order
+    /// rpcapd.d/*.ini beside it are read after it, in lexical order. Without
+    /// it no file is read (XRPCAPD_* variables and flags only)
     #[arg(short = 'f', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 

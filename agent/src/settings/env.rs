@@ -440,4 +440,29 @@ mod tests {
         // All but the four a variable cannot hold.
         assert_eq!(run, BAD_LINES.len() - 4);
     }
+
+    /// Every variable docs/configuration.md names is a key's (or one of
+    /// xrpcapd-setup's); the man page lists them all from [`KEYS`].
+    #[test]
+    fn the_guide_names_real_variables() {
+        let text = include_str!("../../../docs/configuration.md");
+        let mut seen = 0;
+        for (i, _) in text.match_indices(PREFIX) {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let name = name.trim_end_matches('_');
+            // `XRPCAPD_*`; the typo of the unknown-variable example.
+            if name == "XRPCAPD" || name == "XRPCAPD_ACTIVE_CLIENTS" {
+                continue;
+            }
+            assert!(
+                key_of(name).is_some() || NOT_CONFIG.contains(&name),
+                "docs/configuration.md names {name}, which is no variable"
+            );
+            seen += 1;
+        }
+        assert!(seen > KEYS.len(), "{seen}");
+    }
 }
