@@ -212,25 +212,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     if cli.check_config {
+        use std::fmt::Write as _;
+        let mut out = String::new();
         for f in &loaded.files {
-            println!("# read {}", f.display());
+            let _ = writeln!(out, "# read {}", f.display());
         }
         if !loaded.env.is_empty() {
-            println!("# environment: {}", loaded.env.join(" "));
+            let _ = writeln!(out, "# environment: {}", loaded.env.join(" "));
         }
         let explained = Explained {
             loaded: &loaded,
             config: &cfg,
         };
-        println!("{explained}");
+        let _ = writeln!(out, "{explained}");
         for w in config_warnings(&cfg) {
-            println!("# WARNING: {w}");
+            let _ = writeln!(out, "# WARNING: {w}");
             eprintln!("warning: {w}");
         }
         for n in cli.notices() {
-            println!("# notice: {n}");
+            let _ = writeln!(out, "# notice: {n}");
             eprintln!("notice: {n}");
         }
+        // A reader that stops early (`| head`) is no failure of the check.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
         return Ok(());
     }
     // Loaded before forking: a bad certificate fails the start itself.
