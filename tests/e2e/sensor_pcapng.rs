@@ -399,8 +399,10 @@ fn records_lost_on_the_way_get_a_comment_on_the_next_frame() {
     );
     topo.sen.run("nft", [rule.as_str()]).unwrap();
     send(30..50);
-    // The agent sends what it holds within its read timeout (100 ms).
-    std::thread::sleep(Duration::from_millis(700));
+    // The agent has taken all 50 (its STATS say so, every second) and sends
+    // what it holds within its read timeout (100 ms).
+    sensor.wait_log(" sent 50", 1);
+    std::thread::sleep(Duration::from_millis(500));
     topo.sen.run("nft", ["delete table inet t"]).unwrap();
     send(50..80);
     wait_for_packets(&sensor.raw(), 60, ARRIVAL).unwrap();
