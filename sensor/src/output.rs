@@ -238,7 +238,11 @@ impl Output {
             path: path.clone(),
             size: 0,
             opened: Instant::now(),
-            files: path.into_iter().collect(),
+            // The final line's `files=`: the -w file or pipe too (stdout: none).
+            files: match &cfg.stream {
+                Some(StreamTo::Path(p)) => vec![p.clone()],
+                _ => path.into_iter().collect(),
+            },
             closed: false,
             write_drops: 0,
             last_npkt: None,
@@ -1202,6 +1206,7 @@ mod pcapng_file_tests {
         o.write(&h, &[1, 2, 3, 4]).unwrap();
         o.close();
         assert!(o.sync(Duration::from_secs(5)));
+        assert_eq!(o.files(), std::slice::from_ref(&fifo));
         drop((o, s));
         let bytes = reader.join().unwrap();
         let mut r = PcapNgReader::new(&bytes[..]).unwrap();
