@@ -195,6 +195,10 @@ fn scapy_tunnel(kind: &str, decap: &str) {
 }
 
 fn scapy_tunnel_vlan(kind: &str, decap: &str, vlan: Option<u16>) {
+    scapy_tunnel_with(kind, decap, vlan, INNER_FILTER)
+}
+
+fn scapy_tunnel_with(kind: &str, decap: &str, vlan: Option<u16>, sensor_filter: &str) {
     require_root();
     let topo = Topology::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +213,7 @@ fn scapy_tunnel_vlan(kind: &str, decap: &str, vlan: Option<u16>) {
     let mut sensor = Sensor::start(
         &topo.sen,
         addr(Topology::SEN_IP, Topology::SEN_PORT),
-        &["--filter", INNER_FILTER],
+        &["--filter", sensor_filter],
     )
     .unwrap();
     let mut agent = Agent::start(&topo.cap, &ini(decap), &[]).unwrap();
@@ -267,4 +271,28 @@ fn erspan_type_iii_with_and_without_platform_subheader_from_scapy() {
 #[ignore = "needs root"]
 fn erspan_type_ii_in_a_vlan_tagged_outer_frame() {
     scapy_tunnel_vlan("erspan2", "erspan:5", Some(10));
+}
+
+/// `+tag`: the sensor gets each inner frame with its tunnel id as VLAN
+/// tags, and its filter judges them tagged (hence `vlan and …`).
+#[test]
+#[ignore = "needs root"]
+fn tag_inserts_the_erspan_session() {
+    scapy_tunnel_with(
+        "erspan2+tag",
+        "erspan:5+tag",
+        None,
+        "vlan 5 and udp dst port 7001",
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn tag_inserts_the_gre_key_as_two_tags() {
+    scapy_tunnel_with(
+        "gre+tag",
+        "gre:100+tag",
+        None,
+        "vlan 0 and vlan 100 and udp dst port 7001",
+    );
 }

@@ -6,7 +6,10 @@ independent encapsulator for the tunnels this kernel has no device for
     decap_scapy.py KIND OUT_DIR DST_MAC SRC_MAC [VLAN]
 
 KIND: geneve, geneve-ip (AWS GWLB's shape: an IP packet, no Ethernet),
-gre, erspan2, erspan3. Writes OUT_DIR/outer.pcap (every packet to send:
+gre, erspan2, erspan3; KIND+tag: the expected inner frames carry the
+tunnel id as the agent's `+tag` inserts it (docs/tunnels.md): ERSPAN's
+session in an 802.1Q tag, a VNI or GRE key in an 802.1ad tag (bits 23..12)
+and an 802.1Q tag (bits 11..0), after the MAC addresses. Writes OUT_DIR/outer.pcap (every packet to send:
 the matching ones, then one of another VNI/key/session and one cut short)
 and OUT_DIR/inner.pcap (the inner frames the sensor must receive, in
 order, byte for byte: for geneve-ip with the agent's synthesized Ethernet
@@ -62,6 +65,8 @@ def encap(kind, i, inner, foreign=False):
 
 def main():
     kind, out, dst_mac, src_mac = sys.argv[1:5]
+    tag = kind.endswith("+tag")
+    kind = kind.removesuffix("+tag")
     ip_only = kind == "geneve-ip"
     l2 = Ether(dst=dst_mac, src=src_mac)
     if len(sys.argv) > 5:
@@ -72,9 +77,17 @@ def main():
         inner = inner_frame(i, ip_only)
         outers.append(outer_l2 / encap(kind, i, inner))
         if ip_only:
-            inners.append(Ether(src="00:00:00:00:00:00", dst="00:00:00:00:00:00", type=0x0800) / inner)
+            expected = Ether(src="00:00:00:00:00:00", dst="00:00:00:00:00:00", type=0x0800) / inner
         else:
-            inners.append(inner)
+            expected = inner
+        if tag:
+            raw = bytes(expected)
+            if kind.startswith("erspan"):
+                tags = b"\x81\x00" + SESSION.to_bytes(2, "big")
+            else:
+                tags = b"\x88\xa8" + (MATCH >> 12).to_bytes(2, "big") + b"\x81\x00" + (MATCH & 0xFFF).to_bytes(2, "big")
+            expected = Ether(raw[:12] + tags + raw[12:])
+        inners.append(expected)
     # Another VNI, key or session: counted as foreign, not forwarded.
     outers.append(outer_l2 / encap(kind, COUNT, inner_frame(COUNT, ip_only), foreign=True))
     # Cut inside the tunnel header (the IP length says so): malformed.

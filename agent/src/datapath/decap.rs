@@ -7,13 +7,16 @@
 //! Per frame: no allocation, no syscall, no copy of an inner Ethernet
 //! frame (it is a subslice of the ring's record); an inner IP packet (AWS
 //! GWLB's GENEVE, plain GRE) is copied once behind its synthesized
-//! Ethernet header into a buffer sized at start.
+//! Ethernet header into a buffer sized at start; with `+tag` every inner
+//! frame is copied there once, its tunnel id inserted as VLAN tags
+//! ([`id_tags`]) after the MAC addresses, and the filter judges the frame
+//! as the sensor will receive it, tags included.
 
 use rpcap::bpf::Program;
 
 use crate::capture::Frame;
 use crate::iface::{DLT_EN10MB, DLT_LINUX_SLL, DLT_RAW};
-use crate::tunnel::decap::{raw_ethertype, Decap, DecapSpec, Reject};
+use crate::tunnel::decap::{id_tags, raw_ethertype, Decap, DecapSpec, Kind, Reject};
 use crate::tunnel::ETH_HLEN;
 
 /// What a worker needs to decapsulate (the host builds it from the
@@ -62,8 +65,10 @@ pub(crate) struct DecapStage {
     inner: Program,
     snaplen: usize,
     /// Synthesized Ethernet header + inner IP packet, for the inner program
-    /// (which reads one contiguous buffer).
+    /// (which reads one contiguous buffer), or a frame with its id tags.
     scratch: Vec<u8>,
+    /// `+tag`: the tunnel kind whose id goes in as VLAN tags.
+    tag: Option<Kind>,
     pub c: DecapCounters,
 }
 
@@ -80,12 +85,14 @@ impl DecapStage {
             DLT_RAW => Link::Raw,
             _ => return None,
         };
+        let tag = setup.spec.tag.then_some(setup.spec.kind);
         Some(DecapStage {
             decap: Decap::new(setup.spec),
+            tag,
             link,
             inner: setup.inner,
             snaplen: setup.snaplen as usize,
-            scratch: vec![0; source_snaplen as usize + ETH_HLEN],
+            scratch: vec![0; source_snaplen as usize + ETH_HLEN + 8],
             c: DecapCounters::default(),
         })
     }
@@ -127,16 +134,39 @@ impl DecapStage {
                 return;
             }
         };
-        let bytes: &[u8] = match inner.synth {
-            None => inner.frame,
-            Some(h) => {
-                let n = inner.caplen().min(self.scratch.len());
-                self.scratch[..ETH_HLEN].copy_from_slice(&h);
-                self.scratch[ETH_HLEN..n].copy_from_slice(&inner.frame[..n - ETH_HLEN]);
+        let mut wire_len = inner.wire_len;
+        let bytes: &[u8] = match (inner.synth, self.tag) {
+            (None, None) => inner.frame,
+            (synth, tag) => {
+                // Head (the MACs) | id tags | EtherType and on.
+                let mut tags = [0u8; 8];
+                let tl = tag.map_or(0, |k| id_tags(k, inner.id, &mut tags));
+                let (head, rest): (&[u8], &[u8]) = match &synth {
+                    Some(h) => (&h[..12], &h[12..]),
+                    None => (&inner.frame[..12], &inner.frame[12..]),
+                };
+                let body = if synth.is_some() {
+                    inner.frame
+                } else {
+                    &[][..]
+                };
+                let n = 12 + tl + rest.len() + body.len();
+                // The source never hands more than its snap length; a
+                // frame that would not fit is not taken apart.
+                if n > self.scratch.len() {
+                    self.c.malformed += 1;
+                    return;
+                }
+                let s = &mut self.scratch[..n];
+                s[..12].copy_from_slice(head);
+                s[12..12 + tl].copy_from_slice(&tags[..tl]);
+                s[12 + tl..12 + tl + rest.len()].copy_from_slice(rest);
+                s[12 + tl + rest.len()..].copy_from_slice(body);
+                wire_len += tl as u32;
                 &self.scratch[..n]
             }
         };
-        let keep = self.inner.run(bytes, inner.wire_len) as usize;
+        let keep = self.inner.run(bytes, wire_len) as usize;
         if keep == 0 {
             self.c.filtered += 1;
             return;
@@ -147,7 +177,7 @@ impl DecapStage {
             ts_sec: f.ts_sec,
             ts_usec: f.ts_usec,
             parts: &[&bytes[..n]],
-            wire_len: inner.wire_len,
+            wire_len,
         });
     }
 }
@@ -221,6 +251,23 @@ mod tests {
                 filtered: 1
             }
         );
+    }
+
+    #[test]
+    fn tag_inserts_the_vni_after_the_macs_and_the_filter_sees_it() {
+        let inner: Vec<u8> = (0..60u8).collect();
+        let mut s = stage("vxlan:5+tag", Program::accept_all(), 1000);
+        let got = feed(&mut s, &vxlan_frame(5, &inner));
+        let mut want = inner[..12].to_vec();
+        want.extend_from_slice(&[0x88, 0xa8, 0, 0, 0x81, 0, 0, 5]);
+        want.extend_from_slice(&inner[12..]);
+        assert_eq!(got, [(want, 68)]);
+        // The filter judges the tagged frame: 0x88a8 at offset 12.
+        let svlan = crate::filter::compile(DLT_EN10MB, "ether[12:2] = 0x88a8").unwrap();
+        s.set_filter(svlan);
+        assert_eq!(feed(&mut s, &vxlan_frame(5, &inner)).len(), 1);
+        s.set_filter(crate::filter::compile(DLT_EN10MB, "ether[12:2] = 0x0c0d").unwrap());
+        assert!(feed(&mut s, &vxlan_frame(5, &inner)).is_empty());
     }
 
     #[test]

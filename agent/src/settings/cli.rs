@@ -211,7 +211,8 @@ pub struct Cli {
     /// Decapsulate: the sensors of -a (and every ActiveClient line without a
     /// decap= of its own) get the frames inside this tunnel, not the tunnel
     /// packets: vxlan[:VNI], geneve[:VNI], gre[:KEY] or erspan[:SESSION],
-    /// optionally @ADDR[/PREFIX] for the outer source (docs/tunnels.md)
+    /// optionally @ADDR[/PREFIX] for the outer source, then +tag to pass the
+    /// id to the sensor as VLAN tags (docs/tunnels.md)
     #[arg(long = "decap", value_name = "SPEC", value_parser = decap_spec)]
     pub decap: Option<DecapSpec>,
 

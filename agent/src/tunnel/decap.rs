@@ -62,8 +62,9 @@ impl Kind {
     }
 }
 
-/// `decap=KIND[:ID][@ADDR[/PREFIX]]`: which tunnel, optionally which VNI,
-/// GRE key or ERSPAN session, and which outer source addresses.
+/// `decap=KIND[:ID][@ADDR[/PREFIX]][+tag]`: which tunnel, optionally which
+/// VNI, GRE key or ERSPAN session, which outer source addresses, and
+/// whether the tunnel's id goes to the sensor as VLAN tags ([`id_tags`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DecapSpec {
     pub kind: Kind,
@@ -71,11 +72,13 @@ pub struct DecapSpec {
     pub id: Option<u32>,
     /// Outer source address or prefix; None: any.
     pub src: Option<IpNet>,
+    /// `+tag`: insert the VNI / key / session as VLAN tags ([`id_tags`]).
+    pub tag: bool,
 }
 
 /// What `decap=` expects.
 pub const SPEC_EXPECTED: &str = "vxlan[:VNI], geneve[:VNI], gre[:KEY] or erspan[:SESSION], \
-     optionally followed by @ADDR[/PREFIX] (the outer source)";
+     optionally followed by @ADDR[/PREFIX] (the outer source) and +tag (the id as VLAN tags)";
 
 /// A `decap=` value that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +96,13 @@ impl FromStr for DecapSpec {
             text: text.to_string(),
             why,
         };
-        let (tunnel, src) = match text.split_once('@') {
+        let (rest, tag) = match text.len().checked_sub(4) {
+            Some(at) if text.is_char_boundary(at) && text[at..].eq_ignore_ascii_case("+tag") => {
+                (&text[..at], true)
+            }
+            _ => (text, false),
+        };
+        let (tunnel, src) = match rest.split_once('@') {
             Some((t, s)) => {
                 let net = s
                     .parse::<IpNet>()
@@ -101,7 +110,7 @@ impl FromStr for DecapSpec {
                     .map_err(|_| err(format!("`{s}` is no address or prefix")))?;
                 (t, Some(net))
             }
-            None => (text, None),
+            None => (rest, None),
         };
         let (kind, id) = match tunnel.split_once(':') {
             Some((k, i)) => (k, Some(i)),
@@ -131,7 +140,7 @@ impl FromStr for DecapSpec {
                 Some(n)
             }
         };
-        Ok(DecapSpec { kind, id, src })
+        Ok(DecapSpec { kind, id, src, tag })
     }
 }
 
@@ -143,6 +152,9 @@ impl fmt::Display for DecapSpec {
         }
         if let Some(src) = self.src {
             write!(f, "@{src}")?;
+        }
+        if self.tag {
+            f.write_str("+tag")?;
         }
         Ok(())
     }
@@ -168,6 +180,30 @@ pub fn outer_expression(vlan: bool) -> String {
         format!("({t} or (vlan and {t}))")
     } else {
         t
+    }
+}
+
+/// The VLAN tags that carry a tunnel's id to the sensor (`+tag`), and how
+/// many bytes of `buf` they take: ERSPAN's session (10 bits) in one
+/// 802.1Q tag (VID = session); a VNI or GRE key in an 802.1ad service tag
+/// (VID = bits 23..12) followed by an 802.1Q tag (VID = bits 11..0), so a
+/// 24-bit VNI reads back as S-VID × 4096 + C-VID (a GRE key keeps its low
+/// 24 bits). Priority and DEI are 0.
+pub fn id_tags(kind: Kind, id: u32, buf: &mut [u8; 8]) -> usize {
+    let vid = |v: u32| ((v & 0xfff) as u16).to_be_bytes();
+    match kind {
+        Kind::Erspan => {
+            buf[..2].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
+            buf[2..4].copy_from_slice(&vid(id));
+            4
+        }
+        Kind::Vxlan | Kind::Geneve | Kind::Gre => {
+            buf[..2].copy_from_slice(&ETH_P_8021AD.to_be_bytes());
+            buf[2..4].copy_from_slice(&vid(id >> 12));
+            buf[4..6].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
+            buf[6..8].copy_from_slice(&vid(id));
+            8
+        }
     }
 }
 

@@ -356,6 +356,8 @@ fn spec_parse_and_display() {
         ("geneve:0@10.0.0.0/8", "geneve:0@10.0.0.0/8"),
         ("gre:4294967295", "gre:4294967295"),
         ("erspan:1023@fd00::1", "erspan:1023@fd00::1/128"),
+        ("vxlan+TAG", "vxlan+tag"),
+        ("gre:7@10.0.0.1/32+tag", "gre:7@10.0.0.1/32+tag"),
     ] {
         let s: DecapSpec = text.parse().unwrap();
         assert_eq!(s.to_string(), shown);
@@ -368,6 +370,8 @@ fn spec_parse_and_display() {
         ("vxlan:x", "no vxlan id"),
         ("vxlan@10.0.0.300", "no address"),
         ("", "unknown tunnel"),
+        ("+tag", "unknown tunnel"),
+        ("vxlan+tagx", "unknown tunnel"),
     ] {
         let e = bad.parse::<DecapSpec>().unwrap_err().to_string();
         assert!(
@@ -503,4 +507,16 @@ proptest! {
         // A wire length shorter than the IP packet claims is inconsistent.
         prop_assert_eq!(spec(&s).ethernet(&f, (f.len() - 1) as u32), Err(Reject::Malformed));
     }
+}
+
+#[test]
+fn id_tags_carry_the_vni_in_two_tags_and_the_session_in_one() {
+    let mut b = [0u8; 8];
+    assert_eq!(id_tags(Kind::Vxlan, 0x12_3456, &mut b), 8);
+    assert_eq!(b, [0x88, 0xa8, 0x01, 0x23, 0x81, 0x00, 0x04, 0x56]);
+    assert_eq!(id_tags(Kind::Gre, 0xff12_3456, &mut b), 8);
+    assert_eq!(b, [0x88, 0xa8, 0x01, 0x23, 0x81, 0x00, 0x04, 0x56]);
+    let mut b = [0u8; 8];
+    assert_eq!(id_tags(Kind::Erspan, 1023, &mut b), 4);
+    assert_eq!(b[..4], [0x81, 0x00, 0x03, 0xff]);
 }
