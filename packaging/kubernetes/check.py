@@ -281,6 +281,8 @@ def check_daemonset(where, objs, exp, ctx):
           f"dnsPolicy {spec.get('dnsPolicy')}, not ClusterFirstWithHostNet (cluster DNS on hostNetwork)")
     check({"operator": "Exists"} in spec.get("tolerations", []), where,
           "no toleration of every taint ({operator: Exists})")
+    check(spec.get("nodeSelector", {}).get("kubernetes.io/os") == "linux", where,
+          "no nodeSelector kubernetes.io/os=linux: tolerating every taint reaches Windows nodes")
     for k, v in exp.get("node_selector", {}).items():
         check(spec.get("nodeSelector", {}).get(k) == v, where, f"nodeSelector lacks {k}={v}")
     c = container(spec, "xrpcapd")
