@@ -12,6 +12,8 @@
    the host network with exactly its capabilities, probes on the metrics
    endpoint it configures, the sensor address each overlay sets, a sensor
    Service and Deployment that agree with the agents' ActiveClient port...
+4. With --xrpcapd, the agent accepts each container's environment
+   (`xrpcapd --check-config`, no file, no warning).
 
 Exit status 1 with one line per failure.
 """
@@ -245,7 +247,10 @@ def check_agent(where, objs, c, pod_spec, exp, ctx):
               f"memory limit {res.get('limits', {}).get('memory')} below {exp['min_memory_limit'] >> 20}Mi")
 
     env = environment(where, objs, c)
+    ctx["envs"].append((where, env))
     check(env.get("XRPCAPD_PASSIVE") == "no", where, "XRPCAPD_PASSIVE is not \"no\" (active mode only)")
+    check(env.get("XRPCAPD_NULL_AUTH_PERMIT") == "YES", where,
+          "XRPCAPD_NULL_AUTH_PERMIT is not \"YES\": xrpcap-sensor's and ExtraHop's NULL login is refused")
     for var, value in exp.get("env", {}).items():
         check(env.get(var) == value, where, f"{var} is {env.get(var)!r}, not {value!r}")
     clients = active_clients(env.get("XRPCAPD_ACTIVE_CLIENT"))
@@ -351,6 +356,26 @@ def check_sidecar(where, objs, ctx):
         check_agent(where, objs, c, spec, {"options": ["ifname=eth0"]}, dict(ctx, sidecar=True))
 
 
+def check_config(xrpcapd, where, env):
+    """The agent itself reads the environment: `xrpcapd --check-config` with
+    only these variables (no file) must accept it, without a warning, and
+    show each ActiveClient entry."""
+    clean = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    clean.update({k: v for k, v in env.items() if v is not None})
+    p = subprocess.run([xrpcapd, "--check-config"], env=clean, capture_output=True, text=True)
+    out = p.stdout + p.stderr
+    if not check(p.returncode == 0, where, f"xrpcapd --check-config exits {p.returncode}: {out.strip()}"):
+        return
+    # The interfaces are the nodes', not this machine's: a preselected
+    # interface missing here is expected.
+    warnings = [line for line in p.stderr.splitlines()
+                if line.lower().startswith("warning") and ": no interface " not in line]
+    check(not warnings, where, f"xrpcapd --check-config warns: {warnings}")
+    for host, port, _ in active_clients(env.get("XRPCAPD_ACTIVE_CLIENT")):
+        check(re.search(rf"(?m)^ActiveClient = {re.escape(host)}, ?{port}\b", p.stdout) is not None,
+              where, f"--check-config does not show ActiveClient {host},{port}:\n{p.stdout}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True, help="packaging/kubernetes or a copy")
@@ -358,12 +383,13 @@ def main():
     ap.add_argument("--kubectl", action="append", required=True,
                     help="kubectl binaries; the first is the reference")
     ap.add_argument("--versions", nargs="*", help="schema versions (default: oldest, newest)")
+    ap.add_argument("--xrpcapd", help="an xrpcapd binary: runs --check-config on every agent environment")
     a = ap.parse_args()
     root = os.path.abspath(a.root)
     repo = os.path.abspath(a.repo)
     bundled = all_versions()
     versions = a.versions or [bundled[0], bundled[-1]]
-    ctx = {"version": workspace_version(repo), "image_uid": image_uid(repo)}
+    ctx = {"version": workspace_version(repo), "image_uid": image_uid(repo), "envs": []}
 
     # 1. The plain manifests, as files.
     plain = {}
@@ -415,6 +441,14 @@ def main():
         check_daemonset(rel, ref, exp, ctx)
     for rel in EXPECT:
         check(rel in kdirs, rel, "expected by check.py, but no kustomization there")
+
+    # 3. Every agent environment, read by the agent.
+    if a.xrpcapd:
+        for where, env in ctx["envs"]:
+            check_config(a.xrpcapd, where, env)
+    else:
+        print("kubernetes: no XRPCAPD_BIN: the agent's --check-config of each environment was not run",
+              file=sys.stderr)
 
     for f in failures:
         print(f"kubernetes: FAIL {f}", file=sys.stderr)

@@ -20,6 +20,8 @@
 #   XRPCAP_KUBECTL_EXTRA=PATH   another kubectl to compare with (default: the
 #                               one on PATH, if any; "none" for none)
 #   XRPCAP_K8S_VERSIONS="A B"   the schema versions (default: oldest and newest)
+#   XRPCAPD_BIN=PATH            an xrpcapd binary: it must accept every agent
+#                               container's environment (--check-config)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,4 +48,5 @@ fi
 # (rpds-py) was installed for.
 PYTHONPATH=$VALIDATE_DIR${PYTHONPATH:+:$PYTHONPATH} PYTHONDONTWRITEBYTECODE=1 \
     exec /usr/bin/python3 "$HERE/check.py" --root "$DIR" --repo "$ROOT" --kubectl "$KUBECTL" \
-    ${extra:+--kubectl "$extra"} ${XRPCAP_K8S_VERSIONS:+--versions $XRPCAP_K8S_VERSIONS}
+    ${extra:+--kubectl "$extra"} ${XRPCAPD_BIN:+--xrpcapd "$XRPCAPD_BIN"} \
+    ${XRPCAP_K8S_VERSIONS:+--versions $XRPCAP_K8S_VERSIONS}

@@ -3,7 +3,8 @@
 //! rendered by Debian's kubectl 1.20 (and the kubectl on PATH, if any)
 //! validates against the bundled Kubernetes schemas, and the assertions of
 //! check.py hold (host network, exactly NET_RAW + NET_ADMIN, the overlays'
-//! sensor address, probes on the metrics endpoint...).
+//! sensor address, probes on the metrics endpoint...), and the agent as
+//! built accepts every agent container's environment (`--check-config`).
 //!
 //! As root the check runs in a new network namespace (no route anywhere):
 //! nothing it does may need the network. The tools come from
@@ -12,13 +13,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use xrpcap_testkit::bin_path;
+
 fn folder() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/kubernetes")
 }
 
 /// check.sh on `dir` (the folder itself or a copy); in a network namespace
 /// of its own when root.
-fn run_check(dir: &Path) -> Output {
+fn run_check(dir: &Path, quick: bool) -> Output {
     let script = folder().join("check.sh");
     let mut cmd = if xrpcap_testkit::caps::is_root() {
         let mut c = Command::new("unshare");
@@ -27,6 +30,13 @@ fn run_check(dir: &Path) -> Output {
     } else {
         Command::new(&script)
     };
+    // The agent must accept every container's environment.
+    cmd.env("XRPCAPD_BIN", bin_path("xrpcapd"));
+    if quick {
+        // A breakage is found as well by one kubectl and one schema version.
+        cmd.env("XRPCAP_KUBECTL_EXTRA", "none")
+            .env("XRPCAP_K8S_VERSIONS", "1.37.0");
+    }
     cmd.arg(dir)
         .output()
         .expect("running packaging/kubernetes/check.sh")
@@ -62,7 +72,7 @@ fn edit(path: &Path, from: &str, to: &str) {
 
 #[test]
 fn manifests_and_overlays_validate_offline() {
-    let out = run_check(&folder());
+    let out = run_check(&folder(), false);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -104,6 +114,13 @@ fn a_broken_manifest_fails_the_check() {
             "\"xrpcap-sensor.xrpcap.svc,2003\"",
             "overlays/sensor-address: ActiveClient host xrpcap-sensor.xrpcap.svc, not 192.0.2.10",
         ),
+        // A value the agent refuses: its own --check-config says so.
+        (
+            "base/agent.yaml",
+            "XRPCAPD_LOG_LEVEL: \"info\"",
+            "XRPCAPD_LOG_LEVEL: \"loud\"",
+            "XRPCAPD_LOG_LEVEL",
+        ),
         // A patch kustomize cannot apply: the render fails.
         (
             "overlays/filter/Kustomization",
@@ -115,7 +132,7 @@ fn a_broken_manifest_fails_the_check() {
     for (file, from, to, reason) in cases {
         let tmp = copy();
         edit(&tmp.path().join(file), from, to);
-        let out = run_check(tmp.path());
+        let out = run_check(tmp.path(), true);
         let all = text(&out);
         assert!(!out.status.success(), "{file}: {to} passed:\n{all}");
         assert!(
