@@ -336,10 +336,11 @@ def check_daemonset(where, objs, exp, ctx):
     check(ssc.get("readOnlyRootFilesystem") is True, where, "sensor root filesystem not read-only")
     check(opts.get("out") in [m.get("mountPath") for m in sc.get("volumeMounts", [])], where,
           f"--out {opts.get('out')} is not a mounted volume")
-    live = sc.get("livenessProbe", {}).get("httpGet", {})
-    check(live.get("path") == "/metrics" and
-          named_port(sc, live.get("port")) == port_of(opts.get("metrics-listen")), where,
-          "sensor liveness probe is not GET /metrics on --metrics-listen's port")
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = sc.get(probe, {}).get("httpGet", {})
+        check(get.get("path") == "/metrics" and
+              named_port(sc, get.get("port")) == port_of(opts.get("metrics-listen")), where,
+              f"sensor {probe} is not GET /metrics on --metrics-listen's port")
     for a in exp.get("sensor_args", []):
         check(a in args, where, f"sensor args lack {a}")
 
