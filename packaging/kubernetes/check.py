@@ -13,7 +13,8 @@
    endpoint it configures, the sensor address each overlay sets, a sensor
    Service and Deployment that agree with the agents' ActiveClient port...
 4. With --xrpcapd, the agent accepts each container's environment
-   (`xrpcapd --check-config`, no file, no warning).
+   (`xrpcapd --check-config`, no file, no warning); with --sensor, the
+   sensor starts with each Deployment's arguments.
 
 Exit status 1 with one line per failure.
 """
@@ -343,6 +344,7 @@ def check_daemonset(where, objs, exp, ctx):
               f"sensor {probe} is not GET /metrics on --metrics-listen's port")
     for a in exp.get("sensor_args", []):
         check(a in args, where, f"sensor args lack {a}")
+    ctx["sensor_args"].append((where, args))
 
 
 def check_sidecar(where, objs, ctx):
@@ -377,6 +379,31 @@ def check_config(xrpcapd, where, env):
               where, f"--check-config does not show ActiveClient {host},{port}:\n{p.stdout}")
 
 
+def sensor_runs(sensor, where, args):
+    """The sensor starts with the manifest's arguments (its flags exist, the
+    filter compiles, the port range parses) and stops after --duration; on
+    loopback ports the kernel picks and in a temporary --out."""
+    import tempfile
+    local = {"listen": "127.0.0.1:0", "metrics-listen": "127.0.0.1:0"}
+    with tempfile.TemporaryDirectory() as out:
+        run = []
+        for a in args:
+            name = a[2:].split("=", 1)[0] if a.startswith("--") else None
+            if name in local:
+                a = f"--{name}={local[name]}"
+            elif name == "out":
+                a = f"--out={out}"
+            run.append(a)
+        try:
+            p = subprocess.run([sensor, *run, "--duration=0.3"], capture_output=True,
+                               text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            fail(where, f"xrpcap-sensor {' '.join(run)} did not stop after --duration")
+            return
+        check(p.returncode == 0, where,
+              f"xrpcap-sensor refuses the manifest's arguments {args}: {p.stderr.strip()}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True, help="packaging/kubernetes or a copy")
@@ -385,12 +412,14 @@ def main():
                     help="kubectl binaries; the first is the reference")
     ap.add_argument("--versions", nargs="*", help="schema versions (default: oldest, newest)")
     ap.add_argument("--xrpcapd", help="an xrpcapd binary: runs --check-config on every agent environment")
+    ap.add_argument("--sensor", help="an xrpcap-sensor binary: starts it with every sensor's arguments")
     a = ap.parse_args()
     root = os.path.abspath(a.root)
     repo = os.path.abspath(a.repo)
     bundled = all_versions()
     versions = a.versions or [bundled[0], bundled[-1]]
-    ctx = {"version": workspace_version(repo), "image_uid": image_uid(repo), "envs": []}
+    ctx = {"version": workspace_version(repo), "image_uid": image_uid(repo), "envs": [],
+           "sensor_args": []}
 
     # 1. The plain manifests, as files.
     plain = {}
@@ -449,6 +478,12 @@ def main():
             check_config(a.xrpcapd, where, env)
     else:
         print("kubernetes: no XRPCAPD_BIN: the agent's --check-config of each environment was not run",
+              file=sys.stderr)
+    if a.sensor:
+        for where, args in ctx["sensor_args"]:
+            sensor_runs(a.sensor, where, args)
+    else:
+        print("kubernetes: no XRPCAP_SENSOR_BIN: the sensor was not started with the manifests' arguments",
               file=sys.stderr)
 
     for f in failures:

@@ -22,6 +22,8 @@
 #   XRPCAP_K8S_VERSIONS="A B"   the schema versions (default: oldest and newest)
 #   XRPCAPD_BIN=PATH            an xrpcapd binary: it must accept every agent
 #                               container's environment (--check-config)
+#   XRPCAP_SENSOR_BIN=PATH      an xrpcap-sensor binary: it must start with
+#                               each sensor Deployment's arguments
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,4 +51,5 @@ fi
 PYTHONPATH=$VALIDATE_DIR${PYTHONPATH:+:$PYTHONPATH} PYTHONDONTWRITEBYTECODE=1 \
     exec /usr/bin/python3 "$HERE/check.py" --root "$DIR" --repo "$ROOT" --kubectl "$KUBECTL" \
     ${extra:+--kubectl "$extra"} ${XRPCAPD_BIN:+--xrpcapd "$XRPCAPD_BIN"} \
+    ${XRPCAP_SENSOR_BIN:+--sensor "$XRPCAP_SENSOR_BIN"} \
     ${XRPCAP_K8S_VERSIONS:+--versions $XRPCAP_K8S_VERSIONS}

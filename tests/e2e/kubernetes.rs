@@ -4,7 +4,8 @@
 //! validates against the bundled Kubernetes schemas, and the assertions of
 //! check.py hold (host network, exactly NET_RAW + NET_ADMIN, the overlays'
 //! sensor address, probes on the metrics endpoint...), and the agent as
-//! built accepts every agent container's environment (`--check-config`).
+//! built accepts every agent container's environment (`--check-config`),
+//! the sensor as built starts with every sensor Deployment's arguments.
 //!
 //! As root the check runs in a new network namespace (no route anywhere):
 //! nothing it does may need the network. The tools come from
@@ -31,7 +32,8 @@ fn run_check(dir: &Path, quick: bool) -> Output {
         Command::new(&script)
     };
     // The agent must accept every container's environment.
-    cmd.env("XRPCAPD_BIN", bin_path("xrpcapd"));
+    cmd.env("XRPCAPD_BIN", bin_path("xrpcapd"))
+        .env("XRPCAP_SENSOR_BIN", bin_path("xrpcap-sensor"));
     if quick {
         // A breakage is found as well by one kubectl and one schema version.
         cmd.env("XRPCAP_KUBECTL_EXTRA", "none")
@@ -120,6 +122,13 @@ fn a_broken_manifest_fails_the_check() {
             "XRPCAPD_LOG_LEVEL: \"info\"",
             "XRPCAPD_LOG_LEVEL: \"loud\"",
             "XRPCAPD_LOG_LEVEL",
+        ),
+        // A filter the sensor cannot compile: it refuses to start.
+        (
+            "overlays/filter/sensor-filter.yaml",
+            "tcp port 80 or",
+            "tcp prt 80 or",
+            "xrpcap-sensor refuses the manifest's arguments",
         ),
         // A patch kustomize cannot apply: the render fails.
         (
