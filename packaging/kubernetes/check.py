@@ -332,6 +332,11 @@ def check_daemonset(where, objs, exp, ctx):
     check(svc["spec"].get("clusterIP") == "None", where,
           "the Service is not headless: UDP data would need every data port listed")
     ssc = sc.get("securityContext", {})
+    suid = ssc.get("runAsUser", sspec.get("securityContext", {}).get("runAsUser"))
+    check(suid not in (None, 0), where, f"the sensor runs as {suid}, not the image's non-root user")
+    if ctx["image_uid"] is not None:
+        check(suid == ctx["image_uid"], where,
+              f"sensor runAsUser {suid}, the image's user is {ctx['image_uid']} (packaging/image.sh)")
     check(ssc.get("capabilities", {}).get("drop") == ["ALL"] and
           not ssc.get("capabilities", {}).get("add"), where, "the sensor must have no capability")
     check(ssc.get("readOnlyRootFilesystem") is True, where, "sensor root filesystem not read-only")
