@@ -146,6 +146,29 @@ install_portable_toolchain() {
     fi
 }
 
+# Scapy (PyPI), the independent encapsulator/decoder of the tunnel tests
+# (tests/e2e/tunnel_*.rs): installed once into a folder of the CI cache named
+# by its version, as zig above; the tests put that folder on PYTHONPATH.
+SCAPY_VERSION=${SCAPY_VERSION:-2.6.1}
+scapy_dir() { printf '%s/scapy/scapy-%s\n' "$XRPCAP_CI_CACHE" "$SCAPY_VERSION"; }
+
+install_scapy() {
+    if [ ! -w "$XRPCAP_CI_CACHE" ]; then
+        as_root install -d -o "$(id -u)" -g "$(id -g)" "$XRPCAP_CI_CACHE"
+    fi
+    local dir
+    dir=$(scapy_dir)
+    if [ -f "$dir/scapy/__init__.py" ]; then
+        log "scapy present ($dir)"
+        return
+    fi
+    log "installing scapy $SCAPY_VERSION (PyPI) into $dir"
+    rm -rf "$dir.tmp" && mkdir -p "$(dirname "$dir")"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
+        --target "$dir.tmp" "scapy==$SCAPY_VERSION"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+
 # `scripts/setup.sh portable` (packaging/portable.sh): only the portable
 # toolchain; logs on stderr, then the folders to put on PATH on stdout.
 if [ "${1:-}" = "portable" ]; then
@@ -168,6 +191,7 @@ install_apt
 install_rust_components
 install_packaging_tools
 install_portable_toolchain
+install_scapy
 # The real libpcap RPCAP client (and reference rpcapd) of the interop tests,
 # built once into .cache/ (see the script).
 "$(dirname "${BASH_SOURCE[0]}")/libpcap-remote.sh" >/dev/null

@@ -21,3 +21,4 @@ pub mod session;
 pub mod settings;
 pub mod setup;
 pub mod status;
+pub mod tunnel;

@@ -61,6 +61,14 @@ fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Effectiv
     if let Some(expr) = &cfg.local_filter {
         filter::check_local(expr).context("LocalFilter")?;
     }
+    for t in &cfg.tunnel_clients {
+        if t.ifname.is_none() {
+            bail!("TunnelClient = {t}: which interface? add ifname=IF (or -i IFNAME)");
+        }
+        if let Some(f) = &t.filter {
+            filter::check_local(f).with_context(|| format!("TunnelClient = {t}: filter="))?;
+        }
+    }
     if let Backend::File(path) = &cfg.capture.backend {
         if !path.is_file() {
             bail!("Capture = file:{}: no such file", path.display());

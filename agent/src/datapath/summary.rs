@@ -94,7 +94,7 @@ pub fn final_line(owner: &str, iface: &str, c: &Counters) -> String {
     format!(
         "final {owner} iface={iface} frames={} seen={} ring_drops={} sampled_out={} framed={} \
          bytes={} sent={} send_drops={} datagrams_sent={} datagram_drops={} refused={} gso={} \
-         dry_run={}",
+         dry_run={} too_big={}",
         c.received,
         c.received + c.kernel_drops,
         c.kernel_drops,
@@ -107,7 +107,8 @@ pub fn final_line(owner: &str, iface: &str, c: &Counters) -> String {
         c.datagrams_dropped,
         c.refused,
         c.gso,
-        c.dry_run
+        c.dry_run,
+        c.too_big
     )
 }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod ini;
 pub mod model;
 mod render;
+pub mod tunnel;
 pub mod values;
 
 pub use ini::{ConfigError, Diag, LoadError, Loaded, Parsed};
