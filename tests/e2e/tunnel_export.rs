@@ -427,3 +427,61 @@ fn erspan2_export_decodes_in_tshark_and_scapy_and_cuts_with_t() -> Result<()> {
 fn erspan3_export_decodes_in_tshark_and_scapy_and_cuts_with_t() -> Result<()> {
     gre_family("erspan3", Some(77), Some(3))
 }
+
+/// Own traffic: an export of the very interface its tunnel leaves by (c1)
+/// never captures its own datagrams — it exports exactly the other frames
+/// a reference tcpdump saw there, each once (no loop).
+#[test]
+#[ignore = "needs root"]
+fn an_export_never_captures_its_own_datagrams() -> Result<()> {
+    require_root();
+    let topo = Topology::new()?;
+    let dir = tempfile::tempdir()?;
+    let others = Tcpdump::start(
+        &topo.cap,
+        Topology::UPLINK_IF,
+        &dir.path().join("others.pcap"),
+        "not (udp port 4789)",
+    )?;
+    let exported = Tcpdump::start(
+        &topo.sen,
+        Topology::SEN_IF,
+        &dir.path().join("vxlan.pcap"),
+        "udp port 4789",
+    )?;
+    let mut agent = Agent::start(
+        &topo.cap,
+        &format!(
+            "TunnelClient = vxlan, {}, ifname={}\n",
+            Topology::SEN_IP,
+            Topology::UPLINK_IF
+        ),
+        &[],
+    )?;
+    agent.wait_log(
+        &format!("exporting {}", Topology::UPLINK_IF),
+        1,
+        START_TIMEOUT,
+    )?;
+    send_udp(
+        &topo.cap,
+        addr(Topology::UPLINK_IP, 4000),
+        addr(Topology::SEN_IP, 5000),
+        &numbered_payloads(30, 100),
+    )?;
+    // Each datagram, ARP and the (rate-limited) ICMP errors back are
+    // exported once.
+    wait_for_packets(exported.path(), 30, ARRIVAL)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let log = agent.stop()?;
+    let seen = others.stop()?;
+    let sent = exported.stop()?;
+    let c = final_counters(&log, &format!("vxlan:{}:4789", Topology::SEN_IP));
+    assert_eq!(counter(&c, "framed"), seen.len() as u64, "{log}");
+    assert_eq!(
+        sent.len(),
+        seen.len(),
+        "one datagram per frame, none of its own"
+    );
+    Ok(())
+}
