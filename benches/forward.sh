@@ -39,10 +39,14 @@
 #               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
 #               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
-#               agent-afxdp, agent-afxdp-sink, tcpdump, tcpdump-B32M
+#               agent-afxdp, agent-afxdp-sink, agent-vxlan, agent-gre,
+#               agent-erspan2, agent-erspan3, tcpdump, tcpdump-B32M
 #               (agent-sink: the agent's data go to a device that drops
 #               them; agent-afxdp: the agent with Capture = afxdp:c0;
-#               agent-afxdp-sink: both; tcpdump-B32M: tcpdump -B 32768)
+#               agent-afxdp-sink: both; tcpdump-B32M: tcpdump -B 32768;
+#               agent-vxlan etc.: no sensor, the agent exports c0 with a
+#               TunnelClient line to ns sen, where an nftables rule counts
+#               and drops the tunnel datagrams: received = that counter)
 #   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
 #   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
 #               (default none: the agent runs at its defaults)
@@ -139,6 +143,19 @@ ip -n $CAP link add d0 numtxqueues 1 numrxqueues 1 type veth peer name d1 numtxq
 ip -n $CAP link set d0 up
 ip -n $CAP route add 10.200.2.2/32 dev d0 table 100
 ip -n $CAP neigh add 10.200.2.2 lladdr 02:00:00:00:00:02 dev d0 nud permanent
+# For the tunnel export passes: ns sen counts the tunnel datagrams (VXLAN,
+# GRE/ERSPAN) and drops them at its input hook (no decapsulation cost, no
+# ICMP errors back).
+ip netns exec $SEN nft -f - <<NFT
+table ip xfb {
+    counter tun { }
+    chain in {
+        type filter hook input priority 0; policy accept;
+        udp dport 4789 counter name tun drop
+        ip protocol gre counter name tun drop
+    }
+}
+NFT
 # RPS: the sensor namespace's IP/UDP receive work (and the segmentation of
 # UDP GSO packets) runs on the generator's CPU instead of inside the agent's
 # sendmmsg on CPU 1, as it would on another host behind a real NIC.
@@ -313,6 +330,45 @@ pass_agent-sink() { # size count rate [name]
     return $rc
 }
 
+# The agent exporting c0 in a tunnel (TunnelClient), no sensor: received =
+# the tunnel datagrams ns sen's nftables counter saw; the agent's drops
+# (ring, send, too big) from its final counter line.
+tun_count() { ip netns exec $SEN nft list counter ip xfb tun | sed -n 's/.*packets \([0-9]*\).*/\1/p'; }
+pass_agent-tunnel() { # size count rate kind
+    local size=$1 count=$2 rate=$3 kind=$4 d=$WORK/agent
+    rm -rf "$d"; mkdir -p "$d"
+    cat >"$d/rpcapd.ini" <<INI
+Passive = no
+TunnelClient = $kind, 10.200.2.2, ifname=c0, filter=udp dst port $PORT
+WorkerCpu = $CAP_CPU
+$AGENT_INI
+INI
+    ip netns exec $CAP taskset -c $CAP_CPU "$AGENT" -f "$d/rpcapd.ini" 2>"$d/agent.log" &
+    local apid=$!; PIDS+=($apid); RUN_PIDS=($apid)
+    wait_until 100 has_thread $apid dp-c0 || { echo "agent export did not start" >&2; cat "$d/agent.log" >&2; return 1; }
+    sleep 0.3
+    ip netns exec $SEN nft reset counter ip xfb tun >/dev/null
+    snap_before
+    local c0=$(cpu_ticks_ns $apid) s0=$(cpu_sched_ns $apid) x0=$(ctxsw $apid)
+    run_trafgen "$size" "$count" "$rate" || return 1
+    wait_quiet data_pkts
+    local c1=$(cpu_ticks_ns $apid) s1=$(cpu_sched_ns $apid) x1=$(ctxsw $apid)
+    snap_after
+    local hwm=$(vmhwm_kib $apid)
+    kill -TERM $apid; wait $apid 2>/dev/null || true
+    local got fin
+    got=$(tun_count)
+    fin=$(grep -o 'final tunnel=.*' "$d/agent.log" | tail -1)
+    fin_field() { echo "$fin" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+    emit "agent-$kind" "$size" "$count" "$rate" "${got:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" \
+        "$W_BYTES" "$W_PKTS" $((${got:-0} * size)) "$FRAGS" \
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(fin_field ring_drops) send_drops=$(fin_field send_drops) too_big=$(fin_field too_big)"
+}
+pass_agent-vxlan() { pass_agent-tunnel "$@" vxlan; }
+pass_agent-gre() { pass_agent-tunnel "$@" gre; }
+pass_agent-erspan2() { pass_agent-tunnel "$@" erspan2; }
+pass_agent-erspan3() { pass_agent-tunnel "$@" erspan3; }
+
 # The agent with `Capture = afxdp:c0` (XDP program + AF_XDP socket, XdpMode
 # auto: native XDP on veth, copy mode). c0 is a dedicated capture link here:
 # AF_XDP takes the captured frames away from ns cap's stack, which only
@@ -386,9 +442,9 @@ emit() {
         n = (got > 0) ? got : 1
         print pass, size, count, rate, sprintf("%.0f", count / (gen / 1e9)), got, count - got,
               sprintf("%.1f", cpu / n), sprintf("%.1f", sched / n), sprintf("%.1f", machine / count),
-              (pass == "agent" || pass == "agent-afxdp") ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",
-              (pass == "agent" || pass == "agent-afxdp") ? sprintf("%.4f", wp / n) : "-",
-              (pass == "agent" || pass == "agent-afxdp") ? frags : "-", hwm, notes
+              (pass !~ /sink|tcpdump/) ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",
+              (pass !~ /sink|tcpdump/) ? sprintf("%.4f", wp / n) : "-",
+              (pass !~ /sink|tcpdump/) ? frags : "-", hwm, notes
     }' | tee -a "$OUT"
 }
 

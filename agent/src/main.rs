@@ -277,6 +277,7 @@ fn serve(
     if inetd.is_some() {
         // One client, the one on standard input: no sensors, no listener.
         cfg.active_clients.clear();
+        cfg.tunnel_clients.clear();
     } else {
         start_warnings = config_warnings(&cfg);
         for w in &start_warnings {
@@ -351,6 +352,7 @@ fn serve(
         let mut cfg = effective_config(&reload_cli, true)?.config;
         if one_client {
             cfg.active_clients.clear();
+            cfg.tunnel_clients.clear();
         }
         if cfg.metrics_listen != metrics_at {
             let show =

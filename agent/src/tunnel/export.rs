@@ -53,7 +53,8 @@ struct Export {
     /// Metrics id of the running worker.
     id: u64,
     last_error: Option<String>,
-    next_try: Instant,
+    /// When to (re)start it; None: never (no interface, replay done).
+    next_try: Option<Instant>,
 }
 
 /// Every export of the configuration.
@@ -129,7 +130,7 @@ impl Exports {
                 worker: None,
                 id: 0,
                 last_error: None,
-                next_try: now,
+                next_try: Some(now),
             };
             if e.ifname.is_empty() {
                 e.last_error = Some("no interface: add ifname=IF or -i IFNAME".into());
@@ -137,7 +138,7 @@ impl Exports {
                     "TunnelClient {}: no interface (ifname=IF or -i IFNAME)",
                     e.label
                 );
-                e.next_try = now + Duration::from_secs(u64::MAX / 4);
+                e.next_try = None;
             }
             self.exports.push(e);
         }
@@ -164,13 +165,21 @@ impl Exports {
                 if !w.is_finished() {
                     continue;
                 }
-                let why = w.failure().unwrap_or_else(|| "capture ended".into());
+                let why = w.failure();
                 let w = e.worker.take().expect("checked");
                 stop_worker(&e.label, &e.ifname, w);
-                self.failed(i, why, now);
+                match why {
+                    Some(why) => self.failed(i, why, now),
+                    None => {
+                        // A file replayed to its end (`Capture = file:`):
+                        // done, not restarted.
+                        log::info!("TunnelClient {}: capture ended", e.label);
+                        e.next_try = None;
+                    }
+                }
                 continue;
             }
-            if now < e.next_try {
+            if e.next_try.is_none_or(|t| now < t) {
                 continue;
             }
             if e.dest.is_none() {
@@ -213,7 +222,7 @@ impl Exports {
             );
         }
         e.last_error = Some(why);
-        e.next_try = now + RETRY;
+        e.next_try = Some(now + RETRY);
     }
 
     /// Opens export `i`'s capture and starts its worker.
@@ -246,6 +255,7 @@ impl Exports {
             (Some(l), Some(f)) => format!("{l} and ({f})"),
         };
         let filter = compile(linktype, &expr).map_err(|err| err.to_string())?;
+        let cpus = settings.worker_cpus.clone();
         let spec = CaptureSpec {
             capture: capture::Request {
                 ifname: e.ifname.clone(),
@@ -266,7 +276,8 @@ impl Exports {
                 kind: e.line.kind,
                 dest,
             },
-            cpu: None,
+            // `WorkerCpu`, handed out in turn over the exports.
+            cpu: (!cpus.is_empty()).then(|| cpus[i % cpus.len()]),
         };
         Worker::start(spec).map_err(|err| err.to_string())
     }
