@@ -16,7 +16,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use xrpcap_testkit::daemon::{parse_line, START_TIMEOUT};
 use xrpcap_testkit::{
-    numbered_payloads, require_root, send_udp, wait_for_packets, Agent, Packet, Tcpdump, Topology,
+    numbered_payloads, require_root, send_udp, wait_for_packets, Agent, Packet, Sensor, Tcpdump,
+    Topology,
 };
 
 /// How long exported frames may take to show up in the receiver's capture.
@@ -482,6 +483,50 @@ fn an_export_never_captures_its_own_datagrams() -> Result<()> {
         sent.len(),
         seen.len(),
         "one datagram per frame, none of its own"
+    );
+    Ok(())
+}
+
+/// Own traffic, the sensors' side: a sensor capturing the interface an
+/// export's tunnel leaves by (c1) never sees the export's datagrams.
+#[test]
+#[ignore = "needs root"]
+fn a_sensor_capture_never_sees_the_exports_datagrams() -> Result<()> {
+    require_root();
+    let topo = Topology::new()?;
+    let dir = tempfile::tempdir()?;
+    let listen = addr(Topology::SEN_IP, Topology::SEN_PORT);
+    let mut sensor = Sensor::start(&topo.sen, listen, &["--filter", "udp port 4789"])?;
+    let exported = Tcpdump::start(
+        &topo.sen,
+        Topology::SEN_IF,
+        &dir.path().join("vxlan.pcap"),
+        "udp port 4789",
+    )?;
+    let ini = format!(
+        "ActiveClient = {ip}, {port}, ifname={up}\nNullAuthPermit = YES\n\
+         TunnelClient = vxlan, {ip}, ifname={cap}, filter={FILTER}\n",
+        ip = Topology::SEN_IP,
+        port = Topology::SEN_PORT,
+        up = Topology::UPLINK_IF,
+        cap = Topology::CAP_IF,
+    );
+    let mut agent = Agent::start(&topo.cap, &ini, &[])?;
+    agent.wait_log(&format!("exporting {}", Topology::CAP_IF), 1, START_TIMEOUT)?;
+    agent.wait_capturing(Topology::UPLINK_IF, 1)?;
+    send(&topo, &numbered_payloads(40, 100));
+    wait_for_packets(exported.path(), 40, ARRIVAL)?;
+    // The sensor's capture had every chance to see them: two STATS rounds.
+    sensor.wait_log("recv", 2, ARRIVAL)?;
+    let sent = exported.stop()?;
+    agent.stop()?;
+    sensor.stop()?;
+    assert_eq!(sent.len(), 40, "the export crossed c1");
+    let seen = sensor.packets()?;
+    assert!(
+        seen.is_empty(),
+        "the sensor saw {} export datagrams",
+        seen.len()
     );
     Ok(())
 }
