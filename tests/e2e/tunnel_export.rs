@@ -453,7 +453,7 @@ fn an_export_never_captures_its_own_datagrams() -> Result<()> {
     let mut agent = Agent::start(
         &topo.cap,
         &format!(
-            "TunnelClient = vxlan, {}, ifname={}\n",
+            "TunnelClient = vxlan, {}, ifname={}\nSummaryInterval = 1\n",
             Topology::SEN_IP,
             Topology::UPLINK_IF
         ),
@@ -474,6 +474,13 @@ fn an_export_never_captures_its_own_datagrams() -> Result<()> {
     // exported once.
     wait_for_packets(exported.path(), 30, ARRIVAL)?;
     std::thread::sleep(Duration::from_secs(1));
+    // Its summary line, as a sensor's capture has (SummaryInterval).
+    let label = format!("vxlan:{}:4789", Topology::SEN_IP);
+    agent.wait_log(
+        &format!("summary tunnel={label} iface={}", Topology::UPLINK_IF),
+        1,
+        ARRIVAL,
+    )?;
     let log = agent.stop()?;
     let seen = others.stop()?;
     let sent = exported.stop()?;

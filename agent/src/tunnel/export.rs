@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rpcap::msg::Sampling;
 
 use crate::capture::{self, Direction};
-use crate::datapath::summary::final_line;
+use crate::datapath::summary::{final_line, periodic_line, Meter};
 use crate::datapath::{CaptureSpec, Counters, Transport, Worker};
 use crate::filter::{canonical, compile};
 use crate::iface;
@@ -55,6 +55,8 @@ struct Export {
     last_error: Option<String>,
     /// When to (re)start it; None: never (no interface, replay done).
     next_try: Option<Instant>,
+    /// The counters at the last summary line (`SummaryInterval`).
+    meter: Option<Meter>,
 }
 
 /// Every export of the configuration.
@@ -64,6 +66,8 @@ pub struct Exports {
     settings: Option<Arc<CaptureSettings>>,
     local_filter: Option<String>,
     next_id: u64,
+    /// `SummaryInterval` (None: no periodic lines).
+    summary_every: Option<Duration>,
 }
 
 /// The tcpdump expression matching the datagrams of exports to `dests`.
@@ -117,6 +121,8 @@ impl Exports {
         self.exports = keep;
         self.settings = Some(settings);
         self.local_filter = cfg.local_filter.clone();
+        self.summary_every = (cfg.summary_interval_secs > 0)
+            .then(|| Duration::from_secs(cfg.summary_interval_secs.into()));
         let now = Instant::now();
         for line in &cfg.tunnel_clients {
             if self.exports.iter().any(|e| &e.line == line) {
@@ -131,6 +137,7 @@ impl Exports {
                 id: 0,
                 last_error: None,
                 next_try: Some(now),
+                meter: None,
             };
             if e.ifname.is_empty() {
                 e.last_error = Some("no interface: add ifname=IF or -i IFNAME".into());
@@ -163,6 +170,16 @@ impl Exports {
             let e = &mut self.exports[i];
             if let Some(w) = &e.worker {
                 if !w.is_finished() {
+                    // A summary line every `SummaryInterval`, as a sensor's capture.
+                    if let Some(every) = self.summary_every {
+                        let c = w.counters();
+                        let m = e.meter.get_or_insert_with(|| Meter::new(c, now));
+                        if m.age(now) >= every {
+                            let rates = m.advance(c, now);
+                            let owner = format!("tunnel={}", e.label);
+                            log::info!("{}", periodic_line(&owner, &e.ifname, &c, &rates));
+                        }
+                    }
                     continue;
                 }
                 let why = w.failure();
@@ -204,6 +221,7 @@ impl Exports {
                         e.line.kind.name()
                     );
                     e.worker = Some(w);
+                    e.meter = None;
                     e.id = id;
                     e.last_error = None;
                 }
