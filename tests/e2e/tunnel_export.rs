@@ -537,3 +537,60 @@ fn a_sensor_capture_never_sees_the_exports_datagrams() -> Result<()> {
     );
     Ok(())
 }
+
+/// The path MTU falling mid-export (the uplink goes from 1500 to 1280): the
+/// datagram that meets it is lost and counted (EMSGSIZE, never a fragment),
+/// the export rereads the path and cuts the next frames to fit, T bit set.
+#[test]
+#[ignore = "needs root"]
+fn erspan_export_follows_a_falling_path_mtu() -> Result<()> {
+    require_root();
+    let topo = Topology::new()?;
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("gre.pcap");
+    let tunnel = Tcpdump::start(&topo.sen, Topology::SEN_IF, &out, "ip proto 47")?;
+    let mut agent = start_agent(
+        &topo,
+        &format!(
+            "erspan2, {}, session=5, ifname={}, filter={FILTER}",
+            Topology::SEN_IP,
+            Topology::CAP_IF
+        ),
+    )?;
+    let all = numbered_payloads(21, 1400 - HEADERS);
+    send(&topo, &all[..10]);
+    wait_for_packets(tunnel.path(), 10, ARRIVAL)?;
+    for (ns, dev) in [
+        (&topo.cap, Topology::UPLINK_IF),
+        (&topo.sen, Topology::SEN_IF),
+    ] {
+        ns.run("ip", ["link", "set", dev, "mtu", "1280"])?;
+    }
+    send(&topo, &all[10..11]);
+    agent.wait_log("the path MTU changed", 1, ARRIVAL)?;
+    send(&topo, &all[11..]);
+    wait_for_packets(tunnel.path(), 20, ARRIVAL)?;
+    tunnel.stop()?;
+    let log = agent.stop()?;
+
+    let decoded = scapy_decode(&out)?;
+    assert_eq!(decoded.len(), 20, "{log}");
+    let room = 1280 - 20 - 16;
+    for (i, (seq, _, t, inner)) in decoded.iter().enumerate() {
+        // Frame 10 met the new MTU and was lost: its sequence number too.
+        let frame = if i < 10 { i } else { i + 1 };
+        assert_eq!(*seq, frame as i64, "GRE sequence number of datagram {i}");
+        let cut = i >= 10;
+        assert_eq!(*t, i64::from(cut), "T bit of datagram {i}");
+        assert_eq!(inner.len(), if cut { room } else { 1400 }, "datagram {i}");
+        assert_eq!(&inner[HEADERS..HEADERS + 4], &(frame as u32).to_be_bytes());
+    }
+    let c = final_counters(&log, &format!("erspan2:{}", Topology::SEN_IP));
+    assert_eq!(counter(&c, "send_drops"), 1, "{log}");
+    assert_eq!(counter(&c, "too_big"), 10, "{log}");
+    assert_eq!(
+        xrpcap_testkit::traffic::ip_counter(&topo.cap, "FragCreates")?,
+        0
+    );
+    Ok(())
+}
