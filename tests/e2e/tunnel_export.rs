@@ -594,3 +594,65 @@ fn erspan_export_follows_a_falling_path_mtu() -> Result<()> {
     );
     Ok(())
 }
+
+/// Over IPv6: VXLAN into a Linux `vxlan` device with an IPv6 local address,
+/// and ERSPAN III out of a raw IPv6 socket, decoded by Scapy.
+#[test]
+#[ignore = "needs root"]
+fn exports_over_ipv6() -> Result<()> {
+    require_root();
+    let topo = Topology::ipv6(1500, 1500)?;
+    topo.sen.run(
+        "ip",
+        [
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            "9",
+            "dstport",
+            "4789",
+            "local",
+            Topology::SEN_IP6,
+            "dev",
+            Topology::SEN_IF,
+            "nolearning",
+            "udp6zerocsumrx",
+        ],
+    )?;
+    topo.sen.run("ip", ["link", "set", "vx0", "up"])?;
+    let dir = tempfile::tempdir()?;
+    let reference = Tcpdump::start(
+        &topo.cap,
+        Topology::CAP_IF,
+        &dir.path().join("ref.pcap"),
+        FILTER,
+    )?;
+    let decap = Tcpdump::start(&topo.sen, "vx0", &dir.path().join("vx0.pcap"), FILTER)?;
+    let erspan = dir.path().join("erspan.pcap");
+    let raw = Tcpdump::start(&topo.sen, Topology::SEN_IF, &erspan, "ip6 proto 47")?;
+    let ini = format!(
+        "TunnelClient = vxlan, [{ip}], vni=9, ifname={cap}, filter={FILTER}\n\
+         TunnelClient = erspan3, {ip}, session=3, ifname={cap}, filter={FILTER}\n",
+        ip = Topology::SEN_IP6,
+        cap = Topology::CAP_IF,
+    );
+    let mut agent = Agent::start(&topo.cap, &ini, &[])?;
+    agent.wait_log(&format!("exporting {}", Topology::CAP_IF), 2, START_TIMEOUT)?;
+    send(&topo, &numbered_payloads(30, 500));
+    wait_for_packets(decap.path(), 30, ARRIVAL)?;
+    wait_for_packets(raw.path(), 30, ARRIVAL)?;
+    let seen = frames(&reference.stop()?);
+    let got = frames(&decap.stop()?);
+    raw.stop()?;
+    agent.stop()?;
+    assert_eq!(seen.len(), 30);
+    assert_eq!(got, seen, "VXLAN over IPv6, decapsulated by the kernel");
+    let decoded = scapy_decode(&erspan)?;
+    let inner: Vec<Vec<u8>> = decoded.iter().map(|d| d.3.clone()).collect();
+    assert_eq!(inner, seen, "ERSPAN III over IPv6, decoded by Scapy");
+    assert!(decoded.iter().all(|d| d.1 == 3 && d.2 == 0));
+    Ok(())
+}
