@@ -36,6 +36,8 @@
 # archive of the same KEY is imported instead of built. Needs root (or
 # `buildah unshare packaging/image.sh`): setcap and the mounts.
 set -euo pipefail
+# The staged tree's modes are the image's: no umask of the caller's.
+umask 022
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD

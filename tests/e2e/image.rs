@@ -318,14 +318,16 @@ exec "$unshare" --root="$root" --wd="$wd" "$@"
 "#;
 
 /// Starts the image's entrypoint (plus its Cmd, plus `args`) in `ns` as a
-/// runtime would: the image's environment only, its working directory, its
-/// user without supplementary groups, and `caps` (setpriv syntax, e.g.
-/// `+net_raw,+net_admin`, or empty) as the whole bounding set.
+/// runtime would: the image's environment plus `env` (`-e K=V`) and nothing
+/// else, its working directory, its user without supplementary groups, and
+/// `caps` (setpriv syntax, e.g. `+net_raw,+net_admin`, or empty) as the
+/// whole bounding set.
 fn start_entrypoint(
     ns: &Netns,
     ctr: &Container,
     image: &Image,
     caps: &str,
+    env: &[(&str, &str)],
     args: &[&str],
 ) -> Child {
     let (uid, gid) = image.user();
@@ -335,6 +337,7 @@ fn start_entrypoint(
         let (k, v) = e.split_once('=').expect("Env entries are K=V");
         cmd.env(k, v);
     }
+    cmd.envs(env.iter().copied());
     cmd.args(["netns", "exec", ns.name()])
         .arg(host_tool("sh"))
         .args(["-c", ENTER, "sh"])
@@ -511,12 +514,13 @@ fn sensor_image_is_small_non_root_labelled_without_capabilities() {
 
 /// The agent image's entrypoint, run as its user with NET_RAW + NET_ADMIN
 /// as the whole bounding set in the capture namespace, dials the host's
-/// xrpcap-sensor (configured by flags only: no file in the image) and
-/// forwards a burst in both directions; the sensor's pcap must equal
-/// tcpdump's capture of the link byte for byte. The running process is
-/// checked too: uid/gid 65532, exactly those capabilities effective (from
-/// the file capabilities: setuid cleared the rest), only the image's
-/// environment, logging to stderr.
+/// xrpcap-sensor and forwards a burst in both directions; the sensor's pcap
+/// must equal tcpdump's capture of the link byte for byte. Configured by
+/// the environment only (`-e XRPCAPD_…`): no file, no argument. The running
+/// process is checked too: uid/gid 65532, exactly those capabilities
+/// effective (from the file capabilities: the setuid cleared the rest),
+/// only the image's environment and the test's variables, logging to
+/// stderr.
 #[test]
 #[ignore = "needs root"]
 fn agent_image_forwards_a_burst_byte_exact_as_its_user_with_only_its_capabilities() {
@@ -529,14 +533,18 @@ fn agent_image_forwards_a_burst_byte_exact_as_its_user_with_only_its_capabilitie
         Tcpdump::start(&topo.cap, Topology::CAP_IF, &tmp.path().join("c0.pcap"), "").unwrap();
     let mut sensor =
         Sensor::start(&topo.sen, addr(Topology::SEN_IP, Topology::SEN_PORT), &[]).unwrap();
-    let active = format!("{},{}", Topology::SEN_IP, Topology::SEN_PORT);
-    let mut agent = start_entrypoint(
-        &topo.cap,
-        &ctr,
-        &image,
-        "+net_raw,+net_admin",
-        &["-a", &active, "-i", Topology::CAP_IF, "-n", "-v"],
+    let active = format!(
+        "{},{},ifname={}",
+        Topology::SEN_IP,
+        Topology::SEN_PORT,
+        Topology::CAP_IF
     );
+    let env = [
+        ("XRPCAPD_ACTIVE_CLIENT", active.as_str()),
+        ("XRPCAPD_NULL_AUTH_PERMIT", "YES"),
+        ("XRPCAPD_PASSIVE", "no"),
+    ];
+    let mut agent = start_entrypoint(&topo.cap, &ctr, &image, "+net_raw,+net_admin", &env, &[]);
     agent
         .wait_for_output(
             &format!("capture on {} started", Topology::CAP_IF),
@@ -568,6 +576,7 @@ fn agent_image_forwards_a_burst_byte_exact_as_its_user_with_only_its_capabilitie
         .collect();
     environ.sort();
     let mut want_env = image.strings("Env");
+    want_env.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     want_env.sort();
     assert_eq!(environ, want_env, "the agent's environment");
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
@@ -619,7 +628,7 @@ fn sensor_image_entrypoint_runs_without_capabilities() {
     let image = Image::load(&archives().sensor);
     let ns = Netns::new("img").unwrap();
     let ctr = Container::from(&image);
-    let mut sensor = start_entrypoint(&ns, &ctr, &image, "", &["--version"]);
+    let mut sensor = start_entrypoint(&ns, &ctr, &image, "", &[], &["--version"]);
     let status = sensor.wait_timeout(START_TIMEOUT).unwrap();
     assert!(
         status.is_some_and(|s| s.success()),
