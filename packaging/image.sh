@@ -33,8 +33,9 @@
 #
 # Cache: $XRPCAP_CI_CACHE/images/KEY/ROLE.oci.tar, KEY the hash of everything
 # an image is made of (binary, glibc files, this script, tag, revision); an
-# archive of the same KEY is imported instead of built. Needs root (or
-# `buildah unshare packaging/image.sh`): setcap and the mounts.
+# archive of the same KEY is imported instead of built. Needs root: setcap
+# (a rootless `buildah unshare` would write namespaced file capabilities)
+# and the mounts.
 set -euo pipefail
 # The staged tree's modes are the image's: no umask of the caller's.
 umask 022

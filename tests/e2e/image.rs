@@ -32,7 +32,8 @@ use serde_json::Value;
 use xrpcap_testkit::daemon::START_TIMEOUT;
 use xrpcap_testkit::traffic::{ping_pong, udp, UdpEcho};
 use xrpcap_testkit::{
-    numbered_payloads, require_root, wait_for_packets, Child, Netns, Sensor, Tcpdump, Topology,
+    numbered_payloads, require_root, wait_for_packets, wait_until, Child, Netns, Sensor, Tcpdump,
+    Topology,
 };
 
 /// The size limit of an image, compressed layers and unpacked files alike.
@@ -581,6 +582,35 @@ fn agent_image_forwards_a_burst_byte_exact_as_its_user_with_only_its_capabilitie
     assert_eq!(environ, want_env, "the agent's environment");
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(exe.ends_with("usr/sbin/xrpcapd"), "{exe:?}");
+
+    // `podman exec CTR xrpcapd status`: a second process of the image, as
+    // its user, asks the agent over /run/xrpcapd/status.sock (the table is
+    // published every 500 ms: asked until it shows the capture).
+    let sensor_text = format!("{}:{}", Topology::SEN_IP, Topology::SEN_PORT);
+    let mut table = String::new();
+    let shown = wait_until(START_TIMEOUT, "the capture in xrpcapd status", || {
+        let mut status = start_entrypoint(
+            &topo.cap,
+            &ctr,
+            &image,
+            "+net_raw,+net_admin",
+            &[],
+            &["status"],
+        );
+        let exited = status.wait_timeout(START_TIMEOUT)?;
+        assert!(
+            exited.is_some_and(|s| s.success()),
+            "xrpcapd status: {exited:?}\n{}",
+            status.describe()
+        );
+        table = status.stdout();
+        Ok(table.contains(&sensor_text)
+            && table.contains(Topology::CAP_IF)
+            && !table.contains("captures: none"))
+    });
+    if let Err(e) = shown {
+        panic!("{e}\n{table}");
+    }
 
     // The burst: gen → cap and back, on the captured link.
     let echo = UdpEcho::start(&topo.cap, addr(Topology::CAP_IP, 7000)).unwrap();
