@@ -123,7 +123,7 @@ stage() {
 
 # build ROLE: prints "ROLE IMAGE ARCHIVE".
 build() {
-    local role=$1 name title desc entry workdir ports=() labels=() key stagedir archive image
+    local role=$1 name title desc entry workdir ports=() labels=() key stagedir archive image old
     case $role in
     agent)
         name=xrpcapd title="xrpcapd"
@@ -138,6 +138,7 @@ build() {
         ;;
     esac
     image=localhost/$name:$TAG
+    old=$(buildah inspect --type image --format '{{.FromImageID}}' "$image" 2>/dev/null || true)
     stagedir=$(mktemp -d)
     CLEANUP+=("rm -rf '$stagedir'")
     chmod 0755 "$stagedir"
@@ -201,7 +202,14 @@ build() {
         mv "$archive.tmp" "$archive"
     fi
     # The storage holds IMAGE as in the archive (a cache hit imports it).
+    # The image IMAGE named before the build is removed when nothing else names or
+    # uses it: rebuilds do not pile up in /var/lib/containers.
+    local new
     buildah pull --quiet "oci-archive:$archive" >/dev/null
+    new=$(buildah inspect --type image --format '{{.FromImageID}}' "$image")
+    if [ -n "$old" ] && [ "$old" != "$new" ]; then
+        buildah rmi "$old" >/dev/null 2>&1 || true
+    fi
     cp "$archive" "$OUT/$name-$TAG.oci.tar"
     log "$role: $image, $(du -k "$archive" | cut -f1) KiB archive"
     printf '%s %s %s\n' "$role" "$image" "$OUT/$name-$TAG.oci.tar"
