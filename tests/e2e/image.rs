@@ -48,6 +48,8 @@ const ROUND_TRIPS: u32 = 100;
 const IP_SIZE: usize = 1000;
 /// How long forwarded packets may take to show up in the sensor's file.
 const ARRIVAL: Duration = Duration::from_secs(20);
+/// The sensor's name in the container's /etc/hosts.
+const SENSOR_NAME: &str = "xrpcap-sensor.test";
 /// Where the test puts setpriv (and its loader and libraries) in a container.
 const HELPER_DIR: &str = "/.xrpcap-test";
 
@@ -534,9 +536,15 @@ fn agent_image_forwards_a_burst_byte_exact_as_its_user_with_only_its_capabilitie
         Tcpdump::start(&topo.cap, Topology::CAP_IF, &tmp.path().join("c0.pcap"), "").unwrap();
     let mut sensor =
         Sensor::start(&topo.sen, addr(Topology::SEN_IP, Topology::SEN_PORT), &[]).unwrap();
+    // The sensor by name, from the /etc/hosts a runtime writes into the
+    // container: the image's glibc resolves it (NSS files, nsswitch.conf).
+    std::fs::write(
+        ctr.root.join("etc/hosts"),
+        format!("127.0.0.1 localhost\n{} {SENSOR_NAME}\n", Topology::SEN_IP),
+    )
+    .unwrap();
     let active = format!(
-        "{},{},ifname={}",
-        Topology::SEN_IP,
+        "{SENSOR_NAME},{},ifname={}",
         Topology::SEN_PORT,
         Topology::CAP_IF
     );
@@ -586,7 +594,7 @@ fn agent_image_forwards_a_burst_byte_exact_as_its_user_with_only_its_capabilitie
     // `podman exec CTR xrpcapd status`: a second process of the image, as
     // its user, asks the agent over /run/xrpcapd/status.sock (the table is
     // published every 500 ms: asked until it shows the capture).
-    let sensor_text = format!("{}:{}", Topology::SEN_IP, Topology::SEN_PORT);
+    let sensor_text = format!("{SENSOR_NAME}:{}", Topology::SEN_PORT);
     let mut table = String::new();
     let shown = wait_until(START_TIMEOUT, "the capture in xrpcapd status", || {
         let mut status = start_entrypoint(
