@@ -22,7 +22,7 @@
 //! One [`Encap`] per exported stream keeps its GRE sequence number, which
 //! counts every frame encoded (ERSPAN only: VXLAN and TEB have none).
 
-use super::{GRE_PROTO_ERSPAN2, GRE_PROTO_ERSPAN3, GRE_PROTO_TEB};
+use super::{ETH_P_ERSPAN2, ETH_P_ERSPAN3, ETH_P_TEB};
 
 /// VXLAN header bytes.
 pub const VXLAN_HEADER: usize = 8;
@@ -193,11 +193,11 @@ impl Encap {
             }
             Kind::Gre => {
                 out[0..2].fill(0);
-                out[2..4].copy_from_slice(&GRE_PROTO_TEB.to_be_bytes());
+                out[2..4].copy_from_slice(&ETH_P_TEB.to_be_bytes());
                 GRE_HEADER
             }
             Kind::Erspan2 { session } => {
-                self.gre_seq(out, GRE_PROTO_ERSPAN2);
+                self.gre_seq(out, ETH_P_ERSPAN2);
                 let e = &mut out[GRE_SEQ_HEADER..GRE_SEQ_HEADER + ERSPAN2_HEADER];
                 // Ver 1, VLAN 0 (the frame keeps its own tag).
                 e[0..2].copy_from_slice(&0x1000u16.to_be_bytes());
@@ -210,7 +210,7 @@ impl Encap {
                 GRE_SEQ_HEADER + ERSPAN2_HEADER
             }
             Kind::Erspan3 { session, hwid } => {
-                self.gre_seq(out, GRE_PROTO_ERSPAN3);
+                self.gre_seq(out, ETH_P_ERSPAN3);
                 let e = &mut out[GRE_SEQ_HEADER..GRE_SEQ_HEADER + ERSPAN3_HEADER];
                 e[0..2].copy_from_slice(&0x2000u16.to_be_bytes());
                 // COS 0, BSO 0 (good frame or unknown).

@@ -54,7 +54,7 @@ impl TunnelSink {
             let s = UdpSender::connect(dest, sndbuf, MSGS, bp, Fragments::Never);
             Some(s.map_err(StartError::Socket)?)
         } else {
-            let s = UdpSender::connect_raw(dest, IPPROTO_GRE, sndbuf, MSGS, bp);
+            let s = UdpSender::connect_raw(dest, i32::from(IPPROTO_GRE), sndbuf, MSGS, bp);
             Some(s.map_err(StartError::Socket)?)
         };
         let room = match sock.as_ref().map(UdpSender::path_payload) {
