@@ -14,6 +14,7 @@ use crate::config;
 use crate::control;
 use crate::filter;
 use crate::output::{Format, OutputConfig, StreamTo};
+use crate::rotation;
 use crate::session::{Direction, SessionConfig};
 
 /// Receive remote packet captures from RPCAP agents and write them to pcap files.
@@ -132,7 +133,9 @@ pub struct Args {
     out: PathBuf,
 
     /// File name template: {agent} (agent IP, with _PORT when several agents share
-    /// an IP), {iface}, {time} (UTC yyyymmddThhmmss). Default
+    /// an IP), {iface}, {time} (UTC yyyymmddThhmmss), and strftime sequences
+    /// (%Y%m%d-%H%M%S …, UTC; a literal % is %%). A file is written as
+    /// NAME.part and renamed to NAME once complete. Default
     /// '{agent}-{iface}-{time}.pcap' (.pcapng with --format pcapng).
     #[arg(long, value_name = "TEMPLATE")]
     name: Option<String>,
@@ -143,14 +146,35 @@ pub struct Args {
     #[arg(short = 'w', value_name = "-|PATH")]
     write: Option<PathBuf>,
 
-    /// Start a new file when the current one reaches this many MB.
-    #[arg(long, value_name = "MB")]
+    // --- Rotation (tcpdump's -C -G -W -z; see docs/getting-started-sensor.md).
+    /// Start a new file when the current one reaches SIZE: millions of bytes
+    /// as tcpdump's -C (1 = 1000000 bytes), or N with k, m, g (KiB, MiB, GiB).
+    #[arg(short = 'C', long = "rotate-size", value_name = "SIZE", value_parser = rotation::parse_size)]
     rotate_size: Option<u64>,
 
-    /// Start a new file every this many seconds.
-    #[arg(long, value_name = "SECS")]
+    /// Start a new file every SECS seconds (tcpdump's -G; put strftime
+    /// sequences in --name for distinct names).
+    #[arg(short = 'G', long = "rotate-secs", value_name = "SECS")]
     rotate_secs: Option<u64>,
 
+    /// Keep the newest N finished files of each capture and delete older
+    /// ones, with -C and with -G (the .part being written is not counted;
+    /// unlike tcpdump -G -W, the sensor does not exit after N files).
+    #[arg(short = 'W', long = "file-count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    file_count: Option<u64>,
+
+    /// Run CMD FILE for each finished file (tcpdump's -z; no shell; at most
+    /// 4 at once, failures counted in post_rotate_failures).
+    #[arg(short = 'z', long = "post-rotate", value_name = "CMD")]
+    post_rotate: Option<PathBuf>,
+
+    /// Stop writing (records counted as disk_floor_drops) while the output
+    /// directory's file system has less free space than this: N% of its
+    /// size, or a size as -C takes it (e.g. 2g); 0 turns it off. Checked at
+    /// each new file and every 16 MiB a capture writes.
+    #[arg(long, value_name = "N%|SIZE", default_value = "1%", value_parser = rotation::parse_min_free)]
+    min_free: rotation::MinFree,
+    // --- end of rotation
     /// Exit after writing this many packets (all agents together).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -244,6 +268,7 @@ pub fn config(a: Args) -> Result<config::Config> {
         }
         .to_string()
     });
+    rotation::check_template(&template).map_err(|e| anyhow!("--name: {e}"))?;
     let stats_interval = secs(a.stats_interval, "--stats-interval")?;
     let stats_timeout = match a.stats_timeout {
         Some(v) => secs(v, "--stats-timeout")?,
@@ -276,9 +301,14 @@ pub fn config(a: Args) -> Result<config::Config> {
             format,
             dir: a.out.clone(),
             template,
-            rotate_bytes: a.rotate_size.map(|mb| mb * 1_000_000),
+            rotate_bytes: a.rotate_size,
             rotate_age: a.rotate_secs.map(Duration::from_secs),
             stream,
+            files: std::sync::Arc::new(rotation::Files::new(
+                a.file_count.map(|n| n as usize),
+                a.post_rotate.clone(),
+                a.min_free,
+            )),
         },
         count: a.count,
         duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
