@@ -151,6 +151,8 @@ pub struct Output {
     /// The file being written (`NAME.part`) and its final name.
     path: Option<PathBuf>,
     final_path: Option<PathBuf>,
+    /// The base name and suffix of the current file (see `open_file`).
+    last_name: Option<(PathBuf, u32)>,
     /// Bytes in the current file.
     size: u64,
     opened: Instant,
@@ -213,6 +215,7 @@ impl Output {
         linktype: i32,
         snaplen: u32,
     ) -> io::Result<Output> {
+        let mut last_name = None;
         let (target, path, shared, dest_name) = match (&cfg.stream, &stream) {
             (Some(_), Some(s)) => {
                 if cfg.format == Format::Pcap && s.interfaces > 0 {
@@ -226,7 +229,7 @@ impl Output {
             }
             (Some(_), None) => return Err(io::Error::other("the -w stream is not open")),
             (None, _) => {
-                let (dest, path) = open_file(cfg, agent, iface)?;
+                let (dest, path) = open_file(cfg, agent, iface, &mut last_name)?;
                 let name = path
                     .as_ref()
                     .map_or(String::new(), |p| p.display().to_string());
@@ -257,6 +260,7 @@ impl Output {
             buf_bytes: 0,
             path,
             final_path: final_path.clone(),
+            last_name,
             size: 0,
             opened: Instant::now(),
             // The final line's `files=`: the -w file or pipe too (stdout: none).
@@ -597,7 +601,7 @@ impl Output {
         self.write_isb();
         self.hand_off();
         self.finish_file();
-        let (dest, path) = open_file(&self.cfg, &self.agent, &self.iface)?;
+        let (dest, path) = open_file(&self.cfg, &self.agent, &self.iface, &mut self.last_name)?;
         self.target = Target::new(dest);
         self.ledger = Ledger::new();
         self.sent = 0;
@@ -757,11 +761,24 @@ fn put_u32s(buf: &mut [u8], vals: &[u32]) {
     }
 }
 
-fn open_file(cfg: &OutputConfig, agent: &str, iface: &str) -> io::Result<(Dest, Option<PathBuf>)> {
+/// Creates the capture's next file as `NAME.part`. `last` is the base name
+/// and suffix of the capture's previous file: a name is never used twice by
+/// a capture, even after -W deleted the first file of that name (a watcher
+/// that already read `NAME` would skip a second one).
+fn open_file(
+    cfg: &OutputConfig,
+    agent: &str,
+    iface: &str,
+    last: &mut Option<(PathBuf, u32)>,
+) -> io::Result<(Dest, Option<PathBuf>)> {
     let name = render(&cfg.template, agent, iface, SystemTime::now());
     let base = cfg.dir.join(name);
+    let first = match last {
+        Some((b, n)) if *b == base => *n + 1,
+        _ => 0,
+    };
     // A name already taken (same second, same agent) gets a numeric suffix.
-    for n in 0..10_000u32 {
+    for n in first..10_000u32 {
         let path = if n == 0 {
             base.clone()
         } else {
@@ -774,6 +791,7 @@ fn open_file(cfg: &OutputConfig, agent: &str, iface: &str) -> io::Result<(Dest, 
         match OpenOptions::new().write(true).create_new(true).open(&part) {
             Ok(f) => {
                 log::info!("writing {}", part.display());
+                *last = Some((base, n));
                 return Ok((Dest::File(f), Some(path)));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
