@@ -29,6 +29,7 @@ use crate::session::{Direction, SessionConfig};
 ///   xrpcap-sensor --connect 10.0.0.5 --ifaddr 10.0.0.0/24 -w - | wireshark -k -i -
 ///   xrpcap-sensor -w - | tshark -r -        (every agent, one pcapng stream)
 ///   xrpcap-sensor -w - | zeek -r -          (libpcap readers: one link type for all)
+///   xrpcap-sensor --out /var/cap -C 100 -W 50 -z /usr/local/bin/ship   (tcpdump rotation)
 ///
 /// pcapng output names each interface AGENT/IFNAME (if_name), has the sensor in
 /// its section header, an interface statistics block at rotation and at close
@@ -426,6 +427,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = out(&["--out", dir.path().to_str().unwrap()]);
         assert_eq!((o.format, o.stream), (Format::Pcap, None));
+    }
+
+    /// tcpdump's rotation letters and their long aliases (rotation block).
+    #[test]
+    fn rotation_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let parse = |args: &[&str]| {
+            let mut v = vec!["xrpcap-sensor", "--listen", "none", "--out", d];
+            v.extend_from_slice(args);
+            Args::try_parse_from(v)
+                .map_err(|e| e.to_string())
+                .and_then(|a| config(a).map_err(|e| e.to_string()))
+                .map(|c| c.output)
+        };
+        let o = parse(&["-C", "1", "-G", "60", "-W", "3", "-z", "/bin/true"]).unwrap();
+        assert_eq!(o.rotate_bytes, Some(1_000_000));
+        assert_eq!(o.rotate_age, Some(Duration::from_secs(60)));
+        assert_eq!(o.files.keep, Some(3));
+        assert_eq!(o.files.post_rotate.as_deref(), Some("/bin/true".as_ref()));
+        assert_eq!(o.files.min_free, rotation::MinFree::Percent(1.0));
+        let o = parse(&[
+            "--rotate-size",
+            "2",
+            "--rotate-secs",
+            "5",
+            "--file-count",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(o.rotate_bytes, Some(2_000_000));
+        assert_eq!(o.rotate_age, Some(Duration::from_secs(5)));
+        assert_eq!(o.files.keep, Some(1));
+        let o = parse(&["-C", "10m", "--min-free", "0"]).unwrap();
+        assert_eq!(o.rotate_bytes, Some(10 << 20));
+        assert_eq!(o.files.min_free, rotation::MinFree::Bytes(0));
+        assert!(parse(&["-W", "0"]).is_err());
+        assert!(parse(&["-C", "x"]).is_err());
+        assert!(parse(&["--min-free", "150%"]).is_err());
+        let e = parse(&["--name", "a-%Q.pcap"]).unwrap_err();
+        assert!(e.contains("strftime"), "{e}");
+        assert!(parse(&["--name", "{agent}-%Y%m%d-100%%.pcap"]).is_ok());
     }
 
     #[test]
