@@ -772,7 +772,15 @@ fn open_file(
     last: &mut Option<(PathBuf, u32)>,
 ) -> io::Result<(Dest, Option<PathBuf>)> {
     let name = render(&cfg.template, agent, iface, SystemTime::now());
-    let base = cfg.dir.join(name);
+    let base = cfg.dir.join(&name);
+    // A template with directories (`%Y-%m-%d/{agent}.pcap`): create them.
+    if name.contains('/') {
+        if let Some(parent) = base.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+    }
     let first = match last {
         Some((b, n)) if *b == base => *n + 1,
         _ => 0,
@@ -982,6 +990,28 @@ mod tests {
         }
         assert!(o.sync(Duration::from_secs(5)));
         assert_eq!(count_with_tcpdump(o.path().unwrap()), 4);
+    }
+
+    #[test]
+    fn strftime_directories_are_created() {
+        let w = Writer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), Format::Pcap);
+        c.template = "%Y/{iface}-%H.pcap".into();
+        let mut o = create(&w, &c, "a", "e", 1, 100).unwrap();
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        let f = &o.files()[0];
+        assert!(f.exists(), "{f:?}");
+        let rel = f
+            .strip_prefix(dir.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            rel.len() == "2026/e-00.pcap".len() && rel.contains("/e-"),
+            "{rel}"
+        );
     }
 
     #[test]
