@@ -34,6 +34,8 @@ pub struct Counters {
     pub write_errors: u64,
     /// Records dropped because the writer was behind (no free buffer).
     pub write_drops: u64,
+    /// Records dropped because the disk had less room than --min-free.
+    pub disk_floor_drops: u64,
     /// Datagrams that reached the capture's port after it was closed.
     pub late: u64,
     /// Records received after `--count` was reached (not written).
@@ -204,6 +206,7 @@ impl Capture {
             c.bytes -= bytes.min(c.bytes);
             c.write_errors += records;
             c.write_drops = o.write_drops;
+            c.disk_floor_drops = o.floor_drops;
         }
     }
 }
@@ -230,7 +233,10 @@ fn write_record(
             c.packets += 1;
             c.bytes += data.len() as u64;
         }
-        Ok(false) => c.write_drops = o.write_drops,
+        Ok(false) => {
+            c.write_drops = o.write_drops;
+            c.disk_floor_drops = o.floor_drops;
+        }
         Err(e) => {
             c.write_errors += 1;
             if !*logged {

@@ -14,6 +14,7 @@ use crate::config;
 use crate::control;
 use crate::filter;
 use crate::output::{Format, OutputConfig, StreamTo};
+use crate::rotation;
 use crate::session::{Direction, SessionConfig};
 
 /// Receive remote packet captures from RPCAP agents and write them to pcap files.
@@ -28,6 +29,7 @@ use crate::session::{Direction, SessionConfig};
 ///   xrpcap-sensor --connect 10.0.0.5 --ifaddr 10.0.0.0/24 -w - | wireshark -k -i -
 ///   xrpcap-sensor -w - | tshark -r -        (every agent, one pcapng stream)
 ///   xrpcap-sensor -w - | zeek -r -          (libpcap readers: one link type for all)
+///   xrpcap-sensor --out /var/cap -C 100 -W 50 -z /usr/local/bin/ship   (tcpdump rotation)
 ///
 /// pcapng output names each interface AGENT/IFNAME (if_name), has the sensor in
 /// its section header, an interface statistics block at rotation and at close
@@ -132,7 +134,9 @@ pub struct Args {
     out: PathBuf,
 
     /// File name template: {agent} (agent IP, with _PORT when several agents share
-    /// an IP), {iface}, {time} (UTC yyyymmddThhmmss). Default
+    /// an IP), {iface}, {time} (UTC yyyymmddThhmmss), and strftime sequences
+    /// (%Y%m%d-%H%M%S …, UTC; a literal % is %%). A file is written as
+    /// NAME.part and renamed to NAME once complete. Default
     /// '{agent}-{iface}-{time}.pcap' (.pcapng with --format pcapng).
     #[arg(long, value_name = "TEMPLATE")]
     name: Option<String>,
@@ -143,14 +147,35 @@ pub struct Args {
     #[arg(short = 'w', value_name = "-|PATH")]
     write: Option<PathBuf>,
 
-    /// Start a new file when the current one reaches this many MB.
-    #[arg(long, value_name = "MB")]
+    // --- Rotation (tcpdump's -C -G -W -z; see docs/getting-started-sensor.md).
+    /// Start a new file when the current one reaches SIZE: millions of bytes
+    /// as tcpdump's -C (1 = 1000000 bytes), or N with k, m, g (KiB, MiB, GiB).
+    #[arg(short = 'C', long = "rotate-size", value_name = "SIZE", value_parser = rotation::parse_size)]
     rotate_size: Option<u64>,
 
-    /// Start a new file every this many seconds.
-    #[arg(long, value_name = "SECS")]
+    /// Start a new file every SECS seconds (tcpdump's -G; put strftime
+    /// sequences in --name for distinct names).
+    #[arg(short = 'G', long = "rotate-secs", value_name = "SECS")]
     rotate_secs: Option<u64>,
 
+    /// Keep the newest N finished files of each capture and delete older
+    /// ones, with -C and with -G (the .part being written is not counted;
+    /// unlike tcpdump -G -W, the sensor does not exit after N files).
+    #[arg(short = 'W', long = "file-count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    file_count: Option<u64>,
+
+    /// Run CMD FILE for each finished file (tcpdump's -z; no shell; at most
+    /// 4 at once, failures counted in post_rotate_failures).
+    #[arg(short = 'z', long = "post-rotate", value_name = "CMD")]
+    post_rotate: Option<PathBuf>,
+
+    /// Stop writing (records counted as disk_floor_drops) while the output
+    /// directory's file system has less free space than this: N% of its
+    /// size, or a size as -C takes it (e.g. 2g); 0 turns it off. Checked at
+    /// each new file and every 16 MiB a capture writes.
+    #[arg(long, value_name = "N%|SIZE", default_value = "1%", value_parser = rotation::parse_min_free)]
+    min_free: rotation::MinFree,
+    // --- end of rotation
     /// Exit after writing this many packets (all agents together).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -244,6 +269,7 @@ pub fn config(a: Args) -> Result<config::Config> {
         }
         .to_string()
     });
+    rotation::check_template(&template).map_err(|e| anyhow!("--name: {e}"))?;
     let stats_interval = secs(a.stats_interval, "--stats-interval")?;
     let stats_timeout = match a.stats_timeout {
         Some(v) => secs(v, "--stats-timeout")?,
@@ -276,9 +302,14 @@ pub fn config(a: Args) -> Result<config::Config> {
             format,
             dir: a.out.clone(),
             template,
-            rotate_bytes: a.rotate_size.map(|mb| mb * 1_000_000),
+            rotate_bytes: a.rotate_size,
             rotate_age: a.rotate_secs.map(Duration::from_secs),
             stream,
+            files: std::sync::Arc::new(rotation::Files::new(
+                a.file_count.map(|n| n as usize),
+                a.post_rotate.clone(),
+                a.min_free,
+            )),
         },
         count: a.count,
         duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
@@ -396,6 +427,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = out(&["--out", dir.path().to_str().unwrap()]);
         assert_eq!((o.format, o.stream), (Format::Pcap, None));
+    }
+
+    /// tcpdump's rotation letters and their long aliases (rotation block).
+    #[test]
+    fn rotation_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let parse = |args: &[&str]| {
+            let mut v = vec!["xrpcap-sensor", "--listen", "none", "--out", d];
+            v.extend_from_slice(args);
+            Args::try_parse_from(v)
+                .map_err(|e| e.to_string())
+                .and_then(|a| config(a).map_err(|e| e.to_string()))
+                .map(|c| c.output)
+        };
+        let o = parse(&["-C", "1", "-G", "60", "-W", "3", "-z", "/bin/true"]).unwrap();
+        assert_eq!(o.rotate_bytes, Some(1_000_000));
+        assert_eq!(o.rotate_age, Some(Duration::from_secs(60)));
+        assert_eq!(o.files.keep, Some(3));
+        assert_eq!(o.files.post_rotate.as_deref(), Some("/bin/true".as_ref()));
+        assert_eq!(o.files.min_free, rotation::MinFree::Percent(1.0));
+        let o = parse(&[
+            "--rotate-size",
+            "2",
+            "--rotate-secs",
+            "5",
+            "--file-count",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(o.rotate_bytes, Some(2_000_000));
+        assert_eq!(o.rotate_age, Some(Duration::from_secs(5)));
+        assert_eq!(o.files.keep, Some(1));
+        let o = parse(&["-C", "10m", "--min-free", "0"]).unwrap();
+        assert_eq!(o.rotate_bytes, Some(10 << 20));
+        assert_eq!(o.files.min_free, rotation::MinFree::Bytes(0));
+        assert!(parse(&["-W", "0"]).is_err());
+        assert!(parse(&["-C", "x"]).is_err());
+        assert!(parse(&["--min-free", "150%"]).is_err());
+        let e = parse(&["--name", "a-%Q.pcap"]).unwrap_err();
+        assert!(e.contains("strftime"), "{e}");
+        assert!(parse(&["--name", "{agent}-%Y%m%d-100%%.pcap"]).is_ok());
     }
 
     #[test]

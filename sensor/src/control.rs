@@ -432,6 +432,20 @@ impl Sensor {
         sh.stream = None;
         self.writer.stop(Duration::from_secs(2));
         let cfg = &sh.cfg;
+        // Rotation (-W, -z): what happened to finished files.
+        let files = &cfg.output.files;
+        if files.post_rotate.is_some() {
+            files.wait_post_rotate(Duration::from_secs(2));
+        }
+        if files.post_rotate.is_some() || files.keep.is_some() {
+            log::info!(
+                "rotation: files_deleted={} post_rotate_failures={}",
+                files.deleted.load(std::sync::atomic::Ordering::Relaxed),
+                files
+                    .post_rotate_failures
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
         let total: u64 = cfg.count.map_or(0, |c| c - sh.budget);
         log::info!(
             "sensor stopped: {} capture(s){}",

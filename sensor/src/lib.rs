@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod pcapng;
+pub mod rotation;
 pub mod session;
 pub mod source;
 pub mod summary;

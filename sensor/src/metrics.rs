@@ -63,6 +63,7 @@ pub struct CaptureValues {
     pub late: u64,
     pub socket_drops: u64,
     pub write_drops: u64,
+    pub disk_floor_drops: u64,
     pub write_errors: u64,
     /// The agent's last STATS reply.
     pub stats: Option<Stats>,
@@ -86,6 +87,7 @@ impl CaptureValues {
             late: c.late,
             socket_drops: c.socket_drops,
             write_drops: c.write_drops,
+            disk_floor_drops: c.disk_floor_drops,
             write_errors: c.write_errors,
             stats: stats.copied(),
         }
@@ -105,6 +107,7 @@ impl CaptureValues {
         self.late += o.late;
         self.socket_drops += o.socket_drops;
         self.write_drops += o.write_drops;
+        self.disk_floor_drops += o.disk_floor_drops;
         self.write_errors += o.write_errors;
         if o.stats.is_some() {
             self.stats = o.stats;
@@ -217,7 +220,7 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
     let r = Registry::new();
     let labels = &["agent", "interface"];
     type Field = fn(&CaptureValues) -> u64;
-    let counters: [(&str, &str, Field); 13] = [
+    let counters: [(&str, &str, Field); 14] = [
         (
             "packets_total",
             "Packets written to the capture's output.",
@@ -277,6 +280,11 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
             "write_drops_total",
             "Records dropped because the writer was behind.",
             |v| v.write_drops,
+        ),
+        (
+            "disk_floor_drops_total",
+            "Records dropped because the output's disk had less room than --min-free.",
+            |v| v.disk_floor_drops,
         ),
         (
             "write_errors_total",

@@ -89,7 +89,7 @@ pub fn final_line(
         "final agent={peer} iface={} packets={} bytes={} lost={} \
          udpstr_datagrams={} seq_gaps={} lost_datagrams={} truncated_records={} duplicates={} reordered={} \
          udpstr_malformed={} rejected={} plain_lost={} plain_dups={} malformed={} foreign={} late={} socket_drops={} \
-         write_errors={} write_drops={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
+         write_errors={} write_drops={} disk_floor_drops={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
         PeerText::new(&cap.iface),
         c.packets,
         c.bytes,
@@ -110,6 +110,7 @@ pub fn final_line(
         c.socket_drops,
         c.write_errors,
         c.write_drops,
+        c.disk_floor_drops,
         s.ifrecv,
         s.ifdrop,
         s.krnldrop,
