@@ -168,6 +168,16 @@ pub struct Args {
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_listen)]
     metrics_listen: Option<SocketAddr>,
 
+    // --- Access control and live TAP output (sensor-tap) ---
+    /// Accept active agents only from this address range (CIDR or one
+    /// address; repeatable, IPv4 and IPv6). An agent from elsewhere is closed
+    /// before any RPCAP message, logged once per address and counted
+    /// (agents_refused in the last line, xrpcap_sensor_agents_refused_total).
+    /// Default: any address (a WARN says so when --listen is not loopback).
+    /// Agents dialed with --connect are not checked.
+    #[arg(long, value_name = "CIDR", value_parser = parse_allow)]
+    allow: Vec<IpNet>,
+
     /// More logging: -v debug, -vv trace (default info; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -284,6 +294,7 @@ pub fn config(a: Args) -> Result<config::Config> {
         duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
         stats_file: a.stats_file.clone(),
         metrics_listen: a.metrics_listen,
+        allow: a.allow.clone(),
     })
 }
 
@@ -309,6 +320,14 @@ pub fn parse_ifaddr(s: &str) -> Result<IpNet> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| anyhow!("--ifaddr: '{s}' is not an address or CIDR prefix (e.g. 10.1.0.0/16)"))
+}
+
+/// `--allow`: a CIDR prefix, or one address (a /32 or /128).
+pub fn parse_allow(s: &str) -> std::result::Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("'{s}' is not an address or CIDR prefix (e.g. 10.1.0.0/16)"))
 }
 
 /// `--connect HOST[:PORT]` as `host:port` for the dialer (port 2002 when
@@ -396,6 +415,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = out(&["--out", dir.path().to_str().unwrap()]);
         assert_eq!((o.format, o.stream), (Format::Pcap, None));
+    }
+
+    #[test]
+    fn allow_takes_prefixes_and_addresses() {
+        assert_eq!(
+            parse_allow("10.1.2.3/16").unwrap(),
+            "10.1.0.0/16".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_allow("192.0.2.7").unwrap(),
+            "192.0.2.7/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_allow("fd00::1").unwrap(),
+            "fd00::1/128".parse::<IpNet>().unwrap()
+        );
+        assert!(parse_allow("10.1/8").is_err());
+        let a = Args::parse_from([
+            "xrpcap-sensor",
+            "--allow",
+            "10.0.0.0/8",
+            "--allow",
+            "::1",
+            "--listen",
+            "none",
+            "-w",
+            "-",
+        ]);
+        assert_eq!(config(a).unwrap().allow.len(), 2);
     }
 
     #[test]

@@ -27,4 +27,6 @@ pub struct Config {
     pub stats_file: Option<PathBuf>,
     /// `--metrics-listen`: where to serve `GET /metrics` (None: nowhere).
     pub metrics_listen: Option<SocketAddr>,
+    /// `--allow`: the ranges active agents may connect from (empty: any).
+    pub allow: Vec<ipnet::IpNet>,
 }

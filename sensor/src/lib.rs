@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod allow;
 pub mod capture;
 pub mod choose;
 pub mod cli;

@@ -127,6 +127,8 @@ pub struct Snapshot {
     pub captures: BTreeMap<Key, CaptureValues>,
     /// Sessions per state name.
     pub sessions: BTreeMap<&'static str, u64>,
+    /// Active agents refused by `--allow`.
+    pub agents_refused: u64,
 }
 
 /// Builds each tick's [`Snapshot`]: live and lingering captures on top of
@@ -154,6 +156,11 @@ impl Builder {
 
     pub fn capture(&mut self, key: Key, v: &CaptureValues) {
         self.next.captures.entry(key).or_default().add(v);
+    }
+
+    /// Active agents refused by `--allow` so far.
+    pub fn agents_refused(&mut self, n: u64) {
+        self.next.agents_refused = n;
     }
 
     pub fn session(&mut self, state: &'static str) {
@@ -345,6 +352,12 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
     ))
     .expect("valid metric");
     register(&r, w).inc_by(written);
+    let refused = IntCounter::with_opts(opts(
+        "agents_refused_total",
+        "Active agents refused by --allow (closed before any RPCAP message).",
+    ))
+    .expect("valid metric");
+    register(&r, refused).inc_by(s.agents_refused);
     let build = IntGaugeVec::new(
         opts("build_info", "The sensor's version (always 1)."),
         &["version"],
