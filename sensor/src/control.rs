@@ -72,6 +72,9 @@ impl Sensor {
     /// when the address is taken.
     pub fn new(cfg: Config) -> Result<Sensor> {
         let poll = Poll::new().context("cannot create the event loop")?;
+        // The TAP before the listener: no agent is taken by a sensor that
+        // cannot do what it was asked.
+        let tap = cfg.tap.as_deref().map(crate::tap::open).transpose()?;
         let listener = match cfg.listen {
             Some(addr) => {
                 let l = Listener::bind(addr, poll.registry())
@@ -128,6 +131,7 @@ impl Sensor {
                 budget: cfg.count.unwrap_or(u64::MAX),
                 filter,
                 stream,
+                tap,
                 cfg,
             },
             poll,

@@ -25,5 +25,6 @@ pub mod pcapng;
 pub mod session;
 pub mod source;
 pub mod summary;
+pub mod tap;
 pub mod token;
 pub mod writer;
