@@ -64,6 +64,9 @@ pub struct CaptureValues {
     pub socket_drops: u64,
     pub write_drops: u64,
     pub write_errors: u64,
+    pub tap_frames: u64,
+    pub tap_drops: u64,
+    pub tap_skipped: u64,
     /// The agent's last STATS reply.
     pub stats: Option<Stats>,
 }
@@ -87,6 +90,9 @@ impl CaptureValues {
             socket_drops: c.socket_drops,
             write_drops: c.write_drops,
             write_errors: c.write_errors,
+            tap_frames: c.tap_frames,
+            tap_drops: c.tap_drops,
+            tap_skipped: c.tap_skipped,
             stats: stats.copied(),
         }
     }
@@ -106,6 +112,9 @@ impl CaptureValues {
         self.socket_drops += o.socket_drops;
         self.write_drops += o.write_drops;
         self.write_errors += o.write_errors;
+        self.tap_frames += o.tap_frames;
+        self.tap_drops += o.tap_drops;
+        self.tap_skipped += o.tap_skipped;
         if o.stats.is_some() {
             self.stats = o.stats;
         }
@@ -224,7 +233,7 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
     let r = Registry::new();
     let labels = &["agent", "interface"];
     type Field = fn(&CaptureValues) -> u64;
-    let counters: [(&str, &str, Field); 13] = [
+    let counters: [(&str, &str, Field); 16] = [
         (
             "packets_total",
             "Packets written to the capture's output.",
@@ -289,6 +298,21 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
             "write_errors_total",
             "Records the output failed to write.",
             |v| v.write_errors,
+        ),
+        (
+            "tap_frames_total",
+            "Frames written onto the --tap interface.",
+            |v| v.tap_frames,
+        ),
+        (
+            "tap_drops_total",
+            "Frames the --tap interface did not take (busy, down).",
+            |v| v.tap_drops,
+        ),
+        (
+            "tap_skipped_total",
+            "Frames not written to the --tap interface: not Ethernet.",
+            |v| v.tap_skipped,
         ),
     ];
     type StatsField = fn(&Stats) -> u32;

@@ -69,12 +69,18 @@ pub fn mtu(ifname: &str) -> io::Result<u32> {
 /// Sets IFF_UP on interface `ifname` (SIOCGIFFLAGS, then SIOCSIFFLAGS;
 /// needs CAP_NET_ADMIN in the caller's network namespace).
 pub fn set_up(ifname: &str) -> io::Result<()> {
+    set_flags(ifname, libc::IFF_UP)
+}
+
+/// Adds `add` (IFF_* bits) to the flags of interface `ifname`
+/// (SIOCGIFFLAGS, then SIOCSIFFLAGS; needs CAP_NET_ADMIN).
+pub fn set_flags(ifname: &str, add: libc::c_int) -> io::Result<()> {
     let mut ifr = ifreq(ifname)?;
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `ifr`.
     unsafe { ifreq_ioctl(libc::SIOCGIFFLAGS, &mut ifr) }?;
     // SAFETY: SIOCGIFFLAGS filled the ifru_flags member.
     let flags = unsafe { ifr.ifr_ifru.ifru_flags };
-    ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    ifr.ifr_ifru.ifru_flags = flags | add as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads the name and flags of `ifr`.
     unsafe { ifreq_ioctl(libc::SIOCSIFFLAGS, &mut ifr) }
 }
