@@ -28,16 +28,29 @@ pub fn open(name: &str) -> Result<Arc<Tap>> {
     let tap = Tap::create(name).with_context(|| {
         format!("cannot create TAP interface {name} (needs CAP_NET_ADMIN and /dev/net/tun)")
     })?;
-    // Best effort: read-only /proc/sys (systemd's ProtectKernelTunables) or
-    // no IPv6 leaves the interface as it is.
+    // Before it is up, so that it never gets a link-local address. Without
+    // this the host may act on IPv6 in the written frames (a captured
+    // router advertisement configuring an address and a route on the TAP).
     let sysctl = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", tap.name());
-    if let Err(e) = std::fs::write(&sysctl, "1") {
-        log::debug!("TAP {}: cannot disable IPv6 ({sysctl}: {e})", tap.name());
+    match std::fs::write(&sysctl, "1") {
+        Ok(()) => {}
+        // No IPv6 in this kernel: nothing to turn off.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !ipv6_present() => {}
+        Err(e) => log::warn!(
+            "TAP {}: cannot turn IPv6 off ({sysctl}: {e}): the host may answer or act on \
+             IPv6 in the frames written to it (systemd: ProcSubset=all, ProtectKernelTunables=no)",
+            tap.name()
+        ),
     }
     tap.set_up()
         .with_context(|| format!("cannot bring TAP interface {} up", tap.name()))?;
     log::info!("writing Ethernet frames onto TAP interface {}", tap.name());
     Ok(Arc::new(tap))
+}
+
+/// Whether the kernel has IPv6 (its sysctl tree).
+fn ipv6_present() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6").exists()
 }
 
 /// One capture's way onto a TAP.

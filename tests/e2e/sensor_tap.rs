@@ -124,12 +124,27 @@ fn tap_carries_the_agents_frames_byte_exact() {
     let topo = Topology::new().unwrap();
     let _sink = topo.cap.udp_socket(addr(Topology::CAP_IP, 5000)).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // New interfaces get IPv6 here (the test namespaces turn it off), as
+    // on a usual host: the sensor must turn it off on its TAP.
+    topo.sen
+        .sysctl("net.ipv6.conf.default.disable_ipv6", "0")
+        .unwrap();
+    topo.sen
+        .sysctl("net.ipv6.conf.all.disable_ipv6", "0")
+        .unwrap();
     let mut sensor = Sensor::start(
         &topo.sen,
         listen(),
         &["--tap", "xtap0", "--filter", "udp port 5000"],
     )
     .unwrap();
+    let v6 = topo
+        .sen
+        .run("sysctl", ["-n", "net.ipv6.conf.xtap0.disable_ipv6"])
+        .unwrap();
+    assert_eq!(v6.trim(), "1", "IPv6 off on the TAP");
+    let link = topo.sen.run("ip", ["link", "show", "xtap0"]).unwrap();
+    assert!(link.contains("NOARP") && link.contains(",UP"), "{link}");
     let on_tap = Tcpdump::start(&topo.sen, "xtap0", &dir.path().join("tap.pcap"), "").unwrap();
     let on_link = Tcpdump::start(
         &topo.cap,
