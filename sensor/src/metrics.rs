@@ -543,6 +543,30 @@ mod tests {
     }
 
     #[test]
+    fn refusals_and_tap_counters_are_exported() {
+        let key = ("10.0.0.3".to_string(), "eth0".to_string());
+        let mut b = Builder::default();
+        b.begin();
+        b.agents_refused(3);
+        let v = CaptureValues {
+            tap_frames: 7,
+            tap_drops: 2,
+            tap_skipped: 1,
+            ..CaptureValues::default()
+        };
+        b.capture(key, &v);
+        let text = render(b.snapshot(), 0, 1.0, None);
+        for want in [
+            "xrpcap_sensor_agents_refused_total 3\n",
+            "xrpcap_sensor_tap_frames_total{agent=\"10.0.0.3\",interface=\"eth0\"} 7\n",
+            "xrpcap_sensor_tap_drops_total{agent=\"10.0.0.3\",interface=\"eth0\"} 2\n",
+            "xrpcap_sensor_tap_skipped_total{agent=\"10.0.0.3\",interface=\"eth0\"} 1\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in\n{text}");
+        }
+    }
+
+    #[test]
     fn the_agent_stats_are_gauges_of_the_last_reply() {
         let key = ("10.0.0.2".to_string(), "eth1".to_string());
         let stats = Stats {
