@@ -26,6 +26,7 @@ APT_PACKAGES=(
     prometheus                                   # e2e: promtool check metrics; a real server scraping both
     debootstrap systemd-container python3        # packaging/lifecycle.sh: Debian roots booted by nspawn
     prometheus                                   # e2e metrics_prometheus: a real server, promtool
+    buildah libcap2-bin                          # packaging/image.sh: OCI images FROM scratch, setcap
 )
 
 log() { printf 'setup: %s\n' "$*"; }
