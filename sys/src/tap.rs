@@ -88,8 +88,9 @@ mod tests {
 
 /// A rough cost of one TAP write (run as root in a scratch namespace:
 /// `ip netns add b; ip netns exec b cargo test -p xrpcap-sys tap_write_cost
-/// -- --ignored --nocapture`), next to a write(2) to /dev/null as the bare
-/// syscall of the same run. Figures in docs/DESIGN.md.
+/// -- --ignored --nocapture`; `XRPCAP_TAP_BENCH_READER=1` with tcpdump
+/// reading the TAP), next to a write(2) to /dev/null as the bare syscall of
+/// the same run. Figures in docs/DESIGN.md.
 #[cfg(test)]
 mod cost {
     use super::*;
@@ -100,6 +101,16 @@ mod cost {
     fn tap_write_cost() {
         let tap = Tap::create("xbench0").unwrap();
         tap.set_up().unwrap();
+        // XRPCAP_TAP_BENCH_READER=1: with tcpdump capturing from the TAP.
+        let reader = std::env::var_os("XRPCAP_TAP_BENCH_READER").map(|_| {
+            let child = std::process::Command::new("tcpdump")
+                .args(["-i", "xbench0", "-w", "/dev/null", "-s", "0"])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            child
+        });
         let null = OpenOptions::new().write(true).open("/dev/null").unwrap();
         const N: u32 = 200_000;
         for size in [64usize, 1400] {
@@ -124,6 +135,10 @@ mod cost {
             println!(
                 "{size} B: TAP {tap_ns} ns/frame ({drops} dropped), /dev/null {null_ns} ns/write"
             );
+        }
+        if let Some(mut r) = reader {
+            let _ = r.kill();
+            let _ = r.wait();
         }
     }
 }
