@@ -193,6 +193,33 @@ pub struct Args {
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_listen)]
     metrics_listen: Option<SocketAddr>,
 
+    // --- Access control and live TAP output (sensor-tap) ---
+    /// Accept active agents only from this address range (CIDR or one
+    /// address; repeatable, IPv4 and IPv6). An agent from elsewhere is closed
+    /// before any RPCAP message, logged once per address and counted
+    /// (agents_refused in the last line, xrpcap_sensor_agents_refused_total).
+    /// Default: any address (a WARN says so when --listen is not loopback).
+    /// Agents dialed with --connect are not checked.
+    #[arg(long, value_name = "CIDR", value_parser = parse_allow)]
+    allow: Vec<IpNet>,
+
+    /// Write every received Ethernet frame onto TAP interface NAME (created
+    /// at start, up, removed at exit), for tools that capture from an
+    /// interface: `zeek -i NAME`, `suricata -i NAME`, `tcpdump -i NAME`.
+    /// Files or -w are written as well (`-w /dev/null` for the TAP only).
+    /// Frames of other link types are counted (tap_skipped), frames the
+    /// kernel does not take at once are dropped and counted (tap_drops).
+    /// Needs CAP_NET_ADMIN and /dev/net/tun.
+    #[arg(long, value_name = "NAME", value_parser = parse_tap_name, conflicts_with = "tap_per_agent")]
+    tap: Option<String>,
+
+    /// One TAP interface per agent, named PREFIX + the agent's slot number
+    /// (PREFIX at most 10 bytes, e.g. xtap → xtap0, xtap1…), created when
+    /// its Ethernet capture starts and removed when the agent's session
+    /// ends (a slot number is reused by the next agent).
+    #[arg(long, value_name = "PREFIX", value_parser = parse_tap_prefix)]
+    tap_per_agent: Option<String>,
+
     /// More logging: -v debug, -vv trace (default info; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -315,6 +342,9 @@ pub fn config(a: Args) -> Result<config::Config> {
         duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
         stats_file: a.stats_file.clone(),
         metrics_listen: a.metrics_listen,
+        allow: a.allow.clone(),
+        tap: a.tap.clone(),
+        tap_per_agent: a.tap_per_agent.clone(),
     })
 }
 
@@ -340,6 +370,44 @@ pub fn parse_ifaddr(s: &str) -> Result<IpNet> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| anyhow!("--ifaddr: '{s}' is not an address or CIDR prefix (e.g. 10.1.0.0/16)"))
+}
+
+/// `--allow`: a CIDR prefix, or one address (a /32 or /128).
+pub fn parse_allow(s: &str) -> std::result::Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("'{s}' is not an address or CIDR prefix (e.g. 10.1.0.0/16)"))
+}
+
+/// `--tap NAME`: an interface name (1..=15 bytes, no '/', white space or NUL).
+pub fn parse_tap_name(s: &str) -> std::result::Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() < 16
+        && s != "."
+        && s != ".."
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}' is not an interface name (1-15 bytes, no '/' or spaces)"
+        ))
+    }
+}
+
+/// `--tap-per-agent PREFIX`: room for 5 digits in an interface name.
+pub fn parse_tap_prefix(s: &str) -> std::result::Result<String, String> {
+    parse_tap_name(s)?;
+    if s.len() > crate::tap::MAX_PREFIX || s.contains('%') {
+        return Err(format!(
+            "'{s}': a TAP prefix has at most {} bytes and no '%'",
+            crate::tap::MAX_PREFIX
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// `--connect HOST[:PORT]` as `host:port` for the dialer (port 2002 when
@@ -469,6 +537,46 @@ mod tests {
         let e = parse(&["--name", "a-%Q.pcap"]).unwrap_err();
         assert!(e.contains("strftime"), "{e}");
         assert!(parse(&["--name", "{agent}-%Y%m%d-100%%.pcap"]).is_ok());
+    }
+
+    #[test]
+    fn allow_takes_prefixes_and_addresses() {
+        assert_eq!(
+            parse_allow("10.1.2.3/16").unwrap(),
+            "10.1.0.0/16".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_allow("192.0.2.7").unwrap(),
+            "192.0.2.7/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_allow("fd00::1").unwrap(),
+            "fd00::1/128".parse::<IpNet>().unwrap()
+        );
+        assert!(parse_allow("10.1/8").is_err());
+        let a = Args::parse_from([
+            "xrpcap-sensor",
+            "--allow",
+            "10.0.0.0/8",
+            "--allow",
+            "::1",
+            "--listen",
+            "none",
+            "-w",
+            "-",
+        ]);
+        assert_eq!(config(a).unwrap().allow.len(), 2);
+    }
+
+    #[test]
+    fn tap_names_fit_an_interface_name() {
+        assert_eq!(parse_tap_name("xtap0").unwrap(), "xtap0");
+        for bad in ["", "a/b", "a b", "sixteen-bytes-xx", ".."] {
+            assert!(parse_tap_name(bad).is_err(), "{bad}");
+        }
+        assert!(parse_tap_prefix("xtap").is_ok());
+        assert!(parse_tap_prefix("eleven-byte").is_err());
+        assert!(parse_tap_prefix("x%d").is_err());
     }
 
     #[test]

@@ -116,6 +116,13 @@ pub fn final_line(
         s.krnldrop,
         s.svrcapt,
     );
+    if cap.tapped {
+        let _ = write!(
+            line,
+            " tap_frames={} tap_drops={} tap_skipped={}",
+            c.tap_frames, c.tap_drops, c.tap_skipped
+        );
+    }
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let _ = write!(
         line,
