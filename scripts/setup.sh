@@ -7,6 +7,7 @@
 #   XRPCAP_FUZZ=1 scripts/setup.sh   # also cargo-fuzz (for bounded fuzz runs)
 #   scripts/setup.sh demo       # only what scripts/demo.sh needs (apt + rust)
 #   scripts/setup.sh portable   # only zig + cargo-zigbuild (packaging/portable.sh)
+#   scripts/setup.sh kubernetes # only kubectl 1.20 + kubernetes-validate (packaging/kubernetes/check.sh)
 #
 # Needs root for apt-get (it uses sudo when not root and sudo exists).
 set -euo pipefail
@@ -25,6 +26,7 @@ APT_PACKAGES=(
     prometheus                                   # e2e: promtool check metrics; a real server scraping both
     debootstrap systemd-container python3        # packaging/lifecycle.sh: Debian roots booted by nspawn
     prometheus                                   # e2e metrics_prometheus: a real server, promtool
+    buildah libcap2-bin                          # packaging/image.sh: OCI images FROM scratch, setcap
 )
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -146,6 +148,78 @@ install_portable_toolchain() {
     fi
 }
 
+# packaging/kubernetes/check.sh's tools, each installed once into a folder of
+# the CI cache named by its version (KUBERNETES_VALIDATE_VERSION /
+# KUBERNETES_CLIENT_VERSION pick others):
+# - kubernetes-validate from PyPI, with its pinned dependencies: validates
+#   manifests against the Kubernetes JSON schemas it bundles (1.25 to 1.37),
+#   so validating needs no network. Debian's python3, so that the folder also
+#   works for the unprivileged test run.
+# - Debian's kubernetes-client (kubectl 1.20, the oldest kustomize the
+#   manifests are written for), extracted from its .deb rather than
+#   installed: another package may own /usr/bin/kubectl (Google's `kubectl`
+#   on this kind of machine), and `kubectl kustomize` needs no cluster.
+KUBERNETES_VALIDATE_VERSION=${KUBERNETES_VALIDATE_VERSION:-1.37.0}
+KUBERNETES_VALIDATE_DEPS=(
+    jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0
+    rpds-py==2026.9.1 attrs==26.1.0 pyyaml==6.0.4 packaging==26.4
+    importlib-resources==7.1.0 typing-extensions==4.16.0
+)
+KUBERNETES_CLIENT_VERSION=${KUBERNETES_CLIENT_VERSION:-1.20.5+really1.20.2-1.1+deb12u1}
+
+kubernetes_validate_dir() {
+    printf '%s/kubernetes-validate/%s\n' "$XRPCAP_CI_CACHE" "$KUBERNETES_VALIDATE_VERSION"
+}
+kubernetes_client_dir() {
+    printf '%s/kubernetes-client/%s\n' "$XRPCAP_CI_CACHE" "$KUBERNETES_CLIENT_VERSION"
+}
+
+install_kubernetes_tools() {
+    local kv kc deb
+    kv=$(kubernetes_validate_dir)
+    kc=$(kubernetes_client_dir)
+    if [ -f "$kv/kubernetes_validate/__init__.py" ] && [ -x "$kc/usr/bin/kubectl" ]; then
+        log "kubernetes-validate and kubectl 1.20 present ($kv, $kc)"
+        return 0
+    fi
+    if [ ! -w "$XRPCAP_CI_CACHE" ]; then
+        as_root install -d -o "$(id -u)" -g "$(id -g)" "$XRPCAP_CI_CACHE"
+    fi
+    if [ ! -f "$kv/kubernetes_validate/__init__.py" ]; then
+        log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI) into $kv"
+        rm -rf "$kv.tmp" && mkdir -p "$(dirname "$kv")"
+        /usr/bin/python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+            --no-deps --target "$kv.tmp" \
+            "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "${KUBERNETES_VALIDATE_DEPS[@]}"
+        rm -rf "$kv" && mv "$kv.tmp" "$kv"
+    fi
+    if [ ! -x "$kc/usr/bin/kubectl" ]; then
+        log "extracting Debian's kubernetes-client $KUBERNETES_CLIENT_VERSION into $kc"
+        rm -rf "$kc.tmp" && mkdir -p "$kc.tmp"
+        # apt-get download runs as _apt where it can: a folder it may write.
+        chmod 0777 "$kc.tmp"
+        if ! (cd "$kc.tmp" && apt-get download -q "kubernetes-client=$KUBERNETES_CLIENT_VERSION"); then
+            as_root apt-get update -q
+            (cd "$kc.tmp" && apt-get download -q "kubernetes-client=$KUBERNETES_CLIENT_VERSION")
+        fi
+        deb=$(ls "$kc.tmp"/kubernetes-client_*.deb)
+        dpkg-deb -x "$deb" "$kc.tmp" && rm -f "$deb"
+        chmod 0755 "$kc.tmp"
+        "$kc.tmp/usr/bin/kubectl" version --client >/dev/null
+        rm -rf "$kc" && mv "$kc.tmp" "$kc"
+    fi
+}
+
+# `scripts/setup.sh kubernetes` (packaging/kubernetes/check.sh): only those
+# two; logs on stderr, then kubernetes-validate's folder (for PYTHONPATH) and
+# the kubectl 1.20 binary on stdout.
+if [ "${1:-}" = "kubernetes" ]; then
+    exec 3>&1 1>&2
+    install_kubernetes_tools
+    printf '%s\n' "$(kubernetes_validate_dir)" "$(kubernetes_client_dir)/usr/bin/kubectl" >&3
+    exit 0
+fi
+
 # `scripts/setup.sh portable` (packaging/portable.sh): only the portable
 # toolchain; logs on stderr, then the folders to put on PATH on stdout.
 if [ "${1:-}" = "portable" ]; then
@@ -168,6 +242,7 @@ install_apt
 install_rust_components
 install_packaging_tools
 install_portable_toolchain
+install_kubernetes_tools
 # The real libpcap RPCAP client (and reference rpcapd) of the interop tests,
 # built once into .cache/ (see the script).
 "$(dirname "${BASH_SOURCE[0]}")/libpcap-remote.sh" >/dev/null

@@ -14,7 +14,9 @@ use xrpcapd::control::{Control, Timing};
 use xrpcapd::host::WorkerHost;
 use xrpcapd::privileges::{self, Outcome, PrivilegeError};
 use xrpcapd::settings::cli::{Cli, Command};
-use xrpcapd::settings::{Backend, Config, NO_SENSOR_WARNING};
+use xrpcapd::settings::{
+    Backend, Config, Environment, Explained, LoadError, Loaded, NO_SENSOR_WARNING,
+};
 use xrpcapd::{auth, filter, iface, logging, metrics, status};
 
 /// Exit status of a configuration error (EX_CONFIG of sysexits.h): the
@@ -36,27 +38,33 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// The effective configuration and the files it was read from.
+/// The effective configuration and the sources it was read from.
 struct Effective {
     config: Config,
-    files: Vec<PathBuf>,
+    loaded: Loaded,
 }
 
-/// The files (if any: main file, then its drop-ins) with the flags
-/// applied, checked as a whole.
+/// The files (if any: main file, then its drop-ins) and the `XRPCAPD_*`
+/// variables of the process, without the flags.
+fn load_sources(cli: &Cli) -> Result<Loaded, LoadError> {
+    Config::load_all(
+        cli.config.as_deref(),
+        cli.config_dir.as_deref(),
+        &Environment::from_process(),
+    )
+}
+
+/// The files (if any: main file, then its drop-ins), then the environment
+/// (`XRPCAPD_*`), then the flags, checked as a whole. A reload reads the
+/// same environment (a process's does not change).
 fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Effective> {
-    let (mut cfg, files) = match &cli.config {
-        Some(path) => {
-            let loaded = Config::load(path, cli.config_dir.as_deref())?;
-            if report_warnings {
-                for w in &loaded.warnings {
-                    logging::warn(&w.to_string());
-                }
-            }
-            (loaded.config, loaded.files)
+    let loaded = load_sources(cli)?;
+    if report_warnings {
+        for w in &loaded.warnings {
+            logging::warn(&w.to_string());
         }
-        None => (Config::default(), Vec::new()),
-    };
+    }
+    let mut cfg = loaded.config.clone();
     cli.apply(&mut cfg);
     if let Some(expr) = &cfg.local_filter {
         filter::check_local(expr).context("LocalFilter")?;
@@ -67,9 +75,15 @@ fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Effectiv
         }
     }
     if cli.config.is_none() && cfg.no_sensor() {
-        bail!("no sensor to serve: -v (active only) needs ActiveClient lines (-f) or -a host,port");
+        bail!(
+            "no sensor to serve: -v (active only) needs ActiveClient lines (-f FILE, \
+             XRPCAPD_ACTIVE_CLIENT) or -a host,port"
+        );
     }
-    Ok(Effective { config: cfg, files })
+    Ok(Effective {
+        config: cfg,
+        loaded,
+    })
 }
 
 /// What an operator must hear about a configuration that is valid, at
@@ -147,17 +161,17 @@ impl Drop for PidFile {
 }
 
 /// `xrpcapd status`: the table of the agent on the status socket
-/// (`--status-socket`, else `StatusSocket` of `-f FILE`, else the default).
+/// (`--status-socket`, else `StatusSocket` of `-f FILE` or of
+/// `XRPCAPD_STATUS_SOCKET`, else the default).
 fn status_command(cli: &Cli) -> Result<(), Failure> {
-    let socket = match (&cli.status_socket, &cli.config) {
-        (Some(s), _) => s.clone(),
-        (None, Some(_)) => {
-            effective_config(cli, false)
-                .map_err(Failure::Config)?
+    let socket = match &cli.status_socket {
+        Some(s) => s.clone(),
+        None => {
+            load_sources(cli)
+                .map_err(|e| Failure::Config(e.into()))?
                 .config
                 .status_socket
         }
-        (None, None) => Default::default(),
     };
     let Some(path) = socket.path() else {
         return Err(Failure::Config(anyhow::anyhow!(
@@ -187,7 +201,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             "-d (daemon) and -i without IFNAME (inetd mode) cannot be used together"
         )));
     }
-    let Effective { config: cfg, files } = effective_config(&cli, true).map_err(Failure::Config)?;
+    let Effective {
+        config: cfg,
+        loaded,
+    } = effective_config(&cli, true).map_err(Failure::Config)?;
     if let Some(path) = &cli.save_config {
         // As the references: a file that cannot be written is no reason not to serve.
         if let Err(e) = std::fs::write(path, format!("{cfg}\n")) {
@@ -195,18 +212,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     if cli.check_config {
-        for f in &files {
-            println!("# read {}", f.display());
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for f in &loaded.files {
+            let _ = writeln!(out, "# read {}", f.display());
         }
-        println!("{cfg}");
+        if !loaded.env.is_empty() {
+            let _ = writeln!(out, "# environment: {}", loaded.env.join(" "));
+        }
+        let explained = Explained {
+            loaded: &loaded,
+            config: &cfg,
+        };
+        let _ = writeln!(out, "{explained}");
         for w in config_warnings(&cfg) {
-            println!("# WARNING: {w}");
+            let _ = writeln!(out, "# WARNING: {w}");
             eprintln!("warning: {w}");
         }
         for n in cli.notices() {
-            println!("# notice: {n}");
+            let _ = writeln!(out, "# notice: {n}");
             eprintln!("notice: {n}");
         }
+        // A reader that stops early (`| head`) is no failure of the check.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
         return Ok(());
     }
     // Loaded before forking: a bad certificate fails the start itself.
@@ -231,7 +259,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             sys::process::Forked::Daemon(r) => readiness = Some(r),
         }
     }
-    let result = serve(&cli, cfg, files, tls, inetd, &mut readiness);
+    let result = serve(&cli, cfg, &loaded, tls, inetd, &mut readiness);
     if let (Err(f), Some(r)) = (&result, readiness.take()) {
         match f {
             Failure::Config(e) => r.failed(EX_CONFIG, &format!("{e:#}")),
@@ -247,7 +275,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn serve(
     cli: &Cli,
     mut cfg: Config,
-    files: Vec<PathBuf>,
+    loaded: &Loaded,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     inetd: Option<std::net::TcpStream>,
     readiness: &mut Option<sys::process::Readiness>,
@@ -259,8 +287,11 @@ fn serve(
     let syslog = cfg.syslog || (detached && Path::new("/dev/log").exists());
     logging::init(cfg.log_level, syslog)?;
     info!("xrpcapd {} starting", env!("CARGO_PKG_VERSION"));
-    for f in &files {
+    for f in &loaded.files {
         info!("configuration read from {}", f.display());
+    }
+    if !loaded.env.is_empty() {
+        info!("configuration read from {}", loaded.env.join(", "));
     }
     for n in cli.notices() {
         warn!("{n}");

@@ -40,8 +40,8 @@ pub struct Shared {
     pub budget: u64,
     /// The filter expression captures start with (SIGHUP may replace it).
     pub filter: Option<String>,
-    /// A capture streams to stdout already (there can be only one).
-    pub stdout_taken: bool,
+    /// The `-w` stream every capture writes to (None: files per capture).
+    pub stream: Option<crate::output::Stream>,
 }
 
 pub struct Agent {
@@ -325,6 +325,9 @@ impl Agent {
                         s.krnldrop,
                         s.svrcapt
                     );
+                    if let Some(o) = self.capture.as_mut().and_then(Capture::output) {
+                        o.set_agent_stats(s);
+                    }
                     self.stats = Some(s);
                 }
                 Event::FilterUpdated => log::info!("agent {}: filter updated", self.peer),
@@ -387,20 +390,18 @@ impl Agent {
                 .start_capture(transport, prog.into_insns(), now);
             return Ok(());
         }
-        if sh.cfg.output.stdout && sh.stdout_taken {
-            return Err(refused(
-                "the sensor streams only one capture to stdout".into(),
-            ));
-        }
         let Some(writer) = sh.writer.clone() else {
             return Err(StartError::Later("the sensor is stopping".into()));
         };
         let (mut data, transport) = self.open_data(sh, now)?;
+        let description = format!("{iface} of agent {} (RPCAP, via xrpcap-sensor)", self.peer);
         let output = match Output::create(
             &writer,
             &sh.cfg.output,
+            sh.stream.as_mut(),
             &self.name,
             iface,
+            &description,
             linktype,
             snaplen,
         ) {
@@ -410,21 +411,17 @@ impl Agent {
                 return Err(refused(format!("sensor cannot write: {e}")));
             }
         };
-        if sh.cfg.output.stdout {
-            sh.stdout_taken = true;
-        }
         let what = match transport {
             DataTransport::Udp { port } => format!("UDP port {port}"),
             DataTransport::TcpSensorListens { port } => format!("TCP port {port} (agent connects)"),
             DataTransport::TcpAgentListens => "TCP (sensor connects)".into(),
         };
         log::info!(
-            "agent {}: capturing {} (linktype {linktype}, snaplen {snaplen}) via {what} into {}",
+            "agent {}: capturing {} (linktype {linktype}, snaplen {snaplen}) via {what} into {} as {}",
             self.peer,
             PeerText::new(iface),
-            output
-                .path()
-                .map_or("stdout".into(), |p| p.display().to_string())
+            output.dest_name(),
+            PeerText::new(output.if_name())
         );
         self.capture = Some(Capture::new(iface, linktype, snaplen, Some(output)));
         self.data = data;

@@ -86,6 +86,9 @@ impl Capture {
     /// count from the start again. Counters and output go on.
     pub fn restart_stream(&mut self) {
         self.deframer.reset();
+        if let Some(o) = self.output.as_mut() {
+            o.restart_numbering();
+        }
         self.plain_last = 0;
         self.plain_run = None;
     }
@@ -233,8 +236,7 @@ fn write_record(
             if !*logged {
                 log::error!(
                     "writing {}: {e} (further records of this capture are counted as write errors)",
-                    o.path()
-                        .map_or("standard output".into(), |p| p.display().to_string())
+                    o.dest_name()
                 );
                 *logged = true;
             }

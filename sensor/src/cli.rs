@@ -13,7 +13,7 @@ use crate::choose::Choice;
 use crate::config;
 use crate::control;
 use crate::filter;
-use crate::output::{Format, OutputConfig};
+use crate::output::{Format, OutputConfig, StreamTo};
 use crate::session::{Direction, SessionConfig};
 
 /// Receive remote packet captures from RPCAP agents and write them to pcap files.
@@ -26,6 +26,15 @@ use crate::session::{Direction, SessionConfig};
 /// Examples:
 ///   xrpcap-sensor --out /var/cap --filter 'tcp port 80'
 ///   xrpcap-sensor --connect 10.0.0.5 --ifaddr 10.0.0.0/24 -w - | wireshark -k -i -
+///   xrpcap-sensor -w - | tshark -r -        (every agent, one pcapng stream)
+///   xrpcap-sensor -w - | zeek -r -          (libpcap readers: one link type for all)
+///
+/// pcapng output names each interface AGENT/IFNAME (if_name), has the sensor in
+/// its section header, an interface statistics block at rotation and at close
+/// (the agent's ifrecv/ifdrop/krnldrop/svrcapt as isb_ifrecv/isb_ifdrop/
+/// isb_osdrop/isb_filteraccept, the records written as isb_usrdeliv, the
+/// sensor's losses in its comment), and a comment plus drop count on the first
+/// record after records were lost.
 ///
 /// The final line per capture (stderr, and --stats-file) lists every counter as
 /// key=value: packets, bytes, lost (records that did not arrive whole), datagram gaps,
@@ -113,9 +122,10 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     summary_interval: f64,
 
-    /// Output file format.
-    #[arg(long, value_enum, default_value_t = Format::Pcap)]
-    format: Format,
+    /// Output format. Default: pcap for files, pcapng for -w (one stream
+    /// carrying every capture needs pcapng; a pcap stream takes one capture).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
 
     /// Directory for capture files.
     #[arg(long, value_name = "DIR", default_value = ".")]
@@ -127,9 +137,11 @@ pub struct Args {
     #[arg(long, value_name = "TEMPLATE")]
     name: Option<String>,
 
-    /// '-' streams the (single) capture to stdout as pcap, e.g. into `wireshark -k -i -`.
-    #[arg(short = 'w', value_name = "-")]
-    write: Option<String>,
+    /// Write every capture as one pcapng stream, one interface per capture:
+    /// '-' is stdout (e.g. into `tshark -r -`), PATH a named pipe (waits for its
+    /// reader) or a file (truncated). Not rotated.
+    #[arg(short = 'w', value_name = "-|PATH")]
+    write: Option<PathBuf>,
 
     /// Start a new file when the current one reaches this many MB.
     #[arg(long, value_name = "MB")]
@@ -210,20 +222,23 @@ pub fn config(a: Args) -> Result<config::Config> {
         None => a.filter.clone(),
     };
     rpcap::bpf::libpcap::compile_capture(filter_text.as_deref(), 1, a.snaplen)?;
-    let stdout = match a.write.as_deref() {
-        None => false,
-        Some("-") => true,
-        Some(other) => bail!("-w takes only '-' (stdout); use --out DIR for files, not '{other}'"),
+    let stream = match a.write.as_deref() {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(StreamTo::Stdout),
+        Some(p) if p.as_os_str().is_empty() => bail!("-w needs '-' (stdout) or a path"),
+        Some(p) => Some(StreamTo::Path(p.to_path_buf())),
     };
-    if stdout && a.format != Format::Pcap {
-        bail!("-w - streams pcap only");
-    }
-    if !stdout {
+    let format = a.format.unwrap_or(if stream.is_some() {
+        Format::Pcapng
+    } else {
+        Format::Pcap
+    });
+    if stream.is_none() {
         std::fs::create_dir_all(&a.out)
             .with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     }
     let template = a.name.clone().unwrap_or_else(|| {
-        match a.format {
+        match format {
             Format::Pcap => "{agent}-{iface}-{time}.pcap",
             Format::Pcapng => "{agent}-{iface}-{time}.pcapng",
         }
@@ -258,12 +273,12 @@ pub fn config(a: Args) -> Result<config::Config> {
         stats_timeout,
         summary_interval: secs(a.summary_interval, "--summary-interval")?,
         output: OutputConfig {
-            format: a.format,
+            format,
             dir: a.out.clone(),
             template,
             rotate_bytes: a.rotate_size.map(|mb| mb * 1_000_000),
             rotate_age: a.rotate_secs.map(Duration::from_secs),
-            stdout,
+            stream,
         },
         count: a.count,
         duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
@@ -360,6 +375,27 @@ mod tests {
         for bad in ["one-of", "one-of:0", "one-of:-1", "every:3", "one-of:x"] {
             assert!(parse_sampling(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn w_streams_pcapng_unless_told_pcap() {
+        let out = |args: &[&str]| {
+            let mut v = vec!["xrpcap-sensor", "--listen", "none"];
+            v.extend_from_slice(args);
+            config(Args::parse_from(v)).unwrap().output
+        };
+        let o = out(&["-w", "-"]);
+        assert_eq!(
+            (o.format, o.stream),
+            (Format::Pcapng, Some(StreamTo::Stdout))
+        );
+        let o = out(&["-w", "-", "--format", "pcap"]);
+        assert_eq!((o.format, o.stream), (Format::Pcap, Some(StreamTo::Stdout)));
+        let o = out(&["-w", "/run/x.pipe"]);
+        assert_eq!(o.stream, Some(StreamTo::Path("/run/x.pipe".into())));
+        let dir = tempfile::tempdir().unwrap();
+        let o = out(&["--out", dir.path().to_str().unwrap()]);
+        assert_eq!((o.format, o.stream), (Format::Pcap, None));
     }
 
     #[test]

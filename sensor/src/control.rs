@@ -26,6 +26,7 @@ use crate::linger::Linger;
 use crate::listener::Listener;
 use crate::metrics;
 use crate::notify::{self, Notifier};
+use crate::output::Stream;
 use crate::token::Owner;
 use crate::writer::Writer;
 
@@ -82,6 +83,11 @@ impl Sensor {
             filter = Some(filter::read_file(f)?);
         }
         let writer = Writer::start().context("cannot start the writer thread")?;
+        // A named pipe waits here for its reader, before any agent is taken.
+        let stream = match &cfg.output.stream {
+            Some(to) => Some(Stream::open(to)?),
+            None => None,
+        };
         let metrics = match cfg.metrics_listen {
             Some(addr) => {
                 let published = std::sync::Arc::new(metrics::Published::new(writer.written()));
@@ -112,7 +118,7 @@ impl Sensor {
                 writer: Some(writer.handle()),
                 budget: cfg.count.unwrap_or(u64::MAX),
                 filter,
-                stdout_taken: false,
+                stream,
                 cfg,
             },
             poll,
@@ -423,6 +429,7 @@ impl Sensor {
         // The writer ends once every handle is gone: the captures' went
         // with their outputs, this is the last one.
         sh.writer = None;
+        sh.stream = None;
         self.writer.stop(Duration::from_secs(2));
         let cfg = &sh.cfg;
         let total: u64 = cfg.count.map_or(0, |c| c - sh.budget);

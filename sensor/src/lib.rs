@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod output;
+pub mod pcapng;
 pub mod session;
 pub mod source;
 pub mod summary;

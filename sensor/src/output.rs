@@ -1,24 +1,45 @@
 //! Capture files: pcap or pcapng, one file per agent and interface named
-//! from a template, rotated by size and/or age; or one stream to stdout.
-//! Records are serialized into a buffer that the writer thread writes
-//! (see `writer`), so the receive loop never waits for the disk; when no
-//! buffer is free, whole records are dropped and counted. Every file is valid
-//! at every rotation and at exit: header first, whole records only.
+//! from a template, rotated by size and/or age; or one stream (`-w -`, a
+//! named pipe or a file) that carries every capture as one pcapng section
+//! with an interface per capture. Records are serialized into a buffer that
+//! the writer thread writes (see `writer`), so the receive loop never waits
+//! for the disk; when no buffer is free, whole records are dropped and
+//! counted. Every file is valid at every rotation and at exit: header
+//! first, whole blocks only.
+//!
+//! pcapng carries the capture's identity and accounting (see `pcapng`):
+//! the interface is named `AGENT/IFNAME`; the first record after a loss has
+//! a comment and a drop count; an interface statistics block at rotation
+//! and at close has the agent's last STATS and the sensor's own counts.
 
+use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rpcap::msg::Stats;
 use rpcap::PktHdr;
 
-use crate::writer::{self, Dest, Job, Target, BUF_SIZE};
+use crate::pcapng::{self, IfaceId, IsbCounts, SensorId};
+use crate::writer::{self, Dest, Job, Ledger, Target, BUF_SIZE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Pcap,
     Pcapng,
+}
+
+/// Where `-w` streams every capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamTo {
+    /// `-w -`.
+    Stdout,
+    /// `-w PATH`: a named pipe (opened for writing, which waits for its
+    /// reader) or a file (created or truncated).
+    Path(PathBuf),
 }
 
 /// Where and how captures are written.
@@ -30,24 +51,85 @@ pub struct OutputConfig {
     pub template: String,
     pub rotate_bytes: Option<u64>,
     pub rotate_age: Option<Duration>,
-    /// Stream to stdout instead of files (`-w -`).
-    pub stdout: bool,
+    /// One stream for every capture instead of files (`-w`).
+    pub stream: Option<StreamTo>,
 }
 
-/// Buffered records reach a `-w -` reader within this time.
+/// Buffered records reach a `-w` reader within this time.
 pub const STDOUT_FLUSH_AGE: Duration = Duration::from_millis(100);
 /// Buffered records reach a file within this time.
 pub const FILE_FLUSH_AGE: Duration = Duration::from_secs(1);
+
+/// The `-w` stream, shared by every capture: its target, and how many
+/// interfaces it has described (the next capture's interface id).
+pub struct Stream {
+    target: Arc<Target>,
+    name: String,
+    interfaces: u32,
+}
+
+impl Stream {
+    /// Opens the stream's destination. A named pipe blocks here until a
+    /// reader opens it.
+    pub fn open(to: &StreamTo) -> io::Result<Stream> {
+        let (dest, name) = match to {
+            StreamTo::Stdout => (Dest::Stdout, "stdout".to_string()),
+            StreamTo::Path(p) => {
+                let fifo = std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo());
+                if fifo {
+                    log::info!("waiting for a reader of the named pipe {}", p.display());
+                }
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(!fifo)
+                    .truncate(!fifo)
+                    .open(p)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot open {}: {e}", p.display()))
+                    })?;
+                log::info!("writing every capture to {}", p.display());
+                (Dest::File(f), p.display().to_string())
+            }
+        };
+        Ok(Stream {
+            target: Target::new(dest),
+            name,
+            interfaces: 0,
+        })
+    }
+
+    /// Where the stream goes, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn sensor_id() -> &'static SensorId {
+    static ID: OnceLock<SensorId> = OnceLock::new();
+    ID.get_or_init(SensorId::local)
+}
 
 /// One capture's output.
 pub struct Output {
     cfg: OutputConfig,
     agent: String,
     iface: String,
+    /// `if_name` (`AGENT/IFNAME`) and `if_description` of the pcapng interface.
+    if_name: String,
+    if_description: String,
     linktype: i32,
     snaplen: u32,
     writer: writer::Handle,
     target: Arc<Target>,
+    /// This output's buffers: done and failed (the target may be shared).
+    ledger: Arc<Ledger>,
+    /// Writes into the shared `-w` stream: a block is never left half
+    /// handed over, as another capture's buffer may follow.
+    shared: bool,
+    /// The interface id of the records (0 in a file of its own).
+    if_id: u32,
+    /// Where the records go, for messages.
+    dest_name: String,
     /// Buffers sent to the writer for `target`.
     sent: u64,
     /// The buffer being filled (None until a record needs one).
@@ -66,28 +148,88 @@ pub struct Output {
     closed: bool,
     /// Records dropped because no buffer was free (the writer is behind).
     pub write_drops: u64,
+    /// npkt of the last record written (None: none yet, or the agent
+    /// started counting anew).
+    last_npkt: Option<u32>,
+    /// Write drops since the last record written.
+    drops_since: u64,
+    /// Records written, and records missing between them by npkt.
+    delivered: u64,
+    missing: u64,
+    /// The agent's last STATS, for the statistics blocks.
+    agent_stats: Option<Stats>,
+    /// The loss comment, kept to reuse its allocation.
+    comment: String,
+}
+
+/// Appends to an output's buffers; the caller has reserved room (or forces).
+struct Put<'a> {
+    out: &'a mut Output,
+    force: bool,
+}
+
+impl Write for Put<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.out.put(b, self.force);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Output {
-    /// Opens the first file (or stdout) and queues its header.
+    /// Opens the capture's first file and queues its header, or describes
+    /// the capture in the `-w` stream (`stream`, needed when
+    /// `cfg.stream` is set). `description` goes into pcapng's
+    /// `if_description`.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         writer: &writer::Handle,
         cfg: &OutputConfig,
+        stream: Option<&mut Stream>,
         agent: &str,
         iface: &str,
+        description: &str,
         linktype: i32,
         snaplen: u32,
     ) -> io::Result<Output> {
-        let (dest, path) = open_dest(cfg, agent, iface)?;
+        let (target, path, shared, dest_name) = match (&cfg.stream, &stream) {
+            (Some(_), Some(s)) => {
+                if cfg.format == Format::Pcap && s.interfaces > 0 {
+                    return Err(io::Error::other(format!(
+                        "a pcap stream ({}) carries only one capture (one link type per pcap \
+                         file); use --format pcapng for several",
+                        s.name
+                    )));
+                }
+                (s.target.clone(), None, true, s.name.clone())
+            }
+            (Some(_), None) => return Err(io::Error::other("the -w stream is not open")),
+            (None, _) => {
+                let (dest, path) = open_file(cfg, agent, iface)?;
+                let name = path
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string());
+                (Target::new(dest), path, false, name)
+            }
+        };
         writer.pool.output_opened();
         let mut o = Output {
             cfg: cfg.clone(),
             agent: agent.to_string(),
             iface: iface.to_string(),
+            if_name: format!("{agent}/{iface}"),
+            if_description: description.to_string(),
             linktype,
             snaplen,
             writer: writer.clone(),
-            target: Target::new(dest),
+            target,
+            ledger: Ledger::new(),
+            shared,
+            if_id: 0,
+            dest_name,
             sent: 0,
             buf: None,
             buf_records: 0,
@@ -96,22 +238,74 @@ impl Output {
             path: path.clone(),
             size: 0,
             opened: Instant::now(),
-            files: path.into_iter().collect(),
+            // The final line's `files=`: the -w file or pipe too (stdout: none).
+            files: match &cfg.stream {
+                Some(StreamTo::Path(p)) => vec![p.clone()],
+                _ => path.into_iter().collect(),
+            },
             closed: false,
             write_drops: 0,
+            last_npkt: None,
+            drops_since: 0,
+            delivered: 0,
+            missing: 0,
+            agent_stats: None,
+            comment: String::new(),
         };
-        o.write_header();
+        match stream {
+            Some(s) => {
+                // The first capture starts the stream; each one then adds
+                // its interface, handed over at once: interface ids are
+                // the order of the descriptions in the stream.
+                if s.interfaces == 0 {
+                    o.write_section_header();
+                }
+                o.if_id = s.interfaces;
+                s.interfaces += 1;
+                if cfg.format == Format::Pcapng {
+                    o.write_idb();
+                }
+                o.hand_off();
+            }
+            None => {
+                o.write_section_header();
+                if cfg.format == Format::Pcapng {
+                    o.write_idb();
+                }
+            }
+        }
         Ok(o)
     }
 
-    /// The file being written (None for stdout).
+    /// The file being written (None for the `-w` stream).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// The file or stream being written, for messages.
+    pub fn dest_name(&self) -> &str {
+        &self.dest_name
+    }
+
+    /// The pcapng interface name, `AGENT/IFNAME`.
+    pub fn if_name(&self) -> &str {
+        &self.if_name
     }
 
     /// Every file written so far.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// The agent's latest STATS, for the next statistics block.
+    pub fn set_agent_stats(&mut self, s: Stats) {
+        self.agent_stats = Some(s);
+    }
+
+    /// The agent starts the capture anew: its npkt counts from 1 again, so
+    /// the next record is not a gap.
+    pub fn restart_numbering(&mut self) {
+        self.last_npkt = None;
     }
 
     /// Queues one record, rotating first if the file has reached its size.
@@ -124,37 +318,71 @@ impl Output {
         if self.cfg.rotate_bytes.is_some_and(|max| self.size >= max) {
             self.rotate()?;
         }
-        let caplen = data.len() as u32;
-        let pad = (4 - data.len() % 4) % 4;
+        // Records missing before this one, by the agent's packet numbers
+        // (a step back or a leap beyond 2^31 is a new baseline, no loss).
+        let gap = match self.last_npkt {
+            Some(last) => {
+                let g = hdr.npkt.wrapping_sub(last.wrapping_add(1));
+                if g < 1 << 31 {
+                    u64::from(g)
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        };
         let len = match self.cfg.format {
             Format::Pcap => 16 + data.len(),
-            Format::Pcapng => 32 + data.len() + pad,
+            Format::Pcapng if gap == 0 => pcapng::epb_len(data.len()),
+            Format::Pcapng => {
+                self.loss_comment(gap, hdr.npkt);
+                let c = (self.comment.as_str(), gap);
+                let ts = pcapng::usecs(hdr.ts_sec, hdr.ts_usec);
+                pcapng::epb(self.if_id, ts, hdr.len, data, Some(c), &mut io::sink())?
+            }
         };
         if !self.reserve(len) {
             self.write_drops += 1;
+            self.drops_since += 1;
             return Ok(false);
         }
+        let sent = self.sent;
         match self.cfg.format {
             Format::Pcap => {
                 let mut h = [0u8; 16];
+                let caplen = data.len() as u32;
                 put_u32s(&mut h, &[hdr.ts_sec, hdr.ts_usec, caplen, hdr.len]);
                 self.put(&h, false);
                 self.put(data, false);
             }
             Format::Pcapng => {
-                let total = len as u32;
-                let ts = u64::from(hdr.ts_sec) * 1_000_000 + u64::from(hdr.ts_usec);
-                let mut h = [0u8; 28];
-                put_u32s(
-                    &mut h,
-                    &[6, total, 0, (ts >> 32) as u32, ts as u32, caplen, hdr.len],
-                );
-                self.put(&h, false);
-                self.put(data, false);
-                self.put(&[0u8; 3][..pad], false);
-                self.put(&total.to_ne_bytes(), false);
+                let ts = pcapng::usecs(hdr.ts_sec, hdr.ts_usec);
+                let comment = std::mem::take(&mut self.comment);
+                let loss = (gap > 0).then_some((comment.as_str(), gap));
+                let (if_id, wire_len) = (self.if_id, hdr.len);
+                // Writes to our buffers do not fail.
+                match self.buf.as_mut() {
+                    // The usual case: straight into the buffer being filled
+                    // (pcap-file writes a block in ten small pieces).
+                    Some(b) if BUF_SIZE - b.len() > len => {
+                        let _ = pcapng::epb(if_id, ts, wire_len, data, loss, b);
+                    }
+                    _ => {
+                        let mut w = Put {
+                            out: self,
+                            force: false,
+                        };
+                        let _ = pcapng::epb(if_id, ts, wire_len, data, loss, &mut w);
+                    }
+                }
+                self.comment = comment;
             }
         }
+        self.end_block(sent);
+        self.last_npkt = Some(hdr.npkt);
+        self.missing += gap;
+        self.drops_since = 0;
+        self.delivered += 1;
         self.size += len as u64;
         if self.buf_records == 0 {
             self.buf_since = Some(Instant::now());
@@ -164,10 +392,48 @@ impl Output {
         Ok(true)
     }
 
+    /// The comment on the first record after `gap` missing ones.
+    fn loss_comment(&mut self, gap: u64, npkt: u32) {
+        let c = &mut self.comment;
+        c.clear();
+        let first = npkt.wrapping_sub(gap as u32);
+        let _ = write!(
+            c,
+            "xrpcap-sensor: {gap} records lost before this one (sequence gap: npkt {first} to {})",
+            npkt.wrapping_sub(1)
+        );
+        if self.drops_since > 0 {
+            let _ = write!(
+                c,
+                "; {} of them dropped by the sensor (writer behind)",
+                self.drops_since.min(gap)
+            );
+        }
+    }
+
+    /// In the shared stream, a block whose start went to the writer goes
+    /// whole: another capture's buffer may be queued next.
+    fn end_block(&mut self, sent_before: u64) {
+        if self.shared && self.sent != sent_before {
+            self.hand_off();
+        }
+    }
+
     /// Whether `len` bytes fit in the current buffer plus the free ones.
-    fn reserve(&self, len: usize) -> bool {
+    /// In the shared stream a block that does not fit starts a new buffer
+    /// (the current one is handed over first, once the buffers it needs are
+    /// sure to be there): a block cut between buffers would have its tail
+    /// handed over alone (see `end_block`), half a buffer for a few bytes.
+    fn reserve(&mut self, len: usize) -> bool {
         let room = self.buf.as_ref().map_or(0, |b| BUF_SIZE - b.len());
         if len <= room {
+            return true;
+        }
+        if self.shared {
+            if self.writer.pool.available() < len.div_ceil(BUF_SIZE) {
+                return false;
+            }
+            self.hand_off();
             return true;
         }
         let more = (len - room).div_ceil(BUF_SIZE);
@@ -209,6 +475,7 @@ impl Output {
         }
         self.writer.send(Job {
             target: self.target.clone(),
+            ledger: self.ledger.clone(),
             buf,
             records: std::mem::take(&mut self.buf_records),
             bytes: std::mem::take(&mut self.buf_bytes),
@@ -232,7 +499,7 @@ impl Output {
         {
             self.rotate()?;
         }
-        let age = if self.cfg.stdout {
+        let age = if self.shared {
             STDOUT_FLUSH_AGE
         } else {
             FILE_FLUSH_AGE
@@ -252,6 +519,7 @@ impl Output {
     /// writer has written them and the output is dropped.
     pub fn close(&mut self) {
         if !self.closed {
+            self.write_isb();
             self.hand_off();
             self.closed = true;
             self.writer.pool.output_closed();
@@ -260,7 +528,7 @@ impl Output {
 
     /// Whether the writer has written (or failed) everything handed to it.
     pub fn is_written(&self) -> bool {
-        self.buf.as_ref().is_none_or(Vec::is_empty) && self.target.done() >= self.sent
+        self.buf.as_ref().is_none_or(Vec::is_empty) && self.ledger.done() >= self.sent
     }
 
     /// Flushes and waits (bounded) until the writer has written everything.
@@ -279,32 +547,40 @@ impl Output {
 
     /// Records and packet bytes that the writer failed to write.
     pub fn errors(&self) -> (u64, u64) {
-        self.target.errors()
+        self.ledger.errors()
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        if self.cfg.stdout {
+        if self.shared {
             return Ok(());
         }
+        self.write_isb();
         self.hand_off();
-        let (dest, path) = open_dest(&self.cfg, &self.agent, &self.iface)?;
+        let (dest, path) = open_file(&self.cfg, &self.agent, &self.iface)?;
         self.target = Target::new(dest);
+        self.ledger = Ledger::new();
         self.sent = 0;
         if let Some(p) = &path {
             log::info!("rotated to {}", p.display());
             self.files.push(p.clone());
+            self.dest_name = p.display().to_string();
         }
         self.path = path;
         self.size = 0;
         self.opened = Instant::now();
-        self.write_header();
+        self.write_section_header();
+        if self.cfg.format == Format::Pcapng {
+            self.write_idb();
+        }
         Ok(())
     }
 
-    /// Queues the file header; it may take a buffer beyond the bound, as a
-    /// file without its header would be unreadable.
-    fn write_header(&mut self) {
+    /// Queues the file (or stream) header: pcap's, or pcapng's section
+    /// header block. Headers may take a buffer beyond the bound, as a file
+    /// without them would be unreadable.
+    fn write_section_header(&mut self) {
         let (linktype, snaplen) = (self.linktype as u32, self.snaplen);
+        let sent = self.sent;
         match self.cfg.format {
             Format::Pcap => {
                 let mut h = [0u8; 24];
@@ -318,23 +594,63 @@ impl Output {
                 self.size += 24;
             }
             Format::Pcapng => {
-                // Section header block: BOM, version 1.0, section length unknown (-1).
-                let mut shb = [0u8; 28];
-                put_u32s(&mut shb, &[0x0A0D_0D0A, 28, 0x1A2B_3C4D]);
-                shb[12..14].copy_from_slice(&1u16.to_ne_bytes());
-                shb[16..24].copy_from_slice(&(-1i64).to_ne_bytes());
-                shb[24..28].copy_from_slice(&28u32.to_ne_bytes());
-                // Interface description block, no options: microsecond timestamps.
-                let mut idb = [0u8; 20];
-                put_u32s(&mut idb, &[1, 20]);
-                idb[8..10].copy_from_slice(&(linktype as u16).to_ne_bytes());
-                idb[12..16].copy_from_slice(&snaplen.to_ne_bytes());
-                idb[16..20].copy_from_slice(&20u32.to_ne_bytes());
-                self.put(&shb, true);
-                self.put(&idb, true);
-                self.size += 48;
+                let mut w = Put {
+                    out: self,
+                    force: true,
+                };
+                let n = pcapng::shb(sensor_id(), &mut w).unwrap_or(0);
+                self.size += n as u64;
             }
         }
+        self.end_block(sent);
+    }
+
+    /// Queues the capture's interface description block.
+    fn write_idb(&mut self) {
+        let (name, description) = (
+            std::mem::take(&mut self.if_name),
+            std::mem::take(&mut self.if_description),
+        );
+        let i = IfaceId {
+            name: &name,
+            description: &description,
+            linktype: self.linktype,
+            snaplen: self.snaplen,
+        };
+        let sent = self.sent;
+        let mut w = Put {
+            out: self,
+            force: true,
+        };
+        let n = pcapng::idb(&i, &mut w).unwrap_or(0);
+        self.size += n as u64;
+        self.end_block(sent);
+        (self.if_name, self.if_description) = (name, description);
+    }
+
+    /// The counters of the next statistics block.
+    pub fn isb_counts(&self) -> IsbCounts {
+        IsbCounts {
+            agent: self.agent_stats,
+            delivered: self.delivered,
+            missing: self.missing,
+            dropped: self.write_drops,
+        }
+    }
+
+    /// Queues an interface statistics block (pcapng), at rotation and close.
+    fn write_isb(&mut self) {
+        if self.cfg.format != Format::Pcapng || self.target.failed() {
+            return;
+        }
+        let (c, if_id, sent) = (self.isb_counts(), self.if_id, self.sent);
+        let mut w = Put {
+            out: self,
+            force: true,
+        };
+        let n = pcapng::isb(if_id, SystemTime::now(), &c, &mut w).unwrap_or(0);
+        self.size += n as u64;
+        self.end_block(sent);
     }
 }
 
@@ -350,10 +666,7 @@ fn put_u32s(buf: &mut [u8], vals: &[u32]) {
     }
 }
 
-fn open_dest(cfg: &OutputConfig, agent: &str, iface: &str) -> io::Result<(Dest, Option<PathBuf>)> {
-    if cfg.stdout {
-        return Ok((Dest::Stdout, None));
-    }
+fn open_file(cfg: &OutputConfig, agent: &str, iface: &str) -> io::Result<(Dest, Option<PathBuf>)> {
     let name = render(&cfg.template, agent, iface, SystemTime::now());
     let base = cfg.dir.join(name);
     // A name already taken (same second, same agent) gets a numeric suffix.
@@ -452,8 +765,28 @@ mod tests {
             template: "{agent}-{iface}-{time}.cap".into(),
             rotate_bytes: None,
             rotate_age: None,
-            stdout: false,
+            stream: None,
         }
+    }
+
+    fn create(
+        w: &Writer,
+        c: &OutputConfig,
+        agent: &str,
+        iface: &str,
+        linktype: i32,
+        snaplen: u32,
+    ) -> io::Result<Output> {
+        Output::create(
+            &w.handle(),
+            c,
+            None,
+            agent,
+            iface,
+            "test",
+            linktype,
+            snaplen,
+        )
     }
 
     fn hdr(n: u32, caplen: u32) -> PktHdr {
@@ -481,15 +814,7 @@ mod tests {
     fn pcap_bytes_exact() {
         let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Output::create(
-            &w.handle(),
-            &cfg(dir.path(), Format::Pcap),
-            "a",
-            "eth0",
-            1,
-            1500,
-        )
-        .unwrap();
+        let mut o = create(&w, &cfg(dir.path(), Format::Pcap), "a", "eth0", 1, 1500).unwrap();
         o.write(&hdr(1, 3), &[1, 2, 3]).unwrap();
         assert!(o.sync(Duration::from_secs(5)));
         let bytes = std::fs::read(o.path().unwrap()).unwrap();
@@ -511,8 +836,7 @@ mod tests {
         for format in [Format::Pcap, Format::Pcapng] {
             let mut c = cfg(dir.path(), format);
             c.rotate_bytes = Some(200);
-            let mut o =
-                Output::create(&w.handle(), &c, "r", &format!("{format:?}"), 1, 1500).unwrap();
+            let mut o = create(&w, &c, "r", &format!("{format:?}"), 1, 1500).unwrap();
             for n in 1..=10 {
                 o.write(&hdr(n, 61), &[n as u8; 61]).unwrap();
             }
@@ -532,7 +856,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(dir.path(), Format::Pcap);
         c.rotate_age = Some(Duration::from_secs(60));
-        let mut o = Output::create(&w.handle(), &c, "t", "e", 1, 1500).unwrap();
+        let mut o = create(&w, &c, "t", "e", 1, 1500).unwrap();
         o.write(&hdr(1, 10), &[1; 10]).unwrap();
         o.tick(Instant::now()).unwrap();
         assert_eq!(o.files().len(), 1, "not old enough yet");
@@ -549,15 +873,7 @@ mod tests {
     fn tick_flushes_buffered_records() {
         let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Output::create(
-            &w.handle(),
-            &cfg(dir.path(), Format::Pcap),
-            "f",
-            "e",
-            1,
-            1500,
-        )
-        .unwrap();
+        let mut o = create(&w, &cfg(dir.path(), Format::Pcap), "f", "e", 1, 1500).unwrap();
         o.write(&hdr(1, 10), &[1; 10]).unwrap();
         let path = o.path().unwrap().to_path_buf();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "still buffered");
@@ -582,15 +898,7 @@ mod tests {
     fn pcapng_readable_by_tcpdump() {
         let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Output::create(
-            &w.handle(),
-            &cfg(dir.path(), Format::Pcapng),
-            "a",
-            "e",
-            1,
-            9000,
-        )
-        .unwrap();
+        let mut o = create(&w, &cfg(dir.path(), Format::Pcapng), "a", "e", 1, 9000).unwrap();
         for n in 1..=4 {
             o.write(&hdr(n, 60 + n), &vec![0xAB; 60 + n as usize])
                 .unwrap();
@@ -605,8 +913,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(dir.path(), Format::Pcap);
         c.template = "fixed.pcap".into();
-        let a = Output::create(&w.handle(), &c, "a", "e", 1, 100).unwrap();
-        let b = Output::create(&w.handle(), &c, "a", "e", 1, 100).unwrap();
+        let a = create(&w, &c, "a", "e", 1, 100).unwrap();
+        let b = create(&w, &c, "a", "e", 1, 100).unwrap();
         assert_eq!(a.path().unwrap().file_name().unwrap(), "fixed.pcap");
         assert_eq!(b.path().unwrap().file_name().unwrap(), "fixed-1.pcap");
     }
@@ -615,15 +923,7 @@ mod tests {
     fn no_free_buffer_drops_whole_records_and_counts_them() {
         let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Output::create(
-            &w.handle(),
-            &cfg(dir.path(), Format::Pcap),
-            "d",
-            "e",
-            1,
-            70_000,
-        )
-        .unwrap();
+        let mut o = create(&w, &cfg(dir.path(), Format::Pcap), "d", "e", 1, 70_000).unwrap();
         assert!(o.write(&hdr(1, 100), &[1; 100]).unwrap());
         // Exhaust the pool as a stalled disk would: every buffer in flight.
         let mut held = Vec::new();
@@ -665,5 +965,258 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("17000000"))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use crate::writer::Writer;
+
+    fn hdr(npkt: u32, caplen: u32) -> PktHdr {
+        PktHdr {
+            ts_sec: 1_700_000_000 + npkt,
+            ts_usec: npkt,
+            caplen,
+            len: caplen,
+            npkt,
+        }
+    }
+
+    fn tshark(args: &[&str], f: &Path) -> String {
+        let out = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(f)
+            .args(args)
+            .output()
+            .expect("tshark runs (scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Two captures in one stream, interleaved, one with a sequence gap and
+    /// agent STATS: tshark sees two named interfaces, each frame on its
+    /// own, the comment on the record after the gap.
+    #[test]
+    fn one_stream_two_interfaces_identity_and_accounting() {
+        let w = Writer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all.pcapng");
+        let cfg = OutputConfig {
+            format: Format::Pcapng,
+            dir: dir.path().to_path_buf(),
+            template: String::new(),
+            rotate_bytes: None,
+            rotate_age: None,
+            stream: Some(StreamTo::Path(path.clone())),
+        };
+        let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();
+        let mk = |s: &mut Stream, agent: &str, iface: &str| {
+            Output::create(&w.handle(), &cfg, Some(s), agent, iface, "d", 1, 65_535).unwrap()
+        };
+        let mut a = mk(&mut s, "10.0.0.1", "eth0");
+        let mut b = mk(&mut s, "10.0.0.2", "eth1");
+        for n in 1..=3 {
+            a.write(&hdr(n, 60), &[0xA0 + n as u8; 60]).unwrap();
+            b.write(&hdr(n, 70), &[0xB0 + n as u8; 70]).unwrap();
+            a.flush();
+        }
+        // Records 4..=40 of b are lost on the way.
+        b.write(&hdr(41, 70), &[0xBF; 70]).unwrap();
+        b.set_agent_stats(Stats {
+            ifrecv: 1000,
+            ifdrop: 7,
+            krnldrop: 11,
+            svrcapt: 41,
+        });
+        // A record that spans buffers goes whole: a's buffer, handed over
+        // meanwhile, must not land inside it.
+        let mut n = 42;
+        while b.buf.as_ref().is_some_and(|x| BUF_SIZE - x.len() > 1000) {
+            b.write(&hdr(n, 1400), &[0xCC; 1400]).unwrap();
+            n += 1;
+        }
+        // Larger than a buffer: it spans several, and its tail goes at once.
+        b.write(&hdr(n, 40_000), &[0xDD; 40_000]).unwrap();
+        a.write(&hdr(4, 60), &[0xA4; 60]).unwrap();
+        a.flush();
+        // Records that do not fit start a new buffer rather than leave a
+        // tail alone in one: 100 records of 1432 bytes fill 5 buffers.
+        let sent = b.sent;
+        for k in 1..=100 {
+            b.write(&hdr(n + k, 1400), &[0xEE; 1400]).unwrap();
+        }
+        b.flush();
+        assert!(b.sent - sent <= 6, "{} buffers", b.sent - sent);
+        a.close();
+        b.close();
+        assert!(a.sync(Duration::from_secs(5)));
+        assert!(b.sync(Duration::from_secs(5)));
+        let nb = b.delivered as usize;
+        drop((a, b, s));
+        let lines = tshark(
+            &[
+                "-T",
+                "fields",
+                "-e",
+                "frame.interface_name",
+                "-e",
+                "frame.len",
+                "-e",
+                "frame.comment",
+            ],
+            &path,
+        );
+        let rows: Vec<_> = lines.lines().collect();
+        let count = |prefix: &str| rows.iter().filter(|r| r.starts_with(prefix)).count();
+        assert_eq!(rows.len(), 4 + nb, "{lines}");
+        assert_eq!(count("10.0.0.1/eth0\t60\t"), 4, "{lines}");
+        assert_eq!(count("10.0.0.2/eth1\t"), nb, "{lines}");
+        assert_eq!(count("10.0.0.2/eth1\t40000\t"), 1, "{lines}");
+        let gap = rows.iter().find(|r| r.contains("lost")).expect(&lines);
+        assert!(
+            gap.contains("37 records lost before this one (sequence gap: npkt 4 to 40)"),
+            "{gap}"
+        );
+        assert_eq!(
+            rows.iter().filter(|r| r.contains("lost")).count(),
+            1,
+            "{lines}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod pcapng_file_tests {
+    use super::*;
+    use crate::writer::Writer;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+
+    fn blocks(f: &Path) -> Vec<Block<'static>> {
+        let bytes = std::fs::read(f).unwrap();
+        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut v = Vec::new();
+        while let Some(b) = r.next_block() {
+            v.push(b.unwrap().into_owned());
+        }
+        v
+    }
+
+    /// Every rotated file is a section of its own: its IDB, its records,
+    /// and an ISB with the counters so far (the agent's and the sensor's).
+    #[test]
+    fn rotated_pcapng_files_each_end_with_statistics() {
+        let w = Writer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = OutputConfig {
+            format: Format::Pcapng,
+            dir: dir.path().to_path_buf(),
+            template: "{agent}-{iface}-{time}.pcapng".into(),
+            rotate_bytes: Some(600),
+            rotate_age: None,
+            stream: None,
+        };
+        let mut o =
+            Output::create(&w.handle(), &cfg, None, "10.1.1.1", "eth2", "x", 1, 1500).unwrap();
+        o.set_agent_stats(Stats {
+            ifrecv: 50,
+            ifdrop: 1,
+            krnldrop: 2,
+            svrcapt: 20,
+        });
+        for n in 1..=20u32 {
+            let h = PktHdr {
+                ts_sec: 1_700_000_000,
+                ts_usec: n,
+                caplen: 100,
+                len: 100,
+                npkt: n,
+            };
+            o.write(&h, &[n as u8; 100]).unwrap();
+        }
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        let files = o.files().to_vec();
+        assert!(files.len() >= 3, "{files:?}");
+        let mut delivered = Vec::new();
+        for f in &files {
+            let b = blocks(f);
+            let Block::InterfaceDescription(idb) = &b[0] else {
+                panic!("{f:?}: {:?}", b[0])
+            };
+            assert!(idb
+                .options
+                .contains(&InterfaceDescriptionOption::IfName("10.1.1.1/eth2".into())));
+            let Some(Block::InterfaceStatistics(isb)) = b.last() else {
+                panic!("{f:?} does not end with an ISB: {:?}", b.last())
+            };
+            assert!(isb
+                .options
+                .contains(&InterfaceStatisticsOption::IsbOsDrop(2)));
+            delivered.extend(isb.options.iter().filter_map(|o| match o {
+                InterfaceStatisticsOption::IsbUsrDeliv(n) => Some(*n),
+                _ => None,
+            }));
+        }
+        // Cumulative since the capture started; the last one counts all.
+        assert_eq!(delivered.len(), files.len());
+        assert!(delivered.windows(2).all(|w| w[0] < w[1]), "{delivered:?}");
+        assert_eq!(delivered.last(), Some(&20));
+    }
+
+    /// `-w FIFO`: the stream opens once a reader has the pipe, and the
+    /// reader gets a pcapng section.
+    #[test]
+    fn stream_to_a_named_pipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("p");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let f = fifo.clone();
+        let reader = std::thread::spawn(move || std::fs::read(f).unwrap());
+        let w = Writer::start().unwrap();
+        let cfg = OutputConfig {
+            format: Format::Pcapng,
+            dir: dir.path().to_path_buf(),
+            template: String::new(),
+            rotate_bytes: None,
+            rotate_age: None,
+            stream: Some(StreamTo::Path(fifo.clone())),
+        };
+        let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        let mut o =
+            Output::create(&w.handle(), &cfg, Some(&mut s), "a", "e", "x", 1, 1500).unwrap();
+        let h = PktHdr {
+            ts_sec: 1,
+            ts_usec: 2,
+            caplen: 4,
+            len: 4,
+            npkt: 1,
+        };
+        o.write(&h, &[1, 2, 3, 4]).unwrap();
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        assert_eq!(o.files(), std::slice::from_ref(&fifo));
+        drop((o, s));
+        let bytes = reader.join().unwrap();
+        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut n = 0;
+        while let Some(b) = r.next_block() {
+            if let Block::EnhancedPacket(p) = b.unwrap() {
+                assert_eq!(&p.data[..], &[1, 2, 3, 4]);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 1);
     }
 }

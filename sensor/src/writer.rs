@@ -27,43 +27,24 @@ pub enum Dest {
     Stdout,
 }
 
-/// One file (or stdout) being written, shared by its output and the writer
-/// thread; the file is closed when both have let go of it.
+/// One file (or stdout, or a named pipe) being written, shared by its
+/// outputs and the writer thread; the file is closed when all have let go
+/// of it. A `-w` stream is one target for every capture.
 pub struct Target {
     dest: Dest,
-    /// Buffers the writer has finished with (written or failed).
-    done: AtomicU64,
     failed: AtomicBool,
-    /// Records and packet bytes in buffers that could not be written.
-    err_records: AtomicU64,
-    err_bytes: AtomicU64,
 }
 
 impl Target {
     pub fn new(dest: Dest) -> Arc<Target> {
         Arc::new(Target {
             dest,
-            done: AtomicU64::new(0),
             failed: AtomicBool::new(false),
-            err_records: AtomicU64::new(0),
-            err_bytes: AtomicU64::new(0),
         })
-    }
-
-    pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Acquire)
     }
 
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
-    }
-
-    /// Records and bytes lost to write errors so far.
-    pub fn errors(&self) -> (u64, u64) {
-        (
-            self.err_records.load(Ordering::Acquire),
-            self.err_bytes.load(Ordering::Acquire),
-        )
     }
 
     fn write(&self, buf: &[u8]) -> io::Result<()> {
@@ -81,10 +62,40 @@ impl Target {
     }
 }
 
+/// One output's account of its buffers: how many the writer is done with,
+/// and the records and bytes in those it could not write. Per output, as
+/// outputs may share a target.
+#[derive(Default)]
+pub struct Ledger {
+    done: AtomicU64,
+    err_records: AtomicU64,
+    err_bytes: AtomicU64,
+}
+
+impl Ledger {
+    pub fn new() -> Arc<Ledger> {
+        Arc::new(Ledger::default())
+    }
+
+    /// Buffers the writer has finished with (written or failed).
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Records and bytes lost to write errors so far.
+    pub fn errors(&self) -> (u64, u64) {
+        (
+            self.err_records.load(Ordering::Acquire),
+            self.err_bytes.load(Ordering::Acquire),
+        )
+    }
+}
+
 /// A filled buffer for one target. `records`/`bytes` count the records that
 /// end in this buffer (a record larger than a buffer spans several).
 pub struct Job {
     pub target: Arc<Target>,
+    pub ledger: Arc<Ledger>,
     pub buf: Vec<u8>,
     pub records: u64,
     pub bytes: u64,
@@ -171,17 +182,22 @@ impl Handle {
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
             // The writer thread is gone (it only ends when every handle is
             // dropped, so this is a bug); account the records as failed.
-            job.target.fail(job.records, job.bytes);
-            job.target.done.fetch_add(1, Ordering::AcqRel);
+            job.fail();
+            job.ledger.done.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
 
-impl Target {
-    fn fail(&self, records: u64, bytes: u64) {
-        self.failed.store(true, Ordering::Release);
-        self.err_records.fetch_add(records, Ordering::AcqRel);
-        self.err_bytes.fetch_add(bytes, Ordering::AcqRel);
+impl Job {
+    /// The target failed: this buffer's records are write errors of its output.
+    fn fail(&self) {
+        self.target.failed.store(true, Ordering::Release);
+        self.ledger
+            .err_records
+            .fetch_add(self.records, Ordering::AcqRel);
+        self.ledger
+            .err_bytes
+            .fetch_add(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -212,17 +228,17 @@ impl Writer {
                 for job in rx {
                     let t = &job.target;
                     if t.failed() {
-                        t.fail(job.records, job.bytes);
+                        job.fail();
                     } else if let Err(e) = t.write(&job.buf) {
                         log::error!(
-                            "write failed: {e} (further records of this capture are counted as write errors)"
+                            "write failed: {e} (further records written there are counted as write errors)"
                         );
-                        t.fail(job.records, job.bytes);
+                        job.fail();
                     } else {
                         w.fetch_add(job.buf.len() as u64, Ordering::Relaxed);
                     }
                     p.give(job.buf);
-                    t.done.fetch_add(1, Ordering::AcqRel);
+                    job.ledger.done.fetch_add(1, Ordering::AcqRel);
                 }
             })?;
         Ok(Writer {

@@ -503,6 +503,8 @@ fn stdout_stream_is_pcap() {
             "24910-24919",
             "-w",
             "-",
+            "--format",
+            "pcap",
             "--count",
             "8",
         ],
@@ -676,6 +678,8 @@ fn stalled_stdout_reader_drops_whole_records_and_the_loop_keeps_going() {
             "25110-25119",
             "-w",
             "-",
+            "--format",
+            "pcap",
             "--stats-interval",
             "0.3",
             "--stats-timeout",
@@ -701,7 +705,7 @@ fn stalled_stdout_reader_drops_whole_records_and_the_loop_keeps_going() {
         }
     }
     // The loop still serves control connections while the writer is stuck:
-    // a second agent gets its answer (only one capture goes to stdout) at once.
+    // a second agent gets its answer (a pcap stream takes one capture) at once.
     let t0 = std::time::Instant::now();
     let mut second = ScriptedAgent::connect(25101);
     assert!(matches!(second.recv(), Some(Message::AuthReq(_))));

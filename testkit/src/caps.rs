@@ -30,6 +30,12 @@ pub fn require_root() {
     );
 }
 
+/// Whether the process runs as root (effective uid 0): for tests that do
+/// more when they can, not for those that need it ([`require_root`]).
+pub fn is_root() -> bool {
+    effective_uid() == Some(0)
+}
+
 /// The effective uid, read from /proc/self/status (no unsafe call needed).
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -1,5 +1,6 @@
 //! Command-line flags: those of libpcap's and ExtraHop's rpcapd, with long
-//! forms, plus xrpcapd's own. Flags override the configuration file.
+//! forms, plus xrpcapd's own. Flags override the configuration files and
+//! the environment (`XRPCAPD_*`, [`super::env`]).
 
 use std::path::PathBuf;
 
@@ -141,6 +142,10 @@ passive flags (-b, -p, -4, -l, -n) turn it on over `Passive = no`. Clients authe
 with a password (User lines, system accounts) or NULL when permitted; TLS (rpcaps://) with \
 TlsCert/TlsKey. Flags override the configuration file. \
 SIGHUP reloads the file; SIGTERM/SIGINT stop every capture and exit.\n\n\
+Every rpcapd.ini key may also come from the environment: XRPCAPD_ and the key in UPPER_SNAKE \
+(XRPCAPD_ACTIVE_CLIENT, XRPCAPD_METRICS_LISTEN; ENVIRONMENT in xrpcapd(8) lists them). Without -f no file is read: \
+the environment and the flags are the whole configuration. Precedence: file < drop-ins < \
+environment < flags.\n\n\
 `xrpcapd status` prints what a running xrpcapd does (sensor slots, captures, passive \
 listeners, configuration warnings), read from its status socket.",
     disable_help_subcommand = true
@@ -150,7 +155,8 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Configuration file (rpcapd.ini syntax, see rpcapd.ini(5)); the drop-ins
-    /// rpcapd.d/*.ini beside it are read after it, in lexical order
+    /// rpcapd.d/*.ini beside it are read after it, in lexical order. Without
+    /// it no file is read (XRPCAPD_* variables and flags only)
     #[arg(short = 'f', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -260,7 +266,7 @@ pub struct Cli {
     #[arg(short = 'C')]
     pub compression: bool,
 
-    /// Save the effective configuration (file and flags) to FILE in rpcapd.ini
+    /// Save the effective configuration (files, environment and flags) to FILE in rpcapd.ini
     /// syntax, then go on (as the references' -s, which save the flags' part)
     #[arg(short = 's', long = "save-config", value_name = "FILE")]
     pub save_config: Option<PathBuf>,
@@ -322,7 +328,8 @@ pub struct Cli {
     #[arg(short = 'D', long = "debug")]
     pub debug: bool,
 
-    /// Validate the configuration, print the effective configuration (file and flags) and exit
+    /// Validate the configuration, print the effective configuration (files, environment and
+    /// flags, each key with the source of its value) and exit
     #[arg(long = "check-config")]
     pub check_config: bool,
 

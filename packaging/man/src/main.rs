@@ -74,7 +74,10 @@ fn write_pages(dir: &Path, example: &Path) -> Result<Vec<PathBuf>> {
     let mut pages: Vec<(&str, Vec<u8>)> = vec![
         (
             "xrpcapd.8",
-            command_page(xrpcapd::settings::cli::Cli::command(), AGENT_EXTRA)?,
+            command_page(
+                xrpcapd::settings::cli::Cli::command(),
+                &format!("{}{AGENT_EXTRA}", agent_environment()),
+            )?,
         ),
         (
             "xrpcap-sensor.8",
@@ -116,6 +119,43 @@ fn command_page(cmd: clap::Command, extra: &str) -> Result<Vec<u8>> {
     w.write_all(extra.as_bytes())?;
     man.render_version_section(&mut w)?;
     Ok(w)
+}
+
+/// xrpcapd(8)'s ENVIRONMENT: the variable of every key of the agent's key
+/// table (`xrpcapd::settings::env`), so that a new key is listed too.
+fn agent_environment() -> String {
+    let mut s = String::from(
+        r#".SH ENVIRONMENT
+Every key of \fBrpcapd.ini\fR(5) may be set by a variable: \fBXRPCAPD_\fR and
+the key's name in upper case, its words separated by underscores. A value is
+read as the rest of a \fBKey = value\fR line, with the same checks; its errors
+name the variable. An empty variable is unset. Several entries: one per line
+of the value, or numbered variables (\fBXRPCAPD_ACTIVE_CLIENT_1\fR,
+\fB_2\fR, ... in numeric order); a key that holds one value takes the last.
+.PP
+Precedence: the file, then its drop\-ins, then the environment, then the
+flags. A variable replaces the files' value of its key, the lines of
+repeatable keys (ActiveClient, PassiveClient, User) included. Without \fB\-f\fR
+no file is read: the environment and the flags are the configuration. A
+reload (SIGHUP) reads the same environment. \fB\-\-check\-config\fR names the
+source of every value. Unknown \fBXRPCAPD_*\fR variables are ignored with a
+warning, except those of \fBxrpcapd\-setup\fR(8).
+"#,
+    );
+    for key in xrpcapd::settings::ini::KEYS {
+        let var = xrpcapd::settings::env::variable(key);
+        s.push_str(&format!(
+            ".TP\n\\fB{var}\\fR\nThe \\fB{}\\fR key.\n",
+            key.name
+        ));
+    }
+    s.push_str(
+        r#".TP
+\fBRUST_LOG\fR
+Overrides the log level on standard error (env_logger syntax).
+"#,
+    );
+    s
 }
 
 const AGENT_EXTRA: &str = concat!(
@@ -435,6 +475,14 @@ mod tests {
             "the agent's flags are listed"
         );
         assert!(agent.contains("EXIT STATUS") && agent.contains("\\fB78\\fR"));
+        assert!(agent.contains(".SH ENVIRONMENT"), "{agent}");
+        for k in xrpcapd::settings::ini::KEYS {
+            let var = xrpcapd::settings::env::variable(k);
+            assert!(
+                agent.contains(&format!("\\fB{var}\\fR\nThe \\fB{}\\fR key.", k.name)),
+                "xrpcapd.8 lacks {var}"
+            );
+        }
         let sensor = fs::read_to_string(dir.path().join("xrpcap-sensor.8")).unwrap();
         assert!(
             sensor.contains("\\-\\-listen"),
