@@ -39,10 +39,20 @@
 #               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
 #               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
-#               agent-afxdp, agent-afxdp-sink, tcpdump, tcpdump-B32M
+#               agent-afxdp, agent-afxdp-sink, agent-metrics,
+#               agent-scraped, agent-vxlan, agent-gre, agent-erspan2,
+#               agent-erspan3, tcpdump, tcpdump-B32M
 #               (agent-sink: the agent's data go to a device that drops
 #               them; agent-afxdp: the agent with Capture = afxdp:c0;
-#               agent-afxdp-sink: both; tcpdump-B32M: tcpdump -B 32768)
+#               agent-afxdp-sink: both; agent-metrics: the agent with
+#               MetricsListen = 10.200.2.1:9917, not scraped;
+#               agent-scraped: the same, and `curl` fetches /metrics
+#               from ns cap every SCRAPE_EVERY seconds (default 1) from
+#               the capture's start to the agent's stop;
+#               agent-vxlan etc.: no sensor, the agent exports c0 with a
+#               TunnelClient line to ns sen, where an nftables rule counts
+#               and drops the tunnel datagrams: received = that counter;
+#               tcpdump-B32M: tcpdump -B 32768)
 #   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
 #   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
 #               (default none: the agent runs at its defaults)
@@ -52,6 +62,20 @@
 #               PACKET_OTHERHOST right after the capture hooks, as on a
 #               SPAN port; default: to c0's MAC (ns cap's IP/UDP receive
 #               runs for every frame; nothing listens on port 9)
+#   -s          count system calls: every agent pass runs under
+#               `strace -f -ff -ttt` (one output file per thread), and
+#               the calls made in the traffic window are counted per
+#               thread: datapath (dp-*), control (the main thread),
+#               http (the metrics thread and tiny_http's unnamed acceptor
+#               and pool threads), others by name. The row's notes get
+#               syscalls=, sys_per_pkt= (per frame forwarded),
+#               dp_syscalls=, dp_per_pkt=, control=, http= (and
+#               scrapes= for agent-scraped); a "# strace" line per
+#               thread (its calls, most frequent first) goes to stderr
+#               and -o FILE. The pass is named PASS+strace; strace slows
+#               every call, so its CPU figures are not timings: use a
+#               paced case, e.g. -s -c 64:100000:20000pps
+#               -p "agent agent-metrics agent-scraped"
 #   -B          do not build (use target/release as it is)
 #   -k          keep the run directory (logs, configs) for inspection
 # Environment: XRPCAPD=PATH runs that agent binary instead of
@@ -69,7 +93,11 @@ KEEP=0
 AGENT_INI=""
 TCPDUMP_ARGS=""
 MIRROR=0
-while getopts "r:c:p:o:a:T:Bmkh" opt; do
+STRACE=0
+SCRAPE=0
+SCRAPE_EVERY=${SCRAPE_EVERY:-1}
+METRICS_ADDR=10.200.2.1:9917
+while getopts "r:c:p:o:a:T:Bmksh" opt; do
     case $opt in
         r) RUNS=$OPTARG ;;
         c) CASES=$OPTARG ;;
@@ -79,6 +107,7 @@ while getopts "r:c:p:o:a:T:Bmkh" opt; do
         T) TCPDUMP_ARGS=$OPTARG ;;
         B) BUILD=0 ;;
         m) MIRROR=1 ;;
+        s) STRACE=1 ;;
         k) KEEP=1 ;;
         *) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 2 ;;
     esac
@@ -88,6 +117,10 @@ done
 for t in trafgen tcpdump taskset ip; do
     command -v $t >/dev/null || { echo "forward.sh: $t not found (apt-get install netsniff-ng tcpdump util-linux iproute2)" >&2; exit 1; }
 done
+case " $PASSES " in *" agent-scraped "*)
+    command -v curl >/dev/null || { echo "forward.sh: curl not found (apt-get install curl)" >&2; exit 1; } ;;
+esac
+[ $STRACE = 0 ] || command -v strace >/dev/null || { echo "forward.sh: strace not found (apt-get install strace)" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ $BUILD = 1 ]; then
@@ -139,6 +172,19 @@ ip -n $CAP link add d0 numtxqueues 1 numrxqueues 1 type veth peer name d1 numtxq
 ip -n $CAP link set d0 up
 ip -n $CAP route add 10.200.2.2/32 dev d0 table 100
 ip -n $CAP neigh add 10.200.2.2 lladdr 02:00:00:00:00:02 dev d0 nud permanent
+# For the tunnel export passes: ns sen counts the tunnel datagrams (VXLAN,
+# GRE/ERSPAN) and drops them at its input hook (no decapsulation cost, no
+# ICMP errors back).
+ip netns exec $SEN nft -f - <<NFT
+table ip xfb {
+    counter tun { }
+    chain in {
+        type filter hook input priority 0; policy accept;
+        udp dport 4789 counter name tun drop
+        ip protocol gre counter name tun drop
+    }
+}
+NFT
 # RPS: the sensor namespace's IP/UDP receive work (and the segmentation of
 # UDP GSO packets) runs on the generator's CPU instead of inside the agent's
 # sendmmsg on CPU 1, as it would on another host behind a real NIC.
@@ -188,6 +234,15 @@ snmp_ip() {
 wait_until() {
     local tries=$1; shift
     for _ in $(seq "$tries"); do "$@" && return 0; sleep 0.1; done
+    return 1
+}
+# The child of strace (pid $1) that runs $AGENT, if there is one yet.
+traced_agent() {
+    local c want
+    want=$(readlink -f "$AGENT")
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        [ "$(readlink /proc/"$c"/exe 2>/dev/null)" = "$want" ] && { echo "$c"; return 0; }
+    done
     return 1
 }
 has_thread() { grep -qx "$2" /proc/"$1"/task/*/comm 2>/dev/null; }
@@ -262,30 +317,72 @@ EOF
         --udp-ports 2004-2005 --ifname c0 --filter "udp dst port $PORT" \
         --stats-interval 0.5 --stats-file "$d/sensor.stats" -w - >/dev/null 2>"$d/sensor.log" &
     local spid=$!; PIDS+=($spid); RUN_PIDS=($spid)
-    ip netns exec $CAP taskset -c $CAP_CPU "$AGENT" -f "$d/rpcapd.ini" 2>"$d/agent.log" &
-    local apid=$!; PIDS+=($apid); RUN_PIDS+=($apid)
-    # `ip netns exec` execs, so $apid is the agent itself.
-    wait_until 100 has_thread $apid dp-c0 || { echo "agent capture did not start" >&2; cat "$d/agent.log" "$d/sensor.log" >&2; return 1; }
+    local wrap=()
+    [ $STRACE = 1 ] && wrap=(strace -f -ff -ttt -qq -o "$d/st") name=$name+strace
+    ip netns exec $CAP taskset -c $CAP_CPU "${wrap[@]}" "$AGENT" -f "$d/rpcapd.ini" 2>"$d/agent.log" &
+    local apid=$! tpid=$!; PIDS+=($tpid); RUN_PIDS+=($tpid)
+    # `ip netns exec` execs, so $apid is the agent itself, or strace, whose
+    # child the agent is.
+    if [ $STRACE = 1 ]; then
+        # strace forks short-lived children of its own at start (its
+        # ptrace feature tests): the agent is the child running $AGENT.
+        wait_until 100 traced_agent $tpid >/dev/null || { echo "strace did not start the agent" >&2; return 1; }
+        apid=$(traced_agent $tpid)
+        # The agent first: killing strace first would leave it running.
+        PIDS=("$apid" "${PIDS[@]}"); RUN_PIDS=("$apid" "${RUN_PIDS[@]}")
+    fi
+    wait_until 100 has_thread $apid dp-c0 || {
+        echo "agent capture did not start (pid $apid, threads: $(cat /proc/$apid/task/*/comm 2>/dev/null | tr '\n' ' '))" >&2
+        cat "$d/agent.log" "$d/sensor.log" >&2; return 1; }
+    local scraper=
+    if [ "$SCRAPE" = 1 ]; then
+        : >"$d/scrapes"
+        # From ns cap over its lo: the scrapes do not touch c1's counters.
+        (while :; do
+            ip netns exec $CAP curl -s -o /dev/null -w '%{http_code}\n' "http://$METRICS_ADDR/metrics" >>"$d/scrapes" 2>/dev/null || echo fail >>"$d/scrapes"
+            sleep "$SCRAPE_EVERY"
+        done) &
+        scraper=$!; PIDS+=($scraper); RUN_PIDS+=($scraper)
+    fi
     sleep 0.3
     [ "$mode" = sink ] && DATA_DEV=d0
     snap_before
     local c0=$(cpu_ticks_ns $apid) s0=$(cpu_sched_ns $apid) x0=$(ctxsw $apid)
+    local w0=$(now_ns) k0=0
+    [ -n "$scraper" ] && k0=$(wc -l <"$d/scrapes")
     run_trafgen "$size" "$count" "$rate" || return 1
     wait_quiet data_pkts
     local c1=$(cpu_ticks_ns $apid) s1=$(cpu_sched_ns $apid) x1=$(ctxsw $apid)
+    local w1=$(now_ns) k1=0
+    [ -n "$scraper" ] && k1=$(wc -l <"$d/scrapes")
     snap_after
+    # The threads' names, for the strace report.
+    for t in /proc/$apid/task/*; do echo "${t##*/} $(cat "$t/comm" 2>/dev/null)"; done >"$d/comm"
     sleep 0.6 # one more STATS reply, with the final agent counters
     local hwm=$(vmhwm_kib $apid)
+    if [ -n "$scraper" ]; then kill $scraper; wait $scraper 2>/dev/null || true; fi
     kill -INT $spid; wait $spid 2>/dev/null || true
-    kill -TERM $apid; wait $apid 2>/dev/null || true
+    kill -TERM $apid
+    # Bounded: a traced agent (strace's child, reaped by it) that does not
+    # end is killed after 10 s.
+    if [ $STRACE = 1 ] && ! wait_until 100 eval '! kill -0 $apid 2>/dev/null'; then
+        echo "agent $apid did not stop on SIGTERM: killed" >&2; kill -KILL $apid
+    fi
+    wait $tpid 2>/dev/null || true
     DATA_DEV=c1
     local st=$d/sensor.stats
+    local extra=""
+    [ -n "$scraper" ] && extra=" scrapes=$((k1 - k0)) scrape_fails=$(grep -cv '^200$' "$d/scrapes")"
+    # Frames forwarded: the sensor's count, or the agent's own for the sink.
+    local fwd=$(stat_field $st packets)
+    [ "$mode" = sink ] && fwd=$(stat_field $st agent_sent)
+    [ $STRACE = 1 ] && extra="$extra $(strace_report "$d" "$apid" "$name" "$w0" "$w1" "$fwd")"
     if [ "$mode" = sink ]; then
         # The sensor saw no data: what the agent sent comes from its last
         # STATS reply; d0 counts its drops, not its bytes, so no wire figures.
         local sent=$(stat_field $st agent_sent)
         emit "$name-sink" "$size" "$count" "$rate" "${sent:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" 0 0 0 "$FRAGS" \
-            "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) gso_sends=$W_PKTS"
+            "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) gso_sends=$W_PKTS$extra"
         return 0
     fi
     local got=$(stat_field $st packets) bytes=$(stat_field $st bytes)
@@ -297,7 +394,46 @@ EOF
     local wire=$((W_BYTES - 42 * W_PKTS + 42 * dgrams))
     emit "$name" "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
         "$wire" "$dgrams" "$bytes" "$FRAGS" \
-        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS"
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS$extra"
+}
+
+# System calls of the agent's threads between W0 and W1 (ns since the epoch),
+# from the per-thread files of `strace -ff -ttt` (a call counts when it
+# entered the kernel in the window, signals and exits are not calls). Prints
+# the notes' fields; a "# strace" line per thread goes to stderr and $OUT.
+strace_report() { # dir agent_pid pass w0 w1 received
+    local d=$1 apid=$2 pass=$3 w0=$4 w1=$5 got=${6:-0}
+    awk -v s="$(awk -v n="$w0" 'BEGIN { printf "%.6f", n / 1e9 }')" \
+        -v e="$(awk -v n="$w1" 'BEGIN { printf "%.6f", n / 1e9 }')" -v main="$apid" '
+        FNR == NR { comm[$1] = $2; next }
+        FNR == 1 { tid = FILENAME; sub(/.*\./, "", tid); tids[tid] = 1 }
+        $1 + 0 < s || $1 + 0 > e || $2 ~ /^(\+\+\+|---|<\.\.\.)/ { next }
+        { call = $2; sub(/\(.*/, "", call); n[tid]++; c[tid, call]++; calls[call] = 1 }
+        END {
+            for (t in tids) {
+                if (!n[t]) continue
+                name = (t in comm) ? comm[t] : "(exited)"
+                # Unnamed threads take the name of the thread that made
+                # them: the only unnamed ones of an AF_PACKET agent are
+                # tiny_http acceptor and pool threads.
+                group = (t == main) ? "control" : (name ~ /^dp-/) ? "datapath" : \
+                        (name == "metrics" || name == comm[main]) ? "http" : name
+                top = ""
+                for (k in calls) if (c[t, k]) top = top c[t, k] " " k ";"
+                printf "%s\t%s\t%s\t%d\t%s\n", group, t, name, n[t], top
+            }
+        }' "$d/comm" "$d"/st.* >"$d/strace.threads"
+    # One line per thread, its calls most frequent first.
+    while IFS=$'\t' read -r group tid tname total top; do
+        echo "# strace $pass thread $tid ($tname, $group): $total calls: $(echo "$top" | tr ';' '\n' | sort -rn | awk 'NF { printf "%s%s %s", sep, $2, $1; sep = ", " }')"
+    done <"$d/strace.threads" | sort | tee -a "$OUT" >&2
+    awk -F'\t' -v got="$got" '
+        { all += $4; g[$1] += $4 }
+        END {
+            n = got > 0 ? got : 1
+            printf "syscalls=%d sys_per_pkt=%.4f dp_syscalls=%d dp_per_pkt=%.4f control=%d http=%d\n",
+                all, all / n, g["datapath"], g["datapath"] / n, g["control"], g["http"]
+        }' "$d/strace.threads"
 }
 
 # The agent's CPU when its datagrams leave through a device that frees them
@@ -312,6 +448,45 @@ pass_agent-sink() { # size count rate [name]
     ip -n $CAP rule del ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
     return $rc
 }
+
+# The agent exporting c0 in a tunnel (TunnelClient), no sensor: received =
+# the tunnel datagrams ns sen's nftables counter saw; the agent's drops
+# (ring, send, too big) from its final counter line.
+tun_count() { ip netns exec $SEN nft list counter ip xfb tun | sed -n 's/.*packets \([0-9]*\).*/\1/p'; }
+pass_agent-tunnel() { # size count rate kind
+    local size=$1 count=$2 rate=$3 kind=$4 d=$WORK/agent
+    rm -rf "$d"; mkdir -p "$d"
+    cat >"$d/rpcapd.ini" <<INI
+Passive = no
+TunnelClient = $kind, 10.200.2.2, ifname=c0, filter=udp dst port $PORT
+WorkerCpu = $CAP_CPU
+$AGENT_INI
+INI
+    ip netns exec $CAP taskset -c $CAP_CPU "$AGENT" -f "$d/rpcapd.ini" 2>"$d/agent.log" &
+    local apid=$!; PIDS+=($apid); RUN_PIDS=($apid)
+    wait_until 100 has_thread $apid dp-c0 || { echo "agent export did not start" >&2; cat "$d/agent.log" >&2; return 1; }
+    sleep 0.3
+    ip netns exec $SEN nft reset counter ip xfb tun >/dev/null
+    snap_before
+    local c0=$(cpu_ticks_ns $apid) s0=$(cpu_sched_ns $apid) x0=$(ctxsw $apid)
+    run_trafgen "$size" "$count" "$rate" || return 1
+    wait_quiet data_pkts
+    local c1=$(cpu_ticks_ns $apid) s1=$(cpu_sched_ns $apid) x1=$(ctxsw $apid)
+    snap_after
+    local hwm=$(vmhwm_kib $apid)
+    kill -TERM $apid; wait $apid 2>/dev/null || true
+    local got fin
+    got=$(tun_count)
+    fin=$(grep -o 'final tunnel=.*' "$d/agent.log" | tail -1)
+    fin_field() { echo "$fin" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+    emit "agent-$kind" "$size" "$count" "$rate" "${got:-0}" $((c1 - c0)) $((s1 - s0)) "$hwm" \
+        "$W_BYTES" "$W_PKTS" $((${got:-0} * size)) "$FRAGS" \
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(fin_field ring_drops) send_drops=$(fin_field send_drops) too_big=$(fin_field too_big)"
+}
+pass_agent-vxlan() { pass_agent-tunnel "$@" vxlan; }
+pass_agent-gre() { pass_agent-tunnel "$@" gre; }
+pass_agent-erspan2() { pass_agent-tunnel "$@" erspan2; }
+pass_agent-erspan3() { pass_agent-tunnel "$@" erspan3; }
 
 # The agent with `Capture = afxdp:c0` (XDP program + AF_XDP socket, XdpMode
 # auto: native XDP on veth, copy mode). c0 is a dedicated capture link here:
@@ -337,6 +512,29 @@ pass_agent-afxdp-sink() { # size count rate
     AGENT_INI="$AGENT_INI
 Capture = afxdp:c0"
     pass_agent-sink "$@" agent-afxdp || rc=$?
+    AGENT_INI=$saved
+    return $rc
+}
+
+# The agent with its metrics endpoint on (MetricsListen), not scraped.
+pass_agent-metrics() { # size count rate
+    local saved=$AGENT_INI rc=0
+    AGENT_INI="$AGENT_INI
+MetricsListen = $METRICS_ADDR"
+    pass_agent "$@" sensor agent-metrics || rc=$?
+    AGENT_INI=$saved
+    return $rc
+}
+
+# agent-metrics, scraped every SCRAPE_EVERY seconds by curl (a Prometheus
+# server's request, from ns cap over lo) while the capture runs.
+pass_agent-scraped() { # size count rate
+    local saved=$AGENT_INI rc=0
+    AGENT_INI="$AGENT_INI
+MetricsListen = $METRICS_ADDR"
+    SCRAPE=1
+    pass_agent "$@" sensor agent-scraped || rc=$?
+    SCRAPE=0
     AGENT_INI=$saved
     return $rc
 }
@@ -384,11 +582,12 @@ emit() {
         -v got="$got" -v cpu="$cpu" -v sched="$sched" -v hwm="$hwm" -v wb="$wb" -v wp="$wp" \
         -v capb="$capb" -v frags="$frags" -v notes="$notes base_busy=$BASE_PCT%" -v machine="$MACHINE_NS" 'BEGIN {
         n = (got > 0) ? got : 1
+        wired = pass ~ /^agent/ && pass !~ /sink/
         print pass, size, count, rate, sprintf("%.0f", count / (gen / 1e9)), got, count - got,
               sprintf("%.1f", cpu / n), sprintf("%.1f", sched / n), sprintf("%.1f", machine / count),
-              (pass == "agent" || pass == "agent-afxdp") ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",
-              (pass == "agent" || pass == "agent-afxdp") ? sprintf("%.4f", wp / n) : "-",
-              (pass == "agent" || pass == "agent-afxdp") ? frags : "-", hwm, notes
+              wired ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",
+              wired ? sprintf("%.4f", wp / n) : "-",
+              wired ? frags : "-", hwm, notes
     }' | tee -a "$OUT"
 }
 

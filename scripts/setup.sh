@@ -26,6 +26,7 @@ APT_PACKAGES=(
     prometheus                                   # e2e: promtool check metrics; a real server scraping both
     debootstrap systemd-container python3        # packaging/lifecycle.sh: Debian roots booted by nspawn
     prometheus                                   # e2e metrics_prometheus: a real server, promtool
+    buildah libcap2-bin                          # packaging/image.sh: OCI images FROM scratch, setcap
 )
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -147,11 +148,10 @@ install_portable_toolchain() {
     fi
 }
 
-<<<<<<< HEAD
-# Scapy (PyPI), the encapsulator of the decapsulation tests (tests/e2e/decap.rs:
-# GENEVE, GRE/TEB, ERSPAN II/III, which this kernel has no devices for), pinned
-# and installed once into a folder of the CI cache named by its version; the
-# tests put it on PYTHONPATH (SCAPY_VERSION picks another).
+# Scapy (PyPI), the independent encapsulator/decoder of the tunnel tests
+# (tests/e2e/tunnel_*.rs; tests/e2e/decap.rs builds the GENEVE, GRE/TEB and
+# ERSPAN II/III packets this kernel has no devices for): installed once into a folder of the CI cache named
+# by its version, as zig above; the tests put that folder on PYTHONPATH.
 SCAPY_VERSION=${SCAPY_VERSION:-2.6.1}
 scapy_dir() { printf '%s/scapy/scapy-%s\n' "$XRPCAP_CI_CACHE" "$SCAPY_VERSION"; }
 
@@ -163,7 +163,7 @@ install_scapy() {
     dir=$(scapy_dir)
     if [ -f "$dir/scapy/__init__.py" ]; then
         log "scapy present ($dir)"
-        return 0
+        return
     fi
     log "installing scapy $SCAPY_VERSION (PyPI) into $dir"
     rm -rf "$dir.tmp" && mkdir -p "$(dirname "$dir")"
@@ -172,7 +172,6 @@ install_scapy() {
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
 }
 
-=======
 # packaging/kubernetes/check.sh's tools, each installed once into a folder of
 # the CI cache named by its version (KUBERNETES_VALIDATE_VERSION /
 # KUBERNETES_CLIENT_VERSION pick others):
@@ -245,7 +244,6 @@ if [ "${1:-}" = "kubernetes" ]; then
     exit 0
 fi
 
->>>>>>> main
 # `scripts/setup.sh portable` (packaging/portable.sh): only the portable
 # toolchain; logs on stderr, then the folders to put on PATH on stdout.
 if [ "${1:-}" = "portable" ]; then
@@ -268,11 +266,8 @@ install_apt
 install_rust_components
 install_packaging_tools
 install_portable_toolchain
-<<<<<<< HEAD
 install_scapy
-=======
 install_kubernetes_tools
->>>>>>> main
 # The real libpcap RPCAP client (and reference rpcapd) of the interop tests,
 # built once into .cache/ (see the script).
 "$(dirname "${BASH_SOURCE[0]}")/libpcap-remote.sh" >/dev/null

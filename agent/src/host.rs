@@ -199,7 +199,14 @@ impl WorkerHost {
             (None, b) => b.clone(),
         };
         // Decapsulating, the source runs the outer program and captures the
-        // outer headers on top of the sensor's snap length.
+        // outer headers on top of the sensor's snap length, and only
+        // received tunnel packets: a mirroring target receives them, and
+        // tunnels this host sends (a TunnelClient export among them) are
+        // never taken apart and forwarded.
+        let direction = match req.decap {
+            Some(_) => capture::Direction::In,
+            None => req.direction,
+        };
         let (filter, snaplen, decap) = match req.decap {
             Some(d) => (
                 d.outer,
@@ -223,7 +230,7 @@ impl WorkerHost {
                 own: Some(req.own),
                 snaplen,
                 promisc: req.promisc,
-                direction: req.direction,
+                direction,
                 read_timeout: req.read_timeout,
                 filter,
             },

@@ -69,6 +69,14 @@ fn effective_config(cli: &Cli, report_warnings: bool) -> anyhow::Result<Effectiv
     if let Some(expr) = &cfg.local_filter {
         filter::check_local(expr).context("LocalFilter")?;
     }
+    for t in &cfg.tunnel_clients {
+        if t.ifname.is_none() {
+            bail!("TunnelClient = {t}: which interface? add ifname=IF (or -i IFNAME)");
+        }
+        if let Some(f) = &t.filter {
+            filter::check_local(f).with_context(|| format!("TunnelClient = {t}: filter="))?;
+        }
+    }
     if let Backend::File(path) = &cfg.capture.backend {
         if !path.is_file() {
             bail!("Capture = file:{}: no such file", path.display());
@@ -300,6 +308,7 @@ fn serve(
     if inetd.is_some() {
         // One client, the one on standard input: no sensors, no listener.
         cfg.active_clients.clear();
+        cfg.tunnel_clients.clear();
     } else {
         start_warnings = config_warnings(&cfg);
         for w in &start_warnings {
@@ -374,6 +383,7 @@ fn serve(
         let mut cfg = effective_config(&reload_cli, true)?.config;
         if one_client {
             cfg.active_clients.clear();
+            cfg.tunnel_clients.clear();
         }
         if cfg.metrics_listen != metrics_at {
             let show =

@@ -114,6 +114,7 @@ fn add(a: &Counters, b: &Counters) -> Counters {
         framed_bytes: a.framed_bytes + b.framed_bytes,
         bytes_sent: a.bytes_sent + b.bytes_sent,
         truncated: a.truncated + b.truncated,
+        too_big: a.too_big + b.too_big,
         filtered_out: a.filtered_out + b.filtered_out,
         xdp,
         decap,
@@ -324,7 +325,7 @@ pub fn render(snap: &Snapshot, process: &Process) -> String {
         labels,
     );
     type Field = fn(&Counters) -> Option<u64>;
-    let families: [(&str, &str, Field); 18] = [
+    let families: [(&str, &str, Field); 19] = [
         ("xrpcapd_capture_frames_seen_total", "Frames the capture saw: delivered by the source plus lost in its ring (STATS ifrecv).", |c| Some(c.received + c.kernel_drops)),
         ("xrpcapd_capture_frames_received_total", "Frames the source delivered to the worker (after the filter).", |c| Some(c.received)),
         ("xrpcapd_capture_frames_filtered_out_total", "Frames the filter rejected in user space (AF_XDP's cBPF judge; AF_PACKET's kernel filter does not count them).", |c| Some(c.filtered_out)),
@@ -340,6 +341,7 @@ pub fn render(snap: &Snapshot, process: &Process) -> String {
         ("xrpcapd_capture_decap_foreign_total", "Tunnel packets of another tunnel, VNI, GRE key, ERSPAN session or outer source than decap= names: counted, not forwarded.", |c| c.decap.map(|d| d.foreign)),
         ("xrpcapd_capture_decap_malformed_total", "Tunnel packets with cut or inconsistent headers, or outer IP fragments (decap= only): counted, not forwarded.", |c| c.decap.map(|d| d.malformed)),
         ("xrpcapd_capture_decap_filtered_total", "Inner frames the local filter or the sensor's filter rejected after decapsulation (decap= only).", |c| c.decap.map(|d| d.filtered)),
+        ("xrpcapd_capture_tunnel_too_big_total", "Tunnel export: frames over what the path MTU leaves a datagram, cut with the T bit (ERSPAN) or dropped and counted in send drops (VXLAN, GRE).", |c| Some(c.too_big)),
         ("xrpcapd_capture_xdp_redirected_total", "Frames the XDP program redirected to the capture's sockets (AF_XDP only).", |c| c.xdp.map(|x| x.redirected)),
         ("xrpcapd_capture_xdp_filtered_total", "Frames the XDP program's translated filter rejected (AF_XDP only).", |c| c.xdp.map(|x| x.filtered)),
         ("xrpcapd_capture_xdp_ring_full_total", "Frames lost to a full AF_XDP socket RX ring (AF_XDP only; also in ring drops).", |c| c.xdp.map(|x| x.ring_full)),

@@ -24,6 +24,7 @@ use crate::metrics;
 use crate::output::Output;
 use crate::session::{DataTransport, Event, Session};
 use crate::summary::Rate;
+use crate::tap::{TapSink, LINKTYPE_ETHERNET};
 use crate::token::Owner;
 use crate::writer;
 
@@ -42,6 +43,8 @@ pub struct Shared {
     pub filter: Option<String>,
     /// The `-w` stream every capture writes to (None: files per capture).
     pub stream: Option<crate::output::Stream>,
+    /// `--tap`: the TAP interface every capture writes onto.
+    pub tap: Option<std::sync::Arc<sys::tap::Tap>>,
 }
 
 pub struct Agent {
@@ -51,6 +54,8 @@ pub struct Agent {
     name: String,
     /// The dial this agent came from (passive mode).
     dial: Option<usize>,
+    /// Its slot in the loop (the number of a `--tap-per-agent` interface).
+    idx: usize,
     stream: TcpStream,
     session: Session,
     capture: Option<Capture>,
@@ -107,6 +112,7 @@ impl Agent {
             local_ip,
             name,
             dial,
+            idx,
             stream,
             session: Session::new(sh.cfg.session.clone(), now),
             capture: None,
@@ -260,6 +266,10 @@ impl Agent {
     /// the agent still sends is counted as late instead of refused by the kernel.
     pub fn close(mut self, sh: &mut Shared, reason: &str, keep_port: bool) -> Ended {
         self.flush();
+        // A per-agent TAP goes now: the slot (and its name) may be reused at once.
+        if let Some(cap) = self.capture.as_mut() {
+            cap.take_tap();
+        }
         let port = match (&self.capture, keep_port) {
             (Some(_), true) => self.data.take_udp(),
             _ => None,
@@ -423,11 +433,42 @@ impl Agent {
             output.dest_name(),
             PeerText::new(output.if_name())
         );
-        self.capture = Some(Capture::new(iface, linktype, snaplen, Some(output)));
+        let mut cap = Capture::new(iface, linktype, snaplen, Some(output));
+        if let Some(sink) = self.tap_sink(sh, linktype) {
+            match sink.name() {
+                Some(name) => log::info!("agent {}: frames go onto TAP {name} too", self.peer),
+                None => log::info!(
+                    "agent {}: linktype {linktype} is not Ethernet: its frames are counted as tap_skipped, not written to the TAP",
+                    self.peer
+                ),
+            }
+            cap.set_tap(sink);
+        }
+        self.capture = Some(cap);
         self.data = data;
         self.session
             .start_capture(transport, prog.into_insns(), now);
         Ok(())
+    }
+
+    /// The TAP output of a new capture of `linktype`, if `--tap` or
+    /// `--tap-per-agent` asks for one. A per-agent TAP that cannot be made
+    /// is logged; the capture goes on without it.
+    fn tap_sink(&self, sh: &Shared, linktype: i32) -> Option<TapSink> {
+        if sh.tap.is_some() {
+            return Some(TapSink::new(sh.tap.clone(), linktype));
+        }
+        let prefix = sh.cfg.tap_per_agent.as_deref()?;
+        if linktype != LINKTYPE_ETHERNET {
+            return Some(TapSink::new(None, linktype));
+        }
+        match crate::tap::open(&format!("{prefix}{}", self.idx)) {
+            Ok(tap) => Some(TapSink::new(Some(tap), linktype)),
+            Err(e) => {
+                log::error!("agent {}: {e:#}; capturing without a TAP", self.peer);
+                None
+            }
+        }
     }
 
     /// The capture's data channel, as configured. Failing to get one (every

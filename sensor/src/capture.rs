@@ -7,6 +7,7 @@ use rpcap::udpstr::{Deframer, DeframerStats, MAX_AHEAD, RESYNC_RUN};
 use rpcap::{MsgType, PktHdr};
 
 use crate::output::Output;
+use crate::tap::TapSink;
 
 /// What happened to a capture's data, besides the deframer's own counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,10 +35,18 @@ pub struct Counters {
     pub write_errors: u64,
     /// Records dropped because the writer was behind (no free buffer).
     pub write_drops: u64,
+    /// Records dropped because the disk had less room than --min-free.
+    pub disk_floor_drops: u64,
     /// Datagrams that reached the capture's port after it was closed.
     pub late: u64,
     /// Records received after `--count` was reached (not written).
     pub over_count: u64,
+    /// `--tap`: frames written onto the TAP interface.
+    pub tap_frames: u64,
+    /// `--tap`: frames the TAP did not take (busy: EAGAIN/ENOBUFS, or down).
+    pub tap_drops: u64,
+    /// `--tap`: frames not written because the link type is not Ethernet.
+    pub tap_skipped: u64,
 }
 
 pub struct Capture {
@@ -52,6 +61,10 @@ pub struct Capture {
     pub counters: Counters,
     output: Option<Output>,
     write_error_logged: bool,
+    /// `--tap`/`--tap-per-agent`: where records go besides the output.
+    tap: Option<TapSink>,
+    /// Whether the capture had a TAP (its counters go in the final line).
+    pub tapped: bool,
 }
 
 impl Capture {
@@ -68,7 +81,20 @@ impl Capture {
             counters: Counters::default(),
             output,
             write_error_logged: false,
+            tap: None,
+            tapped: false,
         }
+    }
+
+    /// Records go onto `sink` too (written records only: not beyond `--count`).
+    pub fn set_tap(&mut self, sink: TapSink) {
+        self.tap = Some(sink);
+        self.tapped = true;
+    }
+
+    /// Ends the TAP output (a per-agent TAP goes away with its last handle).
+    pub fn take_tap(&mut self) -> Option<TapSink> {
+        self.tap.take()
     }
 
     pub fn udpstr(&self) -> &DeframerStats {
@@ -102,14 +128,15 @@ impl Capture {
     pub fn on_datagram(&mut self, dgram: &[u8], budget: &mut u64) {
         match dgram.get(1).copied() {
             Some(t) if t == MsgType::UdpStrPacket as u8 => {
-                let (out, c, logged) = (
+                let (out, c, logged, tap) = (
                     &mut self.output,
                     &mut self.counters,
                     &mut self.write_error_logged,
+                    &mut self.tap,
                 );
                 // Errors are counted by the deframer itself (stats().malformed).
                 let _ = self.deframer.push(dgram, |h, data| {
-                    write_record(out, c, logged, budget, h, data)
+                    write_record(out, c, logged, tap, budget, h, data)
                 });
             }
             Some(t) if t == MsgType::Packet as u8 => match plain::decode(dgram) {
@@ -164,6 +191,7 @@ impl Capture {
             &mut self.output,
             &mut self.counters,
             &mut self.write_error_logged,
+            &mut self.tap,
             budget,
             h,
             data,
@@ -204,6 +232,7 @@ impl Capture {
             c.bytes -= bytes.min(c.bytes);
             c.write_errors += records;
             c.write_drops = o.write_drops;
+            c.disk_floor_drops = o.floor_drops;
         }
     }
 }
@@ -212,6 +241,7 @@ fn write_record(
     out: &mut Option<Output>,
     c: &mut Counters,
     logged: &mut bool,
+    tap: &mut Option<TapSink>,
     budget: &mut u64,
     h: &PktHdr,
     data: &[u8],
@@ -219,6 +249,9 @@ fn write_record(
     if *budget == 0 {
         c.over_count += 1;
         return;
+    }
+    if let Some(t) = tap.as_mut() {
+        t.send(data, c);
     }
     let Some(o) = out.as_mut() else {
         c.write_errors += 1;
@@ -230,7 +263,10 @@ fn write_record(
             c.packets += 1;
             c.bytes += data.len() as u64;
         }
-        Ok(false) => c.write_drops = o.write_drops,
+        Ok(false) => {
+            c.write_drops = o.write_drops;
+            c.disk_floor_drops = o.floor_drops;
+        }
         Err(e) => {
             c.write_errors += 1;
             if !*logged {

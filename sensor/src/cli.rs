@@ -14,6 +14,7 @@ use crate::config;
 use crate::control;
 use crate::filter;
 use crate::output::{Format, OutputConfig, StreamTo};
+use crate::rotation;
 use crate::session::{Direction, SessionConfig};
 
 /// Receive remote packet captures from RPCAP agents and write them to pcap files.
@@ -28,6 +29,7 @@ use crate::session::{Direction, SessionConfig};
 ///   xrpcap-sensor --connect 10.0.0.5 --ifaddr 10.0.0.0/24 -w - | wireshark -k -i -
 ///   xrpcap-sensor -w - | tshark -r -        (every agent, one pcapng stream)
 ///   xrpcap-sensor -w - | zeek -r -          (libpcap readers: one link type for all)
+///   xrpcap-sensor --out /var/cap -C 100 -W 50 -z /usr/local/bin/ship   (tcpdump rotation)
 ///
 /// pcapng output names each interface AGENT/IFNAME (if_name), has the sensor in
 /// its section header, an interface statistics block at rotation and at close
@@ -132,7 +134,9 @@ pub struct Args {
     out: PathBuf,
 
     /// File name template: {agent} (agent IP, with _PORT when several agents share
-    /// an IP), {iface}, {time} (UTC yyyymmddThhmmss). Default
+    /// an IP), {iface}, {time} (UTC yyyymmddThhmmss), and strftime sequences
+    /// (%Y%m%d-%H%M%S …, UTC; a literal % is %%). A file is written as
+    /// NAME.part and renamed to NAME once complete. Default
     /// '{agent}-{iface}-{time}.pcap' (.pcapng with --format pcapng).
     #[arg(long, value_name = "TEMPLATE")]
     name: Option<String>,
@@ -143,14 +147,35 @@ pub struct Args {
     #[arg(short = 'w', value_name = "-|PATH")]
     write: Option<PathBuf>,
 
-    /// Start a new file when the current one reaches this many MB.
-    #[arg(long, value_name = "MB")]
+    // --- Rotation (tcpdump's -C -G -W -z; see docs/getting-started-sensor.md).
+    /// Start a new file when the current one reaches SIZE: millions of bytes
+    /// as tcpdump's -C (1 = 1000000 bytes), or N with k, m, g (KiB, MiB, GiB).
+    #[arg(short = 'C', long = "rotate-size", value_name = "SIZE", value_parser = rotation::parse_size)]
     rotate_size: Option<u64>,
 
-    /// Start a new file every this many seconds.
-    #[arg(long, value_name = "SECS")]
+    /// Start a new file every SECS seconds (tcpdump's -G; put strftime
+    /// sequences in --name for distinct names).
+    #[arg(short = 'G', long = "rotate-secs", value_name = "SECS")]
     rotate_secs: Option<u64>,
 
+    /// Keep the newest N finished files of each capture and delete older
+    /// ones, with -C and with -G (the .part being written is not counted;
+    /// unlike tcpdump -G -W, the sensor does not exit after N files).
+    #[arg(short = 'W', long = "file-count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    file_count: Option<u64>,
+
+    /// Run CMD FILE for each finished file (tcpdump's -z; no shell; at most
+    /// 4 at once, failures counted in post_rotate_failures).
+    #[arg(short = 'z', long = "post-rotate", value_name = "CMD")]
+    post_rotate: Option<PathBuf>,
+
+    /// Stop writing (records counted as disk_floor_drops) while the output
+    /// directory's file system has less free space than this: N% of its
+    /// size, or a size as -C takes it (e.g. 2g); 0 turns it off. Checked at
+    /// each new file and every 16 MiB a capture writes.
+    #[arg(long, value_name = "N%|SIZE", default_value = "1%", value_parser = rotation::parse_min_free)]
+    min_free: rotation::MinFree,
+    // --- end of rotation
     /// Exit after writing this many packets (all agents together).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -167,6 +192,33 @@ pub struct Args {
     /// 127.0.0.1:9464. Off unless given. See docs/metrics.md.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_listen)]
     metrics_listen: Option<SocketAddr>,
+
+    // --- Access control and live TAP output (sensor-tap) ---
+    /// Accept active agents only from this address range (CIDR or one
+    /// address; repeatable, IPv4 and IPv6). An agent from elsewhere is closed
+    /// before any RPCAP message, logged once per address and counted
+    /// (agents_refused in the last line, xrpcap_sensor_agents_refused_total).
+    /// Default: any address (a WARN says so when --listen is not loopback).
+    /// Agents dialed with --connect are not checked.
+    #[arg(long, value_name = "CIDR", value_parser = parse_allow)]
+    allow: Vec<IpNet>,
+
+    /// Write every received Ethernet frame onto TAP interface NAME (created
+    /// at start, up, removed at exit), for tools that capture from an
+    /// interface: `zeek -i NAME`, `suricata -i NAME`, `tcpdump -i NAME`.
+    /// Files or -w are written as well (`-w /dev/null` for the TAP only).
+    /// Frames of other link types are counted (tap_skipped), frames the
+    /// kernel does not take at once are dropped and counted (tap_drops).
+    /// Needs CAP_NET_ADMIN and /dev/net/tun.
+    #[arg(long, value_name = "NAME", value_parser = parse_tap_name, conflicts_with = "tap_per_agent")]
+    tap: Option<String>,
+
+    /// One TAP interface per agent, named PREFIX + the agent's slot number
+    /// (PREFIX at most 10 bytes, e.g. xtap → xtap0, xtap1…), created when
+    /// its Ethernet capture starts and removed when the agent's session
+    /// ends (a slot number is reused by the next agent).
+    #[arg(long, value_name = "PREFIX", value_parser = parse_tap_prefix)]
+    tap_per_agent: Option<String>,
 
     /// More logging: -v debug, -vv trace (default info; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -244,6 +296,7 @@ pub fn config(a: Args) -> Result<config::Config> {
         }
         .to_string()
     });
+    rotation::check_template(&template).map_err(|e| anyhow!("--name: {e}"))?;
     let stats_interval = secs(a.stats_interval, "--stats-interval")?;
     let stats_timeout = match a.stats_timeout {
         Some(v) => secs(v, "--stats-timeout")?,
@@ -276,14 +329,22 @@ pub fn config(a: Args) -> Result<config::Config> {
             format,
             dir: a.out.clone(),
             template,
-            rotate_bytes: a.rotate_size.map(|mb| mb * 1_000_000),
+            rotate_bytes: a.rotate_size,
             rotate_age: a.rotate_secs.map(Duration::from_secs),
             stream,
+            files: std::sync::Arc::new(rotation::Files::new(
+                a.file_count.map(|n| n as usize),
+                a.post_rotate.clone(),
+                a.min_free,
+            )),
         },
         count: a.count,
         duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
         stats_file: a.stats_file.clone(),
         metrics_listen: a.metrics_listen,
+        allow: a.allow.clone(),
+        tap: a.tap.clone(),
+        tap_per_agent: a.tap_per_agent.clone(),
     })
 }
 
@@ -309,6 +370,44 @@ pub fn parse_ifaddr(s: &str) -> Result<IpNet> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| anyhow!("--ifaddr: '{s}' is not an address or CIDR prefix (e.g. 10.1.0.0/16)"))
+}
+
+/// `--allow`: a CIDR prefix, or one address (a /32 or /128).
+pub fn parse_allow(s: &str) -> std::result::Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("'{s}' is not an address or CIDR prefix (e.g. 10.1.0.0/16)"))
+}
+
+/// `--tap NAME`: an interface name (1..=15 bytes, no '/', white space or NUL).
+pub fn parse_tap_name(s: &str) -> std::result::Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() < 16
+        && s != "."
+        && s != ".."
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}' is not an interface name (1-15 bytes, no '/' or spaces)"
+        ))
+    }
+}
+
+/// `--tap-per-agent PREFIX`: room for 5 digits in an interface name.
+pub fn parse_tap_prefix(s: &str) -> std::result::Result<String, String> {
+    parse_tap_name(s)?;
+    if s.len() > crate::tap::MAX_PREFIX || s.contains('%') {
+        return Err(format!(
+            "'{s}': a TAP prefix has at most {} bytes and no '%'",
+            crate::tap::MAX_PREFIX
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// `--connect HOST[:PORT]` as `host:port` for the dialer (port 2002 when
@@ -396,6 +495,88 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = out(&["--out", dir.path().to_str().unwrap()]);
         assert_eq!((o.format, o.stream), (Format::Pcap, None));
+    }
+
+    /// tcpdump's rotation letters and their long aliases (rotation block).
+    #[test]
+    fn rotation_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let parse = |args: &[&str]| {
+            let mut v = vec!["xrpcap-sensor", "--listen", "none", "--out", d];
+            v.extend_from_slice(args);
+            Args::try_parse_from(v)
+                .map_err(|e| e.to_string())
+                .and_then(|a| config(a).map_err(|e| e.to_string()))
+                .map(|c| c.output)
+        };
+        let o = parse(&["-C", "1", "-G", "60", "-W", "3", "-z", "/bin/true"]).unwrap();
+        assert_eq!(o.rotate_bytes, Some(1_000_000));
+        assert_eq!(o.rotate_age, Some(Duration::from_secs(60)));
+        assert_eq!(o.files.keep, Some(3));
+        assert_eq!(o.files.post_rotate.as_deref(), Some("/bin/true".as_ref()));
+        assert_eq!(o.files.min_free, rotation::MinFree::Percent(1.0));
+        let o = parse(&[
+            "--rotate-size",
+            "2",
+            "--rotate-secs",
+            "5",
+            "--file-count",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(o.rotate_bytes, Some(2_000_000));
+        assert_eq!(o.rotate_age, Some(Duration::from_secs(5)));
+        assert_eq!(o.files.keep, Some(1));
+        let o = parse(&["-C", "10m", "--min-free", "0"]).unwrap();
+        assert_eq!(o.rotate_bytes, Some(10 << 20));
+        assert_eq!(o.files.min_free, rotation::MinFree::Bytes(0));
+        assert!(parse(&["-W", "0"]).is_err());
+        assert!(parse(&["-C", "x"]).is_err());
+        assert!(parse(&["--min-free", "150%"]).is_err());
+        let e = parse(&["--name", "a-%Q.pcap"]).unwrap_err();
+        assert!(e.contains("strftime"), "{e}");
+        assert!(parse(&["--name", "{agent}-%Y%m%d-100%%.pcap"]).is_ok());
+    }
+
+    #[test]
+    fn allow_takes_prefixes_and_addresses() {
+        assert_eq!(
+            parse_allow("10.1.2.3/16").unwrap(),
+            "10.1.0.0/16".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_allow("192.0.2.7").unwrap(),
+            "192.0.2.7/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_allow("fd00::1").unwrap(),
+            "fd00::1/128".parse::<IpNet>().unwrap()
+        );
+        assert!(parse_allow("10.1/8").is_err());
+        let a = Args::parse_from([
+            "xrpcap-sensor",
+            "--allow",
+            "10.0.0.0/8",
+            "--allow",
+            "::1",
+            "--listen",
+            "none",
+            "-w",
+            "-",
+        ]);
+        assert_eq!(config(a).unwrap().allow.len(), 2);
+    }
+
+    #[test]
+    fn tap_names_fit_an_interface_name() {
+        assert_eq!(parse_tap_name("xtap0").unwrap(), "xtap0");
+        for bad in ["", "a/b", "a b", "sixteen-bytes-xx", ".."] {
+            assert!(parse_tap_name(bad).is_err(), "{bad}");
+        }
+        assert!(parse_tap_prefix("xtap").is_ok());
+        assert!(parse_tap_prefix("eleven-byte").is_err());
+        assert!(parse_tap_prefix("x%d").is_err());
     }
 
     #[test]

@@ -27,4 +27,10 @@ pub struct Config {
     pub stats_file: Option<PathBuf>,
     /// `--metrics-listen`: where to serve `GET /metrics` (None: nowhere).
     pub metrics_listen: Option<SocketAddr>,
+    /// `--allow`: the ranges active agents may connect from (empty: any).
+    pub allow: Vec<ipnet::IpNet>,
+    /// `--tap`: one TAP interface for every capture's frames.
+    pub tap: Option<String>,
+    /// `--tap-per-agent`: the prefix of one TAP interface per agent.
+    pub tap_per_agent: Option<String>,
 }

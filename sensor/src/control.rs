@@ -18,6 +18,7 @@ use rpcap::addr::canonical;
 use sys::signal::{SignalPipe, SIGHUP, SIGINT, SIGTERM};
 
 use crate::agent::{Agent, Shared};
+use crate::allow::Allow;
 use crate::config::Config;
 use crate::data_channel::{Buffers, UdpPorts};
 use crate::dial::Dialer;
@@ -40,6 +41,8 @@ const GOODBYE: Duration = Duration::from_secs(2);
 pub struct Sensor {
     poll: Poll,
     listener: Option<Listener>,
+    /// `--allow`: who may connect to the listener.
+    allow: Allow,
     dialer: Dialer,
     agents: Vec<Option<Agent>>,
     free: Vec<usize>,
@@ -69,11 +72,19 @@ impl Sensor {
     /// when the address is taken.
     pub fn new(cfg: Config) -> Result<Sensor> {
         let poll = Poll::new().context("cannot create the event loop")?;
+        // The TAP before the listener: no agent is taken by a sensor that
+        // cannot do what it was asked.
+        let tap = cfg.tap.as_deref().map(crate::tap::open).transpose()?;
         let listener = match cfg.listen {
             Some(addr) => {
                 let l = Listener::bind(addr, poll.registry())
                     .map_err(|e| anyhow::anyhow!("cannot listen for agents on {addr}: {e}"))?;
                 log::info!("listening for active agents on {}", l.local_addr()?);
+                if cfg.allow.is_empty() && !addr.ip().is_loopback() {
+                    log::warn!(
+                        "accepting agents from any address on {addr}: restrict them with --allow CIDR"
+                    );
+                }
                 Some(l)
             }
             None => None,
@@ -107,6 +118,7 @@ impl Sensor {
         Ok(Sensor {
             metrics,
             listener,
+            allow: Allow::new(cfg.allow.clone()),
             dialer: Dialer::new(&cfg.connect, Instant::now()),
             agents: Vec::new(),
             free: Vec::new(),
@@ -119,6 +131,7 @@ impl Sensor {
                 budget: cfg.count.unwrap_or(u64::MAX),
                 filter,
                 stream,
+                tap,
                 cfg,
             },
             poll,
@@ -249,6 +262,11 @@ impl Sensor {
 
     fn accept(&mut self) {
         while let Some((stream, peer)) = self.listener.as_ref().and_then(Listener::accept) {
+            if !self.allow.admits(peer.ip(), Instant::now()) {
+                // Closed unread: no RPCAP byte, no session, no slot.
+                drop(stream);
+                continue;
+            }
             log::info!("agent {peer} connected (active mode)");
             self.add_agent(stream, peer, None);
         }
@@ -329,6 +347,7 @@ impl Sensor {
             m.builder.retire(key.clone(), v);
         }
         m.builder.begin();
+        m.builder.agents_refused(self.allow.refused());
         for (key, v) in self.linger.metrics() {
             m.builder.capture(key, &v);
         }
@@ -339,6 +358,11 @@ impl Sensor {
             }
         }
         m.published.publish(m.builder.snapshot());
+    }
+
+    /// Active agents refused by `--allow` so far.
+    pub fn agents_refused(&self) -> u64 {
+        self.allow.refused()
     }
 
     /// Where the metrics endpoint listens (None without `--metrics-listen`).
@@ -432,14 +456,33 @@ impl Sensor {
         sh.stream = None;
         self.writer.stop(Duration::from_secs(2));
         let cfg = &sh.cfg;
+        // Rotation (-W, -z): what happened to finished files.
+        let files = &cfg.output.files;
+        if files.post_rotate.is_some() {
+            files.wait_post_rotate(Duration::from_secs(2));
+        }
+        if files.post_rotate.is_some() || files.keep.is_some() {
+            log::info!(
+                "rotation: files_deleted={} post_rotate_failures={}",
+                files.deleted.load(std::sync::atomic::Ordering::Relaxed),
+                files
+                    .post_rotate_failures
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
         let total: u64 = cfg.count.map_or(0, |c| c - sh.budget);
         log::info!(
-            "sensor stopped: {} capture(s){}",
+            "sensor stopped: {} capture(s){}{}",
             self.linger.lines().len(),
             if cfg.count.is_some() {
                 format!(", {total} packets")
             } else {
                 String::new()
+            },
+            if self.allow.is_open() {
+                String::new()
+            } else {
+                format!(", agents_refused={}", self.allow.refused())
             }
         );
         if let Some(path) = &cfg.stats_file {

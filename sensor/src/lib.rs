@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod allow;
 pub mod capture;
 pub mod choose;
 pub mod cli;
@@ -21,8 +22,10 @@ pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod pcapng;
+pub mod rotation;
 pub mod session;
 pub mod source;
 pub mod summary;
+pub mod tap;
 pub mod token;
 pub mod writer;

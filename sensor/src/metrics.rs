@@ -63,7 +63,11 @@ pub struct CaptureValues {
     pub late: u64,
     pub socket_drops: u64,
     pub write_drops: u64,
+    pub disk_floor_drops: u64,
     pub write_errors: u64,
+    pub tap_frames: u64,
+    pub tap_drops: u64,
+    pub tap_skipped: u64,
     /// The agent's last STATS reply.
     pub stats: Option<Stats>,
 }
@@ -86,7 +90,11 @@ impl CaptureValues {
             late: c.late,
             socket_drops: c.socket_drops,
             write_drops: c.write_drops,
+            disk_floor_drops: c.disk_floor_drops,
             write_errors: c.write_errors,
+            tap_frames: c.tap_frames,
+            tap_drops: c.tap_drops,
+            tap_skipped: c.tap_skipped,
             stats: stats.copied(),
         }
     }
@@ -105,7 +113,11 @@ impl CaptureValues {
         self.late += o.late;
         self.socket_drops += o.socket_drops;
         self.write_drops += o.write_drops;
+        self.disk_floor_drops += o.disk_floor_drops;
         self.write_errors += o.write_errors;
+        self.tap_frames += o.tap_frames;
+        self.tap_drops += o.tap_drops;
+        self.tap_skipped += o.tap_skipped;
         if o.stats.is_some() {
             self.stats = o.stats;
         }
@@ -127,6 +139,8 @@ pub struct Snapshot {
     pub captures: BTreeMap<Key, CaptureValues>,
     /// Sessions per state name.
     pub sessions: BTreeMap<&'static str, u64>,
+    /// Active agents refused by `--allow`.
+    pub agents_refused: u64,
 }
 
 /// Builds each tick's [`Snapshot`]: live and lingering captures on top of
@@ -154,6 +168,11 @@ impl Builder {
 
     pub fn capture(&mut self, key: Key, v: &CaptureValues) {
         self.next.captures.entry(key).or_default().add(v);
+    }
+
+    /// Active agents refused by `--allow` so far.
+    pub fn agents_refused(&mut self, n: u64) {
+        self.next.agents_refused = n;
     }
 
     pub fn session(&mut self, state: &'static str) {
@@ -217,7 +236,7 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
     let r = Registry::new();
     let labels = &["agent", "interface"];
     type Field = fn(&CaptureValues) -> u64;
-    let counters: [(&str, &str, Field); 13] = [
+    let counters: [(&str, &str, Field); 17] = [
         (
             "packets_total",
             "Packets written to the capture's output.",
@@ -279,9 +298,29 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
             |v| v.write_drops,
         ),
         (
+            "disk_floor_drops_total",
+            "Records dropped because the output's disk had less room than --min-free.",
+            |v| v.disk_floor_drops,
+        ),
+        (
             "write_errors_total",
             "Records the output failed to write.",
             |v| v.write_errors,
+        ),
+        (
+            "tap_frames_total",
+            "Frames written onto the --tap interface.",
+            |v| v.tap_frames,
+        ),
+        (
+            "tap_drops_total",
+            "Frames the --tap interface did not take (busy, down).",
+            |v| v.tap_drops,
+        ),
+        (
+            "tap_skipped_total",
+            "Frames not written to the --tap interface: not Ethernet.",
+            |v| v.tap_skipped,
         ),
     ];
     type StatsField = fn(&Stats) -> u32;
@@ -345,6 +384,12 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
     ))
     .expect("valid metric");
     register(&r, w).inc_by(written);
+    let refused = IntCounter::with_opts(opts(
+        "agents_refused_total",
+        "Active agents refused by --allow (closed before any RPCAP message).",
+    ))
+    .expect("valid metric");
+    register(&r, refused).inc_by(s.agents_refused);
     let build = IntGaugeVec::new(
         opts("build_info", "The sensor's version (always 1)."),
         &["version"],
@@ -503,6 +548,30 @@ mod tests {
         // No STATS yet: no agent gauge; and no OpenMetrics `# EOF`.
         assert!(!text.contains("xrpcap_sensor_agent_ifrecv{"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn refusals_and_tap_counters_are_exported() {
+        let key = ("10.0.0.3".to_string(), "eth0".to_string());
+        let mut b = Builder::default();
+        b.begin();
+        b.agents_refused(3);
+        let v = CaptureValues {
+            tap_frames: 7,
+            tap_drops: 2,
+            tap_skipped: 1,
+            ..CaptureValues::default()
+        };
+        b.capture(key, &v);
+        let text = render(b.snapshot(), 0, 1.0, None);
+        for want in [
+            "xrpcap_sensor_agents_refused_total 3\n",
+            "xrpcap_sensor_tap_frames_total{agent=\"10.0.0.3\",interface=\"eth0\"} 7\n",
+            "xrpcap_sensor_tap_drops_total{agent=\"10.0.0.3\",interface=\"eth0\"} 2\n",
+            "xrpcap_sensor_tap_skipped_total{agent=\"10.0.0.3\",interface=\"eth0\"} 1\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in\n{text}");
+        }
     }
 
     #[test]

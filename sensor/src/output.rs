@@ -18,13 +18,20 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use rpcap::msg::Stats;
 use rpcap::PktHdr;
 
 use crate::pcapng::{self, IfaceId, IsbCounts, SensorId};
-use crate::writer::{self, Dest, Job, Ledger, Target, BUF_SIZE};
+pub use crate::rotation::render;
+use crate::rotation::{self, Files};
+use crate::writer::{self, Dest, Job, Ledger, Target, Then, BUF_SIZE};
+
+/// Bytes written by one capture between two checks of the disk-space floor.
+pub const FLOOR_CHECK_BYTES: u64 = 16 << 20;
+/// How often a capture stopped by the floor looks for space again.
+pub const FLOOR_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -53,6 +60,8 @@ pub struct OutputConfig {
     pub rotate_age: Option<Duration>,
     /// One stream for every capture instead of files (`-w`).
     pub stream: Option<StreamTo>,
+    /// The ring (`-W`), `-z` and the disk-space floor (files only).
+    pub files: Arc<Files>,
 }
 
 /// Buffered records reach a `-w` reader within this time.
@@ -139,7 +148,11 @@ pub struct Output {
     buf_bytes: u64,
     /// When the first record of `buf` was written (for the age flush).
     buf_since: Option<Instant>,
+    /// The file being written (`NAME.part`) and its final name.
     path: Option<PathBuf>,
+    final_path: Option<PathBuf>,
+    /// The base name and suffix of the current file (see `open_file`).
+    last_name: Option<(PathBuf, u32)>,
     /// Bytes in the current file.
     size: u64,
     opened: Instant,
@@ -148,6 +161,13 @@ pub struct Output {
     closed: bool,
     /// Records dropped because no buffer was free (the writer is behind).
     pub write_drops: u64,
+    /// Records dropped because the disk had less room than `--min-free`.
+    pub floor_drops: u64,
+    /// Writing stopped by the floor; when it was last checked; bytes
+    /// written since.
+    floor_stopped: bool,
+    floor_checked: Instant,
+    since_floor_check: u64,
     /// npkt of the last record written (None: none yet, or the agent
     /// started counting anew).
     last_npkt: Option<u32>,
@@ -195,6 +215,7 @@ impl Output {
         linktype: i32,
         snaplen: u32,
     ) -> io::Result<Output> {
+        let mut last_name = None;
         let (target, path, shared, dest_name) = match (&cfg.stream, &stream) {
             (Some(_), Some(s)) => {
                 if cfg.format == Format::Pcap && s.interfaces > 0 {
@@ -208,13 +229,15 @@ impl Output {
             }
             (Some(_), None) => return Err(io::Error::other("the -w stream is not open")),
             (None, _) => {
-                let (dest, path) = open_file(cfg, agent, iface)?;
+                let (dest, path) = open_file(cfg, agent, iface, &mut last_name)?;
                 let name = path
                     .as_ref()
                     .map_or(String::new(), |p| p.display().to_string());
                 (Target::new(dest), path, false, name)
             }
         };
+        let final_path = path.clone();
+        let path = path.as_deref().map(rotation::part_path);
         writer.pool.output_opened();
         let mut o = Output {
             cfg: cfg.clone(),
@@ -235,16 +258,22 @@ impl Output {
             buf_records: 0,
             buf_since: None,
             buf_bytes: 0,
-            path: path.clone(),
+            path,
+            final_path: final_path.clone(),
+            last_name,
             size: 0,
             opened: Instant::now(),
             // The final line's `files=`: the -w file or pipe too (stdout: none).
             files: match &cfg.stream {
                 Some(StreamTo::Path(p)) => vec![p.clone()],
-                _ => path.into_iter().collect(),
+                _ => final_path.into_iter().collect(),
             },
             closed: false,
             write_drops: 0,
+            floor_drops: 0,
+            floor_stopped: false,
+            floor_checked: Instant::now(),
+            since_floor_check: 0,
             last_npkt: None,
             drops_since: 0,
             delivered: 0,
@@ -272,12 +301,13 @@ impl Output {
                 if cfg.format == Format::Pcapng {
                     o.write_idb();
                 }
+                o.check_floor();
             }
         }
         Ok(o)
     }
 
-    /// The file being written (None for the `-w` stream).
+    /// The file being written, `NAME.part` (None for the `-w` stream).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
@@ -292,7 +322,7 @@ impl Output {
         &self.if_name
     }
 
-    /// Every file written so far.
+    /// Every file written so far (final names: `-W` may have deleted some).
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
@@ -317,6 +347,15 @@ impl Output {
         }
         if self.cfg.rotate_bytes.is_some_and(|max| self.size >= max) {
             self.rotate()?;
+        }
+        if self.path.is_some() {
+            if self.since_floor_check >= FLOOR_CHECK_BYTES {
+                self.check_floor();
+            }
+            if self.floor_stopped {
+                self.floor_drops += 1;
+                return Ok(false);
+            }
         }
         // Records missing before this one, by the agent's packet numbers
         // (a step back or a leap beyond 2^31 is a new baseline, no loss).
@@ -384,6 +423,7 @@ impl Output {
         self.drops_since = 0;
         self.delivered += 1;
         self.size += len as u64;
+        self.since_floor_check += len as u64;
         if self.buf_records == 0 {
             self.buf_since = Some(Instant::now());
         }
@@ -499,6 +539,9 @@ impl Output {
         {
             self.rotate()?;
         }
+        if self.floor_stopped && now.duration_since(self.floor_checked) >= FLOOR_RECHECK {
+            self.check_floor();
+        }
         let age = if self.shared {
             STDOUT_FLUSH_AGE
         } else {
@@ -521,6 +564,7 @@ impl Output {
         if !self.closed {
             self.write_isb();
             self.hand_off();
+            self.finish_file();
             self.closed = true;
             self.writer.pool.output_closed();
         }
@@ -556,7 +600,8 @@ impl Output {
         }
         self.write_isb();
         self.hand_off();
-        let (dest, path) = open_file(&self.cfg, &self.agent, &self.iface)?;
+        self.finish_file();
+        let (dest, path) = open_file(&self.cfg, &self.agent, &self.iface, &mut self.last_name)?;
         self.target = Target::new(dest);
         self.ledger = Ledger::new();
         self.sent = 0;
@@ -565,14 +610,64 @@ impl Output {
             self.files.push(p.clone());
             self.dest_name = p.display().to_string();
         }
-        self.path = path;
+        self.path = path.as_deref().map(rotation::part_path);
+        self.final_path = path;
         self.size = 0;
+        self.check_floor();
         self.opened = Instant::now();
         self.write_section_header();
         if self.cfg.format == Format::Pcapng {
             self.write_idb();
         }
         Ok(())
+    }
+
+    /// Once the writer has written what is queued for the current file,
+    /// renames `NAME.part` to `NAME` (then the ring and `-z`).
+    fn finish_file(&mut self) {
+        let (Some(part), Some(name)) = (self.path.clone(), self.final_path.clone()) else {
+            return;
+        };
+        let (files, target) = (self.cfg.files.clone(), self.target.clone());
+        let key = self.if_name.clone();
+        self.writer.then(Then {
+            ledger: self.ledger.clone(),
+            run: Box::new(move || files.finished(&key, &part, &name, !target.failed())),
+        });
+        self.sent += 1;
+    }
+
+    /// Stops (or resumes) writing when the output directory's file system
+    /// has less (more) room than `--min-free`.
+    fn check_floor(&mut self) {
+        self.since_floor_check = 0;
+        self.floor_checked = Instant::now();
+        let below = match self.cfg.files.min_free.below(&self.cfg.dir) {
+            Ok(b) => b,
+            Err(e) => {
+                log::debug!("statvfs {}: {e}", self.cfg.dir.display());
+                false
+            }
+        };
+        if below != self.floor_stopped {
+            if below {
+                log::warn!(
+                    "{}: less free space than --min-free ({:?}); records of {} are dropped \
+                     (counted as disk_floor_drops) until there is room again",
+                    self.cfg.dir.display(),
+                    self.cfg.files.min_free,
+                    self.if_name
+                );
+            } else {
+                log::warn!(
+                    "{}: room again above --min-free; {} writes again ({} records dropped)",
+                    self.cfg.dir.display(),
+                    self.if_name,
+                    self.floor_drops
+                );
+            }
+            self.floor_stopped = below;
+        }
     }
 
     /// Queues the file (or stream) header: pcap's, or pcapng's section
@@ -666,19 +761,45 @@ fn put_u32s(buf: &mut [u8], vals: &[u32]) {
     }
 }
 
-fn open_file(cfg: &OutputConfig, agent: &str, iface: &str) -> io::Result<(Dest, Option<PathBuf>)> {
+/// Creates the capture's next file as `NAME.part`. `last` is the base name
+/// and suffix of the capture's previous file: a name is never used twice by
+/// a capture, even after -W deleted the first file of that name (a watcher
+/// that already read `NAME` would skip a second one).
+fn open_file(
+    cfg: &OutputConfig,
+    agent: &str,
+    iface: &str,
+    last: &mut Option<(PathBuf, u32)>,
+) -> io::Result<(Dest, Option<PathBuf>)> {
     let name = render(&cfg.template, agent, iface, SystemTime::now());
-    let base = cfg.dir.join(name);
+    let base = cfg.dir.join(&name);
+    // A template with directories (`%Y-%m-%d/{agent}.pcap`): create them.
+    if name.contains('/') {
+        if let Some(parent) = base.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+    }
+    let first = match last {
+        Some((b, n)) if *b == base => *n + 1,
+        _ => 0,
+    };
     // A name already taken (same second, same agent) gets a numeric suffix.
-    for n in 0..10_000u32 {
+    for n in first..10_000u32 {
         let path = if n == 0 {
             base.clone()
         } else {
             with_suffix(&base, n)
         };
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        if path.exists() {
+            continue;
+        }
+        let part = rotation::part_path(&path);
+        match OpenOptions::new().write(true).create_new(true).open(&part) {
             Ok(f) => {
-                log::info!("writing {}", path.display());
+                log::info!("writing {}", part.display());
+                *last = Some((base, n));
                 return Ok((Dest::File(f), Some(path)));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -706,53 +827,6 @@ fn with_suffix(p: &Path, n: u32) -> PathBuf {
     p.with_file_name(name)
 }
 
-/// The file name for a template. Values are made safe for a file name.
-pub fn render(template: &str, agent: &str, iface: &str, t: SystemTime) -> String {
-    let safe = |s: &str| {
-        s.chars()
-            .map(|c| {
-                if c == '/' || c == '\0' || c.is_whitespace() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect::<String>()
-    };
-    template
-        .replace("{agent}", &safe(agent))
-        .replace("{iface}", &safe(iface))
-        .replace("{time}", &utc_stamp(t))
-}
-
-/// UTC `yyyymmddThhmmss`.
-pub fn utc_stamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's civil_from_days algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,6 +839,7 @@ mod tests {
             template: "{agent}-{iface}-{time}.cap".into(),
             rotate_bytes: None,
             rotate_age: None,
+            files: Default::default(),
             stream: None,
         }
     }
@@ -800,17 +875,6 @@ mod tests {
     }
 
     #[test]
-    fn time_stamp_and_template() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_709_164_800 + 3661); // 2024-02-29 01:01:01
-        assert_eq!(utc_stamp(t), "20240229T010101");
-        assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000");
-        assert_eq!(
-            render("{agent}-{iface}-{time}.pcap", "10.0.0.1_99", "eth 0/1", t),
-            "10.0.0.1_99-eth_0_1-20240229T010101.pcap"
-        );
-    }
-
-    #[test]
     fn pcap_bytes_exact() {
         let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -840,6 +904,7 @@ mod tests {
             for n in 1..=10 {
                 o.write(&hdr(n, 61), &[n as u8; 61]).unwrap();
             }
+            o.close();
             assert!(o.sync(Duration::from_secs(5)));
             assert!(o.files().len() >= 3, "{:?}", o.files());
             let mut total = 0;
@@ -862,6 +927,7 @@ mod tests {
         assert_eq!(o.files().len(), 1, "not old enough yet");
         o.tick(Instant::now() + Duration::from_secs(61)).unwrap();
         o.write(&hdr(2, 10), &[2; 10]).unwrap();
+        o.close();
         assert!(o.sync(Duration::from_secs(5)));
         assert_eq!(o.files().len(), 2);
         for f in o.files() {
@@ -894,6 +960,25 @@ mod tests {
         assert_eq!(count_with_tcpdump(&path), 1);
     }
 
+    /// Below the disk floor nothing is written but headers; every record
+    /// is counted as a floor drop, and the file is still complete.
+    #[test]
+    fn below_the_disk_floor_records_are_dropped_and_counted() {
+        let w = Writer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), Format::Pcap);
+        c.files = Arc::new(Files::new(None, None, rotation::MinFree::Bytes(u64::MAX)));
+        let mut o = create(&w, &c, "a", "e", 1, 1500).unwrap();
+        for n in 1..=5 {
+            assert!(!o.write(&hdr(n, 10), &[1; 10]).unwrap());
+        }
+        assert_eq!((o.floor_drops, o.write_drops), (5, 0));
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        assert_eq!(count_with_tcpdump(&o.files()[0]), 0);
+        assert!(!o.path().unwrap().exists(), "renamed");
+    }
+
     #[test]
     fn pcapng_readable_by_tcpdump() {
         let w = Writer::start().unwrap();
@@ -908,6 +993,28 @@ mod tests {
     }
 
     #[test]
+    fn strftime_directories_are_created() {
+        let w = Writer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), Format::Pcap);
+        c.template = "%Y/{iface}-%H.pcap".into();
+        let mut o = create(&w, &c, "a", "e", 1, 100).unwrap();
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        let f = &o.files()[0];
+        assert!(f.exists(), "{f:?}");
+        let rel = f
+            .strip_prefix(dir.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            rel.len() == "2026/e-00.pcap".len() && rel.contains("/e-"),
+            "{rel}"
+        );
+    }
+
+    #[test]
     fn same_name_gets_suffix() {
         let w = Writer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -915,8 +1022,17 @@ mod tests {
         c.template = "fixed.pcap".into();
         let a = create(&w, &c, "a", "e", 1, 100).unwrap();
         let b = create(&w, &c, "a", "e", 1, 100).unwrap();
-        assert_eq!(a.path().unwrap().file_name().unwrap(), "fixed.pcap");
-        assert_eq!(b.path().unwrap().file_name().unwrap(), "fixed-1.pcap");
+        assert_eq!(a.path().unwrap().file_name().unwrap(), "fixed.pcap.part");
+        assert_eq!(b.path().unwrap().file_name().unwrap(), "fixed-1.pcap.part");
+        assert_eq!(b.files()[0].file_name().unwrap(), "fixed-1.pcap");
+        // A finished file's name is taken too.
+        drop((a, b));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dir.path().join("fixed-1.pcap").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let c = create(&w, &c, "a", "e", 1, 100).unwrap();
+        assert_eq!(c.path().unwrap().file_name().unwrap(), "fixed-2.pcap.part");
     }
 
     #[test]
@@ -1012,6 +1128,7 @@ mod stream_tests {
             template: String::new(),
             rotate_bytes: None,
             rotate_age: None,
+            files: Default::default(),
             stream: Some(StreamTo::Path(path.clone())),
         };
         let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();
@@ -1120,6 +1237,7 @@ mod pcapng_file_tests {
             template: "{agent}-{iface}-{time}.pcapng".into(),
             rotate_bytes: Some(600),
             rotate_age: None,
+            files: Default::default(),
             stream: None,
         };
         let mut o =
@@ -1190,6 +1308,7 @@ mod pcapng_file_tests {
             template: String::new(),
             rotate_bytes: None,
             rotate_age: None,
+            files: Default::default(),
             stream: Some(StreamTo::Path(fifo.clone())),
         };
         let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();

@@ -89,7 +89,7 @@ pub fn final_line(
         "final agent={peer} iface={} packets={} bytes={} lost={} \
          udpstr_datagrams={} seq_gaps={} lost_datagrams={} truncated_records={} duplicates={} reordered={} \
          udpstr_malformed={} rejected={} plain_lost={} plain_dups={} malformed={} foreign={} late={} socket_drops={} \
-         write_errors={} write_drops={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
+         write_errors={} write_drops={} disk_floor_drops={} agent_ifrecv={} agent_ifdrop={} agent_krnldrop={} agent_sent={}",
         PeerText::new(&cap.iface),
         c.packets,
         c.bytes,
@@ -110,11 +110,19 @@ pub fn final_line(
         c.socket_drops,
         c.write_errors,
         c.write_drops,
+        c.disk_floor_drops,
         s.ifrecv,
         s.ifdrop,
         s.krnldrop,
         s.svrcapt,
     );
+    if cap.tapped {
+        let _ = write!(
+            line,
+            " tap_frames={} tap_drops={} tap_skipped={}",
+            c.tap_frames, c.tap_drops, c.tap_skipped
+        );
+    }
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let _ = write!(
         line,

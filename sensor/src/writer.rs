@@ -168,10 +168,22 @@ impl Pool {
     }
 }
 
+/// A closure the writer runs after every buffer queued before it (the
+/// rename of a finished file); it counts as one buffer of `ledger`.
+pub struct Then {
+    pub ledger: Arc<Ledger>,
+    pub run: Box<dyn FnOnce() + Send>,
+}
+
+enum Msg {
+    Write(Job),
+    Then(Then),
+}
+
 /// What an output needs to reach the writer thread.
 #[derive(Clone)]
 pub struct Handle {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
     pub pool: Arc<Pool>,
 }
 
@@ -179,11 +191,18 @@ impl Handle {
     /// Queues a buffer. The queue never holds more buffers than the pool
     /// allows, so it is bounded by the pool.
     pub fn send(&self, job: Job) {
-        if let Err(mpsc::SendError(job)) = self.tx.send(job) {
+        if let Err(mpsc::SendError(Msg::Write(job))) = self.tx.send(Msg::Write(job)) {
             // The writer thread is gone (it only ends when every handle is
             // dropped, so this is a bug); account the records as failed.
             job.fail();
             job.ledger.done.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Queues a closure to run once the buffers queued so far are written.
+    pub fn then(&self, then: Then) {
+        if let Err(mpsc::SendError(Msg::Then(t))) = self.tx.send(Msg::Then(then)) {
+            t.ledger.done.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -211,7 +230,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn start() -> io::Result<Writer> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let pool = Arc::new(Pool {
             state: Mutex::new(PoolState {
                 free: Vec::new(),
@@ -225,7 +244,15 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                for job in rx {
+                for msg in rx {
+                    let job = match msg {
+                        Msg::Write(job) => job,
+                        Msg::Then(t) => {
+                            (t.run)();
+                            t.ledger.done.fetch_add(1, Ordering::AcqRel);
+                            continue;
+                        }
+                    };
                     let t = &job.target;
                     if t.failed() {
                         job.fail();

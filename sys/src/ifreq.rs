@@ -25,8 +25,8 @@ pub fn ifindex_exists(ifindex: u32) -> bool {
     !p.is_null()
 }
 
-/// An ifreq naming `ifname`, for the SIOC* ioctls.
-fn ifreq(ifname: &str) -> io::Result<libc::ifreq> {
+/// An ifreq naming `ifname`, for the SIOC* ioctls (and TUNSETIFF).
+pub(crate) fn ifreq(ifname: &str) -> io::Result<libc::ifreq> {
     if ifname.len() >= libc::IFNAMSIZ || ifname.as_bytes().contains(&0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -64,6 +64,25 @@ pub fn mtu(ifname: &str) -> io::Result<u32> {
     unsafe { ifreq_ioctl(libc::SIOCGIFMTU, &mut ifr) }?;
     // SAFETY: SIOCGIFMTU filled the ifru_mtu member.
     Ok(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// Sets IFF_UP on interface `ifname` (SIOCGIFFLAGS, then SIOCSIFFLAGS;
+/// needs CAP_NET_ADMIN in the caller's network namespace).
+pub fn set_up(ifname: &str) -> io::Result<()> {
+    set_flags(ifname, libc::IFF_UP)
+}
+
+/// Adds `add` (IFF_* bits) to the flags of interface `ifname`
+/// (SIOCGIFFLAGS, then SIOCSIFFLAGS; needs CAP_NET_ADMIN).
+pub fn set_flags(ifname: &str, add: libc::c_int) -> io::Result<()> {
+    let mut ifr = ifreq(ifname)?;
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `ifr`.
+    unsafe { ifreq_ioctl(libc::SIOCGIFFLAGS, &mut ifr) }?;
+    // SAFETY: SIOCGIFFLAGS filled the ifru_flags member.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    ifr.ifr_ifru.ifru_flags = flags | add as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the name and flags of `ifr`.
+    unsafe { ifreq_ioctl(libc::SIOCSIFFLAGS, &mut ifr) }
 }
 
 /// ETHTOOL_GCHANNELS of `ifname`: its rx + combined channels, if the

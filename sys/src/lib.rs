@@ -24,6 +24,7 @@ pub mod process;
 pub mod signal;
 pub mod socket;
 pub mod sockopt;
+pub mod tap;
 pub mod tcp;
 
 pub use sockopt::Pod;

@@ -90,13 +90,21 @@ impl Sensor {
         wait_log(&mut self.child, "sensor", needle, n, timeout)
     }
 
-    /// The capture files written so far, oldest name first.
+    /// The capture files written so far, oldest name first, by their
+    /// final names (a file still written is `NAME.part`: read it with
+    /// `read_pcap`/`wait_for_packets`, which look there).
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.path())?
             .map(|e| e.map(|e| e.path()))
             .collect::<std::io::Result<_>>()?;
+        for f in &mut files {
+            if f.extension().is_some_and(|e| e == "part") {
+                f.set_extension("");
+            }
+        }
         files.retain(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"));
         files.sort();
+        files.dedup();
         Ok(files)
     }
 

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -26,7 +26,22 @@ pub struct Packet {
 /// Reads every packet of a pcap or pcapng file (told apart by magic number).
 /// A truncated or malformed file is an error.
 pub fn read_pcap(path: &Path) -> Result<Vec<Packet>> {
+    let path = &live(path);
     read_packets(path, false).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The file to read for `path`: the sensor writes `NAME.part` and renames
+/// it to `NAME` once complete, so while it runs (or after a crash) `NAME`
+/// is `NAME.part`.
+pub fn live(path: &Path) -> PathBuf {
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    if !path.exists() && part.exists() {
+        part
+    } else {
+        path.to_path_buf()
+    }
 }
 
 /// Reads the packets of a file that may still be being written: stops at the

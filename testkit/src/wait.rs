@@ -61,8 +61,15 @@ pub fn wait_tcp_listen(ns: &Netns, port: u16, timeout: Duration) -> Result<()> {
 pub fn wait_for_packets(path: &Path, count: usize, timeout: Duration) -> Result<Vec<Packet>> {
     let mut packets = Vec::new();
     let found = wait_until(timeout, "packets", || {
-        if path.exists() {
-            packets = read_packets_so_far(path)?;
+        // The sensor's NAME.part until it is renamed NAME (see pcap::live).
+        let p = crate::pcap::live(path);
+        if p.exists() {
+            match read_packets_so_far(&p) {
+                Ok(v) => packets = v,
+                // Renamed between the two looks: the next round reads NAME.
+                Err(_) if !p.exists() => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(packets.len() >= count)
     });

@@ -114,6 +114,47 @@ fn vxlan_device_traffic_reaches_the_sensor_decapsulated() {
         )
         .unwrap();
     }
+    // A tunnel the agent's host sends itself (as a TunnelClient export
+    // would): outgoing, never taken apart (else counted foreign: VNI 300).
+    let c = &topo.cap;
+    c.run(
+        "ip",
+        [
+            "link",
+            "add",
+            "vxo",
+            "type",
+            "vxlan",
+            "id",
+            "300",
+            "dstport",
+            "4789",
+            "remote",
+            Topology::GEN_IP,
+            "local",
+            Topology::CAP_IP,
+            "dev",
+            Topology::CAP_IF,
+        ],
+    )
+    .unwrap();
+    c.sysctl("net.ipv6.conf.vxo.disable_ipv6", "1").unwrap();
+    c.run("ip", ["addr", "add", "192.168.79.1/24", "dev", "vxo"])
+        .unwrap();
+    c.run("ip", ["link", "set", "vxo", "up"]).unwrap();
+    c.run(
+        "ip",
+        [
+            "neigh",
+            "add",
+            "192.168.79.2",
+            "lladdr",
+            "02:00:00:00:79:02",
+            "dev",
+            "vxo",
+        ],
+    )
+    .unwrap();
     let mut sensor = Sensor::start(
         &topo.sen,
         addr(Topology::SEN_IP, Topology::SEN_PORT),
@@ -132,6 +173,13 @@ fn vxlan_device_traffic_reaches_the_sensor_decapsulated() {
         addr("192.168.77.1", 4000),
         addr("192.168.77.2", 7001),
         &payloads,
+    )
+    .unwrap();
+    send_udp(
+        c,
+        addr("192.168.79.1", 4000),
+        addr("192.168.79.2", 7001),
+        &payloads[..7],
     )
     .unwrap();
     // The other VNI: decapsulated by nobody, counted as foreign.

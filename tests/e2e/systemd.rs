@@ -219,7 +219,8 @@ fn forwards(topo: &Topology, out: &Path) {
     wait_until(START_TIMEOUT, "the sensor's capture file", || {
         file = std::fs::read_dir(out)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e == "pcap"));
+            // NAME.pcap.part while the sensor writes it.
+            .find(|p| p.extension().is_some_and(|e| e == "pcap" || e == "part"));
         Ok(file.is_some())
     })
     .unwrap();

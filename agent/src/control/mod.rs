@@ -180,6 +180,8 @@ pub struct Control<H: CaptureHost> {
     /// The status socket's view (with the metrics snapshot, when on) and
     /// the counters its rates are computed from.
     status: Option<(crate::status::Board, crate::status::Rates)>,
+    /// `TunnelClient` exports (they need no connection).
+    exports: crate::tunnel::export::Exports,
 }
 
 impl<H: CaptureHost> Control<H> {
@@ -234,6 +236,7 @@ impl<H: CaptureHost> Control<H> {
             one_client: false,
             metrics: None,
             status: None,
+            exports: Default::default(),
         };
         c.apply_config(config);
         Ok(c)
@@ -332,9 +335,13 @@ impl<H: CaptureHost> Control<H> {
                 counters,
             });
         }
+        live.extend(self.exports.live());
         // Sensors removed from the configuration take their counters along.
+        let exports = &self.exports;
         totals.retain_sensors(|s| {
-            s.starts_with("passive:") || slots.iter().any(|slot| slot.sensor == s)
+            s.starts_with("passive:")
+                || slots.iter().any(|slot| slot.sensor == s)
+                || exports.has_label(s)
         });
         let captures = totals.update(live);
         let snapshot = Snapshot { slots, captures };
@@ -399,8 +406,14 @@ impl<H: CaptureHost> Control<H> {
     }
 
     /// Keeps the slots whose line is unchanged, ends the others, adds new ones.
-    fn apply_config(&mut self, config: Config) {
+    fn apply_config(&mut self, mut config: Config) {
         let now = Instant::now();
+        // Exports first: the sessions' filters leave their datagrams out.
+        self.exports.apply(&config);
+        config.local_filter = crate::tunnel::export::with_exclusion(
+            config.local_filter.as_deref(),
+            self.exports.exclusion().as_deref(),
+        );
         let removed = self
             .dialer
             .apply(&config, self.poll.registry(), &mut self.next_token, now);
@@ -736,6 +749,7 @@ impl<H: CaptureHost> Control<H> {
 
     /// Tells the sessions whose capture stopped by itself.
     fn check_captures(&mut self, now: Instant) {
+        self.exports.check(now);
         let tokens: Vec<Token> = self.peers.keys().copied().collect();
         for token in tokens {
             self.serve(token, now, |p, s| {
@@ -746,6 +760,7 @@ impl<H: CaptureHost> Control<H> {
 
     fn shutdown(&mut self) {
         let now = Instant::now();
+        self.exports.stop_all();
         for (_, peer) in std::mem::take(&mut self.peers) {
             if peer.role() == Role::Client {
                 info!("passive client {}: daemon stopping", peer.addr());

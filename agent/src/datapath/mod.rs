@@ -33,7 +33,7 @@ use decap::DecapStage;
 pub use decap::{DecapCounters, DecapSetup};
 use sender::Backpressure;
 pub use sender::DataStream;
-use sink::{PlainUdpSink, Sink, TcpSink, UdpStrSink};
+use sink::{PlainUdpSink, Sink, TcpSink, TunnelSink, UdpStrSink};
 use sys::eventfd::EventFd;
 use worker::{Command, Pipeline, Shared};
 
@@ -47,6 +47,12 @@ pub enum Transport {
     /// Plain PACKET messages streamed over an established TCP data
     /// connection (or the relay of a TLS one).
     Tcp(DataStream),
+    /// One tunnel datagram per frame to `dest` (`TunnelClient`: VXLAN to
+    /// its UDP port, GRE/ERSPAN in IP protocol 47).
+    Tunnel {
+        kind: crate::tunnel::encap::Kind,
+        dest: SocketAddr,
+    },
 }
 
 /// Everything a worker needs to run one capture: the source's request and
@@ -144,6 +150,9 @@ pub struct Counters {
     pub bytes_sent: u64,
     /// Frames cut to the snapshot length.
     pub truncated: u64,
+    /// Tunnel export: frames over what the path MTU leaves a datagram,
+    /// cut with the T bit (ERSPAN) or dropped (VXLAN, GRE).
+    pub too_big: u64,
     /// Frames the source's filter rejected, where it counts them (AF_XDP).
     pub filtered_out: u64,
     /// The XDP program's counters (AF_XDP only).
@@ -248,6 +257,9 @@ impl Worker {
                 run.spawn(PlainUdpSink::open(*dest, snaplen, sndbuf, bp, dry)?)
             }
             Transport::Tcp(stream) => run.spawn(TcpSink::open(stream, snaplen, bp, dry)?),
+            Transport::Tunnel { kind, dest } => {
+                run.spawn(TunnelSink::open(*kind, *dest, sndbuf, bp, dry)?)
+            }
         }?;
         Ok(Worker {
             tx,
@@ -300,6 +312,7 @@ impl Worker {
             refused: r(&s.refused),
             bytes_sent: r(&s.bytes_sent),
             truncated: r(&s.truncated),
+            too_big: r(&s.too_big),
             filtered_out: r(&s.filtered_out),
             xdp: s
                 .xdp

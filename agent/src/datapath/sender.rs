@@ -85,6 +85,8 @@ pub struct UdpSender {
     sock: Socket,
     /// The socket's family: which IP header the path MTU must also carry.
     ipv6: bool,
+    /// Header bytes between IP and the payload: UDP's 8, none on a raw socket.
+    l4_header: usize,
     fragments: Fragments,
     backpressure: Backpressure,
     /// GSO segment size in use (`None`: plain sendmmsg).
@@ -105,6 +107,55 @@ impl UdpSender {
         fragments: Fragments,
     ) -> io::Result<UdpSender> {
         let sock = Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP))?;
+        Self::with_socket(
+            sock,
+            UDP_HEADER,
+            dest,
+            sndbuf,
+            max_batch,
+            backpressure,
+            fragments,
+        )
+    }
+
+    /// [`UdpSender::connect`] for a raw IP socket of IP protocol `proto`
+    /// (GRE: 47): the kernel adds the IP header, the datagrams are the IP
+    /// payloads. Never fragments; no GSO.
+    pub fn connect_raw(
+        dest: SocketAddr,
+        proto: i32,
+        sndbuf: usize,
+        max_batch: usize,
+        backpressure: Backpressure,
+    ) -> io::Result<UdpSender> {
+        let sock = Socket::new(
+            Domain::for_address(dest),
+            Type::RAW,
+            Some(Protocol::from(proto)),
+        )?;
+        // Never read: a small receive buffer for what the peer sends back.
+        let _ = sock.set_recv_buffer_size(4096);
+        let dest = SocketAddr::new(dest.ip(), 0);
+        Self::with_socket(
+            sock,
+            0,
+            dest,
+            sndbuf,
+            max_batch,
+            backpressure,
+            Fragments::Never,
+        )
+    }
+
+    fn with_socket(
+        sock: Socket,
+        l4_header: usize,
+        dest: SocketAddr,
+        sndbuf: usize,
+        max_batch: usize,
+        backpressure: Backpressure,
+        fragments: Fragments,
+    ) -> io::Result<UdpSender> {
         let ipv6 = dest.is_ipv6();
         if sndbuf > 0 {
             set_sndbuf(&sock, sndbuf);
@@ -118,6 +169,7 @@ impl UdpSender {
         Ok(UdpSender {
             sock,
             ipv6,
+            l4_header,
             fragments,
             backpressure,
             gso: None,
@@ -131,7 +183,7 @@ impl UdpSender {
     /// the socket's family and the UDP header. A syscall: call it at start
     /// and after [`SendReport::path_payload`], not per datagram.
     pub fn path_payload(&self) -> io::Result<usize> {
-        path_payload(&self.sock, self.ipv6)
+        path_payload(&self.sock, self.ipv6, self.l4_header)
     }
 
     /// Groups datagrams of `seg` bytes into UDP GSO sends where the kernel
@@ -234,12 +286,13 @@ impl UdpSender {
                     // rest of the batch is as large, so drop it with this
                     // one rather than fail once per datagram; the caller
                     // resizes from the MTU read here.
-                    report.path_payload = path_payload(&self.sock, self.ipv6).ok();
+                    report.path_payload = path_payload(&self.sock, self.ipv6, self.l4_header).ok();
                     drop_range(s, self.starts[nmsg], base, on_drop, &mut report);
                     m = nmsg;
                 }
                 libc::EINVAL | libc::EIO if self.gso.is_some() => {
-                    let path = path_payload(&self.sock, self.ipv6).unwrap_or(usize::MAX);
+                    let path =
+                        path_payload(&self.sock, self.ipv6, self.l4_header).unwrap_or(usize::MAX);
                     if self.gso.is_some_and(|seg| seg > path) {
                         // The kernel refuses a GSO segment over the path MTU
                         // with EINVAL, not EMSGSIZE: the same resize.
@@ -340,10 +393,10 @@ fn drop_range(
 
 /// See [`UdpSender::path_payload`] (a function of the fields, so the send
 /// loop can call it while the batch borrows the sender).
-fn path_payload(sock: &Socket, ipv6: bool) -> io::Result<usize> {
+fn path_payload(sock: &Socket, ipv6: bool, l4_header: usize) -> io::Result<usize> {
     let ip = if ipv6 { IPV6_HEADER } else { IPV4_HEADER };
     let mtu = sys::sockopt::path_mtu(sock, ipv6)?;
-    Ok(mtu.saturating_sub(ip + UDP_HEADER))
+    Ok(mtu.saturating_sub(ip + l4_header))
 }
 
 /// Sets UDP_SEGMENT on the socket; false if the kernel does not have it.
@@ -393,6 +446,23 @@ impl MsgArena {
             return Err(ArenaFull);
         }
         let n = plain::encode_parts(hdr, parts, &mut self.buf[self.len..self.len + need]);
+        self.len += n;
+        self.ends.push(self.len);
+        Ok(())
+    }
+
+    /// Appends one message of at most `max` bytes that `fill` writes into
+    /// the slice it is given, returning its length (a tunnel header and
+    /// frame).
+    pub fn push_with(
+        &mut self,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), ArenaFull> {
+        if self.ends.len() == self.max_msgs || self.buf.len() - self.len < max {
+            return Err(ArenaFull);
+        }
+        let n = fill(&mut self.buf[self.len..self.len + max]).min(max);
         self.len += n;
         self.ends.push(self.len);
         Ok(())

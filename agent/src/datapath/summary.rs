@@ -95,7 +95,7 @@ pub fn final_line(owner: &str, iface: &str, c: &Counters) -> String {
     let mut line = format!(
         "final {owner} iface={iface} frames={} seen={} ring_drops={} sampled_out={} framed={} \
          bytes={} sent={} send_drops={} datagrams_sent={} datagram_drops={} refused={} gso={} \
-         dry_run={}",
+         dry_run={} too_big={}",
         c.received,
         c.received + c.kernel_drops,
         c.kernel_drops,
@@ -108,7 +108,8 @@ pub fn final_line(owner: &str, iface: &str, c: &Counters) -> String {
         c.datagrams_dropped,
         c.refused,
         c.gso,
-        c.dry_run
+        c.dry_run,
+        c.too_big
     );
     if let Some(d) = c.decap {
         line.push_str(&format!(

@@ -48,6 +48,7 @@ pub(crate) struct Shared {
     pub refused: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub truncated: AtomicU64,
+    pub too_big: AtomicU64,
     pub filtered_out: AtomicU64,
     /// The XDP program's counters (AF_XDP only), as the source last read them.
     pub xdp_redirected: AtomicU64,
@@ -177,6 +178,7 @@ impl<K: Sink> Pipeline<K> {
         s.datagrams_dropped
             .store(c.sent.datagrams_dropped, Ordering::Relaxed);
         s.refused.store(c.sent.refused, Ordering::Relaxed);
+        s.too_big.store(c.sent.too_big, Ordering::Relaxed);
         if let Some(gso) = self.out.gso() {
             s.gso.store(gso, Ordering::Relaxed);
         }

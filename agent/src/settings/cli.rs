@@ -177,6 +177,12 @@ pub struct Cli {
     #[arg(short = 'a', long = "active", value_name = "HOST[,PORT][,HOST[,PORT]...]", value_parser = active_list)]
     pub active: Vec<Vec<ActiveClient>>,
 
+    /// Export the frames of an interface in a standard tunnel, no sensor
+    /// needed (as a `TunnelClient` line): vxlan|gre|erspan2|erspan3, HOST[, PORT]
+    /// [, vni=N | session=N][, ifname=IF][, filter=EXPR]. Repeatable.
+    #[arg(long = "tunnel-client", value_name = "SPEC", value_parser = super::tunnel::parse_tunnel_client)]
+    pub tunnel_clients: Vec<super::tunnel::TunnelClient>,
+
     /// Permit NULL authentication (NullAuthPermit = YES)
     #[arg(short = 'n', long = "null-auth")]
     pub null_auth: bool,
@@ -466,6 +472,13 @@ impl Cli {
         if let Some(d) = &self.decap {
             for c in cfg.active_clients.iter_mut().filter(|c| c.decap.is_none()) {
                 c.decap = Some(d.clone());
+            }
+        }
+        cfg.tunnel_clients
+            .extend(self.tunnel_clients.iter().cloned());
+        if let Some(name) = self.preselected() {
+            for t in cfg.tunnel_clients.iter_mut().filter(|t| t.ifname.is_none()) {
+                t.ifname = Some(name.to_string());
             }
         }
         cfg.null_auth |= self.null_auth;

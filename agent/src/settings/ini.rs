@@ -97,6 +97,15 @@ pub static KEYS: &[Key] = &[
         show: |c| c.active_clients.iter().map(|a| a.to_string()).collect(),
     },
     Key {
+        name: "TunnelClient",
+        set: |c, v| {
+            c.tunnel_clients
+                .push(super::tunnel::parse_tunnel_client(v)?);
+            Ok(Vec::new())
+        },
+        show: |c| c.tunnel_clients.iter().map(|t| t.to_string()).collect(),
+    },
+    Key {
         name: "PassiveClient",
         // One host, as libpcap's rpcapd reads it, or a list (ExtraHop's
         // reads every host of `PassiveClient = h1, h2`): all are allowed.
@@ -580,8 +589,8 @@ impl Merge {
 impl Config {
     /// Reads `main`, then the `*.ini` files of `dropin_dir` (default:
     /// `rpcapd.d` beside `main`) in lexical order: a later file's scalar
-    /// keys override, repeatable keys (`ActiveClient`, `PassiveClient`,
-    /// `User`) accumulate. Errors of every file are reported together.
+    /// keys override, repeatable keys (`ActiveClient`, `TunnelClient`,
+    /// `PassiveClient`, `User`) accumulate. Errors of every file are reported together.
     pub fn load(main: &Path, dropin_dir: Option<&Path>) -> Result<Loaded, LoadError> {
         Config::load_all(Some(main), dropin_dir, &Environment::default())
     }
@@ -1049,6 +1058,7 @@ mod tests {
         for key in [
             "Passive",
             "ActiveClient",
+            "TunnelClient",
             "PassiveClient",
             "NullAuthPermit",
             "UserName",

@@ -11,6 +11,7 @@ pub mod env;
 pub mod ini;
 pub mod model;
 mod render;
+pub mod tunnel;
 pub mod values;
 
 pub use env::Environment;

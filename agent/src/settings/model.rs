@@ -384,6 +384,8 @@ impl Default for CaptureSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub active_clients: Vec<ActiveClient>,
+    /// `TunnelClient` lines, `--tunnel-client`: exports that need no sensor.
+    pub tunnel_clients: Vec<super::tunnel::TunnelClient>,
     pub passive: Passive,
     /// `-v`: active mode only, never listen.
     pub active_only: bool,
@@ -453,6 +455,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             active_clients: Vec::new(),
+            tunnel_clients: Vec::new(),
             passive: Passive::default(),
             active_only: false,
             null_auth: false,
@@ -484,7 +487,7 @@ pub const NO_SENSOR_WARNING: &str =
 impl Config {
     /// Passive mode off and no sensor to dial: nothing to serve.
     pub fn no_sensor(&self) -> bool {
-        self.active_only && self.active_clients.is_empty()
+        self.active_only && self.active_clients.is_empty() && self.tunnel_clients.is_empty()
     }
 
     /// Whether passive mode listens at all.

@@ -1,10 +1,13 @@
 //! Standard tunnels: the numbers on the wire, and the pure functions that
-//! take frames out of them ([`decap`]) or put them in (`encap`).
+//! take frames out of them ([`decap`]) or put them in ([`encap`]).
 //!
 //! Both directions are sans-IO: functions over byte slices, unit- and
 //! property-tested, with no socket, allocation or syscall per packet.
+//! [`export`] runs the `TunnelClient` exports.
 
 pub mod decap;
+pub mod encap;
+pub mod export;
 
 /// IANA UDP port of VXLAN (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;

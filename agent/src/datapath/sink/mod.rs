@@ -1,6 +1,6 @@
 //! Where a worker's framed packets go: one [`Sink`] per output format, one
 //! file each (udpstr datagrams, plain UDP datagrams, plain messages on a TCP
-//! stream). A new output (a tunnel) is one more file implementing [`Sink`].
+//! stream, tunnel datagrams). A new output is one more file implementing [`Sink`].
 //!
 //! The worker is generic over its sink as over its source, so the per-packet
 //! [`Sink::push`] is a static, inlinable call: no dynamic dispatch, no
@@ -8,10 +8,12 @@
 
 mod plain_udp;
 mod tcp;
+mod tunnel;
 mod udpstr;
 
 pub(crate) use plain_udp::PlainUdpSink;
 pub(crate) use tcp::TcpSink;
+pub(crate) use tunnel::TunnelSink;
 pub(crate) use udpstr::UdpStrSink;
 
 use rpcap::PktHdr;
@@ -28,6 +30,9 @@ pub(crate) struct Counts {
     pub bytes_sent: u64,
     pub datagrams_dropped: u64,
     pub refused: u64,
+    /// Frames over what the path MTU leaves a tunnel datagram: cut
+    /// (ERSPAN, T bit) or dropped (VXLAN, GRE; then also in `send_dropped`).
+    pub too_big: u64,
 }
 
 /// An output of framed packets.
