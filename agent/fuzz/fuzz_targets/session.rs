@@ -87,6 +87,7 @@ fn config(flags: u8, more: u8) -> SessionConfig {
         idle_timeout: (flags & 128 != 0).then(|| Duration::from_secs(30)),
         liveness: (more & 1 != 0).then(|| Duration::from_secs(30)),
         slot: (flags & 1 == 0).then(|| "sensor.example:2003".into()),
+        decap: None,
     }
 }
 
