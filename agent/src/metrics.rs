@@ -27,7 +27,8 @@ use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, 
 use crate::datapath::Counters;
 
 /// Every state a slot can be in ([`crate::control::slot::State::name`]).
-pub const SLOT_STATES: [&str; 7] = [
+pub const SLOT_STATES: [&str; 8] = [
+    "standby",
     "backing-off",
     "resolving",
     "dialing",

@@ -206,6 +206,7 @@ fn labels_of_sensors_and_errors() {
             port,
             preselect: Default::default(),
             capture: None,
+            failover: None,
         }
         .slot_name()
     };

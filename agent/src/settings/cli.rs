@@ -122,6 +122,7 @@ fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
                 port,
                 preselect: Preselect::default(),
                 capture: None,
+                failover: None,
             })
         })
         .collect()

@@ -25,6 +25,8 @@ pub const DEFAULT_RING_SIZE: usize = 32 << 20;
 pub const MIN_RING_SIZE: usize = 1 << 16;
 pub const DEFAULT_KEEPALIVE_SECS: u32 = 60;
 pub const DEFAULT_MAX_BACKOFF_SECS: u32 = 30;
+/// `FailbackSecs`: how often a failover group probes its better sensors.
+pub const DEFAULT_FAILBACK_SECS: u32 = 30;
 /// A capturing sensor whose STATS_REQ rhythm stops is given up after at
 /// most this long; also the control connections' TCP_USER_TIMEOUT.
 pub const DEFAULT_LIVENESS_SECS: u32 = 30;
@@ -94,6 +96,9 @@ pub struct ActiveClient {
     pub preselect: Preselect,
     /// `capture=afpacket|afxdp`; `None`: as `Capture` says.
     pub capture: Option<CaptureChoice>,
+    /// `failover=NAME`: the lines of one group hold one session at most,
+    /// with the first reachable sensor in file order.
+    pub failover: Option<String>,
 }
 
 impl ActiveClient {
@@ -116,6 +121,9 @@ impl fmt::Display for ActiveClient {
         }
         if let Some(c) = self.capture {
             write!(f, ", capture={c}")?;
+        }
+        if let Some(g) = &self.failover {
+            write!(f, ", failover={g}")?;
         }
         Ok(())
     }
@@ -393,6 +401,10 @@ pub struct Config {
     /// TCP keepalive idle time on control connections; 0 = off.
     pub keepalive_secs: u32,
     pub max_backoff_secs: u32,
+    /// `FailbackSecs`: while a failover group runs on a later line, the
+    /// earlier lines are probed this often; the group moves back to the
+    /// first that answers.
+    pub failback_secs: u32,
     /// `LivenessSecs`: longest silence of a capturing sensor that polls
     /// STATS, and TCP_USER_TIMEOUT of control connections; 0 = off.
     pub liveness_secs: u32,
@@ -458,6 +470,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             keepalive_secs: DEFAULT_KEEPALIVE_SECS,
             max_backoff_secs: DEFAULT_MAX_BACKOFF_SECS,
+            failback_secs: DEFAULT_FAILBACK_SECS,
             liveness_secs: DEFAULT_LIVENESS_SECS,
             active_close_stops: false,
             log_stats: false,
@@ -574,6 +587,7 @@ mod tests {
             port: 2003,
             preselect: Preselect::default(),
             capture: None,
+            failover: None,
         });
         assert!(!c.no_sensor());
     }

@@ -131,7 +131,7 @@ const ACTIVE_CLIENT_EXPECTED: &str =
      (port DEFAULT = 2003)";
 
 /// The options of an ActiveClient line, matched without regard to case.
-const ACTIVE_CLIENT_OPTIONS: [&str; 3] = ["ifname", "ifaddr", "capture"];
+const ACTIVE_CLIENT_OPTIONS: [&str; 4] = ["ifname", "ifaddr", "capture", "failover"];
 
 fn is_option(key: &str) -> bool {
     ACTIVE_CLIENT_OPTIONS
@@ -229,6 +229,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
         port: DEFAULT_ACTIVE_PORT,
         preselect: Preselect::default(),
         capture: None,
+        failover: None,
     };
     let mut warnings = Vec::new();
     for (i, word) in join_options(fields).into_iter().enumerate() {
@@ -240,6 +241,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
                 match k.as_str() {
                     "capture" => client.capture = Some(parse_capture_choice(v)?),
                     "ifname" => client.preselect.ifname = Some(parse_nonempty(v, "ifname=NAME")?),
+                    "failover" => client.failover = Some(parse_group(v)?),
                     _ => client.preselect.ifaddr = Some(parse_ifaddr(v)?),
                 }
                 if let Some(written) = &word.spaced {
@@ -254,7 +256,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
                     parse_port(field).map_err(|e| format!("{e} in {ACTIVE_CLIENT_EXPECTED}"))?;
             }
             None => warnings.push(format!(
-                "`{field}` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)"
+                "`{field}` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, failover=)"
             )),
         }
     }
@@ -297,9 +299,27 @@ pub fn parse_active_list(value: &str) -> Result<Vec<ActiveClient>, String> {
                 port: parse_port(pair[1])?,
                 preselect: Preselect::default(),
                 capture: None,
+                failover: None,
             })
         })
         .collect()
+}
+
+/// `failover=NAME`: letters, digits, `-`, `_` and `.` (a name for logs
+/// and metrics).
+pub fn parse_group(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "failover={value}: expected failover=NAME (letters, digits, -, _, .)"
+        ))
+    }
 }
 
 const BACKEND_EXPECTED: &str = "afpacket, afxdp, afxdp:IFNAME[,IFNAME...] or file:PATH";
