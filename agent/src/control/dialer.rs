@@ -33,6 +33,8 @@ struct Line {
     client: ActiveClient,
     slot: Slot,
     connecting: Option<Connecting<TcpStream>>,
+    /// Times its failover group moved on after losing its session.
+    failovers: u64,
 }
 
 /// A connection to a sensor, just established.
@@ -99,6 +101,11 @@ impl Dialer {
             .collect()
     }
 
+    /// Times slot `token`'s failover group moved on after losing its session.
+    pub fn failovers(&self, token: Token) -> u64 {
+        self.lines.get(&token).map_or(0, |l| l.failovers)
+    }
+
     /// The failover group of slot `token`: its name and the member's index.
     fn member(&self, token: Token) -> Option<(String, usize)> {
         let name = self.lines.get(&token)?.client.failover.clone()?;
@@ -134,6 +141,9 @@ impl Dialer {
             self.slot_name(to).unwrap_or_default(),
         );
         if had_session {
+            if let Some(line) = self.lines.get_mut(&token) {
+                line.failovers += 1;
+            }
             warn!(
                 "failover group {name}: sensor {from_name} lost ({why}); failing over to sensor {to_name}"
             );
@@ -334,6 +344,7 @@ impl Dialer {
                     client,
                     slot,
                     connecting: None,
+                    failovers: 0,
                 },
             );
         }
@@ -442,7 +453,7 @@ impl Dialer {
         if capturing {
             if let Some(gap) = group.capturing(idx, now) {
                 warn!(
-                    "failover group {name}: capturing on sensor {} {:.1} s after the loss \
+                    "failover group {name}: capturing on sensor {} {:.2} s after the loss \
                      (frames of that gap are lost)",
                     self.slot_name(token).unwrap_or_default(),
                     gap.as_secs_f64()

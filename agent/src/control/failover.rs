@@ -38,7 +38,7 @@ pub struct Group {
     next_probe: Option<Instant>,
     /// Members that failed in a row without a session authenticating.
     misses: usize,
-    /// Moves after a loss (metrics, logs).
+    /// Moves after the loss of a session (not after failed attempts).
     failovers: u64,
     /// When the active member was lost, until the next one captures.
     lost_at: Option<Instant>,
@@ -58,15 +58,11 @@ impl Group {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     pub fn active(&self) -> usize {
         self.active
     }
 
-    /// Moves after a loss since the group was made.
+    /// Moves after the loss of a session since the group was made.
     pub fn failovers(&self) -> u64 {
         self.failovers
     }
@@ -100,7 +96,9 @@ impl Group {
         } else {
             now
         };
-        self.failovers += 1;
+        if had_session {
+            self.failovers += 1;
+        }
         self.go(to, now);
         Some(Move { from: idx, to, at })
     }
@@ -268,8 +266,9 @@ mod tests {
             })
         );
         assert_eq!((g.active(), g.poll_timeout()), (0, None));
-        // A failback is no failover, and leaves no gap to report.
-        assert_eq!(g.failovers(), 2);
+        // A failback is no failover, nor a failed attempt; and it leaves
+        // no gap to report.
+        assert_eq!(g.failovers(), 1);
         assert_eq!(g.capturing(0, t2), None);
     }
 }

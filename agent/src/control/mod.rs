@@ -316,6 +316,7 @@ impl<H: CaptureHost> Control<H> {
                     state: slot.state_name(),
                     attempts: slot.attempts(),
                     last_error: slot.last_error().map(str::to_string),
+                    failovers: self.dialer.failovers(token),
                 }
             })
             .collect::<Vec<_>>();
