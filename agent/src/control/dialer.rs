@@ -89,18 +89,6 @@ impl Dialer {
         std::mem::take(&mut self.closing)
     }
 
-    /// Each failover group: its name, members (slot names, file order),
-    /// active member and failovers so far.
-    pub fn groups(&self) -> Vec<(String, Vec<String>, usize, u64)> {
-        self.groups
-            .iter()
-            .map(|(name, (g, members))| {
-                let names = members.iter().filter_map(|t| self.slot_name(*t)).collect();
-                (name.clone(), names, g.active(), g.failovers())
-            })
-            .collect()
-    }
-
     /// Times slot `token`'s failover group moved on after losing its session.
     pub fn failovers(&self, token: Token) -> u64 {
         self.lines.get(&token).map_or(0, |l| l.failovers)
