@@ -189,3 +189,69 @@ fn a_killed_sensor_fails_over_within_5_s_and_fails_back() {
     );
     agent.stop().unwrap();
 }
+
+/// A sensor that goes silent (SIGSTOP: its kernel still acknowledges, it
+/// sends no more STATS requests) is given up after `LivenessSecs` (3 of its
+/// 1 s STATS intervals, at most LivenessSecs): with `LivenessSecs = 4` the
+/// next sensor of the group captures within 4 s and a dial — the ≤ 5 s
+/// bound for silent sensors that docs/failover.md states.
+#[test]
+#[ignore = "needs root"]
+fn a_silent_sensor_fails_over_within_liveness_secs() {
+    require_root();
+    let topo = Topology::new().unwrap();
+    let _sink = topo.cap.udp_socket(addr(Topology::CAP_IP, 5000)).unwrap();
+    let mut a = Sensor::start(&topo.sen, addr(Topology::SEN_IP, 2003), &[]).unwrap();
+    let b = Sensor::start(&topo.sen, addr(Topology::SEN_IP, 2004), &[]).unwrap();
+    let ini = format!(
+        "ActiveClient = {sen}, 2003, ifname={cap}, failover=g\n\
+         ActiveClient = {sen}, 2004, ifname={cap}, failover=g\n\
+         NullAuthPermit = YES\nLivenessSecs = 4\nFailbackSecs = 3600\n",
+        cap = Topology::CAP_IF,
+        sen = Topology::SEN_IP,
+    );
+    let mut agent = Agent::start(&topo.cap, &ini, &[]).unwrap();
+    agent.wait_capturing(Topology::CAP_IF, 1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let socket = topo.gen.udp_socket(addr(Topology::GEN_IP, 4000)).unwrap();
+        std::thread::spawn(move || {
+            for p in numbered_payloads(20_000, 64) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                socket.send_to(&p, addr(Topology::CAP_IP, 5000)).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || seqs(&a).len() > 100),
+        "A got no frames\n{}",
+        agent.log()
+    );
+    // STATS requests every second for a few seconds: the rhythm is known.
+    std::thread::sleep(Duration::from_secs(4));
+    a.child().signal("STOP").unwrap();
+    let silent = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(30), || !seqs(&b).is_empty()),
+        "B never got frames\n{}",
+        agent.log()
+    );
+    let took = silent.elapsed();
+    eprintln!(
+        "silent sensor: B's file got frames {:.2} s after SIGSTOP of A",
+        took.as_secs_f64()
+    );
+    stop.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+    a.child().signal("CONT").unwrap();
+    let log = agent.log();
+    assert!(
+        log.contains("failover group g: sensor 10.200.2.2:2003 lost"),
+        "{log}"
+    );
+    assert!(took <= FAILOVER_BOUND, "took {took:?}\n{log}");
+}
