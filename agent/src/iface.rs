@@ -563,6 +563,7 @@ mod tests {
             preselect: pre(n, a),
             capture: None,
             decap: None,
+            failover: None,
         };
         let clients = [
             client(Some("eth1"), None),

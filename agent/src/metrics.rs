@@ -27,7 +27,8 @@ use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, 
 use crate::datapath::Counters;
 
 /// Every state a slot can be in ([`crate::control::slot::State::name`]).
-pub const SLOT_STATES: [&str; 7] = [
+pub const SLOT_STATES: [&str; 8] = [
+    "standby",
     "backing-off",
     "resolving",
     "dialing",
@@ -48,6 +49,8 @@ pub struct SlotSnapshot {
     pub attempts: u64,
     /// Why the last attempt or session failed.
     pub last_error: Option<String>,
+    /// Times its failover group moved on after losing this sensor's session.
+    pub failovers: u64,
 }
 
 /// One capture's counters, cumulative over the captures of its labels.
@@ -298,7 +301,16 @@ pub fn render(snap: &Snapshot, process: &Process) -> String {
         "Why the slot's last attempt or session failed, in the error label (value 1); absent before any failure.",
         &["sensor", "error"],
     );
+    let failovers = counter(
+        &r,
+        "xrpcapd_sensor_failovers_total",
+        "Times the sensor's failover group moved to another line after losing this sensor's session (0 outside a group).",
+        &["sensor"],
+    );
     for s in &snap.slots {
+        failovers
+            .with_label_values(&[s.sensor.as_str()])
+            .inc_by(s.failovers);
         for name in SLOT_STATES {
             state
                 .with_label_values(&[s.sensor.as_str(), name])

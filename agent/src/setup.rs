@@ -587,6 +587,7 @@ pub fn resolve(cli: &Cli, env: Lookup<'_>, defaults: &Defaults) -> Result<Reques
         preselect,
         capture: None,
         decap: None,
+        failover: None,
     };
     let parsed = values::parse_active_client(&client.to_string()).map_err(|e| {
         SetupError::Input(format!("ActiveClient = {client}: the agent expects {e}"))

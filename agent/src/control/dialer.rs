@@ -11,12 +11,13 @@ use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use socket2::{SockRef, TcpKeepalive};
 use sys::tcp::{ConnectOptions, Connecting, Progress};
 
+use super::failover::{Group, Move};
 use super::peer::Status;
 use super::resolver::Resolver;
 use super::slot::{Action, SessionEnd, Slot, State};
@@ -32,6 +33,8 @@ struct Line {
     client: ActiveClient,
     slot: Slot,
     connecting: Option<Connecting<TcpStream>>,
+    /// Times its failover group moved on after losing its session.
+    failovers: u64,
 }
 
 /// A connection to a sensor, just established.
@@ -53,6 +56,14 @@ pub struct Dialer {
     user_timeout: Option<Duration>,
     close_stops: bool,
     random: RandomState,
+    /// The failover groups: name → the group and its members' tokens in
+    /// file order.
+    groups: BTreeMap<String, (Group, Vec<Token>)>,
+    /// `FailbackSecs`.
+    failback: Duration,
+    /// Sessions a failback gave up: the loop closes them (CLOSE) before
+    /// the next turn's dial.
+    closing: Vec<Token>,
 }
 
 impl Dialer {
@@ -66,6 +77,176 @@ impl Dialer {
             user_timeout: None,
             close_stops: false,
             random: RandomState::new(),
+            groups: BTreeMap::new(),
+            failback: Duration::from_secs(crate::settings::DEFAULT_FAILBACK_SECS.into()),
+            closing: Vec::new(),
+        }
+    }
+
+    /// The sessions to close now (a failback replaced them); their slots
+    /// are already in standby.
+    pub fn take_closing(&mut self) -> Vec<Token> {
+        std::mem::take(&mut self.closing)
+    }
+
+    /// Times slot `token`'s failover group moved on after losing its session.
+    pub fn failovers(&self, token: Token) -> u64 {
+        self.lines.get(&token).map_or(0, |l| l.failovers)
+    }
+
+    /// The failover group of slot `token`: its name and the member's index.
+    fn member(&self, token: Token) -> Option<(String, usize)> {
+        let name = self.lines.get(&token)?.client.failover.clone()?;
+        let (_, members) = self.groups.get(&name)?;
+        let idx = members.iter().position(|t| *t == token)?;
+        Some((name, idx))
+    }
+
+    /// After anything that can fail slot `token`: when it was its group's
+    /// active member, the group moves on.
+    fn regroup(&mut self, token: Token, now: Instant, registry: &Registry) {
+        let Some(line) = self.lines.get_mut(&token) else {
+            return;
+        };
+        let Some(had_session) = line.slot.take_lost() else {
+            return;
+        };
+        let retry_at = line.slot.poll_timeout().unwrap_or(now);
+        let why = line.slot.last_error().unwrap_or("lost").to_string();
+        let Some((name, idx)) = self.member(token) else {
+            return;
+        };
+        let Some((group, members)) = self.groups.get_mut(&name) else {
+            return;
+        };
+        let Some(mv) = group.lost(idx, had_session, retry_at, now) else {
+            return;
+        };
+        let members = members.clone();
+        let (from, to) = (members[mv.from], members[mv.to]);
+        let (from_name, to_name) = (
+            self.slot_name(from).unwrap_or_default(),
+            self.slot_name(to).unwrap_or_default(),
+        );
+        if had_session {
+            if let Some(line) = self.lines.get_mut(&token) {
+                line.failovers += 1;
+            }
+            warn!(
+                "failover group {name}: sensor {from_name} lost ({why}); failing over to sensor {to_name}"
+            );
+        } else {
+            info!(
+                "failover group {name}: sensor {from_name} not reached ({why}); trying sensor {to_name}"
+            );
+        }
+        self.apply_move(&mv, &members, registry);
+    }
+
+    /// Puts the member given up in standby and lets the new one dial.
+    fn apply_move(&mut self, mv: &Move, members: &[Token], registry: &Registry) {
+        let from = members[mv.from];
+        if let Some(line) = self.lines.get_mut(&from) {
+            if line.slot.state().in_session() {
+                self.closing.push(from);
+            }
+            line.slot.standby();
+            forget_connect(line, registry);
+        }
+        if let Some(line) = self.lines.get_mut(&members[mv.to]) {
+            if line.slot.probing() || !matches!(line.slot.state(), State::Standby) {
+                // A probe under way becomes the member's attempt's end.
+                line.slot.standby();
+                forget_connect(line, registry);
+            }
+            line.slot.activate(mv.at);
+        }
+    }
+
+    /// Starts the failback probes whose time has come.
+    fn probes(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (group, members) in self.groups.values_mut() {
+            for idx in group.probes_due(now) {
+                due.push(members[idx]);
+            }
+        }
+        for token in due {
+            if let Some(line) = self.lines.get_mut(&token) {
+                if line.slot.probe(now) {
+                    debug!("failback probe of sensor {}", line.client.slot_name());
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the failover groups from `config`'s lines; a group whose
+    /// members are unchanged keeps its state. Members other than the
+    /// active one go to standby (their sessions, if any, closed).
+    fn apply_groups(&mut self, config: &Config, registry: &Registry, now: Instant) {
+        self.failback = Duration::from_secs(config.failback_secs.into());
+        let mut wanted: BTreeMap<String, Vec<Token>> = BTreeMap::new();
+        let mut taken = std::collections::BTreeSet::new();
+        for client in &config.active_clients {
+            let Some(name) = &client.failover else {
+                continue;
+            };
+            let token = self
+                .lines
+                .iter()
+                .find(|(t, l)| l.client == *client && !taken.contains(*t))
+                .map(|(t, _)| *t);
+            if let Some(token) = token {
+                taken.insert(token);
+                wanted.entry(name.clone()).or_default().push(token);
+            }
+        }
+        let mut old = std::mem::take(&mut self.groups);
+        for (name, members) in wanted {
+            let group = match old.remove(&name) {
+                Some((mut g, m)) if m == members => {
+                    g.set_failback(self.failback);
+                    g
+                }
+                _ => {
+                    // Keep the member that holds a session, if one does.
+                    let mut g = Group::new(members.len(), self.failback);
+                    let holding = members.iter().position(|t| {
+                        self.lines
+                            .get(t)
+                            .is_some_and(|l| l.slot.state().in_session())
+                    });
+                    if let Some(idx) = holding.filter(|i| *i > 0) {
+                        g.lost(0, false, now, now);
+                        while g.active() != idx {
+                            let a = g.active();
+                            g.lost(a, false, now, now);
+                        }
+                        g.authenticated(idx);
+                    }
+                    g
+                }
+            };
+            for (idx, token) in members.iter().enumerate() {
+                let Some(line) = self.lines.get_mut(token) else {
+                    continue;
+                };
+                if idx == group.active() {
+                    line.slot.activate(now);
+                } else if !matches!(line.slot.state(), State::Standby) && !line.slot.probing() {
+                    if line.slot.state().in_session() {
+                        self.closing.push(*token);
+                    }
+                    line.slot.standby();
+                    forget_connect(line, registry);
+                }
+            }
+            info!(
+                "failover group {name}: {} sensors, active {}",
+                members.len(),
+                self.slot_name(members[group.active()]).unwrap_or_default()
+            );
+            self.groups.insert(name, (group, members));
         }
     }
 
@@ -151,22 +332,27 @@ impl Dialer {
                     client,
                     slot,
                     connecting: None,
+                    failovers: 0,
                 },
             );
         }
+        self.apply_groups(config, registry, now);
         ended
     }
 
     /// The next slot deadline (an attempt, a lookup's or a connect's end).
     pub fn next_deadline(&self) -> Option<Instant> {
+        let probes = self.groups.values().filter_map(|(g, _)| g.poll_timeout());
         self.lines
             .values()
             .filter_map(|l| l.slot.poll_timeout())
+            .chain(probes)
             .min()
     }
 
     /// Starts the attempts whose time has come; gives up those that took too long.
     pub fn timers(&mut self, now: Instant, registry: &Registry) {
+        self.probes(now);
         let due: Vec<Token> = self
             .lines
             .iter()
@@ -179,6 +365,7 @@ impl Dialer {
                 .get_mut(&token)
                 .and_then(|l| l.slot.handle_timeout(now));
             self.act(token, action, now, registry);
+            self.regroup(token, now, registry);
         }
     }
 
@@ -190,6 +377,7 @@ impl Dialer {
                 .get_mut(&answer.key)
                 .and_then(|l| l.slot.resolved(answer.lookup, answer.result, now));
             self.act(answer.key, action, now, registry);
+            self.regroup(answer.key, now, registry);
         }
     }
 
@@ -203,9 +391,27 @@ impl Dialer {
             Progress::Failed(e) => {
                 line.slot.failed(e.to_string(), now);
                 forget_connect(line, registry);
+                self.regroup(token, now, registry);
                 return None;
             }
         };
+        if line.slot.probing() {
+            // A failback probe: the sensor answers; close, and move back.
+            debug!("failback probe: sensor {} answers", line.client.slot_name());
+            line.slot.standby();
+            forget_connect(line, registry);
+            let (name, idx) = self.member(token)?;
+            let (group, members) = self.groups.get_mut(&name)?;
+            let mv = group.reachable(idx, now)?;
+            let members = members.clone();
+            warn!(
+                "failover group {name}: sensor {} reachable again; failing back from sensor {}",
+                self.slot_name(members[mv.to]).unwrap_or_default(),
+                self.slot_name(members[mv.from]).unwrap_or_default(),
+            );
+            self.apply_move(&mv, &members, registry);
+            return None;
+        }
         info!("connected to sensor {} ({peer})", line.client.slot_name());
         line.slot.connected();
         let c = line.connecting.take()?;
@@ -221,6 +427,26 @@ impl Dialer {
     pub fn progress(&mut self, token: Token, authenticated: bool, capturing: bool, now: Instant) {
         if let Some(line) = self.lines.get_mut(&token) {
             line.slot.progress(authenticated, capturing, now);
+        }
+        if !authenticated {
+            return;
+        }
+        let Some((name, idx)) = self.member(token) else {
+            return;
+        };
+        let Some((group, _)) = self.groups.get_mut(&name) else {
+            return;
+        };
+        group.authenticated(idx);
+        if capturing {
+            if let Some(gap) = group.capturing(idx, now) {
+                warn!(
+                    "failover group {name}: capturing on sensor {} {:.2} s after the loss \
+                     (frames of that gap are lost)",
+                    self.slot_name(token).unwrap_or_default(),
+                    gap.as_secs_f64()
+                );
+            }
         }
     }
 
@@ -238,7 +464,13 @@ impl Dialer {
     }
 
     /// The session of slot `token` is over ([`Slot::session_over`]).
-    pub fn session_over(&mut self, token: Token, status: &Status, now: Instant) {
+    pub fn session_over(
+        &mut self,
+        token: Token,
+        status: &Status,
+        now: Instant,
+        registry: &Registry,
+    ) {
         let Some(line) = self.lines.get_mut(&token) else {
             return;
         };
@@ -250,6 +482,7 @@ impl Dialer {
             Status::Gone(why) => SessionEnd::Failed(why.clone()),
         };
         line.slot.session_over(end, now);
+        self.regroup(token, now, registry);
     }
 
     /// Stops every slot (the daemon stops).

@@ -41,6 +41,7 @@ use crate::settings::{ActiveClient, Config, TlsMode};
 use rpcap::addr::canonical;
 
 pub mod dialer;
+pub mod failover;
 pub mod linger;
 pub mod listener;
 pub mod notify;
@@ -315,6 +316,7 @@ impl<H: CaptureHost> Control<H> {
                     state: slot.state_name(),
                     attempts: slot.attempts(),
                     last_error: slot.last_error().map(str::to_string),
+                    failovers: self.dialer.failovers(token),
                 }
             })
             .collect::<Vec<_>>();
@@ -414,9 +416,10 @@ impl<H: CaptureHost> Control<H> {
             config.local_filter.as_deref(),
             self.exports.exclusion().as_deref(),
         );
-        let removed = self
-            .dialer
-            .apply(&config, self.poll.registry(), &mut self.next_token, now);
+        let mut removed =
+            self.dialer
+                .apply(&config, self.poll.registry(), &mut self.next_token, now);
+        removed.extend(self.dialer.take_closing());
         for token in removed {
             if let Some(peer) = self.peers.remove(&token) {
                 peer.close(
@@ -508,6 +511,7 @@ impl<H: CaptureHost> Control<H> {
                         if let Some(c) = self.dialer.ready(t, now, self.poll.registry()) {
                             self.connected(t, c, now);
                         }
+                        self.close_replaced(now);
                     }
                 }
             }
@@ -577,6 +581,25 @@ impl<H: CaptureHost> Control<H> {
             self.serve(token, now, |p, s| p.timeout(now, s));
         }
         self.dialer.timers(now, self.poll.registry());
+        self.close_replaced(now);
+    }
+
+    /// Closes (CLOSE, then linger) the sessions a failover group gave up.
+    fn close_replaced(&mut self, now: Instant) {
+        for token in self.dialer.take_closing() {
+            if let Some(peer) = self.peers.remove(&token) {
+                info!(
+                    "closing the session with sensor {} (failover group)",
+                    peer.addr()
+                );
+                peer.close(
+                    now,
+                    &mut self.services,
+                    self.poll.registry(),
+                    &mut self.lingering,
+                );
+            }
+        }
     }
 
     /// Runs `f` on the peer of `token`, then closes it if it is done.
@@ -620,7 +643,9 @@ impl<H: CaptureHost> Control<H> {
                     self.stop.store(true, Ordering::SeqCst);
                 }
             }
-            Role::Sensor => self.dialer.session_over(token, &status, now),
+            Role::Sensor => self
+                .dialer
+                .session_over(token, &status, now, self.poll.registry()),
         }
         peer.close(
             now,

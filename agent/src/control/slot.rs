@@ -24,6 +24,9 @@
 //! then is the outage over. A sensor that logs in and drops or closes at
 //! once, again and again, is backed off like one that refuses.
 //! | any session state | CLOSE with `ActiveCloseStops = yes` | `stopped` |
+//! | any | its failover group runs on another line | `standby` (no attempt) |
+//! | `standby` | the group moves to this line | `backing-off` (the first attempt: at once) |
+//! | `standby` | a failback probe | `backing-off`, `resolving`, `dialing`; connected or failed: `standby` |
 //! | any | line removed, daemon stopping | `stopped` |
 
 use std::fmt;
@@ -38,6 +41,9 @@ use super::Timing;
 /// docs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
+    /// A line of a failover group that another line of the group holds:
+    /// no attempt (but failback probes, [`Slot::probe`]).
+    Standby,
     /// Waiting for the next attempt (the first one: at once).
     BackingOff { until: Instant },
     /// Lookup number `lookup` of the sensor's name runs off the loop.
@@ -57,6 +63,7 @@ pub enum State {
 impl State {
     pub fn name(&self) -> &'static str {
         match self {
+            State::Standby => "standby",
             State::BackingOff { .. } => "backing-off",
             State::Resolving { .. } => "resolving",
             State::Dialing { .. } => "dialing",
@@ -132,6 +139,12 @@ pub struct Slot {
     refusal: Option<String>,
     /// Why the last attempt or session failed, or the last refusal (metrics).
     last_error: Option<String>,
+    /// The attempt under way is a failback probe: connected or failed, the
+    /// slot goes back to `standby`.
+    probe: bool,
+    /// The attempt or session failed since [`Slot::take_lost`] last asked
+    /// (for the failover group): Some(whether a session had authenticated).
+    lost: Option<bool>,
 }
 
 impl Slot {
@@ -152,7 +165,50 @@ impl Slot {
             reported: None,
             refusal: None,
             last_error: None,
+            probe: false,
+            lost: None,
         }
+    }
+
+    /// The slot's failover group runs on another line: no attempts; a
+    /// session under way is the caller's to close.
+    pub fn standby(&mut self) {
+        self.probe = false;
+        self.authenticated_at = None;
+        self.attempt_began = None;
+        if self.state != State::Stopped {
+            self.set(State::Standby);
+        }
+    }
+
+    /// The group moves to this line: its first attempt at `at`.
+    pub fn activate(&mut self, at: Instant) {
+        if self.state == State::Standby {
+            self.probe = false;
+            self.set(State::BackingOff { until: at });
+        }
+    }
+
+    /// A failback probe: one attempt (lookup, connect) at `now`, then back
+    /// to standby whatever happens. Only from standby.
+    pub fn probe(&mut self, now: Instant) -> bool {
+        if self.state != State::Standby {
+            return false;
+        }
+        self.probe = true;
+        self.set(State::BackingOff { until: now });
+        true
+    }
+
+    /// The attempt under way is a failback probe.
+    pub fn probing(&self) -> bool {
+        self.probe
+    }
+
+    /// Whether the attempt or session failed since the last call:
+    /// Some(whether the sensor had authenticated).
+    pub fn take_lost(&mut self) -> Option<bool> {
+        self.lost.take()
     }
 
     pub fn state(&self) -> &State {
@@ -295,6 +351,15 @@ impl Slot {
     /// rather than after a deadline plus a step. A refused connect still
     /// waits out its step.
     pub fn failed(&mut self, why: String, now: Instant) -> Duration {
+        if self.probe {
+            debug!("sensor {}: failback probe failed: {why}", self.name);
+            self.standby();
+            return Duration::ZERO;
+        }
+        if self.state == State::Standby || self.state == State::Stopped {
+            return Duration::ZERO;
+        }
+        self.lost = Some(false);
         let line = format!("sensor {}: {why}", self.name);
         self.back_off(&why, line, now)
     }
@@ -420,6 +485,8 @@ impl Slot {
         }
         // The session's own reason, rather than the backoff's summary.
         self.last_error = Some(why);
+        // Stopped too (ActiveCloseStops): its group moves on.
+        self.lost = Some(authenticated);
     }
 
     /// No more attempts.
@@ -761,6 +828,52 @@ mod tests {
         s.session_over(SessionEnd::Closed, now + stable);
         assert_eq!(s.failures(), 1);
         assert!(until(&s) - (now + stable) < Duration::from_secs(1));
+    }
+
+    /// A failover group's member: standby makes no attempt; a probe makes
+    /// one and goes back to standby, its failure neither counted nor
+    /// reported as lost; the active member's failures and lost sessions are.
+    #[test]
+    fn standby_probe_and_lost_for_failover_groups() {
+        let t0 = Instant::now();
+        let mut s = slot(false, t0);
+        s.standby();
+        assert_eq!((s.state_name(), s.poll_timeout()), ("standby", None));
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(60)), None);
+        // A probe: one attempt, refused, back to standby.
+        assert!(s.probe(t0));
+        assert!(!s.probe(t0), "one probe at a time");
+        let Some(Action::Resolve { lookup }) = s.handle_timeout(t0) else {
+            panic!()
+        };
+        s.resolved(lookup, Ok(vec![addr("192.0.2.1:2003")]), t0);
+        assert_eq!(s.state_name(), "dialing");
+        s.failed("connection refused".into(), t0);
+        assert_eq!(
+            (s.state_name(), s.failures(), s.take_lost()),
+            ("standby", 0, None)
+        );
+        // Activated: dials at once; a refusal is lost (no session).
+        s.activate(t0);
+        assert_eq!(s.poll_timeout(), Some(t0));
+        let Some(Action::Resolve { lookup }) = s.handle_timeout(t0) else {
+            panic!()
+        };
+        s.resolved(lookup, Ok(vec![addr("192.0.2.1:2003")]), t0);
+        s.failed("connection refused".into(), t0);
+        assert_eq!(s.take_lost(), Some(false));
+        assert_eq!(s.take_lost(), None);
+        // A session lost after authenticating: lost with a session.
+        let at = until(&s);
+        dial(&mut s, at);
+        s.progress(true, true, at);
+        s.session_over(SessionEnd::Failed("reset".into()), at);
+        assert_eq!(s.take_lost(), Some(true));
+        // A stopped slot is neither activated nor probed.
+        s.stop();
+        s.activate(at);
+        assert!(!s.probe(at));
+        assert_eq!(s.state_name(), "stopped");
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn page() -> String {
             state: "capturing",
             attempts: 3,
             last_error: Some("connection refused\nsecond line".into()),
+            failovers: 2,
         }],
         captures,
     };
@@ -76,6 +77,17 @@ fn renders_slots_captures_and_process_in_the_text_format() {
     assert_eq!(
         sample(&p, &format!("xrpcapd_sensor_attempts_total{{{s}}}")),
         Some(3.0)
+    );
+    assert_eq!(
+        sample(&p, &format!("xrpcapd_sensor_failovers_total{{{s}}}")),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &p,
+            &format!("xrpcapd_sensor_state{{{s},state=\"standby\"}}")
+        ),
+        Some(0.0)
     );
     assert_eq!(
         sample(&p, &format!("xrpcapd_sensor_reconnects_total{{{s}}}")),
@@ -207,6 +219,7 @@ fn labels_of_sensors_and_errors() {
             preselect: Default::default(),
             capture: None,
             decap: None,
+            failover: None,
         }
         .slot_name()
     };

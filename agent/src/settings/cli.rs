@@ -128,6 +128,7 @@ fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
                 preselect: Preselect::default(),
                 capture: None,
                 decap: None,
+                failover: None,
             })
         })
         .collect()

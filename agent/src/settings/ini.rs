@@ -205,6 +205,12 @@ pub static KEYS: &[Key] = &[
         one
     ),
     field!(
+        "FailbackSecs",
+        failback_secs,
+        |v| parse_u32_in(v, 1, 86_400),
+        one
+    ),
+    field!(
         "LivenessSecs",
         liveness_secs,
         |v| parse_u32_in(v, 0, 3600),
@@ -740,6 +746,11 @@ pub(super) const BAD_LINES: &[(&str, &str)] = &[
         "ActiveClient = ifname=eth0: expected `host, port",
     ),
     ("ActiveClient = h, 1, ifname=", "expected ifname=NAME"),
+    ("ActiveClient = h, 1, failover=", "expected failover=NAME"),
+    (
+        "ActiveClient = h, 1, failover=a/b",
+        "expected failover=NAME",
+    ),
     (
         "ActiveClient = h, 1, capture=xdp",
         "capture=xdp: expected capture=afpacket or capture=afxdp",
@@ -936,6 +947,28 @@ mod tests {
     }
 
     #[test]
+    fn active_client_failover_option_and_failback_secs() {
+        let p = parse(
+            "ActiveClient = a.example, 2003, ifname=eth1, failover=dc-1\n\
+             ActiveClient = b.example, 2004; FAILOVER=dc-1\n\
+             ActiveClient = c.example, 2003\n\
+             FailbackSecs = 5\n",
+        );
+        let c = &p.config.active_clients;
+        assert_eq!(c[0].failover.as_deref(), Some("dc-1"));
+        assert_eq!(c[0].preselect.ifname.as_deref(), Some("eth1"));
+        assert_eq!(c[1].failover.as_deref(), Some("dc-1"));
+        assert_eq!(c[2].failover, None);
+        assert_eq!(p.config.failback_secs, 5);
+        assert_eq!(Config::default().failback_secs, 30);
+        assert_eq!(
+            c[0].to_string(),
+            "a.example, 2003, ifname=eth1, failover=dc-1"
+        );
+        assert_eq!(parse_active_client(&c[0].to_string()).unwrap(), c[0]);
+    }
+
+    #[test]
     fn more_than_ten_active_clients() {
         let text: String = (0..25)
             .map(|i| format!("ActiveClient = 10.0.0.{i}, 2003\n"))
@@ -1071,6 +1104,7 @@ mod tests {
             "LogLevel",
             "KeepaliveSecs",
             "MaxBackoffSecs",
+            "FailbackSecs",
             "LivenessSecs",
             "ActiveCloseStops",
             "SummaryInterval",
@@ -1100,7 +1134,7 @@ mod tests {
                 "{key} has no example line"
             );
         }
-        assert_eq!(all.config.active_clients.len(), 5);
+        assert_eq!(all.config.active_clients.len(), 7);
         assert_eq!(
             all.config.active_clients[1].capture,
             Some(CaptureChoice::AfXdp)
@@ -1109,6 +1143,11 @@ mod tests {
             all.config.active_clients[4].decap,
             Some("vxlan:4242".parse().unwrap())
         );
+        let groups: Vec<_> = all.config.active_clients[5..]
+            .iter()
+            .map(|c| c.failover.as_deref())
+            .collect();
+        assert_eq!(groups, [Some("dc1"), Some("dc1")]);
     }
 
     #[test]
@@ -1444,10 +1483,10 @@ mod tests {
         assert_eq!(
             w,
             [
-                "2: `bogus` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)",
-                "2: `foo` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)",
-                "2: `=` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)",
-                "2: `bar` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)",
+                "2: `bogus` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=, failover=)",
+                "2: `foo` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=, failover=)",
+                "2: `=` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=, failover=)",
+                "2: `bar` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=, failover=)",
             ]
         );
     }

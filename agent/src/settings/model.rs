@@ -27,6 +27,8 @@ pub const DEFAULT_RING_SIZE: usize = 32 << 20;
 pub const MIN_RING_SIZE: usize = 1 << 16;
 pub const DEFAULT_KEEPALIVE_SECS: u32 = 60;
 pub const DEFAULT_MAX_BACKOFF_SECS: u32 = 30;
+/// `FailbackSecs`: how often a failover group probes its better sensors.
+pub const DEFAULT_FAILBACK_SECS: u32 = 30;
 /// A capturing sensor whose STATS_REQ rhythm stops is given up after at
 /// most this long; also the control connections' TCP_USER_TIMEOUT.
 pub const DEFAULT_LIVENESS_SECS: u32 = 30;
@@ -99,6 +101,9 @@ pub struct ActiveClient {
     /// `decap=KIND[:ID][@SRC]`: the sensor gets the frames inside this
     /// tunnel, not the tunnel packets (`--decap` for lines without one).
     pub decap: Option<DecapSpec>,
+    /// `failover=NAME`: the lines of one group hold one session at most,
+    /// with the first reachable sensor in file order.
+    pub failover: Option<String>,
 }
 
 impl ActiveClient {
@@ -124,6 +129,9 @@ impl fmt::Display for ActiveClient {
         }
         if let Some(d) = &self.decap {
             write!(f, ", decap={d}")?;
+        }
+        if let Some(g) = &self.failover {
+            write!(f, ", failover={g}")?;
         }
         Ok(())
     }
@@ -401,6 +409,10 @@ pub struct Config {
     /// TCP keepalive idle time on control connections; 0 = off.
     pub keepalive_secs: u32,
     pub max_backoff_secs: u32,
+    /// `FailbackSecs`: while a failover group runs on a later line, the
+    /// earlier lines are probed this often; the group moves back to the
+    /// first that answers.
+    pub failback_secs: u32,
     /// `LivenessSecs`: longest silence of a capturing sensor that polls
     /// STATS, and TCP_USER_TIMEOUT of control connections; 0 = off.
     pub liveness_secs: u32,
@@ -466,6 +478,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             keepalive_secs: DEFAULT_KEEPALIVE_SECS,
             max_backoff_secs: DEFAULT_MAX_BACKOFF_SECS,
+            failback_secs: DEFAULT_FAILBACK_SECS,
             liveness_secs: DEFAULT_LIVENESS_SECS,
             active_close_stops: false,
             log_stats: false,
@@ -583,6 +596,7 @@ mod tests {
             preselect: Preselect::default(),
             capture: None,
             decap: None,
+            failover: None,
         });
         assert!(!c.no_sensor());
     }

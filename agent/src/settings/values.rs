@@ -131,7 +131,7 @@ const ACTIVE_CLIENT_EXPECTED: &str =
      [, decap=KIND[:ID][@SRC]]` (port DEFAULT = 2003)";
 
 /// The options of an ActiveClient line, matched without regard to case.
-const ACTIVE_CLIENT_OPTIONS: [&str; 4] = ["ifname", "ifaddr", "capture", "decap"];
+const ACTIVE_CLIENT_OPTIONS: [&str; 5] = ["ifname", "ifaddr", "capture", "decap", "failover"];
 
 fn is_option(key: &str) -> bool {
     ACTIVE_CLIENT_OPTIONS
@@ -230,6 +230,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
         preselect: Preselect::default(),
         capture: None,
         decap: None,
+        failover: None,
     };
     let mut warnings = Vec::new();
     for (i, word) in join_options(fields).into_iter().enumerate() {
@@ -242,6 +243,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
                     "capture" => client.capture = Some(parse_capture_choice(v)?),
                     "decap" => client.decap = Some(v.parse().map_err(|e| format!("{e}"))?),
                     "ifname" => client.preselect.ifname = Some(parse_nonempty(v, "ifname=NAME")?),
+                    "failover" => client.failover = Some(parse_group(v)?),
                     _ => client.preselect.ifaddr = Some(parse_ifaddr(v)?),
                 }
                 if let Some(written) = &word.spaced {
@@ -256,7 +258,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
                     parse_port(field).map_err(|e| format!("{e} in {ACTIVE_CLIENT_EXPECTED}"))?;
             }
             None => warnings.push(format!(
-                "`{field}` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)"
+                "`{field}` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=, failover=)"
             )),
         }
     }
@@ -300,9 +302,27 @@ pub fn parse_active_list(value: &str) -> Result<Vec<ActiveClient>, String> {
                 preselect: Preselect::default(),
                 capture: None,
                 decap: None,
+                failover: None,
             })
         })
         .collect()
+}
+
+/// `failover=NAME`: letters, digits, `-`, `_` and `.` (a name for logs
+/// and metrics).
+pub fn parse_group(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "failover={value}: expected failover=NAME (letters, digits, -, _, .)"
+        ))
+    }
 }
 
 const BACKEND_EXPECTED: &str = "afpacket, afxdp, afxdp:IFNAME[,IFNAME...] or file:PATH";

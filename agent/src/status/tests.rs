@@ -19,12 +19,14 @@ fn view() -> View {
                     state: "capturing",
                     attempts: 1,
                     last_error: None,
+                    failovers: 0,
                 },
                 SlotSnapshot {
                     sensor: "sensor.example.net:2003".into(),
                     state: "backing-off",
                     attempts: 7,
                     last_error: Some("connection refused\n(os error 111)".into()),
+                    failovers: 0,
                 },
             ],
             captures: vec![
