@@ -6,7 +6,9 @@
 //!
 //! - Active mode, the agent requiring a client certificate (TlsClientCa):
 //!   the sensor's --tls-cert satisfies it, the capture is byte-exact
-//!   against tcpdump on the captured link, both connections are TLS.
+//!   against tcpdump on the captured link, both connections are TLS; a
+//!   peer that never answers the ClientHello, connected first, holds up
+//!   nothing.
 //! - Passive mode (--connect) with --tls-pin: byte-exact likewise; the pin
 //!   alone does not check the certificate's name.
 //! - A wrong CA, a wrong pin, a wrong name: refused with a clear error in
@@ -149,6 +151,16 @@ fn active_rpcaps_with_a_client_certificate_is_byte_exact() {
         ],
     )
     .unwrap();
+    // A peer that connects and never answers the ClientHello: its handshake
+    // must not hold up the agent's (the loop does not block on it).
+    let _silent = topo
+        .cap
+        .enter(|| std::net::TcpStream::connect(listen))
+        .unwrap()
+        .unwrap();
+    sensor
+        .wait_log("connected (active mode)", 1, Duration::from_secs(5))
+        .unwrap();
     let ini = tls_ini(
         d,
         &format!(
