@@ -149,7 +149,8 @@ install_portable_toolchain() {
 }
 
 # Scapy (PyPI), the independent encapsulator/decoder of the tunnel tests
-# (tests/e2e/tunnel_*.rs): installed once into a folder of the CI cache named
+# (tests/e2e/tunnel_*.rs; tests/e2e/decap.rs builds the GENEVE, GRE/TEB and
+# ERSPAN II/III packets this kernel has no devices for): installed once into a folder of the CI cache named
 # by its version, as zig above; the tests put that folder on PYTHONPATH.
 SCAPY_VERSION=${SCAPY_VERSION:-2.6.1}
 scapy_dir() { printf '%s/scapy/scapy-%s\n' "$XRPCAP_CI_CACHE" "$SCAPY_VERSION"; }

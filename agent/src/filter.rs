@@ -110,6 +110,23 @@ pub fn prefix(
     compile(linktype, &prefix_expression(own, local))
 }
 
+/// The program a decapsulating capture's source runs: own-traffic
+/// exclusion AND the outer packets of every tunnel `decap` knows (the
+/// local filter and the sensor's run on the inner frames, in user space).
+pub fn decap_outer(linktype: i32, own: &OwnTraffic) -> Result<Program, FilterError> {
+    let tunnels = crate::tunnel::decap::outer_expression(linktype == crate::iface::DLT_EN10MB);
+    compile(linktype, &prefix_expression(own, Some(&tunnels)))
+}
+
+/// The local filter of a decapsulating capture, for the inner Ethernet
+/// frames (accept-all without one).
+pub fn decap_inner_prefix(local: Option<&str>) -> Result<Program, FilterError> {
+    match local {
+        Some(l) => compile(crate::iface::DLT_EN10MB, l),
+        None => Ok(Program::accept_all()),
+    }
+}
+
 /// `prefix` AND `sensor`: the sensor's program runs on what the prefix keeps.
 /// The capture's one program, validated here once.
 pub fn combine(prefix: &Program, sensor: &[Insn]) -> Result<Program, FilterError> {

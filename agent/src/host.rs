@@ -36,7 +36,7 @@ use rpcap::msg::{Interface, Sampling, Stats};
 use crate::capture;
 use crate::datapath::summary::final_line;
 use crate::datapath::UpdateError;
-use crate::datapath::{CaptureSpec, Counters, DataStream, Transport, Worker};
+use crate::datapath::{CaptureSpec, Counters, DataStream, DecapSetup, Transport, Worker};
 use crate::iface;
 use crate::session::{Answer, DataChannel, HostCommand, HostError, StartRequest};
 use crate::settings::{Backend, CaptureChoice, CaptureSettings, Config};
@@ -198,21 +198,46 @@ impl WorkerHost {
             (None, Backend::AfXdp) => Backend::AfPacket,
             (None, b) => b.clone(),
         };
+        // Decapsulating, the source runs the outer program and captures the
+        // outer headers on top of the sensor's snap length, and only
+        // received tunnel packets: a mirroring target receives them, and
+        // tunnels this host sends (a TunnelClient export among them) are
+        // never taken apart and forwarded.
+        let direction = match req.decap {
+            Some(_) => capture::Direction::In,
+            None => req.direction,
+        };
+        let (filter, snaplen, decap) = match req.decap {
+            Some(d) => (
+                d.outer,
+                req.snaplen
+                    .saturating_add(crate::tunnel::decap::MAX_OVERHEAD)
+                    .min(crate::session::MAX_SNAPLEN),
+                Some(DecapSetup {
+                    spec: d.spec,
+                    linktype: req.linktype,
+                    inner: req.filter,
+                    snaplen: req.snaplen,
+                }),
+            ),
+            None => (req.filter, req.snaplen, None),
+        };
         CaptureSpec {
             capture: capture::Request {
                 ifname: req.ifname,
                 backend,
                 settings: self.settings.clone(),
                 own: Some(req.own),
-                snaplen: req.snaplen,
+                snaplen,
                 promisc: req.promisc,
-                direction: req.direction,
+                direction,
                 read_timeout: req.read_timeout,
-                filter: req.filter,
+                filter,
             },
             sampling: req.sampling,
             transport,
             cpu: self.pick_cpu(),
+            decap,
         }
     }
 

@@ -562,6 +562,7 @@ mod tests {
             port: 2003,
             preselect: pre(n, a),
             capture: None,
+            decap: None,
         };
         let clients = [
             client(Some("eth1"), None),

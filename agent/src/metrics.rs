@@ -93,6 +93,15 @@ fn add(a: &Counters, b: &Counters) -> Counters {
             ring_full: a.ring_full + b.ring_full,
         }),
     };
+    let decap = match (a.decap, b.decap) {
+        (None, d) | (d, None) => d,
+        (Some(a), Some(b)) => Some(crate::datapath::DecapCounters {
+            decapsulated: a.decapsulated + b.decapsulated,
+            foreign: a.foreign + b.foreign,
+            malformed: a.malformed + b.malformed,
+            filtered: a.filtered + b.filtered,
+        }),
+    };
     Counters {
         received: a.received + b.received,
         kernel_drops: a.kernel_drops + b.kernel_drops,
@@ -108,6 +117,7 @@ fn add(a: &Counters, b: &Counters) -> Counters {
         too_big: a.too_big + b.too_big,
         filtered_out: a.filtered_out + b.filtered_out,
         xdp,
+        decap,
         gso: b.gso,
         dry_run: b.dry_run,
     }
@@ -315,7 +325,7 @@ pub fn render(snap: &Snapshot, process: &Process) -> String {
         labels,
     );
     type Field = fn(&Counters) -> Option<u64>;
-    let families: [(&str, &str, Field); 15] = [
+    let families: [(&str, &str, Field); 19] = [
         ("xrpcapd_capture_frames_seen_total", "Frames the capture saw: delivered by the source plus lost in its ring (STATS ifrecv).", |c| Some(c.received + c.kernel_drops)),
         ("xrpcapd_capture_frames_received_total", "Frames the source delivered to the worker (after the filter).", |c| Some(c.received)),
         ("xrpcapd_capture_frames_filtered_out_total", "Frames the filter rejected in user space (AF_XDP's cBPF judge; AF_PACKET's kernel filter does not count them).", |c| Some(c.filtered_out)),
@@ -327,6 +337,10 @@ pub fn render(snap: &Snapshot, process: &Process) -> String {
         ("xrpcapd_capture_ring_drops_total", "Frames that passed the filter but were lost before the worker read them (AF_PACKET ring full; AF_XDP socket ring full, no UMEM room, chains too long, no socket bound): STATS krnldrop.", |c| Some(c.kernel_drops)),
         ("xrpcapd_capture_send_drops_total", "Framed packets lost in sending (ENOBUFS/EAGAIN, send errors, a TCP peer too slow or gone): STATS ifdrop.", |c| Some(c.send_dropped)),
         ("xrpcapd_capture_truncated_total", "Packets framed cut to the snapshot length (caplen < wire length).", |c| Some(c.truncated)),
+        ("xrpcapd_capture_decap_decapsulated_total", "Inner frames the decapsulation handed on (decap= only; then frames received counts these).", |c| c.decap.map(|d| d.decapsulated)),
+        ("xrpcapd_capture_decap_foreign_total", "Tunnel packets of another tunnel, VNI, GRE key, ERSPAN session or outer source than decap= names: counted, not forwarded.", |c| c.decap.map(|d| d.foreign)),
+        ("xrpcapd_capture_decap_malformed_total", "Tunnel packets with cut or inconsistent headers, or outer IP fragments (decap= only): counted, not forwarded.", |c| c.decap.map(|d| d.malformed)),
+        ("xrpcapd_capture_decap_filtered_total", "Inner frames the local filter or the sensor's filter rejected after decapsulation (decap= only).", |c| c.decap.map(|d| d.filtered)),
         ("xrpcapd_capture_tunnel_too_big_total", "Tunnel export: frames over what the path MTU leaves a datagram, cut with the T bit (ERSPAN) or dropped and counted in send drops (VXLAN, GRE).", |c| Some(c.too_big)),
         ("xrpcapd_capture_xdp_redirected_total", "Frames the XDP program redirected to the capture's sockets (AF_XDP only).", |c| c.xdp.map(|x| x.redirected)),
         ("xrpcapd_capture_xdp_filtered_total", "Frames the XDP program's translated filter rejected (AF_XDP only).", |c| c.xdp.map(|x| x.filtered)),

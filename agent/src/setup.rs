@@ -586,6 +586,7 @@ pub fn resolve(cli: &Cli, env: Lookup<'_>, defaults: &Defaults) -> Result<Reques
         port,
         preselect,
         capture: None,
+        decap: None,
     };
     let parsed = values::parse_active_client(&client.to_string()).map_err(|e| {
         SetupError::Input(format!("ActiveClient = {client}: the agent expects {e}"))

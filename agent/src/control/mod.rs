@@ -809,6 +809,7 @@ fn session_config(cfg: &Config, mode: Mode, client: Option<&ActiveClient>) -> Se
             .then(|| secs(cfg.liveness_secs))
             .flatten(),
         slot: client.map(ActiveClient::slot_name),
+        decap: client.and_then(|c| c.decap.clone()),
     }
 }
 

@@ -9,6 +9,7 @@
 //! [`Worker::stats`] and ends it with [`Worker::stop`]. None of these block on
 //! the datapath for more than a few milliseconds.
 
+pub mod decap;
 pub mod loss;
 pub mod sampler;
 pub mod sender;
@@ -27,6 +28,9 @@ use rpcap::bpf::Program;
 use rpcap::msg::{Sampling, Stats};
 
 use crate::capture::{self, AnySource, CaptureError, OpenError};
+use crate::settings::Backend;
+use decap::DecapStage;
+pub use decap::{DecapCounters, DecapSetup};
 use sender::Backpressure;
 pub use sender::DataStream;
 use sink::{PlainUdpSink, Sink, TcpSink, TunnelSink, UdpStrSink};
@@ -62,6 +66,9 @@ pub struct CaptureSpec {
     pub transport: Transport,
     /// CPU to pin the worker to (the host hands out `WorkerCpu` in turn).
     pub cpu: Option<usize>,
+    /// Decapsulation (`decap=`): the source's filter selects the tunnel
+    /// packets and the worker hands their inner frames on.
+    pub decap: Option<DecapSetup>,
 }
 
 /// A capture that could not start.
@@ -75,6 +82,13 @@ pub enum StartError {
     Socket(std::io::Error),
     #[error(transparent)]
     DatagramSize(#[from] rpcap::udpstr::BadSize),
+    #[error(
+        "decap= on AF_XDP: decapsulation runs on AF_PACKET captures (and files); \
+         capture this interface with capture=afpacket (or Capture = afpacket)"
+    )]
+    DecapOnXdp,
+    #[error("decap= on link type {0}: decapsulation reads {links} frames", links = decap::LINKTYPES)]
+    DecapLinkType(i32),
     #[error("spawning the datapath thread: {0}")]
     Spawn(std::io::Error),
 }
@@ -143,6 +157,9 @@ pub struct Counters {
     pub filtered_out: u64,
     /// The XDP program's counters (AF_XDP only).
     pub xdp: Option<crate::capture::XdpStats>,
+    /// The decapsulation stage's counters (`decap=` only). Then `received`
+    /// counts the inner frames handed on, not the tunnel packets.
+    pub decap: Option<DecapCounters>,
     /// Whether UDP GSO is in use.
     pub gso: bool,
     /// Dry run: packets framed but not sent.
@@ -191,6 +208,19 @@ impl Worker {
 
     /// [`Worker::start`] with datapath options.
     pub fn start_with(spec: CaptureSpec, opts: DatapathOptions) -> Result<Worker, StartError> {
+        let decap = match spec.decap {
+            None => None,
+            Some(_) if spec.capture.backend == Backend::AfXdp => {
+                return Err(StartError::DecapOnXdp)
+            }
+            Some(setup) => {
+                let lt = setup.linktype;
+                Some(
+                    DecapStage::new(setup, spec.capture.snaplen)
+                        .ok_or(StartError::DecapLinkType(lt))?,
+                )
+            }
+        };
         let wake = EventFd::new().map_err(StartError::Wake)?;
         let source = capture::open(&spec.capture, &wake)?;
         let backpressure = if source.is_live() {
@@ -208,6 +238,7 @@ impl Worker {
             read_timeout: spec.capture.read_timeout,
             housekeeping: opts.housekeeping,
             cpu: spec.cpu,
+            decap,
             name: format!("dp-{}", spec.capture.ifname),
         };
         // One monomorphised worker per source and sink.
@@ -291,6 +322,12 @@ impl Worker {
                     filtered: r(&s.xdp_filtered),
                     ring_full: r(&s.xdp_ring_full),
                 }),
+            decap: s.decap.load(Ordering::Relaxed).then(|| DecapCounters {
+                decapsulated: r(&s.decap_decapsulated),
+                foreign: r(&s.decap_foreign),
+                malformed: r(&s.decap_malformed),
+                filtered: r(&s.decap_filtered),
+            }),
             gso: s.gso.load(Ordering::Relaxed),
             dry_run: self.dry_run,
         }
@@ -345,6 +382,7 @@ struct Run {
     read_timeout: Duration,
     housekeeping: Duration,
     cpu: Option<usize>,
+    decap: Option<DecapStage>,
     name: String,
 }
 
@@ -360,12 +398,14 @@ impl Run {
             read_timeout: rt,
             housekeeping: hk,
             cpu,
+            decap,
             name,
         } = self;
         if let Some(gso) = sink.gso() {
             shared.gso.store(gso, Ordering::Relaxed);
         }
-        let pipe = Pipeline::new(sampling, sink);
+        shared.decap.store(decap.is_some(), Ordering::Relaxed);
+        let pipe = Pipeline::new(sampling, sink).with_decap(decap);
         let (tx, rx) = crossbeam_channel::bounded(16);
         let sh = shared.clone();
         let thread = std::thread::Builder::new()

@@ -89,9 +89,10 @@ pub fn periodic_line(owner: &str, iface: &str, c: &Counters, r: &Rates) -> Strin
     )
 }
 
-/// Every counter of a capture that ended.
+/// Every counter of a capture that ended (with `decap=`, the
+/// decapsulation's counters at the end).
 pub fn final_line(owner: &str, iface: &str, c: &Counters) -> String {
-    format!(
+    let mut line = format!(
         "final {owner} iface={iface} frames={} seen={} ring_drops={} sampled_out={} framed={} \
          bytes={} sent={} send_drops={} datagrams_sent={} datagram_drops={} refused={} gso={} \
          dry_run={} too_big={}",
@@ -109,7 +110,14 @@ pub fn final_line(owner: &str, iface: &str, c: &Counters) -> String {
         c.gso,
         c.dry_run,
         c.too_big
-    )
+    );
+    if let Some(d) = c.decap {
+        line.push_str(&format!(
+            " decapsulated={} decap_foreign={} decap_malformed={} decap_filtered={}",
+            d.decapsulated, d.foreign, d.malformed, d.filtered
+        ));
+    }
+    line
 }
 
 /// Packets handed on to the sensor (none in a dry run).
@@ -182,6 +190,18 @@ mod tests {
         ] {
             assert!(l.contains(f), "{f} in {l}");
         }
+        assert!(!l.contains("decap"), "{l}");
+        c.decap = Some(super::super::DecapCounters {
+            decapsulated: 9,
+            foreign: 8,
+            malformed: 7,
+            filtered: 6,
+        });
+        let l = final_line("client=192.0.2.9:41000", "any", &c);
+        assert!(
+            l.ends_with(" decapsulated=9 decap_foreign=8 decap_malformed=7 decap_filtered=6"),
+            "{l}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use rpcap::bpf::Program;
 use rpcap::msg::Sampling;
 use rpcap::PktHdr;
 
+use super::decap::DecapStage;
 use super::sampler::Sampler;
 use super::sink::{Counts, Sink};
 use crate::capture::{CaptureError, Frame, Polled, Source};
@@ -54,6 +55,12 @@ pub(crate) struct Shared {
     pub xdp_filtered: AtomicU64,
     pub xdp_ring_full: AtomicU64,
     pub xdp: AtomicBool,
+    /// The decapsulation stage's counters (`decap=` only).
+    pub decap_decapsulated: AtomicU64,
+    pub decap_foreign: AtomicU64,
+    pub decap_malformed: AtomicU64,
+    pub decap_filtered: AtomicU64,
+    pub decap: AtomicBool,
     pub gso: AtomicBool,
     pub ended: AtomicBool,
     pub failure: Mutex<Option<String>>,
@@ -81,6 +88,9 @@ pub(crate) struct Pipeline<K> {
     npkt: u32,
     /// Set when the data connection died inside a frame callback.
     failure: Option<String>,
+    /// The decapsulation stage in front (`decap=`); [`run`] takes it out
+    /// to call it beside the pipeline.
+    decap: Option<DecapStage>,
 }
 
 impl<K: Sink> Pipeline<K> {
@@ -91,7 +101,14 @@ impl<K: Sink> Pipeline<K> {
             c: Local::default(),
             npkt: 0,
             failure: None,
+            decap: None,
         }
+    }
+
+    /// The pipeline behind a decapsulation stage.
+    pub fn with_decap(mut self, decap: Option<DecapStage>) -> Pipeline<K> {
+        self.decap = decap;
+        self
     }
 
     /// One frame from the source.
@@ -180,6 +197,17 @@ fn publish_source(s: &Shared, st: crate::capture::SourceStats) {
     }
 }
 
+/// The decapsulation stage's counters, once per round.
+fn publish_decap(s: &Shared, d: Option<&DecapStage>) {
+    if let Some(d) = d {
+        s.decap_decapsulated
+            .store(d.c.decapsulated, Ordering::Relaxed);
+        s.decap_foreign.store(d.c.foreign, Ordering::Relaxed);
+        s.decap_malformed.store(d.c.malformed, Ordering::Relaxed);
+        s.decap_filtered.store(d.c.filtered, Ordering::Relaxed);
+    }
+}
+
 /// Pins the calling thread to `cpu` (a warning if it cannot).
 fn pin(cpu: usize) {
     if let Err(e) = sys::cpu::pin_current_thread(cpu) {
@@ -200,6 +228,7 @@ pub(crate) fn run<S: Source, K: Sink>(
     if let Some(cpu) = cpu {
         pin(cpu);
     }
+    let mut decap = pipe.decap.take();
     let mut partial_since: Option<Instant> = None;
     let mut last_housekeeping = Instant::now();
     let mut failure: Option<String> = None;
@@ -213,14 +242,25 @@ pub(crate) fn run<S: Source, K: Sink>(
                     break 'capture
                 }
                 Ok(Command::Filter(filter, reply)) => {
-                    let r = source.set_filter(&filter);
+                    // Decapsulating, the sensor's filter judges inner frames.
+                    let r = match &mut decap {
+                        Some(d) => {
+                            d.set_filter(filter);
+                            Ok(())
+                        }
+                        None => source.set_filter(&filter),
+                    };
                     let _ = reply.send(r);
                 }
                 Ok(Command::Sampling(s)) => pipe.sampler = Sampler::new(s),
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
             }
         }
-        match source.poll(wait, &mut |f| pipe.on_frame(f)) {
+        let polled = match &mut decap {
+            None => source.poll(wait, &mut |f| pipe.on_frame(f)),
+            Some(d) => source.poll(wait, &mut |f| d.process(f, &mut |i| pipe.on_frame(i))),
+        };
+        match polled {
             Ok(Polled::Frames(_)) => {}
             Ok(Polled::End) => break 'capture,
             Err(e) => {
@@ -231,6 +271,7 @@ pub(crate) fn run<S: Source, K: Sink>(
         // Counters first: once the datagrams are out, the sensor may ask for
         // STATS before this thread runs again, and must see these packets.
         pipe.publish(&shared);
+        publish_decap(&shared, decap.as_ref());
         pipe.send();
         let now = Instant::now();
         if pipe.has_partial() {
@@ -254,6 +295,7 @@ pub(crate) fn run<S: Source, K: Sink>(
             break 'capture;
         }
         pipe.publish(&shared);
+        publish_decap(&shared, decap.as_ref());
         wait = housekeeping.saturating_sub(now.duration_since(last_housekeeping));
         if let Some(since) = partial_since {
             wait = wait.min(read_timeout.saturating_sub(now.duration_since(since)));
@@ -265,6 +307,7 @@ pub(crate) fn run<S: Source, K: Sink>(
     }
     publish_source(&shared, source.stats());
     pipe.publish(&shared);
+    publish_decap(&shared, decap.as_ref());
     if let Some(f) = failure {
         log::warn!("capture ended: {f}");
         *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);

@@ -206,6 +206,7 @@ fn labels_of_sensors_and_errors() {
             port,
             preselect: Default::default(),
             capture: None,
+            decap: None,
         }
         .slot_name()
     };
@@ -251,4 +252,49 @@ fn endpoint_serves_the_published_snapshot() {
     assert!(get("/").contains(" 404 "));
     assert!(get("/metricsx").contains(" 404 "));
     drop(ep);
+}
+
+#[test]
+fn decap_counters_appear_for_decapsulating_captures_and_add_up() {
+    let page = |c: Counters| {
+        let mut totals = Totals::default();
+        let snap = Snapshot {
+            slots: vec![],
+            captures: totals.update(vec![live(1, c)]),
+        };
+        render(
+            &snap,
+            &Process {
+                resident_bytes: 0,
+                uptime_seconds: 0.0,
+            },
+        )
+    };
+    assert!(!page(counters(5, 5)).contains("decap"));
+    let mut c = counters(5, 5);
+    c.decap = Some(crate::datapath::DecapCounters {
+        decapsulated: 5,
+        foreign: 4,
+        malformed: 2,
+        filtered: 1,
+    });
+    let p = page(c);
+    let l = r#"{interface="eth1",sensor="sensor.example:2003"}"#;
+    for (name, v) in [
+        ("decapsulated", 5.0),
+        ("foreign", 4.0),
+        ("malformed", 2.0),
+        ("filtered", 1.0),
+    ] {
+        assert_eq!(
+            sample(&p, &format!("xrpcapd_capture_decap_{name}_total{l}")),
+            Some(v),
+            "{name}"
+        );
+    }
+    // A capture that ended adds to the next one's.
+    let mut t = Totals::default();
+    t.update(vec![live(1, c)]);
+    let snap = t.update(vec![live(2, c)]);
+    assert_eq!(snap[0].counters.decap.unwrap().foreign, 8);
 }

@@ -11,7 +11,7 @@ use rpcap::msg::{startcap_flags, Sampling, StartCapReq, Stats};
 use super::{Mode, SessionConfig};
 use crate::capture::Direction;
 use crate::filter::{self, canonical, DataDest, OwnTraffic};
-use crate::settings::CaptureChoice;
+use crate::settings::{CaptureChoice, DecapSpec};
 
 /// Largest snaplen honoured (what clients send at most).
 pub const MAX_SNAPLEN: u32 = 262_144;
@@ -78,9 +78,23 @@ pub struct StartRequest {
     pub own: OwnTraffic,
     /// The session's capture source choice (ActiveClient `capture=`).
     pub capture: Option<CaptureChoice>,
+    /// Decapsulation (`decap=`): then `filter` is the program for the inner
+    /// frames (local filter AND the sensor's) and the source runs `outer`.
+    pub decap: Option<DecapStart>,
     /// Whose capture, as a `key=value` field (`sensor=HOST:PORT`,
     /// `client=ADDR:PORT`) for its summary and final counter lines.
     pub owner: String,
+}
+
+/// How a decapsulating capture starts: the tunnel, and the program its
+/// source runs on the outer packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecapStart {
+    pub spec: DecapSpec,
+    /// Own-traffic exclusion AND the tunnel packets, for the interface's
+    /// link type. (A passive TCP data channel's port, known only once the
+    /// host listens, is not refined into it: no tunnel packet is TCP.)
+    pub outer: Program,
 }
 
 /// A capture the host runs for this session.
@@ -156,6 +170,13 @@ impl Endpoints {
         data: DataDest,
         sensor: &[Insn],
     ) -> Result<(Program, Program), String> {
+        if cfg.decap.is_some() {
+            // The sensor's program and the local filter judge the inner
+            // frames (Ethernet) in user space.
+            return filter::decap_inner_prefix(cfg.local_filter.as_deref())
+                .and_then(|prefix| Ok((filter::combine(&prefix, sensor)?, prefix)))
+                .map_err(|e| e.to_string());
+        }
         filter::prefix(
             linktype,
             &self.own_traffic(data),
@@ -217,6 +238,14 @@ impl Endpoints {
             DataChannel::TcpListen { peer, .. } => DataDest::Tcp(SocketAddr::new(*peer, 0)),
         };
         let (combined, prefix) = self.build_filter(cfg, linktype, data_dest, &req.filter)?;
+        let decap = match &cfg.decap {
+            Some(spec) => Some(DecapStart {
+                spec: spec.clone(),
+                outer: filter::decap_outer(linktype, &self.own_traffic(data_dest))
+                    .map_err(|e| e.to_string())?,
+            }),
+            None => None,
+        };
         let snaplen = match req.snaplen {
             0 => MAX_SNAPLEN,
             n => n.min(MAX_SNAPLEN),
@@ -238,6 +267,7 @@ impl Endpoints {
             tls: cfg.tls,
             own: self.own_traffic(data_dest),
             capture: cfg.capture,
+            decap,
             owner: match &cfg.slot {
                 Some(slot) => format!("sensor={slot}"),
                 None => format!("client={}", self.peer),

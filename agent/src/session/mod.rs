@@ -36,7 +36,7 @@ use rpcap::ErrorCode;
 use crate::auth::Authenticator;
 use crate::filter::{self, DataDest};
 use crate::iface;
-use crate::settings::{CaptureChoice, Preselect};
+use crate::settings::{CaptureChoice, DecapSpec, Preselect};
 
 mod auth;
 mod capture;
@@ -46,7 +46,7 @@ mod liveness;
 use self::auth::AuthState;
 pub use self::auth::MAX_AUTH_ATTEMPTS;
 use self::capture::{CaptureSlot, Endpoints, Running, Starting};
-pub use self::capture::{DataChannel, StartRequest, MAX_SNAPLEN};
+pub use self::capture::{DataChannel, DecapStart, StartRequest, MAX_SNAPLEN};
 pub use self::command::{Answer, Command, HostCommand, HostError, Input, PasswordCheck};
 use self::liveness::Liveness;
 
@@ -91,6 +91,9 @@ pub struct SessionConfig {
     /// The slot's name (`HOST:PORT` of its ActiveClient line) for a sensor
     /// we dialled: its log lines and its capture's counters carry it.
     pub slot: Option<String>,
+    /// The ActiveClient line's `decap=` (or `--decap`): the capture selects
+    /// this tunnel's packets and the sensor gets the frames inside.
+    pub decap: Option<DecapSpec>,
 }
 
 /// Why a session is over.
@@ -853,6 +856,12 @@ impl Session {
             );
         }
         self.capture.opened = Some((source, linktype));
+        // Decapsulated, the sensor gets the inner Ethernet frames whatever
+        // the interface's link type (the outer filter is compiled for it).
+        let linktype = match self.cfg.decap {
+            Some(_) => crate::iface::DLT_EN10MB,
+            None => linktype,
+        };
         self.send(Message::OpenReply { linktype, tzoff: 0 })
     }
 

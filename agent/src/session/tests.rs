@@ -136,6 +136,7 @@ fn cfg() -> SessionConfig {
         idle_timeout: None,
         liveness: None,
         slot: None,
+        decap: None,
     }
 }
 
@@ -1260,4 +1261,42 @@ fn startcap_direction_flags_reach_the_capture_as_libpcap_reads_them() {
         assert_eq!(t.host.started.len(), 1, "flags {flags:#x}");
         assert_eq!(t.host.started[0].direction, want, "flags {flags:#x}");
     }
+}
+
+#[test]
+fn decap_splits_the_filter_into_outer_and_inner_programs() {
+    let mut c = cfg();
+    c.local_filter = Some("not udp port 53".into());
+    c.decap = Some("vxlan:5".parse().unwrap());
+    let mut t = T::with(c);
+    t.one(Message::AuthReq(Auth::Null));
+    t.open_eth0();
+    t.one(startcap(startcap_flags::DGRAM, 5000));
+    let start = &t.host.started[0];
+    let d = start.decap.as_ref().expect("decap start");
+    assert_eq!(d.spec.to_string(), "vxlan:5");
+    // Ethernet + IPv4 + UDP to `dport` from `src`.
+    let udp = |src: [u8; 4], dst: [u8; 4], dport: u16| {
+        let mut f = vec![0u8; 14 + 20 + 8 + 8 + 14];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        let len = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&len.to_be_bytes());
+        f[23] = 17;
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    };
+    let outer = |f: Vec<u8>| d.outer.run(&f, f.len() as u32);
+    // The tunnel's packets pass the source's program; others do not; our
+    // own data datagrams never do.
+    assert!(outer(udp([10, 0, 0, 7], [10, 0, 0, 5], 4789)) > 0);
+    assert!(outer(udp([10, 0, 0, 7], [10, 0, 0, 5], 6081)) > 0);
+    assert_eq!(outer(udp([10, 0, 0, 7], [10, 0, 0, 5], 53)), 0);
+    assert_eq!(outer(udp([10, 0, 0, 5], [10, 0, 0, 9], 5000)), 0);
+    // The local filter and the sensor's judge the inner frames.
+    let inner = |f: Vec<u8>| start.filter.run(&f, f.len() as u32);
+    assert_eq!(inner(udp([1, 1, 1, 1], [2, 2, 2, 2], 53)), 0);
+    assert!(inner(udp([1, 1, 1, 1], [2, 2, 2, 2], 80)) > 0);
 }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use super::model::{
-    ActiveClient, Config, Preselect, StatusSocket, TlsMode, DEFAULT_ACTIVE_PORT, MAX_UDPSTR_SIZE,
-    MIN_RING_SIZE, MIN_SEND_BUFFER,
+    ActiveClient, Config, DecapSpec, Preselect, StatusSocket, TlsMode, DEFAULT_ACTIVE_PORT,
+    MAX_UDPSTR_SIZE, MIN_RING_SIZE, MIN_SEND_BUFFER,
 };
 use super::values;
 
@@ -92,6 +92,11 @@ fn nice_spec(s: &str) -> Result<(i32, Option<i32>), String> {
 /// `-a`: hosts and ports as the references split them (on space, comma,
 /// semicolon, CR, LF; tabs too): `host,port` pairs, a missing last port or
 /// `DEFAULT` is 2003.
+fn decap_spec(s: &str) -> Result<DecapSpec, String> {
+    s.parse()
+        .map_err(|e: crate::tunnel::decap::SpecError| e.to_string())
+}
+
 fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
     let fields: Vec<&str> = s
         .split([' ', '\t', ',', ';', '\r', '\n'])
@@ -122,6 +127,7 @@ fn active_list(s: &str) -> Result<Vec<ActiveClient>, String> {
                 port,
                 preselect: Preselect::default(),
                 capture: None,
+                decap: None,
             })
         })
         .collect()
@@ -207,6 +213,14 @@ pub struct Cli {
     /// after it: inetd mode, as --inetd
     #[arg(short = 'i', long = "interface", value_name = "IFNAME", num_args = 0..=1)]
     pub interface: Option<Option<String>>,
+
+    /// Decapsulate: the sensors of -a (and every ActiveClient line without a
+    /// decap= of its own) get the frames inside this tunnel, not the tunnel
+    /// packets: vxlan[:VNI], geneve[:VNI], gre[:KEY] or erspan[:SESSION],
+    /// optionally @ADDR[/PREFIX] for the outer source, then +tag to pass the
+    /// id to the sensor as VLAN tags (docs/tunnels.md)
+    #[arg(long = "decap", value_name = "SPEC", value_parser = decap_spec)]
+    pub decap: Option<DecapSpec>,
 
     /// inetd mode (libpcap's bare -i): standard input is a connected TCP
     /// socket (inetd, xinetd, systemd Accept=yes with StandardInput=socket);
@@ -453,6 +467,11 @@ impl Cli {
                 .filter(|c| !c.preselect.is_set())
             {
                 c.preselect.ifname = Some(name.to_string());
+            }
+        }
+        if let Some(d) = &self.decap {
+            for c in cfg.active_clients.iter_mut().filter(|c| c.decap.is_none()) {
+                c.decap = Some(d.clone());
             }
         }
         cfg.tunnel_clients
@@ -776,6 +795,24 @@ mod tests {
             assert!(!c.inetd_mode(), "{args:?}");
             assert_eq!(c.preselected(), Some("eth0"), "{args:?}");
         }
+    }
+
+    #[test]
+    fn decap_flag_fills_the_sensors_without_their_own() {
+        let mut cfg = Config::default();
+        cfg.active_clients
+            .push(values::parse_active_client("s0, 2003, decap=gre:7").unwrap());
+        cli(&["-a", "s1,2003", "--decap", "vxlan:100@10.0.0.0/8"])
+            .unwrap()
+            .apply(&mut cfg);
+        let d: Vec<String> = cfg
+            .active_clients
+            .iter()
+            .map(|c| c.decap.as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(d, ["gre:7", "vxlan:100@10.0.0.0/8"]);
+        let e = cli(&["--decap", "vxlan:99999999"]).unwrap_err().to_string();
+        assert!(e.contains("no vxlan id"), "{e}");
     }
 
     #[test]

@@ -910,6 +910,32 @@ mod tests {
     }
 
     #[test]
+    fn active_client_decap_option() {
+        let p = parse(
+            "ActiveClient = 10.0.0.1, 2003, ifname=ens5, decap=vxlan:100\n\
+             ActiveClient = 10.0.0.2, decap = GENEVE@10.1.0.0/16\n\
+             ActiveClient = 10.0.0.3, 2003\n",
+        );
+        let c = &p.config.active_clients;
+        assert_eq!(c[0].decap.as_ref().unwrap().to_string(), "vxlan:100");
+        assert_eq!(
+            c[1].decap.as_ref().unwrap().to_string(),
+            "geneve@10.1.0.0/16"
+        );
+        assert_eq!(c[2].decap, None);
+        assert_eq!(
+            c[0].to_string(),
+            "10.0.0.1, 2003, ifname=ens5, decap=vxlan:100"
+        );
+        assert_eq!(parse_active_client(&c[1].to_string()).unwrap(), c[1]);
+        let e = parse_active_client("h, 1, decap=vxlan:x").unwrap_err();
+        assert!(
+            e.contains("decap=vxlan:x") && e.contains("expected vxlan[:VNI]"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn more_than_ten_active_clients() {
         let text: String = (0..25)
             .map(|i| format!("ActiveClient = 10.0.0.{i}, 2003\n"))
@@ -1074,10 +1100,14 @@ mod tests {
                 "{key} has no example line"
             );
         }
-        assert_eq!(all.config.active_clients.len(), 4);
+        assert_eq!(all.config.active_clients.len(), 5);
         assert_eq!(
             all.config.active_clients[1].capture,
             Some(CaptureChoice::AfXdp)
+        );
+        assert_eq!(
+            all.config.active_clients[4].decap,
+            Some("vxlan:4242".parse().unwrap())
         );
     }
 
@@ -1414,10 +1444,10 @@ mod tests {
         assert_eq!(
             w,
             [
-                "2: `bogus` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)",
-                "2: `foo` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)",
-                "2: `=` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)",
-                "2: `bar` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)",
+                "2: `bogus` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)",
+                "2: `foo` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)",
+                "2: `=` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)",
+                "2: `bar` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)",
             ]
         );
     }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+pub use crate::tunnel::decap::DecapSpec;
+
 /// Port of ActiveClient when the line says `DEFAULT` (or gives none).
 pub const DEFAULT_ACTIVE_PORT: u16 = 2003;
 /// Port passive mode listens on.
@@ -94,6 +96,9 @@ pub struct ActiveClient {
     pub preselect: Preselect,
     /// `capture=afpacket|afxdp`; `None`: as `Capture` says.
     pub capture: Option<CaptureChoice>,
+    /// `decap=KIND[:ID][@SRC]`: the sensor gets the frames inside this
+    /// tunnel, not the tunnel packets (`--decap` for lines without one).
+    pub decap: Option<DecapSpec>,
 }
 
 impl ActiveClient {
@@ -116,6 +121,9 @@ impl fmt::Display for ActiveClient {
         }
         if let Some(c) = self.capture {
             write!(f, ", capture={c}")?;
+        }
+        if let Some(d) = &self.decap {
+            write!(f, ", decap={d}")?;
         }
         Ok(())
     }
@@ -574,6 +582,7 @@ mod tests {
             port: 2003,
             preselect: Preselect::default(),
             capture: None,
+            decap: None,
         });
         assert!(!c.no_sensor());
     }

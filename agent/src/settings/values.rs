@@ -127,11 +127,11 @@ fn parse_host(value: &str) -> String {
 }
 
 const ACTIVE_CLIENT_EXPECTED: &str =
-    "`host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]` \
-     (port DEFAULT = 2003)";
+    "`host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]\
+     [, decap=KIND[:ID][@SRC]]` (port DEFAULT = 2003)";
 
 /// The options of an ActiveClient line, matched without regard to case.
-const ACTIVE_CLIENT_OPTIONS: [&str; 3] = ["ifname", "ifaddr", "capture"];
+const ACTIVE_CLIENT_OPTIONS: [&str; 4] = ["ifname", "ifaddr", "capture", "decap"];
 
 fn is_option(key: &str) -> bool {
     ACTIVE_CLIENT_OPTIONS
@@ -207,7 +207,7 @@ fn join_options<'a>(fields: impl Iterator<Item = &'a str>) -> Vec<Word> {
     words
 }
 
-/// `host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp]`.
+/// `host, port[, ifname=NAME][, ifaddr=ADDR[/PREFIX]][, capture=afpacket|afxdp][, decap=SPEC]`.
 pub fn parse_active_client(value: &str) -> Result<ActiveClient, String> {
     parse_active_client_line(value).map(|(client, _)| client)
 }
@@ -229,6 +229,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
         port: DEFAULT_ACTIVE_PORT,
         preselect: Preselect::default(),
         capture: None,
+        decap: None,
     };
     let mut warnings = Vec::new();
     for (i, word) in join_options(fields).into_iter().enumerate() {
@@ -239,6 +240,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
                 let k = k.to_ascii_lowercase();
                 match k.as_str() {
                     "capture" => client.capture = Some(parse_capture_choice(v)?),
+                    "decap" => client.decap = Some(v.parse().map_err(|e| format!("{e}"))?),
                     "ifname" => client.preselect.ifname = Some(parse_nonempty(v, "ifname=NAME")?),
                     _ => client.preselect.ifaddr = Some(parse_ifaddr(v)?),
                 }
@@ -254,7 +256,7 @@ pub fn parse_active_client_line(value: &str) -> Result<(ActiveClient, Vec<String
                     parse_port(field).map_err(|e| format!("{e} in {ACTIVE_CLIENT_EXPECTED}"))?;
             }
             None => warnings.push(format!(
-                "`{field}` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=)"
+                "`{field}` ignored: not an ActiveClient option (ifname=, ifaddr=, capture=, decap=)"
             )),
         }
     }
@@ -297,6 +299,7 @@ pub fn parse_active_list(value: &str) -> Result<Vec<ActiveClient>, String> {
                 port: parse_port(pair[1])?,
                 preselect: Preselect::default(),
                 capture: None,
+                decap: None,
             })
         })
         .collect()

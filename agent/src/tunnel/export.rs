@@ -296,6 +296,7 @@ impl Exports {
             },
             // `WorkerCpu`, handed out in turn over the exports.
             cpu: (!cpus.is_empty()).then(|| cpus[i % cpus.len()]),
+            decap: None,
         };
         Worker::start(spec).map_err(|err| err.to_string())
     }

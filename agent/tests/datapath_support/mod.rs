@@ -64,6 +64,7 @@ pub fn spec(ifname: &str, filter: Program, transport: Transport) -> CaptureSpec 
         },
         transport,
         cpu: None,
+        decap: None,
     }
 }
 
