@@ -4,7 +4,7 @@
 //! channel, start the capture, keep the agent's counters) and says when it
 //! must be closed.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use crate::output::Output;
 use crate::session::{DataTransport, Event, Session};
 use crate::summary::Rate;
 use crate::tap::{TapSink, LINKTYPE_ETHERNET};
+use crate::tls::{Stream, Tls};
 use crate::token::Owner;
 use crate::writer;
 
@@ -56,7 +57,10 @@ pub struct Agent {
     dial: Option<usize>,
     /// Its slot in the loop (the number of a `--tap-per-agent` interface).
     idx: usize,
-    stream: TcpStream,
+    stream: Stream,
+    /// TLS (rpcaps://): the configuration and the name the agent's
+    /// certificate must carry, for the data connections too.
+    tls: Option<(Tls, rustls::pki_types::ServerName<'static>)>,
     session: Session,
     capture: Option<Capture>,
     data: DataChannel,
@@ -87,10 +91,14 @@ pub struct Ended {
 
 impl Agent {
     /// Agent `idx` on a connected control stream (accepted, or dialed from
-    /// `dial`): registered, with its AUTH request sent.
+    /// `dial`): registered, with its AUTH request sent (over TLS, with the
+    /// TLS handshake started, when configured; `host` is the name the
+    /// agent's certificate must carry, unless --tls-name says another).
+    #[allow(clippy::too_many_arguments)]
     pub fn connect(
         mut stream: TcpStream,
         peer: SocketAddr,
+        host: &str,
         dial: Option<usize>,
         name: String,
         idx: usize,
@@ -107,6 +115,13 @@ impl Agent {
             .local_addr()
             .map(|a| a.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let (stream, tls) = match &sh.cfg.tls {
+            None => (Stream::Plain(stream), None),
+            Some(t) => {
+                let name = t.server_name(host)?;
+                (t.wrap(stream, name.clone())?, Some((t.clone(), name)))
+            }
+        };
         let mut a = Agent {
             peer,
             local_ip,
@@ -114,6 +129,7 @@ impl Agent {
             dial,
             idx,
             stream,
+            tls,
             session: Session::new(sh.cfg.session.clone(), now),
             capture: None,
             data: DataChannel::None,
@@ -275,7 +291,7 @@ impl Agent {
             _ => None,
         };
         self.data.close(&mut sh.ports, &sh.registry);
-        let _ = sh.registry.deregister(&mut self.stream);
+        let _ = sh.registry.deregister(self.stream.socket());
         log::info!("agent {}: session closed: {reason}", self.peer);
         let held_back = self.peer_lines.take_suppressed();
         if held_back > 0 {
@@ -489,9 +505,14 @@ impl Agent {
             .map_err(StartError::Later)?;
             Ok((d, DataTransport::Udp { port }))
         } else if self.dial.is_none() {
-            let (d, port) =
-                DataChannel::tcp_listen(self.local_ip, &sh.registry, self.data_token, now)
-                    .map_err(StartError::Later)?;
+            let (d, port) = DataChannel::tcp_listen(
+                self.local_ip,
+                &sh.registry,
+                self.data_token,
+                now,
+                self.tls.clone(),
+            )
+            .map_err(StartError::Later)?;
             Ok((d, DataTransport::TcpSensorListens { port }))
         } else {
             // Connected when STARTCAP's reply gives the agent's port.
@@ -505,8 +526,13 @@ impl Agent {
             return;
         }
         let addr = SocketAddr::new(self.peer.ip(), reply_port);
-        match DataChannel::tcp_connect(addr, sh.cfg.session.snaplen, &sh.registry, self.data_token)
-        {
+        match DataChannel::tcp_connect(
+            addr,
+            sh.cfg.session.snaplen,
+            &sh.registry,
+            self.data_token,
+            self.tls.as_ref(),
+        ) {
             Ok(d) => self.data = d,
             Err(e) => log::error!(
                 "agent {}: cannot connect data channel to {addr}: {e}",
@@ -518,5 +544,7 @@ impl Agent {
     /// Writes pending session output; errors surface on the next read.
     fn flush(&mut self) {
         let _ = self.session.write_to(&mut self.stream);
+        // What TLS still holds once the socket takes it again.
+        let _ = self.stream.flush();
     }
 }

@@ -220,6 +220,38 @@ pub struct Args {
     #[arg(long, value_name = "PREFIX", value_parser = parse_tap_prefix)]
     tap_per_agent: Option<String>,
 
+    // --- TLS (rpcaps://, sensor-tls) ---
+    /// Speak TLS (rpcaps://) to every agent, active and passive, on the
+    /// control and the TCP data connections, and accept an agent only with a
+    /// certificate chaining to a certificate of this PEM file, valid for its
+    /// name (--tls-name). The agent is the TLS server in both modes. Needs
+    /// --tcp-data: UDP data cannot be TLS (the agent refuses it).
+    #[arg(long, value_name = "FILE", requires = "tcp_data")]
+    tls_ca: Option<PathBuf>,
+
+    /// Speak TLS (as --tls-ca) and accept an agent only if the SHA-256 of
+    /// its certificate (DER; 64 hex digits, colons allowed, as
+    /// `openssl x509 -noout -fingerprint -sha256` prints it) is one of these
+    /// (repeatable). With --tls-ca as well, both must hold; alone, the
+    /// certificate's issuer and name are not checked.
+    #[arg(long, value_name = "SHA256", value_parser = crate::tls::parse_pin, requires = "tcp_data")]
+    tls_pin: Vec<[u8; 32]>,
+
+    /// The name the agent's certificate must carry for --tls-ca (DNS name or
+    /// address). Default: the host of --connect, or the address an active
+    /// agent connected from.
+    #[arg(long, value_name = "NAME")]
+    tls_name: Option<String>,
+
+    /// Client certificate (PEM chain) to present to agents that require one
+    /// (xrpcapd's TlsClientCa); with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
     /// More logging: -v debug, -vv trace (default info; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -345,6 +377,13 @@ pub fn config(a: Args) -> Result<config::Config> {
         allow: a.allow.clone(),
         tap: a.tap.clone(),
         tap_per_agent: a.tap_per_agent.clone(),
+        tls: crate::tls::Tls::new(&crate::tls::Options {
+            ca: a.tls_ca.clone(),
+            pins: a.tls_pin.clone(),
+            name: a.tls_name.clone(),
+            cert: a.tls_cert.clone(),
+            key: a.tls_key.clone(),
+        })?,
     })
 }
 

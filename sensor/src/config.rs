@@ -33,4 +33,6 @@ pub struct Config {
     pub tap: Option<String>,
     /// `--tap-per-agent`: the prefix of one TAP interface per agent.
     pub tap_per_agent: Option<String>,
+    /// `--tls-ca`/`--tls-pin`: rpcaps:// to every agent (None: plaintext).
+    pub tls: Option<crate::tls::Tls>,
 }

@@ -288,7 +288,19 @@ impl Sensor {
         } else {
             ip.to_string()
         };
-        match Agent::connect(stream, peer, dial, name, idx, &self.shared, Instant::now()) {
+        let host = dial
+            .and_then(|d| self.dialer.host(d))
+            .map_or_else(|| peer.ip().to_string(), str::to_string);
+        match Agent::connect(
+            stream,
+            peer,
+            &host,
+            dial,
+            name,
+            idx,
+            &self.shared,
+            Instant::now(),
+        ) {
             Ok(a) => self.agents[idx] = Some(a),
             Err(e) => {
                 log::error!("agent {peer}: cannot register: {e}");

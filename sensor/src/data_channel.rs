@@ -11,6 +11,8 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read};
+
+use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use rpcap::MsgType;
 use crate::capture::Capture;
 use crate::data::{self, RangeFull, UdpPort};
 use crate::source::SourcePin;
+use crate::tls::{Stream, Tls};
 use sys::mmsg::RecvBatch;
 
 /// How long the sensor waits for an agent to connect its TCP data channel.
@@ -89,9 +92,10 @@ pub enum DataChannel {
     None,
     /// A UDP port and whose datagrams it takes.
     Udp(UdpPort, SourcePin),
-    /// The sensor listens for the agent's TCP data connection until the deadline.
-    TcpListening(TcpListener, Instant),
-    Tcp(TcpStream, StreamDecoder),
+    /// The sensor listens for the agent's TCP data connection until the
+    /// deadline (then TLS client on it, when the control connection is TLS).
+    TcpListening(TcpListener, Instant, Option<(Tls, ServerName<'static>)>),
+    Tcp(Stream, StreamDecoder),
 }
 
 impl DataChannel {
@@ -120,6 +124,7 @@ impl DataChannel {
         registry: &Registry,
         token: Token,
         now: Instant,
+        tls: Option<(Tls, ServerName<'static>)>,
     ) -> Result<(DataChannel, u16), String> {
         let mut l = TcpListener::bind(SocketAddr::new(ip, 0))
             .map_err(|e| format!("sensor: TCP data listener: {e}"))?;
@@ -128,20 +133,25 @@ impl DataChannel {
             .register(&mut l, token, Interest::READABLE)
             .map_err(|e| format!("sensor: {e}"))?;
         Ok((
-            DataChannel::TcpListening(l, now + DATA_ACCEPT_TIMEOUT),
+            DataChannel::TcpListening(l, now + DATA_ACCEPT_TIMEOUT, tls),
             port,
         ))
     }
 
-    /// A TCP connection to a passive agent's data port, registered as `token`.
+    /// A TCP connection to a passive agent's data port, registered as
+    /// `token` (TLS client on it with `tls`: its ClientHello goes once the
+    /// connect completes, on the writable event).
     pub fn tcp_connect(
         addr: SocketAddr,
         snaplen: u32,
         registry: &Registry,
         token: Token,
+        tls: Option<&(Tls, ServerName<'static>)>,
     ) -> io::Result<DataChannel> {
-        let mut s = TcpStream::connect(addr)?;
-        registry.register(&mut s, token, Interest::READABLE)?;
+        let s = TcpStream::connect(addr)?;
+        let mut s = wrap(s, tls)?;
+        let i = interest(&s);
+        registry.register(s.socket(), token, i)?;
         Ok(DataChannel::Tcp(s, tcp_decoder(snaplen)))
     }
 
@@ -164,7 +174,7 @@ impl DataChannel {
     /// When a listening channel gives up waiting for the agent.
     pub fn accept_deadline(&self) -> Option<Instant> {
         match self {
-            DataChannel::TcpListening(_, deadline) => Some(*deadline),
+            DataChannel::TcpListening(_, deadline, _) => Some(*deadline),
             _ => None,
         }
     }
@@ -185,11 +195,11 @@ impl DataChannel {
         match std::mem::replace(self, DataChannel::None) {
             DataChannel::None => {}
             DataChannel::Udp(p, _) => ports.release(p, registry),
-            DataChannel::TcpListening(mut l, _) => {
+            DataChannel::TcpListening(mut l, _, _) => {
                 let _ = registry.deregister(&mut l);
             }
             DataChannel::Tcp(mut s, _) => {
-                let _ = registry.deregister(&mut s);
+                let _ = registry.deregister(s.socket());
             }
         }
     }
@@ -233,8 +243,8 @@ impl DataChannel {
                 }
                 Ok(())
             }
-            DataChannel::TcpListening(l, _) => match l.accept() {
-                Ok((mut s, from)) => {
+            DataChannel::TcpListening(l, _, tls) => match l.accept() {
+                Ok((s, from)) => {
                     if canonical(from.ip()) != peer_ip {
                         log::warn!(
                             "agent {peer}: data connection from {from} refused (not the agent)"
@@ -243,10 +253,13 @@ impl DataChannel {
                         return Ok(());
                     }
                     let _ = registry.deregister(l);
+                    let mut s = wrap(s, tls.as_ref()).map_err(|e| format!("TLS: {e}"))?;
+                    let i = interest(&s);
                     registry
-                        .register(&mut s, token, Interest::READABLE)
+                        .register(s.socket(), token, i)
                         .map_err(|e| format!("register: {e}"))?;
-                    log::info!("agent {peer}: TCP data channel from {from}");
+                    let how = if s.is_tls() { " (TLS)" } else { "" };
+                    log::info!("agent {peer}: TCP data channel from {from}{how}");
                     *self = DataChannel::Tcp(s, tcp_decoder(cap.snaplen));
                     // Data may already be waiting: read it now (edge-triggered).
                     self.read(peer, cap, bufs, budget, registry, token)
@@ -275,6 +288,23 @@ impl DataChannel {
                 }
             },
         }
+    }
+}
+
+/// `s`, with a TLS client session when `tls` is given.
+fn wrap(s: TcpStream, tls: Option<&(Tls, ServerName<'static>)>) -> io::Result<Stream> {
+    match tls {
+        None => Ok(Stream::Plain(s)),
+        Some((t, name)) => t.wrap(s, name.clone()),
+    }
+}
+
+/// A TLS stream also waits to write (its handshake), a plaintext one only reads.
+fn interest(s: &Stream) -> Interest {
+    if s.is_tls() {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
     }
 }
 
@@ -311,9 +341,14 @@ mod tests {
     fn a_listening_channel_has_a_deadline_and_no_udp_port() {
         let poll = mio::Poll::new().unwrap();
         let now = Instant::now();
-        let (mut l, port) =
-            DataChannel::tcp_listen("127.0.0.1".parse().unwrap(), poll.registry(), Token(3), now)
-                .unwrap();
+        let (mut l, port) = DataChannel::tcp_listen(
+            "127.0.0.1".parse().unwrap(),
+            poll.registry(),
+            Token(3),
+            now,
+            None,
+        )
+        .unwrap();
         assert_ne!(port, 0);
         assert_eq!(l.accept_deadline(), Some(now + DATA_ACCEPT_TIMEOUT));
         assert!(l.take_udp().is_none());

@@ -65,6 +65,12 @@ impl Dialer {
         }
     }
 
+    /// The host part of dial `i`'s target (the name TLS checks by default).
+    pub fn host(&self, i: usize) -> Option<&str> {
+        let t = &self.dials.get(i)?.target;
+        Some(t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h))
+    }
+
     /// Dial `i`'s agent is gone (its session ended): dial again later.
     pub fn redial(&mut self, i: usize) {
         if let Some(d) = self.dials.get_mut(i) {

@@ -27,5 +27,6 @@ pub mod session;
 pub mod source;
 pub mod summary;
 pub mod tap;
+pub mod tls;
 pub mod token;
 pub mod writer;

@@ -45,6 +45,7 @@ pub mod record;
 pub mod scripted_agent;
 pub mod sink;
 pub mod tcpdump;
+pub mod tls;
 pub mod traffic;
 pub mod wait;
 

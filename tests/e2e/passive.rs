@@ -727,80 +727,10 @@ fn hosts_not_allowed_are_refused() {
     expect_closed(&mut s);
 }
 
-/// Runs openssl with `args` in `dir`; panics with its stderr on failure.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA named `name` in `dir` (name.pem, name.key) and `leaves` signed by it:
-/// (file stem, extended key usage), each with the SANs localhost and 127.0.0.1.
+/// A CA named `name` in `dir` and `leaves` signed by it (testkit::tls),
+/// each with the SANs localhost and 127.0.0.1.
 fn make_ca(dir: &Path, name: &str, leaves: &[(&str, &str)]) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
-    let subject = format!("/CN=xrpcap test CA {name}");
-    let mut args = vec!["req", "-x509"];
-    args.extend(ec);
-    args.extend([
-        "-days", "2", "-subj", &subject, "-keyout", &key, "-out", &pem,
-    ]);
-    args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
-    args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-    openssl(dir, &args);
-    for (stem, usage) in leaves {
-        let (lkey, csr, lpem, ext) = (
-            format!("{stem}.key"),
-            format!("{stem}.csr"),
-            format!("{stem}.pem"),
-            format!("{stem}.ext"),
-        );
-        std::fs::write(
-            dir.join(&ext),
-            format!(
-                "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n\
-                 basicConstraints=CA:FALSE\n"
-            ),
-        )
-        .unwrap();
-        let mut args = vec!["req"];
-        args.extend(ec);
-        args.extend(["-subj", "/CN=localhost", "-keyout", &lkey, "-out", &csr]);
-        openssl(dir, &args);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &pem,
-                "-CAkey",
-                &key,
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-                "-out",
-                &lpem,
-            ],
-        );
-    }
+    xrpcap_testkit::tls::make_ca(dir, name, leaves, "DNS:localhost,IP:127.0.0.1");
 }
 
 /// A rustls client that trusts `ca` and presents `client` (cert, key) if given.

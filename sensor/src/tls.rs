@@ -1,0 +1,394 @@
+//! TLS (rpcaps://) as the sensor speaks it: the agent is the TLS server in
+//! both modes (it accepted our connection, or it dialed us and then waits
+//! for our ClientHello), so the sensor is always the TLS client, on the
+//! control connection and on TCP data connections. UDP data cannot be TLS
+//! (the agent refuses such a STARTCAP), so TLS needs `--tcp-data`.
+//!
+//! The agent's certificate is checked against `--tls-ca` (a chain to one of
+//! its certificates, valid for the expected name) and/or `--tls-pin` (the
+//! SHA-256 of the agent's certificate, DER). [`Stream`] is a non-blocking
+//! socket the mio loop reads and writes as plaintext either way: handshakes
+//! advance as the socket's events come, so a slow agent delays nobody, and
+//! the session's reply timeout bounds a handshake that never ends (the AUTH
+//! request, queued in rustls, awaits its reply).
+
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use mio::net::TcpStream;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+/// The TLS options of the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub ca: Option<PathBuf>,
+    /// SHA-256 digests of accepted agent certificates (DER).
+    pub pins: Vec<[u8; 32]>,
+    /// The name the agent's certificate must carry (default: the host of
+    /// `--connect`, or the agent's address).
+    pub name: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn enabled(&self) -> bool {
+        self.ca.is_some() || !self.pins.is_empty()
+    }
+}
+
+/// TLS for every agent: the rustls configuration and the name override.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    config: Arc<ClientConfig>,
+    name: Option<String>,
+}
+
+impl Tls {
+    /// The client configuration from `opts`, or None without TLS.
+    pub fn new(opts: &Options) -> anyhow::Result<Option<Tls>> {
+        if !opts.enabled() {
+            if opts.cert.is_some() || opts.key.is_some() || opts.name.is_some() {
+                bail!("--tls-cert, --tls-key and --tls-name need --tls-ca or --tls-pin");
+            }
+            return Ok(None);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let webpki = match &opts.ca {
+            None => None,
+            Some(ca) => Some(ca_verifier(ca, provider.clone())?),
+        };
+        let verifier = Arc::new(Verifier {
+            webpki,
+            pins: opts.pins.clone(),
+            provider: provider.clone(),
+        });
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let config = match (&opts.cert, &opts.key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                    .and_then(|i| i.collect::<Result<_, _>>())
+                    .with_context(|| format!("--tls-cert {}", cert.display()))?;
+                if certs.is_empty() {
+                    bail!("--tls-cert {}: no certificate", cert.display());
+                }
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .with_context(|| format!("--tls-key {}", key.display()))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .context("--tls-cert and --tls-key do not make a usable pair")?
+            }
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        Ok(Some(Tls {
+            config: Arc::new(config),
+            name: opts.name.clone(),
+        }))
+    }
+
+    /// The name to check on an agent's certificate: `--tls-name`, else
+    /// `host` (a `--connect` host, an address or a DNS name).
+    pub fn server_name(&self, host: &str) -> io::Result<ServerName<'static>> {
+        let host = self.name.as_deref().unwrap_or(host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(ServerName::IpAddress(ip.into()));
+        }
+        ServerName::try_from(host.to_string()).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("TLS name {host}: {e}"))
+        })
+    }
+
+    /// `stream` with a TLS client session for `name` (its ClientHello sent
+    /// as soon as the socket takes it).
+    pub fn wrap(&self, stream: TcpStream, name: ServerName<'static>) -> io::Result<Stream> {
+        let conn = ClientConnection::new(self.config.clone(), name).map_err(io::Error::other)?;
+        let mut s = Stream::Tls(Box::new(conn), stream);
+        s.flush()?;
+        Ok(s)
+    }
+}
+
+fn ca_verifier(
+    ca: &Path,
+    provider: Arc<CryptoProvider>,
+) -> anyhow::Result<Arc<WebPkiServerVerifier>> {
+    let mut roots = RootCertStore::empty();
+    for c in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("--tls-ca {}", ca.display()))?
+    {
+        let c = c.with_context(|| format!("--tls-ca {}", ca.display()))?;
+        roots
+            .add(c)
+            .with_context(|| format!("--tls-ca {}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("--tls-ca {}: no certificate", ca.display());
+    }
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .context("--tls-ca: certificate verifier")
+}
+
+/// `--tls-pin`: 64 hex digits, colons allowed (as `openssl x509 -fingerprint
+/// -sha256` prints them).
+pub fn parse_pin(s: &str) -> Result<[u8; 32], String> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    let bad = || format!("'{s}' is not a SHA-256 digest (64 hex digits, colons allowed)");
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The agent's certificate: a chain to `--tls-ca` (if given) and one of the
+/// pins (if any). The handshake's signatures are checked either way.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    pins: Vec<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(w) = &self.webpki {
+            w.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        }
+        if !self.pins.is_empty() {
+            let d = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+            if !self.pins.iter().any(|p| p[..] == *d.as_ref()) {
+                return Err(rustls::Error::General(format!(
+                    "the agent's certificate (SHA-256 {}) matches no --tls-pin",
+                    hex(d.as_ref())
+                )));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A non-blocking connection to an agent, plaintext or TLS, read and
+/// written as plaintext.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<ClientConnection>, TcpStream),
+}
+
+impl Stream {
+    /// The socket (to register with the poll).
+    pub fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) | Stream::Tls(_, s) => s,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(..))
+    }
+}
+
+impl Read for Stream {
+    /// Plaintext: `Ok(0)` at the end of the stream, `WouldBlock` when
+    /// nothing more is there now; a TLS failure (the agent's certificate
+    /// refused, an alert) is an `InvalidData` error naming it.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (tls, sock) = match self {
+            Stream::Plain(s) => return s.read(buf),
+            Stream::Tls(t, s) => (t, s),
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The agent closed without close_notify: the end all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(sock) {
+                Ok(0) => {
+                    // EOF: what rustls still holds, then the end.
+                    tls.process_new_packets().map_err(tls_error)?;
+                    return match tls.reader().read(buf) {
+                        Ok(n) => Ok(n),
+                        Err(_) => Ok(0),
+                    };
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    write_tls(tls, sock)?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Tell the agent why (an alert) before giving up.
+                let _ = tls.write_tls(sock);
+                return Err(tls_error(e));
+            }
+            // Handshake messages, and the plaintext queued before it ended.
+            write_tls(tls, sock)?;
+        }
+    }
+}
+
+impl Write for Stream {
+    /// Takes what fits rustls's bounded buffer and sends what the socket
+    /// accepts; `WouldBlock` when both are full, as a plain socket says.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(data),
+            Stream::Tls(tls, sock) => {
+                write_tls(tls, sock)?;
+                let n = tls.writer().write(data)?;
+                write_tls(tls, sock)?;
+                if n == 0 && !data.is_empty() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// Sends what TLS still holds (after the socket was full).
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(_) => Ok(()),
+            Stream::Tls(tls, sock) => write_tls(tls, sock),
+        }
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+}
+
+/// Sends TLS records until the socket is full (or still connecting).
+fn write_tls(tls: &mut ClientConnection, sock: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                ) =>
+            {
+                return Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_take_hex_with_or_without_colons() {
+        let plain = "00".repeat(31) + "ff";
+        assert_eq!(parse_pin(&plain).unwrap()[31], 0xff);
+        let colons = hex(&parse_pin(&plain).unwrap());
+        assert_eq!(parse_pin(&colons).unwrap(), parse_pin(&plain).unwrap());
+        assert!(parse_pin("abcd").is_err());
+        assert!(parse_pin(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn names_are_addresses_or_dns_names() {
+        let t = Tls::new(&Options {
+            pins: vec![[0; 32]],
+            ..Options::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert!(matches!(
+            t.server_name("10.0.0.1").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            t.server_name("[::1]").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            t.server_name("agent.example").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        assert!(Tls::new(&Options {
+            cert: Some("c.pem".into()),
+            ..Options::default()
+        })
+        .is_err());
+    }
+}
