@@ -219,6 +219,27 @@ impl Agent {
         }
     }
 
+    /// A datagram of the shared UDP port, from this agent's pinned source
+    /// (`admitted`) or from another port of its address.
+    pub fn on_shared_datagram(
+        &mut self,
+        d: &[u8],
+        truncated: bool,
+        admitted: bool,
+        budget: &mut u64,
+    ) {
+        let Some(cap) = self.capture.as_mut() else {
+            return;
+        };
+        if !admitted {
+            cap.counters.foreign += 1;
+        } else if truncated {
+            cap.counters.malformed += 1;
+        } else {
+            cap.on_datagram(d, budget);
+        }
+    }
+
     /// Timers: file rotation, the session's reply timeout, the data
     /// channel's accept deadline, STATS requests. Returns why the agent must
     /// be closed, if it must.
@@ -394,7 +415,7 @@ impl Agent {
             }
             let transport = match self.data.udp_port() {
                 Some(port) => {
-                    self.data.unpin();
+                    self.data.unpin(&mut sh.ports);
                     DataTransport::Udp { port }
                 }
                 None => {

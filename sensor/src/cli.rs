@@ -108,6 +108,13 @@ pub struct Args {
     #[arg(long, value_name = "A-B", default_value = "2003-2034")]
     udp_ports: String,
 
+    /// One UDP port for the data of every capture (one firewall rule for
+    /// any number of agents), routed by each agent's source address. One
+    /// capture per agent IP uses it at a time; another capture from the
+    /// same IP gets a port of --udp-ports.
+    #[arg(long, value_name = "PORT", conflicts_with = "tcp_data", value_parser = clap::value_parser!(u16).range(1..))]
+    udp_shared_port: Option<u16>,
+
     /// Receive data over TCP instead of UDP.
     #[arg(long)]
     tcp_data: bool,
@@ -353,6 +360,7 @@ pub fn config(a: Args) -> Result<config::Config> {
         filter: a.filter.clone(),
         filter_file: a.filter_file.clone(),
         udp_ports,
+        udp_shared_port: a.udp_shared_port,
         tcp_data: a.tcp_data,
         stats_interval,
         stats_timeout,

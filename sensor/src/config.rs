@@ -17,6 +17,8 @@ pub struct Config {
     pub filter: Option<String>,
     pub filter_file: Option<PathBuf>,
     pub udp_ports: (u16, u16),
+    /// `--udp-shared-port`: one UDP port for every capture's data.
+    pub udp_shared_port: Option<u16>,
     pub tcp_data: bool,
     pub stats_interval: Duration,
     pub stats_timeout: Duration,

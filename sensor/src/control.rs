@@ -115,6 +115,23 @@ impl Sensor {
             }
             None => None,
         };
+        let mut ports = UdpPorts::new(cfg.udp_ports);
+        if let Some(port) = cfg.udp_shared_port {
+            // The wildcard of the listener's family: agents send to whichever
+            // address of ours they reached.
+            let ip: std::net::IpAddr = match cfg.listen {
+                Some(a) if a.is_ipv6() => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            };
+            let addr = SocketAddr::new(ip, port);
+            let mut p = crate::data::bind_shared(addr)
+                .with_context(|| format!("cannot bind --udp-shared-port on {addr}"))?;
+            poll.registry()
+                .register(&mut p.sock, Owner::SharedUdp.token(), Interest::READABLE)
+                .context("event loop")?;
+            log::info!("UDP data of every capture on the shared port {addr}");
+            ports.shared = Some(crate::shared_port::SharedPort::new(p));
+        }
         Ok(Sensor {
             metrics,
             listener,
@@ -126,7 +143,7 @@ impl Sensor {
             shared: Shared {
                 registry: poll.registry().try_clone().context("event loop")?,
                 bufs: Buffers::new(),
-                ports: UdpPorts::new(cfg.udp_ports),
+                ports,
                 writer: Some(writer.handle()),
                 budget: cfg.count.unwrap_or(u64::MAX),
                 filter,
@@ -243,6 +260,47 @@ impl Sensor {
             }
             Owner::Linger(i) => self.linger.on_readable(i, &mut sh.bufs.batch),
             Owner::Signals => self.on_signals(),
+            Owner::SharedUdp => self.read_shared(),
+        }
+    }
+
+    /// Reads the shared UDP port (recvmmsg batches) and hands each datagram
+    /// to the capture its source is routed to: one hash lookup each.
+    fn read_shared(&mut self) {
+        let sh = &mut self.shared;
+        let Some(sp) = sh.ports.shared.as_mut() else {
+            return;
+        };
+        loop {
+            let n = match sh.bufs.batch.recv(&sp.port.sock) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("shared UDP port: receive: {e}");
+                    break;
+                }
+            };
+            for i in 0..n {
+                let (d, m) = sh.bufs.batch.get(i);
+                sp.socket_drops += sp.port.drops(m.overflow);
+                let (token, admitted) = match sp.route(m.from) {
+                    crate::shared_port::Route::Agent(t) => (t, true),
+                    crate::shared_port::Route::ForeignOf(t) => (t, false),
+                    crate::shared_port::Route::Unknown => {
+                        sp.foreign += 1;
+                        continue;
+                    }
+                };
+                let Owner::Data(idx) = Owner::of(mio::Token(token)) else {
+                    sp.foreign += 1;
+                    continue;
+                };
+                match self.agents.get_mut(idx).and_then(Option::as_mut) {
+                    Some(a) => a.on_shared_datagram(d, m.truncated, admitted, &mut sh.budget),
+                    None => sp.foreign += 1,
+                }
+            }
         }
     }
 
@@ -480,6 +538,15 @@ impl Sensor {
                 files
                     .post_rotate_failures
                     .load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+        if let Some(sp) = &sh.ports.shared {
+            log::info!(
+                "shared UDP port {}: foreign={} socket_drops={} fallbacks={}",
+                sp.port.port,
+                sp.foreign,
+                sp.socket_drops,
+                sp.fallbacks
             );
         }
         let total: u64 = cfg.count.map_or(0, |c| c - sh.budget);

@@ -62,6 +62,18 @@ pub fn bind_udp(
     Err(RangeFull { ip, first, last })
 }
 
+/// Binds `--udp-shared-port` on `addr` (a wildcard address: every agent
+/// sends to it, whichever local address it reached).
+pub fn bind_shared(addr: SocketAddr) -> io::Result<UdpPort> {
+    let sock = udp_socket(addr)?;
+    let port = sock.local_addr()?.port();
+    Ok(UdpPort {
+        sock: mio::net::UdpSocket::from_std(sock),
+        port,
+        overflow: 0,
+    })
+}
+
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_nonblocking(true)?;

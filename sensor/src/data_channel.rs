@@ -24,6 +24,7 @@ use rpcap::MsgType;
 
 use crate::capture::Capture;
 use crate::data::{self, RangeFull, UdpPort};
+use crate::shared_port::SharedPort;
 use crate::source::SourcePin;
 use crate::tls::{Stream, Tls};
 use sys::mmsg::RecvBatch;
@@ -62,6 +63,8 @@ pub struct UdpPorts {
     first: u16,
     last: u16,
     used: HashSet<u16>,
+    /// `--udp-shared-port`: the one port UDP captures share, when set.
+    pub shared: Option<SharedPort>,
 }
 
 impl UdpPorts {
@@ -70,6 +73,7 @@ impl UdpPorts {
             first,
             last,
             used: HashSet::new(),
+            shared: None,
         }
     }
 
@@ -92,6 +96,13 @@ pub enum DataChannel {
     None,
     /// A UDP port and whose datagrams it takes.
     Udp(UdpPort, SourcePin),
+    /// The shared UDP port (`--udp-shared-port`): the loop reads it and
+    /// routes `agent`'s datagrams to the owner of `token`.
+    Shared {
+        agent: IpAddr,
+        port: u16,
+        token: Token,
+    },
     /// The sensor listens for the agent's TCP data connection until the
     /// deadline (then TLS client on it, when the control connection is TLS).
     TcpListening(TcpListener, Instant, Option<(Tls, ServerName<'static>)>),
@@ -108,6 +119,17 @@ impl DataChannel {
         registry: &Registry,
         token: Token,
     ) -> Result<(DataChannel, u16), String> {
+        if let Some(s) = ports.shared.as_mut() {
+            if s.claim(agent, token.0) {
+                let port = s.port.port;
+                return Ok((DataChannel::Shared { agent, port, token }, port));
+            }
+            s.fallbacks += 1;
+            log::warn!(
+                "agent {agent}: another capture of this address uses the shared UDP port {}; this one gets a port of --udp-ports",
+                s.port.port
+            );
+        }
         let mut p = ports.bind(ip).map_err(|e| format!("sensor: {e}"))?;
         if let Err(e) = registry.register(&mut p.sock, token, Interest::READABLE) {
             ports.release(p, registry);
@@ -159,15 +181,22 @@ impl DataChannel {
     pub fn udp_port(&self) -> Option<u16> {
         match self {
             DataChannel::Udp(p, _) => Some(p.port),
+            DataChannel::Shared { port, .. } => Some(*port),
             _ => None,
         }
     }
 
     /// The agent starts its capture anew (new STARTCAP): its datagrams may
     /// come from a new socket.
-    pub fn unpin(&mut self) {
-        if let DataChannel::Udp(_, pin) = self {
-            pin.unpin();
+    pub fn unpin(&mut self, ports: &mut UdpPorts) {
+        match self {
+            DataChannel::Udp(_, pin) => pin.unpin(),
+            DataChannel::Shared { agent, .. } => {
+                if let Some(s) = ports.shared.as_mut() {
+                    s.unpin(*agent);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -195,6 +224,11 @@ impl DataChannel {
         match std::mem::replace(self, DataChannel::None) {
             DataChannel::None => {}
             DataChannel::Udp(p, _) => ports.release(p, registry),
+            DataChannel::Shared { agent, token, .. } => {
+                if let Some(s) = ports.shared.as_mut() {
+                    s.release(agent, token.0);
+                }
+            }
             DataChannel::TcpListening(mut l, _, _) => {
                 let _ = registry.deregister(&mut l);
             }
@@ -217,7 +251,8 @@ impl DataChannel {
     ) -> Result<(), String> {
         let peer_ip = canonical(peer.ip());
         match self {
-            DataChannel::None => Ok(()),
+            // The loop reads the shared port and routes its datagrams.
+            DataChannel::None | DataChannel::Shared { .. } => Ok(()),
             DataChannel::Udp(p, pin) => {
                 loop {
                     let n = match bufs.batch.recv(&p.sock) {
@@ -335,6 +370,28 @@ mod tests {
         assert!(matches!(a, DataChannel::None));
         let (_c, pc) = DataChannel::udp(ip, ip, &mut ports, poll.registry(), Token(3)).unwrap();
         assert_eq!(pc, 23721);
+    }
+
+    #[test]
+    fn shared_port_one_capture_per_agent_ip_the_next_falls_back() {
+        let poll = mio::Poll::new().unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut ports = UdpPorts::new((23731, 23732));
+        let sp = data::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let shared = sp.port;
+        ports.shared = Some(SharedPort::new(sp));
+        let r = poll.registry();
+        let (mut a, pa) = DataChannel::udp(ip, ip, &mut ports, r, Token(3)).unwrap();
+        let (_b, pb) = DataChannel::udp(ip, other, &mut ports, r, Token(8)).unwrap();
+        assert_eq!((pa, pb), (shared, shared), "two agent IPs share it");
+        let (_c, pc) = DataChannel::udp(ip, ip, &mut ports, r, Token(13)).unwrap();
+        assert_eq!(pc, 23731, "a second capture of 127.0.0.1 gets a range port");
+        assert_eq!(ports.shared.as_ref().unwrap().fallbacks, 1);
+        // Closing the first frees the shared route of its IP.
+        a.close(&mut ports, r);
+        let (_d, pd) = DataChannel::udp(ip, ip, &mut ports, r, Token(18)).unwrap();
+        assert_eq!(pd, shared);
     }
 
     #[test]

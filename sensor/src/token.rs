@@ -18,6 +18,8 @@ pub enum Owner {
     Linger(usize),
     /// The signal self-pipe.
     Signals,
+    /// `--udp-shared-port`: the UDP port every capture shares.
+    SharedUdp,
 }
 
 /// Token = index × KINDS + kind.
@@ -32,6 +34,7 @@ impl Owner {
             Owner::Data(i) => (i, 3),
             Owner::Linger(i) => (i, 4),
             Owner::Signals => (0, 5),
+            Owner::SharedUdp => (1, 5),
         };
         Token(i * KINDS + kind)
     }
@@ -44,6 +47,7 @@ impl Owner {
             2 => Owner::Control(i),
             3 => Owner::Data(i),
             4 => Owner::Linger(i),
+            _ if i == 1 => Owner::SharedUdp,
             _ => Owner::Signals,
         }
     }
@@ -56,7 +60,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_differ() {
         let mut seen = std::collections::HashSet::new();
-        let mut owners = vec![Owner::Listener, Owner::Signals];
+        let mut owners = vec![Owner::Listener, Owner::Signals, Owner::SharedUdp];
         for i in [0, 1, 7, 1000] {
             owners.extend([
                 Owner::Dial(i),

@@ -103,6 +103,21 @@ fn throughput_report() {
     }
 }
 
+/// A control connection to the sensor from `ip` (a loopback address).
+fn connect_from(ip: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&std::net::SocketAddr::from((ip, 0)).into()).unwrap();
+        match s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()) {
+            Ok(()) => return s.into(),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("cannot connect from {ip} to the sensor on {port}: {e}"),
+        }
+    }
+}
+
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
         .ok()
@@ -144,28 +159,42 @@ fn thousand_agents_report() {
     let senders: usize = env_or("SENDERS", 2);
     let secs: f64 = env_or("SECS", 5.0);
     let rate: f64 = env_or("RATE", 0.0);
+    // SHARED=1: every capture on one UDP port (--udp-shared-port), each
+    // agent on its own loopback address (127.1.x.y), control and data.
+    let shared = env_or("SHARED", 0u8) == 1;
+    let agent_ip = move |i: usize| {
+        if shared {
+            std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)
+        } else {
+            std::net::Ipv4Addr::LOCALHOST
+        }
+    };
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:26001",
+        "--udp-ports",
+        "26010-27999",
+        "--stats-interval",
+        "5",
+        "--summary-interval",
+        "3600",
+    ];
+    if shared {
+        args.extend(["--udp-shared-port", "26005"]);
+    }
     // Warnings only: nobody reads the sensor's stderr pipe until the end.
-    let mut sensor = Sensor::start_env(
-        &[
-            "--listen",
-            "127.0.0.1:26001",
-            "--udp-ports",
-            "26010-27999",
-            "--stats-interval",
-            "5",
-            "--summary-interval",
-            "3600",
-        ],
-        std::process::Stdio::null(),
-        &[("RUST_LOG", "warn")],
-    );
+    let mut sensor = Sensor::start_env(&args, std::process::Stdio::null(), &[("RUST_LOG", "warn")]);
     // Control connections: one thread each for the handshake, then one
     // serving STATS per agent.
     let t_setup = Instant::now();
     let handles: Vec<_> = (0..agents)
-        .map(|_| {
-            std::thread::spawn(|| {
-                let mut agent = ScriptedAgent::connect(26001);
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut agent = if shared {
+                    ScriptedAgent::from_stream(connect_from(agent_ip(i), 26001))
+                } else {
+                    ScriptedAgent::connect(26001)
+                };
                 let (_, req) = agent.handshake(1);
                 let (server, _) = agent.serve(Stats::default());
                 (req.portdata, server)
@@ -185,15 +214,32 @@ fn thousand_agents_report() {
     );
     let (cpu0, _) = cpu_and_hwm(sensor.pid());
     let start = Instant::now();
-    let chunks: Vec<Vec<u16>> = (0..senders)
-        .map(|s| ports.iter().copied().skip(s).step_by(senders).collect())
+    let chunks: Vec<Vec<(u16, std::net::Ipv4Addr)>> = (0..senders)
+        .map(|s| {
+            ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (*p, agent_ip(i)))
+                .skip(s)
+                .step_by(senders)
+                .collect()
+        })
         .collect();
     let per_sender_rate = rate / senders as f64;
     let send_threads: Vec<_> = chunks
         .into_iter()
         .map(|my_ports| {
             std::thread::spawn(move || {
-                let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                // One socket per agent address (shared port), else one in all.
+                let socks: Vec<std::net::UdpSocket> = if shared {
+                    my_ports
+                        .iter()
+                        .map(|(_, ip)| std::net::UdpSocket::bind((*ip, 0)).unwrap())
+                        .collect()
+                } else {
+                    vec![std::net::UdpSocket::bind("127.0.0.1:0").unwrap()]
+                };
+                let sock_of = |k: usize| &socks[if shared { k } else { 0 }];
                 let mut framers: Vec<(Framer, Batch, u32)> = my_ports
                     .iter()
                     .map(|_| (Framer::new(1472).unwrap(), Batch::new(1472, 4), 0))
@@ -216,7 +262,7 @@ fn thousand_agents_report() {
                             framer.push(batch, &h, &data).unwrap();
                         }
                         for d in batch.datagrams() {
-                            let _ = sock.send_to(d, ("127.0.0.1", my_ports[k]));
+                            let _ = sock_of(k).send_to(d, ("127.0.0.1", my_ports[k].0));
                         }
                         batch.consume();
                         records += 17;
@@ -236,7 +282,7 @@ fn thousand_agents_report() {
                 for (k, (framer, batch, _)) in framers.iter_mut().enumerate() {
                     if framer.flush(batch) {
                         for d in batch.datagrams() {
-                            let _ = sock.send_to(d, ("127.0.0.1", my_ports[k]));
+                            let _ = sock_of(k).send_to(d, ("127.0.0.1", my_ports[k].0));
                         }
                         batch.consume();
                     }
@@ -262,9 +308,9 @@ fn thousand_agents_report() {
     let written = sum("packets");
     let cpu = cpu1 - cpu0;
     println!(
-        "agents={agents} captures={} senders={senders} offered={offered} records in {send_time:.2}s ({:.0} rec/s) \
+        "shared_port={shared} agents={agents} captures={} senders={senders} offered={offered} records in {send_time:.2}s ({:.0} rec/s) \
          written={written} ({:.0} rec/s) not_written={} ({:.3} %) lost={} socket_drops={} datagrams write_drops={} \
-         sensor_cpu={cpu:.2}s ({:.0} ns/record, {:.0} % of one core) peak_rss={:.1} MiB",
+         sensor_cpu={cpu:.2}s ({:.0} ns/record, {:.0} % of one core) peak_rss={:.1} MiB ({:.1} KiB/agent)",
         lines.len(),
         offered as f64 / send_time,
         written as f64 / send_time,
@@ -276,5 +322,6 @@ fn thousand_agents_report() {
         cpu * 1e9 / written.max(1) as f64,
         cpu * 100.0 / (send_time + 1.0),
         hwm as f64 / 1024.0,
+        hwm as f64 / agents.max(1) as f64,
     );
 }

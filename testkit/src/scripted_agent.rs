@@ -71,6 +71,16 @@ impl ScriptedAgent {
         }
     }
 
+    /// An agent on a control connection the caller made (e.g. from a
+    /// chosen local address).
+    pub fn from_stream(s: TcpStream) -> ScriptedAgent {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        ScriptedAgent {
+            ctl: s,
+            dec: StreamDecoder::new(MAX_CONTROL_PLEN),
+        }
+    }
+
     /// Connects to the sensor (retrying while it starts).
     pub fn connect(port: u16) -> ScriptedAgent {
         let deadline = Instant::now() + Duration::from_secs(10);
