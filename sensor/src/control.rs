@@ -540,13 +540,11 @@ impl Sensor {
                     .load(std::sync::atomic::Ordering::Relaxed)
             );
         }
+        // Next to the captures' final lines (stderr, whatever the log level).
         if let Some(sp) = &sh.ports.shared {
-            log::info!(
+            eprintln!(
                 "shared UDP port {}: foreign={} socket_drops={} fallbacks={}",
-                sp.port.port,
-                sp.foreign,
-                sp.socket_drops,
-                sp.fallbacks
+                sp.port.port, sp.foreign, sp.socket_drops, sp.fallbacks
             );
         }
         let total: u64 = cfg.count.map_or(0, |c| c - sh.budget);

@@ -306,10 +306,19 @@ fn thousand_agents_report() {
     let lines = sensor.final_lines();
     let sum = |k: &str| lines.iter().map(|l| num(l, k)).sum::<u64>();
     let written = sum("packets");
+    // The shared port's own line: its socket drops are no capture's.
+    let shared_drops: u64 = fin
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("shared UDP port "))
+        .and_then(|l| l.split("socket_drops=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let cpu = cpu1 - cpu0;
     println!(
         "shared_port={shared} agents={agents} captures={} senders={senders} offered={offered} records in {send_time:.2}s ({:.0} rec/s) \
-         written={written} ({:.0} rec/s) not_written={} ({:.3} %) lost={} socket_drops={} datagrams write_drops={} \
+         written={written} ({:.0} rec/s) not_written={} ({:.3} %) lost={} socket_drops={} datagrams (shared port: {shared_drops}) write_drops={} \
          sensor_cpu={cpu:.2}s ({:.0} ns/record, {:.0} % of one core) peak_rss={:.1} MiB ({:.1} KiB/agent)",
         lines.len(),
         offered as f64 / send_time,
