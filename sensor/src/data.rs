@@ -10,6 +10,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Receive buffer asked for on every data socket.
 pub const RCVBUF: usize = 16 << 20;
+/// Receive buffer of `--udp-shared-port`: one socket takes the bursts of
+/// every capture (memory is only used while datagrams wait).
+pub const SHARED_RCVBUF: usize = 64 << 20;
 
 /// A bound UDP data port.
 pub struct UdpPort {
@@ -51,7 +54,7 @@ pub fn bind_udp(
         if used.contains(&port) {
             continue;
         }
-        if let Ok(sock) = udp_socket(SocketAddr::new(ip, port)) {
+        if let Ok(sock) = udp_socket(SocketAddr::new(ip, port), RCVBUF) {
             return Ok(UdpPort {
                 sock: mio::net::UdpSocket::from_std(sock),
                 port,
@@ -65,7 +68,7 @@ pub fn bind_udp(
 /// Binds `--udp-shared-port` on `addr` (a wildcard address: every agent
 /// sends to it, whichever local address it reached).
 pub fn bind_shared(addr: SocketAddr) -> io::Result<UdpPort> {
-    let sock = udp_socket(addr)?;
+    let sock = udp_socket(addr, SHARED_RCVBUF)?;
     let port = sock.local_addr()?.port();
     Ok(UdpPort {
         sock: mio::net::UdpSocket::from_std(sock),
@@ -74,12 +77,12 @@ pub fn bind_shared(addr: SocketAddr) -> io::Result<UdpPort> {
     })
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn udp_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_nonblocking(true)?;
     // SO_RCVBUFFORCE passes rmem_max when we have CAP_NET_ADMIN; otherwise
     // the ordinary option gives what the system allows.
-    let _ = sys::sockopt::force_rcvbuf(&s, RCVBUF);
+    let _ = sys::sockopt::force_rcvbuf(&s, rcvbuf);
     if let Err(e) = sys::sockopt::set_int(&s, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1) {
         log::debug!("SO_RXQ_OVFL unavailable: {e}");
     }
