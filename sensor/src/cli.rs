@@ -544,6 +544,21 @@ mod tests {
         assert_eq!((o.format, o.stream), (Format::Pcap, None));
     }
 
+    #[test]
+    fn udp_shared_port_flag() {
+        let parse = |args: &[&str]| {
+            let mut v = vec!["xrpcap-sensor", "--listen", "none"];
+            v.extend_from_slice(args);
+            Args::try_parse_from(v)
+        };
+        let c = config(parse(&[]).unwrap()).unwrap();
+        assert_eq!(c.udp_shared_port, None, "per-capture ports by default");
+        let c = config(parse(&["--udp-shared-port", "2004"]).unwrap()).unwrap();
+        assert_eq!(c.udp_shared_port, Some(2004));
+        assert!(parse(&["--udp-shared-port", "0"]).is_err());
+        assert!(parse(&["--udp-shared-port", "2004", "--tcp-data"]).is_err());
+    }
+
     /// tcpdump's rotation letters and their long aliases (rotation block).
     #[test]
     fn rotation_flags() {
