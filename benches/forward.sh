@@ -35,7 +35,10 @@
 #   -c CASES    space-separated SIZE:COUNT:RATE, RATE = "top" or a trafgen
 #               --rate like 150000pps, a per-second budget that trafgen sends
 #               at top speed before sleeping out the second, not a smooth
-#               pace (default: 64 B and 1500 B at top speed, then paced at
+#               pace, or "gapTIME" (e.g. gap50us: trafgen -t, one frame
+#               every TIME, sent with sendto(2): a smooth rate such as a
+#               server sees, ~19 kpps at gap50us here) (default: 64 B
+#               and 1500 B at top speed, then paced at
 #               100 kpps and 25 kpps: "64:2000000:top 1500:500000:top
 #               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
@@ -266,9 +269,15 @@ stat_field() { tr ' ' '\n' <"$1" | sed -n "s/^$2=//p" | head -1; }
 run_trafgen() { # size count rate → sets GEN_NS (trafgen's send time)
     local size=$1 count=$2 rate=$3 cfg=$WORK/frame-$1.cfg
     trafgen_cfg "$size" >"$cfg"
-    local rate_args=()
-    [ "$rate" != top ] && rate_args=(-b "$rate")
-    ip netns exec $GEN taskset -c $GEN_CPU trafgen -o g0 -i "$cfg" -n "$count" -P 1 -Q "${rate_args[@]}" \
+    local rate_args=() rt=()
+    case $rate in
+        top) ;;
+        # SCHED_FIFO: a real-time thread has no timer slack, so the gap is
+        # TIME plus the send, not TIME plus the default 50 us of slack.
+        gap*) rate_args=(-t "${rate#gap}") rt=(chrt -f 1) ;;
+        *) rate_args=(-b "$rate") ;;
+    esac
+    ip netns exec $GEN taskset -c $GEN_CPU "${rt[@]}" trafgen -o g0 -i "$cfg" -n "$count" -P 1 -Q "${rate_args[@]}" \
         >"$WORK/trafgen.log" 2>&1 || { grep -iv "socket memory" "$WORK/trafgen.log" | tail -2 >&2; return 1; }
     # trafgen's own figure: "S sec, U usec on CPU0 (N packets)", the time it
     # spent sending (without its start-up).
