@@ -21,6 +21,7 @@ pub mod notify;
 pub mod ns;
 pub mod poll;
 pub mod process;
+pub mod reuseport;
 pub mod signal;
 pub mod socket;
 pub mod sockopt;
