@@ -259,6 +259,16 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// Receive threads: N event loops, each with its share of the agents
+    /// (dealt by the agent's IP address through SO_REUSEPORT on --listen
+    /// and --udp-shared-port; --connect targets round-robin), so N cores
+    /// receive. 1 (default): one loop. Worth it when one core is busy
+    /// receiving (many agents or > ~1 M datagrams/s): at most one per core
+    /// left after the writer thread. Not with --count, -w or
+    /// --tap-per-agent. See docs/DESIGN.md.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    receive_threads: u16,
+
     /// More logging: -v debug, -vv trace (default info; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -303,6 +313,19 @@ pub fn config(a: Args) -> Result<config::Config> {
         }
     };
     let udp_ports = parse_range(&a.udp_ports)?;
+    if a.receive_threads > 1 {
+        // Each needs one place for all receive threads: one packet budget,
+        // one stream's interface numbering, TAP names by slot number.
+        for (given, what) in [
+            (a.count.is_some(), "--count"),
+            (a.write.is_some(), "-w"),
+            (a.tap_per_agent.is_some(), "--tap-per-agent"),
+        ] {
+            if given {
+                bail!("{what} needs --receive-threads 1 (one receive thread)");
+            }
+        }
+    }
     if a.snaplen == 0 || a.snaplen > 262_144 {
         bail!("--snaplen must be 1..=262144");
     }
@@ -385,6 +408,7 @@ pub fn config(a: Args) -> Result<config::Config> {
         allow: a.allow.clone(),
         tap: a.tap.clone(),
         tap_per_agent: a.tap_per_agent.clone(),
+        receive_threads: usize::from(a.receive_threads),
         tls: crate::tls::Tls::new(&crate::tls::Options {
             ca: a.tls_ca.clone(),
             pins: a.tls_pin.clone(),

@@ -37,4 +37,6 @@ pub struct Config {
     pub tap_per_agent: Option<String>,
     /// `--tls-ca`/`--tls-pin`: rpcaps:// to every agent (None: plaintext).
     pub tls: Option<crate::tls::Tls>,
+    /// `--receive-threads`: event loops, each with its share of the agents.
+    pub receive_threads: usize,
 }

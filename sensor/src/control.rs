@@ -4,6 +4,10 @@
 //! tick, signals and limits stop it, and the shutdown closes every capture.
 //! The work is the owners': [`Agent`] (control, data channel, capture),
 //! [`Dialer`], [`Listener`], [`Linger`].
+//!
+//! With `--receive-threads N` there are N such loops, one per thread, each
+//! with its own agents ([`crate::shard`] says how they are dealt and what
+//! the first loop does for all).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -20,6 +24,7 @@ use sys::signal::{SignalPipe, SIGHUP, SIGINT, SIGTERM};
 use crate::agent::{Agent, Shared};
 use crate::allow::Allow;
 use crate::config::Config;
+use crate::data::UdpPort;
 use crate::data_channel::{Buffers, UdpPorts};
 use crate::dial::Dialer;
 use crate::filter;
@@ -28,8 +33,9 @@ use crate::listener::Listener;
 use crate::metrics;
 use crate::notify::{self, Notifier};
 use crate::output::Stream;
+use crate::shard::{Role, ShardEnd};
 use crate::token::Owner;
-use crate::writer::Writer;
+use crate::writer::{self, Writer};
 
 /// How often timers (stats, liveness, rotation, summaries) run.
 const TICK: Duration = Duration::from_millis(100);
@@ -48,7 +54,10 @@ pub struct Sensor {
     free: Vec<usize>,
     linger: Linger,
     shared: Shared,
-    writer: Writer,
+    /// The writer thread: the leading loop's (the others hold handles).
+    writer: Option<Writer>,
+    /// `--receive-threads`: this loop's part (the only one by default).
+    role: Role,
     /// SIGINT/SIGTERM (stop cleanly) and SIGHUP (re-read the filter file).
     signals: Option<SignalPipe>,
     /// A stop signal arrived.
@@ -64,30 +73,48 @@ pub struct Sensor {
 struct Metrics {
     builder: metrics::Builder,
     published: std::sync::Arc<metrics::Published>,
-    endpoint: metrics::Endpoint,
+    /// This loop's snapshot slot (its shard number).
+    slot: usize,
+    /// The HTTP endpoint: the leading loop's.
+    endpoint: Option<metrics::Endpoint>,
+}
+
+/// What one loop is made of beyond the configuration: the sockets that
+/// were bound for it and the handles of what the loops share.
+struct Parts {
+    listener: Option<std::net::TcpListener>,
+    shared_udp: Option<UdpPort>,
+    /// Its `--connect` targets.
+    connect: Vec<String>,
+    writer: writer::Handle,
+    tap: Option<std::sync::Arc<sys::tap::Tap>>,
+    filter: Option<String>,
+    stream: Option<Stream>,
+    metrics: Option<Metrics>,
 }
 
 impl Sensor {
     /// Binds the listener and prepares the dials; fails with a clear message
-    /// when the address is taken.
+    /// when the address is taken. With `--receive-threads N`, builds the N
+    /// loops: this one leads, the others start with [`Sensor::run`].
     pub fn new(cfg: Config) -> Result<Sensor> {
-        let poll = Poll::new().context("cannot create the event loop")?;
+        let n = cfg.receive_threads.max(1);
         // The TAP before the listener: no agent is taken by a sensor that
         // cannot do what it was asked.
         let tap = cfg.tap.as_deref().map(crate::tap::open).transpose()?;
-        let listener = match cfg.listen {
+        let mut listeners: Vec<Option<std::net::TcpListener>> = match cfg.listen {
             Some(addr) => {
-                let l = Listener::bind(addr, poll.registry())
+                let group = Listener::bind_group(addr, n)
                     .map_err(|e| anyhow::anyhow!("cannot listen for agents on {addr}: {e}"))?;
-                log::info!("listening for active agents on {}", l.local_addr()?);
+                log::info!("listening for active agents on {}", group[0].local_addr()?);
                 if cfg.allow.is_empty() && !addr.ip().is_loopback() {
                     log::warn!(
                         "accepting agents from any address on {addr}: restrict them with --allow CIDR"
                     );
                 }
-                Some(l)
+                group.into_iter().map(Some).collect()
             }
-            None => None,
+            None => (0..n).map(|_| None).collect(),
         };
         let mut filter = cfg.filter.clone();
         if let Some(f) = &cfg.filter_file {
@@ -99,44 +126,111 @@ impl Sensor {
             Some(to) => Some(Stream::open(to)?),
             None => None,
         };
-        let metrics = match cfg.metrics_listen {
+        let mut endpoint = None;
+        let published = match cfg.metrics_listen {
             Some(addr) => {
-                let published = std::sync::Arc::new(metrics::Published::new(writer.written()));
-                let endpoint = metrics::Endpoint::start(addr, published.clone())?;
-                log::info!(
-                    "serving metrics on http://{}/metrics",
-                    endpoint.local_addr()
-                );
-                Some(Metrics {
-                    builder: metrics::Builder::default(),
-                    published,
-                    endpoint,
-                })
+                let published =
+                    std::sync::Arc::new(metrics::Published::with_shards(writer.written(), n));
+                let e = metrics::Endpoint::start(addr, published.clone())?;
+                log::info!("serving metrics on http://{}/metrics", e.local_addr());
+                endpoint = Some(e);
+                Some(published)
             }
             None => None,
         };
-        let mut ports = UdpPorts::new(cfg.udp_ports);
-        if let Some(port) = cfg.udp_shared_port {
-            // The wildcard of the listener's family: agents send to whichever
-            // address of ours they reached.
-            let ip: std::net::IpAddr = match cfg.listen {
-                Some(a) if a.is_ipv6() => std::net::Ipv6Addr::UNSPECIFIED.into(),
-                _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        let mut shared_udp: Vec<Option<UdpPort>> = match cfg.udp_shared_port {
+            Some(port) => {
+                // The wildcard of the listener's family: agents send to whichever
+                // address of ours they reached.
+                let ip: std::net::IpAddr = match cfg.listen {
+                    Some(a) if a.is_ipv6() => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                    _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                };
+                let addr = SocketAddr::new(ip, port);
+                let group = crate::data::bind_shared_group(addr, n)
+                    .with_context(|| format!("cannot bind --udp-shared-port on {addr}"))?;
+                log::info!("UDP data of every capture on the shared port {addr}");
+                group.into_iter().map(Some).collect()
+            }
+            None => (0..n).map(|_| None).collect(),
+        };
+        if n > 1 {
+            log::info!("{n} receive threads: agents dealt by address (--receive-threads)");
+        }
+        let ctl = (n > 1).then(|| crate::shard::Control::new(n));
+        let mut lead = None;
+        let mut others = Vec::with_capacity(n - 1);
+        for i in 0..n {
+            let parts = Parts {
+                listener: listeners[i].take(),
+                shared_udp: shared_udp[i].take(),
+                connect: crate::shard::deal(&cfg.connect, i, n),
+                writer: writer.handle(),
+                tap: tap.clone(),
+                filter: filter.clone(),
+                // Only one loop with -w (the command line refuses more).
+                stream: None,
+                metrics: published.as_ref().map(|p| Metrics {
+                    builder: metrics::Builder::default(),
+                    published: p.clone(),
+                    slot: i,
+                    endpoint: None,
+                }),
             };
-            let addr = SocketAddr::new(ip, port);
-            let mut p = crate::data::bind_shared(addr)
-                .with_context(|| format!("cannot bind --udp-shared-port on {addr}"))?;
+            let role = match &ctl {
+                None => Role::Only,
+                Some(c) if i == 0 => Role::Leader {
+                    ctl: c.clone(),
+                    waiting: Vec::new(),
+                    running: Vec::new(),
+                },
+                Some(c) => Role::Follower {
+                    ctl: c.clone(),
+                    index: i,
+                    filter_seen: 0,
+                },
+            };
+            if i == 0 {
+                lead = Some(Sensor::shard(cfg.clone(), parts, role)?);
+            } else {
+                let cfg = cfg.clone();
+                let body: crate::shard::Body =
+                    Box::new(move || Sensor::shard(cfg, parts, role)?.run_follower());
+                others.push((i, body));
+            }
+        }
+        let mut lead = lead.expect("shard 0");
+        lead.shared.stream = stream;
+        lead.writer = Some(writer);
+        if let Some(m) = lead.metrics.as_mut() {
+            m.endpoint = endpoint;
+        }
+        if let Role::Leader { waiting, .. } = &mut lead.role {
+            *waiting = others;
+        }
+        Ok(lead)
+    }
+
+    /// One loop on the sockets bound for it.
+    fn shard(cfg: Config, p: Parts, role: Role) -> Result<Sensor> {
+        let poll = Poll::new().context("cannot create the event loop")?;
+        let listener = p
+            .listener
+            .map(|l| Listener::register(l, poll.registry()))
+            .transpose()
+            .context("event loop")?;
+        let mut ports = UdpPorts::new(cfg.udp_ports);
+        if let Some(mut udp) = p.shared_udp {
             poll.registry()
-                .register(&mut p.sock, Owner::SharedUdp.token(), Interest::READABLE)
+                .register(&mut udp.sock, Owner::SharedUdp.token(), Interest::READABLE)
                 .context("event loop")?;
-            log::info!("UDP data of every capture on the shared port {addr}");
-            ports.shared = Some(crate::shared_port::SharedPort::new(p));
+            ports.shared = Some(crate::shared_port::SharedPort::new(udp));
         }
         Ok(Sensor {
-            metrics,
+            metrics: p.metrics,
             listener,
             allow: Allow::new(cfg.allow.clone()),
-            dialer: Dialer::new(&cfg.connect, Instant::now()),
+            dialer: Dialer::new(&p.connect, Instant::now()),
             agents: Vec::new(),
             free: Vec::new(),
             linger: Linger::default(),
@@ -144,20 +238,26 @@ impl Sensor {
                 registry: poll.registry().try_clone().context("event loop")?,
                 bufs: Buffers::new(),
                 ports,
-                writer: Some(writer.handle()),
+                writer: Some(p.writer),
                 budget: cfg.count.unwrap_or(u64::MAX),
-                filter,
-                stream,
-                tap,
+                filter: p.filter,
+                stream: p.stream,
+                tap: p.tap,
                 cfg,
             },
             poll,
-            writer,
+            writer: None,
+            role,
             signals: None,
             stop_signal: false,
             stopping: false,
             notify: Notifier::from_env(),
         })
+    }
+
+    /// This loop's shard number (0: the leading or only one).
+    pub fn shard_index(&self) -> usize {
+        self.role.index()
     }
 
     /// Routes SIGINT, SIGTERM and SIGHUP into the loop (the binary does;
@@ -178,16 +278,43 @@ impl Sensor {
     }
 
     /// Runs until a signal, `--count` or `--duration`; then closes every
-    /// capture cleanly and prints the final summary.
+    /// capture cleanly and prints the final summary (the other receive
+    /// threads' too).
     pub fn run(&mut self) -> Result<()> {
+        self.role.start()?;
+        let served = self.serve();
+        let end = self.close_all();
+        if let Err(e) = served {
+            self.role.join();
+            return Err(e);
+        }
+        self.finish(end)
+    }
+
+    /// A receive thread's life: its loop, then its captures' ends for the
+    /// leading loop's summary.
+    fn run_follower(&mut self) -> Result<ShardEnd> {
+        let served = self.serve();
+        let end = self.close_all();
+        served.map(|()| end)
+    }
+
+    /// The event loop.
+    fn serve(&mut self) -> Result<()> {
         let start = Instant::now();
         let mut events = Events::with_capacity(1024);
         let mut next_tick = start;
         let mut next_summary = start + self.shared.cfg.summary_interval;
-        self.notify.ready(start, self.status_line());
+        if self.role.leads() {
+            self.notify.ready(start, self.status_line());
+        }
         loop {
             if self.stop_signal {
                 log::info!("stopping on signal");
+                break;
+            }
+            if let Some(why) = self.role.must_stop() {
+                log::debug!("receive thread {}: stopping: {why}", self.shard_index());
                 break;
             }
             if self.shared.budget == 0 {
@@ -220,9 +347,21 @@ impl Sensor {
                 self.tick(now);
                 self.publish_metrics();
                 let status = self.status_line();
-                self.notify.status(status);
+                if self.role.leads() {
+                    self.notify.status(status);
+                }
             }
-            self.notify.tick(now);
+            if self.role.leads() {
+                self.notify.tick(now);
+            }
+            if let Role::Follower {
+                ctl, filter_seen, ..
+            } = &mut self.role
+            {
+                if let Some(f) = ctl.new_filter(filter_seen) {
+                    self.apply_filter(f);
+                }
+            }
             if now >= next_summary {
                 next_summary = now + self.shared.cfg.summary_interval;
                 for a in self.agents.iter_mut().flatten() {
@@ -232,7 +371,7 @@ impl Sensor {
                 }
             }
         }
-        self.shutdown()
+        Ok(())
     }
 
     /// Hands a socket's event to its owner.
@@ -427,7 +566,7 @@ impl Sensor {
                 m.builder.capture(key, &v);
             }
         }
-        m.published.publish(m.builder.snapshot());
+        m.published.publish_shard(m.slot, m.builder.snapshot());
     }
 
     /// Active agents refused by `--allow` so far.
@@ -437,7 +576,10 @@ impl Sensor {
 
     /// Where the metrics endpoint listens (None without `--metrics-listen`).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().map(|m| m.endpoint.local_addr())
+        self.metrics
+            .as_ref()
+            .and_then(|m| m.endpoint.as_ref())
+            .map(metrics::Endpoint::local_addr)
     }
 
     fn reload_filter(&mut self) {
@@ -446,18 +588,37 @@ impl Sensor {
         else {
             return;
         };
-        sh.filter = Some(expr);
+        // The other receive threads take it at their next wake-up.
+        if let Some(ctl) = self.role.control() {
+            ctl.set_filter(Some(expr.clone()));
+        }
+        self.apply_filter(Some(expr));
+    }
+
+    /// New captures start with `expr`; running ones get it now.
+    fn apply_filter(&mut self, expr: Option<String>) {
+        let sh = &mut self.shared;
+        sh.filter = expr;
         let now = Instant::now();
         for a in self.agents.iter_mut().flatten() {
             a.update_filter(sh.filter.as_deref(), now);
         }
     }
 
-    /// The `STATUS=` text: agents connected, captures running.
+    /// The `STATUS=` text: agents connected, captures running (in every
+    /// receive thread; a follower reports its own counts to the leader).
     fn status_line(&self) -> String {
         let agents = self.agents.iter().flatten();
-        let captures = agents.clone().filter(|a| a.capturing()).count();
-        notify::status_line(agents.count(), captures)
+        let mut captures = agents.clone().filter(|a| a.capturing()).count();
+        let mut agents = agents.count();
+        if let Some(ctl) = self.role.control() {
+            let i = self.shard_index();
+            ctl.set_counts(i, agents, captures);
+            let (a, c) = ctl.others(i);
+            agents += a;
+            captures += c;
+        }
+        notify::status_line(agents, captures)
     }
 
     /// ENDCAP and CLOSE to every agent, as a client closing its captures
@@ -502,9 +663,17 @@ impl Sensor {
         }
     }
 
-    fn shutdown(&mut self) -> Result<()> {
+    /// Closes this loop's captures cleanly (ENDCAP/CLOSE, lingering
+    /// ports, the writer handed everything); what is left for the summary.
+    fn close_all(&mut self) -> ShardEnd {
         self.stopping = true;
-        self.notify.stopping();
+        if let Some(ctl) = self.role.control() {
+            // The other loops say goodbye to their agents at the same time.
+            ctl.stop();
+        }
+        if self.role.leads() {
+            self.notify.stopping();
+        }
         self.say_goodbye();
         for idx in 0..self.agents.len() {
             self.close_agent(idx, "sensor stopping");
@@ -521,10 +690,28 @@ impl Sensor {
             std::thread::sleep(Duration::from_millis(5));
         }
         // The writer ends once every handle is gone: the captures' went
-        // with their outputs, this is the last one.
+        // with their outputs, this is the loop's own.
         sh.writer = None;
         sh.stream = None;
-        self.writer.stop(Duration::from_secs(2));
+        ShardEnd {
+            lines: self.linger.lines().to_vec(),
+            refused: self.allow.refused(),
+            shared: sh
+                .ports
+                .shared
+                .as_ref()
+                .map(|sp| [sp.foreign, sp.socket_drops, sp.fallbacks]),
+        }
+    }
+
+    /// The leading loop's end: the other loops' ends, the writer stopped,
+    /// the summary and `--stats-file`.
+    fn finish(&mut self, mut end: ShardEnd) -> Result<()> {
+        end.merge(self.role.join());
+        if let Some(w) = self.writer.as_mut() {
+            w.stop(Duration::from_secs(2));
+        }
+        let sh = &mut self.shared;
         let cfg = &sh.cfg;
         // Rotation (-W, -z): what happened to finished files.
         let files = &cfg.output.files;
@@ -541,16 +728,17 @@ impl Sensor {
             );
         }
         // Next to the captures' final lines (stderr, whatever the log level).
-        if let Some(sp) = &sh.ports.shared {
+        if let (Some(sp), Some([foreign, socket_drops, fallbacks])) = (&sh.ports.shared, end.shared)
+        {
             eprintln!(
-                "shared UDP port {}: foreign={} socket_drops={} fallbacks={}",
-                sp.port.port, sp.foreign, sp.socket_drops, sp.fallbacks
+                "shared UDP port {}: foreign={foreign} socket_drops={socket_drops} fallbacks={fallbacks}",
+                sp.port.port
             );
         }
         let total: u64 = cfg.count.map_or(0, |c| c - sh.budget);
         log::info!(
             "sensor stopped: {} capture(s){}{}",
-            self.linger.lines().len(),
+            end.lines.len(),
             if cfg.count.is_some() {
                 format!(", {total} packets")
             } else {
@@ -559,11 +747,11 @@ impl Sensor {
             if self.allow.is_open() {
                 String::new()
             } else {
-                format!(", agents_refused={}", self.allow.refused())
+                format!(", agents_refused={}", end.refused)
             }
         );
         if let Some(path) = &cfg.stats_file {
-            let mut text = self.linger.lines().join("\n");
+            let mut text = end.lines.join("\n");
             text.push('\n');
             std::fs::write(path, text)
                 .with_context(|| format!("cannot write stats file {}", path.display()))?;

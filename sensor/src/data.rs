@@ -54,7 +54,7 @@ pub fn bind_udp(
         if used.contains(&port) {
             continue;
         }
-        if let Ok(sock) = udp_socket(SocketAddr::new(ip, port), RCVBUF) {
+        if let Ok(sock) = udp_socket(SocketAddr::new(ip, port), RCVBUF, false) {
             return Ok(UdpPort {
                 sock: mio::net::UdpSocket::from_std(sock),
                 port,
@@ -68,17 +68,42 @@ pub fn bind_udp(
 /// Binds `--udp-shared-port` on `addr` (a wildcard address: every agent
 /// sends to it, whichever local address it reached).
 pub fn bind_shared(addr: SocketAddr) -> io::Result<UdpPort> {
-    let sock = udp_socket(addr, SHARED_RCVBUF)?;
-    let port = sock.local_addr()?.port();
-    Ok(UdpPort {
-        sock: mio::net::UdpSocket::from_std(sock),
-        port,
-        overflow: 0,
-    })
+    Ok(bind_shared_group(addr, 1)?.remove(0))
 }
 
-fn udp_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
+/// `--udp-shared-port` for `n` receive threads: `n` sockets on `addr`, one
+/// per shard in shard order, in a reuseport group steered by source address
+/// ([`sys::reuseport`]) the way the listener's group is, so an agent's
+/// datagrams reach the shard that holds its control connection. `n` = 1:
+/// one ordinary socket.
+pub fn bind_shared_group(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpPort>> {
+    let mut ports = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let sock = udp_socket(addr, SHARED_RCVBUF, n > 1)?;
+        // Port 0 asks for any: the others join the first one's.
+        addr.set_port(sock.local_addr()?.port());
+        ports.push(UdpPort {
+            sock: mio::net::UdpSocket::from_std(sock),
+            port: addr.port(),
+            overflow: 0,
+        });
+    }
+    // Before any capture starts, so no agent's datagram is misrouted.
+    if n > 1 {
+        sys::reuseport::steer_by_source(&ports[0].sock, n as u32)?;
+    }
+    Ok(ports)
+}
+
+/// A non-blocking UDP socket bound to `addr`; `reuse_port`: a member of
+/// a reuseport group. Per-capture ports are never in one: a port another
+/// shard holds fails to bind, and [`bind_udp`] tries the next.
+fn udp_socket(addr: SocketAddr, rcvbuf: usize, reuse_port: bool) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        sys::reuseport::enable(&s)?;
+    }
     s.set_nonblocking(true)?;
     // SO_RCVBUFFORCE passes rmem_max when we have CAP_NET_ADMIN; otherwise
     // the ordinary option gives what the system allows.

@@ -24,6 +24,7 @@ pub mod output;
 pub mod pcapng;
 pub mod rotation;
 pub mod session;
+pub mod shard;
 pub mod shared_port;
 pub mod source;
 pub mod summary;

@@ -23,7 +23,24 @@ impl Listener {
     pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<Listener> {
         // IPV6_V6ONLY as the system sets it (net.ipv6.bindv6only): on most
         // hosts `--listen [::]:…` then takes IPv4 agents too.
-        let mut inner = TcpListener::from_std(sys::tcp::listener(addr, LISTEN_BACKLOG, None)?);
+        Listener::register(sys::tcp::listener(addr, LISTEN_BACKLOG, None)?, registry)
+    }
+
+    /// `--receive-threads N`: `n` listeners on `addr`, one per shard in
+    /// shard order, in a reuseport group steered by the agent's address
+    /// (see [`sys::reuseport`]), as the shared UDP port's group is.
+    pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+        if n <= 1 {
+            return Ok(vec![sys::tcp::listener(addr, LISTEN_BACKLOG, None)?]);
+        }
+        let group = sys::reuseport::tcp_listeners(addr, LISTEN_BACKLOG, n)?;
+        sys::reuseport::steer_by_source(&group[0], n as u32)?;
+        Ok(group)
+    }
+
+    /// A listener of [`Listener::bind_group`] in the loop of `registry`.
+    pub fn register(l: std::net::TcpListener, registry: &Registry) -> io::Result<Listener> {
+        let mut inner = TcpListener::from_std(l);
         registry.register(&mut inner, Owner::Listener.token(), Interest::READABLE)?;
         Ok(Listener { inner })
     }

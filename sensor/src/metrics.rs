@@ -143,6 +143,21 @@ pub struct Snapshot {
     pub agents_refused: u64,
 }
 
+impl Snapshot {
+    /// Adds another receive thread's snapshot (`--receive-threads`): its
+    /// captures (one agent's IP is in one thread, so keys rarely meet; when
+    /// they do the counters add), sessions and refusals.
+    pub fn merge(&mut self, o: &Snapshot) {
+        for (k, v) in &o.captures {
+            self.captures.entry(k.clone()).or_default().add(v);
+        }
+        for (state, n) in &o.sessions {
+            *self.sessions.entry(state).or_default() += n;
+        }
+        self.agents_refused += o.agents_refused;
+    }
+}
+
 /// Builds each tick's [`Snapshot`]: live and lingering captures on top of
 /// the retired totals.
 #[derive(Default)]
@@ -187,6 +202,8 @@ impl Builder {
 /// The snapshot the HTTP thread reads, and what it needs besides.
 pub struct Published {
     snapshot: Mutex<Snapshot>,
+    /// Receive threads 1.. (`--receive-threads`): theirs, merged at render.
+    others: Vec<Mutex<Snapshot>>,
     /// Bytes the writer wrote to files (and stdout).
     written: Arc<AtomicU64>,
     started: Instant,
@@ -194,8 +211,14 @@ pub struct Published {
 
 impl Published {
     pub fn new(written: Arc<AtomicU64>) -> Published {
+        Published::with_shards(written, 1)
+    }
+
+    /// One snapshot slot per receive thread.
+    pub fn with_shards(written: Arc<AtomicU64>, shards: usize) -> Published {
         Published {
             snapshot: Mutex::new(Snapshot::default()),
+            others: (1..shards).map(|_| Mutex::default()).collect(),
             written,
             started: Instant::now(),
         }
@@ -204,18 +227,30 @@ impl Published {
     /// Replaces the exported snapshot, unless a scrape is copying it right
     /// now (then the next tick does): the event loop never waits.
     pub fn publish(&self, s: &Snapshot) {
-        if let Ok(mut g) = self.snapshot.try_lock() {
+        self.publish_shard(0, s);
+    }
+
+    /// [`Published::publish`] for receive thread `shard`'s snapshot.
+    pub fn publish_shard(&self, shard: usize, s: &Snapshot) {
+        let slot = match shard.checked_sub(1) {
+            None => &self.snapshot,
+            Some(i) => &self.others[i],
+        };
+        if let Ok(mut g) = slot.try_lock() {
             g.clone_from(s);
         }
     }
 
     /// The metrics text.
     pub fn render(&self) -> String {
-        let snap = self
+        let mut snap = self
             .snapshot
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        for o in &self.others {
+            snap.merge(&o.lock().unwrap_or_else(|p| p.into_inner()));
+        }
         render(
             &snap,
             self.written.load(Ordering::Relaxed),

@@ -16,7 +16,10 @@
 //! No `unsafe` here: [`crate::sockopt::setsockopt`] passes the program.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// `BPF_LD|BPF_B|BPF_ABS`, `BPF_LD|BPF_W|BPF_ABS`.
 const LDB_ABS: u16 = 0x30;
@@ -75,11 +78,36 @@ pub fn steer_by_source(fd: &impl AsRawFd, n: u32) -> io::Result<()> {
     crate::sockopt::setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_REUSEPORT_CBPF, &fprog)
 }
 
+/// `n` TCP listeners on `addr` (port 0: one chosen by the kernel) in one
+/// reuseport group, in joining order; each as [`crate::tcp::listener`]
+/// makes it (non-blocking, close-on-exec, `SO_REUSEADDR`, the system's
+/// `IPV6_V6ONLY`). Not steered yet: see [`steer_by_source`].
+pub fn tcp_listeners(
+    addr: SocketAddr,
+    backlog: i32,
+    n: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut group = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        enable(&s)?;
+        s.set_nonblocking(true)?;
+        s.set_cloexec(true)?;
+        s.bind(&addr.into())?;
+        s.listen(backlog)?;
+        let l: std::net::TcpListener = s.into();
+        addr.set_port(l.local_addr()?.port());
+        group.push(l);
+    }
+    Ok(group)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use socket2::{Domain, Socket, Type};
-    use std::net::{SocketAddr, UdpSocket};
+    use std::net::UdpSocket;
     use std::time::Duration;
 
     /// `n` UDP sockets in one group on `ip`, steered; their port.
@@ -143,19 +171,8 @@ mod tests {
     #[test]
     fn tcp_listeners_are_steered_alike() {
         use std::net::{TcpListener, TcpStream};
-        let mut port = 0;
-        let mut ls = Vec::new();
-        for _ in 0..2 {
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            enable(&s).unwrap();
-            s.bind(&addr.into()).unwrap();
-            s.listen(16).unwrap();
-            s.set_nonblocking(true).unwrap();
-            let l: TcpListener = s.into();
-            port = l.local_addr().unwrap().port();
-            ls.push(l);
-        }
+        let ls: Vec<TcpListener> = tcp_listeners("127.0.0.1:0".parse().unwrap(), 16, 2).unwrap();
+        let port = ls[0].local_addr().unwrap().port();
         steer_by_source(&ls[0], 2).unwrap();
         for (from, want) in [("127.0.0.2", 0), ("127.0.0.3", 1), ("127.0.0.4", 0)] {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
