@@ -464,7 +464,13 @@ impl Sensor {
                 drop(stream);
                 continue;
             }
-            log::info!("agent {peer} connected (active mode)");
+            match self.role {
+                Role::Only => log::info!("agent {peer} connected (active mode)"),
+                _ => log::info!(
+                    "agent {peer} connected (active mode, receive thread {})",
+                    self.shard_index()
+                ),
+            }
             self.add_agent(stream, peer, None);
         }
     }
