@@ -548,6 +548,33 @@ mod tests {
     }
 
     #[test]
+    fn receive_threads_refuse_what_needs_one_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().to_str().unwrap();
+        let cfg = |args: &[&str]| {
+            let mut v = vec!["xrpcap-sensor", "--listen", "none", "--out", out];
+            v.extend_from_slice(args);
+            config(Args::parse_from(v))
+        };
+        assert_eq!(cfg(&[]).unwrap().receive_threads, 1);
+        assert_eq!(
+            cfg(&["--receive-threads", "4", "--tap", "xt0"])
+                .unwrap()
+                .receive_threads,
+            4
+        );
+        for (flag, val) in [("--count", "5"), ("-w", "-"), ("--tap-per-agent", "xt")] {
+            let e = cfg(&["--receive-threads", "2", flag, val]).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{flag} needs --receive-threads 1 (one receive thread)")
+            );
+            assert!(cfg(&[flag, val]).is_ok(), "{flag} alone");
+        }
+        assert!(Args::try_parse_from(["xrpcap-sensor", "--receive-threads", "0"]).is_err());
+    }
+
+    #[test]
     fn w_streams_pcapng_unless_told_pcap() {
         let out = |args: &[&str]| {
             let mut v = vec!["xrpcap-sensor", "--listen", "none"];

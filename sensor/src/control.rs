@@ -713,7 +713,8 @@ impl Sensor {
     /// The leading loop's end: the other loops' ends, the writer stopped,
     /// the summary and `--stats-file`.
     fn finish(&mut self, mut end: ShardEnd) -> Result<()> {
-        end.merge(self.role.join());
+        let (others, failed) = self.role.join();
+        end.merge(others);
         if let Some(w) = self.writer.as_mut() {
             w.stop(Duration::from_secs(2));
         }
@@ -763,6 +764,6 @@ impl Sensor {
                 .with_context(|| format!("cannot write stats file {}", path.display()))?;
         }
         io::stdout().flush().ok();
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }

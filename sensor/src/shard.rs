@@ -196,22 +196,29 @@ impl Role {
         }
     }
 
-    /// Leader: stops the other shards and collects their ends (a shard
-    /// that failed is logged; its captures' lines are lost with it).
-    pub fn join(&mut self) -> ShardEnd {
+    /// Leader: stops the other shards and collects their ends, and the
+    /// first failure (a failed shard's captures' lines are lost with it;
+    /// the sensor then exits with an error after its summary).
+    pub fn join(&mut self) -> (ShardEnd, Option<anyhow::Error>) {
         let mut all = ShardEnd::default();
+        let mut failed = None;
         let Role::Leader { ctl, running, .. } = self else {
-            return all;
+            return (all, failed);
         };
         ctl.stop();
         for h in running.drain(..) {
-            match h.join() {
-                Ok(Ok(end)) => all.merge(end),
-                Ok(Err(e)) => log::error!("receive thread failed: {e:#}"),
-                Err(_) => log::error!("receive thread panicked"),
-            }
+            let e = match h.join() {
+                Ok(Ok(end)) => {
+                    all.merge(end);
+                    continue;
+                }
+                Ok(Err(e)) => e.context("a receive thread failed"),
+                Err(_) => anyhow::anyhow!("a receive thread panicked"),
+            };
+            log::error!("{e:#}");
+            failed.get_or_insert(e);
         }
-        all
+        (all, failed)
     }
 }
 

@@ -44,8 +44,9 @@ fn connect_from(ip: Ipv4Addr, port: u16) -> TcpStream {
     }
 }
 
-/// Nanoseconds on CPU of each thread of `pid`, by name (schedstat).
-fn thread_cpu(pid: u32) -> Vec<(u32, String, u64)> {
+/// Nanoseconds on CPU and waiting for one (runnable, another task on
+/// the core) of each thread of `pid`, by name (schedstat).
+fn thread_cpu(pid: u32) -> Vec<(u32, String, (u64, u64))> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -53,10 +54,9 @@ fn thread_cpu(pid: u32) -> Vec<(u32, String, u64)> {
     {
         let tid: u32 = e.file_name().to_string_lossy().parse().unwrap();
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        let ns = std::fs::read_to_string(e.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
+        let stat = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
+        let mut f = stat.split_whitespace().map(|x| x.parse().unwrap_or(0));
+        let ns = (f.next().unwrap_or(0), f.next().unwrap_or(0));
         v.push((tid, comm.trim().to_string(), ns));
     }
     v.sort();
@@ -93,6 +93,8 @@ struct Run {
     drain_s: f64,
     /// CPU seconds of each receive thread, and its share of the datagrams.
     rx: Vec<(f64, u64)>,
+    /// Seconds the receive threads waited for a core (all together).
+    rx_wait: f64,
     writer_s: f64,
     socket_drops: u64,
     write_drops: u64,
@@ -184,16 +186,22 @@ fn one_run(threads: usize, agents: usize, per_agent: usize, records: usize, shar
     for s in servers {
         let _ = s.join();
     }
-    let cpu_of = |name: &dyn Fn(u32, &str) -> bool| -> f64 {
+    let delta = |name: &dyn Fn(u32, &str) -> bool, wait: bool| -> f64 {
         after
             .iter()
             .filter(|(tid, comm, _)| name(*tid, comm))
             .map(|(tid, _, ns)| {
-                let b = before.iter().find(|(t, _, _)| t == tid).map_or(0, |x| x.2);
-                (ns - b) as f64 / 1e9
+                let b = before
+                    .iter()
+                    .find(|(t, _, _)| t == tid)
+                    .map_or((0, 0), |x| x.2);
+                let (now, then) = if wait { (ns.1, b.1) } else { (ns.0, b.0) };
+                (now - then) as f64 / 1e9
             })
             .sum()
     };
+    let cpu_of = |name: &dyn Fn(u32, &str) -> bool| delta(name, false);
+    let is_rx = |tid: u32, comm: &str| tid == pid || comm.starts_with("shard-");
     // Receive thread i: the main thread (0) and shard-i; its datagrams are
     // those of the agents whose address is i mod N.
     let per_agent_dgrams = dgrams / agents as u64;
@@ -222,6 +230,7 @@ fn one_run(threads: usize, agents: usize, per_agent: usize, records: usize, shar
         dgrams,
         drain_s,
         rx,
+        rx_wait: delta(&is_rx, true),
         writer_s: cpu_of(&|_, comm| comm == "writer"),
         socket_drops: sum("socket_drops"),
         write_drops: sum("write_drops"),
@@ -243,7 +252,7 @@ fn report(r: &Run) -> f64 {
             .collect();
     let rx_total: f64 = r.rx.iter().map(|x| x.0).sum();
     println!(
-        "threads={} datagrams={} drained in {:.3} s = {:.0} dgrams/s; receive CPU {:.3} s ({:.2} CPU-s/M dgrams; {}); writer {:.3} s; socket_drops={} write_drops={} records_written={}",
+        "threads={} datagrams={} drained in {:.3} s = {:.0} dgrams/s; receive CPU {:.3} s ({:.2} CPU-s/M dgrams; {}), waiting for a core {:.3} s; writer {:.3} s; socket_drops={} write_drops={} records_written={}",
         r.threads,
         r.dgrams,
         r.drain_s,
@@ -251,6 +260,7 @@ fn report(r: &Run) -> f64 {
         rx_total,
         rx_total * 1e6 / r.dgrams as f64,
         per_thread.join(", "),
+        r.rx_wait,
         r.writer_s,
         r.socket_drops,
         r.write_drops,
