@@ -586,6 +586,31 @@ mod tests {
     }
 
     #[test]
+    fn receive_threads_snapshots_are_merged_when_rendered() {
+        let p = Published::with_shards(Arc::new(AtomicU64::new(0)), 2);
+        let snap = |ip: &str, packets: u64, refused: u64| {
+            let mut b = Builder::default();
+            b.begin();
+            b.agents_refused(refused);
+            b.session("capturing");
+            b.capture((ip.to_string(), "eth0".to_string()), &values(packets, 0));
+            b.snapshot().clone()
+        };
+        p.publish_shard(0, &snap("10.0.0.1", 5, 1));
+        p.publish_shard(1, &snap("10.0.0.2", 7, 2));
+        let text = p.render();
+        for want in [
+            "xrpcap_sensor_packets_total{agent=\"10.0.0.1\",interface=\"eth0\"} 5\n",
+            "xrpcap_sensor_packets_total{agent=\"10.0.0.2\",interface=\"eth0\"} 7\n",
+            "xrpcap_sensor_sessions{state=\"capturing\"} 2\n",
+            "xrpcap_sensor_sessions{state=\"auth\"} 0\n",
+            "xrpcap_sensor_agents_refused_total 3\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in\n{text}");
+        }
+    }
+
+    #[test]
     fn refusals_and_tap_counters_are_exported() {
         let key = ("10.0.0.3".to_string(), "eth0".to_string());
         let mut b = Builder::default();
