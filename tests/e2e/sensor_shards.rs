@@ -10,13 +10,13 @@
 //! Needs root (marked `needs root`: ignored without it).
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use xrpcap_testkit::daemon::{count_of, START_TIMEOUT};
+use xrpcap_testkit::daemon::{Sensor, START_TIMEOUT};
+use xrpcap_testkit::wait_until;
 use xrpcap_testkit::{
-    bin_path, numbered_payloads, read_pcap, require_root, send_udp, veth_pair, wait_for_packets,
-    wait_until, Agent, Netns, Packet, Tcpdump, Topology, VethEnd,
+    numbered_payloads, read_pcap, require_root, send_udp, veth_pair, wait_for_packets, Agent,
+    Netns, Packet, Tcpdump, Topology, VethEnd,
 };
 
 const ARRIVAL: Duration = Duration::from_secs(20);
@@ -35,10 +35,6 @@ fn active_ini(sensor_ip: &str) -> String {
 
 fn bytes(p: &[Packet]) -> Vec<(u32, Vec<u8>)> {
     p.iter().map(|p| (p.len, p.data.clone())).collect()
-}
-
-fn read_log(log: &tempfile::NamedTempFile) -> String {
-    std::fs::read_to_string(log.path()).unwrap_or_default()
 }
 
 /// One agent's link: the generator and the captured link (gen ── cap),
@@ -128,7 +124,6 @@ fn four_agents_on_two_receive_threads(data_args: &[&str]) {
         .map(|l| cap_of(l, &topo).udp_socket(addr(&l.cap_ip, 5000)).unwrap())
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
     let dumps: Vec<Tcpdump> = links
         .iter()
         .enumerate()
@@ -142,29 +137,11 @@ fn four_agents_on_two_receive_threads(data_args: &[&str]) {
             .unwrap()
         })
         .collect();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut sensor = topo
-        .sen
-        .command(bin_path("xrpcap-sensor"))
-        .args(["--listen", "0.0.0.0:2003", "--receive-threads", "2"])
-        .args(data_args)
-        .args(["--filter", "udp port 5000", "--stats-interval", "1"])
-        .args(["--summary-interval", "3600", "--name", "{agent}.pcap"])
-        .arg("--out")
-        .arg(out.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let wait_log = |needle: &str, n: usize| {
-        wait_until(START_TIMEOUT, needle, || {
-            Ok(count_of(&read_log(&log), needle) >= n)
-        })
-        .unwrap_or_else(|e| panic!("{e:#}\n--- sensor log ---\n{}", read_log(&log)));
-    };
-    wait_log("listening for active agents", 1);
+    // Killed on drop if the test fails before stopping it.
+    let mut extra = vec!["--receive-threads", "2", "--filter", "udp port 5000"];
+    extra.extend(["--name", "{agent}.pcap"]);
+    extra.extend(data_args);
+    let mut sensor = Sensor::start(&topo.sen, addr("0.0.0.0", Topology::SEN_PORT), &extra).unwrap();
     let mut agents: Vec<Agent> = links
         .iter()
         .map(|l| Agent::start(cap_of(l, &topo), &active_ini(&l.sensor_ip), &[]).unwrap())
@@ -172,7 +149,7 @@ fn four_agents_on_two_receive_threads(data_args: &[&str]) {
     for a in &mut agents {
         a.wait_capturing(Topology::CAP_IF, 1).unwrap();
     }
-    wait_log("via UDP port ", 4);
+    sensor.wait_log("via UDP port ", 4, START_TIMEOUT).unwrap();
     let sizes = [60usize, 700, 1400];
     for (k, size) in sizes.iter().enumerate() {
         let payloads: Vec<Vec<u8>> =
@@ -187,20 +164,28 @@ fn four_agents_on_two_receive_threads(data_args: &[&str]) {
             .unwrap();
         }
     }
+    // One file per capture, named by its agent.
+    let mut files = Vec::new();
+    wait_until(START_TIMEOUT, "four capture files", || {
+        files = sensor.files()?;
+        Ok(files.len() == 4)
+    })
+    .unwrap();
     let files: Vec<_> = links
         .iter()
-        .map(|l| out.path().join(format!("{}.pcap", l.agent_ip)))
+        .map(|l| {
+            let name = format!("{}.pcap", l.agent_ip);
+            files
+                .iter()
+                .find(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == name))
+                .unwrap_or_else(|| panic!("no {name} in {files:?}"))
+                .clone()
+        })
         .collect();
     for f in &files {
         wait_for_packets(f, 60, ARRIVAL).unwrap();
     }
-    std::process::Command::new("kill")
-        .args(["-TERM", &sensor.id().to_string()])
-        .status()
-        .unwrap();
-    let st = sensor.wait().unwrap();
-    let text = read_log(&log);
-    assert!(st.success(), "sensor: {st}\n{text}");
+    let text = sensor.stop().unwrap();
     for mut a in agents {
         a.stop().unwrap();
     }
