@@ -6,7 +6,8 @@
 #   RECORDS=1 benches/sensor-drain.sh            # small datagrams: per-datagram cost
 #   SHARED=1 benches/sensor-drain.sh             # --udp-shared-port (one socket per thread)
 # Env: THREADS, AGENTS, DGRAMS (per agent), RECORDS (64-byte records per
-# datagram), RUNS, SHARED. Files go to a tmpfs ($TMPDIR, default /dev/shm)
+# datagram), RUNS, SHARED, PERF=PREFIX (perf record -a -g over each drain
+# into PREFIX-Nt.data; the last run of each N is kept). Files go to a tmpfs ($TMPDIR, default /dev/shm)
 # so the disk does not set the pace.
 set -eu
 cd "$(dirname "$0")/.."

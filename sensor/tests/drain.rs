@@ -8,7 +8,7 @@
 //! sockets' backlogs. Nothing else runs when it is continued (SIGCONT):
 //! it drains the backlogs alone. Reported per run: datagrams/s over the
 //! drain (SIGCONT to every backlog empty, polled in /proc/net/udp every
-//! 2 ms), each receive thread's CPU time (schedstat) and CPU-seconds per
+//! 5 ms), each receive thread's CPU time (schedstat) and CPU-seconds per
 //! million datagrams, the writer thread's, socket and write drops. The
 //! runs alternate 1 and THREADS receive threads, RUNS pairs, side by side.
 
@@ -172,14 +172,31 @@ fn one_run(threads: usize, agents: usize, per_agent: usize, records: usize, shar
     }
     let port_set: HashSet<u16> = ports.iter().copied().collect();
     let backlog = queued(&port_set);
+    // PERF=PREFIX: `perf record -a -g` over the drain, into PREFIX-Nt.data
+    // (every CPU: what else ran while the receive threads waited).
+    let perf = std::env::var("PERF").ok().map(|prefix| {
+        let child = std::process::Command::new("perf")
+            .args(["record", "-a", "-g", "-q", "-o"])
+            .arg(format!("{prefix}-{threads}t.data"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("perf (apt install linux-perf)");
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    });
     let before = thread_cpu(pid);
     let t0 = Instant::now();
     signal(pid, "-CONT");
+    // Every 5 ms (one read of /proc/net/udp costs ~75 µs here).
     while queued(&port_set) > 0 && t0.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(5));
     }
     let drain_s = t0.elapsed().as_secs_f64();
     let after = thread_cpu(pid);
+    if let Some(mut p) = perf {
+        signal(p.id(), "-INT");
+        let _ = p.wait();
+    }
     signal(pid, "-TERM");
     let fin = sensor.wait(Duration::from_secs(120));
     assert_eq!(fin.code, Some(0), "{}", fin.stderr);
