@@ -418,6 +418,7 @@ impl Sensor {
         }
         m.builder.begin();
         m.builder.agents_refused(self.allow.refused());
+        m.builder.shared_port(self.shared.ports.shared.as_ref());
         for (key, v) in self.linger.metrics() {
             m.builder.capture(key, &v);
         }
