@@ -143,6 +143,8 @@ pub struct Snapshot {
     pub agents_refused: u64,
     /// `--udp-shared-port`'s own counters (0 without it).
     pub shared_port: SharedPortValues,
+    /// Agent connections whose certificate TLS verification refused.
+    pub tls_refused: u64,
 }
 
 /// The counters of `--udp-shared-port` that belong to no capture.
@@ -183,6 +185,11 @@ impl Builder {
     /// Active agents refused by `--allow` so far.
     pub fn agents_refused(&mut self, n: u64) {
         self.next.agents_refused = n;
+    }
+
+    /// Agent connections refused by TLS verification so far.
+    pub fn tls_refused(&mut self, n: u64) {
+        self.next.tls_refused = n;
     }
 
     /// The shared UDP port's counters (None without `--udp-shared-port`: 0).
@@ -409,6 +416,12 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
     ))
     .expect("valid metric");
     register(&r, refused).inc_by(s.agents_refused);
+    let tls_refused = IntCounter::with_opts(opts(
+        "tls_refused_total",
+        "Agent connections (control or data) whose certificate failed --tls-ca or --tls-pin.",
+    ))
+    .expect("valid metric");
+    register(&r, tls_refused).inc_by(s.tls_refused);
     // --udp-shared-port: exported (0) without it too, so that dashboards
     // and alerts read one set of names on every sensor.
     let shared: [(&str, &str, u64); 3] = [
@@ -598,6 +611,7 @@ mod tests {
         let mut b = Builder::default();
         b.begin();
         b.agents_refused(3);
+        b.tls_refused(4);
         let v = CaptureValues {
             tap_frames: 7,
             tap_drops: 2,
@@ -608,6 +622,7 @@ mod tests {
         let text = render(b.snapshot(), 0, 1.0, None);
         for want in [
             "xrpcap_sensor_agents_refused_total 3\n",
+            "xrpcap_sensor_tls_refused_total 4\n",
             // No --udp-shared-port: its counters are there, at 0.
             "xrpcap_sensor_shared_port_foreign_total 0\n",
             "xrpcap_sensor_shared_port_fallbacks_total 0\n",

@@ -11,21 +11,30 @@
 //! advance as the socket's events come, so a slow agent delays nobody, and
 //! the session's reply timeout bounds a handshake that never ends (the AUTH
 //! request, queued in rustls, awaits its reply).
+//!
+//! A refused certificate (control or data connection) is counted
+//! ([`Tls::refused`], `xrpcap_sensor_tls_refused_total`) and logged at WARN
+//! with the reason, once per agent address (later refusals of the same
+//! address, such as a redialing agent's, at debug level).
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use mio::net::TcpStream;
+use rpcap::addr::canonical;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, OtherError,
+    RootCertStore, SignatureScheme,
 };
 
 /// The TLS options of the command line.
@@ -52,6 +61,40 @@ impl Options {
 pub struct Tls {
     config: Arc<ClientConfig>,
     name: Option<String>,
+    refusals: Arc<Refusals>,
+}
+
+/// Agent addresses whose refusal was logged at WARN, at most this many
+/// (then at debug level): a scan from many addresses cannot grow the set
+/// without bound.
+const LOGGED_MAX: usize = 4096;
+
+/// The agents' certificates refused so far, and the addresses logged.
+#[derive(Debug, Default)]
+struct Refusals {
+    count: AtomicU64,
+    logged: Mutex<HashSet<IpAddr>>,
+}
+
+impl Refusals {
+    /// Counts a refusal of `peer`'s certificate and logs it: at WARN the
+    /// first time for that address, at debug level after.
+    fn refuse(&self, peer: Option<IpAddr>, reason: &str) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let who = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let first = peer.is_some_and(|p| {
+            let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+            logged.len() < LOGGED_MAX && logged.insert(p)
+        });
+        if first {
+            log::warn!(
+                "agent {who}: TLS: refused the agent's certificate: {reason} \
+                 (counted in tls_refused; this agent's further refusals are logged at debug level)"
+            );
+        } else {
+            log::debug!("agent {who}: TLS: refused the agent's certificate again: {reason}");
+        }
+    }
 }
 
 impl Tls {
@@ -98,6 +141,7 @@ impl Tls {
         Ok(Some(Tls {
             config: Arc::new(config),
             name: opts.name.clone(),
+            refusals: Arc::default(),
         }))
     }
 
@@ -118,9 +162,19 @@ impl Tls {
     /// as soon as the socket takes it).
     pub fn wrap(&self, stream: TcpStream, name: ServerName<'static>) -> io::Result<Stream> {
         let conn = ClientConnection::new(self.config.clone(), name).map_err(io::Error::other)?;
-        let mut s = Stream::Tls(Box::new(conn), stream);
+        let session = Session {
+            conn,
+            refusals: self.refusals.clone(),
+            counted: false,
+        };
+        let mut s = Stream::Tls(Box::new(session), stream);
         s.flush()?;
         Ok(s)
+    }
+
+    /// Agent connections (control or data) whose certificate was refused.
+    pub fn refused(&self) -> u64 {
+        self.refusals.count.load(Ordering::Relaxed)
     }
 }
 
@@ -167,6 +221,19 @@ fn hex(d: &[u8]) -> String {
         .join(":")
 }
 
+/// Why `--tls-pin` refused a certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct PinRefused(String);
+
+/// A certificate refused by a pin: an invalid certificate for rustls (the
+/// agent gets a bad_certificate alert).
+fn refusal(why: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(PinRefused(
+        why,
+    )))))
+}
+
 /// The agent's certificate: a chain to `--tls-ca` (if given) and one of the
 /// pins (if any). The handshake's signatures are checked either way.
 #[derive(Debug)]
@@ -191,7 +258,7 @@ impl ServerCertVerifier for Verifier {
         if !self.pins.is_empty() {
             let d = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
             if !self.pins.iter().any(|p| p[..] == *d.as_ref()) {
-                return Err(rustls::Error::General(format!(
+                return Err(refusal(format!(
                     "the agent's certificate (SHA-256 {}) matches no --tls-pin",
                     hex(d.as_ref())
                 )));
@@ -239,7 +306,32 @@ impl ServerCertVerifier for Verifier {
 /// written as plaintext.
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<ClientConnection>, TcpStream),
+    Tls(Box<Session>, TcpStream),
+}
+
+/// A TLS connection and the account of its refusal.
+pub struct Session {
+    conn: ClientConnection,
+    refusals: Arc<Refusals>,
+    /// Its refusal was counted (rustls repeats a failure on every call).
+    counted: bool,
+}
+
+impl Session {
+    /// `e` as an I/O error; a refused certificate is counted once.
+    fn fail(&mut self, sock: &TcpStream, e: rustls::Error) -> io::Error {
+        let refused = matches!(
+            e,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        );
+        let text = describe(&e);
+        if refused && !self.counted {
+            self.counted = true;
+            let peer = sock.peer_addr().ok().map(|a| canonical(a.ip()));
+            self.refusals.refuse(peer, &text);
+        }
+        io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {text}"))
+    }
 }
 
 impl Stream {
@@ -260,11 +352,12 @@ impl Read for Stream {
     /// nothing more is there now; a TLS failure (the agent's certificate
     /// refused, an alert) is an `InvalidData` error naming it.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (tls, sock) = match self {
+        let (session, sock) = match self {
             Stream::Plain(s) => return s.read(buf),
             Stream::Tls(t, s) => (t, s),
         };
         loop {
+            let tls = &mut session.conn;
             match tls.reader().read(buf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -275,7 +368,9 @@ impl Read for Stream {
             match tls.read_tls(sock) {
                 Ok(0) => {
                     // EOF: what rustls still holds, then the end.
-                    tls.process_new_packets().map_err(tls_error)?;
+                    if let Err(e) = tls.process_new_packets() {
+                        return Err(session.fail(sock, e));
+                    }
                     return match tls.reader().read(buf) {
                         Ok(n) => Ok(n),
                         Err(_) => Ok(0),
@@ -291,7 +386,7 @@ impl Read for Stream {
             if let Err(e) = tls.process_new_packets() {
                 // Tell the agent why (an alert) before giving up.
                 let _ = tls.write_tls(sock);
-                return Err(tls_error(e));
+                return Err(session.fail(sock, e));
             }
             // Handshake messages, and the plaintext queued before it ended.
             write_tls(tls, sock)?;
@@ -305,7 +400,8 @@ impl Write for Stream {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(data),
-            Stream::Tls(tls, sock) => {
+            Stream::Tls(session, sock) => {
+                let tls = &mut session.conn;
                 write_tls(tls, sock)?;
                 let n = tls.writer().write(data)?;
                 write_tls(tls, sock)?;
@@ -321,13 +417,20 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(_) => Ok(()),
-            Stream::Tls(tls, sock) => write_tls(tls, sock),
+            Stream::Tls(session, sock) => write_tls(&mut session.conn, sock),
         }
     }
 }
 
-fn tls_error(e: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+/// `e` for a log line: a pin's refusal in words (rustls prints the
+/// debug form of an `Other` certificate error).
+fn describe(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(o)) => {
+            format!("invalid peer certificate: {}", o.0)
+        }
+        e => e.to_string(),
+    }
 }
 
 /// Sends TLS records until the socket is full (or still connecting).
