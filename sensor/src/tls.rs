@@ -5,8 +5,11 @@
 //! (the agent refuses such a STARTCAP), so TLS needs `--tcp-data`.
 //!
 //! The agent's certificate is checked against `--tls-ca` (a chain to one of
-//! its certificates, valid for the expected name) and/or `--tls-pin` (the
-//! SHA-256 of the agent's certificate, DER). [`Stream`] is a non-blocking
+//! its certificates, valid for the expected name) and/or `--tls-pin`: the
+//! SHA-256 of the agent's certificate (DER, hex), or of its public key
+//! (`sha256//BASE64`, the SubjectPublicKeyInfo's DER as curl's
+//! `--pinnedpubkey` takes it), which stays valid when the certificate is
+//! re-issued for the same key. [`Stream`] is a non-blocking
 //! socket the mio loop reads and writes as plaintext either way: handshakes
 //! advance as the socket's events come, so a slow agent delays nobody, and
 //! the session's reply timeout bounds a handshake that never ends (the AUTH
@@ -25,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
+use base64ct::{Base64, Encoding};
 use mio::net::TcpStream;
 use rpcap::addr::canonical;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -41,8 +45,8 @@ use rustls::{
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub ca: Option<PathBuf>,
-    /// SHA-256 digests of accepted agent certificates (DER).
-    pub pins: Vec<[u8; 32]>,
+    /// Accepted agent certificates or public keys.
+    pub pins: Vec<Pin>,
     /// The name the agent's certificate must carry (default: the host of
     /// `--connect`, or the agent's address).
     pub name: Option<String>,
@@ -199,11 +203,39 @@ fn ca_verifier(
         .context("--tls-ca: certificate verifier")
 }
 
-/// `--tls-pin`: 64 hex digits, colons allowed (as `openssl x509 -fingerprint
-/// -sha256` prints them).
-pub fn parse_pin(s: &str) -> Result<[u8; 32], String> {
+/// One `--tls-pin`: what of the agent's certificate it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// The SHA-256 of the whole certificate (DER).
+    Certificate([u8; 32]),
+    /// The SHA-256 of its SubjectPublicKeyInfo (DER): the key, whatever
+    /// certificate carries it.
+    PublicKey([u8; 32]),
+}
+
+/// `--tls-pin`: `sha256//BASE64` (curl's `--pinnedpubkey`: the base64 of
+/// the SHA-256 of the public key's DER SubjectPublicKeyInfo), or 64 hex
+/// digits, colons allowed (the certificate's, as `openssl x509 -fingerprint
+/// -sha256` prints it).
+pub fn parse_pin(s: &str) -> Result<Pin, String> {
+    if let Some(b64) = s.strip_prefix("sha256//") {
+        let mut out = [0u8; 32];
+        let n = Base64::decode(b64.trim(), &mut out).map(|d| d.len());
+        return match n {
+            Ok(32) => Ok(Pin::PublicKey(out)),
+            _ => Err(format!(
+                "'{s}' is not a public key pin: sha256// and the base64 of a SHA-256 \
+                 digest (44 characters)"
+            )),
+        };
+    }
     let hex: String = s.chars().filter(|c| *c != ':').collect();
-    let bad = || format!("'{s}' is not a SHA-256 digest (64 hex digits, colons allowed)");
+    let bad = || {
+        format!(
+            "'{s}' is not a pin: a certificate's SHA-256 (64 hex digits, colons allowed) \
+             or sha256//BASE64 of its public key"
+        )
+    };
     if hex.len() != 64 || !hex.is_ascii() {
         return Err(bad());
     }
@@ -211,7 +243,21 @@ pub fn parse_pin(s: &str) -> Result<[u8; 32], String> {
     for (i, b) in out.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
     }
-    Ok(out)
+    Ok(Pin::Certificate(out))
+}
+
+/// `sha256//BASE64` of a digest, as curl and `--tls-pin` write it.
+fn spki_pin(d: &[u8; 32]) -> String {
+    let mut buf = [0u8; 44];
+    let b64 = Base64::encode(d, &mut buf).expect("44 characters hold 32 bytes");
+    format!("sha256//{b64}")
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, b);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 fn hex(d: &[u8]) -> String {
@@ -239,7 +285,7 @@ fn refusal(why: String) -> rustls::Error {
 #[derive(Debug)]
 struct Verifier {
     webpki: Option<Arc<WebPkiServerVerifier>>,
-    pins: Vec<[u8; 32]>,
+    pins: Vec<Pin>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -256,11 +302,23 @@ impl ServerCertVerifier for Verifier {
             w.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
         }
         if !self.pins.is_empty() {
-            let d = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
-            if !self.pins.iter().any(|p| p[..] == *d.as_ref()) {
+            let cert = sha256(end_entity.as_ref());
+            // The key as webpki reads the certificate (what rustls checks
+            // the handshake's signature with).
+            let spki = webpki::EndEntityCert::try_from(end_entity)
+                .map(|c| sha256(c.subject_public_key_info().as_ref()));
+            let pinned = |p: &Pin| match p {
+                Pin::Certificate(d) => *d == cert,
+                Pin::PublicKey(d) => spki.as_ref().is_ok_and(|k| k == d),
+            };
+            if !self.pins.iter().any(pinned) {
+                let key = match &spki {
+                    Ok(k) => format!("public key {}", spki_pin(k)),
+                    Err(e) => format!("public key unreadable: {e}"),
+                };
                 return Err(refusal(format!(
-                    "the agent's certificate (SHA-256 {}) matches no --tls-pin",
-                    hex(d.as_ref())
+                    "the agent's certificate (SHA-256 {}, {key}) matches no --tls-pin",
+                    hex(&cert)
                 )));
             }
         }
@@ -461,17 +519,33 @@ mod tests {
     #[test]
     fn pins_take_hex_with_or_without_colons() {
         let plain = "00".repeat(31) + "ff";
-        assert_eq!(parse_pin(&plain).unwrap()[31], 0xff);
-        let colons = hex(&parse_pin(&plain).unwrap());
-        assert_eq!(parse_pin(&colons).unwrap(), parse_pin(&plain).unwrap());
+        let Pin::Certificate(d) = parse_pin(&plain).unwrap() else {
+            panic!("a certificate pin");
+        };
+        assert_eq!(d[31], 0xff);
+        assert_eq!(parse_pin(&hex(&d)).unwrap(), parse_pin(&plain).unwrap());
         assert!(parse_pin("abcd").is_err());
         assert!(parse_pin(&"zz".repeat(32)).is_err());
     }
 
     #[test]
+    fn public_key_pins_are_curls_sha256_base64() {
+        // curl's documentation example form: sha256// + 44 base64 characters.
+        let pin = "sha256//YhKJKSzoTt2b5FP18fvpHo7fJYqQCjAa3HWY3tvRMwE=";
+        let Pin::PublicKey(d) = parse_pin(pin).unwrap() else {
+            panic!("a public key pin");
+        };
+        assert_eq!(spki_pin(&d), pin);
+        assert_eq!(d[0], 0x62);
+        assert!(parse_pin("sha256//YhKJKSzo").is_err(), "too short");
+        assert!(parse_pin("sha256//not base64 at all, no, not at all!!!!").is_err());
+        assert!(parse_pin("sha1//YhKJKSzoTt2b5FP18fvpHo7fJYqQCjAa3HWY3tvRMwE=").is_err());
+    }
+
+    #[test]
     fn names_are_addresses_or_dns_names() {
         let t = Tls::new(&Options {
-            pins: vec![[0; 32]],
+            pins: vec![Pin::Certificate([0; 32])],
             ..Options::default()
         })
         .unwrap()
