@@ -150,8 +150,13 @@ pub struct Args {
 
     /// Write every capture as one pcapng stream, one interface per capture:
     /// '-' is stdout (e.g. into `tshark -r -`), PATH a named pipe (waits for its
-    /// reader) or a file (truncated). Not rotated.
-    #[arg(short = 'w', value_name = "-|PATH")]
+    /// reader) or a file (truncated), unix:PATH a unix stream socket the
+    /// sensor creates at PATH (mode 0660; a stale socket is replaced, any
+    /// other file refused; removed at exit) and waits on for one reader
+    /// (e.g. `socat -u UNIX-CONNECT:PATH - | tshark -r -`). When the reader
+    /// goes away, as when a pipe's does, the sensor logs it and goes on,
+    /// counting what it cannot write as write_errors. Not rotated.
+    #[arg(short = 'w', value_name = "-|PATH|unix:PATH")]
     write: Option<PathBuf>,
 
     // --- Rotation (tcpdump's -C -G -W -z; see docs/getting-started-sensor.md).
@@ -329,7 +334,11 @@ pub fn config(a: Args) -> Result<config::Config> {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(StreamTo::Stdout),
         Some(p) if p.as_os_str().is_empty() => bail!("-w needs '-' (stdout) or a path"),
-        Some(p) => Some(StreamTo::Path(p.to_path_buf())),
+        Some(p) => match p.to_str().and_then(|s| s.strip_prefix("unix:")) {
+            Some("") => bail!("-w unix: needs a path (unix:/run/xrpcap.sock)"),
+            Some(s) => Some(StreamTo::Unix(PathBuf::from(s))),
+            None => Some(StreamTo::Path(p.to_path_buf())),
+        },
     };
     let format = a.format.unwrap_or(if stream.is_some() {
         Format::Pcapng
@@ -551,6 +560,11 @@ mod tests {
         assert_eq!((o.format, o.stream), (Format::Pcap, Some(StreamTo::Stdout)));
         let o = out(&["-w", "/run/x.pipe"]);
         assert_eq!(o.stream, Some(StreamTo::Path("/run/x.pipe".into())));
+        let o = out(&["-w", "unix:/run/x.sock"]);
+        assert_eq!(o.stream, Some(StreamTo::Unix("/run/x.sock".into())));
+        assert_eq!(o.format, Format::Pcapng);
+        let o = out(&["-w", "./unix:x"]);
+        assert_eq!(o.stream, Some(StreamTo::Path("./unix:x".into())));
         let dir = tempfile::tempdir().unwrap();
         let o = out(&["--out", dir.path().to_str().unwrap()]);
         assert_eq!((o.format, o.stream), (Format::Pcap, None));
