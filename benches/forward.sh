@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side forwarding benchmark (TESTING.md, "Performance"; issue 4).
 #
-#   ns gen                 ns cap (agent / tcpdump)           ns sen (sensor)
+#   ns gen                 ns cap (agent / tcpdump / rpcapd)  ns sen (sensor)
 #   g0 ──veth── c0 (captured link)      c1 ──veth── s1
 #   10.200.1.1   10.200.1.2             10.200.2.1   10.200.2.2
 #
