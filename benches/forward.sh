@@ -20,7 +20,9 @@
 # stime from /proc/PID/stat, and the sum of its threads' schedstat run time,
 # which has ns resolution), the whole machine's busy CPU ns per packet
 # (/proc/stat, see below), loss, wire bytes on c1 per captured byte,
-# datagrams per packet, IP fragments (/proc/net/snmp), peak RSS (VmHWM).
+# datagrams per packet, IP fragments (/proc/net/snmp), peak RSS (VmHWM),
+# and in the notes the sensor's delay_max_us/delay_mean_us (receive time
+# minus capture timestamp, one clock: the agent's latency bound at work).
 # On veth the receive work (and the capture socket's copy into the ring, or
 # the XDP program and its copy into the UMEM) runs on the *sender's* CPU, so
 # the capturing process's own CPU time misses it; the machine figure
@@ -457,7 +459,7 @@ EOF
     local wire=$((W_BYTES - 42 * W_PKTS + 42 * dgrams))
     emit "$name" "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
         "$wire" "$dgrams" "$bytes" "$FRAGS" \
-        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS$extra"
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS delay_max_us=$(stat_field $st delay_max_us) delay_mean_us=$(stat_field $st delay_mean_us)$extra"
 }
 
 # System calls of the agent's threads between W0 and W1 (ns since the epoch),
@@ -682,7 +684,7 @@ pass_libpcap-rpcapd-mode() { # size count rate passive|active
     got=${got:-0} bytes=${bytes:-0}
     emit "$name" "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
         "$W_BYTES" "$W_PKTS" "$bytes" "$FRAGS" \
-        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS kernel_drops=$(stat_field $st agent_krnldrop) rpcapd_sent=$(stat_field $st agent_sent) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) processes=$(($(echo $tree | wc -w) + 1))"
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS kernel_drops=$(stat_field $st agent_krnldrop) rpcapd_sent=$(stat_field $st agent_sent) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) delay_max_us=$(stat_field $st delay_max_us) delay_mean_us=$(stat_field $st delay_mean_us) processes=$(($(echo $tree | wc -w) + 1))"
 }
 pass_libpcap-rpcapd() { pass_libpcap-rpcapd-mode "$@" passive; }
 pass_libpcap-rpcapd-active() { pass_libpcap-rpcapd-mode "$@" active; }
