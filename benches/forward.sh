@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side forwarding benchmark (TESTING.md, "Performance"; issue 4).
 #
-#   ns gen                 ns cap (agent / tcpdump)           ns sen (sensor)
+#   ns gen                 ns cap (agent / tcpdump / rpcapd)  ns sen (sensor)
 #   g0 ──veth── c0 (captured link)      c1 ──veth── s1
 #   10.200.1.1   10.200.1.2             10.200.2.1   10.200.2.2
 #
@@ -10,14 +10,19 @@
 #   agent:   xrpcapd (pinned to CPU 1, WorkerCpu = 1) captures c0 and forwards
 #            udpstr over c1 to xrpcap-sensor (pinned to CPU 0, pcap to /dev/null);
 #   tcpdump: `tcpdump -i c0 -w /dev/null` (pinned to CPU 1), the reference,
-# with the same traffic; the passes alternate, so both see the same machine
-# load. Both capture with the kernel filter `udp dst port 9`.
+#   libpcap-rpcapd: libpcap's own rpcapd (pinned to CPU 1), passive: the
+#            sensor dials it and asks for UDP data (one datagram per
+#            packet), the other RPCAP reference,
+# with the same traffic; the passes alternate, so all see the same machine
+# load. All capture with the kernel filter `udp dst port 9`.
 #
 # Per run: generator pps, CPU ns per packet of the capturing process (utime +
 # stime from /proc/PID/stat, and the sum of its threads' schedstat run time,
 # which has ns resolution), the whole machine's busy CPU ns per packet
 # (/proc/stat, see below), loss, wire bytes on c1 per captured byte,
-# datagrams per packet, IP fragments (/proc/net/snmp), peak RSS (VmHWM).
+# datagrams per packet, IP fragments (/proc/net/snmp), peak RSS (VmHWM),
+# and in the notes the sensor's delay_max_us/delay_mean_us (receive time
+# minus capture timestamp, one clock: the agent's latency bound at work).
 # On veth the receive work (and the capture socket's copy into the ring, or
 # the XDP program and its copy into the UMEM) runs on the *sender's* CPU, so
 # the capturing process's own CPU time misses it; the machine figure
@@ -44,7 +49,8 @@
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
 #               agent-afxdp, agent-afxdp-sink, agent-metrics,
 #               agent-scraped, agent-vxlan, agent-gre, agent-erspan2,
-#               agent-erspan3, tcpdump, tcpdump-B32M
+#               agent-erspan3, tcpdump, tcpdump-B32M, libpcap-rpcapd,
+#               libpcap-rpcapd-active
 #               (agent-sink: the agent's data go to a device that drops
 #               them; agent-afxdp: the agent with Capture = afxdp:c0;
 #               agent-afxdp-sink: both; agent-metrics: the agent with
@@ -55,7 +61,18 @@
 #               agent-vxlan etc.: no sensor, the agent exports c0 with a
 #               TunnelClient line to ns sen, where an nftables rule counts
 #               and drops the tunnel datagrams: received = that counter;
-#               tcpdump-B32M: tcpdump -B 32768)
+#               tcpdump-B32M: tcpdump -B 32768;
+#               libpcap-rpcapd: libpcap's rpcapd in passive mode
+#               (`rpcapd -b 10.200.2.1 -n`), xrpcap-sensor dials it
+#               (--connect) and asks for UDP data;
+#               libpcap-rpcapd-active: `rpcapd -a 10.200.2.2,2003 -n`
+#               dials the listening sensor, UDP data too (not -v: with
+#               it rpcapd 1.10 kills itself at start). rpcapd forks
+#               a process per session (and per -a entry) and captures in
+#               a thread of it: its CPU, context switches and peak RSS
+#               are those of the whole process tree. rpcapd sends every
+#               packet as its own datagram, so wire figures are c1's
+#               bytes and frames (no GSO), IP fragments included)
 #   -o FILE     per-run TSV (default /tmp/xrpcap-forward.tsv)
 #   -a LINES    extra rpcapd.ini lines for the agent, e.g. "RingSize = 4M"
 #               (default none: the agent runs at its defaults)
@@ -82,7 +99,12 @@
 #   -B          do not build (use target/release as it is)
 #   -k          keep the run directory (logs, configs) for inspection
 # Environment: XRPCAPD=PATH runs that agent binary instead of
-# target/release/xrpcapd (A/B of two builds with -B).
+# target/release/xrpcapd (A/B of two builds with -B). RPCAPD=PATH runs
+# that libpcap rpcapd; by default the libpcap-rpcapd passes take the one
+# scripts/libpcap-remote.sh builds from Debian's libpcap source (as the
+# interop tests do: once, into .cache/libpcap-remote of the repository,
+# needs deb-src access to the Debian mirror, gcc, make, flex, bison,
+# libssl-dev; nothing of it is committed).
 #
 # Not part of scripts/test.sh: a benchmark reports figures, it asserts nothing.
 set -euo pipefail
@@ -117,7 +139,7 @@ while getopts "r:c:p:o:a:T:Bmksh" opt; do
 done
 
 [ "$(id -u)" = 0 ] || { echo "forward.sh: needs root (namespaces, trafgen)" >&2; exit 1; }
-for t in trafgen tcpdump taskset ip; do
+for t in trafgen tcpdump taskset setsid ip; do
     command -v $t >/dev/null || { echo "forward.sh: $t not found (apt-get install netsniff-ng tcpdump util-linux iproute2)" >&2; exit 1; }
 done
 case " $PASSES " in *" agent-scraped "*)
@@ -126,6 +148,15 @@ esac
 [ $STRACE = 0 ] || command -v strace >/dev/null || { echo "forward.sh: strace not found (apt-get install strace)" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+case " $PASSES " in *" libpcap-rpcapd"*)
+    if [ -z "${RPCAPD:-}" ]; then
+        # Builds it when the cache is missing (minutes), else reuses it.
+        RPCAPD=$("$ROOT/scripts/libpcap-remote.sh" | tail -1)/sbin/rpcapd ||
+            { echo "forward.sh: scripts/libpcap-remote.sh failed (libpcap's rpcapd)" >&2; exit 1; }
+    fi
+    [ -x "$RPCAPD" ] || { echo "forward.sh: libpcap's rpcapd not found at $RPCAPD" >&2; exit 1; }
+    command -v ss >/dev/null || { echo "forward.sh: ss not found (apt-get install iproute2)" >&2; exit 1; } ;;
+esac
 if [ $BUILD = 1 ]; then
     (cd "$ROOT" && cargo build --release -p xrpcapd -p xrpcap-sensor) >&2
 fi
@@ -138,6 +169,7 @@ GEN_CPU=0
 CAP_CPU=1
 PORT=9        # UDP destination of the generated frames (discard)
 SENSOR_PORT=2003
+RPCAPD_PORT=2002 # libpcap rpcapd's passive port (its default)
 HZ=$(getconf CLK_TCK)
 SFX=$$
 GEN=xfb-gen-$SFX CAP=xfb-cap-$SFX SEN=xfb-sen-$SFX
@@ -228,6 +260,30 @@ ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt
 machine_busy_ns() { awk -v hz="$HZ" '$1 == "cpu" { printf "%.0f\n", ($2 + $3 + $4 + $7 + $8) * 1e9 / hz; exit }' /proc/stat; }
 now_ns() { date +%s%N; }
 vmhwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# A process and its descendants, parent first (libpcap's rpcapd forks).
+proc_tree() {
+    local c
+    echo "$1"
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do proc_tree "$c"; done
+}
+# The sum of FUNCTION (one of the above) over the tree of PID.
+tree_sum() { # function pid
+    local p v s=0
+    for p in $(proc_tree "$2"); do
+        v=$("$1" "$p" 2>/dev/null) || v=0
+        s=$((s + ${v:-0}))
+    done
+    echo "$s"
+}
+# The largest peak RSS in the tree of PID (its session process).
+tree_vmhwm_kib() {
+    local p v m=0
+    for p in $(proc_tree "$1"); do
+        v=$(vmhwm_kib "$p" 2>/dev/null) || v=0
+        [ "${v:-0}" -gt $m ] && m=$v
+    done
+    echo "$m"
+}
 ifstat() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
 # One field of the "Ip:" line of /proc/net/snmp in a namespace.
 snmp_ip() {
@@ -403,7 +459,7 @@ EOF
     local wire=$((W_BYTES - 42 * W_PKTS + 42 * dgrams))
     emit "$name" "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
         "$wire" "$dgrams" "$bytes" "$FRAGS" \
-        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS$extra"
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS ring_drops=$(stat_field $st agent_krnldrop) send_drops=$(stat_field $st agent_ifdrop) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) gso_sends=$W_PKTS delay_max_us=$(stat_field $st delay_max_us) delay_mean_us=$(stat_field $st delay_mean_us)$extra"
 }
 
 # System calls of the agent's threads between W0 and W1 (ns since the epoch),
@@ -557,6 +613,82 @@ pass_tcpdump-B32M() { # size count rate
     return $rc
 }
 
+# libpcap's rpcapd capturing c0 (pinned to CPU 1), to xrpcap-sensor in ns
+# sen over UDP. passive: rpcapd listens on 10.200.2.1:2002 and the sensor
+# dials it (--connect); active: rpcapd dials the sensor's --listen. Either
+# way rpcapd forks a process for the session (passive: per connection;
+# active: per -a entry, at start), which captures in a thread of its own
+# and sends one datagram per packet: the CPU is that of the whole process
+# tree. Loss and the kernel's drops come from the sensor (its written
+# records, rpcapd's last STATS reply).
+pass_libpcap-rpcapd-mode() { # size count rate passive|active
+    local size=$1 count=$2 rate=$3 mode=$4 d=$WORK/rpcapd name=libpcap-rpcapd
+    [ "$mode" = active ] && name=libpcap-rpcapd-active
+    rm -rf "$d"; mkdir -p "$d"
+    local sargs=(--listen none --connect 10.200.2.1:$RPCAPD_PORT) rargs=(-b 10.200.2.1 -p $RPCAPD_PORT -4 -n)
+    # Active: not active-only (-v), with which rpcapd 1.10's main process
+    # goes straight to its exit, kill(0, SIGKILL), killing the process that
+    # dials; its passive listener stays, on ns cap's lo.
+    [ "$mode" = active ] && sargs=(--listen 10.200.2.2:$SENSOR_PORT) rargs=(-a 10.200.2.2,$SENSOR_PORT -b 127.0.0.1 -p $RPCAPD_PORT -4 -n)
+    start_sensor() {
+        ip netns exec $SEN taskset -c $GEN_CPU "$SENSOR" "${sargs[@]}" \
+            --udp-ports 2004-2005 --ifname c0 --filter "udp dst port $PORT" \
+            --stats-interval 0.5 --stats-file "$d/sensor.stats" -w - >/dev/null 2>"$d/sensor.log" &
+        spid=$!; PIDS+=($spid); RUN_PIDS+=($spid)
+    }
+    local spid=
+    RUN_PIDS=()
+    [ "$mode" = active ] && start_sensor
+    # In a session of its own: on SIGTERM rpcapd ends with kill(0, SIGKILL),
+    # its whole process group, which would be this script's. (setsid
+    # execs: a background job of a shell without job control is no group
+    # leader.)
+    ip netns exec $CAP setsid taskset -c $CAP_CPU "$RPCAPD" "${rargs[@]}" >"$d/rpcapd.log" 2>&1 &
+    local rpid=$!; PIDS+=($rpid); RUN_PIDS+=($rpid)
+    if [ "$mode" = passive ]; then
+        wait_until 100 eval 'ip netns exec $CAP ss -Hltn "sport = :$RPCAPD_PORT" | grep -q .' ||
+            { echo "rpcapd did not listen" >&2; cat "$d/rpcapd.log" >&2; return 1; }
+        start_sensor
+    fi
+    # Capturing: a process of the tree (not the parent) runs a second
+    # thread, rpcapd's data thread, started by STARTCAP.
+    rpcapd_capturing() {
+        local p
+        for p in $(proc_tree $rpid | tail -n +2); do
+            [ "$(ls /proc/"$p"/task 2>/dev/null | wc -l)" -ge 2 ] && return 0
+        done
+        return 1
+    }
+    wait_until 100 rpcapd_capturing || {
+        echo "rpcapd capture did not start (tree: $(proc_tree $rpid | tr '\n' ' '))" >&2
+        cat "$d/rpcapd.log" "$d/sensor.log" >&2; return 1; }
+    local tree p
+    tree=$(proc_tree $rpid | tail -n +2)
+    PIDS+=($tree); RUN_PIDS=($tree "${RUN_PIDS[@]}")
+    sleep 0.3
+    snap_before
+    local c0=$(tree_sum cpu_ticks_ns $rpid) s0=$(tree_sum cpu_sched_ns $rpid) x0=$(tree_sum ctxsw $rpid)
+    run_trafgen "$size" "$count" "$rate" || return 1
+    wait_quiet data_pkts
+    local c1=$(tree_sum cpu_ticks_ns $rpid) s1=$(tree_sum cpu_sched_ns $rpid) x1=$(tree_sum ctxsw $rpid)
+    snap_after
+    sleep 0.6 # one more STATS reply, with rpcapd's final counters
+    local hwm=$(tree_vmhwm_kib $rpid)
+    kill -INT $spid; wait $spid 2>/dev/null || true
+    # The session process ends with its connection (passive); the parent
+    # and an active child run until told.
+    for p in $tree $rpid; do kill -TERM "$p" 2>/dev/null || true; done
+    wait $rpid 2>/dev/null || true
+    local st=$d/sensor.stats
+    local got=$(stat_field $st packets) bytes=$(stat_field $st bytes)
+    got=${got:-0} bytes=${bytes:-0}
+    emit "$name" "$size" "$count" "$rate" "$got" $((c1 - c0)) $((s1 - s0)) "$hwm" \
+        "$W_BYTES" "$W_PKTS" "$bytes" "$FRAGS" \
+        "ctxsw=$((x1 - x0)) link_drops=$LINK_DROPS kernel_drops=$(stat_field $st agent_krnldrop) rpcapd_sent=$(stat_field $st agent_sent) sensor_lost=$(stat_field $st lost) sensor_socket_drops=$(stat_field $st socket_drops) delay_max_us=$(stat_field $st delay_max_us) delay_mean_us=$(stat_field $st delay_mean_us) processes=$(($(echo $tree | wc -w) + 1))"
+}
+pass_libpcap-rpcapd() { pass_libpcap-rpcapd-mode "$@" passive; }
+pass_libpcap-rpcapd-active() { pass_libpcap-rpcapd-mode "$@" active; }
+
 pass_tcpdump() { # size count rate [name]
     local size=$1 count=$2 rate=$3 name=${4:-tcpdump} d=$WORK/tcpdump
     rm -rf "$d"; mkdir -p "$d"
@@ -591,7 +723,7 @@ emit() {
         -v got="$got" -v cpu="$cpu" -v sched="$sched" -v hwm="$hwm" -v wb="$wb" -v wp="$wp" \
         -v capb="$capb" -v frags="$frags" -v notes="$notes base_busy=$BASE_PCT%" -v machine="$MACHINE_NS" 'BEGIN {
         n = (got > 0) ? got : 1
-        wired = pass ~ /^agent/ && pass !~ /sink/
+        wired = pass !~ /^tcpdump/ && pass !~ /sink/
         print pass, size, count, rate, sprintf("%.0f", count / (gen / 1e9)), got, count - got,
               sprintf("%.1f", cpu / n), sprintf("%.1f", sched / n), sprintf("%.1f", machine / count),
               wired ? sprintf("%.4f", wb / (capb > 0 ? capb : 1)) : "-",

@@ -231,7 +231,7 @@ impl WorkerHost {
                 snaplen,
                 promisc: req.promisc,
                 direction,
-                read_timeout: req.read_timeout,
+                latency: req.read_timeout.min(self.settings.max_latency),
                 filter,
             },
             sampling: req.sampling,

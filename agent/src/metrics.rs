@@ -117,6 +117,7 @@ fn add(a: &Counters, b: &Counters) -> Counters {
         framed_bytes: a.framed_bytes + b.framed_bytes,
         bytes_sent: a.bytes_sent + b.bytes_sent,
         truncated: a.truncated + b.truncated,
+        wakeups: a.wakeups + b.wakeups,
         too_big: a.too_big + b.too_big,
         filtered_out: a.filtered_out + b.filtered_out,
         xdp,
@@ -337,7 +338,7 @@ pub fn render(snap: &Snapshot, process: &Process) -> String {
         labels,
     );
     type Field = fn(&Counters) -> Option<u64>;
-    let families: [(&str, &str, Field); 19] = [
+    let families: [(&str, &str, Field); 20] = [
         ("xrpcapd_capture_frames_seen_total", "Frames the capture saw: delivered by the source plus lost in its ring (STATS ifrecv).", |c| Some(c.received + c.kernel_drops)),
         ("xrpcapd_capture_frames_received_total", "Frames the source delivered to the worker (after the filter).", |c| Some(c.received)),
         ("xrpcapd_capture_frames_filtered_out_total", "Frames the filter rejected in user space (AF_XDP's cBPF judge; AF_PACKET's kernel filter does not count them).", |c| Some(c.filtered_out)),
@@ -349,6 +350,7 @@ pub fn render(snap: &Snapshot, process: &Process) -> String {
         ("xrpcapd_capture_ring_drops_total", "Frames that passed the filter but were lost before the worker read them (AF_PACKET ring full; AF_XDP socket ring full, no UMEM room, chains too long, no socket bound): STATS krnldrop.", |c| Some(c.kernel_drops)),
         ("xrpcapd_capture_send_drops_total", "Framed packets lost in sending (ENOBUFS/EAGAIN, send errors, a TCP peer too slow or gone): STATS ifdrop.", |c| Some(c.send_dropped)),
         ("xrpcapd_capture_truncated_total", "Packets framed cut to the snapshot length (caplen < wire length).", |c| Some(c.truncated)),
+        ("xrpcapd_capture_wakeups_total", "Rounds of the capture's worker thread, each after a wake-up or a full lap of its ring: at low rates about one per MaxLatencyMs.", |c| Some(c.wakeups)),
         ("xrpcapd_capture_decap_decapsulated_total", "Inner frames the decapsulation handed on (decap= only; then frames received counts these).", |c| c.decap.map(|d| d.decapsulated)),
         ("xrpcapd_capture_decap_foreign_total", "Tunnel packets of another tunnel, VNI, GRE key, ERSPAN session or outer source than decap= names: counted, not forwarded.", |c| c.decap.map(|d| d.foreign)),
         ("xrpcapd_capture_decap_malformed_total", "Tunnel packets with cut or inconsistent headers, or outer IP fragments (decap= only): counted, not forwarded.", |c| c.decap.map(|d| d.malformed)),

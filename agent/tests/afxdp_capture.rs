@@ -55,7 +55,7 @@ fn xdp_cfg(filter: &Program, mode: XdpMode) -> Request {
         snaplen: 65535,
         promisc: false,
         direction: Default::default(),
-        read_timeout: Duration::from_millis(30),
+        latency: Duration::from_millis(30),
         filter: filter.clone(),
         settings: Arc::new(CaptureSettings {
             xdp: XdpSettings {

@@ -6,6 +6,7 @@ use rpcap::plain;
 use rpcap::udpstr::{Deframer, DeframerStats, MAX_AHEAD, RESYNC_RUN};
 use rpcap::{MsgType, PktHdr};
 
+use crate::delay::{self, Delay};
 use crate::output::Output;
 use crate::tap::TapSink;
 
@@ -65,6 +66,8 @@ pub struct Capture {
     tap: Option<TapSink>,
     /// Whether the capture had a TAP (its counters go in the final line).
     pub tapped: bool,
+    /// Capture-to-sensor delay of the records written or not.
+    pub delay: Delay,
 }
 
 impl Capture {
@@ -83,6 +86,7 @@ impl Capture {
             write_error_logged: false,
             tap: None,
             tapped: false,
+            delay: Delay::default(),
         }
     }
 
@@ -128,14 +132,17 @@ impl Capture {
     pub fn on_datagram(&mut self, dgram: &[u8], budget: &mut u64) {
         match dgram.get(1).copied() {
             Some(t) if t == MsgType::UdpStrPacket as u8 => {
-                let (out, c, logged, tap) = (
+                let (out, c, logged, tap, delay) = (
                     &mut self.output,
                     &mut self.counters,
                     &mut self.write_error_logged,
                     &mut self.tap,
+                    &mut self.delay,
                 );
+                let now = delay::now_us();
                 // Errors are counted by the deframer itself (stats().malformed).
                 let _ = self.deframer.push(dgram, |h, data| {
+                    delay.observe(now, h);
                     write_record(out, c, logged, tap, budget, h, data)
                 });
             }
@@ -187,6 +194,7 @@ impl Capture {
             self.counters.plain_lost += u64::from(ahead.saturating_sub(1));
         }
         self.plain_last = h.npkt;
+        self.delay.observe(delay::now_us(), h);
         write_record(
             &mut self.output,
             &mut self.counters,

@@ -150,8 +150,13 @@ pub struct Args {
 
     /// Write every capture as one pcapng stream, one interface per capture:
     /// '-' is stdout (e.g. into `tshark -r -`), PATH a named pipe (waits for its
-    /// reader) or a file (truncated). Not rotated.
-    #[arg(short = 'w', value_name = "-|PATH")]
+    /// reader) or a file (truncated), unix:PATH a unix stream socket the
+    /// sensor creates at PATH (mode 0660; a stale socket is replaced, any
+    /// other file refused; removed at exit) and waits on for one reader
+    /// (e.g. `socat -u UNIX-CONNECT:PATH - | tshark -r -`). When the reader
+    /// goes away, as when a pipe's does, the sensor logs it and goes on,
+    /// counting what it cannot write as write_errors. Not rotated.
+    #[arg(short = 'w', value_name = "-|PATH|unix:PATH")]
     write: Option<PathBuf>,
 
     // --- Rotation (tcpdump's -C -G -W -z; see docs/getting-started-sensor.md).
@@ -236,13 +241,25 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "tcp_data")]
     tls_ca: Option<PathBuf>,
 
-    /// Speak TLS (as --tls-ca) and accept an agent only if the SHA-256 of
-    /// its certificate (DER; 64 hex digits, colons allowed, as
-    /// `openssl x509 -noout -fingerprint -sha256` prints it) is one of these
-    /// (repeatable). With --tls-ca as well, both must hold; alone, the
-    /// certificate's issuer and name are not checked.
-    #[arg(long, value_name = "SHA256", value_parser = crate::tls::parse_pin, requires = "tcp_data")]
-    tls_pin: Vec<[u8; 32]>,
+    /// Speak TLS (as --tls-ca) and accept an agent only if its certificate
+    /// or its public key is one of these pins (repeatable, or several
+    /// separated by ';'). sha256//BASE64 pins the public key, as curl's
+    /// --pinnedpubkey: the base64 of the SHA-256 of its DER
+    /// SubjectPublicKeyInfo (`openssl x509 -in agent.pem -pubkey -noout |
+    /// openssl pkey -pubin -outform der | openssl dgst -sha256 -binary |
+    /// base64`); it still holds when the certificate is re-issued for the
+    /// same key. 64 hex digits (colons allowed, as `openssl x509 -noout
+    /// -fingerprint -sha256` prints them) pin the whole certificate (DER).
+    /// With --tls-ca as well, both must hold; alone, the certificate's
+    /// issuer, name and dates are not checked.
+    #[arg(
+        long,
+        value_name = "PIN",
+        value_parser = crate::tls::parse_pin,
+        value_delimiter = ';',
+        requires = "tcp_data"
+    )]
+    tls_pin: Vec<crate::tls::Pin>,
 
     /// The name the agent's certificate must carry for --tls-ca (DNS name or
     /// address). Default: the host of --connect, or the address an active
@@ -340,7 +357,11 @@ pub fn config(a: Args) -> Result<config::Config> {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(StreamTo::Stdout),
         Some(p) if p.as_os_str().is_empty() => bail!("-w needs '-' (stdout) or a path"),
-        Some(p) => Some(StreamTo::Path(p.to_path_buf())),
+        Some(p) => match p.to_str().and_then(|s| s.strip_prefix("unix:")) {
+            Some("") => bail!("-w unix: needs a path (unix:/run/xrpcap.sock)"),
+            Some(s) => Some(StreamTo::Unix(PathBuf::from(s))),
+            None => Some(StreamTo::Path(p.to_path_buf())),
+        },
     };
     let format = a.format.unwrap_or(if stream.is_some() {
         Format::Pcapng
@@ -590,6 +611,11 @@ mod tests {
         assert_eq!((o.format, o.stream), (Format::Pcap, Some(StreamTo::Stdout)));
         let o = out(&["-w", "/run/x.pipe"]);
         assert_eq!(o.stream, Some(StreamTo::Path("/run/x.pipe".into())));
+        let o = out(&["-w", "unix:/run/x.sock"]);
+        assert_eq!(o.stream, Some(StreamTo::Unix("/run/x.sock".into())));
+        assert_eq!(o.format, Format::Pcapng);
+        let o = out(&["-w", "./unix:x"]);
+        assert_eq!(o.stream, Some(StreamTo::Path("./unix:x".into())));
         let dir = tempfile::tempdir().unwrap();
         let o = out(&["--out", dir.path().to_str().unwrap()]);
         assert_eq!((o.format, o.stream), (Format::Pcap, None));
@@ -608,6 +634,27 @@ mod tests {
         assert_eq!(c.udp_shared_port, Some(2004));
         assert!(parse(&["--udp-shared-port", "0"]).is_err());
         assert!(parse(&["--udp-shared-port", "2004", "--tcp-data"]).is_err());
+    }
+
+    #[test]
+    fn tls_pins_of_both_forms_repeated_or_separated() {
+        use crate::tls::Pin;
+        let parse = |args: &[&str]| {
+            let mut v = vec!["xrpcap-sensor", "--listen", "none", "--tcp-data"];
+            v.extend_from_slice(args);
+            Args::try_parse_from(v)
+        };
+        let key = "sha256//YhKJKSzoTt2b5FP18fvpHo7fJYqQCjAa3HWY3tvRMwE=";
+        let cert = "AB".repeat(32);
+        let a = parse(&["--tls-pin", &format!("{key};{cert}")]).unwrap();
+        assert!(matches!(
+            a.tls_pin[..],
+            [Pin::PublicKey(_), Pin::Certificate(_)]
+        ));
+        let a = parse(&["--tls-pin", key, "--tls-pin", &cert]).unwrap();
+        assert_eq!(a.tls_pin.len(), 2);
+        assert!(config(a).unwrap().tls.is_some(), "a pin turns TLS on");
+        assert!(parse(&["--tls-pin", "sha256//abc"]).is_err());
     }
 
     /// tcpdump's rotation letters and their long aliases (rotation block).

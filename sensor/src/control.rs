@@ -563,6 +563,9 @@ impl Sensor {
         }
         m.builder.begin();
         m.builder.agents_refused(self.allow.refused());
+        m.builder.shared_port(self.shared.ports.shared.as_ref());
+        m.builder
+            .tls_refused(self.shared.cfg.tls.as_ref().map_or(0, |t| t.refused()));
         for (key, v) in self.linger.metrics() {
             m.builder.capture(key, &v);
         }

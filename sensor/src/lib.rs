@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod data;
 pub mod data_channel;
+pub mod delay;
 pub mod dial;
 pub mod filter;
 pub mod linger;

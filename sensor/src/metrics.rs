@@ -141,6 +141,18 @@ pub struct Snapshot {
     pub sessions: BTreeMap<&'static str, u64>,
     /// Active agents refused by `--allow`.
     pub agents_refused: u64,
+    /// `--udp-shared-port`'s own counters (0 without it).
+    pub shared_port: SharedPortValues,
+    /// Agent connections whose certificate TLS verification refused.
+    pub tls_refused: u64,
+}
+
+/// The counters of `--udp-shared-port` that belong to no capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedPortValues {
+    pub foreign: u64,
+    pub socket_drops: u64,
+    pub fallbacks: u64,
 }
 
 impl Snapshot {
@@ -155,6 +167,13 @@ impl Snapshot {
             *self.sessions.entry(state).or_default() += n;
         }
         self.agents_refused += o.agents_refused;
+        // Each thread's own shared-port socket: they add.
+        self.shared_port.foreign += o.shared_port.foreign;
+        self.shared_port.socket_drops += o.shared_port.socket_drops;
+        self.shared_port.fallbacks += o.shared_port.fallbacks;
+        // One counter for the process (the threads share the `Tls`):
+        // every snapshot has it, it does not add.
+        self.tls_refused = self.tls_refused.max(o.tls_refused);
     }
 }
 
@@ -188,6 +207,20 @@ impl Builder {
     /// Active agents refused by `--allow` so far.
     pub fn agents_refused(&mut self, n: u64) {
         self.next.agents_refused = n;
+    }
+
+    /// Agent connections refused by TLS verification so far.
+    pub fn tls_refused(&mut self, n: u64) {
+        self.next.tls_refused = n;
+    }
+
+    /// The shared UDP port's counters (None without `--udp-shared-port`: 0).
+    pub fn shared_port(&mut self, sp: Option<&crate::shared_port::SharedPort>) {
+        self.next.shared_port = sp.map_or_else(SharedPortValues::default, |sp| SharedPortValues {
+            foreign: sp.foreign,
+            socket_drops: sp.socket_drops,
+            fallbacks: sp.fallbacks,
+        });
     }
 
     pub fn session(&mut self, state: &'static str) {
@@ -425,6 +458,35 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
     ))
     .expect("valid metric");
     register(&r, refused).inc_by(s.agents_refused);
+    let tls_refused = IntCounter::with_opts(opts(
+        "tls_refused_total",
+        "Agent connections (control or data) whose certificate failed --tls-ca or --tls-pin.",
+    ))
+    .expect("valid metric");
+    register(&r, tls_refused).inc_by(s.tls_refused);
+    // --udp-shared-port: exported (0) without it too, so that dashboards
+    // and alerts read one set of names on every sensor.
+    let shared: [(&str, &str, u64); 3] = [
+        (
+            "shared_port_foreign_total",
+            "Datagrams to --udp-shared-port from an address with no capture on it.",
+            s.shared_port.foreign,
+        ),
+        (
+            "shared_port_socket_drops_total",
+            "Datagrams --udp-shared-port's socket dropped for lack of buffer (SO_RXQ_OVFL).",
+            s.shared_port.socket_drops,
+        ),
+        (
+            "shared_port_fallbacks_total",
+            "Captures given a --udp-ports port: their agent's IP already had the shared port.",
+            s.shared_port.fallbacks,
+        ),
+    ];
+    for (name, help, v) in shared {
+        let c = IntCounter::with_opts(opts(name, help)).expect("valid metric");
+        register(&r, c).inc_by(v);
+    }
     let build = IntGaugeVec::new(
         opts("build_info", "The sensor's version (always 1)."),
         &["version"],
@@ -592,6 +654,7 @@ mod tests {
             let mut b = Builder::default();
             b.begin();
             b.agents_refused(refused);
+            b.tls_refused(4);
             b.session("capturing");
             b.capture((ip.to_string(), "eth0".to_string()), &values(packets, 0));
             b.snapshot().clone()
@@ -605,9 +668,17 @@ mod tests {
             "xrpcap_sensor_sessions{state=\"capturing\"} 2\n",
             "xrpcap_sensor_sessions{state=\"auth\"} 0\n",
             "xrpcap_sensor_agents_refused_total 3\n",
+            "xrpcap_sensor_tls_refused_total 4\n",
         ] {
             assert!(text.contains(want), "{want:?} missing in\n{text}");
         }
+        let mut a = Snapshot::default();
+        a.shared_port.foreign = 1;
+        let mut b = Snapshot::default();
+        b.shared_port.foreign = 2;
+        b.shared_port.socket_drops = 5;
+        a.merge(&b);
+        assert_eq!((a.shared_port.foreign, a.shared_port.socket_drops), (3, 5));
     }
 
     #[test]
@@ -616,6 +687,7 @@ mod tests {
         let mut b = Builder::default();
         b.begin();
         b.agents_refused(3);
+        b.tls_refused(4);
         let v = CaptureValues {
             tap_frames: 7,
             tap_drops: 2,
@@ -626,9 +698,35 @@ mod tests {
         let text = render(b.snapshot(), 0, 1.0, None);
         for want in [
             "xrpcap_sensor_agents_refused_total 3\n",
+            "xrpcap_sensor_tls_refused_total 4\n",
+            // No --udp-shared-port: its counters are there, at 0.
+            "xrpcap_sensor_shared_port_foreign_total 0\n",
+            "xrpcap_sensor_shared_port_fallbacks_total 0\n",
             "xrpcap_sensor_tap_frames_total{agent=\"10.0.0.3\",interface=\"eth0\"} 7\n",
             "xrpcap_sensor_tap_drops_total{agent=\"10.0.0.3\",interface=\"eth0\"} 2\n",
             "xrpcap_sensor_tap_skipped_total{agent=\"10.0.0.3\",interface=\"eth0\"} 1\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_shared_port_counters_are_exported() {
+        let p = crate::data::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut sp = crate::shared_port::SharedPort::new(p);
+        sp.foreign = 5;
+        sp.socket_drops = 2;
+        sp.fallbacks = 1;
+        let mut b = Builder::default();
+        b.begin();
+        b.shared_port(Some(&sp));
+        let text = render(b.snapshot(), 0, 1.0, None);
+        for want in [
+            "# HELP xrpcap_sensor_shared_port_foreign_total Datagrams to --udp-shared-port",
+            "# TYPE xrpcap_sensor_shared_port_foreign_total counter\n",
+            "xrpcap_sensor_shared_port_foreign_total 5\n",
+            "xrpcap_sensor_shared_port_socket_drops_total 2\n",
+            "xrpcap_sensor_shared_port_fallbacks_total 1\n",
         ] {
             assert!(text.contains(want), "{want:?} missing in\n{text}");
         }

@@ -1,6 +1,6 @@
 //! Capture files: pcap or pcapng, one file per agent and interface named
 //! from a template, rotated by size and/or age; or one stream (`-w -`, a
-//! named pipe or a file) that carries every capture as one pcapng section
+//! named pipe, a unix socket's reader or a file) that carries every capture as one pcapng section
 //! with an interface per capture. Records are serialized into a buffer that
 //! the writer thread writes (see `writer`), so the receive loop never waits
 //! for the disk; when no buffer is free, whole records are dropped and
@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -47,6 +47,9 @@ pub enum StreamTo {
     /// `-w PATH`: a named pipe (opened for writing, which waits for its
     /// reader) or a file (created or truncated).
     Path(PathBuf),
+    /// `-w unix:PATH`: a unix stream socket listening at PATH; the stream
+    /// goes to the first reader that connects (see [`listen_unix`]).
+    Unix(PathBuf),
 }
 
 /// Where and how captures are written.
@@ -75,14 +78,26 @@ pub struct Stream {
     target: Arc<Target>,
     name: String,
     interfaces: u32,
+    /// `-w unix:PATH`: the socket file, removed when the stream ends.
+    _socket: Option<SocketFile>,
 }
 
 impl Stream {
     /// Opens the stream's destination. A named pipe blocks here until a
     /// reader opens it.
     pub fn open(to: &StreamTo) -> io::Result<Stream> {
+        let mut socket = None;
         let (dest, name) = match to {
             StreamTo::Stdout => (Dest::Stdout, "stdout".to_string()),
+            StreamTo::Unix(p) => {
+                let (file, reader) = listen_unix(p)?;
+                socket = Some(file);
+                log::info!(
+                    "writing every capture to the reader of unix:{}",
+                    p.display()
+                );
+                (Dest::File(reader), format!("unix:{}", p.display()))
+            }
             StreamTo::Path(p) => {
                 let fifo = std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo());
                 if fifo {
@@ -104,6 +119,7 @@ impl Stream {
             target: Target::new(dest),
             name,
             interfaces: 0,
+            _socket: socket,
         })
     }
 
@@ -111,6 +127,94 @@ impl Stream {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The mode of a `-w unix:PATH` socket: the sensor's user and group may
+/// connect (put the reader's user in the sensor's group), nobody else.
+pub const UNIX_SOCKET_MODE: u32 = 0o660;
+
+/// The socket file of `-w unix:PATH`, removed when dropped (at exit) if it
+/// is still ours (same inode).
+struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
+        if ours {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                log::warn!("cannot remove the socket {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// `-w unix:PATH`: creates a listening unix stream socket at `path` (mode
+/// [`UNIX_SOCKET_MODE`], set before the socket appears at `path`: it is
+/// bound at a temporary name and renamed), waits for one reader and returns
+/// the connection, as a named pipe's open waits for its reader. A stale
+/// socket at `path` (nobody listening) is replaced; anything else there,
+/// or a socket someone listens on, is an error. The listening socket is
+/// closed once the reader connected: a second reader is refused (the
+/// socket file stays until exit). std's UnixListener, no hand-written
+/// socket code.
+fn listen_unix(path: &Path) -> io::Result<(SocketFile, std::fs::File)> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let err = |what: String, e: io::Error| {
+        io::Error::new(e.kind(), format!("-w unix:{}: {what}: {e}", path.display()))
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "-w unix:{}: exists and is not a socket; not replaced",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(_) => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("-w unix:{}: another process listens on it", path.display()),
+                ));
+            }
+            log::info!("replacing the stale socket {}", path.display());
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err("cannot inspect it".into(), e)),
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)
+        .map_err(|e| err(format!("cannot listen at {}", tmp.display()), e))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err("cannot create it".into(), e));
+    }
+    let m = std::fs::symlink_metadata(path).map_err(|e| err("cannot inspect it".into(), e))?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        id: (m.dev(), m.ino()),
+    };
+    log::info!("waiting for a reader on the unix socket {}", path.display());
+    let (reader, _) = listener.accept().map_err(|e| err("accept".into(), e))?;
+    drop(listener);
+    // The stream only goes out; what a reader might send is not read.
+    let _ = reader.shutdown(std::net::Shutdown::Read);
+    Ok((
+        file,
+        std::fs::File::from(std::os::fd::OwnedFd::from(reader)),
+    ))
 }
 
 fn sensor_id() -> &'static SensorId {
@@ -1286,6 +1390,82 @@ mod pcapng_file_tests {
         assert_eq!(delivered.len(), files.len());
         assert!(delivered.windows(2).all(|w| w[0] < w[1]), "{delivered:?}");
         assert_eq!(delivered.last(), Some(&20));
+    }
+
+    /// `-w unix:PATH`: the socket (mode 0660) waits for its reader, which
+    /// gets the pcapng section; a non-socket file is not replaced, a stale
+    /// socket is; the socket file goes with the stream.
+    #[test]
+    fn stream_to_a_unix_socket_reader() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        // A regular file there: refused, left alone.
+        std::fs::write(&path, b"keep").unwrap();
+        let e = Stream::open(&StreamTo::Unix(path.clone())).err().unwrap();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+        // A stale socket there (nobody listens): replaced.
+        std::fs::remove_file(&path).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let p = path.clone();
+        let reader = std::thread::spawn(move || {
+            let mut waited = 0;
+            let mut s = loop {
+                let ok =
+                    std::fs::metadata(&p).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o660);
+                if ok {
+                    if let Ok(s) = std::os::unix::net::UnixStream::connect(&p) {
+                        break s;
+                    }
+                }
+                waited += 1;
+                assert!(waited < 5000, "no listening socket");
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut s, &mut bytes).unwrap();
+            bytes
+        });
+        let cfg = OutputConfig {
+            format: Format::Pcapng,
+            dir: dir.path().to_path_buf(),
+            template: String::new(),
+            rotate_bytes: None,
+            rotate_age: None,
+            files: Default::default(),
+            stream: Some(StreamTo::Unix(path.clone())),
+        };
+        let w = Writer::start().unwrap();
+        let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();
+        assert_eq!(s.name(), format!("unix:{}", path.display()));
+        // A second reader is refused: one stream, one reader.
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+        let mut o =
+            Output::create(&w.handle(), &cfg, Some(&mut s), "a", "e", "x", 1, 1500).unwrap();
+        let h = PktHdr {
+            ts_sec: 1,
+            ts_usec: 2,
+            caplen: 4,
+            len: 4,
+            npkt: 1,
+        };
+        o.write(&h, &[1, 2, 3, 4]).unwrap();
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        assert!(o.files().is_empty(), "a socket is no file");
+        drop((o, s));
+        assert!(!path.exists(), "the socket file is removed with the stream");
+        let bytes = reader.join().unwrap();
+        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut n = 0;
+        while let Some(b) = r.next_block() {
+            if let Block::EnhancedPacket(p) = b.unwrap() {
+                assert_eq!(&p.data[..], &[1, 2, 3, 4]);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 1);
     }
 
     /// `-w FIFO`: the stream opens once a reader has the pipe, and the

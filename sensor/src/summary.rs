@@ -123,6 +123,12 @@ pub fn final_line(
             c.tap_frames, c.tap_drops, c.tap_skipped
         );
     }
+    let _ = write!(
+        line,
+        " delay_max_us={} delay_mean_us={}",
+        cap.delay.max_us,
+        cap.delay.mean_us()
+    );
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let _ = write!(
         line,

@@ -99,3 +99,80 @@ pub fn fingerprint(pem: &Path) -> String {
         .map(|(_, f)| f.to_string())
         .unwrap_or_else(|| panic!("openssl fingerprint: {out}"))
 }
+
+/// The public key pin of the certificate in `pem`, as curl's
+/// `--pinnedpubkey` and xrpcap-sensor's `--tls-pin` take it:
+/// `sha256//` and the base64 of the SHA-256 of its SubjectPublicKeyInfo
+/// (DER). Computed by openssl, independently of the sensor's code.
+pub fn spki_pin(pem: &Path) -> String {
+    let dir = pem.parent().unwrap_or(Path::new("."));
+    let pubkey = dir.join(format!(
+        "{}.pub.der",
+        pem.file_stem().unwrap().to_string_lossy()
+    ));
+    let pubpem = openssl(
+        dir,
+        &["x509", "-in", pem.to_str().unwrap(), "-pubkey", "-noout"],
+    );
+    let pubpem_path = pubkey.with_extension("pem");
+    std::fs::write(&pubpem_path, pubpem).unwrap();
+    openssl(
+        dir,
+        &[
+            "pkey",
+            "-pubin",
+            "-in",
+            pubpem_path.to_str().unwrap(),
+            "-outform",
+            "der",
+            "-out",
+            pubkey.to_str().unwrap(),
+        ],
+    );
+    let b64 = openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-binary",
+            "-out",
+            "spki.sha256",
+            pubkey.to_str().unwrap(),
+        ],
+    );
+    assert!(b64.is_empty());
+    let b64 = openssl(dir, &["base64", "-A", "-in", "spki.sha256"]);
+    format!("sha256//{}", b64.trim())
+}
+
+/// A new certificate `new_stem.pem` for the key of `stem` (its CSR and
+/// extensions as `make_ca` left them), signed by CA `ca` again: another
+/// certificate (serial, dates), the same public key.
+pub fn reissue(dir: &Path, ca: &str, stem: &str, new_stem: &str) {
+    let (csr, ext, out) = (
+        format!("{stem}.csr"),
+        format!("{stem}.ext"),
+        format!("{new_stem}.pem"),
+    );
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &out,
+        ],
+    );
+}

@@ -5,6 +5,9 @@
 //! frames of each interface byte-exact against tcpdump on its link, the
 //! agents' STATS in interface statistics blocks, and a comment on the first
 //! frame after records were lost (datagrams dropped by nftables).
+//! `-w unix:PATH`: a reader connected to the sensor's unix socket gets the
+//! same stream, byte-exact; when it goes away the sensor goes on, counting
+//! write errors, and removes the socket at exit.
 //! Needs root (marked `needs root`: ignored without it), tshark, capinfos
 //! and nft (scripts/setup.sh installs them).
 
@@ -66,30 +69,59 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// `xrpcap-sensor -w - | tshark -r - -w OUT` in ns sen, with the stream
-/// also teed to a file (RAW) for capinfos and for waiting on arrivals.
+/// also teed to a file (RAW) for capinfos and for waiting on arrivals; or
+/// `-w unix:SOCK`, the test connecting to SOCK and piping what it reads
+/// into tshark likewise.
 struct PipedSensor {
     sensor: std::process::Child,
     tshark: std::process::Child,
     tee: Option<std::thread::JoinHandle<()>>,
+    /// `-w unix:`: the test's end of the connection (to leave early).
+    unix: Option<std::os::unix::net::UnixStream>,
     log: tempfile::NamedTempFile,
     dir: tempfile::TempDir,
 }
 
 impl PipedSensor {
     fn start(ns: &Netns) -> PipedSensor {
+        Self::start_to(ns, None)
+    }
+
+    /// With `-w unix:SOCK` when `socket` names SOCK, else `-w -`.
+    fn start_to(ns: &Netns, socket: Option<&Path>) -> PipedSensor {
         let dir = tempfile::tempdir().unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
+        let w = socket.map_or("-".to_string(), |p| format!("unix:{}", p.display()));
         let mut sensor = ns
             .command(bin_path("xrpcap-sensor"))
-            .args(["--listen", "0.0.0.0:2003", "-w", "-"])
+            .args(["--listen", "0.0.0.0:2003", "-w", &w])
             .args(["--filter", "udp port 5000", "--stats-interval", "1"])
             .args(["--summary-interval", "3600"])
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(if socket.is_some() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
+        let mut unix = None;
+        let mut from: Box<dyn Read + Send> = match socket {
+            None => Box::new(sensor.stdout.take().unwrap()),
+            Some(p) => {
+                let waiting = "waiting for a reader on the unix socket";
+                wait_until(START_TIMEOUT, waiting, || {
+                    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                    Ok(text.contains(waiting))
+                })
+                .unwrap();
+                let s = std::os::unix::net::UnixStream::connect(p).unwrap();
+                unix = Some(s.try_clone().unwrap());
+                Box::new(s)
+            }
+        };
         let mut tshark = Command::new("tshark")
             .args(["-r", "-", "-w"])
             .arg(dir.path().join("tshark.pcapng"))
@@ -98,7 +130,6 @@ impl PipedSensor {
             .stderr(Stdio::null())
             .spawn()
             .expect("tshark runs (scripts/setup.sh installs it)");
-        let mut from = sensor.stdout.take().unwrap();
         let mut to = tshark.stdin.take().unwrap();
         let mut raw = std::fs::File::create(dir.path().join("raw.pcapng")).unwrap();
         let tee = std::thread::spawn(move || {
@@ -121,6 +152,7 @@ impl PipedSensor {
             sensor,
             tshark,
             tee: Some(tee),
+            unix,
             log,
             dir,
         };
@@ -156,9 +188,25 @@ impl PipedSensor {
         run("kill", &["-TERM", &pid]);
         let st = self.sensor.wait().unwrap();
         assert!(st.success(), "sensor: {st}\n{}", self.log());
-        self.tee.take().unwrap().join().unwrap();
-        let st = self.tshark.wait().unwrap();
-        assert!(st.success(), "tshark -r - failed: {st}");
+        self.end_reader();
+    }
+
+    /// The reader's end: the tee thread and tshark finish.
+    fn end_reader(&mut self) {
+        if let Some(t) = self.tee.take() {
+            t.join().unwrap();
+            let st = self.tshark.wait().unwrap();
+            assert!(st.success(), "tshark -r - failed: {st}");
+        }
+    }
+
+    /// `-w unix:`: the reader goes away (closes its connection) while the
+    /// sensor runs.
+    fn reader_leaves(&mut self) {
+        let s = self.unix.take().expect("a unix socket reader");
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(s);
+        self.end_reader();
     }
 }
 
@@ -365,6 +413,83 @@ fn two_agents_one_pcapng_stream_through_tshark_byte_exact() {
         2
     );
     drop(gen2);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_unix_socket_reader_gets_the_stream_byte_exact_and_may_leave() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    require_root();
+    require_tool("tshark");
+    let topo = Topology::new().unwrap();
+    let _sink = sink(&topo.cap, Topology::CAP_IP);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("stream.sock");
+    let td = Tcpdump::start(
+        &topo.cap,
+        Topology::CAP_IF,
+        &dir.path().join("c.pcap"),
+        "udp port 5000",
+    )
+    .unwrap();
+    let mut sensor = PipedSensor::start_to(&topo.sen, Some(&sock));
+    let m = std::fs::metadata(&sock).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(m.permissions().mode() & 0o777, 0o660, "the socket's mode");
+    let mut agent = Agent::start(&topo.cap, &active_ini(Topology::SEN_IP), &[]).unwrap();
+    agent.wait_capturing(Topology::CAP_IF, 1).unwrap();
+    let send = |from: u32, to: u32| {
+        for (k, size) in [60usize, 700, 1400].iter().enumerate() {
+            let n = (to - from) / 3;
+            let first = from + n * k as u32;
+            let payloads = numbered_payloads(first + n, *size).split_off(first as usize);
+            send_udp(
+                &topo.gen,
+                addr(Topology::GEN_IP, 4000),
+                addr(Topology::CAP_IP, 5000),
+                &payloads,
+            )
+            .unwrap();
+        }
+    };
+    send(0, 60);
+    wait_for_packets(&sensor.raw(), 60, ARRIVAL).unwrap();
+    let want = td.stop().unwrap();
+    assert_eq!(want.len(), 60);
+
+    // The reader leaves; what tshark read of the socket is byte-exact.
+    sensor.reader_leaves();
+    let name = format!("{}/{}", Topology::UPLINK_IP, Topology::CAP_IF);
+    let got = frames_of(&sensor.tshark_file(), &name, dir.path());
+    assert!(
+        bytes(&got) == bytes(&want),
+        "the socket's stream differs from tcpdump"
+    );
+
+    // The sensor goes on without it, as with a pipe whose reader left: the
+    // write fails once (logged), later records are write errors.
+    send(60, 90);
+    sensor.wait_log("write failed", 1);
+    sensor.wait_log(" sent 90", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        sensor.sensor.try_wait().unwrap().is_none(),
+        "the sensor runs on:\n{}",
+        sensor.log()
+    );
+    sensor.stop();
+    agent.stop().unwrap();
+    let log = sensor.log();
+    let errors: u64 = log
+        .lines()
+        .find_map(|l| l.split(" write_errors=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no final line:\n{log}"))
+        .parse()
+        .unwrap();
+    // Every record after the reader left (30), none before.
+    assert_eq!(errors, 30, "write_errors\n{log}");
+    assert!(!sock.exists(), "the socket file is removed at exit");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! whose UDP captures all use one port. Each agent's file is byte-exact
 //! against tcpdump on its captured link; a datagram to the shared port
 //! from an unknown address, and one from another port of an agent's
-//! address, are counted as foreign and not written.
+//! address, are counted as foreign and not written; the shared port's own
+//! counters are on the sensor's `/metrics` while it runs.
 //! Needs root (marked `needs root`: ignored without it).
 
 use std::net::{SocketAddr, UdpSocket};
@@ -11,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use xrpcap_testkit::daemon::{count_of, START_TIMEOUT};
+use xrpcap_testkit::prometheus::http_get_in;
 use xrpcap_testkit::{
     bin_path, numbered_payloads, read_pcap, require_root, send_udp, veth_pair, wait_for_packets,
     wait_until, Agent, Netns, Packet, Tcpdump, Topology, VethEnd,
@@ -18,6 +20,8 @@ use xrpcap_testkit::{
 
 const ARRIVAL: Duration = Duration::from_secs(20);
 const SHARED_PORT: u16 = 2099;
+/// The sensor's metrics endpoint, in ns sen.
+const METRICS: &str = "127.0.0.1:9465";
 
 const GEN2_IP: &str = "10.200.3.1";
 const CAP2_IP: &str = "10.200.3.2";
@@ -108,6 +112,7 @@ fn two_agents_on_one_shared_udp_port_byte_exact_foreign_counted() {
         .args(["--udp-shared-port", &SHARED_PORT.to_string()])
         .args(["--filter", "udp port 5000", "--stats-interval", "1"])
         .args(["--summary-interval", "3600", "--name", "{agent}.pcap"])
+        .args(["--metrics-listen", METRICS])
         .arg("--out")
         .arg(out.path())
         .env("RUST_LOG", "info")
@@ -160,7 +165,35 @@ fn two_agents_on_one_shared_udp_port_byte_exact_foreign_counted() {
     other_port
         .send_to(&junk, addr(Topology::SEN_IP, SHARED_PORT))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The shared port's counters on /metrics (a snapshot every 100 ms).
+    let scrape = || {
+        let (code, page) =
+            http_get_in(topo.sen.name(), METRICS.parse().unwrap(), "/metrics", None).unwrap();
+        assert_eq!(code, 200, "{page}");
+        page
+    };
+    let mut page = String::new();
+    wait_until(
+        Duration::from_secs(5),
+        "shared_port_foreign_total 1",
+        || {
+            page = scrape();
+            Ok(page.contains("\nxrpcap_sensor_shared_port_foreign_total 1\n"))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{page}"));
+    for want in [
+        "\nxrpcap_sensor_shared_port_socket_drops_total 0\n",
+        "\nxrpcap_sensor_shared_port_fallbacks_total 0\n",
+        // Agent 1's other port: its capture's foreign, not the port's.
+        &format!(
+            "\nxrpcap_sensor_foreign_total{{agent=\"{}\",interface=\"{}\"}} 1\n",
+            Topology::UPLINK_IP,
+            Topology::CAP_IF
+        ),
+    ] {
+        assert!(page.contains(want), "{want:?} missing in\n{page}");
+    }
 
     let pid = sensor.id().to_string();
     std::process::Command::new("kill")

@@ -11,18 +11,25 @@
 //!   nothing.
 //! - Passive mode (--connect) with --tls-pin: byte-exact likewise; the pin
 //!   alone does not check the certificate's name.
+//! - A public key pin (`--tls-pin sha256//BASE64`, curl's form, computed
+//!   by openssl): the agent's certificate re-issued for the same key is
+//!   still accepted (byte-exact); the old certificate's pin refuses the new
+//!   certificate, another key's pin refuses it, with a clear log line.
 //! - A wrong CA, a wrong pin, a wrong name: refused with a clear error in
-//!   the sensor's log, and no capture.
+//!   the sensor's log, and no capture; each refusal counted on /metrics
+//!   (`xrpcap_sensor_tls_refused_total`), logged at WARN once for the
+//!   agent however often it redials.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use xrpcap_testkit::daemon::START_TIMEOUT;
-use xrpcap_testkit::tls::{fingerprint, make_ca};
+use xrpcap_testkit::daemon::{count_of, START_TIMEOUT};
+use xrpcap_testkit::prometheus::http_get_in;
+use xrpcap_testkit::tls::{fingerprint, make_ca, reissue, spki_pin};
 use xrpcap_testkit::{
-    bin_path, numbered_payloads, require_root, send_udp, wait_for_packets, Agent, Child, Sensor,
-    Tcpdump, Topology,
+    bin_path, numbered_payloads, require_root, send_udp, wait_for_packets, wait_until, Agent,
+    Child, Sensor, Tcpdump, Topology,
 };
 
 const ARRIVAL: Duration = Duration::from_secs(20);
@@ -30,6 +37,8 @@ const COUNT: u32 = 200;
 const DST_PORT: u16 = 5000;
 /// The passive agent's port.
 const AGENT_PORT: u16 = 2002;
+/// The sensor's metrics endpoint, in ns sen.
+const METRICS: &str = "127.0.0.1:9466";
 
 fn addr(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().expect("IP address"), port)
@@ -217,20 +226,108 @@ fn passive_rpcaps_with_a_pinned_certificate_is_byte_exact() {
     capture_is_byte_exact(&topo, &mut sensor, &mut agent, d);
 }
 
+#[test]
+#[ignore = "needs root"]
+fn a_pinned_public_key_holds_across_a_reissued_certificate() {
+    require_root();
+    let topo = Topology::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // A name the sensor could not match: a pin alone does not check it.
+    make_ca(d, "ca", &[("server", "serverAuth")], "DNS:agent.invalid");
+    make_ca(
+        d,
+        "other",
+        &[("stranger", "serverAuth")],
+        "DNS:agent.invalid",
+    );
+    let old_cert = fingerprint(&d.join("server.pem"));
+    let key_pin = spki_pin(&d.join("server.pem"));
+    // The agent's certificate re-issued for the same key: it runs with
+    // that one (server.pem becomes the new certificate, tls_ini's name).
+    std::fs::rename(d.join("server.pem"), d.join("server-old.pem")).unwrap();
+    reissue(d, "ca", "server", "server");
+    assert_ne!(
+        fingerprint(&d.join("server.pem")),
+        old_cert,
+        "a new certificate"
+    );
+    assert_eq!(spki_pin(&d.join("server.pem")), key_pin, "the same key");
+    let ini = tls_ini(d, &format!("{}TlsMode = required\n", active_line()));
+
+    let listen = addr(Topology::SEN_IP, Topology::SEN_PORT);
+    let mut sensor = Sensor::start(
+        &topo.sen,
+        listen,
+        &[
+            "--tcp-data",
+            "--filter",
+            "udp dst port 5000",
+            "--tls-pin",
+            &key_pin,
+        ],
+    )
+    .unwrap();
+    let mut agent = Agent::start(&topo.cap, &ini, &[]).unwrap();
+    capture_is_byte_exact(&topo, &mut sensor, agent.child(), d);
+
+    // The old certificate's pin no longer fits; another key's neither.
+    let mut agent = Agent::start(&topo.cap, &ini, &[]).unwrap();
+    refused(&topo, &["--tls-pin", &old_cert], "matches no --tls-pin");
+    let stranger = spki_pin(&d.join("stranger.pem"));
+    let log = refused(&topo, &["--tls-pin", &stranger], "matches no --tls-pin");
+    // The line names what the agent presented, in the pins' own forms.
+    assert!(
+        log.contains(&format!("public key {key_pin})")),
+        "the agent's key pin in the refusal:\n{log}"
+    );
+    let log = agent.stop().unwrap();
+    assert!(!log.contains("capture on c0 started"), "{log}");
+}
+
 /// The sensor started with `tls` against an active agent whose certificate
 /// does not satisfy it: the session ends with `error` in the sensor's log,
-/// the agent never captures, no file is written.
-fn refused(topo: &Topology, tls: &[&str], error: &str) {
+/// the agent never captures, no file is written. The agent redials (every
+/// second): each refusal is counted, the first one logged at WARN.
+fn refused(topo: &Topology, tls: &[&str], error: &str) -> String {
     let listen = addr(Topology::SEN_IP, Topology::SEN_PORT);
-    let mut args = vec!["--tcp-data"];
+    let mut args = vec!["--tcp-data", "--metrics-listen", METRICS];
     args.extend(tls);
     let mut sensor = Sensor::start(&topo.sen, listen, &args).unwrap();
     sensor
         .wait_log(error, 1, Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("{e:#}"));
+    let refusals = || -> u64 {
+        let (_, page) =
+            http_get_in(topo.sen.name(), METRICS.parse().unwrap(), "/metrics", None).unwrap();
+        page.lines()
+            .find_map(|l| l.strip_prefix("xrpcap_sensor_tls_refused_total "))
+            .unwrap_or_else(|| panic!("no tls_refused_total in\n{page}"))
+            .parse()
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(15), "two refusals counted", || {
+        Ok(refusals() >= 2)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", sensor.log()));
     let log = sensor.stop().unwrap();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("refused the agent's certificate:"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one WARN for the agent:\n{log}");
+    assert!(warned[0].contains(error), "the reason in {warned:?}");
+    assert!(
+        warned[0].contains(&format!("agent {}:", Topology::UPLINK_IP)),
+        "the agent in {warned:?}"
+    );
+    assert!(
+        count_of(&log, "refused the agent's certificate again:") >= 1,
+        "later refusals at debug level:\n{log}"
+    );
     assert!(sensor.files().unwrap().is_empty(), "no capture:\n{log}");
     assert!(!log.contains("capturing"), "{log}");
+    log
 }
 
 #[test]

@@ -54,9 +54,11 @@ pub struct Request {
     /// Which frames: STARTCAP's INBOUND/OUTBOUND flags (libpcap's
     /// `pcap_setdirection`).
     pub direction: Direction,
-    /// Partial datagrams are flushed after this long; also bounds the
-    /// AF_PACKET ring's block timeout.
-    pub read_timeout: Duration,
+    /// The latency bound: the least of `MaxLatencyMs` and the read timeout
+    /// the sensor asked for. No frame waits longer in the agent: it is the
+    /// AF_PACKET ring's block timeout, and the worker flushes a partly
+    /// filled datagram at the latest this long after its first record.
+    pub latency: Duration,
     /// The capture's one program: own-traffic exclusion AND local filter AND
     /// the sensor's filter, validated once by the session.
     pub filter: Program,
@@ -264,6 +266,14 @@ pub trait Source {
         sink: &mut F,
     ) -> Result<Polled, CaptureError>;
 
+    /// Whether every frame the source holds was handed over: the worker
+    /// then sends what it has rather than wait for more (the latency bound
+    /// is spent in the source). Sources that cannot tell say no, and the
+    /// worker flushes by its deadline instead.
+    fn caught_up(&self) -> bool {
+        false
+    }
+
     /// Replaces the filter. Frames returned after this call passed the new
     /// program.
     fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError>;
@@ -286,7 +296,7 @@ mod tests {
             snaplen: 100,
             promisc: false,
             direction,
-            read_timeout: Duration::from_millis(10),
+            latency: Duration::from_millis(10),
             filter: Program::accept_all(),
         };
         let wake = EventFd::new().unwrap();

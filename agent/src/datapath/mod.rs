@@ -110,7 +110,8 @@ pub struct DatapathOptions {
     /// Extra datagram slots per udpstr batch (beyond what one record needs).
     pub batch_slots: usize,
     /// How often the worker reads kernel drop counters and checks an idle
-    /// TCP peer; the longest it sleeps when nothing else is due.
+    /// TCP peer when awake; it sleeps at most this or `worker::IDLE_WAKE`,
+    /// whichever is longer, when nothing else is due.
     pub housekeeping: Duration,
 }
 
@@ -150,6 +151,9 @@ pub struct Counters {
     pub bytes_sent: u64,
     /// Frames cut to the snapshot length.
     pub truncated: u64,
+    /// Rounds of the worker's loop (each follows a wake-up or a full lap
+    /// of the ring): what the latency bound saves at low rates.
+    pub wakeups: u64,
     /// Tunnel export: frames over what the path MTU leaves a datagram,
     /// cut with the T bit (ERSPAN) or dropped (VXLAN, GRE).
     pub too_big: u64,
@@ -235,7 +239,7 @@ impl Worker {
             source,
             sampling: spec.sampling,
             shared: Arc::new(Shared::default()),
-            read_timeout: spec.capture.read_timeout,
+            latency: spec.capture.latency,
             housekeeping: opts.housekeeping,
             cpu: spec.cpu,
             decap,
@@ -312,6 +316,7 @@ impl Worker {
             refused: r(&s.refused),
             bytes_sent: r(&s.bytes_sent),
             truncated: r(&s.truncated),
+            wakeups: r(&s.wakeups),
             too_big: r(&s.too_big),
             filtered_out: r(&s.filtered_out),
             xdp: s
@@ -379,7 +384,7 @@ struct Run {
     source: AnySource,
     sampling: Sampling,
     shared: Arc<Shared>,
-    read_timeout: Duration,
+    latency: Duration,
     housekeeping: Duration,
     cpu: Option<usize>,
     decap: Option<DecapStage>,
@@ -395,7 +400,7 @@ impl Run {
             source,
             sampling,
             shared,
-            read_timeout: rt,
+            latency: rt,
             housekeeping: hk,
             cpu,
             decap,

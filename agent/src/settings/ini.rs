@@ -12,6 +12,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::env::Environment;
 use super::model::{Backend, BusyPoll, Config, StatusSocket, MIN_RING_SIZE, MIN_SEND_BUFFER};
@@ -186,6 +187,12 @@ pub static KEYS: &[Key] = &[
         opt
     ),
     field!("WorkerCpu", capture.worker_cpus, parse_cpu_list, cpu_list),
+    field!(
+        "MaxLatencyMs",
+        capture.max_latency,
+        |v| parse_u32_in(v, 1, 60_000).map(|ms| Duration::from_millis(ms.into())),
+        |d: &Duration| one(&d.as_millis())
+    ),
     field!(
         "LogLevel",
         log_level,

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -23,6 +24,10 @@ pub const DEFAULT_SEND_BUFFER: usize = 8 << 20;
 /// Smallest `SendBuffer` (`-u`).
 pub const MIN_SEND_BUFFER: usize = 4096;
 pub const DEFAULT_RING_SIZE: usize = 32 << 20;
+/// `MaxLatencyMs` when unset: short enough for a live view (a sensor's
+/// display, an IDS), long enough that a slow link wakes the agent ~20
+/// times a second rather than once per frame.
+pub const DEFAULT_MAX_LATENCY: Duration = Duration::from_millis(50);
 /// Smallest `RingSize`.
 pub const MIN_RING_SIZE: usize = 1 << 16;
 pub const DEFAULT_KEEPALIVE_SECS: u32 = 60;
@@ -373,6 +378,10 @@ pub struct CaptureSettings {
     pub worker_cpus: Vec<usize>,
     /// `-y`: capture and count, send no data.
     pub dry_run: bool,
+    /// `MaxLatencyMs`: the longest a frame may wait in the agent (less if
+    /// the sensor's read timeout is shorter). Longer means fewer wake-ups
+    /// and less CPU per packet at low rates; see `capture::Request::latency`.
+    pub max_latency: Duration,
 }
 
 impl Default for CaptureSettings {
@@ -384,6 +393,7 @@ impl Default for CaptureSettings {
             send_buffer: DEFAULT_SEND_BUFFER,
             worker_cpus: Vec::new(),
             dry_run: false,
+            max_latency: DEFAULT_MAX_LATENCY,
         }
     }
 }

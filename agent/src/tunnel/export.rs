@@ -274,6 +274,7 @@ impl Exports {
         };
         let filter = compile(linktype, &expr).map_err(|err| err.to_string())?;
         let cpus = settings.worker_cpus.clone();
+        let latency = READ_TIMEOUT.min(settings.max_latency);
         let spec = CaptureSpec {
             capture: capture::Request {
                 ifname: e.ifname.clone(),
@@ -283,7 +284,7 @@ impl Exports {
                 snaplen: e.line.snaplen.unwrap_or(SNAPLEN),
                 promisc: true,
                 direction: Direction::Both,
-                read_timeout: READ_TIMEOUT,
+                latency,
                 filter,
             },
             sampling: Sampling {

@@ -55,7 +55,7 @@ pub fn spec(ifname: &str, filter: Program, transport: Transport) -> CaptureSpec 
             snaplen: 65535,
             promisc: false,
             direction: Default::default(),
-            read_timeout: Duration::from_millis(30),
+            latency: Duration::from_millis(30),
             filter,
         },
         sampling: Sampling {
@@ -115,7 +115,7 @@ impl Reference {
 pub fn assert_commands_wake_an_idle_worker(mut spec: CaptureSpec, filters: [Program; 2]) {
     const SLEEP: Duration = Duration::from_secs(30);
     const BOUND: Duration = Duration::from_millis(1500);
-    spec.capture.read_timeout = SLEEP;
+    spec.capture.latency = SLEEP;
     let opts = DatapathOptions {
         housekeeping: SLEEP,
         ..Default::default()

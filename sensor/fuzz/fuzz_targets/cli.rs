@@ -14,6 +14,7 @@ fuzz_target!(|input: &[u8]| {
     let _ = cli::parse_ifaddr(&text);
     let _ = cli::parse_range(&text);
     let _ = cli::parse_sampling(&text);
+    let _ = xrpcap_sensor::tls::parse_pin(&text);
     let target = cli::connect_target(&text);
     assert!(target.len() >= text.len(), "nothing is cut from --connect");
     let argv = std::iter::once("xrpcap-sensor").chain(text.split('\0'));

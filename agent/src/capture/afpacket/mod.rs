@@ -70,13 +70,13 @@ const BLOCK_OVERHEAD: usize = 4096;
 /// How often an interface that went down is checked for having been deleted.
 const DOWN_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The ring hands a block over at the latest after this: short enough that
-/// a quiet link's frames reach the framer well within the read timeout (the
-/// framer's own flush then adds at most the read timeout).
-fn block_timeout(read_timeout: Duration) -> Duration {
-    read_timeout
-        .min(Duration::from_millis(20))
-        .max(Duration::from_millis(1))
+/// The ring hands a block over at the latest this long after its first
+/// frame: the latency bound itself, since the worker flushes what it read
+/// as soon as it has caught up with the ring (`Source::caught_up`). At low
+/// rates this is the worker's only wake-up per bound; at high rates blocks
+/// fill before it and the worker wakes per full block.
+fn block_timeout(latency: Duration) -> Duration {
+    latency.max(Duration::from_millis(1))
 }
 
 /// Block geometry of the ring.
@@ -171,7 +171,7 @@ impl AfPacket {
 
         attach_filter(&fd, &[Insn::new(0x06, 0, 0, 0)])?;
         sys::sockopt::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
-        let tov_ms = block_timeout(req.read_timeout)
+        let tov_ms = block_timeout(req.latency)
             .as_millis()
             .clamp(1, u32::MAX as u128) as libc::c_uint;
         let ring_req = libc::tpacket_req3 {
@@ -449,6 +449,11 @@ impl AfPacket {
                 revents: 0,
             },
         ];
+        // A link that went down is checked for having been deleted.
+        let timeout = match self.down_since {
+            Some(_) => timeout.min(DOWN_CHECK_INTERVAL),
+            None => timeout,
+        };
         // Rounded up to whole ms: a deadline less than 1 ms away is a short
         // sleep, not a spin.
         let ms = timeout.as_micros().div_ceil(1000).min(u64::MAX as u128) as u64;
@@ -537,6 +542,11 @@ impl Source for AfPacket {
             }
         }
         Ok(Polled::Frames(frames))
+    }
+
+    fn caught_up(&self) -> bool {
+        // The next block is still the kernel's: every retired one was read.
+        self.block_status(self.cur).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0
     }
 
     fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError> {
@@ -807,7 +817,7 @@ mod tests {
             snaplen: 200,
             promisc: false,
             direction,
-            read_timeout: Duration::from_millis(10),
+            latency: Duration::from_millis(10),
             filter,
         };
         let mut cap = match AfPacket::open(&req) {
@@ -855,7 +865,7 @@ mod tests {
             snaplen: 100,
             promisc: false,
             direction: Direction::Both,
-            read_timeout: Duration::from_millis(10),
+            latency: Duration::from_millis(10),
             filter: Program::accept_all(),
         };
         assert!(AfPacket::open(&req).is_err());
