@@ -13,12 +13,14 @@
 //! runs alternate 1 and THREADS receive threads, RUNS pairs, side by side.
 
 mod common;
+mod loopback;
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::*;
+use loopback::{connect_from, thread_of};
 use rpcap::msg::Stats;
 use rpcap::PktHdr;
 
@@ -27,21 +29,6 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A control connection to the sensor from `ip` (a loopback address).
-fn connect_from(ip: Ipv4Addr, port: u16) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
-        match s.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into()) {
-            Ok(()) => return s.into(),
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("cannot connect from {ip} to the sensor on {port}: {e}"),
-        }
-    }
 }
 
 /// Nanoseconds on CPU and waiting for one (runnable, another task on
@@ -231,7 +218,7 @@ fn one_run(threads: usize, agents: usize, per_agent: usize, records: usize, shar
                 cpu_of(&|_, comm| comm == n)
             };
             let mine = (0..agents)
-                .filter(|&a| u32::from(agent_ip(a)) as usize % threads == i)
+                .filter(|&a| thread_of(agent_ip(a), threads) == i)
                 .count() as u64;
             (cpu, mine * per_agent_dgrams)
         })
