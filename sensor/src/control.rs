@@ -156,6 +156,14 @@ impl Sensor {
         };
         if n > 1 {
             log::info!("{n} receive threads: agents dealt by address (--receive-threads)");
+            // The writer thread needs a core too.
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            if n >= cores {
+                log::warn!(
+                    "{n} receive threads on {cores} core(s): they and the writer thread compete for the cores; at most {} is better",
+                    cores.saturating_sub(1).max(1)
+                );
+            }
         }
         let ctl = (n > 1).then(|| crate::shard::Control::new(n));
         let mut lead = None;
