@@ -389,6 +389,12 @@ impl Sensor {
             Owner::Listener => self.accept(),
             Owner::Dial(i) => {
                 if let Some((stream, addr)) = self.dialer.on_ready(i, &sh.registry) {
+                    if !matches!(self.role, Role::Only) {
+                        log::info!(
+                            "passive agent {addr} on receive thread {}",
+                            self.shard_index()
+                        );
+                    }
                     self.add_agent(stream, addr, Some(i));
                 }
             }

@@ -171,6 +171,53 @@ fn two_receive_threads_share_reload_metrics_and_final_lines() {
 }
 
 #[test]
+fn dialed_agents_are_dealt_round_robin() {
+    let ctls: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let targets: Vec<String> = ctls
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let mut args = vec!["--listen", "none", "--udp-ports", "25210-25219"];
+    for t in &targets {
+        args.extend(["--connect", t.as_str()]);
+    }
+    args.extend(["--receive-threads", "2"]);
+    let mut sensor = Sensor::start_env(&args, std::process::Stdio::null(), &[("RUST_LOG", "info")]);
+    let mut servers = Vec::new();
+    for ctl in &ctls {
+        let mut agent = ScriptedAgent::accept(ctl);
+        let (_, req) = agent.handshake(1);
+        send_records(Ipv4Addr::LOCALHOST, req.portdata);
+        servers.push(agent.serve(Stats::default()).0);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    kill(&sensor, "INT");
+    let fin = sensor.wait(Duration::from_secs(20));
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    for s in servers {
+        s.join().unwrap();
+    }
+    // --connect targets 0 and 2 on thread 0, 1 on thread 1.
+    for (i, t) in targets.iter().enumerate() {
+        let want = format!("passive agent {t} on receive thread {}", i % 2);
+        assert!(fin.stderr.contains(&want), "{want}\n{}", fin.stderr);
+    }
+    let lines = sensor.final_lines();
+    assert_eq!(lines.len(), 3, "{}", fin.stderr);
+    // Three agents of one address on two threads: three names, three files.
+    let files = sensor.files();
+    assert_eq!(files.len(), 3, "{files:?}\n{}", fin.stderr);
+    for f in &files {
+        assert_eq!(tcpdump_count(f), RECORDS as usize, "{f:?}");
+    }
+    for l in &lines {
+        assert_eq!(num(l, "packets"), u64::from(RECORDS), "{l:?}");
+    }
+}
+
+#[test]
 fn what_needs_one_thread_is_refused_with_exit_78() {
     for extra in [
         &["--count", "5"][..],
