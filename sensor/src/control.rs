@@ -232,7 +232,9 @@ impl Sensor {
             poll.registry()
                 .register(&mut udp.sock, Owner::SharedUdp.token(), Interest::READABLE)
                 .context("event loop")?;
-            ports.shared = Some(crate::shared_port::SharedPort::new(udp));
+            let mut sp = crate::shared_port::SharedPort::new(udp);
+            sp.set_member(role.index(), cfg.receive_threads);
+            ports.shared = Some(sp);
         }
         Ok(Sensor {
             metrics: p.metrics,

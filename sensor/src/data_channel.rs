@@ -126,8 +126,8 @@ impl DataChannel {
             }
             s.fallbacks += 1;
             log::warn!(
-                "agent {agent}: another capture of this address uses the shared UDP port {}; this one gets a port of --udp-ports",
-                s.port.port
+                "agent {agent}: {}; this capture gets a port of --udp-ports",
+                s.refusal(agent)
             );
         }
         let mut p = ports.bind(ip).map_err(|e| format!("sensor: {e}"))?;

@@ -12,6 +12,12 @@
 //! Datagrams from an IP with no capture are counted in
 //! [`SharedPort::foreign`]; from another port of a capture's IP, in that
 //! capture's `foreign`. Routing is one hash lookup, no allocation.
+//!
+//! With `--receive-threads N` each thread has its own socket of the port
+//! and the kernel hands it the datagrams of the agent addresses it is
+//! steered ([`sys::reuseport::member_for`]); a capture of an agent whose
+//! datagrams would reach another thread's socket (a dialed agent: dials
+//! are dealt round-robin) gets a port of `--udp-ports` too.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -40,8 +46,11 @@ pub struct SharedPort {
     /// Datagrams the socket dropped (SO_RXQ_OVFL): not attributable to a capture.
     pub socket_drops: u64,
     /// Captures that got a per-capture port because their agent's IP
-    /// already had one on the shared port.
+    /// already had one on the shared port (or its datagrams reach another
+    /// receive thread's socket).
     pub fallbacks: u64,
+    /// `--receive-threads`: this socket is member `.0` of `.1`.
+    member: Option<(usize, usize)>,
 }
 
 impl SharedPort {
@@ -52,12 +61,44 @@ impl SharedPort {
             foreign: 0,
             socket_drops: 0,
             fallbacks: 0,
+            member: None,
+        }
+    }
+
+    /// This socket is member `i` of a group of `n` steered by source
+    /// address (one per receive thread).
+    pub fn set_member(&mut self, i: usize, n: usize) {
+        self.member = (n > 1).then_some((i, n));
+    }
+
+    /// Whether `agent`'s datagrams reach this socket.
+    fn reaches(&self, agent: IpAddr) -> bool {
+        self.member
+            .is_none_or(|(i, n)| sys::reuseport::member_for(canonical(agent), n) == i)
+    }
+
+    /// Why [`SharedPort::claim`] refused `agent`, for the log.
+    pub fn refusal(&self, agent: IpAddr) -> String {
+        if self.reaches(agent) {
+            format!(
+                "another capture of this address uses the shared UDP port {}",
+                self.port.port
+            )
+        } else {
+            format!(
+                "its datagrams to the shared UDP port {} reach another receive thread",
+                self.port.port
+            )
         }
     }
 
     /// Routes datagrams from `agent` to agent `idx`; false when another
-    /// agent of that IP holds the route.
+    /// agent of that IP holds the route, or its datagrams reach another
+    /// receive thread's socket.
     pub fn claim(&mut self, agent: IpAddr, idx: usize) -> bool {
+        if !self.reaches(agent) {
+            return false;
+        }
         let ip = canonical(agent);
         match self.routes.get(&ip) {
             Some((owner, _)) => *owner == idx,
@@ -141,5 +182,28 @@ mod tests {
         s.release(a, 3);
         assert_eq!(s.route(at("10.0.0.1:4001")), Route::Unknown);
         assert!(s.claim(a, 9));
+    }
+
+    #[test]
+    fn a_receive_thread_claims_only_the_addresses_steered_to_it() {
+        let mut s = shared();
+        s.set_member(1, 2);
+        let odd: IpAddr = "10.0.0.1".parse().unwrap();
+        let even: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(s.claim(odd, 3));
+        assert!(s.claim("::ffff:10.0.0.3".parse().unwrap(), 4));
+        assert!(s.claim("fd00::5".parse().unwrap(), 5));
+        assert!(!s.claim(even, 6));
+        assert!(!s.claim("fd00::4".parse().unwrap(), 7));
+        assert_eq!(
+            s.refusal(even),
+            format!(
+                "its datagrams to the shared UDP port {} reach another receive thread",
+                s.port.port
+            )
+        );
+        assert!(s
+            .refusal(odd)
+            .starts_with("another capture of this address"));
     }
 }

@@ -172,6 +172,18 @@ fn two_receive_threads_share_reload_metrics_and_final_lines() {
 
 #[test]
 fn dialed_agents_are_dealt_round_robin() {
+    dialed_agents(false);
+}
+
+/// Dials are dealt round-robin, but the shared port's datagrams go by
+/// address (127.0.0.1: thread 1): thread 0's two captures take ports of
+/// the range instead, and every record still arrives.
+#[test]
+fn dialed_agents_on_another_thread_than_their_address_skip_the_shared_port() {
+    dialed_agents(true);
+}
+
+fn dialed_agents(shared: bool) {
     let ctls: Vec<std::net::TcpListener> = (0..3)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -184,6 +196,9 @@ fn dialed_agents_are_dealt_round_robin() {
         args.extend(["--connect", t.as_str()]);
     }
     args.extend(["--receive-threads", "2"]);
+    if shared {
+        args.extend(["--udp-shared-port", "25205"]);
+    }
     let mut sensor = Sensor::start_env(&args, std::process::Stdio::null(), &[("RUST_LOG", "info")]);
     let mut servers = Vec::new();
     for ctl in &ctls {
@@ -203,6 +218,19 @@ fn dialed_agents_are_dealt_round_robin() {
     for (i, t) in targets.iter().enumerate() {
         let want = format!("passive agent {t} on receive thread {}", i % 2);
         assert!(fin.stderr.contains(&want), "{want}\n{}", fin.stderr);
+    }
+    if shared {
+        let n = fin
+            .stderr
+            .matches("reach another receive thread; this capture gets a port of --udp-ports")
+            .count();
+        assert_eq!(n, 2, "{}", fin.stderr);
+        assert!(
+            fin.stderr
+                .contains("shared UDP port 25205: foreign=0 socket_drops=0 fallbacks=2"),
+            "{}",
+            fin.stderr
+        );
     }
     let lines = sensor.final_lines();
     assert_eq!(lines.len(), 3, "{}", fin.stderr);

@@ -61,6 +61,19 @@ pub fn program(n: u32) -> Vec<libc::sock_filter> {
     ]
 }
 
+/// The member of a group of `n` that [`program`] picks for packets from
+/// `ip` (an IPv4-mapped IPv6 address arrives as IPv4: pass it as IPv4).
+pub fn member_for(ip: std::net::IpAddr, n: usize) -> usize {
+    let low = match ip {
+        std::net::IpAddr::V4(v4) => u32::from(v4),
+        std::net::IpAddr::V6(v6) => {
+            let o = v6.octets();
+            u32::from_be_bytes([o[12], o[13], o[14], o[15]])
+        }
+    };
+    low as usize % n.max(1)
+}
+
 /// `SO_REUSEPORT` on a socket not yet bound.
 pub fn enable(fd: &impl AsRawFd) -> io::Result<()> {
     crate::sockopt::set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
@@ -152,7 +165,9 @@ mod tests {
             for last in 1u32..=6 {
                 let ip = 0x7f00_0000 + last;
                 let want = (ip % 3) as usize;
-                assert_eq!(lands(&socks, dst, &format!("127.0.0.{last}")), want);
+                let from = format!("127.0.0.{last}");
+                assert_eq!(member_for(from.parse().unwrap(), 3), want);
+                assert_eq!(lands(&socks, dst, &from), want);
             }
         }
     }
@@ -166,6 +181,8 @@ mod tests {
         for _ in 0..8 {
             assert_eq!(lands(&socks, dst, "[::1]"), 1);
         }
+        assert_eq!(member_for("::1".parse().unwrap(), 4), 1);
+        assert_eq!(member_for("fd00::1:0:7".parse().unwrap(), 4), 3);
     }
 
     #[test]
