@@ -9,9 +9,10 @@
 //! The kernel numbers a group's sockets in the order they joined it: at
 //! `bind` for UDP, at `listen` for TCP. A closed socket's slot is taken by
 //! the group's last one, so the mapping holds only while every socket of
-//! the group lives (the sensor keeps them all until it exits). An index
-//! past the group's size (while it is being built) falls back to the
-//! kernel's hash.
+//! the group lives (the sensor keeps them all until it exits). Until the
+//! program is attached (the sensor attaches it once every member is
+//! bound) the kernel's hash picks, and so it does for an index past the
+//! group's size.
 //!
 //! No `unsafe` here: [`crate::sockopt::setsockopt`] passes the program.
 
