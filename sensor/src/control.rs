@@ -292,12 +292,12 @@ impl Sensor {
     /// threads' too).
     pub fn run(&mut self) -> Result<()> {
         self.role.start()?;
-        let served = self.serve();
-        let end = self.close_all();
-        if let Err(e) = served {
+        if let Err(e) = self.serve() {
+            // As with one loop: the error at once (the others are stopped).
             self.role.join();
             return Err(e);
         }
+        let end = self.close_all();
         self.finish(end)
     }
 
