@@ -171,6 +171,25 @@ fn one_run(threads: usize, agents: usize, per_agent: usize, records: usize, shar
         std::thread::sleep(Duration::from_millis(500));
         child
     });
+    // PIN=1: receive thread i on CPU i (taskset), the writer left free.
+    if env_or("PIN", 0u8) == 1 {
+        for (tid, comm, _) in thread_cpu(pid) {
+            let cpu = if tid == pid {
+                Some(0)
+            } else {
+                comm.strip_prefix("shard-")
+                    .and_then(|i| i.parse::<usize>().ok())
+            };
+            if let Some(cpu) = cpu {
+                let st = std::process::Command::new("taskset")
+                    .args(["-pc", &cpu.to_string(), &tid.to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "taskset");
+            }
+        }
+    }
     let before = thread_cpu(pid);
     let t0 = Instant::now();
     signal(pid, "-CONT");
