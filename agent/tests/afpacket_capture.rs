@@ -435,14 +435,10 @@ fn vlan_tagged_frames_meet_the_filter_as_on_the_wire() {
 #[test]
 #[ignore = "needs root"]
 fn a_slow_link_wakes_the_worker_about_once_per_latency_bound() {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    const BOUND: Duration = Duration::from_millis(250);
-    const FRAMES: usize = 400;
-    const EVERY: Duration = Duration::from_millis(5);
     let ns = NetnsPair::new();
     let tx = ns.gen_sender();
     let sink = udp_sink();
-    let mut s = spec(
+    let s = spec(
         "c0",
         compile(&format!("udp dst port {PORT}")),
         Transport::UdpStr {
@@ -450,55 +446,5 @@ fn a_slow_link_wakes_the_worker_about_once_per_latency_bound() {
             size: 1472,
         },
     );
-    s.capture.latency = BOUND;
-    let worker = Worker::start_with(s, DatapathOptions::default()).expect("start");
-    // The receiver stamps each datagram's arrival; a record's delay is that
-    // minus its capture timestamp (the kernel's, same clock).
-    let receiver = std::thread::spawn(move || {
-        let mut d = rpcap::udpstr::Deframer::new(262_144);
-        let mut buf = vec![0u8; 65536];
-        let mut delays = Vec::new();
-        let t0 = std::time::Instant::now();
-        while delays.len() < FRAMES && t0.elapsed() < Duration::from_secs(20) {
-            let Ok(n) = sink.recv(&mut buf) else { continue };
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-            d.push(&buf[..n], |h, _| {
-                let ts = Duration::new(h.ts_sec.into(), h.ts_usec * 1000);
-                delays.push(now.saturating_sub(ts));
-            })
-            .expect("udpstr datagram");
-        }
-        delays
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let w0 = worker.counters().wakeups;
-    let t0 = std::time::Instant::now();
-    for i in 0..FRAMES {
-        send(&tx, PORT, 64, 1, i);
-        std::thread::sleep(EVERY);
-    }
-    let delays = receiver.join().expect("receiver");
-    let spent = t0.elapsed();
-    let wakeups = worker.counters().wakeups - w0;
-    worker.stop();
-    let max = delays.iter().max().copied().unwrap_or_default();
-    eprintln!(
-        "{} frames over {spent:?}: {wakeups} wake-ups, longest delay {max:?}",
-        delays.len()
-    );
-    assert_eq!(delays.len(), FRAMES, "every frame arrived");
-    // One per bound (~2.5 s / 250 ms = 10) plus the idle wake-ups and the
-    // command; the 20 ms block timeout of before gave over 100.
-    let expected = spent.as_millis() / BOUND.as_millis() + 1;
-    assert!(
-        (wakeups as u128) <= 2 * expected + 4,
-        "{wakeups} wake-ups in {spent:?}, expected about {expected}"
-    );
-    // Frames wait in the ring (that is what saves the wake-ups)...
-    assert!(max >= BOUND / 2, "longest delay {max:?}: no coalescing");
-    // ...but not beyond the bound (plus slack for a loaded machine).
-    assert!(
-        max <= BOUND + Duration::from_millis(250),
-        "longest delay {max:?} over the bound {BOUND:?}"
-    );
+    assert_a_slow_link_wakes_about_once_per_bound(&tx, s, &sink, PORT, Duration::from_millis(250));
 }

@@ -845,6 +845,27 @@ fn commands_wake_an_idle_afxdp_worker_at_once() {
     assert_commands_wake_an_idle_worker(s, [other, compile(&format!("udp dst port {PORT}"))]);
 }
 
+/// As `a_slow_link_wakes_the_worker_about_once_per_latency_bound`
+/// (AF_PACKET): AF_XDP has no block timeout, its coalescing pause is
+/// bounded by the latency bound and comes before the round, and a round
+/// that found the rings dry sends what it read at once. The bound is 60
+/// ms: a pause never exceeds what half the ring (131072 entries) holds at
+/// 1 Mpps, 65 ms.
+#[test]
+#[ignore = "needs root"]
+fn a_slow_link_wakes_the_afxdp_worker_about_once_per_latency_bound() {
+    let ns = pair();
+    let tx = ns.gen_sender();
+    let sink = udp_sink();
+    let mut s = spec(
+        "c0",
+        compile(&format!("udp dst port {PORT}")),
+        udpstr(&sink),
+    );
+    set_source(&mut s, afxdp(XdpMode::Generic));
+    assert_a_slow_link_wakes_about_once_per_bound(&tx, s, &sink, PORT, Duration::from_millis(60));
+}
+
 /// An Ethernet + IPv6 + UDP frame (checksum computed), with an 8-byte
 /// Hop-by-Hop options header before UDP when `hbh`.
 fn v6_udp_frame(src: &str, dst: &str, hbh: bool, payload: &[u8]) -> Vec<u8> {

@@ -138,6 +138,75 @@ pub fn assert_commands_wake_an_idle_worker(mut spec: CaptureSpec, filters: [Prog
     assert!(took < BOUND, "stop took {took:?}");
 }
 
+/// Runs a worker from `spec` (sending udpstr to `sink`) with the latency
+/// bound `bound` while a slow link (one frame every 5 ms from `tx` to
+/// `port`) feeds it, and checks that it woke about once per bound, not per frame,
+/// and that the frames waited for the coalescing but not beyond the bound
+/// (plus the scheduling slack of a loaded machine). Each record's delay is
+/// its arrival at `sink` minus its capture timestamp (same clock).
+pub fn assert_a_slow_link_wakes_about_once_per_bound(
+    tx: &UdpSocket,
+    mut spec: CaptureSpec,
+    sink: &UdpSocket,
+    port: u16,
+    bound: Duration,
+) {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    const FRAMES: usize = 400;
+    const EVERY: Duration = Duration::from_millis(5);
+    spec.capture.latency = bound;
+    let worker = Worker::start_with(spec, DatapathOptions::default()).expect("start");
+    let sink = sink.try_clone().expect("sink");
+    let receiver = std::thread::spawn(move || {
+        let mut d = rpcap::udpstr::Deframer::new(262_144);
+        let mut buf = vec![0u8; 65536];
+        let mut delays = Vec::new();
+        let t0 = Instant::now();
+        while delays.len() < FRAMES && t0.elapsed() < Duration::from_secs(20) {
+            let Ok(n) = sink.recv(&mut buf) else { continue };
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            d.push(&buf[..n], |h, _| {
+                let ts = Duration::new(h.ts_sec.into(), h.ts_usec * 1000);
+                delays.push(now.saturating_sub(ts));
+            })
+            .expect("udpstr datagram");
+        }
+        delays
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let w0 = worker.counters().wakeups;
+    let t0 = Instant::now();
+    for i in 0..FRAMES {
+        send(tx, port, 64, 1, i);
+        std::thread::sleep(EVERY);
+    }
+    let delays = receiver.join().expect("receiver");
+    let spent = t0.elapsed();
+    let wakeups = worker.counters().wakeups - w0;
+    worker.stop();
+    let max = delays.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "{} frames over {spent:?}: {wakeups} wake-ups, longest delay {max:?}",
+        delays.len()
+    );
+    assert_eq!(delays.len(), FRAMES, "every frame arrived");
+    // One per bound plus the idle wake-ups and the command; with a 20 ms
+    // block timeout or pause, as before the bound, a 250 ms bound saw over
+    // 100 (where it should see ~9).
+    let expected = spent.as_millis() / bound.as_millis() + 1;
+    assert!(
+        (wakeups as u128) <= 2 * expected + 4,
+        "{wakeups} wake-ups in {spent:?}, expected about {expected}"
+    );
+    // Frames wait in the ring (that is what saves the wake-ups)...
+    assert!(max >= bound / 2, "longest delay {max:?}: no coalescing");
+    // ...but not beyond the bound (plus slack for a loaded machine).
+    assert!(
+        max <= bound + Duration::from_millis(250),
+        "longest delay {max:?} over the bound {bound:?}"
+    );
+}
+
 /// An Ethernet frame (broadcast destination) with an IPv4/UDP datagram to
 /// CAP_IP:`dport` carrying `body`, 802.1Q-tagged with `vlan` if given.
 /// (IPv4 header checksum set; the UDP checksum left 0, which IPv4 allows.)

@@ -75,16 +75,27 @@ use crate::settings::{BusyPoll, XdpMode, DEFAULT_RING_SIZE};
 
 /// Frames read from one socket per round, so every queue gets its turn.
 const BATCH: u32 = 256;
-/// After a round that found only a few frames, the worker lets more gather
-/// (until its next deadline - the flush of a partly filled datagram, the
-/// housekeeping - or a command at the latest) before the next round:
+/// After a round that found only a few frames, the worker sends them and
+/// then lets more gather (a command wakes it early) before the next round:
 /// AF_XDP has no block timeout like TPACKET_V3, and every wake-up costs a
 /// context switch (in a VM, exits: ~20 us of the worker's CPU here).
-/// The pause is sized from the rate measured since the last one so that a
-/// quarter of the RX ring fills at twice that rate, within these bounds
-/// (the upper one is the AF_PACKET block timeout's, see `datapath`).
+/// The pause is sized from the rate measured since the last one so that
+/// [`GATHER`] frames, or a quarter of a smaller RX ring, gather at twice
+/// that rate, from this much up to the capture's latency bound (as the
+/// AF_PACKET block timeout): a frame that arrives during a pause is read
+/// and sent right after it.
 const COALESCE_MIN: Duration = Duration::from_micros(200);
-const COALESCE_MAX: Duration = Duration::from_millis(20);
+/// The most frames a pause lets gather at the measured rate: the worker
+/// sends them in one burst, which the sensor's socket must take (6 MB at
+/// 1500 B). Gathering a quarter of the 131072-entry ring instead lost
+/// 1-3 % at the sensor's socket at 1500 B and 200 kpps in benches/forward.sh.
+const GATHER: u128 = 4096;
+/// A slow link's pause is long (the rate it measured is low), and unlike
+/// a TPACKET_V3 block a pause does not end when the ring fills: it must
+/// survive a burst at this rate starting right after it begins. With the
+/// ring's floor (131072 entries) that allows 65 ms, above the default
+/// latency bound.
+const BURST_PPS: u64 = 1_000_000;
 /// After the XDP filter changes, frames the old one redirected may still be
 /// on their way into the rings (XDP flushes redirects at the end of a NAPI
 /// poll): the worker keeps judging in user space until this long after the
@@ -115,11 +126,15 @@ enum Judge {
 const XDP_COUNTERS_EVERY: Duration = Duration::from_secs(1);
 
 /// The coalescing pause for RX rings of `ring` entries after `frames`
-/// frames arrived in `elapsed`.
-fn coalesce_for(ring: usize, frames: u64, elapsed: Duration) -> Duration {
-    // frames / elapsed = rate; pause = (ring / 4) / (2 * rate).
-    let ns = (ring as u128 / 8) * elapsed.as_nanos() / u128::from(frames.max(1));
-    Duration::from_nanos(ns.min(u64::MAX as u128) as u64).clamp(COALESCE_MIN, COALESCE_MAX)
+/// frames arrived in `elapsed`, at most `bound` (the latency bound) and
+/// at most what half the ring holds at [`BURST_PPS`].
+fn coalesce_for(ring: usize, frames: u64, elapsed: Duration, bound: Duration) -> Duration {
+    // frames / elapsed = rate; pause = min(2 * GATHER, ring / 4) / (2 * rate).
+    let gather = GATHER.min(ring as u128 / 8);
+    let ns = gather * elapsed.as_nanos() / u128::from(frames.max(1));
+    let burst = Duration::from_nanos((ring as u64 / 2).saturating_mul(1_000_000_000 / BURST_PPS));
+    let max = bound.min(burst).max(COALESCE_MIN);
+    Duration::from_nanos(ns.min(u64::MAX as u128) as u64).clamp(COALESCE_MIN, max)
 }
 
 /// The first `n` bytes of `parts` as pieces in `out`; returns how many.
@@ -165,6 +180,14 @@ pub struct AfXdp {
     /// Frames delivered since `since`, the start of the last pause.
     gathered: u64,
     since: Instant,
+    /// The latency bound: the longest coalescing pause.
+    latency: Duration,
+    /// The pause to take before the next round (a trickle was just read).
+    pause: Option<Duration>,
+    /// The last pause: the next is at most twice as long.
+    last_pause: Duration,
+    /// The last round found the sockets nearly empty: what was read can go.
+    dry: bool,
     /// The program's counters as last read, and when.
     redirect_errors: u64,
     prog_counters: XdpCounters,
@@ -378,6 +401,10 @@ impl AfXdp {
             ring: frames,
             gathered: 0,
             since: Instant::now(),
+            latency: req.latency,
+            pause: None,
+            last_pause: COALESCE_MIN,
+            dry: false,
             redirect_errors: 0,
             prog_counters: Default::default(),
             counters_at: None,
@@ -620,23 +647,43 @@ impl Source for AfXdp {
         timeout: Duration,
         sink: &mut F,
     ) -> Result<Polled, CaptureError> {
-        let (n, dry) = self.lap(sink);
-        self.gathered += n as u64;
-        if n > 0 && !dry {
-            return Ok(Polled::Frames(n));
-        }
-        if n > 0 {
-            let now = Instant::now();
-            let pause = coalesce_for(self.ring, self.gathered, now - self.since);
-            (self.gathered, self.since) = (0, now);
+        // The pause goes before the round, not after it: what a round read
+        // is sent at once (caught_up), and a frame that arrived during the
+        // pause waits at most the pause.
+        if let Some(pause) = self.pause.take() {
             self.coalesce(pause.min(timeout))?;
-            return Ok(Polled::Frames(n));
         }
-        self.wait(timeout)?;
-        let (n, _) = self.lap(sink);
-        // An idle link: the next rate is measured from its first frames.
-        (self.gathered, self.since) = (n as u64, Instant::now());
+        let (mut n, mut dry) = self.lap(sink);
+        if n == 0 {
+            let idle = Instant::now();
+            self.wait(timeout)?;
+            if idle.elapsed() >= self.latency {
+                // An idle link: its next frames may be a burst.
+                self.last_pause = COALESCE_MIN;
+            }
+            (n, dry) = self.lap(sink);
+        }
+        self.dry = dry;
+        self.gathered += n as u64;
+        if n > 0 && dry {
+            // A trickle: it goes out now, and the next frames gather for a
+            // pause sized from the rate since the last one. A pause does
+            // not end when traffic surges (the sensor then gets what
+            // gathered in one burst), so after an idle spell the pauses
+            // start short and at most double each time: a slow link
+            // reaches the whole bound in a few rounds, a burst never
+            // gathers for long.
+            let now = Instant::now();
+            let pause = coalesce_for(self.ring, self.gathered, now - self.since, self.latency)
+                .min(self.last_pause * 2);
+            (self.pause, self.last_pause) = (Some(pause), pause);
+            (self.gathered, self.since) = (0, now);
+        }
         Ok(Polled::Frames(n))
+    }
+
+    fn caught_up(&self) -> bool {
+        self.dry
     }
 
     fn set_filter(&mut self, filter: &Program) -> Result<(), CaptureError> {
@@ -761,20 +808,34 @@ mod tests {
     }
 
     #[test]
-    fn coalescing_pause_fills_a_quarter_of_the_ring_at_twice_the_measured_rate() {
+    fn coalescing_pause_gathers_a_bounded_burst_at_twice_the_measured_rate() {
         let ms = Duration::from_millis;
-        // 100 kpps into 8192 entries: 1024 / 100 k = 10.24 ms.
+        let bound = ms(50);
+        // 100 kpps into 131072 entries: 4096 / 100 k = 40.96 ms.
         assert_eq!(
-            coalesce_for(8192, 100, ms(1)),
-            Duration::from_micros(10_240)
+            coalesce_for(131_072, 100, ms(1), bound),
+            Duration::from_micros(40_960)
         );
-        // 1 Mpps: 1.024 ms; 10 Mpps: the lower bound.
-        assert_eq!(coalesce_for(8192, 1000, ms(1)), Duration::from_micros(1024));
-        assert_eq!(coalesce_for(8192, 10_000, ms(1)), COALESCE_MIN);
-        // A trickle: the upper bound.
-        assert_eq!(coalesce_for(8192, 1, ms(100)), COALESCE_MAX);
+        // 1 Mpps: 4.096 ms; 1000 Mpps: the lower bound.
+        assert_eq!(
+            coalesce_for(131_072, 1000, ms(1), bound),
+            Duration::from_micros(4096)
+        );
+        assert_eq!(coalesce_for(131_072, 1_000_000, ms(1), bound), COALESCE_MIN);
+        // A trickle: the latency bound; a bound below the floor: the floor.
+        assert_eq!(coalesce_for(131_072, 1, ms(100), bound), bound);
+        assert_eq!(coalesce_for(8192, 1, ms(100), ms(0)), COALESCE_MIN);
+        // A long bound: what half the ring holds at 1 Mpps.
+        assert_eq!(
+            coalesce_for(131_072, 1, ms(100), ms(1000)),
+            Duration::from_micros(65_536)
+        );
+        assert_eq!(
+            coalesce_for(8192, 1, ms(100), bound),
+            Duration::from_micros(4096)
+        );
         for (frames, elapsed) in [(10u64, ms(1)), (500, ms(2)), (7, ms(40))] {
-            let p = coalesce_for(4096, frames, elapsed);
+            let p = coalesce_for(4096, frames, elapsed, bound);
             let at_twice = p.as_secs_f64() * 2.0 * frames as f64 / elapsed.as_secs_f64();
             assert!(at_twice <= 1024.0 + 1.0 || p == COALESCE_MIN, "{p:?}");
         }
