@@ -48,9 +48,9 @@
 #               64:1000000:100000pps 1500:250000:25000pps")
 #   -p PASSES   "agent tcpdump" (default), or any of agent, agent-sink,
 #               agent-afxdp, agent-afxdp-sink, agent-metrics,
-#               agent-scraped, agent-vxlan, agent-gre, agent-erspan2,
-#               agent-erspan3, tcpdump, tcpdump-B32M, libpcap-rpcapd,
-#               libpcap-rpcapd-active
+#               agent-scraped, agent-base, agent-vxlan, agent-gre,
+#               agent-erspan2, agent-erspan3, tcpdump, tcpdump-B32M,
+#               libpcap-rpcapd, libpcap-rpcapd-active
 #               (agent-sink: the agent's data go to a device that drops
 #               them; agent-afxdp: the agent with Capture = afxdp:c0;
 #               agent-afxdp-sink: both; agent-metrics: the agent with
@@ -58,6 +58,8 @@
 #               agent-scraped: the same, and `curl` fetches /metrics
 #               from ns cap every SCRAPE_EVERY seconds (default 1) from
 #               the capture's start to the agent's stop;
+#               agent-base: the agent binary $XRPCAPD_BASE (an
+#               earlier build), an A/B of two builds in one invocation;
 #               agent-vxlan etc.: no sensor, the agent exports c0 with a
 #               TunnelClient line to ns sen, where an nftables rule counts
 #               and drops the tunnel datagrams: received = that counter;
@@ -99,7 +101,8 @@
 #   -B          do not build (use target/release as it is)
 #   -k          keep the run directory (logs, configs) for inspection
 # Environment: XRPCAPD=PATH runs that agent binary instead of
-# target/release/xrpcapd (A/B of two builds with -B). RPCAPD=PATH runs
+# target/release/xrpcapd; XRPCAPD_BASE=PATH is the agent-base pass's
+# binary (an A/B of two builds, interleaved). RPCAPD=PATH runs
 # that libpcap rpcapd; by default the libpcap-rpcapd passes take the one
 # scripts/libpcap-remote.sh builds from Debian's libpcap source (as the
 # interop tests do: once, into .cache/libpcap-remote of the repository,
@@ -512,6 +515,13 @@ pass_agent-sink() { # size count rate [name]
     pass_agent "$1" "$2" "$3" sink "${4:-agent}" || rc=$?
     ip -n $CAP rule del ipproto udp dport 2004-2005 lookup 100 2>/dev/null || true
     return $rc
+}
+
+# The agent binary XRPCAPD_BASE (an earlier build) as the agent pass: an
+# A/B of two builds interleaved in one invocation, on the same load.
+pass_agent-base() { # size count rate
+    local AGENT=${XRPCAPD_BASE:?the agent-base pass needs XRPCAPD_BASE=PATH}
+    pass_agent "$1" "$2" "$3" sensor agent-base
 }
 
 # The agent exporting c0 in a tunnel (TunnelClient), no sensor: received =
