@@ -103,6 +103,13 @@ fn afxdp(mode: XdpMode) -> Option<XdpSettings> {
     })
 }
 
+/// A generic-mode AF_XDP capture of c0's port PORT, sending udpstr to `sink`.
+fn generic_spec(sink: &std::net::UdpSocket) -> xrpcapd::datapath::CaptureSpec {
+    let mut s = spec("c0", compile(&format!("udp dst port {PORT}")), udpstr(sink));
+    set_source(&mut s, afxdp(XdpMode::Generic));
+    s
+}
+
 fn udpstr(sink: &std::net::UdpSocket) -> Transport {
     Transport::UdpStr {
         dest: addr(sink),
@@ -509,12 +516,7 @@ fn filter_update_retunes_kernel_rules_and_user_space() {
     let ns = pair();
     let tx = ns.gen_sender();
     let sink = udp_sink();
-    let mut s = spec(
-        "c0",
-        compile(&format!("udp dst port {PORT}")),
-        udpstr(&sink),
-    );
-    set_source(&mut s, afxdp(XdpMode::Generic));
+    let s = generic_spec(&sink);
     let w = Worker::start(s).expect("start");
     send(&tx, OTHER, 100, 10, 0);
     send(&tx, PORT, 100, 10, 100);
@@ -747,12 +749,7 @@ fn a_leftover_program_of_ours_is_replaced() {
     ]);
     assert!(xdp_attached(&ns.cap, "c0"));
     let sink = udp_sink();
-    let mut s = spec(
-        "c0",
-        compile(&format!("udp dst port {PORT}")),
-        udpstr(&sink),
-    );
-    set_source(&mut s, afxdp(XdpMode::Generic));
+    let s = generic_spec(&sink);
     let w = Worker::start(s).expect("replaces its own leftover");
     send(&tx, PORT, 100, 5, 0);
     let (recs, _, _) = collect_udpstr(&sink, 5, LIMIT);
@@ -835,12 +832,7 @@ fn commands_wake_an_idle_afxdp_worker_at_once() {
     let ns = pair();
     ns.cap.switch_thread();
     let sink = udp_sink();
-    let mut s = spec(
-        "c0",
-        compile(&format!("udp dst port {PORT}")),
-        udpstr(&sink),
-    );
-    set_source(&mut s, afxdp(XdpMode::Generic));
+    let s = generic_spec(&sink);
     let other = compile(&format!("udp dst port {OTHER}"));
     assert_commands_wake_an_idle_worker(s, [other, compile(&format!("udp dst port {PORT}"))]);
 }
@@ -857,12 +849,7 @@ fn a_slow_link_wakes_the_afxdp_worker_about_once_per_latency_bound() {
     let ns = pair();
     let tx = ns.gen_sender();
     let sink = udp_sink();
-    let mut s = spec(
-        "c0",
-        compile(&format!("udp dst port {PORT}")),
-        udpstr(&sink),
-    );
-    set_source(&mut s, afxdp(XdpMode::Generic));
+    let s = generic_spec(&sink);
     assert_a_slow_link_wakes_about_once_per_bound(&tx, s, &sink, PORT, Duration::from_millis(60));
 }
 
