@@ -283,24 +283,19 @@ pub(crate) fn run<S: Source, K: Sink>(
         // STATS before this thread runs again, and must see these packets.
         pipe.publish(&shared);
         publish_decap(&shared, decap.as_ref());
+        pipe.send();
         let now = Instant::now();
-        // Caught up with the source: its frames already waited up to the
-        // bound there (AF_PACKET's block timeout), and holding them for
-        // more would only save a short datagram per wake-up.
-        let flush_due = if pipe.has_partial() {
+        if pipe.has_partial() {
+            // Caught up with the source: its frames already waited up to
+            // the bound there (AF_PACKET's block timeout), and holding them
+            // for more would only save a short datagram per wake-up.
             let since = *partial_since.get_or_insert(now);
-            source.caught_up() || now.duration_since(since) >= latency
+            if source.caught_up() || now.duration_since(since) >= latency {
+                pipe.flush();
+                partial_since = None;
+            }
         } else {
             partial_since = None;
-            false
-        };
-        if flush_due {
-            // The short datagram ends the full ones' GSO run: one send
-            // (one syscall, one skb chain) per wake-up, not two.
-            partial_since = None;
-            pipe.flush();
-        } else {
-            pipe.send();
         }
         if now.duration_since(last_housekeeping) >= housekeeping {
             last_housekeeping = now;
