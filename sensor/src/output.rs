@@ -1319,6 +1319,48 @@ mod pcapng_file_tests {
     use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
     use pcap_file::pcapng::{Block, PcapNgReader};
 
+    /// A pcapng output that streams to `to` (no files of its own).
+    fn stream_cfg(dir: &Path, to: StreamTo) -> OutputConfig {
+        OutputConfig {
+            format: Format::Pcapng,
+            dir: dir.to_path_buf(),
+            template: String::new(),
+            rotate_bytes: None,
+            rotate_age: None,
+            files: Default::default(),
+            stream: Some(to),
+        }
+    }
+
+    /// One 4-byte record (1, 2, 3, 4) through an output on stream `s`,
+    /// closed and synced.
+    fn one_record_through(w: &Writer, cfg: &OutputConfig, s: &mut Stream) -> Output {
+        let mut o = Output::create(&w.handle(), cfg, Some(s), "a", "e", "x", 1, 1500).unwrap();
+        let h = PktHdr {
+            ts_sec: 1,
+            ts_usec: 2,
+            caplen: 4,
+            len: 4,
+            npkt: 1,
+        };
+        o.write(&h, &[1, 2, 3, 4]).unwrap();
+        o.close();
+        assert!(o.sync(Duration::from_secs(5)));
+        o
+    }
+
+    /// The packet bytes of every EPB in a pcapng byte stream.
+    fn packets_of(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut r = PcapNgReader::new(bytes).unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = r.next_block() {
+            if let Block::EnhancedPacket(p) = b.unwrap() {
+                out.push(p.data.to_vec());
+            }
+        }
+        out
+    }
+
     fn blocks(f: &Path) -> Vec<Block<'static>> {
         let bytes = std::fs::read(f).unwrap();
         let mut r = PcapNgReader::new(&bytes[..]).unwrap();
@@ -1427,45 +1469,17 @@ mod pcapng_file_tests {
             std::io::Read::read_to_end(&mut s, &mut bytes).unwrap();
             bytes
         });
-        let cfg = OutputConfig {
-            format: Format::Pcapng,
-            dir: dir.path().to_path_buf(),
-            template: String::new(),
-            rotate_bytes: None,
-            rotate_age: None,
-            files: Default::default(),
-            stream: Some(StreamTo::Unix(path.clone())),
-        };
+        let cfg = stream_cfg(dir.path(), StreamTo::Unix(path.clone()));
         let w = Writer::start().unwrap();
         let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();
         assert_eq!(s.name(), format!("unix:{}", path.display()));
         // A second reader is refused: one stream, one reader.
         assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
-        let mut o =
-            Output::create(&w.handle(), &cfg, Some(&mut s), "a", "e", "x", 1, 1500).unwrap();
-        let h = PktHdr {
-            ts_sec: 1,
-            ts_usec: 2,
-            caplen: 4,
-            len: 4,
-            npkt: 1,
-        };
-        o.write(&h, &[1, 2, 3, 4]).unwrap();
-        o.close();
-        assert!(o.sync(Duration::from_secs(5)));
+        let o = one_record_through(&w, &cfg, &mut s);
         assert!(o.files().is_empty(), "a socket is no file");
         drop((o, s));
         assert!(!path.exists(), "the socket file is removed with the stream");
-        let bytes = reader.join().unwrap();
-        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
-        let mut n = 0;
-        while let Some(b) = r.next_block() {
-            if let Block::EnhancedPacket(p) = b.unwrap() {
-                assert_eq!(&p.data[..], &[1, 2, 3, 4]);
-                n += 1;
-            }
-        }
-        assert_eq!(n, 1);
+        assert_eq!(packets_of(&reader.join().unwrap()), [[1, 2, 3, 4]]);
     }
 
     /// `-w FIFO`: the stream opens once a reader has the pipe, and the
@@ -1482,40 +1496,12 @@ mod pcapng_file_tests {
         let f = fifo.clone();
         let reader = std::thread::spawn(move || std::fs::read(f).unwrap());
         let w = Writer::start().unwrap();
-        let cfg = OutputConfig {
-            format: Format::Pcapng,
-            dir: dir.path().to_path_buf(),
-            template: String::new(),
-            rotate_bytes: None,
-            rotate_age: None,
-            files: Default::default(),
-            stream: Some(StreamTo::Path(fifo.clone())),
-        };
+        let cfg = stream_cfg(dir.path(), StreamTo::Path(fifo.clone()));
         let mut s = Stream::open(cfg.stream.as_ref().unwrap()).unwrap();
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
-        let mut o =
-            Output::create(&w.handle(), &cfg, Some(&mut s), "a", "e", "x", 1, 1500).unwrap();
-        let h = PktHdr {
-            ts_sec: 1,
-            ts_usec: 2,
-            caplen: 4,
-            len: 4,
-            npkt: 1,
-        };
-        o.write(&h, &[1, 2, 3, 4]).unwrap();
-        o.close();
-        assert!(o.sync(Duration::from_secs(5)));
+        let o = one_record_through(&w, &cfg, &mut s);
         assert_eq!(o.files(), std::slice::from_ref(&fifo));
         drop((o, s));
-        let bytes = reader.join().unwrap();
-        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
-        let mut n = 0;
-        while let Some(b) = r.next_block() {
-            if let Block::EnhancedPacket(p) = b.unwrap() {
-                assert_eq!(&p.data[..], &[1, 2, 3, 4]);
-                n += 1;
-            }
-        }
-        assert_eq!(n, 1);
+        assert_eq!(packets_of(&reader.join().unwrap()), [[1, 2, 3, 4]]);
     }
 }
