@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use loopback::{connect_from, thread_of};
-use rpcap::msg::Stats;
 use rpcap::PktHdr;
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -110,23 +109,9 @@ fn one_run(threads: usize, agents: usize, per_agent: usize, records: usize, shar
         args.extend(["--udp-shared-port", "26105"]);
     }
     let mut sensor = Sensor::start_env(&args, std::process::Stdio::null(), &[("RUST_LOG", "warn")]);
-    let handles: Vec<_> = (0..agents)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut agent = ScriptedAgent::from_stream(connect_from(agent_ip(i), 26101));
-                let (_, req) = agent.handshake(1);
-                let (server, _) = agent.serve(Stats::default());
-                (req.portdata, server)
-            })
-        })
-        .collect();
-    let mut ports = Vec::new();
-    let mut servers = Vec::new();
-    for h in handles {
-        let (p, s) = h.join().unwrap();
-        ports.push(p);
-        servers.push(s);
-    }
+    let (ports, servers) = capturing_agents(agents, move |i| {
+        ScriptedAgent::from_stream(connect_from(agent_ip(i), 26101))
+    });
     let pid = sensor.pid();
     signal(pid, "-STOP");
     // Frame and queue every datagram while the sensor sleeps.

@@ -187,27 +187,13 @@ fn thousand_agents_report() {
     // Control connections: one thread each for the handshake, then one
     // serving STATS per agent.
     let t_setup = Instant::now();
-    let handles: Vec<_> = (0..agents)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut agent = if shared {
-                    ScriptedAgent::from_stream(connect_from(agent_ip(i), 26001))
-                } else {
-                    ScriptedAgent::connect(26001)
-                };
-                let (_, req) = agent.handshake(1);
-                let (server, _) = agent.serve(Stats::default());
-                (req.portdata, server)
-            })
-        })
-        .collect();
-    let mut ports = Vec::new();
-    let mut servers = Vec::new();
-    for h in handles {
-        let (p, s) = h.join().unwrap();
-        ports.push(p);
-        servers.push(s);
-    }
+    let (ports, servers) = capturing_agents(agents, move |i| {
+        if shared {
+            ScriptedAgent::from_stream(connect_from(agent_ip(i), 26001))
+        } else {
+            ScriptedAgent::connect(26001)
+        }
+    });
     println!(
         "{agents} agents set up in {:.2}s",
         t_setup.elapsed().as_secs_f64()

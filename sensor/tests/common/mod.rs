@@ -136,3 +136,24 @@ impl Drop for Sensor {
         let _ = self.child.wait();
     }
 }
+
+/// `n` scripted agents at once, agent `i` dialled by `dial(i)`: each takes
+/// one capture (handshake, STARTCAP) and serves the sensor's STATS in the
+/// background. Returns the data port the sensor gave each, in order, and
+/// the serving threads (they end with the sensor).
+pub fn capturing_agents<F>(n: usize, dial: F) -> (Vec<u16>, Vec<thread::JoinHandle<()>>)
+where
+    F: Fn(usize) -> ScriptedAgent + Copy + Send + 'static,
+{
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut agent = dial(i);
+                let (_, req) = agent.handshake(1);
+                let (server, _) = agent.serve(rpcap::msg::Stats::default());
+                (req.portdata, server)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).unzip()
+}
