@@ -242,6 +242,11 @@ pub fn veth_pair(a: VethEnd<'_>, b: VethEnd<'_>, mtu: u32) -> Result<()> {
 ///  10.200.1.1   10.200.1.2          10.200.2.1  10.200.2.2
 /// ```
 /// Fields drop in declaration order: gen, cap, sen.
+/// `ip:port` as a socket address (a test's literal: panics on a bad one).
+pub fn sock_addr(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("IP address"), port)
+}
+
 #[derive(Debug)]
 pub struct Topology {
     pub gen: Netns,
@@ -250,6 +255,16 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// An agent's rpcapd.ini dialling the sensor at `sensor_ip` (its
+    /// port) for the captured interface, NULL authentication, 1 s backoff.
+    pub fn active_ini(sensor_ip: &str) -> String {
+        format!(
+            "ActiveClient = {sensor_ip}, {}, ifname={}\nNullAuthPermit = YES\nMaxBackoffSecs = 1\n",
+            Self::SEN_PORT,
+            Self::CAP_IF
+        )
+    }
+
     pub const GEN_IF: &'static str = "g0";
     pub const GEN_IP: &'static str = "10.200.1.1";
     /// The captured interface, in ns cap.

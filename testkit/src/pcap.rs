@@ -23,6 +23,12 @@ pub struct Packet {
     pub data: Vec<u8>,
 }
 
+/// Each packet's wire length and bytes: what byte-exact comparisons of
+/// two captures look at.
+pub fn len_and_data(p: &[Packet]) -> Vec<(u32, Vec<u8>)> {
+    p.iter().map(|p| (p.len, p.data.clone())).collect()
+}
+
 /// Reads every packet of a pcap or pcapng file (told apart by magic number).
 /// A truncated or malformed file is an error.
 pub fn read_pcap(path: &Path) -> Result<Vec<Packet>> {

@@ -22,9 +22,7 @@ const HEADERS: usize = 42;
 /// How long forwarded packets may take to show up in the sensor's file.
 const ARRIVAL: Duration = Duration::from_secs(20);
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 fn sensor_addr() -> SocketAddr {
     addr(Topology::SEN_IP, Topology::SEN_PORT)

@@ -2,7 +2,6 @@
 //! program is attached while a sensor captures, the frames arrive, and it
 //! is gone from the interface after SIGTERM. Needs root.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use xrpcap_testkit::netns::xdp_attached;
@@ -13,9 +12,7 @@ use xrpcap_testkit::{
 const FRAMES: u32 = 50;
 const ARRIVAL: Duration = Duration::from_secs(20);
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IPv4 address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 /// Starts sensor and agent with `ini_extra` / `client_extra`, checks the
 /// program is on c0 while capturing and that the frames arrive, then stops

@@ -12,9 +12,7 @@ use xrpcap_testkit::{
     numbered_payloads, require_root, send_udp, wait_for_packets, Agent, Sensor, Topology,
 };
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IPv4 address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 fn sensor_addr() -> SocketAddr {
     addr(Topology::SEN_IP, Topology::SEN_PORT)

@@ -8,7 +8,6 @@
 //! cut inside its tunnel header, are counted on the agent's final line,
 //! not forwarded. Needs root.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -24,9 +23,7 @@ const ARRIVAL: Duration = Duration::from_secs(20);
 /// The inner traffic both sides keep (the sensor's filter runs on inner frames).
 const INNER_FILTER: &str = "udp dst port 7001";
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 fn ini(decap: &str) -> String {
     format!(

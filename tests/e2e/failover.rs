@@ -8,7 +8,6 @@
 //! at once). Needs root.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +26,7 @@ const FAILBACK_SECS: u64 = 3;
 /// The agent's metrics endpoint, in ns cap.
 const METRICS: &str = "127.0.0.1:9918";
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IPv4 address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 /// The numbered payloads in every capture file of `sensor` (a killed
 /// sensor's file may end in a torn record: what can be read).

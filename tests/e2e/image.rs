@@ -21,7 +21,6 @@
 //! Needs root and buildah (scripts/setup.sh).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,9 +52,7 @@ const SENSOR_NAME: &str = "xrpcap-sensor.test";
 /// Where the test puts setpriv (and its loader and libraries) in a container.
 const HELPER_DIR: &str = "/.xrpcap-test";
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 /// A program of the host, found on PATH; missing: a failure naming setup.sh.
 fn host_tool(name: &str) -> PathBuf {

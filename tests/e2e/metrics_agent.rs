@@ -23,9 +23,7 @@ const HEADERS: usize = 42;
 const ARRIVAL: Duration = Duration::from_secs(20);
 const METRICS_PORT: u16 = 9917;
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 /// `GET path` on `to` from namespace `ns`: the status line and the body.
 fn get(ns: &Netns, to: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {

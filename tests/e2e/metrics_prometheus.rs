@@ -26,9 +26,7 @@ const AGENT_METRICS_PORT: u16 = 9917;
 /// Prometheus' own address, in ns sen.
 const PROMETHEUS: &str = "127.0.0.1:9090";
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 /// Whether this xrpcapd has `--metrics-listen` (issue 15, agent side): the
 /// agent half of the test runs once it has.

@@ -8,7 +8,6 @@
 //! - SIGTERM to the sensor: the agent sees ENDCAP and CLOSE (its log), not
 //!   a dropped connection.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use xrpcap_testkit::traffic::{ping_pong, udp, UdpEcho};
@@ -19,9 +18,7 @@ use xrpcap_testkit::{
 const ARRIVAL: Duration = Duration::from_secs(20);
 const ROUND_TRIPS: u32 = 50;
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 fn active_ini() -> String {
     format!(

@@ -12,7 +12,7 @@
 //! and nft (scripts/setup.sh installs them).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -33,17 +33,7 @@ const CAP2_IP: &str = "10.200.3.2";
 const UPLINK2_IP: &str = "10.200.4.1";
 const SEN2_IP: &str = "10.200.4.2";
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
-
-fn active_ini(sensor_ip: &str) -> String {
-    format!(
-        "ActiveClient = {sensor_ip}, {}, ifname={}\nNullAuthPermit = YES\nMaxBackoffSecs = 1\n",
-        Topology::SEN_PORT,
-        Topology::CAP_IF
-    )
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 /// A program the test needs; its absence fails the test (setup.sh installs it).
 fn require_tool(name: &str) {
@@ -245,9 +235,7 @@ fn frames_of(file: &Path, if_name: &str, dir: &Path) -> Vec<Packet> {
     read_pcap(&part).unwrap()
 }
 
-fn bytes(p: &[Packet]) -> Vec<(u32, Vec<u8>)> {
-    p.iter().map(|p| (p.len, p.data.clone())).collect()
-}
+use xrpcap_testkit::pcap::len_and_data as bytes;
 
 #[test]
 #[ignore = "needs root"]
@@ -304,8 +292,8 @@ fn two_agents_one_pcapng_stream_through_tshark_byte_exact() {
     )
     .unwrap();
     let mut sensor = PipedSensor::start(&topo.sen);
-    let mut a1 = Agent::start(&topo.cap, &active_ini(Topology::SEN_IP), &[]).unwrap();
-    let mut a2 = Agent::start(&cap2, &active_ini(SEN2_IP), &[]).unwrap();
+    let mut a1 = Agent::start(&topo.cap, &Topology::active_ini(Topology::SEN_IP), &[]).unwrap();
+    let mut a2 = Agent::start(&cap2, &Topology::active_ini(SEN2_IP), &[]).unwrap();
     a1.wait_capturing(Topology::CAP_IF, 1).unwrap();
     a2.wait_capturing(Topology::CAP_IF, 1).unwrap();
 
@@ -436,7 +424,7 @@ fn a_unix_socket_reader_gets_the_stream_byte_exact_and_may_leave() {
     let m = std::fs::metadata(&sock).unwrap();
     assert!(m.file_type().is_socket());
     assert_eq!(m.permissions().mode() & 0o777, 0o660, "the socket's mode");
-    let mut agent = Agent::start(&topo.cap, &active_ini(Topology::SEN_IP), &[]).unwrap();
+    let mut agent = Agent::start(&topo.cap, &Topology::active_ini(Topology::SEN_IP), &[]).unwrap();
     agent.wait_capturing(Topology::CAP_IF, 1).unwrap();
     let send = |from: u32, to: u32| {
         for (k, size) in [60usize, 700, 1400].iter().enumerate() {
@@ -502,7 +490,7 @@ fn records_lost_on_the_way_get_a_comment_on_the_next_frame() {
     let topo = Topology::new().unwrap();
     let _sink = sink(&topo.cap, Topology::CAP_IP);
     let mut sensor = PipedSensor::start(&topo.sen);
-    let mut agent = Agent::start(&topo.cap, &active_ini(Topology::SEN_IP), &[]).unwrap();
+    let mut agent = Agent::start(&topo.cap, &Topology::active_ini(Topology::SEN_IP), &[]).unwrap();
     agent.wait_capturing(Topology::CAP_IF, 1).unwrap();
     let payloads = numbered_payloads(80, 200);
     let send = |r: std::ops::Range<usize>| {

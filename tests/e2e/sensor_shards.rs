@@ -9,33 +9,20 @@
 //! threads bind from one range; a port the other holds is skipped).
 //! Needs root (marked `needs root`: ignored without it).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use xrpcap_testkit::daemon::{Sensor, START_TIMEOUT};
 use xrpcap_testkit::wait_until;
 use xrpcap_testkit::{
     numbered_payloads, read_pcap, require_root, send_udp, veth_pair, wait_for_packets, Agent,
-    Netns, Packet, Tcpdump, Topology, VethEnd,
+    Netns, Tcpdump, Topology, VethEnd,
 };
 
 const ARRIVAL: Duration = Duration::from_secs(20);
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
-fn active_ini(sensor_ip: &str) -> String {
-    format!(
-        "ActiveClient = {sensor_ip}, {}, ifname={}\nNullAuthPermit = YES\nMaxBackoffSecs = 1\n",
-        Topology::SEN_PORT,
-        Topology::CAP_IF
-    )
-}
-
-fn bytes(p: &[Packet]) -> Vec<(u32, Vec<u8>)> {
-    p.iter().map(|p| (p.len, p.data.clone())).collect()
-}
+use xrpcap_testkit::pcap::len_and_data as bytes;
 
 /// One agent's link: the generator and the captured link (gen ── cap),
 /// the uplink to the sensor's namespace, the agent's address on it.
@@ -144,7 +131,7 @@ fn four_agents_on_two_receive_threads(data_args: &[&str]) {
     let mut sensor = Sensor::start(&topo.sen, addr("0.0.0.0", Topology::SEN_PORT), &extra).unwrap();
     let mut agents: Vec<Agent> = links
         .iter()
-        .map(|l| Agent::start(cap_of(l, &topo), &active_ini(&l.sensor_ip), &[]).unwrap())
+        .map(|l| Agent::start(cap_of(l, &topo), &Topology::active_ini(&l.sensor_ip), &[]).unwrap())
         .collect();
     for a in &mut agents {
         a.wait_capturing(Topology::CAP_IF, 1).unwrap();

@@ -7,7 +7,7 @@
 //! counters are on the sensor's `/metrics` while it runs.
 //! Needs root (marked `needs root`: ignored without it).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use xrpcap_testkit::daemon::{count_of, START_TIMEOUT};
 use xrpcap_testkit::prometheus::http_get_in;
 use xrpcap_testkit::{
     bin_path, numbered_payloads, read_pcap, require_root, send_udp, veth_pair, wait_for_packets,
-    wait_until, Agent, Netns, Packet, Tcpdump, Topology, VethEnd,
+    wait_until, Agent, Netns, Tcpdump, Topology, VethEnd,
 };
 
 const ARRIVAL: Duration = Duration::from_secs(20);
@@ -28,21 +28,9 @@ const CAP2_IP: &str = "10.200.3.2";
 const UPLINK2_IP: &str = "10.200.4.1";
 const SEN2_IP: &str = "10.200.4.2";
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
-fn active_ini(sensor_ip: &str) -> String {
-    format!(
-        "ActiveClient = {sensor_ip}, {}, ifname={}\nNullAuthPermit = YES\nMaxBackoffSecs = 1\n",
-        Topology::SEN_PORT,
-        Topology::CAP_IF
-    )
-}
-
-fn bytes(p: &[Packet]) -> Vec<(u32, Vec<u8>)> {
-    p.iter().map(|p| (p.len, p.data.clone())).collect()
-}
+use xrpcap_testkit::pcap::len_and_data as bytes;
 
 fn read_log(log: &tempfile::NamedTempFile) -> String {
     std::fs::read_to_string(log.path()).unwrap_or_default()
@@ -128,8 +116,8 @@ fn two_agents_on_one_shared_udp_port_byte_exact_foreign_counted() {
         .unwrap_or_else(|e| panic!("{e:#}\n--- sensor log ---\n{}", read_log(&log)));
     };
     wait_log("listening for active agents", 1);
-    let mut a1 = Agent::start(&topo.cap, &active_ini(Topology::SEN_IP), &[]).unwrap();
-    let mut a2 = Agent::start(&cap2, &active_ini(SEN2_IP), &[]).unwrap();
+    let mut a1 = Agent::start(&topo.cap, &Topology::active_ini(Topology::SEN_IP), &[]).unwrap();
+    let mut a2 = Agent::start(&cap2, &Topology::active_ini(SEN2_IP), &[]).unwrap();
     a1.wait_capturing(Topology::CAP_IF, 1).unwrap();
     a2.wait_capturing(Topology::CAP_IF, 1).unwrap();
     // Both captures were told the one shared port.

@@ -17,9 +17,7 @@ use xrpcap_testkit::{
 /// How long forwarded packets may take to show up.
 const ARRIVAL: Duration = Duration::from_secs(20);
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 fn active_ini() -> String {
     format!(

@@ -20,7 +20,6 @@
 //!   (`xrpcap_sensor_tls_refused_total`), logged at WARN once for the
 //!   agent however often it redials.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -40,9 +39,7 @@ const AGENT_PORT: u16 = 2002;
 /// The sensor's metrics endpoint, in ns sen.
 const METRICS: &str = "127.0.0.1:9466";
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()

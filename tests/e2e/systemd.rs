@@ -14,7 +14,6 @@
 //!
 //! Needs root (namespaces); real packets on the test's own namespaces.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -33,9 +32,7 @@ const ARRIVAL: Duration = Duration::from_secs(20);
 const NET_CAPS: u64 = (1 << 12) | (1 << 13);
 const NOBODY: u32 = 65534;
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 /// A unix datagram socket standing in for systemd's notify socket: every
 /// message received, with when it arrived.

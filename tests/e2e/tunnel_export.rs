@@ -8,7 +8,6 @@
 //! decoding must give back the frames a reference tcpdump saw on c0, byte
 //! for byte and in order. Needs root.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -29,9 +28,7 @@ const HEADERS: usize = 42;
 /// Scapy's version, as scripts/setup.sh installs it (SCAPY_VERSION).
 const SCAPY_VERSION: &str = "2.6.1";
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("IP address"), port)
-}
+use xrpcap_testkit::netns::sock_addr as addr;
 
 /// Sends `payloads` from gen port 4000 to cap port 5000 (across c0).
 fn send(topo: &Topology, payloads: &[Vec<u8>]) {
