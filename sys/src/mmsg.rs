@@ -11,12 +11,19 @@ use std::os::fd::AsRawFd;
 
 use crate::sockopt::zeroed;
 
+/// Room for one `UDP_SEGMENT` control message (a u16), cmsghdr-aligned.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(8))]
+struct SegCmsg([u8; 24]);
+
 /// iovec and mmsghdr arrays for batches of up to `capacity` datagrams,
 /// grouped into messages (one datagram each, or a run of UDP GSO segments).
 #[derive(Debug)]
 pub struct SendBatch {
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    /// Per message: its GSO segment size, when it carries one.
+    ctrl: Vec<SegCmsg>,
 }
 
 // SAFETY: the arrays hold raw pointers into the caller's datagrams only
@@ -32,6 +39,7 @@ impl SendBatch {
         SendBatch {
             iovs: vec![zeroed(); capacity],
             msgs: vec![zeroed(); capacity],
+            ctrl: vec![SegCmsg([0; 24]); capacity],
         }
     }
 
@@ -80,10 +88,15 @@ impl Loaded<'_, '_> {
     }
 
     /// Groups the datagrams into messages: message `m` holds datagrams
-    /// `starts[m]..starts[m + 1]` (`starts` ascending from 0 to n).
-    pub fn group(&mut self, starts: &[usize]) {
+    /// `starts[m]..starts[m + 1]` (`starts` ascending from 0 to n), cut by
+    /// the kernel into UDP GSO segments of `seg(m)` bytes when that is not
+    /// 0 (a `UDP_SEGMENT` control message: the runs of one batch may differ
+    /// in size; the socket's own `UDP_SEGMENT` applies otherwise).
+    pub fn group(&mut self, starts: &[usize], seg: impl Fn(usize) -> u16) {
         let nmsg = starts.len() - 1;
         assert!(starts[nmsg] <= self.n, "message past the datagrams");
+        let space = cmsg_space(mem::size_of::<u16>());
+        assert!(space <= mem::size_of::<SegCmsg>());
         for m in 0..nmsg {
             let (s, e) = (starts[m], starts[m + 1]);
             let mut hdr: libc::msghdr = zeroed();
@@ -91,6 +104,24 @@ impl Loaded<'_, '_> {
             // the pointer stays valid until the next `load`.
             hdr.msg_iov = self.batch.iovs[s..e].as_mut_ptr();
             hdr.msg_iovlen = e - s;
+            let size = seg(m);
+            if size > 0 {
+                let ctrl = &mut self.batch.ctrl[m];
+                hdr.msg_control = ctrl.0.as_mut_ptr().cast();
+                hdr.msg_controllen = space as _;
+                // SAFETY: `ctrl` is a cmsghdr-aligned buffer of `space`
+                // bytes (asserted above) that `hdr` now describes, so
+                // CMSG_FIRSTHDR returns a pointer into it with room for a
+                // header and a u16; the kernel only reads it, and, like the
+                // iovecs, it is not moved while `self` borrows the batch.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(&hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
+                    libc::CMSG_DATA(c).cast::<u16>().write_unaligned(size);
+                }
+            }
             self.batch.msgs[m] = libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
@@ -121,6 +152,12 @@ impl Loaded<'_, '_> {
         };
         crate::check(rc).map(|n| n as usize)
     }
+}
+
+/// CMSG_SPACE of a control message with `len` bytes of data.
+fn cmsg_space(len: usize) -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic on its argument only.
+    unsafe { libc::CMSG_SPACE(len as u32) as usize }
 }
 
 /// Room for the largest UDP payload.
@@ -279,7 +316,7 @@ mod tests {
             let mut l = out.load(chunk.len(), |i| &chunk[i]);
             assert_eq!(l.len(0), chunk[0].len());
             let starts: Vec<usize> = (0..=chunk.len()).collect();
-            l.group(&starts);
+            l.group(&starts, |_| 0);
             sent += l.send(&tx, 0..chunk.len(), 0).unwrap();
         }
         assert_eq!(sent, 5);

@@ -239,7 +239,17 @@ impl UdpSender {
         // One iovec per datagram; messages group datagrams (GSO) or hold one.
         let mut batch = self.batch.load(n, |i| dgram(base + i));
         let nmsg = group(self.gso, &mut self.starts, n, |i| batch.len(i));
-        batch.group(&self.starts[..=nmsg]);
+        let starts = &self.starts;
+        batch.group(&starts[..=nmsg], |m| {
+            // A run of two or more goes out as GSO segments of its first
+            // datagram's size (runs differ: see `group`).
+            let (s, e) = (starts[m], starts[m + 1]);
+            if e - s > 1 {
+                batch_len_u16(dgram(base + s).len())
+            } else {
+                0
+            }
+        });
         let mut report = SendReport::default();
         let mut m = 0;
         let mut retried_refused = usize::MAX;
@@ -343,39 +353,55 @@ impl UdpSender {
 }
 
 /// Fills `starts` with message boundaries over datagrams 0..n (lengths from
-/// `len`): with GSO segments of `gso` bytes, runs of datagrams all of the
-/// segment size (the last of a run may be shorter); without, one datagram
-/// per message. Returns the message count.
+/// `len`): with GSO (`gso` = the largest datagram, the socket's segment
+/// size), runs of datagrams of one size, each run's size that of its first
+/// datagram (an aligning udpstr framer cuts some runs below the largest
+/// size), the last of a run possibly shorter, at most what one GSO send
+/// takes; without, one datagram per message. Returns the message count.
 fn group(
     gso: Option<usize>,
     starts: &mut [usize],
     n: usize,
     len: impl Fn(usize) -> usize,
 ) -> usize {
-    let Some(seg) = gso else {
+    let Some(largest) = gso else {
         for (i, s) in starts[..=n].iter_mut().enumerate() {
             *s = i;
         }
         return n;
     };
-    let max = (GSO_MAX_BYTES / seg).min(GSO_MAX_SEGMENTS);
     let mut m = 0;
     let mut i = 0;
     while i < n {
         starts[m] = i;
         m += 1;
-        let mut k = 0;
+        let seg = len(i);
+        i += 1;
+        if seg > largest || seg == 0 {
+            continue; // alone (never framed; kept safe)
+        }
+        let max = (GSO_MAX_BYTES / seg).min(GSO_MAX_SEGMENTS);
+        let mut k = 1;
         while i < n && k < max {
             let l = len(i);
+            if l > seg {
+                break; // starts the next run
+            }
             i += 1;
             k += 1;
-            if l != seg {
-                break;
+            if l < seg {
+                break; // a shorter datagram ends the run
             }
         }
     }
     starts[m] = n;
     m
+}
+
+/// A GSO segment size for a control message (datagrams never exceed
+/// 65000 bytes).
+fn batch_len_u16(len: usize) -> u16 {
+    u16::try_from(len).unwrap_or(u16::MAX)
 }
 
 fn drop_range(
@@ -677,6 +703,61 @@ mod tests {
             let mut buf = [0u8; 64];
             let got: usize = (0..4).map(|_| rx.recv(&mut buf).unwrap()).sum();
             assert_eq!(got, 100);
+        }
+    }
+
+    #[test]
+    fn gso_runs_take_their_first_datagrams_size() {
+        let lens = [800, 800, 800, 500, 1000, 1000, 1000, 1000, 300, 1000, 20];
+        let mut starts = [0; 12];
+        let nmsg = group(Some(1000), &mut starts, lens.len(), |i| lens[i]);
+        // 800×3 + a shorter 500; 1000×4 + 300; 1000 + 20.
+        assert_eq!(&starts[..=nmsg], &[0, 4, 9, 11]);
+        // A longer datagram starts a new run instead of ending one.
+        let lens = [500, 500, 1000, 1000];
+        let nmsg = group(Some(1000), &mut starts, 4, |i| lens[i]);
+        assert_eq!(&starts[..=nmsg], &[0, 2, 4]);
+        // At most 64 segments per send, and what 65507 bytes hold.
+        let nmsg = group(Some(1000), &mut starts, 11, |_| 100);
+        assert_eq!(&starts[..=nmsg], &[0, 11]);
+        let mut starts = [0; 131];
+        let nmsg = group(Some(1000), &mut starts, 130, |_| 100);
+        assert_eq!(&starts[..=nmsg], &[0, 64, 128, 130]);
+        let nmsg = group(Some(1472), &mut starts, 130, |_| 1472);
+        assert_eq!(&starts[..=3], &[0, 44, 88, 130]);
+        assert_eq!(nmsg, 3);
+        // Without GSO, one datagram per message.
+        let nmsg = group(None, &mut starts, 3, |_| 100);
+        assert_eq!(&starts[..=nmsg], &[0, 1, 2, 3]);
+    }
+
+    /// Runs of different sizes in one sendmmsg (each with its own
+    /// UDP_SEGMENT control message) arrive as the datagrams they were.
+    #[test]
+    fn gso_runs_of_different_sizes_arrive_as_their_datagrams() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut tx = UdpSender::connect(
+            rx.local_addr().unwrap(),
+            1 << 20,
+            16,
+            Backpressure::Wait,
+            Fragments::Never,
+        )
+        .unwrap();
+        assert!(tx.set_gso(Some(1000)), "loopback takes UDP GSO");
+        let lens = [800, 800, 800, 500, 1000, 1000, 1000, 1000, 300, 960, 960];
+        let data: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let r = tx.send(lens.len(), |i| &data[i], |_| panic!("nothing dropped"));
+        assert_eq!(r.sent, lens.len());
+        let mut buf = [0u8; 2048];
+        for (i, want) in data.iter().enumerate() {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &want[..], "datagram {i}");
         }
     }
 
