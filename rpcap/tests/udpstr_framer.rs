@@ -336,3 +336,93 @@ fn a_resized_framer_goes_on_with_the_seqno() {
     assert_eq!(got[0][..8], dgram_hdr(8, 2)[..]);
     assert!(f.resized(MIN_DGRAM_SIZE - 1).is_err());
 }
+
+/// Frames `lens` (record data lengths) at 1472 bytes and returns the
+/// datagrams, flushed at the end.
+fn frame_lens(align: bool, lens: &[usize]) -> Vec<Vec<u8>> {
+    let mut f = Framer::new(1472).unwrap().aligning(align);
+    let mut b = Batch::new(1472, Batch::min_slots(1472, 1600) + 200);
+    for (i, &n) in lens.iter().enumerate() {
+        f.push(&mut b, &hdr(n, i as u32 + 1), &data(n, i as u8))
+            .unwrap();
+    }
+    f.flush(&mut b);
+    collect(&b)
+}
+
+fn firsthdridx(d: &[u8]) -> u16 {
+    u16::from_be_bytes([d[2], d[3]])
+}
+
+#[test]
+fn aligning_cuts_same_length_records_at_whole_records() {
+    // 64-byte packets: 84-byte records, 17 in 1464 bytes of payload with 36
+    // left over, so at full size a datagram is closed short (16 bytes left
+    // after a split record) every few datagrams: a GSO send ends there.
+    let lens = vec![64; 17 * 40];
+    let plain = frame_lens(false, &lens);
+    let full = &plain[..plain.len() - 1];
+    assert!(
+        full.iter().any(|d| d.len() < 1472),
+        "short datagrams mid-stream"
+    );
+    assert!(full.iter().any(|d| d.len() == 1472));
+
+    let aligned = frame_lens(true, &lens);
+    // Up to the first datagram that starts with a record after the 4th
+    // record, the cut is the full size; from there on every datagram is
+    // 1436 bytes (8 + 17 × 84), starts with a record and holds 17 (the
+    // last, flushed, holds what is left).
+    let from = aligned
+        .iter()
+        .position(|d| d.len() == 1436)
+        .expect("an aligned datagram");
+    assert!(from <= 6, "aligned from datagram {from}");
+    for (i, d) in aligned[from..aligned.len() - 1].iter().enumerate() {
+        assert_eq!(d.len(), 1436, "datagram {}", from + i);
+        assert_eq!(firsthdridx(d), 8);
+    }
+    assert!(aligned.len() <= plain.len() + 2);
+    // Same stream of records, byte for byte.
+    assert_eq!(records_of(&plain), records_of(&aligned));
+}
+
+#[test]
+fn a_record_of_another_length_goes_on_in_full_size_datagrams() {
+    let mut lens = vec![64; 17 * 4];
+    lens.push(3000);
+    lens.extend([64; 17 * 4]);
+    let aligned = frame_lens(true, &lens);
+    assert!(aligned.iter().all(|d| d.len() <= 1472));
+    // The 3000-byte record's continuation datagrams are cut at the full size.
+    let cont: Vec<usize> = aligned
+        .iter()
+        .filter(|d| firsthdridx(d) == NO_HEADER)
+        .map(|d| d.len())
+        .collect();
+    assert_eq!(cont, vec![1472], "one whole continuation datagram");
+    // And the stream aligns again afterwards.
+    assert_eq!(aligned[aligned.len() - 2].len(), 1436);
+    assert_eq!(records_of(&frame_lens(false, &lens)), records_of(&aligned));
+}
+
+#[test]
+fn records_of_uneven_length_are_not_aligned() {
+    // 200-byte records: 1464 % 220 = 144 bytes lost per datagram, over 1/32.
+    let aligned = frame_lens(true, &[200; 100]);
+    assert_eq!(aligned, frame_lens(false, &[200; 100]));
+}
+
+/// The records (header + data) the datagrams carry, in order.
+fn records_of(dgrams: &[Vec<u8>]) -> Vec<u8> {
+    let mut d = rpcap::udpstr::Deframer::new(65535);
+    let mut out = Vec::new();
+    for g in dgrams {
+        d.push(g, |h, b| {
+            out.extend_from_slice(&h.to_bytes());
+            out.extend_from_slice(b);
+        })
+        .unwrap();
+    }
+    out
+}

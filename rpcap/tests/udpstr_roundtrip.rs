@@ -55,12 +55,13 @@ fn make_recs(lens: &[usize], extra_len: &[u16]) -> Vec<Rec> {
 /// sentinel alone in the last datagram. Returns every datagram in order.
 fn frame(
     size: usize,
+    align: bool,
     slots: usize,
     recs: &[Rec],
     flush_after: &[bool],
     sentinel: &Rec,
 ) -> Vec<Vec<u8>> {
-    let mut f = Framer::new(size).unwrap();
+    let mut f = Framer::new(size).unwrap().aligning(align);
     let mut b = Batch::new(size, slots);
     let mut out = Vec::new();
     fn push(f: &mut Framer, b: &mut Batch, r: &Rec, out: &mut Vec<Vec<u8>>) {
@@ -217,6 +218,16 @@ fn record_len() -> impl Strategy<Value = usize> {
     prop_oneof![0..=64usize, 1..=1600usize, 1..=MAX_CAPLEN]
 }
 
+/// Record lengths in runs of one length (what an aligning framer cuts at
+/// whole records), up to `max` runs.
+fn runs_of(len: impl Strategy<Value = usize>, max: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec((len, 1..12usize), 1..max).prop_map(|runs| {
+        runs.into_iter()
+            .flat_map(|(n, k)| std::iter::repeat_n(n, k))
+            .collect()
+    })
+}
+
 fn dgram_size() -> impl Strategy<Value = usize> {
     prop_oneof![
         Just(29usize),
@@ -231,8 +242,10 @@ fn seq_offset() -> impl Strategy<Value = u32> {
     prop_oneof![Just(0u32), Just(u32::MAX - 3), any::<u32>()]
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     size: usize,
+    align: bool,
     extra_slots: usize,
     lens: &[usize],
     extra_len: &[u16],
@@ -243,7 +256,7 @@ fn run(
     let recs = make_recs(lens, extra_len);
     let sentinel = make_recs(&vec![1; recs.len() + 1], &[0]).pop().unwrap();
     let slots = Batch::min_slots(size, MAX_CAPLEN) + extra_slots;
-    let mut dgrams = frame(size, slots, &recs, flush_after, &sentinel);
+    let mut dgrams = frame(size, align, slots, &recs, flush_after, &sentinel);
     let spans = spans(&dgrams, size);
     prop_assert_eq!(spans.len(), recs.len() + 1);
     for (i, d) in dgrams.iter_mut().enumerate() {
@@ -325,35 +338,41 @@ proptest! {
     #[test]
     fn lossless_channel_delivers_everything(
         size in dgram_size(),
+        align in any::<bool>(),
         extra_slots in 0..6usize,
-        lens in prop::collection::vec(record_len(), 1..24),
+        lens in runs_of(record_len(), 8),
         extra_len in prop::collection::vec(prop_oneof![Just(0u16), any::<u16>()], 1..4),
         flush_after in prop::collection::vec(prop::bool::weighted(0.2), 1..8),
         offset in seq_offset(),
     ) {
         let ch = Channel { seed: 1, drop: 0, dup: 0, delay: 0 };
-        run(size, extra_slots, &lens, &extra_len, &flush_after, ch, offset)?;
+        run(size, align, extra_slots, &lens, &extra_len, &flush_after, ch, offset)?;
     }
 
     #[test]
     fn lossy_channel_delivers_exactly_what_arrived_whole(
         size in dgram_size(),
+        align in any::<bool>(),
         extra_slots in 0..6usize,
-        lens in prop::collection::vec(record_len(), 1..24),
+        lens in runs_of(record_len(), 8),
         extra_len in prop::collection::vec(prop_oneof![Just(0u16), any::<u16>()], 1..4),
         flush_after in prop::collection::vec(prop::bool::weighted(0.2), 1..8),
         ch in channel(),
         offset in seq_offset(),
     ) {
-        run(size, extra_slots, &lens, &extra_len, &flush_after, ch, offset)?;
+        run(size, align, extra_slots, &lens, &extra_len, &flush_after, ch, offset)?;
     }
 
     /// Many small records through small batches: exercises consume() with a
     /// partial datagram on nearly every call.
     #[test]
     fn small_records_small_batches(
-        size in prop_oneof![Just(29usize), Just(64usize), 29..=600usize],
-        lens in prop::collection::vec(0..=120usize, 1..400),
+        size in prop_oneof![Just(29usize), Just(64usize), 29..=600usize, 1000..=1472usize],
+        align in any::<bool>(),
+        lens in prop_oneof![
+            prop::collection::vec(0..=120usize, 1..400),
+            runs_of(0..=120usize, 40),
+        ],
         flush_after in prop::collection::vec(prop::bool::weighted(0.05), 1..16),
         ch in channel(),
         offset in seq_offset(),
@@ -362,7 +381,7 @@ proptest! {
         let sentinel = make_recs(&vec![1; recs.len() + 1], &[0]).pop().unwrap();
         // min_slots for the largest record here, not for 65535.
         let slots = Batch::min_slots(size, 120);
-        let mut dgrams = frame(size, slots, &recs, &flush_after, &sentinel);
+        let mut dgrams = frame(size, align, slots, &recs, &flush_after, &sentinel);
         let spans = spans(&dgrams, size);
         prop_assert_eq!(spans.len(), recs.len() + 1);
         for (i, d) in dgrams.iter_mut().enumerate() {
