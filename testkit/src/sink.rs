@@ -18,19 +18,20 @@ pub fn udp_sink() -> UdpSocket {
 }
 
 /// Receives udpstr datagrams until `want` records arrived or `limit` passed.
+/// Returns the records, the deframer's counts and each datagram's size.
 pub fn collect_udpstr(
     sock: &UdpSocket,
     want: usize,
     limit: Duration,
-) -> (Vec<Record>, rpcap::udpstr::DeframerStats, usize) {
+) -> (Vec<Record>, rpcap::udpstr::DeframerStats, Vec<usize>) {
     let mut d = rpcap::udpstr::Deframer::new(262_144);
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65536];
-    let mut dgrams = 0;
+    let mut dgrams = Vec::new();
     let t0 = Instant::now();
     while out.len() < want && t0.elapsed() < limit {
         if let Ok(n) = sock.recv(&mut buf) {
-            dgrams += 1;
+            dgrams.push(n);
             d.push(&buf[..n], |h, b| {
                 out.push(Record {
                     hdr: *h,

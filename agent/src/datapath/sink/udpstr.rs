@@ -12,6 +12,10 @@
 //! oversized datagrams are dropped and counted (`ifdrop`), and the framer
 //! goes on at the new size with the same seqno: one WARN per change, never
 //! one per datagram.
+//!
+//! With GSO the framer cuts a stream of same-length records at whole
+//! records ([`Framer::aligning`]), so that small packets go out in long
+//! runs of one size rather than a GSO send every ~5 datagrams.
 
 use std::net::SocketAddr;
 
@@ -78,7 +82,8 @@ impl UdpStrSink {
             (size, Some(udp))
         };
         Ok(UdpStrSink {
-            framer: Framer::new(size)?,
+            // Aligned cuts only pay off when runs go out as GSO sends.
+            framer: Framer::new(size)?.aligning(gso),
             batch: Batch::new(size, slots(size, snaplen, extra_slots)),
             udp,
             loss: LossTracker::default(),
