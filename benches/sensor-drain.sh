@@ -5,8 +5,10 @@
 #   benches/sensor-drain.sh                      # THREADS=2 AGENTS=64 DGRAMS=4000 RECORDS=17
 #   RECORDS=1 benches/sensor-drain.sh            # small datagrams: per-datagram cost
 #   SHARED=1 benches/sensor-drain.sh             # --udp-shared-port (one socket per thread)
+#   GSO=1 benches/sensor-drain.sh                # queued as the agent sends: UDP GSO runs,
+#                                                # taken whole by the sensor's UDP_GRO sockets
 # Env: THREADS, AGENTS, DGRAMS (per agent), RECORDS (64-byte records per
-# datagram), RUNS, SHARED, PERF=PREFIX (perf record -a -g over each drain
+# datagram), RUNS, SHARED, GSO, PERF=PREFIX (perf record -a -g over each drain
 # into PREFIX-Nt.data; the last run of each N is kept). Files go to a tmpfs ($TMPDIR, default /dev/shm)
 # so the disk does not set the pace.
 set -eu

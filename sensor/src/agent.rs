@@ -15,6 +15,7 @@ use rpcap::header::ErrorCode;
 use rpcap::log_limit::LogLimit;
 use rpcap::msg::Stats;
 use rpcap::peer_text::PeerText;
+use sys::mmsg::Meta;
 
 use crate::capture::Capture;
 use crate::config::Config;
@@ -219,24 +220,21 @@ impl Agent {
         }
     }
 
-    /// A datagram of the shared UDP port, from this agent's pinned source
-    /// (`admitted`) or from another port of its address.
-    pub fn on_shared_datagram(
-        &mut self,
-        d: &[u8],
-        truncated: bool,
-        admitted: bool,
-        budget: &mut u64,
-    ) {
+    /// A buffer of the shared UDP port (one datagram, or several with UDP
+    /// GRO: `m`), from this agent's pinned source (`admitted`) or from
+    /// another port of its address.
+    pub fn on_shared_datagrams(&mut self, buf: &[u8], m: &Meta, admitted: bool, budget: &mut u64) {
         let Some(cap) = self.capture.as_mut() else {
             return;
         };
         if !admitted {
-            cap.counters.foreign += 1;
-        } else if truncated {
-            cap.counters.malformed += 1;
+            cap.counters.foreign += m.count() as u64;
+        } else if m.truncated {
+            cap.counters.malformed += m.count() as u64;
         } else {
-            cap.on_datagram(d, budget);
+            for d in m.datagrams(buf) {
+                cap.on_datagram(d, budget);
+            }
         }
     }
 

@@ -437,23 +437,25 @@ impl Sensor {
                 }
             };
             for i in 0..n {
-                let (d, m) = sh.bufs.batch.get(i);
+                let (buf, m) = sh.bufs.batch.get(i);
                 sp.socket_drops += sp.port.drops(m.overflow);
+                // One buffer may hold several datagrams of one sender (UDP GRO).
+                let count = m.count() as u64;
                 let (token, admitted) = match sp.route(m.from) {
                     crate::shared_port::Route::Agent(t) => (t, true),
                     crate::shared_port::Route::ForeignOf(t) => (t, false),
                     crate::shared_port::Route::Unknown => {
-                        sp.foreign += 1;
+                        sp.foreign += count;
                         continue;
                     }
                 };
                 let Owner::Data(idx) = Owner::of(mio::Token(token)) else {
-                    sp.foreign += 1;
+                    sp.foreign += count;
                     continue;
                 };
                 match self.agents.get_mut(idx).and_then(Option::as_mut) {
-                    Some(a) => a.on_shared_datagram(d, m.truncated, admitted, &mut sh.budget),
-                    None => sp.foreign += 1,
+                    Some(a) => a.on_shared_datagrams(buf, &m, admitted, &mut sh.budget),
+                    None => sp.foreign += count,
                 }
             }
         }

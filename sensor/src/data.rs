@@ -1,5 +1,5 @@
 //! Data-channel sockets: UDP ports bound from the configured range with a
-//! large receive buffer and overflow reporting (SO_RXQ_OVFL). The batch
+//! large receive buffer, overflow reporting (SO_RXQ_OVFL) and UDP GRO. The batch
 //! receiver that reads them (recvmmsg) is `sys::mmsg::RecvBatch`.
 
 use std::collections::HashSet;
@@ -110,6 +110,14 @@ fn udp_socket(addr: SocketAddr, rcvbuf: usize, reuse_port: bool) -> io::Result<U
     let _ = sys::sockopt::force_rcvbuf(&s, rcvbuf);
     if let Err(e) = sys::sockopt::set_int(&s, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1) {
         log::debug!("SO_RXQ_OVFL unavailable: {e}");
+    }
+    // UDP GRO: an agent's GSO send (up to 44 udpstr datagrams) arrives as
+    // one buffer instead of being cut into datagrams on the way in, and a
+    // NIC's GRO merges a sender's datagrams likewise: one socket wake-up,
+    // skb and recvmmsg entry for many datagrams (`Meta::datagrams`
+    // splits them again). Linux ≥ 5.0; without it, one datagram each.
+    if let Err(e) = sys::sockopt::set_int(&s, libc::SOL_UDP, libc::UDP_GRO, 1) {
+        log::debug!("UDP_GRO unavailable: {e}");
     }
     s.bind(&addr.into())?;
     Ok(s.into())

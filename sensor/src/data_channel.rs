@@ -265,14 +265,18 @@ impl DataChannel {
                         }
                     };
                     for i in 0..n {
-                        let (d, m) = bufs.batch.get(i);
+                        let (buf, m) = bufs.batch.get(i);
                         cap.counters.socket_drops += p.drops(m.overflow);
+                        // One buffer may hold several datagrams (UDP GRO).
+                        let count = m.count() as u64;
                         if !pin.admit(m.from) {
-                            cap.counters.foreign += 1;
+                            cap.counters.foreign += count;
                         } else if m.truncated {
-                            cap.counters.malformed += 1;
+                            cap.counters.malformed += count;
                         } else {
-                            cap.on_datagram(d, budget);
+                            for d in m.datagrams(buf) {
+                                cap.on_datagram(d, budget);
+                            }
                         }
                     }
                 }

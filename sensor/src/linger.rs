@@ -117,9 +117,9 @@ impl Linger {
                 let (_, m) = batch.get(i);
                 c.cap.counters.socket_drops += p.drops(m.overflow);
                 if m.from.map(|f| canonical(f.ip())) == Some(agent_ip) {
-                    c.cap.counters.late += 1;
+                    c.cap.counters.late += m.count() as u64;
                 } else {
-                    c.cap.counters.foreign += 1;
+                    c.cap.counters.foreign += m.count() as u64;
                 }
             }
         }

@@ -11,6 +11,8 @@
 //! 5 ms), each receive thread's CPU time (schedstat) and CPU-seconds per
 //! million datagrams, the writer thread's, socket and write drops. The
 //! runs alternate 1 and THREADS receive threads, RUNS pairs, side by side.
+//! GSO=1 queues each agent's datagrams as UDP GSO sends (as the agent
+//! sends them), which the sensor's UDP_GRO sockets take whole.
 
 mod common;
 mod loopback;
@@ -87,7 +89,14 @@ struct Run {
     records_written: u64,
 }
 
-fn one_run(threads: usize, agents: usize, per_agent: usize, records: usize, shared: bool) -> Run {
+fn one_run(
+    threads: usize,
+    agents: usize,
+    per_agent: usize,
+    records: usize,
+    shared: bool,
+    gso: bool,
+) -> Run {
     use rpcap::udpstr::{Batch, Framer};
     let agent_ip = |i: usize| Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
     let threads_arg = threads.to_string();
@@ -119,6 +128,11 @@ fn one_run(threads: usize, agents: usize, per_agent: usize, records: usize, shar
     let mut dgrams = 0u64;
     for (i, port) in ports.iter().enumerate() {
         let sock = UdpSocket::bind((agent_ip(i), 0)).unwrap();
+        if gso {
+            sock.connect(("127.0.0.1", *port)).unwrap();
+            dgrams += queue_gso(&sock, per_agent, records, &data);
+            continue;
+        }
         let mut framer = Framer::new(1472).unwrap();
         let mut batch = Batch::new(1472, 4);
         let mut npkt = 0u32;
@@ -277,6 +291,44 @@ fn report(r: &Run) -> f64 {
     rate
 }
 
+/// GSO=1: queues an agent's `per_agent` datagrams (of `records` records
+/// each, all one size) as UDP GSO sends of up to 44 datagrams, as the agent
+/// sends them; the sensor's UDP_GRO socket then takes each send as one
+/// buffer, as it takes a NIC's GRO-merged datagrams. Returns the count.
+fn queue_gso(sock: &UdpSocket, per_agent: usize, records: usize, data: &[u8]) -> u64 {
+    use rpcap::udpstr::{Batch, Framer};
+    let mut framer = Framer::new(1472).unwrap();
+    let mut batch = Batch::new(1472, 4);
+    let mut dgrams: Vec<Vec<u8>> = Vec::with_capacity(per_agent);
+    let mut npkt = 0u32;
+    for _ in 0..per_agent {
+        for _ in 0..records {
+            npkt += 1;
+            let h = PktHdr {
+                ts_sec: 1_700_000_000,
+                ts_usec: npkt % 1_000_000,
+                caplen: data.len() as u32,
+                len: data.len() as u32,
+                npkt,
+            };
+            framer.push(&mut batch, &h, data).unwrap();
+        }
+        framer.flush(&mut batch);
+        dgrams.extend(batch.datagrams().map(<[u8]>::to_vec));
+        batch.consume();
+    }
+    let seg = dgrams[0].len();
+    assert!(dgrams.iter().all(|d| d.len() == seg), "one size per agent");
+    let run = (65507 / seg).min(64);
+    let mut out = sys::mmsg::SendBatch::new(run);
+    for chunk in dgrams.chunks(run) {
+        let mut l = out.load(chunk.len(), |i| &chunk[i]);
+        l.group(&[0, chunk.len()], |_| seg as u16);
+        assert_eq!(l.send(sock, 0..1, 0).unwrap(), 1, "GSO send");
+    }
+    dgrams.len() as u64
+}
+
 #[test]
 #[ignore]
 fn drain_report() {
@@ -286,13 +338,14 @@ fn drain_report() {
     let records: usize = env_or("RECORDS", 17);
     let runs: usize = env_or("RUNS", 2);
     let shared = env_or("SHARED", 0u8) == 1;
+    let gso = env_or("GSO", 0u8) == 1;
     println!(
-        "agents={agents} datagrams/agent={per_agent} records/datagram={records} shared_port={shared}"
+        "agents={agents} datagrams/agent={per_agent} records/datagram={records} shared_port={shared} gso={gso}"
     );
     let mut speedups = Vec::new();
     for _ in 0..runs {
-        let one = report(&one_run(1, agents, per_agent, records, shared));
-        let many = report(&one_run(threads, agents, per_agent, records, shared));
+        let one = report(&one_run(1, agents, per_agent, records, shared, gso));
+        let many = report(&one_run(threads, agents, per_agent, records, shared, gso));
         println!("speedup {threads} vs 1 thread: {:.2}x", many / one);
         speedups.push(many / one);
     }

@@ -162,7 +162,8 @@ fn cmsg_space(len: usize) -> usize {
 
 /// Room for the largest UDP payload.
 const SLOT: usize = 65536;
-/// Control-message room per datagram (one u32 SO_RXQ_OVFL message).
+/// Control-message room per datagram (a u32 SO_RXQ_OVFL message and an
+/// int UDP_GRO one, 24 bytes each).
 const CTRL: usize = 64;
 
 /// What one received datagram carried besides its bytes.
@@ -175,6 +176,29 @@ pub struct Meta {
     pub overflow: Option<u32>,
     /// The datagram was longer than the buffer (cut).
     pub truncated: bool,
+    /// UDP GRO (`UDP_GRO` on the socket): the buffer holds several
+    /// datagrams of one sender, each of this size but the last.
+    pub segment: Option<usize>,
+}
+
+impl Meta {
+    /// The datagrams in `buf`, the buffer this describes: itself, or with
+    /// UDP GRO its segments (an empty datagram is one empty datagram).
+    pub fn datagrams<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        let seg = match self.segment {
+            Some(s) if s > 0 => s,
+            _ => buf.len().max(1),
+        };
+        buf.chunks(seg).chain(buf.is_empty().then_some(buf))
+    }
+
+    /// How many datagrams [`Meta::datagrams`] yields.
+    pub fn count(&self) -> usize {
+        match self.segment {
+            Some(s) if s > 0 && self.len > 0 => self.len.div_ceil(s),
+            _ => 1,
+        }
+    }
 }
 
 /// Buffers and headers for one recvmmsg call, allocated once and reused for
@@ -246,6 +270,7 @@ impl RecvBatch {
                 from: sockaddr_to_std(&self.addrs[i], h.msg_namelen),
                 overflow: overflow_of(h),
                 truncated: h.msg_flags & libc::MSG_TRUNC != 0,
+                segment: gro_segment_of(h),
             });
         }
         Ok(got)
@@ -260,14 +285,24 @@ impl RecvBatch {
 
 /// The SO_RXQ_OVFL counter among the control messages recvmmsg filled in.
 fn overflow_of(h: &libc::msghdr) -> Option<u32> {
+    cmsg_u32(h, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+}
+
+/// The UDP GRO segment size among them, if the buffer holds several datagrams.
+fn gro_segment_of(h: &libc::msghdr) -> Option<usize> {
+    cmsg_u32(h, libc::SOL_UDP, libc::UDP_GRO).map(|s| s as usize)
+}
+
+/// The 4-byte value of the last control message of `level`/`kind` in `h`.
+fn cmsg_u32(h: &libc::msghdr, level: libc::c_int, kind: libc::c_int) -> Option<u32> {
     let mut found = None;
     // SAFETY: `h` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR stay within
-    // msg_control..msg_controllen, and CMSG_DATA of an SO_RXQ_OVFL message
-    // holds a u32 (read unaligned).
+    // msg_control..msg_controllen, and the data of an SO_RXQ_OVFL (u32) or
+    // UDP_GRO (int) message is 4 bytes (read unaligned).
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+            if (*c).cmsg_level == level && (*c).cmsg_type == kind {
                 found = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
             }
             c = libc::CMSG_NXTHDR(h, c);
@@ -338,5 +373,78 @@ mod tests {
         }
         assert_eq!(seen, dgrams);
         assert_eq!(b.recv(&rx).unwrap(), 0);
+    }
+
+    /// Sends `dgrams` (100 × 5 then 40 bytes) as one GSO run to a socket
+    /// with UDP_GRO `gro` and returns what each recvmmsg entry held.
+    fn gso_run_to(gro: bool) -> Vec<(Vec<u8>, Meta)> {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        if gro {
+            crate::sockopt::set_int(&rx, libc::SOL_UDP, libc::UDP_GRO, 1).unwrap();
+        }
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let dgrams: Vec<Vec<u8>> = (0..6u8)
+            .map(|i| vec![i; if i < 5 { 100 } else { 40 }])
+            .collect();
+        let mut out = SendBatch::new(6);
+        let mut l = out.load(6, |i| &dgrams[i]);
+        l.group(&[0, 6], |_| 100);
+        assert_eq!(l.send(&tx, 0..1, 0).unwrap(), 1);
+        let mut b = RecvBatch::new(8);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            for i in 0..b.recv(&rx).unwrap() {
+                let (d, m) = b.get(i);
+                got.push((d.to_vec(), m));
+            }
+            if got.iter().map(|(_, m)| m.count()).sum::<usize>() == 6 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let split: Vec<Vec<u8>> = got
+            .iter()
+            .flat_map(|(d, m)| m.datagrams(d).map(<[u8]>::to_vec).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(split, dgrams, "gro {gro}: the datagrams, in order");
+        got
+    }
+
+    #[test]
+    fn a_gso_run_arrives_whole_on_a_gro_socket_and_splits_back() {
+        let got = gso_run_to(true);
+        assert_eq!(got.len(), 1, "one buffer");
+        let m = got[0].1;
+        assert_eq!((m.len, m.segment, m.count()), (540, Some(100), 6));
+        let got = gso_run_to(false);
+        assert_eq!(got.len(), 6, "one datagram per entry");
+        assert!(got
+            .iter()
+            .all(|(_, m)| m.segment.is_none() && m.count() == 1));
+    }
+
+    #[test]
+    fn meta_datagrams_of_empty_and_whole_buffers() {
+        let meta = |len, segment| Meta {
+            len,
+            from: None,
+            overflow: None,
+            truncated: false,
+            segment,
+        };
+        let m = meta(0, None);
+        assert_eq!(m.datagrams(&[]).collect::<Vec<_>>(), vec![&[] as &[u8]]);
+        assert_eq!(m.count(), 1);
+        let m = meta(0, Some(10));
+        assert_eq!(m.datagrams(&[]).count(), 1);
+        assert_eq!(m.count(), 1);
+        let buf = [1u8; 25];
+        assert_eq!(meta(25, None).datagrams(&buf).count(), 1);
+        let m = meta(25, Some(10));
+        let lens: Vec<usize> = m.datagrams(&buf).map(<[u8]>::len).collect();
+        assert_eq!((lens, m.count()), (vec![10, 10, 5], 3));
+        assert_eq!(meta(20, Some(10)).count(), 2);
     }
 }
