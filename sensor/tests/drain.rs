@@ -97,7 +97,6 @@ fn one_run(
     shared: bool,
     gso: bool,
 ) -> Run {
-    use rpcap::udpstr::{Batch, Framer};
     let agent_ip = |i: usize| Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
     let threads_arg = threads.to_string();
     let mut args = vec![
@@ -128,32 +127,15 @@ fn one_run(
     let mut dgrams = 0u64;
     for (i, port) in ports.iter().enumerate() {
         let sock = UdpSocket::bind((agent_ip(i), 0)).unwrap();
+        let framed = agent_datagrams(per_agent, records, &data);
+        dgrams += framed.len() as u64;
         if gso {
             sock.connect(("127.0.0.1", *port)).unwrap();
-            dgrams += queue_gso(&sock, per_agent, records, &data);
-            continue;
-        }
-        let mut framer = Framer::new(1472).unwrap();
-        let mut batch = Batch::new(1472, 4);
-        let mut npkt = 0u32;
-        for _ in 0..per_agent {
-            for _ in 0..records {
-                npkt += 1;
-                let h = PktHdr {
-                    ts_sec: 1_700_000_000,
-                    ts_usec: npkt % 1_000_000,
-                    caplen: 64,
-                    len: 64,
-                    npkt,
-                };
-                framer.push(&mut batch, &h, &data).unwrap();
-            }
-            framer.flush(&mut batch);
-            for d in batch.datagrams() {
+            queue_gso(&sock, &framed);
+        } else {
+            for d in &framed {
                 sock.send_to(d, ("127.0.0.1", *port)).unwrap();
-                dgrams += 1;
             }
-            batch.consume();
         }
     }
     let port_set: HashSet<u16> = ports.iter().copied().collect();
@@ -291,15 +273,13 @@ fn report(r: &Run) -> f64 {
     rate
 }
 
-/// GSO=1: queues an agent's `per_agent` datagrams (of `records` records
-/// each, all one size) as UDP GSO sends of up to 44 datagrams, as the agent
-/// sends them; the sensor's UDP_GRO socket then takes each send as one
-/// buffer, as it takes a NIC's GRO-merged datagrams. Returns the count.
-fn queue_gso(sock: &UdpSocket, per_agent: usize, records: usize, data: &[u8]) -> u64 {
+/// An agent's `per_agent` udpstr datagrams of `records` records of `data`
+/// each (every datagram flushed after its records: all one size).
+fn agent_datagrams(per_agent: usize, records: usize, data: &[u8]) -> Vec<Vec<u8>> {
     use rpcap::udpstr::{Batch, Framer};
     let mut framer = Framer::new(1472).unwrap();
     let mut batch = Batch::new(1472, 4);
-    let mut dgrams: Vec<Vec<u8>> = Vec::with_capacity(per_agent);
+    let mut dgrams = Vec::with_capacity(per_agent);
     let mut npkt = 0u32;
     for _ in 0..per_agent {
         for _ in 0..records {
@@ -317,6 +297,13 @@ fn queue_gso(sock: &UdpSocket, per_agent: usize, records: usize, data: &[u8]) ->
         dgrams.extend(batch.datagrams().map(<[u8]>::to_vec));
         batch.consume();
     }
+    dgrams
+}
+
+/// GSO=1: queues `dgrams` (one size) as UDP GSO sends of up to 44
+/// datagrams, as the agent sends them; the sensor's UDP_GRO socket then
+/// takes each send as one buffer, as it takes a NIC's GRO-merged datagrams.
+fn queue_gso(sock: &UdpSocket, dgrams: &[Vec<u8>]) {
     let seg = dgrams[0].len();
     assert!(dgrams.iter().all(|d| d.len() == seg), "one size per agent");
     let run = (65507 / seg).min(64);
@@ -326,7 +313,6 @@ fn queue_gso(sock: &UdpSocket, per_agent: usize, records: usize, data: &[u8]) ->
         l.group(&[0, chunk.len()], |_| seg as u16);
         assert_eq!(l.send(sock, 0..1, 0).unwrap(), 1, "GSO send");
     }
-    dgrams.len() as u64
 }
 
 #[test]
