@@ -232,6 +232,9 @@ impl Agent {
         } else if m.truncated {
             cap.counters.malformed += m.count() as u64;
         } else {
+            if m.count() > 1 {
+                cap.counters.gro_datagrams += m.count() as u64;
+            }
             for d in m.datagrams(buf) {
                 cap.on_datagram(d, budget);
             }

@@ -32,6 +32,9 @@ pub struct Counters {
     pub foreign: u64,
     /// Datagrams the socket dropped for lack of buffer (SO_RXQ_OVFL).
     pub socket_drops: u64,
+    /// Datagrams that arrived several to a buffer (UDP GRO): whether the
+    /// path merges them, and how much.
+    pub gro_datagrams: u64,
     /// Records not written because the output failed.
     pub write_errors: u64,
     /// Records dropped because the writer was behind (no free buffer).

@@ -274,6 +274,9 @@ impl DataChannel {
                         } else if m.truncated {
                             cap.counters.malformed += count;
                         } else {
+                            if count > 1 {
+                                cap.counters.gro_datagrams += count;
+                            }
                             for d in m.datagrams(buf) {
                                 cap.on_datagram(d, budget);
                             }

@@ -62,6 +62,7 @@ pub struct CaptureValues {
     pub foreign: u64,
     pub late: u64,
     pub socket_drops: u64,
+    pub gro_datagrams: u64,
     pub write_drops: u64,
     pub disk_floor_drops: u64,
     pub write_errors: u64,
@@ -89,6 +90,7 @@ impl CaptureValues {
             foreign: c.foreign,
             late: c.late,
             socket_drops: c.socket_drops,
+            gro_datagrams: c.gro_datagrams,
             write_drops: c.write_drops,
             disk_floor_drops: c.disk_floor_drops,
             write_errors: c.write_errors,
@@ -112,6 +114,7 @@ impl CaptureValues {
         self.foreign += o.foreign;
         self.late += o.late;
         self.socket_drops += o.socket_drops;
+        self.gro_datagrams += o.gro_datagrams;
         self.write_drops += o.write_drops;
         self.disk_floor_drops += o.disk_floor_drops;
         self.write_errors += o.write_errors;
@@ -304,7 +307,7 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
     let r = Registry::new();
     let labels = &["agent", "interface"];
     type Field = fn(&CaptureValues) -> u64;
-    let counters: [(&str, &str, Field); 17] = [
+    let counters: [(&str, &str, Field); 18] = [
         (
             "packets_total",
             "Packets written to the capture's output.",
@@ -359,6 +362,11 @@ pub fn render(s: &Snapshot, written: u64, uptime: f64, rss: Option<u64>) -> Stri
             "socket_drops_total",
             "Datagrams the data socket dropped for lack of buffer (SO_RXQ_OVFL).",
             |v| v.socket_drops,
+        ),
+        (
+            "gro_datagrams_total",
+            "Datagrams that arrived several to a receive buffer (UDP GRO).",
+            |v| v.gro_datagrams,
         ),
         (
             "write_drops_total",

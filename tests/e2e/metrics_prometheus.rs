@@ -157,6 +157,14 @@ fn prometheus_counts_the_burst_the_sensor_wrote() {
             .unwrap(),
         Some(1.0)
     );
+    // The agent's GSO runs reach the sensor whole (UDP GRO over the veth):
+    // some datagrams came several to a buffer, never more than were sent
+    // (220-byte records: fewer datagrams than packets).
+    let gro = s.prom.value(&sensor_q("gro_datagrams_total")).unwrap();
+    assert!(
+        gro.is_some_and(|g| g > 0.0 && g < BURST as f64),
+        "gro_datagrams_total {gro:?}"
+    );
     // The agent's STATS arrive each second: it captured at least the burst.
     s.prom
         .wait_value(&sensor_q("agent_svrcapt"), SEEN, |v| v >= BURST as f64)
