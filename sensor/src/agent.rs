@@ -224,20 +224,8 @@ impl Agent {
     /// GRO: `m`), from this agent's pinned source (`admitted`) or from
     /// another port of its address.
     pub fn on_shared_datagrams(&mut self, buf: &[u8], m: &Meta, admitted: bool, budget: &mut u64) {
-        let Some(cap) = self.capture.as_mut() else {
-            return;
-        };
-        if !admitted {
-            cap.counters.foreign += m.count() as u64;
-        } else if m.truncated {
-            cap.counters.malformed += m.count() as u64;
-        } else {
-            if m.count() > 1 {
-                cap.counters.gro_datagrams += m.count() as u64;
-            }
-            for d in m.datagrams(buf) {
-                cap.on_datagram(d, budget);
-            }
+        if let Some(cap) = self.capture.as_mut() {
+            cap.on_buffer(buf, m, admitted, budget);
         }
     }
 

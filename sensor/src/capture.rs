@@ -5,6 +5,7 @@
 use rpcap::plain;
 use rpcap::udpstr::{Deframer, DeframerStats, MAX_AHEAD, RESYNC_RUN};
 use rpcap::{MsgType, PktHdr};
+use sys::mmsg::Meta;
 
 use crate::delay::{self, Delay};
 use crate::output::Output;
@@ -128,6 +129,25 @@ impl Capture {
 
     pub fn output(&mut self) -> Option<&mut Output> {
         self.output.as_mut()
+    }
+
+    /// One receive buffer `buf` of the data channel (`m`: one datagram, or
+    /// several of one sender with UDP GRO), from the capture's pinned source
+    /// (`admitted`) or not; counted per datagram.
+    pub fn on_buffer(&mut self, buf: &[u8], m: &Meta, admitted: bool, budget: &mut u64) {
+        let count = m.count() as u64;
+        if !admitted {
+            self.counters.foreign += count;
+        } else if m.truncated {
+            self.counters.malformed += count;
+        } else {
+            if count > 1 {
+                self.counters.gro_datagrams += count;
+            }
+            for d in m.datagrams(buf) {
+                self.on_datagram(d, budget);
+            }
+        }
     }
 
     /// One UDP datagram of the data channel: udpstr (type 110) or plain (type 7),

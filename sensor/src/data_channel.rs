@@ -267,20 +267,7 @@ impl DataChannel {
                     for i in 0..n {
                         let (buf, m) = bufs.batch.get(i);
                         cap.counters.socket_drops += p.drops(m.overflow);
-                        // One buffer may hold several datagrams (UDP GRO).
-                        let count = m.count() as u64;
-                        if !pin.admit(m.from) {
-                            cap.counters.foreign += count;
-                        } else if m.truncated {
-                            cap.counters.malformed += count;
-                        } else {
-                            if count > 1 {
-                                cap.counters.gro_datagrams += count;
-                            }
-                            for d in m.datagrams(buf) {
-                                cap.on_datagram(d, budget);
-                            }
-                        }
+                        cap.on_buffer(buf, &m, pin.admit(m.from), budget);
                     }
                 }
                 Ok(())

@@ -245,7 +245,8 @@ impl UdpSender {
             // datagram's size (runs differ: see `group`).
             let (s, e) = (starts[m], starts[m + 1]);
             if e - s > 1 {
-                batch_len_u16(dgram(base + s).len())
+                // Datagrams never exceed 65000 bytes.
+                u16::try_from(dgram(base + s).len()).unwrap_or(u16::MAX)
             } else {
                 0
             }
@@ -396,12 +397,6 @@ fn group(
     }
     starts[m] = n;
     m
-}
-
-/// A GSO segment size for a control message (datagrams never exceed
-/// 65000 bytes).
-fn batch_len_u16(len: usize) -> u16 {
-    u16::try_from(len).unwrap_or(u16::MAX)
 }
 
 fn drop_range(
