@@ -107,7 +107,10 @@
 # scripts/libpcap-remote.sh builds from Debian's libpcap source (as the
 # interop tests do: once, into .cache/libpcap-remote of the repository,
 # needs deb-src access to the Debian mirror, gcc, make, flex, bison,
-# libssl-dev; nothing of it is committed).
+# libssl-dev; nothing of it is committed). STATS_INTERVAL=SECS is the
+# sensor's --stats-interval (default 0.5, so each run's last STATS reply
+# comes soon after the traffic; the sensor's own default is 5): every STATS
+# request wakes the capturer's control thread.
 #
 # Not part of scripts/test.sh: a benchmark reports figures, it asserts nothing.
 set -euo pipefail
@@ -124,6 +127,8 @@ MIRROR=0
 STRACE=0
 SCRAPE=0
 SCRAPE_EVERY=${SCRAPE_EVERY:-1}
+STATS_INTERVAL=${STATS_INTERVAL:-0.5}
+STATS_WAIT=$(awk -v i="$STATS_INTERVAL" 'BEGIN { print i + 0.1 }')
 METRICS_ADDR=10.200.2.1:9917
 while getopts "r:c:p:o:a:T:Bmksh" opt; do
     case $opt in
@@ -256,6 +261,19 @@ EOF
 cpu_ticks_ns() { awk -v hz="$HZ" '{ sub(/^.*\) /, ""); split($0, f, " "); printf "%.0f\n", (f[12] + f[13]) * 1e9 / hz }' "/proc/$1/stat"; }
 # Sum of the run time of every thread of a process (schedstat), in ns.
 cpu_sched_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+# Each thread's run time (schedstat, ns) and wake-ups, "tid comm ns ctxsw" lines.
+thread_cpu() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        echo "${t##*/} $(cat "$t/comm" 2>/dev/null) $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null) $(awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }' "$t/status" 2>/dev/null)"
+    done
+}
+# Per-thread CPU (ms per s of the window) and wake-ups per s between two
+# thread_cpu snapshots, "comm=ms/s:wakeups/s" for the threads that ran.
+thread_report() { # before after window_ns
+    awk -v w="$3" 'NR == FNR { ns[$1] = $3; cs[$1] = $4; next }
+        { d = $3 - ns[$1]; if (d > 0) printf "%s%s=%.2fms/s:%.1fw/s", sep, $2, d / w * 1e3, ($4 - cs[$1]) / w * 1e9; sep = "," }' "$1" "$2"
+}
 # Context switches of every thread of a process (sleeps = wake-ups).
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
 # Busy time of the whole machine (all CPUs), in ns: user + nice + system +
@@ -383,7 +401,7 @@ $AGENT_INI
 EOF
     ip netns exec $SEN taskset -c $GEN_CPU "$SENSOR" --listen 10.200.2.2:$SENSOR_PORT \
         --udp-ports 2004-2005 --ifname c0 --filter "udp dst port $PORT" \
-        --stats-interval 0.5 --stats-file "$d/sensor.stats" -w - >/dev/null 2>"$d/sensor.log" &
+        --stats-interval "$STATS_INTERVAL" --stats-file "$d/sensor.stats" -w - >/dev/null 2>"$d/sensor.log" &
     local spid=$!; PIDS+=($spid); RUN_PIDS=($spid)
     local wrap=()
     [ $STRACE = 1 ] && wrap=(strace -f -ff -ttt -qq -o "$d/st") name=$name+strace
@@ -416,17 +434,19 @@ EOF
     [ "$mode" = sink ] && DATA_DEV=d0
     snap_before
     local c0=$(cpu_ticks_ns $apid) s0=$(cpu_sched_ns $apid) x0=$(ctxsw $apid)
+    thread_cpu $apid >"$d/threads.0"
     local w0=$(now_ns) k0=0
     [ -n "$scraper" ] && k0=$(wc -l <"$d/scrapes")
     run_trafgen "$size" "$count" "$rate" || return 1
     wait_quiet data_pkts
     local c1=$(cpu_ticks_ns $apid) s1=$(cpu_sched_ns $apid) x1=$(ctxsw $apid)
+    thread_cpu $apid >"$d/threads.1"
     local w1=$(now_ns) k1=0
     [ -n "$scraper" ] && k1=$(wc -l <"$d/scrapes")
     snap_after
     # The threads' names, for the strace report.
     for t in /proc/$apid/task/*; do echo "${t##*/} $(cat "$t/comm" 2>/dev/null)"; done >"$d/comm"
-    sleep 0.6 # one more STATS reply, with the final agent counters
+    sleep "$STATS_WAIT" # one more STATS reply, with the final agent counters
     local hwm=$(vmhwm_kib $apid)
     if [ -n "$scraper" ]; then kill $scraper; wait $scraper 2>/dev/null || true; fi
     kill -INT $spid; wait $spid 2>/dev/null || true
@@ -441,6 +461,7 @@ EOF
     local st=$d/sensor.stats
     local extra=""
     [ -n "$scraper" ] && extra=" scrapes=$((k1 - k0)) scrape_fails=$(grep -cv '^200$' "$d/scrapes")"
+    extra="$extra threads=$(thread_report "$d/threads.0" "$d/threads.1" $((w1 - w0)))"
     # Frames forwarded: the sensor's count, or the agent's own for the sink.
     local fwd=$(stat_field $st packets)
     [ "$mode" = sink ] && fwd=$(stat_field $st agent_sent)
@@ -643,7 +664,7 @@ pass_libpcap-rpcapd-mode() { # size count rate passive|active
     start_sensor() {
         ip netns exec $SEN taskset -c $GEN_CPU "$SENSOR" "${sargs[@]}" \
             --udp-ports 2004-2005 --ifname c0 --filter "udp dst port $PORT" \
-            --stats-interval 0.5 --stats-file "$d/sensor.stats" -w - >/dev/null 2>"$d/sensor.log" &
+            --stats-interval "$STATS_INTERVAL" --stats-file "$d/sensor.stats" -w - >/dev/null 2>"$d/sensor.log" &
         spid=$!; PIDS+=($spid); RUN_PIDS+=($spid)
     }
     local spid=
@@ -682,7 +703,7 @@ pass_libpcap-rpcapd-mode() { # size count rate passive|active
     wait_quiet data_pkts
     local c1=$(tree_sum cpu_ticks_ns $rpid) s1=$(tree_sum cpu_sched_ns $rpid) x1=$(tree_sum ctxsw $rpid)
     snap_after
-    sleep 0.6 # one more STATS reply, with rpcapd's final counters
+    sleep "$STATS_WAIT" # one more STATS reply, with rpcapd's final counters
     local hwm=$(tree_vmhwm_kib $rpid)
     kill -INT $spid; wait $spid 2>/dev/null || true
     # The session process ends with its connection (passive); the parent
