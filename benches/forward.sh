@@ -265,7 +265,7 @@ cpu_sched_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } 
 thread_cpu() {
     local t
     for t in /proc/"$1"/task/*; do
-        echo "${t##*/} $(cat "$t/comm" 2>/dev/null) $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null) $(awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }' "$t/status" 2>/dev/null)"
+        echo "${t##*/} $(cat "$t/comm" 2>/dev/null) $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null) $(ctxsw_of "$t/status")"
     done
 }
 # Per-thread CPU (ms per s of the window) and wake-ups per s between two
@@ -275,7 +275,9 @@ thread_report() { # before after window_ns
         { d = $3 - ns[$1]; if (d > 0) printf "%s%s=%.2fms/s:%.1fw/s", sep, $2, d / w * 1e3, ($4 - cs[$1]) / w * 1e9; sep = "," }' "$1" "$2"
 }
 # Context switches of every thread of a process (sleeps = wake-ups).
-ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
+ctxsw() { ctxsw_of /proc/"$1"/task/*/status; }
+# The same over the given /proc status files.
+ctxsw_of() { cat "$@" 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
 # Busy time of the whole machine (all CPUs), in ns: user + nice + system +
 # irq + softirq ticks of /proc/stat's "cpu" line.
 machine_busy_ns() { awk -v hz="$HZ" '$1 == "cpu" { printf "%.0f\n", ($2 + $3 + $4 + $7 + $8) * 1e9 / hz; exit }' /proc/stat; }
@@ -445,7 +447,7 @@ EOF
     [ -n "$scraper" ] && k1=$(wc -l <"$d/scrapes")
     snap_after
     # The threads' names, for the strace report.
-    for t in /proc/$apid/task/*; do echo "${t##*/} $(cat "$t/comm" 2>/dev/null)"; done >"$d/comm"
+    cut -d' ' -f1,2 "$d/threads.1" >"$d/comm"
     sleep "$STATS_WAIT" # one more STATS reply, with the final agent counters
     local hwm=$(vmhwm_kib $apid)
     if [ -n "$scraper" ]; then kill $scraper; wait $scraper 2>/dev/null || true; fi
