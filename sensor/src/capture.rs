@@ -144,15 +144,22 @@ impl Capture {
             if count > 1 {
                 self.counters.gro_datagrams += count;
             }
+            let at = m.arrived_us.unwrap_or_else(delay::now_us);
             for d in m.datagrams(buf) {
-                self.on_datagram(d, budget);
+                self.on_datagram_at(d, at, budget);
             }
         }
     }
 
-    /// One UDP datagram of the data channel: udpstr (type 110) or plain (type 7),
-    /// decided per datagram. `budget` is how many more records may be written.
+    /// One UDP datagram of the data channel, received now.
     pub fn on_datagram(&mut self, dgram: &[u8], budget: &mut u64) {
+        self.on_datagram_at(dgram, delay::now_us(), budget)
+    }
+
+    /// One UDP datagram of the data channel, received at `at_us` (µs since
+    /// the epoch): udpstr (type 110) or plain (type 7), decided per
+    /// datagram. `budget` is how many more records may be written.
+    pub fn on_datagram_at(&mut self, dgram: &[u8], at_us: u64, budget: &mut u64) {
         match dgram.get(1).copied() {
             Some(t) if t == MsgType::UdpStrPacket as u8 => {
                 let (out, c, logged, tap, delay) = (
@@ -162,15 +169,14 @@ impl Capture {
                     &mut self.tap,
                     &mut self.delay,
                 );
-                let now = delay::now_us();
                 // Errors are counted by the deframer itself (stats().malformed).
                 let _ = self.deframer.push(dgram, |h, data| {
-                    delay.observe(now, h);
+                    delay.observe(at_us, h);
                     write_record(out, c, logged, tap, budget, h, data)
                 });
             }
             Some(t) if t == MsgType::Packet as u8 => match plain::decode(dgram) {
-                Ok((h, data)) => self.on_plain_record(&h, data, budget),
+                Ok((h, data)) => self.on_plain_record(&h, data, at_us, budget),
                 Err(_) => self.counters.malformed += 1,
             },
             _ => self.counters.malformed += 1,
@@ -180,12 +186,12 @@ impl Capture {
     /// The payload of one PACKET message from a TCP data channel.
     pub fn on_packet_payload(&mut self, payload: &[u8], budget: &mut u64) {
         match plain::decode_payload(payload) {
-            Ok((h, data)) => self.on_plain_record(&h, data, budget),
+            Ok((h, data)) => self.on_plain_record(&h, data, delay::now_us(), budget),
             Err(_) => self.counters.malformed += 1,
         }
     }
 
-    fn on_plain_record(&mut self, h: &PktHdr, data: &[u8], budget: &mut u64) {
+    fn on_plain_record(&mut self, h: &PktHdr, data: &[u8], at_us: u64, budget: &mut u64) {
         if data.len() > self.snaplen as usize {
             self.counters.malformed += 1;
             return;
@@ -217,7 +223,7 @@ impl Capture {
             self.counters.plain_lost += u64::from(ahead.saturating_sub(1));
         }
         self.plain_last = h.npkt;
-        self.delay.observe(delay::now_us(), h);
+        self.delay.observe(at_us, h);
         write_record(
             &mut self.output,
             &mut self.counters,
@@ -383,6 +389,30 @@ mod tests {
         c.finish();
         assert_eq!(c.counters.write_errors, 2);
         assert_eq!((c.udpstr().truncated_records, c.lost()), (0, 0));
+    }
+
+    #[test]
+    fn the_delay_runs_to_the_kernels_receive_time_when_it_came_with_the_buffer() {
+        // Records stamped 1 s + 0..3 µs; the kernel received the buffer at
+        // 1.05 s, whenever this thread got round to reading it.
+        let dgrams = udpstr(&[60, 60, 60], 1000);
+        assert_eq!(dgrams.len(), 1);
+        let meta = |arrived_us| Meta {
+            len: dgrams[0].len(),
+            from: None,
+            overflow: None,
+            truncated: false,
+            segment: None,
+            arrived_us,
+        };
+        let mut budget = u64::MAX;
+        let mut c = Capture::new("eth0", 1, 1000, None);
+        c.on_buffer(&dgrams[0], &meta(Some(1_050_000)), true, &mut budget);
+        assert_eq!((c.delay.max_us, c.delay.mean_us()), (50_000, 49_999));
+        // Without it: the time of reading (now, decades after 1970).
+        let mut c = Capture::new("eth0", 1, 1000, None);
+        c.on_buffer(&dgrams[0], &meta(None), true, &mut budget);
+        assert!(c.delay.max_us > 1_000_000_000_000_000, "{:?}", c.delay);
     }
 
     #[test]

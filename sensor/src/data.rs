@@ -119,6 +119,12 @@ fn udp_socket(addr: SocketAddr, rcvbuf: usize, reuse_port: bool) -> io::Result<U
     if let Err(e) = sys::sockopt::set_int(&s, libc::SOL_UDP, libc::UDP_GRO, 1) {
         log::debug!("UDP_GRO unavailable: {e}");
     }
+    // The kernel's receive time of each datagram: the capture-to-sensor
+    // delay (`delay_max_us`) is then the agent's latency bound and the
+    // network, not also this thread's scheduling.
+    if let Err(e) = sys::sockopt::set_int(&s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1) {
+        log::debug!("SO_TIMESTAMPNS unavailable: {e}");
+    }
     s.bind(&addr.into())?;
     Ok(s.into())
 }

@@ -1,5 +1,6 @@
 //! How long records took from the agent's capture to the sensor: the
-//! receive time minus the record's pcap timestamp. It measures the agent's
+//! receive time (the kernel's, SO_TIMESTAMPNS, for UDP data; the read time
+//! for TCP) minus the record's pcap timestamp. It measures the agent's
 //! latency bound (`MaxLatencyMs`) and the network, and it includes any
 //! difference between the two hosts' clocks, so it means something only
 //! where their clocks are synchronised (NTP, or one host as in the

@@ -162,9 +162,9 @@ fn cmsg_space(len: usize) -> usize {
 
 /// Room for the largest UDP payload.
 const SLOT: usize = 65536;
-/// Control-message room per datagram (a u32 SO_RXQ_OVFL message and an
-/// int UDP_GRO one, 24 bytes each).
-const CTRL: usize = 64;
+/// Control-message room per datagram: a u32 SO_RXQ_OVFL message and an
+/// int UDP_GRO one (24 bytes each) and an SO_TIMESTAMPNS timespec (32).
+const CTRL: usize = 96;
 
 /// What one received datagram carried besides its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +179,10 @@ pub struct Meta {
     /// UDP GRO (`UDP_GRO` on the socket): the buffer holds several
     /// datagrams of one sender, each of this size but the last.
     pub segment: Option<usize>,
+    /// When the kernel received it, in µs since the epoch
+    /// (`SO_TIMESTAMPNS` on the socket): unlike the time it is read, not
+    /// delayed by the reader's scheduling.
+    pub arrived_us: Option<u64>,
 }
 
 impl Meta {
@@ -271,6 +275,7 @@ impl RecvBatch {
                 overflow: overflow_of(h),
                 truncated: h.msg_flags & libc::MSG_TRUNC != 0,
                 segment: gro_segment_of(h),
+                arrived_us: arrival_of(h),
             });
         }
         Ok(got)
@@ -293,17 +298,33 @@ fn gro_segment_of(h: &libc::msghdr) -> Option<usize> {
     cmsg_u32(h, libc::SOL_UDP, libc::UDP_GRO).map(|s| s as usize)
 }
 
-/// The 4-byte value of the last control message of `level`/`kind` in `h`.
+/// The kernel's receive time (SCM_TIMESTAMPNS) among them, in µs since the epoch.
+fn arrival_of(h: &libc::msghdr) -> Option<u64> {
+    let t: libc::timespec = cmsg_value(h, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
+    Some(t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000)
+}
+
 fn cmsg_u32(h: &libc::msghdr, level: libc::c_int, kind: libc::c_int) -> Option<u32> {
+    cmsg_value(h, level, kind)
+}
+
+/// The value of the last control message of `level`/`kind` in `h`, which
+/// the kernel defines as a `T`: a u32 for SO_RXQ_OVFL, an int for UDP_GRO,
+/// a timespec for SCM_TIMESTAMPNS.
+fn cmsg_value<T: Copy>(h: &libc::msghdr, level: libc::c_int, kind: libc::c_int) -> Option<T> {
     let mut found = None;
     // SAFETY: `h` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR stay within
-    // msg_control..msg_controllen, and the data of an SO_RXQ_OVFL (u32) or
-    // UDP_GRO (int) message is 4 bytes (read unaligned).
+    // msg_control..msg_controllen. A message is read only if its length
+    // holds a whole `T` (read unaligned), which the callers pair with the
+    // type the kernel writes for that level and kind.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
-            if (*c).cmsg_level == level && (*c).cmsg_type == kind {
-                found = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+            if (*c).cmsg_level == level
+                && (*c).cmsg_type == kind
+                && (*c).cmsg_len as usize >= libc::CMSG_LEN(mem::size_of::<T>() as u32) as usize
+            {
+                found = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<T>()));
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
@@ -375,6 +396,44 @@ mod tests {
         assert_eq!(b.recv(&rx).unwrap(), 0);
     }
 
+    #[test]
+    fn the_kernel_receive_time_comes_with_each_datagram_when_asked_for() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let now_us = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64
+        };
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let mut b = RecvBatch::new(4);
+        let recv_one = |b: &mut RecvBatch| loop {
+            if b.recv(&rx).unwrap() == 1 {
+                return b.get(0).1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        tx.send(b"x").unwrap();
+        assert_eq!(recv_one(&mut b).arrived_us, None, "not asked for");
+
+        crate::sockopt::set_int(&rx, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).unwrap();
+        let before = now_us();
+        tx.send(b"y").unwrap();
+        // Read 200 ms late: the arrival time is the kernel's, not the read's.
+        std::thread::sleep(Duration::from_millis(200));
+        let m = recv_one(&mut b);
+        let read = now_us();
+        let arrived = m.arrived_us.expect("SCM_TIMESTAMPNS");
+        assert!(arrived >= before, "{arrived} before the send at {before}");
+        assert!(
+            read - arrived >= 150_000,
+            "arrived {arrived}, read {read}: the read time, not the arrival"
+        );
+    }
+
     /// Sends `dgrams` (100 × 5 then 40 bytes) as one GSO run to a socket
     /// with UDP_GRO `gro` and returns what each recvmmsg entry held.
     fn gso_run_to(gro: bool) -> Vec<(Vec<u8>, Meta)> {
@@ -433,6 +492,7 @@ mod tests {
             overflow: None,
             truncated: false,
             segment,
+            arrived_us: None,
         };
         let m = meta(0, None);
         assert_eq!(m.datagrams(&[]).collect::<Vec<_>>(), vec![&[] as &[u8]]);
