@@ -25,9 +25,12 @@ pub const DEFAULT_SEND_BUFFER: usize = 8 << 20;
 pub const MIN_SEND_BUFFER: usize = 4096;
 pub const DEFAULT_RING_SIZE: usize = 32 << 20;
 /// `MaxLatencyMs` when unset: short enough for a live view (a sensor's
-/// display, an IDS), long enough that a slow link wakes the agent ~20
-/// times a second rather than once per frame.
-pub const DEFAULT_MAX_LATENCY: Duration = Duration::from_millis(50);
+/// display, an IDS), long enough that a busy server's agent wakes ~11
+/// times a second rather than per frame or per few. Each wake-up costs
+/// ~125 us of CPU on a VM, so at 50 ms the wake-ups alone cost more than
+/// tcpdump's whole capture at 20 kpps (benches/README.md, "Per wake-up
+/// and per packet"). xrpcap-sensor asks for the same read timeout.
+pub const DEFAULT_MAX_LATENCY: Duration = Duration::from_millis(100);
 /// Smallest `RingSize`.
 pub const MIN_RING_SIZE: usize = 1 << 16;
 pub const DEFAULT_KEEPALIVE_SECS: u32 = 60;

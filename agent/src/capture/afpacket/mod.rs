@@ -70,13 +70,22 @@ const BLOCK_OVERHEAD: usize = 4096;
 /// How often an interface that went down is checked for having been deleted.
 const DOWN_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The ring hands a block over at the latest this long after its first
-/// frame: the latency bound itself, since the worker flushes what it read
-/// as soon as it has caught up with the ring (`Source::caught_up`). At low
-/// rates this is the worker's only wake-up per bound; at high rates blocks
-/// fill before it and the worker wakes per full block.
+/// The most the block timeout is set short of the latency bound.
+const TIMER_MARGIN: Duration = Duration::from_millis(10);
+
+/// The ring hands a block over at the latest this long after it opened
+/// (so after its first frame): a little short of the latency bound, since
+/// the worker flushes what it read as soon as it has caught up with the
+/// ring (`Source::caught_up`). At low rates this is the worker's only
+/// wake-up per bound; at high rates blocks fill before it and the worker
+/// wakes per full block. The margin (a fifth of the bound, at most
+/// [`TIMER_MARGIN`]) is for what comes after the timer: it may fire up to
+/// a tick late (4 ms at HZ=250, 10 ms at HZ=100), then the worker wakes,
+/// sends, and the datagrams cross the network. With the timeout at the
+/// bound itself the sensor saw frames 3-7 ms over a 100 ms bound.
 fn block_timeout(latency: Duration) -> Duration {
-    latency.max(Duration::from_millis(1))
+    let margin = (latency / 5).min(TIMER_MARGIN);
+    latency.saturating_sub(margin).max(Duration::from_millis(1))
 }
 
 /// Block geometry of the ring.
@@ -654,6 +663,20 @@ pub(crate) fn attach_filter(fd: &OwnedFd, insns: &[Insn]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_block_timeout_leaves_room_for_the_timer_and_the_send() {
+        let ms = Duration::from_millis;
+        // The default bound: 10 ms of margin.
+        assert_eq!(block_timeout(ms(100)), ms(90));
+        assert_eq!(block_timeout(ms(1000)), ms(990));
+        // Short bounds keep four fifths of themselves.
+        assert_eq!(block_timeout(ms(50)), ms(40));
+        assert_eq!(block_timeout(ms(10)), ms(8));
+        // Never below the kernel's 1 ms unit, never 0 (0 means "pick one").
+        assert_eq!(block_timeout(ms(1)), ms(1));
+        assert_eq!(block_timeout(Duration::ZERO), ms(1));
+    }
 
     #[test]
     fn ring_geometry_fits_the_snaplen_and_the_budget() {
