@@ -269,13 +269,14 @@ impl RecvBatch {
         self.meta.clear();
         for i in 0..got {
             let h = &self.hdrs[i].msg_hdr;
+            let c = controls_of(h);
             self.meta.push(Meta {
                 len: (self.hdrs[i].msg_len as usize).min(SLOT),
                 from: sockaddr_to_std(&self.addrs[i], h.msg_namelen),
-                overflow: overflow_of(h),
+                overflow: c.overflow,
                 truncated: h.msg_flags & libc::MSG_TRUNC != 0,
-                segment: gro_segment_of(h),
-                arrived_us: arrival_of(h),
+                segment: c.segment,
+                arrived_us: c.arrived_us,
             });
         }
         Ok(got)
@@ -288,48 +289,55 @@ impl RecvBatch {
     }
 }
 
-/// The SO_RXQ_OVFL counter among the control messages recvmmsg filled in.
-fn overflow_of(h: &libc::msghdr) -> Option<u32> {
-    cmsg_u32(h, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+/// The control messages recvmmsg filled in for one datagram.
+#[derive(Default)]
+struct Controls {
+    /// SO_RXQ_OVFL: the socket's drop counter.
+    overflow: Option<u32>,
+    /// UDP_GRO: the segment size, if the buffer holds several datagrams.
+    segment: Option<usize>,
+    /// SCM_TIMESTAMPNS: the kernel's receive time, µs since the epoch.
+    arrived_us: Option<u64>,
 }
 
-/// The UDP GRO segment size among them, if the buffer holds several datagrams.
-fn gro_segment_of(h: &libc::msghdr) -> Option<usize> {
-    cmsg_u32(h, libc::SOL_UDP, libc::UDP_GRO).map(|s| s as usize)
-}
-
-/// The kernel's receive time (SCM_TIMESTAMPNS) among them, in µs since the epoch.
-fn arrival_of(h: &libc::msghdr) -> Option<u64> {
-    let t: libc::timespec = cmsg_value(h, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
-    Some(t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000)
-}
-
-fn cmsg_u32(h: &libc::msghdr, level: libc::c_int, kind: libc::c_int) -> Option<u32> {
-    cmsg_value(h, level, kind)
-}
-
-/// The value of the last control message of `level`/`kind` in `h`, which
-/// the kernel defines as a `T`: a u32 for SO_RXQ_OVFL, an int for UDP_GRO,
-/// a timespec for SCM_TIMESTAMPNS.
-fn cmsg_value<T: Copy>(h: &libc::msghdr, level: libc::c_int, kind: libc::c_int) -> Option<T> {
-    let mut found = None;
+/// Reads `h`'s control messages in one walk (the last of each kind wins).
+fn controls_of(h: &libc::msghdr) -> Controls {
+    let mut out = Controls::default();
     // SAFETY: `h` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR stay within
-    // msg_control..msg_controllen. A message is read only if its length
-    // holds a whole `T` (read unaligned), which the callers pair with the
-    // type the kernel writes for that level and kind.
+    // msg_control..msg_controllen, so every `c` is a whole cmsghdr there.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
-            if (*c).cmsg_level == level
-                && (*c).cmsg_type == kind
-                && (*c).cmsg_len as usize >= libc::CMSG_LEN(mem::size_of::<T>() as u32) as usize
-            {
-                found = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<T>()));
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => out.overflow = cmsg_data::<u32>(c),
+                // An int, never negative.
+                (libc::SOL_UDP, libc::UDP_GRO) => {
+                    out.segment = cmsg_data::<u32>(c).map(|s| s as usize)
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    out.arrived_us = cmsg_data::<libc::timespec>(c)
+                        .map(|t| t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000)
+                }
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
     }
-    found
+    out
+}
+
+/// The data of control message `c` as the `T` the kernel writes for its
+/// level and kind, if its length holds a whole one.
+///
+/// # Safety
+/// `c` points at a whole cmsghdr inside a buffer recvmmsg filled in.
+unsafe fn cmsg_data<T: Copy>(c: *const libc::cmsghdr) -> Option<T> {
+    // SAFETY: per the contract `c` is readable; the data is read only if
+    // cmsg_len covers a whole `T` after the header, and read unaligned.
+    unsafe {
+        ((*c).cmsg_len >= libc::CMSG_LEN(mem::size_of::<T>() as u32) as _)
+            .then(|| std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<T>()))
+    }
 }
 
 fn sockaddr_to_std(a: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
